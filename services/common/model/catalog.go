@@ -1,0 +1,10 @@
+package model
+
+// Catalog is what validation needs to know of the configuration already
+// stored. Implementations must be safe for concurrent use.
+type Catalog interface {
+	// Exists reports whether a stored resource exists.
+	Exists(Ref) bool
+	// Routes returns the stored routes, for conflict checks.
+	Routes() []Route
+}

@@ -1,0 +1,157 @@
+// Package model is the validated form of Keyway's declarative resources: the
+// middle step of proto → model → TLS snapshot → transport.
+//
+// [Validate] turns API resources (keyway.policy.v1) into model values and
+// reports every problem at once, each with the field path and the fix. The
+// policy service calls it before storing anything; a proxy node calls it on
+// what it reads from the store, so both sides agree on what a resource means.
+package model
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"time"
+)
+
+// Kinds of resource.
+const (
+	KindService       = "Service"
+	KindRoute         = "Route"
+	KindPolicyBinding = "PolicyBinding"
+)
+
+// API versions accepted on input.
+const (
+	APIVersion     = "keyway.dev/v1alpha1"
+	FlexAPIVersion = "gateway.mulesoft.com/v1alpha1"
+)
+
+// Policy names a PolicyBinding can refer to.
+const (
+	PolicyTLSOutbound = "tls-outbound"
+)
+
+// Upstream protocols.
+const (
+	ProtocolHTTP1 = "http1"
+	ProtocolH2    = "h2"
+	ProtocolGRPC  = "grpc"
+)
+
+// Ref names one resource.
+type Ref struct {
+	Kind string
+	Name string
+}
+
+func (r Ref) String() string { return r.Kind + "/" + r.Name }
+
+// Service is a validated upstream.
+type Service struct {
+	Name string
+	// Endpoints are "host:port", at least one.
+	Endpoints []string
+	// Protocol is one of the Protocol constants.
+	Protocol string
+}
+
+// Route is a validated route.
+type Route struct {
+	Name string
+	// Path is a path template; see keyway.policy.v1.RouteSpec.
+	Path string
+	// Methods are upper-case HTTP methods; empty means all.
+	Methods []string
+	// Host is a lowercase host name without port; empty means any.
+	Host    string
+	Service string
+}
+
+// Binding is a validated PolicyBinding.
+type Binding struct {
+	Name string
+	// Target is the Service the binding applies to.
+	Target Ref
+	Policy string
+	// Outbound is set for tls-outbound bindings.
+	Outbound *OutboundTLS
+}
+
+// OutboundTLS is the TLS context a proxy node uses to reach one upstream:
+// everything a tls.Config needs, already parsed and checked. It is immutable
+// once built.
+type OutboundTLS struct {
+	// SkipValidation turns upstream certificate verification off.
+	SkipValidation bool
+	// TrustedCAs verify the upstream; nil with SkipValidation.
+	TrustedCAs []*x509.Certificate
+	// Certificate is the client key pair presented to the upstream, with
+	// Leaf set and the chain in order; nil when none is configured.
+	Certificate *tls.Certificate
+	// ALPN protocols in order of preference; defaults to h2, http/1.1.
+	ALPN []string
+	// MinVersion and MaxVersion are tls.VersionTLS1x; defaults 1.2 and 1.3.
+	MinVersion uint16
+	MaxVersion uint16
+	// CipherSuites are TLS 1.2 (and 1.1) suites; nil keeps Go's defaults.
+	// TLS 1.3 suites are not configurable.
+	CipherSuites []uint16
+	// SNI is the server name sent and verified; empty means the host of the
+	// Service address.
+	SNI string
+	// SubjectAltNames, when set, are DNS names of which the upstream
+	// certificate must carry at least one, in addition to chain and SNI
+	// verification.
+	SubjectAltNames []string
+	// Fingerprint identifies this context: two contexts with the same
+	// fingerprint are interchangeable. Connection pools are keyed by it.
+	Fingerprint string
+}
+
+// Object is one validated resource: exactly one field is set.
+type Object struct {
+	Service *Service
+	Route   *Route
+	Binding *Binding
+}
+
+// Ref names the object.
+func (o Object) Ref() Ref {
+	switch {
+	case o.Service != nil:
+		return Ref{KindService, o.Service.Name}
+	case o.Route != nil:
+		return Ref{KindRoute, o.Route.Name}
+	case o.Binding != nil:
+		return Ref{KindPolicyBinding, o.Binding.Name}
+	}
+	return Ref{}
+}
+
+// Violation is one problem, with the field it is in and what to do.
+type Violation struct {
+	// Field is a JSON path into the request, e.g.
+	// "resources[0].policyBinding.spec.config.ciphers[2]".
+	Field string
+	// Message says what is wrong and how to fix it.
+	Message string
+}
+
+// CertificateInfo describes a certificate found in a resource.
+type CertificateInfo struct {
+	Field       string
+	Cert        *x509.Certificate
+	Fingerprint string // SHA-256 of DER, lowercase hex
+	NotAfter    time.Time
+}
+
+// Report is the outcome of validating resources. Errors block an apply;
+// warnings do not.
+type Report struct {
+	Errors       []Violation
+	Warnings     []Violation
+	Certificates []CertificateInfo
+}
+
+// OK reports whether there are no errors.
+func (r *Report) OK() bool { return len(r.Errors) == 0 }
