@@ -1,12 +1,17 @@
 module keyway.dev/tests
 
-go 1.26
+go 1.26.0
 
 replace (
-	keyway.dev/gen => ../gen
 	keyway.dev/common => ../services/common
+	keyway.dev/devstack => ../services/devstack
+	keyway.dev/gen => ../gen
+	keyway.dev/keywayctl => ../cmd/keywayctl
 	keyway.dev/policy => ../services/policy
 	keyway.dev/proxy => ../services/proxy
-	keyway.dev/devstack => ../services/devstack
-	keyway.dev/keywayctl => ../cmd/keywayctl
+)
+
+require (
+	keyway.dev/common v0.0.0
+	keyway.dev/devstack v0.0.0
 )

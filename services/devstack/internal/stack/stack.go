@@ -1,0 +1,213 @@
+// Package stack runs Keyway's local development stack in the foreground: an
+// embedded NATS server with JetStream, the policy service and a proxy node as
+// their own processes, a demo upstream that demands client certificates, and
+// the dev PKI; it applies a sample configuration and prints what to try.
+package stack
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+
+	"keyway.dev/devstack/echo"
+)
+
+// Config places the stack's parts. Every address is on loopback.
+type Config struct {
+	Bin          string // folder with keyway-policy, keyway-proxy, keywayctl
+	Data         string // folder for NATS data, the PKI and the sample manifest
+	NATSPort     int
+	PolicyAddr   string
+	ProxyAddr    string
+	ProxyAdmin   string
+	UpstreamAddr string
+	Out          io.Writer
+	Log          *slog.Logger
+}
+
+// Run starts the stack and blocks until ctx is done or a part fails.
+func Run(ctx context.Context, cfg Config) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	log := cfg.Log
+	data, err := filepath.Abs(cfg.Data)
+	if err != nil {
+		return err
+	}
+
+	p, err := loadOrMakePKI(filepath.Join(data, "pki"))
+	if err != nil {
+		return fmt.Errorf("making the dev PKI: %w", err)
+	}
+
+	ns, err := natsserver.NewServer(&natsserver.Options{
+		ServerName: "keyway-dev", Host: "127.0.0.1", Port: cfg.NATSPort,
+		JetStream: true, StoreDir: filepath.Join(data, "nats"), NoSigs: true,
+	})
+	if err != nil {
+		return fmt.Errorf("configuring NATS: %w", err)
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		return fmt.Errorf("NATS did not start on 127.0.0.1:%d (is the port in use?)", cfg.NATSPort)
+	}
+	natsURL := ns.ClientURL()
+	log.Info("nats serving", "url", natsURL, "store", filepath.Join(data, "nats"))
+
+	up, err := echo.Start(cfg.UpstreamAddr, p.upstreamTLS())
+	if err != nil {
+		return fmt.Errorf("starting the demo upstream on %s: %w", cfg.UpstreamAddr, err)
+	}
+	defer up.Close()
+	log.Info("demo upstream serving", "addr", up.Addr(), "requires", "client certificate from the dev CA")
+
+	var children sync.WaitGroup
+	defer children.Wait()
+	spawn := func(name string, args ...string) error {
+		cmd := exec.Command(filepath.Join(cfg.Bin, name), args...)
+		cmd.Env = append(os.Environ(), "KEYWAY_LOG_FORMAT=text")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			return err
+		}
+		cmd.Stdout = cmd.Stderr
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("starting %s (run `make build`?): %w", name, err)
+		}
+		children.Add(2)
+		go func() { defer children.Done(); prefixLines(cfg.Out, "["+name+"] ", stderr) }()
+		go func() {
+			defer children.Done()
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			select {
+			case err := <-exited:
+				cancel(fmt.Errorf("%s exited: %v", name, err))
+			case <-ctx.Done():
+				_ = cmd.Process.Signal(syscall.SIGTERM)
+				select {
+				case <-exited:
+				case <-time.After(10 * time.Second):
+					_ = cmd.Process.Kill()
+					<-exited
+				}
+			}
+		}()
+		return nil
+	}
+	if err := spawn("keyway-policy", "--listen", cfg.PolicyAddr, "--nats", natsURL); err != nil {
+		return err
+	}
+	if err := spawn("keyway-proxy", "--listen", cfg.ProxyAddr, "--admin-listen", cfg.ProxyAdmin, "--nats", natsURL, "--node-id", "dev-1"); err != nil {
+		return err
+	}
+
+	policyURL := "http://" + cfg.PolicyAddr
+	if err := waitHTTP(ctx, policyURL+"/healthz"); err != nil {
+		return fmt.Errorf("waiting for the policy service: %w", err)
+	}
+	sample := filepath.Join(data, "sample.yaml")
+	if err := writeSample(sample, up.Addr(), p); err != nil {
+		return fmt.Errorf("writing the sample manifest: %w", err)
+	}
+	apply := exec.CommandContext(ctx, filepath.Join(cfg.Bin, "keywayctl"), "--server", policyURL, "apply", "-f", sample)
+	apply.Stdout, apply.Stderr = cfg.Out, cfg.Out
+	if err := apply.Run(); err != nil {
+		return fmt.Errorf("applying %s: %w", sample, err)
+	}
+	proxyURL := "http://" + cfg.ProxyAddr
+	if err := waitHTTP(ctx, proxyURL+"/demo/hello"); err != nil {
+		return fmt.Errorf("waiting for the proxy to serve the sample route: %w", err)
+	}
+	printTry(cfg, data, sample)
+
+	<-ctx.Done()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	log.Info("stopping")
+	return nil
+}
+
+// waitHTTP polls url until it answers 200, for at most 30 seconds. Polling is
+// what a launcher can do here: the services are other processes.
+func waitHTTP(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var last error
+	for delay := 20 * time.Millisecond; ; delay = min(delay*2, 500*time.Millisecond) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("%s answered %s", url, resp.Status)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-time.After(delay):
+		}
+	}
+}
+
+func prefixLines(w io.Writer, prefix string, r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fmt.Fprintf(w, "%s%s\n", prefix, sc.Text())
+	}
+}
+
+func printTry(cfg Config, data, sample string) {
+	rel := func(p string) string {
+		if wd, err := os.Getwd(); err == nil {
+			if r, err := filepath.Rel(wd, p); err == nil {
+				return r
+			}
+		}
+		return p
+	}
+	ctl := filepath.Join(rel(cfg.Bin), "keywayctl")
+	_, policyPort, _ := net.SplitHostPort(cfg.PolicyAddr)
+	fmt.Fprintf(cfg.Out, `
+Keyway is running.
+  proxy node       http://%[1]s       (admin: http://%[2]s/status)
+  policy API       http://%[3]s       (Connect, gRPC, gRPC-Web)
+  NATS JetStream   nats://127.0.0.1:%[4]s
+  demo upstream    https://%[5]s      (requires a client certificate from %[6]s)
+
+Try:
+  curl -s http://%[1]s/demo/hello
+  %[7]s get policybindings
+  %[7]s get services -o json
+  %[7]s validate -f %[8]s
+  %[7]s apply -f %[8]s
+  buf curl --http2-prior-knowledge --list-methods http://%[3]s
+  buf curl --http2-prior-knowledge -d '{"kind":"PolicyBinding"}' http://%[3]s/keyway.policy.v1.PolicyService/List
+  curl --cacert %[6]s https://%[5]s/   # refused: no client certificate
+
+(buf is installed by the Makefile: "$(scripts/tool.sh buf)" prints its path.)
+Ctrl-C stops everything; data stays in %[9]s (policy port %[10]s).
+`, cfg.ProxyAddr, cfg.ProxyAdmin, cfg.PolicyAddr, strconv.Itoa(cfg.NATSPort), cfg.UpstreamAddr,
+		rel(filepath.Join(data, "pki", "ca.crt")), ctl, rel(sample), rel(data), policyPort)
+}

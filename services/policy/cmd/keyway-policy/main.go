@@ -1,0 +1,53 @@
+// Command keyway-policy serves Keyway's policy API: it validates resources
+// and stores them in NATS JetStream KV.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"keyway.dev/common/configkv"
+	"keyway.dev/common/logging"
+	"keyway.dev/policy/internal/app"
+	"keyway.dev/policy/internal/store"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := realMain(ctx, os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "keyway-policy:", err)
+		os.Exit(1)
+	}
+}
+
+func realMain(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("keyway-policy", flag.ContinueOnError)
+	var (
+		listen    = fs.String("listen", logging.Env("KEYWAY_POLICY_LISTEN", "127.0.0.1:8081"), "API address: Connect, gRPC and gRPC-Web (env KEYWAY_POLICY_LISTEN)")
+		natsURL   = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env KEYWAY_NATS_URL)")
+		bucket    = fs.String("bucket", logging.Env("KEYWAY_BUCKET", configkv.Bucket), "JetStream KV bucket holding the configuration (env KEYWAY_BUCKET)")
+		replicas  = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
+		logFormat = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
+		logLevel  = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+	return app.Run(ctx, app.Config{
+		Listen:  *listen,
+		NATSURL: *natsURL,
+		Store:   store.Config{Bucket: *bucket, Replicas: *replicas},
+		Log:     log.With("service", "policy"),
+	})
+}

@@ -1,0 +1,115 @@
+// Package app wires the policy service: NATS, the store, and the RPC server
+// that serves Connect, gRPC and gRPC-Web on one port, with gRPC reflection
+// and health so that `buf curl` needs no schema.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/nats-io/nats.go"
+
+	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
+
+	"keyway.dev/policy/internal/server"
+	"keyway.dev/policy/internal/store"
+)
+
+// Config is what the policy service needs to run.
+type Config struct {
+	// Listen is the API address, e.g. "127.0.0.1:8081".
+	Listen string
+	// NATSURL is the NATS server (or comma-separated cluster seed list).
+	NATSURL string
+	Store   store.Config
+	Log     *slog.Logger
+	// OnListen, if set, is called with the bound address once the API
+	// serves (tests listen on port 0).
+	OnListen func(net.Addr)
+}
+
+// Run serves until ctx is done, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	nc, err := nats.Connect(cfg.NATSURL,
+		nats.Name("keyway-policy"),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return fmt.Errorf("connecting to NATS at %s: %w", cfg.NATSURL, err)
+	}
+	defer nc.Close()
+
+	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	st, err := store.Open(openCtx, nc, cfg.Store, log)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("opening the configuration store (is NATS with JetStream at %s?): %w", cfg.NATSURL, err)
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           Handler(server.New(st, log)),
+		Protocols:         protocols(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("policy service serving", "addr", ln.Addr().String(), "nats", nc.ConnectedUrlRedacted(), "bucket", cfg.Store.Bucket)
+	if cfg.OnListen != nil {
+		cfg.OnListen(ln.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving the API: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutting down the API: %w", err)
+	}
+	return nil
+}
+
+// Handler serves the PolicyService (Connect, gRPC, gRPC-Web), gRPC
+// reflection (v1 and v1alpha), gRPC health, and /healthz for plain probes.
+func Handler(svc policyv1connect.PolicyServiceHandler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(policyv1connect.NewPolicyServiceHandler(svc, connect.WithReadMaxBytes(32<<20)))
+	reflector := grpcreflect.NewStaticReflector(policyv1connect.PolicyServiceName, grpchealth.HealthV1ServiceName)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(policyv1connect.PolicyServiceName)))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	return mux
+}
+
+// protocols is HTTP/1.1 and HTTP/2 without TLS (h2c): gRPC clients and
+// `buf curl --http2-prior-knowledge` speak h2c; Connect and browsers use
+// either.
+func protocols() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}

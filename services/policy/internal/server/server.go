@@ -1,0 +1,251 @@
+// Package server is the RPC boundary of the policy service: it implements
+// keyway.policy.v1.PolicyService over the store, and turns validation reports
+// and store errors into Connect errors whose message and details tell the
+// caller what to change.
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
+	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
+
+	"keyway.dev/common/model"
+	"keyway.dev/policy/internal/store"
+)
+
+// maxResources bounds one Apply request.
+const maxResources = 1000
+
+// Server implements [policyv1connect.PolicyServiceHandler].
+type Server struct {
+	store *store.Store
+	log   *slog.Logger
+	now   func() time.Time
+}
+
+var _ policyv1connect.PolicyServiceHandler = (*Server)(nil)
+
+// New returns a Server over st.
+func New(st *store.Store, log *slog.Logger) *Server {
+	return &Server{store: st, log: log, now: time.Now}
+}
+
+// Apply validates all resources of the request together and stores them, or
+// stores nothing.
+func (s *Server) Apply(ctx context.Context, req *connect.Request[policyv1.ApplyRequest]) (*connect.Response[policyv1.ApplyResponse], error) {
+	resources := req.Msg.GetResources()
+	switch {
+	case len(resources) == 0:
+		return nil, invalid([]model.Violation{{Field: "resources", Message: "no resources given; send at least one Service, Route or PolicyBinding"}})
+	case len(resources) > maxResources:
+		return nil, invalid([]model.Violation{{Field: "resources", Message: fmt.Sprintf("%d resources in one request; send at most %d per request", len(resources), maxResources)}})
+	}
+	objs, report := model.Validate(resources, s.store.Catalog(), s.now())
+	if !report.OK() {
+		s.log.Info("apply refused", "resources", len(resources), "problems", len(report.Errors), "dry_run", req.Msg.GetDryRun())
+		return nil, invalid(report.Errors)
+	}
+	// Store the resources as validated (kinds and apiVersions filled in),
+	// keeping what the caller wrote.
+	for i, r := range resources {
+		fillKind(r, objs[i].Ref().Kind)
+	}
+	outs, err := s.store.Write(ctx, resources, req.Msg.GetDryRun())
+	if err != nil {
+		return nil, storeError(err)
+	}
+	var last uint64
+	resp := &policyv1.ApplyResponse{Results: make([]*policyv1.ApplyResult, len(resources))}
+	for i, o := range outs {
+		res := &policyv1.ApplyResult{Kind: o.Ref.Kind, Name: o.Ref.Name, Revision: o.Revision}
+		switch {
+		case req.Msg.GetDryRun():
+			res.Action, res.Revision = policyv1.Action_ACTION_VALID, 0
+		case !o.Changed:
+			res.Action = policyv1.Action_ACTION_UNCHANGED
+		case o.Created:
+			res.Action = policyv1.Action_ACTION_CREATED
+		default:
+			res.Action = policyv1.Action_ACTION_UPDATED
+		}
+		prefix := fmt.Sprintf("resources[%d].", i)
+		for _, w := range report.Warnings {
+			if strings.HasPrefix(w.Field, prefix) {
+				res.Warnings = append(res.Warnings, &policyv1.Warning{Field: w.Field, Message: w.Message})
+			}
+		}
+		for _, c := range report.Certificates {
+			if strings.HasPrefix(c.Field, prefix) {
+				res.Certificates = append(res.Certificates, certificateInfo(c))
+			}
+		}
+		resp.Results[i] = res
+		if o.Changed && o.Revision > last {
+			last = o.Revision
+		}
+		if o.Changed && !req.Msg.GetDryRun() {
+			s.log.Info("applied", "resource", o.Ref.String(), "revision", o.Revision, "created", o.Created, "warnings", len(res.Warnings))
+		}
+	}
+	// Read-your-writes for the next call on this replica: the view (used by
+	// List and by validation of references) holds what was just written.
+	if last > 0 {
+		if err := s.store.WaitRevision(ctx, last); err != nil {
+			return nil, connect.NewError(connect.CodeDeadlineExceeded, err)
+		}
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// Get returns one resource.
+func (s *Server) Get(ctx context.Context, req *connect.Request[policyv1.GetRequest]) (*connect.Response[policyv1.GetResponse], error) {
+	ref, err := refOf(req.Msg.GetKind(), req.Msg.GetName())
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.store.Get(ctx, ref)
+	if err != nil {
+		return nil, storeError(err)
+	}
+	return connect.NewResponse(&policyv1.GetResponse{Resource: res}), nil
+}
+
+// List returns the resources of one kind, or of all kinds.
+func (s *Server) List(_ context.Context, req *connect.Request[policyv1.ListRequest]) (*connect.Response[policyv1.ListResponse], error) {
+	kind := ""
+	if req.Msg.GetKind() != "" {
+		k, ok := model.ParseKind(req.Msg.GetKind())
+		if !ok {
+			return nil, invalid([]model.Violation{{Field: "kind", Message: unknownKind(req.Msg.GetKind())}})
+		}
+		kind = k
+	}
+	return connect.NewResponse(&policyv1.ListResponse{Resources: s.store.List(kind)}), nil
+}
+
+// Delete removes one resource, unless other resources still name it.
+func (s *Server) Delete(ctx context.Context, req *connect.Request[policyv1.DeleteRequest]) (*connect.Response[policyv1.DeleteResponse], error) {
+	ref, err := refOf(req.Msg.GetKind(), req.Msg.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if deps := s.store.Dependents(ref); len(deps) > 0 {
+		names := make([]string, len(deps))
+		for i, d := range deps {
+			names[i] = d.String()
+		}
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"%s is still used by %s; delete or re-point those first", ref, strings.Join(names, ", ")))
+	}
+	rev, err := s.store.Delete(ctx, ref, req.Msg.GetExpectedRevision())
+	if err != nil {
+		return nil, storeError(err)
+	}
+	if err := s.store.WaitRevision(ctx, rev); err != nil {
+		return nil, connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	s.log.Info("deleted", "resource", ref.String(), "revision", rev)
+	return connect.NewResponse(&policyv1.DeleteResponse{Revision: rev, DeleteTime: timestamppb.New(s.now())}), nil
+}
+
+func refOf(kind, name string) (model.Ref, error) {
+	var vs []model.Violation
+	k, ok := model.ParseKind(kind)
+	if !ok {
+		vs = append(vs, model.Violation{Field: "kind", Message: unknownKind(kind)})
+	}
+	if name == "" {
+		vs = append(vs, model.Violation{Field: "name", Message: "name is empty; give the resource's metadata.name"})
+	}
+	if len(vs) > 0 {
+		return model.Ref{}, invalid(vs)
+	}
+	return model.Ref{Kind: k, Name: name}, nil
+}
+
+func unknownKind(kind string) string {
+	return fmt.Sprintf("%q is not a kind; use Service, Route or PolicyBinding", kind)
+}
+
+// invalid is INVALID_ARGUMENT with one field violation per problem. The
+// message repeats them, one per line, for callers that print only messages.
+func invalid(vs []model.Violation) error {
+	var b strings.Builder
+	if len(vs) == 1 {
+		b.WriteString("1 problem; nothing was applied")
+	} else {
+		fmt.Fprintf(&b, "%d problems; nothing was applied", len(vs))
+	}
+	br := &errdetails.BadRequest{}
+	for _, v := range vs {
+		fmt.Fprintf(&b, "\n%s: %s", v.Field, v.Message)
+		br.FieldViolations = append(br.FieldViolations, &errdetails.BadRequest_FieldViolation{Field: v.Field, Description: v.Message})
+	}
+	err := connect.NewError(connect.CodeInvalidArgument, errors.New(b.String()))
+	if d, derr := connect.NewErrorDetail(br); derr == nil {
+		err.AddDetail(d)
+	}
+	return err
+}
+
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return connect.NewError(connect.CodeNotFound, err)
+	case errors.Is(err, store.ErrConflict):
+		return connect.NewError(connect.CodeAborted, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	return connect.NewError(connect.CodeUnavailable, err)
+}
+
+func certificateInfo(c model.CertificateInfo) *policyv1.CertificateInfo {
+	fp := c.Fingerprint
+	if fp == "" && c.Cert != nil {
+		sum := sha256.Sum256(c.Cert.Raw)
+		fp = hex.EncodeToString(sum[:])
+	}
+	info := &policyv1.CertificateInfo{Field: c.Field, Sha256Fingerprint: fp, NotAfter: timestamppb.New(c.NotAfter)}
+	if c.Cert != nil {
+		info.Subject = c.Cert.Subject.String()
+		info.Issuer = c.Cert.Issuer.String()
+		info.DnsNames = c.Cert.DNSNames
+		info.NotBefore = timestamppb.New(c.Cert.NotBefore)
+		info.NotAfter = timestamppb.New(c.Cert.NotAfter)
+	}
+	return info
+}
+
+// fillKind sets apiVersion and kind where the caller left them empty.
+func fillKind(r *policyv1.Resource, kind string) {
+	var apiVersion, k *string
+	switch x := r.GetKind().(type) {
+	case *policyv1.Resource_Service:
+		apiVersion, k = &x.Service.ApiVersion, &x.Service.Kind
+	case *policyv1.Resource_Route:
+		apiVersion, k = &x.Route.ApiVersion, &x.Route.Kind
+	case *policyv1.Resource_PolicyBinding:
+		apiVersion, k = &x.PolicyBinding.ApiVersion, &x.PolicyBinding.Kind
+	default:
+		return
+	}
+	if *apiVersion == "" {
+		*apiVersion = model.APIVersion
+	}
+	if *k == "" {
+		*k = kind
+	}
+}

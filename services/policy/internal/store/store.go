@@ -1,0 +1,415 @@
+// Package store keeps Keyway's resources in a NATS JetStream KV bucket, the
+// store of record: one key per resource (see [configkv]), every write
+// conditioned on the revision it was checked against.
+//
+// Writes are published on the bucket's subjects directly rather than through
+// the KV helpers, so that one code path serves create, update and delete with
+// the same "expected last revision" guard and returns the revision written.
+// The wire format is NATS's documented KV format, so kv.Watch and the nats CLI
+// see ordinary KV entries.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
+
+	"keyway.dev/common/configkv"
+	"keyway.dev/common/model"
+)
+
+// Errors callers map to API codes.
+var (
+	// ErrNotFound: the resource does not exist.
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict: the stored revision is not the one the write expected.
+	ErrConflict = errors.New("store: revision conflict")
+)
+
+// Store is the configuration bucket plus an in-memory view of it that a
+// watcher keeps current. Reads of single resources go to the bucket; the view
+// serves validation (references, route conflicts) and listings. Safe for
+// concurrent use.
+type Store struct {
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	stream jetstream.Stream
+	prefix string // "$KV.<bucket>."
+	log    *slog.Logger
+
+	mu       sync.RWMutex
+	byKey    map[string]entry
+	revision uint64 // highest revision the view has seen
+	changed  chan struct{}
+}
+
+type entry struct {
+	res      *policyv1.Resource
+	obj      model.Object
+	revision uint64
+}
+
+// Config says which bucket to use and how to create it.
+type Config struct {
+	Bucket string
+	// Replicas of the bucket's stream in a NATS cluster; 1 on one server.
+	Replicas int
+	// History is how many revisions of each key the bucket keeps.
+	History uint8
+}
+
+// Open creates the bucket if needed, starts the watcher, and returns once the
+// view holds everything in the bucket.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Store, error) {
+	if cfg.Bucket == "" {
+		cfg.Bucket = configkv.Bucket
+	}
+	if cfg.History == 0 {
+		cfg.History = 16
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("store: opening JetStream: %w", err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      cfg.Bucket,
+		Description: "Keyway configuration: one key per resource",
+		History:     cfg.History,
+		Replicas:    cfg.Replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: opening bucket %q: %w", cfg.Bucket, err)
+	}
+	stream, err := js.Stream(ctx, "KV_"+cfg.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("store: opening the stream of bucket %q: %w", cfg.Bucket, err)
+	}
+	s := &Store{
+		js: js, kv: kv, stream: stream,
+		prefix:  "$KV." + cfg.Bucket + ".",
+		log:     log,
+		byKey:   make(map[string]entry),
+		changed: make(chan struct{}),
+	}
+	w, err := kv.WatchAll(context.WithoutCancel(ctx), jetstream.IncludeHistory())
+	if err != nil {
+		return nil, fmt.Errorf("store: watching bucket %q: %w", cfg.Bucket, err)
+	}
+	ready := make(chan struct{})
+	go s.watch(ctx, w, ready)
+	select {
+	case <-ready:
+		return s, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("store: loading bucket %q: %w", cfg.Bucket, ctx.Err())
+	}
+}
+
+// watch applies every change of the bucket to the view. IncludeHistory makes
+// the initial replay carry revisions in order, so the view's revision is the
+// bucket's last sequence once the replay ends.
+func (s *Store) watch(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}) {
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				close(ready)
+				continue
+			}
+			s.observe(e.Key(), e.Value(), e.Revision(), e.Operation() != jetstream.KeyValuePut)
+		}
+	}
+}
+
+func (s *Store) observe(key string, value []byte, revision uint64, deleted bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if revision <= s.revision {
+		return
+	}
+	s.revision = revision
+	defer func() { close(s.changed); s.changed = make(chan struct{}) }()
+	if deleted {
+		delete(s.byKey, key)
+		return
+	}
+	res, err := configkv.Decode(value, revision)
+	if err != nil {
+		s.log.Warn("skipping unreadable record", "key", key, "revision", revision, "err", err)
+		return
+	}
+	obj, err := model.Decode(res)
+	if err != nil {
+		s.log.Warn("skipping record that does not decode", "key", key, "revision", revision, "err", err)
+		return
+	}
+	s.byKey[key] = entry{res: res, obj: obj, revision: revision}
+}
+
+// WaitRevision blocks until the view has seen revision rev.
+func (s *Store) WaitRevision(ctx context.Context, rev uint64) error {
+	for {
+		s.mu.RLock()
+		seen, changed := s.revision, s.changed
+		s.mu.RUnlock()
+		if seen >= rev {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("store: waiting for revision %d (have %d): %w", rev, seen, ctx.Err())
+		}
+	}
+}
+
+// Get reads one resource from the bucket.
+func (s *Store) Get(ctx context.Context, ref model.Ref) (*policyv1.Resource, error) {
+	cur, err := s.current(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	if cur.res == nil {
+		return nil, fmt.Errorf("%s: %w", ref, ErrNotFound)
+	}
+	return cur.res, nil
+}
+
+// List returns the resources of one kind (all kinds when kind is empty),
+// sorted by kind and name, as of the view's latest revision.
+func (s *Store) List(kind string) []*policyv1.Resource {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	keys := make([]string, 0, len(s.byKey))
+	for k, e := range s.byKey {
+		if kind == "" || e.obj.Ref().Kind == kind {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	out := make([]*policyv1.Resource, len(keys))
+	for i, k := range keys {
+		out[i] = s.byKey[k].res
+	}
+	return out
+}
+
+// Catalog is the view as validation needs it.
+func (s *Store) Catalog() model.Catalog { return catalog{s} }
+
+type catalog struct{ s *Store }
+
+func (c catalog) Exists(ref model.Ref) bool {
+	c.s.mu.RLock()
+	defer c.s.mu.RUnlock()
+	_, ok := c.s.byKey[configkv.Key(ref)]
+	return ok
+}
+
+func (c catalog) Routes() []model.Route {
+	c.s.mu.RLock()
+	defer c.s.mu.RUnlock()
+	var out []model.Route
+	for _, e := range c.s.byKey {
+		if e.obj.Route != nil {
+			out = append(out, *e.obj.Route)
+		}
+	}
+	return out
+}
+
+// Bindings returns the stored bindings.
+func (c catalog) Bindings() []model.Binding {
+	c.s.mu.RLock()
+	defer c.s.mu.RUnlock()
+	var out []model.Binding
+	for _, e := range c.s.byKey {
+		if e.obj.Binding != nil {
+			out = append(out, *e.obj.Binding)
+		}
+	}
+	return out
+}
+
+// Dependents lists the stored resources that name the Service ref: routes
+// that forward to it and bindings that target it.
+func (s *Store) Dependents(ref model.Ref) []model.Ref {
+	if ref.Kind != model.KindService {
+		return nil
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []model.Ref
+	for _, e := range s.byKey {
+		switch {
+		case e.obj.Route != nil && e.obj.Route.Service == ref.Name:
+			out = append(out, e.obj.Ref())
+		case e.obj.Binding != nil && e.obj.Binding.Target == ref:
+			out = append(out, e.obj.Ref())
+		}
+	}
+	slices.SortFunc(out, func(a, b model.Ref) int { return cmpRef(a, b) })
+	return out
+}
+
+func cmpRef(a, b model.Ref) int {
+	if a.Kind != b.Kind {
+		if a.Kind < b.Kind {
+			return -1
+		}
+		return 1
+	}
+	switch {
+	case a.Name < b.Name:
+		return -1
+	case a.Name > b.Name:
+		return 1
+	}
+	return 0
+}
+
+// current reads the last message of a key: its revision (0 if the key never
+// existed) and its resource (nil if deleted or never written).
+func (s *Store) current(ctx context.Context, ref model.Ref) (entry, error) {
+	msg, err := s.stream.GetLastMsgForSubject(ctx, s.prefix+configkv.Key(ref))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return entry{}, nil
+	}
+	if err != nil {
+		return entry{}, fmt.Errorf("store: reading %s: %w", ref, err)
+	}
+	if msg.Header.Get("KV-Operation") != "" {
+		return entry{revision: msg.Sequence}, nil
+	}
+	res, err := configkv.Decode(msg.Data, msg.Sequence)
+	if err != nil {
+		return entry{}, err
+	}
+	return entry{res: res, revision: msg.Sequence}, nil
+}
+
+// Outcome of one write.
+type Outcome struct {
+	Ref      model.Ref
+	Created  bool
+	Changed  bool // false: the stored content was the same; nothing written
+	Revision uint64
+}
+
+// Write stores resources, all or nothing. Each resource's metadata.revision,
+// when non-zero, must equal its stored revision. Resources whose content is
+// already stored are not rewritten. If a write fails part-way (another writer
+// got in between the checks and the writes), the writes already made are
+// rolled back to what was there before and ErrConflict is returned. With
+// dryRun the checks run and nothing is written.
+func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRun bool) ([]Outcome, error) {
+	now := time.Now()
+	outs := make([]Outcome, len(resources))
+	prev := make([]entry, len(resources))
+	var conflicts []error
+	for i, r := range resources {
+		ref := configkv.RefOf(r)
+		cur, err := s.current(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		prev[i] = cur
+		outs[i] = Outcome{Ref: ref, Created: cur.res == nil, Changed: cur.res == nil || !configkv.SameContent(cur.res, r), Revision: cur.revision}
+		if want := configkv.Metadata(r).GetRevision(); want != 0 && want != cur.revision {
+			conflicts = append(conflicts, fmt.Errorf("%s: metadata.revision is %d but the stored revision is %d; get it again and re-apply: %w", ref, want, cur.revision, ErrConflict))
+		}
+	}
+	if err := errors.Join(conflicts...); err != nil || dryRun {
+		return outs, err
+	}
+	for i, r := range resources {
+		if !outs[i].Changed {
+			continue
+		}
+		value, err := configkv.Encode(r, now)
+		if err != nil {
+			return nil, err
+		}
+		rev, err := s.publish(ctx, outs[i].Ref, value, prev[i].revision, false)
+		if err != nil {
+			s.rollback(outs[:i], prev[:i])
+			return nil, err
+		}
+		outs[i].Revision = rev
+	}
+	return outs, nil
+}
+
+// rollback undoes writes made by a Write that could not finish.
+func (s *Store) rollback(outs []Outcome, prev []entry) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := len(outs) - 1; i >= 0; i-- {
+		o := outs[i]
+		if !o.Changed {
+			continue
+		}
+		var err error
+		if prev[i].res == nil {
+			_, err = s.publish(ctx, o.Ref, nil, o.Revision, true)
+		} else {
+			var value []byte
+			if value, err = configkv.Encode(prev[i].res, time.Now()); err == nil {
+				_, err = s.publish(ctx, o.Ref, value, o.Revision, false)
+			}
+		}
+		if err != nil {
+			s.log.Error("rolling back a partial apply", "resource", o.Ref.String(), "revision", o.Revision, "err", err)
+		}
+	}
+}
+
+// Delete places a delete marker on a resource. expected, when non-zero, must
+// be the stored revision.
+func (s *Store) Delete(ctx context.Context, ref model.Ref, expected uint64) (uint64, error) {
+	cur, err := s.current(ctx, ref)
+	if err != nil {
+		return 0, err
+	}
+	if cur.res == nil {
+		return 0, fmt.Errorf("%s: %w", ref, ErrNotFound)
+	}
+	if expected != 0 && expected != cur.revision {
+		return 0, fmt.Errorf("%s: expected revision %d but the stored revision is %d: %w", ref, expected, cur.revision, ErrConflict)
+	}
+	return s.publish(ctx, ref, nil, cur.revision, true)
+}
+
+// publish writes one KV message guarded by the key's last revision.
+func (s *Store) publish(ctx context.Context, ref model.Ref, value []byte, lastRevision uint64, del bool) (uint64, error) {
+	msg := nats.NewMsg(s.prefix + configkv.Key(ref))
+	msg.Data = value
+	if del {
+		msg.Header.Set("KV-Operation", "DEL")
+	}
+	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(lastRevision))
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
+		return 0, fmt.Errorf("%s changed while this apply was in progress; re-apply: %w", ref, ErrConflict)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: writing %s: %w", ref, err)
+	}
+	return ack.Sequence, nil
+}

@@ -1,0 +1,322 @@
+// Package harness starts Keyway's real parts as processes for end-to-end
+// tests and benchmarks: the nats-server binary, the policy service, proxy
+// nodes, and the CLIs (keywayctl, buf). Binaries come from $KEYWAY_BIN and
+// $KEYWAY_NATS_SERVER / $KEYWAY_BUF when set (make test sets them); otherwise
+// they are built or installed once per test binary.
+package harness
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+// Root is the repository root (the folder holding go.work).
+func Root() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("no go.work above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Bin returns the path of a Keyway binary (keyway-policy, keyway-proxy,
+// keywayctl), building all of them into a temporary folder the first time
+// when $KEYWAY_BIN is not set.
+func Bin(tb testing.TB, name string) string {
+	tb.Helper()
+	binOnce.Do(func() {
+		if d := os.Getenv("KEYWAY_BIN"); d != "" {
+			binDir = d
+			return
+		}
+		root, err := Root()
+		if err != nil {
+			binErr = err
+			return
+		}
+		binDir, binErr = os.MkdirTemp("", "keyway-bin-")
+		if binErr != nil {
+			return
+		}
+		for bin, pkg := range map[string]string{
+			"keyway-policy": "./services/policy/cmd/keyway-policy",
+			"keyway-proxy":  "./services/proxy/cmd/keyway-proxy",
+			"keywayctl":     "./cmd/keywayctl",
+		} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, bin), pkg)
+			cmd.Dir = root
+			if out, err := cmd.CombinedOutput(); err != nil {
+				binErr = fmt.Errorf("building %s: %v\n%s", bin, err, out)
+				return
+			}
+		}
+	})
+	if binErr != nil {
+		tb.Fatalf("harness: %v", binErr)
+	}
+	return filepath.Join(binDir, name)
+}
+
+// Tool returns the path of a pinned tool (nats-server, buf) from the
+// environment variable, or from scripts/tool.sh, which installs it into the
+// cache when missing.
+func Tool(tb testing.TB, name, envVar string) string {
+	tb.Helper()
+	if p := os.Getenv(envVar); p != "" {
+		return p
+	}
+	root, err := Root()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out, err := exec.Command(filepath.Join(root, "scripts", "tool.sh"), name).Output()
+	if err != nil {
+		tb.Fatalf("harness: installing %s: %v", name, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment ago.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Process is a child process whose output is kept for the test log.
+type Process struct {
+	Name string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{}
+	err  error
+}
+
+// Start runs a binary. When ready is not nil, Start returns once a line of
+// its output matches ready, and fails the test if the process exits first or
+// 30 seconds pass. The process is stopped with SIGTERM at cleanup.
+func Start(tb testing.TB, name, bin string, ready *regexp.Regexp, args ...string) *Process {
+	tb.Helper()
+	p := &Process{Name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	pr, pw := io.Pipe()
+	p.cmd.Stdout, p.cmd.Stderr = pw, pw
+	if err := p.cmd.Start(); err != nil {
+		tb.Fatalf("harness: starting %s: %v", name, err)
+	}
+	matched := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		once := sync.Once{}
+		for sc.Scan() {
+			line := sc.Text()
+			p.out.WriteLine(line)
+			if ready != nil && ready.MatchString(line) {
+				once.Do(func() { close(matched) })
+			}
+		}
+	}()
+	go func() {
+		p.err = p.cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	tb.Cleanup(func() {
+		p.Stop()
+		if tb.Failed() || testing.Verbose() {
+			tb.Logf("--- output of %s ---\n%s", name, p.out.String())
+		}
+	})
+	if ready == nil {
+		return p
+	}
+	select {
+	case <-matched:
+	case <-p.done:
+		tb.Fatalf("harness: %s exited before it was ready (%v):\n%s", name, p.err, p.out.String())
+	case <-time.After(30 * time.Second):
+		tb.Fatalf("harness: %s not ready after 30s:\n%s", name, p.out.String())
+	}
+	return p
+}
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Output is everything the process printed so far.
+func (p *Process) Output() string { return p.out.String() }
+
+// Stop sends SIGTERM and waits up to 10 seconds before killing.
+func (p *Process) Stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// NATS starts the real nats-server binary with JetStream on a free loopback
+// port and returns its client URL.
+func NATS(tb testing.TB) (string, *Process) {
+	tb.Helper()
+	addr := FreeAddr(tb)
+	host, port, _ := net.SplitHostPort(addr)
+	p := Start(tb, "nats-server", Tool(tb, "nats-server", "KEYWAY_NATS_SERVER"), regexp.MustCompile(`Server is ready`),
+		"-js", "-sd", tb.TempDir(), "-a", host, "-p", port)
+	return "nats://" + addr, p
+}
+
+// Policy starts keyway-policy against natsURL and returns its API URL.
+func Policy(tb testing.TB, natsURL string) (string, *Process) {
+	tb.Helper()
+	addr := FreeAddr(tb)
+	p := Start(tb, "keyway-policy", Bin(tb, "keyway-policy"), regexp.MustCompile(`policy service serving`),
+		"--listen", addr, "--nats", natsURL)
+	return "http://" + addr, p
+}
+
+// Proxy is a running proxy node.
+type Proxy struct {
+	*Process
+	URL      string // http://addr
+	AdminURL string
+}
+
+// StartProxy starts keyway-proxy against natsURL and waits until its admin
+// /healthz answers 200 (it has bootstrapped from the bucket).
+func StartProxy(tb testing.TB, natsURL, nodeID string) *Proxy {
+	tb.Helper()
+	addr, admin := FreeAddr(tb), FreeAddr(tb)
+	p := Start(tb, "keyway-proxy "+nodeID, Bin(tb, "keyway-proxy"), nil,
+		"--listen", addr, "--admin-listen", admin, "--nats", natsURL, "--node-id", nodeID)
+	px := &Proxy{Process: p, URL: "http://" + addr, AdminURL: "http://" + admin}
+	WaitHTTP(tb, px.AdminURL+"/healthz", p)
+	return px
+}
+
+// WaitHTTP waits until url answers 200, failing the test if p exits first or
+// 30 seconds pass. Polling is what there is for another process's readiness.
+func WaitHTTP(tb testing.TB, url string, p *Process) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-p.done:
+			tb.Fatalf("harness: %s exited (%v):\n%s", p.Name, p.err, p.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("harness: %s did not answer 200 within 30s (last: %v)", url, err)
+		}
+		time.Sleep(delay)
+	}
+}
+
+// Run runs a command to completion and returns its stdout, stderr and exit
+// code.
+func Run(tb testing.TB, bin string, args ...string) (stdout, stderr string, code int) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code = 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			tb.Fatalf("harness: running %s: %v", bin, err)
+		}
+		code = ee.ExitCode()
+	}
+	return o.String(), e.String(), code
+}
+
+// CPUTime is the user+system CPU time a process has used, from /proc.
+func CPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, err := strconv.ParseInt(fields[11], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	stime, err := strconv.ParseInt(fields[12], 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	const clockTicks = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) WriteLine(line string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.WriteString(line)
+	s.b.WriteByte('\n')
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
