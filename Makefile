@@ -35,8 +35,9 @@ generate: ## regenerate gen/ from proto/ with buf and the pinned local plugins
 	PATH="$$plugins:$$PATH" "$$buf" generate
 
 .PHONY: lint
-lint: ## buf lint, go vet and gofmt
+lint: ## buf lint, go vet, gofmt, and the deploy/ NATS configuration
 	@"$$($(TOOL) buf)" lint
+	@"$$($(TOOL) nats-server)" -t -c deploy/nats/nats-server.conf >/dev/null
 	@go vet $(addprefix ./,$(addsuffix /...,$(MODULES)))
 	@out="$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
