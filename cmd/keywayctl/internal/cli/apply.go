@@ -1,0 +1,213 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+
+	"keyway.dev/keywayctl/internal/manifest"
+	"keyway.dev/keywayctl/internal/output"
+	"keyway.dev/keywayctl/internal/resource"
+
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
+)
+
+// newApplyCommand builds `apply`, or `validate` when validateOnly is set
+// (an apply with dry_run and no --dry-run flag).
+func newApplyCommand(g *globals, validateOnly bool) *cobra.Command {
+	var (
+		files  []string
+		dryRun bool
+	)
+	cmd := &cobra.Command{
+		Use:   "apply -f FILE...",
+		Short: "Validate and store resources from manifests, all or none",
+		Long: `Apply sends every resource of every file in one request: the policy service
+validates them together (a binding may target a Service in the same request)
+and stores none unless all are valid. Each problem is reported at the file,
+line and column it comes from.
+
+FILE is a YAML file (several documents separated by ---), a JSON file, a
+directory (its *.yaml, *.yml and *.json files) or - for standard input.`,
+		Example: `  keywayctl apply -f orders.yaml
+  keywayctl apply -f deploy/ --dry-run
+  keywayctl get service orders -o yaml | keywayctl apply -f -`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if len(files) == 0 {
+				return fmt.Errorf("no manifests: give -f FILE (a file, a directory, or - for stdin)\nSee '%s --help' for usage.", cmd.CommandPath())
+			}
+			return g.apply(cmd, files, dryRun || validateOnly)
+		},
+	}
+	if validateOnly {
+		cmd.Use = "validate -f FILE..."
+		cmd.Short = "Check manifests against the policy service without storing anything"
+		cmd.Long = `Validate sends the resources as apply does, with dry_run set: the policy
+service checks them (against what is stored, too) and stores nothing.`
+		cmd.Example = `  keywayctl validate -f orders.yaml
+  keywayctl validate -f deploy/`
+	} else {
+		cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate only; store nothing (same as validate)")
+	}
+	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory, or - for stdin (repeatable)")
+	return cmd
+}
+
+func (g *globals) apply(cmd *cobra.Command, files []string, dryRun bool) error {
+	m, err := manifest.Read(files, g.io.Stdin)
+	if err != nil {
+		return err
+	}
+	for _, n := range m.Notes() {
+		fmt.Fprintf(g.io.Stderr, "note: %s\n", n)
+	}
+	client, err := g.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := g.withTimeout(cmd.Context())
+	defer cancel()
+	resp, err := client.Apply(ctx, connect.NewRequest(&policyv1.ApplyRequest{
+		Resources: m.Resources(),
+		DryRun:    dryRun,
+	}))
+	if err != nil {
+		return g.applyError(err, m, dryRun)
+	}
+	printResults(g.io, m, resp.Msg.GetResults(), dryRun)
+	return nil
+}
+
+// applyError prints the field violations of a refused apply at their
+// positions and returns a summary; other errors are returned as they are.
+func (g *globals) applyError(err error, m manifest.Manifest, dryRun bool) error {
+	what := fmt.Sprintf("applying %s", plural(len(m), "resource"))
+	if dryRun {
+		what = fmt.Sprintf("validating %s", plural(len(m), "resource"))
+	}
+	ce := new(connect.Error)
+	if !errors.As(err, &ce) {
+		return g.rpcError(err, what)
+	}
+	switch ce.Code() {
+	case connect.CodeInvalidArgument:
+		n := 0
+		for _, d := range ce.Details() {
+			v, derr := d.Value()
+			br, ok := v.(*errdetails.BadRequest)
+			if derr != nil || !ok {
+				continue
+			}
+			for _, fv := range br.GetFieldViolations() {
+				fmt.Fprintf(g.io.Stderr, "error: %s\n", locate(m, fv.GetField(), fv.GetDescription()))
+				n++
+			}
+		}
+		if n == 0 {
+			return fmt.Errorf("%s: %s", what, ce.Message())
+		}
+		if dryRun {
+			return fmt.Errorf("invalid: %s", plural(n, "problem"))
+		}
+		return fmt.Errorf("nothing applied: %s", plural(n, "problem"))
+	case connect.CodeAborted:
+		return fmt.Errorf("%s: %s: a resource changed since its metadata.revision was read; get it again, or remove metadata.revision to apply over it", what, ce.Message())
+	}
+	return g.rpcError(err, what)
+}
+
+// printResults prints one line per result, then its warnings (stderr) and
+// certificates.
+func printResults(o *IO, m manifest.Manifest, results []*policyv1.ApplyResult, dryRun bool) {
+	now := o.Now()
+	for _, r := range results {
+		ref := strings.ToLower(r.GetKind()) + "/" + r.GetName()
+		switch {
+		case dryRun:
+			fmt.Fprintf(o.Stdout, "%s %s (dry run)\n", ref, actionWord(r.GetAction(), dryRun))
+		default:
+			fmt.Fprintf(o.Stdout, "%s %s (revision %d)\n", ref, actionWord(r.GetAction(), dryRun), r.GetRevision())
+		}
+		for _, w := range r.GetWarnings() {
+			fmt.Fprintf(o.Stderr, "warning: %s\n", locate(m, w.GetField(), w.GetMessage()))
+		}
+		for _, c := range r.GetCertificates() {
+			printCertificate(o.Stdout, m, c, now)
+		}
+	}
+}
+
+func actionWord(a policyv1.Action, dryRun bool) string {
+	switch a {
+	case policyv1.Action_ACTION_CREATED:
+		return "created"
+	case policyv1.Action_ACTION_UPDATED:
+		return "updated"
+	case policyv1.Action_ACTION_UNCHANGED:
+		return "unchanged"
+	case policyv1.Action_ACTION_VALID:
+		return "valid"
+	}
+	if dryRun {
+		return "valid"
+	}
+	return "applied"
+}
+
+// printCertificate prints a certificate's subject, expiry and fingerprint:
+//
+//	certificate spec.config.certificate.crt: CN=gateway expires 2027-01-01T00:00:00Z (in 40 days), sha256 ab12…
+func printCertificate(w io.Writer, m manifest.Manifest, c *policyv1.CertificateInfo, now time.Time) {
+	field := c.GetField()
+	if _, _, rel := m.Locate(field); rel != "" {
+		field = rel
+	}
+	var when string
+	if na := c.GetNotAfter(); na != nil {
+		t := na.AsTime()
+		if t.After(now) {
+			when = fmt.Sprintf(" expires %s (in %s)", t.UTC().Format(time.RFC3339), output.Span(t.Sub(now)))
+		} else {
+			when = fmt.Sprintf(" EXPIRED %s (%s ago)", t.UTC().Format(time.RFC3339), output.Span(now.Sub(t)))
+		}
+	}
+	if nb := c.GetNotBefore(); nb != nil && nb.AsTime().After(now) {
+		when += fmt.Sprintf(", not valid before %s (in %s)", nb.AsTime().UTC().Format(time.RFC3339), output.Span(nb.AsTime().Sub(now)))
+	}
+	fp := c.GetSha256Fingerprint()
+	if len(fp) > 16 {
+		fp = fp[:16] + "…"
+	}
+	fmt.Fprintf(w, "certificate %s: %s%s, sha256 %s\n", field, c.GetSubject(), when, fp)
+}
+
+// locate formats a problem the policy service reported for a field of the
+// request as "file:line:col: field: message". A problem with the resource
+// as a whole is labelled kind/name; one outside any resource keeps the
+// server's path.
+func locate(m manifest.Manifest, field, msg string) string {
+	doc, pos, rel := m.Locate(field)
+	switch {
+	case doc == nil && field == "":
+		return msg
+	case doc == nil:
+		return field + ": " + msg
+	case rel == "":
+		rel = resource.Ref(doc.Resource)
+	}
+	return pos.String() + ": " + rel + ": " + msg
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

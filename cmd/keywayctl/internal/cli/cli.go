@@ -1,0 +1,172 @@
+// Package cli is keywayctl's command tree: apply, validate, get and delete,
+// each a thin layer over one PolicyService call.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+
+	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
+)
+
+// DefaultServer is the policy service's address under `make run`.
+const DefaultServer = "http://127.0.0.1:8081"
+
+// ServerEnv names the environment variable that overrides [DefaultServer].
+const ServerEnv = "KEYWAY_SERVER"
+
+// IO is what a run reads and writes, so that tests run commands in process.
+type IO struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Getenv reads the environment; nil reads nothing.
+	Getenv func(string) string
+	// Now is the clock for ages and expiry; nil is time.Now.
+	Now func() time.Time
+}
+
+// Run runs keywayctl with args (without the program name). Errors are
+// printed to Stderr as "error: …" lines before being returned, so a caller
+// only has to set the exit status.
+func Run(ctx context.Context, args []string, io IO) error {
+	if io.Getenv == nil {
+		io.Getenv = func(string) string { return "" }
+	}
+	if io.Now == nil {
+		io.Now = time.Now
+	}
+	root := newRoot(&io)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err != nil {
+		printError(io.Stderr, err)
+	}
+	return err
+}
+
+// printError prints each of a joined error's errors on its own line.
+func printError(w io.Writer, err error) {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			printError(w, e)
+		}
+		return
+	}
+	fmt.Fprintf(w, "error: %v\n", err)
+}
+
+// globals are the flags every command shares.
+type globals struct {
+	io       *IO
+	server   string
+	protocol string
+	timeout  time.Duration
+}
+
+func newRoot(io *IO) *cobra.Command {
+	g := &globals{io: io}
+	server := io.Getenv(ServerEnv)
+	if server == "" {
+		server = DefaultServer
+	}
+	root := &cobra.Command{
+		Use:   "keywayctl",
+		Short: "Apply and inspect Keyway gateway configuration",
+		Long: `keywayctl talks to Keyway's policy service: it applies Services, Routes and
+PolicyBindings from YAML or JSON manifests, validates them without storing
+anything, and reads and deletes what is stored.`,
+		Example: `  keywayctl apply -f orders.yaml
+  keywayctl validate -f deploy/
+  keywayctl get bindings
+  keywayctl get service orders -o yaml
+  keywayctl delete policybinding orders-mtls`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.SetIn(io.Stdin)
+	root.SetOut(io.Stdout)
+	root.SetErr(io.Stderr)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return fmt.Errorf("%w\nSee '%s --help' for usage.", err, cmd.CommandPath())
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.server, "server", server, "policy service URL (env "+ServerEnv+")")
+	pf.StringVar(&g.protocol, "protocol", "connect", "RPC protocol: connect or grpc")
+	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "time limit for each request; 0 for none")
+
+	root.AddCommand(
+		newApplyCommand(g, false),
+		newApplyCommand(g, true),
+		newGetCommand(g),
+		newDeleteCommand(g),
+	)
+	return root
+}
+
+// client connects to the policy service with the protocol asked for.
+func (g *globals) client() (policyv1connect.PolicyServiceClient, error) {
+	base := g.server
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	u, err := url.Parse(base)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--server %q: want a URL such as %s", g.server, DefaultServer)
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	var opts []connect.ClientOption
+	switch g.protocol {
+	case "connect":
+	case "grpc":
+		// gRPC needs HTTP/2: negotiated by ALPN over TLS, and spoken
+		// without a prior upgrade (h2c) over plain HTTP, as the policy
+		// service serves it.
+		var p http.Protocols
+		p.SetHTTP2(true)
+		p.SetUnencryptedHTTP2(true)
+		transport.Protocols = &p
+		opts = append(opts, connect.WithGRPC())
+	default:
+		return nil, fmt.Errorf("--protocol %q: want connect or grpc", g.protocol)
+	}
+	g.server = base
+	return policyv1connect.NewPolicyServiceClient(&http.Client{Transport: transport}, base, opts...), nil
+}
+
+// withTimeout bounds one request by --timeout.
+func (g *globals) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if g.timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, g.timeout)
+}
+
+// rpcError turns a failed call into an error that says what to do; what
+// says what was being done ("getting service/orders").
+func (g *globals) rpcError(err error, what string) error {
+	switch code := connect.CodeOf(err); {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%s: cannot connect to %s: is the policy service running? (make run starts it; --server or %s points elsewhere)", what, g.server, ServerEnv)
+	case code == connect.CodeDeadlineExceeded || errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: no answer from %s within %s: is the policy service running there? (--timeout sets the limit)", what, g.server, g.timeout)
+	case code == connect.CodeCanceled:
+		return fmt.Errorf("%s: interrupted", what)
+	case code == connect.CodeUnimplemented:
+		return fmt.Errorf("%s: %s does not serve keyway.policy.v1.PolicyService: is --server the policy service's URL?", what, g.server)
+	}
+	if ce := new(connect.Error); errors.As(err, &ce) {
+		return fmt.Errorf("%s: %s (%s)", what, ce.Message(), ce.Code())
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

@@ -1,0 +1,568 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"keyway.dev/common/testca"
+
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
+)
+
+// now is the clock of every test run.
+var now = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+
+// keywayctl runs a command in process against server.
+func keywayctl(t *testing.T, server, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err = Run(context.Background(), args, IO{
+		Stdin:  strings.NewReader(stdin),
+		Stdout: &out,
+		Stderr: &errOut,
+		Getenv: func(k string) string {
+			if k == ServerEnv {
+				return server
+			}
+			return ""
+		},
+		Now: func() time.Time { return now },
+	})
+	return out.String(), errOut.String(), err
+}
+
+const appYAML = `apiVersion: keyway.dev/v1alpha1
+kind: Service
+metadata:
+  name: orders
+spec:
+  address: 127.0.0.1:9443
+  protocol: h2
+---
+apiVersion: keyway.dev/v1alpha1
+kind: Route
+metadata:
+  name: orders-api
+spec:
+  path: /orders/{id}
+  methods: [GET]
+  service: orders
+`
+
+// bindingYAML is Flex Gateway's tls-outbound binding with minted PEMs.
+func bindingYAML(kp *testca.KeyPair, ca []byte) string {
+	ind := func(pem []byte, prefix string) string {
+		return prefix + strings.ReplaceAll(strings.TrimRight(string(pem), "\n"), "\n", "\n"+prefix)
+	}
+	return `apiVersion: gateway.mulesoft.com/v1alpha1
+kind: PolicyBinding
+metadata:
+  name: orders-mtls
+spec:
+  targetRef:
+    kind: Service
+    name: orders
+  policyRef:
+    name: tls-outbound
+  config:
+    skipValidation: false
+    trustedCA: |
+` + ind(ca, "      ") + `
+    certificate:
+      key: |
+` + ind(kp.KeyPEM, "        ") + `
+      crt: |
+` + ind(kp.CertPEM, "        ") + `
+    alpn: [h2, http/1.1]
+    minversion: "1.2"
+    maxversion: "1.3"
+    ciphers: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]
+`
+}
+
+// manifests writes app.yaml and binding.yaml and returns their directory
+// and the binding's line numbers by content.
+func manifests(t *testing.T) (dir string, kp *testca.KeyPair, bindingLine func(string) int) {
+	t.Helper()
+	ca := testca.New(t, "Keyway test CA")
+	kp = ca.Client("gateway")
+	dir = t.TempDir()
+	binding := bindingYAML(kp, ca.CertPEM())
+	for name, content := range map[string]string{"app.yaml": appYAML, "binding.yaml": binding} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, kp, func(s string) int {
+		for i, l := range strings.Split(binding, "\n") {
+			if strings.Contains(l, s) {
+				return i + 1
+			}
+		}
+		t.Fatalf("no %q in binding.yaml", s)
+		return 0
+	}
+}
+
+func TestApply(t *testing.T) {
+	t.Parallel()
+	for _, protocol := range []string{"connect", "grpc"} {
+		t.Run(protocol, func(t *testing.T) {
+			t.Parallel()
+			dir, kp, line := manifests(t)
+			fake := &fakePolicyService{decorate: func(i int, r *policyv1.ApplyResult) {
+				if i != 2 {
+					return
+				}
+				r.Warnings = []*policyv1.Warning{{
+					Field:   "resources[2].policyBinding.spec.config.ciphers[0]",
+					Message: "TLS 1.3 ignores ciphers; it applies only to TLS 1.2 connections",
+				}}
+				r.Certificates = []*policyv1.CertificateInfo{{
+					Field:             "resources[2].policyBinding.spec.config.certificate.crt",
+					Subject:           "CN=gateway",
+					NotAfter:          timestamppb.New(now.Add(40 * 24 * time.Hour)),
+					Sha256Fingerprint: kp.Fingerprint(),
+				}}
+			}}
+			server := fake.serve(t)
+
+			stdout, stderr, err := keywayctl(t, server, "", "apply", "--protocol", protocol,
+				"-f", filepath.Join(dir, "app.yaml"), "-f", filepath.Join(dir, "binding.yaml"))
+			if err != nil {
+				t.Fatalf("apply: %v\n%s", err, stderr)
+			}
+			wantOut := `service/orders created (revision 1)
+route/orders-api created (revision 2)
+policybinding/orders-mtls created (revision 3)
+certificate spec.config.certificate.crt: CN=gateway expires 2026-07-11T00:00:00Z (in 40 days), sha256 ` + kp.Fingerprint()[:16] + `…
+`
+			if stdout != wantOut {
+				t.Errorf("stdout:\n%s\nwant:\n%s", stdout, wantOut)
+			}
+			wantErr := "warning: " + filepath.Join(dir, "binding.yaml") + ":" + itoa(line("ciphers:")) +
+				":15: spec.config.ciphers[0]: TLS 1.3 ignores ciphers; it applies only to TLS 1.2 connections\n"
+			if stderr != wantErr {
+				t.Errorf("stderr:\n%s\nwant:\n%s", stderr, wantErr)
+			}
+
+			reqs := fake.requests()
+			if len(reqs) != 1 {
+				t.Fatalf("got %d Apply requests, want one for all files", len(reqs))
+			}
+			if reqs[0].GetDryRun() || len(reqs[0].GetResources()) != 3 {
+				t.Errorf("request: dry_run %v, %d resources; want false, 3", reqs[0].GetDryRun(), len(reqs[0].GetResources()))
+			}
+			if pb := reqs[0].GetResources()[2].GetPolicyBinding(); pb.GetApiVersion() != "gateway.mulesoft.com/v1alpha1" ||
+				pb.GetSpec().GetConfig().GetFields()["certificate"].GetStructValue().GetFields()["crt"].GetStringValue() != string(kp.CertPEM) {
+				t.Errorf("binding not sent as written: %v", pb)
+			}
+			if fake.protocols[0] != protocol {
+				t.Errorf("server saw protocol %q, want %q", fake.protocols[0], protocol)
+			}
+		})
+	}
+}
+
+func TestApplyDryRun(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{{"apply", "--dry-run"}, {"validate"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			t.Parallel()
+			dir, _, _ := manifests(t)
+			fake := &fakePolicyService{}
+			stdout, stderr, err := keywayctl(t, fake.serve(t), "", append(args, "-f", dir)...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr)
+			}
+			want := "service/orders valid (dry run)\nroute/orders-api valid (dry run)\npolicybinding/orders-mtls valid (dry run)\n"
+			if stdout != want {
+				t.Errorf("stdout:\n%s\nwant:\n%s", stdout, want)
+			}
+			if reqs := fake.requests(); len(reqs) != 1 || !reqs[0].GetDryRun() {
+				t.Errorf("got requests %v, want one with dry_run", reqs)
+			}
+		})
+	}
+}
+
+func TestApplyInvalid(t *testing.T) {
+	t.Parallel()
+	dir, _, line := manifests(t)
+	violations := []*errdetails.BadRequest_FieldViolation{
+		{Field: "resources[0].service.spec.address", Description: `"127.0.0.1:9443" is not reachable: connection refused; start the upstream or fix the address`},
+		{Field: "resources[1].route", Description: "conflicts with route/legacy (GET /orders/{id}); change the path or delete route/legacy"},
+		{Field: "resources[2].policyBinding.spec.config.ciphers[0]", Description: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 needs an ECDSA certificate; the certificate's key is RSA: use an ECDHE_RSA cipher"},
+		{Field: "resources[2].policyBinding.spec.config.sni", Description: "sni: required when skipValidation is false and the address is an IP"},
+		{Field: "resources[2].policyBinding.spec.targetRef.name", Description: `Service "orders" does not exist; apply it in the same request or fix the name`},
+	}
+	cerr := connect.NewError(connect.CodeInvalidArgument, errors.New("3 resources invalid"))
+	detail, err := connect.NewErrorDetail(&errdetails.BadRequest{FieldViolations: violations})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cerr.AddDetail(detail)
+	fake := &fakePolicyService{applyErr: cerr}
+
+	stdout, stderr, err := keywayctl(t, fake.serve(t), "", "apply", "-f", dir)
+	if err == nil {
+		t.Fatal("apply succeeded, want an error")
+	}
+	app, binding := filepath.Join(dir, "app.yaml"), filepath.Join(dir, "binding.yaml")
+	want := strings.Join([]string{
+		"error: " + app + `:6:12: spec.address: "127.0.0.1:9443" is not reachable: connection refused; start the upstream or fix the address`,
+		"error: " + app + ":9:1: route/orders-api: conflicts with route/legacy (GET /orders/{id}); change the path or delete route/legacy",
+		"error: " + binding + ":" + itoa(line("ciphers:")) + ":15: spec.config.ciphers[0]: TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 needs an ECDSA certificate; the certificate's key is RSA: use an ECDHE_RSA cipher",
+		// sni was not written: the nearest written parent is config.
+		"error: " + binding + ":" + itoa(line("config:")) + ":3: spec.config.sni: sni: required when skipValidation is false and the address is an IP",
+		"error: " + binding + ":" + itoa(line("targetRef:")+2) + ":11: spec.targetRef.name: Service \"orders\" does not exist; apply it in the same request or fix the name",
+		"error: nothing applied: 5 problems",
+	}, "\n") + "\n"
+	if stderr != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", stderr, want)
+	}
+	if stdout != "" {
+		t.Errorf("stdout %q, want nothing", stdout)
+	}
+}
+
+func TestApplyManifestErrors(t *testing.T) {
+	t.Parallel()
+	fake := &fakePolicyService{}
+	server := fake.serve(t)
+	in := "apiVersion: keyway.dev/v1alpha1\nkind: Service\nmetadata: {name: a}\nspec: {address: a:1}\n---\napiVersion: keyway.dev/v1alpha1\nkind: Gateway\n"
+	_, stderr, err := keywayctl(t, server, in, "apply", "-f", "-")
+	if err == nil {
+		t.Fatal("apply succeeded, want an error")
+	}
+	if want := "error: <stdin>:7:7: unknown kind \"Gateway\"; want Service, Route or PolicyBinding\n"; stderr != want {
+		t.Errorf("stderr %q, want %q", stderr, want)
+	}
+	if n := len(fake.requests()); n != 0 {
+		t.Errorf("sent %d requests, want none: a manifest with a problem is not applied in part", n)
+	}
+}
+
+func TestApplyFlexServiceNote(t *testing.T) {
+	t.Parallel()
+	fake := &fakePolicyService{}
+	in := "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Service\nmetadata: {name: orders}\nspec:\n  address: https://orders.internal:9443\n"
+	stdout, stderr, err := keywayctl(t, fake.serve(t), in, "apply", "-f", "-")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if !strings.HasPrefix(stderr, "note: <stdin>:5:12: ") || !strings.Contains(stderr, "tls-outbound PolicyBinding") {
+		t.Errorf("stderr %q, want a note at <stdin>:5:12 about tls-outbound", stderr)
+	}
+	if stdout != "service/orders created (revision 1)\n" {
+		t.Errorf("stdout %q", stdout)
+	}
+	if got := fake.requests()[0].GetResources()[0].GetService().GetSpec().GetAddress(); got != "orders.internal:9443" {
+		t.Errorf("sent address %q, want orders.internal:9443", got)
+	}
+}
+
+// stored is what the fake holds for get tests.
+func stored(t *testing.T) []*policyv1.Resource {
+	t.Helper()
+	meta := func(name string, rev uint64, age time.Duration) *policyv1.ObjectMeta {
+		return &policyv1.ObjectMeta{Name: name, Revision: rev, UpdateTime: timestamppb.New(now.Add(-age))}
+	}
+	config, err := structpb.NewStruct(map[string]any{"minversion": "1.2", "alpn": []any{"h2"}, "trustedCA": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []*policyv1.Resource{
+		{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{ApiVersion: "keyway.dev/v1alpha1", Kind: "Service", Metadata: meta("orders", 4, 3*time.Hour),
+			Spec: &policyv1.ServiceSpec{Address: "127.0.0.1:9443", Protocol: "h2"}}}},
+		{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{ApiVersion: "keyway.dev/v1alpha1", Kind: "Service", Metadata: meta("payments", 9, 50*time.Second),
+			Spec: &policyv1.ServiceSpec{Endpoints: []string{"10.0.0.1:443", "10.0.0.2:443"}}}}},
+		{Kind: &policyv1.Resource_Route{Route: &policyv1.Route{ApiVersion: "keyway.dev/v1alpha1", Kind: "Route", Metadata: meta("orders-api", 5, 72*time.Hour),
+			Spec: &policyv1.RouteSpec{Path: "/orders/{id}", Methods: []string{"GET", "POST"}, Service: "orders"}}}},
+		{Kind: &policyv1.Resource_PolicyBinding{PolicyBinding: &policyv1.PolicyBinding{ApiVersion: "gateway.mulesoft.com/v1alpha1", Kind: "PolicyBinding", Metadata: meta("orders-mtls", 7, 90*time.Minute),
+			Spec: &policyv1.PolicyBindingSpec{TargetRef: &policyv1.TargetRef{Kind: "Service", Name: "orders"}, PolicyRef: &policyv1.PolicyRef{Name: "tls-outbound"}, Config: config}}}},
+	}
+}
+
+func TestGetTable(t *testing.T) {
+	t.Parallel()
+	fake := &fakePolicyService{stored: stored(t)}
+	server := fake.serve(t)
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{
+			args: []string{"get", "svc"},
+			want: `NAME       ADDRESS                     PROTOCOL   REVISION   AGE
+orders     127.0.0.1:9443              h2         4          3h
+payments   10.0.0.1:443,10.0.0.2:443   http1      9          50s
+`,
+		},
+		{
+			args: []string{"get", "Routes"},
+			want: `NAME         HOST   PATH           METHODS    SERVICE   REVISION   AGE
+orders-api   *      /orders/{id}   GET,POST   orders    5          3d
+`,
+		},
+		{
+			args: []string{"get", "pb/orders-mtls"},
+			want: `NAME          TARGET           POLICY         REVISION   AGE
+orders-mtls   Service/orders   tls-outbound   7          90m
+`,
+		},
+		{
+			args: []string{"get", "all", "--protocol", "grpc"},
+			want: `NAME               ADDRESS                     PROTOCOL   REVISION   AGE
+service/orders     127.0.0.1:9443              h2         4          3h
+service/payments   10.0.0.1:443,10.0.0.2:443   http1      9          50s
+
+NAME               HOST   PATH           METHODS    SERVICE   REVISION   AGE
+route/orders-api   *      /orders/{id}   GET,POST   orders    5          3d
+
+NAME                        TARGET           POLICY         REVISION   AGE
+policybinding/orders-mtls   Service/orders   tls-outbound   7          90m
+`,
+		},
+		{args: []string{"get", "bindings", "-o", "name"}, want: "policybinding/orders-mtls\n"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			stdout, stderr, err := keywayctl(t, server, "", tt.args...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, stderr)
+			}
+			if stdout != tt.want {
+				t.Errorf("stdout:\n%s\nwant:\n%s", stdout, tt.want)
+			}
+		})
+	}
+}
+
+func TestGetJSON(t *testing.T) {
+	t.Parallel()
+	fake := &fakePolicyService{stored: stored(t)}
+	server := fake.serve(t)
+
+	// One resource: an object in manifest shape.
+	stdout, stderr, err := keywayctl(t, server, "", "get", "binding", "orders-mtls", "-o", "json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	var one struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Metadata   struct {
+			Name     string `json:"name"`
+			Revision string `json:"revision"`
+		} `json:"metadata"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &one); err != nil {
+		t.Fatalf("get -o json: %v\n%s", err, stdout)
+	}
+	if one.APIVersion != "gateway.mulesoft.com/v1alpha1" || one.Kind != "PolicyBinding" || one.Metadata.Name != "orders-mtls" || one.Metadata.Revision != "7" {
+		t.Errorf("get -o json: %+v", one)
+	}
+
+	// A list, even of one or none: {"items": [...]}.
+	for args, wantNames := range map[string][]string{
+		"get services -o json": {"orders", "payments"},
+		"get route -o json":    {"orders-api"},
+		"get all -o json":      {"orders", "payments", "orders-api", "orders-mtls"},
+	} {
+		stdout, stderr, err := keywayctl(t, server, "", strings.Fields(args)...)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", args, err, stderr)
+		}
+		var list struct {
+			Items []struct {
+				Metadata struct{ Name string } `json:"metadata"`
+			} `json:"items"`
+		}
+		if err := json.Unmarshal([]byte(stdout), &list); err != nil {
+			t.Fatalf("%s: %v\n%s", args, err, stdout)
+		}
+		var names []string
+		for _, it := range list.Items {
+			names = append(names, it.Metadata.Name)
+		}
+		if strings.Join(names, ",") != strings.Join(wantNames, ",") {
+			t.Errorf("%s: items %v, want %v", args, names, wantNames)
+		}
+	}
+
+	empty := &fakePolicyService{}
+	emptyServer := empty.serve(t)
+	if stdout, _, err := keywayctl(t, emptyServer, "", "get", "svc", "-o", "json"); err != nil || stdout != "{\n  \"items\": []\n}\n" {
+		t.Errorf("empty list: %q, %v; want {\"items\": []}", stdout, err)
+	}
+	if stdout, stderr, err := keywayctl(t, emptyServer, "", "get", "svc"); err != nil || stdout != "" || stderr != "No resources found.\n" {
+		t.Errorf("empty table: %q %q %v", stdout, stderr, err)
+	}
+}
+
+// TestGetYAMLRoundTrip pipes `get all -o yaml` into `apply -f -`: the apply
+// must send exactly what get returned.
+func TestGetYAMLRoundTrip(t *testing.T) {
+	t.Parallel()
+	want := stored(t)
+	fake := &fakePolicyService{stored: want}
+	server := fake.serve(t)
+	yamlOut, stderr, err := keywayctl(t, server, "", "get", "all", "-o", "yaml")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if !strings.Contains(yamlOut, "trustedCA: |\n") {
+		t.Errorf("PEM not printed as a literal block:\n%s", yamlOut)
+	}
+	if !strings.Contains(yamlOut, `minversion: "1.2"`) {
+		t.Errorf("string that looks like a number not quoted:\n%s", yamlOut)
+	}
+	if _, stderr, err := keywayctl(t, server, yamlOut, "apply", "-f", "-"); err != nil {
+		t.Fatalf("apply of get -o yaml: %v\n%s\n%s", err, stderr, yamlOut)
+	}
+	got := fake.requests()[0].GetResources()
+	if len(got) != len(want) {
+		t.Fatalf("applied %d resources, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if !proto.Equal(got[i], want[i]) {
+			t.Errorf("resource %d:\n got %v\nwant %v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestDelete(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		err     error
+		args    []string
+		wantOut string
+		wantErr string
+	}{
+		{name: "deleted", args: []string{"delete", "pb", "orders-mtls"}, wantOut: "policybinding/orders-mtls deleted (revision 1)\n"},
+		{name: "kind/name", args: []string{"delete", "Route/orders-api"}, wantOut: "route/orders-api deleted (revision 1)\n"},
+		{
+			name:    "in use",
+			err:     connect.NewError(connect.CodeFailedPrecondition, errors.New("route/orders-api and policybinding/orders-mtls name it")),
+			args:    []string{"delete", "service", "orders"},
+			wantErr: "error: cannot delete service/orders: route/orders-api and policybinding/orders-mtls name it; delete or retarget what uses it first\n",
+		},
+		{
+			name:    "missing",
+			err:     connect.NewError(connect.CodeNotFound, errors.New("no such service")),
+			args:    []string{"delete", "svc", "nope"},
+			wantErr: "error: service/nope not found\n",
+		},
+		{
+			name:    "no name",
+			args:    []string{"delete", "svc"},
+			wantErr: "error: missing NAME: give KIND NAME or KIND/NAME ('keywayctl get services' lists the names)\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			fake := &fakePolicyService{deleteErr: tt.err}
+			stdout, stderr, err := keywayctl(t, fake.serve(t), "", tt.args...)
+			if (err != nil) != (tt.wantErr != "") || stdout != tt.wantOut || stderr != tt.wantErr {
+				t.Errorf("got stdout %q stderr %q err %v\nwant stdout %q stderr %q", stdout, stderr, err, tt.wantOut, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestGetNotFound(t *testing.T) {
+	t.Parallel()
+	fake := &fakePolicyService{}
+	_, stderr, err := keywayctl(t, fake.serve(t), "", "get", "svc", "orders")
+	if want := "error: service/orders not found ('keywayctl get services' lists them)\n"; err == nil || stderr != want {
+		t.Errorf("stderr %q, want %q", stderr, want)
+	}
+}
+
+func TestConnectionRefused(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	for _, protocol := range []string{"connect", "grpc"} {
+		_, stderr, err := keywayctl(t, "http://"+addr, "", "get", "svc", "--protocol", protocol)
+		if err == nil || !strings.Contains(stderr, "is the policy service running? (make run starts it") {
+			t.Errorf("%s: stderr %q, want the hint to start the policy service", protocol, stderr)
+		}
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"get"}, "error: missing KIND: service (svc), route (rt) or policybinding (binding, pb); plurals too\n"},
+		{[]string{"get", "listeners"}, `error: unknown kind "listeners"; want service (svc), route (rt) or policybinding (binding, pb)` + "\n"},
+		{[]string{"get", "svc", "-o", "xml"}, `error: unknown output format "xml"; want table, yaml, json or name` + "\n"},
+		{[]string{"apply"}, "error: no manifests: give -f FILE (a file, a directory, or - for stdin)\n"},
+		{[]string{"get", "svc", "--protocol", "http3"}, `error: --protocol "http3": want connect or grpc` + "\n"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			t.Parallel()
+			_, stderr, err := keywayctl(t, "http://127.0.0.1:1", "", tt.args...)
+			if err == nil || !strings.HasPrefix(stderr, tt.want) {
+				t.Errorf("stderr %q, want it to start %q", stderr, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseTarget(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args               []string
+		wantKind, wantName string
+	}{
+		{[]string{"svc"}, "Service", ""},
+		{[]string{"Services", "orders"}, "Service", "orders"},
+		{[]string{"SERVICE/orders"}, "Service", "orders"},
+		{[]string{"route"}, "Route", ""},
+		{[]string{"routes", "r"}, "Route", "r"},
+		{[]string{"PolicyBinding", "b"}, "PolicyBinding", "b"},
+		{[]string{"policybindings"}, "PolicyBinding", ""},
+		{[]string{"binding/b"}, "PolicyBinding", "b"},
+		{[]string{"Bindings"}, "PolicyBinding", ""},
+		{[]string{"pb", "b"}, "PolicyBinding", "b"},
+	}
+	for _, tt := range tests {
+		k, name, err := parseTarget(tt.args, false)
+		if err != nil || k.Name != tt.wantKind || name != tt.wantName {
+			t.Errorf("parseTarget(%q) = %s %q %v, want %s %q", tt.args, k.Name, name, err, tt.wantKind, tt.wantName)
+		}
+	}
+	if _, _, err := parseTarget([]string{"svc/a", "b"}, false); err == nil {
+		t.Error("parseTarget(svc/a b) succeeded, want an error")
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

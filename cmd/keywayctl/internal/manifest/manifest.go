@@ -1,0 +1,228 @@
+package manifest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
+)
+
+// Stdin is the file name that reads standard input, as in "-f -".
+const Stdin = "-"
+
+// stdinName is how positions name standard input.
+const stdinName = "<stdin>"
+
+// Position is where something was written. Line and Column are 1-based; a
+// zero Line means the whole file.
+type Position struct {
+	File   string
+	Line   int
+	Column int
+}
+
+// String formats the position as "file:line:col", the form editors jump to.
+func (p Position) String() string {
+	switch {
+	case p.Line == 0:
+		return p.File
+	case p.Column == 0:
+		return p.File + ":" + strconv.Itoa(p.Line)
+	}
+	return p.File + ":" + strconv.Itoa(p.Line) + ":" + strconv.Itoa(p.Column)
+}
+
+// Error is a problem in a manifest, at a position.
+type Error struct {
+	Pos Position
+	Msg string
+}
+
+func (e *Error) Error() string { return e.Pos.String() + ": " + e.Msg }
+
+// Note tells the user about a conversion the reader made, such as a Flex
+// Gateway Service whose https:// address became host:port.
+type Note struct {
+	Pos Position
+	Msg string
+}
+
+func (n Note) String() string { return n.Pos.String() + ": " + n.Msg }
+
+// Document is one resource read from a manifest.
+type Document struct {
+	// Resource is the decoded resource, ready for an ApplyRequest.
+	Resource *policyv1.Resource
+	// Pos is where the document's first field was written.
+	Pos Position
+	// Notes are the conversions made while reading the document.
+	Notes []Note
+	// fields maps a JSON field path inside the resource's member
+	// ("metadata.name", "spec.config.ciphers[1]") to where it was written.
+	fields map[string]Position
+}
+
+// Locate returns where the field path, relative to the resource's member,
+// was written. A path that was not written itself (a default the server
+// filled in, a key inside a value) falls back to its nearest written parent,
+// and finally to the document.
+func (d *Document) Locate(path string) Position {
+	for {
+		if pos, ok := d.fields[path]; ok {
+			return pos
+		}
+		if path == "" {
+			return d.Pos
+		}
+		path = parent(path)
+	}
+}
+
+// parent drops the last element of a field path: "a.b[1]" → "a.b" → "a" → "".
+func parent(path string) string {
+	if strings.HasSuffix(path, "]") {
+		if i := strings.LastIndexByte(path, '['); i >= 0 {
+			return path[:i]
+		}
+	}
+	if i := strings.LastIndexByte(path, '.'); i >= 0 {
+		return path[:i]
+	}
+	return ""
+}
+
+// Manifest is the documents of every file read, in order: document i is
+// resource i of the ApplyRequest built from it.
+type Manifest []*Document
+
+// Resources returns the resources in order.
+func (m Manifest) Resources() []*policyv1.Resource {
+	rs := make([]*policyv1.Resource, len(m))
+	for i, d := range m {
+		rs[i] = d.Resource
+	}
+	return rs
+}
+
+// Notes returns the notes of all documents.
+func (m Manifest) Notes() []Note {
+	var ns []Note
+	for _, d := range m {
+		ns = append(ns, d.Notes...)
+	}
+	return ns
+}
+
+// Locate maps a field path of the ApplyRequest built from m, such as
+// "resources[2].policyBinding.spec.config.ciphers[1]", to the document, to
+// where the field was written, and to the path relative to the resource
+// ("spec.config.ciphers[1]"; empty for the resource as a whole). doc is nil
+// when the path does not name one of m's resources.
+func (m Manifest) Locate(field string) (doc *Document, pos Position, rel string) {
+	rest, found := strings.CutPrefix(field, "resources[")
+	if !found {
+		return nil, Position{}, ""
+	}
+	idx, rest, found := strings.Cut(rest, "]")
+	if !found {
+		return nil, Position{}, ""
+	}
+	i, err := strconv.Atoi(idx)
+	if err != nil || i < 0 || i >= len(m) {
+		return nil, Position{}, ""
+	}
+	// Drop the oneof member: ".policyBinding.spec.x" → "spec.x".
+	rest = strings.TrimPrefix(rest, ".")
+	if j := strings.IndexAny(rest, ".["); j >= 0 {
+		rest = strings.TrimPrefix(rest[j:], ".")
+	} else {
+		rest = ""
+	}
+	return m[i], m[i].Locate(rest), rest
+}
+
+// Read reads the manifests named by paths: files, directories (every
+// *.yaml, *.yml and *.json file in them, not recursing, in name order) and
+// [Stdin] for stdin. Problems in documents are returned all at once, joined,
+// each an [*Error] with its position.
+func Read(paths []string, stdin io.Reader) (Manifest, error) {
+	var (
+		m         Manifest
+		errs      []error
+		stdinRead bool
+	)
+	for _, p := range paths {
+		if p == Stdin {
+			if stdinRead {
+				errs = append(errs, errors.New(`"-f -" given twice: standard input can be read once`))
+				continue
+			}
+			stdinRead = true
+			data, err := io.ReadAll(stdin)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("reading standard input: %w", err))
+				continue
+			}
+			docs, err := Parse(stdinName, data)
+			m = append(m, docs...)
+			errs = append(errs, err)
+			continue
+		}
+		files, err := expand(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, f := range files {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			docs, err := Parse(f, data)
+			m = append(m, docs...)
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if len(m) == 0 {
+		return nil, fmt.Errorf("no resources in %s", strings.Join(paths, ", "))
+	}
+	return m, nil
+}
+
+// manifestExts are the extensions a directory's manifests have.
+var manifestExts = []string{".yaml", ".yml", ".json"}
+
+// expand returns the file itself, or the manifests of a directory.
+func expand(path string) ([]string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.IsDir() {
+		return []string{path}, nil
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, e := range entries {
+		if !e.IsDir() && slices.Contains(manifestExts, strings.ToLower(filepath.Ext(e.Name()))) {
+			files = append(files, filepath.Join(path, e.Name()))
+		}
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no *.yaml, *.yml or *.json files in directory %s", path)
+	}
+	return files, nil // os.ReadDir sorts by name
+}
