@@ -1,0 +1,266 @@
+// Package node wires a proxy node together: the NATS connection and the
+// configuration watcher, the proxy listener and the admin listener. main and
+// the tests share it.
+package node
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"keyway.dev/common/configkv"
+	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/proxy"
+	"keyway.dev/proxy/internal/upstream"
+)
+
+// Config is a node's configuration. Zero values take the documented defaults.
+type Config struct {
+	// Listen is the proxy's address. Default 127.0.0.1:8080; port 0 picks one.
+	Listen string
+	// AdminListen serves /healthz and /status. Default 127.0.0.1:9080.
+	AdminListen string
+	// NATSURL is the NATS server. Default nats://127.0.0.1:4222.
+	NATSURL string
+	// Bucket is the configuration bucket. Default configkv.Bucket.
+	Bucket string
+	// NodeID names the node in logs, request ids and the NATS connection.
+	// Required.
+	NodeID string
+	// HandshakeTimeout bounds each upstream TLS handshake. Default 10s.
+	HandshakeTimeout time.Duration
+	// ShutdownTimeout bounds the graceful stop. Default 15s.
+	ShutdownTimeout time.Duration
+	// RetryInterval is the wait between attempts to reach the bucket and
+	// to restart a broken watch. Default 1s.
+	RetryInterval time.Duration
+	Logger        *slog.Logger
+}
+
+// Node is a running proxy node.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	nc      *nats.Conn
+	watcher *config.Watcher
+	proxy   *http.Server
+	admin   *http.Server
+	proxyLn net.Listener
+	adminLn net.Listener
+	done    chan struct{}
+	err     error
+}
+
+// Run starts a node and serves until ctx ends, then stops gracefully.
+func Run(ctx context.Context, cfg Config) error {
+	n, err := Start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	return n.Wait()
+}
+
+// Start binds the listeners, connects to NATS and starts serving; the node
+// answers 503 until the bucket's contents are loaded ([Node.Ready]). It stops
+// when ctx ends; [Node.Wait] returns then.
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	cfg.Listen = cmp.Or(cfg.Listen, "127.0.0.1:8080")
+	cfg.AdminListen = cmp.Or(cfg.AdminListen, "127.0.0.1:9080")
+	cfg.NATSURL = cmp.Or(cfg.NATSURL, nats.DefaultURL)
+	cfg.Bucket = cmp.Or(cfg.Bucket, configkv.Bucket)
+	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, 15*time.Second)
+	cfg.RetryInterval = cmp.Or(cfg.RetryInterval, time.Second)
+	if cfg.NodeID == "" {
+		return nil, errors.New("node: a node id is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := cfg.Logger.With("node", cfg.NodeID)
+	n := &Node{cfg: cfg, log: log, done: make(chan struct{})}
+
+	uopts := proxy.UpstreamOptions(upstream.Options{HandshakeTimeout: cfg.HandshakeTimeout, Logger: log}, log)
+	n.watcher = config.New(config.Options{Upstream: uopts, Logger: log, RetryInterval: cfg.RetryInterval})
+
+	var err error
+	if n.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("node: listening on %s: %w", cfg.Listen, err)
+	}
+	if n.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		n.proxyLn.Close()
+		return nil, fmt.Errorf("node: listening on %s for admin: %w", cfg.AdminListen, err)
+	}
+	n.nc, err = nats.Connect(cfg.NATSURL,
+		nats.Name("keyway-proxy "+cfg.NodeID),
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("disconnected from NATS; serving the last good configuration", "error", err)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "url", c.ConnectedUrl()) }),
+	)
+	if err != nil {
+		n.proxyLn.Close()
+		n.adminLn.Close()
+		return nil, fmt.Errorf("node: connecting to NATS at %s: %w", cfg.NATSURL, err)
+	}
+
+	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
+	n.proxy = &http.Server{
+		Handler:           proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          errLog,
+	}
+	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: errLog}
+
+	go n.run(ctx)
+	log.Info("proxy node started", "listen", n.Addr(), "admin", n.AdminAddr(), "nats", cfg.NATSURL, "bucket", cfg.Bucket)
+	return n, nil
+}
+
+func (n *Node) run(ctx context.Context) {
+	defer close(n.done)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	errc := make(chan error, 3)
+	go func() { errc <- serve(n.proxy, n.proxyLn) }()
+	go func() { errc <- serve(n.admin, n.adminLn) }()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		kv, err := n.bucket(ctx)
+		if err != nil {
+			return // ctx ended
+		}
+		if err := n.watcher.Run(ctx, kv); err != nil {
+			errc <- err
+		}
+	}()
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		n.err = err
+		n.log.Error("proxy node failed", "error", err)
+	}
+	n.log.Info("stopping: finishing requests in flight")
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ShutdownTimeout)
+	defer scancel()
+	if err := n.proxy.Shutdown(sctx); err != nil {
+		n.log.Warn("requests still in flight at shutdown", "error", err)
+	}
+	n.admin.Shutdown(sctx)
+	cancel(errors.New("node: stopping"))
+	<-watchDone
+	n.nc.Close()
+	n.log.Info("proxy node stopped")
+}
+
+func serve(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("node: serving on %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+// bucket opens the configuration bucket, waiting for it to exist: the
+// policy service creates it.
+func (n *Node) bucket(ctx context.Context) (jetstream.KeyValue, error) {
+	js, err := jetstream.New(n.nc)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		kv, err := js.KeyValue(ctx, n.cfg.Bucket)
+		if err == nil {
+			return kv, nil
+		}
+		n.log.Warn("configuration bucket not available yet", "bucket", n.cfg.Bucket, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(n.cfg.RetryInterval):
+		}
+	}
+}
+
+// Wait blocks until the node has stopped and returns why it failed, if it did.
+func (n *Node) Wait() error {
+	<-n.done
+	return n.err
+}
+
+// Addr is the proxy listener's address.
+func (n *Node) Addr() string { return n.proxyLn.Addr().String() }
+
+// AdminAddr is the admin listener's address.
+func (n *Node) AdminAddr() string { return n.adminLn.Addr().String() }
+
+// Ready is closed once the bucket's contents at start are loaded.
+func (n *Node) Ready() <-chan struct{} { return n.watcher.Ready() }
+
+// Revision is the store revision the node serves.
+func (n *Node) Revision() uint64 { return n.watcher.Revision() }
+
+// WaitRevision returns once the node serves revision rev or later.
+func (n *Node) WaitRevision(ctx context.Context, rev uint64) error {
+	return n.watcher.WaitRevision(ctx, rev)
+}
+
+// Status is the /status document.
+type Status struct {
+	NodeID      string            `json:"nodeId"`
+	Ready       bool              `json:"ready"`
+	Revision    uint64            `json:"revision"`
+	Upstreams   []upstream.Status `json:"upstreams"`
+	Routes      []string          `json:"routes"`
+	RouteErrors []string          `json:"routeErrors,omitempty"`
+}
+
+// Status reports what the node serves.
+func (n *Node) Status() Status {
+	s := n.watcher.Snapshot()
+	st := Status{NodeID: n.cfg.NodeID, Ready: s.Ready, Revision: s.Revision, Upstreams: []upstream.Status{}, Routes: []string{}}
+	for _, u := range s.Upstreams {
+		st.Upstreams = append(st.Upstreams, u.Status())
+	}
+	slices.SortFunc(st.Upstreams, func(a, b upstream.Status) int { return strings.Compare(a.Name, b.Name) })
+	for _, r := range s.Router.Routes() {
+		st.Routes = append(st.Routes, r.Name)
+	}
+	for _, err := range s.RouteErrors {
+		st.RouteErrors = append(st.RouteErrors, err.Error())
+	}
+	return st
+}
+
+func (n *Node) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-n.watcher.Ready():
+			w.Write([]byte("ok\n"))
+		default:
+			http.Error(w, "configuration not loaded yet", http.StatusServiceUnavailable)
+		}
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(n.Status())
+	})
+	return mux
+}

@@ -1,0 +1,195 @@
+// Package proxy is the node's request path: route lookup in the current
+// snapshot (one atomic load), then forwarding on the route's Upstream. Failures
+// answer with a JSON body that names a [failure.Reason] and the fix, and are
+// logged in full with the request id.
+package proxy
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"keyway.dev/common/failure"
+	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/upstream"
+)
+
+// HeaderRequestID carries the request id, in both directions.
+const HeaderRequestID = "X-Request-Id"
+
+// Source gives the current configuration snapshot. Snapshot must be cheap
+// (an atomic load) and never return nil.
+type Source interface {
+	Snapshot() *config.Snapshot
+}
+
+// Handler forwards requests per the current snapshot.
+type Handler struct {
+	src Source
+	log *slog.Logger
+	ids *RequestIDs
+}
+
+// New returns the handler. ids makes request ids for requests without one.
+func New(src Source, ids *RequestIDs, log *slog.Logger) *Handler {
+	return &Handler{src: src, ids: ids, log: log}
+}
+
+// maxAttempts bounds the retries when the Upstream found was being drained;
+// one is enough in practice, as the replacement is published first.
+const maxAttempts = 8
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get(HeaderRequestID)
+	if id == "" || len(id) > 200 {
+		id = h.ids.Next()
+		r.Header[HeaderRequestID] = []string{id}
+	}
+	for range maxAttempts {
+		s := h.src.Snapshot()
+		if !s.Ready {
+			writeError(w, id, "", failure.NoHealthyUpstream, "the node has not loaded its configuration yet", http.StatusServiceUnavailable)
+			return
+		}
+		target, ok := s.Router.Match(r)
+		if !ok {
+			writeError(w, id, "", failure.NoRoute, "", StatusCode(failure.NoRoute))
+			return
+		}
+		u := s.Upstreams[target.Service]
+		if u == nil {
+			h.log.Warn("route to a service that does not exist", "route", target.Route, "upstream", target.Service, "request_id", id)
+			writeError(w, id, target.Service, failure.NoHealthyUpstream, "", StatusCode(failure.NoHealthyUpstream))
+			return
+		}
+		if u.Forward(w, r) {
+			return
+		}
+	}
+	writeError(w, id, "", failure.NoHealthyUpstream, "", StatusCode(failure.NoHealthyUpstream))
+}
+
+// UpstreamOptions adds the handler's hooks to opts: the error answer, the
+// response request id and a shared buffer pool.
+func UpstreamOptions(opts upstream.Options, log *slog.Logger) upstream.Options {
+	opts.ErrorHandler = func(w http.ResponseWriter, r *http.Request, u *upstream.Upstream, err *upstream.Error) {
+		id := r.Header.Get(HeaderRequestID)
+		if err.Reason == failure.ClientCanceled || r.Context().Err() != nil {
+			log.Debug("client went away", "upstream", u.Name(), "endpoint", err.Endpoint, "request_id", id)
+			w.WriteHeader(499) // nginx's "client closed request"; nobody reads it
+			return
+		}
+		log.Warn("upstream request failed",
+			"upstream", u.Name(), "reason", string(err.Reason), "endpoint", err.Endpoint,
+			"request_id", id, "fingerprint", u.Fingerprint(), "detail", err.Detail)
+		fix := ""
+		if err.Reason == failure.LegacyCommonName {
+			fix = err.Detail // the exact openssl command for this host
+		}
+		writeError(w, id, u.Name(), err.Reason, fix, StatusCode(err.Reason))
+	}
+	opts.ModifyResponse = func(resp *http.Response) error {
+		// The upstream may echo or set its own: ours wins, one value.
+		resp.Header[HeaderRequestID] = resp.Request.Header[HeaderRequestID]
+		return nil
+	}
+	opts.BufferPool = bufferPool{}
+	return opts
+}
+
+// StatusCode is the HTTP status a failure answers with: 404 for no route;
+// 503 when nothing can take the request now (refused connection, no
+// upstream); 504 for timeouts; 502 for everything else (the upstream, its
+// TLS or our configuration of it is wrong).
+func StatusCode(r failure.Reason) int {
+	switch r {
+	case failure.NoRoute:
+		return http.StatusNotFound
+	case failure.ConnectionRefused, failure.NoHealthyUpstream:
+		return http.StatusServiceUnavailable
+	case failure.HandshakeTimeout, failure.DialTimeout, failure.UpstreamTimeout:
+		return http.StatusGatewayTimeout
+	case failure.ClientCanceled:
+		return 499
+	}
+	return http.StatusBadGateway
+}
+
+// ErrorBody is the JSON answer to a request that could not be forwarded. It
+// never carries key material.
+type ErrorBody struct {
+	// Error is a summary for people.
+	Error string `json:"error"`
+	// Reason is the stable failure name.
+	Reason failure.Reason `json:"reason"`
+	// Upstream is the Service's name.
+	Upstream  string `json:"upstream,omitempty"`
+	RequestID string `json:"requestId"`
+	// Fix says what to change.
+	Fix string `json:"fix"`
+}
+
+func summary(r failure.Reason) string {
+	switch r.Class() {
+	case failure.ClassTLS:
+		return "upstream TLS handshake failed"
+	case failure.ClassTimeout:
+		return "upstream timed out"
+	case failure.ClassConnection:
+		return "upstream connection failed"
+	}
+	switch r {
+	case failure.NoRoute:
+		return "no route"
+	case failure.NoHealthyUpstream:
+		return "no upstream available"
+	}
+	return "upstream request failed"
+}
+
+func writeError(w http.ResponseWriter, id, upstreamName string, reason failure.Reason, fix string, status int) {
+	if fix == "" {
+		fix = reason.Fix()
+	}
+	body, _ := json.Marshal(ErrorBody{Error: summary(reason), Reason: reason, Upstream: upstreamName, RequestID: id, Fix: fix})
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Cache-Control", "no-store")
+	hdr[HeaderRequestID] = []string{id}
+	w.WriteHeader(status)
+	w.Write(append(body, '\n'))
+}
+
+// RequestIDs makes request ids: the node's prefix and a counter. Unique per
+// node run without a random read per request. Safe for concurrent use.
+type RequestIDs struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+// NewRequestIDs returns a generator whose ids start with nodeID and the
+// start time, so that ids of a restarted node do not repeat.
+func NewRequestIDs(nodeID string) *RequestIDs {
+	return &RequestIDs{prefix: nodeID + "-" + strconv.FormatInt(time.Now().UnixMilli(), 36) + "-"}
+}
+
+// Next returns a new id.
+func (g *RequestIDs) Next() string {
+	var buf [96]byte
+	b := append(buf[:0], g.prefix...)
+	b = strconv.AppendUint(b, g.n.Add(1), 36)
+	return string(b)
+}
+
+// bufferPool lends the reverse proxies their 32 KiB copy buffers.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }

@@ -1,0 +1,93 @@
+package router_test
+
+import (
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"keyway.dev/common/model"
+	"keyway.dev/proxy/internal/router"
+)
+
+func TestMatch(t *testing.T) {
+	t.Parallel()
+	table, errs := router.Build([]model.Route{
+		{Name: "orders", Path: "/orders/{id}", Methods: []string{"GET", "DELETE"}, Service: "orders"},
+		{Name: "orders-create", Path: "/orders/", Methods: []string{"POST"}, Service: "orders-write"},
+		{Name: "admin", Path: "/admin/{rest...}", Host: "admin.example", Service: "admin"},
+		{Name: "catch-all", Path: "/", Service: "web"},
+	})
+	if len(errs) != 0 {
+		t.Fatalf("Build: %v", errs)
+	}
+	tests := []struct {
+		method, target, host string
+		want                 string // service, "" for no match
+	}{
+		{"GET", "/orders/42", "gw.example", "orders"},
+		{"HEAD", "/orders/42", "gw.example", "orders"}, // GET patterns match HEAD
+		{"DELETE", "/orders/42", "gw.example", "orders"},
+		{"PUT", "/orders/42", "gw.example", "web"}, // falls back to the catch-all
+		{"POST", "/orders/", "gw.example", "orders-write"},
+		{"POST", "/orders/new/x", "gw.example", "orders-write"},
+		{"GET", "/admin/a/b", "admin.example", "admin"},
+		{"GET", "/admin/a/b", "admin.example:8443", "admin"},
+		{"GET", "/admin/a/b", "other.example", "web"},
+		{"GET", "/anything", "gw.example", "web"},
+	}
+	for _, tt := range tests {
+		r := httptest.NewRequest(tt.method, "http://"+tt.host+tt.target, nil)
+		got, ok := table.Match(r)
+		if !ok {
+			t.Errorf("%s %s%s: no match, want %q", tt.method, tt.host, tt.target, tt.want)
+			continue
+		}
+		if got.Service != tt.want {
+			t.Errorf("%s %s%s: service %q, want %q", tt.method, tt.host, tt.target, got.Service, tt.want)
+		}
+	}
+}
+
+func TestNoRoute(t *testing.T) {
+	t.Parallel()
+	table, _ := router.Build([]model.Route{{Name: "orders", Path: "/orders/{id}", Methods: []string{"GET"}, Service: "orders"}})
+	for _, r := range []struct{ method, target string }{{"GET", "/billing"}, {"POST", "/orders/1"}, {"GET", "/orders/1/x"}} {
+		if got, ok := table.Match(httptest.NewRequest(r.method, r.target, nil)); ok {
+			t.Errorf("%s %s matched %+v", r.method, r.target, got)
+		}
+	}
+	var empty *router.Table
+	if _, ok := empty.Match(httptest.NewRequest("GET", "/", nil)); ok {
+		t.Error("nil table matched")
+	}
+}
+
+func TestConflictsAreReported(t *testing.T) {
+	t.Parallel()
+	table, errs := router.Build([]model.Route{
+		{Name: "b-dup", Path: "/orders/{id}", Methods: []string{"POST", "GET"}, Service: "two"},
+		{Name: "a-first", Path: "/orders/{id}", Methods: []string{"GET"}, Service: "one"},
+		{Name: "c-bad", Path: "/x/{", Service: "three"},
+		{Name: "d-fine", Path: "/billing", Service: "billing"},
+	})
+	if len(errs) != 2 {
+		t.Fatalf("errors %v, want 2 (b-dup conflicts, c-bad invalid)", errs)
+	}
+	if !strings.Contains(errs[0].Error(), `"b-dup"`) || !strings.Contains(errs[1].Error(), `"c-bad"`) {
+		t.Errorf("errors %v", errs)
+	}
+	// The first route keeps its pattern; the conflicting route is out as a
+	// whole (its POST pattern did not conflict, but is not there either).
+	if got, _ := table.Match(httptest.NewRequest("GET", "/orders/1", nil)); got == nil || got.Service != "one" {
+		t.Errorf("GET /orders/1 → %+v, want one", got)
+	}
+	if got, ok := table.Match(httptest.NewRequest("POST", "/orders/1", nil)); ok {
+		t.Errorf("POST /orders/1 → %+v, want no match", got)
+	}
+	if got, _ := table.Match(httptest.NewRequest("GET", "/billing", nil)); got == nil || got.Service != "billing" {
+		t.Errorf("GET /billing → %+v", got)
+	}
+	if n := len(table.Routes()); n != 2 {
+		t.Errorf("%d routes in table, want 2", n)
+	}
+}

@@ -1,0 +1,511 @@
+// Package upstream reaches one Service: its endpoints in turn, over one
+// http.Transport that carries exactly one outbound TLS context.
+//
+// An [Upstream] is immutable. A change to the Service or to its tls-outbound
+// binding builds a new Upstream; the old one is drained ([Upstream.Drain]):
+// requests already on it finish, then its idle connections close, so a pooled
+// connection never outlives the client certificate it presented.
+//
+// The dialer performs the TLS handshake itself and records what it saw
+// ([failure.HandshakeFacts]); failures surface as [*Error] with a
+// [failure.Reason].
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"keyway.dev/common/failure"
+	"keyway.dev/common/model"
+)
+
+// Defaults for [Options].
+const (
+	DefaultHandshakeTimeout    = 10 * time.Second
+	DefaultDialTimeout         = 10 * time.Second
+	DefaultMaxIdleConnsPerHost = 256
+	DefaultIdleConnTimeout     = 90 * time.Second
+)
+
+// Options tune every Upstream a node builds. The zero value is usable.
+type Options struct {
+	// HandshakeTimeout bounds the TLS handshake of a new connection.
+	HandshakeTimeout time.Duration
+	// DialTimeout bounds name resolution and the TCP connection.
+	DialTimeout time.Duration
+	// MaxIdleConnsPerHost is the size of the keep-alive pool per endpoint.
+	MaxIdleConnsPerHost int
+	// IdleConnTimeout closes pooled connections idle for this long.
+	IdleConnTimeout time.Duration
+	// ErrorHandler answers a request that could not be forwarded. Nil
+	// answers a bare 502.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, u *Upstream, err *Error)
+	// ModifyResponse, if set, edits every upstream response (see
+	// httputil.ReverseProxy).
+	ModifyResponse func(*http.Response) error
+	// BufferPool is shared by the body copies of all upstreams.
+	BufferPool httputil.BufferPool
+	// Logger receives the reverse proxy's own errors (body copy failures).
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.MaxIdleConnsPerHost <= 0 {
+		o.MaxIdleConnsPerHost = DefaultMaxIdleConnsPerHost
+	}
+	if o.IdleConnTimeout <= 0 {
+		o.IdleConnTimeout = DefaultIdleConnTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// Error is a request that could not reach its upstream, classified.
+type Error struct {
+	// Upstream is the Service name.
+	Upstream string
+	// Endpoint is the "host:port" tried.
+	Endpoint string
+	Reason   failure.Reason
+	// Detail is for logs and the error body; never key material.
+	Detail string
+	// Err is the underlying error.
+	Err error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("upstream %q endpoint %s: %s: %s", e.Upstream, e.Endpoint, e.Reason, e.Detail)
+}
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// FailureReason implements [failure.Reasoner].
+func (e *Error) FailureReason() failure.Reason { return e.Reason }
+
+// Upstream forwards requests to one Service. Safe for concurrent use.
+type Upstream struct {
+	name      string
+	protocol  string
+	endpoints []string
+	next      atomic.Uint64
+	scheme    string
+	// host is the Host header sent: the SNI when one is configured, else
+	// the endpoint (empty).
+	host string
+
+	tls       *model.OutboundTLS
+	dialer    *Dialer
+	transport *http.Transport
+	proxy     *httputil.ReverseProxy
+
+	// inflight counts requests between acquire and release; draining is
+	// set once the Upstream is replaced. Both are only atomics, so the
+	// request path takes no lock.
+	inflight atomic.Int64
+	draining atomic.Bool
+	idleOnce sync.Once
+	idle     chan struct{}
+
+	lastProbe atomic.Pointer[probeResult]
+}
+
+// New builds the Upstream for svc. tlsCtx is the tls-outbound context of the
+// binding that targets svc, or nil for plain HTTP.
+func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream, error) {
+	if svc == nil || len(svc.Endpoints) == 0 {
+		return nil, errors.New("upstream: service without endpoints")
+	}
+	opts = opts.withDefaults()
+	u := &Upstream{
+		name:      svc.Name,
+		protocol:  svc.Protocol,
+		endpoints: slices.Clone(svc.Endpoints),
+		scheme:    "http",
+		tls:       tlsCtx,
+		idle:      make(chan struct{}),
+	}
+	d, err := NewDialer(svc.Name, tlsCtx, opts)
+	if err != nil {
+		return nil, err
+	}
+	u.dialer = d
+	t := &http.Transport{
+		Proxy:                  nil, // never the environment's proxy
+		MaxIdleConns:           0,
+		MaxIdleConnsPerHost:    opts.MaxIdleConnsPerHost,
+		IdleConnTimeout:        opts.IdleConnTimeout,
+		ExpectContinueTimeout:  time.Second,
+		DisableCompression:     true, // a proxy passes encodings through
+		MaxResponseHeaderBytes: 1 << 20,
+	}
+	var protos http.Protocols
+	h2 := svc.Protocol == model.ProtocolH2 || svc.Protocol == model.ProtocolGRPC
+	if tlsCtx != nil {
+		u.scheme = "https"
+		u.host = tlsCtx.SNI
+		t.DialTLSContext = d.DialTLSContext
+		// http.Transport speaks h2 on a *tls.Conn that negotiated it.
+		alpn := tlsCtx.ALPN
+		protos.SetHTTP1(len(alpn) == 0 || slices.Contains(alpn, "http/1.1"))
+		protos.SetHTTP2(slices.Contains(alpn, "h2"))
+		t.ForceAttemptHTTP2 = protos.HTTP2()
+	} else {
+		t.DialContext = d.DialContext
+		if h2 {
+			protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge
+		} else {
+			protos.SetHTTP1(true)
+		}
+	}
+	t.Protocols = &protos
+	u.transport = t
+
+	rp := &httputil.ReverseProxy{
+		Rewrite:        u.rewrite,
+		Transport:      u,
+		BufferPool:     opts.BufferPool,
+		ModifyResponse: opts.ModifyResponse,
+		ErrorLog:       slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
+	}
+	if h2 {
+		rp.FlushInterval = -1 // streaming (gRPC): flush every write
+	}
+	eh := opts.ErrorHandler
+	rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		ue := u.asError(err, r.URL.Host)
+		if eh == nil {
+			http.Error(w, string(ue.Reason), http.StatusBadGateway)
+			return
+		}
+		eh(w, r, u, ue)
+	}
+	u.proxy = rp
+	return u, nil
+}
+
+// Name is the Service's name.
+func (u *Upstream) Name() string { return u.name }
+
+// Endpoints are the Service's endpoints.
+func (u *Upstream) Endpoints() []string { return slices.Clone(u.endpoints) }
+
+// TLS is the outbound TLS context, nil for plain HTTP.
+func (u *Upstream) TLS() *model.OutboundTLS { return u.tls }
+
+// Fingerprint identifies the TLS context ("" for plain HTTP).
+func (u *Upstream) Fingerprint() string {
+	if u.tls == nil {
+		return ""
+	}
+	return u.tls.Fingerprint
+}
+
+// InFlight is the number of requests currently forwarded.
+func (u *Upstream) InFlight() int64 { return u.inflight.Load() }
+
+// Forward sends r to the upstream and writes the answer (or the error
+// handler's) to w. It returns false, having written nothing, when the
+// Upstream is being drained: the caller loads the current snapshot, which
+// already holds the replacement, and tries again.
+func (u *Upstream) Forward(w http.ResponseWriter, r *http.Request) bool {
+	u.inflight.Add(1)
+	// Sequentially consistent atomics: either Drain sees this request in
+	// inflight, or this request sees draining and backs off.
+	if u.draining.Load() {
+		u.release()
+		return false
+	}
+	defer u.release()
+	u.proxy.ServeHTTP(w, r)
+	return true
+}
+
+func (u *Upstream) release() {
+	if u.inflight.Add(-1) == 0 && u.draining.Load() {
+		u.idleOnce.Do(func() { close(u.idle) })
+	}
+}
+
+// Drain stops the Upstream from taking requests, waits until the requests
+// it is serving finish (or ctx ends), then closes its idle connections.
+// Call it after the replacement is published. It is safe to call more than
+// once.
+func (u *Upstream) Drain(ctx context.Context) error {
+	u.draining.Store(true)
+	var err error
+	if u.inflight.Load() != 0 {
+		select {
+		case <-u.idle:
+		case <-ctx.Done():
+			err = fmt.Errorf("upstream %q: draining: %d requests still in flight: %w", u.name, u.inflight.Load(), ctx.Err())
+		}
+	}
+	u.transport.CloseIdleConnections()
+	return err
+}
+
+func (u *Upstream) rewrite(pr *httputil.ProxyRequest) {
+	out := pr.Out
+	out.URL.Scheme = u.scheme
+	out.URL.Host = u.endpoint()
+	out.Host = u.host
+	// The inbound X-Forwarded-For is not trusted (Rewrite already removed
+	// it): the gateway is the edge.
+	pr.SetXForwarded()
+}
+
+func (u *Upstream) endpoint() string {
+	if len(u.endpoints) == 1 {
+		return u.endpoints[0]
+	}
+	return u.endpoints[(u.next.Add(1)-1)%uint64(len(u.endpoints))]
+}
+
+// RoundTrip implements http.RoundTripper over the Upstream's pool; errors
+// are [*Error].
+func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := u.transport.RoundTrip(req)
+	if err != nil {
+		return nil, u.asError(err, req.URL.Host)
+	}
+	return resp, nil
+}
+
+// asError classifies an error of the transport. Dial and handshake errors
+// are already *Error; what is left happened on an established connection.
+func (u *Upstream) asError(err error, endpoint string) *Error {
+	if ue, ok := errors.AsType[*Error](err); ok {
+		return ue
+	}
+	facts := failure.HandshakeFacts{
+		Phase: failure.PhaseRequest,
+		// Which pooled connection failed is not known here: say whether a
+		// certificate would have been sent. A TLS 1.3 upstream refuses it
+		// only now, on the first read after the handshake.
+		ClientCertificateSent: u.tls != nil && u.tls.Certificate != nil,
+	}
+	d := failure.Diagnose(err, facts)
+	if u.dialer.base != nil && (d.Reason == failure.UpstreamReset || strings.Contains(err.Error(), "http2: client conn could not be established")) {
+		// A TLS 1.3 upstream that refuses our certificate closes the
+		// connection right after the handshake; the alert may be lost to
+		// a broken pipe, or to the h2 transport's read loop. Find it
+		// again with a fresh handshake.
+		if pe := u.probe(endpoint); pe != nil {
+			return pe
+		}
+	}
+	return &Error{Upstream: u.name, Endpoint: endpoint, Reason: d.Reason, Detail: d.Detail, Err: err}
+}
+
+// Dialer opens connections to the endpoints of one upstream, performing the
+// TLS handshake itself so that failures are classified with what it saw.
+// Safe for concurrent use.
+type Dialer struct {
+	upstream string
+	tls      *model.OutboundTLS
+	base     *tls.Config
+	net      net.Dialer
+	timeout  time.Duration
+}
+
+// NewDialer builds the dialer of upstream name for tlsCtx (nil: plain TCP).
+// The live probe of the policy service can use it to handshake exactly as
+// the proxy does.
+func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, error) {
+	opts = opts.withDefaults()
+	d := &Dialer{
+		upstream: name,
+		tls:      tlsCtx,
+		net:      net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
+		timeout:  opts.HandshakeTimeout,
+	}
+	if tlsCtx == nil {
+		return d, nil
+	}
+	cfg := &tls.Config{
+		MinVersion:         tlsCtx.MinVersion,
+		MaxVersion:         tlsCtx.MaxVersion,
+		CipherSuites:       slices.Clone(tlsCtx.CipherSuites),
+		NextProtos:         slices.Clone(tlsCtx.ALPN),
+		InsecureSkipVerify: tlsCtx.SkipValidation,
+		// Resumption across connections of this one context only.
+		ClientSessionCache: tls.NewLRUClientSessionCache(64),
+	}
+	if !tlsCtx.SkipValidation {
+		if len(tlsCtx.TrustedCAs) == 0 {
+			return nil, fmt.Errorf("upstream %q: tls-outbound context without trusted CAs and without skipValidation", name)
+		}
+		pool := x509.NewCertPool()
+		for _, ca := range tlsCtx.TrustedCAs {
+			pool.AddCert(ca)
+		}
+		cfg.RootCAs = pool
+	}
+	d.base = cfg
+	return d, nil
+}
+
+// DialContext opens a plain TCP connection; errors are [*Error].
+func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := d.net.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, d.fail(err, addr, &failure.HandshakeFacts{Phase: failure.PhaseDial})
+	}
+	return c, nil
+}
+
+// DialTLSContext opens a TCP connection and completes the TLS handshake
+// within the handshake timeout. It returns a *tls.Conn so that
+// http.Transport sees the negotiated protocol; errors are [*Error].
+func (d *Dialer) DialTLSContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if d.base == nil {
+		return d.DialContext(ctx, network, addr)
+	}
+	tc, _, err := d.Handshake(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
+
+// Handshake dials addr and completes the TLS handshake, returning the
+// connection and what was seen. Errors are [*Error].
+func (d *Dialer) Handshake(ctx context.Context, network, addr string) (*tls.Conn, *failure.HandshakeFacts, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, &Error{Upstream: d.upstream, Endpoint: addr, Reason: failure.Unknown, Detail: err.Error(), Err: err}
+	}
+	facts := &failure.HandshakeFacts{Phase: failure.PhaseDial, ServerName: host}
+	if d.tls.SNI != "" {
+		facts.ServerName = d.tls.SNI
+	}
+	raw, err := d.net.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, facts, d.fail(err, addr, facts)
+	}
+	cfg := d.base.Clone()
+	cfg.ServerName = facts.ServerName
+	cert, sans, verify := d.tls.Certificate, d.tls.SubjectAltNames, !d.tls.SkipValidation
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		facts.ClientCertificateRequested = true
+		if cert == nil {
+			return &tls.Certificate{}, nil // send none; the server decides
+		}
+		facts.ClientCertificateSent = true
+		return cert, nil
+	}
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		facts.ServerCertificateSeen = true
+		if !verify || len(sans) == 0 || len(cs.PeerCertificates) == 0 {
+			return nil
+		}
+		leaf := cs.PeerCertificates[0]
+		for _, name := range sans {
+			if leaf.VerifyHostname(name) == nil {
+				return nil
+			}
+		}
+		return failure.WithReason(failure.SANMismatch,
+			fmt.Errorf("upstream certificate %q carries none of the subjectAltNames %q the binding requires (it has %q)", leaf.Subject, sans, leaf.DNSNames))
+	}
+	facts.Phase = failure.PhaseHandshake
+	tc := tls.Client(raw, cfg)
+	hctx, cancel := context.WithTimeout(ctx, d.timeout)
+	err = tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		raw.Close()
+		return nil, facts, d.fail(err, addr, facts)
+	}
+	return tc, facts, nil
+}
+
+// probe runs Dialer.probe at most once a second per Upstream, so that a
+// failing upstream does not get two connection attempts per request.
+func (u *Upstream) probe(endpoint string) *Error {
+	now := time.Now()
+	if last := u.lastProbe.Load(); last != nil && now.Sub(last.at) < time.Second {
+		return last.err
+	}
+	pe := u.dialer.probe(endpoint)
+	u.lastProbe.Store(&probeResult{at: now, err: pe})
+	return pe
+}
+
+type probeResult struct {
+	at  time.Time
+	err *Error
+}
+
+// probeWait bounds the wait for a post-handshake refusal in probe.
+const probeWait = time.Second
+
+// probe handshakes with addr and reads once, to catch an alert a TLS 1.3
+// upstream sends after the handshake. It returns nil when nothing failed
+// within probeWait. Only called on the error path.
+func (d *Dialer) probe(addr string) *Error {
+	ctx, cancel := context.WithTimeout(context.Background(), d.timeout+probeWait)
+	defer cancel()
+	tc, _, err := d.Handshake(ctx, "tcp", addr)
+	if err != nil {
+		return err.(*Error)
+	}
+	defer tc.Close()
+	tc.SetReadDeadline(time.Now().Add(probeWait))
+	var b [1]byte
+	if _, err := tc.Read(b[:]); err != nil {
+		if _, ok := failure.AlertCode(err); ok {
+			return d.fail(err, addr, &failure.HandshakeFacts{Phase: failure.PhaseRequest, ClientCertificateSent: d.tls.Certificate != nil})
+		}
+	}
+	return nil
+}
+
+func (d *Dialer) fail(err error, addr string, facts *failure.HandshakeFacts) *Error {
+	dg := failure.Diagnose(err, *facts)
+	return &Error{Upstream: d.upstream, Endpoint: addr, Reason: dg.Reason, Detail: dg.Detail, Err: err}
+}
+
+// Status describes an Upstream for the admin API.
+type Status struct {
+	Name        string   `json:"name"`
+	Endpoints   []string `json:"endpoints"`
+	Protocol    string   `json:"protocol"`
+	TLS         bool     `json:"tls"`
+	Fingerprint string   `json:"fingerprint,omitempty"`
+	// ClientCertificate is the SHA-256 of the client certificate presented.
+	ClientCertificate string    `json:"clientCertificate,omitempty"`
+	ClientNotAfter    time.Time `json:"clientCertificateNotAfter,omitzero"`
+	InFlight          int64     `json:"inFlight"`
+}
+
+// Status reports the Upstream's configuration and load.
+func (u *Upstream) Status() Status {
+	s := Status{Name: u.name, Endpoints: u.Endpoints(), Protocol: u.protocol, TLS: u.tls != nil, Fingerprint: u.Fingerprint(), InFlight: u.InFlight()}
+	if u.tls != nil && u.tls.Certificate != nil && u.tls.Certificate.Leaf != nil {
+		s.ClientCertificate = certFingerprint(u.tls.Certificate.Leaf)
+		s.ClientNotAfter = u.tls.Certificate.Leaf.NotAfter
+	}
+	return s
+}
