@@ -11,7 +11,7 @@ require (
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	google.golang.org/protobuf v1.36.12
-	keyway.dev/common v0.0.0-00010101000000-000000000000
+	keyway.dev/common v0.0.0
 	keyway.dev/gen v0.0.0
 )
 

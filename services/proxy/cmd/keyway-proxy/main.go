@@ -38,10 +38,14 @@ func realMain(ctx context.Context) error {
 		nodeID    = fs.String("node-id", env("KEYWAY_NODE_ID", host+"-"+strconv.Itoa(os.Getpid())), "node id (env KEYWAY_NODE_ID)")
 		logFormat = fs.String("log-format", env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
 		logLevel  = fs.String("log-level", env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
-		hsTimeout = fs.Duration("handshake-timeout", envDuration("KEYWAY_HANDSHAKE_TIMEOUT", upstream.DefaultHandshakeTimeout), "upstream TLS handshake timeout (env KEYWAY_HANDSHAKE_TIMEOUT)")
+		hsTimeout = fs.String("handshake-timeout", env("KEYWAY_HANDSHAKE_TIMEOUT", upstream.DefaultHandshakeTimeout.String()), "upstream TLS handshake timeout (env KEYWAY_HANDSHAKE_TIMEOUT)")
 	)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
+	}
+	handshakeTimeout, err := time.ParseDuration(*hsTimeout)
+	if err != nil || handshakeTimeout <= 0 {
+		return fmt.Errorf("--handshake-timeout: %q is not a positive duration", *hsTimeout)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -63,7 +67,7 @@ func realMain(ctx context.Context) error {
 		NATSURL:          *natsURL,
 		Bucket:           *bucket,
 		NodeID:           *nodeID,
-		HandshakeTimeout: *hsTimeout,
+		HandshakeTimeout: handshakeTimeout,
 		Logger:           slog.New(h),
 	})
 }
@@ -71,15 +75,6 @@ func realMain(ctx context.Context) error {
 func env(key, def string) string {
 	if v, ok := os.LookupEnv(key); ok {
 		return v
-	}
-	return def
-}
-
-func envDuration(key string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(key); ok {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
 	}
 	return def
 }

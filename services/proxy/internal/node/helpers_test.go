@@ -19,8 +19,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	"google.golang.org/protobuf/types/known/structpb"
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/testca"

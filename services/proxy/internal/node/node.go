@@ -187,6 +187,9 @@ func (n *Node) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 		if err == nil {
 			return kv, nil
 		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		n.log.Warn("configuration bucket not available yet", "bucket", n.cfg.Bucket, "error", err)
 		select {
 		case <-ctx.Done():

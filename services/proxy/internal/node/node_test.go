@@ -30,7 +30,7 @@ type env struct {
 	server  *testca.KeyPair
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	url, kv := startNATS(t)
 	n, logs := startNode(t, url, func(c *node.Config) { c.HandshakeTimeout = 500e6 })
 	ca := testca.New(t, "upstream CA")
@@ -40,7 +40,7 @@ func newEnv(t *testing.T) *env {
 
 // apply stores service, binding (cfg nil: none) and a route "/<name>/" and
 // waits until the node serves them.
-func (e *env) apply(t *testing.T, name, protocol, endpoint string, cfg map[string]any) {
+func (e *env) apply(t testing.TB, name, protocol, endpoint string, cfg map[string]any) {
 	t.Helper()
 	put(t, e.kv, service(name, protocol, endpoint))
 	if cfg != nil {
@@ -108,8 +108,10 @@ func TestUpstreamFailures(t *testing.T) {
 			endpoint: func(t *testing.T) string { return addr(upstreamServer(t, e.server, e.clients, false, nil)) },
 			cfg:      mtls(e.ca, e.gateway, map[string]any{"sni": "billing.internal"})},
 		{name: "legacy-cn", reason: "legacy_common_name", status: 502, fix: `-addext "subjectAltName=DNS:orders.internal"`,
-			endpoint: func(t *testing.T) string { return addr(upstreamServer(t, e.ca.CNOnly("orders.internal"), e.clients, false, nil)) },
-			cfg:      mtls(e.ca, e.gateway, nil)},
+			endpoint: func(t *testing.T) string {
+				return addr(upstreamServer(t, e.ca.CNOnly("orders.internal"), e.clients, false, nil))
+			},
+			cfg: mtls(e.ca, e.gateway, nil)},
 		{name: "protocol-version", reason: "protocol_version", status: 502,
 			endpoint: func(t *testing.T) string {
 				return addr(upstreamServer(t, e.server, e.clients, false, func(c *tls.Config) { c.MinVersion = tls.VersionTLS13 }))
