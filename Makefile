@@ -4,11 +4,9 @@ SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
 TOOL    := scripts/tool.sh
-BINARIES := keyway-policy keyway-proxy keyway-dev keywayctl
-PKG_keyway-policy := ./services/policy/cmd/keyway-policy
-PKG_keyway-proxy  := ./services/proxy/cmd/keyway-proxy
-PKG_keyway-dev    := ./services/devstack/cmd/keyway-dev
-PKG_keywayctl     := ./cmd/keywayctl
+# Main packages; each binary is named after its folder.
+COMMANDS := ./services/policy/cmd/keyway-policy ./services/proxy/cmd/keyway-proxy \
+            ./services/devstack/cmd/keyway-dev ./cmd/keywayctl
 
 # Every Go module of the workspace (go.work).
 MODULES := gen services/common services/policy services/proxy services/devstack cmd/keywayctl tests
@@ -24,8 +22,7 @@ tools: ## install the pinned tools into the cache (scripts/tool.sh)
 .PHONY: build
 build: ## build every binary into bin/
 	@mkdir -p bin
-	@for b in $(BINARIES); do go build -trimpath -o bin/$$b $(PKG_$$b) & done; wait
-	@for b in $(BINARIES); do test -x bin/$$b || { echo "build of $$b failed" >&2; exit 1; }; done
+	@go build -trimpath -o bin/ $(COMMANDS)
 
 .PHONY: generate
 generate: ## regenerate gen/ from proto/ with buf and the pinned local plugins
@@ -37,7 +34,7 @@ generate: ## regenerate gen/ from proto/ with buf and the pinned local plugins
 .PHONY: lint
 lint: ## buf lint, go vet, gofmt, and the deploy/ NATS configuration
 	@"$$($(TOOL) buf)" lint
-	@"$$($(TOOL) nats-server)" -t -c deploy/nats/nats-server.conf >/dev/null
+	@out="$$("$$($(TOOL) nats-server)" -t -c deploy/nats/nats-server.conf 2>&1)" || { echo "$$out"; exit 1; }
 	@go vet $(addprefix ./,$(addsuffix /...,$(MODULES)))
 	@out="$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 

@@ -8,10 +8,10 @@ import (
 	"strings"
 	"time"
 
-	configv1 "keyway.dev/gen/keyway/config/v1"
-	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	configv1 "keyway.dev/gen/keyway/config/v1"
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/model"
 )

@@ -61,6 +61,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("opening the configuration store (is NATS with JetStream at %s?): %w", cfg.NATSURL, err)
 	}
+	defer st.Close()
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

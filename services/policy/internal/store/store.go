@@ -46,6 +46,9 @@ type Store struct {
 	prefix string // "$KV.<bucket>."
 	log    *slog.Logger
 
+	stop    context.CancelFunc
+	stopped chan struct{}
+
 	mu       sync.RWMutex
 	byKey    map[string]entry
 	revision uint64 // highest revision the view has seen
@@ -68,7 +71,8 @@ type Config struct {
 }
 
 // Open creates the bucket if needed, starts the watcher, and returns once the
-// view holds everything in the bucket.
+// view holds everything in the bucket. ctx bounds the opening only; the
+// watcher runs until [Store.Close].
 func Open(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Store, error) {
 	if cfg.Bucket == "" {
 		cfg.Bucket = configkv.Bucket
@@ -101,24 +105,35 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*St
 		byKey:   make(map[string]entry),
 		changed: make(chan struct{}),
 	}
-	w, err := kv.WatchAll(context.WithoutCancel(ctx), jetstream.IncludeHistory())
+	watchCtx, stop := context.WithCancel(context.Background())
+	w, err := kv.WatchAll(watchCtx, jetstream.IncludeHistory())
 	if err != nil {
+		stop()
 		return nil, fmt.Errorf("store: watching bucket %q: %w", cfg.Bucket, err)
 	}
+	s.stop, s.stopped = stop, make(chan struct{})
 	ready := make(chan struct{})
-	go s.watch(ctx, w, ready)
+	go s.watch(watchCtx, w, ready)
 	select {
 	case <-ready:
 		return s, nil
 	case <-ctx.Done():
+		s.Close()
 		return nil, fmt.Errorf("store: loading bucket %q: %w", cfg.Bucket, ctx.Err())
 	}
+}
+
+// Close stops the watcher.
+func (s *Store) Close() {
+	s.stop()
+	<-s.stopped
 }
 
 // watch applies every change of the bucket to the view. IncludeHistory makes
 // the initial replay carry revisions in order, so the view's revision is the
 // bucket's last sequence once the replay ends.
 func (s *Store) watch(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}) {
+	defer close(s.stopped)
 	defer w.Stop()
 	for {
 		select {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/logging"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/upstream"
 )
@@ -31,14 +32,14 @@ func realMain(ctx context.Context) error {
 	host, _ := os.Hostname()
 	fs := flag.NewFlagSet("keyway-proxy", flag.ContinueOnError)
 	var (
-		listen    = fs.String("listen", env("KEYWAY_LISTEN", "127.0.0.1:8080"), "proxy listen address (env KEYWAY_LISTEN)")
-		admin     = fs.String("admin-listen", env("KEYWAY_ADMIN_LISTEN", "127.0.0.1:9080"), "admin listen address: /healthz, /status (env KEYWAY_ADMIN_LISTEN)")
-		natsURL   = fs.String("nats", env("KEYWAY_NATS", "nats://127.0.0.1:4222"), "NATS server URL (env KEYWAY_NATS)")
-		bucket    = fs.String("bucket", env("KEYWAY_BUCKET", configkv.Bucket), "configuration KV bucket (env KEYWAY_BUCKET)")
-		nodeID    = fs.String("node-id", env("KEYWAY_NODE_ID", host+"-"+strconv.Itoa(os.Getpid())), "node id (env KEYWAY_NODE_ID)")
-		logFormat = fs.String("log-format", env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
-		logLevel  = fs.String("log-level", env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
-		hsTimeout = fs.String("handshake-timeout", env("KEYWAY_HANDSHAKE_TIMEOUT", upstream.DefaultHandshakeTimeout.String()), "upstream TLS handshake timeout (env KEYWAY_HANDSHAKE_TIMEOUT)")
+		listen    = fs.String("listen", logging.Env("KEYWAY_PROXY_LISTEN", "127.0.0.1:8080"), "proxy listen address (env KEYWAY_PROXY_LISTEN)")
+		admin     = fs.String("admin-listen", logging.Env("KEYWAY_PROXY_ADMIN_LISTEN", "127.0.0.1:9080"), "admin listen address: /healthz, /status (env KEYWAY_PROXY_ADMIN_LISTEN)")
+		natsURL   = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env KEYWAY_NATS_URL)")
+		bucket    = fs.String("bucket", logging.Env("KEYWAY_BUCKET", configkv.Bucket), "configuration KV bucket (env KEYWAY_BUCKET)")
+		nodeID    = fs.String("node-id", logging.Env("KEYWAY_NODE_ID", host+"-"+strconv.Itoa(os.Getpid())), "node id (env KEYWAY_NODE_ID)")
+		logFormat = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
+		logLevel  = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
+		hsTimeout = fs.String("handshake-timeout", logging.Env("KEYWAY_HANDSHAKE_TIMEOUT", upstream.DefaultHandshakeTimeout.String()), "upstream TLS handshake timeout (env KEYWAY_HANDSHAKE_TIMEOUT)")
 	)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
@@ -47,20 +48,11 @@ func realMain(ctx context.Context) error {
 	if err != nil || handshakeTimeout <= 0 {
 		return fmt.Errorf("--handshake-timeout: %q is not a positive duration", *hsTimeout)
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
 	}
-	hopts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler
-	switch *logFormat {
-	case "text":
-		h = slog.NewTextHandler(os.Stderr, hopts)
-	case "json":
-		h = slog.NewJSONHandler(os.Stderr, hopts)
-	default:
-		return fmt.Errorf("--log-format: %q is not text or json", *logFormat)
-	}
+	slog.SetDefault(log)
 	return node.Run(ctx, node.Config{
 		Listen:           *listen,
 		AdminListen:      *admin,
@@ -68,13 +60,6 @@ func realMain(ctx context.Context) error {
 		Bucket:           *bucket,
 		NodeID:           *nodeID,
 		HandshakeTimeout: handshakeTimeout,
-		Logger:           slog.New(h),
+		Logger:           log.With("service", "proxy"),
 	})
-}
-
-func env(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok {
-		return v
-	}
-	return def
 }
