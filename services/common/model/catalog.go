@@ -7,4 +7,8 @@ type Catalog interface {
 	Exists(Ref) bool
 	// Routes returns the stored routes, for conflict checks.
 	Routes() []Route
+	// Bindings returns the stored policy bindings, so that a Service gets at
+	// most one binding per policy. Validate reads only Name, Target and
+	// Policy; Outbound may be nil.
+	Bindings() []Binding
 }

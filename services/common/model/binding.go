@@ -1,0 +1,92 @@
+package model
+
+import (
+	"fmt"
+
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
+)
+
+// policies are the policy names a binding may refer to.
+var policies = []string{PolicyTLSOutbound}
+
+// binding builds a Binding from its spec; at is the path of the spec.
+func (c *checker) binding(at fieldPath, name string, spec *policyv1.PolicyBindingSpec) *Binding {
+	b := &Binding{Name: name}
+
+	target := spec.GetTargetRef()
+	switch {
+	case target == nil:
+		c.errorf(at.Child("targetRef"), "targetRef is required: set targetRef: {kind: Service, name: <service name>}")
+	default:
+		// An empty kind means Service, the only kind a binding targets.
+		if k := target.GetKind(); k != "" && k != KindService {
+			c.errorf(at.Child("targetRef").Child("kind"), "targetRef.kind %q is not supported; bindings attach to a Service: set kind: Service and name the Service the upstream is declared as", k)
+		}
+		b.Target = Ref{Kind: KindService, Name: target.GetName()}
+		if b.Target.Name == "" {
+			c.errorf(at.Child("targetRef").Child("name"), "targetRef.name is required: name the Service this binding applies to")
+		}
+	}
+
+	b.Policy = spec.GetPolicyRef().GetName()
+	switch b.Policy {
+	case PolicyTLSOutbound:
+		b.Outbound = c.outboundTLS(at.Child("config"), spec.GetConfig())
+	case "":
+		c.errorf(at.Child("policyRef").Child("name"), "policyRef.name is required; supported policies: %s", quoteList(policies))
+	default:
+		c.errorf(at.Child("policyRef").Child("name"), "policy %q is not supported; supported policies: %s", b.Policy, quoteList(policies))
+	}
+	return b
+}
+
+// bindingsPerService reports a Service that would get two bindings of the
+// same policy, counting stored bindings that the request does not replace.
+func (c *checker) bindingsPerService(entries []built, stored Catalog) {
+	type owner struct {
+		name   string
+		stored bool
+	}
+	replaced := make(map[string]bool)
+	for _, e := range entries {
+		if e.obj.Binding != nil {
+			replaced[e.obj.Binding.Name] = true
+		}
+	}
+	owners := make(map[[2]string]owner) // (policy, service) → binding
+	for _, b := range stored.Bindings() {
+		if !replaced[b.Name] {
+			owners[[2]string{b.Policy, b.Target.Name}] = owner{b.Name, true}
+		}
+	}
+	for _, e := range entries {
+		b := e.obj.Binding
+		if b == nil || b.Policy == "" || b.Target.Name == "" {
+			continue
+		}
+		key := [2]string{b.Policy, b.Target.Name}
+		if o, taken := owners[key]; taken && o.name != b.Name {
+			where := "in this request"
+			if o.stored {
+				where = "stored"
+			}
+			c.errorf(e.at.Child("spec").Child("targetRef").Child("name"),
+				"Service %q already has %s binding %q (%s); a Service takes one %s binding: change that one instead, or delete it first",
+				b.Target.Name, b.Policy, o.name, where, b.Policy)
+			continue
+		}
+		owners[key] = owner{b.Name, false}
+	}
+}
+
+// quoteList formats names as "a", "b", "c".
+func quoteList(names []string) string {
+	s := ""
+	for i, n := range names {
+		if i > 0 {
+			s += ", "
+		}
+		s += fmt.Sprintf("%q", n)
+	}
+	return s
+}

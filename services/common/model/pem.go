@@ -1,0 +1,162 @@
+package model
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// The errors below are shown to the user as they are: each says what is
+// wrong with the PEM and how to produce a good one.
+
+const pemInYAML = "in YAML write the PEM as a block scalar (field: |) so its line breaks are kept"
+
+// parseCertificates parses one or more CERTIFICATE blocks, in order. Text
+// around the blocks (such as `openssl x509 -text` output) is ignored.
+func parseCertificates(data string) ([]*x509.Certificate, error) {
+	if strings.TrimSpace(data) == "" {
+		return nil, errors.New("is empty; give one or more PEM blocks -----BEGIN CERTIFICATE-----")
+	}
+	var certs []*x509.Certificate
+	rest := []byte(data)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		switch {
+		case block.Type == "CERTIFICATE":
+		case strings.Contains(block.Type, "PRIVATE KEY"):
+			return nil, fmt.Errorf("holds a private key (%s block) where certificates belong; remove the key from this field (and treat it as exposed if this text was shared)", block.Type)
+		default:
+			return nil, fmt.Errorf("holds a %s block; only CERTIFICATE blocks belong here", block.Type)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d does not parse (%v); export it again, e.g. with `openssl x509 -in cert.pem -out fixed.pem`", len(certs)+1, err)
+		}
+		certs = append(certs, cert)
+	}
+	if bytes.Contains(rest, []byte("-----BEGIN")) {
+		return nil, fmt.Errorf("holds a damaged PEM block (a -----BEGIN line without a matching -----END line, or line breaks lost); %s", pemInYAML)
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("is not PEM: expected one or more -----BEGIN CERTIFICATE----- blocks; convert a DER file with `openssl x509 -inform der -in cert.der -out cert.pem`")
+	}
+	return certs, nil
+}
+
+// parsePrivateKey parses exactly one unencrypted private key: PKCS#1
+// ("RSA PRIVATE KEY"), SEC 1 ("EC PRIVATE KEY") or PKCS#8 ("PRIVATE KEY").
+func parsePrivateKey(data string) (crypto.Signer, error) {
+	if strings.TrimSpace(data) == "" {
+		return nil, errors.New("is empty; give the client certificate's private key in PEM (-----BEGIN PRIVATE KEY-----)")
+	}
+	var keys []*pem.Block
+	rest := []byte(data)
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		switch {
+		case block.Type == "EC PARAMETERS":
+			// `openssl ecparam -genkey` writes these before the key.
+			continue
+		case block.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(block.Headers["Proc-Type"], "ENCRYPTED"):
+			return nil, errors.New("is encrypted; the gateway needs the key unencrypted: decrypt it with `openssl pkey -in key.pem -out key-plain.pem` and give key-plain.pem (keep it in a secret store)")
+		case block.Type == "OPENSSH PRIVATE KEY":
+			return nil, errors.New("is an OpenSSH key, not a TLS key; convert it to PKCS#8 with `ssh-keygen -p -N \"\" -m pkcs8 -f key`, or issue a TLS key pair")
+		case block.Type == "CERTIFICATE":
+			return nil, errors.New("holds a certificate where the private key belongs; put the certificate in certificate.crt and its private key here")
+		case strings.HasSuffix(block.Type, "PRIVATE KEY"):
+			keys = append(keys, block)
+		default:
+			return nil, fmt.Errorf("holds a %s block where the private key belongs; give the key as -----BEGIN PRIVATE KEY----- (PKCS#8), RSA PRIVATE KEY or EC PRIVATE KEY", block.Type)
+		}
+	}
+	switch {
+	case len(keys) == 0 && bytes.Contains(rest, []byte("-----BEGIN")):
+		return nil, fmt.Errorf("holds a damaged PEM block (a -----BEGIN line without a matching -----END line, or line breaks lost); %s", pemInYAML)
+	case len(keys) == 0:
+		return nil, errors.New("is not PEM: expected -----BEGIN PRIVATE KEY-----; convert a DER key with `openssl pkey -inform der -in key.der -out key.pem`")
+	case len(keys) > 1:
+		return nil, fmt.Errorf("holds %d private keys; give exactly one, the key of the client certificate", len(keys))
+	}
+	key, err := parseKeyDER(keys[0].Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("does not parse as PKCS#1, PKCS#8 or SEC 1 (%v); rewrite it with `openssl pkey -in key.pem -out key-pkcs8.pem`", err)
+	}
+	return key, nil
+}
+
+// parseKeyDER tries each encoding in turn, as crypto/tls does: labels are
+// often wrong (a PKCS#1 key under "PRIVATE KEY").
+func parseKeyDER(der []byte) (crypto.Signer, error) {
+	if key, err := x509.ParsePKCS1PrivateKey(der); err == nil {
+		return key, nil
+	}
+	if key, err := x509.ParseECPrivateKey(der); err == nil {
+		return key, nil
+	}
+	key, err := x509.ParsePKCS8PrivateKey(der)
+	if err != nil {
+		return nil, err
+	}
+	switch k := key.(type) {
+	case *rsa.PrivateKey, *ecdsa.PrivateKey, ed25519.PrivateKey:
+		return k.(crypto.Signer), nil
+	}
+	return nil, fmt.Errorf("a %T cannot sign a TLS handshake", key)
+}
+
+// describe names a certificate in messages by its subject.
+func describe(cert *x509.Certificate) string {
+	if cn := cert.Subject.CommonName; cn != "" {
+		return fmt.Sprintf("%q", "CN="+cn)
+	}
+	return fmt.Sprintf("%q", cert.Subject.String())
+}
+
+// certFingerprint is the SHA-256 of the DER, lowercase hex.
+func certFingerprint(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.Raw)
+	return hex.EncodeToString(sum[:])
+}
+
+// validityProblem says whether cert is outside its validity at now, with the
+// date and how long ago or ahead it is.
+func validityProblem(cert *x509.Certificate, now time.Time) string {
+	switch {
+	case now.After(cert.NotAfter):
+		return fmt.Sprintf("expired at %s (%s ago)", cert.NotAfter.UTC().Format(time.RFC3339), roughly(now.Sub(cert.NotAfter)))
+	case now.Before(cert.NotBefore):
+		return fmt.Sprintf("is not valid until %s (in %s)", cert.NotBefore.UTC().Format(time.RFC3339), roughly(cert.NotBefore.Sub(now)))
+	}
+	return ""
+}
+
+// roughly formats a duration for people: "3 days", "5 hours", "12 minutes".
+func roughly(d time.Duration) string {
+	switch {
+	case d >= 48*time.Hour:
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	case d >= 2*time.Hour:
+		return fmt.Sprintf("%d hours", d/time.Hour)
+	case d >= 2*time.Minute:
+		return fmt.Sprintf("%d minutes", d/time.Minute)
+	}
+	return fmt.Sprintf("%d seconds", d/time.Second)
+}
