@@ -207,9 +207,20 @@ func TestApplyWithKeywayctlReachesMTLSUpstreamThroughTwoNodes(t *testing.T) {
 		t.Errorf("get policybindings -o json: exit %d, %s", code, stdout)
 	}
 
-	// A binding trusting another CA: both nodes answer 502 unknown_authority.
+	// validate runs the live probe: a real handshake with the binding's context.
+	stdout, stderr, code = w.ctl(t, "validate", "-f", good)
+	if code != 0 || !regexp.MustCompile(`probe 127\.0\.0\.1:\d+ \(SNI orders\.internal\): ok, TLS 1\.3, .*client certificate requested and sent`).MatchString(stdout) {
+		t.Errorf("validate with probe: exit %d\n%s%s", code, stdout, stderr)
+	}
 	other := testca.New(t, "some other CA")
 	wrong := w.write(t, "wrong-ca.yaml", w.manifest(other.CertPEM(), w.gateway, ""))
+	_, stderr, code = w.ctl(t, "validate", "-f", wrong)
+	if code == 0 || !regexp.MustCompile(`wrong-ca\.yaml:\d+:\d+: .*live probe .*unknown_authority`).MatchString(stderr) {
+		t.Errorf("validate of a binding trusting the wrong CA: exit %d\n%s", code, stderr)
+	}
+
+	// Applied anyway (apply does not probe unless asked): both nodes answer
+	// 502 unknown_authority.
 	if out, errOut, code := w.ctl(t, "apply", "-f", wrong); code != 0 {
 		t.Fatalf("apply wrong CA: %s%s", out, errOut)
 	}

@@ -22,8 +22,10 @@ import (
 // (an apply with dry_run and no --dry-run flag).
 func newApplyCommand(g *globals, validateOnly bool) *cobra.Command {
 	var (
-		files  []string
-		dryRun bool
+		files   []string
+		dryRun  bool
+		probe   bool
+		noProbe bool
 	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE...",
@@ -43,24 +45,41 @@ directory (its *.yaml, *.yml and *.json files) or - for standard input.`,
 			if len(files) == 0 {
 				return fmt.Errorf("no manifests: give -f FILE (a file, a directory, or - for stdin)\nSee '%s --help' for usage.", cmd.CommandPath())
 			}
-			return g.apply(cmd, files, dryRun || validateOnly)
+			mode := policyv1.ProbeMode_PROBE_MODE_UNSPECIFIED
+			switch {
+			case probe && noProbe:
+				return fmt.Errorf("--probe and --no-probe: give one")
+			case probe:
+				mode = policyv1.ProbeMode_PROBE_MODE_ON
+			case noProbe:
+				mode = policyv1.ProbeMode_PROBE_MODE_OFF
+			}
+			return g.apply(cmd, files, dryRun || validateOnly, mode)
 		},
 	}
 	if validateOnly {
 		cmd.Use = "validate -f FILE..."
 		cmd.Short = "Check manifests against the policy service without storing anything"
 		cmd.Long = `Validate sends the resources as apply does, with dry_run set: the policy
-service checks them (against what is stored, too) and stores nothing.`
+service checks them (against what is stored, too) and stores nothing.
+
+Validate also runs the live probe: for each tls-outbound binding, a real TLS
+handshake with every endpoint of its Service, made with the binding's context
+exactly as a proxy node makes it. A failed handshake is reported with its typed
+reason (unknown_authority, legacy_common_name, no_client_certificate, …) and
+the fix; --no-probe skips it.`
 		cmd.Example = `  keywayctl validate -f orders.yaml
   keywayctl validate -f deploy/`
 	} else {
 		cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate only; store nothing (same as validate)")
 	}
+	cmd.Flags().BoolVar(&probe, "probe", false, "handshake with each bound upstream before storing; refuse the apply if one fails (default for validate)")
+	cmd.Flags().BoolVar(&noProbe, "no-probe", false, "skip the live probe (default for apply)")
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory, or - for stdin (repeatable)")
 	return cmd
 }
 
-func (g *globals) apply(cmd *cobra.Command, files []string, dryRun bool) error {
+func (g *globals) apply(cmd *cobra.Command, files []string, dryRun bool, probe policyv1.ProbeMode) error {
 	m, err := manifest.Read(files, g.io.Stdin)
 	if err != nil {
 		return err
@@ -77,6 +96,7 @@ func (g *globals) apply(cmd *cobra.Command, files []string, dryRun bool) error {
 	resp, err := client.Apply(ctx, connect.NewRequest(&policyv1.ApplyRequest{
 		Resources: m.Resources(),
 		DryRun:    dryRun,
+		Probe:     probe,
 	}))
 	if err != nil {
 		return g.applyError(err, m, dryRun)
@@ -141,7 +161,40 @@ func printResults(o *IO, m manifest.Manifest, results []*policyv1.ApplyResult, d
 		for _, c := range r.GetCertificates() {
 			printCertificate(o.Stdout, m, c, now)
 		}
+		for _, p := range r.GetProbes() {
+			printProbe(o.Stdout, p, now)
+		}
 	}
+}
+
+// printProbe prints one live probe result:
+//
+//	probe 10.0.0.7:8443 (SNI orders.internal): ok, TLS 1.3, TLS_AES_128_GCM_SHA256, h2, 3ms; upstream CN=orders.internal expires … ; client certificate requested and sent
+func printProbe(w io.Writer, p *policyv1.ProbeResult, now time.Time) {
+	if !p.GetOk() {
+		fmt.Fprintf(w, "probe %s (SNI %s): %s: %s\n", p.GetEndpoint(), p.GetServerName(), p.GetReason(), p.GetDetail())
+		return
+	}
+	line := fmt.Sprintf("probe %s (SNI %s): ok, %s, %s", p.GetEndpoint(), p.GetServerName(), p.GetTlsVersion(), p.GetCipherSuite())
+	if p.GetAlpn() != "" {
+		line += ", " + p.GetAlpn()
+	}
+	if d := p.GetElapsed(); d != nil {
+		line += fmt.Sprintf(", %s", d.AsDuration().Round(100*time.Microsecond))
+	}
+	if c := p.GetPeerCertificate(); c != nil {
+		line += "; upstream " + c.GetSubject()
+		if na := c.GetNotAfter(); na != nil {
+			line += fmt.Sprintf(" expires %s (in %s)", na.AsTime().UTC().Format(time.RFC3339), output.Span(na.AsTime().Sub(now)))
+		}
+	}
+	switch {
+	case p.GetClientCertificateRequested() && p.GetClientCertificateSent():
+		line += "; client certificate requested and sent"
+	case p.GetClientCertificateRequested():
+		line += "; client certificate requested, none sent"
+	}
+	fmt.Fprintln(w, line)
 }
 
 func actionWord(a policyv1.Action, dryRun bool) string {

@@ -201,6 +201,31 @@ func TestApplyDryRun(t *testing.T) {
 	}
 }
 
+func TestProbeFlags(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want policyv1.ProbeMode
+	}{
+		{[]string{"apply"}, policyv1.ProbeMode_PROBE_MODE_UNSPECIFIED},
+		{[]string{"apply", "--probe"}, policyv1.ProbeMode_PROBE_MODE_ON},
+		{[]string{"validate"}, policyv1.ProbeMode_PROBE_MODE_UNSPECIFIED},
+		{[]string{"validate", "--no-probe"}, policyv1.ProbeMode_PROBE_MODE_OFF},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			dir, _, _ := manifests(t)
+			fake := &fakePolicyService{}
+			if _, stderr, err := keywayctl(t, fake.serve(t), "", append(tc.args, "-f", dir)...); err != nil {
+				t.Fatalf("%v\n%s", err, stderr)
+			}
+			if reqs := fake.requests(); len(reqs) != 1 || reqs[0].GetProbe() != tc.want {
+				t.Errorf("got requests %v, want one with probe %v", reqs, tc.want)
+			}
+		})
+	}
+}
+
 func TestApplyInvalid(t *testing.T) {
 	t.Parallel()
 	dir, _, line := manifests(t)

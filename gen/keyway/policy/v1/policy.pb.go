@@ -9,6 +9,7 @@ package policyv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -21,6 +22,57 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// ProbeMode says whether Apply runs the live probe.
+type ProbeMode int32
+
+const (
+	// On for dry runs (validate), off otherwise.
+	ProbeMode_PROBE_MODE_UNSPECIFIED ProbeMode = 0
+	ProbeMode_PROBE_MODE_ON          ProbeMode = 1
+	ProbeMode_PROBE_MODE_OFF         ProbeMode = 2
+)
+
+// Enum value maps for ProbeMode.
+var (
+	ProbeMode_name = map[int32]string{
+		0: "PROBE_MODE_UNSPECIFIED",
+		1: "PROBE_MODE_ON",
+		2: "PROBE_MODE_OFF",
+	}
+	ProbeMode_value = map[string]int32{
+		"PROBE_MODE_UNSPECIFIED": 0,
+		"PROBE_MODE_ON":          1,
+		"PROBE_MODE_OFF":         2,
+	}
+)
+
+func (x ProbeMode) Enum() *ProbeMode {
+	p := new(ProbeMode)
+	*p = x
+	return p
+}
+
+func (x ProbeMode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ProbeMode) Descriptor() protoreflect.EnumDescriptor {
+	return file_keyway_policy_v1_policy_proto_enumTypes[0].Descriptor()
+}
+
+func (ProbeMode) Type() protoreflect.EnumType {
+	return &file_keyway_policy_v1_policy_proto_enumTypes[0]
+}
+
+func (x ProbeMode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ProbeMode.Descriptor instead.
+func (ProbeMode) EnumDescriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{0}
+}
 
 type Action int32
 
@@ -62,11 +114,11 @@ func (x Action) String() string {
 }
 
 func (Action) Descriptor() protoreflect.EnumDescriptor {
-	return file_keyway_policy_v1_policy_proto_enumTypes[0].Descriptor()
+	return file_keyway_policy_v1_policy_proto_enumTypes[1].Descriptor()
 }
 
 func (Action) Type() protoreflect.EnumType {
-	return &file_keyway_policy_v1_policy_proto_enumTypes[0]
+	return &file_keyway_policy_v1_policy_proto_enumTypes[1]
 }
 
 func (x Action) Number() protoreflect.EnumNumber {
@@ -75,14 +127,18 @@ func (x Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Action.Descriptor instead.
 func (Action) EnumDescriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{0}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{1}
 }
 
 type ApplyRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Resources []*Resource            `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
 	// Validate only; store nothing.
-	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// Whether to handshake with each upstream a tls-outbound binding targets,
+	// with the binding's context, before storing anything. A failed probe
+	// fails the apply with the typed reason.
+	Probe         ProbeMode `protobuf:"varint,3,opt,name=probe,proto3,enum=keyway.policy.v1.ProbeMode" json:"probe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -129,6 +185,13 @@ func (x *ApplyRequest) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *ApplyRequest) GetProbe() ProbeMode {
+	if x != nil {
+		return x.Probe
+	}
+	return ProbeMode_PROBE_MODE_UNSPECIFIED
 }
 
 type ApplyResponse struct {
@@ -187,7 +250,9 @@ type ApplyResult struct {
 	// Problems that do not block the apply.
 	Warnings []*Warning `protobuf:"bytes,5,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	// Certificates found in the resource, with their expiry.
-	Certificates  []*CertificateInfo `protobuf:"bytes,6,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	Certificates []*CertificateInfo `protobuf:"bytes,6,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	// Live probe results, one per endpoint of the bound Service.
+	Probes        []*ProbeResult `protobuf:"bytes,7,rep,name=probes,proto3" json:"probes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -264,6 +329,162 @@ func (x *ApplyResult) GetCertificates() []*CertificateInfo {
 	return nil
 }
 
+func (x *ApplyResult) GetProbes() []*ProbeResult {
+	if x != nil {
+		return x.Probes
+	}
+	return nil
+}
+
+// ProbeResult is one real TLS handshake with an upstream endpoint, made with
+// the binding's context exactly as a proxy node makes it.
+type ProbeResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "host:port".
+	Endpoint string `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// SNI sent and verified.
+	ServerName string `protobuf:"bytes,2,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
+	Ok         bool   `protobuf:"varint,3,opt,name=ok,proto3" json:"ok,omitempty"`
+	// Failure reason when not ok, e.g. "unknown_authority"
+	// (README, "Upstream failures").
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What happened, and how to fix it.
+	Detail string `protobuf:"bytes,5,opt,name=detail,proto3" json:"detail,omitempty"`
+	Fix    string `protobuf:"bytes,6,opt,name=fix,proto3" json:"fix,omitempty"`
+	// Negotiated parameters when ok: "TLS 1.3", IANA suite name, ALPN.
+	TlsVersion  string `protobuf:"bytes,7,opt,name=tls_version,json=tlsVersion,proto3" json:"tls_version,omitempty"`
+	CipherSuite string `protobuf:"bytes,8,opt,name=cipher_suite,json=cipherSuite,proto3" json:"cipher_suite,omitempty"`
+	Alpn        string `protobuf:"bytes,9,opt,name=alpn,proto3" json:"alpn,omitempty"`
+	// The upstream's certificate when ok.
+	PeerCertificate            *CertificateInfo     `protobuf:"bytes,10,opt,name=peer_certificate,json=peerCertificate,proto3" json:"peer_certificate,omitempty"`
+	ClientCertificateRequested bool                 `protobuf:"varint,11,opt,name=client_certificate_requested,json=clientCertificateRequested,proto3" json:"client_certificate_requested,omitempty"`
+	ClientCertificateSent      bool                 `protobuf:"varint,12,opt,name=client_certificate_sent,json=clientCertificateSent,proto3" json:"client_certificate_sent,omitempty"`
+	Elapsed                    *durationpb.Duration `protobuf:"bytes,13,opt,name=elapsed,proto3" json:"elapsed,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
+}
+
+func (x *ProbeResult) Reset() {
+	*x = ProbeResult{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeResult) ProtoMessage() {}
+
+func (x *ProbeResult) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeResult.ProtoReflect.Descriptor instead.
+func (*ProbeResult) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ProbeResult) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *ProbeResult) GetServerName() string {
+	if x != nil {
+		return x.ServerName
+	}
+	return ""
+}
+
+func (x *ProbeResult) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *ProbeResult) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ProbeResult) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *ProbeResult) GetFix() string {
+	if x != nil {
+		return x.Fix
+	}
+	return ""
+}
+
+func (x *ProbeResult) GetTlsVersion() string {
+	if x != nil {
+		return x.TlsVersion
+	}
+	return ""
+}
+
+func (x *ProbeResult) GetCipherSuite() string {
+	if x != nil {
+		return x.CipherSuite
+	}
+	return ""
+}
+
+func (x *ProbeResult) GetAlpn() string {
+	if x != nil {
+		return x.Alpn
+	}
+	return ""
+}
+
+func (x *ProbeResult) GetPeerCertificate() *CertificateInfo {
+	if x != nil {
+		return x.PeerCertificate
+	}
+	return nil
+}
+
+func (x *ProbeResult) GetClientCertificateRequested() bool {
+	if x != nil {
+		return x.ClientCertificateRequested
+	}
+	return false
+}
+
+func (x *ProbeResult) GetClientCertificateSent() bool {
+	if x != nil {
+		return x.ClientCertificateSent
+	}
+	return false
+}
+
+func (x *ProbeResult) GetElapsed() *durationpb.Duration {
+	if x != nil {
+		return x.Elapsed
+	}
+	return nil
+}
+
 // Warning is a problem that does not block an apply.
 type Warning struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -276,7 +497,7 @@ type Warning struct {
 
 func (x *Warning) Reset() {
 	*x = Warning{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -288,7 +509,7 @@ func (x *Warning) String() string {
 func (*Warning) ProtoMessage() {}
 
 func (x *Warning) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -301,7 +522,7 @@ func (x *Warning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Warning.ProtoReflect.Descriptor instead.
 func (*Warning) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Warning) GetField() string {
@@ -336,7 +557,7 @@ type CertificateInfo struct {
 
 func (x *CertificateInfo) Reset() {
 	*x = CertificateInfo{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -348,7 +569,7 @@ func (x *CertificateInfo) String() string {
 func (*CertificateInfo) ProtoMessage() {}
 
 func (x *CertificateInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -361,7 +582,7 @@ func (x *CertificateInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateInfo.ProtoReflect.Descriptor instead.
 func (*CertificateInfo) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CertificateInfo) GetField() string {
@@ -424,7 +645,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +657,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +670,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetRequest) GetKind() string {
@@ -475,7 +696,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +708,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +721,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetResponse) GetResource() *Resource {
@@ -520,7 +741,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +753,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +766,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListRequest) GetKind() string {
@@ -564,7 +785,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -576,7 +797,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -589,7 +810,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListResponse) GetResources() []*Resource {
@@ -611,7 +832,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +844,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +857,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteRequest) GetKind() string {
@@ -671,7 +892,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +904,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +917,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteResponse) GetRevision() uint64 {
@@ -717,19 +938,38 @@ var File_keyway_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1dkeyway/policy/v1/policy.proto\x12\x10keyway.policy.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a keyway/policy/v1/resources.proto\"a\n" +
+	"\x1dkeyway/policy/v1/policy.proto\x12\x10keyway.policy.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a keyway/policy/v1/resources.proto\"\x94\x01\n" +
 	"\fApplyRequest\x128\n" +
 	"\tresources\x18\x01 \x03(\v2\x1a.keyway.policy.v1.ResourceR\tresources\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"H\n" +
+	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x121\n" +
+	"\x05probe\x18\x03 \x01(\x0e2\x1b.keyway.policy.v1.ProbeModeR\x05probe\"H\n" +
 	"\rApplyResponse\x127\n" +
-	"\aresults\x18\x01 \x03(\v2\x1d.keyway.policy.v1.ApplyResultR\aresults\"\x81\x02\n" +
+	"\aresults\x18\x01 \x03(\v2\x1d.keyway.policy.v1.ApplyResultR\aresults\"\xb8\x02\n" +
 	"\vApplyResult\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x120\n" +
 	"\x06action\x18\x03 \x01(\x0e2\x18.keyway.policy.v1.ActionR\x06action\x12\x1a\n" +
 	"\brevision\x18\x04 \x01(\x04R\brevision\x125\n" +
 	"\bwarnings\x18\x05 \x03(\v2\x19.keyway.policy.v1.WarningR\bwarnings\x12E\n" +
-	"\fcertificates\x18\x06 \x03(\v2!.keyway.policy.v1.CertificateInfoR\fcertificates\"9\n" +
+	"\fcertificates\x18\x06 \x03(\v2!.keyway.policy.v1.CertificateInfoR\fcertificates\x125\n" +
+	"\x06probes\x18\a \x03(\v2\x1d.keyway.policy.v1.ProbeResultR\x06probes\"\xf1\x03\n" +
+	"\vProbeResult\x12\x1a\n" +
+	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x1f\n" +
+	"\vserver_name\x18\x02 \x01(\tR\n" +
+	"serverName\x12\x0e\n" +
+	"\x02ok\x18\x03 \x01(\bR\x02ok\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x16\n" +
+	"\x06detail\x18\x05 \x01(\tR\x06detail\x12\x10\n" +
+	"\x03fix\x18\x06 \x01(\tR\x03fix\x12\x1f\n" +
+	"\vtls_version\x18\a \x01(\tR\n" +
+	"tlsVersion\x12!\n" +
+	"\fcipher_suite\x18\b \x01(\tR\vcipherSuite\x12\x12\n" +
+	"\x04alpn\x18\t \x01(\tR\x04alpn\x12L\n" +
+	"\x10peer_certificate\x18\n" +
+	" \x01(\v2!.keyway.policy.v1.CertificateInfoR\x0fpeerCertificate\x12@\n" +
+	"\x1cclient_certificate_requested\x18\v \x01(\bR\x1aclientCertificateRequested\x126\n" +
+	"\x17client_certificate_sent\x18\f \x01(\bR\x15clientCertificateSent\x123\n" +
+	"\aelapsed\x18\r \x01(\v2\x19.google.protobuf.DurationR\aelapsed\"9\n" +
 	"\aWarning\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\x99\x02\n" +
@@ -759,7 +999,11 @@ const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"\x0eDeleteResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12;\n" +
 	"\vdelete_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"deleteTime*p\n" +
+	"deleteTime*N\n" +
+	"\tProbeMode\x12\x1a\n" +
+	"\x16PROBE_MODE_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rPROBE_MODE_ON\x10\x01\x12\x12\n" +
+	"\x0ePROBE_MODE_OFF\x10\x02*p\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eACTION_CREATED\x10\x01\x12\x12\n" +
@@ -785,48 +1029,55 @@ func file_keyway_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_keyway_policy_v1_policy_proto_rawDescData
 }
 
-var file_keyway_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_keyway_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_keyway_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_keyway_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_keyway_policy_v1_policy_proto_goTypes = []any{
-	(Action)(0),                   // 0: keyway.policy.v1.Action
-	(*ApplyRequest)(nil),          // 1: keyway.policy.v1.ApplyRequest
-	(*ApplyResponse)(nil),         // 2: keyway.policy.v1.ApplyResponse
-	(*ApplyResult)(nil),           // 3: keyway.policy.v1.ApplyResult
-	(*Warning)(nil),               // 4: keyway.policy.v1.Warning
-	(*CertificateInfo)(nil),       // 5: keyway.policy.v1.CertificateInfo
-	(*GetRequest)(nil),            // 6: keyway.policy.v1.GetRequest
-	(*GetResponse)(nil),           // 7: keyway.policy.v1.GetResponse
-	(*ListRequest)(nil),           // 8: keyway.policy.v1.ListRequest
-	(*ListResponse)(nil),          // 9: keyway.policy.v1.ListResponse
-	(*DeleteRequest)(nil),         // 10: keyway.policy.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 11: keyway.policy.v1.DeleteResponse
-	(*Resource)(nil),              // 12: keyway.policy.v1.Resource
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(ProbeMode)(0),                // 0: keyway.policy.v1.ProbeMode
+	(Action)(0),                   // 1: keyway.policy.v1.Action
+	(*ApplyRequest)(nil),          // 2: keyway.policy.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 3: keyway.policy.v1.ApplyResponse
+	(*ApplyResult)(nil),           // 4: keyway.policy.v1.ApplyResult
+	(*ProbeResult)(nil),           // 5: keyway.policy.v1.ProbeResult
+	(*Warning)(nil),               // 6: keyway.policy.v1.Warning
+	(*CertificateInfo)(nil),       // 7: keyway.policy.v1.CertificateInfo
+	(*GetRequest)(nil),            // 8: keyway.policy.v1.GetRequest
+	(*GetResponse)(nil),           // 9: keyway.policy.v1.GetResponse
+	(*ListRequest)(nil),           // 10: keyway.policy.v1.ListRequest
+	(*ListResponse)(nil),          // 11: keyway.policy.v1.ListResponse
+	(*DeleteRequest)(nil),         // 12: keyway.policy.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 13: keyway.policy.v1.DeleteResponse
+	(*Resource)(nil),              // 14: keyway.policy.v1.Resource
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_keyway_policy_v1_policy_proto_depIdxs = []int32{
-	12, // 0: keyway.policy.v1.ApplyRequest.resources:type_name -> keyway.policy.v1.Resource
-	3,  // 1: keyway.policy.v1.ApplyResponse.results:type_name -> keyway.policy.v1.ApplyResult
-	0,  // 2: keyway.policy.v1.ApplyResult.action:type_name -> keyway.policy.v1.Action
-	4,  // 3: keyway.policy.v1.ApplyResult.warnings:type_name -> keyway.policy.v1.Warning
-	5,  // 4: keyway.policy.v1.ApplyResult.certificates:type_name -> keyway.policy.v1.CertificateInfo
-	13, // 5: keyway.policy.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
-	13, // 6: keyway.policy.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
-	12, // 7: keyway.policy.v1.GetResponse.resource:type_name -> keyway.policy.v1.Resource
-	12, // 8: keyway.policy.v1.ListResponse.resources:type_name -> keyway.policy.v1.Resource
-	13, // 9: keyway.policy.v1.DeleteResponse.delete_time:type_name -> google.protobuf.Timestamp
-	1,  // 10: keyway.policy.v1.PolicyService.Apply:input_type -> keyway.policy.v1.ApplyRequest
-	6,  // 11: keyway.policy.v1.PolicyService.Get:input_type -> keyway.policy.v1.GetRequest
-	8,  // 12: keyway.policy.v1.PolicyService.List:input_type -> keyway.policy.v1.ListRequest
-	10, // 13: keyway.policy.v1.PolicyService.Delete:input_type -> keyway.policy.v1.DeleteRequest
-	2,  // 14: keyway.policy.v1.PolicyService.Apply:output_type -> keyway.policy.v1.ApplyResponse
-	7,  // 15: keyway.policy.v1.PolicyService.Get:output_type -> keyway.policy.v1.GetResponse
-	9,  // 16: keyway.policy.v1.PolicyService.List:output_type -> keyway.policy.v1.ListResponse
-	11, // 17: keyway.policy.v1.PolicyService.Delete:output_type -> keyway.policy.v1.DeleteResponse
-	14, // [14:18] is the sub-list for method output_type
-	10, // [10:14] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	14, // 0: keyway.policy.v1.ApplyRequest.resources:type_name -> keyway.policy.v1.Resource
+	0,  // 1: keyway.policy.v1.ApplyRequest.probe:type_name -> keyway.policy.v1.ProbeMode
+	4,  // 2: keyway.policy.v1.ApplyResponse.results:type_name -> keyway.policy.v1.ApplyResult
+	1,  // 3: keyway.policy.v1.ApplyResult.action:type_name -> keyway.policy.v1.Action
+	6,  // 4: keyway.policy.v1.ApplyResult.warnings:type_name -> keyway.policy.v1.Warning
+	7,  // 5: keyway.policy.v1.ApplyResult.certificates:type_name -> keyway.policy.v1.CertificateInfo
+	5,  // 6: keyway.policy.v1.ApplyResult.probes:type_name -> keyway.policy.v1.ProbeResult
+	7,  // 7: keyway.policy.v1.ProbeResult.peer_certificate:type_name -> keyway.policy.v1.CertificateInfo
+	15, // 8: keyway.policy.v1.ProbeResult.elapsed:type_name -> google.protobuf.Duration
+	16, // 9: keyway.policy.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
+	16, // 10: keyway.policy.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
+	14, // 11: keyway.policy.v1.GetResponse.resource:type_name -> keyway.policy.v1.Resource
+	14, // 12: keyway.policy.v1.ListResponse.resources:type_name -> keyway.policy.v1.Resource
+	16, // 13: keyway.policy.v1.DeleteResponse.delete_time:type_name -> google.protobuf.Timestamp
+	2,  // 14: keyway.policy.v1.PolicyService.Apply:input_type -> keyway.policy.v1.ApplyRequest
+	8,  // 15: keyway.policy.v1.PolicyService.Get:input_type -> keyway.policy.v1.GetRequest
+	10, // 16: keyway.policy.v1.PolicyService.List:input_type -> keyway.policy.v1.ListRequest
+	12, // 17: keyway.policy.v1.PolicyService.Delete:input_type -> keyway.policy.v1.DeleteRequest
+	3,  // 18: keyway.policy.v1.PolicyService.Apply:output_type -> keyway.policy.v1.ApplyResponse
+	9,  // 19: keyway.policy.v1.PolicyService.Get:output_type -> keyway.policy.v1.GetResponse
+	11, // 20: keyway.policy.v1.PolicyService.List:output_type -> keyway.policy.v1.ListResponse
+	13, // 21: keyway.policy.v1.PolicyService.Delete:output_type -> keyway.policy.v1.DeleteResponse
+	18, // [18:22] is the sub-list for method output_type
+	14, // [14:18] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_keyway_policy_v1_policy_proto_init() }
@@ -840,8 +1091,8 @@ func file_keyway_policy_v1_policy_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyway_policy_v1_policy_proto_rawDesc), len(file_keyway_policy_v1_policy_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   11,
+			NumEnums:      2,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

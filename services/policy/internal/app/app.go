@@ -19,6 +19,7 @@ import (
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
+	"keyway.dev/common/configkv"
 	"keyway.dev/policy/internal/server"
 	"keyway.dev/policy/internal/store"
 )
@@ -47,7 +48,11 @@ func Run(ctx context.Context, cfg Config) error {
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected; serving reads from the last view", "err", err)
+			}
+		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
 	)
 	if err != nil {
@@ -63,6 +68,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer st.Close()
 
+	if cfg.Store.Bucket == "" {
+		cfg.Store.Bucket = configkv.Bucket
+	}
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)

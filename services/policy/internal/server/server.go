@@ -57,6 +57,14 @@ func (s *Server) Apply(ctx context.Context, req *connect.Request[policyv1.ApplyR
 		s.log.Info("apply refused", "resources", len(resources), "problems", len(report.Errors), "dry_run", req.Msg.GetDryRun())
 		return nil, invalid(report.Errors)
 	}
+	var probes map[int][]*policyv1.ProbeResult
+	if wantProbe(req.Msg) {
+		var failed []model.Violation
+		if probes, failed = s.probe(ctx, objs); len(failed) > 0 {
+			s.log.Info("apply refused by the live probe", "resources", len(resources), "failed", len(failed), "dry_run", req.Msg.GetDryRun())
+			return nil, invalid(failed)
+		}
+	}
 	// Store the resources as validated (kinds and apiVersions filled in),
 	// keeping what the caller wrote.
 	for i, r := range resources {
@@ -91,6 +99,7 @@ func (s *Server) Apply(ctx context.Context, req *connect.Request[policyv1.ApplyR
 				res.Certificates = append(res.Certificates, certificateInfo(c))
 			}
 		}
+		res.Probes = probes[i]
 		resp.Results[i] = res
 		if o.Changed && o.Revision > last {
 			last = o.Revision

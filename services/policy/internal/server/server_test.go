@@ -264,11 +264,15 @@ func TestDryRunStoresNothing(t *testing.T) {
 	t.Parallel()
 	s := startStack(t)
 	ctx := context.Background()
-	resp, err := apply(ctx, s.connect, true, service("orders", "127.0.0.1:9443"), binding(t, "orders-mtls", "orders", mtlsConfig(t)))
+	resp, err := s.connect.Apply(ctx, connect.NewRequest(&policyv1.ApplyRequest{
+		Resources: []*policyv1.Resource{service("orders", "127.0.0.1:9443"), binding(t, "orders-mtls", "orders", mtlsConfig(t))},
+		DryRun:    true,
+		Probe:     policyv1.ProbeMode_PROBE_MODE_OFF, // nothing listens there; this test is about storage
+	}))
 	if err != nil {
 		t.Fatalf("dry run: %v", err)
 	}
-	for _, r := range resp.Results {
+	for _, r := range resp.Msg.Results {
 		if r.Action != policyv1.Action_ACTION_VALID || r.Revision != 0 {
 			t.Errorf("%s: %v at %d, want valid at 0", r.Name, r.Action, r.Revision)
 		}

@@ -262,6 +262,17 @@ func (c catalog) Bindings() []model.Binding {
 	return out
 }
 
+// Service returns the stored Service name from the view.
+func (s *Store) Service(name string) (*model.Service, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	e, ok := s.byKey[configkv.Key(model.Ref{Kind: model.KindService, Name: name})]
+	if !ok || e.obj.Service == nil {
+		return nil, false
+	}
+	return e.obj.Service, true
+}
+
 // Dependents lists the stored resources that name the Service ref: routes
 // that forward to it and bindings that target it.
 func (s *Store) Dependents(ref model.Ref) []model.Ref {

@@ -6,19 +6,17 @@
 // requests already on it finish, then its idle connections close, so a pooled
 // connection never outlives the client certificate it presented.
 //
-// The dialer performs the TLS handshake itself and records what it saw
+// Connections are opened by an [outbound.Dialer], which performs the TLS
+// handshake itself and records what it saw
 // ([failure.HandshakeFacts]); failures surface as [*Error] with a
 // [failure.Reason].
 package upstream
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"slices"
@@ -29,12 +27,13 @@ import (
 
 	"keyway.dev/common/failure"
 	"keyway.dev/common/model"
+	"keyway.dev/common/outbound"
 )
 
 // Defaults for [Options].
 const (
-	DefaultHandshakeTimeout    = 10 * time.Second
-	DefaultDialTimeout         = 10 * time.Second
+	DefaultHandshakeTimeout    = outbound.DefaultHandshakeTimeout
+	DefaultDialTimeout         = outbound.DefaultDialTimeout
 	DefaultMaxIdleConnsPerHost = 256
 	DefaultIdleConnTimeout     = 90 * time.Second
 )
@@ -81,27 +80,7 @@ func (o Options) withDefaults() Options {
 }
 
 // Error is a request that could not reach its upstream, classified.
-type Error struct {
-	// Upstream is the Service name.
-	Upstream string
-	// Endpoint is the "host:port" tried.
-	Endpoint string
-	Reason   failure.Reason
-	// Detail is for logs and the error body; never key material.
-	Detail string
-	// Err is the underlying error.
-	Err error
-}
-
-func (e *Error) Error() string {
-	return fmt.Sprintf("upstream %q endpoint %s: %s: %s", e.Upstream, e.Endpoint, e.Reason, e.Detail)
-}
-
-// Unwrap returns the underlying error.
-func (e *Error) Unwrap() error { return e.Err }
-
-// FailureReason implements [failure.Reasoner].
-func (e *Error) FailureReason() failure.Reason { return e.Reason }
+type Error = outbound.Error
 
 // Upstream forwards requests to one Service. Safe for concurrent use.
 type Upstream struct {
@@ -115,7 +94,7 @@ type Upstream struct {
 	host string
 
 	tls       *model.OutboundTLS
-	dialer    *Dialer
+	dialer    *outbound.Dialer
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
 
@@ -145,7 +124,7 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		tls:       tlsCtx,
 		idle:      make(chan struct{}),
 	}
-	d, err := NewDialer(svc.Name, tlsCtx, opts)
+	d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout})
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +285,7 @@ func (u *Upstream) asError(err error, endpoint string) *Error {
 		ClientCertificateSent: u.tls != nil && u.tls.Certificate != nil,
 	}
 	d := failure.Diagnose(err, facts)
-	if u.dialer.base != nil && (d.Reason == failure.UpstreamReset || strings.Contains(err.Error(), "http2: client conn could not be established")) {
+	if u.tls != nil && (d.Reason == failure.UpstreamReset || strings.Contains(err.Error(), "http2: client conn could not be established")) {
 		// A TLS 1.3 upstream that refuses our certificate closes the
 		// connection right after the handshake; the alert may be lost to
 		// a broken pipe, or to the h2 transport's read loop. Find it
@@ -318,129 +297,6 @@ func (u *Upstream) asError(err error, endpoint string) *Error {
 	return &Error{Upstream: u.name, Endpoint: endpoint, Reason: d.Reason, Detail: d.Detail, Err: err}
 }
 
-// Dialer opens connections to the endpoints of one upstream, performing the
-// TLS handshake itself so that failures are classified with what it saw.
-// Safe for concurrent use.
-type Dialer struct {
-	upstream string
-	tls      *model.OutboundTLS
-	base     *tls.Config
-	net      net.Dialer
-	timeout  time.Duration
-}
-
-// NewDialer builds the dialer of upstream name for tlsCtx (nil: plain TCP).
-// The live probe of the policy service can use it to handshake exactly as
-// the proxy does.
-func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, error) {
-	opts = opts.withDefaults()
-	d := &Dialer{
-		upstream: name,
-		tls:      tlsCtx,
-		net:      net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
-		timeout:  opts.HandshakeTimeout,
-	}
-	if tlsCtx == nil {
-		return d, nil
-	}
-	cfg := &tls.Config{
-		MinVersion:         tlsCtx.MinVersion,
-		MaxVersion:         tlsCtx.MaxVersion,
-		CipherSuites:       slices.Clone(tlsCtx.CipherSuites),
-		NextProtos:         slices.Clone(tlsCtx.ALPN),
-		InsecureSkipVerify: tlsCtx.SkipValidation,
-		// Resumption across connections of this one context only.
-		ClientSessionCache: tls.NewLRUClientSessionCache(64),
-	}
-	if !tlsCtx.SkipValidation {
-		if len(tlsCtx.TrustedCAs) == 0 {
-			return nil, fmt.Errorf("upstream %q: tls-outbound context without trusted CAs and without skipValidation", name)
-		}
-		pool := x509.NewCertPool()
-		for _, ca := range tlsCtx.TrustedCAs {
-			pool.AddCert(ca)
-		}
-		cfg.RootCAs = pool
-	}
-	d.base = cfg
-	return d, nil
-}
-
-// DialContext opens a plain TCP connection; errors are [*Error].
-func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	c, err := d.net.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, d.fail(err, addr, &failure.HandshakeFacts{Phase: failure.PhaseDial})
-	}
-	return c, nil
-}
-
-// DialTLSContext opens a TCP connection and completes the TLS handshake
-// within the handshake timeout. It returns a *tls.Conn so that
-// http.Transport sees the negotiated protocol; errors are [*Error].
-func (d *Dialer) DialTLSContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	if d.base == nil {
-		return d.DialContext(ctx, network, addr)
-	}
-	tc, _, err := d.Handshake(ctx, network, addr)
-	if err != nil {
-		return nil, err
-	}
-	return tc, nil
-}
-
-// Handshake dials addr and completes the TLS handshake, returning the
-// connection and what was seen. Errors are [*Error].
-func (d *Dialer) Handshake(ctx context.Context, network, addr string) (*tls.Conn, *failure.HandshakeFacts, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, nil, &Error{Upstream: d.upstream, Endpoint: addr, Reason: failure.Unknown, Detail: err.Error(), Err: err}
-	}
-	facts := &failure.HandshakeFacts{Phase: failure.PhaseDial, ServerName: host}
-	if d.tls.SNI != "" {
-		facts.ServerName = d.tls.SNI
-	}
-	raw, err := d.net.DialContext(ctx, network, addr)
-	if err != nil {
-		return nil, facts, d.fail(err, addr, facts)
-	}
-	cfg := d.base.Clone()
-	cfg.ServerName = facts.ServerName
-	cert, sans, verify := d.tls.Certificate, d.tls.SubjectAltNames, !d.tls.SkipValidation
-	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		facts.ClientCertificateRequested = true
-		if cert == nil {
-			return &tls.Certificate{}, nil // send none; the server decides
-		}
-		facts.ClientCertificateSent = true
-		return cert, nil
-	}
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		facts.ServerCertificateSeen = true
-		if !verify || len(sans) == 0 || len(cs.PeerCertificates) == 0 {
-			return nil
-		}
-		leaf := cs.PeerCertificates[0]
-		for _, name := range sans {
-			if leaf.VerifyHostname(name) == nil {
-				return nil
-			}
-		}
-		return failure.WithReason(failure.SANMismatch,
-			fmt.Errorf("upstream certificate %q carries none of the subjectAltNames %q the binding requires (it has %q)", leaf.Subject, sans, leaf.DNSNames))
-	}
-	facts.Phase = failure.PhaseHandshake
-	tc := tls.Client(raw, cfg)
-	hctx, cancel := context.WithTimeout(ctx, d.timeout)
-	err = tc.HandshakeContext(hctx)
-	cancel()
-	if err != nil {
-		raw.Close()
-		return nil, facts, d.fail(err, addr, facts)
-	}
-	return tc, facts, nil
-}
-
 // probe runs Dialer.probe at most once a second per Upstream, so that a
 // failing upstream does not get two connection attempts per request.
 func (u *Upstream) probe(endpoint string) *Error {
@@ -448,7 +304,8 @@ func (u *Upstream) probe(endpoint string) *Error {
 	if last := u.lastProbe.Load(); last != nil && now.Sub(last.at) < time.Second {
 		return last.err
 	}
-	pe := u.dialer.probe(endpoint)
+	// Bounded by the dialer's own dial and handshake timeouts.
+	_, pe := u.dialer.Probe(context.Background(), endpoint)
 	u.lastProbe.Store(&probeResult{at: now, err: pe})
 	return pe
 }
@@ -456,35 +313,6 @@ func (u *Upstream) probe(endpoint string) *Error {
 type probeResult struct {
 	at  time.Time
 	err *Error
-}
-
-// probeWait bounds the wait for a post-handshake refusal in probe.
-const probeWait = time.Second
-
-// probe handshakes with addr and reads once, to catch an alert a TLS 1.3
-// upstream sends after the handshake. It returns nil when nothing failed
-// within probeWait. Only called on the error path.
-func (d *Dialer) probe(addr string) *Error {
-	ctx, cancel := context.WithTimeout(context.Background(), d.timeout+probeWait)
-	defer cancel()
-	tc, _, err := d.Handshake(ctx, "tcp", addr)
-	if err != nil {
-		return err.(*Error)
-	}
-	defer tc.Close()
-	tc.SetReadDeadline(time.Now().Add(probeWait))
-	var b [1]byte
-	if _, err := tc.Read(b[:]); err != nil {
-		if _, ok := failure.AlertCode(err); ok {
-			return d.fail(err, addr, &failure.HandshakeFacts{Phase: failure.PhaseRequest, ClientCertificateSent: d.tls.Certificate != nil})
-		}
-	}
-	return nil
-}
-
-func (d *Dialer) fail(err error, addr string, facts *failure.HandshakeFacts) *Error {
-	dg := failure.Diagnose(err, *facts)
-	return &Error{Upstream: d.upstream, Endpoint: addr, Reason: dg.Reason, Detail: dg.Detail, Err: err}
 }
 
 // Status describes an Upstream for the admin API.

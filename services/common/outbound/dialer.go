@@ -1,0 +1,266 @@
+// Package outbound opens connections to an upstream with one tls-outbound
+// context ([model.OutboundTLS]), performing the TLS handshake itself so that
+// every failure is classified ([failure.Reason]) with what the handshake saw.
+//
+// Proxy nodes dial through it; the policy service's live probe handshakes
+// through it too, so an apply-time probe and the data plane agree on what a
+// context can reach.
+package outbound
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"slices"
+	"time"
+
+	"keyway.dev/common/failure"
+	"keyway.dev/common/model"
+)
+
+// Defaults for [Options].
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultDialTimeout      = 10 * time.Second
+)
+
+// Options bound a Dialer's waits. The zero value takes the defaults.
+type Options struct {
+	// HandshakeTimeout bounds the TLS handshake of a new connection.
+	HandshakeTimeout time.Duration
+	// DialTimeout bounds name resolution and the TCP connection.
+	DialTimeout time.Duration
+}
+
+// Error is a request that could not reach its upstream, classified.
+type Error struct {
+	// Upstream is the Service name.
+	Upstream string
+	// Endpoint is the "host:port" tried.
+	Endpoint string
+	Reason   failure.Reason
+	// Detail is for logs and the error body; never key material.
+	Detail string
+	// Err is the underlying error.
+	Err error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("upstream %q endpoint %s: %s: %s", e.Upstream, e.Endpoint, e.Reason, e.Detail)
+}
+
+// Unwrap returns the underlying error.
+func (e *Error) Unwrap() error { return e.Err }
+
+// FailureReason implements [failure.Reasoner].
+func (e *Error) FailureReason() failure.Reason { return e.Reason }
+
+// Dialer opens connections to the endpoints of one upstream, performing the
+// TLS handshake itself so that failures are classified with what it saw.
+// Safe for concurrent use.
+type Dialer struct {
+	upstream string
+	tls      *model.OutboundTLS
+	base     *tls.Config
+	net      net.Dialer
+	timeout  time.Duration
+}
+
+// NewDialer builds the dialer of upstream name for tlsCtx (nil: plain TCP).
+// The live probe of the policy service can use it to handshake exactly as
+// the proxy does.
+func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, error) {
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = DefaultDialTimeout
+	}
+	d := &Dialer{
+		upstream: name,
+		tls:      tlsCtx,
+		net:      net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
+		timeout:  opts.HandshakeTimeout,
+	}
+	if tlsCtx == nil {
+		return d, nil
+	}
+	cfg := &tls.Config{
+		MinVersion:         tlsCtx.MinVersion,
+		MaxVersion:         tlsCtx.MaxVersion,
+		CipherSuites:       slices.Clone(tlsCtx.CipherSuites),
+		NextProtos:         slices.Clone(tlsCtx.ALPN),
+		InsecureSkipVerify: tlsCtx.SkipValidation,
+		// Resumption across connections of this one context only.
+		ClientSessionCache: tls.NewLRUClientSessionCache(64),
+	}
+	if !tlsCtx.SkipValidation {
+		if len(tlsCtx.TrustedCAs) == 0 {
+			return nil, fmt.Errorf("upstream %q: tls-outbound context without trusted CAs and without skipValidation", name)
+		}
+		pool := x509.NewCertPool()
+		for _, ca := range tlsCtx.TrustedCAs {
+			pool.AddCert(ca)
+		}
+		cfg.RootCAs = pool
+	}
+	d.base = cfg
+	return d, nil
+}
+
+// DialContext opens a plain TCP connection; errors are [*Error].
+func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c, err := d.net.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, d.fail(err, addr, &failure.HandshakeFacts{Phase: failure.PhaseDial})
+	}
+	return c, nil
+}
+
+// DialTLSContext opens a TCP connection and completes the TLS handshake
+// within the handshake timeout. It returns a *tls.Conn so that
+// http.Transport sees the negotiated protocol; errors are [*Error].
+func (d *Dialer) DialTLSContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if d.base == nil {
+		return d.DialContext(ctx, network, addr)
+	}
+	tc, _, err := d.Handshake(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
+
+// Handshake dials addr and completes the TLS handshake, returning the
+// connection and what was seen. Errors are [*Error].
+func (d *Dialer) Handshake(ctx context.Context, network, addr string) (*tls.Conn, *failure.HandshakeFacts, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, &Error{Upstream: d.upstream, Endpoint: addr, Reason: failure.Unknown, Detail: err.Error(), Err: err}
+	}
+	facts := &failure.HandshakeFacts{Phase: failure.PhaseDial, ServerName: d.serverName(host)}
+	raw, err := d.net.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, facts, d.fail(err, addr, facts)
+	}
+	cfg := d.base.Clone()
+	cfg.ServerName = facts.ServerName
+	cert, sans, verify := d.tls.Certificate, d.tls.SubjectAltNames, !d.tls.SkipValidation
+	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		facts.ClientCertificateRequested = true
+		if cert == nil {
+			return &tls.Certificate{}, nil // send none; the server decides
+		}
+		facts.ClientCertificateSent = true
+		return cert, nil
+	}
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		facts.ServerCertificateSeen = true
+		if !verify || len(sans) == 0 || len(cs.PeerCertificates) == 0 {
+			return nil
+		}
+		leaf := cs.PeerCertificates[0]
+		for _, name := range sans {
+			if leaf.VerifyHostname(name) == nil {
+				return nil
+			}
+		}
+		return failure.WithReason(failure.SANMismatch,
+			fmt.Errorf("upstream certificate %q carries none of the subjectAltNames %q the binding requires (it has %q)", leaf.Subject, sans, leaf.DNSNames))
+	}
+	facts.Phase = failure.PhaseHandshake
+	tc := tls.Client(raw, cfg)
+	hctx, cancel := context.WithTimeout(ctx, d.timeout)
+	err = tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		raw.Close()
+		return nil, facts, d.fail(err, addr, facts)
+	}
+	return tc, facts, nil
+}
+
+// ServerName is the name sent as SNI to addr and verified in its
+// certificate: the context's sni, else the host of addr.
+func (d *Dialer) ServerName(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	return d.serverName(host)
+}
+
+func (d *Dialer) serverName(host string) string {
+	if d.tls != nil && d.tls.SNI != "" {
+		return d.tls.SNI
+	}
+	return host
+}
+
+// Result is what a successful probe saw of an upstream.
+type Result struct {
+	Endpoint   string
+	ServerName string
+	// Version and CipherSuite are tls.VersionTLS1x and the suite ID.
+	Version     uint16
+	CipherSuite uint16
+	ALPN        string
+	// Peer is the upstream's leaf certificate.
+	Peer                       *x509.Certificate
+	ClientCertificateRequested bool
+	ClientCertificateSent      bool
+	Elapsed                    time.Duration
+}
+
+// Post-handshake wait bounds for Probe. A TLS 1.3 server verifies the
+// client certificate after the client considers the handshake done, and its
+// refusal arrives as an alert on the first read: wait a few handshake times
+// for it, never less than probeWaitMin nor more than probeWaitMax.
+const (
+	probeWaitMin = 100 * time.Millisecond
+	probeWaitMax = time.Second
+)
+
+// Probe handshakes with addr exactly as the proxy does and, when a TLS 1.3
+// server asked for a client certificate, reads once to catch a refusal sent
+// after the handshake. It returns what it saw, or the classified failure.
+func (d *Dialer) Probe(ctx context.Context, addr string) (*Result, *Error) {
+	if d.base == nil {
+		return nil, &Error{Upstream: d.upstream, Endpoint: addr, Reason: failure.Unknown, Detail: "the upstream has no tls-outbound context to probe"}
+	}
+	start := time.Now()
+	tc, facts, err := d.Handshake(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err.(*Error)
+	}
+	defer tc.Close()
+	elapsed := time.Since(start)
+	cs := tc.ConnectionState()
+	if cs.Version == tls.VersionTLS13 && facts.ClientCertificateRequested {
+		tc.SetReadDeadline(time.Now().Add(min(probeWaitMax, max(probeWaitMin, 4*elapsed))))
+		var b [1]byte
+		if _, err := tc.Read(b[:]); err != nil {
+			if _, ok := failure.AlertCode(err); ok {
+				return nil, d.fail(err, addr, &failure.HandshakeFacts{Phase: failure.PhaseRequest, ClientCertificateRequested: true, ClientCertificateSent: facts.ClientCertificateSent})
+			}
+		}
+	}
+	r := &Result{
+		Endpoint: addr, ServerName: facts.ServerName,
+		Version: cs.Version, CipherSuite: cs.CipherSuite, ALPN: cs.NegotiatedProtocol,
+		ClientCertificateRequested: facts.ClientCertificateRequested,
+		ClientCertificateSent:      facts.ClientCertificateSent,
+		Elapsed:                    elapsed,
+	}
+	if len(cs.PeerCertificates) > 0 {
+		r.Peer = cs.PeerCertificates[0]
+	}
+	return r, nil
+}
+
+func (d *Dialer) fail(err error, addr string, facts *failure.HandshakeFacts) *Error {
+	dg := failure.Diagnose(err, *facts)
+	return &Error{Upstream: d.upstream, Endpoint: addr, Reason: dg.Reason, Detail: dg.Detail, Err: err}
+}

@@ -1,0 +1,123 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
+
+	"keyway.dev/common/model"
+	"keyway.dev/common/outbound"
+)
+
+// probeTimeout bounds the dial and the handshake of one probe.
+const probeTimeout = 5 * time.Second
+
+// wantProbe applies the request's probe mode: on for dry runs unless turned
+// off, off for applies unless asked for.
+func wantProbe(req *policyv1.ApplyRequest) bool {
+	switch req.GetProbe() {
+	case policyv1.ProbeMode_PROBE_MODE_ON:
+		return true
+	case policyv1.ProbeMode_PROBE_MODE_OFF:
+		return false
+	}
+	return req.GetDryRun()
+}
+
+// probe handshakes with every endpoint of every Service that a tls-outbound
+// binding of the request targets, all at once, with the binding's context.
+// It returns the results per resource index, and one violation per failed
+// endpoint, at the binding's config.
+func (s *Server) probe(ctx context.Context, objs []model.Object) (map[int][]*policyv1.ProbeResult, []model.Violation) {
+	inRequest := map[string]*model.Service{}
+	for _, o := range objs {
+		if o.Service != nil {
+			inRequest[o.Service.Name] = o.Service
+		}
+	}
+	type job struct {
+		index    int
+		binding  *model.Binding
+		endpoint string
+		dialer   *outbound.Dialer
+	}
+	var jobs []job
+	var violations []model.Violation
+	for i, o := range objs {
+		b := o.Binding
+		if b == nil || b.Outbound == nil {
+			continue
+		}
+		svc, ok := inRequest[b.Target.Name]
+		if !ok {
+			if svc, ok = s.store.Service(b.Target.Name); !ok {
+				continue // validation has already reported the missing Service
+			}
+		}
+		d, err := outbound.NewDialer(svc.Name, b.Outbound, outbound.Options{HandshakeTimeout: probeTimeout, DialTimeout: probeTimeout})
+		if err != nil {
+			violations = append(violations, model.Violation{Field: configField(i), Message: fmt.Sprintf("live probe: %v", err)})
+			continue
+		}
+		for _, ep := range svc.Endpoints {
+			jobs = append(jobs, job{index: i, binding: b, endpoint: ep, dialer: d})
+		}
+	}
+	results := make([]*policyv1.ProbeResult, len(jobs))
+	var wg sync.WaitGroup
+	for j, jb := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, perr := jb.dialer.Probe(ctx, jb.endpoint)
+			results[j] = probeResult(jb.endpoint, r, perr)
+			results[j].ServerName = jb.dialer.ServerName(jb.endpoint)
+		}()
+	}
+	wg.Wait()
+	byIndex := map[int][]*policyv1.ProbeResult{}
+	for j, jb := range jobs {
+		r := results[j]
+		byIndex[jb.index] = append(byIndex[jb.index], r)
+		if !r.Ok {
+			violations = append(violations, model.Violation{
+				Field: configField(jb.index),
+				Message: fmt.Sprintf("live probe of Service %q at %s (SNI %q) failed: %s: %s; fix: %s",
+					jb.binding.Target.Name, jb.endpoint, r.ServerName, r.Reason, r.Detail, r.Fix),
+			})
+		}
+	}
+	return byIndex, violations
+}
+
+func configField(i int) string {
+	return fmt.Sprintf("resources[%d].policyBinding.spec.config", i)
+}
+
+func probeResult(endpoint string, r *outbound.Result, perr *outbound.Error) *policyv1.ProbeResult {
+	if perr != nil {
+		return &policyv1.ProbeResult{
+			Endpoint: endpoint, Reason: string(perr.Reason),
+			Detail: perr.Detail, Fix: perr.Reason.Fix(),
+		}
+	}
+	out := &policyv1.ProbeResult{
+		Endpoint: endpoint, ServerName: r.ServerName, Ok: true,
+		TlsVersion:                 tls.VersionName(r.Version),
+		CipherSuite:                tls.CipherSuiteName(r.CipherSuite),
+		Alpn:                       r.ALPN,
+		ClientCertificateRequested: r.ClientCertificateRequested,
+		ClientCertificateSent:      r.ClientCertificateSent,
+		Elapsed:                    durationpb.New(r.Elapsed),
+	}
+	if r.Peer != nil {
+		out.PeerCertificate = certificateInfo(model.CertificateInfo{Cert: r.Peer, NotAfter: r.Peer.NotAfter})
+	}
+	return out
+}
