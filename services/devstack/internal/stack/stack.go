@@ -126,7 +126,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := writeSample(sample, up.Addr(), p); err != nil {
 		return fmt.Errorf("writing the sample manifest: %w", err)
 	}
-	apply := exec.CommandContext(ctx, filepath.Join(cfg.Bin, "keywayctl"), "--server", policyURL, "apply", "-f", sample)
+	apply := exec.CommandContext(ctx, filepath.Join(cfg.Bin, "keywayctl"), "--server", policyURL, "apply", "--probe", "-f", sample)
 	apply.Stdout, apply.Stderr = cfg.Out, cfg.Out
 	if err := apply.Run(); err != nil {
 		return fmt.Errorf("applying %s: %w", sample, err)
