@@ -47,7 +47,7 @@ check-generated: generate ## fail when gen/ differs from what proto/ generates
 .PHONY: test
 test: tools check-generated lint build ## everything CI runs: generated-code check, lint, unit, integration and end-to-end tests
 	@KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$($(TOOL) nats-server)" \
-	  go test -count=1 -timeout 30m $(TESTFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
+	  go test -race -count=1 -timeout 30m $(TESTFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
 .PHONY: run
 run: build ## start the local stack in the foreground (NATS, policy service, proxy node, demo upstream)
