@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -96,7 +97,11 @@ type Upstream struct {
 	tls       *model.OutboundTLS
 	dialer    *outbound.Dialer
 	transport *http.Transport
-	proxy     *httputil.ReverseProxy
+	// proxy serves Upgrade requests; its hooks serve forward too.
+	proxy *httputil.ReverseProxy
+	// streaming flushes every write of a response body (h2, gRPC).
+	streaming bool
+	errLog    *log.Logger
 
 	// inflight counts requests between acquire and release; draining is
 	// set once the Upstream is replaced. Both are only atomics, so the
@@ -170,6 +175,9 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 	if h2 {
 		rp.FlushInterval = -1 // streaming (gRPC): flush every write
 	}
+	u.streaming = h2
+	u.errLog = rp.ErrorLog
+
 	eh := opts.ErrorHandler
 	rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
 		ue := u.asError(err, r.URL.Host)
@@ -204,7 +212,8 @@ func (u *Upstream) Fingerprint() string {
 func (u *Upstream) InFlight() int64 { return u.inflight.Load() }
 
 // Forward sends r to the upstream and writes the answer (or the error
-// handler's) to w. It returns false, having written nothing, when the
+// handler's) to w. It edits r's header in place (hop-by-hop and forwarding
+// headers). It returns false, having written nothing, when the
 // Upstream is being drained: the caller loads the current snapshot, which
 // already holds the replacement, and tries again.
 func (u *Upstream) Forward(w http.ResponseWriter, r *http.Request) bool {
@@ -216,7 +225,7 @@ func (u *Upstream) Forward(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	defer u.release()
-	u.proxy.ServeHTTP(w, r)
+	u.forward(w, r)
 	return true
 }
 
