@@ -126,16 +126,16 @@ func (d *Dialer) DialTLSContext(ctx context.Context, network, addr string) (net.
 	if d.base == nil {
 		return d.DialContext(ctx, network, addr)
 	}
-	tc, _, err := d.Handshake(ctx, network, addr)
-	if err != nil {
-		return nil, err
+	tc, _, herr := d.Handshake(ctx, network, addr)
+	if herr != nil {
+		return nil, herr
 	}
 	return tc, nil
 }
 
 // Handshake dials addr and completes the TLS handshake, returning the
 // connection and what was seen. Errors are [*Error].
-func (d *Dialer) Handshake(ctx context.Context, network, addr string) (*tls.Conn, *failure.HandshakeFacts, error) {
+func (d *Dialer) Handshake(ctx context.Context, network, addr string) (*tls.Conn, *failure.HandshakeFacts, *Error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, nil, &Error{Upstream: d.upstream, Endpoint: addr, Reason: failure.Unknown, Detail: err.Error(), Err: err}
@@ -231,9 +231,9 @@ func (d *Dialer) Probe(ctx context.Context, addr string) (*Result, *Error) {
 		return nil, &Error{Upstream: d.upstream, Endpoint: addr, Reason: failure.Unknown, Detail: "the upstream has no tls-outbound context to probe"}
 	}
 	start := time.Now()
-	tc, facts, err := d.Handshake(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err.(*Error)
+	tc, facts, herr := d.Handshake(ctx, "tcp", addr)
+	if herr != nil {
+		return nil, herr
 	}
 	defer tc.Close()
 	elapsed := time.Since(start)
@@ -243,7 +243,9 @@ func (d *Dialer) Probe(ctx context.Context, addr string) (*Result, *Error) {
 		var b [1]byte
 		if _, err := tc.Read(b[:]); err != nil {
 			if _, ok := failure.AlertCode(err); ok {
-				return nil, d.fail(err, addr, &failure.HandshakeFacts{Phase: failure.PhaseRequest, ClientCertificateRequested: true, ClientCertificateSent: facts.ClientCertificateSent})
+				after := *facts
+				after.Phase = failure.PhaseRequest
+				return nil, d.fail(err, addr, &after)
 			}
 		}
 	}

@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -118,18 +120,21 @@ func (g *globals) applyError(err error, m manifest.Manifest, dryRun bool) error 
 	}
 	switch ce.Code() {
 	case connect.CodeInvalidArgument:
-		n := 0
+		var fvs []*errdetails.BadRequest_FieldViolation
 		for _, d := range ce.Details() {
 			v, derr := d.Value()
-			br, ok := v.(*errdetails.BadRequest)
-			if derr != nil || !ok {
-				continue
-			}
-			for _, fv := range br.GetFieldViolations() {
-				fmt.Fprintf(g.io.Stderr, "error: %s\n", locate(m, fv.GetField(), fv.GetDescription()))
-				n++
+			if br, ok := v.(*errdetails.BadRequest); derr == nil && ok {
+				fvs = append(fvs, br.GetFieldViolations()...)
 			}
 		}
+		// In the order of the files, whatever order the server found them.
+		slices.SortStableFunc(fvs, func(a, b *errdetails.BadRequest_FieldViolation) int {
+			return comparePositions(m, a.GetField(), b.GetField())
+		})
+		for _, fv := range fvs {
+			fmt.Fprintf(g.io.Stderr, "error: %s\n", locate(m, fv.GetField(), fv.GetDescription()))
+		}
+		n := len(fvs)
 		if n == 0 {
 			return fmt.Errorf("%s: %s", what, ce.Message())
 		}
@@ -138,7 +143,7 @@ func (g *globals) applyError(err error, m manifest.Manifest, dryRun bool) error 
 		}
 		return fmt.Errorf("nothing applied: %s", plural(n, "problem"))
 	case connect.CodeAborted:
-		return fmt.Errorf("%s: %s: a resource changed since its metadata.revision was read; get it again, or remove metadata.revision to apply over it", what, ce.Message())
+		return fmt.Errorf("%s: %s", what, ce.Message())
 	}
 	return g.rpcError(err, what)
 }
@@ -239,6 +244,18 @@ func printCertificate(w io.Writer, m manifest.Manifest, c *policyv1.CertificateI
 		fp = fp[:16] + "…"
 	}
 	fmt.Fprintf(w, "certificate %s: %s%s, sha256 %s\n", field, c.GetSubject(), when, fp)
+}
+
+// comparePositions orders two request fields by the resource they are in
+// (the order of the files and their documents), then by line and column.
+func comparePositions(m manifest.Manifest, a, b string) int {
+	da, pa, _ := m.Locate(a)
+	db, pb, _ := m.Locate(b)
+	return cmp.Or(
+		cmp.Compare(slices.Index(m, da), slices.Index(m, db)),
+		cmp.Compare(pa.Line, pb.Line),
+		cmp.Compare(pa.Column, pb.Column),
+	)
 }
 
 // locate formats a problem the policy service reported for a field of the

@@ -252,10 +252,11 @@ func TestApplyInvalid(t *testing.T) {
 	want := strings.Join([]string{
 		"error: " + app + `:6:12: spec.address: "127.0.0.1:9443" is not reachable: connection refused; start the upstream or fix the address`,
 		"error: " + app + ":9:1: route/orders-api: conflicts with route/legacy (GET /orders/{id}); change the path or delete route/legacy",
-		"error: " + binding + ":" + itoa(line("ciphers:")) + ":15: spec.config.ciphers[0]: TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 needs an ECDSA certificate; the certificate's key is RSA: use an ECDHE_RSA cipher",
+		// In file order, whatever order the server sent them in.
+		"error: " + binding + ":" + itoa(line("targetRef:")+2) + ":11: spec.targetRef.name: Service \"orders\" does not exist; apply it in the same request or fix the name",
 		// sni was not written: the nearest written parent is config.
 		"error: " + binding + ":" + itoa(line("config:")) + ":3: spec.config.sni: sni: required when skipValidation is false and the address is an IP",
-		"error: " + binding + ":" + itoa(line("targetRef:")+2) + ":11: spec.targetRef.name: Service \"orders\" does not exist; apply it in the same request or fix the name",
+		"error: " + binding + ":" + itoa(line("ciphers:")) + ":15: spec.config.ciphers[0]: TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 needs an ECDSA certificate; the certificate's key is RSA: use an ECDHE_RSA cipher",
 		"error: nothing applied: 5 problems",
 	}, "\n") + "\n"
 	if stderr != want {
@@ -486,9 +487,9 @@ func TestDelete(t *testing.T) {
 		{name: "kind/name", args: []string{"delete", "Route/orders-api"}, wantOut: "route/orders-api deleted (revision 1)\n"},
 		{
 			name:    "in use",
-			err:     connect.NewError(connect.CodeFailedPrecondition, errors.New("route/orders-api and policybinding/orders-mtls name it")),
+			err:     connect.NewError(connect.CodeFailedPrecondition, errors.New("Service/orders is still used by Route/orders-api, PolicyBinding/orders-mtls; delete or re-point those first")),
 			args:    []string{"delete", "service", "orders"},
-			wantErr: "error: cannot delete service/orders: route/orders-api and policybinding/orders-mtls name it; delete or retarget what uses it first\n",
+			wantErr: "error: cannot delete service/orders: Service/orders is still used by Route/orders-api, PolicyBinding/orders-mtls; delete or re-point those first\n",
 		},
 		{
 			name:    "missing",

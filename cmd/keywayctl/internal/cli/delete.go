@@ -46,7 +46,7 @@ retarget those first.`,
 				case connect.CodeNotFound:
 					return fmt.Errorf("%s not found", ref)
 				case connect.CodeFailedPrecondition:
-					return fmt.Errorf("cannot delete %s: %s; delete or retarget what uses it first", ref, msg)
+					return fmt.Errorf("cannot delete %s: %s", ref, msg)
 				case connect.CodeAborted:
 					return fmt.Errorf("cannot delete %s: %s; it changed since revision %d (get it again)", ref, msg, revision)
 				}

@@ -188,6 +188,9 @@ func printTry(cfg Config, data, sample string) {
 		return p
 	}
 	ctl := filepath.Join(rel(cfg.Bin), "keywayctl")
+	if cfg.PolicyAddr != "127.0.0.1:8081" {
+		ctl += " --server http://" + cfg.PolicyAddr
+	}
 	_, policyPort, _ := net.SplitHostPort(cfg.PolicyAddr)
 	fmt.Fprintf(cfg.Out, `
 Keyway is running.

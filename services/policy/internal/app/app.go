@@ -50,7 +50,7 @@ func Run(ctx context.Context, cfg Config) error {
 		nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
-				log.Warn("nats disconnected; serving reads from the last view", "err", err)
+				log.Warn("nats disconnected; serving reads from the last view", "error", err)
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),

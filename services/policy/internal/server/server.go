@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -33,6 +34,13 @@ type Server struct {
 	store *store.Store
 	log   *slog.Logger
 	now   func() time.Time
+
+	// writes serialises validate-then-write in Apply and Delete, so that
+	// checks spanning resources (a binding's target exists; a deleted
+	// Service has no dependents) hold when the write lands. Only the keys
+	// written are revision-guarded in the store; across several policy
+	// replicas the guard is per key.
+	writes sync.Mutex
 }
 
 var _ policyv1connect.PolicyServiceHandler = (*Server)(nil)
@@ -51,6 +59,11 @@ func (s *Server) Apply(ctx context.Context, req *connect.Request[policyv1.ApplyR
 		return nil, invalid([]model.Violation{{Field: "resources", Message: "no resources given; send at least one Service, Route or PolicyBinding"}})
 	case len(resources) > maxResources:
 		return nil, invalid([]model.Violation{{Field: "resources", Message: fmt.Sprintf("%d resources in one request; send at most %d per request", len(resources), maxResources)}})
+	}
+	s.writes.Lock()
+	defer s.writes.Unlock()
+	if vs := s.restoreKeys(ctx, resources); len(vs) > 0 {
+		return nil, invalid(vs)
 	}
 	objs, report := model.Validate(resources, s.store.Catalog(), s.now())
 	if !report.OK() {
@@ -110,9 +123,15 @@ func (s *Server) Apply(ctx context.Context, req *connect.Request[policyv1.ApplyR
 	}
 	// Read-your-writes for the next call on this replica: the view (used by
 	// List and by validation of references) holds what was just written.
+	// The write itself has landed either way, so a lagging view is a
+	// warning, not a failure a client would retry.
 	if last > 0 {
 		if err := s.store.WaitRevision(ctx, last); err != nil {
-			return nil, connect.NewError(connect.CodeDeadlineExceeded, err)
+			s.log.Warn("view behind the store after an apply", "revision", last, "error", err)
+			w := &policyv1.Warning{Message: fmt.Sprintf("stored at revision %d, but this policy replica's view has not caught up yet; a list right now may not show it", last)}
+			for _, r := range resp.Results {
+				r.Warnings = append(r.Warnings, w)
+			}
 		}
 	}
 	return connect.NewResponse(resp), nil
@@ -128,7 +147,7 @@ func (s *Server) Get(ctx context.Context, req *connect.Request[policyv1.GetReque
 	if err != nil {
 		return nil, storeError(err)
 	}
-	return connect.NewResponse(&policyv1.GetResponse{Resource: res}), nil
+	return connect.NewResponse(&policyv1.GetResponse{Resource: redact(res)}), nil
 }
 
 // List returns the resources of one kind, or of all kinds.
@@ -141,7 +160,11 @@ func (s *Server) List(_ context.Context, req *connect.Request[policyv1.ListReque
 		}
 		kind = k
 	}
-	return connect.NewResponse(&policyv1.ListResponse{Resources: s.store.List(kind)}), nil
+	resources := s.store.List(kind)
+	for i, r := range resources {
+		resources[i] = redact(r)
+	}
+	return connect.NewResponse(&policyv1.ListResponse{Resources: resources}), nil
 }
 
 // Delete removes one resource, unless other resources still name it.
@@ -150,6 +173,8 @@ func (s *Server) Delete(ctx context.Context, req *connect.Request[policyv1.Delet
 	if err != nil {
 		return nil, err
 	}
+	s.writes.Lock()
+	defer s.writes.Unlock()
 	if deps := s.store.Dependents(ref); len(deps) > 0 {
 		names := make([]string, len(deps))
 		for i, d := range deps {
@@ -163,7 +188,7 @@ func (s *Server) Delete(ctx context.Context, req *connect.Request[policyv1.Delet
 		return nil, storeError(err)
 	}
 	if err := s.store.WaitRevision(ctx, rev); err != nil {
-		return nil, connect.NewError(connect.CodeDeadlineExceeded, err)
+		s.log.Warn("view behind the store after a delete", "revision", rev, "error", err)
 	}
 	s.log.Info("deleted", "resource", ref.String(), "revision", rev)
 	return connect.NewResponse(&policyv1.DeleteResponse{Revision: rev, DeleteTime: timestamppb.New(s.now())}), nil

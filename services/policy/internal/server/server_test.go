@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -427,4 +428,51 @@ func TestReflectionAndHealth(t *testing.T) {
 		t.Fatalf("healthz: %v %v", resp, err)
 	}
 	resp.Body.Close()
+}
+
+func TestResponsesNeverCarryPrivateKeys(t *testing.T) {
+	t.Parallel()
+	s := startStack(t)
+	ctx := context.Background()
+	cfg := mtlsConfig(t)
+	if _, err := apply(ctx, s.connect, false, service("orders", "127.0.0.1:9443"), binding(t, "orders-mtls", "orders", cfg)); err != nil {
+		t.Fatal(err)
+	}
+	key := cfg["certificate"].(map[string]any)["key"].(string)
+
+	got, err := s.connect.Get(ctx, connect.NewRequest(&policyv1.GetRequest{Kind: "PolicyBinding", Name: "orders-mtls"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.connect.List(ctx, connect.NewRequest(&policyv1.ListRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for what, msg := range map[string]fmt.Stringer{"get": got.Msg, "list": list.Msg} {
+		text := msg.String()
+		if strings.Contains(text, "PRIVATE KEY") || strings.Contains(text, strings.Split(key, "\n")[1]) {
+			t.Errorf("%s response carries the private key", what)
+		}
+		if !strings.Contains(text, "redacted:sha256:") {
+			t.Errorf("%s response does not show the redacted key marker", what)
+		}
+	}
+
+	// What get returns applies back unchanged: the marker keeps the stored key.
+	back := got.Msg.GetResource()
+	resp, err := apply(ctx, s.connect, false, back)
+	if err != nil {
+		t.Fatalf("re-apply of get's output: %v", err)
+	}
+	if a := resp.Results[0].Action; a != policyv1.Action_ACTION_UNCHANGED {
+		t.Errorf("re-apply of get's output: %v, want unchanged", a)
+	}
+
+	// A marker that names no stored key is refused at the key's field.
+	other := binding(t, "billing-mtls", "orders", mtlsConfig(t))
+	other.GetPolicyBinding().Spec.Config.Fields["certificate"].GetStructValue().Fields["key"] = structpb.NewStringValue("redacted:sha256:00")
+	vs := violations(t, func() error { _, err := apply(ctx, s.connect, false, other); return err }())
+	if len(vs) != 1 || vs[0].Field != "resources[0].policyBinding.spec.config.certificate.key" {
+		t.Errorf("violations %v, want one at the key", vs)
+	}
 }

@@ -27,13 +27,32 @@ import (
 	"keyway.dev/common/model"
 )
 
-// Errors callers map to API codes.
+// Errors callers map to API codes. Errors returned by the store match them
+// with errors.Is and carry a message meant for the caller.
 var (
 	// ErrNotFound: the resource does not exist.
 	ErrNotFound = errors.New("store: not found")
 	// ErrConflict: the stored revision is not the one the write expected.
 	ErrConflict = errors.New("store: revision conflict")
 )
+
+// callerError is an error whose message is complete for an API caller and
+// that matches one of the sentinels.
+type callerError struct {
+	msg  string
+	kind error
+}
+
+func (e *callerError) Error() string        { return e.msg }
+func (e *callerError) Is(target error) bool { return target == e.kind }
+
+func notFound(ref model.Ref) error {
+	return &callerError{fmt.Sprintf("%s does not exist", ref), ErrNotFound}
+}
+
+func conflict(format string, args ...any) error {
+	return &callerError{fmt.Sprintf(format, args...), ErrConflict}
+}
 
 // Store is the configuration bucket plus an in-memory view of it that a
 // watcher keeps current. Reads of single resources go to the bucket; the view
@@ -135,16 +154,18 @@ func (s *Store) Close() {
 func (s *Store) watch(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}) {
 	defer close(s.stopped)
 	defer w.Stop()
+	var caughtUp sync.Once
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case e, ok := <-w.Updates():
 			if !ok {
+				s.log.Error("configuration watch ended; the view no longer follows the bucket")
 				return
 			}
 			if e == nil {
-				close(ready)
+				caughtUp.Do(func() { close(ready) })
 				continue
 			}
 			s.observe(e.Key(), e.Value(), e.Revision(), e.Operation() != jetstream.KeyValuePut)
@@ -166,12 +187,12 @@ func (s *Store) observe(key string, value []byte, revision uint64, deleted bool)
 	}
 	res, err := configkv.Decode(value, revision)
 	if err != nil {
-		s.log.Warn("skipping unreadable record", "key", key, "revision", revision, "err", err)
+		s.log.Warn("skipping unreadable record", "key", key, "revision", revision, "error", err)
 		return
 	}
 	obj, err := model.Decode(res)
 	if err != nil {
-		s.log.Warn("skipping record that does not decode", "key", key, "revision", revision, "err", err)
+		s.log.Warn("skipping record that does not decode", "key", key, "revision", revision, "error", err)
 		return
 	}
 	s.byKey[key] = entry{res: res, obj: obj, revision: revision}
@@ -201,7 +222,7 @@ func (s *Store) Get(ctx context.Context, ref model.Ref) (*policyv1.Resource, err
 		return nil, err
 	}
 	if cur.res == nil {
-		return nil, fmt.Errorf("%s: %w", ref, ErrNotFound)
+		return nil, notFound(ref)
 	}
 	return cur.res, nil
 }
@@ -358,7 +379,7 @@ func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRu
 		prev[i] = cur
 		outs[i] = Outcome{Ref: ref, Created: cur.res == nil, Changed: cur.res == nil || !configkv.SameContent(cur.res, r), Revision: cur.revision}
 		if want := configkv.Metadata(r).GetRevision(); want != 0 && want != cur.revision {
-			conflicts = append(conflicts, fmt.Errorf("%s: metadata.revision is %d but the stored revision is %d; get it again and re-apply: %w", ref, want, cur.revision, ErrConflict))
+			conflicts = append(conflicts, conflict("%s: metadata.revision is %d but the stored revision is %d: it changed since it was read; get it again and re-apply, or leave metadata.revision out to apply over it", ref, want, cur.revision))
 		}
 	}
 	if err := errors.Join(conflicts...); err != nil || dryRun {
@@ -374,7 +395,18 @@ func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRu
 		}
 		rev, err := s.publish(ctx, outs[i].Ref, value, prev[i].revision, false)
 		if err != nil {
-			s.rollback(outs[:i], prev[:i])
+			// A publish that failed for another reason than a conflict
+			// (an ack lost to a timeout) may still have been stored:
+			// look, and roll it back too if it was.
+			n := i
+			if !errors.Is(err, ErrConflict) {
+				if cur, cerr := s.current(context.WithoutCancel(ctx), outs[i].Ref); cerr == nil && cur.revision != prev[i].revision && cur.res != nil && configkv.SameContent(cur.res, r) {
+					outs[i].Revision, n = cur.revision, i+1
+				}
+			}
+			if rerr := s.rollback(outs[:n], prev[:n]); rerr != nil {
+				return nil, fmt.Errorf("store: apply failed part-way (%w) and could not be rolled back, so some resources are stored and others not: %w; get them and re-apply", err, rerr)
+			}
 			return nil, err
 		}
 		outs[i].Revision = rev
@@ -382,10 +414,12 @@ func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRu
 	return outs, nil
 }
 
-// rollback undoes writes made by a Write that could not finish.
-func (s *Store) rollback(outs []Outcome, prev []entry) {
+// rollback undoes writes made by a Write that could not finish, newest
+// first, and says which it could not undo.
+func (s *Store) rollback(outs []Outcome, prev []entry) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	var failed []error
 	for i := len(outs) - 1; i >= 0; i-- {
 		o := outs[i]
 		if !o.Changed {
@@ -401,9 +435,11 @@ func (s *Store) rollback(outs []Outcome, prev []entry) {
 			}
 		}
 		if err != nil {
-			s.log.Error("rolling back a partial apply", "resource", o.Ref.String(), "revision", o.Revision, "err", err)
+			s.log.Error("rolling back a partial apply", "resource", o.Ref.String(), "revision", o.Revision, "error", err)
+			failed = append(failed, fmt.Errorf("%s stays at revision %d: %w", o.Ref, o.Revision, err))
 		}
 	}
+	return errors.Join(failed...)
 }
 
 // Delete places a delete marker on a resource. expected, when non-zero, must
@@ -414,10 +450,10 @@ func (s *Store) Delete(ctx context.Context, ref model.Ref, expected uint64) (uin
 		return 0, err
 	}
 	if cur.res == nil {
-		return 0, fmt.Errorf("%s: %w", ref, ErrNotFound)
+		return 0, notFound(ref)
 	}
 	if expected != 0 && expected != cur.revision {
-		return 0, fmt.Errorf("%s: expected revision %d but the stored revision is %d: %w", ref, expected, cur.revision, ErrConflict)
+		return 0, conflict("%s: expected revision %d but the stored revision is %d: it changed since it was read; get it again", ref, expected, cur.revision)
 	}
 	return s.publish(ctx, ref, nil, cur.revision, true)
 }
@@ -432,7 +468,7 @@ func (s *Store) publish(ctx context.Context, ref model.Ref, value []byte, lastRe
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(lastRevision))
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-		return 0, fmt.Errorf("%s changed while this apply was in progress; re-apply: %w", ref, ErrConflict)
+		return 0, conflict("%s changed while this apply was in progress; nothing was applied: re-apply", ref)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("store: writing %s: %w", ref, err)
