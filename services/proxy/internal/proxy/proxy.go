@@ -5,6 +5,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/http"
@@ -156,13 +157,18 @@ func writeError(w http.ResponseWriter, id, upstreamName string, reason failure.R
 	if fix == "" {
 		fix = reason.Fix()
 	}
-	body, _ := json.Marshal(ErrorBody{Error: summary(reason), Reason: reason, Upstream: upstreamName, RequestID: id, Fix: fix})
+	// No HTML escaping: the fix holds shell commands meant to be pasted
+	// ("&&", "<host>").
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(ErrorBody{Error: summary(reason), Reason: reason, Upstream: upstreamName, RequestID: id, Fix: fix})
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")
 	hdr.Set("Cache-Control", "no-store")
 	hdr[HeaderRequestID] = []string{id}
 	w.WriteHeader(status)
-	w.Write(append(body, '\n'))
+	w.Write(buf.Bytes())
 }
 
 // RequestIDs makes request ids: the node's prefix and a counter. Unique per

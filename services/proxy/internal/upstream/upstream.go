@@ -37,6 +37,10 @@ const (
 	DefaultDialTimeout         = outbound.DefaultDialTimeout
 	DefaultMaxIdleConnsPerHost = 256
 	DefaultIdleConnTimeout     = 90 * time.Second
+	// DefaultResponseHeaderTimeout bounds the wait for an upstream's
+	// response headers (not its body). gRPC Services have none: a stream
+	// may hold its headers.
+	DefaultResponseHeaderTimeout = 60 * time.Second
 )
 
 // Options tune every Upstream a node builds. The zero value is usable.
@@ -49,6 +53,9 @@ type Options struct {
 	MaxIdleConnsPerHost int
 	// IdleConnTimeout closes pooled connections idle for this long.
 	IdleConnTimeout time.Duration
+	// ResponseHeaderTimeout answers 504 upstream_timeout when an upstream
+	// sends no response headers for this long after the request.
+	ResponseHeaderTimeout time.Duration
 	// ErrorHandler answers a request that could not be forwarded. Nil
 	// answers a bare 502.
 	ErrorHandler func(w http.ResponseWriter, r *http.Request, u *Upstream, err *Error)
@@ -73,6 +80,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IdleConnTimeout <= 0 {
 		o.IdleConnTimeout = DefaultIdleConnTimeout
+	}
+	if o.ResponseHeaderTimeout <= 0 {
+		o.ResponseHeaderTimeout = DefaultResponseHeaderTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -111,7 +121,8 @@ type Upstream struct {
 	idleOnce sync.Once
 	idle     chan struct{}
 
-	lastProbe atomic.Pointer[probeResult]
+	probeMu sync.Mutex
+	probes  map[string]*probeState // by endpoint
 }
 
 // New builds the Upstream for svc. tlsCtx is the tls-outbound context of the
@@ -142,6 +153,9 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		ExpectContinueTimeout:  time.Second,
 		DisableCompression:     true, // a proxy passes encodings through
 		MaxResponseHeaderBytes: 1 << 20,
+	}
+	if svc.Protocol != model.ProtocolGRPC {
+		t.ResponseHeaderTimeout = opts.ResponseHeaderTimeout
 	}
 	var protos http.Protocols
 	h2 := svc.Protocol == model.ProtocolH2 || svc.Protocol == model.ProtocolGRPC
@@ -180,7 +194,7 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 
 	eh := opts.ErrorHandler
 	rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
-		ue := u.asError(err, r.URL.Host)
+		ue := u.asError(r.Context(), err, r.URL.Host)
 		if eh == nil {
 			http.Error(w, string(ue.Reason), http.StatusBadGateway)
 			return
@@ -275,14 +289,14 @@ func (u *Upstream) endpoint() string {
 func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := u.transport.RoundTrip(req)
 	if err != nil {
-		return nil, u.asError(err, req.URL.Host)
+		return nil, u.asError(req.Context(), err, req.URL.Host)
 	}
 	return resp, nil
 }
 
 // asError classifies an error of the transport. Dial and handshake errors
 // are already *Error; what is left happened on an established connection.
-func (u *Upstream) asError(err error, endpoint string) *Error {
+func (u *Upstream) asError(ctx context.Context, err error, endpoint string) *Error {
 	if ue, ok := errors.AsType[*Error](err); ok {
 		return ue
 	}
@@ -299,29 +313,59 @@ func (u *Upstream) asError(err error, endpoint string) *Error {
 		// connection right after the handshake; the alert may be lost to
 		// a broken pipe, or to the h2 transport's read loop. Find it
 		// again with a fresh handshake.
-		if pe := u.probe(endpoint); pe != nil {
+		if pe := u.probe(ctx, endpoint); pe != nil {
 			return pe
 		}
 	}
 	return &Error{Upstream: u.name, Endpoint: endpoint, Reason: d.Reason, Detail: d.Detail, Err: err}
 }
 
-// probe runs Dialer.probe at most once a second per Upstream, so that a
-// failing upstream does not get two connection attempts per request.
-func (u *Upstream) probe(endpoint string) *Error {
-	now := time.Now()
-	if last := u.lastProbe.Load(); last != nil && now.Sub(last.at) < time.Second {
-		return last.err
+// probe runs the dialer's probe for endpoint once at a time and at most
+// once a second: concurrent failing requests wait for the probe in flight
+// and share its answer, so a failing upstream does not get one extra
+// handshake per request. Only failing requests get here; the lock is off the
+// request path.
+func (u *Upstream) probe(ctx context.Context, endpoint string) *Error {
+	u.probeMu.Lock()
+	p := u.probes[endpoint]
+	if p == nil || (p.finished() && time.Since(p.at) >= time.Second) {
+		p = &probeState{done: make(chan struct{})}
+		if u.probes == nil {
+			u.probes = make(map[string]*probeState)
+		}
+		u.probes[endpoint] = p
+		u.probeMu.Unlock()
+		// The probe serves every waiter, so it does not end with the
+		// first caller's request; the dialer's timeouts bound it.
+		_, p.err = u.dialer.Probe(context.WithoutCancel(ctx), endpoint)
+		p.at = time.Now()
+		close(p.done)
+		return p.err
 	}
-	// Bounded by the dialer's own dial and handshake timeouts.
-	_, pe := u.dialer.Probe(context.Background(), endpoint)
-	u.lastProbe.Store(&probeResult{at: now, err: pe})
-	return pe
+	u.probeMu.Unlock()
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return nil
+	}
 }
 
-type probeResult struct {
-	at  time.Time
-	err *Error
+// probeState is one probe of one endpoint: err and at are written before
+// done is closed and read after.
+type probeState struct {
+	done chan struct{}
+	err  *Error
+	at   time.Time
+}
+
+func (p *probeState) finished() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // Status describes an Upstream for the admin API.

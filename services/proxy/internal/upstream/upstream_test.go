@@ -186,3 +186,31 @@ func TestDrainWaitsForRequests(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// An upstream that completes TLS but never answers gets upstream_timeout
+// once the response-header timeout passes.
+func TestResponseHeaderTimeout(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	release := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{p.server.TLS}}
+	srv.StartTLS()
+	t.Cleanup(func() { close(release); srv.Close() })
+
+	u, err := upstream.New(&model.Service{Name: "hung", Endpoints: []string{srv.Listener.Addr().String()}, Protocol: model.ProtocolHTTP1},
+		outbound(p, nil, nil), upstream.Options{ResponseHeaderTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = get(t, u, srv)
+	var ue *upstream.Error
+	if !errors.As(err, &ue) || ue.Reason != failure.UpstreamTimeout {
+		t.Fatalf("got %v, want upstream_timeout", err)
+	}
+}
