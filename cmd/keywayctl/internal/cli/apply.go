@@ -121,11 +121,24 @@ func (g *globals) applyError(err error, m manifest.Manifest, dryRun bool) error 
 	switch ce.Code() {
 	case connect.CodeInvalidArgument:
 		var fvs []*errdetails.BadRequest_FieldViolation
+		var warnings []*policyv1.Warning
 		for _, d := range ce.Details() {
 			v, derr := d.Value()
-			if br, ok := v.(*errdetails.BadRequest); derr == nil && ok {
-				fvs = append(fvs, br.GetFieldViolations()...)
+			if derr != nil {
+				continue
 			}
+			switch v := v.(type) {
+			case *errdetails.BadRequest:
+				fvs = append(fvs, v.GetFieldViolations()...)
+			case *policyv1.Warnings:
+				warnings = append(warnings, v.GetWarnings()...)
+			}
+		}
+		slices.SortStableFunc(warnings, func(a, b *policyv1.Warning) int {
+			return comparePositions(m, a.GetField(), b.GetField())
+		})
+		for _, w := range warnings {
+			fmt.Fprintf(g.io.Stderr, "warning: %s\n", locate(m, w.GetField(), w.GetMessage()))
 		}
 		// In the order of the files, whatever order the server found them.
 		slices.SortStableFunc(fvs, func(a, b *errdetails.BadRequest_FieldViolation) int {

@@ -242,6 +242,13 @@ func TestApplyInvalid(t *testing.T) {
 		t.Fatal(err)
 	}
 	cerr.AddDetail(detail)
+	warnings, err := connect.NewErrorDetail(&policyv1.Warnings{Warnings: []*policyv1.Warning{
+		{Field: "resources[2].policyBinding.spec.config.ciphers[0]", Message: "weak suite"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cerr.AddDetail(warnings)
 	fake := &fakePolicyService{applyErr: cerr}
 
 	stdout, stderr, err := keywayctl(t, fake.serve(t), "", "apply", "-f", dir)
@@ -250,6 +257,7 @@ func TestApplyInvalid(t *testing.T) {
 	}
 	app, binding := filepath.Join(dir, "app.yaml"), filepath.Join(dir, "binding.yaml")
 	want := strings.Join([]string{
+		"warning: " + binding + ":" + itoa(line("ciphers:")) + ":15: spec.config.ciphers[0]: weak suite",
 		"error: " + app + `:6:12: spec.address: "127.0.0.1:9443" is not reachable: connection refused; start the upstream or fix the address`,
 		"error: " + app + ":9:1: route/orders-api: conflicts with route/legacy (GET /orders/{id}); change the path or delete route/legacy",
 		// In file order, whatever order the server sent them in.

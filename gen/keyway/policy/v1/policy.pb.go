@@ -485,6 +485,53 @@ func (x *ProbeResult) GetElapsed() *durationpb.Duration {
 	return nil
 }
 
+// Warnings travel as a detail of an INVALID_ARGUMENT error, beside the
+// google.rpc.BadRequest that lists the errors, so that a refused apply still
+// reports every problem at once.
+type Warnings struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Warnings      []*Warning             `protobuf:"bytes,1,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Warnings) Reset() {
+	*x = Warnings{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Warnings) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Warnings) ProtoMessage() {}
+
+func (x *Warnings) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Warnings.ProtoReflect.Descriptor instead.
+func (*Warnings) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Warnings) GetWarnings() []*Warning {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 // Warning is a problem that does not block an apply.
 type Warning struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -497,7 +544,7 @@ type Warning struct {
 
 func (x *Warning) Reset() {
 	*x = Warning{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +556,7 @@ func (x *Warning) String() string {
 func (*Warning) ProtoMessage() {}
 
 func (x *Warning) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +569,7 @@ func (x *Warning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Warning.ProtoReflect.Descriptor instead.
 func (*Warning) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Warning) GetField() string {
@@ -557,7 +604,7 @@ type CertificateInfo struct {
 
 func (x *CertificateInfo) Reset() {
 	*x = CertificateInfo{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +616,7 @@ func (x *CertificateInfo) String() string {
 func (*CertificateInfo) ProtoMessage() {}
 
 func (x *CertificateInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +629,7 @@ func (x *CertificateInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CertificateInfo.ProtoReflect.Descriptor instead.
 func (*CertificateInfo) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CertificateInfo) GetField() string {
@@ -645,7 +692,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -657,7 +704,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -670,7 +717,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetRequest) GetKind() string {
@@ -696,7 +743,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +755,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +768,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetResponse) GetResource() *Resource {
@@ -741,7 +788,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +800,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +813,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListRequest) GetKind() string {
@@ -785,7 +832,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -797,7 +844,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -810,7 +857,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListResponse) GetResources() []*Resource {
@@ -832,7 +879,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -844,7 +891,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -857,7 +904,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteRequest) GetKind() string {
@@ -892,7 +939,7 @@ type DeleteResponse struct {
 
 func (x *DeleteResponse) Reset() {
 	*x = DeleteResponse{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +951,7 @@ func (x *DeleteResponse) String() string {
 func (*DeleteResponse) ProtoMessage() {}
 
 func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +964,7 @@ func (x *DeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteResponse.ProtoReflect.Descriptor instead.
 func (*DeleteResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteResponse) GetRevision() uint64 {
@@ -969,7 +1016,9 @@ const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	" \x01(\v2!.keyway.policy.v1.CertificateInfoR\x0fpeerCertificate\x12@\n" +
 	"\x1cclient_certificate_requested\x18\v \x01(\bR\x1aclientCertificateRequested\x126\n" +
 	"\x17client_certificate_sent\x18\f \x01(\bR\x15clientCertificateSent\x123\n" +
-	"\aelapsed\x18\r \x01(\v2\x19.google.protobuf.DurationR\aelapsed\"9\n" +
+	"\aelapsed\x18\r \x01(\v2\x19.google.protobuf.DurationR\aelapsed\"A\n" +
+	"\bWarnings\x125\n" +
+	"\bwarnings\x18\x01 \x03(\v2\x19.keyway.policy.v1.WarningR\bwarnings\"9\n" +
 	"\aWarning\x12\x14\n" +
 	"\x05field\x18\x01 \x01(\tR\x05field\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"\x99\x02\n" +
@@ -1030,7 +1079,7 @@ func file_keyway_policy_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_keyway_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_keyway_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_keyway_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_keyway_policy_v1_policy_proto_goTypes = []any{
 	(ProbeMode)(0),                // 0: keyway.policy.v1.ProbeMode
 	(Action)(0),                   // 1: keyway.policy.v1.Action
@@ -1038,46 +1087,48 @@ var file_keyway_policy_v1_policy_proto_goTypes = []any{
 	(*ApplyResponse)(nil),         // 3: keyway.policy.v1.ApplyResponse
 	(*ApplyResult)(nil),           // 4: keyway.policy.v1.ApplyResult
 	(*ProbeResult)(nil),           // 5: keyway.policy.v1.ProbeResult
-	(*Warning)(nil),               // 6: keyway.policy.v1.Warning
-	(*CertificateInfo)(nil),       // 7: keyway.policy.v1.CertificateInfo
-	(*GetRequest)(nil),            // 8: keyway.policy.v1.GetRequest
-	(*GetResponse)(nil),           // 9: keyway.policy.v1.GetResponse
-	(*ListRequest)(nil),           // 10: keyway.policy.v1.ListRequest
-	(*ListResponse)(nil),          // 11: keyway.policy.v1.ListResponse
-	(*DeleteRequest)(nil),         // 12: keyway.policy.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 13: keyway.policy.v1.DeleteResponse
-	(*Resource)(nil),              // 14: keyway.policy.v1.Resource
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*Warnings)(nil),              // 6: keyway.policy.v1.Warnings
+	(*Warning)(nil),               // 7: keyway.policy.v1.Warning
+	(*CertificateInfo)(nil),       // 8: keyway.policy.v1.CertificateInfo
+	(*GetRequest)(nil),            // 9: keyway.policy.v1.GetRequest
+	(*GetResponse)(nil),           // 10: keyway.policy.v1.GetResponse
+	(*ListRequest)(nil),           // 11: keyway.policy.v1.ListRequest
+	(*ListResponse)(nil),          // 12: keyway.policy.v1.ListResponse
+	(*DeleteRequest)(nil),         // 13: keyway.policy.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 14: keyway.policy.v1.DeleteResponse
+	(*Resource)(nil),              // 15: keyway.policy.v1.Resource
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_keyway_policy_v1_policy_proto_depIdxs = []int32{
-	14, // 0: keyway.policy.v1.ApplyRequest.resources:type_name -> keyway.policy.v1.Resource
+	15, // 0: keyway.policy.v1.ApplyRequest.resources:type_name -> keyway.policy.v1.Resource
 	0,  // 1: keyway.policy.v1.ApplyRequest.probe:type_name -> keyway.policy.v1.ProbeMode
 	4,  // 2: keyway.policy.v1.ApplyResponse.results:type_name -> keyway.policy.v1.ApplyResult
 	1,  // 3: keyway.policy.v1.ApplyResult.action:type_name -> keyway.policy.v1.Action
-	6,  // 4: keyway.policy.v1.ApplyResult.warnings:type_name -> keyway.policy.v1.Warning
-	7,  // 5: keyway.policy.v1.ApplyResult.certificates:type_name -> keyway.policy.v1.CertificateInfo
+	7,  // 4: keyway.policy.v1.ApplyResult.warnings:type_name -> keyway.policy.v1.Warning
+	8,  // 5: keyway.policy.v1.ApplyResult.certificates:type_name -> keyway.policy.v1.CertificateInfo
 	5,  // 6: keyway.policy.v1.ApplyResult.probes:type_name -> keyway.policy.v1.ProbeResult
-	7,  // 7: keyway.policy.v1.ProbeResult.peer_certificate:type_name -> keyway.policy.v1.CertificateInfo
-	15, // 8: keyway.policy.v1.ProbeResult.elapsed:type_name -> google.protobuf.Duration
-	16, // 9: keyway.policy.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
-	16, // 10: keyway.policy.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
-	14, // 11: keyway.policy.v1.GetResponse.resource:type_name -> keyway.policy.v1.Resource
-	14, // 12: keyway.policy.v1.ListResponse.resources:type_name -> keyway.policy.v1.Resource
-	16, // 13: keyway.policy.v1.DeleteResponse.delete_time:type_name -> google.protobuf.Timestamp
-	2,  // 14: keyway.policy.v1.PolicyService.Apply:input_type -> keyway.policy.v1.ApplyRequest
-	8,  // 15: keyway.policy.v1.PolicyService.Get:input_type -> keyway.policy.v1.GetRequest
-	10, // 16: keyway.policy.v1.PolicyService.List:input_type -> keyway.policy.v1.ListRequest
-	12, // 17: keyway.policy.v1.PolicyService.Delete:input_type -> keyway.policy.v1.DeleteRequest
-	3,  // 18: keyway.policy.v1.PolicyService.Apply:output_type -> keyway.policy.v1.ApplyResponse
-	9,  // 19: keyway.policy.v1.PolicyService.Get:output_type -> keyway.policy.v1.GetResponse
-	11, // 20: keyway.policy.v1.PolicyService.List:output_type -> keyway.policy.v1.ListResponse
-	13, // 21: keyway.policy.v1.PolicyService.Delete:output_type -> keyway.policy.v1.DeleteResponse
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	8,  // 7: keyway.policy.v1.ProbeResult.peer_certificate:type_name -> keyway.policy.v1.CertificateInfo
+	16, // 8: keyway.policy.v1.ProbeResult.elapsed:type_name -> google.protobuf.Duration
+	7,  // 9: keyway.policy.v1.Warnings.warnings:type_name -> keyway.policy.v1.Warning
+	17, // 10: keyway.policy.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
+	17, // 11: keyway.policy.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
+	15, // 12: keyway.policy.v1.GetResponse.resource:type_name -> keyway.policy.v1.Resource
+	15, // 13: keyway.policy.v1.ListResponse.resources:type_name -> keyway.policy.v1.Resource
+	17, // 14: keyway.policy.v1.DeleteResponse.delete_time:type_name -> google.protobuf.Timestamp
+	2,  // 15: keyway.policy.v1.PolicyService.Apply:input_type -> keyway.policy.v1.ApplyRequest
+	9,  // 16: keyway.policy.v1.PolicyService.Get:input_type -> keyway.policy.v1.GetRequest
+	11, // 17: keyway.policy.v1.PolicyService.List:input_type -> keyway.policy.v1.ListRequest
+	13, // 18: keyway.policy.v1.PolicyService.Delete:input_type -> keyway.policy.v1.DeleteRequest
+	3,  // 19: keyway.policy.v1.PolicyService.Apply:output_type -> keyway.policy.v1.ApplyResponse
+	10, // 20: keyway.policy.v1.PolicyService.Get:output_type -> keyway.policy.v1.GetResponse
+	12, // 21: keyway.policy.v1.PolicyService.List:output_type -> keyway.policy.v1.ListResponse
+	14, // 22: keyway.policy.v1.PolicyService.Delete:output_type -> keyway.policy.v1.DeleteResponse
+	19, // [19:23] is the sub-list for method output_type
+	15, // [15:19] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_keyway_policy_v1_policy_proto_init() }
@@ -1092,7 +1143,7 @@ func file_keyway_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyway_policy_v1_policy_proto_rawDesc), len(file_keyway_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

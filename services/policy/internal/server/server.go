@@ -68,7 +68,7 @@ func (s *Server) Apply(ctx context.Context, req *connect.Request[policyv1.ApplyR
 	objs, report := model.Validate(resources, s.store.Catalog(), s.now())
 	if !report.OK() {
 		s.log.Info("apply refused", "resources", len(resources), "problems", len(report.Errors), "dry_run", req.Msg.GetDryRun())
-		return nil, invalid(report.Errors)
+		return nil, invalid(report.Errors, report.Warnings...)
 	}
 	var probes map[int][]*policyv1.ProbeResult
 	if wantProbe(req.Msg) {
@@ -213,9 +213,10 @@ func unknownKind(kind string) string {
 	return fmt.Sprintf("%q is not a kind; use Service, Route or PolicyBinding", kind)
 }
 
-// invalid is INVALID_ARGUMENT with one field violation per problem. The
-// message repeats them, one per line, for callers that print only messages.
-func invalid(vs []model.Violation) error {
+// invalid is INVALID_ARGUMENT with one field violation per problem, and the
+// warnings found beside them as a policyv1.Warnings detail. The message
+// repeats the problems, one per line, for callers that print only messages.
+func invalid(vs []model.Violation, warnings ...model.Violation) error {
 	var b strings.Builder
 	if len(vs) == 1 {
 		b.WriteString("1 problem; nothing was applied")
@@ -230,6 +231,15 @@ func invalid(vs []model.Violation) error {
 	err := connect.NewError(connect.CodeInvalidArgument, errors.New(b.String()))
 	if d, derr := connect.NewErrorDetail(br); derr == nil {
 		err.AddDetail(d)
+	}
+	if len(warnings) > 0 {
+		ws := &policyv1.Warnings{}
+		for _, w := range warnings {
+			ws.Warnings = append(ws.Warnings, &policyv1.Warning{Field: w.Field, Message: w.Message})
+		}
+		if d, derr := connect.NewErrorDetail(ws); derr == nil {
+			err.AddDetail(d)
+		}
 	}
 	return err
 }

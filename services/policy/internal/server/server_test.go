@@ -476,3 +476,28 @@ func TestResponsesNeverCarryPrivateKeys(t *testing.T) {
 		t.Errorf("violations %v, want one at the key", vs)
 	}
 }
+
+func TestRefusedApplyStillReportsWarnings(t *testing.T) {
+	t.Parallel()
+	s := startStack(t)
+	ctx := context.Background()
+	cfg := mtlsConfig(t)
+	cfg["ciphers"] = []any{"TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA", "TLS_NOT_A_SUITE"} // weak (warning), unknown (error)
+	_, err := apply(ctx, s.connect, false, service("orders", "127.0.0.1:9443"), binding(t, "orders-mtls", "orders", cfg))
+	violations(t, err) // the error is there
+	var cerr *connect.Error
+	errors.As(err, &cerr)
+	var warned []string
+	for _, d := range cerr.Details() {
+		if v, derr := d.Value(); derr == nil {
+			if ws, ok := v.(*policyv1.Warnings); ok {
+				for _, w := range ws.Warnings {
+					warned = append(warned, w.Field)
+				}
+			}
+		}
+	}
+	if !slices.Contains(warned, "resources[1].policyBinding.spec.config.ciphers[0]") {
+		t.Errorf("warnings detail %v lacks the weak cipher", warned)
+	}
+}
