@@ -17,7 +17,7 @@ import (
 func BenchmarkProxyMTLS(b *testing.B) {
 	for _, h2 := range []bool{false, true} {
 		b.Run(map[bool]string{false: "h1", true: "h2"}[h2], func(b *testing.B) {
-			e := newEnv(b)
+			e := newEnv(b, nil)
 			srv := upstreamServer(b, e.server, e.clients, h2, nil)
 			e.apply(b, "bench", "http1", addr(srv), mtls(e.ca, e.gateway, nil))
 			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
@@ -31,7 +31,7 @@ func BenchmarkProxyMTLS(b *testing.B) {
 func BenchmarkDirectMTLS(b *testing.B) {
 	for _, h2 := range []bool{false, true} {
 		b.Run(map[bool]string{false: "h1", true: "h2"}[h2], func(b *testing.B) {
-			e := newEnv(b)
+			e := newEnv(b, nil)
 			srv := upstreamServer(b, e.server, e.clients, h2, nil)
 			t := &http.Transport{MaxIdleConnsPerHost: 16, ForceAttemptHTTP2: h2, TLSClientConfig: &tls.Config{
 				RootCAs: e.ca.Pool(), ServerName: "orders.internal", Certificates: []tls.Certificate{e.gateway.TLS},

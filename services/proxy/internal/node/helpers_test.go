@@ -82,12 +82,23 @@ func (l *logBuffer) lines(msg string) []map[string]any {
 	return out
 }
 
+// startNode starts a node that stops when the test ends.
 func startNode(tb testing.TB, natsURL string, mod func(*node.Config)) (*node.Node, *logBuffer) {
+	tb.Helper()
+	n, logs, _ := launch(tb, natsURL, mod)
+	return n, logs
+}
+
+// launch starts a node and returns the cancel that stops it too (the node
+// is also stopped, and its error checked, when the test ends).
+func launch(tb testing.TB, natsURL string, mod func(*node.Config)) (*node.Node, *logBuffer, context.CancelFunc) {
 	tb.Helper()
 	logs := &logBuffer{}
 	cfg := node.Config{
 		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", NATSURL: natsURL, NodeID: "test",
-		HandshakeTimeout: 2 * time.Second,
+		// Generous: the tests that count failed requests must not see a
+		// handshake time out on a loaded machine under -race.
+		HandshakeTimeout: 30 * time.Second,
 		Logger:           slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {
@@ -105,7 +116,7 @@ func startNode(tb testing.TB, natsURL string, mod func(*node.Config)) (*node.Nod
 			tb.Errorf("node: %v", err)
 		}
 	})
-	return n, logs
+	return n, logs, cancel
 }
 
 func put(tb testing.TB, kv jetstream.KeyValue, res *policyv1.Resource) uint64 {

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -30,9 +31,11 @@ type env struct {
 	server  *testca.KeyPair
 }
 
-func newEnv(t testing.TB) *env {
+// newEnv starts NATS and a node; mod (may be nil) changes the node's
+// configuration.
+func newEnv(t testing.TB, mod func(*node.Config)) *env {
 	url, kv := startNATS(t)
-	n, logs := startNode(t, url, func(c *node.Config) { c.HandshakeTimeout = 500e6 })
+	n, logs := startNode(t, url, mod)
 	ca := testca.New(t, "upstream CA")
 	clients := testca.New(t, "gateway client CA")
 	return &env{kv: kv, node: n, logs: logs, ca: ca, clients: clients, gateway: clients.Client("gateway"), server: ca.Server("orders.internal")}
@@ -53,7 +56,7 @@ func (e *env) url(path string) string { return "http://" + e.node.Addr() + path 
 
 func TestForwardsWithClientCertificate(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnv(t, nil)
 	for _, h2 := range []bool{false, true} {
 		name := map[bool]string{false: "orders-h1", true: "orders-h2"}[h2]
 		t.Run(name, func(t *testing.T) {
@@ -79,7 +82,7 @@ func TestForwardsWithClientCertificate(t *testing.T) {
 
 func TestUpstreamFailures(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnv(t, nil)
 	other := testca.New(t, "some other CA")
 	tls12 := func(c *tls.Config) { c.MaxVersion = tls.VersionTLS12 }
 	tests := []struct {
@@ -89,6 +92,9 @@ func TestUpstreamFailures(t *testing.T) {
 		reason   string
 		status   int
 		fix      string // in the body's fix
+		// handshakeTimeout, when set, runs the case on a node of its own
+		// with that timeout (the shared node's is long).
+		handshakeTimeout time.Duration
 	}{
 		{name: "unknown-authority", reason: "unknown_authority", status: 502,
 			endpoint: func(t *testing.T) string { return addr(upstreamServer(t, e.server, e.clients, false, nil)) },
@@ -127,11 +133,15 @@ func TestUpstreamFailures(t *testing.T) {
 			cfg: mtls(e.ca, e.gateway, map[string]any{"maxversion": "1.2", "ciphers": []any{"TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"}})},
 		{name: "refused", reason: "connection_refused", status: 503,
 			endpoint: func(t *testing.T) string { return closedPort(t) }, cfg: mtls(e.ca, e.gateway, nil)},
-		{name: "handshake-timeout", reason: "handshake_timeout", status: 504,
+		{name: "handshake-timeout", reason: "handshake_timeout", status: 504, handshakeTimeout: 500 * time.Millisecond,
 			endpoint: func(t *testing.T) string { return silent(t) }, cfg: mtls(e.ca, e.gateway, nil)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			e := e
+			if tt.handshakeTimeout != 0 {
+				e = newEnv(t, func(c *node.Config) { c.HandshakeTimeout = tt.handshakeTimeout })
+			}
 			e.apply(t, tt.name, "http1", tt.endpoint(t), tt.cfg)
 			a := do(t, "GET", e.url("/"+tt.name+"/x"))
 			var body proxy.ErrorBody
@@ -173,7 +183,7 @@ func TestUpstreamFailures(t *testing.T) {
 // upstream sees the new client certificate once the node serves it.
 func TestBindingRotationUnderLoad(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	e := newEnv(t, nil)
 	srv := upstreamServer(t, e.server, e.clients, false, nil)
 	e.apply(t, "rot", "http1", addr(srv), mtls(e.ca, e.gateway, nil))
 
