@@ -4,6 +4,11 @@
 // binding or Service change: that Service's Upstream; a route change: the
 // routing table), then publishes one immutable [Snapshot] behind an
 // atomic.Pointer. Upstreams that are replaced are drained in the background.
+//
+// A stored value the node cannot use (it does not decode, or its Upstream
+// cannot be built) is refused: the key keeps its last good model, the
+// node's revision still advances past it, and the refusal is listed in
+// [Snapshot.Skipped] until the key gets a good value or is deleted.
 package config
 
 import (
@@ -39,7 +44,27 @@ type Snapshot struct {
 	Upstreams map[string]*upstream.Upstream
 	// RouteErrors are the routes left out of the table (conflicts).
 	RouteErrors []error
+	// Skipped are the stored values refused and not yet superseded, by
+	// key then revision.
+	Skipped []*SkippedError
 }
+
+// SkippedError is a stored value the node refused: it does not decode, or
+// the Upstream it leads to cannot be built. The node keeps serving the
+// last good value of Key (if it had one).
+type SkippedError struct {
+	// Key is the bucket key, e.g. "policybinding.orders-mtls".
+	Key string
+	// Revision is the store revision of the refused value.
+	Revision uint64
+	Err      error
+}
+
+func (e *SkippedError) Error() string {
+	return fmt.Sprintf("config: refused %s at revision %d: %v", e.Key, e.Revision, e.Err)
+}
+
+func (e *SkippedError) Unwrap() error { return e.Err }
 
 // Decoder turns a stored resource into its validated model;
 // [model.Decode] in production.
@@ -61,7 +86,7 @@ type Options struct {
 }
 
 // Watcher follows the bucket. Snapshot, Ready, Revision and WaitRevision are
-// safe for concurrent use; Run is called once.
+// safe for concurrent use; Run is called once, then Drain.
 type Watcher struct {
 	kv   jetstream.KeyValue // set by Run
 	opts Options
@@ -75,9 +100,31 @@ type Watcher struct {
 
 	// Owned by Run's goroutine.
 	revision uint64
-	objects  map[string]model.Object // by bucket key: the last good model
+	objects  map[string]stored // by bucket key: the last good model
 	inputs   map[string]upstreamInput
-	drains   sync.WaitGroup
+	// skipped are the refused values by key; buildErrs, by Service name,
+	// the values an Upstream could not be built from.
+	skipped   map[string]*SkippedError
+	buildErrs map[string][]*SkippedError
+	// dirty is what changed since the last publish. It outlives a watch
+	// session: a session that breaks before publishing leaves its changes
+	// for the next one.
+	dirty *dirty
+	// breakBefore, set by tests only, ends the session as if the watch
+	// broke just before e (nil: the initial-values marker) is handled.
+	breakBefore func(e jetstream.KeyValueEntry) bool
+
+	// drainCtx is the parent of every drain; Drain cancels it when its
+	// ctx ends.
+	drainCtx    context.Context
+	drainCancel context.CancelFunc
+	drains      sync.WaitGroup
+}
+
+// stored is a key's last good model and the revision it was read at.
+type stored struct {
+	obj model.Object
+	rev uint64
 }
 
 // upstreamInput is what an Upstream was built from, to tell whether a
@@ -100,11 +147,15 @@ func New(opts Options) *Watcher {
 	}
 	w := &Watcher{
 		opts: opts, log: opts.Logger,
-		ready:   make(chan struct{}),
-		changed: make(chan struct{}),
-		objects: make(map[string]model.Object),
-		inputs:  make(map[string]upstreamInput),
+		ready:     make(chan struct{}),
+		changed:   make(chan struct{}),
+		objects:   make(map[string]stored),
+		inputs:    make(map[string]upstreamInput),
+		skipped:   make(map[string]*SkippedError),
+		buildErrs: make(map[string][]*SkippedError),
+		dirty:     newDirty(),
 	}
+	w.drainCtx, w.drainCancel = context.WithCancel(context.Background())
 	empty, _ := router.Build(nil)
 	w.current.Store(&Snapshot{Router: empty, Upstreams: map[string]*upstream.Upstream{}})
 	return w
@@ -119,15 +170,31 @@ func (w *Watcher) Ready() <-chan struct{} { return w.ready }
 // Revision is the revision of the current snapshot.
 func (w *Watcher) Revision() uint64 { return w.Snapshot().Revision }
 
-// WaitRevision returns once the node is ready and serves revision rev or a
-// later one, or when ctx ends.
+// WaitRevision returns once the node is ready and has applied revision rev
+// or a later one, or when ctx ends.
+//
+// Applied is not the same as served: when a value the node refused at rev
+// or earlier is still in [Snapshot.Skipped] (no later good value or delete
+// of its key has superseded it), WaitRevision returns those refusals, each a
+// [*SkippedError] (joined when there are several; errors.As finds the
+// first). The node then serves revision rev except for those keys, which
+// keep their last good value.
 func (w *Watcher) WaitRevision(ctx context.Context, rev uint64) error {
 	for {
 		w.mu.Lock()
 		ch := w.changed
 		w.mu.Unlock()
 		if s := w.Snapshot(); s.Ready && s.Revision >= rev {
-			return nil
+			var errs []error
+			for _, sk := range s.Skipped {
+				if sk.Revision <= rev {
+					errs = append(errs, sk)
+				}
+			}
+			if len(errs) == 1 {
+				return errs[0]
+			}
+			return errors.Join(errs...)
 		}
 		select {
 		case <-ch:
@@ -138,11 +205,12 @@ func (w *Watcher) WaitRevision(ctx context.Context, rev uint64) error {
 }
 
 // Run watches kv until ctx ends, restarting the watch when it breaks (the
-// node keeps serving its last snapshot meanwhile). When it returns,
-// replaced Upstreams have been drained. Call it once.
+// node keeps serving its last snapshot meanwhile). Upstreams it replaces
+// are drained in the background, each for at most Options.DrainTimeout;
+// Run does not wait for them: call [Watcher.Drain] once Run has returned.
+// Call Run once.
 func (w *Watcher) Run(ctx context.Context, kv jetstream.KeyValue) error {
 	w.kv = kv
-	defer w.drains.Wait()
 	for {
 		err := w.session(ctx)
 		if ctx.Err() != nil {
@@ -157,9 +225,39 @@ func (w *Watcher) Run(ctx context.Context, kv jetstream.KeyValue) error {
 	}
 }
 
+// Drain drains every Upstream: those replaced and still draining, and those
+// of the current snapshot, whose idle connections it closes. Call it once
+// Run has returned and nothing forwards requests any more. When ctx ends,
+// the drains still waiting for requests stop waiting (their idle
+// connections are closed all the same, and each logs what it left).
+func (w *Watcher) Drain(ctx context.Context) {
+	stop := context.AfterFunc(ctx, w.drainCancel)
+	defer stop()
+	for _, u := range w.Snapshot().Upstreams {
+		w.drain(u)
+	}
+	w.drains.Wait()
+	w.drainCancel()
+}
+
+// drain drains u in the background, for at most DrainTimeout or until
+// [Watcher.Drain] gives up.
+func (w *Watcher) drain(u *upstream.Upstream) {
+	w.drains.Go(func() {
+		// Not Run's ctx: draining finishes requests even while the node
+		// stops; Drain bounds it.
+		dctx, cancel := context.WithTimeout(w.drainCtx, w.opts.DrainTimeout)
+		defer cancel()
+		if err := u.Drain(dctx); err != nil {
+			w.log.Warn("upstream drain cut short", "upstream", u.Name(), "fingerprint", u.Fingerprint(), "error", err)
+		}
+	})
+}
+
 // session is one watch: the current value of every key, a nil marker, then
 // changes. A session after the first is a resync: keys not seen before the
-// marker were deleted while the watch was down.
+// marker were deleted while the watch was down. Changes applied but not yet
+// published stay in w.dirty when the session breaks.
 func (w *Watcher) session(ctx context.Context) error {
 	kw, err := w.kv.WatchAll(ctx)
 	if err != nil {
@@ -169,56 +267,73 @@ func (w *Watcher) session(ctx context.Context) error {
 	updates := kw.Updates()
 	seen := make(map[string]bool)
 	initial := true
-	d := newDirty()
-	for {
-		var e jetstream.KeyValueEntry
-		var ok bool
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok = <-updates:
+	// next returns the next update, waiting for one if wait is set; ok is
+	// false when there is none queued (wait unset), err when the session
+	// is over.
+	next := func(wait bool) (e jetstream.KeyValueEntry, ok bool, err error) {
+		if wait {
+			select {
+			case <-ctx.Done():
+				return nil, false, ctx.Err()
+			case e, ok = <-updates:
+			}
+		} else {
+			select {
+			case e, ok = <-updates:
+			default:
+				return nil, false, nil
+			}
 		}
 		if !ok {
-			return errors.New("config: watch closed")
+			return nil, false, errors.New("config: watch closed")
+		}
+		if w.breakBefore != nil && w.breakBefore(e) {
+			return nil, false, errors.New("config: watch broken by a test")
+		}
+		return e, true, nil
+	}
+	for {
+		e, _, err := next(true)
+		if err != nil {
+			return err
 		}
 		if e == nil {
 			if initial {
 				initial = false
 				for key := range w.objects {
 					if !seen[key] {
-						w.remove(key, d)
+						w.remove(key)
+					}
+				}
+				for key := range w.skipped {
+					if !seen[key] {
+						delete(w.skipped, key) // deleted while the watch was down
 					}
 				}
 				seen = nil
-				w.publish(ctx, d, true)
-				d = newDirty()
+				w.publish(true)
 			}
 			continue
 		}
 		if initial {
 			seen[e.Key()] = true
-			w.apply(e, d)
+			w.apply(e)
 			continue
 		}
-		w.apply(e, d)
+		w.apply(e)
 		// Apply what else is already queued before rebuilding once.
-	more:
 		for {
-			select {
-			case e, ok = <-updates:
-				if !ok || e == nil {
-					break more
-				}
-				w.apply(e, d)
-			default:
-				break more
+			e, ok, err := next(false)
+			if err != nil {
+				w.publish(true)
+				return err
 			}
+			if !ok || e == nil {
+				break
+			}
+			w.apply(e)
 		}
-		w.publish(ctx, d, true)
-		d = newDirty()
-		if !ok {
-			return errors.New("config: watch closed")
-		}
+		w.publish(true)
 	}
 }
 
@@ -242,51 +357,62 @@ func (d *dirty) touch(obj model.Object) {
 }
 
 // apply records one entry. A value that does not decode is logged and
-// skipped: the key keeps its last good model.
-func (w *Watcher) apply(e jetstream.KeyValueEntry, d *dirty) {
+// refused: the key keeps its last good model, and the refusal is kept in
+// w.skipped until the key gets a good value or is deleted.
+func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 	key, rev := e.Key(), e.Revision()
+	// The node has seen rev even if it refuses it: the refusal is
+	// reported in the snapshot, not by holding the revision back.
 	w.revision = max(w.revision, rev)
 	if e.Operation() != jetstream.KeyValuePut {
-		w.remove(key, d)
+		w.remove(key)
 		return
 	}
 	log := w.log.With("key", key, "revision", rev)
+	skip := func(msg string, err error) {
+		log.Error(msg, "error", err)
+		w.skipped[key] = &SkippedError{Key: key, Revision: rev, Err: err}
+	}
 	ref, err := configkv.ParseKey(key)
 	if err != nil {
-		log.Warn("ignoring a key that is not a resource", "error", err)
+		skip("ignoring a key that is not a resource", err)
 		return
 	}
 	res, err := configkv.Decode(e.Value(), rev)
 	if err != nil {
-		log.Error("ignoring an unreadable value; keeping the last good one", "error", err)
+		skip("ignoring an unreadable value; keeping the last good one", err)
 		return
 	}
 	obj, err := w.opts.Decode(res)
 	if err != nil {
-		log.Error("ignoring an invalid resource; keeping the last good one", "error", err)
+		skip("ignoring an invalid resource; keeping the last good one", err)
 		return
 	}
 	if got := obj.Ref(); got != ref {
-		log.Error("ignoring a resource stored under another resource's key", "resource", got.String())
+		skip("ignoring a resource stored under another resource's key", fmt.Errorf("config: key %q holds %s", key, got))
 		return
 	}
+	delete(w.skipped, key)
 	if old, ok := w.objects[key]; ok {
-		d.touch(old) // a binding may have changed its target
+		w.dirty.touch(old.obj) // a binding may have changed its target
 	}
-	w.objects[key] = obj
-	d.touch(obj)
+	w.objects[key] = stored{obj: obj, rev: rev}
+	w.dirty.touch(obj)
 }
 
-func (w *Watcher) remove(key string, d *dirty) {
+func (w *Watcher) remove(key string) {
+	delete(w.skipped, key)
 	if old, ok := w.objects[key]; ok {
 		delete(w.objects, key)
-		d.touch(old)
+		w.dirty.touch(old.obj)
 	}
 }
 
-// publish rebuilds what d says and swaps the new snapshot in, then drains
-// the Upstreams it replaced.
-func (w *Watcher) publish(ctx context.Context, d *dirty, ready bool) {
+// publish rebuilds what w.dirty says and swaps the new snapshot in, then
+// drains the Upstreams it replaced.
+func (w *Watcher) publish(ready bool) {
+	d := w.dirty
+	w.dirty = newDirty()
 	prev := w.Snapshot()
 	next := &Snapshot{Revision: w.revision, Ready: ready, Router: prev.Router, Upstreams: prev.Upstreams, RouteErrors: prev.RouteErrors}
 	var replaced []*upstream.Upstream
@@ -296,6 +422,7 @@ func (w *Watcher) publish(ctx context.Context, d *dirty, ready bool) {
 			old := next.Upstreams[name]
 			svc := w.service(name)
 			if svc == nil {
+				delete(w.buildErrs, name)
 				if old != nil {
 					delete(next.Upstreams, name)
 					delete(w.inputs, name)
@@ -303,15 +430,29 @@ func (w *Watcher) publish(ctx context.Context, d *dirty, ready bool) {
 				}
 				continue
 			}
-			in := upstreamInput{svc: svc, tls: w.outboundFor(name)}
+			tlsCtx, cause := w.outboundFor(name)
+			in := upstreamInput{svc: svc.obj.Service, tls: tlsCtx}
 			if old != nil && sameInput(w.inputs[name], in) {
-				continue // same endpoints and TLS context: keep the pool
+				delete(w.buildErrs, name) // back to what is built
+				continue                  // same endpoints and TLS context: keep the pool
 			}
 			u, err := upstream.New(in.svc, in.tls, w.opts.Upstream)
 			if err != nil {
-				w.log.Error("cannot build upstream; keeping the previous one", "upstream", name, "error", err)
+				// Refused: the binding value the Upstream still served
+				// was not built from, and the Service's.
+				built := w.inputs[name]
+				var errs []*SkippedError
+				if in.tls != nil && (old == nil || built.tls != in.tls) {
+					errs = append(errs, &SkippedError{Key: cause.key, Revision: cause.rev, Err: err})
+				}
+				if old == nil || built.svc != in.svc || len(errs) == 0 {
+					errs = append(errs, &SkippedError{Key: configkv.Key(model.Ref{Kind: model.KindService, Name: name}), Revision: svc.rev, Err: err})
+				}
+				w.buildErrs[name] = errs
+				w.log.Error("cannot build upstream; keeping the previous one", "upstream", name, "revision", w.revision, "error", err)
 				continue
 			}
+			delete(w.buildErrs, name)
 			next.Upstreams[name] = u
 			w.inputs[name] = in
 			fp := ""
@@ -327,8 +468,8 @@ func (w *Watcher) publish(ctx context.Context, d *dirty, ready bool) {
 	if d.routes {
 		var routes []model.Route
 		for _, o := range w.objects {
-			if o.Route != nil {
-				routes = append(routes, *o.Route)
+			if o.obj.Route != nil {
+				routes = append(routes, *o.obj.Route)
 			}
 		}
 		table, errs := router.Build(routes)
@@ -337,6 +478,13 @@ func (w *Watcher) publish(ctx context.Context, d *dirty, ready bool) {
 		}
 		next.Router, next.RouteErrors = table, errs
 	}
+	next.Skipped = slices.Collect(maps.Values(w.skipped))
+	for _, errs := range w.buildErrs {
+		next.Skipped = append(next.Skipped, errs...)
+	}
+	slices.SortFunc(next.Skipped, func(a, b *SkippedError) int {
+		return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Revision, b.Revision))
+	})
 	w.current.Store(next)
 	w.mu.Lock()
 	close(w.changed)
@@ -347,44 +495,48 @@ func (w *Watcher) publish(ctx context.Context, d *dirty, ready bool) {
 		case <-w.ready:
 		default:
 			close(w.ready)
-			w.log.Info("configuration loaded", "revision", w.revision, "upstreams", len(next.Upstreams), "routes", len(next.Router.Routes()))
+			w.log.Info("configuration loaded", "revision", w.revision, "upstreams", len(next.Upstreams), "routes", len(next.Router.Routes()), "skipped", len(next.Skipped))
 		}
 	}
 	for _, old := range replaced {
-		w.drains.Go(func() {
-			// Not ctx: draining finishes requests even while the node stops.
-			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), w.opts.DrainTimeout)
-			defer cancel()
-			if err := old.Drain(dctx); err != nil {
-				w.log.Warn("upstream drain timed out", "upstream", old.Name(), "fingerprint", old.Fingerprint(), "error", err)
-			}
-		})
+		w.drain(old)
 	}
 }
 
-func (w *Watcher) service(name string) *model.Service {
-	return w.objects[configkv.Key(model.Ref{Kind: model.KindService, Name: name})].Service
+func (w *Watcher) service(name string) *stored {
+	o, ok := w.objects[configkv.Key(model.Ref{Kind: model.KindService, Name: name})]
+	if !ok || o.obj.Service == nil {
+		return nil
+	}
+	return &o
+}
+
+// binding names the binding a TLS context came from.
+type binding struct {
+	key string
+	rev uint64
 }
 
 // outboundFor is the TLS context of the tls-outbound binding that targets
-// the Service. With several (which validation refuses), the first by name
-// wins.
-func (w *Watcher) outboundFor(service string) *model.OutboundTLS {
+// the Service, and that binding. With several (which validation refuses),
+// the first by name wins.
+func (w *Watcher) outboundFor(service string) (*model.OutboundTLS, binding) {
 	var found []*model.Binding
 	for _, o := range w.objects {
-		b := o.Binding
+		b := o.obj.Binding
 		if b != nil && b.Target.Kind == model.KindService && b.Target.Name == service && b.Policy == model.PolicyTLSOutbound && b.Outbound != nil {
 			found = append(found, b)
 		}
 	}
 	if len(found) == 0 {
-		return nil
+		return nil, binding{}
 	}
 	slices.SortFunc(found, func(a, b *model.Binding) int { return cmp.Compare(a.Name, b.Name) })
 	if len(found) > 1 {
 		w.log.Warn("several tls-outbound bindings target one service; using the first by name", "upstream", service, "binding", found[0].Name)
 	}
-	return found[0].Outbound
+	key := configkv.Key(model.Ref{Kind: model.KindPolicyBinding, Name: found[0].Name})
+	return found[0].Outbound, binding{key: key, rev: w.objects[key].rev}
 }
 
 func sameInput(a, b upstreamInput) bool {

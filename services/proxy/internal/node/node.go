@@ -40,7 +40,8 @@ type Config struct {
 	NodeID string
 	// HandshakeTimeout bounds each upstream TLS handshake. Default 10s.
 	HandshakeTimeout time.Duration
-	// ShutdownTimeout bounds the graceful stop. Default 15s.
+	// ShutdownTimeout bounds the graceful stop: requests still in flight
+	// then are cut off and the Upstreams' connections closed. Default 15s.
 	ShutdownTimeout time.Duration
 	// RetryInterval is the wait between attempts to reach the bucket and
 	// to restart a broken watch. Default 1s.
@@ -60,6 +61,8 @@ type Node struct {
 	adminLn net.Listener
 	done    chan struct{}
 	err     error
+	// natsClosed is closed by the NATS connection's last callback.
+	natsClosed chan struct{}
 }
 
 // Run starts a node and serves until ctx ends, then stops gracefully.
@@ -88,7 +91,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger.With("node", cfg.NodeID)
-	n := &Node{cfg: cfg, log: log, done: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, done: make(chan struct{}), natsClosed: make(chan struct{})}
 
 	uopts := proxy.UpstreamOptions(upstream.Options{HandshakeTimeout: cfg.HandshakeTimeout, Logger: log}, log)
 	n.watcher = config.New(config.Options{Upstream: uopts, Logger: log, RetryInterval: cfg.RetryInterval})
@@ -106,8 +109,14 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil {
+				// Our own Close at stop, or the server closing cleanly.
+				log.Debug("disconnected from NATS")
+				return
+			}
 			log.Warn("disconnected from NATS; serving the last good configuration", "error", err)
 		}),
+		nats.ClosedHandler(func(*nats.Conn) { close(n.natsClosed) }),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "url", c.ConnectedUrl()) }),
 	)
 	if err != nil {
@@ -156,15 +165,25 @@ func (n *Node) run(ctx context.Context) {
 		n.log.Error("proxy node failed", "error", err)
 	}
 	n.log.Info("stopping: finishing requests in flight")
+	// One deadline for the whole stop: serving, then draining.
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ShutdownTimeout)
 	defer scancel()
 	if err := n.proxy.Shutdown(sctx); err != nil {
-		n.log.Warn("requests still in flight at shutdown", "error", err)
+		n.log.Warn("requests still in flight at shutdown; cutting them off", "error", err)
+		// Closing their connections cancels their contexts, which
+		// aborts their upstream round trips.
+		n.proxy.Close()
 	}
-	n.admin.Shutdown(sctx)
+	if err := n.admin.Shutdown(sctx); err != nil {
+		n.admin.Close()
+	}
 	cancel(errors.New("node: stopping"))
 	<-watchDone
+	// Hijacked (upgraded) connections outlive Shutdown: Drain waits for
+	// them until sctx ends, then closes every Upstream's idle connections.
+	n.watcher.Drain(sctx)
 	n.nc.Close()
+	<-n.natsClosed // its callbacks log nothing after the node stopped
 	n.log.Info("proxy node stopped")
 }
 
@@ -217,7 +236,10 @@ func (n *Node) Ready() <-chan struct{} { return n.watcher.Ready() }
 // Revision is the store revision the node serves.
 func (n *Node) Revision() uint64 { return n.watcher.Revision() }
 
-// WaitRevision returns once the node serves revision rev or later.
+// WaitRevision returns once the node has applied revision rev or later. When
+// a value refused at rev or earlier is still outstanding, it returns that
+// refusal (a *config.SkippedError; several are joined): see
+// [config.Watcher.WaitRevision].
 func (n *Node) WaitRevision(ctx context.Context, rev uint64) error {
 	return n.watcher.WaitRevision(ctx, rev)
 }
@@ -230,12 +252,23 @@ type Status struct {
 	Upstreams   []upstream.Status `json:"upstreams"`
 	Routes      []string          `json:"routes"`
 	RouteErrors []string          `json:"routeErrors,omitempty"`
+	// Skipped are the stored values the node refused and still does not
+	// serve (their keys keep their last good value), by key. Empty when
+	// the node serves the bucket as of Revision.
+	Skipped []Skipped `json:"skipped"`
+}
+
+// Skipped is one refused stored value in [Status].
+type Skipped struct {
+	Key      string `json:"key"`
+	Revision uint64 `json:"revision"`
+	Error    string `json:"error"`
 }
 
 // Status reports what the node serves.
 func (n *Node) Status() Status {
 	s := n.watcher.Snapshot()
-	st := Status{NodeID: n.cfg.NodeID, Ready: s.Ready, Revision: s.Revision, Upstreams: []upstream.Status{}, Routes: []string{}}
+	st := Status{NodeID: n.cfg.NodeID, Ready: s.Ready, Revision: s.Revision, Upstreams: []upstream.Status{}, Routes: []string{}, Skipped: []Skipped{}}
 	for _, u := range s.Upstreams {
 		st.Upstreams = append(st.Upstreams, u.Status())
 	}
@@ -245,6 +278,9 @@ func (n *Node) Status() Status {
 	}
 	for _, err := range s.RouteErrors {
 		st.RouteErrors = append(st.RouteErrors, err.Error())
+	}
+	for _, sk := range s.Skipped {
+		st.Skipped = append(st.Skipped, Skipped{Key: sk.Key, Revision: sk.Revision, Error: sk.Err.Error()})
 	}
 	return st
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/model"
 	"keyway.dev/common/testca"
+	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/proxy"
 )
@@ -250,13 +252,17 @@ func TestBootstrapFromFilledBucket(t *testing.T) {
 	put(t, kv, service("orders", "http1", addr(srv)))
 	// Conflicting and invalid resources: reported and skipped.
 	put(t, kv, route("orders-dup", "/orders/{num}", "orders", "GET"))
-	put(t, kv, binding(t, "broken", "orders", map[string]any{"trustedCA": "not PEM"}))
+	brokenRev := put(t, kv, binding(t, "broken", "orders", map[string]any{"trustedCA": "not PEM"}))
 	rev := lastRevision(t, kv)
 
 	n, _ := startNode(t, url, nil)
 	<-n.Ready()
 	if n.Revision() != rev {
 		t.Errorf("ready at revision %d, want %d", n.Revision(), rev)
+	}
+	const brokenKey, goodKey = "policybinding.broken", "policybinding.orders-mtls"
+	if got := waitSkipped(t, n, rev); len(got) != 1 || got[0].Key != brokenKey || got[0].Revision != brokenRev {
+		t.Errorf("WaitRevision(%d) refused %v, want %s at %d", rev, got, brokenKey, brokenRev)
 	}
 	if got := do(t, "GET", "http://"+n.Addr()+"/orders/7").echo(t); got.Fingerprint != gw.Fingerprint() {
 		t.Errorf("fingerprint %s", got.Fingerprint)
@@ -267,22 +273,43 @@ func TestBootstrapFromFilledBucket(t *testing.T) {
 	if a := do(t, "GET", "http://"+n.AdminAddr()+"/healthz"); a.status != 200 {
 		t.Errorf("healthz %d", a.status)
 	}
-	var st node.Status
-	if err := json.Unmarshal(do(t, "GET", "http://"+n.AdminAddr()+"/status").body, &st); err != nil {
-		t.Fatal(err)
-	}
+	st := status(t, n)
 	if st.Revision != rev || len(st.Upstreams) != 1 || st.Upstreams[0].ClientCertificate != gw.Fingerprint() || st.Upstreams[0].Fingerprint == "" {
 		t.Errorf("status %+v", st)
 	}
 	if len(st.RouteErrors) != 1 || !strings.Contains(st.RouteErrors[0], "orders-dup") {
 		t.Errorf("route errors %q", st.RouteErrors)
 	}
+	if len(st.Skipped) != 1 || st.Skipped[0].Key != brokenKey || st.Skipped[0].Revision != brokenRev || !strings.Contains(st.Skipped[0].Error, "trustedCA") {
+		t.Errorf("skipped %+v", st.Skipped)
+	}
 
-	// A later invalid version of a good binding keeps the last good one.
-	rev = put(t, kv, binding(t, "orders-mtls", "orders", map[string]any{"trustedCA": "not PEM"}))
-	waitRevision(t, n, rev)
+	// A later invalid version of a good binding keeps the last good one
+	// in service; the node has seen the revision, and says it refused it.
+	badRev := put(t, kv, binding(t, "orders-mtls", "orders", map[string]any{"trustedCA": "not PEM"}))
+	got := waitSkipped(t, n, badRev)
+	if len(got) != 2 || got[0].Key != brokenKey || got[1].Key != goodKey || got[1].Revision != badRev {
+		t.Errorf("WaitRevision(%d) refused %v, want %s and %s at %d", badRev, got, brokenKey, goodKey, badRev)
+	}
 	if got := do(t, "GET", "http://"+n.Addr()+"/orders/7").echo(t); got.Fingerprint != gw.Fingerprint() {
 		t.Errorf("after an invalid update: fingerprint %s", got.Fingerprint)
+	}
+	st = status(t, n)
+	if st.Revision != badRev || len(st.Skipped) != 2 || st.Skipped[1].Key != goodKey || st.Skipped[1].Revision != badRev || st.Skipped[1].Error == "" {
+		t.Errorf("status after an invalid update: revision %d, skipped %+v", st.Revision, st.Skipped)
+	}
+
+	// A good value clears the key's refusal; so does a delete.
+	rev = put(t, kv, binding(t, "orders-mtls", "orders", mtls(ca, gw, nil)))
+	if got := waitSkipped(t, n, rev); len(got) != 1 || got[0].Key != brokenKey {
+		t.Errorf("after a good value: refused %v, want only %s", got, brokenKey)
+	}
+	if err := kv.Delete(context.Background(), brokenKey); err != nil {
+		t.Fatal(err)
+	}
+	waitRevision(t, n, lastRevision(t, kv))
+	if st := status(t, n); len(st.Skipped) != 0 {
+		t.Errorf("after fixing and deleting: skipped %+v", st.Skipped)
 	}
 
 	// Deleting the route answers 404.
@@ -301,4 +328,38 @@ func TestBootstrapFromFilledBucket(t *testing.T) {
 	if a := do(t, "GET", "http://"+n.Addr()+"/orders/7"); a.status != http.StatusNotFound {
 		t.Errorf("after purge: %d %s", a.status, a.body)
 	}
+}
+
+func status(t testing.TB, n *node.Node) node.Status {
+	t.Helper()
+	var st node.Status
+	if err := json.Unmarshal(do(t, "GET", "http://"+n.AdminAddr()+"/status").body, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// waitSkipped waits for revision rev and returns the refusals WaitRevision
+// reports, failing on any other error.
+func waitSkipped(t testing.TB, n *node.Node, rev uint64) []*config.SkippedError {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := n.WaitRevision(ctx, rev)
+	if err == nil {
+		return nil
+	}
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	var out []*config.SkippedError
+	for _, err := range errs {
+		var sk *config.SkippedError
+		if !errors.As(err, &sk) {
+			t.Fatalf("WaitRevision(%d): %v", rev, err)
+		}
+		out = append(out, sk)
+	}
+	return out
 }

@@ -1,0 +1,222 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/structpb"
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
+
+	"keyway.dev/common/configkv"
+	"keyway.dev/common/model"
+)
+
+// startBucket runs an embedded JetStream server and returns the bucket,
+// created as the policy service creates it.
+func startBucket(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	ns, err := server.NewServer(&server.Options{JetStream: true, Port: -1, Host: "127.0.0.1", StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats: not ready")
+	}
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: configkv.Bucket, History: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// run starts w on kv and stops it (Run, then Drain) when the test ends.
+func run(t *testing.T, w *Watcher, kv jetstream.KeyValue) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, kv) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run: %v", err)
+		}
+		w.Drain(context.Background())
+	})
+}
+
+func put(t *testing.T, kv jetstream.KeyValue, res *policyv1.Resource) uint64 {
+	t.Helper()
+	b, err := configkv.Encode(res, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.Put(context.Background(), configkv.Key(configkv.RefOf(res)), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rev
+}
+
+// lastRevision is the bucket's latest revision (a delete returns none).
+func lastRevision(t *testing.T, kv jetstream.KeyValue) uint64 {
+	t.Helper()
+	st, err := kv.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq
+}
+
+func waitRevision(t *testing.T, w *Watcher, rev uint64) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := w.WaitRevision(ctx, rev)
+	if errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal(err)
+	}
+	return err
+}
+
+func service(name string) *policyv1.Resource {
+	return &policyv1.Resource{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{
+		ApiVersion: model.APIVersion, Kind: model.KindService, Metadata: &policyv1.ObjectMeta{Name: name},
+		Spec: &policyv1.ServiceSpec{Endpoints: []string{"127.0.0.1:1"}, Protocol: "http1"},
+	}}}
+}
+
+func route(name, svc string) *policyv1.Resource {
+	return &policyv1.Resource{Kind: &policyv1.Resource_Route{Route: &policyv1.Route{
+		ApiVersion: model.APIVersion, Kind: model.KindRoute, Metadata: &policyv1.ObjectMeta{Name: name},
+		Spec: &policyv1.RouteSpec{Path: "/" + name + "/", Service: svc},
+	}}}
+}
+
+func insecureBinding(t *testing.T, name, svc string) *policyv1.Resource {
+	t.Helper()
+	cfg, err := structpb.NewStruct(map[string]any{"skipValidation": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &policyv1.Resource{Kind: &policyv1.Resource_PolicyBinding{PolicyBinding: &policyv1.PolicyBinding{
+		ApiVersion: model.APIVersion, Kind: model.KindPolicyBinding, Metadata: &policyv1.ObjectMeta{Name: name},
+		Spec: &policyv1.PolicyBindingSpec{
+			TargetRef: &policyv1.TargetRef{Kind: model.KindService, Name: svc},
+			PolicyRef: &policyv1.PolicyRef{Name: model.PolicyTLSOutbound},
+			Config:    cfg,
+		},
+	}}}
+}
+
+// A restarted watch that applies a delete in its initial values and breaks
+// before the end-of-initial-values marker must not lose that change: the
+// next session publishes it, and the deleted Service's Upstream goes.
+func TestResyncKeepsChangesOfABrokenSession(t *testing.T) {
+	t.Parallel()
+	kv := startBucket(t)
+	put(t, kv, service("orders"))
+	put(t, kv, route("orders", "orders"))
+	svcKey := configkv.Key(model.Ref{Kind: model.KindService, Name: "orders"})
+
+	w := New(Options{RetryInterval: time.Millisecond})
+	var breaks atomic.Int32
+	w.breakBefore = func(e jetstream.KeyValueEntry) bool {
+		switch breaks.Load() {
+		case 0: // the delete, live: the watch breaks before it arrives
+			if e != nil && e.Key() == svcKey && e.Operation() != jetstream.KeyValuePut {
+				breaks.Add(1)
+				return true
+			}
+		case 1: // the restart reads the delete marker, then breaks again
+			if e == nil {
+				breaks.Add(1)
+				return true
+			}
+		}
+		return false
+	}
+	run(t, w, kv)
+	if err := waitRevision(t, w, lastRevision(t, kv)); err != nil {
+		t.Fatal(err)
+	}
+	if w.Snapshot().Upstreams["orders"] == nil {
+		t.Fatal("no upstream for orders at start")
+	}
+
+	if err := kv.Delete(context.Background(), svcKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitRevision(t, w, lastRevision(t, kv)); err != nil {
+		t.Fatal(err)
+	}
+	if n := breaks.Load(); n != 2 {
+		t.Fatalf("the watch broke %d times, want 2", n)
+	}
+	if u := w.Snapshot().Upstreams["orders"]; u != nil {
+		t.Errorf("the deleted Service's upstream is still served: %v", u.Endpoints())
+	}
+}
+
+// An Upstream that cannot be built is reported against the change that
+// broke it, the previous one keeps serving, and the report goes once the
+// Upstream is back to what is built.
+func TestUnbuildableUpstreamIsSkipped(t *testing.T) {
+	t.Parallel()
+	kv := startBucket(t)
+	put(t, kv, service("orders"))
+	put(t, kv, route("orders", "orders"))
+
+	// Decodes as usual, except that the binding "unbuildable" loses its
+	// trusted CAs while keeping verification on: upstream.New refuses it.
+	decode := func(res *policyv1.Resource) (model.Object, error) {
+		obj, err := model.Decode(res)
+		if err == nil && obj.Binding != nil && obj.Binding.Name == "unbuildable" {
+			obj.Binding.Outbound = &model.OutboundTLS{}
+		}
+		return obj, err
+	}
+	w := New(Options{Decode: decode})
+	run(t, w, kv)
+	if err := waitRevision(t, w, lastRevision(t, kv)); err != nil {
+		t.Fatal(err)
+	}
+	before := w.Snapshot().Upstreams["orders"]
+
+	rev := put(t, kv, insecureBinding(t, "unbuildable", "orders"))
+	err := waitRevision(t, w, rev)
+	var sk *SkippedError
+	if !errors.As(err, &sk) || sk.Key != "policybinding.unbuildable" || sk.Revision != rev {
+		t.Fatalf("WaitRevision(%d) = %v, want the binding refused at %d", rev, err, rev)
+	}
+	s := w.Snapshot()
+	if s.Revision != rev || len(s.Skipped) != 1 || s.Upstreams["orders"] != before {
+		t.Errorf("snapshot at %d: skipped %v, upstream replaced: %t", s.Revision, s.Skipped, s.Upstreams["orders"] != before)
+	}
+
+	if err := kv.Delete(context.Background(), "policybinding.unbuildable"); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitRevision(t, w, lastRevision(t, kv)); err != nil {
+		t.Errorf("after the delete: %v", err)
+	}
+	if s := w.Snapshot(); len(s.Skipped) != 0 || s.Upstreams["orders"] != before {
+		t.Errorf("after the delete: skipped %v", s.Skipped)
+	}
+}
