@@ -3,12 +3,11 @@ package config
 import (
 	"context"
 	"errors"
+	"keyway.dev/proxy/internal/natstest"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/structpb"
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
@@ -17,32 +16,10 @@ import (
 	"keyway.dev/common/model"
 )
 
-// startBucket runs an embedded JetStream server and returns the bucket,
-// created as the policy service creates it.
+// startBucket runs an embedded JetStream server and returns the bucket.
 func startBucket(t *testing.T) jetstream.KeyValue {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{JetStream: true, Port: -1, Host: "127.0.0.1", StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats: not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: configkv.Bucket, History: 5})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, kv := natstest.Bucket(t)
 	return kv
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
+	"keyway.dev/proxy/internal/natstest"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/structpb"
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
@@ -27,33 +26,11 @@ import (
 	"keyway.dev/proxy/internal/node"
 )
 
-// startNATS runs an embedded JetStream server and returns the bucket,
-// created as the policy service creates it.
+// startNATS runs an embedded JetStream server and returns its URL and the
+// bucket.
 func startNATS(tb testing.TB) (string, jetstream.KeyValue) {
 	tb.Helper()
-	ns, err := server.NewServer(&server.Options{JetStream: true, Port: -1, Host: "127.0.0.1", StoreDir: tb.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		tb.Fatal("nats: not ready")
-	}
-	tb.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: configkv.Bucket, History: 5})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return ns.ClientURL(), kv
+	return natstest.Bucket(tb)
 }
 
 // logBuffer collects a node's JSON log lines.
