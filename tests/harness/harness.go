@@ -50,7 +50,7 @@ func Root() (string, error) {
 }
 
 // Bin returns the path of a Keyway binary (keyway-policy, keyway-proxy,
-// keywayctl), building all of them into a temporary folder the first time
+// keywayctl, keyway-dev), building all of them into a temporary folder the first time
 // when $KEYWAY_BIN is not set.
 func Bin(tb testing.TB, name string) string {
 	tb.Helper()
@@ -72,6 +72,7 @@ func Bin(tb testing.TB, name string) string {
 			"keyway-policy": "./services/policy/cmd/keyway-policy",
 			"keyway-proxy":  "./services/proxy/cmd/keyway-proxy",
 			"keywayctl":     "./cmd/keywayctl",
+			"keyway-dev":    "./services/devstack/cmd/keyway-dev",
 		} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, bin), pkg)
 			cmd.Dir = root
@@ -194,6 +195,19 @@ func (p *Process) Stop() {
 	case <-time.After(10 * time.Second):
 		_ = p.cmd.Process.Kill()
 		<-p.done
+	}
+}
+
+// Interrupt sends SIGINT, as Ctrl-C does, and waits up to timeout for the
+// process to exit. It returns the exit error (nil for status 0), or an error
+// if the process did not exit in time.
+func (p *Process) Interrupt(timeout time.Duration) error {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		return fmt.Errorf("%s still running %s after SIGINT", p.Name, timeout)
 	}
 }
 
