@@ -32,6 +32,21 @@ type Options struct {
 	HandshakeTimeout time.Duration
 	// DialTimeout bounds name resolution and the TCP connection.
 	DialTimeout time.Duration
+	// Observer, if set, is told of every handshake the Dialer makes
+	// (proxy dials and probes alike).
+	Observer Observer
+}
+
+// Observer is told of each outbound TLS handshake once it is over: a
+// metrics sink, for instance. Proxy nodes implement it; this package stays
+// free of any metrics library.
+type Observer interface {
+	// ObserveHandshake reports one handshake with an endpoint of
+	// upstream: reason is "" when it succeeded, else the failure's
+	// [failure.Reason]; elapsed covers the TCP connection and the TLS
+	// handshake. Called from the dialing goroutine, possibly from many
+	// at once: implementations must be safe for concurrent use and quick.
+	ObserveHandshake(upstream string, reason failure.Reason, elapsed time.Duration)
 }
 
 // Error is a request that could not reach its upstream, classified.
@@ -66,6 +81,7 @@ type Dialer struct {
 	base     *tls.Config
 	net      net.Dialer
 	timeout  time.Duration
+	observer Observer
 }
 
 // NewDialer builds the dialer of upstream name for tlsCtx (nil: plain TCP).
@@ -83,6 +99,7 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 		tls:      tlsCtx,
 		net:      net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
 		timeout:  opts.HandshakeTimeout,
+		observer: opts.Observer,
 	}
 	if tlsCtx == nil {
 		return d, nil
@@ -134,8 +151,23 @@ func (d *Dialer) DialTLSContext(ctx context.Context, network, addr string) (net.
 }
 
 // Handshake dials addr and completes the TLS handshake, returning the
-// connection and what was seen. Errors are [*Error].
+// connection and what was seen. Errors are [*Error]. The Options' Observer,
+// if any, is told of the outcome.
 func (d *Dialer) Handshake(ctx context.Context, network, addr string) (*tls.Conn, *failure.HandshakeFacts, *Error) {
+	if d.observer == nil {
+		return d.handshake(ctx, network, addr)
+	}
+	start := time.Now()
+	tc, facts, herr := d.handshake(ctx, network, addr)
+	var reason failure.Reason
+	if herr != nil {
+		reason = herr.Reason
+	}
+	d.observer.ObserveHandshake(d.upstream, reason, time.Since(start))
+	return tc, facts, herr
+}
+
+func (d *Dialer) handshake(ctx context.Context, network, addr string) (*tls.Conn, *failure.HandshakeFacts, *Error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, nil, &Error{Upstream: d.upstream, Endpoint: addr, Reason: failure.Unknown, Detail: err.Error(), Err: err}
