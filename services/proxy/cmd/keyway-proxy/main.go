@@ -33,7 +33,7 @@ func realMain(ctx context.Context) error {
 	fs := flag.NewFlagSet("keyway-proxy", flag.ContinueOnError)
 	var (
 		listen    = fs.String("listen", logging.Env("KEYWAY_PROXY_LISTEN", "127.0.0.1:8080"), "proxy listen address (env KEYWAY_PROXY_LISTEN)")
-		admin     = fs.String("admin-listen", logging.Env("KEYWAY_PROXY_ADMIN_LISTEN", "127.0.0.1:9080"), "admin listen address: /healthz, /status (env KEYWAY_PROXY_ADMIN_LISTEN)")
+		admin     = fs.String("admin-listen", logging.Env("KEYWAY_PROXY_ADMIN_LISTEN", "127.0.0.1:9080"), "admin listen address: /healthz, /status, /metrics (env KEYWAY_PROXY_ADMIN_LISTEN)")
 		natsURL   = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env KEYWAY_NATS_URL)")
 		bucket    = fs.String("bucket", logging.Env("KEYWAY_BUCKET", configkv.Bucket), "configuration KV bucket (env KEYWAY_BUCKET)")
 		nodeID    = fs.String("node-id", logging.Env("KEYWAY_NODE_ID", host+"-"+strconv.Itoa(os.Getpid())), "node id (env KEYWAY_NODE_ID)")

@@ -83,6 +83,12 @@ type Options struct {
 	// Default 1s.
 	RetryInterval time.Duration
 	Logger        *slog.Logger
+	// ApplyLatency, if set, is called for every change received after the
+	// bucket's contents at the start of a watch, once the snapshot holding
+	// it is published, with the time since the store created the entry
+	// (jetstream.KeyValueEntry.Created; 0 when the clocks disagree). The
+	// contents read at the start are not reported: they may be days old.
+	ApplyLatency func(time.Duration)
 }
 
 // Watcher follows the bucket. Snapshot, Ready, Revision and WaitRevision are
@@ -110,6 +116,9 @@ type Watcher struct {
 	// session: a session that breaks before publishing leaves its changes
 	// for the next one.
 	dirty *dirty
+	// created are the store's creation times of the changes applied since
+	// the last publish, for Options.ApplyLatency.
+	created []time.Time
 	// breakBefore, set by tests only, ends the session as if the watch
 	// broke just before e (nil: the initial-values marker) is handled.
 	breakBefore func(e jetstream.KeyValueEntry) bool
@@ -321,6 +330,7 @@ func (w *Watcher) session(ctx context.Context) error {
 			continue
 		}
 		w.apply(e)
+		w.noteCreated(e)
 		// Apply what else is already queued before rebuilding once.
 		for {
 			e, ok, err := next(false)
@@ -332,8 +342,15 @@ func (w *Watcher) session(ctx context.Context) error {
 				break
 			}
 			w.apply(e)
+			w.noteCreated(e)
 		}
 		w.publish(true)
+	}
+}
+
+func (w *Watcher) noteCreated(e jetstream.KeyValueEntry) {
+	if w.opts.ApplyLatency != nil {
+		w.created = append(w.created, e.Created())
 	}
 }
 
@@ -490,6 +507,13 @@ func (w *Watcher) publish(ready bool) {
 	close(w.changed)
 	w.changed = make(chan struct{})
 	w.mu.Unlock()
+	if len(w.created) > 0 {
+		now := time.Now()
+		for _, c := range w.created {
+			w.opts.ApplyLatency(max(0, now.Sub(c)))
+		}
+		w.created = w.created[:0]
+	}
 	if ready {
 		select {
 		case <-w.ready:

@@ -21,6 +21,7 @@ import (
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/metrics"
 	"keyway.dev/proxy/internal/proxy"
 	"keyway.dev/proxy/internal/upstream"
 )
@@ -29,7 +30,8 @@ import (
 type Config struct {
 	// Listen is the proxy's address. Default 127.0.0.1:8080; port 0 picks one.
 	Listen string
-	// AdminListen serves /healthz and /status. Default 127.0.0.1:9080.
+	// AdminListen serves /healthz, /status and /metrics. Default
+	// 127.0.0.1:9080.
 	AdminListen string
 	// NATSURL is the NATS server. Default nats://127.0.0.1:4222.
 	NATSURL string
@@ -55,6 +57,7 @@ type Node struct {
 	log     *slog.Logger
 	nc      *nats.Conn
 	watcher *config.Watcher
+	metrics *metrics.Metrics
 	proxy   *http.Server
 	admin   *http.Server
 	proxyLn net.Listener
@@ -93,8 +96,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	log := cfg.Logger.With("node", cfg.NodeID)
 	n := &Node{cfg: cfg, log: log, done: make(chan struct{}), natsClosed: make(chan struct{})}
 
-	uopts := proxy.UpstreamOptions(upstream.Options{HandshakeTimeout: cfg.HandshakeTimeout, Logger: log}, log)
-	n.watcher = config.New(config.Options{Upstream: uopts, Logger: log, RetryInterval: cfg.RetryInterval})
+	// The watcher reports to the metrics, which read its snapshot.
+	n.metrics = metrics.New(func() *config.Snapshot { return n.watcher.Snapshot() })
+	uopts := proxy.UpstreamOptions(upstream.Options{
+		HandshakeTimeout: cfg.HandshakeTimeout, Logger: log,
+		Handshakes: n.metrics, Recorder: n.metrics.Recorder,
+	}, log)
+	n.watcher = config.New(config.Options{Upstream: uopts, Logger: log, RetryInterval: cfg.RetryInterval, ApplyLatency: n.metrics.ObserveApplyLatency})
 
 	var err error
 	if n.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -301,5 +309,6 @@ func (n *Node) adminHandler() http.Handler {
 		enc.SetIndent("", "  ")
 		enc.Encode(n.Status())
 	})
+	mux.Handle("GET /metrics", n.metrics.Handler())
 	return mux
 }

@@ -78,12 +78,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // UpstreamOptions adds the handler's hooks to opts: the error answer, the
 // response request id and a shared buffer pool.
 func UpstreamOptions(opts upstream.Options, log *slog.Logger) upstream.Options {
-	opts.ErrorHandler = func(w http.ResponseWriter, r *http.Request, u *upstream.Upstream, err *upstream.Error) {
+	opts.ErrorHandler = func(w http.ResponseWriter, r *http.Request, u *upstream.Upstream, err *upstream.Error) int {
 		id := r.Header.Get(HeaderRequestID)
 		if err.Reason == failure.ClientCanceled || r.Context().Err() != nil {
 			log.Debug("client went away", "upstream", u.Name(), "endpoint", err.Endpoint, "request_id", id)
 			w.WriteHeader(499) // nginx's "client closed request"; nobody reads it
-			return
+			return 499
 		}
 		log.Warn("upstream request failed",
 			"upstream", u.Name(), "reason", string(err.Reason), "endpoint", err.Endpoint,
@@ -92,7 +92,9 @@ func UpstreamOptions(opts upstream.Options, log *slog.Logger) upstream.Options {
 		if err.Reason == failure.LegacyCommonName {
 			fix = err.Detail // the exact openssl command for this host
 		}
-		writeError(w, id, u.Name(), err.Reason, fix, StatusCode(err.Reason))
+		status := StatusCode(err.Reason)
+		writeError(w, id, u.Name(), err.Reason, fix, status)
+		return status
 	}
 	opts.ModifyResponse = func(resp *http.Response) error {
 		// The upstream may echo or set its own: ours wins, one value.

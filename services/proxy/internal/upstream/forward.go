@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,9 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
+
+	"keyway.dev/common/failure"
 )
 
 // forward is httputil.ReverseProxy.ServeHTTP with our Rewrite, minus what
@@ -30,9 +34,15 @@ import (
 // request context, and an aborted response when the body copy fails.
 // Upgrade requests (WebSocket) go through ReverseProxy, which splices the
 // connections.
+//
+// It reports the request to the Upstream's [Recorder] once answered.
 func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
+	start := time.Now()
 	if headerValuesContainsToken(in.Header["Connection"], "upgrade") {
-		u.proxy.ServeHTTP(w, in)
+		// Rare: a wrapper that remembers the status is affordable here.
+		uw := &upgradeWriter{ResponseWriter: w}
+		u.proxy.ServeHTTP(uw, in)
+		u.rec.Request(cmp.Or(uw.code, http.StatusOK), uw.reason, time.Since(start))
 		return
 	}
 	o := &forwarding{w: w}
@@ -95,19 +105,19 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	o.done = true
 	o.mu.Unlock()
 	if err != nil {
-		u.proxy.ErrorHandler(w, out, err)
+		u.failed(w, out, err, start)
 		return
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		res.Body.Close()
-		u.proxy.ErrorHandler(w, out, fmt.Errorf("upstream switched protocols (%q) without being asked to", res.Header.Get("Upgrade")))
+		u.failed(w, out, fmt.Errorf("upstream switched protocols (%q) without being asked to", res.Header.Get("Upgrade")), start)
 		return
 	}
 	removeHopByHopHeaders(res.Header)
 	if m := u.proxy.ModifyResponse; m != nil {
 		if err := m(res); err != nil {
 			res.Body.Close()
-			u.proxy.ErrorHandler(w, out, err)
+			u.failed(w, out, err, start)
 			return
 		}
 	}
@@ -128,7 +138,10 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	}
 	w.WriteHeader(res.StatusCode)
 
-	if err := u.copyBody(w, res); err != nil {
+	err = u.copyBody(w, res)
+	// The client has its status; the body's time counts.
+	u.rec.Request(res.StatusCode, "", time.Since(start))
+	if err != nil {
 		res.Body.Close()
 		// The status is sent: abort the response so that the client
 		// does not take a truncated body for a whole one (as
@@ -156,6 +169,36 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 		dst[k] = append(dst[k], vv...)
 	}
 }
+
+// failed answers a request that could not be forwarded and records it.
+func (u *Upstream) failed(w http.ResponseWriter, out *http.Request, err error, start time.Time) {
+	code, reason := u.fail(w, out, err)
+	u.rec.Request(code, reason, time.Since(start))
+}
+
+// upgradeWriter remembers what an Upgrade request was answered with.
+// Unwrap keeps http.ResponseController's Hijack working through it.
+type upgradeWriter struct {
+	http.ResponseWriter
+	code   int
+	reason failure.Reason
+}
+
+func (uw *upgradeWriter) WriteHeader(code int) {
+	if uw.code == 0 && code >= 200 || code == http.StatusSwitchingProtocols {
+		uw.code = code
+	}
+	uw.ResponseWriter.WriteHeader(code)
+}
+
+func (uw *upgradeWriter) Write(b []byte) (int, error) {
+	if uw.code == 0 {
+		uw.code = http.StatusOK
+	}
+	return uw.ResponseWriter.Write(b)
+}
+
+func (uw *upgradeWriter) Unwrap() http.ResponseWriter { return uw.ResponseWriter }
 
 // forwarding is what one forwarded request needs besides the request itself,
 // in one allocation. It is not reused: the Transport may hold the request

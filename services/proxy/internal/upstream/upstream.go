@@ -56,9 +56,9 @@ type Options struct {
 	// ResponseHeaderTimeout answers 504 upstream_timeout when an upstream
 	// sends no response headers for this long after the request.
 	ResponseHeaderTimeout time.Duration
-	// ErrorHandler answers a request that could not be forwarded. Nil
-	// answers a bare 502.
-	ErrorHandler func(w http.ResponseWriter, r *http.Request, u *Upstream, err *Error)
+	// ErrorHandler answers a request that could not be forwarded and
+	// returns the status it answered with. Nil answers a bare 502.
+	ErrorHandler func(w http.ResponseWriter, r *http.Request, u *Upstream, err *Error) int
 	// ModifyResponse, if set, edits every upstream response (see
 	// httputil.ReverseProxy).
 	ModifyResponse func(*http.Response) error
@@ -66,7 +66,28 @@ type Options struct {
 	BufferPool httputil.BufferPool
 	// Logger receives the reverse proxy's own errors (body copy failures).
 	Logger *slog.Logger
+	// Handshakes, if set, is told of every TLS handshake (and dial) the
+	// Upstreams' dialers make.
+	Handshakes outbound.Observer
+	// Recorder, if set, gives the [Recorder] of an Upstream's requests. It
+	// is called when an Upstream is built, never per request.
+	Recorder func(upstream string) Recorder
 }
+
+// Recorder receives the outcome of every request an Upstream forwards.
+// Request is called on the request path: implementations must be safe for
+// concurrent use, quick, and should not allocate.
+type Recorder interface {
+	// Request reports one request answered with code after elapsed (for
+	// an upgraded connection: once it closed). reason is "" when the
+	// upstream answered, else the failure the client got a failure body
+	// for.
+	Request(code int, reason failure.Reason, elapsed time.Duration)
+}
+
+type discardRecorder struct{}
+
+func (discardRecorder) Request(int, failure.Reason, time.Duration) {}
 
 func (o Options) withDefaults() Options {
 	if o.HandshakeTimeout <= 0 {
@@ -112,6 +133,10 @@ type Upstream struct {
 	// streaming flushes every write of a response body (h2, gRPC).
 	streaming bool
 	errLog    *log.Logger
+	rec       Recorder
+	// fail answers a request that could not be forwarded, returning the
+	// status and the reason.
+	fail func(w http.ResponseWriter, r *http.Request, err error) (int, failure.Reason)
 
 	// inflight counts requests between acquire and release; draining is
 	// set once the Upstream is replaced. Both are only atomics, so the
@@ -139,8 +164,12 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		scheme:    "http",
 		tls:       tlsCtx,
 		idle:      make(chan struct{}),
+		rec:       discardRecorder{},
 	}
-	d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout})
+	if opts.Recorder != nil {
+		u.rec = opts.Recorder(svc.Name)
+	}
+	d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout, Observer: opts.Handshakes})
 	if err != nil {
 		return nil, err
 	}
@@ -193,13 +222,19 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 	u.errLog = rp.ErrorLog
 
 	eh := opts.ErrorHandler
-	rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+	u.fail = func(w http.ResponseWriter, r *http.Request, err error) (int, failure.Reason) {
 		ue := u.asError(r.Context(), err, r.URL.Host)
 		if eh == nil {
 			http.Error(w, string(ue.Reason), http.StatusBadGateway)
-			return
+			return http.StatusBadGateway, ue.Reason
 		}
-		eh(w, r, u, ue)
+		return eh(w, r, u, ue), ue.Reason
+	}
+	rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
+		code, reason := u.fail(w, r, err)
+		if uw, ok := w.(*upgradeWriter); ok {
+			uw.code, uw.reason = code, reason
+		}
 	}
 	u.proxy = rp
 	return u, nil

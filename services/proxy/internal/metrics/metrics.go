@@ -1,0 +1,196 @@
+// Package metrics is a proxy node's Prometheus metrics: upstream handshakes,
+// requests and failures, the client certificates' time to expiry, and how
+// current the node's configuration is. Each node owns its registry (no
+// process-wide default registry), served by [Metrics.Handler].
+//
+// The request path only increments metrics whose label children were looked
+// up before: an Upstream's recorder caches one counter per status code, so
+// recording a request does not allocate.
+package metrics
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"keyway.dev/common/failure"
+	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/upstream"
+)
+
+// Source gives the node's current configuration snapshot: cheap (an atomic
+// load), never nil. config.Watcher.Snapshot is one.
+type Source func() *config.Snapshot
+
+// Metrics holds a node's metrics and their registry. Safe for concurrent use.
+type Metrics struct {
+	reg          *prometheus.Registry
+	handshakes   *prometheus.CounterVec
+	handshakeDur *prometheus.HistogramVec
+	requests     *prometheus.CounterVec
+	requestDur   *prometheus.HistogramVec
+	errors       *prometheus.CounterVec
+	applyLatency prometheus.Histogram
+
+	mu        sync.Mutex
+	recorders map[string]*recorder // by upstream name; they outlive rebuilds
+}
+
+// latencyBuckets span 1ms to about 16s: handshakes and configuration
+// changes are fast on a LAN and slow when something is wrong.
+var latencyBuckets = prometheus.ExponentialBuckets(0.001, 2, 15)
+
+// New registers the node's metrics, reading configuration state from src at
+// scrape time, and the Go runtime and process collectors.
+func New(src Source) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyway_upstream_handshakes_total",
+			Help: "Outbound TLS handshakes (including their TCP connection) with upstream endpoints, by result and failure reason.",
+		}, []string{"direction", "upstream", "result", "reason"}),
+		handshakeDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "keyway_upstream_handshake_duration_seconds",
+			Help:    "Time to connect to an upstream endpoint and complete the TLS handshake, successful or not.",
+			Buckets: latencyBuckets,
+		}, []string{"upstream"}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyway_upstream_requests_total",
+			Help: "Requests forwarded to an upstream, by the status code the client got (the upstream's, or the failure's).",
+		}, []string{"upstream", "code"}),
+		requestDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "keyway_upstream_request_duration_seconds",
+			Help:    "Time from forwarding a request to an upstream to the end of the response body sent to the client.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"upstream"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyway_upstream_errors_total",
+			Help: "Requests answered with a failure body (502, 503, 504) because the upstream could not be reached, by failure reason.",
+		}, []string{"upstream", "reason"}),
+		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "keyway_config_apply_latency_seconds",
+			Help:    "Time from a configuration change's creation in the store to the node serving a snapshot with it.",
+			Buckets: latencyBuckets,
+		}),
+		recorders: make(map[string]*recorder),
+	}
+	m.reg.MustRegister(
+		m.handshakes, m.handshakeDur, m.requests, m.requestDur, m.errors, m.applyLatency,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyway_config_revision",
+			Help: "The store revision of the configuration the node has applied.",
+		}, func() float64 { return float64(src().Revision) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyway_config_skipped",
+			Help: "Stored values the node refused and does not serve (see /status), 0 when it serves the bucket as of its revision.",
+		}, func() float64 { return float64(len(src().Skipped)) }),
+		&expiry{src: src, now: time.Now},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// Handler serves the metrics in the Prometheus exposition formats.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// Registry is the node's registry.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// ObserveHandshake implements outbound.Observer.
+func (m *Metrics) ObserveHandshake(upstreamName string, reason failure.Reason, elapsed time.Duration) {
+	result := "ok"
+	if reason != "" {
+		result = "error"
+	}
+	m.handshakes.WithLabelValues("outbound", upstreamName, result, string(reason)).Inc()
+	m.handshakeDur.WithLabelValues(upstreamName).Observe(elapsed.Seconds())
+}
+
+// ObserveApplyLatency records one configuration change's apply latency
+// (config.Options.ApplyLatency).
+func (m *Metrics) ObserveApplyLatency(d time.Duration) { m.applyLatency.Observe(d.Seconds()) }
+
+// Recorder returns the request recorder of an upstream
+// (upstream.Options.Recorder): the same one for every Upstream built for
+// that name, so its cached label children survive rebuilds.
+func (m *Metrics) Recorder(upstreamName string) upstream.Recorder {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.recorders[upstreamName]
+	if r == nil {
+		r = &recorder{m: m, name: upstreamName, duration: m.requestDur.WithLabelValues(upstreamName)}
+		m.recorders[upstreamName] = r
+	}
+	return r
+}
+
+// recorder counts one upstream's requests. Its counters by status code are
+// looked up once each, then read with an atomic load.
+type recorder struct {
+	m        *Metrics
+	name     string
+	duration prometheus.Observer
+	codes    [600]atomic.Pointer[counter]
+}
+
+type counter struct{ prometheus.Counter }
+
+func (r *recorder) Request(code int, reason failure.Reason, elapsed time.Duration) {
+	r.codeCounter(code).Inc()
+	r.duration.Observe(elapsed.Seconds())
+	if reason != "" && (code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout) {
+		// The failure path allocates anyway (its JSON body).
+		r.m.errors.WithLabelValues(r.name, string(reason)).Inc()
+	}
+}
+
+func (r *recorder) codeCounter(code int) prometheus.Counter {
+	if code < 0 || code >= len(r.codes) {
+		return r.m.requests.WithLabelValues(r.name, strconv.Itoa(code))
+	}
+	if c := r.codes[code].Load(); c != nil {
+		return c.Counter
+	}
+	c := &counter{r.m.requests.WithLabelValues(r.name, strconv.Itoa(code))}
+	r.codes[code].CompareAndSwap(nil, c) // a racing twin holds the same child
+	return c.Counter
+}
+
+// expiry reports, at scrape time, the seconds until each client
+// certificate an upstream of the current snapshot presents expires. It
+// reads the snapshot, so replaced and deleted upstreams drop out.
+type expiry struct {
+	src Source
+	now func() time.Time
+}
+
+var expiryDesc = prometheus.NewDesc("keyway_certificate_expiry_seconds",
+	"Seconds until a certificate the node uses expires (negative once expired); role upstream-client is the client certificate a tls-outbound binding presents to its upstream.",
+	[]string{"role", "upstream", "fingerprint"}, nil)
+
+func (e *expiry) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
+
+func (e *expiry) Collect(ch chan<- prometheus.Metric) {
+	now := e.now()
+	for name, u := range e.src().Upstreams {
+		t := u.TLS()
+		if t == nil || t.Certificate == nil || t.Certificate.Leaf == nil {
+			continue
+		}
+		leaf := t.Certificate.Leaf
+		sum := sha256.Sum256(leaf.Raw)
+		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue,
+			leaf.NotAfter.Sub(now).Seconds(), "upstream-client", name, hex.EncodeToString(sum[:]))
+	}
+}
