@@ -20,6 +20,7 @@ import (
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/policy/internal/metrics"
 	"keyway.dev/policy/internal/server"
 	"keyway.dev/policy/internal/store"
 )
@@ -71,12 +72,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Store.Bucket == "" {
 		cfg.Store.Bucket = configkv.Bucket
 	}
+	m := metrics.New()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           Handler(server.New(st, log)),
+		Handler:           Handler(server.New(st, log, m), m.Handler()),
 		Protocols:         protocols(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -101,8 +103,9 @@ func Run(ctx context.Context, cfg Config) error {
 }
 
 // Handler serves the PolicyService (Connect, gRPC, gRPC-Web), gRPC
-// reflection (v1 and v1alpha), gRPC health, and /healthz for plain probes.
-func Handler(svc policyv1connect.PolicyServiceHandler) http.Handler {
+// reflection (v1 and v1alpha), gRPC health, /healthz for plain probes and
+// metricsHandler at /metrics.
+func Handler(svc policyv1connect.PolicyServiceHandler, metricsHandler http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(policyv1connect.NewPolicyServiceHandler(svc, connect.WithReadMaxBytes(32<<20)))
 	reflector := grpcreflect.NewStaticReflector(policyv1connect.PolicyServiceName, grpchealth.HealthV1ServiceName)
@@ -110,6 +113,7 @@ func Handler(svc policyv1connect.PolicyServiceHandler) http.Handler {
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(policyv1connect.PolicyServiceName)))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.Handle("GET /metrics", metricsHandler)
 	return mux
 }
 

@@ -11,6 +11,7 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
+	"keyway.dev/common/failure"
 	"keyway.dev/common/model"
 	"keyway.dev/common/outbound"
 )
@@ -76,6 +77,11 @@ func (s *Server) probe(ctx context.Context, objs []model.Object) (map[int][]*pol
 		go func() {
 			defer wg.Done()
 			r, perr := jb.dialer.Probe(ctx, jb.endpoint)
+			var reason failure.Reason
+			if perr != nil {
+				reason = perr.Reason
+			}
+			s.obs.ObserveProbe(reason)
 			results[j] = probeResult(jb.endpoint, r, perr)
 			results[j].ServerName = jb.dialer.ServerName(jb.endpoint)
 		}()

@@ -22,6 +22,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
+	"keyway.dev/common/failure"
 	"keyway.dev/common/model"
 	"keyway.dev/policy/internal/store"
 )
@@ -41,18 +42,70 @@ type Server struct {
 	// written are revision-guarded in the store; across several policy
 	// replicas the guard is per key.
 	writes sync.Mutex
+
+	obs Observer
 }
+
+// Observer is told how each Apply and each live probe ended: the
+// service's metrics. Its methods must be safe for concurrent use.
+type Observer interface {
+	// ObserveApply reports one Apply request.
+	ObserveApply(result ApplyResult, dryRun bool, elapsed time.Duration)
+	// ObserveProbe reports one probe handshake with an endpoint; reason
+	// is "" when it succeeded.
+	ObserveProbe(reason failure.Reason)
+}
+
+// ApplyResult is how an Apply request ended.
+type ApplyResult string
+
+// The results of Apply.
+const (
+	// Applied: stored, or valid for a dry run.
+	Applied ApplyResult = "applied"
+	// Refused: invalid resources or a failed live probe (InvalidArgument).
+	Refused ApplyResult = "refused"
+	// Conflict: a revision mismatch or a racing write (Aborted).
+	Conflict ApplyResult = "conflict"
+	// Error: anything else (the store unavailable, a deadline).
+	Error ApplyResult = "error"
+)
+
+type discardObserver struct{}
+
+func (discardObserver) ObserveApply(ApplyResult, bool, time.Duration) {}
+func (discardObserver) ObserveProbe(failure.Reason)                   {}
 
 var _ policyv1connect.PolicyServiceHandler = (*Server)(nil)
 
-// New returns a Server over st.
-func New(st *store.Store, log *slog.Logger) *Server {
-	return &Server{store: st, log: log, now: time.Now}
+// New returns a Server over st; obs (may be nil) is told how applies and
+// probes end.
+func New(st *store.Store, log *slog.Logger, obs Observer) *Server {
+	if obs == nil {
+		obs = discardObserver{}
+	}
+	return &Server{store: st, log: log, now: time.Now, obs: obs}
 }
 
 // Apply validates all resources of the request together and stores them, or
 // stores nothing.
 func (s *Server) Apply(ctx context.Context, req *connect.Request[policyv1.ApplyRequest]) (*connect.Response[policyv1.ApplyResponse], error) {
+	start := time.Now()
+	resp, err := s.apply(ctx, req)
+	result := Error
+	switch {
+	case err == nil:
+		result = Applied
+	case connect.CodeOf(err) == connect.CodeInvalidArgument:
+		result = Refused
+	case connect.CodeOf(err) == connect.CodeAborted:
+		result = Conflict
+	}
+	s.obs.ObserveApply(result, req.Msg.GetDryRun(), time.Since(start))
+	return resp, err
+}
+
+func (s *Server) apply(ctx context.Context, req *connect.Request[policyv1.ApplyRequest]) (*connect.Response[policyv1.ApplyResponse], error) {
 	resources := req.Msg.GetResources()
 	switch {
 	case len(resources) == 0:
