@@ -208,6 +208,8 @@ Try:
   buf curl --http2-prior-knowledge --list-methods http://%[3]s
   buf curl --http2-prior-knowledge -d '{"kind":"PolicyBinding"}' http://%[3]s/keyway.policy.v1.PolicyService/List
   curl --cacert %[6]s https://%[5]s/   # refused: no client certificate
+  curl -s http://%[2]s/metrics | grep '^keyway_'   # proxy node metrics
+  curl -s http://%[3]s/metrics | grep '^keyway_'   # policy service metrics
 
 (buf is installed by the Makefile: "$(scripts/tool.sh buf)" prints its path.)
 Ctrl-C stops everything; data stays in %[9]s (policy port %[10]s).
