@@ -39,7 +39,7 @@ func (o configObject) unknownKeys(known []string, what string) {
 	sort.Strings(keys)
 	for _, k := range keys {
 		msg := fmt.Sprintf("unknown field %q", k)
-		if s := didYouMean(k, known); s != "" {
+		if s := DidYouMean(k, known); s != "" {
 			msg += fmt.Sprintf("; did you mean %q? (field names are case-sensitive)", s)
 		} else {
 			msg += fmt.Sprintf(" in %s; remove it", what)
@@ -166,10 +166,10 @@ func jsonType(v *structpb.Value) string {
 	return "null"
 }
 
-// didYouMean returns the candidate that name most likely misspells: the same
+// DidYouMean returns the candidate that name most likely misspells: the same
 // ignoring case, '_' and '-', or within two edits. It returns "" when none is
-// close.
-func didYouMean(name string, candidates []string) string {
+// close. keywayctl uses it for manifest fields, validation for config keys.
+func DidYouMean(name string, candidates []string) string {
 	norm := func(s string) string {
 		return strings.NewReplacer("_", "", "-", "").Replace(strings.ToLower(s))
 	}

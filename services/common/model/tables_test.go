@@ -69,8 +69,8 @@ func TestDidYouMean(t *testing.T) {
 		"colour":          "",
 		"sn":              "",
 	} {
-		if got := didYouMean(in, outboundFields); got != want {
-			t.Errorf("didYouMean(%q) = %q, want %q", in, got, want)
+		if got := DidYouMean(in, outboundFields); got != want {
+			t.Errorf("DidYouMean(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

@@ -84,6 +84,10 @@ the fix; --no-probe skips it.`
 func (g *globals) apply(cmd *cobra.Command, files []string, dryRun bool, probe policyv1.ProbeMode) error {
 	m, err := manifest.Read(files, g.io.Stdin)
 	if err != nil {
+		if n := countJoined(err); n > 0 {
+			// Each problem on its own line, then what it means.
+			return errors.Join(err, fmt.Errorf("nothing sent: %s in the manifests", plural(n, "problem")))
+		}
 		return err
 	}
 	for _, n := range m.Notes() {
@@ -105,6 +109,20 @@ func (g *globals) apply(cmd *cobra.Command, files []string, dryRun bool, probe p
 	}
 	printResults(g.io, m, resp.Msg.GetResults(), dryRun)
 	return nil
+}
+
+// countJoined counts the errors at the leaves of a tree of joined errors,
+// or returns 0 when err joins nothing.
+func countJoined(err error) int {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return 0
+	}
+	n := 0
+	for _, e := range j.Unwrap() {
+		n += max(1, countJoined(e))
+	}
+	return n
 }
 
 // applyError prints the field violations of a refused apply at their

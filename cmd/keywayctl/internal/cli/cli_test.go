@@ -284,7 +284,7 @@ func TestApplyManifestErrors(t *testing.T) {
 	if err == nil {
 		t.Fatal("apply succeeded, want an error")
 	}
-	if want := "error: <stdin>:7:7: unknown kind \"Gateway\"; want Service, Route or PolicyBinding\n"; stderr != want {
+	if want := "error: <stdin>:7:7: unknown kind \"Gateway\"; want Service, Route or PolicyBinding\nerror: nothing sent: 1 problem in the manifests\n"; stderr != want {
 		t.Errorf("stderr %q, want %q", stderr, want)
 	}
 	if n := len(fake.requests()); n != 0 {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"keyway.dev/common/model"
 	"math"
 	"path/filepath"
 	"regexp"
@@ -132,10 +133,12 @@ func (p *parser) resource(n *yaml.Node) {
 	k, ok := resource.ByName(kindNode.Value)
 	if !ok || kindNode.Kind != yaml.ScalarNode {
 		msg := fmt.Sprintf("unknown kind %q; want %s", kindNode.Value, kindList())
-		for _, kk := range resource.Kinds {
-			if strings.EqualFold(kk.Name, kindNode.Value) {
-				msg = fmt.Sprintf("unknown kind %q; did you mean %q?", kindNode.Value, kk.Name)
-			}
+		names := make([]string, len(resource.Kinds))
+		for i, kk := range resource.Kinds {
+			names[i] = kk.Name
+		}
+		if s := model.DidYouMean(kindNode.Value, names); s != "" {
+			msg = fmt.Sprintf("unknown kind %q; did you mean %q?", kindNode.Value, s)
 		}
 		p.errorf(kindNode, "%s", msg)
 		return
@@ -229,7 +232,11 @@ func (c *converter) message(n *yaml.Node, md protoreflect.MessageDescriptor, pat
 			fd = md.Fields().ByName(protoreflect.Name(key.Value))
 		}
 		if fd == nil {
-			c.p.errorf(key, "%s: unknown field (%s has %s)", join(path, key.Value), md.Name(), fieldList(md))
+			hint := ""
+			if s := model.DidYouMean(key.Value, fieldNames(md)); s != "" {
+				hint = fmt.Sprintf("; did you mean %q?", s)
+			}
+			c.p.errorf(key, "%s: unknown field%s (%s has %s)", join(path, key.Value), hint, md.Name(), fieldList(md))
 			continue
 		}
 		fp := join(path, fd.JSONName())
@@ -546,12 +553,16 @@ func kindList() string {
 }
 
 func fieldList(md protoreflect.MessageDescriptor) string {
+	return strings.Join(fieldNames(md), ", ")
+}
+
+func fieldNames(md protoreflect.MessageDescriptor) []string {
 	fs := md.Fields()
 	names := make([]string, fs.Len())
 	for i := range fs.Len() {
 		names[i] = fs.Get(i).JSONName()
 	}
-	return strings.Join(names, ", ")
+	return names
 }
 
 func join(path, name string) string {
