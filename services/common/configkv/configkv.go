@@ -38,7 +38,7 @@ func ParseKey(key string) (model.Ref, error) {
 	if !ok || name == "" {
 		return model.Ref{}, fmt.Errorf("configkv: key %q is not <kind>.<name>", key)
 	}
-	for _, k := range []string{model.KindService, model.KindRoute, model.KindPolicyBinding} {
+	for _, k := range []string{model.KindService, model.KindRoute, model.KindPolicyBinding, model.KindListener} {
 		if strings.ToLower(k) == kind {
 			return model.Ref{Kind: k, Name: name}, nil
 		}
@@ -55,6 +55,8 @@ func RefOf(r *policyv1.Resource) model.Ref {
 		return model.Ref{Kind: model.KindRoute, Name: k.Route.GetMetadata().GetName()}
 	case *policyv1.Resource_PolicyBinding:
 		return model.Ref{Kind: model.KindPolicyBinding, Name: k.PolicyBinding.GetMetadata().GetName()}
+	case *policyv1.Resource_Listener:
+		return model.Ref{Kind: model.KindListener, Name: k.Listener.GetMetadata().GetName()}
 	}
 	return model.Ref{}
 }
@@ -70,6 +72,8 @@ func Metadata(r *policyv1.Resource) *policyv1.ObjectMeta {
 		slot = &k.Route.Metadata
 	case *policyv1.Resource_PolicyBinding:
 		slot = &k.PolicyBinding.Metadata
+	case *policyv1.Resource_Listener:
+		slot = &k.Listener.Metadata
 	default:
 		return &policyv1.ObjectMeta{}
 	}

@@ -18,6 +18,7 @@ const (
 	KindService       = "Service"
 	KindRoute         = "Route"
 	KindPolicyBinding = "PolicyBinding"
+	KindListener      = "Listener"
 )
 
 // API versions accepted on input.
@@ -108,11 +109,46 @@ type OutboundTLS struct {
 	Fingerprint string
 }
 
+// Listener is a validated inbound TLS address.
+type Listener struct {
+	Name string
+	// Address is "host:port".
+	Address string
+	// Hosts in the order given; Default is the index of the host that serves
+	// clients without SNI or with a name no host lists.
+	Hosts   []ListenerHost
+	Default int
+}
+
+// ListenerHost is the TLS a Listener serves for some SNI names: everything a
+// server tls.Config needs, parsed and checked. Immutable once built.
+type ListenerHost struct {
+	// Hostnames are lowercase; a wildcard is "*.example.com".
+	Hostnames []string
+	// Certificate is the server key pair, with Leaf set and the chain in
+	// order.
+	Certificate *tls.Certificate
+	ClientAuth  tls.ClientAuthType
+	// ClientCAs verify client certificates; nil when ClientAuth does not
+	// verify.
+	ClientCAs []*x509.Certificate
+	// VerifyDepth is the longest client chain accepted, leaf included; 0
+	// means no limit.
+	VerifyDepth  int
+	MinVersion   uint16
+	MaxVersion   uint16
+	CipherSuites []uint16
+	ALPN         []string
+	// Fingerprint identifies the host's TLS context, as OutboundTLS's does.
+	Fingerprint string
+}
+
 // Object is one validated resource: exactly one field is set.
 type Object struct {
-	Service *Service
-	Route   *Route
-	Binding *Binding
+	Service  *Service
+	Route    *Route
+	Binding  *Binding
+	Listener *Listener
 }
 
 // Ref names the object.
@@ -124,6 +160,8 @@ func (o Object) Ref() Ref {
 		return Ref{KindRoute, o.Route.Name}
 	case o.Binding != nil:
 		return Ref{KindPolicyBinding, o.Binding.Name}
+	case o.Listener != nil:
+		return Ref{KindListener, o.Listener.Name}
 	}
 	return Ref{}
 }

@@ -284,7 +284,7 @@ func TestApplyManifestErrors(t *testing.T) {
 	if err == nil {
 		t.Fatal("apply succeeded, want an error")
 	}
-	if want := "error: <stdin>:7:7: unknown kind \"Gateway\"; want Service, Route or PolicyBinding\nerror: nothing sent: 1 problem in the manifests\n"; stderr != want {
+	if want := "error: <stdin>:7:7: unknown kind \"Gateway\"; want Service, Route, PolicyBinding or Listener\nerror: nothing sent: 1 problem in the manifests\n"; stderr != want {
 		t.Errorf("stderr %q, want %q", stderr, want)
 	}
 	if n := len(fake.requests()); n != 0 {
@@ -555,7 +555,7 @@ func TestUsageErrors(t *testing.T) {
 		want string
 	}{
 		{[]string{"get"}, "error: missing KIND: service (svc), route (rt) or policybinding (binding, pb); plurals too\n"},
-		{[]string{"get", "listeners"}, `error: unknown kind "listeners"; want service (svc), route (rt) or policybinding (binding, pb)` + "\n"},
+		{[]string{"get", "gateways"}, `error: unknown kind "gateways"; want service (svc), route (rt), policybinding (binding, pb), listener (lis) or all` + "\n"},
 		{[]string{"get", "svc", "-o", "xml"}, `error: unknown output format "xml"; want table, yaml, json or name` + "\n"},
 		{[]string{"apply"}, "error: no manifests: give -f FILE (a file, a directory, or - for stdin)\n"},
 		{[]string{"get", "svc", "--protocol", "http3"}, `error: --protocol "http3": want connect or grpc` + "\n"},

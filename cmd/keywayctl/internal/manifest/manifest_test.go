@@ -217,8 +217,8 @@ func TestParseErrors(t *testing.T) {
 		{
 			name:  "unknown kind in second document",
 			file:  "app.yaml",
-			input: services + "---\napiVersion: keyway.dev/v1alpha1\nkind: Listener\nmetadata: {name: l}\n",
-			want:  []string{`app.yaml:22:7: unknown kind "Listener"; want Service, Route or PolicyBinding`},
+			input: services + "---\napiVersion: keyway.dev/v1alpha1\nkind: Gateway\nmetadata: {name: l}\n",
+			want:  []string{`app.yaml:22:7: unknown kind "Gateway"; want Service, Route, PolicyBinding or Listener`},
 		},
 		{
 			name:  "kind in the wrong case",
@@ -236,7 +236,7 @@ func TestParseErrors(t *testing.T) {
 			name:  "missing kind",
 			file:  "a.yaml",
 			input: "apiVersion: keyway.dev/v1alpha1\nmetadata: {name: x}\n",
-			want:  []string{`a.yaml:1:1: missing kind; want Service, Route or PolicyBinding`},
+			want:  []string{`a.yaml:1:1: missing kind; want Service, Route, PolicyBinding or Listener`},
 		},
 		{
 			name:  "unknown fields at the top and nested, wrong types, all at once",

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -182,6 +183,18 @@ var columns = map[string]struct {
 				target = or(t.GetKind(), "Service") + "/" + t.GetName()
 			}
 			return []string{target, orDash(s.GetPolicyRef().GetName())}
+		},
+	},
+	"Listener": {
+		headers: []string{"ADDRESS", "HOSTS", "CLIENT-AUTH"},
+		row: func(r *policyv1.Resource) []string {
+			s := r.GetListener().GetSpec()
+			var hosts, auth []string
+			for _, h := range s.GetHosts() {
+				hosts = append(hosts, h.GetHostnames()...)
+				auth = append(auth, or(h.GetClientAuth(), "none"))
+			}
+			return []string{orDash(s.GetAddress()), or(strings.Join(hosts, ","), "-"), or(strings.Join(slices.Compact(auth), ","), "-")}
 		},
 	},
 }

@@ -66,6 +66,14 @@ var Kinds = []Kind{
 			return &policyv1.Resource{Kind: &policyv1.Resource_PolicyBinding{PolicyBinding: m.(*policyv1.PolicyBinding)}}
 		},
 	},
+	{
+		Name: "Listener", Member: "listener", protoMember: "listener",
+		Aliases: []string{"listener", "listeners", "lis"},
+		new:     func() proto.Message { return new(policyv1.Listener) },
+		wrap: func(m proto.Message) *policyv1.Resource {
+			return &policyv1.Resource{Kind: &policyv1.Resource_Listener{Listener: m.(*policyv1.Listener)}}
+		},
+	},
 }
 
 // Short is the canonical lowercase name, as in "policybinding/orders-mtls".
@@ -111,7 +119,7 @@ func Parse(s string) (Kind, error) {
 			return k, nil
 		}
 	}
-	return Kind{}, fmt.Errorf("unknown kind %q; want service (svc), route (rt) or policybinding (binding, pb)", s)
+	return Kind{}, fmt.Errorf("unknown kind %q; want service (svc), route (rt), policybinding (binding, pb), listener (lis) or all", s)
 }
 
 // Of returns the kind of a resource; ok is false when no member is set.
@@ -123,6 +131,8 @@ func Of(r *policyv1.Resource) (k Kind, ok bool) {
 		return Kinds[1], true
 	case *policyv1.Resource_PolicyBinding:
 		return Kinds[2], true
+	case *policyv1.Resource_Listener:
+		return Kinds[3], true
 	}
 	return Kind{}, false
 }
@@ -136,6 +146,8 @@ func Member(r *policyv1.Resource) proto.Message {
 		return m.Route
 	case *policyv1.Resource_PolicyBinding:
 		return m.PolicyBinding
+	case *policyv1.Resource_Listener:
+		return m.Listener
 	}
 	return nil
 }
@@ -149,6 +161,8 @@ func Metadata(r *policyv1.Resource) *policyv1.ObjectMeta {
 		return m.Route.GetMetadata()
 	case *policyv1.Resource_PolicyBinding:
 		return m.PolicyBinding.GetMetadata()
+	case *policyv1.Resource_Listener:
+		return m.Listener.GetMetadata()
 	}
 	return nil
 }

@@ -33,6 +33,7 @@ type Resource struct {
 	//	*Resource_Service
 	//	*Resource_Route
 	//	*Resource_PolicyBinding
+	//	*Resource_Listener
 	Kind          isResource_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -102,6 +103,15 @@ func (x *Resource) GetPolicyBinding() *PolicyBinding {
 	return nil
 }
 
+func (x *Resource) GetListener() *Listener {
+	if x != nil {
+		if x, ok := x.Kind.(*Resource_Listener); ok {
+			return x.Listener
+		}
+	}
+	return nil
+}
+
 type isResource_Kind interface {
 	isResource_Kind()
 }
@@ -118,11 +128,17 @@ type Resource_PolicyBinding struct {
 	PolicyBinding *PolicyBinding `protobuf:"bytes,3,opt,name=policy_binding,json=policyBinding,proto3,oneof"`
 }
 
+type Resource_Listener struct {
+	Listener *Listener `protobuf:"bytes,4,opt,name=listener,proto3,oneof"`
+}
+
 func (*Resource_Service) isResource_Kind() {}
 
 func (*Resource_Route) isResource_Kind() {}
 
 func (*Resource_PolicyBinding) isResource_Kind() {}
+
+func (*Resource_Listener) isResource_Kind() {}
 
 // ObjectMeta names a resource and carries what the store knows of it.
 type ObjectMeta struct {
@@ -479,6 +495,315 @@ func (x *RouteSpec) GetService() string {
 	return ""
 }
 
+// Listener is an inbound address where proxy nodes terminate TLS, with a
+// server certificate and client-certificate rules per SNI host.
+type Listener struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ApiVersion    string                 `protobuf:"bytes,1,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	Kind          string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Metadata      *ObjectMeta            `protobuf:"bytes,3,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Spec          *ListenerSpec          `protobuf:"bytes,4,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Listener) Reset() {
+	*x = Listener{}
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Listener) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Listener) ProtoMessage() {}
+
+func (x *Listener) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Listener.ProtoReflect.Descriptor instead.
+func (*Listener) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Listener) GetApiVersion() string {
+	if x != nil {
+		return x.ApiVersion
+	}
+	return ""
+}
+
+func (x *Listener) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Listener) GetMetadata() *ObjectMeta {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *Listener) GetSpec() *ListenerSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+// ListenerSpec is where a Listener binds and what each host serves.
+type ListenerSpec struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "host:port" every proxy node binds (several nodes on one machine share
+	// it with SO_REUSEPORT).
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// One entry per set of SNI host names; at least one.
+	Hosts         []*ListenerHost `protobuf:"bytes,2,rep,name=hosts,proto3" json:"hosts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListenerSpec) Reset() {
+	*x = ListenerSpec{}
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListenerSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListenerSpec) ProtoMessage() {}
+
+func (x *ListenerSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListenerSpec.ProtoReflect.Descriptor instead.
+func (*ListenerSpec) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListenerSpec) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *ListenerSpec) GetHosts() []*ListenerHost {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
+// ListenerHost is the TLS a Listener serves for some SNI host names.
+type ListenerHost struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// SNI names: exact ("test.com") or with one leading wildcard label
+	// ("*.test.com").
+	Hostnames []string `protobuf:"bytes,1,rep,name=hostnames,proto3" json:"hostnames,omitempty"`
+	// Also serve clients that send no SNI, or a name no host lists. At most
+	// one host per Listener; with none, the first host is the default.
+	Default bool `protobuf:"varint,2,opt,name=default,proto3" json:"default,omitempty"`
+	// The server certificate (leaf first, then intermediates) and its key.
+	Certificate *KeyPair `protobuf:"bytes,3,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	// "none" (default), "request", "require", "verify-if-given" or
+	// "require-and-verify".
+	ClientAuth string `protobuf:"bytes,4,opt,name=client_auth,json=clientAuth,proto3" json:"client_auth,omitempty"`
+	// CA certificates (PEM bundle) that client certificates must chain to;
+	// several for an overlap during a CA rotation.
+	ClientCas string `protobuf:"bytes,5,opt,name=client_cas,json=clientCAs,proto3" json:"client_cas,omitempty"`
+	// Longest client chain accepted, leaf included; 0 means no limit.
+	VerifyDepth uint32 `protobuf:"varint,6,opt,name=verify_depth,json=verifyDepth,proto3" json:"verify_depth,omitempty"`
+	// As in tls-outbound: "1.1", "1.2" or "1.3"; defaults 1.2 and 1.3.
+	Minversion string `protobuf:"bytes,7,opt,name=minversion,proto3" json:"minversion,omitempty"`
+	Maxversion string `protobuf:"bytes,8,opt,name=maxversion,proto3" json:"maxversion,omitempty"`
+	// TLS 1.2 (and 1.1) suites, IANA names; empty keeps the defaults.
+	Ciphers []string `protobuf:"bytes,9,rep,name=ciphers,proto3" json:"ciphers,omitempty"`
+	// ALPN protocols offered; default h2, http/1.1.
+	Alpn          []string `protobuf:"bytes,10,rep,name=alpn,proto3" json:"alpn,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListenerHost) Reset() {
+	*x = ListenerHost{}
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListenerHost) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListenerHost) ProtoMessage() {}
+
+func (x *ListenerHost) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListenerHost.ProtoReflect.Descriptor instead.
+func (*ListenerHost) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ListenerHost) GetHostnames() []string {
+	if x != nil {
+		return x.Hostnames
+	}
+	return nil
+}
+
+func (x *ListenerHost) GetDefault() bool {
+	if x != nil {
+		return x.Default
+	}
+	return false
+}
+
+func (x *ListenerHost) GetCertificate() *KeyPair {
+	if x != nil {
+		return x.Certificate
+	}
+	return nil
+}
+
+func (x *ListenerHost) GetClientAuth() string {
+	if x != nil {
+		return x.ClientAuth
+	}
+	return ""
+}
+
+func (x *ListenerHost) GetClientCas() string {
+	if x != nil {
+		return x.ClientCas
+	}
+	return ""
+}
+
+func (x *ListenerHost) GetVerifyDepth() uint32 {
+	if x != nil {
+		return x.VerifyDepth
+	}
+	return 0
+}
+
+func (x *ListenerHost) GetMinversion() string {
+	if x != nil {
+		return x.Minversion
+	}
+	return ""
+}
+
+func (x *ListenerHost) GetMaxversion() string {
+	if x != nil {
+		return x.Maxversion
+	}
+	return ""
+}
+
+func (x *ListenerHost) GetCiphers() []string {
+	if x != nil {
+		return x.Ciphers
+	}
+	return nil
+}
+
+func (x *ListenerHost) GetAlpn() []string {
+	if x != nil {
+		return x.Alpn
+	}
+	return nil
+}
+
+// KeyPair is a certificate chain and its private key, PEM.
+type KeyPair struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Crt           string                 `protobuf:"bytes,1,opt,name=crt,proto3" json:"crt,omitempty"`
+	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyPair) Reset() {
+	*x = KeyPair{}
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyPair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyPair) ProtoMessage() {}
+
+func (x *KeyPair) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyPair.ProtoReflect.Descriptor instead.
+func (*KeyPair) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *KeyPair) GetCrt() string {
+	if x != nil {
+		return x.Crt
+	}
+	return ""
+}
+
+func (x *KeyPair) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
 // PolicyBinding attaches a policy with its configuration to a target.
 type PolicyBinding struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -494,7 +819,7 @@ type PolicyBinding struct {
 
 func (x *PolicyBinding) Reset() {
 	*x = PolicyBinding{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[6]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +831,7 @@ func (x *PolicyBinding) String() string {
 func (*PolicyBinding) ProtoMessage() {}
 
 func (x *PolicyBinding) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[6]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +844,7 @@ func (x *PolicyBinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBinding.ProtoReflect.Descriptor instead.
 func (*PolicyBinding) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{6}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PolicyBinding) GetApiVersion() string {
@@ -565,7 +890,7 @@ type PolicyBindingSpec struct {
 
 func (x *PolicyBindingSpec) Reset() {
 	*x = PolicyBindingSpec{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[7]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -577,7 +902,7 @@ func (x *PolicyBindingSpec) String() string {
 func (*PolicyBindingSpec) ProtoMessage() {}
 
 func (x *PolicyBindingSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[7]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -590,7 +915,7 @@ func (x *PolicyBindingSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBindingSpec.ProtoReflect.Descriptor instead.
 func (*PolicyBindingSpec) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{7}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PolicyBindingSpec) GetTargetRef() *TargetRef {
@@ -626,7 +951,7 @@ type TargetRef struct {
 
 func (x *TargetRef) Reset() {
 	*x = TargetRef{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[8]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +963,7 @@ func (x *TargetRef) String() string {
 func (*TargetRef) ProtoMessage() {}
 
 func (x *TargetRef) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[8]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +976,7 @@ func (x *TargetRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetRef.ProtoReflect.Descriptor instead.
 func (*TargetRef) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{8}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TargetRef) GetKind() string {
@@ -679,7 +1004,7 @@ type PolicyRef struct {
 
 func (x *PolicyRef) Reset() {
 	*x = PolicyRef{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[9]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +1016,7 @@ func (x *PolicyRef) String() string {
 func (*PolicyRef) ProtoMessage() {}
 
 func (x *PolicyRef) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[9]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +1029,7 @@ func (x *PolicyRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRef.ProtoReflect.Descriptor instead.
 func (*PolicyRef) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{9}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PolicyRef) GetName() string {
@@ -718,11 +1043,12 @@ var File_keyway_policy_v1_resources_proto protoreflect.FileDescriptor
 
 const file_keyway_policy_v1_resources_proto_rawDesc = "" +
 	"\n" +
-	" keyway/policy/v1/resources.proto\x12\x10keyway.policy.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n" +
+	" keyway/policy/v1/resources.proto\x12\x10keyway.policy.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x01\n" +
 	"\bResource\x125\n" +
 	"\aservice\x18\x01 \x01(\v2\x19.keyway.policy.v1.ServiceH\x00R\aservice\x12/\n" +
 	"\x05route\x18\x02 \x01(\v2\x17.keyway.policy.v1.RouteH\x00R\x05route\x12H\n" +
-	"\x0epolicy_binding\x18\x03 \x01(\v2\x1f.keyway.policy.v1.PolicyBindingH\x00R\rpolicyBindingB\x06\n" +
+	"\x0epolicy_binding\x18\x03 \x01(\v2\x1f.keyway.policy.v1.PolicyBindingH\x00R\rpolicyBinding\x128\n" +
+	"\blistener\x18\x04 \x01(\v2\x1a.keyway.policy.v1.ListenerH\x00R\blistenerB\x06\n" +
 	"\x04kind\"\xf6\x01\n" +
 	"\n" +
 	"ObjectMeta\x12\x12\n" +
@@ -754,7 +1080,37 @@ const file_keyway_policy_v1_resources_proto_rawDesc = "" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
 	"\amethods\x18\x02 \x03(\tR\amethods\x12\x12\n" +
 	"\x04host\x18\x03 \x01(\tR\x04host\x12\x18\n" +
-	"\aservice\x18\x04 \x01(\tR\aservice\"\xb7\x01\n" +
+	"\aservice\x18\x04 \x01(\tR\aservice\"\xad\x01\n" +
+	"\bListener\x12\x1f\n" +
+	"\vapi_version\x18\x01 \x01(\tR\n" +
+	"apiVersion\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x128\n" +
+	"\bmetadata\x18\x03 \x01(\v2\x1c.keyway.policy.v1.ObjectMetaR\bmetadata\x122\n" +
+	"\x04spec\x18\x04 \x01(\v2\x1e.keyway.policy.v1.ListenerSpecR\x04spec\"^\n" +
+	"\fListenerSpec\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x124\n" +
+	"\x05hosts\x18\x02 \x03(\v2\x1e.keyway.policy.v1.ListenerHostR\x05hosts\"\xd4\x02\n" +
+	"\fListenerHost\x12\x1c\n" +
+	"\thostnames\x18\x01 \x03(\tR\thostnames\x12\x18\n" +
+	"\adefault\x18\x02 \x01(\bR\adefault\x12;\n" +
+	"\vcertificate\x18\x03 \x01(\v2\x19.keyway.policy.v1.KeyPairR\vcertificate\x12\x1f\n" +
+	"\vclient_auth\x18\x04 \x01(\tR\n" +
+	"clientAuth\x12\x1d\n" +
+	"\n" +
+	"client_cas\x18\x05 \x01(\tR\tclientCAs\x12!\n" +
+	"\fverify_depth\x18\x06 \x01(\rR\vverifyDepth\x12\x1e\n" +
+	"\n" +
+	"minversion\x18\a \x01(\tR\n" +
+	"minversion\x12\x1e\n" +
+	"\n" +
+	"maxversion\x18\b \x01(\tR\n" +
+	"maxversion\x12\x18\n" +
+	"\aciphers\x18\t \x03(\tR\aciphers\x12\x12\n" +
+	"\x04alpn\x18\n" +
+	" \x03(\tR\x04alpn\"-\n" +
+	"\aKeyPair\x12\x10\n" +
+	"\x03crt\x18\x01 \x01(\tR\x03crt\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"\xb7\x01\n" +
 	"\rPolicyBinding\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\tR\n" +
 	"apiVersion\x12\x12\n" +
@@ -786,7 +1142,7 @@ func file_keyway_policy_v1_resources_proto_rawDescGZIP() []byte {
 	return file_keyway_policy_v1_resources_proto_rawDescData
 }
 
-var file_keyway_policy_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_keyway_policy_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_keyway_policy_v1_resources_proto_goTypes = []any{
 	(*Resource)(nil),              // 0: keyway.policy.v1.Resource
 	(*ObjectMeta)(nil),            // 1: keyway.policy.v1.ObjectMeta
@@ -794,34 +1150,43 @@ var file_keyway_policy_v1_resources_proto_goTypes = []any{
 	(*ServiceSpec)(nil),           // 3: keyway.policy.v1.ServiceSpec
 	(*Route)(nil),                 // 4: keyway.policy.v1.Route
 	(*RouteSpec)(nil),             // 5: keyway.policy.v1.RouteSpec
-	(*PolicyBinding)(nil),         // 6: keyway.policy.v1.PolicyBinding
-	(*PolicyBindingSpec)(nil),     // 7: keyway.policy.v1.PolicyBindingSpec
-	(*TargetRef)(nil),             // 8: keyway.policy.v1.TargetRef
-	(*PolicyRef)(nil),             // 9: keyway.policy.v1.PolicyRef
-	nil,                           // 10: keyway.policy.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 12: google.protobuf.Struct
+	(*Listener)(nil),              // 6: keyway.policy.v1.Listener
+	(*ListenerSpec)(nil),          // 7: keyway.policy.v1.ListenerSpec
+	(*ListenerHost)(nil),          // 8: keyway.policy.v1.ListenerHost
+	(*KeyPair)(nil),               // 9: keyway.policy.v1.KeyPair
+	(*PolicyBinding)(nil),         // 10: keyway.policy.v1.PolicyBinding
+	(*PolicyBindingSpec)(nil),     // 11: keyway.policy.v1.PolicyBindingSpec
+	(*TargetRef)(nil),             // 12: keyway.policy.v1.TargetRef
+	(*PolicyRef)(nil),             // 13: keyway.policy.v1.PolicyRef
+	nil,                           // 14: keyway.policy.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 16: google.protobuf.Struct
 }
 var file_keyway_policy_v1_resources_proto_depIdxs = []int32{
 	2,  // 0: keyway.policy.v1.Resource.service:type_name -> keyway.policy.v1.Service
 	4,  // 1: keyway.policy.v1.Resource.route:type_name -> keyway.policy.v1.Route
-	6,  // 2: keyway.policy.v1.Resource.policy_binding:type_name -> keyway.policy.v1.PolicyBinding
-	10, // 3: keyway.policy.v1.ObjectMeta.labels:type_name -> keyway.policy.v1.ObjectMeta.LabelsEntry
-	11, // 4: keyway.policy.v1.ObjectMeta.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 5: keyway.policy.v1.Service.metadata:type_name -> keyway.policy.v1.ObjectMeta
-	3,  // 6: keyway.policy.v1.Service.spec:type_name -> keyway.policy.v1.ServiceSpec
-	1,  // 7: keyway.policy.v1.Route.metadata:type_name -> keyway.policy.v1.ObjectMeta
-	5,  // 8: keyway.policy.v1.Route.spec:type_name -> keyway.policy.v1.RouteSpec
-	1,  // 9: keyway.policy.v1.PolicyBinding.metadata:type_name -> keyway.policy.v1.ObjectMeta
-	7,  // 10: keyway.policy.v1.PolicyBinding.spec:type_name -> keyway.policy.v1.PolicyBindingSpec
-	8,  // 11: keyway.policy.v1.PolicyBindingSpec.target_ref:type_name -> keyway.policy.v1.TargetRef
-	9,  // 12: keyway.policy.v1.PolicyBindingSpec.policy_ref:type_name -> keyway.policy.v1.PolicyRef
-	12, // 13: keyway.policy.v1.PolicyBindingSpec.config:type_name -> google.protobuf.Struct
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	10, // 2: keyway.policy.v1.Resource.policy_binding:type_name -> keyway.policy.v1.PolicyBinding
+	6,  // 3: keyway.policy.v1.Resource.listener:type_name -> keyway.policy.v1.Listener
+	14, // 4: keyway.policy.v1.ObjectMeta.labels:type_name -> keyway.policy.v1.ObjectMeta.LabelsEntry
+	15, // 5: keyway.policy.v1.ObjectMeta.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 6: keyway.policy.v1.Service.metadata:type_name -> keyway.policy.v1.ObjectMeta
+	3,  // 7: keyway.policy.v1.Service.spec:type_name -> keyway.policy.v1.ServiceSpec
+	1,  // 8: keyway.policy.v1.Route.metadata:type_name -> keyway.policy.v1.ObjectMeta
+	5,  // 9: keyway.policy.v1.Route.spec:type_name -> keyway.policy.v1.RouteSpec
+	1,  // 10: keyway.policy.v1.Listener.metadata:type_name -> keyway.policy.v1.ObjectMeta
+	7,  // 11: keyway.policy.v1.Listener.spec:type_name -> keyway.policy.v1.ListenerSpec
+	8,  // 12: keyway.policy.v1.ListenerSpec.hosts:type_name -> keyway.policy.v1.ListenerHost
+	9,  // 13: keyway.policy.v1.ListenerHost.certificate:type_name -> keyway.policy.v1.KeyPair
+	1,  // 14: keyway.policy.v1.PolicyBinding.metadata:type_name -> keyway.policy.v1.ObjectMeta
+	11, // 15: keyway.policy.v1.PolicyBinding.spec:type_name -> keyway.policy.v1.PolicyBindingSpec
+	12, // 16: keyway.policy.v1.PolicyBindingSpec.target_ref:type_name -> keyway.policy.v1.TargetRef
+	13, // 17: keyway.policy.v1.PolicyBindingSpec.policy_ref:type_name -> keyway.policy.v1.PolicyRef
+	16, // 18: keyway.policy.v1.PolicyBindingSpec.config:type_name -> google.protobuf.Struct
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_keyway_policy_v1_resources_proto_init() }
@@ -833,6 +1198,7 @@ func file_keyway_policy_v1_resources_proto_init() {
 		(*Resource_Service)(nil),
 		(*Resource_Route)(nil),
 		(*Resource_PolicyBinding)(nil),
+		(*Resource_Listener)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -840,7 +1206,7 @@ func file_keyway_policy_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyway_policy_v1_resources_proto_rawDesc), len(file_keyway_policy_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

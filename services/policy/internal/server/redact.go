@@ -12,24 +12,40 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
+	"keyway.dev/common/configkv"
 	"keyway.dev/common/model"
 )
 
-// Responses never carry private keys. Get and List answer with the key
+// Responses never carry private keys. Get and List answer with each key
 // replaced by a marker naming its digest; an apply that sends the marker back
 // unchanged (`keywayctl get … -o yaml | keywayctl apply -f -`) keeps the
 // stored key.
 const redactedPrefix = "redacted:sha256:"
 
-// keyOf returns the certificate.key value of a tls-outbound binding's config,
-// and the struct holding it, if there is one.
-func keyOf(r *policyv1.Resource) (string, *structpb.Struct) {
-	cert := r.GetPolicyBinding().GetSpec().GetConfig().GetFields()["certificate"].GetStructValue()
-	key, ok := cert.GetFields()["key"].GetKind().(*structpb.Value_StringValue)
-	if !ok {
-		return "", nil
+// keySlot is one private key in a resource: its value, and how to set it.
+type keySlot struct {
+	field string // path below resources[i], e.g. "listener.spec.hosts[0].certificate.key"
+	value string
+	set   func(string)
+}
+
+// keysOf lists the private keys a resource carries: a tls-outbound
+// binding's certificate.key, and each Listener host's certificate.key.
+func keysOf(r *policyv1.Resource) []keySlot {
+	var out []keySlot
+	if cert := r.GetPolicyBinding().GetSpec().GetConfig().GetFields()["certificate"].GetStructValue(); cert != nil {
+		if key, ok := cert.GetFields()["key"].GetKind().(*structpb.Value_StringValue); ok && key.StringValue != "" {
+			out = append(out, keySlot{"policyBinding.spec.config.certificate.key", key.StringValue,
+				func(v string) { cert.Fields["key"] = structpb.NewStringValue(v) }})
+		}
 	}
-	return key.StringValue, cert
+	for j, h := range r.GetListener().GetSpec().GetHosts() {
+		if kp := h.GetCertificate(); kp.GetKey() != "" {
+			out = append(out, keySlot{fmt.Sprintf("listener.spec.hosts[%d].certificate.key", j), kp.GetKey(),
+				func(v string) { kp.Key = v }})
+		}
+	}
+	return out
 }
 
 func redactedMarker(key string) string {
@@ -37,38 +53,51 @@ func redactedMarker(key string) string {
 	return redactedPrefix + hex.EncodeToString(sum[:])
 }
 
-// redact returns r, or a copy of it with its private key replaced by the
+// redact returns r, or a copy of it with every private key replaced by its
 // marker.
 func redact(r *policyv1.Resource) *policyv1.Resource {
-	if key, _ := keyOf(r); key == "" || strings.HasPrefix(key, redactedPrefix) {
+	if len(keysOf(r)) == 0 {
 		return r
 	}
 	r = proto.CloneOf(r)
-	key, cert := keyOf(r)
-	cert.Fields["key"] = structpb.NewStringValue(redactedMarker(key))
+	for _, k := range keysOf(r) {
+		if !strings.HasPrefix(k.value, redactedPrefix) {
+			k.set(redactedMarker(k.value))
+		}
+	}
 	return r
 }
 
 // restoreKeys replaces each redacted marker in resources by the stored key
-// it names. A marker that names no stored key is a violation.
+// it names (the same resource's key at the same place). A marker that names
+// no stored key is a violation.
 func (s *Server) restoreKeys(ctx context.Context, resources []*policyv1.Resource) []model.Violation {
 	var vs []model.Violation
 	for i, r := range resources {
-		marker, cert := keyOf(r)
-		if !strings.HasPrefix(marker, redactedPrefix) {
-			continue
+		var stored map[string]string // field → stored key, loaded on first marker
+		for _, k := range keysOf(r) {
+			if !strings.HasPrefix(k.value, redactedPrefix) {
+				continue
+			}
+			ref := configkv.RefOf(r)
+			if stored == nil {
+				stored = map[string]string{}
+				if res, err := s.store.Get(ctx, ref); err == nil {
+					for _, sk := range keysOf(res) {
+						stored[sk.field] = sk.value
+					}
+				}
+			}
+			if key, ok := stored[k.field]; ok && redactedMarker(key) == k.value {
+				k.set(key)
+				continue
+			}
+			vs = append(vs, model.Violation{
+				Field: fmt.Sprintf("resources[%d].%s", i, k.field),
+				Message: fmt.Sprintf("%q is the redacted form of a key, as get returns it, but the stored %s holds no key with that digest there; give the private key in PEM",
+					short(k.value), ref),
+			})
 		}
-		name := r.GetPolicyBinding().GetMetadata().GetName()
-		stored, err := s.store.Get(ctx, model.Ref{Kind: model.KindPolicyBinding, Name: name})
-		if storedKey, _ := keyOf(stored); err == nil && redactedMarker(storedKey) == marker {
-			cert.Fields["key"] = structpb.NewStringValue(storedKey)
-			continue
-		}
-		vs = append(vs, model.Violation{
-			Field: fmt.Sprintf("resources[%d].policyBinding.spec.config.certificate.key", i),
-			Message: fmt.Sprintf("%q is the redacted form of a key, as get returns it, but the stored PolicyBinding %q holds no key with that digest; give the private key in PEM",
-				short(marker), name),
-		})
 	}
 	return vs
 }

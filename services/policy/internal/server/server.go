@@ -263,7 +263,7 @@ func refOf(kind, name string) (model.Ref, error) {
 }
 
 func unknownKind(kind string) string {
-	return fmt.Sprintf("%q is not a kind; use Service, Route or PolicyBinding", kind)
+	return fmt.Sprintf("%q is not a kind; use Service, Route, PolicyBinding or Listener", kind)
 }
 
 // invalid is INVALID_ARGUMENT with one field violation per problem, and the
@@ -336,6 +336,8 @@ func fillKind(r *policyv1.Resource, kind string) {
 		apiVersion, k = &x.Route.ApiVersion, &x.Route.Kind
 	case *policyv1.Resource_PolicyBinding:
 		apiVersion, k = &x.PolicyBinding.ApiVersion, &x.PolicyBinding.Kind
+	case *policyv1.Resource_Listener:
+		apiVersion, k = &x.Listener.ApiVersion, &x.Listener.Kind
 	default:
 		return
 	}

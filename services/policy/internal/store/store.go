@@ -294,6 +294,19 @@ func (s *Store) Service(name string) (*model.Service, bool) {
 	return e.obj.Service, true
 }
 
+// Listeners returns the stored Listeners, for address conflicts.
+func (c catalog) Listeners() []model.Listener {
+	c.s.mu.RLock()
+	defer c.s.mu.RUnlock()
+	var out []model.Listener
+	for _, e := range c.s.byKey {
+		if e.obj.Listener != nil {
+			out = append(out, *e.obj.Listener)
+		}
+	}
+	return out
+}
+
 // Dependents lists the stored resources that name the Service ref: routes
 // that forward to it and bindings that target it.
 func (s *Store) Dependents(ref model.Ref) []model.Ref {
