@@ -1,0 +1,376 @@
+// Package inbound serves a node's Listeners: one HTTPS server per Listener
+// address (HTTP/1.1 and HTTP/2 by ALPN), all serving the node's proxy
+// handler.
+//
+// Each server's tls.Config has only GetConfigForClient, which loads the
+// Listener's current snapshot (one atomic load) and returns the prebuilt
+// *tls.Config of the host the client's SNI names. A change to a Listener
+// whose address stays builds a new snapshot and swaps it in: new handshakes
+// get the new material, open connections keep theirs, nothing restarts. A
+// new address is bound first; the old server drains afterwards.
+//
+// Sockets are bound with SO_REUSEPORT, so several nodes on one machine
+// serve the same address.
+package inbound
+
+import (
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"keyway.dev/common/model"
+)
+
+// Options configure a [Manager].
+type Options struct {
+	// Handler serves every request on every Listener. Required.
+	Handler http.Handler
+	// ShutdownTimeout bounds the drain of a Listener that is removed or
+	// moves to another address: its requests still in flight then are cut
+	// off. Default 15s.
+	ShutdownTimeout time.Duration
+	// ReadHeaderTimeout bounds the TLS handshake and the request headers.
+	// Default 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle keep-alive connections. Default 2m.
+	IdleTimeout time.Duration
+	Logger      *slog.Logger
+}
+
+// Manager serves the Listeners it is given. Apply, Close, Status and Addr
+// are safe for concurrent use.
+type Manager struct {
+	opts Options
+	log  *slog.Logger
+	lc   net.ListenConfig
+
+	mu      sync.Mutex
+	servers map[string]*server // serving, by Listener name
+	// failed are the Listeners, by name, whose last Apply could not be
+	// served as given; a server of the same name, if any, keeps serving
+	// what it served before.
+	failed map[string]failure
+	closed bool
+
+	// drainCtx is the parent of every drain; Close cancels it when its ctx
+	// ends.
+	drainCtx    context.Context
+	drainCancel context.CancelFunc
+	drains      sync.WaitGroup
+}
+
+type failure struct {
+	listener *model.Listener
+	err      error
+}
+
+// server is one bound address serving one Listener.
+type server struct {
+	name    string
+	address string // as configured
+	ln      net.Listener
+	srv     *http.Server
+	since   time.Time
+	snap    atomic.Pointer[snapshot]
+	done    chan struct{}
+	err     atomic.Pointer[error] // why Serve stopped, if not by Shutdown
+}
+
+// New returns a manager serving no Listener yet.
+func New(opts Options) *Manager {
+	opts.ShutdownTimeout = cmp.Or(opts.ShutdownTimeout, 15*time.Second)
+	opts.ReadHeaderTimeout = cmp.Or(opts.ReadHeaderTimeout, 10*time.Second)
+	opts.IdleTimeout = cmp.Or(opts.IdleTimeout, 2*time.Minute)
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &Manager{
+		opts: opts, log: opts.Logger,
+		lc:      net.ListenConfig{Control: reusePort},
+		servers: make(map[string]*server),
+		failed:  make(map[string]failure),
+	}
+	m.drainCtx, m.drainCancel = context.WithCancel(context.Background())
+	return m
+}
+
+// Apply makes the Listeners served exactly those given, and returns, by
+// Listener name, those it could not serve as given (their TLS does not
+// build, their address cannot be bound or is another Listener's). The
+// others are served regardless.
+//
+// A Listener whose address is unchanged gets its new snapshot swapped in
+// (when the *model.Listener differs from the one served). A new Listener
+// is bound and served. A Listener that moved is bound at its new address
+// first, then its old server drains; when the new address cannot be bound,
+// the old server keeps serving the previous configuration. Removed
+// Listeners drain, in the background, for at most Options.ShutdownTimeout.
+// A Listener refused by one Apply is tried again by the next.
+//
+// After Close, Apply does nothing.
+func (m *Manager) Apply(listeners []*model.Listener) map[string]error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	want := make(map[string]*model.Listener, len(listeners))
+	for _, l := range listeners {
+		want[l.Name] = l
+	}
+	// Addresses go first to the servers that keep theirs, then by name.
+	order := slices.Sorted(maps.Keys(want))
+	slices.SortStableFunc(order, func(a, b string) int {
+		return cmpBool(m.keeps(want[a]), m.keeps(want[b]))
+	})
+	claimed := make(map[string]string) // address → Listener name
+	failed := make(map[string]failure)
+	var retire []*server
+	for _, name := range order {
+		l := want[name]
+		fail := func(err error) {
+			failed[name] = failure{listener: l, err: err}
+			if prev, ok := m.failed[name]; !ok || prev.listener != l || prev.err.Error() != err.Error() {
+				m.log.Error("cannot serve listener; keeping what it served before, if anything", "listener", name, "address", l.Address, "error", err)
+			}
+		}
+		if other, ok := claimed[l.Address]; ok {
+			fail(fmt.Errorf("inbound: address %s is already listener %q's", l.Address, other))
+			continue
+		}
+		claimed[l.Address] = name
+		cur := m.servers[name]
+		if cur != nil && cur.address == l.Address && cur.snap.Load().listener == l {
+			continue // unchanged
+		}
+		snap, err := buildSnapshot(l)
+		if err != nil {
+			fail(err)
+			continue
+		}
+		if cur != nil && cur.address == l.Address {
+			cur.snap.Store(snap)
+			m.log.Info("listener updated", "listener", name, "address", l.Address, "hosts", len(l.Hosts))
+			continue
+		}
+		s, err := m.start(name, l.Address, snap)
+		if err != nil {
+			fail(err)
+			continue
+		}
+		m.servers[name] = s
+		if cur != nil {
+			retire = append(retire, cur)
+		}
+	}
+	for name, s := range m.servers {
+		if want[name] == nil {
+			delete(m.servers, name)
+			retire = append(retire, s)
+		}
+	}
+	m.failed = failed
+	for _, s := range retire {
+		m.log.Info("draining listener", "listener", s.name, "address", s.address)
+		m.drain(s)
+	}
+	errs := make(map[string]error, len(failed))
+	for name, f := range failed {
+		errs[name] = f.err
+	}
+	return errs
+}
+
+// keeps reports whether l is served at its address already.
+func (m *Manager) keeps(l *model.Listener) bool {
+	s := m.servers[l.Name]
+	return s != nil && s.address == l.Address
+}
+
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return -1
+	}
+	return 1
+}
+
+// start binds address and serves snap there.
+func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
+	ln, err := m.lc.Listen(context.Background(), "tcp", address)
+	if err != nil {
+		return nil, fmt.Errorf("inbound: listening on %s: %w", address, err)
+	}
+	s := &server{name: name, address: address, ln: ln, since: time.Now(), done: make(chan struct{})}
+	s.snap.Store(snap)
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	s.srv = &http.Server{
+		Handler: m.opts.Handler,
+		// Only the callback: the material is the snapshot's, chosen per
+		// handshake.
+		TLSConfig:         &tls.Config{GetConfigForClient: s.configForClient},
+		Protocols:         protocols,
+		ReadHeaderTimeout: m.opts.ReadHeaderTimeout,
+		IdleTimeout:       m.opts.IdleTimeout,
+		ErrorLog:          log.New(handshakeLog{m.log.With("listener", name)}, "", 0),
+	}
+	go func() {
+		defer close(s.done)
+		if err := s.srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			err = fmt.Errorf("inbound: serving on %s: %w", address, err)
+			s.err.Store(&err)
+			m.log.Error("listener stopped serving", "listener", name, "address", address, "error", err)
+		}
+	}()
+	m.log.Info("listener serving", "listener", name, "address", ln.Addr().String(), "hosts", len(snap.listener.Hosts))
+	return s, nil
+}
+
+// configForClient is the server's GetConfigForClient: one atomic load and
+// at most two map lookups.
+func (s *server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	return s.snap.Load().configFor(hello.ServerName), nil
+}
+
+// drain shuts s down in the background: for at most ShutdownTimeout, or
+// until Close gives up.
+func (m *Manager) drain(s *server) {
+	m.drains.Go(func() {
+		ctx, cancel := context.WithTimeout(m.drainCtx, m.opts.ShutdownTimeout)
+		defer cancel()
+		if err := s.srv.Shutdown(ctx); err != nil {
+			m.log.Warn("requests still in flight on a drained listener; cutting them off", "listener", s.name, "address", s.address, "error", err)
+			s.srv.Close()
+		}
+		<-s.done
+	})
+}
+
+// Close drains every Listener and waits for the drains, including those of
+// earlier Applies: for at most Options.ShutdownTimeout each, and no longer
+// than ctx, after which the connections left are closed.
+func (m *Manager) Close(ctx context.Context) {
+	stop := context.AfterFunc(ctx, m.drainCancel)
+	defer stop()
+	m.mu.Lock()
+	m.closed = true
+	for name, s := range m.servers {
+		delete(m.servers, name)
+		m.drain(s)
+	}
+	m.mu.Unlock()
+	m.drains.Wait()
+	m.drainCancel()
+}
+
+// Addr is the address a Listener is bound to (with the port chosen when
+// the configured one is 0), or "" when it is not served.
+func (m *Manager) Addr(name string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.servers[name]; s != nil {
+		return s.ln.Addr().String()
+	}
+	return ""
+}
+
+// ListenerStatus is one Listener in a node's /status.
+type ListenerStatus struct {
+	Name string `json:"name"`
+	// Address is the address served, as configured; Bound is the socket's
+	// (they differ for port 0). Bound is empty when nothing is served.
+	Address string `json:"address"`
+	Bound   string `json:"bound,omitempty"`
+	// Since is when the server was bound: a swapped snapshot keeps it.
+	Since time.Time    `json:"since,omitzero"`
+	Hosts []HostStatus `json:"hosts"`
+	// Error says why the Listener as last applied is not served; Hosts
+	// and Address are then what is served instead, if anything.
+	Error string `json:"error,omitempty"`
+}
+
+// HostStatus is one host of a Listener as served.
+type HostStatus struct {
+	Hostnames []string `json:"hostnames"`
+	Default   bool     `json:"default,omitempty"`
+	// Certificate is the SHA-256 of the server certificate's DER.
+	Certificate string    `json:"certificate"`
+	NotAfter    time.Time `json:"notAfter"`
+	ClientAuth  string    `json:"clientAuth"`
+	// Fingerprint identifies the host's whole TLS context.
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// Status reports every Listener served or refused, by name.
+func (m *Manager) Status() []ListenerStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	names := make(map[string]bool)
+	for name := range m.servers {
+		names[name] = true
+	}
+	for name := range m.failed {
+		names[name] = true
+	}
+	out := make([]ListenerStatus, 0, len(names))
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		st := ListenerStatus{Name: name, Hosts: []HostStatus{}}
+		var l *model.Listener
+		if s := m.servers[name]; s != nil {
+			l = s.snap.Load().listener
+			st.Address, st.Bound, st.Since = s.address, s.ln.Addr().String(), s.since
+			if err := s.err.Load(); err != nil {
+				st.Error = (*err).Error()
+			}
+		}
+		if f, ok := m.failed[name]; ok {
+			st.Error = f.err.Error()
+			if l == nil {
+				l, st.Address = f.listener, f.listener.Address
+			}
+		}
+		for i, h := range l.Hosts {
+			hs := HostStatus{Hostnames: h.Hostnames, Default: i == l.Default, ClientAuth: ClientAuthName(h.ClientAuth), Fingerprint: h.Fingerprint}
+			if h.Certificate != nil && h.Certificate.Leaf != nil {
+				sum := sha256.Sum256(h.Certificate.Leaf.Raw)
+				hs.Certificate, hs.NotAfter = hex.EncodeToString(sum[:]), h.Certificate.Leaf.NotAfter
+			}
+			st.Hosts = append(st.Hosts, hs)
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// handshakeLog turns the http.Server's error log (mostly "TLS handshake
+// error from …") into debug records: a client that fails its handshake is
+// the client's problem, and one line per failure would flood the log.
+type handshakeLog struct{ log *slog.Logger }
+
+func (h handshakeLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if strings.Contains(msg, "TLS handshake error") {
+		h.log.Debug("inbound TLS handshake failed", "detail", msg)
+	} else {
+		h.log.Warn("inbound server error", "detail", msg)
+	}
+	return len(p), nil
+}

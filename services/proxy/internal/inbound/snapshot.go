@@ -1,0 +1,156 @@
+package inbound
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"keyway.dev/common/model"
+)
+
+// defaultALPN is offered when a host names no ALPN protocols.
+var defaultALPN = []string{"h2", "http/1.1"}
+
+// snapshot is one Listener's TLS as served: every host's *tls.Config built
+// once from the model, then only read by handshakes. Immutable.
+type snapshot struct {
+	listener *model.Listener
+	// exact are the hosts by lowercase SNI name; wildcard by the domain
+	// under the wildcard label ("*.example.com" under "example.com").
+	exact    map[string]*tls.Config
+	wildcard map[string]*tls.Config
+	def      *tls.Config
+}
+
+// buildSnapshot prepares every host of l. Each snapshot gets its own
+// session ticket keys (one per host): a ticket issued under one host's
+// material is not resumed under another host's, or under a later snapshot.
+func buildSnapshot(l *model.Listener) (*snapshot, error) {
+	if len(l.Hosts) == 0 {
+		return nil, fmt.Errorf("inbound: listener %q has no hosts", l.Name)
+	}
+	if l.Default < 0 || l.Default >= len(l.Hosts) {
+		return nil, fmt.Errorf("inbound: listener %q: default host %d out of range (%d hosts)", l.Name, l.Default, len(l.Hosts))
+	}
+	s := &snapshot{listener: l, exact: make(map[string]*tls.Config), wildcard: make(map[string]*tls.Config)}
+	var errs []error
+	for i := range l.Hosts {
+		h := &l.Hosts[i]
+		cfg, err := hostConfig(h)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("inbound: listener %q host %d %v: %w", l.Name, i, h.Hostnames, err))
+			continue
+		}
+		if i == l.Default {
+			s.def = cfg
+		}
+		for _, name := range h.Hostnames {
+			name = strings.ToLower(name)
+			if domain, ok := strings.CutPrefix(name, "*."); ok {
+				s.wildcard[domain] = cfg
+			} else {
+				s.exact[name] = cfg
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func hostConfig(h *model.ListenerHost) (*tls.Config, error) {
+	if h.Certificate == nil || len(h.Certificate.Certificate) == 0 {
+		return nil, errors.New("no server certificate")
+	}
+	cfg := &tls.Config{
+		Certificates: []tls.Certificate{*h.Certificate},
+		ClientAuth:   h.ClientAuth,
+		MinVersion:   h.MinVersion,
+		MaxVersion:   h.MaxVersion,
+		CipherSuites: slices.Clone(h.CipherSuites),
+		NextProtos:   slices.Clone(h.ALPN),
+	}
+	if len(cfg.NextProtos) == 0 {
+		cfg.NextProtos = slices.Clone(defaultALPN)
+	}
+	if len(h.ClientCAs) > 0 {
+		cfg.ClientCAs = x509.NewCertPool()
+		for _, c := range h.ClientCAs {
+			cfg.ClientCAs.AddCert(c)
+		}
+	} else if h.ClientAuth == tls.VerifyClientCertIfGiven || h.ClientAuth == tls.RequireAndVerifyClientCert {
+		// An empty pool, not nil: nil would mean the system roots.
+		return nil, fmt.Errorf("client auth %s without client CAs", ClientAuthName(h.ClientAuth))
+	}
+	if h.VerifyDepth > 0 {
+		cfg.VerifyConnection = verifyDepth(h.VerifyDepth)
+	}
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		return nil, fmt.Errorf("making a session ticket key: %w", err)
+	}
+	cfg.SetSessionTicketKeys([][32]byte{key})
+	return cfg, nil
+}
+
+// verifyDepth refuses a client whose every verified chain (leaf to root,
+// both included) is longer than depth. A connection without verified
+// chains (no certificate, or a mode that does not verify) is left to
+// ClientAuth.
+func verifyDepth(depth int) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if len(cs.VerifiedChains) == 0 {
+			return nil
+		}
+		shortest := len(cs.VerifiedChains[0])
+		for _, chain := range cs.VerifiedChains[1:] {
+			shortest = min(shortest, len(chain))
+		}
+		if shortest > depth {
+			return fmt.Errorf("inbound: client certificate chain of %d certificates exceeds verifyDepth %d", shortest, depth)
+		}
+		return nil
+	}
+}
+
+// configFor picks the host for an SNI name: exact, then the wildcard for
+// the first label, then the default. Map lookups only.
+func (s *snapshot) configFor(serverName string) *tls.Config {
+	if serverName == "" {
+		return s.def
+	}
+	name := strings.ToLower(serverName) // no copy when already lowercase
+	if cfg, ok := s.exact[name]; ok {
+		return cfg
+	}
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		if cfg, ok := s.wildcard[name[i+1:]]; ok {
+			return cfg
+		}
+	}
+	return s.def
+}
+
+// ClientAuthName is the model's name for a client auth mode, as in the
+// Listener resource: none, request, require, verify-if-given,
+// require-and-verify.
+func ClientAuthName(a tls.ClientAuthType) string {
+	switch a {
+	case tls.NoClientCert:
+		return "none"
+	case tls.RequestClientCert:
+		return "request"
+	case tls.RequireAnyClientCert:
+		return "require"
+	case tls.VerifyClientCertIfGiven:
+		return "verify-if-given"
+	case tls.RequireAndVerifyClientCert:
+		return "require-and-verify"
+	}
+	return a.String()
+}
