@@ -11,4 +11,7 @@ type Catalog interface {
 	// most one binding per policy. Validate reads only Name, Target and
 	// Policy; Outbound may be nil.
 	Bindings() []Binding
+	// Listeners returns the stored Listeners, so that an address has at
+	// most one. Validate reads only Name and Address; Hosts may be empty.
+	Listeners() []Listener
 }

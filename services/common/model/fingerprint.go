@@ -3,63 +3,115 @@ package model
 import (
 	"crypto"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
+	"hash"
 )
 
-// fingerprintVersion starts every encoding, so that a change to the encoding
-// changes every fingerprint rather than colliding with old ones.
-const fingerprintVersion = "keyway.dev/outbound-tls/v1"
+// Each fingerprint encoding starts with its version, so that a change to an
+// encoding changes every fingerprint rather than colliding with old ones, and
+// an outbound context never collides with an inbound one.
+const (
+	fingerprintVersion        = "keyway.dev/outbound-tls/v1"
+	inboundFingerprintVersion = "keyway.dev/inbound-tls/v1"
+)
+
+// fingerprintWriter hashes a canonical encoding: each item is a tag and a
+// value, both length-prefixed, in a fixed order, so no two different contexts
+// encode alike.
+type fingerprintWriter struct{ h hash.Hash }
+
+func newFingerprintWriter(version string) fingerprintWriter {
+	w := fingerprintWriter{h: sha256.New()}
+	w.put("version", []byte(version))
+	return w
+}
+
+func (w fingerprintWriter) put(tag string, value []byte) {
+	var b []byte
+	b = binary.AppendUvarint(b, uint64(len(tag)))
+	b = append(b, tag...)
+	b = binary.AppendUvarint(b, uint64(len(value)))
+	b = append(b, value...)
+	w.h.Write(b)
+}
+
+func (w fingerprintWriter) u16(tag string, v uint16) {
+	w.put(tag, binary.BigEndian.AppendUint16(nil, v))
+}
+
+func (w fingerprintWriter) flag(tag string, v bool) {
+	if v {
+		w.put(tag, []byte{1})
+	} else {
+		w.put(tag, []byte{0})
+	}
+}
+
+// keyPair encodes a certificate chain and its key. The private key enters
+// only through its public key: fingerprints are logged and published, and
+// must reveal nothing secret.
+func (w fingerprintWriter) keyPair(cert *tls.Certificate) {
+	for _, der := range cert.Certificate {
+		w.put("crt", der)
+	}
+	if signer, ok := cert.PrivateKey.(crypto.Signer); ok {
+		if spki, err := x509.MarshalPKIXPublicKey(signer.Public()); err == nil {
+			w.put("key", spki)
+		}
+	}
+}
+
+// protocol encodes versions, suites and ALPN, in that order.
+func (w fingerprintWriter) protocol(minV, maxV uint16, suites []uint16, alpn []string) {
+	w.u16("min", minV)
+	w.u16("max", maxV)
+	for _, id := range suites {
+		w.u16("suite", id)
+	}
+	for _, p := range alpn {
+		w.put("alpn", []byte(p))
+	}
+}
+
+func (w fingerprintWriter) sum() string { return hex.EncodeToString(w.h.Sum(nil)) }
 
 // fingerprint is the hex SHA-256 of a canonical encoding of everything in the
 // context: two contexts with the same fingerprint configure the same TLS
-// client. Each item is a tag and a value, both length-prefixed, in a fixed
-// order, so no two different contexts encode alike. The private key enters
-// only through its public key: the fingerprint is logged and published, and
-// must reveal nothing secret.
+// client.
 func fingerprint(o *OutboundTLS) string {
-	h := sha256.New()
-	put := func(tag string, value []byte) {
-		var b []byte
-		b = binary.AppendUvarint(b, uint64(len(tag)))
-		b = append(b, tag...)
-		b = binary.AppendUvarint(b, uint64(len(value)))
-		b = append(b, value...)
-		h.Write(b)
-	}
-	u16 := func(v uint16) []byte { return binary.BigEndian.AppendUint16(nil, v) }
-
-	put("version", []byte(fingerprintVersion))
-	if o.SkipValidation {
-		put("skip", []byte{1})
-	} else {
-		put("skip", []byte{0})
-	}
+	w := newFingerprintWriter(fingerprintVersion)
+	w.flag("skip", o.SkipValidation)
 	for _, ca := range o.TrustedCAs {
-		put("ca", ca.Raw)
+		w.put("ca", ca.Raw)
 	}
-	if cert := o.Certificate; cert != nil {
-		for _, der := range cert.Certificate {
-			put("crt", der)
-		}
-		if signer, ok := cert.PrivateKey.(crypto.Signer); ok {
-			if spki, err := x509.MarshalPKIXPublicKey(signer.Public()); err == nil {
-				put("key", spki)
-			}
-		}
+	if o.Certificate != nil {
+		w.keyPair(o.Certificate)
 	}
-	put("min", u16(o.MinVersion))
-	put("max", u16(o.MaxVersion))
-	for _, id := range o.CipherSuites {
-		put("suite", u16(id))
-	}
-	for _, p := range o.ALPN {
-		put("alpn", []byte(p))
-	}
-	put("sni", []byte(o.SNI))
+	w.protocol(o.MinVersion, o.MaxVersion, o.CipherSuites, o.ALPN)
+	w.put("sni", []byte(o.SNI))
 	for _, san := range o.SubjectAltNames {
-		put("san", []byte(san))
+		w.put("san", []byte(san))
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	return w.sum()
+}
+
+// hostFingerprint is the hex SHA-256 of everything a Listener host's server
+// tls.Config is built from: two hosts with the same fingerprint can share one
+// config. Hostnames are left out, since they select the config rather than
+// shape it.
+func hostFingerprint(h *ListenerHost) string {
+	w := newFingerprintWriter(inboundFingerprintVersion)
+	if h.Certificate != nil {
+		w.keyPair(h.Certificate)
+	}
+	w.u16("clientAuth", uint16(h.ClientAuth))
+	for _, ca := range h.ClientCAs {
+		w.put("ca", ca.Raw)
+	}
+	w.put("depth", binary.BigEndian.AppendUint64(nil, uint64(h.VerifyDepth)))
+	w.protocol(h.MinVersion, h.MaxVersion, h.CipherSuites, h.ALPN)
+	return w.sum()
 }

@@ -106,30 +106,126 @@ func list(s ...string) []any {
 // a shape testca has no call for; it is signed by the test CA all the same.
 func serverOnly(t testing.TB, ca *testca.CA) *testca.KeyPair {
 	t.Helper()
-	kp := ca.Client("server-only") // for its key
+	return oneUsage(t, ca, "server-only", x509.ExtKeyUsageServerAuth)
+}
+
+// clientOnly mints a certificate for name whose extended key usage is
+// clientAuth only.
+func clientOnly(t testing.TB, ca *testca.CA, name string) *testca.KeyPair {
+	t.Helper()
+	return oneUsage(t, ca, name, x509.ExtKeyUsageClientAuth)
+}
+
+// oneUsage mints a certificate for name (CN and DNS SAN) with a single
+// extended key usage.
+func oneUsage(t testing.TB, ca *testca.CA, name string, usage x509.ExtKeyUsage) *testca.KeyPair {
+	t.Helper()
+	kp := ca.Client(name) // for its key
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: "server-only"},
-		DNSNames:     []string{"server-only"},
+		Subject:      pkix.Name{CommonName: name},
+		DNSNames:     []string{name},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, kp.Key.Public(), ca.Key)
 	if err != nil {
-		t.Fatalf("signing server-only certificate: %v", err)
+		t.Fatalf("signing %s certificate: %v", name, err)
 	}
 	kp.CertPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	return kp
 }
 
+func listener(name, address string, hosts ...*policyv1.ListenerHost) *policyv1.Resource {
+	return &policyv1.Resource{Kind: &policyv1.Resource_Listener{Listener: &policyv1.Listener{
+		ApiVersion: model.APIVersion,
+		Kind:       model.KindListener,
+		Metadata:   &policyv1.ObjectMeta{Name: name},
+		Spec:       &policyv1.ListenerSpec{Address: address, Hosts: hosts},
+	}}}
+}
+
+// host is a valid host serving hostnames with kp, without client
+// authentication; options change one thing each.
+func host(kp *testca.KeyPair, hostnames []string, options ...func(*policyv1.ListenerHost)) *policyv1.ListenerHost {
+	h := &policyv1.ListenerHost{Hostnames: hostnames, Certificate: keyPair(kp)}
+	for _, o := range options {
+		o(h)
+	}
+	return h
+}
+
+func keyPair(kp *testca.KeyPair) *policyv1.KeyPair {
+	return &policyv1.KeyPair{Crt: string(kp.CertPEM), Key: string(kp.KeyPEM)}
+}
+
+func names(s ...string) []string { return s }
+
+// verifying has the host require and verify client certificates from the
+// CAs given as PEM.
+func verifying(mode string, caPEM ...[]byte) func(*policyv1.ListenerHost) {
+	return func(h *policyv1.ListenerHost) {
+		h.ClientAuth = mode
+		var b strings.Builder
+		for _, p := range caPEM {
+			b.Write(p)
+		}
+		h.ClientCas = b.String()
+	}
+}
+
+func asDefault(h *policyv1.ListenerHost) { h.Default = true }
+
+// checkViolations compares a report with the errors expected (exactly) and
+// warnings expected (among those reported), and checks every message's case.
+func checkViolations(t *testing.T, rep model.Report, errors, warnings []want) {
+	t.Helper()
+	for _, w := range errors {
+		if findViolation(rep.Errors, w) < 0 {
+			t.Errorf("missing error %s: %q; errors:%s", w.field, w.phrase, dump(rep.Errors))
+		}
+	}
+	if len(rep.Errors) != len(errors) {
+		t.Errorf("got %d errors, want %d:%s", len(rep.Errors), len(errors), dump(rep.Errors))
+	}
+	if rep.OK() != (len(errors) == 0) {
+		t.Errorf("OK() = %v with %d errors", rep.OK(), len(rep.Errors))
+	}
+	for _, w := range warnings {
+		if findViolation(rep.Warnings, w) < 0 {
+			t.Errorf("missing warning %s: %q; warnings:%s", w.field, w.phrase, dump(rep.Warnings))
+		}
+		if findViolation(rep.Errors, w) >= 0 {
+			t.Errorf("%s: %q is an error, want a warning", w.field, w.phrase)
+		}
+	}
+	for _, v := range append(rep.Errors, rep.Warnings...) {
+		if v.Message == "" || strings.ToLower(v.Message[:1]) != v.Message[:1] && !startsWithName(v.Message) {
+			t.Errorf("%s: message %q should start in lower case", v.Field, v.Message)
+		}
+	}
+}
+
+// startsWithName allows messages that start with a proper name (a kind, "TLS
+// 1.1"): error strings are otherwise lower case.
+func startsWithName(msg string) bool {
+	for _, p := range []string{"Service ", "Listener ", "TLS ", "RSA "} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // fakeCatalog is a fake of the stored configuration: the real one is the
 // policy service's view of the KV bucket.
 type fakeCatalog struct {
-	refs     []model.Ref
-	routes   []model.Route
-	bindings []model.Binding
+	refs      []model.Ref
+	routes    []model.Route
+	bindings  []model.Binding
+	listeners []model.Listener
 }
 
 func (f *fakeCatalog) Exists(ref model.Ref) bool {
@@ -141,8 +237,9 @@ func (f *fakeCatalog) Exists(ref model.Ref) bool {
 	return false
 }
 
-func (f *fakeCatalog) Routes() []model.Route     { return f.routes }
-func (f *fakeCatalog) Bindings() []model.Binding { return f.bindings }
+func (f *fakeCatalog) Routes() []model.Route       { return f.routes }
+func (f *fakeCatalog) Bindings() []model.Binding   { return f.bindings }
+func (f *fakeCatalog) Listeners() []model.Listener { return f.listeners }
 
 // want is one expected violation: its exact field path and a phrase of its
 // message.

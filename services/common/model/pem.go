@@ -61,7 +61,7 @@ func parseCertificates(data string) ([]*x509.Certificate, error) {
 // ("RSA PRIVATE KEY"), SEC 1 ("EC PRIVATE KEY") or PKCS#8 ("PRIVATE KEY").
 func parsePrivateKey(data string) (crypto.Signer, error) {
 	if strings.TrimSpace(data) == "" {
-		return nil, errors.New("is empty; give the client certificate's private key in PEM (-----BEGIN PRIVATE KEY-----)")
+		return nil, errors.New("is empty; give the certificate's private key in PEM (-----BEGIN PRIVATE KEY-----)")
 	}
 	var keys []*pem.Block
 	rest := []byte(data)
@@ -93,7 +93,7 @@ func parsePrivateKey(data string) (crypto.Signer, error) {
 	case len(keys) == 0:
 		return nil, errors.New("is not PEM: expected -----BEGIN PRIVATE KEY-----; convert a DER key with `openssl pkey -inform der -in key.der -out key.pem`")
 	case len(keys) > 1:
-		return nil, fmt.Errorf("holds %d private keys; give exactly one, the key of the client certificate", len(keys))
+		return nil, fmt.Errorf("holds %d private keys; give exactly one, the key of the certificate in crt", len(keys))
 	}
 	key, err := parseKeyDER(keys[0].Bytes)
 	if err != nil {

@@ -67,30 +67,37 @@ func suggestProtocol(p string) string {
 // hostPortProblem checks an endpoint "host:port" and returns what is wrong
 // with it and how to fix it, or "" when it is valid.
 func hostPortProblem(s string) string {
+	return addressProblem(s, "endpoint", "orders.internal", "give the port the upstream listens on")
+}
+
+// addressProblem checks a "host:port" (a Service endpoint, a Listener
+// address); what names it in messages, exampleHost is a host to show in
+// examples and portFix says which port to give.
+func addressProblem(s, what, exampleHost, portFix string) string {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		switch {
 		case strings.Contains(s, "://"):
-			return fmt.Sprintf("endpoint %q is a URL; write host:port without a scheme or path, e.g. \"orders.internal:8443\"", s)
+			return fmt.Sprintf("%s %q is a URL; write host:port without a scheme or path, e.g. \"%s:8443\"", what, s, exampleHost)
 		case strings.Count(s, ":") > 1 && !strings.HasPrefix(s, "["):
-			return fmt.Sprintf("endpoint %q: an IPv6 address goes in brackets before the port, e.g. \"[2001:db8::1]:8443\"", s)
+			return fmt.Sprintf("%s %q: an IPv6 address goes in brackets before the port, e.g. \"[2001:db8::1]:8443\"", what, s)
 		case !strings.Contains(s, ":") || strings.Contains(err.Error(), "missing port"):
-			return fmt.Sprintf("endpoint %q has no port; write host:port, e.g. %q", s, s+":443")
+			return fmt.Sprintf("%s %q has no port; write host:port, e.g. %q", what, s, s+":443")
 		}
-		return fmt.Sprintf("endpoint %q is not host:port (%v); write e.g. \"orders.internal:8443\"", s, err)
+		return fmt.Sprintf("%s %q is not host:port (%v); write e.g. \"%s:8443\"", what, s, err, exampleHost)
 	}
 	if host == "" {
-		return fmt.Sprintf("endpoint %q has no host; write host:port, e.g. \"orders.internal%s\"", s, s)
+		return fmt.Sprintf("%s %q has no host; write host:port, e.g. \"%s%s\"", what, s, exampleHost, s)
 	}
 	if port == "" {
-		return fmt.Sprintf("endpoint %q has no port; write host:port, e.g. %q", s, host+":443")
+		return fmt.Sprintf("%s %q has no port; write host:port, e.g. %q", what, s, host+":443")
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
-		return fmt.Sprintf("endpoint %q: port %q is not a number from 1 to 65535; give the port the upstream listens on", s, port)
+		return fmt.Sprintf("%s %q: port %q is not a number from 1 to 65535; %s", what, s, port, portFix)
 	}
 	if !isIP(host) && !isDNSName(host) {
-		return fmt.Sprintf("endpoint %q: host %q is neither a DNS name (letters, digits, hyphens and dots) nor an IP address", s, host)
+		return fmt.Sprintf("%s %q: host %q is neither a DNS name (letters, digits, hyphens and dots) nor an IP address", what, s, host)
 	}
 	return ""
 }

@@ -1,8 +1,6 @@
 package model
 
 import (
-	"crypto"
-	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -88,31 +86,16 @@ func (c *checker) outboundTLS(at fieldPath, cfg *structpb.Struct) *OutboundTLS {
 		out.Certificate = c.clientCertificate(cert)
 	}
 
-	out.ALPN = c.alpn(o)
-
-	minV, minOK := c.version(o, fieldMinVersion, defaultMinVersion)
-	maxV, maxOK := c.version(o, fieldMaxVersion, defaultMaxVersion)
-	versionsOK := minOK && maxOK
-	if versionsOK && minV > maxV {
-		c.errorf(at.Child(fieldMinVersion), "minversion %s is above maxversion %s; lower minversion or raise maxversion (defaults: 1.2 and 1.3)", versionName(minV), versionName(maxV))
-		versionsOK = false
-	}
-	out.MinVersion, out.MaxVersion = minV, maxV
-
-	ciphers, ciphersState := o.stringList(fieldCiphers)
-	before := c.errorCount()
-	suites := c.checkCiphers(at.Child(fieldCiphers), ciphers, minV, maxV, versionsOK)
-	for _, s := range suites {
-		out.CipherSuites = append(out.CipherSuites, s.ID)
-	}
-	if versionsOK && minV <= tls.VersionTLS11 && ciphersState != invalid && c.errorCount() == before {
-		switch {
-		case len(suites) == 0:
-			c.errorf(at.Child(fieldMinVersion), "TLS 1.1 has no default cipher suites: with minversion 1.1, list ciphers that TLS 1.1 can use (%s), or set minversion: \"1.2\"", strings.Join(tls11Suites(), ", "))
-		case !slices.ContainsFunc(suites, func(s *tls.CipherSuite) bool { return supportsVersion(s, tls.VersionTLS11) }):
-			c.warnf(at.Child(fieldCiphers), "none of the listed ciphers works with TLS 1.1, so TLS 1.1 cannot be negotiated even though minversion is 1.1; add a TLS 1.1 suite (%s), or set minversion: \"1.2\"", strings.Join(tls11Suites(), ", "))
-		}
-	}
+	protocol := c.tlsProtocol(tlsParams{
+		at:         at,
+		minVersion: c.configVersion(o, fieldMinVersion),
+		maxVersion: c.configVersion(o, fieldMaxVersion),
+		ciphers:    listOf(o.stringList(fieldCiphers)),
+		alpn:       listOf(o.stringList(fieldALPN)),
+		peers:      "upstreams",
+	})
+	out.MinVersion, out.MaxVersion = protocol.minVersion, protocol.maxVersion
+	out.CipherSuites, out.ALPN = protocol.cipherSuites, protocol.alpn
 
 	if sni, state := o.str(fieldSNI); state == present {
 		switch {
@@ -173,129 +156,29 @@ func (c *checker) clientCertificate(cfg configObject) *tls.Certificate {
 	if keyState != present || crtState != present {
 		return nil
 	}
-	before := c.errorCount()
-
-	key, err := parsePrivateKey(keyPEM)
-	if err != nil {
-		c.errorf(cfg.at.Child(fieldKey), "certificate.key %s", err)
-	} else if k, isRSA := key.(*rsa.PrivateKey); isRSA && k.N.BitLen() < minRSABits {
-		c.errorf(cfg.at.Child(fieldKey), "the RSA key is %d bits; keys must be at least %d bits (as Flex requires): make a new key with `openssl genrsa -out key.pem 2048` or an ECDSA key with `openssl ecparam -name prime256v1 -genkey -noout -out key.pem`, and have the certificate reissued for it", k.N.BitLen(), minRSABits)
-	}
-
-	crtAt := cfg.at.Child(fieldCrt)
-	chain, err := parseCertificates(crtPEM)
-	if err != nil {
-		c.errorf(crtAt, "certificate.crt %s", err)
-		return nil
-	}
-	for _, cert := range chain {
-		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(crtAt), Cert: cert, Fingerprint: certFingerprint(cert), NotAfter: cert.NotAfter})
-	}
-	leaf := chain[0]
-	if key != nil {
-		if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(leaf.PublicKey) {
-			c.errorf(cfg.at.Child(fieldKey), "certificate.key does not match the certificate %s (the first one in crt): give the key the certificate was issued for, or the certificate of this key (compare `openssl pkey -in key.pem -pubout` with `openssl x509 -in crt.pem -noout -pubkey`)", describe(leaf))
-		}
-	}
-	if len(leaf.ExtKeyUsage) > 0 || len(leaf.UnknownExtKeyUsage) > 0 {
-		if !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
-			c.errorf(crtAt, "certificate %s is not for client authentication (its extended key usage lacks clientAuth), so upstreams will refuse it; reissue it with extendedKeyUsage = clientAuth (openssl: -addext extendedKeyUsage=clientAuth)", describe(leaf))
-		}
-	}
-	for i := 0; i+1 < len(chain); i++ {
-		if err := chain[i].CheckSignatureFrom(chain[i+1]); err != nil {
-			c.errorf(crtAt, "certificate %d (%s) in crt is not signed by certificate %d (%s): crt holds the leaf first, then each certificate that signed the one before it; reorder them or remove the ones that do not belong", i+1, describe(chain[i]), i+2, describe(chain[i+1]))
-		}
-	}
-	if !c.decode {
-		for i, cert := range chain {
-			if p := validityProblem(cert, c.now); p != "" {
-				what := "the client certificate"
-				if i > 0 {
-					what = fmt.Sprintf("intermediate certificate %d", i+1)
-				}
-				fix := "renew it and apply the new certificate and key"
-				if c.now.Before(cert.NotBefore) {
-					fix = "apply it once it is valid, or have it reissued starting now (check the clock of the host that issued it)"
-				}
-				c.errorf(crtAt, "%s (%s) %s; %s", what, describe(cert), p, fix)
-			}
-		}
-	}
-	if c.errorCount() != before {
-		return nil
-	}
-	tc := &tls.Certificate{PrivateKey: key, Leaf: leaf}
-	for _, cert := range chain {
-		tc.Certificate = append(tc.Certificate, cert.Raw)
-	}
-	return tc
+	return c.keyPair(cfg.at.Child(fieldKey), cfg.at.Child(fieldCrt), keyPEM, crtPEM, clientRole)
 }
 
-// alpn reads the ALPN protocols, in order of preference.
-func (c *checker) alpn(o configObject) []string {
-	items, state := o.stringList(fieldALPN)
-	switch state {
-	case absent:
-		return slices.Clone(defaultALPN)
-	case present:
-		if len(items) == 0 {
-			c.errorf(o.at.Child(fieldALPN), "alpn is empty; leave it out for the default [h2, http/1.1], or list h2 and/or http/1.1 in order of preference")
-			return nil
-		}
-	}
-	var out []string
-	for _, it := range items {
-		p := o.at.Child(fieldALPN).Index(it.index)
-		switch v := it.value; {
-		case v != alpnH2 && v != alpnHTTP11:
-			msg := fmt.Sprintf("%q is not an ALPN protocol this gateway speaks to upstreams; use %q and/or %q, in order of preference", v, alpnH2, alpnHTTP11)
-			if s := suggestProtocol(v); s == ProtocolH2 || s == ProtocolGRPC {
-				msg += fmt.Sprintf(": did you mean %q?", alpnH2)
-			} else if s == ProtocolHTTP1 {
-				msg += fmt.Sprintf(": did you mean %q?", alpnHTTP11)
-			}
-			c.errorf(p, "%s", msg)
-		case slices.Contains(out, v):
-			c.errorf(p, "%q is listed twice; remove one", v)
-		default:
-			out = append(out, v)
-		}
-	}
-	return out
-}
-
-// version reads minversion or maxversion: "1.1", "1.2" or "1.3", also
-// spelled "TLSv1.2" or "TLS1.2", or a YAML number (1.2), which reaches the
-// Struct as a float64.
-func (c *checker) version(o configObject, key string, def uint16) (uint16, bool) {
+// configVersion reads minversion or maxversion from a config: a string, or
+// a YAML number (1.2), which reaches the Struct as a float64.
+func (c *checker) configVersion(o configObject, key string) textSetting {
 	v := o.value(key)
 	if v == nil {
-		return def, true
+		return textSetting{state: absent}
 	}
-	var text string
 	switch k := v.GetKind().(type) {
 	case *structpb.Value_StringValue:
-		text = k.StringValue
+		return textSetting{text: k.StringValue, state: present}
 	case *structpb.Value_NumberValue:
-		text = strconv.FormatFloat(k.NumberValue, 'f', -1, 64)
-	default:
-		o.wrongType(key, v, "a TLS version", `write "1.1", "1.2" or "1.3"`)
-		return def, false
+		return textSetting{text: strconv.FormatFloat(k.NumberValue, 'f', -1, 64), state: present}
 	}
-	s := strings.ToLower(strings.TrimSpace(text))
-	s = strings.TrimPrefix(s, "tls")
-	s = strings.TrimPrefix(strings.TrimSpace(s), "v")
-	switch s {
-	case "1.1":
-		return tls.VersionTLS11, true
-	case "1.2":
-		return tls.VersionTLS12, true
-	case "1.3":
-		return tls.VersionTLS13, true
-	}
-	c.errorf(o.at.Child(key), "%s %q is not a TLS version this gateway supports; use \"1.1\", \"1.2\" or \"1.3\"", key, text)
-	return def, false
+	o.wrongType(key, v, "a TLS version", `write "1.1", "1.2" or "1.3"`)
+	return textSetting{state: invalid}
+}
+
+// listOf packs what configObject.stringList returns.
+func listOf(items []listItem, state presence) listSetting {
+	return listSetting{items: items, state: state}
 }
 
 // versionName formats a TLS version as the config writes it ("1.2").

@@ -119,8 +119,13 @@ func (c *checker) resource(at fieldPath, res *policyv1.Resource) built {
 		r := k.PolicyBinding
 		name, ok := c.header(at, r.GetApiVersion(), r.GetKind(), KindPolicyBinding, "policyBinding", r.GetMetadata(), FlexAPIVersion)
 		return built{obj: Object{Binding: c.binding(at.Child("spec"), name, r.GetSpec())}, at: at, nameOK: ok}
+	case *policyv1.Resource_Listener:
+		at = at.Child("listener")
+		r := k.Listener
+		name, ok := c.header(at, r.GetApiVersion(), r.GetKind(), KindListener, "listener", r.GetMetadata())
+		return built{obj: Object{Listener: c.listener(at.Child("spec"), name, r.GetSpec())}, at: at, nameOK: ok}
 	}
-	c.errorf(at, "the resource is empty; set exactly one of service, route or policyBinding")
+	c.errorf(at, "the resource is empty; set exactly one of service, route, policyBinding or listener")
 	return built{at: at}
 }
 
@@ -155,14 +160,15 @@ func (c *checker) apiVersion(at fieldPath, got string, more []string) {
 // emptyCatalog is the configuration before anything is stored.
 type emptyCatalog struct{}
 
-func (emptyCatalog) Exists(Ref) bool     { return false }
-func (emptyCatalog) Routes() []Route     { return nil }
-func (emptyCatalog) Bindings() []Binding { return nil }
+func (emptyCatalog) Exists(Ref) bool       { return false }
+func (emptyCatalog) Routes() []Route       { return nil }
+func (emptyCatalog) Bindings() []Binding   { return nil }
+func (emptyCatalog) Listeners() []Listener { return nil }
 
 // crossCheck applies the rules that involve more than one resource: names are
 // unique per kind in a request, references resolve within the request or the
-// stored configuration, routes do not conflict, and a Service has at most one
-// binding per policy.
+// stored configuration, routes do not conflict, a Service has at most one
+// binding per policy, and an address has at most one Listener.
 func (c *checker) crossCheck(entries []built, stored Catalog) {
 	inRequest := make(map[Ref]int)
 	for i, e := range entries {
@@ -196,4 +202,5 @@ func (c *checker) crossCheck(entries []built, stored Catalog) {
 	}
 	c.routeConflicts(entries, stored)
 	c.bindingsPerService(entries, stored)
+	c.listenerAddresses(entries, stored)
 }

@@ -600,7 +600,7 @@ func TestValidate(t *testing.T) {
 			build: func(t *testing.T) []*policyv1.Resource {
 				return []*policyv1.Resource{{}}
 			},
-			errors: []want{{"resources[0]", "set exactly one of service, route or policyBinding"}},
+			errors: []want{{"resources[0]", "set exactly one of service, route, policyBinding or listener"}},
 		},
 
 		// Services.
@@ -755,30 +755,7 @@ func TestValidate(t *testing.T) {
 			resources := tc.build(t)
 			objs, rep := model.Validate(resources, tc.stored, time.Now())
 
-			for _, w := range tc.errors {
-				if findViolation(rep.Errors, w) < 0 {
-					t.Errorf("missing error %s: %q; errors:%s", w.field, w.phrase, dump(rep.Errors))
-				}
-			}
-			if len(rep.Errors) != len(tc.errors) {
-				t.Errorf("got %d errors, want %d:%s", len(rep.Errors), len(tc.errors), dump(rep.Errors))
-			}
-			if rep.OK() != (len(tc.errors) == 0) {
-				t.Errorf("OK() = %v with %d errors", rep.OK(), len(rep.Errors))
-			}
-			for _, w := range tc.warnings {
-				if findViolation(rep.Warnings, w) < 0 {
-					t.Errorf("missing warning %s: %q; warnings:%s", w.field, w.phrase, dump(rep.Warnings))
-				}
-				if findViolation(rep.Errors, w) >= 0 {
-					t.Errorf("%s: %q is an error, want a warning", w.field, w.phrase)
-				}
-			}
-			for _, v := range append(rep.Errors, rep.Warnings...) {
-				if v.Message == "" || strings.ToLower(v.Message[:1]) != v.Message[:1] && !startsWithName(v.Message) {
-					t.Errorf("%s: message %q should start in lower case", v.Field, v.Message)
-				}
-			}
+			checkViolations(t, rep, tc.errors, tc.warnings)
 			if len(objs) != len(resources) {
 				t.Fatalf("got %d objects for %d resources", len(objs), len(resources))
 			}
@@ -790,17 +767,6 @@ func TestValidate(t *testing.T) {
 			}
 		})
 	}
-}
-
-// startsWithName allows messages that start with a proper name (a kind, "TLS
-// 1.1"): error strings are otherwise lower case.
-func startsWithName(msg string) bool {
-	for _, p := range []string{"Service ", "TLS ", "RSA "} {
-		if strings.HasPrefix(msg, p) {
-			return true
-		}
-	}
-	return false
 }
 
 func TestValidateNilCatalogAndEmptyRequest(t *testing.T) {
