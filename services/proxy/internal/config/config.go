@@ -5,8 +5,12 @@
 // routing table), then publishes one immutable [Snapshot] behind an
 // atomic.Pointer. Upstreams that are replaced are drained in the background.
 //
-// A stored value the node cannot use (it does not decode, or its Upstream
-// cannot be built) is refused: the key keeps its last good model, the
+// Listeners are kept per key like the other kinds and listed in every
+// snapshot; [Options.Listeners], when set, is given them on each publish
+// (the node's inbound servers) and reports the ones it cannot serve.
+//
+// A stored value the node cannot use (it does not decode, its Upstream
+// cannot be built, or its Listener cannot be served) is refused: the key keeps its last good model, the
 // node's revision still advances past it, and the refusal is listed in
 // [Snapshot.Skipped] until the key gets a good value or is deleted.
 package config
@@ -44,13 +48,16 @@ type Snapshot struct {
 	Upstreams map[string]*upstream.Upstream
 	// RouteErrors are the routes left out of the table (conflicts).
 	RouteErrors []error
+	// Listeners are every stored Listener, by name, including those
+	// Options.Listeners could not serve (those are in Skipped too).
+	Listeners []*model.Listener
 	// Skipped are the stored values refused and not yet superseded, by
 	// key then revision.
 	Skipped []*SkippedError
 }
 
-// SkippedError is a stored value the node refused: it does not decode, or
-// the Upstream it leads to cannot be built. The node keeps serving the
+// SkippedError is a stored value the node refused: it does not decode, the
+// Upstream it leads to cannot be built, or its Listener cannot be served. The node keeps serving the
 // last good value of Key (if it had one).
 type SkippedError struct {
 	// Key is the bucket key, e.g. "policybinding.orders-mtls".
@@ -89,6 +96,12 @@ type Options struct {
 	// (jetstream.KeyValueEntry.Created; 0 when the clocks disagree). The
 	// contents read at the start are not reported: they may be days old.
 	ApplyLatency func(time.Duration)
+	// Listeners, if set, is called on every publish, before the snapshot
+	// is swapped in, with the snapshot's Listeners; it returns, by
+	// Listener name, those it could not serve, which are then reported as
+	// refused values of their keys. inbound.Manager.Apply in production.
+	// Called from Run's goroutine only.
+	Listeners func([]*model.Listener) map[string]error
 }
 
 // Watcher follows the bucket. Snapshot, Ready, Revision and WaitRevision are
@@ -112,6 +125,8 @@ type Watcher struct {
 	// the values an Upstream could not be built from.
 	skipped   map[string]*SkippedError
 	buildErrs map[string][]*SkippedError
+	// listenerErrs are the Listeners Options.Listeners last refused.
+	listenerErrs []*SkippedError
 	// dirty is what changed since the last publish. It outlives a watch
 	// session: a session that breaks before publishing leaves its changes
 	// for the next one.
@@ -356,8 +371,9 @@ func (w *Watcher) noteCreated(e jetstream.KeyValueEntry) {
 
 // dirty is what a batch of changes invalidated.
 type dirty struct {
-	services map[string]bool
-	routes   bool
+	services  map[string]bool
+	routes    bool
+	listeners bool
 }
 
 func newDirty() *dirty { return &dirty{services: make(map[string]bool)} }
@@ -368,6 +384,8 @@ func (d *dirty) touch(obj model.Object) {
 		d.services[obj.Service.Name] = true
 	case obj.Route != nil:
 		d.routes = true
+	case obj.Listener != nil:
+		d.listeners = true
 	case obj.Binding != nil && obj.Binding.Target.Kind == model.KindService:
 		d.services[obj.Binding.Target.Name] = true
 	}
@@ -431,7 +449,7 @@ func (w *Watcher) publish(ready bool) {
 	d := w.dirty
 	w.dirty = newDirty()
 	prev := w.Snapshot()
-	next := &Snapshot{Revision: w.revision, Ready: ready, Router: prev.Router, Upstreams: prev.Upstreams, RouteErrors: prev.RouteErrors}
+	next := &Snapshot{Revision: w.revision, Ready: ready, Router: prev.Router, Upstreams: prev.Upstreams, RouteErrors: prev.RouteErrors, Listeners: prev.Listeners}
 	var replaced []*upstream.Upstream
 	if len(d.services) > 0 {
 		next.Upstreams = maps.Clone(prev.Upstreams)
@@ -495,10 +513,29 @@ func (w *Watcher) publish(ready bool) {
 		}
 		next.Router, next.RouteErrors = table, errs
 	}
+	if d.listeners {
+		next.Listeners = nil
+		for _, o := range w.objects {
+			if o.obj.Listener != nil {
+				next.Listeners = append(next.Listeners, o.obj.Listener)
+			}
+		}
+		slices.SortFunc(next.Listeners, func(a, b *model.Listener) int { return cmp.Compare(a.Name, b.Name) })
+	}
+	if w.opts.Listeners != nil {
+		// Every publish, not only when a Listener changed: one refused
+		// because its address was taken is tried again.
+		w.listenerErrs = w.listenerErrs[:0]
+		for name, err := range w.opts.Listeners(next.Listeners) {
+			key := configkv.Key(model.Ref{Kind: model.KindListener, Name: name})
+			w.listenerErrs = append(w.listenerErrs, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err})
+		}
+	}
 	next.Skipped = slices.Collect(maps.Values(w.skipped))
 	for _, errs := range w.buildErrs {
 		next.Skipped = append(next.Skipped, errs...)
 	}
+	next.Skipped = append(next.Skipped, w.listenerErrs...)
 	slices.SortFunc(next.Skipped, func(a, b *SkippedError) int {
 		return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Revision, b.Revision))
 	})
@@ -519,7 +556,7 @@ func (w *Watcher) publish(ready bool) {
 		case <-w.ready:
 		default:
 			close(w.ready)
-			w.log.Info("configuration loaded", "revision", w.revision, "upstreams", len(next.Upstreams), "routes", len(next.Router.Routes()), "skipped", len(next.Skipped))
+			w.log.Info("configuration loaded", "revision", w.revision, "upstreams", len(next.Upstreams), "routes", len(next.Router.Routes()), "listeners", len(next.Listeners), "skipped", len(next.Skipped))
 		}
 	}
 	for _, old := range replaced {

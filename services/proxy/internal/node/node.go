@@ -1,5 +1,6 @@
 // Package node wires a proxy node together: the NATS connection and the
-// configuration watcher, the proxy listener and the admin listener. main and
+// configuration watcher, the proxy listener, the Listeners' TLS servers
+// (internal/inbound) and the admin listener. main and
 // the tests share it.
 package node
 
@@ -14,13 +15,16 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/model"
 	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/inbound"
 	"keyway.dev/proxy/internal/metrics"
 	"keyway.dev/proxy/internal/proxy"
 	"keyway.dev/proxy/internal/upstream"
@@ -48,7 +52,10 @@ type Config struct {
 	// RetryInterval is the wait between attempts to reach the bucket and
 	// to restart a broken watch. Default 1s.
 	RetryInterval time.Duration
-	Logger        *slog.Logger
+	// Decode turns stored resources into models; default model.Decode.
+	// Tests set it for kinds the model does not decode yet.
+	Decode config.Decoder
+	Logger *slog.Logger
 }
 
 // Node is a running proxy node.
@@ -57,6 +64,7 @@ type Node struct {
 	log     *slog.Logger
 	nc      *nats.Conn
 	watcher *config.Watcher
+	inbound *inbound.Manager
 	metrics *metrics.Metrics
 	proxy   *http.Server
 	admin   *http.Server
@@ -102,7 +110,15 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		HandshakeTimeout: cfg.HandshakeTimeout, Logger: log,
 		Handshakes: n.metrics, Recorder: n.metrics.Recorder,
 	}, log)
-	n.watcher = config.New(config.Options{Upstream: uopts, Logger: log, RetryInterval: cfg.RetryInterval, ApplyLatency: n.metrics.ObserveApplyLatency})
+	n.watcher = config.New(config.Options{
+		Upstream: uopts, Decode: cfg.Decode, Logger: log, RetryInterval: cfg.RetryInterval,
+		ApplyLatency: n.metrics.ObserveApplyLatency,
+		// Set below, before Run calls it.
+		Listeners: func(ls []*model.Listener) map[string]error { return n.inbound.Apply(ls) },
+	})
+	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log)
+	// The Listeners serve the same handler as the plain proxy listener.
+	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, Logger: log})
 
 	var err error
 	if n.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -135,7 +151,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	n.proxy = &http.Server{
-		Handler:           proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          errLog,
@@ -176,12 +192,17 @@ func (n *Node) run(ctx context.Context) {
 	// One deadline for the whole stop: serving, then draining.
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), n.cfg.ShutdownTimeout)
 	defer scancel()
+	var stopping sync.WaitGroup
+	// The Listeners drain alongside the proxy listener, within the same
+	// deadline; an Apply from the watcher after this does nothing.
+	stopping.Go(func() { n.inbound.Close(sctx) })
 	if err := n.proxy.Shutdown(sctx); err != nil {
 		n.log.Warn("requests still in flight at shutdown; cutting them off", "error", err)
 		// Closing their connections cancels their contexts, which
 		// aborts their upstream round trips.
 		n.proxy.Close()
 	}
+	stopping.Wait()
 	if err := n.admin.Shutdown(sctx); err != nil {
 		n.admin.Close()
 	}
@@ -260,6 +281,9 @@ type Status struct {
 	Upstreams   []upstream.Status `json:"upstreams"`
 	Routes      []string          `json:"routes"`
 	RouteErrors []string          `json:"routeErrors,omitempty"`
+	// Listeners are the TLS Listeners, served or refused, by name; a
+	// refused one also has its key in Skipped.
+	Listeners []inbound.ListenerStatus `json:"listeners"`
 	// Skipped are the stored values the node refused and still does not
 	// serve (their keys keep their last good value), by key. Empty when
 	// the node serves the bucket as of Revision.
@@ -276,7 +300,7 @@ type Skipped struct {
 // Status reports what the node serves.
 func (n *Node) Status() Status {
 	s := n.watcher.Snapshot()
-	st := Status{NodeID: n.cfg.NodeID, Ready: s.Ready, Revision: s.Revision, Upstreams: []upstream.Status{}, Routes: []string{}, Skipped: []Skipped{}}
+	st := Status{NodeID: n.cfg.NodeID, Ready: s.Ready, Revision: s.Revision, Upstreams: []upstream.Status{}, Routes: []string{}, Listeners: n.inbound.Status(), Skipped: []Skipped{}}
 	for _, u := range s.Upstreams {
 		st.Upstreams = append(st.Upstreams, u.Status())
 	}
@@ -312,3 +336,7 @@ func (n *Node) adminHandler() http.Handler {
 	mux.Handle("GET /metrics", n.metrics.Handler())
 	return mux
 }
+
+// ListenerAddr is the address Listener name is bound to, or "" when it is
+// not served.
+func (n *Node) ListenerAddr(name string) string { return n.inbound.Addr(name) }
