@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -21,12 +22,13 @@ func TestLocalStack(t *testing.T) {
 	bin := filepath.Dir(harness.Bin(t, "keyway-dev"))
 	harness.Bin(t, "keyway-policy") // the launcher runs these as processes
 	_, natsPort, _ := net.SplitHostPort(harness.FreeAddr(t))
-	policy, proxy, admin, upstream := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
+	policy, proxy, admin, upstream, proxyTLS := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
+	data := t.TempDir()
 	port, _ := strconv.Atoi(natsPort)
 
 	dev := harness.Start(t, "keyway-dev", filepath.Join(bin, "keyway-dev"), regexp.MustCompile(`Keyway is running`),
-		"--bin", bin, "--data", t.TempDir(), "--nats-port", strconv.Itoa(port),
-		"--policy", policy, "--proxy", proxy, "--proxy-admin", admin, "--upstream", upstream)
+		"--bin", bin, "--data", data, "--nats-port", strconv.Itoa(port),
+		"--policy", policy, "--proxy", proxy, "--proxy-admin", admin, "--upstream", upstream, "--proxy-tls", proxyTLS)
 
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`policybinding/demo-mtls created`),
@@ -50,6 +52,21 @@ func TestLocalStack(t *testing.T) {
 	}
 	if rep.ClientSubject != "CN=keyway-gateway" || rep.SNI != "upstream.keyway.local" {
 		t.Errorf("the demo upstream saw client %q and SNI %q, want CN=keyway-gateway and upstream.keyway.local", rep.ClientSubject, rep.SNI)
+	}
+
+	// The sample Listener: HTTPS with the dev CA's certificate for localhost;
+	// a client certificate from the dev CA is verified when given.
+	_, tlsPort, _ := net.SplitHostPort(proxyTLS)
+	if curl, err := exec.LookPath("curl"); err == nil {
+		pki := filepath.Join(data, "pki")
+		for _, extra := range [][]string{nil, {"--cert", filepath.Join(pki, "client.crt"), "--key", filepath.Join(pki, "client.key")}} {
+			args := append([]string{"-sS", "-o", "/dev/null", "-w", "%{http_code} %{http_version}", "--cacert", filepath.Join(pki, "ca.crt"),
+				"--resolve", "localhost:" + tlsPort + ":127.0.0.1", "https://localhost:" + tlsPort + "/demo/hello"}, extra...)
+			out, errOut, code := harness.Run(t, curl, args...)
+			if code != 0 || out != "200 2" {
+				t.Errorf("curl %v: exit %d, %q %s", extra, code, out, errOut)
+			}
+		}
 	}
 
 	if err := dev.Interrupt(30 * time.Second); err != nil {

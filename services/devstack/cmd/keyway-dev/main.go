@@ -33,6 +33,7 @@ func realMain(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.PolicyAddr, "policy", "127.0.0.1:8081", "policy API address")
 	fs.StringVar(&cfg.ProxyAddr, "proxy", "127.0.0.1:8080", "proxy node address")
 	fs.StringVar(&cfg.ProxyAdmin, "proxy-admin", "127.0.0.1:9080", "proxy node admin address (/healthz, /status)")
+	fs.StringVar(&cfg.ProxyTLSAddr, "proxy-tls", "127.0.0.1:8443", "HTTPS address of the sample Listener")
 	fs.StringVar(&cfg.UpstreamAddr, "upstream", "127.0.0.1:9443", "demo upstream address (HTTPS, client certificates required)")
 	if err := fs.Parse(args); err != nil {
 		return err

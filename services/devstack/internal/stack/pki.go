@@ -23,6 +23,7 @@ type pki struct {
 	upstream tls.Certificate // the demo upstream's server certificate
 	// Files, for the sample manifest and printed commands.
 	caFile, gatewayCert, gatewayKey, clientCert, clientKey string
+	serverCert, serverKey                                  string // the proxy's own HTTPS certificate
 }
 
 // UpstreamName is the DNS name in the demo upstream's certificate; the sample
@@ -40,6 +41,8 @@ func loadOrMakePKI(dir string) (*pki, error) {
 		gatewayKey:  filepath.Join(dir, "gateway.key"),
 		clientCert:  filepath.Join(dir, "client.crt"),
 		clientKey:   filepath.Join(dir, "client.key"),
+		serverCert:  filepath.Join(dir, "server.crt"),
+		serverKey:   filepath.Join(dir, "server.key"),
 	}
 	ca, err := loadCA(dir)
 	if err != nil {
@@ -62,6 +65,7 @@ func loadOrMakePKI(dir string) (*pki, error) {
 		{"upstream", devca.Options{CommonName: UpstreamName, DNSNames: []string{UpstreamName, "localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}},
 		{"gateway", devca.Options{CommonName: "keyway-gateway"}},
 		{"client", devca.Options{CommonName: "demo-client"}},
+		{"server", devca.Options{CommonName: "localhost", DNSNames: []string{"localhost", "keyway.local"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}},
 	}
 	for _, l := range leaves {
 		crt, key := filepath.Join(dir, l.name+".crt"), filepath.Join(dir, l.name+".key")

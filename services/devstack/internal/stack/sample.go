@@ -9,7 +9,7 @@ import (
 // writeSample writes the sample manifest the dev stack applies: a Service for
 // the demo upstream, a Route to it, and a MuleSoft Flex Gateway tls-outbound
 // PolicyBinding, written as Flex documents it, with the dev PKI's PEMs inline.
-func writeSample(path, upstreamAddr string, p *pki) error {
+func writeSample(path, upstreamAddr, listenerAddr string, p *pki) error {
 	read := func(name string) (string, error) {
 		b, err := os.ReadFile(name)
 		if err != nil {
@@ -26,6 +26,14 @@ func writeSample(path, upstreamAddr string, p *pki) error {
 		return err
 	}
 	key, err := read(p.gatewayKey)
+	if err != nil {
+		return err
+	}
+	serverCrt, err := read(p.serverCert)
+	if err != nil {
+		return err
+	}
+	serverKey, err := read(p.serverKey)
 	if err != nil {
 		return err
 	}
@@ -67,7 +75,23 @@ spec:
     alpn: [h2, http/1.1]
     minversion: "1.2"
     maxversion: "1.3"
-`, upstreamAddr, ca, key, crt, UpstreamName)
+---
+# HTTPS on the proxy: clients may present a certificate from the dev CA.
+apiVersion: keyway.dev/v1alpha1
+kind: Listener
+metadata:
+  name: public
+spec:
+  address: %[6]s
+  hosts:
+    - hostnames: [localhost, keyway.local]
+      default: true
+      certificate:
+        crt: |
+%[7]s        key: |
+%[8]s      clientAuth: verify-if-given
+      clientCAs: |
+%[2]s`, upstreamAddr, ca, key, crt, UpstreamName, listenerAddr, indent(serverCrt, "  "), indent(serverKey, "  "))
 	return os.WriteFile(path, []byte(doc), 0o600)
 }
 

@@ -7,6 +7,7 @@ package stack
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,7 @@ type Config struct {
 	PolicyAddr   string
 	ProxyAddr    string
 	ProxyAdmin   string
+	ProxyTLSAddr string // the sample Listener's HTTPS address
 	UpstreamAddr string
 	Out          io.Writer
 	Log          *slog.Logger
@@ -119,11 +121,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	policyURL := "http://" + cfg.PolicyAddr
-	if err := waitHTTP(ctx, policyURL+"/healthz"); err != nil {
+	if err := waitHTTP(ctx, http.DefaultClient, policyURL+"/healthz"); err != nil {
 		return fmt.Errorf("waiting for the policy service: %w", err)
 	}
 	sample := filepath.Join(data, "sample.yaml")
-	if err := writeSample(sample, up.Addr(), p); err != nil {
+	if err := writeSample(sample, up.Addr(), cfg.ProxyTLSAddr, p); err != nil {
 		return fmt.Errorf("writing the sample manifest: %w", err)
 	}
 	apply := exec.CommandContext(ctx, filepath.Join(cfg.Bin, "keywayctl"), "--server", policyURL, "apply", "--probe", "-f", sample)
@@ -132,8 +134,12 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("applying %s: %w", sample, err)
 	}
 	proxyURL := "http://" + cfg.ProxyAddr
-	if err := waitHTTP(ctx, proxyURL+"/demo/hello"); err != nil {
+	if err := waitHTTP(ctx, http.DefaultClient, proxyURL+"/demo/hello"); err != nil {
 		return fmt.Errorf("waiting for the proxy to serve the sample route: %w", err)
+	}
+	https := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.ca.Pool(), ServerName: "localhost"}}}
+	if err := waitHTTP(ctx, https, "https://"+cfg.ProxyTLSAddr+"/demo/hello"); err != nil {
+		return fmt.Errorf("waiting for the proxy to serve the sample Listener: %w", err)
 	}
 	printTry(cfg, data, sample)
 
@@ -147,13 +153,13 @@ func Run(ctx context.Context, cfg Config) error {
 
 // waitHTTP polls url until it answers 200, for at most 30 seconds. Polling is
 // what a launcher can do here: the services are other processes.
-func waitHTTP(ctx context.Context, url string) error {
+func waitHTTP(ctx context.Context, client *http.Client, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var last error
 	for delay := 20 * time.Millisecond; ; delay = min(delay*2, 500*time.Millisecond) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -192,15 +198,19 @@ func printTry(cfg Config, data, sample string) {
 		ctl += " --server http://" + cfg.PolicyAddr
 	}
 	_, policyPort, _ := net.SplitHostPort(cfg.PolicyAddr)
+	_, tlsPort, _ := net.SplitHostPort(cfg.ProxyTLSAddr)
 	fmt.Fprintf(cfg.Out, `
 Keyway is running.
   proxy node       http://%[1]s       (admin: http://%[2]s/status)
+                   https://%[11]s      (Listener "public": client certificates from the dev CA are verified if given)
   policy API       http://%[3]s       (Connect, gRPC, gRPC-Web)
   NATS JetStream   nats://127.0.0.1:%[4]s
   demo upstream    https://%[5]s      (requires a client certificate from %[6]s)
 
 Try:
   curl -s http://%[1]s/demo/hello
+  curl -s --cacert %[6]s https://localhost:%[12]s/demo/hello
+  curl -s --cacert %[6]s --cert %[13]s --key %[14]s https://localhost:%[12]s/demo/hello
   %[7]s get policybindings
   %[7]s get services -o json
   %[7]s validate -f %[8]s
@@ -214,5 +224,6 @@ Try:
 (buf is installed by the Makefile: "$(scripts/tool.sh buf)" prints its path.)
 Ctrl-C stops everything; data stays in %[9]s (policy port %[10]s).
 `, cfg.ProxyAddr, cfg.ProxyAdmin, cfg.PolicyAddr, strconv.Itoa(cfg.NATSPort), cfg.UpstreamAddr,
-		rel(filepath.Join(data, "pki", "ca.crt")), ctl, rel(sample), rel(data), policyPort)
+		rel(filepath.Join(data, "pki", "ca.crt")), ctl, rel(sample), rel(data), policyPort,
+		cfg.ProxyTLSAddr, tlsPort, rel(filepath.Join(data, "pki", "client.crt")), rel(filepath.Join(data, "pki", "client.key")))
 }

@@ -20,9 +20,10 @@ import (
 	"keyway.dev/proxy/internal/node"
 )
 
-// listenerModels stands in for model.Decode's Listener support while it is
-// being written: a stored Listener decodes to the model the test registered
-// under its name; every other kind goes through model.Decode.
+// listenerModels decodes stored Listeners to models the test registered under
+// their names, because these tests bind port 0, which model.Decode rightly
+// refuses in an address; every other kind goes through model.Decode. The real
+// decode of a Listener is exercised end to end in tests/e2e (TestLocalStack).
 type listenerModels struct{ m sync.Map }
 
 func (lm *listenerModels) set(l *model.Listener) { lm.m.Store(l.Name, l) }

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -77,16 +78,23 @@ func TestStopIsBoundedByShutdownTimeout(t *testing.T) {
 	put(t, kv, binding(t, "hung-mtls", "hung", mtls(ca, clients.Client("gateway-1"), nil)))
 	waitRevision(t, n, put(t, kv, route("hung", "/hung/", "hung")))
 
+	answered := make(chan string, 1)
 	go func() {
 		resp, err := client.Get("http://" + n.Addr() + "/hung/wait")
-		if err == nil {
-			resp.Body.Close()
+		if err != nil {
+			answered <- err.Error()
+			return
 		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		answered <- resp.Status + " " + string(body)
 	}()
 	select {
 	case <-entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the request did not reach the upstream")
+	case got := <-answered:
+		t.Fatalf("the request was answered before it reached the upstream: %s", got)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request did not reach the upstream within 30s")
 	}
 	// The hung request's Upstream is replaced: it drains, waiting for it.
 	waitRevision(t, n, put(t, kv, binding(t, "hung-mtls", "hung", mtls(ca, clients.Client("gateway-2"), nil))))
