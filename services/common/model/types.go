@@ -66,6 +66,24 @@ type Route struct {
 	// Host is a lowercase host name without port; empty means any.
 	Host    string
 	Service string
+	// ClientCertificate: requests need a client certificate verified by
+	// their Listener (set by clientCertificate: required or by Allow).
+	ClientCertificate bool
+	// Allow admits a request whose client certificate matches any rule;
+	// empty admits any (verified) client.
+	Allow []IdentityRule
+}
+
+// IdentityRule matches a client certificate by one property; exactly one
+// field is set. See [IdentityRule.Matches].
+type IdentityRule struct {
+	DNSName string
+	URI     string
+	// SPIFFEID is exact, or "spiffe://trust-domain/*" for a trust domain.
+	SPIFFEID   string
+	CN         string
+	OU         string
+	SPKISHA256 []byte
 }
 
 // Binding is a validated PolicyBinding.

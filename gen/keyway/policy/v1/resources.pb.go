@@ -432,7 +432,15 @@ type RouteSpec struct {
 	// Host to match (without port); empty means any host.
 	Host string `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
 	// Name of the Service the route forwards to.
-	Service       string `protobuf:"bytes,4,opt,name=service,proto3" json:"service,omitempty"`
+	Service string `protobuf:"bytes,4,opt,name=service,proto3" json:"service,omitempty"`
+	// "optional" (default) or "required": a request that arrives without a
+	// client certificate verified by its Listener gets 401
+	// client_certificate_required, even when the Listener only requests one.
+	ClientCertificate string `protobuf:"bytes,5,opt,name=client_certificate,json=clientCertificate,proto3" json:"client_certificate,omitempty"`
+	// Client identities admitted: a request is admitted when its verified
+	// client certificate matches any one rule, and refused with 403
+	// identity_not_allowed otherwise. Rules imply client_certificate: required.
+	Allow         []*IdentityRule `protobuf:"bytes,6,rep,name=allow,proto3" json:"allow,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -495,6 +503,115 @@ func (x *RouteSpec) GetService() string {
 	return ""
 }
 
+func (x *RouteSpec) GetClientCertificate() string {
+	if x != nil {
+		return x.ClientCertificate
+	}
+	return ""
+}
+
+func (x *RouteSpec) GetAllow() []*IdentityRule {
+	if x != nil {
+		return x.Allow
+	}
+	return nil
+}
+
+// IdentityRule matches a client certificate by one property: set exactly one
+// field.
+type IdentityRule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A SAN dNSName, exact, or "*.example.com" for one label.
+	DnsName string `protobuf:"bytes,1,opt,name=dns_name,json=dnsName,proto3" json:"dns_name,omitempty"`
+	// A SAN URI, exact.
+	Uri string `protobuf:"bytes,2,opt,name=uri,proto3" json:"uri,omitempty"`
+	// A SPIFFE ID (a SAN URI "spiffe://trust-domain/path"), exact; or
+	// "spiffe://trust-domain/*" for any ID of the trust domain.
+	SpiffeId string `protobuf:"bytes,3,opt,name=spiffe_id,json=spiffeID,proto3" json:"spiffe_id,omitempty"`
+	// The subject's common name, exact.
+	Cn string `protobuf:"bytes,4,opt,name=cn,proto3" json:"cn,omitempty"`
+	// One of the subject's organizational units, exact.
+	Ou string `protobuf:"bytes,5,opt,name=ou,proto3" json:"ou,omitempty"`
+	// SHA-256 of the certificate's SubjectPublicKeyInfo, base64 (standard,
+	// with padding) as `openssl x509 -pubkey | openssl pkey -pubin -outform der
+	// | openssl dgst -sha256 -binary | base64` prints it.
+	SpkiSha256    string `protobuf:"bytes,6,opt,name=spki_sha256,json=spkiSHA256,proto3" json:"spki_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentityRule) Reset() {
+	*x = IdentityRule{}
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentityRule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentityRule) ProtoMessage() {}
+
+func (x *IdentityRule) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentityRule.ProtoReflect.Descriptor instead.
+func (*IdentityRule) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *IdentityRule) GetDnsName() string {
+	if x != nil {
+		return x.DnsName
+	}
+	return ""
+}
+
+func (x *IdentityRule) GetUri() string {
+	if x != nil {
+		return x.Uri
+	}
+	return ""
+}
+
+func (x *IdentityRule) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *IdentityRule) GetCn() string {
+	if x != nil {
+		return x.Cn
+	}
+	return ""
+}
+
+func (x *IdentityRule) GetOu() string {
+	if x != nil {
+		return x.Ou
+	}
+	return ""
+}
+
+func (x *IdentityRule) GetSpkiSha256() string {
+	if x != nil {
+		return x.SpkiSha256
+	}
+	return ""
+}
+
 // Listener is an inbound address where proxy nodes terminate TLS, with a
 // server certificate and client-certificate rules per SNI host.
 type Listener struct {
@@ -509,7 +626,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[6]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -521,7 +638,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[6]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -534,7 +651,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{6}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Listener) GetApiVersion() string {
@@ -579,7 +696,7 @@ type ListenerSpec struct {
 
 func (x *ListenerSpec) Reset() {
 	*x = ListenerSpec{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[7]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +708,7 @@ func (x *ListenerSpec) String() string {
 func (*ListenerSpec) ProtoMessage() {}
 
 func (x *ListenerSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[7]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +721,7 @@ func (x *ListenerSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerSpec.ProtoReflect.Descriptor instead.
 func (*ListenerSpec) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{7}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListenerSpec) GetAddress() string {
@@ -653,7 +770,7 @@ type ListenerHost struct {
 
 func (x *ListenerHost) Reset() {
 	*x = ListenerHost{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[8]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -665,7 +782,7 @@ func (x *ListenerHost) String() string {
 func (*ListenerHost) ProtoMessage() {}
 
 func (x *ListenerHost) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[8]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -678,7 +795,7 @@ func (x *ListenerHost) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerHost.ProtoReflect.Descriptor instead.
 func (*ListenerHost) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{8}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListenerHost) GetHostnames() []string {
@@ -762,7 +879,7 @@ type KeyPair struct {
 
 func (x *KeyPair) Reset() {
 	*x = KeyPair{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[9]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +891,7 @@ func (x *KeyPair) String() string {
 func (*KeyPair) ProtoMessage() {}
 
 func (x *KeyPair) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[9]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +904,7 @@ func (x *KeyPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyPair.ProtoReflect.Descriptor instead.
 func (*KeyPair) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{9}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *KeyPair) GetCrt() string {
@@ -819,7 +936,7 @@ type PolicyBinding struct {
 
 func (x *PolicyBinding) Reset() {
 	*x = PolicyBinding{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[10]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +948,7 @@ func (x *PolicyBinding) String() string {
 func (*PolicyBinding) ProtoMessage() {}
 
 func (x *PolicyBinding) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[10]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +961,7 @@ func (x *PolicyBinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBinding.ProtoReflect.Descriptor instead.
 func (*PolicyBinding) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{10}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PolicyBinding) GetApiVersion() string {
@@ -890,7 +1007,7 @@ type PolicyBindingSpec struct {
 
 func (x *PolicyBindingSpec) Reset() {
 	*x = PolicyBindingSpec{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[11]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1019,7 @@ func (x *PolicyBindingSpec) String() string {
 func (*PolicyBindingSpec) ProtoMessage() {}
 
 func (x *PolicyBindingSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[11]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1032,7 @@ func (x *PolicyBindingSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBindingSpec.ProtoReflect.Descriptor instead.
 func (*PolicyBindingSpec) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{11}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PolicyBindingSpec) GetTargetRef() *TargetRef {
@@ -951,7 +1068,7 @@ type TargetRef struct {
 
 func (x *TargetRef) Reset() {
 	*x = TargetRef{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[12]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -963,7 +1080,7 @@ func (x *TargetRef) String() string {
 func (*TargetRef) ProtoMessage() {}
 
 func (x *TargetRef) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[12]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -976,7 +1093,7 @@ func (x *TargetRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetRef.ProtoReflect.Descriptor instead.
 func (*TargetRef) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{12}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TargetRef) GetKind() string {
@@ -1004,7 +1121,7 @@ type PolicyRef struct {
 
 func (x *PolicyRef) Reset() {
 	*x = PolicyRef{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[13]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1133,7 @@ func (x *PolicyRef) String() string {
 func (*PolicyRef) ProtoMessage() {}
 
 func (x *PolicyRef) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[13]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1146,7 @@ func (x *PolicyRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRef.ProtoReflect.Descriptor instead.
 func (*PolicyRef) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{13}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PolicyRef) GetName() string {
@@ -1075,12 +1192,22 @@ const file_keyway_policy_v1_resources_proto_rawDesc = "" +
 	"apiVersion\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x128\n" +
 	"\bmetadata\x18\x03 \x01(\v2\x1c.keyway.policy.v1.ObjectMetaR\bmetadata\x12/\n" +
-	"\x04spec\x18\x04 \x01(\v2\x1b.keyway.policy.v1.RouteSpecR\x04spec\"g\n" +
+	"\x04spec\x18\x04 \x01(\v2\x1b.keyway.policy.v1.RouteSpecR\x04spec\"\xcc\x01\n" +
 	"\tRouteSpec\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
 	"\amethods\x18\x02 \x03(\tR\amethods\x12\x12\n" +
 	"\x04host\x18\x03 \x01(\tR\x04host\x12\x18\n" +
-	"\aservice\x18\x04 \x01(\tR\aservice\"\xad\x01\n" +
+	"\aservice\x18\x04 \x01(\tR\aservice\x12-\n" +
+	"\x12client_certificate\x18\x05 \x01(\tR\x11clientCertificate\x124\n" +
+	"\x05allow\x18\x06 \x03(\v2\x1e.keyway.policy.v1.IdentityRuleR\x05allow\"\x99\x01\n" +
+	"\fIdentityRule\x12\x19\n" +
+	"\bdns_name\x18\x01 \x01(\tR\adnsName\x12\x10\n" +
+	"\x03uri\x18\x02 \x01(\tR\x03uri\x12\x1b\n" +
+	"\tspiffe_id\x18\x03 \x01(\tR\bspiffeID\x12\x0e\n" +
+	"\x02cn\x18\x04 \x01(\tR\x02cn\x12\x0e\n" +
+	"\x02ou\x18\x05 \x01(\tR\x02ou\x12\x1f\n" +
+	"\vspki_sha256\x18\x06 \x01(\tR\n" +
+	"spkiSHA256\"\xad\x01\n" +
 	"\bListener\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\tR\n" +
 	"apiVersion\x12\x12\n" +
@@ -1142,7 +1269,7 @@ func file_keyway_policy_v1_resources_proto_rawDescGZIP() []byte {
 	return file_keyway_policy_v1_resources_proto_rawDescData
 }
 
-var file_keyway_policy_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_keyway_policy_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_keyway_policy_v1_resources_proto_goTypes = []any{
 	(*Resource)(nil),              // 0: keyway.policy.v1.Resource
 	(*ObjectMeta)(nil),            // 1: keyway.policy.v1.ObjectMeta
@@ -1150,43 +1277,45 @@ var file_keyway_policy_v1_resources_proto_goTypes = []any{
 	(*ServiceSpec)(nil),           // 3: keyway.policy.v1.ServiceSpec
 	(*Route)(nil),                 // 4: keyway.policy.v1.Route
 	(*RouteSpec)(nil),             // 5: keyway.policy.v1.RouteSpec
-	(*Listener)(nil),              // 6: keyway.policy.v1.Listener
-	(*ListenerSpec)(nil),          // 7: keyway.policy.v1.ListenerSpec
-	(*ListenerHost)(nil),          // 8: keyway.policy.v1.ListenerHost
-	(*KeyPair)(nil),               // 9: keyway.policy.v1.KeyPair
-	(*PolicyBinding)(nil),         // 10: keyway.policy.v1.PolicyBinding
-	(*PolicyBindingSpec)(nil),     // 11: keyway.policy.v1.PolicyBindingSpec
-	(*TargetRef)(nil),             // 12: keyway.policy.v1.TargetRef
-	(*PolicyRef)(nil),             // 13: keyway.policy.v1.PolicyRef
-	nil,                           // 14: keyway.policy.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 16: google.protobuf.Struct
+	(*IdentityRule)(nil),          // 6: keyway.policy.v1.IdentityRule
+	(*Listener)(nil),              // 7: keyway.policy.v1.Listener
+	(*ListenerSpec)(nil),          // 8: keyway.policy.v1.ListenerSpec
+	(*ListenerHost)(nil),          // 9: keyway.policy.v1.ListenerHost
+	(*KeyPair)(nil),               // 10: keyway.policy.v1.KeyPair
+	(*PolicyBinding)(nil),         // 11: keyway.policy.v1.PolicyBinding
+	(*PolicyBindingSpec)(nil),     // 12: keyway.policy.v1.PolicyBindingSpec
+	(*TargetRef)(nil),             // 13: keyway.policy.v1.TargetRef
+	(*PolicyRef)(nil),             // 14: keyway.policy.v1.PolicyRef
+	nil,                           // 15: keyway.policy.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 17: google.protobuf.Struct
 }
 var file_keyway_policy_v1_resources_proto_depIdxs = []int32{
 	2,  // 0: keyway.policy.v1.Resource.service:type_name -> keyway.policy.v1.Service
 	4,  // 1: keyway.policy.v1.Resource.route:type_name -> keyway.policy.v1.Route
-	10, // 2: keyway.policy.v1.Resource.policy_binding:type_name -> keyway.policy.v1.PolicyBinding
-	6,  // 3: keyway.policy.v1.Resource.listener:type_name -> keyway.policy.v1.Listener
-	14, // 4: keyway.policy.v1.ObjectMeta.labels:type_name -> keyway.policy.v1.ObjectMeta.LabelsEntry
-	15, // 5: keyway.policy.v1.ObjectMeta.update_time:type_name -> google.protobuf.Timestamp
+	11, // 2: keyway.policy.v1.Resource.policy_binding:type_name -> keyway.policy.v1.PolicyBinding
+	7,  // 3: keyway.policy.v1.Resource.listener:type_name -> keyway.policy.v1.Listener
+	15, // 4: keyway.policy.v1.ObjectMeta.labels:type_name -> keyway.policy.v1.ObjectMeta.LabelsEntry
+	16, // 5: keyway.policy.v1.ObjectMeta.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 6: keyway.policy.v1.Service.metadata:type_name -> keyway.policy.v1.ObjectMeta
 	3,  // 7: keyway.policy.v1.Service.spec:type_name -> keyway.policy.v1.ServiceSpec
 	1,  // 8: keyway.policy.v1.Route.metadata:type_name -> keyway.policy.v1.ObjectMeta
 	5,  // 9: keyway.policy.v1.Route.spec:type_name -> keyway.policy.v1.RouteSpec
-	1,  // 10: keyway.policy.v1.Listener.metadata:type_name -> keyway.policy.v1.ObjectMeta
-	7,  // 11: keyway.policy.v1.Listener.spec:type_name -> keyway.policy.v1.ListenerSpec
-	8,  // 12: keyway.policy.v1.ListenerSpec.hosts:type_name -> keyway.policy.v1.ListenerHost
-	9,  // 13: keyway.policy.v1.ListenerHost.certificate:type_name -> keyway.policy.v1.KeyPair
-	1,  // 14: keyway.policy.v1.PolicyBinding.metadata:type_name -> keyway.policy.v1.ObjectMeta
-	11, // 15: keyway.policy.v1.PolicyBinding.spec:type_name -> keyway.policy.v1.PolicyBindingSpec
-	12, // 16: keyway.policy.v1.PolicyBindingSpec.target_ref:type_name -> keyway.policy.v1.TargetRef
-	13, // 17: keyway.policy.v1.PolicyBindingSpec.policy_ref:type_name -> keyway.policy.v1.PolicyRef
-	16, // 18: keyway.policy.v1.PolicyBindingSpec.config:type_name -> google.protobuf.Struct
-	19, // [19:19] is the sub-list for method output_type
-	19, // [19:19] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	6,  // 10: keyway.policy.v1.RouteSpec.allow:type_name -> keyway.policy.v1.IdentityRule
+	1,  // 11: keyway.policy.v1.Listener.metadata:type_name -> keyway.policy.v1.ObjectMeta
+	8,  // 12: keyway.policy.v1.Listener.spec:type_name -> keyway.policy.v1.ListenerSpec
+	9,  // 13: keyway.policy.v1.ListenerSpec.hosts:type_name -> keyway.policy.v1.ListenerHost
+	10, // 14: keyway.policy.v1.ListenerHost.certificate:type_name -> keyway.policy.v1.KeyPair
+	1,  // 15: keyway.policy.v1.PolicyBinding.metadata:type_name -> keyway.policy.v1.ObjectMeta
+	12, // 16: keyway.policy.v1.PolicyBinding.spec:type_name -> keyway.policy.v1.PolicyBindingSpec
+	13, // 17: keyway.policy.v1.PolicyBindingSpec.target_ref:type_name -> keyway.policy.v1.TargetRef
+	14, // 18: keyway.policy.v1.PolicyBindingSpec.policy_ref:type_name -> keyway.policy.v1.PolicyRef
+	17, // 19: keyway.policy.v1.PolicyBindingSpec.config:type_name -> google.protobuf.Struct
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_keyway_policy_v1_resources_proto_init() }
@@ -1206,7 +1335,7 @@ func file_keyway_policy_v1_resources_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyway_policy_v1_resources_proto_rawDesc), len(file_keyway_policy_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
