@@ -62,7 +62,11 @@ func (c *checker) route(at fieldPath, name string, spec *policyv1.RouteSpec) (*R
 	if r.Service == "" {
 		c.errorf(at.Child("service"), "service is required: name the Service this route forwards to")
 	}
-	return r, c.errorCount() == before
+	// Identity rules do not change the route's patterns: a mistake in them
+	// should not hide a path conflict.
+	patternsOK := c.errorCount() == before
+	c.clientIdentity(at, r, spec)
+	return r, patternsOK
 }
 
 // cleanPath is path.Clean keeping a trailing slash, which in a pattern means
