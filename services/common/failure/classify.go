@@ -366,3 +366,64 @@ func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
 }
+
+// ClassifyInbound names the reason a TLS handshake on a Listener failed,
+// from the error crypto/tls's server returned: the client sent no
+// certificate where one is required (no_client_certificate), its
+// certificate did not verify (unknown_authority, expired,
+// invalid_certificate), no version, cipher suite or ALPN protocol in common,
+// plain HTTP (not_tls), a timeout (handshake_timeout), or anything else,
+// including the client refusing our certificate (handshake_failure).
+//
+// crypto/tls reports the failures its server detects itself as plain
+// errors; their messages are matched, as they are for the client side.
+func ClassifyInbound(err error) Reason {
+	if err == nil {
+		return Unknown
+	}
+	var r Reasoner
+	if errors.As(err, &r) {
+		return r.FailureReason()
+	}
+	if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		if d, ok := certificateFailure(err); ok {
+			if d.Reason == NotYetValid {
+				return Expired
+			}
+			return d.Reason
+		}
+		return InvalidCertificate
+	}
+	if d, ok := certificateFailure(err); ok {
+		return d.Reason
+	}
+	if _, ok := errors.AsType[tls.RecordHeaderError](err); ok {
+		return NotTLS
+	}
+	if errors.Is(err, context.DeadlineExceeded) || isTimeout(err) {
+		return HandshakeTimeout
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "client didn't provide a certificate"):
+		return NoClientCertificate
+	case strings.Contains(msg, "unsupported versions"), strings.Contains(msg, "older than TLS 1.3"),
+		strings.Contains(msg, "inappropriate protocol fallback"):
+		return ProtocolVersion
+	case strings.Contains(msg, "no cipher suite supported"):
+		return NoSharedCipher
+	case strings.Contains(msg, "unsupported application protocols"), strings.Contains(msg, "did not request an application protocol"):
+		return NoApplicationProtocol
+	}
+	if code, ok := AlertCode(err); ok {
+		switch code {
+		case alertProtocolVersion:
+			return ProtocolVersion
+		case alertInsufficientSecurity:
+			return NoSharedCipher
+		case alertNoApplicationProtocol:
+			return NoApplicationProtocol
+		}
+	}
+	return HandshakeFailure
+}

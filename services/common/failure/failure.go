@@ -56,6 +56,12 @@ const (
 
 	// ClientCanceled is the downstream client going away; not the upstream's fault.
 	ClientCanceled Reason = "client_canceled"
+
+	// Client: a request on a Listener refused for its client certificate.
+	ClientCertificateRequired  Reason = "client_certificate_required"
+	ClientCertificateExpired   Reason = "client_certificate_expired"
+	ClientCertificateUntrusted Reason = "client_certificate_untrusted"
+	IdentityNotAllowed         Reason = "identity_not_allowed"
 )
 
 // Class groups reasons by where the failure happened.
@@ -68,6 +74,8 @@ const (
 	ClassConnection Class = "connection"
 	ClassRouting    Class = "routing"
 	ClassOther      Class = "other"
+	// ClassClient is a downstream client refused on a Listener.
+	ClassClient Class = "client"
 )
 
 type info struct {
@@ -146,6 +154,71 @@ var reasons = map[Reason]info{
 	ClientCanceled: {ClassOther,
 		"the downstream client went away before the upstream answered",
 		"nothing to fix on the gateway"},
+	ClientCertificateRequired: {ClassClient,
+		"the route requires a client certificate and the client presented none",
+		"present a client certificate issued by a CA in the Listener host's clientCAs (curl --cert client.crt --key client.key)"},
+	ClientCertificateExpired: {ClassClient,
+		"the client certificate (or one in its chain) has expired, or is not valid yet",
+		"renew the client certificate and reconnect"},
+	ClientCertificateUntrusted: {ClassClient,
+		"the client certificate does not chain to a CA the Listener host trusts now (it may have been removed from clientCAs)",
+		"present a client certificate issued by a CA in the Listener host's clientCAs, or add its CA there"},
+	IdentityNotAllowed: {ClassClient,
+		"the client certificate is trusted but matches none of the route's allow rules",
+		"present a certificate whose identity one of the route's allow rules names, or add a rule for it to the route"},
+}
+
+// inbound are the descriptions of handshake failures on a Listener, where
+// the gateway is the server and the downstream client is the peer: the same
+// reasons as for upstreams, seen from the other side.
+var inbound = map[Reason]info{
+	NoClientCertificate: {ClassTLS,
+		"the Listener host requires a client certificate and the client sent none",
+		"make the client present a certificate (curl --cert client.crt --key client.key), or set the host's clientAuth to request or verify-if-given"},
+	UnknownAuthority: {ClassTLS,
+		"the client certificate is not signed by a CA in the Listener host's clientCAs (or the client did not send its intermediates)",
+		"add the CA that issued the client certificate to the host's clientCAs, or make the client send its full chain"},
+	Expired: {ClassTLS,
+		"the client certificate (or one in its chain) has expired or is not valid yet",
+		"renew the client certificate"},
+	InvalidCertificate: {ClassTLS,
+		"the client certificate cannot be used for client authentication (key usage, malformed, chain longer than verifyDepth)",
+		"reissue the client certificate with extendedKeyUsage clientAuth, or raise the host's verifyDepth"},
+	ProtocolVersion: {ClassTLS,
+		"the client and the Listener host have no TLS version in common",
+		"align the host's minversion/maxversion with the versions the client offers"},
+	NoSharedCipher: {ClassTLS,
+		"the client and the Listener host have no cipher suite in common",
+		"add a cipher suite the client offers to the host's ciphers (or remove the list to use the defaults)"},
+	NoApplicationProtocol: {ClassTLS,
+		"the client offers none of the ALPN protocols the Listener host serves",
+		"set the host's alpn to a protocol the client speaks (h2, http/1.1)"},
+	NotTLS: {ClassTLS,
+		"the client spoke something that is not TLS to the Listener (plain HTTP?)",
+		"use https:// for this address"},
+	HandshakeTimeout: {ClassTimeout,
+		"the client did not complete the TLS handshake in time",
+		"check the client; a slow or idle client is cut off after the handshake timeout"},
+	HandshakeFailure: {ClassTLS,
+		"the TLS handshake with the client failed (the client may have refused the server certificate)",
+		"check that the client trusts the CA of the host's certificate and asks for one of its hostnames (SNI); the node's log line has the detail"},
+}
+
+// InboundDescribe is [Reason.Describe] for a handshake on a Listener,
+// where the downstream client is the peer.
+func (r Reason) InboundDescribe() string {
+	if i, ok := inbound[r]; ok {
+		return i.describe
+	}
+	return r.Describe()
+}
+
+// InboundFix is [Reason.Fix] for a handshake on a Listener.
+func (r Reason) InboundFix() string {
+	if i, ok := inbound[r]; ok {
+		return i.fix
+	}
+	return r.Fix()
 }
 
 // Describe says in one line what happened.

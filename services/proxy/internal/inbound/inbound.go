@@ -48,7 +48,10 @@ type Options struct {
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes idle keep-alive connections. Default 2m.
 	IdleTimeout time.Duration
-	Logger      *slog.Logger
+	// Handshakes counts every Listener's handshakes, by outcome; nil
+	// counts nothing.
+	Handshakes HandshakeObserver
+	Logger     *slog.Logger
 }
 
 // Manager serves the Listeners it is given. Apply, Close, Status and Addr
@@ -63,7 +66,7 @@ type Manager struct {
 	// failed are the Listeners, by name, whose last Apply could not be
 	// served as given; a server of the same name, if any, keeps serving
 	// what it served before.
-	failed map[string]failure
+	failed map[string]refusal
 	closed bool
 
 	// drainCtx is the parent of every drain; Close cancels it when its ctx
@@ -73,21 +76,23 @@ type Manager struct {
 	drains      sync.WaitGroup
 }
 
-type failure struct {
+type refusal struct {
 	listener *model.Listener
 	err      error
 }
 
 // server is one bound address serving one Listener.
 type server struct {
-	name    string
-	address string // as configured
-	ln      net.Listener
-	srv     *http.Server
-	since   time.Time
-	snap    atomic.Pointer[snapshot]
-	done    chan struct{}
-	err     atomic.Pointer[error] // why Serve stopped, if not by Shutdown
+	name     string
+	address  string // as configured
+	log      *slog.Logger
+	observer HandshakeObserver
+	ln       net.Listener
+	srv      *http.Server
+	since    time.Time
+	snap     atomic.Pointer[snapshot]
+	done     chan struct{}
+	err      atomic.Pointer[error] // why Serve stopped, if not by Shutdown
 }
 
 // New returns a manager serving no Listener yet.
@@ -102,7 +107,7 @@ func New(opts Options) *Manager {
 		opts: opts, log: opts.Logger,
 		lc:      net.ListenConfig{Control: reusePort},
 		servers: make(map[string]*server),
-		failed:  make(map[string]failure),
+		failed:  make(map[string]refusal),
 	}
 	m.drainCtx, m.drainCancel = context.WithCancel(context.Background())
 	return m
@@ -138,12 +143,12 @@ func (m *Manager) Apply(listeners []*model.Listener) map[string]error {
 		return cmpBool(m.keeps(want[a]), m.keeps(want[b]))
 	})
 	claimed := make(map[string]string) // address → Listener name
-	failed := make(map[string]failure)
+	failed := make(map[string]refusal)
 	var retire []*server
 	for _, name := range order {
 		l := want[name]
 		fail := func(err error) {
-			failed[name] = failure{listener: l, err: err}
+			failed[name] = refusal{listener: l, err: err}
 			if prev, ok := m.failed[name]; !ok || prev.listener != l || prev.err.Error() != err.Error() {
 				m.log.Error("cannot serve listener; keeping what it served before, if anything", "listener", name, "address", l.Address, "error", err)
 			}
@@ -217,24 +222,34 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inbound: listening on %s: %w", address, err)
 	}
-	s := &server{name: name, address: address, ln: ln, since: time.Now(), done: make(chan struct{})}
+	s := &server{name: name, address: address, log: m.log, observer: m.opts.Handshakes, ln: ln, since: time.Now(), done: make(chan struct{})}
 	s.snap.Store(snap)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetHTTP2(true)
+	// Only the callback: the material is the snapshot's, chosen per
+	// handshake. NextProtos is only there so that Serve sets up HTTP/2
+	// (it does when the server's config names h2); each host's config
+	// has its own.
+	tlsConfig := &tls.Config{GetConfigForClient: s.configForClient, NextProtos: slices.Clone(defaultALPN)}
 	s.srv = &http.Server{
-		Handler: m.opts.Handler,
-		// Only the callback: the material is the snapshot's, chosen per
-		// handshake.
-		TLSConfig:         &tls.Config{GetConfigForClient: s.configForClient},
+		Handler:           m.opts.Handler,
+		TLSConfig:         tlsConfig,
 		Protocols:         protocols,
 		ReadHeaderTimeout: m.opts.ReadHeaderTimeout,
 		IdleTimeout:       m.opts.IdleTimeout,
-		ErrorLog:          log.New(handshakeLog{m.log.With("listener", name)}, "", 0),
+		// The connection, for the handler's per-request client checks
+		// (ClientOf), and the handshake outcome, counted once per
+		// connection (see connState).
+		ConnContext: connContext,
+		ConnState:   s.connState,
+		ErrorLog:    log.New(handshakeLog{m.log.With("listener", name)}, "", 0),
 	}
 	go func() {
 		defer close(s.done)
-		if err := s.srv.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+		// Our listener makes the *tls.Conns (over a conn that carries the
+		// per-connection state); http.Server handshakes them.
+		if err := s.srv.Serve(&tlsListener{Listener: ln, srv: s, cfg: tlsConfig}); !errors.Is(err, http.ErrServerClosed) {
 			err = fmt.Errorf("inbound: serving on %s: %w", address, err)
 			s.err.Store(&err)
 			m.log.Error("listener stopped serving", "listener", name, "address", address, "error", err)
@@ -247,7 +262,7 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 // configForClient is the server's GetConfigForClient: one atomic load and
 // at most two map lookups.
 func (s *server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-	return s.snap.Load().configFor(hello.ServerName), nil
+	return s.snap.Load().hostFor(hello.ServerName).cfg, nil
 }
 
 // drain shuts s down in the background: for at most ShutdownTimeout, or
@@ -360,16 +375,14 @@ func (m *Manager) Status() []ListenerStatus {
 	return out
 }
 
-// handshakeLog turns the http.Server's error log (mostly "TLS handshake
-// error from …") into debug records: a client that fails its handshake is
-// the client's problem, and one line per failure would flood the log.
+// handshakeLog is the http.Server's error log. Its "TLS handshake error
+// from …" lines are dropped: connState logs each failed handshake once,
+// with its reason.
 type handshakeLog struct{ log *slog.Logger }
 
 func (h handshakeLog) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))
-	if strings.Contains(msg, "TLS handshake error") {
-		h.log.Debug("inbound TLS handshake failed", "detail", msg)
-	} else {
+	if !strings.Contains(msg, "TLS handshake error") {
 		h.log.Warn("inbound server error", "detail", msg)
 	}
 	return len(p), nil

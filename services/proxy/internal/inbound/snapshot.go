@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"keyway.dev/common/failure"
 	"keyway.dev/common/model"
 )
 
@@ -21,9 +22,21 @@ type snapshot struct {
 	listener *model.Listener
 	// exact are the hosts by lowercase SNI name; wildcard by the domain
 	// under the wildcard label ("*.example.com" under "example.com").
-	exact    map[string]*tls.Config
-	wildcard map[string]*tls.Config
-	def      *tls.Config
+	exact    map[string]*host
+	wildcard map[string]*host
+	def      *host
+}
+
+// host is one host of a snapshot: its prebuilt server config and what a
+// request needs to re-verify a client certificate against it. A *host
+// belongs to exactly one snapshot, so its identity is the (snapshot, host)
+// generation that per-connection caches are keyed by.
+type host struct {
+	cfg        *tls.Config
+	clientAuth tls.ClientAuthType
+	// roots are the host's clientCAs; nil when it has none.
+	roots       *x509.CertPool
+	verifyDepth int
 }
 
 // buildSnapshot prepares every host of l. Each snapshot gets its own
@@ -36,15 +49,16 @@ func buildSnapshot(l *model.Listener) (*snapshot, error) {
 	if l.Default < 0 || l.Default >= len(l.Hosts) {
 		return nil, fmt.Errorf("inbound: listener %q: default host %d out of range (%d hosts)", l.Name, l.Default, len(l.Hosts))
 	}
-	s := &snapshot{listener: l, exact: make(map[string]*tls.Config), wildcard: make(map[string]*tls.Config)}
+	s := &snapshot{listener: l, exact: make(map[string]*host), wildcard: make(map[string]*host)}
 	var errs []error
 	for i := range l.Hosts {
 		h := &l.Hosts[i]
-		cfg, err := hostConfig(h)
+		built, err := hostConfig(h)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("inbound: listener %q host %d %v: %w", l.Name, i, h.Hostnames, err))
 			continue
 		}
+		cfg := &host{cfg: built, clientAuth: h.ClientAuth, roots: built.ClientCAs, verifyDepth: h.VerifyDepth}
 		if i == l.Default {
 			s.def = cfg
 		}
@@ -112,15 +126,16 @@ func verifyDepth(depth int) func(tls.ConnectionState) error {
 			shortest = min(shortest, len(chain))
 		}
 		if shortest > depth {
-			return fmt.Errorf("inbound: client certificate chain of %d certificates exceeds verifyDepth %d", shortest, depth)
+			return failure.WithReason(failure.InvalidCertificate,
+				fmt.Errorf("inbound: client certificate chain of %d certificates exceeds verifyDepth %d", shortest, depth))
 		}
 		return nil
 	}
 }
 
-// configFor picks the host for an SNI name: exact, then the wildcard for
+// hostFor picks the host for an SNI name: exact, then the wildcard for
 // the first label, then the default. Map lookups only.
-func (s *snapshot) configFor(serverName string) *tls.Config {
+func (s *snapshot) hostFor(serverName string) *host {
 	if serverName == "" {
 		return s.def
 	}

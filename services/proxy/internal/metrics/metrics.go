@@ -1,4 +1,5 @@
-// Package metrics is a proxy node's Prometheus metrics: upstream handshakes,
+// Package metrics is a proxy node's Prometheus metrics: upstream and
+// Listener (inbound) handshakes,
 // requests and failures, the client certificates' time to expiry, and how
 // current the node's configuration is. Each node owns its registry (no
 // process-wide default registry), served by [Metrics.Handler].
@@ -35,6 +36,7 @@ type Metrics struct {
 	reg          *prometheus.Registry
 	handshakes   *prometheus.CounterVec
 	handshakeDur *prometheus.HistogramVec
+	inbound      *prometheus.CounterVec
 	requests     *prometheus.CounterVec
 	requestDur   *prometheus.HistogramVec
 	errors       *prometheus.CounterVec
@@ -62,6 +64,10 @@ func New(src Source) *Metrics {
 			Help:    "Time to connect to an upstream endpoint and complete the TLS handshake, successful or not.",
 			Buckets: latencyBuckets,
 		}, []string{"upstream"}),
+		inbound: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyway_inbound_handshakes_total",
+			Help: "TLS handshakes of clients with a Listener, by result and failure reason (no_client_certificate, unknown_authority, expired, protocol_version, ...).",
+		}, []string{"listener", "result", "reason"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyway_upstream_requests_total",
 			Help: "Requests forwarded to an upstream, by the status code the client got (the upstream's, or the failure's).",
@@ -83,7 +89,7 @@ func New(src Source) *Metrics {
 		recorders: make(map[string]*recorder),
 	}
 	m.reg.MustRegister(
-		m.handshakes, m.handshakeDur, m.requests, m.requestDur, m.errors, m.applyLatency,
+		m.handshakes, m.handshakeDur, m.inbound, m.requests, m.requestDur, m.errors, m.applyLatency,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keyway_config_revision",
 			Help: "The store revision of the configuration the node has applied.",
@@ -115,6 +121,16 @@ func (m *Metrics) ObserveHandshake(upstreamName string, reason failure.Reason, e
 	}
 	m.handshakes.WithLabelValues("outbound", upstreamName, result, string(reason)).Inc()
 	m.handshakeDur.WithLabelValues(upstreamName).Observe(elapsed.Seconds())
+}
+
+// ObserveInboundHandshake implements inbound.HandshakeObserver: one
+// handshake on a Listener, reason "" when it completed.
+func (m *Metrics) ObserveInboundHandshake(listener string, reason failure.Reason) {
+	result := "ok"
+	if reason != "" {
+		result = "error"
+	}
+	m.inbound.WithLabelValues(listener, result, string(reason)).Inc()
 }
 
 // ObserveApplyLatency records one configuration change's apply latency

@@ -118,7 +118,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	})
 	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log)
 	// The Listeners serve the same handler as the plain proxy listener.
-	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, Logger: log})
+	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, Handshakes: n.metrics, Logger: log})
 
 	var err error
 	if n.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {

@@ -7,20 +7,31 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"keyway.dev/common/failure"
+	"keyway.dev/common/model"
 	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/inbound"
+	"keyway.dev/proxy/internal/router"
 	"keyway.dev/proxy/internal/upstream"
 )
 
 // HeaderRequestID carries the request id, in both directions.
 const HeaderRequestID = "X-Request-Id"
+
+// HeaderXFCC carries the verified client certificate of a request that
+// arrived on a Listener to the upstream, in Envoy's format. A client's own
+// is always removed.
+const HeaderXFCC = "X-Forwarded-Client-Cert"
 
 // Source gives the current configuration snapshot. Snapshot must be cheap
 // (an atomic load) and never return nil.
@@ -62,6 +73,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, id, "", failure.NoRoute, "", StatusCode(failure.NoRoute))
 			return
 		}
+		if !h.admit(w, r, id, target) {
+			return
+		}
 		u := s.Upstreams[target.Service]
 		if u == nil {
 			h.log.Warn("route to a service that does not exist", "route", target.Route, "upstream", target.Service, "request_id", id)
@@ -73,6 +87,76 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeError(w, id, "", failure.NoHealthyUpstream, "", StatusCode(failure.NoHealthyUpstream))
+}
+
+// admit applies the route's client-certificate rules to a request that
+// arrived on a Listener, answering 401 or 403 when it is refused, and sets
+// the request's X-Forwarded-Client-Cert (after removing the client's).
+//
+// A certificate is judged against the host's current snapshot, at now: on
+// a host that verifies clients, an expired or no longer trusted
+// certificate is refused on every route, so that neither a resumed session
+// nor an open connection carries it past its expiry or its CA's removal.
+// On a host that only requests one, a route that needs an identity still
+// requires it verified by the host's clientCAs.
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id string, target *router.Target) bool {
+	delete(r.Header, HeaderXFCC)
+	cl, ok := inbound.ClientOf(r, time.Now())
+	if !ok {
+		return true
+	}
+	need := target.NeedsIdentity()
+	refuse := func(reason failure.Reason, fix string) bool {
+		h.log.Info("client refused", "route", target.Route, "reason", string(reason), "client", r.RemoteAddr, "request_id", id)
+		writeError(w, id, "", reason, fix, StatusCode(reason))
+		return false
+	}
+	switch {
+	case cl.Leaf == nil:
+		if need {
+			return refuse(failure.ClientCertificateRequired, "")
+		}
+		return true
+	case !cl.CanVerify:
+		if need {
+			return refuse(failure.ClientCertificateUntrusted, fmt.Sprintf(
+				"route %q needs a verified client certificate, and the Listener host serving %q has no clientCAs: set its clientAuth to verify-if-given or require-and-verify, with clientCAs",
+				target.Route, r.TLS.ServerName))
+		}
+		return true
+	case cl.Reason != "":
+		if need || cl.HostVerifies {
+			return refuse(cl.Reason, "")
+		}
+		return true
+	}
+	if len(target.Allow) > 0 && !target.Admits(cl.Leaf) {
+		return refuse(failure.IdentityNotAllowed, fmt.Sprintf(
+			"present a client certificate whose %s one of route %q's allow rules names, or add a rule for this client to the route",
+			ruleKinds(target.Allow), target.Route))
+	}
+	r.Header[HeaderXFCC] = []string{cl.XFCC}
+	return true
+}
+
+// ruleKinds names the kinds of rule in rules ("spiffeID or dnsName"), as
+// the API spells them; never their values.
+func ruleKinds(rules []model.IdentityRule) string {
+	var kinds []string
+	add := func(set bool, kind string) {
+		if set && !slices.Contains(kinds, kind) {
+			kinds = append(kinds, kind)
+		}
+	}
+	for _, r := range rules {
+		add(r.SPIFFEID != "", "spiffeID")
+		add(r.URI != "", "uri")
+		add(r.DNSName != "", "dnsName")
+		add(r.CN != "", "subject CN")
+		add(r.OU != "", "subject OU")
+		add(len(r.SPKISHA256) > 0, "spkiSHA256")
+	}
+	return strings.Join(kinds, " or ")
 }
 
 // UpstreamOptions adds the handler's hooks to opts: the error answer, the
@@ -105,7 +189,9 @@ func UpstreamOptions(opts upstream.Options, log *slog.Logger) upstream.Options {
 	return opts
 }
 
-// StatusCode is the HTTP status a failure answers with: 404 for no route;
+// StatusCode is the HTTP status a failure answers with: 401 for a client
+// certificate missing, expired or untrusted, 403 for one no allow rule
+// names; 404 for no route;
 // 503 when nothing can take the request now (refused connection, no
 // upstream); 504 for timeouts; 502 for everything else (the upstream, its
 // TLS or our configuration of it is wrong).
@@ -119,6 +205,10 @@ func StatusCode(r failure.Reason) int {
 		return http.StatusGatewayTimeout
 	case failure.ClientCanceled:
 		return 499
+	case failure.ClientCertificateRequired, failure.ClientCertificateExpired, failure.ClientCertificateUntrusted:
+		return http.StatusUnauthorized
+	case failure.IdentityNotAllowed:
+		return http.StatusForbidden
 	}
 	return http.StatusBadGateway
 }
@@ -147,6 +237,14 @@ func summary(r failure.Reason) string {
 		return "upstream connection failed"
 	}
 	switch r {
+	case failure.ClientCertificateRequired:
+		return "client certificate required"
+	case failure.ClientCertificateExpired:
+		return "client certificate expired"
+	case failure.ClientCertificateUntrusted:
+		return "client certificate not trusted"
+	case failure.IdentityNotAllowed:
+		return "client identity not allowed on this route"
 	case failure.NoRoute:
 		return "no route"
 	case failure.NoHealthyUpstream:

@@ -5,6 +5,7 @@
 package router
 
 import (
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"slices"
@@ -19,6 +20,24 @@ type Target struct {
 	Route string
 	// Service is the name of the Service to forward to.
 	Service string
+	// ClientCertificate and Allow are the Route's client-certificate
+	// rules, checked on requests that arrive on a Listener.
+	ClientCertificate bool
+	Allow             []model.IdentityRule
+}
+
+func targetOf(r *model.Route) *Target {
+	return &Target{Route: r.Name, Service: r.Service, ClientCertificate: r.ClientCertificate, Allow: r.Allow}
+}
+
+// NeedsIdentity reports whether the route needs a client certificate
+// verified by the Listener's host.
+func (t *Target) NeedsIdentity() bool { return t.ClientCertificate || len(t.Allow) > 0 }
+
+// Admits reports whether cert matches one of the Allow rules (any
+// certificate when there are none); see [model.Route.Admits].
+func (t *Target) Admits(cert *x509.Certificate) bool {
+	return (&model.Route{Allow: t.Allow}).Admits(cert)
 }
 
 // ServeHTTP is never called: Targets are only registered in the mux to be
@@ -43,7 +62,7 @@ func Build(routes []model.Route) (*Table, []error) {
 	t := &Table{mux: http.NewServeMux()}
 	var errs []error
 	for _, r := range routes {
-		target := &Target{Route: r.Name, Service: r.Service}
+		target := targetOf(&r)
 		patterns := Patterns(r)
 		// Register all the route's patterns or none: a mux cannot
 		// unregister, so try them on a scratch mux first.
@@ -57,7 +76,7 @@ func Build(routes []model.Route) (*Table, []error) {
 			// without this route.
 			t.mux = http.NewServeMux()
 			for _, ok := range t.routes {
-				_ = register(t.mux, Patterns(ok), &Target{Route: ok.Name, Service: ok.Service})
+				_ = register(t.mux, Patterns(ok), targetOf(&ok))
 			}
 			continue
 		}

@@ -1,0 +1,265 @@
+package inbound
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"keyway.dev/common/failure"
+)
+
+// HandshakeObserver counts a Listener's TLS handshakes. reason is "" for a
+// handshake that completed, else why it failed ([failure.ClassifyInbound]).
+// Called once per connection, from the connection's goroutine; must be safe
+// for concurrent use and cheap.
+type HandshakeObserver interface {
+	ObserveInboundHandshake(listener string, reason failure.Reason)
+}
+
+// conn is one accepted connection on a Listener: the raw TCP connection the
+// *tls.Conn that http.Server serves is layered on. It is found again from
+// that *tls.Conn (NetConn), so the server's ConnContext and ConnState hooks
+// reach it without a map.
+type conn struct {
+	net.Conn
+	srv *server
+	tls *tls.Conn
+	// observed is set once the handshake's outcome has been counted.
+	observed atomic.Bool
+	// verified caches the last verification of this connection's client
+	// certificate, for one host of one snapshot.
+	verified atomic.Pointer[verification]
+}
+
+// tlsListener makes a *tls.Conn over a conn for every accepted connection;
+// http.Server performs the handshake itself, in the connection's goroutine.
+type tlsListener struct {
+	net.Listener
+	srv *server
+	cfg *tls.Config
+}
+
+func (l *tlsListener) Accept() (net.Conn, error) {
+	raw, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	c := &conn{Conn: raw, srv: l.srv}
+	c.tls = tls.Server(c, l.cfg)
+	return c.tls, nil
+}
+
+type connKey struct{}
+
+// connContext is the server's ConnContext: it attaches the conn to every
+// request's context.
+func connContext(ctx context.Context, nc net.Conn) context.Context {
+	if c := connOf(nc); c != nil {
+		return context.WithValue(ctx, connKey{}, c)
+	}
+	return ctx
+}
+
+func connOf(nc net.Conn) *conn {
+	if tc, ok := nc.(*tls.Conn); ok {
+		c, _ := tc.NetConn().(*conn)
+		return c
+	}
+	return nil
+}
+
+// connState is the server's ConnState hook, and where handshakes are
+// counted. http.Server performs the handshake before any state but
+// StateNew, and a connection whose handshake failed goes to StateClosed;
+// then tls.Conn.Handshake returns the handshake's error again, typed and
+// without any I/O. This is the one place that sees every failure with its
+// typed error: VerifyConnection does not run when crypto/tls's own checks
+// fail, and the server's ErrorLog only gets the error as text.
+func (s *server) connState(nc net.Conn, st http.ConnState) {
+	if st == http.StateNew {
+		return
+	}
+	c := connOf(nc)
+	if c == nil || !c.observed.CompareAndSwap(false, true) {
+		return
+	}
+	err := c.tls.Handshake()
+	var reason failure.Reason
+	if err != nil {
+		reason = failure.ClassifyInbound(err)
+		// Once per failure. The error says what crypto/tls saw (which
+		// certificate, which versions); it never holds key material.
+		s.log.Info("inbound TLS handshake failed", "listener", s.name, "client", c.RemoteAddr().String(),
+			"reason", string(reason), "detail", err.Error(), "fix", reason.InboundFix())
+	}
+	if s.observer != nil {
+		s.observer.ObserveInboundHandshake(s.name, reason)
+	}
+}
+
+// Client is a request's client certificate as judged, at the time of the
+// request, by the host that serves the request's connection in its
+// Listener's current snapshot.
+type Client struct {
+	// Leaf is the client certificate; nil when the client presented none.
+	Leaf *x509.Certificate
+	// HostVerifies is set when the host's clientAuth is verify-if-given or
+	// require-and-verify.
+	HostVerifies bool
+	// CanVerify is set when the host has clientCAs to verify Leaf with.
+	CanVerify bool
+	// Reason is why Leaf does not verify now against the host's current
+	// clientCAs: client_certificate_expired or
+	// client_certificate_untrusted. Empty when it verifies, or when there
+	// is no Leaf or no clientCAs.
+	Reason failure.Reason
+	// XFCC is the X-Forwarded-Client-Cert value of a verified Leaf, else
+	// empty.
+	XFCC string
+}
+
+// Verified reports whether Leaf verifies now against the host's clientCAs.
+func (c *Client) Verified() bool { return c.Leaf != nil && c.CanVerify && c.Reason == "" }
+
+// verification is the outcome of verifying one client chain against one
+// host of one snapshot. Immutable.
+type verification struct {
+	leaf *x509.Certificate
+	host *host
+	// reason is client_certificate_untrusted, or empty when the chain
+	// verified; then validUntil is when it stops being valid (the latest,
+	// over the verified chains, of each chain's earliest NotAfter).
+	reason     failure.Reason
+	validUntil time.Time
+	xfcc       string
+}
+
+// ClientOf judges r's client certificate against the current snapshot of
+// the Listener r arrived on; ok is false when r did not arrive on a
+// Listener. The chain is verified once per connection and host snapshot
+// (the result is cached on the connection); its validity period is checked
+// against now on every call. One atomic load and a map lookup otherwise.
+func ClientOf(r *http.Request, now time.Time) (cl Client, ok bool) {
+	c, _ := r.Context().Value(connKey{}).(*conn)
+	if c == nil || r.TLS == nil {
+		return Client{}, false
+	}
+	h := c.srv.snap.Load().hostFor(r.TLS.ServerName)
+	cl = Client{
+		HostVerifies: h.clientAuth == tls.VerifyClientCertIfGiven || h.clientAuth == tls.RequireAndVerifyClientCert,
+		CanVerify:    h.roots != nil,
+	}
+	if len(r.TLS.PeerCertificates) == 0 {
+		return cl, true
+	}
+	cl.Leaf = r.TLS.PeerCertificates[0]
+	if h.roots == nil {
+		return cl, true
+	}
+	v := c.verified.Load()
+	if v == nil || v.leaf != cl.Leaf || v.host != h {
+		v = verify(h, r.TLS.PeerCertificates, now)
+		if v.reason != failure.ClientCertificateExpired {
+			// An expired chain is re-verified: only for its error.
+			c.verified.Store(v)
+		}
+	}
+	switch {
+	case v.reason != "":
+		cl.Reason = v.reason
+	case now.After(v.validUntil):
+		cl.Reason = failure.ClientCertificateExpired
+	default:
+		cl.XFCC = v.xfcc
+	}
+	return cl, true
+}
+
+// verify verifies certs (leaf first, then the intermediates the client
+// sent) for client authentication against h's clientCAs at now.
+func verify(h *host, certs []*x509.Certificate, now time.Time) *verification {
+	v := &verification{leaf: certs[0], host: h}
+	opts := x509.VerifyOptions{
+		Roots:       h.roots,
+		CurrentTime: now,
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	if len(certs) > 1 {
+		opts.Intermediates = x509.NewCertPool()
+		for _, c := range certs[1:] {
+			opts.Intermediates.AddCert(c)
+		}
+	}
+	chains, err := certs[0].Verify(opts)
+	if err != nil {
+		var invalid x509.CertificateInvalidError
+		if errors.As(err, &invalid) && invalid.Reason == x509.Expired {
+			v.reason = failure.ClientCertificateExpired
+		} else {
+			v.reason = failure.ClientCertificateUntrusted
+		}
+		return v
+	}
+	for _, chain := range chains {
+		if h.verifyDepth > 0 && len(chain) > h.verifyDepth {
+			continue
+		}
+		until := chain[0].NotAfter
+		for _, c := range chain[1:] {
+			if c.NotAfter.Before(until) {
+				until = c.NotAfter
+			}
+		}
+		if until.After(v.validUntil) {
+			v.validUntil = until
+		}
+	}
+	if v.validUntil.IsZero() {
+		v.reason = failure.ClientCertificateUntrusted // every chain exceeds verifyDepth
+		return v
+	}
+	v.xfcc = XFCC(certs[0])
+	return v
+}
+
+// XFCC is the X-Forwarded-Client-Cert value for a client certificate, in
+// Envoy's format: Hash (hex SHA-256 of the DER), Subject (quoted), then one
+// URI and one DNS element per SAN, separated by ';'.
+func XFCC(leaf *x509.Certificate) string {
+	sum := sha256.Sum256(leaf.Raw)
+	var b strings.Builder
+	b.WriteString("Hash=")
+	b.WriteString(hex.EncodeToString(sum[:]))
+	b.WriteString(";Subject=")
+	b.WriteString(quote(leaf.Subject.String()))
+	for _, u := range leaf.URIs {
+		b.WriteString(";URI=")
+		b.WriteString(xfccValue(u.String()))
+	}
+	for _, d := range leaf.DNSNames {
+		b.WriteString(";DNS=")
+		b.WriteString(xfccValue(d))
+	}
+	return b.String()
+}
+
+// xfccValue quotes a value that holds one of XFCC's separators.
+func xfccValue(s string) string {
+	if strings.ContainsAny(s, `,;="\`) {
+		return quote(s)
+	}
+	return s
+}
+
+// quote wraps s in double quotes, escaping quotes and backslashes in it.
+func quote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
