@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,6 +67,21 @@ func TestLocalStack(t *testing.T) {
 			if code != 0 || out != "200 2" {
 				t.Errorf("curl %v: exit %d, %q %s", extra, code, out, errOut)
 			}
+		}
+	}
+
+	// /admin/ needs a verified client certificate and admits demo-client.
+	if curl, err := exec.LookPath("curl"); err == nil {
+		pki := filepath.Join(data, "pki")
+		base := []string{"-sS", "--cacert", filepath.Join(pki, "ca.crt"), "--resolve", "localhost:" + tlsPort + ":127.0.0.1", "https://localhost:" + tlsPort + "/admin/x"}
+		out, errOut, code := harness.Run(t, curl, append([]string{"-w", "\n%{http_code}"}, base...)...)
+		if code != 0 || !strings.HasSuffix(out, "\n401") || !strings.Contains(out, `"client_certificate_required"`) {
+			t.Errorf("/admin/ without a client certificate: exit %d, %q %s", code, out, errOut)
+		}
+		out, errOut, code = harness.Run(t, curl, append([]string{"--cert", filepath.Join(pki, "client.crt"), "--key", filepath.Join(pki, "client.key")}, base...)...)
+		var rep echo.Reply
+		if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || !strings.Contains(rep.ForwardedClientCert, `Subject="CN=demo-client"`) {
+			t.Errorf("/admin/ with demo-client's certificate: exit %d, %q %s", code, out, errOut)
 		}
 	}
 

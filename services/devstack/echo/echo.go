@@ -36,6 +36,9 @@ type Reply struct {
 	RequestID     string `json:"requestId,omitempty"`
 	ForwardedFor  string `json:"forwardedFor,omitempty"`
 	ForwardedHost string `json:"forwardedHost,omitempty"`
+	// ForwardedClientCert is the X-Forwarded-Client-Cert the gateway set
+	// from the client's verified certificate.
+	ForwardedClientCert string `json:"forwardedClientCert,omitempty"`
 }
 
 // Server is a running echo upstream.
@@ -97,6 +100,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		RequestID:     r.Header.Get("X-Request-Id"),
 		ForwardedFor:  r.Header.Get("X-Forwarded-For"),
 		ForwardedHost: r.Header.Get("X-Forwarded-Host"),
+
+		ForwardedClientCert: r.Header.Get("X-Forwarded-Client-Cert"),
 	}
 	if cs := r.TLS; cs != nil {
 		rep.TLSVersion = tls.VersionName(cs.Version)

@@ -54,6 +54,19 @@ spec:
   path: /demo/
   service: demo
 ---
+# Over HTTPS, /admin/ needs a client certificate verified by the Listener
+# (401 client_certificate_required without one) and admits only demo-client.
+apiVersion: keyway.dev/v1alpha1
+kind: Route
+metadata:
+  name: demo-admin
+spec:
+  path: /admin/
+  service: demo
+  clientCertificate: required
+  allow:
+    - cn: demo-client
+---
 # A MuleSoft Flex Gateway tls-outbound binding, as Flex documents it.
 apiVersion: gateway.mulesoft.com/v1alpha1
 kind: PolicyBinding

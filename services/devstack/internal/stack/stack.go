@@ -211,6 +211,8 @@ Try:
   curl -s http://%[1]s/demo/hello
   curl -s --cacert %[6]s https://localhost:%[12]s/demo/hello
   curl -s --cacert %[6]s --cert %[13]s --key %[14]s https://localhost:%[12]s/demo/hello
+  curl -s --cacert %[6]s https://localhost:%[12]s/admin/x                      # 401: this route needs a client certificate
+  curl -s --cacert %[6]s --cert %[13]s --key %[14]s https://localhost:%[12]s/admin/x   # 200: demo-client is allowed
   %[7]s get policybindings
   %[7]s get services -o json
   %[7]s validate -f %[8]s
