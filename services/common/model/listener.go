@@ -302,7 +302,7 @@ func (c *checker) clientCAs(at fieldPath, data string) []*x509.Certificate {
 	before := c.errorCount()
 	var outside []int // indexes of certificates outside their validity
 	for i, cert := range certs {
-		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(at), Cert: cert, Fingerprint: certFingerprint(cert), NotAfter: cert.NotAfter})
+		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(at), Cert: cert, Fingerprint: CertFingerprint(cert), NotAfter: cert.NotAfter})
 		if !cert.IsCA {
 			c.errorf(at, "clientCAs certificate %d (%s) is not a CA certificate; clientCAs holds the CAs that issue client certificates: give the issuing CA's certificate instead (`openssl x509 -in ca.pem -noout -ext basicConstraints` shows CA:TRUE)", i+1, describe(cert))
 		}

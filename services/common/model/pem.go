@@ -130,8 +130,9 @@ func describe(cert *x509.Certificate) string {
 	return fmt.Sprintf("%q", cert.Subject.String())
 }
 
-// certFingerprint is the SHA-256 of the DER, lowercase hex.
-func certFingerprint(cert *x509.Certificate) string {
+// CertFingerprint is the SHA-256 of a certificate's DER, lowercase hex: the
+// fingerprint every Keyway API, log, metric and header shows.
+func CertFingerprint(cert *x509.Certificate) string {
 	sum := sha256.Sum256(cert.Raw)
 	return hex.EncodeToString(sum[:])
 }

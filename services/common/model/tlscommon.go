@@ -173,7 +173,7 @@ func (c *checker) keyPair(keyAt, crtAt fieldPath, keyPEM, crtPEM string, role ke
 		return nil
 	}
 	for _, cert := range chain {
-		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(crtAt), Cert: cert, Fingerprint: certFingerprint(cert), NotAfter: cert.NotAfter})
+		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(crtAt), Cert: cert, Fingerprint: CertFingerprint(cert), NotAfter: cert.NotAfter})
 	}
 	leaf := chain[0]
 	if key != nil {

@@ -127,7 +127,7 @@ func (c *checker) trustedCAs(at fieldPath, data string) []*x509.Certificate {
 		return nil
 	}
 	for i, cert := range certs {
-		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(at), Cert: cert, Fingerprint: certFingerprint(cert), NotAfter: cert.NotAfter})
+		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(at), Cert: cert, Fingerprint: CertFingerprint(cert), NotAfter: cert.NotAfter})
 		if !cert.IsCA {
 			c.warnf(at, "trustedCA certificate %d (%s) is not a CA certificate, so it only matches an upstream presenting exactly this certificate; give the CA that issued the upstream's certificate instead", i+1, describe(cert))
 		}

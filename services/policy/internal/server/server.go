@@ -6,8 +6,6 @@ package server
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -312,8 +310,7 @@ func storeError(err error) error {
 func certificateInfo(c model.CertificateInfo) *policyv1.CertificateInfo {
 	fp := c.Fingerprint
 	if fp == "" && c.Cert != nil {
-		sum := sha256.Sum256(c.Cert.Raw)
-		fp = hex.EncodeToString(sum[:])
+		fp = model.CertFingerprint(c.Cert)
 	}
 	info := &policyv1.CertificateInfo{Field: c.Field, Sha256Fingerprint: fp, NotAfter: timestamppb.New(c.NotAfter)}
 	if c.Cert != nil {

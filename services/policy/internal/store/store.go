@@ -259,25 +259,27 @@ func (c catalog) Exists(ref model.Ref) bool {
 }
 
 func (c catalog) Routes() []model.Route {
-	c.s.mu.RLock()
-	defer c.s.mu.RUnlock()
-	var out []model.Route
-	for _, e := range c.s.byKey {
-		if e.obj.Route != nil {
-			out = append(out, *e.obj.Route)
-		}
-	}
-	return out
+	return collect(c.s, func(o model.Object) *model.Route { return o.Route })
 }
 
 // Bindings returns the stored bindings.
 func (c catalog) Bindings() []model.Binding {
-	c.s.mu.RLock()
-	defer c.s.mu.RUnlock()
-	var out []model.Binding
-	for _, e := range c.s.byKey {
-		if e.obj.Binding != nil {
-			out = append(out, *e.obj.Binding)
+	return collect(c.s, func(o model.Object) *model.Binding { return o.Binding })
+}
+
+// Listeners returns the stored Listeners, for address conflicts.
+func (c catalog) Listeners() []model.Listener {
+	return collect(c.s, func(o model.Object) *model.Listener { return o.Listener })
+}
+
+// collect copies out of the view every object of the kind pick selects.
+func collect[T any](s *Store, pick func(model.Object) *T) []T {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []T
+	for _, e := range s.byKey {
+		if v := pick(e.obj); v != nil {
+			out = append(out, *v)
 		}
 	}
 	return out
@@ -292,19 +294,6 @@ func (s *Store) Service(name string) (*model.Service, bool) {
 		return nil, false
 	}
 	return e.obj.Service, true
-}
-
-// Listeners returns the stored Listeners, for address conflicts.
-func (c catalog) Listeners() []model.Listener {
-	c.s.mu.RLock()
-	defer c.s.mu.RUnlock()
-	var out []model.Listener
-	for _, e := range c.s.byKey {
-		if e.obj.Listener != nil {
-			out = append(out, *e.obj.Listener)
-		}
-	}
-	return out
 }
 
 // Dependents lists the stored resources that name the Service ref: routes

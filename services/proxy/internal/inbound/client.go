@@ -2,10 +2,8 @@ package inbound
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"net"
 	"net/http"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"keyway.dev/common/failure"
+	"keyway.dev/common/model"
 )
 
 // HandshakeObserver counts a Listener's TLS handshakes. reason is "" for a
@@ -234,10 +233,9 @@ func verify(h *host, certs []*x509.Certificate, now time.Time) *verification {
 // Envoy's format: Hash (hex SHA-256 of the DER), Subject (quoted), then one
 // URI and one DNS element per SAN, separated by ';'.
 func XFCC(leaf *x509.Certificate) string {
-	sum := sha256.Sum256(leaf.Raw)
 	var b strings.Builder
 	b.WriteString("Hash=")
-	b.WriteString(hex.EncodeToString(sum[:]))
+	b.WriteString(model.CertFingerprint(leaf))
 	b.WriteString(";Subject=")
 	b.WriteString(quote(leaf.Subject.String()))
 	for _, u := range leaf.URIs {

@@ -16,9 +16,7 @@ package inbound
 import (
 	"cmp"
 	"context"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log"
@@ -365,8 +363,7 @@ func (m *Manager) Status() []ListenerStatus {
 		for i, h := range l.Hosts {
 			hs := HostStatus{Hostnames: h.Hostnames, Default: i == l.Default, ClientAuth: ClientAuthName(h.ClientAuth), Fingerprint: h.Fingerprint}
 			if h.Certificate != nil && h.Certificate.Leaf != nil {
-				sum := sha256.Sum256(h.Certificate.Leaf.Raw)
-				hs.Certificate, hs.NotAfter = hex.EncodeToString(sum[:]), h.Certificate.Leaf.NotAfter
+				hs.Certificate, hs.NotAfter = model.CertFingerprint(h.Certificate.Leaf), h.Certificate.Leaf.NotAfter
 			}
 			st.Hosts = append(st.Hosts, hs)
 		}

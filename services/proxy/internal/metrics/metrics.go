@@ -10,8 +10,8 @@
 package metrics
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"keyway.dev/common/model"
+
 	"net/http"
 	"strconv"
 	"sync"
@@ -205,8 +205,7 @@ func (e *expiry) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		leaf := t.Certificate.Leaf
-		sum := sha256.Sum256(leaf.Raw)
 		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue,
-			leaf.NotAfter.Sub(now).Seconds(), "upstream-client", name, hex.EncodeToString(sum[:]))
+			leaf.NotAfter.Sub(now).Seconds(), "upstream-client", name, model.CertFingerprint(leaf))
 	}
 }
