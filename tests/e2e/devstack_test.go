@@ -27,7 +27,7 @@ func TestLocalStack(t *testing.T) {
 	data := t.TempDir()
 	port, _ := strconv.Atoi(natsPort)
 
-	dev := harness.Start(t, "keyway-dev", filepath.Join(bin, "keyway-dev"), regexp.MustCompile(`Keyway is running`),
+	dev := harness.Start(t, "keyway-dev", filepath.Join(bin, "keyway-dev"), regexp.MustCompile(`Ctrl-C stops everything`), // the last line of the banner
 		"--bin", bin, "--data", data, "--nats-port", strconv.Itoa(port),
 		"--policy", policy, "--proxy", proxy, "--proxy-admin", admin, "--upstream", upstream, "--proxy-tls", proxyTLS)
 
