@@ -25,6 +25,8 @@ import (
 // real service's end-to-end tests, which keywayctl must also pass, live in
 // /work/main/tests.
 type fakePolicyService struct {
+	policyv1connect.UnimplementedPolicyServiceHandler
+
 	mu sync.Mutex
 	// stored answers Get and List.
 	stored []*policyv1.Resource

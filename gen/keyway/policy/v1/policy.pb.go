@@ -11,6 +11,7 @@ import (
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
+	v1 "keyway.dev/gen/keyway/node/v1"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -138,7 +139,11 @@ type ApplyRequest struct {
 	// Whether to handshake with each upstream a tls-outbound binding targets,
 	// with the binding's context, before storing anything. A failed probe
 	// fails the apply with the typed reason.
-	Probe         ProbeMode `protobuf:"varint,3,opt,name=probe,proto3,enum=keyway.policy.v1.ProbeMode" json:"probe,omitempty"`
+	Probe ProbeMode `protobuf:"varint,3,opt,name=probe,proto3,enum=keyway.policy.v1.ProbeMode" json:"probe,omitempty"`
+	// When set, Apply returns only after every live proxy node serves the
+	// applied revision, or this long has passed; the response's rollout says
+	// which. The resources are stored either way.
+	Wait          *durationpb.Duration `protobuf:"bytes,4,opt,name=wait,proto3" json:"wait,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -192,6 +197,13 @@ func (x *ApplyRequest) GetProbe() ProbeMode {
 		return x.Probe
 	}
 	return ProbeMode_PROBE_MODE_UNSPECIFIED
+}
+
+func (x *ApplyRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
 }
 
 type ApplyResponse struct {
@@ -981,15 +993,354 @@ func (x *DeleteResponse) GetDeleteTime() *timestamppb.Timestamp {
 	return nil
 }
 
+type ListNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{13}
+}
+
+type ListNodesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*v1.NodeStatus       `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListNodesResponse) GetNodes() []*v1.NodeStatus {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+type GetRolloutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Revision to check; 0 means the store's current revision.
+	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolloutRequest) Reset() {
+	*x = GetRolloutRequest{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolloutRequest) ProtoMessage() {}
+
+func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
+func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *GetRolloutRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+type WatchRolloutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Revision to follow; 0 means the store's current revision.
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// How long to follow; default 30s.
+	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRolloutRequest) Reset() {
+	*x = WatchRolloutRequest{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRolloutRequest) ProtoMessage() {}
+
+func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRolloutRequest.ProtoReflect.Descriptor instead.
+func (*WatchRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *WatchRolloutRequest) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *WatchRolloutRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+type GetRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolloutResponse) Reset() {
+	*x = GetRolloutResponse{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolloutResponse) ProtoMessage() {}
+
+func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
+func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *GetRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+type WatchRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRolloutResponse) Reset() {
+	*x = WatchRolloutResponse{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRolloutResponse) ProtoMessage() {}
+
+func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRolloutResponse.ProtoReflect.Descriptor instead.
+func (*WatchRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *WatchRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+// Rollout says which live nodes serve a revision.
+type Rollout struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Every live node serves the revision (false when there are no nodes).
+	Complete bool `protobuf:"varint,2,opt,name=complete,proto3" json:"complete,omitempty"`
+	// Nodes that serve it, and nodes that do not yet.
+	Serving       []*v1.NodeStatus `protobuf:"bytes,3,rep,name=serving,proto3" json:"serving,omitempty"`
+	Pending       []*v1.NodeStatus `protobuf:"bytes,4,rep,name=pending,proto3" json:"pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rollout) Reset() {
+	*x = Rollout{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rollout) ProtoMessage() {}
+
+func (x *Rollout) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
+func (*Rollout) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Rollout) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Rollout) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *Rollout) GetServing() []*v1.NodeStatus {
+	if x != nil {
+		return x.Serving
+	}
+	return nil
+}
+
+func (x *Rollout) GetPending() []*v1.NodeStatus {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
 var File_keyway_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1dkeyway/policy/v1/policy.proto\x12\x10keyway.policy.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a keyway/policy/v1/resources.proto\"\x94\x01\n" +
+	"\x1dkeyway/policy/v1/policy.proto\x12\x10keyway.policy.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19keyway/node/v1/node.proto\x1a keyway/policy/v1/resources.proto\"\xc3\x01\n" +
 	"\fApplyRequest\x128\n" +
 	"\tresources\x18\x01 \x03(\v2\x1a.keyway.policy.v1.ResourceR\tresources\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x121\n" +
-	"\x05probe\x18\x03 \x01(\x0e2\x1b.keyway.policy.v1.ProbeModeR\x05probe\"H\n" +
+	"\x05probe\x18\x03 \x01(\x0e2\x1b.keyway.policy.v1.ProbeModeR\x05probe\x12-\n" +
+	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"H\n" +
 	"\rApplyResponse\x127\n" +
 	"\aresults\x18\x01 \x03(\v2\x1d.keyway.policy.v1.ApplyResultR\aresults\"\xb8\x02\n" +
 	"\vApplyResult\x12\x12\n" +
@@ -1048,7 +1399,24 @@ const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"\x0eDeleteResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12;\n" +
 	"\vdelete_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"deleteTime*N\n" +
+	"deleteTime\"\x12\n" +
+	"\x10ListNodesRequest\"E\n" +
+	"\x11ListNodesResponse\x120\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x1a.keyway.node.v1.NodeStatusR\x05nodes\"/\n" +
+	"\x11GetRolloutRequest\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\"f\n" +
+	"\x13WatchRolloutRequest\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x123\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"I\n" +
+	"\x12GetRolloutResponse\x123\n" +
+	"\arollout\x18\x01 \x01(\v2\x19.keyway.policy.v1.RolloutR\arollout\"K\n" +
+	"\x14WatchRolloutResponse\x123\n" +
+	"\arollout\x18\x01 \x01(\v2\x19.keyway.policy.v1.RolloutR\arollout\"\xad\x01\n" +
+	"\aRollout\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x1a\n" +
+	"\bcomplete\x18\x02 \x01(\bR\bcomplete\x124\n" +
+	"\aserving\x18\x03 \x03(\v2\x1a.keyway.node.v1.NodeStatusR\aserving\x124\n" +
+	"\apending\x18\x04 \x03(\v2\x1a.keyway.node.v1.NodeStatusR\apending*N\n" +
 	"\tProbeMode\x12\x1a\n" +
 	"\x16PROBE_MODE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rPROBE_MODE_ON\x10\x01\x12\x12\n" +
@@ -1058,12 +1426,16 @@ const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"\x0eACTION_CREATED\x10\x01\x12\x12\n" +
 	"\x0eACTION_UPDATED\x10\x02\x12\x14\n" +
 	"\x10ACTION_UNCHANGED\x10\x03\x12\x10\n" +
-	"\fACTION_VALID\x10\x042\xbb\x02\n" +
+	"\fACTION_VALID\x10\x042\xd5\x04\n" +
 	"\rPolicyService\x12H\n" +
 	"\x05Apply\x12\x1e.keyway.policy.v1.ApplyRequest\x1a\x1f.keyway.policy.v1.ApplyResponse\x12G\n" +
 	"\x03Get\x12\x1c.keyway.policy.v1.GetRequest\x1a\x1d.keyway.policy.v1.GetResponse\"\x03\x90\x02\x01\x12J\n" +
 	"\x04List\x12\x1d.keyway.policy.v1.ListRequest\x1a\x1e.keyway.policy.v1.ListResponse\"\x03\x90\x02\x01\x12K\n" +
-	"\x06Delete\x12\x1f.keyway.policy.v1.DeleteRequest\x1a .keyway.policy.v1.DeleteResponseB\xaf\x01\n" +
+	"\x06Delete\x12\x1f.keyway.policy.v1.DeleteRequest\x1a .keyway.policy.v1.DeleteResponse\x12Y\n" +
+	"\tListNodes\x12\".keyway.policy.v1.ListNodesRequest\x1a#.keyway.policy.v1.ListNodesResponse\"\x03\x90\x02\x01\x12\\\n" +
+	"\n" +
+	"GetRollout\x12#.keyway.policy.v1.GetRolloutRequest\x1a$.keyway.policy.v1.GetRolloutResponse\"\x03\x90\x02\x01\x12_\n" +
+	"\fWatchRollout\x12%.keyway.policy.v1.WatchRolloutRequest\x1a&.keyway.policy.v1.WatchRolloutResponse0\x01B\xaf\x01\n" +
 	"\x14com.keyway.policy.v1B\vPolicyProtoP\x01Z(keyway.dev/gen/keyway/policy/v1;policyv1\xa2\x02\x03KPX\xaa\x02\x10Keyway.Policy.V1\xca\x02\x10Keyway\\Policy\\V1\xe2\x02\x1cKeyway\\Policy\\V1\\GPBMetadata\xea\x02\x12Keyway::Policy::V1b\x06proto3"
 
 var (
@@ -1079,7 +1451,7 @@ func file_keyway_policy_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_keyway_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_keyway_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_keyway_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_keyway_policy_v1_policy_proto_goTypes = []any{
 	(ProbeMode)(0),                // 0: keyway.policy.v1.ProbeMode
 	(Action)(0),                   // 1: keyway.policy.v1.Action
@@ -1096,39 +1468,60 @@ var file_keyway_policy_v1_policy_proto_goTypes = []any{
 	(*ListResponse)(nil),          // 12: keyway.policy.v1.ListResponse
 	(*DeleteRequest)(nil),         // 13: keyway.policy.v1.DeleteRequest
 	(*DeleteResponse)(nil),        // 14: keyway.policy.v1.DeleteResponse
-	(*Resource)(nil),              // 15: keyway.policy.v1.Resource
-	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*ListNodesRequest)(nil),      // 15: keyway.policy.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),     // 16: keyway.policy.v1.ListNodesResponse
+	(*GetRolloutRequest)(nil),     // 17: keyway.policy.v1.GetRolloutRequest
+	(*WatchRolloutRequest)(nil),   // 18: keyway.policy.v1.WatchRolloutRequest
+	(*GetRolloutResponse)(nil),    // 19: keyway.policy.v1.GetRolloutResponse
+	(*WatchRolloutResponse)(nil),  // 20: keyway.policy.v1.WatchRolloutResponse
+	(*Rollout)(nil),               // 21: keyway.policy.v1.Rollout
+	(*Resource)(nil),              // 22: keyway.policy.v1.Resource
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*v1.NodeStatus)(nil),         // 25: keyway.node.v1.NodeStatus
 }
 var file_keyway_policy_v1_policy_proto_depIdxs = []int32{
-	15, // 0: keyway.policy.v1.ApplyRequest.resources:type_name -> keyway.policy.v1.Resource
+	22, // 0: keyway.policy.v1.ApplyRequest.resources:type_name -> keyway.policy.v1.Resource
 	0,  // 1: keyway.policy.v1.ApplyRequest.probe:type_name -> keyway.policy.v1.ProbeMode
-	4,  // 2: keyway.policy.v1.ApplyResponse.results:type_name -> keyway.policy.v1.ApplyResult
-	1,  // 3: keyway.policy.v1.ApplyResult.action:type_name -> keyway.policy.v1.Action
-	7,  // 4: keyway.policy.v1.ApplyResult.warnings:type_name -> keyway.policy.v1.Warning
-	8,  // 5: keyway.policy.v1.ApplyResult.certificates:type_name -> keyway.policy.v1.CertificateInfo
-	5,  // 6: keyway.policy.v1.ApplyResult.probes:type_name -> keyway.policy.v1.ProbeResult
-	8,  // 7: keyway.policy.v1.ProbeResult.peer_certificate:type_name -> keyway.policy.v1.CertificateInfo
-	16, // 8: keyway.policy.v1.ProbeResult.elapsed:type_name -> google.protobuf.Duration
-	7,  // 9: keyway.policy.v1.Warnings.warnings:type_name -> keyway.policy.v1.Warning
-	17, // 10: keyway.policy.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
-	17, // 11: keyway.policy.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
-	15, // 12: keyway.policy.v1.GetResponse.resource:type_name -> keyway.policy.v1.Resource
-	15, // 13: keyway.policy.v1.ListResponse.resources:type_name -> keyway.policy.v1.Resource
-	17, // 14: keyway.policy.v1.DeleteResponse.delete_time:type_name -> google.protobuf.Timestamp
-	2,  // 15: keyway.policy.v1.PolicyService.Apply:input_type -> keyway.policy.v1.ApplyRequest
-	9,  // 16: keyway.policy.v1.PolicyService.Get:input_type -> keyway.policy.v1.GetRequest
-	11, // 17: keyway.policy.v1.PolicyService.List:input_type -> keyway.policy.v1.ListRequest
-	13, // 18: keyway.policy.v1.PolicyService.Delete:input_type -> keyway.policy.v1.DeleteRequest
-	3,  // 19: keyway.policy.v1.PolicyService.Apply:output_type -> keyway.policy.v1.ApplyResponse
-	10, // 20: keyway.policy.v1.PolicyService.Get:output_type -> keyway.policy.v1.GetResponse
-	12, // 21: keyway.policy.v1.PolicyService.List:output_type -> keyway.policy.v1.ListResponse
-	14, // 22: keyway.policy.v1.PolicyService.Delete:output_type -> keyway.policy.v1.DeleteResponse
-	19, // [19:23] is the sub-list for method output_type
-	15, // [15:19] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	23, // 2: keyway.policy.v1.ApplyRequest.wait:type_name -> google.protobuf.Duration
+	4,  // 3: keyway.policy.v1.ApplyResponse.results:type_name -> keyway.policy.v1.ApplyResult
+	1,  // 4: keyway.policy.v1.ApplyResult.action:type_name -> keyway.policy.v1.Action
+	7,  // 5: keyway.policy.v1.ApplyResult.warnings:type_name -> keyway.policy.v1.Warning
+	8,  // 6: keyway.policy.v1.ApplyResult.certificates:type_name -> keyway.policy.v1.CertificateInfo
+	5,  // 7: keyway.policy.v1.ApplyResult.probes:type_name -> keyway.policy.v1.ProbeResult
+	8,  // 8: keyway.policy.v1.ProbeResult.peer_certificate:type_name -> keyway.policy.v1.CertificateInfo
+	23, // 9: keyway.policy.v1.ProbeResult.elapsed:type_name -> google.protobuf.Duration
+	7,  // 10: keyway.policy.v1.Warnings.warnings:type_name -> keyway.policy.v1.Warning
+	24, // 11: keyway.policy.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
+	24, // 12: keyway.policy.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
+	22, // 13: keyway.policy.v1.GetResponse.resource:type_name -> keyway.policy.v1.Resource
+	22, // 14: keyway.policy.v1.ListResponse.resources:type_name -> keyway.policy.v1.Resource
+	24, // 15: keyway.policy.v1.DeleteResponse.delete_time:type_name -> google.protobuf.Timestamp
+	25, // 16: keyway.policy.v1.ListNodesResponse.nodes:type_name -> keyway.node.v1.NodeStatus
+	23, // 17: keyway.policy.v1.WatchRolloutRequest.timeout:type_name -> google.protobuf.Duration
+	21, // 18: keyway.policy.v1.GetRolloutResponse.rollout:type_name -> keyway.policy.v1.Rollout
+	21, // 19: keyway.policy.v1.WatchRolloutResponse.rollout:type_name -> keyway.policy.v1.Rollout
+	25, // 20: keyway.policy.v1.Rollout.serving:type_name -> keyway.node.v1.NodeStatus
+	25, // 21: keyway.policy.v1.Rollout.pending:type_name -> keyway.node.v1.NodeStatus
+	2,  // 22: keyway.policy.v1.PolicyService.Apply:input_type -> keyway.policy.v1.ApplyRequest
+	9,  // 23: keyway.policy.v1.PolicyService.Get:input_type -> keyway.policy.v1.GetRequest
+	11, // 24: keyway.policy.v1.PolicyService.List:input_type -> keyway.policy.v1.ListRequest
+	13, // 25: keyway.policy.v1.PolicyService.Delete:input_type -> keyway.policy.v1.DeleteRequest
+	15, // 26: keyway.policy.v1.PolicyService.ListNodes:input_type -> keyway.policy.v1.ListNodesRequest
+	17, // 27: keyway.policy.v1.PolicyService.GetRollout:input_type -> keyway.policy.v1.GetRolloutRequest
+	18, // 28: keyway.policy.v1.PolicyService.WatchRollout:input_type -> keyway.policy.v1.WatchRolloutRequest
+	3,  // 29: keyway.policy.v1.PolicyService.Apply:output_type -> keyway.policy.v1.ApplyResponse
+	10, // 30: keyway.policy.v1.PolicyService.Get:output_type -> keyway.policy.v1.GetResponse
+	12, // 31: keyway.policy.v1.PolicyService.List:output_type -> keyway.policy.v1.ListResponse
+	14, // 32: keyway.policy.v1.PolicyService.Delete:output_type -> keyway.policy.v1.DeleteResponse
+	16, // 33: keyway.policy.v1.PolicyService.ListNodes:output_type -> keyway.policy.v1.ListNodesResponse
+	19, // 34: keyway.policy.v1.PolicyService.GetRollout:output_type -> keyway.policy.v1.GetRolloutResponse
+	20, // 35: keyway.policy.v1.PolicyService.WatchRollout:output_type -> keyway.policy.v1.WatchRolloutResponse
+	29, // [29:36] is the sub-list for method output_type
+	22, // [22:29] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_keyway_policy_v1_policy_proto_init() }
@@ -1143,7 +1536,7 @@ func file_keyway_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyway_policy_v1_policy_proto_rawDesc), len(file_keyway_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,10 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PolicyService_Apply_FullMethodName  = "/keyway.policy.v1.PolicyService/Apply"
-	PolicyService_Get_FullMethodName    = "/keyway.policy.v1.PolicyService/Get"
-	PolicyService_List_FullMethodName   = "/keyway.policy.v1.PolicyService/List"
-	PolicyService_Delete_FullMethodName = "/keyway.policy.v1.PolicyService/Delete"
+	PolicyService_Apply_FullMethodName        = "/keyway.policy.v1.PolicyService/Apply"
+	PolicyService_Get_FullMethodName          = "/keyway.policy.v1.PolicyService/Get"
+	PolicyService_List_FullMethodName         = "/keyway.policy.v1.PolicyService/List"
+	PolicyService_Delete_FullMethodName       = "/keyway.policy.v1.PolicyService/Delete"
+	PolicyService_ListNodes_FullMethodName    = "/keyway.policy.v1.PolicyService/ListNodes"
+	PolicyService_GetRollout_FullMethodName   = "/keyway.policy.v1.PolicyService/GetRollout"
+	PolicyService_WatchRollout_FullMethodName = "/keyway.policy.v1.PolicyService/WatchRollout"
 )
 
 // PolicyServiceClient is the client API for PolicyService service.
@@ -44,6 +47,16 @@ type PolicyServiceClient interface {
 	// Delete removes one resource. A Service that routes or bindings still
 	// name cannot be deleted.
 	Delete(ctx context.Context, in *DeleteRequest, opts ...grpc.CallOption) (*DeleteResponse, error)
+	// ListNodes returns the live proxy nodes with the revision and the
+	// certificates each serves.
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// GetRollout says which live nodes serve a revision, and which do not yet
+	// (with their last errors).
+	GetRollout(ctx context.Context, in *GetRolloutRequest, opts ...grpc.CallOption) (*GetRolloutResponse, error)
+	// WatchRollout streams the rollout of a revision: one message at once,
+	// then one each time a node's state changes, until every live node serves
+	// the revision (complete) or the timeout passes.
+	WatchRollout(ctx context.Context, in *WatchRolloutRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRolloutResponse], error)
 }
 
 type policyServiceClient struct {
@@ -94,6 +107,45 @@ func (c *policyServiceClient) Delete(ctx context.Context, in *DeleteRequest, opt
 	return out, nil
 }
 
+func (c *policyServiceClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, PolicyService_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyServiceClient) GetRollout(ctx context.Context, in *GetRolloutRequest, opts ...grpc.CallOption) (*GetRolloutResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetRolloutResponse)
+	err := c.cc.Invoke(ctx, PolicyService_GetRollout_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyServiceClient) WatchRollout(ctx context.Context, in *WatchRolloutRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRolloutResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &PolicyService_ServiceDesc.Streams[0], PolicyService_WatchRollout_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchRolloutRequest, WatchRolloutResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PolicyService_WatchRolloutClient = grpc.ServerStreamingClient[WatchRolloutResponse]
+
 // PolicyServiceServer is the server API for PolicyService service.
 // All implementations must embed UnimplementedPolicyServiceServer
 // for forward compatibility.
@@ -113,6 +165,16 @@ type PolicyServiceServer interface {
 	// Delete removes one resource. A Service that routes or bindings still
 	// name cannot be deleted.
 	Delete(context.Context, *DeleteRequest) (*DeleteResponse, error)
+	// ListNodes returns the live proxy nodes with the revision and the
+	// certificates each serves.
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// GetRollout says which live nodes serve a revision, and which do not yet
+	// (with their last errors).
+	GetRollout(context.Context, *GetRolloutRequest) (*GetRolloutResponse, error)
+	// WatchRollout streams the rollout of a revision: one message at once,
+	// then one each time a node's state changes, until every live node serves
+	// the revision (complete) or the timeout passes.
+	WatchRollout(*WatchRolloutRequest, grpc.ServerStreamingServer[WatchRolloutResponse]) error
 	mustEmbedUnimplementedPolicyServiceServer()
 }
 
@@ -134,6 +196,15 @@ func (UnimplementedPolicyServiceServer) List(context.Context, *ListRequest) (*Li
 }
 func (UnimplementedPolicyServiceServer) Delete(context.Context, *DeleteRequest) (*DeleteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedPolicyServiceServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedPolicyServiceServer) GetRollout(context.Context, *GetRolloutRequest) (*GetRolloutResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetRollout not implemented")
+}
+func (UnimplementedPolicyServiceServer) WatchRollout(*WatchRolloutRequest, grpc.ServerStreamingServer[WatchRolloutResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchRollout not implemented")
 }
 func (UnimplementedPolicyServiceServer) mustEmbedUnimplementedPolicyServiceServer() {}
 func (UnimplementedPolicyServiceServer) testEmbeddedByValue()                       {}
@@ -228,6 +299,53 @@ func _PolicyService_Delete_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PolicyService_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PolicyService_GetRollout_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRolloutRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).GetRollout(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_GetRollout_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).GetRollout(ctx, req.(*GetRolloutRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PolicyService_WatchRollout_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchRolloutRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PolicyServiceServer).WatchRollout(m, &grpc.GenericServerStream[WatchRolloutRequest, WatchRolloutResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type PolicyService_WatchRolloutServer = grpc.ServerStreamingServer[WatchRolloutResponse]
+
 // PolicyService_ServiceDesc is the grpc.ServiceDesc for PolicyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -251,7 +369,21 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "Delete",
 			Handler:    _PolicyService_Delete_Handler,
 		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _PolicyService_ListNodes_Handler,
+		},
+		{
+			MethodName: "GetRollout",
+			Handler:    _PolicyService_GetRollout_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchRollout",
+			Handler:       _PolicyService_WatchRollout_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "keyway/policy/v1/policy.proto",
 }

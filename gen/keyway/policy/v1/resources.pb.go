@@ -440,7 +440,10 @@ type RouteSpec struct {
 	// Client identities admitted: a request is admitted when its verified
 	// client certificate matches any one rule, and refused with 403
 	// identity_not_allowed otherwise. Rules imply client_certificate: required.
-	Allow         []*IdentityRule `protobuf:"bytes,6,rep,name=allow,proto3" json:"allow,omitempty"`
+	Allow []*IdentityRule `protobuf:"bytes,6,rep,name=allow,proto3" json:"allow,omitempty"`
+	// Names of the Listeners whose requests the route serves; empty serves
+	// every Listener and the node's plain-HTTP port.
+	Listeners     []string `protobuf:"bytes,7,rep,name=listeners,proto3" json:"listeners,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -513,6 +516,13 @@ func (x *RouteSpec) GetClientCertificate() string {
 func (x *RouteSpec) GetAllow() []*IdentityRule {
 	if x != nil {
 		return x.Allow
+	}
+	return nil
+}
+
+func (x *RouteSpec) GetListeners() []string {
+	if x != nil {
+		return x.Listeners
 	}
 	return nil
 }
@@ -755,6 +765,9 @@ type ListenerHost struct {
 	// CA certificates (PEM bundle) that client certificates must chain to;
 	// several for an overlap during a CA rotation.
 	ClientCas string `protobuf:"bytes,5,opt,name=client_cas,json=clientCAs,proto3" json:"client_cas,omitempty"`
+	// Instead of client_cas: a truststore of the secrets service whose CA
+	// bundle client certificates must chain to.
+	ClientTruststore string `protobuf:"bytes,11,opt,name=client_truststore,json=clientTruststore,proto3" json:"client_truststore,omitempty"`
 	// Longest client chain accepted, leaf included; 0 means no limit.
 	VerifyDepth uint32 `protobuf:"varint,6,opt,name=verify_depth,json=verifyDepth,proto3" json:"verify_depth,omitempty"`
 	// As in tls-outbound: "1.1", "1.2" or "1.3"; defaults 1.2 and 1.3.
@@ -833,6 +846,13 @@ func (x *ListenerHost) GetClientCas() string {
 	return ""
 }
 
+func (x *ListenerHost) GetClientTruststore() string {
+	if x != nil {
+		return x.ClientTruststore
+	}
+	return ""
+}
+
 func (x *ListenerHost) GetVerifyDepth() uint32 {
 	if x != nil {
 		return x.VerifyDepth
@@ -868,11 +888,19 @@ func (x *ListenerHost) GetAlpn() []string {
 	return nil
 }
 
-// KeyPair is a certificate chain and its private key, PEM.
+// KeyPair is a certificate chain and its private key: inline PEM (crt and
+// key), or a reference to an alias of a keystore of the secrets service
+// (keystore and alias), never both.
 type KeyPair struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Crt           string                 `protobuf:"bytes,1,opt,name=crt,proto3" json:"crt,omitempty"`
-	Key           string                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Certificate chain, leaf first, PEM.
+	Crt string `protobuf:"bytes,1,opt,name=crt,proto3" json:"crt,omitempty"`
+	// Private key, PEM (PKCS#1, PKCS#8 or SEC 1).
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Keystore of the secrets service.
+	Keystore string `protobuf:"bytes,3,opt,name=keystore,proto3" json:"keystore,omitempty"`
+	// Alias in that keystore.
+	Alias         string `protobuf:"bytes,4,opt,name=alias,proto3" json:"alias,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -917,6 +945,20 @@ func (x *KeyPair) GetCrt() string {
 func (x *KeyPair) GetKey() string {
 	if x != nil {
 		return x.Key
+	}
+	return ""
+}
+
+func (x *KeyPair) GetKeystore() string {
+	if x != nil {
+		return x.Keystore
+	}
+	return ""
+}
+
+func (x *KeyPair) GetAlias() string {
+	if x != nil {
+		return x.Alias
 	}
 	return ""
 }
@@ -998,8 +1040,10 @@ type PolicyBindingSpec struct {
 	TargetRef *TargetRef             `protobuf:"bytes,1,opt,name=target_ref,json=targetRef,proto3" json:"target_ref,omitempty"`
 	PolicyRef *PolicyRef             `protobuf:"bytes,2,opt,name=policy_ref,json=policyRef,proto3" json:"policy_ref,omitempty"`
 	// The policy's configuration. For tls-outbound: skipValidation,
-	// trustedCA, certificate {key, crt}, alpn, minversion, maxversion,
-	// ciphers, sni, subjectAltNames (README, "tls-outbound").
+	// trustedCA (PEM, or {truststore}), certificate ({key, crt} or
+	// {keystore, alias}), alpn, minversion, maxversion, ciphers, sni,
+	// subjectAltNames (README, "tls-outbound"). For tls-inbound: README,
+	// "tls-inbound".
 	Config        *structpb.Struct `protobuf:"bytes,3,opt,name=config,proto3" json:"config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1059,7 +1103,7 @@ func (x *PolicyBindingSpec) GetConfig() *structpb.Struct {
 // TargetRef names the resource a binding applies to.
 type TargetRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "Service".
+	// "Service" for tls-outbound, "Listener" for tls-inbound.
 	Kind          string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -1113,7 +1157,7 @@ func (x *TargetRef) GetName() string {
 // PolicyRef names the policy a binding applies.
 type PolicyRef struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "tls-outbound".
+	// "tls-outbound" or "tls-inbound".
 	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1192,14 +1236,15 @@ const file_keyway_policy_v1_resources_proto_rawDesc = "" +
 	"apiVersion\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x128\n" +
 	"\bmetadata\x18\x03 \x01(\v2\x1c.keyway.policy.v1.ObjectMetaR\bmetadata\x12/\n" +
-	"\x04spec\x18\x04 \x01(\v2\x1b.keyway.policy.v1.RouteSpecR\x04spec\"\xcc\x01\n" +
+	"\x04spec\x18\x04 \x01(\v2\x1b.keyway.policy.v1.RouteSpecR\x04spec\"\xea\x01\n" +
 	"\tRouteSpec\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x18\n" +
 	"\amethods\x18\x02 \x03(\tR\amethods\x12\x12\n" +
 	"\x04host\x18\x03 \x01(\tR\x04host\x12\x18\n" +
 	"\aservice\x18\x04 \x01(\tR\aservice\x12-\n" +
 	"\x12client_certificate\x18\x05 \x01(\tR\x11clientCertificate\x124\n" +
-	"\x05allow\x18\x06 \x03(\v2\x1e.keyway.policy.v1.IdentityRuleR\x05allow\"\x99\x01\n" +
+	"\x05allow\x18\x06 \x03(\v2\x1e.keyway.policy.v1.IdentityRuleR\x05allow\x12\x1c\n" +
+	"\tlisteners\x18\a \x03(\tR\tlisteners\"\x99\x01\n" +
 	"\fIdentityRule\x12\x19\n" +
 	"\bdns_name\x18\x01 \x01(\tR\adnsName\x12\x10\n" +
 	"\x03uri\x18\x02 \x01(\tR\x03uri\x12\x1b\n" +
@@ -1216,7 +1261,7 @@ const file_keyway_policy_v1_resources_proto_rawDesc = "" +
 	"\x04spec\x18\x04 \x01(\v2\x1e.keyway.policy.v1.ListenerSpecR\x04spec\"^\n" +
 	"\fListenerSpec\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x124\n" +
-	"\x05hosts\x18\x02 \x03(\v2\x1e.keyway.policy.v1.ListenerHostR\x05hosts\"\xd4\x02\n" +
+	"\x05hosts\x18\x02 \x03(\v2\x1e.keyway.policy.v1.ListenerHostR\x05hosts\"\x81\x03\n" +
 	"\fListenerHost\x12\x1c\n" +
 	"\thostnames\x18\x01 \x03(\tR\thostnames\x12\x18\n" +
 	"\adefault\x18\x02 \x01(\bR\adefault\x12;\n" +
@@ -1224,7 +1269,8 @@ const file_keyway_policy_v1_resources_proto_rawDesc = "" +
 	"\vclient_auth\x18\x04 \x01(\tR\n" +
 	"clientAuth\x12\x1d\n" +
 	"\n" +
-	"client_cas\x18\x05 \x01(\tR\tclientCAs\x12!\n" +
+	"client_cas\x18\x05 \x01(\tR\tclientCAs\x12+\n" +
+	"\x11client_truststore\x18\v \x01(\tR\x10clientTruststore\x12!\n" +
 	"\fverify_depth\x18\x06 \x01(\rR\vverifyDepth\x12\x1e\n" +
 	"\n" +
 	"minversion\x18\a \x01(\tR\n" +
@@ -1234,10 +1280,12 @@ const file_keyway_policy_v1_resources_proto_rawDesc = "" +
 	"maxversion\x12\x18\n" +
 	"\aciphers\x18\t \x03(\tR\aciphers\x12\x12\n" +
 	"\x04alpn\x18\n" +
-	" \x03(\tR\x04alpn\"-\n" +
+	" \x03(\tR\x04alpn\"_\n" +
 	"\aKeyPair\x12\x10\n" +
 	"\x03crt\x18\x01 \x01(\tR\x03crt\x12\x10\n" +
-	"\x03key\x18\x02 \x01(\tR\x03key\"\xb7\x01\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1a\n" +
+	"\bkeystore\x18\x03 \x01(\tR\bkeystore\x12\x14\n" +
+	"\x05alias\x18\x04 \x01(\tR\x05alias\"\xb7\x01\n" +
 	"\rPolicyBinding\x12\x1f\n" +
 	"\vapi_version\x18\x01 \x01(\tR\n" +
 	"apiVersion\x12\x12\n" +

@@ -30,6 +30,9 @@ const maxResources = 1000
 
 // Server implements [policyv1connect.PolicyServiceHandler].
 type Server struct {
+	// Until the node registry lands, the rollout RPCs answer Unimplemented.
+	policyv1connect.UnimplementedPolicyServiceHandler
+
 	store *store.Store
 	log   *slog.Logger
 	now   func() time.Time

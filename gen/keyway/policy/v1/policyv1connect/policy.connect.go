@@ -41,6 +41,14 @@ const (
 	PolicyServiceListProcedure = "/keyway.policy.v1.PolicyService/List"
 	// PolicyServiceDeleteProcedure is the fully-qualified name of the PolicyService's Delete RPC.
 	PolicyServiceDeleteProcedure = "/keyway.policy.v1.PolicyService/Delete"
+	// PolicyServiceListNodesProcedure is the fully-qualified name of the PolicyService's ListNodes RPC.
+	PolicyServiceListNodesProcedure = "/keyway.policy.v1.PolicyService/ListNodes"
+	// PolicyServiceGetRolloutProcedure is the fully-qualified name of the PolicyService's GetRollout
+	// RPC.
+	PolicyServiceGetRolloutProcedure = "/keyway.policy.v1.PolicyService/GetRollout"
+	// PolicyServiceWatchRolloutProcedure is the fully-qualified name of the PolicyService's
+	// WatchRollout RPC.
+	PolicyServiceWatchRolloutProcedure = "/keyway.policy.v1.PolicyService/WatchRollout"
 )
 
 // PolicyServiceClient is a client for the keyway.policy.v1.PolicyService service.
@@ -55,6 +63,16 @@ type PolicyServiceClient interface {
 	// Delete removes one resource. A Service that routes or bindings still
 	// name cannot be deleted.
 	Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error)
+	// ListNodes returns the live proxy nodes with the revision and the
+	// certificates each serves.
+	ListNodes(context.Context, *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.ListNodesResponse], error)
+	// GetRollout says which live nodes serve a revision, and which do not yet
+	// (with their last errors).
+	GetRollout(context.Context, *connect.Request[v1.GetRolloutRequest]) (*connect.Response[v1.GetRolloutResponse], error)
+	// WatchRollout streams the rollout of a revision: one message at once,
+	// then one each time a node's state changes, until every live node serves
+	// the revision (complete) or the timeout passes.
+	WatchRollout(context.Context, *connect.Request[v1.WatchRolloutRequest]) (*connect.ServerStreamForClient[v1.WatchRolloutResponse], error)
 }
 
 // NewPolicyServiceClient constructs a client for the keyway.policy.v1.PolicyService service. By
@@ -94,15 +112,38 @@ func NewPolicyServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(policyServiceMethods.ByName("Delete")),
 			connect.WithClientOptions(opts...),
 		),
+		listNodes: connect.NewClient[v1.ListNodesRequest, v1.ListNodesResponse](
+			httpClient,
+			baseURL+PolicyServiceListNodesProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("ListNodes")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		getRollout: connect.NewClient[v1.GetRolloutRequest, v1.GetRolloutResponse](
+			httpClient,
+			baseURL+PolicyServiceGetRolloutProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("GetRollout")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		watchRollout: connect.NewClient[v1.WatchRolloutRequest, v1.WatchRolloutResponse](
+			httpClient,
+			baseURL+PolicyServiceWatchRolloutProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("WatchRollout")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // policyServiceClient implements PolicyServiceClient.
 type policyServiceClient struct {
-	apply  *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
-	get    *connect.Client[v1.GetRequest, v1.GetResponse]
-	list   *connect.Client[v1.ListRequest, v1.ListResponse]
-	delete *connect.Client[v1.DeleteRequest, v1.DeleteResponse]
+	apply        *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
+	get          *connect.Client[v1.GetRequest, v1.GetResponse]
+	list         *connect.Client[v1.ListRequest, v1.ListResponse]
+	delete       *connect.Client[v1.DeleteRequest, v1.DeleteResponse]
+	listNodes    *connect.Client[v1.ListNodesRequest, v1.ListNodesResponse]
+	getRollout   *connect.Client[v1.GetRolloutRequest, v1.GetRolloutResponse]
+	watchRollout *connect.Client[v1.WatchRolloutRequest, v1.WatchRolloutResponse]
 }
 
 // Apply calls keyway.policy.v1.PolicyService.Apply.
@@ -125,6 +166,21 @@ func (c *policyServiceClient) Delete(ctx context.Context, req *connect.Request[v
 	return c.delete.CallUnary(ctx, req)
 }
 
+// ListNodes calls keyway.policy.v1.PolicyService.ListNodes.
+func (c *policyServiceClient) ListNodes(ctx context.Context, req *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.ListNodesResponse], error) {
+	return c.listNodes.CallUnary(ctx, req)
+}
+
+// GetRollout calls keyway.policy.v1.PolicyService.GetRollout.
+func (c *policyServiceClient) GetRollout(ctx context.Context, req *connect.Request[v1.GetRolloutRequest]) (*connect.Response[v1.GetRolloutResponse], error) {
+	return c.getRollout.CallUnary(ctx, req)
+}
+
+// WatchRollout calls keyway.policy.v1.PolicyService.WatchRollout.
+func (c *policyServiceClient) WatchRollout(ctx context.Context, req *connect.Request[v1.WatchRolloutRequest]) (*connect.ServerStreamForClient[v1.WatchRolloutResponse], error) {
+	return c.watchRollout.CallServerStream(ctx, req)
+}
+
 // PolicyServiceHandler is an implementation of the keyway.policy.v1.PolicyService service.
 type PolicyServiceHandler interface {
 	// Apply validates resources and stores them. All of a request's resources
@@ -137,6 +193,16 @@ type PolicyServiceHandler interface {
 	// Delete removes one resource. A Service that routes or bindings still
 	// name cannot be deleted.
 	Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error)
+	// ListNodes returns the live proxy nodes with the revision and the
+	// certificates each serves.
+	ListNodes(context.Context, *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.ListNodesResponse], error)
+	// GetRollout says which live nodes serve a revision, and which do not yet
+	// (with their last errors).
+	GetRollout(context.Context, *connect.Request[v1.GetRolloutRequest]) (*connect.Response[v1.GetRolloutResponse], error)
+	// WatchRollout streams the rollout of a revision: one message at once,
+	// then one each time a node's state changes, until every live node serves
+	// the revision (complete) or the timeout passes.
+	WatchRollout(context.Context, *connect.Request[v1.WatchRolloutRequest], *connect.ServerStream[v1.WatchRolloutResponse]) error
 }
 
 // NewPolicyServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -172,6 +238,26 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(policyServiceMethods.ByName("Delete")),
 		connect.WithHandlerOptions(opts...),
 	)
+	policyServiceListNodesHandler := connect.NewUnaryHandler(
+		PolicyServiceListNodesProcedure,
+		svc.ListNodes,
+		connect.WithSchema(policyServiceMethods.ByName("ListNodes")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	policyServiceGetRolloutHandler := connect.NewUnaryHandler(
+		PolicyServiceGetRolloutProcedure,
+		svc.GetRollout,
+		connect.WithSchema(policyServiceMethods.ByName("GetRollout")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	policyServiceWatchRolloutHandler := connect.NewServerStreamHandler(
+		PolicyServiceWatchRolloutProcedure,
+		svc.WatchRollout,
+		connect.WithSchema(policyServiceMethods.ByName("WatchRollout")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/keyway.policy.v1.PolicyService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PolicyServiceApplyProcedure:
@@ -182,6 +268,12 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 			policyServiceListHandler.ServeHTTP(w, r)
 		case PolicyServiceDeleteProcedure:
 			policyServiceDeleteHandler.ServeHTTP(w, r)
+		case PolicyServiceListNodesProcedure:
+			policyServiceListNodesHandler.ServeHTTP(w, r)
+		case PolicyServiceGetRolloutProcedure:
+			policyServiceGetRolloutHandler.ServeHTTP(w, r)
+		case PolicyServiceWatchRolloutProcedure:
+			policyServiceWatchRolloutHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -205,4 +297,16 @@ func (UnimplementedPolicyServiceHandler) List(context.Context, *connect.Request[
 
 func (UnimplementedPolicyServiceHandler) Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.DeleteResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyway.policy.v1.PolicyService.Delete is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) ListNodes(context.Context, *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.ListNodesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyway.policy.v1.PolicyService.ListNodes is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) GetRollout(context.Context, *connect.Request[v1.GetRolloutRequest]) (*connect.Response[v1.GetRolloutResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyway.policy.v1.PolicyService.GetRollout is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) WatchRollout(context.Context, *connect.Request[v1.WatchRolloutRequest], *connect.ServerStream[v1.WatchRolloutResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("keyway.policy.v1.PolicyService.WatchRollout is not implemented"))
 }
