@@ -91,12 +91,16 @@ func TestVaultKV(t *testing.T) {
 	s.Bucket.wait(t, "truststore.cas", func(e jetstream.KeyValueEntry, _ *secretsv1.SecretVersion) bool { return put(e) })
 	// Deleted outside the service: a delete marker.
 	vaultCLI(t, v, "kv", "metadata", "delete", "secret/keyway/truststores/cas")
-	s.Bucket.wait(t, "truststore.cas", func(e jetstream.KeyValueEntry, _ *secretsv1.SecretVersion) bool { return e.Operation() == jetstream.KeyValueDelete })
+	s.Bucket.wait(t, "truststore.cas", func(e jetstream.KeyValueEntry, _ *secretsv1.SecretVersion) bool {
+		return e.Operation() == jetstream.KeyValueDelete
+	})
 	// Deleted through the API: gone from Vault too.
 	if _, err := s.API.DeleteAlias(ctx, connect.NewRequest(&secretsv1.DeleteAliasRequest{Keystore: "edge", Alias: "gw"})); err != nil {
 		t.Fatal(err)
 	}
-	s.Bucket.wait(t, "alias.edge.gw", func(e jetstream.KeyValueEntry, _ *secretsv1.SecretVersion) bool { return e.Operation() == jetstream.KeyValueDelete })
+	s.Bucket.wait(t, "alias.edge.gw", func(e jetstream.KeyValueEntry, _ *secretsv1.SecretVersion) bool {
+		return e.Operation() == jetstream.KeyValueDelete
+	})
 	if _, err := v.Do(ctx, http.MethodGet, "secret/metadata/keyway/keystores/edge/gw", nil); err == nil || !strings.Contains(err.Error(), "404") {
 		t.Errorf("Vault still holds the deleted alias: %v", err)
 	}
@@ -250,4 +254,3 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
-
