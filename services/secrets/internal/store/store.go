@@ -128,6 +128,9 @@ type Store struct {
 	// unpublished holds bucket writes that failed, by key: the value, or
 	// nil for a delete marker. Each poll retries them.
 	unpublished map[string][]byte
+	// reconciled is set once stale bucket keys have been deleted. Guarded
+	// by writes.
+	reconciled bool
 }
 
 // Alias is an alias as the service holds it. Immutable once in the view.
@@ -190,11 +193,21 @@ func (s *Store) Load(ctx context.Context) error {
 	if err := s.poll(ctx); err != nil {
 		return err
 	}
+	s.reconcile(ctx)
+	return nil
+}
+
+// reconcile deletes the bucket's keys of secrets the view does not hold
+// (deleted while no service ran). Callers hold writes, after a poll that
+// reached the backend.
+func (s *Store) reconcile(ctx context.Context) {
 	keys, err := s.pub.Keys(ctx)
 	if err != nil {
 		s.log.Warn("cannot list the versions bucket; stale keys stay until the next start", "error", err)
-		return nil
+		s.reconciled = true
+		return
 	}
+	s.reconciled = true
 	s.mu.RLock()
 	var stale []string
 	for _, k := range keys {
@@ -212,7 +225,6 @@ func (s *Store) Load(ctx context.Context) error {
 	for _, k := range stale {
 		s.publish(ctx, k, nil)
 	}
-	return nil
 }
 
 // Run follows the backend until ctx is done: a poll every PollInterval,
@@ -232,7 +244,11 @@ func (s *Store) Run(ctx context.Context) {
 		}
 		s.writes.Lock()
 		s.renewDue(ctx)
-		_ = s.poll(ctx)
+		if err := s.poll(ctx); err == nil && !s.reconciled {
+			// The backend was away at start: the bucket is made
+			// complete at the first poll that reaches it.
+			s.reconcile(ctx)
+		}
 		s.flush(ctx)
 		s.writes.Unlock()
 	}
