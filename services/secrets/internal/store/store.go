@@ -38,14 +38,15 @@ type Backend interface {
 	Kind() secretsv1.Backend
 	// Describe names the backend for logs ("vault http://…, KV v2 secret/keyway").
 	Describe() string
-	// List returns the version of every alias and truststore. It reads
-	// metadata only and is called at every poll.
+	// List returns the revision of every alias and truststore (see
+	// secret.AliasRecord.Revision). It reads metadata only and is called
+	// at every poll.
 	List(ctx context.Context) (map[secretsclient.Ref]string, error)
 	GetAlias(ctx context.Context, keystore, alias string) (*secret.AliasRecord, error)
 	GetTruststore(ctx context.Context, name string) (*secret.TruststoreRecord, error)
-	// PutAlias and PutTruststore store a new version and return it.
-	PutAlias(ctx context.Context, rec *secret.AliasRecord) (string, error)
-	PutTruststore(ctx context.Context, rec *secret.TruststoreRecord) (string, error)
+	// PutAlias and PutTruststore store a new version and say which.
+	PutAlias(ctx context.Context, rec *secret.AliasRecord) (secret.Stamp, error)
+	PutTruststore(ctx context.Context, rec *secret.TruststoreRecord) (secret.Stamp, error)
 	DeleteAlias(ctx context.Context, keystore, alias string) error
 	DeleteTruststore(ctx context.Context, name string) error
 }
@@ -305,10 +306,10 @@ func (s *Store) poll(ctx context.Context) error {
 			continue
 		}
 		if ref.Truststore != "" {
-			if t := s.truststores[ref]; t == nil || t.Record.Version != v {
+			if t := s.truststores[ref]; t == nil || t.Record.Revision != v {
 				changed = append(changed, ref)
 			}
-		} else if a := s.aliases[ref]; a == nil || a.Record.Version != v {
+		} else if a := s.aliases[ref]; a == nil || a.Record.Revision != v {
 			changed = append(changed, ref)
 		}
 	}
