@@ -104,7 +104,7 @@ func TestSecretsPKIWithKeywayctl(t *testing.T) {
 	natsURL, _ := harness.NATS(t)
 	s := harness.StartSecrets(t, natsURL, []string{"VAULT_TOKEN=" + vaulttest.Token}, "--backend", "vault", "--vault-addr", v.Addr)
 	out, errOut, code := secretsCtl(t, s, "put", "--keystore", "edge", "--alias", "gw", "--pki-role", "gateway", "--common-name", "gw.example.com", "--ttl", "1h")
-	if code != 0 || !strings.Contains(out, "CN=gw.example.com") || !strings.Contains(out, "renewed at") {
+	if code != 0 || !strings.Contains(out, "CN=gw.example.com") || !strings.Contains(out, "renews at") {
 		t.Fatalf("put --pki-role: %d\n%s%s", code, out, errOut)
 	}
 	out, _, _ = secretsCtl(t, s, "list")

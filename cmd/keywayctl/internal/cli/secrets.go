@@ -268,7 +268,7 @@ expires. Nothing is stored when anything is wrong.`,
 				line += fmt.Sprintf("; %s expires %s (%s), fingerprint %s", leaf.GetSubject(), leaf.GetNotAfter().AsTime().UTC().Format(time.RFC3339), stateName(leaf.GetState()), leaf.GetSha256Fingerprint())
 			}
 			if rt := a.GetRenewTime(); rt != nil {
-				line += "; renewed at " + rt.AsTime().UTC().Format(time.RFC3339)
+				line += "; renews at " + rt.AsTime().UTC().Format(time.RFC3339)
 			}
 			fmt.Fprintln(sg.io.Stdout, line)
 			return nil
