@@ -8,6 +8,7 @@ replace (
 )
 
 require (
+	connectrpc.com/connect v1.21.1
 	google.golang.org/protobuf v1.36.12
 	keyway.dev/gen v0.0.0
 )

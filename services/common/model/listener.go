@@ -293,7 +293,7 @@ func (c *checker) clientAuth(at fieldPath, name, cas, truststore string) (tls.Cl
 	case cas != "":
 		return mode, c.clientCAs(casAt, cas), ""
 	case truststore != "":
-		return mode, nil, c.truststoreRef(storeAt, truststore, fmt.Sprintf("clientTruststore %q", truststore))
+		return mode, nil, c.truststoreRef(storeAt, truststore)
 	}
 	return mode, nil, ""
 }

@@ -134,9 +134,6 @@ type refCheck struct {
 	alias      *SecretRef
 	truststore string
 	role       keyPairRole
-	// what names the field in messages: "certificate", "trustedCA",
-	// "clientTruststore".
-	what string
 	// hostnames (server key pairs only) must be covered by the leaf's DNS
 	// SANs; hostnamesAt is their path.
 	hostnames   []listItem
@@ -160,18 +157,18 @@ func (c *checker) aliasRef(at fieldPath, keystore, alias string, role keyPairRol
 		return nil
 	}
 	ref := &SecretRef{Keystore: keystore, Alias: alias}
-	c.refs = append(c.refs, refCheck{at: at, alias: ref, role: role, what: fieldCertificate})
+	c.refs = append(c.refs, refCheck{at: at, alias: ref, role: role})
 	return ref
 }
 
 // truststoreRef checks a truststore name at at and records it for
 // checking; it returns "" when the name is invalid (already reported).
-func (c *checker) truststoreRef(at fieldPath, name, what string) string {
+func (c *checker) truststoreRef(at fieldPath, name string) string {
 	if p := secretNameProblem(fieldTruststore, name); p != "" {
 		c.errorf(at, "%s", p)
 		return ""
 	}
-	c.refs = append(c.refs, refCheck{at: at, truststore: name, what: what})
+	c.refs = append(c.refs, refCheck{at: at, truststore: name})
 	return name
 }
 

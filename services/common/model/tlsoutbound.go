@@ -149,7 +149,7 @@ func (c *checker) trustedCA(o configObject, out *OutboundTLS) presence {
 			out.Truststore = name // dropped by the caller, with a warning
 			return present
 		}
-		if out.Truststore = c.truststoreRef(at.Child(fieldTruststore), name, fmt.Sprintf("trustedCA truststore %q", name)); out.Truststore == "" {
+		if out.Truststore = c.truststoreRef(at.Child(fieldTruststore), name); out.Truststore == "" {
 			return invalid
 		}
 		return present

@@ -13,6 +13,7 @@ import (
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
+	"keyway.dev/common/material"
 	"keyway.dev/policy/internal/app"
 	"keyway.dev/policy/internal/store"
 )
@@ -33,6 +34,11 @@ func realMain(ctx context.Context, args []string) error {
 		natsURL   = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env KEYWAY_NATS_URL)")
 		bucket    = fs.String("bucket", logging.Env("KEYWAY_BUCKET", configkv.Bucket), "JetStream KV bucket holding the configuration (env KEYWAY_BUCKET)")
 		replicas  = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
+		secrets   = fs.String("secrets-server", logging.Env("KEYWAY_SECRETS_SERVER", ""), "secrets service API URL, e.g. http://127.0.0.1:8082; without it, references to keystores and truststores are refused (env KEYWAY_SECRETS_SERVER)")
+		internal  = fs.String("secrets-internal-url", logging.Env("KEYWAY_SECRETS_INTERNAL_URL", ""), "secrets service internal port (MaterialService, mTLS), e.g. https://127.0.0.1:8092, for the live probe of bindings with references (env KEYWAY_SECRETS_INTERNAL_URL)")
+		secCert   = fs.String("secrets-cert", logging.Env("KEYWAY_SECRETS_CERT", ""), "client certificate (PEM) for the internal port (env KEYWAY_SECRETS_CERT)")
+		secKey    = fs.String("secrets-key", logging.Env("KEYWAY_SECRETS_KEY", ""), "key of --secrets-cert (PEM) (env KEYWAY_SECRETS_KEY)")
+		secCA     = fs.String("secrets-ca", logging.Env("KEYWAY_SECRETS_CA", ""), "CA (PEM) that signs the internal port's certificate (env KEYWAY_SECRETS_CA)")
 		logFormat = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
 		logLevel  = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
 	)
@@ -49,5 +55,8 @@ func realMain(ctx context.Context, args []string) error {
 		NATSURL: *natsURL,
 		Store:   store.Config{Bucket: *bucket, Replicas: *replicas},
 		Log:     log.With("service", "policy"),
+
+		SecretsServer: *secrets,
+		Material:      material.Config{URL: *internal, CertFile: *secCert, KeyFile: *secKey, CAFile: *secCA},
 	})
 }
