@@ -31,6 +31,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/material"
 	"keyway.dev/common/model"
 	"keyway.dev/proxy/internal/router"
 	"keyway.dev/proxy/internal/upstream"
@@ -102,7 +103,22 @@ type Options struct {
 	// refused values of their keys. inbound.Manager.Apply in production.
 	// Called from Run's goroutine only.
 	Listeners func([]*model.Listener) map[string]error
+	// Secrets resolves references to the secrets service in bindings and
+	// Listener hosts; nil refuses every value that has one. Report its
+	// changes with [Watcher.SecretsChanged].
+	Secrets Resolver
 }
+
+// Resolver hands over the material behind references: the secrets package's
+// Source in production, which caches by version. Safe for concurrent use.
+type Resolver interface {
+	Alias(ctx context.Context, ref model.SecretRef) (*material.Alias, error)
+	Truststore(ctx context.Context, name string) (*material.Truststore, error)
+}
+
+// errNoSecrets refuses a reference on a node started without the secrets
+// service.
+var errNoSecrets = errors.New("config: the value references the secrets service, and this node has no secrets service configured (--secrets-internal-url, --secrets-cert, --secrets-key, --secrets-ca)")
 
 // Watcher follows the bucket. Snapshot, Ready, Revision and WaitRevision are
 // safe for concurrent use; Run is called once, then Drain.
@@ -116,6 +132,10 @@ type Watcher struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every publish
+	// secretKeys are the secrets reported changed and not yet handled;
+	// secretKick wakes Run's goroutine for them.
+	secretKeys map[string]bool
+	secretKick chan struct{}
 
 	// Owned by Run's goroutine.
 	revision uint64
@@ -127,6 +147,15 @@ type Watcher struct {
 	buildErrs map[string][]*SkippedError
 	// listenerErrs are the Listeners Options.Listeners last refused.
 	listenerErrs []*SkippedError
+	// users is the dependency index of references: secret bucket key
+	// (secrets.AliasKey, secrets.TruststoreKey form) → config bucket keys
+	// whose value names it.
+	users map[string]map[string]bool
+	// resolved are the Listeners as last served, with their references
+	// resolved, by name; secretErrs the Listeners whose references could
+	// not be resolved.
+	resolved   map[string]resolvedListener
+	secretErrs []*SkippedError
 	// dirty is what changed since the last publish. It outlives a watch
 	// session: a session that breaks before publishing leaves its changes
 	// for the next one.
@@ -178,6 +207,11 @@ func New(opts Options) *Watcher {
 		skipped:   make(map[string]*SkippedError),
 		buildErrs: make(map[string][]*SkippedError),
 		dirty:     newDirty(),
+
+		secretKeys: make(map[string]bool),
+		secretKick: make(chan struct{}, 1),
+		users:      make(map[string]map[string]bool),
+		resolved:   make(map[string]resolvedListener),
 	}
 	w.drainCtx, w.drainCancel = context.WithCancel(context.Background())
 	empty, _ := router.Build(nil)
@@ -296,10 +330,20 @@ func (w *Watcher) session(ctx context.Context) error {
 	// is over.
 	next := func(wait bool) (e jetstream.KeyValueEntry, ok bool, err error) {
 		if wait {
-			select {
-			case <-ctx.Done():
-				return nil, false, ctx.Err()
-			case e, ok = <-updates:
+		waiting:
+			for {
+				select {
+				case <-ctx.Done():
+					return nil, false, ctx.Err()
+				case <-w.secretKick:
+					// Before the initial marker, the marks wait for its
+					// publish.
+					if w.markSecretUsers() && !initial {
+						w.publish(true)
+					}
+				case e, ok = <-updates:
+					break waiting
+				}
 			}
 		} else {
 			select {
@@ -430,8 +474,10 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 	delete(w.skipped, key)
 	if old, ok := w.objects[key]; ok {
 		w.dirty.touch(old.obj) // a binding may have changed its target
+		w.index(key, old.obj, false)
 	}
 	w.objects[key] = stored{obj: obj, rev: rev}
+	w.index(key, obj, true)
 	w.dirty.touch(obj)
 }
 
@@ -439,6 +485,7 @@ func (w *Watcher) remove(key string) {
 	delete(w.skipped, key)
 	if old, ok := w.objects[key]; ok {
 		delete(w.objects, key)
+		w.index(key, old.obj, false)
 		w.dirty.touch(old.obj)
 	}
 }
@@ -466,6 +513,15 @@ func (w *Watcher) publish(ready bool) {
 				continue
 			}
 			tlsCtx, cause := w.outboundFor(name)
+			if tlsCtx != nil && tlsCtx.References() {
+				resolved, err := w.resolveOutbound(tlsCtx)
+				if err != nil {
+					w.buildErrs[name] = []*SkippedError{{Key: cause.key, Revision: cause.rev, Err: err}}
+					w.log.Error("cannot resolve the binding's references; keeping the previous upstream", "upstream", name, "binding", cause.key, "error", err)
+					continue
+				}
+				tlsCtx = resolved
+			}
 			in := upstreamInput{svc: svc.obj.Service, tls: tlsCtx}
 			if old != nil && sameInput(w.inputs[name], in) {
 				delete(w.buildErrs, name) // back to what is built
@@ -521,6 +577,7 @@ func (w *Watcher) publish(ready bool) {
 			}
 		}
 		slices.SortFunc(next.Listeners, func(a, b *model.Listener) int { return cmp.Compare(a.Name, b.Name) })
+		next.Listeners = w.resolveListeners(next.Listeners)
 	}
 	if w.opts.Listeners != nil {
 		// Every publish, not only when a Listener changed: one refused
@@ -536,6 +593,7 @@ func (w *Watcher) publish(ready bool) {
 		next.Skipped = append(next.Skipped, errs...)
 	}
 	next.Skipped = append(next.Skipped, w.listenerErrs...)
+	next.Skipped = append(next.Skipped, w.secretErrs...)
 	slices.SortFunc(next.Skipped, func(a, b *SkippedError) int {
 		return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Revision, b.Revision))
 	})

@@ -22,11 +22,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/material"
 	"keyway.dev/common/model"
 	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/inbound"
 	"keyway.dev/proxy/internal/metrics"
 	"keyway.dev/proxy/internal/proxy"
+	"keyway.dev/proxy/internal/secrets"
 	"keyway.dev/proxy/internal/upstream"
 )
 
@@ -56,6 +58,20 @@ type Config struct {
 	// Tests set it for kinds the model does not decode yet.
 	Decode config.Decoder
 	Logger *slog.Logger
+	// Secrets resolves references to keystores, aliases and truststores;
+	// nil: values with references are refused (listed in /status). Build
+	// it with [NewSecrets]. The node runs it.
+	Secrets *secrets.Source
+}
+
+// NewSecrets is the source of key material for a node: MaterialService at
+// cfg.URL over mTLS. Give it as Config.Secrets.
+func NewSecrets(cfg material.Config, log *slog.Logger) (*secrets.Source, error) {
+	c, err := material.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	return secrets.New(c, secrets.Options{Logger: log}), nil
 }
 
 // Node is a running proxy node.
@@ -116,6 +132,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		// Set below, before Run calls it.
 		Listeners: func(ls []*model.Listener) map[string]error { return n.inbound.Apply(ls) },
 	})
+	if cfg.Secrets != nil {
+		n.watcher.UseSecrets(cfg.Secrets)
+		cfg.Secrets.OnChange(n.watcher.SecretsChanged)
+	}
 	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log)
 	// The Listeners serve the same handler as the plain proxy listener.
 	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, Handshakes: n.metrics, Logger: log})
@@ -171,6 +191,19 @@ func (n *Node) run(ctx context.Context) {
 	go func() { errc <- serve(n.proxy, n.proxyLn) }()
 	go func() { errc <- serve(n.admin, n.adminLn) }()
 	watchDone := make(chan struct{})
+	if n.cfg.Secrets != nil {
+		secretsDone := make(chan struct{})
+		go func() {
+			defer close(secretsDone)
+			js, err := jetstream.New(n.nc)
+			if err != nil {
+				errc <- fmt.Errorf("node: following secret versions: %w", err)
+				return
+			}
+			n.cfg.Secrets.Run(ctx, js)
+		}()
+		defer func() { <-secretsDone }()
+	}
 	go func() {
 		defer close(watchDone)
 		kv, err := n.bucket(ctx)
@@ -288,6 +321,10 @@ type Status struct {
 	// serve (their keys keep their last good value), by key. Empty when
 	// the node serves the bucket as of Revision.
 	Skipped []Skipped `json:"skipped"`
+	// Secrets is the key material from the secrets service: whether it
+	// may be stale and why, and each reference in use with its version.
+	// Absent when the node has no secrets service configured.
+	Secrets *secrets.Status `json:"secrets,omitempty"`
 }
 
 // Skipped is one refused stored value in [Status].
@@ -313,6 +350,10 @@ func (n *Node) Status() Status {
 	}
 	for _, sk := range s.Skipped {
 		st.Skipped = append(st.Skipped, Skipped{Key: sk.Key, Revision: sk.Revision, Error: sk.Err.Error()})
+	}
+	if n.cfg.Secrets != nil {
+		ss := n.cfg.Secrets.Status()
+		st.Secrets = &ss
 	}
 	return st
 }
