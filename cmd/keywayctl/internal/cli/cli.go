@@ -110,6 +110,7 @@ anything, and reads and deletes what is stored.`,
 		newApplyCommand(g, true),
 		newGetCommand(g),
 		newDeleteCommand(g),
+		newSecretsCommand(g),
 	)
 	return root
 }
