@@ -12,8 +12,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net/http"
-	"os"
 	"time"
 
 	"connectrpc.com/connect"
@@ -22,6 +20,7 @@ import (
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
 	"keyway.dev/common/model"
+	"keyway.dev/common/secretsclient"
 )
 
 // Config says where MaterialService is and how to authenticate to it.
@@ -65,9 +64,9 @@ type Client struct {
 	timeout time.Duration
 }
 
-// New reads the client certificate and CA and returns a client of
-// MaterialService at cfg.URL. The files are read once: a process restarted
-// with renewed files picks them up.
+// New reads the client certificate and CA (secretsclient.TLSConfig) and
+// returns a client of MaterialService at cfg.URL. The files are read once: a
+// process restarted with renewed files picks them up.
 func New(cfg Config) (*Client, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("material: the secrets service's internal URL is required")
@@ -75,19 +74,10 @@ func New(cfg Config) (*Client, error) {
 	if cfg.CertFile == "" || cfg.KeyFile == "" || cfg.CAFile == "" {
 		return nil, errors.New("material: the internal port requires mTLS: give the client certificate, its key and the internal CA")
 	}
-	pair, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	tlsCfg, err := secretsclient.TLSConfig(secretsclient.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, CA: cfg.CAFile})
 	if err != nil {
-		return nil, fmt.Errorf("material: loading the client certificate %s and key %s: %w", cfg.CertFile, cfg.KeyFile, err)
+		return nil, fmt.Errorf("material: %w", err)
 	}
-	caPEM, err := os.ReadFile(cfg.CAFile)
-	if err != nil {
-		return nil, fmt.Errorf("material: reading the internal CA: %w", err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("material: %s holds no PEM certificate", cfg.CAFile)
-	}
-	tlsCfg := &tls.Config{Certificates: []tls.Certificate{pair}, RootCAs: roots, MinVersion: tls.VersionTLS12}
 	return NewWithTLS(cfg.URL, tlsCfg, cfg.Timeout), nil
 }
 
@@ -97,8 +87,7 @@ func NewWithTLS(url string, tlsCfg *tls.Config, timeout time.Duration) *Client {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	transport := &http.Transport{TLSClientConfig: tlsCfg, ForceAttemptHTTP2: true, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
-	return &Client{api: secretsv1connect.NewMaterialServiceClient(&http.Client{Transport: transport}, url), timeout: timeout}
+	return &Client{api: secretsclient.New(url, tlsCfg), timeout: timeout}
 }
 
 // Alias fetches the current version of an alias.

@@ -24,22 +24,20 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"google.golang.org/protobuf/proto"
-
-	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
+	"keyway.dev/common/secretsclient"
 )
 
 // Bucket is the KV bucket where the secrets service publishes versions.
-const Bucket = "keyway-secret-versions"
+const Bucket = secretsclient.Bucket
 
 // AliasKey is the bucket key of an alias: "alias.<keystore>.<alias>".
-func AliasKey(ref model.SecretRef) string { return "alias." + ref.Keystore + "." + ref.Alias }
+func AliasKey(ref model.SecretRef) string { return secretsclient.AliasKey(ref.Keystore, ref.Alias) }
 
 // TruststoreKey is the bucket key of a truststore: "truststore.<name>".
-func TruststoreKey(name string) string { return "truststore." + name }
+func TruststoreKey(name string) string { return secretsclient.TruststoreKey(name) }
 
 // Fetcher fetches material; [material.Client] in production. Safe for
 // concurrent use.
@@ -283,8 +281,8 @@ func (s *Source) announce(ctx context.Context, e jetstream.KeyValueEntry) {
 		s.log.Warn("secret deleted in the secrets service; serving the material held", "secret", key)
 		return
 	}
-	var v secretsv1.SecretVersion
-	if err := proto.Unmarshal(e.Value(), &v); err != nil {
+	v, err := secretsclient.Decode(e.Value())
+	if err != nil {
 		s.log.Warn("ignoring an unreadable secret version", "secret", key, "revision", e.Revision(), "error", err)
 		return
 	}
