@@ -69,10 +69,11 @@ func Bin(tb testing.TB, name string) string {
 			return
 		}
 		for bin, pkg := range map[string]string{
-			"keyway-policy": "./services/policy/cmd/keyway-policy",
-			"keyway-proxy":  "./services/proxy/cmd/keyway-proxy",
-			"keywayctl":     "./cmd/keywayctl",
-			"keyway-dev":    "./services/devstack/cmd/keyway-dev",
+			"keyway-policy":  "./services/policy/cmd/keyway-policy",
+			"keyway-proxy":   "./services/proxy/cmd/keyway-proxy",
+			"keywayctl":      "./cmd/keywayctl",
+			"keyway-dev":     "./services/devstack/cmd/keyway-dev",
+			"keyway-secrets": "./services/secrets/cmd/keyway-secrets",
 		} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, bin), pkg)
 			cmd.Dir = root
@@ -222,12 +223,13 @@ func NATS(tb testing.TB) (string, *Process) {
 	return "nats://" + addr, p
 }
 
-// Policy starts keyway-policy against natsURL and returns its API URL.
-func Policy(tb testing.TB, natsURL string) (string, *Process) {
+// Policy starts keyway-policy against natsURL and returns its API URL;
+// args are added to its command line.
+func Policy(tb testing.TB, natsURL string, args ...string) (string, *Process) {
 	tb.Helper()
 	addr := FreeAddr(tb)
 	p := Start(tb, "keyway-policy", Bin(tb, "keyway-policy"), regexp.MustCompile(`policy service serving`),
-		"--listen", addr, "--nats", natsURL)
+		append([]string{"--listen", addr, "--nats", natsURL}, args...)...)
 	return "http://" + addr, p
 }
 
@@ -239,12 +241,13 @@ type Proxy struct {
 }
 
 // StartProxy starts keyway-proxy against natsURL and waits until its admin
-// /healthz answers 200 (it has bootstrapped from the bucket).
-func StartProxy(tb testing.TB, natsURL, nodeID string) *Proxy {
+// /healthz answers 200 (it has bootstrapped from the bucket);
+// args are added to its command line.
+func StartProxy(tb testing.TB, natsURL, nodeID string, args ...string) *Proxy {
 	tb.Helper()
 	addr, admin := FreeAddr(tb), FreeAddr(tb)
 	p := Start(tb, "keyway-proxy "+nodeID, Bin(tb, "keyway-proxy"), nil,
-		"--listen", addr, "--admin-listen", admin, "--nats", natsURL, "--node-id", nodeID)
+		append([]string{"--listen", addr, "--admin-listen", admin, "--nats", natsURL, "--node-id", nodeID}, args...)...)
 	px := &Proxy{Process: p, URL: "http://" + addr, AdminURL: "http://" + admin}
 	WaitHTTP(tb, px.AdminURL+"/healthz", p)
 	return px
