@@ -20,10 +20,9 @@ import (
 // cached.
 const resolveTimeout = 15 * time.Second
 
-// resolvedListener is a Listener as served: src is the stored model, out
-// the copy with its references resolved.
+// resolvedListener is a Listener as served: out is the copy with its
+// references resolved.
 type resolvedListener struct {
-	src *model.Listener
 	out *model.Listener
 }
 
@@ -101,6 +100,8 @@ func secretKeys(obj model.Object) []string {
 	switch {
 	case obj.Binding != nil && obj.Binding.Outbound != nil:
 		add(obj.Binding.Outbound.CertificateRef, obj.Binding.Outbound.Truststore)
+	case obj.Binding != nil && obj.Binding.Inbound != nil:
+		add(obj.Binding.Inbound.Host.CertificateRef, obj.Binding.Inbound.Host.ClientTruststore)
 	case obj.Listener != nil:
 		for _, h := range obj.Listener.Hosts {
 			add(h.CertificateRef, h.ClientTruststore)
@@ -187,13 +188,13 @@ func (w *Watcher) resolveListeners(listeners []*model.Listener) []*model.Listene
 			}
 			continue
 		}
-		if served && prev.src == l && sameHosts(prev.out.Hosts, hosts) {
+		if served && sameListener(prev.out, l, hosts) {
 			out = append(out, prev.out)
 			continue
 		}
 		cp := *l
 		cp.Hosts = hosts
-		w.resolved[l.Name] = resolvedListener{src: l, out: &cp}
+		w.resolved[l.Name] = resolvedListener{out: &cp}
 		out = append(out, &cp)
 	}
 	for name := range maps.Keys(w.resolved) {
@@ -204,6 +205,12 @@ func (w *Watcher) resolveListeners(listeners []*model.Listener) []*model.Listene
 	return out
 }
 
-func sameHosts(a, b []model.ListenerHost) bool {
-	return slices.EqualFunc(a, b, func(x, y model.ListenerHost) bool { return x.Fingerprint == y.Fingerprint })
+// sameListener reports whether prev (as served) is l with hosts: the
+// Listener is rebuilt with tls-inbound bindings on every change, so pointers
+// differ; fingerprints and hostnames tell whether anything served does.
+func sameListener(prev, l *model.Listener, hosts []model.ListenerHost) bool {
+	return prev.Address == l.Address && prev.Default == l.Default && prev.DefaultSet == l.DefaultSet &&
+		slices.EqualFunc(prev.Hosts, hosts, func(x, y model.ListenerHost) bool {
+			return x.Fingerprint == y.Fingerprint && slices.Equal(x.Hostnames, y.Hostnames)
+		})
 }
