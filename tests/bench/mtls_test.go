@@ -3,8 +3,8 @@ package bench
 import (
 	"context"
 	"crypto/tls"
-	"net"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"slices"

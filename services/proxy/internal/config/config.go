@@ -155,9 +155,9 @@ type Watcher struct {
 	// resolved are the Listeners as last served, with their references
 	// resolved, by name; secretErrs the Listeners whose references could
 	// not be resolved.
-	resolved   map[string]resolvedListener
-	secretErrs []*SkippedError
-	inboundErrs  []*SkippedError
+	resolved    map[string]resolvedListener
+	secretErrs  []*SkippedError
+	inboundErrs []*SkippedError
 	// dirty is what changed since the last publish. It outlives a watch
 	// session: a session that breaks before publishing leaves its changes
 	// for the next one.
