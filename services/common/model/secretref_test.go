@@ -241,6 +241,23 @@ func TestValidateReferences(t *testing.T) {
 			errors:    []want{{hostPath + ".clientTruststore", `truststore "client" does not exist in the secrets service (did you mean "clients"?`}},
 		},
 		{
+			name: "tls-inbound binding with alias and truststore",
+			resources: []*policyv1.Resource{listener("public", "127.0.0.1:9443"), inboundBinding(t, "public-tls", model.PolicyTLSInbound, "public", map[string]any{
+				"hostnames": list("api.example.com"), "requireClientCertificate": true,
+				"certificate": ref("edge", "api"), "trustedCA": truststore("clients"),
+			})},
+		},
+		{
+			name: "tls-inbound binding with a missing alias and a hostname the alias does not cover",
+			resources: []*policyv1.Resource{listener("public", "127.0.0.1:9443"), inboundBinding(t, "public-tls", model.PolicyTLSInbound, "public", map[string]any{
+				"hostnames": list("www.example.com"), "certificate": ref("edge", "api"), "trustedCA": truststore("clientz"),
+			})},
+			errors: []want{
+				{inCfg + ".hostnames[0]", `hostname "www.example.com" is not covered by the server certificate of keystore "edge" alias "api"`},
+				{inCfg + ".trustedCA.truststore", `truststore "clientz" does not exist in the secrets service (did you mean "clients"?`},
+			},
+		},
+		{
 			name: "listener host with both certificate forms",
 			resources: []*policyv1.Resource{listener("public", "127.0.0.1:8443", &policyv1.ListenerHost{
 				Hostnames: names("api.example.com"), Default: true,
