@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,9 +25,10 @@ import (
 	"keyway.dev/proxy/internal/secrets"
 )
 
-// secretsEnv is NATS with both buckets, a secrets service (the fake in
-// materialtest, until the real one runs in these tests) and nodes that
-// resolve references through it.
+// secretsEnv is NATS with both buckets, the fake secrets service of
+// materialtest, which can be made unreachable at will, and nodes that resolve
+// references through it; the test publishes versions as the real service
+// does. The other tests here run the real keyway-secrets (realsecrets_test.go).
 type secretsEnv struct {
 	url      string
 	kv       jetstream.KeyValue
@@ -135,31 +137,33 @@ func fingerprintSeen(url string) string {
 }
 
 // A binding that references an alias and a truststore is served with the
-// material of the secrets service; a new version announced in the bucket
-// is fetched and swapped in for the one Upstream that uses it, while
-// requests keep flowing without a failure; the Upstream that does not use
-// it is left alone.
+// material of the secrets service (the real keyway-secrets process); each
+// new version written through its API is published by the service, fetched
+// by the node and swapped in for the one Upstream that uses it, while
+// requests keep flowing without a failure; the Upstream that does not use it
+// is left alone.
 func TestReferencedAliasRotates(t *testing.T) {
 	t.Parallel()
-	e := newSecretsEnv(t)
+	url, kv := startNATS(t)
+	real := startRealSecrets(t, url)
 	upstreams := testca.New(t, "upstream CA")
 	clients := testca.New(t, "gateway client CA")
-	e.fake.PutTruststore("upstream-cas", upstreams.Cert)
+	real.putTruststore(t, "upstream-cas", upstreams)
 	first := clients.Client("gateway")
-	e.rotate(t, first)
-	n, logs := e.node(t, nil)
+	real.putAlias(t, "edge", "gw", first, secretsv1.Usage_USAGE_CLIENT)
+	n, logs := startNode(t, url, func(c *node.Config) { c.Secrets = real.source(t) })
 	srv := upstreamServer(t, upstreams.Server("orders.internal"), clients, true, nil)
 	other := upstreamServer(t, upstreams.Server("orders.internal"), clients, false, nil)
 
-	put(t, e.kv, service("orders", "http1", addr(srv)))
-	put(t, e.kv, binding(t, "orders-mtls", "orders", refMTLS()))
-	put(t, e.kv, route("orders", "/orders/", "orders"))
-	put(t, e.kv, service("billing", "http1", addr(other)))
-	put(t, e.kv, binding(t, "billing-mtls", "billing", mtls(upstreams, clients.Client("billing-gateway"), nil)))
-	waitRevision(t, n, put(t, e.kv, route("billing", "/billing/", "billing")))
+	put(t, kv, service("orders", "http1", addr(srv)))
+	put(t, kv, binding(t, "orders-mtls", "orders", refMTLS()))
+	put(t, kv, route("orders", "/orders/", "orders"))
+	put(t, kv, service("billing", "http1", addr(other)))
+	put(t, kv, binding(t, "billing-mtls", "billing", mtls(upstreams, clients.Client("billing-gateway"), nil)))
+	waitRevision(t, n, put(t, kv, route("billing", "/billing/", "billing")))
 
-	url := "http://" + n.Addr() + "/orders/1"
-	if got := do(t, "GET", url).echo(t); got.Fingerprint != first.Fingerprint() {
+	url0 := "http://" + n.Addr() + "/orders/1"
+	if got := do(t, "GET", url0).echo(t); got.Fingerprint != first.Fingerprint() {
 		t.Fatalf("upstream saw %s, want the alias's certificate %s", got.Fingerprint, first.Fingerprint())
 	}
 	billingBefore := upstreamFingerprint(t, n, "billing")
@@ -177,7 +181,7 @@ func TestReferencedAliasRotates(t *testing.T) {
 				default:
 				}
 				sent.Add(1)
-				if fingerprintSeen(url) == "" {
+				if fingerprintSeen(url0) == "" {
 					failed.Add(1)
 				}
 			}
@@ -185,8 +189,8 @@ func TestReferencedAliasRotates(t *testing.T) {
 	}
 	for i := range 3 {
 		next := clients.Client("gateway")
-		e.rotate(t, next)
-		eventually(t, "the upstream to see rotation "+string(rune('1'+i)), func() bool { return fingerprintSeen(url) == next.Fingerprint() })
+		real.putAlias(t, "edge", "gw", next, secretsv1.Usage_USAGE_CLIENT)
+		eventually(t, fmt.Sprintf("the upstream to see rotation %d", i+1), func() bool { return fingerprintSeen(url0) == next.Fingerprint() })
 	}
 	close(stop)
 	wg.Wait()
@@ -206,8 +210,8 @@ func TestReferencedAliasRotates(t *testing.T) {
 	if st == nil || st.Stale || len(st.References) != 2 {
 		t.Fatalf("status secrets: %+v, want two references, not stale", st)
 	}
-	if r := st.References[0]; r.Ref != "alias/edge/gw" || r.Version != "4" || r.Announced != "4" {
-		t.Errorf("status reference %+v, want alias/edge/gw at version 4", r)
+	if r := st.References[0]; r.Ref != "alias/edge/gw" || r.Fingerprint != fingerprintSeen(url0) || r.Version == "" || r.Version != r.Announced {
+		t.Errorf("status reference %+v, want alias/edge/gw at the announced version with the served fingerprint", r)
 	}
 }
 
@@ -276,60 +280,63 @@ func TestSecretsServiceDownKeepsServing(t *testing.T) {
 }
 
 // A node without a secrets service refuses a binding with references and
-// says why; one whose first fetch fails serves it once the fetch succeeds.
+// says why; one whose first fetch fails (the alias does not exist yet in the
+// real secrets service) serves it once the alias is stored.
 func TestReferencesWithoutSecrets(t *testing.T) {
 	t.Parallel()
-	e := newSecretsEnv(t)
-	n, _ := startNode(t, e.url, nil)
-	put(t, e.kv, service("orders", "http1", closedPort(t)))
-	rev := put(t, e.kv, binding(t, "orders-mtls", "orders", refMTLS()))
+	url, kv := startNATS(t)
+	n, _ := startNode(t, url, nil)
+	put(t, kv, service("orders", "http1", closedPort(t)))
+	rev := put(t, kv, binding(t, "orders-mtls", "orders", refMTLS()))
 	sk := waitSkipped(t, n, rev)
 	if len(sk) != 1 || sk[0].Key != "policybinding.orders-mtls" || !strings.Contains(sk[0].Err.Error(), "this node has no secrets service configured") {
 		t.Errorf("refusals %v, want the binding refused for want of a secrets service", sk)
 	}
 
-	// The alias does not exist yet when the node first needs it.
+	real := startRealSecrets(t, url)
 	upstreams := testca.New(t, "upstream CA")
 	clients := testca.New(t, "gateway client CA")
-	late, _ := e.node(t, nil)
+	late, _ := startNode(t, url, func(c *node.Config) { c.Secrets = real.source(t) })
 	srv := upstreamServer(t, upstreams.Server("orders.internal"), clients, false, nil)
-	put(t, e.kv, service("orders", "http1", addr(srv)))
-	sk = waitSkipped(t, late, put(t, e.kv, route("orders", "/orders/", "orders")))
+	put(t, kv, service("orders", "http1", addr(srv)))
+	sk = waitSkipped(t, late, put(t, kv, route("orders", "/orders/", "orders")))
 	if len(sk) != 1 || !strings.Contains(sk[0].Err.Error(), `resolving keystore "edge" alias "gw"`) {
 		t.Fatalf("refusals %v, want the binding refused until its material exists", sk)
 	}
 	kp := clients.Client("gateway")
-	e.fake.PutTruststore("upstream-cas", upstreams.Cert)
-	e.rotate(t, kp)
+	real.putTruststore(t, "upstream-cas", upstreams)
+	real.putAlias(t, "edge", "gw", kp, secretsv1.Usage_USAGE_CLIENT)
 	eventually(t, "the binding to be served once its material exists", func() bool {
 		return fingerprintSeen("http://"+late.Addr()+"/orders/1") == kp.Fingerprint()
 	})
 }
 
-// A Listener host whose certificate is an alias serves it, and presents the
-// new certificate after a rotation, on the same server.
+// A Listener host whose certificate is an alias of the real secrets service
+// serves it, verifies clients with a truststore, and presents the new
+// certificate after a rotation, on the same server.
 func TestListenerReferencedCertificateRotates(t *testing.T) {
 	t.Parallel()
-	e := newSecretsEnv(t)
+	url, kv := startNATS(t)
+	real := startRealSecrets(t, url)
 	models := &listenerModels{}
-	n, _ := e.node(t, func(c *node.Config) { c.Decode = models.decode })
+	n, _ := startNode(t, url, func(c *node.Config) { c.Decode = models.decode; c.Secrets = real.source(t) })
 	servers := testca.New(t, "server CA")
 	clients := testca.New(t, "client CA")
 	alice := clients.Client("alice")
 	first := servers.Server("test.com")
-	e.fake.PutAlias("edge", "api", first)
-	e.fake.PutTruststore("clients", clients.Cert)
+	real.putAlias(t, "edge", "api", first, secretsv1.Usage_USAGE_SERVER)
+	real.putTruststore(t, "clients", clients)
 
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
 	t.Cleanup(backend.Close)
-	put(t, e.kv, service("orders", "http1", backend.Listener.Addr().String()))
-	put(t, e.kv, route("orders", "/orders/", "orders"))
+	put(t, kv, service("orders", "http1", backend.Listener.Addr().String()))
+	put(t, kv, route("orders", "/orders/", "orders"))
 	models.set(&model.Listener{Name: "public", Address: "127.0.0.1:0", Hosts: []model.ListenerHost{{
 		Hostnames: []string{"test.com"}, CertificateRef: &model.SecretRef{Keystore: "edge", Alias: "api"},
 		ClientAuth: tls.RequireAndVerifyClientCert, ClientTruststore: "clients",
 		MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, ALPN: []string{"h2", "http/1.1"},
 	}}})
-	waitRevision(t, n, put(t, e.kv, listenerResource("public", "127.0.0.1:0")))
+	waitRevision(t, n, put(t, kv, listenerResource("public", "127.0.0.1:0")))
 	addr := n.ListenerAddr("public")
 	if addr == "" {
 		t.Fatalf("listener not served: %+v", status(t, n).Skipped)
@@ -350,8 +357,7 @@ func TestListenerReferencedCertificateRotates(t *testing.T) {
 	since := status(t, n).Listeners[0].Since
 
 	second := servers.Server("test.com")
-	e.fake.PutAlias("edge", "api", second)
-	e.announce(t, e.fake.SecretVersion("edge", "api"))
+	real.putAlias(t, "edge", "api", second, secretsv1.Usage_USAGE_SERVER)
 	eventually(t, "the listener to present the rotated certificate", func() bool { return served() == second.Fingerprint() })
 	if l := status(t, n).Listeners[0]; !l.Since.Equal(since) || l.Bound != addr {
 		t.Errorf("the listener was restarted for a new certificate: %+v", l)
