@@ -1,8 +1,10 @@
-// Package materialtest is a fake of the secrets service for tests of its
-// consumers: SecretsService (descriptions, plain HTTP) and MaterialService
-// (key material, mTLS with a client certificate from an internal test CA) on
-// loopback, over an in-memory set of aliases and truststores. It checks
-// nothing the real service checks; it only answers.
+// Package materialtest runs the secrets service for tests of its consumers:
+// the real one ([StartService], the keyway-secrets binary as a process), and
+// [Fake], a fake of SecretsService (descriptions, plain HTTP) and
+// MaterialService (key material, mTLS with a client certificate from an
+// internal test CA) on loopback over an in-memory set of aliases and
+// truststores, which checks nothing the real service checks and can be made
+// unreachable at will.
 package materialtest
 
 import (

@@ -148,9 +148,9 @@ func TestReferencedAliasRotates(t *testing.T) {
 	real := startRealSecrets(t, url)
 	upstreams := testca.New(t, "upstream CA")
 	clients := testca.New(t, "gateway client CA")
-	real.putTruststore(t, "upstream-cas", upstreams)
+	real.PutTruststore(t, "upstream-cas", upstreams)
 	first := clients.Client("gateway")
-	real.putAlias(t, "edge", "gw", first, secretsv1.Usage_USAGE_CLIENT)
+	real.PutAlias(t, "edge", "gw", first, secretsv1.Usage_USAGE_CLIENT)
 	n, logs := startNode(t, url, func(c *node.Config) { c.Secrets = real.source(t) })
 	srv := upstreamServer(t, upstreams.Server("orders.internal"), clients, true, nil)
 	other := upstreamServer(t, upstreams.Server("orders.internal"), clients, false, nil)
@@ -189,7 +189,7 @@ func TestReferencedAliasRotates(t *testing.T) {
 	}
 	for i := range 3 {
 		next := clients.Client("gateway")
-		real.putAlias(t, "edge", "gw", next, secretsv1.Usage_USAGE_CLIENT)
+		real.PutAlias(t, "edge", "gw", next, secretsv1.Usage_USAGE_CLIENT)
 		eventually(t, fmt.Sprintf("the upstream to see rotation %d", i+1), func() bool { return fingerprintSeen(url0) == next.Fingerprint() })
 	}
 	close(stop)
@@ -304,8 +304,8 @@ func TestReferencesWithoutSecrets(t *testing.T) {
 		t.Fatalf("refusals %v, want the binding refused until its material exists", sk)
 	}
 	kp := clients.Client("gateway")
-	real.putTruststore(t, "upstream-cas", upstreams)
-	real.putAlias(t, "edge", "gw", kp, secretsv1.Usage_USAGE_CLIENT)
+	real.PutTruststore(t, "upstream-cas", upstreams)
+	real.PutAlias(t, "edge", "gw", kp, secretsv1.Usage_USAGE_CLIENT)
 	eventually(t, "the binding to be served once its material exists", func() bool {
 		return fingerprintSeen("http://"+late.Addr()+"/orders/1") == kp.Fingerprint()
 	})
@@ -324,8 +324,8 @@ func TestListenerReferencedCertificateRotates(t *testing.T) {
 	clients := testca.New(t, "client CA")
 	alice := clients.Client("alice")
 	first := servers.Server("test.com")
-	real.putAlias(t, "edge", "api", first, secretsv1.Usage_USAGE_SERVER)
-	real.putTruststore(t, "clients", clients)
+	real.PutAlias(t, "edge", "api", first, secretsv1.Usage_USAGE_SERVER)
+	real.PutTruststore(t, "clients", clients)
 
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
 	t.Cleanup(backend.Close)
@@ -357,7 +357,7 @@ func TestListenerReferencedCertificateRotates(t *testing.T) {
 	since := status(t, n).Listeners[0].Since
 
 	second := servers.Server("test.com")
-	real.putAlias(t, "edge", "api", second, secretsv1.Usage_USAGE_SERVER)
+	real.PutAlias(t, "edge", "api", second, secretsv1.Usage_USAGE_SERVER)
 	eventually(t, "the listener to present the rotated certificate", func() bool { return served() == second.Fingerprint() })
 	if l := status(t, n).Listeners[0]; !l.Since.Equal(since) || l.Bound != addr {
 		t.Errorf("the listener was restarted for a new certificate: %+v", l)
