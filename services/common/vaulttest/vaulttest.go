@@ -189,7 +189,7 @@ func (s *Server) Role(name string, maxTTL time.Duration) {
 	s.tb.Helper()
 	s.Write("pki/roles/"+name, map[string]any{
 		"allow_any_name": true, "enforce_hostnames": false, "client_flag": true, "server_flag": true,
-		"key_type": "ec", "key_bits": 256, "max_ttl": maxTTL.String(), "not_before_duration": "30s",
+		"key_type": "ec", "key_bits": 256, "max_ttl": maxTTLString(maxTTL), "not_before_duration": "30s",
 	})
 }
 
@@ -256,4 +256,12 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// maxTTLString is the role's max_ttl: the mount's when zero.
+func maxTTLString(d time.Duration) string {
+	if d <= 0 {
+		return "87600h"
+	}
+	return d.String()
 }

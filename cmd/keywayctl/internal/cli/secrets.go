@@ -504,6 +504,7 @@ func writeJSONAs(w io.Writer, b []byte, f output.Format) error {
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return err
 	}
+	blockYAML(&doc)
 	enc := yaml.NewEncoder(w)
 	enc.SetIndent(2)
 	if err := enc.Encode(&doc); err != nil {
@@ -600,4 +601,16 @@ func usageName(u secretsv1.Usage) string {
 		return "server"
 	}
 	return "client"
+}
+
+// blockYAML turns JSON's flow style into YAML's block style, and
+// multi-line strings into literal blocks.
+func blockYAML(n *yaml.Node) {
+	n.Style = 0
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!str" && strings.Contains(n.Value, "\n") {
+		n.Style = yaml.LiteralStyle
+	}
+	for _, c := range n.Content {
+		blockYAML(c)
+	}
 }

@@ -602,3 +602,31 @@ func TestNoKeyMaterialInLogsOrBucket(t *testing.T) {
 	}
 	noKeyMaterial(t, "the service's logs", []string{logs}, keys...)
 }
+
+// A value changed by hand into something unusable (a key that does not
+// match) is refused and logged; the last good material stays served and
+// published, and the next good value is picked up.
+func TestBadValueKeepsLastGood(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := start(t, app.Config{Backend: "local", Dir: dir})
+	ctx := context.Background()
+	ca := testca.New(t, "CA")
+	good := ca.Client("gw")
+	if _, err := s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw", CertificatePem: string(good.CertPEM), PrivateKeyPem: string(good.KeyPEM)})); err != nil {
+		t.Fatal(err)
+	}
+	aliasDir := filepath.Join(dir, "keystores/edge/gw")
+	writeFile(t, aliasDir, "key.pem", ca.Client("other").KeyPEM)
+	waitFor(t, "the bad value to be logged", func() bool { return strings.Contains(s.Logs.String(), "cannot use a secret held by the backend") })
+	m, err := s.Material.FetchAlias(ctx, connect.NewRequest(&secretsv1.FetchAliasRequest{Keystore: "edge", Alias: "gw"}))
+	if err != nil || m.Msg.GetPrivateKeyPem() != string(good.KeyPEM) {
+		t.Errorf("after a bad value: %v; want the last good key", err)
+	}
+	next := ca.Client("gw")
+	writeFile(t, aliasDir, "key.pem", next.KeyPEM)
+	writeFile(t, aliasDir, "cert.pem", next.CertPEM)
+	s.Bucket.wait(t, "alias.edge.gw", func(e jetstream.KeyValueEntry, v *secretsv1.SecretVersion) bool {
+		return put(e) && v.GetSha256Fingerprint() == next.Fingerprint()
+	})
+}

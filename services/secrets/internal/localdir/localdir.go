@@ -91,7 +91,7 @@ func (d *Dir) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 			if err != nil {
 				return nil, err
 			}
-			out[secretsclient.Ref{Keystore: ks.Name(), Alias: a.Name()}] = rec.Version
+			out[secretsclient.Ref{Keystore: ks.Name(), Alias: a.Name()}] = rec.Revision
 		}
 	}
 	stores, err := os.ReadDir(filepath.Join(d.root, "truststores"))
@@ -110,7 +110,7 @@ func (d *Dir) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[secretsclient.Ref{Truststore: name}] = rec.Version
+		out[secretsclient.Ref{Truststore: name}] = rec.Revision
 	}
 	return out, nil
 }
@@ -131,10 +131,12 @@ func (d *Dir) GetAlias(_ context.Context, ks, alias string) (*secret.AliasRecord
 	if err != nil && !errors.Is(err, secret.ErrNotFound) {
 		return nil, err
 	}
+	version := contentHash(cert, key, usage)
 	rec := &secret.AliasRecord{
 		Keystore:       ks,
 		Alias:          alias,
-		Version:        contentHash(cert, key, usage),
+		Version:        version,
+		Revision:       version,
 		CertificatePEM: string(cert),
 		Key:            secret.NewPrivateKey(key),
 		Usage:          secret.ParseUsage(strings.TrimSpace(string(usage))),
@@ -150,38 +152,41 @@ func (d *Dir) GetTruststore(_ context.Context, name string) (*secret.TruststoreR
 	if err != nil {
 		return nil, err
 	}
-	return &secret.TruststoreRecord{Name: name, Version: contentHash(data), CertificatesPEM: string(data), UpdateTime: info.ModTime()}, nil
+	version := contentHash(data)
+	return &secret.TruststoreRecord{Name: name, Version: version, Revision: version, CertificatesPEM: string(data), UpdateTime: info.ModTime()}, nil
 }
 
-// PutAlias writes an alias's files and returns the new version.
-func (d *Dir) PutAlias(_ context.Context, rec *secret.AliasRecord) (string, error) {
+// PutAlias writes an alias's files.
+func (d *Dir) PutAlias(_ context.Context, rec *secret.AliasRecord) (secret.Stamp, error) {
 	if rec.PKI != nil {
-		return "", errors.New("localdir: PKI aliases need the Vault backend")
+		return secret.Stamp{}, errors.New("localdir: PKI aliases need the Vault backend")
 	}
 	dir := d.aliasDir(rec.Keystore, rec.Alias)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("localdir: creating %s: %w", dir, err)
+		return secret.Stamp{}, fmt.Errorf("localdir: creating %s: %w", dir, err)
 	}
 	usage := []byte(secret.UsageName(rec.Usage) + "\n")
 	// The key first: a reader that sees the new certificate finds its key.
 	if err := writeFile(filepath.Join(dir, keyFile), rec.Key.PEM(), 0o600); err != nil {
-		return "", err
+		return secret.Stamp{}, err
 	}
 	if err := writeFile(filepath.Join(dir, usageFile), usage, 0o600); err != nil {
-		return "", err
+		return secret.Stamp{}, err
 	}
 	if err := writeFile(filepath.Join(dir, certFile), []byte(rec.CertificatePEM), 0o644); err != nil {
-		return "", err
+		return secret.Stamp{}, err
 	}
-	return contentHash([]byte(rec.CertificatePEM), rec.Key.PEM(), usage), nil
+	v := contentHash([]byte(rec.CertificatePEM), rec.Key.PEM(), usage)
+	return secret.Stamp{Version: v, Revision: v, UpdateTime: time.Now()}, nil
 }
 
-// PutTruststore writes a truststore's file and returns the new version.
-func (d *Dir) PutTruststore(_ context.Context, rec *secret.TruststoreRecord) (string, error) {
+// PutTruststore writes a truststore's file.
+func (d *Dir) PutTruststore(_ context.Context, rec *secret.TruststoreRecord) (secret.Stamp, error) {
 	if err := writeFile(d.truststoreFile(rec.Name), []byte(rec.CertificatesPEM), 0o644); err != nil {
-		return "", err
+		return secret.Stamp{}, err
 	}
-	return contentHash([]byte(rec.CertificatesPEM)), nil
+	v := contentHash([]byte(rec.CertificatesPEM))
+	return secret.Stamp{Version: v, Revision: v, UpdateTime: time.Now()}, nil
 }
 
 // DeleteAlias removes an alias's folder (and its keystore's, once empty).

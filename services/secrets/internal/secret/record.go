@@ -26,6 +26,10 @@ type AliasRecord struct {
 	// Version is the backend's version of the record (Vault KV's version,
 	// a content hash for a local directory).
 	Version string
+	// Revision changes whenever the record may have changed: the version
+	// and, for Vault, when it was written (a secret deleted and created
+	// again, or a restored Vault, starts again at version 1).
+	Revision string
 	// CertificatePEM is the chain, leaf first; empty for a PKI binding.
 	CertificatePEM string
 	// Key is the private key; zero for a PKI binding.
@@ -49,8 +53,17 @@ type PKIBinding struct {
 type TruststoreRecord struct {
 	Name            string
 	Version         string
+	Revision        string
 	CertificatesPEM string
 	UpdateTime      time.Time
+}
+
+// Stamp is what a backend says about a write: the version, the revision
+// List will report for it, and when it was written.
+type Stamp struct {
+	Version    string
+	Revision   string
+	UpdateTime time.Time
 }
 
 // UsageName is the word a backend stores for a usage.

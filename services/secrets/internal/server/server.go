@@ -73,6 +73,12 @@ func (s *Secrets) PutAlias(ctx context.Context, req *connect.Request[secretsv1.P
 		return connect.NewResponse(&secretsv1.PutAliasResponse{Alias: describeAlias(a, s.store.Kind(), now), Warnings: r.Warnings}), nil
 	}
 	a, err := s.store.PutAlias(ctx, rec)
+	if err != nil && rec.PKI != nil && errors.Is(err, store.ErrInvalid) {
+		// Vault refused to issue: the role does not allow the names or
+		// the TTL asked for.
+		return nil, invalid([]validate.Violation{{Field: "pki", Message: message(err, store.ErrInvalid) +
+			"; ask for names and a TTL the role allows, or change the role (vault read " + "pki/roles/" + rec.PKI.Role + ")"}})
+	}
 	if err != nil {
 		return nil, apiError(err)
 	}

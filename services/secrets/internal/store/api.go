@@ -156,13 +156,12 @@ func (s *Store) PutAlias(ctx context.Context, rec *secret.AliasRecord) (*Alias, 
 			return nil, err
 		}
 	}
-	version, err := s.backend.PutAlias(ctx, rec)
+	st, err := s.backend.PutAlias(ctx, rec)
 	if err != nil {
 		return nil, s.backendError("storing alias "+ref.String(), err)
 	}
 	stored := *rec
-	stored.Version = version
-	stored.UpdateTime = s.now()
+	stored.Version, stored.Revision, stored.UpdateTime = st.Version, st.Revision, st.UpdateTime
 	if a != nil {
 		a.Record = &stored
 	} else if a, err = newAlias(&stored, stored.CertificatePEM, stored.Key, stored.UpdateTime); err != nil {
@@ -176,12 +175,12 @@ func (s *Store) PutAlias(ctx context.Context, rec *secret.AliasRecord) (*Alias, 
 func (s *Store) PutTruststore(ctx context.Context, rec *secret.TruststoreRecord) (*Truststore, error) {
 	s.writes.Lock()
 	defer s.writes.Unlock()
-	version, err := s.backend.PutTruststore(ctx, rec)
+	st, err := s.backend.PutTruststore(ctx, rec)
 	if err != nil {
 		return nil, s.backendError("storing truststore "+rec.Name, err)
 	}
 	stored := *rec
-	stored.Version, stored.UpdateTime = version, s.now()
+	stored.Version, stored.Revision, stored.UpdateTime = st.Version, st.Revision, st.UpdateTime
 	t, err := newTruststore(&stored)
 	if err != nil {
 		return nil, err

@@ -38,14 +38,15 @@ type Backend interface {
 	Kind() secretsv1.Backend
 	// Describe names the backend for logs ("vault http://…, KV v2 secret/keyway").
 	Describe() string
-	// List returns the version of every alias and truststore. It reads
-	// metadata only and is called at every poll.
+	// List returns the revision of every alias and truststore (see
+	// secret.AliasRecord.Revision). It reads metadata only and is called
+	// at every poll.
 	List(ctx context.Context) (map[secretsclient.Ref]string, error)
 	GetAlias(ctx context.Context, keystore, alias string) (*secret.AliasRecord, error)
 	GetTruststore(ctx context.Context, name string) (*secret.TruststoreRecord, error)
-	// PutAlias and PutTruststore store a new version and return it.
-	PutAlias(ctx context.Context, rec *secret.AliasRecord) (string, error)
-	PutTruststore(ctx context.Context, rec *secret.TruststoreRecord) (string, error)
+	// PutAlias and PutTruststore store a new version and say which.
+	PutAlias(ctx context.Context, rec *secret.AliasRecord) (secret.Stamp, error)
+	PutTruststore(ctx context.Context, rec *secret.TruststoreRecord) (secret.Stamp, error)
 	DeleteAlias(ctx context.Context, keystore, alias string) error
 	DeleteTruststore(ctx context.Context, name string) error
 }
@@ -128,6 +129,9 @@ type Store struct {
 	// unpublished holds bucket writes that failed, by key: the value, or
 	// nil for a delete marker. Each poll retries them.
 	unpublished map[string][]byte
+	// reconciled is set once stale bucket keys have been deleted. Guarded
+	// by writes.
+	reconciled bool
 }
 
 // Alias is an alias as the service holds it. Immutable once in the view.
@@ -190,11 +194,21 @@ func (s *Store) Load(ctx context.Context) error {
 	if err := s.poll(ctx); err != nil {
 		return err
 	}
+	s.reconcile(ctx)
+	return nil
+}
+
+// reconcile deletes the bucket's keys of secrets the view does not hold
+// (deleted while no service ran). Callers hold writes, after a poll that
+// reached the backend.
+func (s *Store) reconcile(ctx context.Context) {
 	keys, err := s.pub.Keys(ctx)
 	if err != nil {
 		s.log.Warn("cannot list the versions bucket; stale keys stay until the next start", "error", err)
-		return nil
+		s.reconciled = true
+		return
 	}
+	s.reconciled = true
 	s.mu.RLock()
 	var stale []string
 	for _, k := range keys {
@@ -212,7 +226,6 @@ func (s *Store) Load(ctx context.Context) error {
 	for _, k := range stale {
 		s.publish(ctx, k, nil)
 	}
-	return nil
 }
 
 // Run follows the backend until ctx is done: a poll every PollInterval,
@@ -232,7 +245,11 @@ func (s *Store) Run(ctx context.Context) {
 		}
 		s.writes.Lock()
 		s.renewDue(ctx)
-		_ = s.poll(ctx)
+		if err := s.poll(ctx); err == nil && !s.reconciled {
+			// The backend was away at start: the bucket is made
+			// complete at the first poll that reaches it.
+			s.reconcile(ctx)
+		}
 		s.flush(ctx)
 		s.writes.Unlock()
 	}
@@ -289,10 +306,10 @@ func (s *Store) poll(ctx context.Context) error {
 			continue
 		}
 		if ref.Truststore != "" {
-			if t := s.truststores[ref]; t == nil || t.Record.Version != v {
+			if t := s.truststores[ref]; t == nil || t.Record.Revision != v {
 				changed = append(changed, ref)
 			}
-		} else if a := s.aliases[ref]; a == nil || a.Record.Version != v {
+		} else if a := s.aliases[ref]; a == nil || a.Record.Revision != v {
 			changed = append(changed, ref)
 		}
 	}

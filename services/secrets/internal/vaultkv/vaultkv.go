@@ -110,7 +110,14 @@ func (k *KV) list(ctx context.Context, folder string) ([]string, error) {
 	return out, nil
 }
 
-// version reads a secret's current version from its metadata; a secret
+// revision is a secret's version and when it was written: a secret deleted
+// and written again (or a Vault restored from an older state) starts again
+// at version 1, and the time tells the two apart.
+func revision(version int, created time.Time) string {
+	return strconv.Itoa(version) + "@" + created.UTC().Format(time.RFC3339Nano)
+}
+
+// version reads a secret's current revision from its metadata; a secret
 // whose current version is deleted or destroyed does not exist.
 func (k *KV) version(ctx context.Context, path string) (string, error) {
 	md, err := k.kv.GetMetadata(ctx, path)
@@ -123,13 +130,14 @@ func (k *KV) version(ctx context.Context, path string) (string, error) {
 	if md == nil || md.CurrentVersion == 0 {
 		return "", secret.ErrNotFound
 	}
-	if v, ok := md.Versions[strconv.Itoa(md.CurrentVersion)]; ok && (v.Destroyed || !v.DeletionTime.IsZero()) {
+	v, ok := md.Versions[strconv.Itoa(md.CurrentVersion)]
+	if ok && (v.Destroyed || !v.DeletionTime.IsZero()) {
 		return "", secret.ErrNotFound
 	}
-	return strconv.Itoa(md.CurrentVersion), nil
+	return revision(md.CurrentVersion, v.CreatedTime), nil
 }
 
-// List returns every alias and truststore with its KV version: one LIST
+// List returns every alias and truststore with its revision: one LIST
 // per folder and one metadata read per secret.
 func (k *KV) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 	out := make(map[secretsclient.Ref]string)
@@ -180,22 +188,22 @@ func (k *KV) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 	return out, nil
 }
 
-// read returns a secret's current data and version.
-func (k *KV) read(ctx context.Context, path string) (map[string]any, string, time.Time, error) {
+// read returns a secret's current data and stamp.
+func (k *KV) read(ctx context.Context, path string) (map[string]any, secret.Stamp, error) {
 	s, err := k.kv.Get(ctx, path)
 	if errors.Is(err, api.ErrSecretNotFound) {
-		return nil, "", time.Time{}, secret.ErrNotFound
+		return nil, secret.Stamp{}, secret.ErrNotFound
 	}
 	if err != nil {
-		return nil, "", time.Time{}, fmt.Errorf("vaultkv: reading %s/%s: %w", k.cfg.Mount, path, err)
+		return nil, secret.Stamp{}, fmt.Errorf("vaultkv: reading %s/%s: %w", k.cfg.Mount, path, err)
 	}
 	if s == nil || len(s.Data) == 0 || s.VersionMetadata == nil {
-		return nil, "", time.Time{}, secret.ErrNotFound
+		return nil, secret.Stamp{}, secret.ErrNotFound
 	}
 	if !s.VersionMetadata.DeletionTime.IsZero() || s.VersionMetadata.Destroyed {
-		return nil, "", time.Time{}, secret.ErrNotFound
+		return nil, secret.Stamp{}, secret.ErrNotFound
 	}
-	return s.Data, strconv.Itoa(s.VersionMetadata.Version), s.VersionMetadata.CreatedTime, nil
+	return s.Data, stamp(s.VersionMetadata), nil
 }
 
 // str reads a string field; anything else is empty.
@@ -207,12 +215,12 @@ func str(data map[string]any, field string) string {
 // GetAlias reads an alias.
 func (k *KV) GetAlias(ctx context.Context, ks, alias string) (*secret.AliasRecord, error) {
 	path := k.aliasPath(ks, alias)
-	data, version, at, err := k.read(ctx, path)
+	data, st, err := k.read(ctx, path)
 	if err != nil {
 		return nil, err
 	}
 	rec := &secret.AliasRecord{
-		Keystore: ks, Alias: alias, Version: version, UpdateTime: at,
+		Keystore: ks, Alias: alias, Version: st.Version, Revision: st.Revision, UpdateTime: st.UpdateTime,
 		Usage: secret.ParseUsage(str(data, fieldUsage)),
 	}
 	if role := str(data, fieldPKIRole); role != "" {
@@ -244,7 +252,7 @@ func (k *KV) GetAlias(ctx context.Context, ks, alias string) (*secret.AliasRecor
 // GetTruststore reads a truststore.
 func (k *KV) GetTruststore(ctx context.Context, name string) (*secret.TruststoreRecord, error) {
 	path := k.truststorePath(name)
-	data, version, at, err := k.read(ctx, path)
+	data, st, err := k.read(ctx, path)
 	if err != nil {
 		return nil, err
 	}
@@ -252,11 +260,11 @@ func (k *KV) GetTruststore(ctx context.Context, name string) (*secret.Truststore
 	if pem == "" {
 		return nil, fmt.Errorf("vaultkv: %s/%s has no %s field; write it with `vault kv put %s/%s %s=@ca.pem`: %w", k.cfg.Mount, path, fieldCertificates, k.cfg.Mount, path, fieldCertificates, secret.ErrInvalidValue)
 	}
-	return &secret.TruststoreRecord{Name: name, Version: version, CertificatesPEM: pem, UpdateTime: at}, nil
+	return &secret.TruststoreRecord{Name: name, Version: st.Version, Revision: st.Revision, CertificatesPEM: pem, UpdateTime: st.UpdateTime}, nil
 }
 
 // PutAlias writes a new version of an alias.
-func (k *KV) PutAlias(ctx context.Context, rec *secret.AliasRecord) (string, error) {
+func (k *KV) PutAlias(ctx context.Context, rec *secret.AliasRecord) (secret.Stamp, error) {
 	data := map[string]any{fieldUsage: secret.UsageName(rec.Usage)}
 	if b := rec.PKI; b != nil {
 		data[fieldPKIRole] = b.Role
@@ -273,19 +281,23 @@ func (k *KV) PutAlias(ctx context.Context, rec *secret.AliasRecord) (string, err
 }
 
 // PutTruststore writes a new version of a truststore.
-func (k *KV) PutTruststore(ctx context.Context, rec *secret.TruststoreRecord) (string, error) {
+func (k *KV) PutTruststore(ctx context.Context, rec *secret.TruststoreRecord) (secret.Stamp, error) {
 	return k.put(ctx, k.truststorePath(rec.Name), map[string]any{fieldCertificates: rec.CertificatesPEM})
 }
 
-func (k *KV) put(ctx context.Context, path string, data map[string]any) (string, error) {
+func (k *KV) put(ctx context.Context, path string, data map[string]any) (secret.Stamp, error) {
 	s, err := k.kv.Put(ctx, path, data)
 	if err != nil {
-		return "", fmt.Errorf("vaultkv: writing %s/%s: %w", k.cfg.Mount, path, err)
+		return secret.Stamp{}, fmt.Errorf("vaultkv: writing %s/%s: %w", k.cfg.Mount, path, err)
 	}
 	if s == nil || s.VersionMetadata == nil {
-		return "", fmt.Errorf("vaultkv: writing %s/%s: Vault answered without a version", k.cfg.Mount, path)
+		return secret.Stamp{}, fmt.Errorf("vaultkv: writing %s/%s: Vault answered without a version", k.cfg.Mount, path)
 	}
-	return strconv.Itoa(s.VersionMetadata.Version), nil
+	return stamp(s.VersionMetadata), nil
+}
+
+func stamp(m *api.KVVersionMetadata) secret.Stamp {
+	return secret.Stamp{Version: strconv.Itoa(m.Version), Revision: revision(m.Version, m.CreatedTime), UpdateTime: m.CreatedTime}
 }
 
 // DeleteAlias removes an alias with all its versions.
