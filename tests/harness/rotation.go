@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -47,9 +49,9 @@ func StartRotationStack(tb testing.TB, nodes int) *RotationStack {
 	tb.Helper()
 	natsURL, _ := NATS(tb)
 	s := &RotationStack{CA: testca.New(tb, "upstream CA")}
-	s.Secrets = StartSecrets(tb, natsURL, "")
-	policyURL, _ := Policy(tb, natsURL, append([]string{"--secrets-server", s.Secrets.APIURL}, s.Secrets.ClientArgs(tb, "keyway-policy")...)...)
-	s.API = secretsv1connect.NewSecretsServiceClient(http.DefaultClient, s.Secrets.APIURL)
+	s.Secrets = StartSecrets(tb, natsURL, nil)
+	policyURL, _ := Policy(tb, natsURL, append([]string{"--secrets-server", s.Secrets.URL}, s.Secrets.ClientArgs(tb, "keyway-policy")...)...)
+	s.API = secretsv1connect.NewSecretsServiceClient(http.DefaultClient, s.Secrets.URL)
 	s.Policy = policyv1connect.NewPolicyServiceClient(http.DefaultClient, policyURL)
 	up, err := echo.Start("127.0.0.1:0", &tls.Config{
 		Certificates: []tls.Certificate{s.CA.Server("orders.internal").TLS},
@@ -111,6 +113,26 @@ func (s *RotationStack) Rotate(tb testing.TB) string {
 	}
 	s.Fingerprint = kp.Fingerprint()
 	return s.Fingerprint
+}
+
+// ClientArgs issues a client certificate from the internal CA for name and
+// returns the flags that give it to keyway-proxy or keyway-policy.
+func (s *Secrets) ClientArgs(tb testing.TB, name string) []string {
+	tb.Helper()
+	kp := s.InternalCA.Client(name)
+	write := func(file string, data []byte) string {
+		p := filepath.Join(s.Dir, file)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+		return p
+	}
+	return []string{
+		"--secrets-internal-url", s.InternalURL,
+		"--secrets-cert", write(name+".crt", kp.CertPEM),
+		"--secrets-key", write(name+".key", kp.KeyPEM),
+		"--secrets-ca", filepath.Join(s.Dir, "ca.crt"),
+	}
 }
 
 // Seen asks the upstream, through px, which client certificate it saw.

@@ -155,10 +155,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := start("keyway-secrets", filepath.Join(cfg.Bin, "keyway-secrets"), secretsEnv, secretsArgs...); err != nil {
 		return err
 	}
-	if err := spawn("keyway-policy", "--listen", cfg.PolicyAddr, "--nats", natsURL); err != nil {
+	// References to keystores and truststores: the policy service checks
+	// them with the secrets API and probes with material from the internal
+	// port; the node fetches material there. Both use the node's client
+	// certificate from the internal CA (one identity is enough locally).
+	material := []string{"--secrets-internal-url", "https://" + cfg.SecretsInternal,
+		"--secrets-cert", p.nodeCert, "--secrets-key", p.nodeKey, "--secrets-ca", p.internalCAFile}
+	if err := spawn("keyway-policy", append([]string{"--listen", cfg.PolicyAddr, "--nats", natsURL,
+		"--secrets-server", "http://" + cfg.SecretsAddr}, material...)...); err != nil {
 		return err
 	}
-	if err := spawn("keyway-proxy", "--listen", cfg.ProxyAddr, "--admin-listen", cfg.ProxyAdmin, "--nats", natsURL, "--node-id", "dev-1"); err != nil {
+	if err := spawn("keyway-proxy", append([]string{"--listen", cfg.ProxyAddr, "--admin-listen", cfg.ProxyAdmin, "--nats", natsURL,
+		"--node-id", "dev-1"}, material...)...); err != nil {
 		return err
 	}
 
