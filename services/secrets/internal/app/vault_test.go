@@ -163,10 +163,18 @@ func TestVaultPKI(t *testing.T) {
 	if !renewed.GetUpdateTime().AsTime().Before(first.GetNotAfter().AsTime()) {
 		t.Errorf("renewed at %s, after the first certificate expired at %s", renewed.GetUpdateTime().AsTime(), first.GetNotAfter().AsTime())
 	}
+	firstKey := m.Msg.GetPrivateKeyPem()
 	m, err = s.Material.FetchAlias(ctx, connect.NewRequest(&secretsv1.FetchAliasRequest{Keystore: "edge", Alias: "gw"}))
 	if err != nil || m.Msg.GetAlias().GetVersion() != renewed.GetVersion() {
-		t.Errorf("FetchAlias after the renewal: %v", err)
+		t.Fatalf("FetchAlias after the renewal: %v", err)
 	}
+	// Neither issued key reached the logs or the bucket.
+	var texts []string
+	for _, b := range s.Bucket.all() {
+		texts = append(texts, string(b))
+	}
+	noKeyMaterial(t, "the versions bucket", texts, []byte(firstKey), []byte(m.Msg.GetPrivateKeyPem()))
+	noKeyMaterial(t, "the service's logs", []string{s.Logs.String()}, []byte(firstKey), []byte(m.Msg.GetPrivateKeyPem()))
 
 	// A second service started on the same Vault finds the binding and
 	// issues its own certificate.
