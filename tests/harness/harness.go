@@ -132,7 +132,17 @@ type Process struct {
 // 30 seconds pass. The process is stopped with SIGTERM at cleanup.
 func Start(tb testing.TB, name, bin string, ready *regexp.Regexp, args ...string) *Process {
 	tb.Helper()
+	return StartEnv(tb, name, bin, ready, nil, args...)
+}
+
+// StartEnv is [Start] with env ("KEY=value") added to the test's
+// environment.
+func StartEnv(tb testing.TB, name, bin string, ready *regexp.Regexp, env []string, args ...string) *Process {
+	tb.Helper()
 	p := &Process{Name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	if len(env) > 0 {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
@@ -225,8 +235,14 @@ func NATS(tb testing.TB) (string, *Process) {
 // Policy starts keyway-policy against natsURL and returns its API URL.
 func Policy(tb testing.TB, natsURL string) (string, *Process) {
 	tb.Helper()
+	return PolicyEnv(tb, natsURL, nil)
+}
+
+// PolicyEnv is [Policy] with env added to its environment.
+func PolicyEnv(tb testing.TB, natsURL string, env []string) (string, *Process) {
+	tb.Helper()
 	addr := FreeAddr(tb)
-	p := Start(tb, "keyway-policy", Bin(tb, "keyway-policy"), regexp.MustCompile(`policy service serving`),
+	p := StartEnv(tb, "keyway-policy", Bin(tb, "keyway-policy"), regexp.MustCompile(`policy service serving`), env,
 		"--listen", addr, "--nats", natsURL)
 	return "http://" + addr, p
 }
@@ -242,8 +258,14 @@ type Proxy struct {
 // /healthz answers 200 (it has bootstrapped from the bucket).
 func StartProxy(tb testing.TB, natsURL, nodeID string) *Proxy {
 	tb.Helper()
+	return StartProxyEnv(tb, natsURL, nodeID, nil)
+}
+
+// StartProxyEnv is [StartProxy] with env added to its environment.
+func StartProxyEnv(tb testing.TB, natsURL, nodeID string, env []string) *Proxy {
+	tb.Helper()
 	addr, admin := FreeAddr(tb), FreeAddr(tb)
-	p := Start(tb, "keyway-proxy "+nodeID, Bin(tb, "keyway-proxy"), nil,
+	p := StartEnv(tb, "keyway-proxy "+nodeID, Bin(tb, "keyway-proxy"), nil, env,
 		"--listen", addr, "--admin-listen", admin, "--nats", natsURL, "--node-id", nodeID)
 	px := &Proxy{Process: p, URL: "http://" + addr, AdminURL: "http://" + admin}
 	WaitHTTP(tb, px.AdminURL+"/healthz", p)
