@@ -23,8 +23,12 @@ type Collector struct {
 	// Endpoint is the URL for OTEL_EXPORTER_OTLP_ENDPOINT.
 	Endpoint string
 
+	// discard keeps no span, only the count (benchmarks).
+	discard bool
+
 	mu      sync.Mutex
 	spans   []Span
+	count   int
 	changed chan struct{}
 }
 
@@ -72,11 +76,23 @@ func anyValue(v *commonpb.AnyValue) string {
 // ends.
 func StartCollector(tb testing.TB) *Collector {
 	tb.Helper()
+	return startCollector(tb, false)
+}
+
+// StartCountingCollector is a Collector that only counts the spans it
+// receives ([Collector.Count]), for load.
+func StartCountingCollector(tb testing.TB) *Collector {
+	tb.Helper()
+	return startCollector(tb, true)
+}
+
+func startCollector(tb testing.TB, discard bool) *Collector {
+	tb.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c := &Collector{Endpoint: "http://" + ln.Addr().String(), changed: make(chan struct{})}
+	c := &Collector{Endpoint: "http://" + ln.Addr().String(), discard: discard, changed: make(chan struct{})}
 	srv := grpc.NewServer()
 	collectortrace.RegisterTraceServiceServer(srv, c)
 	go srv.Serve(ln)
@@ -88,6 +104,14 @@ func StartCollector(tb testing.TB) *Collector {
 func (c *Collector) Export(_ context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.discard {
+		for _, rs := range req.ResourceSpans {
+			for _, ss := range rs.ScopeSpans {
+				c.count += len(ss.Spans)
+			}
+		}
+		return &collectortrace.ExportTraceServiceResponse{}, nil
+	}
 	for _, rs := range req.ResourceSpans {
 		service := ""
 		for _, kv := range rs.GetResource().GetAttributes() {
@@ -98,12 +122,20 @@ func (c *Collector) Export(_ context.Context, req *collectortrace.ExportTraceSer
 		for _, ss := range rs.ScopeSpans {
 			for _, s := range ss.Spans {
 				c.spans = append(c.spans, Span{Service: service, Span: s})
+				c.count++
 			}
 		}
 	}
 	close(c.changed)
 	c.changed = make(chan struct{})
 	return &collectortrace.ExportTraceServiceResponse{}, nil
+}
+
+// Count is how many spans were received so far.
+func (c *Collector) Count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.count
 }
 
 // Spans are the spans received so far.

@@ -36,11 +36,10 @@ const (
 	SpanRequest = "keyway.proxy.request"
 	// SpanUpstreamRequest is the round trip of a request to its
 	// upstream (client kind); its context is what the upstream receives
-	// in traceparent.
+	// in traceparent. How it got its connection is in its keyway.conn.*
+	// attributes; a new connection's handshake is its child
+	// SpanOutboundHandshake.
 	SpanUpstreamRequest = "keyway.upstream.request"
-	// SpanUpstreamConn is the wait for a connection to the upstream: a
-	// pooled one, or a new one (whose handshake is SpanOutboundHandshake).
-	SpanUpstreamConn = "keyway.upstream.conn"
 	// SpanOutboundHandshake is the TCP connection and TLS handshake of a
 	// new connection to an upstream (or of a live probe).
 	SpanOutboundHandshake = "keyway.outbound.handshake"
@@ -115,8 +114,14 @@ const (
 	AttrConnReused = attribute.Key("keyway.conn.reused")
 	// AttrConnWasIdle is whether a pooled connection was idle.
 	AttrConnWasIdle = attribute.Key("keyway.conn.was_idle")
+	// AttrConnWait is the wait for a connection (pooled or new), in
+	// seconds.
+	AttrConnWait = attribute.Key("keyway.conn.wait")
 	// AttrConnIdleTime is how long it was idle, in seconds.
 	AttrConnIdleTime = attribute.Key("keyway.conn.idle_time")
+	// AttrUpstreamEndpoint is the endpoint ("host:port") a failed
+	// request was sent to.
+	AttrUpstreamEndpoint = attribute.Key("keyway.upstream.endpoint")
 	// AttrTLSServerName is the server name sent (SNI) or asked for.
 	AttrTLSServerName = attribute.Key("keyway.tls.server_name")
 	// AttrTLSServerSANs are the upstream leaf's subjectAltNames.

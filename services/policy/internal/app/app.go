@@ -80,12 +80,14 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Store.Bucket = configkv.Bucket
 	}
 	m := metrics.New()
+	svc := server.New(st, log, m)
+	svc.TraceProbes(cfg.Tracing.Tracer)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           Handler(server.New(st, log, m), m.Handler(), cfg.Tracing),
+		Handler:           Handler(svc, m.Handler(), cfg.Tracing),
 		Protocols:         protocols(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

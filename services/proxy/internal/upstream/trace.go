@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"crypto/tls"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -62,29 +61,23 @@ func (t *traced) sending(out *http.Request) {
 
 func (t *traced) gotConnStart(string) { t.getConn = time.Now() }
 
-// gotConn records the wait for a connection as a [telemetry.SpanUpstreamConn]
-// span: pooled (reused, and how long it was idle) or new (its handshake is
-// the dialer's span).
+// gotConn records how the request got its connection, on the request's
+// span: pooled (and how long it was idle) or new (whose handshake is the
+// dialer's child span), and the wait for it. Attributes rather than a span
+// of their own: a pooled connection is the common case, and costs nothing
+// worth a span.
 func (t *traced) gotConn(info httptrace.GotConnInfo) {
-	start := t.getConn
-	if start.IsZero() {
-		start = time.Now()
-	}
 	attrs := []attribute.KeyValue{
 		telemetry.AttrConnReused.Bool(info.Reused),
 		telemetry.AttrConnWasIdle.Bool(info.WasIdle),
 	}
+	if !t.getConn.IsZero() {
+		attrs = append(attrs, telemetry.AttrConnWait.Float64(time.Since(t.getConn).Seconds()))
+	}
 	if info.WasIdle {
 		attrs = append(attrs, telemetry.AttrConnIdleTime.Float64(info.IdleTime.Seconds()))
 	}
-	if tc, ok := info.Conn.(*tls.Conn); ok {
-		cs := tc.ConnectionState()
-		attrs = append(attrs, telemetry.AttrTLSProtocolVersion.String(telemetry.TLSVersion(cs.Version)),
-			telemetry.AttrTLSNextProtocol.String(cs.NegotiatedProtocol))
-	}
-	_, span := t.u.tracing.Tracer.Start(t.ctx, telemetry.SpanUpstreamConn,
-		trace.WithTimestamp(start), trace.WithAttributes(attrs...))
-	span.End()
+	t.span.SetAttributes(attrs...)
 }
 
 // end closes the span of a request the upstream answered with code; err is
@@ -111,7 +104,7 @@ func (t *traced) fail(ue *Error) {
 		return
 	}
 	if ue.Endpoint != "" {
-		t.span.SetAttributes(attribute.String("keyway.upstream.endpoint", ue.Endpoint))
+		t.span.SetAttributes(telemetry.AttrUpstreamEndpoint.String(ue.Endpoint))
 	}
 	telemetry.Fail(t.span, ue.Reason, ue.Detail)
 	t.span.End()
