@@ -37,7 +37,7 @@ func TestApplyAndNodeRebuildAreOneTrace(t *testing.T) {
 		return code == http.StatusOK, fmt.Sprintf("%d %s", code, body)
 	})
 
-	const applyRPC = "keyway.policy.v1.PolicyService/Apply"
+	const applyRPC = telemetry.SpanPolicyApply
 	var rpc harness.Span
 	spans := collector.Wait(t, "the Apply span, and a node.apply span in its trace", 60*time.Second, func(spans []harness.Span) bool {
 		i := slices.IndexFunc(spans, func(s harness.Span) bool { return s.Name == applyRPC })

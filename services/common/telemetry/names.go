@@ -10,10 +10,9 @@ const InstrumentationName = "keyway.dev"
 
 // Span names. They are stable: dashboards and alerts may select on them.
 const (
-	// SpanPolicyApply is the policy service's Apply RPC. otelconnect names
-	// the RPC's server span after the procedure; this span is its child and
-	// covers validation and the store write.
-	SpanPolicyApply = "keyway.policy.apply"
+	// SpanPolicyApply is the policy service's Apply RPC: the server span
+	// otelconnect starts, named after the procedure (every RPC has one).
+	SpanPolicyApply = "keyway.policy.v1.PolicyService/Apply"
 	// SpanStoreWrite is one all-or-nothing write of an apply's resources
 	// to the configuration bucket.
 	SpanStoreWrite = "keyway.store.write"
@@ -49,6 +48,9 @@ const (
 const (
 	// EventRouteMatch is added to SpanRequest when a route matched.
 	EventRouteMatch = "keyway.route.match"
+	// EventConfigEntry is added to SpanNodeApply for each change of its
+	// batch: key, revision, operation, and the error of a refused one.
+	EventConfigEntry = "keyway.config.entry"
 )
 
 // Attribute keys of the OpenTelemetry semantic conventions that Keyway sets.
@@ -102,6 +104,8 @@ const (
 	AttrConfigKeys = attribute.Key("keyway.config.keys")
 	// AttrConfigOperation is "put" or "delete".
 	AttrConfigOperation = attribute.Key("keyway.config.operation")
+	// AttrConfigError is why a node refused a change (on EventConfigEntry).
+	AttrConfigError = attribute.Key("keyway.config.error")
 	// AttrConfigResources is how many resources an apply carried.
 	AttrConfigResources = attribute.Key("keyway.config.resources")
 	// AttrConfigSkipped are the keys a node refused in a batch.

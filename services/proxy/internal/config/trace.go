@@ -74,10 +74,10 @@ func (b *batch) add(ctx context.Context, e jetstream.KeyValueEntry) {
 		telemetry.AttrConfigOperation.String(op),
 	}
 	if sk := b.w.skipped[key]; sk != nil && sk.Revision == rev {
-		attrs = append(attrs, attribute.String("exception.message", sk.Err.Error()))
+		attrs = append(attrs, telemetry.AttrConfigError.String(sk.Err.Error()))
 		b.span.SetStatus(codes.Error, "refused "+key+" at revision "+strconv.FormatUint(rev, 10))
 	}
-	b.span.AddEvent("keyway.config.entry", trace.WithAttributes(attrs...))
+	b.span.AddEvent(telemetry.EventConfigEntry, trace.WithAttributes(attrs...))
 	if b.first {
 		b.first = false
 		return
