@@ -278,7 +278,7 @@ func BenchmarkTracingOnVsOff(b *testing.B) {
 		}
 		slices.Sort(lat)
 		return float64(len(lat)) / el.Seconds(), float64(pct(lat, 0.50).Microseconds()), float64(pct(lat, 0.99).Microseconds()),
-			float64((cpu1-cpu0).Microseconds()) / float64(len(lat)), len(lat)
+			float64((cpu1 - cpu0).Microseconds()) / float64(len(lat)), len(lat)
 	}
 	var offRPS, onRPS, offP50, onP50, offP99, onP99, offCPU, onCPU []float64
 	var tracedReqs int
