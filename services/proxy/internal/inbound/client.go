@@ -46,6 +46,11 @@ type conn struct {
 	// first request, and read by the requests.
 	accepted  time.Time
 	handshake trace.SpanContext
+	// handshakeHost is the host whose config served the handshake: while
+	// it is still the current one, the chains crypto/tls verified against
+	// its clientCAs stand, and the first request needs no second
+	// verification.
+	handshakeHost atomic.Pointer[host]
 }
 
 // tlsListener makes a *tls.Conn over a conn for every accepted connection;
@@ -219,6 +224,13 @@ func ClientOf(r *http.Request, now time.Time) (cl Client, ok bool) {
 		return cl, true
 	}
 	v := c.verified.Load()
+	if v == nil && len(r.TLS.VerifiedChains) > 0 && c.handshakeHost.Load() == h {
+		// The handshake verified the chain against this very host's
+		// clientCAs (and for client authentication); only the clock is
+		// left to check, below.
+		v = fromChains(h, cl.Leaf, r.TLS.VerifiedChains)
+		c.verified.Store(v)
+	}
 	if v == nil || v.leaf != cl.Leaf || v.host != h {
 		v = verify(h, r.TLS.PeerCertificates, now)
 		if v.reason != failure.ClientCertificateExpired {
@@ -262,6 +274,14 @@ func verify(h *host, certs []*x509.Certificate, now time.Time) *verification {
 		}
 		return v
 	}
+	return fromChains(h, certs[0], chains)
+}
+
+// fromChains is the verification of leaf whose verified chains against h's
+// clientCAs are chains: h's verifyDepth applies, and the certificate is
+// valid until the earliest NotAfter of its longest-lived chain.
+func fromChains(h *host, leaf *x509.Certificate, chains [][]*x509.Certificate) *verification {
+	v := &verification{leaf: leaf, host: h}
 	for _, chain := range chains {
 		if h.verifyDepth > 0 && len(chain) > h.verifyDepth {
 			continue
@@ -280,7 +300,7 @@ func verify(h *host, certs []*x509.Certificate, now time.Time) *verification {
 		v.reason = failure.ClientCertificateUntrusted // every chain exceeds verifyDepth
 		return v
 	}
-	v.xfcc = XFCC(certs[0])
+	v.xfcc = XFCC(leaf)
 	return v
 }
 
@@ -315,4 +335,13 @@ func xfccValue(s string) string {
 // quote wraps s in double quotes, escaping quotes and backslashes in it.
 func quote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+// ListenerOf names the Listener r arrived on, "" when it did not arrive on
+// one (the node's plain-HTTP port).
+func ListenerOf(r *http.Request) string {
+	if c, ok := r.Context().Value(connKey{}).(*conn); ok {
+		return c.srv.name
+	}
+	return ""
 }

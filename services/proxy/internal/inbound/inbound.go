@@ -263,9 +263,13 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 }
 
 // configForClient is the server's GetConfigForClient: one atomic load and
-// at most two map lookups.
+// at most two map lookups; it notes on the connection which host served it.
 func (s *server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-	return s.snap.Load().hostFor(hello.ServerName).cfg, nil
+	h := s.snap.Load().hostFor(hello.ServerName)
+	if c, ok := hello.Conn.(*conn); ok {
+		c.handshakeHost.Store(h)
+	}
+	return h.cfg, nil
 }
 
 // drain shuts s down in the background: for at most ShutdownTimeout, or

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -362,6 +363,13 @@ func (n *Node) adminHandler() http.Handler {
 		enc.Encode(n.Status())
 	})
 	mux.Handle("GET /metrics", n.metrics.Handler())
+	// Go's profiler, for `go tool pprof http://<admin>/debug/pprof/profile`;
+	// the admin port is loopback-only unless configured otherwise.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

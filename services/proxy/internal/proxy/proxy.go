@@ -85,7 +85,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, id string, span 
 			failSpan(span, failure.NoHealthyUpstream, "the node has not loaded its configuration yet", http.StatusServiceUnavailable)
 			return
 		}
-		target, ok := s.Router.Match(r)
+		target, ok := s.Router.Match(r, inbound.ListenerOf(r))
 		if !ok {
 			writeError(w, id, "", failure.NoRoute, "", StatusCode(failure.NoRoute))
 			failSpan(span, failure.NoRoute, "", StatusCode(failure.NoRoute))
