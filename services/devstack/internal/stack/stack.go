@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -92,7 +93,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer children.Wait()
 	start := func(name, path string, env []string, args ...string) error {
 		cmd := exec.Command(path, args...)
-		cmd.Env = append(append(os.Environ(), "KEYWAY_LOG_FORMAT=text"), env...)
+		cmd.Env = append(append(childEnv(os.Environ()), "KEYWAY_LOG_FORMAT=text"), env...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
@@ -311,4 +312,19 @@ Secrets service
   %[7]s list
 `, cfg.SecretsAddr, cfg.SecretsInternal, backend, rel(p.internalCAFile), rel(p.nodeCert), rel(p.nodeKey),
 		ctl, rel(p.gatewayCert), rel(p.gatewayKey), pkiTry)
+}
+
+// childEnv is the environment of the processes the stack starts: this
+// process's, so that OTEL_* (tracing) and KEYWAY_* settings reach them,
+// without OTEL_SERVICE_NAME, which would give the policy service and the
+// proxy node one name: each names itself (keyway-policy, keyway-proxy). Tag
+// the deployment with OTEL_RESOURCE_ATTRIBUTES instead.
+func childEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "OTEL_SERVICE_NAME=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -80,7 +80,7 @@ func (s *Server) probe(ctx context.Context, objs []model.Object) (map[int][]*pol
 			}
 			tlsCtx = resolved
 		}
-		d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: probeTimeout, DialTimeout: probeTimeout})
+		d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: probeTimeout, DialTimeout: probeTimeout, Tracer: s.tracer})
 		if err != nil {
 			violations = append(violations, model.Violation{Field: configField(i), Message: fmt.Sprintf("live probe: %v", err)})
 			continue
