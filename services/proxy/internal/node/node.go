@@ -146,6 +146,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Secrets != nil {
 		n.watcher.UseSecrets(cfg.Secrets)
 		cfg.Secrets.OnChange(n.watcher.SecretsChanged)
+		cfg.Secrets.Trace(cfg.Tracing)
 	}
 	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.

@@ -24,10 +24,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
 
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
 	"keyway.dev/common/secretsclient"
+	"keyway.dev/common/telemetry"
 )
 
 // Bucket is the KV bucket where the secrets service publishes versions.
@@ -55,6 +57,9 @@ type Options struct {
 	// node is missing or behind on, and to reach the bucket. Default 1s.
 	RetryInterval time.Duration
 	Logger        *slog.Logger
+	// Tracing, when on, makes each fetch a [telemetry.SpanSecretFetch]
+	// span.
+	Tracing telemetry.Tracing
 }
 
 // Source resolves references. Alias, Truststore and Status are safe for
@@ -110,7 +115,7 @@ func (s *Source) Alias(ctx context.Context, ref model.SecretRef) (*material.Alia
 	if a != nil {
 		return a, nil
 	}
-	a, err := s.fetch.Alias(ctx, ref)
+	a, err := s.fetchAlias(ctx, ref)
 	s.record(key, a, nil, err)
 	if err != nil {
 		return nil, err
@@ -128,7 +133,7 @@ func (s *Source) Truststore(ctx context.Context, name string) (*material.Trustst
 	if t != nil {
 		return t, nil
 	}
-	t, err := s.fetch.Truststore(ctx, name)
+	t, err := s.fetchTruststore(ctx, name)
 	s.record(key, nil, t, err)
 	if err != nil {
 		return nil, err
@@ -139,6 +144,36 @@ func (s *Source) Truststore(ctx context.Context, name string) (*material.Trustst
 // OnChange sets Options.Changed on a Source built without it. Call it
 // before Run.
 func (s *Source) OnChange(f func(keys []string)) { s.opts.Changed = f }
+
+// Trace sets Options.Tracing. Call it before Run and before the first
+// Alias or Truststore.
+func (s *Source) Trace(t telemetry.Tracing) { s.opts.Tracing = t }
+
+// fetchAlias fetches an alias in a [telemetry.SpanSecretFetch] span.
+func (s *Source) fetchAlias(ctx context.Context, ref model.SecretRef) (*material.Alias, error) {
+	ctx, span := s.opts.Tracing.StartSecretFetch(ctx, "keystore/"+ref.Keystore+"#"+ref.Alias)
+	defer span.End()
+	a, err := s.fetch.Alias(ctx, ref)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return nil, err
+	}
+	span.SetAttributes(telemetry.AttrSecretVersion.String(a.Version))
+	return a, nil
+}
+
+// fetchTruststore fetches a truststore in a [telemetry.SpanSecretFetch] span.
+func (s *Source) fetchTruststore(ctx context.Context, name string) (*material.Truststore, error) {
+	ctx, span := s.opts.Tracing.StartSecretFetch(ctx, "truststore/"+name)
+	defer span.End()
+	t, err := s.fetch.Truststore(ctx, name)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return nil, err
+	}
+	span.SetAttributes(telemetry.AttrSecretVersion.String(t.Version))
+	return t, nil
+}
 
 func (s *Source) currentAlias(key string) *material.Alias {
 	s.mu.Lock()
@@ -342,11 +377,11 @@ func (s *Source) refresh(ctx context.Context, keys []string) {
 				continue
 			}
 			had := s.currentAlias(key) != nil
-			a, err := s.fetch.Alias(ctx, model.SecretRef{Keystore: ks, Alias: al})
+			a, err := s.fetchAlias(ctx, model.SecretRef{Keystore: ks, Alias: al})
 			got = s.record(key, a, nil, err) || (!had && err == nil)
 		case "truststore":
 			had := s.currentTruststore(key) != nil
-			t, err := s.fetch.Truststore(ctx, name)
+			t, err := s.fetchTruststore(ctx, name)
 			got = s.record(key, nil, t, err) || (!had && err == nil)
 		}
 		if got {

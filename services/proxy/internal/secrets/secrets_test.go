@@ -9,10 +9,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/protobuf/proto"
 
 	"keyway.dev/common/material/materialtest"
 	"keyway.dev/common/model"
+	"keyway.dev/common/telemetry"
 	"keyway.dev/common/testca"
 	"keyway.dev/proxy/internal/natstest"
 	"keyway.dev/proxy/internal/secrets"
@@ -119,5 +123,40 @@ func TestSourceFetchesAnnouncedVersionsOfKeysInUse(t *testing.T) {
 	}
 	if a, _ := src.Alias(ctx, ref); a.Fingerprint != rotated.Fingerprint() || a.Version != "2" {
 		t.Errorf("after the rotation Alias gives version %s %s", a.Version, a.Fingerprint)
+	}
+}
+
+// With tracing on, each fetch is a keyway.secret.fetch span naming the
+// secret and the version fetched, or the error.
+func TestSourceTracesFetches(t *testing.T) {
+	t.Parallel()
+	fake := materialtest.Start(t)
+	ca := testca.New(t, "CA")
+	fake.PutAlias("edge", "gw", ca.Client("gateway"))
+	rec := tracetest.NewSpanRecorder()
+	src := secrets.New(fake.Client(t), secrets.Options{Tracing: telemetry.New(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))})
+	ctx := context.Background()
+	if _, err := src.Alias(ctx, model.SecretRef{Keystore: "edge", Alias: "gw"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.Truststore(ctx, "missing"); err == nil {
+		t.Fatal("a missing truststore was fetched")
+	}
+	ended := rec.Ended()
+	if len(ended) != 2 {
+		t.Fatalf("%d spans, want 2", len(ended))
+	}
+	attrs := func(i int) map[string]string {
+		m := map[string]string{}
+		for _, a := range ended[i].Attributes() {
+			m[string(a.Key)] = a.Value.Emit()
+		}
+		return m
+	}
+	if a := attrs(0); ended[0].Name() != telemetry.SpanSecretFetch || a["keyway.secret.ref"] != "keystore/edge#gw" || a["keyway.secret.version"] != "1" {
+		t.Errorf("alias span %s %v", ended[0].Name(), a)
+	}
+	if a := attrs(1); a["keyway.secret.ref"] != "truststore/missing" || ended[1].Status().Code != codes.Error {
+		t.Errorf("truststore span %v, status %+v; want an error", a, ended[1].Status())
 	}
 }
