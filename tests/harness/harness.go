@@ -136,11 +136,12 @@ type Process struct {
 // 30 seconds pass. The process is stopped with SIGTERM at cleanup.
 func Start(tb testing.TB, name, bin string, ready *regexp.Regexp, args ...string) *Process {
 	tb.Helper()
-	return StartEnv(tb, name, bin, nil, ready, args...)
+	return StartEnv(tb, name, bin, ready, nil, args...)
 }
 
-// StartEnv is [Start] with env added to the process's environment.
-func StartEnv(tb testing.TB, name, bin string, env []string, ready *regexp.Regexp, args ...string) *Process {
+// StartEnv is [Start] with env ("KEY=value") added to the test's
+// environment.
+func StartEnv(tb testing.TB, name, bin string, ready *regexp.Regexp, env []string, args ...string) *Process {
 	tb.Helper()
 	p := &Process{Name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
 	if len(env) > 0 {
@@ -235,12 +236,19 @@ func NATS(tb testing.TB) (string, *Process) {
 	return "nats://" + addr, p
 }
 
-// Policy starts keyway-policy against natsURL and returns its API URL.
-func Policy(tb testing.TB, natsURL string) (string, *Process) {
+// Policy starts keyway-policy against natsURL and returns its API URL;
+// args are added to its command line.
+func Policy(tb testing.TB, natsURL string, args ...string) (string, *Process) {
+	tb.Helper()
+	return PolicyEnv(tb, natsURL, nil, args...)
+}
+
+// PolicyEnv is [Policy] with env added to its environment.
+func PolicyEnv(tb testing.TB, natsURL string, env []string, args ...string) (string, *Process) {
 	tb.Helper()
 	addr := FreeAddr(tb)
-	p := Start(tb, "keyway-policy", Bin(tb, "keyway-policy"), regexp.MustCompile(`policy service serving`),
-		"--listen", addr, "--nats", natsURL)
+	p := StartEnv(tb, "keyway-policy", Bin(tb, "keyway-policy"), regexp.MustCompile(`policy service serving`), env,
+		append([]string{"--listen", addr, "--nats", natsURL}, args...)...)
 	return "http://" + addr, p
 }
 
@@ -252,12 +260,19 @@ type Proxy struct {
 }
 
 // StartProxy starts keyway-proxy against natsURL and waits until its admin
-// /healthz answers 200 (it has bootstrapped from the bucket).
-func StartProxy(tb testing.TB, natsURL, nodeID string) *Proxy {
+// /healthz answers 200 (it has bootstrapped from the bucket);
+// args are added to its command line.
+func StartProxy(tb testing.TB, natsURL, nodeID string, args ...string) *Proxy {
+	tb.Helper()
+	return StartProxyEnv(tb, natsURL, nodeID, nil, args...)
+}
+
+// StartProxyEnv is [StartProxy] with env added to its environment.
+func StartProxyEnv(tb testing.TB, natsURL, nodeID string, env []string, args ...string) *Proxy {
 	tb.Helper()
 	addr, admin := FreeAddr(tb), FreeAddr(tb)
-	p := Start(tb, "keyway-proxy "+nodeID, Bin(tb, "keyway-proxy"), nil,
-		"--listen", addr, "--admin-listen", admin, "--nats", natsURL, "--node-id", nodeID)
+	p := StartEnv(tb, "keyway-proxy "+nodeID, Bin(tb, "keyway-proxy"), nil, env,
+		append([]string{"--listen", addr, "--admin-listen", admin, "--nats", natsURL, "--node-id", nodeID}, args...)...)
 	px := &Proxy{Process: p, URL: "http://" + addr, AdminURL: "http://" + admin}
 	WaitHTTP(tb, px.AdminURL+"/healthz", p)
 	return px
@@ -391,6 +406,6 @@ func StartSecrets(tb testing.TB, natsURL string, env []string, extra ...string) 
 	args := append([]string{"--listen", addr, "--internal-listen", internal, "--nats", natsURL,
 		"--internal-cert", filepath.Join(dir, "secrets.crt"), "--internal-key", filepath.Join(dir, "secrets.key"),
 		"--internal-client-ca", filepath.Join(dir, "ca.crt"), "--dir", filepath.Join(dir, "secrets"), "--poll-interval", "250ms"}, extra...)
-	p := StartEnv(tb, "keyway-secrets", Bin(tb, "keyway-secrets"), env, regexp.MustCompile(`secrets service serving`), args...)
+	p := StartEnv(tb, "keyway-secrets", Bin(tb, "keyway-secrets"), regexp.MustCompile(`secrets service serving`), env, args...)
 	return &Secrets{Process: p, URL: "http://" + addr, InternalURL: "https://" + internal, InternalCA: ca, ClientCert: node, Dir: dir}
 }

@@ -111,6 +111,7 @@ anything, and reads and deletes what is stored.`,
 		newGetCommand(g),
 		newDeleteCommand(g),
 		newSecretsCommand(g),
+		newImportCommand(g),
 	)
 	return root
 }

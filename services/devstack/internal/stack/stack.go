@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -92,7 +93,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer children.Wait()
 	start := func(name, path string, env []string, args ...string) error {
 		cmd := exec.Command(path, args...)
-		cmd.Env = append(append(os.Environ(), "KEYWAY_LOG_FORMAT=text"), env...)
+		cmd.Env = append(append(childEnv(os.Environ()), "KEYWAY_LOG_FORMAT=text"), env...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
@@ -155,10 +156,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := start("keyway-secrets", filepath.Join(cfg.Bin, "keyway-secrets"), secretsEnv, secretsArgs...); err != nil {
 		return err
 	}
-	if err := spawn("keyway-policy", "--listen", cfg.PolicyAddr, "--nats", natsURL); err != nil {
+	// References to keystores and truststores: the policy service checks
+	// them with the secrets API and probes with material from the internal
+	// port; the node fetches material there. Both use the node's client
+	// certificate from the internal CA (one identity is enough locally).
+	material := []string{"--secrets-internal-url", "https://" + cfg.SecretsInternal,
+		"--secrets-cert", p.nodeCert, "--secrets-key", p.nodeKey, "--secrets-ca", p.internalCAFile}
+	if err := spawn("keyway-policy", append([]string{"--listen", cfg.PolicyAddr, "--nats", natsURL,
+		"--secrets-server", "http://" + cfg.SecretsAddr}, material...)...); err != nil {
 		return err
 	}
-	if err := spawn("keyway-proxy", "--listen", cfg.ProxyAddr, "--admin-listen", cfg.ProxyAdmin, "--nats", natsURL, "--node-id", "dev-1"); err != nil {
+	if err := spawn("keyway-proxy", append([]string{"--listen", cfg.ProxyAddr, "--admin-listen", cfg.ProxyAdmin, "--nats", natsURL,
+		"--node-id", "dev-1"}, material...)...); err != nil {
 		return err
 	}
 
@@ -303,4 +312,19 @@ Secrets service
   %[7]s list
 `, cfg.SecretsAddr, cfg.SecretsInternal, backend, rel(p.internalCAFile), rel(p.nodeCert), rel(p.nodeKey),
 		ctl, rel(p.gatewayCert), rel(p.gatewayKey), pkiTry)
+}
+
+// childEnv is the environment of the processes the stack starts: this
+// process's, so that OTEL_* (tracing) and KEYWAY_* settings reach them,
+// without OTEL_SERVICE_NAME, which would give the policy service and the
+// proxy node one name: each names itself (keyway-policy, keyway-proxy). Tag
+// the deployment with OTEL_RESOURCE_ATTRIBUTES instead.
+func childEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "OTEL_SERVICE_NAME=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -10,9 +10,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
+	"keyway.dev/common/material"
+	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/app"
 	"keyway.dev/policy/internal/store"
 )
@@ -33,6 +36,11 @@ func realMain(ctx context.Context, args []string) error {
 		natsURL   = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env KEYWAY_NATS_URL)")
 		bucket    = fs.String("bucket", logging.Env("KEYWAY_BUCKET", configkv.Bucket), "JetStream KV bucket holding the configuration (env KEYWAY_BUCKET)")
 		replicas  = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
+		secrets   = fs.String("secrets-server", logging.Env("KEYWAY_SECRETS_SERVER", ""), "secrets service API URL, e.g. http://127.0.0.1:8082; without it, references to keystores and truststores are refused (env KEYWAY_SECRETS_SERVER)")
+		internal  = fs.String("secrets-internal-url", logging.Env("KEYWAY_SECRETS_INTERNAL_URL", ""), "secrets service internal port (MaterialService, mTLS), e.g. https://127.0.0.1:8092, for the live probe of bindings with references (env KEYWAY_SECRETS_INTERNAL_URL)")
+		secCert   = fs.String("secrets-cert", logging.Env("KEYWAY_SECRETS_CERT", ""), "client certificate (PEM) for the internal port (env KEYWAY_SECRETS_CERT)")
+		secKey    = fs.String("secrets-key", logging.Env("KEYWAY_SECRETS_KEY", ""), "key of --secrets-cert (PEM) (env KEYWAY_SECRETS_KEY)")
+		secCA     = fs.String("secrets-ca", logging.Env("KEYWAY_SECRETS_CA", ""), "CA (PEM) that signs the internal port's certificate (env KEYWAY_SECRETS_CA)")
 		logFormat = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
 		logLevel  = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
 	)
@@ -44,10 +52,28 @@ func realMain(ctx context.Context, args []string) error {
 		return err
 	}
 	slog.SetDefault(log)
+	tr, shutdown, err := telemetry.Setup(ctx, "keyway-policy")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			log.Warn("flushing traces at exit", "error", err)
+		}
+	}()
+	if tr.On() {
+		log.Info("tracing on", "exporter", os.Getenv("OTEL_TRACES_EXPORTER"))
+	}
 	return app.Run(ctx, app.Config{
 		Listen:  *listen,
 		NATSURL: *natsURL,
 		Store:   store.Config{Bucket: *bucket, Replicas: *replicas},
+		Tracing: tr,
 		Log:     log.With("service", "policy"),
+
+		SecretsServer: *secrets,
+		Material:      material.Config{URL: *internal, CertFile: *secCert, KeyFile: *secKey, CAFile: *secCA},
 	})
 }

@@ -15,12 +15,16 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
+	"connectrpc.com/otelconnect"
 	"github.com/nats-io/nats.go"
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/material"
+	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/metrics"
+	"keyway.dev/policy/internal/secretcheck"
 	"keyway.dev/policy/internal/server"
 	"keyway.dev/policy/internal/store"
 )
@@ -33,9 +37,21 @@ type Config struct {
 	NATSURL string
 	Store   store.Config
 	Log     *slog.Logger
+	// Tracing, when on, traces every RPC (otelconnect: the server span is
+	// named after the procedure, "keyway.policy.v1.PolicyService/Apply")
+	// and the store's writes under it.
+	Tracing telemetry.Tracing
 	// OnListen, if set, is called with the bound address once the API
 	// serves (tests listen on port 0).
 	OnListen func(net.Addr)
+	// SecretsServer is the secrets service's API (e.g.
+	// "http://127.0.0.1:8082"); empty: references to keystores, aliases and
+	// truststores are refused.
+	SecretsServer string
+	// Material is the secrets service's internal port (MaterialService,
+	// mTLS), used by the live probe of bindings with references; zero URL:
+	// those bindings are not probed (a warning says so).
+	Material material.Config
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -62,6 +78,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer nc.Close()
 
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	cfg.Store.Tracing = cfg.Tracing
 	st, err := store.Open(openCtx, nc, cfg.Store, log)
 	cancel()
 	if err != nil {
@@ -72,13 +89,31 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Store.Bucket == "" {
 		cfg.Store.Bucket = configkv.Bucket
 	}
+	if cfg.Material.URL != "" && cfg.SecretsServer == "" {
+		return errors.New("the secrets service's internal URL is set without its API URL: give --secrets-server too")
+	}
+	var opts []server.Option
+	if cfg.SecretsServer != "" {
+		var mat server.Material
+		if cfg.Material.URL != "" {
+			mc, err := material.New(cfg.Material)
+			if err != nil {
+				return fmt.Errorf("configuring the secrets service's internal port: %w", err)
+			}
+			mat = mc
+		}
+		opts = append(opts, server.WithSecrets(secretcheck.New(cfg.SecretsServer, nil, 0), mat))
+		log.Info("references to the secrets service enabled", "secrets_server", cfg.SecretsServer, "probe_material", cfg.Material.URL != "")
+	}
 	m := metrics.New()
+	svc := server.New(st, log, m, opts...)
+	svc.TraceProbes(cfg.Tracing.Tracer)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           Handler(server.New(st, log, m), m.Handler()),
+		Handler:           Handler(svc, m.Handler(), cfg.Tracing),
 		Protocols:         protocols(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -104,10 +139,22 @@ func Run(ctx context.Context, cfg Config) error {
 
 // Handler serves the PolicyService (Connect, gRPC, gRPC-Web), gRPC
 // reflection (v1 and v1alpha), gRPC health, /healthz for plain probes and
-// metricsHandler at /metrics.
-func Handler(svc policyv1connect.PolicyServiceHandler, metricsHandler http.Handler) http.Handler {
+// metricsHandler at /metrics. With tr on, every PolicyService RPC has a
+// server span; a caller's traceparent is trusted as its parent.
+func Handler(svc policyv1connect.PolicyServiceHandler, metricsHandler http.Handler, tr telemetry.Tracing) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(policyv1connect.NewPolicyServiceHandler(svc, connect.WithReadMaxBytes(32<<20)))
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(32 << 20)}
+	if tr.On() {
+		// Metrics stay Prometheus's (/metrics); only spans here.
+		ic, err := otelconnect.NewInterceptor(otelconnect.WithTracerProvider(tr.Provider),
+			otelconnect.WithPropagator(tr.Propagator), otelconnect.WithoutMetrics(), otelconnect.WithTrustRemote())
+		if err != nil {
+			// Only for invalid options, which these are not.
+			panic(fmt.Sprintf("app: otelconnect interceptor: %v", err))
+		}
+		opts = append(opts, connect.WithInterceptors(ic))
+	}
+	mux.Handle(policyv1connect.NewPolicyServiceHandler(svc, opts...))
 	reflector := grpcreflect.NewStaticReflector(policyv1connect.PolicyServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))

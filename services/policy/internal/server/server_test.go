@@ -41,7 +41,20 @@ type stack struct {
 	cc      *grpc.ClientConn
 }
 
-func startStack(t *testing.T) *stack {
+// startStack starts the policy service with each of configure applied to
+// its configuration.
+func startStack(t *testing.T, configure ...func(*app.Config)) *stack {
+	t.Helper()
+	return startStackWith(t, func(c *app.Config) {
+		for _, f := range configure {
+			f(c)
+		}
+	})
+}
+
+// startStackWith is startStack with mod (may be nil) applied to the
+// service's configuration.
+func startStackWith(t *testing.T, mod func(*app.Config)) *stack {
 	t.Helper()
 	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
 	if err != nil {
@@ -55,12 +68,14 @@ func startStack(t *testing.T) *stack {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- app.Run(ctx, app.Config{
-			Listen: "127.0.0.1:0", NATSURL: ns.ClientURL(), Store: store.Config{},
-			OnListen: func(a net.Addr) { addrc <- a },
-		})
-	}()
+	cfg := app.Config{
+		Listen: "127.0.0.1:0", NATSURL: ns.ClientURL(), Store: store.Config{},
+		OnListen: func(a net.Addr) { addrc <- a },
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	go func() { done <- app.Run(ctx, cfg) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -27,11 +27,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/material"
 	"keyway.dev/common/model"
+	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/router"
 	"keyway.dev/proxy/internal/upstream"
 )
@@ -102,7 +105,31 @@ type Options struct {
 	// refused values of their keys. inbound.Manager.Apply in production.
 	// Called from Run's goroutine only.
 	Listeners func([]*model.Listener) map[string]error
+	// Secrets resolves references to the secrets service in bindings and
+	// Listener hosts; nil refuses every value that has one. Report its
+	// changes with [Watcher.SecretsChanged].
+	Secrets Resolver
+	// Tracing, when on, records each batch of changes applied after the
+	// initial load as a [telemetry.SpanNodeApply] span, child of the
+	// trace context the writer put in the first change's message headers
+	// (read with Headers), linked to the others'.
+	Tracing telemetry.Tracing
+	// Headers reads the headers of the bucket's message at a revision:
+	// jetstream.KeyValueEntry does not carry them. Only called when
+	// tracing is on; nil: changes are traced without a parent.
+	Headers func(ctx context.Context, rev uint64) (nats.Header, error)
 }
+
+// Resolver hands over the material behind references: the secrets package's
+// Source in production, which caches by version. Safe for concurrent use.
+type Resolver interface {
+	Alias(ctx context.Context, ref model.SecretRef) (*material.Alias, error)
+	Truststore(ctx context.Context, name string) (*material.Truststore, error)
+}
+
+// errNoSecrets refuses a reference on a node started without the secrets
+// service.
+var errNoSecrets = errors.New("config: the value references the secrets service, and this node has no secrets service configured (--secrets-internal-url, --secrets-cert, --secrets-key, --secrets-ca)")
 
 // Watcher follows the bucket. Snapshot, Ready, Revision and WaitRevision are
 // safe for concurrent use; Run is called once, then Drain.
@@ -116,6 +143,10 @@ type Watcher struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every publish
+	// secretKeys are the secrets reported changed and not yet handled;
+	// secretKick wakes Run's goroutine for them.
+	secretKeys map[string]bool
+	secretKick chan struct{}
 
 	// Owned by Run's goroutine.
 	revision uint64
@@ -128,7 +159,16 @@ type Watcher struct {
 	// listenerErrs are the Listeners Options.Listeners last refused;
 	// inboundErrs, the tls-inbound bindings left out of their Listener.
 	listenerErrs []*SkippedError
-	inboundErrs  []*SkippedError
+	// users is the dependency index of references: secret bucket key
+	// (secrets.AliasKey, secrets.TruststoreKey form) → config bucket keys
+	// whose value names it.
+	users map[string]map[string]bool
+	// resolved are the Listeners as last served, with their references
+	// resolved, by name; secretErrs the Listeners whose references could
+	// not be resolved.
+	resolved    map[string]resolvedListener
+	secretErrs  []*SkippedError
+	inboundErrs []*SkippedError
 	// dirty is what changed since the last publish. It outlives a watch
 	// session: a session that breaks before publishing leaves its changes
 	// for the next one.
@@ -180,6 +220,11 @@ func New(opts Options) *Watcher {
 		skipped:   make(map[string]*SkippedError),
 		buildErrs: make(map[string][]*SkippedError),
 		dirty:     newDirty(),
+
+		secretKeys: make(map[string]bool),
+		secretKick: make(chan struct{}, 1),
+		users:      make(map[string]map[string]bool),
+		resolved:   make(map[string]resolvedListener),
 	}
 	w.drainCtx, w.drainCancel = context.WithCancel(context.Background())
 	empty, _ := router.Build(nil)
@@ -298,10 +343,20 @@ func (w *Watcher) session(ctx context.Context) error {
 	// is over.
 	next := func(wait bool) (e jetstream.KeyValueEntry, ok bool, err error) {
 		if wait {
-			select {
-			case <-ctx.Done():
-				return nil, false, ctx.Err()
-			case e, ok = <-updates:
+		waiting:
+			for {
+				select {
+				case <-ctx.Done():
+					return nil, false, ctx.Err()
+				case <-w.secretKick:
+					// Before the initial marker, the marks wait for its
+					// publish.
+					if w.markSecretUsers() && !initial {
+						w.publish(true)
+					}
+				case e, ok = <-updates:
+					break waiting
+				}
 			}
 		} else {
 			select {
@@ -346,13 +401,15 @@ func (w *Watcher) session(ctx context.Context) error {
 			w.apply(e)
 			continue
 		}
+		b := w.startBatch(ctx, e)
 		w.apply(e)
 		w.noteCreated(e)
+		b.add(ctx, e)
 		// Apply what else is already queued before rebuilding once.
 		for {
 			e, ok, err := next(false)
 			if err != nil {
-				w.publish(true)
+				b.end(w.publish(true))
 				return err
 			}
 			if !ok || e == nil {
@@ -360,8 +417,9 @@ func (w *Watcher) session(ctx context.Context) error {
 			}
 			w.apply(e)
 			w.noteCreated(e)
+			b.add(ctx, e)
 		}
-		w.publish(true)
+		b.end(w.publish(true))
 	}
 }
 
@@ -434,8 +492,10 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 	delete(w.skipped, key)
 	if old, ok := w.objects[key]; ok {
 		w.dirty.touch(old.obj) // a binding may have changed its target
+		w.index(key, old.obj, false)
 	}
 	w.objects[key] = stored{obj: obj, rev: rev}
+	w.index(key, obj, true)
 	w.dirty.touch(obj)
 }
 
@@ -443,13 +503,15 @@ func (w *Watcher) remove(key string) {
 	delete(w.skipped, key)
 	if old, ok := w.objects[key]; ok {
 		delete(w.objects, key)
+		w.index(key, old.obj, false)
 		w.dirty.touch(old.obj)
 	}
 }
 
 // publish rebuilds what w.dirty says and swaps the new snapshot in, then
-// drains the Upstreams it replaced.
-func (w *Watcher) publish(ready bool) {
+// drains the Upstreams it replaced. It returns the Services whose Upstream
+// it built.
+func (w *Watcher) publish(ready bool) (built []string) {
 	d := w.dirty
 	w.dirty = newDirty()
 	prev := w.Snapshot()
@@ -470,6 +532,15 @@ func (w *Watcher) publish(ready bool) {
 				continue
 			}
 			tlsCtx, cause := w.outboundFor(name)
+			if tlsCtx != nil && tlsCtx.References() {
+				resolved, err := w.resolveOutbound(tlsCtx)
+				if err != nil {
+					w.buildErrs[name] = []*SkippedError{{Key: cause.key, Revision: cause.rev, Err: err}}
+					w.log.Error("cannot resolve the binding's references; keeping the previous upstream", "upstream", name, "binding", cause.key, "error", err)
+					continue
+				}
+				tlsCtx = resolved
+			}
 			in := upstreamInput{svc: svc.obj.Service, tls: tlsCtx}
 			if old != nil && sameInput(w.inputs[name], in) {
 				delete(w.buildErrs, name) // back to what is built
@@ -492,6 +563,7 @@ func (w *Watcher) publish(ready bool) {
 				continue
 			}
 			delete(w.buildErrs, name)
+			built = append(built, name)
 			next.Upstreams[name] = u
 			w.inputs[name] = in
 			fp := ""
@@ -518,7 +590,7 @@ func (w *Watcher) publish(ready bool) {
 		next.Router, next.RouteErrors = table, errs
 	}
 	if d.listeners {
-		next.Listeners = w.listeners()
+		next.Listeners = w.resolveListeners(w.listeners())
 	}
 	if w.opts.Listeners != nil {
 		// Every publish, not only when a Listener changed: one refused
@@ -534,6 +606,7 @@ func (w *Watcher) publish(ready bool) {
 		next.Skipped = append(next.Skipped, errs...)
 	}
 	next.Skipped = append(next.Skipped, w.listenerErrs...)
+	next.Skipped = append(next.Skipped, w.secretErrs...)
 	next.Skipped = append(next.Skipped, w.inboundErrs...)
 	slices.SortFunc(next.Skipped, func(a, b *SkippedError) int {
 		return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Revision, b.Revision))
@@ -561,6 +634,7 @@ func (w *Watcher) publish(ready bool) {
 	for _, old := range replaced {
 		w.drain(old)
 	}
+	return built
 }
 
 // listeners are the stored Listeners as served, by name: each with the

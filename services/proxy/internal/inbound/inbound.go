@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"keyway.dev/common/model"
+	"keyway.dev/common/telemetry"
 )
 
 // Options configure a [Manager].
@@ -49,7 +50,10 @@ type Options struct {
 	// Handshakes counts every Listener's handshakes, by outcome; nil
 	// counts nothing.
 	Handshakes HandshakeObserver
-	Logger     *slog.Logger
+	// Tracing, when on, records each connection's handshake
+	// ([telemetry.SpanInboundHandshake]).
+	Tracing telemetry.Tracing
+	Logger  *slog.Logger
 }
 
 // Manager serves the Listeners it is given. Apply, Close, Status and Addr
@@ -85,6 +89,7 @@ type server struct {
 	address  string // as configured
 	log      *slog.Logger
 	observer HandshakeObserver
+	tracing  telemetry.Tracing
 	ln       net.Listener
 	srv      *http.Server
 	since    time.Time
@@ -220,7 +225,7 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inbound: listening on %s: %w", address, err)
 	}
-	s := &server{name: name, address: address, log: m.log, observer: m.opts.Handshakes, ln: ln, since: time.Now(), done: make(chan struct{})}
+	s := &server{name: name, address: address, log: m.log, observer: m.opts.Handshakes, tracing: m.opts.Tracing, ln: ln, since: time.Now(), done: make(chan struct{})}
 	s.snap.Store(snap)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)

@@ -23,11 +23,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/material"
 	"keyway.dev/common/model"
+	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/inbound"
 	"keyway.dev/proxy/internal/metrics"
 	"keyway.dev/proxy/internal/proxy"
+	"keyway.dev/proxy/internal/secrets"
 	"keyway.dev/proxy/internal/upstream"
 )
 
@@ -56,7 +59,24 @@ type Config struct {
 	// Decode turns stored resources into models; default model.Decode.
 	// Tests set it for kinds the model does not decode yet.
 	Decode config.Decoder
-	Logger *slog.Logger
+	// Tracing, when on, traces requests, handshakes and configuration
+	// changes (see package telemetry). The zero value is off.
+	Tracing telemetry.Tracing
+	Logger  *slog.Logger
+	// Secrets resolves references to keystores, aliases and truststores;
+	// nil: values with references are refused (listed in /status). Build
+	// it with [NewSecrets]. The node runs it.
+	Secrets *secrets.Source
+}
+
+// NewSecrets is the source of key material for a node: MaterialService at
+// cfg.URL over mTLS. Give it as Config.Secrets.
+func NewSecrets(cfg material.Config, log *slog.Logger) (*secrets.Source, error) {
+	c, err := material.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	return secrets.New(c, secrets.Options{Logger: log}), nil
 }
 
 // Node is a running proxy node.
@@ -75,6 +95,9 @@ type Node struct {
 	err     error
 	// natsClosed is closed by the NATS connection's last callback.
 	natsClosed chan struct{}
+	// stream is the bucket's stream, set before the watcher runs; it
+	// serves the headers of traced changes.
+	stream jetstream.Stream
 }
 
 // Run starts a node and serves until ctx ends, then stops gracefully.
@@ -110,16 +133,24 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	uopts := proxy.UpstreamOptions(upstream.Options{
 		HandshakeTimeout: cfg.HandshakeTimeout, Logger: log,
 		Handshakes: n.metrics, Recorder: n.metrics.Recorder,
+		Tracing: cfg.Tracing,
 	}, log)
 	n.watcher = config.New(config.Options{
 		Upstream: uopts, Decode: cfg.Decode, Logger: log, RetryInterval: cfg.RetryInterval,
 		ApplyLatency: n.metrics.ObserveApplyLatency,
+		Tracing:      cfg.Tracing,
+		Headers:      n.headers,
 		// Set below, before Run calls it.
 		Listeners: func(ls []*model.Listener) map[string]error { return n.inbound.Apply(ls) },
 	})
-	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log)
+	if cfg.Secrets != nil {
+		n.watcher.UseSecrets(cfg.Secrets)
+		cfg.Secrets.OnChange(n.watcher.SecretsChanged)
+		cfg.Secrets.Trace(cfg.Tracing)
+	}
+	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
-	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, Handshakes: n.metrics, Logger: log})
+	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log})
 
 	var err error
 	if n.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -172,6 +203,19 @@ func (n *Node) run(ctx context.Context) {
 	go func() { errc <- serve(n.proxy, n.proxyLn) }()
 	go func() { errc <- serve(n.admin, n.adminLn) }()
 	watchDone := make(chan struct{})
+	if n.cfg.Secrets != nil {
+		secretsDone := make(chan struct{})
+		go func() {
+			defer close(secretsDone)
+			js, err := jetstream.New(n.nc)
+			if err != nil {
+				errc <- fmt.Errorf("node: following secret versions: %w", err)
+				return
+			}
+			n.cfg.Secrets.Run(ctx, js)
+		}()
+		defer func() { <-secretsDone }()
+	}
 	go func() {
 		defer close(watchDone)
 		kv, err := n.bucket(ctx)
@@ -233,6 +277,11 @@ func (n *Node) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	}
 	for {
 		kv, err := js.KeyValue(ctx, n.cfg.Bucket)
+		if err == nil && n.cfg.Tracing.On() {
+			// The watcher's entries carry no headers: traced changes
+			// read theirs from the stream.
+			n.stream, err = js.Stream(ctx, "KV_"+n.cfg.Bucket)
+		}
 		if err == nil {
 			return kv, nil
 		}
@@ -246,6 +295,19 @@ func (n *Node) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 		case <-time.After(n.cfg.RetryInterval):
 		}
 	}
+}
+
+// headers reads the headers of the bucket's message at revision rev (one
+// direct get), for the trace context the policy service wrote there.
+func (n *Node) headers(ctx context.Context, rev uint64) (nats.Header, error) {
+	if n.stream == nil {
+		return nil, nil
+	}
+	msg, err := n.stream.GetMsg(ctx, rev)
+	if err != nil {
+		return nil, fmt.Errorf("node: reading the headers of revision %d: %w", rev, err)
+	}
+	return msg.Header, nil
 }
 
 // Wait blocks until the node has stopped and returns why it failed, if it did.
@@ -289,6 +351,10 @@ type Status struct {
 	// serve (their keys keep their last good value), by key. Empty when
 	// the node serves the bucket as of Revision.
 	Skipped []Skipped `json:"skipped"`
+	// Secrets is the key material from the secrets service: whether it
+	// may be stale and why, and each reference in use with its version.
+	// Absent when the node has no secrets service configured.
+	Secrets *secrets.Status `json:"secrets,omitempty"`
 }
 
 // Skipped is one refused stored value in [Status].
@@ -314,6 +380,10 @@ func (n *Node) Status() Status {
 	}
 	for _, sk := range s.Skipped {
 		st.Skipped = append(st.Skipped, Skipped{Key: sk.Key, Revision: sk.Revision, Error: sk.Err.Error()})
+	}
+	if n.cfg.Secrets != nil {
+		ss := n.cfg.Secrets.Status()
+		st.Secrets = &ss
 	}
 	return st
 }
