@@ -119,6 +119,16 @@ func TestVaultPKI(t *testing.T) {
 		t.Errorf("unknown role: violations %v", vs)
 	}
 
+	// A role that refuses the name: the put fails at the field, nothing stored.
+	v.Write("pki/roles/narrow", map[string]any{"allowed_domains": "example.com", "allow_subdomains": true, "client_flag": true, "key_type": "ec", "key_bits": 256})
+	_, err = s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "narrow", Pki: &secretsv1.PKISpec{Role: "narrow", CommonName: "gw.other.org"}}))
+	if vs := violations(t, err); !strings.Contains(vs["pki"], "vault read pki/roles/narrow") {
+		t.Errorf("refused name: violations %v", vs)
+	}
+	if _, err := s.API.GetAlias(ctx, connect.NewRequest(&secretsv1.GetAliasRequest{Keystore: "edge", Alias: "narrow"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("a refused PKI alias was stored: %v", err)
+	}
+
 	// Short-lived certificates: renewed at about two thirds of 24 seconds.
 	const ttl = 24 * time.Second
 	resp, err := s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw",

@@ -77,7 +77,7 @@ func (s *Secrets) PutAlias(ctx context.Context, req *connect.Request[secretsv1.P
 		// Vault refused to issue: the role does not allow the names or
 		// the TTL asked for.
 		return nil, invalid([]validate.Violation{{Field: "pki", Message: message(err, store.ErrInvalid) +
-			"; ask for names and a TTL the role allows, or change the role (vault read " + "pki/roles/" + rec.PKI.Role + ")"}})
+			"; ask for names and a TTL the role allows, or change the role (vault read " + s.store.PKIMount() + "/roles/" + rec.PKI.Role + ")"}})
 	}
 	if err != nil {
 		return nil, apiError(err)

@@ -181,6 +181,14 @@ func New(b Backend, issuer Issuer, pub Publisher, obs Observer, log *slog.Logger
 // Kind is the backend's kind.
 func (s *Store) Kind() secretsv1.Backend { return s.backend.Kind() }
 
+// PKIMount is the Vault PKI mount, for messages; empty without Vault.
+func (s *Store) PKIMount() string {
+	if s.issuer == nil {
+		return ""
+	}
+	return s.issuer.Mount()
+}
+
 // PKIAvailable reports whether aliases can be issued from Vault PKI.
 func (s *Store) PKIAvailable() bool { return s.issuer != nil }
 
