@@ -14,7 +14,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
+	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
 	"keyway.dev/common/testca"
 	"keyway.dev/common/vaulttest"
@@ -215,6 +218,12 @@ func TestVaultDown(t *testing.T) {
 	if !strings.Contains(s.Logs.String(), "secrets backend unavailable") {
 		t.Errorf("no log line says the backend is unavailable")
 	}
+	if got := health(t, s, secretsv1connect.SecretsServiceName); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("gRPC health of SecretsService with Vault down: %v", got)
+	}
+	if got := health(t, s, ""); got != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("gRPC health of the server with Vault down: %v (it still serves material)", got)
+	}
 	// The last fetched material is served.
 	m, err := s.Material.FetchAlias(ctx, connect.NewRequest(&secretsv1.FetchAliasRequest{Keystore: "edge", Alias: "gw"}))
 	if err != nil || m.Msg.GetPrivateKeyPem() != string(gw.KeyPEM) {
@@ -244,9 +253,23 @@ func TestVaultDown(t *testing.T) {
 		code, _ := get(t, s.APIURL+"/healthz")
 		return code == http.StatusOK
 	})
+	if got := health(t, s, secretsv1connect.SecretsServiceName); got != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("gRPC health of SecretsService with Vault back: %v", got)
+	}
 	if !strings.Contains(s.Logs.String(), "secrets backend reachable again") {
 		t.Errorf("no log line says the backend is back")
 	}
+}
+
+// health asks the API's gRPC health service about service.
+func health(t *testing.T, s *service, service string) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	c := connect.NewClient[healthpb.HealthCheckRequest, healthpb.HealthCheckResponse](http.DefaultClient, s.APIURL+"/grpc.health.v1.Health/Check")
+	resp, err := c.CallUnary(context.Background(), connect.NewRequest(&healthpb.HealthCheckRequest{Service: service}))
+	if err != nil {
+		t.Fatalf("health check of %q: %v", service, err)
+	}
+	return resp.Msg.GetStatus()
 }
 
 func get(t *testing.T, url string) (int, string) {
