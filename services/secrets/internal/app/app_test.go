@@ -97,7 +97,12 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 // NATS. Backend settings come from the caller.
 func start(t *testing.T, cfg app.Config) *service {
 	t.Helper()
-	natsURL := startNATS(t)
+	return startOn(t, cfg, startNATS(t))
+}
+
+// startOn is start with the caller's NATS server.
+func startOn(t *testing.T, cfg app.Config, natsURL string) *service {
+	t.Helper()
 	pkiDir := t.TempDir()
 	ca := testca.New(t, "keyway internal CA")
 	srvCert := ca.Server("keyway-secrets")
@@ -628,5 +633,79 @@ func TestBadValueKeepsLastGood(t *testing.T) {
 	writeFile(t, aliasDir, "cert.pem", next.CertPEM)
 	s.Bucket.wait(t, "alias.edge.gw", func(e jetstream.KeyValueEntry, v *secretsv1.SecretVersion) bool {
 		return put(e) && v.GetSha256Fingerprint() == next.Fingerprint()
+	})
+}
+
+// NATS away: puts still succeed (the backend holds the secret), the
+// versions wait, and they are published once NATS is back.
+func TestNATSOutage(t *testing.T) {
+	t.Parallel()
+	storeDir := t.TempDir()
+	opts := &server.Options{JetStream: true, Port: -1, Host: "127.0.0.1", StoreDir: storeDir, NoLog: true, NoSigs: true}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready")
+	}
+	port := ns.Addr().(*net.TCPAddr).Port
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			ns.Shutdown()
+		}
+	})
+	s := startOn(t, app.Config{Backend: "local", Dir: t.TempDir()}, ns.ClientURL())
+	ctx := context.Background()
+	ca := testca.New(t, "CA")
+	first, second := ca.Client("a"), ca.Client("b")
+	if _, err := s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "a", CertificatePem: string(first.CertPEM), PrivateKeyPem: string(first.KeyPEM)})); err != nil {
+		t.Fatal(err)
+	}
+	s.Bucket.wait(t, "alias.edge.a", func(e jetstream.KeyValueEntry, _ *secretsv1.SecretVersion) bool { return put(e) })
+
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	stopped = true
+	if _, err := s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "b", CertificatePem: string(second.CertPEM), PrivateKeyPem: string(second.KeyPEM)})); err != nil {
+		t.Fatalf("a put with NATS away: %v; want it stored (only the publication waits)", err)
+	}
+	if !strings.Contains(s.Logs.String(), "cannot publish a secret version") {
+		t.Errorf("no log line says the version waits")
+	}
+
+	opts2 := *opts
+	opts2.Port = port
+	ns2, err := server.NewServer(&opts2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ns2.Start()
+	if !ns2.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats not ready again")
+	}
+	t.Cleanup(func() { ns2.Shutdown(); ns2.WaitForShutdown() })
+	nc, err := nats.Connect(ns2.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the waiting version to be published", func() bool {
+		kv, err := js.KeyValue(ctx, secretsclient.Bucket)
+		if err != nil {
+			return false
+		}
+		e, err := kv.Get(ctx, "alias.edge.b")
+		if err != nil {
+			return false
+		}
+		v, err := secretsclient.Decode(e.Value())
+		return err == nil && v.GetSha256Fingerprint() == second.Fingerprint()
 	})
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"keyway.dev/common/secretsclient"
@@ -17,7 +18,12 @@ import (
 // Bucket is the versions bucket. Safe for concurrent use.
 type Bucket struct {
 	kv jetstream.KeyValue
+	nc *nats.Conn
 }
+
+// ErrDisconnected is returned while the NATS connection is down: a write
+// fails at once instead of waiting for its timeout.
+var ErrDisconnected = errors.New("publish: not connected to NATS")
 
 // Open creates (or opens) the bucket.
 func Open(ctx context.Context, js jetstream.JetStream, name string, replicas int) (*Bucket, error) {
@@ -34,11 +40,14 @@ func Open(ctx context.Context, js jetstream.JetStream, name string, replicas int
 	if err != nil {
 		return nil, fmt.Errorf("publish: opening bucket %q: %w", name, err)
 	}
-	return &Bucket{kv: kv}, nil
+	return &Bucket{kv: kv, nc: js.Conn()}, nil
 }
 
 // Put stores value under key unless the bucket holds it already.
 func (b *Bucket) Put(ctx context.Context, key string, value []byte) error {
+	if !b.nc.IsConnected() {
+		return ErrDisconnected
+	}
 	if e, err := b.kv.Get(ctx, key); err == nil && string(e.Value()) == string(value) {
 		return nil
 	}
@@ -50,6 +59,9 @@ func (b *Bucket) Put(ctx context.Context, key string, value []byte) error {
 
 // Delete puts a delete marker on key.
 func (b *Bucket) Delete(ctx context.Context, key string) error {
+	if !b.nc.IsConnected() {
+		return ErrDisconnected
+	}
 	if err := b.kv.Delete(ctx, key); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("publish: deleting %s: %w", key, err)
 	}

@@ -557,9 +557,16 @@ func (s *Store) publishVersion(ctx context.Context, v *secretsv1.SecretVersion) 
 	s.publish(ctx, secretsclient.RefOf(v).Key(), b)
 }
 
+// publishTimeout bounds one bucket write, so that a NATS outage slows
+// neither puts nor polls for long.
+const publishTimeout = 3 * time.Second
+
 // publish writes value (nil: a delete marker) under key, or remembers it
-// for the next poll when NATS cannot take it.
-func (s *Store) publish(ctx context.Context, key string, value []byte) {
+// for the next poll when NATS cannot take it. It reports whether the write
+// landed.
+func (s *Store) publish(ctx context.Context, key string, value []byte) bool {
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
 	var err error
 	if value == nil {
 		err = s.pub.Delete(ctx, key)
@@ -574,9 +581,10 @@ func (s *Store) publish(ctx context.Context, key string, value []byte) {
 			s.log.Warn("cannot publish a secret version; retrying at the next poll", "key", key, "error", err)
 		}
 		s.unpublished[key] = value
-		return
+		return false
 	}
 	delete(s.unpublished, key)
+	return true
 }
 
 // flush retries failed bucket writes. Callers hold writes.
@@ -588,6 +596,8 @@ func (s *Store) flush(ctx context.Context) {
 	}
 	s.mu.RUnlock()
 	for k, v := range pending {
-		s.publish(ctx, k, v)
+		if !s.publish(ctx, k, v) {
+			return // NATS is still away: the next poll tries again
+		}
 	}
 }
