@@ -134,6 +134,13 @@ type Watcher struct {
 	// created are the store's creation times of the changes applied since
 	// the last publish, for Options.ApplyLatency.
 	created []time.Time
+	// loaded is set once a session has read the bucket's contents: later
+	// sessions resume after w.revision instead of reading everything again.
+	loaded bool
+	// byTarget indexes tls-outbound bindings by the Service they target
+	// (bucket keys), so a change costs the same with 10 or 10,000 Services.
+	byTarget map[string]map[string]bool
+	stats    stats
 	// breakBefore, set by tests only, ends the session as if the watch
 	// broke just before e (nil: the initial-values marker) is handled.
 	breakBefore func(e jetstream.KeyValueEntry) bool
@@ -143,6 +150,42 @@ type Watcher struct {
 	drainCtx    context.Context
 	drainCancel context.CancelFunc
 	drains      sync.WaitGroup
+}
+
+// stats count work done, for [Watcher.Stats].
+type stats struct {
+	sessions, entries, upstreamBuilds, routerBuilds, publishes atomic.Uint64
+}
+
+// Stats counts the work a [Watcher] has done since it was created.
+type Stats struct {
+	// Sessions is the number of watches started (1 plus restarts).
+	Sessions uint64
+	// Entries is the number of bucket entries read, over all sessions.
+	Entries uint64
+	// UpstreamBuilds is the number of Upstreams built.
+	UpstreamBuilds uint64
+	// RouterBuilds is the number of routing tables built.
+	RouterBuilds uint64
+	// Publishes is the number of snapshots published.
+	Publishes uint64
+}
+
+// Stats returns the counters; safe for concurrent use.
+func (w *Watcher) Stats() Stats {
+	return Stats{
+		Sessions: w.stats.sessions.Load(), Entries: w.stats.entries.Load(),
+		UpstreamBuilds: w.stats.upstreamBuilds.Load(), RouterBuilds: w.stats.routerBuilds.Load(),
+		Publishes: w.stats.publishes.Load(),
+	}
+}
+
+// Changed returns a channel closed at the next publish of a snapshot; call
+// it again for the one after. Safe for concurrent use.
+func (w *Watcher) Changed() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changed
 }
 
 // stored is a key's last good model and the revision it was read at.
@@ -177,6 +220,7 @@ func New(opts Options) *Watcher {
 		inputs:    make(map[string]upstreamInput),
 		skipped:   make(map[string]*SkippedError),
 		buildErrs: make(map[string][]*SkippedError),
+		byTarget:  make(map[string]map[string]bool),
 		dirty:     newDirty(),
 	}
 	w.drainCtx, w.drainCancel = context.WithCancel(context.Background())
@@ -278,19 +322,35 @@ func (w *Watcher) drain(u *upstream.Upstream) {
 	})
 }
 
-// session is one watch: the current value of every key, a nil marker, then
-// changes. A session after the first is a resync: keys not seen before the
-// marker were deleted while the watch was down. Changes applied but not yet
-// published stay in w.dirty when the session breaks.
+// session is one watch. The first reads the current value of every key, a
+// nil marker, then changes. A session after one that read the bucket
+// resumes: it reads every entry after w.revision (puts and delete markers,
+// in order) instead of the whole bucket, so a node that lost NATS for a
+// while catches up with what changed, not with everything. Changes applied
+// but not yet published stay in w.dirty when the session breaks.
+//
+// (The KV watcher itself survives a NATS reconnect: it is an ordered
+// consumer that restarts after the last sequence it delivered. A session
+// ends only when that fails, e.g. the bucket was recreated.)
 func (w *Watcher) session(ctx context.Context) error {
-	kw, err := w.kv.WatchAll(ctx)
+	w.stats.sessions.Add(1)
+	var opts []jetstream.WatchOpt
+	resume := w.loaded && w.revision > 0
+	if resume {
+		opts = append(opts, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(w.revision+1))
+	}
+	kw, err := w.kv.WatchAll(ctx, opts...)
 	if err != nil {
 		return fmt.Errorf("config: watching bucket %q: %w", w.kv.Bucket(), err)
 	}
 	defer kw.Stop()
+	if resume {
+		w.log.Info("config watch resumed", "after_revision", w.revision)
+	}
 	updates := kw.Updates()
 	seen := make(map[string]bool)
-	initial := true
+	// A resumed session has no initial values: what it reads are changes.
+	initial := !resume
 	// next returns the next update, waiting for one if wait is set; ok is
 	// false when there is none queued (wait unset), err when the session
 	// is over.
@@ -336,6 +396,7 @@ func (w *Watcher) session(ctx context.Context) error {
 				}
 				seen = nil
 				w.publish(true)
+				w.loaded = true
 			}
 			continue
 		}
@@ -395,7 +456,12 @@ func (d *dirty) touch(obj model.Object) {
 // refused: the key keeps its last good model, and the refusal is kept in
 // w.skipped until the key gets a good value or is deleted.
 func (w *Watcher) apply(e jetstream.KeyValueEntry) {
+	w.stats.entries.Add(1)
 	key, rev := e.Key(), e.Revision()
+	if rev <= w.revision && w.loaded {
+		// Already applied: a resumed watch may deliver it again.
+		return
+	}
 	// The node has seen rev even if it refuses it: the refusal is
 	// reported in the snapshot, not by holding the revision back.
 	w.revision = max(w.revision, rev)
@@ -430,8 +496,10 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 	delete(w.skipped, key)
 	if old, ok := w.objects[key]; ok {
 		w.dirty.touch(old.obj) // a binding may have changed its target
+		w.unindex(key, old.obj)
 	}
 	w.objects[key] = stored{obj: obj, rev: rev}
+	w.index(key, obj)
 	w.dirty.touch(obj)
 }
 
@@ -439,7 +507,35 @@ func (w *Watcher) remove(key string) {
 	delete(w.skipped, key)
 	if old, ok := w.objects[key]; ok {
 		delete(w.objects, key)
+		w.unindex(key, old.obj)
 		w.dirty.touch(old.obj)
+	}
+}
+
+// index records a binding under the Service it targets.
+func (w *Watcher) index(key string, obj model.Object) {
+	b := obj.Binding
+	if b == nil || b.Target.Kind != model.KindService {
+		return
+	}
+	m := w.byTarget[b.Target.Name]
+	if m == nil {
+		m = make(map[string]bool)
+		w.byTarget[b.Target.Name] = m
+	}
+	m[key] = true
+}
+
+func (w *Watcher) unindex(key string, obj model.Object) {
+	b := obj.Binding
+	if b == nil || b.Target.Kind != model.KindService {
+		return
+	}
+	if m := w.byTarget[b.Target.Name]; m != nil {
+		delete(m, key)
+		if len(m) == 0 {
+			delete(w.byTarget, b.Target.Name)
+		}
 	}
 }
 
@@ -471,6 +567,7 @@ func (w *Watcher) publish(ready bool) {
 				delete(w.buildErrs, name) // back to what is built
 				continue                  // same endpoints and TLS context: keep the pool
 			}
+			w.stats.upstreamBuilds.Add(1)
 			u, err := upstream.New(in.svc, in.tls, w.opts.Upstream)
 			if err != nil {
 				// Refused: the binding value the Upstream still served
@@ -507,6 +604,7 @@ func (w *Watcher) publish(ready bool) {
 				routes = append(routes, *o.obj.Route)
 			}
 		}
+		w.stats.routerBuilds.Add(1)
 		table, errs := router.Build(routes)
 		for _, err := range errs {
 			w.log.Error("route left out of the routing table", "error", err, "revision", w.revision)
@@ -539,6 +637,7 @@ func (w *Watcher) publish(ready bool) {
 	slices.SortFunc(next.Skipped, func(a, b *SkippedError) int {
 		return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Revision, b.Revision))
 	})
+	w.stats.publishes.Add(1)
 	w.current.Store(next)
 	w.mu.Lock()
 	close(w.changed)
@@ -583,8 +682,8 @@ type binding struct {
 // the first by name wins.
 func (w *Watcher) outboundFor(service string) (*model.OutboundTLS, binding) {
 	var found []*model.Binding
-	for _, o := range w.objects {
-		b := o.obj.Binding
+	for key := range w.byTarget[service] {
+		b := w.objects[key].obj.Binding
 		if b != nil && b.Target.Kind == model.KindService && b.Target.Name == service && b.Policy == model.PolicyTLSOutbound && b.Outbound != nil {
 			found = append(found, b)
 		}
