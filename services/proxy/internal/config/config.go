@@ -65,6 +65,8 @@ type SkippedError struct {
 	// Revision is the store revision of the refused value.
 	Revision uint64
 	Err      error
+	// Time is when the node refused it.
+	Time time.Time
 }
 
 func (e *SkippedError) Error() string {
@@ -472,7 +474,7 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 	log := w.log.With("key", key, "revision", rev)
 	skip := func(msg string, err error) {
 		log.Error(msg, "error", err)
-		w.skipped[key] = &SkippedError{Key: key, Revision: rev, Err: err}
+		w.skipped[key] = &SkippedError{Key: key, Revision: rev, Err: err, Time: time.Now()}
 	}
 	ref, err := configkv.ParseKey(key)
 	if err != nil {
@@ -575,10 +577,10 @@ func (w *Watcher) publish(ready bool) {
 				built := w.inputs[name]
 				var errs []*SkippedError
 				if in.tls != nil && (old == nil || built.tls != in.tls) {
-					errs = append(errs, &SkippedError{Key: cause.key, Revision: cause.rev, Err: err})
+					errs = append(errs, &SkippedError{Key: cause.key, Revision: cause.rev, Err: err, Time: time.Now()})
 				}
 				if old == nil || built.svc != in.svc || len(errs) == 0 {
-					errs = append(errs, &SkippedError{Key: configkv.Key(model.Ref{Kind: model.KindService, Name: name}), Revision: svc.rev, Err: err})
+					errs = append(errs, &SkippedError{Key: configkv.Key(model.Ref{Kind: model.KindService, Name: name}), Revision: svc.rev, Err: err, Time: time.Now()})
 				}
 				w.buildErrs[name] = errs
 				w.log.Error("cannot build upstream; keeping the previous one", "upstream", name, "revision", w.revision, "error", err)
@@ -626,7 +628,7 @@ func (w *Watcher) publish(ready bool) {
 		w.listenerErrs = w.listenerErrs[:0]
 		for name, err := range w.opts.Listeners(next.Listeners) {
 			key := configkv.Key(model.Ref{Kind: model.KindListener, Name: name})
-			w.listenerErrs = append(w.listenerErrs, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err})
+			w.listenerErrs = append(w.listenerErrs, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err, Time: time.Now()})
 		}
 	}
 	next.Skipped = slices.Collect(maps.Values(w.skipped))
