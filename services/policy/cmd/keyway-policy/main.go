@@ -13,6 +13,7 @@ import (
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
+	"keyway.dev/common/nodekv"
 	"keyway.dev/policy/internal/app"
 	"keyway.dev/policy/internal/store"
 )
@@ -33,6 +34,8 @@ func realMain(ctx context.Context, args []string) error {
 		natsURL   = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env KEYWAY_NATS_URL)")
 		bucket    = fs.String("bucket", logging.Env("KEYWAY_BUCKET", configkv.Bucket), "JetStream KV bucket holding the configuration (env KEYWAY_BUCKET)")
 		replicas  = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
+		nodes     = fs.String("node-bucket", logging.Env("KEYWAY_NODE_BUCKET", nodekv.Bucket), "node registry KV bucket (env KEYWAY_NODE_BUCKET)")
+		nodeTTL   = fs.Duration("node-ttl", nodekv.DefaultTTL, "node bucket TTL when this service creates it: a node is listed this long after its last heartbeat")
 		logFormat = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
 		logLevel  = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
 	)
@@ -45,9 +48,11 @@ func realMain(ctx context.Context, args []string) error {
 	}
 	slog.SetDefault(log)
 	return app.Run(ctx, app.Config{
-		Listen:  *listen,
-		NATSURL: *natsURL,
-		Store:   store.Config{Bucket: *bucket, Replicas: *replicas},
-		Log:     log.With("service", "policy"),
+		Listen:     *listen,
+		NATSURL:    *natsURL,
+		Store:      store.Config{Bucket: *bucket, Replicas: *replicas},
+		NodeBucket: *nodes,
+		NodeTTL:    *nodeTTL,
+		Log:        log.With("service", "policy"),
 	})
 }

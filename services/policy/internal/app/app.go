@@ -16,11 +16,13 @@ import (
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/policy/internal/metrics"
+	"keyway.dev/policy/internal/nodes"
 	"keyway.dev/policy/internal/server"
 	"keyway.dev/policy/internal/store"
 )
@@ -32,6 +34,11 @@ type Config struct {
 	// NATSURL is the NATS server (or comma-separated cluster seed list).
 	NATSURL string
 	Store   store.Config
+	// NodeBucket is the node registry bucket; default nodekv.Bucket.
+	NodeBucket string
+	// NodeTTL is the node bucket's MaxAge when this service creates it;
+	// default nodekv.DefaultTTL.
+	NodeTTL time.Duration
 	Log     *slog.Logger
 	// OnListen, if set, is called with the bound address once the API
 	// serves (tests listen on port 0).
@@ -68,6 +75,17 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("opening the configuration store (is NATS with JetStream at %s?): %w", cfg.NATSURL, err)
 	}
 	defer st.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("opening JetStream: %w", err)
+	}
+	openCtx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	nv, err := nodes.Open(openCtx, js, cfg.NodeBucket, cfg.NodeTTL, log)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("opening the node registry: %w", err)
+	}
+	defer nv.Close()
 
 	if cfg.Store.Bucket == "" {
 		cfg.Store.Bucket = configkv.Bucket
@@ -78,7 +96,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           Handler(server.New(st, log, m), m.Handler()),
+		Handler:           Handler(server.New(st, nv, log, m), m.Handler()),
 		Protocols:         protocols(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

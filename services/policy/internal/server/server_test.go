@@ -43,6 +43,13 @@ type stack struct {
 
 func startStack(t *testing.T) *stack {
 	t.Helper()
+	return startStackWith(t, nil)
+}
+
+// startStackWith starts a stack whose app configuration mod (may be nil)
+// changes.
+func startStackWith(t *testing.T, mod func(*app.Config)) *stack {
+	t.Helper()
 	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
 	if err != nil {
 		t.Fatal(err)
@@ -56,10 +63,14 @@ func startStack(t *testing.T) *stack {
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- app.Run(ctx, app.Config{
+		cfg := app.Config{
 			Listen: "127.0.0.1:0", NATSURL: ns.ClientURL(), Store: store.Config{},
 			OnListen: func(a net.Addr) { addrc <- a },
-		})
+		}
+		if mod != nil {
+			mod(&cfg)
+		}
+		done <- app.Run(ctx, cfg)
 	}()
 	t.Cleanup(func() {
 		cancel()

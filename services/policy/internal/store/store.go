@@ -198,6 +198,14 @@ func (s *Store) observe(key string, value []byte, revision uint64, deleted bool)
 	s.byKey[key] = entry{res: res, obj: obj, revision: revision}
 }
 
+// Revision is the highest revision the view has seen: the bucket's last
+// revision once the view has caught up.
+func (s *Store) Revision() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.revision
+}
+
 // WaitRevision blocks until the view has seen revision rev.
 func (s *Store) WaitRevision(ctx context.Context, rev uint64) error {
 	for {
