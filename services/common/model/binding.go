@@ -2,40 +2,55 @@ package model
 
 import (
 	"fmt"
+	"strings"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 )
 
 // policies are the policy names a binding may refer to.
-var policies = []string{PolicyTLSOutbound}
+var policies = []string{PolicyTLSOutbound, PolicyTLSInbound, FlexPolicyTLS}
 
 // binding builds a Binding from its spec; at is the path of the spec.
 func (c *checker) binding(at fieldPath, name string, spec *policyv1.PolicyBindingSpec) *Binding {
 	b := &Binding{Name: name}
 
-	target := spec.GetTargetRef()
-	switch {
-	case target == nil:
-		c.errorf(at.Child("targetRef"), "targetRef is required: set targetRef: {kind: Service, name: <service name>}")
-	default:
-		// An empty kind means Service, the only kind a binding targets.
-		if k := target.GetKind(); k != "" && k != KindService {
-			c.errorf(at.Child("targetRef").Child("kind"), "targetRef.kind %q is not supported; bindings attach to a Service: set kind: Service and name the Service the upstream is declared as", k)
-		}
-		b.Target = Ref{Kind: KindService, Name: target.GetName()}
-		if b.Target.Name == "" {
-			c.errorf(at.Child("targetRef").Child("name"), "targetRef.name is required: name the Service this binding applies to")
-		}
-	}
-
 	b.Policy = spec.GetPolicyRef().GetName()
+	// The kind of resource the policy attaches to.
+	targetKind := KindService
 	switch b.Policy {
 	case PolicyTLSOutbound:
 		b.Outbound = c.outboundTLS(at.Child("config"), spec.GetConfig())
+	case PolicyTLSInbound, FlexPolicyTLS:
+		b.Policy = PolicyTLSInbound
+		targetKind = KindListener
+		b.Inbound = c.inboundTLS(at.Child("config"), spec.GetConfig())
 	case "":
 		c.errorf(at.Child("policyRef").Child("name"), "policyRef.name is required; supported policies: %s", quoteList(policies))
 	default:
-		c.errorf(at.Child("policyRef").Child("name"), "policy %q is not supported; supported policies: %s", b.Policy, quoteList(policies))
+		msg := fmt.Sprintf("policy %q is not supported; supported policies: %s", b.Policy, quoteList(policies))
+		if s := DidYouMean(b.Policy, policies); s != "" {
+			msg += fmt.Sprintf(": did you mean %q?", s)
+		}
+		c.errorf(at.Child("policyRef").Child("name"), "%s", msg)
+	}
+
+	target := spec.GetTargetRef()
+	what := "the Service the upstream is declared as"
+	if targetKind == KindListener {
+		what = "the Listener whose port this TLS context serves"
+	}
+	switch {
+	case target == nil:
+		c.errorf(at.Child("targetRef"), "targetRef is required: set targetRef: {kind: %s, name: <%s name>}", targetKind, strings.ToLower(targetKind))
+	default:
+		// An empty kind means the policy's kind.
+		if k := target.GetKind(); k != "" && k != targetKind {
+			c.errorf(at.Child("targetRef").Child("kind"), "targetRef.kind %q does not take %s bindings; %s attaches to a %s: set kind: %s and name %s", k, b.Policy, b.Policy, targetKind, targetKind, what)
+		}
+		b.Target = Ref{Kind: targetKind, Name: target.GetName()}
+		if b.Target.Name == "" {
+			c.errorf(at.Child("targetRef").Child("name"), "targetRef.name is required: name %s", what)
+		}
 	}
 	return b
 }
@@ -55,13 +70,13 @@ func (c *checker) bindingsPerService(entries []built, stored Catalog) {
 	}
 	owners := make(map[[2]string]owner) // (policy, service) → binding
 	for _, b := range stored.Bindings() {
-		if !replaced[b.Name] {
+		if !replaced[b.Name] && b.Policy == PolicyTLSOutbound {
 			owners[[2]string{b.Policy, b.Target.Name}] = owner{b.Name, true}
 		}
 	}
 	for _, e := range entries {
 		b := e.obj.Binding
-		if b == nil || b.Policy == "" || b.Target.Name == "" {
+		if b == nil || b.Policy != PolicyTLSOutbound || b.Target.Name == "" {
 			continue
 		}
 		key := [2]string{b.Policy, b.Target.Name}

@@ -56,7 +56,9 @@ func (c *checker) listener(at fieldPath, name string, spec *policyv1.ListenerSpe
 	hostsAt := at.Child("hosts")
 	hosts := spec.GetHosts()
 	if len(hosts) == 0 {
-		c.errorf(hostsAt, "a Listener needs at least one host: add hosts: [{hostnames: [example.com], certificate: {crt: <PEM>, key: <PEM>}}]")
+		// Its hosts may come from tls-inbound bindings (crossCheck warns
+		// when none does).
+		l.Default = -1
 		return l
 	}
 
@@ -75,6 +77,7 @@ func (c *checker) listener(at fieldPath, name string, spec *policyv1.ListenerSpe
 			}
 		}
 	}
+	l.DefaultSet = defaultAt >= 0
 	if defaultAt < 0 {
 		defaultAt = 0
 		c.warnf(hostsAt, "no host has default: true, so hosts[0] (%s) serves clients that send no SNI or a name no host lists; set default: true on the host that should", strings.Join(hosts[0].GetHostnames(), ", "))
@@ -294,9 +297,15 @@ func clientAuthName(mode tls.ClientAuthType) string {
 // one is a warning, the overlap of a rotation; when none is valid now, no
 // client can be verified and each is an error.
 func (c *checker) clientCAs(at fieldPath, data string) []*x509.Certificate {
+	return c.caBundle(at, fieldClientCAs, data)
+}
+
+// caBundle is clientCAs for a field with another name (tls-inbound's
+// trustedCA); label is the field name messages use.
+func (c *checker) caBundle(at fieldPath, label, data string) []*x509.Certificate {
 	certs, err := parseCertificates(data)
 	if err != nil {
-		c.errorf(at, "clientCAs %s", err)
+		c.errorf(at, "%s %s", label, err)
 		return nil
 	}
 	before := c.errorCount()
@@ -304,7 +313,7 @@ func (c *checker) clientCAs(at fieldPath, data string) []*x509.Certificate {
 	for i, cert := range certs {
 		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(at), Cert: cert, Fingerprint: CertFingerprint(cert), NotAfter: cert.NotAfter})
 		if !cert.IsCA {
-			c.errorf(at, "clientCAs certificate %d (%s) is not a CA certificate; clientCAs holds the CAs that issue client certificates: give the issuing CA's certificate instead (`openssl x509 -in ca.pem -noout -ext basicConstraints` shows CA:TRUE)", i+1, describe(cert))
+			c.errorf(at, "%s certificate %d (%s) is not a CA certificate; %s holds the CAs that issue client certificates: give the issuing CA's certificate instead (`openssl x509 -in ca.pem -noout -ext basicConstraints` shows CA:TRUE)", label, i+1, describe(cert), label)
 		}
 		if !c.decode && validityProblem(cert, c.now) != "" {
 			outside = append(outside, i)
@@ -313,9 +322,9 @@ func (c *checker) clientCAs(at fieldPath, data string) []*x509.Certificate {
 	for _, i := range outside {
 		cert := certs[i]
 		if len(outside) == len(certs) {
-			c.errorf(at, "clientCAs certificate %d (%s) %s, and no certificate in clientCAs is valid now, so no client certificate can be verified; give the CA's current certificate", i+1, describe(cert), validityProblem(cert, c.now))
+			c.errorf(at, "%s certificate %d (%s) %s, and no certificate in %s is valid now, so no client certificate can be verified; give the CA's current certificate", label, i+1, describe(cert), validityProblem(cert, c.now), label)
 		} else {
-			c.warnf(at, "clientCAs certificate %d (%s) %s; clients whose certificates chain only to it will be refused: remove it once the rotation is over", i+1, describe(cert), validityProblem(cert, c.now))
+			c.warnf(at, "%s certificate %d (%s) %s; clients whose certificates chain only to it will be refused: remove it once the rotation is over", label, i+1, describe(cert), validityProblem(cert, c.now))
 		}
 	}
 	if c.errorCount() != before {

@@ -202,7 +202,7 @@ func TestValidateListener(t *testing.T) {
 			build: func(t *testing.T) []*policyv1.Resource {
 				return []*policyv1.Resource{listener("public", "127.0.0.1:8443")}
 			},
-			errors: []want{{lisSpec + ".hosts", "a Listener needs at least one host"}},
+			warnings: []want{{lisSpec + ".hosts", `Listener "public" has no hosts and no tls-inbound binding targets it, so proxy nodes will not serve it yet`}},
 		},
 		{
 			name: "host without hostnames",

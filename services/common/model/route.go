@@ -66,6 +66,19 @@ func (c *checker) route(at fieldPath, name string, spec *policyv1.RouteSpec) (*R
 	// should not hide a path conflict.
 	patternsOK := c.errorCount() == before
 	c.clientIdentity(at, r, spec)
+	for i, l := range spec.GetListeners() {
+		p := at.Child("listeners").Index(i)
+		switch {
+		case l == "":
+			c.errorf(p, "listeners[%d] is empty; name a Listener, or leave listeners out to serve every Listener and the plain-HTTP port", i)
+		case len(nameProblems(l)) > 0:
+			c.errorf(p, "%q is not a Listener name: %s", l, nameRule)
+		case slices.Contains(r.Listeners, l):
+			c.errorf(p, "Listener %q is listed twice; remove one", l)
+		default:
+			r.Listeners = append(r.Listeners, l)
+		}
+	}
 	return r, patternsOK
 }
 

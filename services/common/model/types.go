@@ -30,6 +30,10 @@ const (
 // Policy names a PolicyBinding can refer to.
 const (
 	PolicyTLSOutbound = "tls-outbound"
+	PolicyTLSInbound  = "tls-inbound"
+	// FlexPolicyTLS is Flex Gateway's name for its inbound TLS policy; it
+	// is read as tls-inbound.
+	FlexPolicyTLS = "tls"
 )
 
 // Upstream protocols.
@@ -72,6 +76,9 @@ type Route struct {
 	// Allow admits a request whose client certificate matches any rule;
 	// empty admits any (verified) client.
 	Allow []IdentityRule
+	// Listeners are the Listeners whose requests the route serves; empty
+	// means every Listener and the node's plain-HTTP port.
+	Listeners []string
 }
 
 // IdentityRule matches a client certificate by one property; exactly one
@@ -89,11 +96,27 @@ type IdentityRule struct {
 // Binding is a validated PolicyBinding.
 type Binding struct {
 	Name string
-	// Target is the Service the binding applies to.
+	// Target is the Service (tls-outbound) or the Listener (tls-inbound)
+	// the binding applies to.
 	Target Ref
+	// Policy is PolicyTLSOutbound or PolicyTLSInbound (also for Flex's
+	// "tls").
 	Policy string
 	// Outbound is set for tls-outbound bindings.
 	Outbound *OutboundTLS
+	// Inbound is set for tls-inbound bindings: the host it adds to its
+	// Listener.
+	Inbound *InboundTLS
+}
+
+// InboundTLS is what a tls-inbound binding adds to its Listener: one host,
+// which serves the SNI names it lists, or, when it lists none, every client
+// the Listener's own hosts do not (Flex's port-level TLS context).
+type InboundTLS struct {
+	Host ListenerHost
+	// Default: the host serves clients that send no SNI or a name no host
+	// lists (always so when Host.Hostnames is empty).
+	Default bool
 }
 
 // OutboundTLS is the TLS context a proxy node uses to reach one upstream:
@@ -136,6 +159,9 @@ type Listener struct {
 	// clients without SNI or with a name no host lists.
 	Hosts   []ListenerHost
 	Default int
+	// DefaultSet: a host was marked default: true (otherwise the first host
+	// is the default, and a tls-inbound binding's default host takes over).
+	DefaultSet bool
 }
 
 // ListenerHost is the TLS a Listener serves for some SNI names: everything a

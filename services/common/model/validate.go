@@ -182,8 +182,7 @@ func (c *checker) crossCheck(entries []built, stored Catalog) {
 		}
 		inRequest[ref] = i
 	}
-	serviceExists := func(name string) bool {
-		ref := Ref{KindService, name}
+	exists := func(ref Ref) bool {
 		_, ok := inRequest[ref]
 		return ok || stored.Exists(ref)
 	}
@@ -191,16 +190,22 @@ func (c *checker) crossCheck(entries []built, stored Catalog) {
 	for _, e := range entries {
 		switch {
 		case e.obj.Route != nil:
-			if s := e.obj.Route.Service; s != "" && !serviceExists(s) {
+			if s := e.obj.Route.Service; s != "" && !exists(Ref{KindService, s}) {
 				c.errorf(e.at.Child("spec").Child("service"), "Service %q does not exist; apply it first or in the same request", s)
 			}
+			for _, l := range e.obj.Route.Listeners {
+				if !exists(Ref{KindListener, l}) {
+					c.errorf(e.at.Child("spec").Child("listeners"), "Listener %q does not exist; apply it first or in the same request, or remove it from listeners", l)
+				}
+			}
 		case e.obj.Binding != nil:
-			if t := e.obj.Binding.Target; t.Kind == KindService && t.Name != "" && !serviceExists(t.Name) {
-				c.errorf(e.at.Child("spec").Child("targetRef").Child("name"), "Service %q does not exist; apply it first or in the same request", t.Name)
+			if t := e.obj.Binding.Target; t.Name != "" && (t.Kind == KindService || t.Kind == KindListener) && !exists(t) {
+				c.errorf(e.at.Child("spec").Child("targetRef").Child("name"), "%s %q does not exist; apply it first or in the same request", t.Kind, t.Name)
 			}
 		}
 	}
 	c.routeConflicts(entries, stored)
 	c.bindingsPerService(entries, stored)
 	c.listenerAddresses(entries, stored)
+	c.inboundHosts(entries, stored)
 }

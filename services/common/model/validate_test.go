@@ -499,12 +499,12 @@ func TestValidate(t *testing.T) {
 				res := withService(t, verified(testca.New(t, "ca")))
 				spec := res[1].GetPolicyBinding().GetSpec()
 				spec.TargetRef.Kind = "ApiInstance"
-				spec.PolicyRef.Name = "tls-inbound"
+				spec.PolicyRef.Name = "tls-outbund"
 				return res
 			},
 			errors: []want{
-				{specAt + ".targetRef.kind", `targetRef.kind "ApiInstance" is not supported; bindings attach to a Service: set kind: Service`},
-				{specAt + ".policyRef.name", `policy "tls-inbound" is not supported; supported policies: "tls-outbound"`},
+				{specAt + ".targetRef.kind", `targetRef.kind "ApiInstance" does not take tls-outbund bindings; tls-outbund attaches to a Service: set kind: Service`},
+				{specAt + ".policyRef.name", `policy "tls-outbund" is not supported; supported policies: "tls-outbound", "tls-inbound", "tls": did you mean "tls-outbound"?`},
 			},
 		},
 		{

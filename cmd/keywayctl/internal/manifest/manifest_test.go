@@ -245,7 +245,7 @@ func TestParseErrors(t *testing.T) {
 			want: []string{
 				`a.yaml:3:1: status: unknown field (Route has apiVersion, kind, metadata, spec)`,
 				`a.yaml:5:9: metadata.name: want a string, got the number 12; quote it: "12"`,
-				`a.yaml:7:3: spec.pth: unknown field; did you mean "path"? (RouteSpec has path, methods, host, service, clientCertificate, allow)`,
+				`a.yaml:7:3: spec.pth: unknown field; did you mean "path"? (RouteSpec has path, methods, host, service, clientCertificate, allow, listeners)`,
 				`a.yaml:8:12: spec.methods: want a list, got "GET"`,
 			},
 		},

@@ -304,10 +304,11 @@ func (s *Store) Service(name string) (*model.Service, bool) {
 	return e.obj.Service, true
 }
 
-// Dependents lists the stored resources that name the Service ref: routes
-// that forward to it and bindings that target it.
+// Dependents lists the stored resources that name the Service or Listener
+// ref: routes that forward to the Service or serve the Listener, and
+// bindings that target it.
 func (s *Store) Dependents(ref model.Ref) []model.Ref {
-	if ref.Kind != model.KindService {
+	if ref.Kind != model.KindService && ref.Kind != model.KindListener {
 		return nil
 	}
 	s.mu.RLock()
@@ -315,7 +316,9 @@ func (s *Store) Dependents(ref model.Ref) []model.Ref {
 	var out []model.Ref
 	for _, e := range s.byKey {
 		switch {
-		case e.obj.Route != nil && e.obj.Route.Service == ref.Name:
+		case e.obj.Route != nil && ref.Kind == model.KindService && e.obj.Route.Service == ref.Name:
+			out = append(out, e.obj.Ref())
+		case e.obj.Route != nil && ref.Kind == model.KindListener && slices.Contains(e.obj.Route.Listeners, ref.Name):
 			out = append(out, e.obj.Ref())
 		case e.obj.Binding != nil && e.obj.Binding.Target == ref:
 			out = append(out, e.obj.Ref())

@@ -127,8 +127,10 @@ type Watcher struct {
 	// the values an Upstream could not be built from.
 	skipped   map[string]*SkippedError
 	buildErrs map[string][]*SkippedError
-	// listenerErrs are the Listeners Options.Listeners last refused.
+	// listenerErrs are the Listeners Options.Listeners last refused;
+	// inboundErrs, the tls-inbound bindings left out of their Listener.
 	listenerErrs []*SkippedError
+	inboundErrs  []*SkippedError
 	// dirty is what changed since the last publish. It outlives a watch
 	// session: a session that breaks before publishing leaves its changes
 	// for the next one.
@@ -451,6 +453,8 @@ func (d *dirty) touch(obj model.Object) {
 		d.listeners = true
 	case obj.Binding != nil && obj.Binding.Target.Kind == model.KindService:
 		d.services[obj.Binding.Target.Name] = true
+	case obj.Binding != nil && obj.Binding.Target.Kind == model.KindListener:
+		d.listeners = true
 	}
 }
 
@@ -614,13 +618,7 @@ func (w *Watcher) publish(ready bool) {
 		next.Router, next.RouteErrors = table, errs
 	}
 	if d.listeners {
-		next.Listeners = nil
-		for _, o := range w.objects {
-			if o.obj.Listener != nil {
-				next.Listeners = append(next.Listeners, o.obj.Listener)
-			}
-		}
-		slices.SortFunc(next.Listeners, func(a, b *model.Listener) int { return cmp.Compare(a.Name, b.Name) })
+		next.Listeners = w.listeners()
 	}
 	if w.opts.Listeners != nil {
 		// Every publish, not only when a Listener changed: one refused
@@ -636,6 +634,7 @@ func (w *Watcher) publish(ready bool) {
 		next.Skipped = append(next.Skipped, errs...)
 	}
 	next.Skipped = append(next.Skipped, w.listenerErrs...)
+	next.Skipped = append(next.Skipped, w.inboundErrs...)
 	slices.SortFunc(next.Skipped, func(a, b *SkippedError) int {
 		return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Revision, b.Revision))
 	})
@@ -663,6 +662,34 @@ func (w *Watcher) publish(ready bool) {
 	for _, old := range replaced {
 		w.drain(old)
 	}
+}
+
+// listeners are the stored Listeners as served, by name: each with the
+// hosts of the tls-inbound bindings that target it. A binding that cannot
+// join its Listener (a hostname or the default already taken) is refused.
+func (w *Watcher) listeners() []*model.Listener {
+	var out []*model.Listener
+	var inbound []*model.Binding
+	for _, o := range w.objects {
+		switch {
+		case o.obj.Listener != nil:
+			out = append(out, o.obj.Listener)
+		case o.obj.Binding != nil && o.obj.Binding.Inbound != nil:
+			inbound = append(inbound, o.obj.Binding)
+		}
+	}
+	slices.SortFunc(out, func(a, b *model.Listener) int { return cmp.Compare(a.Name, b.Name) })
+	w.inboundErrs = w.inboundErrs[:0]
+	for i, l := range out {
+		served, errs := l.WithInbound(inbound)
+		out[i] = served
+		for name, err := range errs {
+			key := configkv.Key(model.Ref{Kind: model.KindPolicyBinding, Name: name})
+			w.inboundErrs = append(w.inboundErrs, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err})
+			w.log.Error("tls-inbound binding left out of its listener", "listener", l.Name, "key", key, "error", err)
+		}
+	}
+	return out
 }
 
 func (w *Watcher) service(name string) *stored {

@@ -261,3 +261,12 @@ func xfccValue(s string) string {
 func quote(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
+
+// ListenerOf names the Listener r arrived on, "" when it did not arrive on
+// one (the node's plain-HTTP port).
+func ListenerOf(r *http.Request) string {
+	if c, ok := r.Context().Value(connKey{}).(*conn); ok {
+		return c.srv.name
+	}
+	return ""
+}

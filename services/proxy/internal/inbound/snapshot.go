@@ -44,7 +44,7 @@ type host struct {
 // material is not resumed under another host's, or under a later snapshot.
 func buildSnapshot(l *model.Listener) (*snapshot, error) {
 	if len(l.Hosts) == 0 {
-		return nil, fmt.Errorf("inbound: listener %q has no hosts", l.Name)
+		return nil, fmt.Errorf("inbound: listener %q has no hosts: add hosts to it, or apply a tls-inbound PolicyBinding that targets it", l.Name)
 	}
 	if l.Default < 0 || l.Default >= len(l.Hosts) {
 		return nil, fmt.Errorf("inbound: listener %q: default host %d out of range (%d hosts)", l.Name, l.Default, len(l.Hosts))

@@ -68,7 +68,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			writeError(w, id, "", failure.NoHealthyUpstream, "the node has not loaded its configuration yet", http.StatusServiceUnavailable)
 			return
 		}
-		target, ok := s.Router.Match(r)
+		target, ok := s.Router.Match(r, inbound.ListenerOf(r))
 		if !ok {
 			writeError(w, id, "", failure.NoRoute, "", StatusCode(failure.NoRoute))
 			return

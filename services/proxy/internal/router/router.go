@@ -7,6 +7,7 @@ package router
 import (
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -48,6 +49,16 @@ func (*Target) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 
 // Table matches requests to targets. Safe for concurrent use; immutable.
 type Table struct {
+	// all serves the plain-HTTP port and Listeners no route names.
+	all *mux
+	// byListener serves each Listener that routes name: its own routes and
+	// those that serve every Listener.
+	byListener map[string]*mux
+	routes     []model.Route
+}
+
+// mux is one ServeMux and the routes registered in it.
+type mux struct {
 	mux    *http.ServeMux
 	routes []model.Route
 }
@@ -55,34 +66,72 @@ type Table struct {
 // Build compiles routes, in name order so that the result does not depend on
 // the order they were read in. A route whose pattern conflicts with an
 // earlier one (or is invalid) is left out and reported; the others are in
-// the table.
+// the table. Routes that name Listeners serve only those Listeners, and
+// conflict only with routes that serve them too.
 func Build(routes []model.Route) (*Table, []error) {
 	routes = slices.Clone(routes)
 	slices.SortFunc(routes, func(a, b model.Route) int { return strings.Compare(a.Name, b.Name) })
-	t := &Table{mux: http.NewServeMux()}
+	t := &Table{all: &mux{mux: http.NewServeMux()}, byListener: make(map[string]*mux)}
+	for _, r := range routes {
+		for _, l := range r.Listeners {
+			if t.byListener[l] == nil {
+				t.byListener[l] = &mux{mux: http.NewServeMux()}
+			}
+		}
+	}
 	var errs []error
 	for _, r := range routes {
-		target := targetOf(&r)
-		patterns := Patterns(r)
-		// Register all the route's patterns or none: a mux cannot
-		// unregister, so try them on a scratch mux first.
-		if err := register(http.NewServeMux(), patterns, target); err != nil {
-			errs = append(errs, fmt.Errorf("router: route %q: %w", r.Name, err))
-			continue
-		}
-		if err := register(t.mux, patterns, target); err != nil {
-			errs = append(errs, fmt.Errorf("router: route %q: %w", r.Name, err))
-			// The mux may hold some of its patterns now; rebuild it
-			// without this route.
-			t.mux = http.NewServeMux()
-			for _, ok := range t.routes {
-				_ = register(t.mux, Patterns(ok), targetOf(&ok))
+		muxes := []*mux{}
+		if len(r.Listeners) == 0 {
+			muxes = append(muxes, t.all)
+			for _, name := range slices.Sorted(maps.Keys(t.byListener)) {
+				muxes = append(muxes, t.byListener[name])
 			}
+		} else {
+			for _, name := range r.Listeners {
+				muxes = append(muxes, t.byListener[name])
+			}
+		}
+		if err := t.add(r, muxes); err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		t.routes = append(t.routes, r)
 	}
 	return t, errs
+}
+
+// add registers r in every one of muxes, or in none.
+func (t *Table) add(r model.Route, muxes []*mux) error {
+	target := targetOf(&r)
+	patterns := Patterns(r)
+	// An invalid pattern fails on its own; try it on a scratch mux so that
+	// no real one holds part of the route.
+	if err := register(http.NewServeMux(), patterns, target); err != nil {
+		return fmt.Errorf("router: route %q: %w", r.Name, err)
+	}
+	for i, m := range muxes {
+		if err := register(m.mux, patterns, target); err != nil {
+			// A conflict, which is rare: the muxes so far hold some of
+			// r's patterns, and a mux cannot unregister.
+			for _, done := range muxes[:i+1] {
+				done.rebuild()
+			}
+			return fmt.Errorf("router: route %q: %w", r.Name, err)
+		}
+	}
+	for _, m := range muxes {
+		m.routes = append(m.routes, r)
+	}
+	return nil
+}
+
+// rebuild registers m's routes in a new ServeMux.
+func (m *mux) rebuild() {
+	m.mux = http.NewServeMux()
+	for _, r := range m.routes {
+		_ = register(m.mux, Patterns(r), targetOf(&r))
+	}
 }
 
 // Patterns are the ServeMux patterns of a route: one per method ("GET
@@ -116,12 +165,19 @@ func register(mux *http.ServeMux, patterns []string, h http.Handler) (err error)
 	return nil
 }
 
-// Match finds the route for r. It does not modify r.
-func (t *Table) Match(r *http.Request) (*Target, bool) {
+// Match finds the route for r, which arrived on the named Listener ("" for
+// the plain-HTTP port). It does not modify r.
+func (t *Table) Match(r *http.Request, listener string) (*Target, bool) {
 	if t == nil {
 		return nil, false
 	}
-	h, _ := t.mux.Handler(r)
+	m := t.all
+	if listener != "" {
+		if own := t.byListener[listener]; own != nil {
+			m = own
+		}
+	}
+	h, _ := m.mux.Handler(r)
 	target, ok := h.(*Target)
 	return target, ok
 }

@@ -37,7 +37,7 @@ func TestMatch(t *testing.T) {
 	}
 	for _, tt := range tests {
 		r := httptest.NewRequest(tt.method, "http://"+tt.host+tt.target, nil)
-		got, ok := table.Match(r)
+		got, ok := table.Match(r, "")
 		if !ok {
 			t.Errorf("%s %s%s: no match, want %q", tt.method, tt.host, tt.target, tt.want)
 			continue
@@ -52,12 +52,12 @@ func TestNoRoute(t *testing.T) {
 	t.Parallel()
 	table, _ := router.Build([]model.Route{{Name: "orders", Path: "/orders/{id}", Methods: []string{"GET"}, Service: "orders"}})
 	for _, r := range []struct{ method, target string }{{"GET", "/billing"}, {"POST", "/orders/1"}, {"GET", "/orders/1/x"}} {
-		if got, ok := table.Match(httptest.NewRequest(r.method, r.target, nil)); ok {
+		if got, ok := table.Match(httptest.NewRequest(r.method, r.target, nil), ""); ok {
 			t.Errorf("%s %s matched %+v", r.method, r.target, got)
 		}
 	}
 	var empty *router.Table
-	if _, ok := empty.Match(httptest.NewRequest("GET", "/", nil)); ok {
+	if _, ok := empty.Match(httptest.NewRequest("GET", "/", nil), ""); ok {
 		t.Error("nil table matched")
 	}
 }
@@ -78,16 +78,52 @@ func TestConflictsAreReported(t *testing.T) {
 	}
 	// The first route keeps its pattern; the conflicting route is out as a
 	// whole (its POST pattern did not conflict, but is not there either).
-	if got, _ := table.Match(httptest.NewRequest("GET", "/orders/1", nil)); got == nil || got.Service != "one" {
+	if got, _ := table.Match(httptest.NewRequest("GET", "/orders/1", nil), ""); got == nil || got.Service != "one" {
 		t.Errorf("GET /orders/1 → %+v, want one", got)
 	}
-	if got, ok := table.Match(httptest.NewRequest("POST", "/orders/1", nil)); ok {
+	if got, ok := table.Match(httptest.NewRequest("POST", "/orders/1", nil), ""); ok {
 		t.Errorf("POST /orders/1 → %+v, want no match", got)
 	}
-	if got, _ := table.Match(httptest.NewRequest("GET", "/billing", nil)); got == nil || got.Service != "billing" {
+	if got, _ := table.Match(httptest.NewRequest("GET", "/billing", nil), ""); got == nil || got.Service != "billing" {
 		t.Errorf("GET /billing → %+v", got)
 	}
 	if n := len(table.Routes()); n != 2 {
 		t.Errorf("%d routes in table, want 2", n)
+	}
+}
+
+func TestRoutesPerListener(t *testing.T) {
+	t.Parallel()
+	table, errs := router.Build([]model.Route{
+		{Name: "public", Path: "/", Service: "web"},
+		{Name: "admin", Path: "/admin/", Service: "admin", Listeners: []string{"internal"}},
+		{Name: "partner", Path: "/partner/", Service: "partner", Listeners: []string{"internal", "partners"}},
+		// Conflicts with admin on "internal" only: left out everywhere.
+		{Name: "z-admin-again", Path: "/admin/", Service: "other", Listeners: []string{"partners", "internal"}},
+	})
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), `"z-admin-again"`) {
+		t.Fatalf("Build errors %v, want z-admin-again's conflict", errs)
+	}
+	tests := []struct {
+		listener, path string
+		want           string // service; "" for no match
+	}{
+		{"", "/admin/x", "web"}, // the plain port does not serve listener-only routes
+		{"", "/partner/x", "web"},
+		{"internal", "/admin/x", "admin"},
+		{"internal", "/partner/x", "partner"},
+		{"internal", "/other", "web"}, // routes without listeners serve every Listener
+		{"partners", "/admin/x", "web"},
+		{"partners", "/partner/x", "partner"},
+		{"unnamed", "/admin/x", "web"}, // a Listener no route names
+	}
+	for _, tt := range tests {
+		got, ok := table.Match(httptest.NewRequest("GET", tt.path, nil), tt.listener)
+		if !ok || got.Service != tt.want {
+			t.Errorf("listener %q %s → %+v (%v), want %q", tt.listener, tt.path, got, ok, tt.want)
+		}
+	}
+	if n := len(table.Routes()); n != 3 {
+		t.Errorf("%d routes in table, want 3", n)
 	}
 }
