@@ -685,7 +685,7 @@ func (w *Watcher) listeners() []*model.Listener {
 		out[i] = served
 		for name, err := range errs {
 			key := configkv.Key(model.Ref{Kind: model.KindPolicyBinding, Name: name})
-			w.inboundErrs = append(w.inboundErrs, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err})
+			w.inboundErrs = append(w.inboundErrs, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err, Time: time.Now()})
 			w.log.Error("tls-inbound binding left out of its listener", "listener", l.Name, "key", key, "error", err)
 		}
 	}
