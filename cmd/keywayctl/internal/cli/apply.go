@@ -245,7 +245,7 @@ func (g *globals) applyError(err error, m manifest.Manifest, dryRun bool) error 
 		}
 		return fmt.Errorf("nothing applied: %s", plural(n, "problem"))
 	case connect.CodeAborted:
-		return fmt.Errorf("%s: %s", what, ce.Message())
+		return fmt.Errorf("%s: %s (aborted: a conflict; nothing was applied)", what, ce.Message())
 	}
 	return g.rpcError(err, what)
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -379,6 +380,9 @@ type Outcome struct {
 // rolled back to what was there before and ErrConflict is returned. With
 // dryRun the checks run and nothing is written.
 func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRun bool) ([]Outcome, error) {
+	if err := s.connected("applying"); err != nil {
+		return nil, err
+	}
 	now := time.Now()
 	outs := make([]Outcome, len(resources))
 	prev := make([]entry, len(resources))
@@ -458,6 +462,9 @@ func (s *Store) rollback(outs []Outcome, prev []entry) error {
 // Delete places a delete marker on a resource. expected, when non-zero, must
 // be the stored revision.
 func (s *Store) Delete(ctx context.Context, ref model.Ref, expected uint64) (uint64, error) {
+	if err := s.connected("deleting"); err != nil {
+		return 0, err
+	}
 	cur, err := s.current(ctx, ref)
 	if err != nil {
 		return 0, err
@@ -469,6 +476,15 @@ func (s *Store) Delete(ctx context.Context, ref model.Ref, expected uint64) (uin
 		return 0, conflict("%s: expected revision %d but the stored revision is %d: it changed since it was read; get it again", ref, expected, cur.revision)
 	}
 	return s.publish(ctx, ref, nil, cur.revision, true)
+}
+
+// connected fails at once, rather than at the caller's deadline, when NATS
+// is not reachable: a write could not be acknowledged, and nothing is tried.
+func (s *Store) connected(what string) error {
+	if nc := s.js.Conn(); !nc.IsConnected() {
+		return fmt.Errorf("store: %s: NATS is not reachable (connection %s); nothing was stored: retry once it is back", what, strings.ToLower(nc.Status().String()))
+	}
+	return nil
 }
 
 // publish writes one KV message guarded by the key's last revision.

@@ -164,15 +164,15 @@ type stats struct {
 // Stats counts the work a [Watcher] has done since it was created.
 type Stats struct {
 	// Sessions is the number of watches started (1 plus restarts).
-	Sessions uint64
+	Sessions uint64 `json:"sessions"`
 	// Entries is the number of bucket entries read, over all sessions.
-	Entries uint64
+	Entries uint64 `json:"entries"`
 	// UpstreamBuilds is the number of Upstreams built.
-	UpstreamBuilds uint64
+	UpstreamBuilds uint64 `json:"upstreamBuilds"`
 	// RouterBuilds is the number of routing tables built.
-	RouterBuilds uint64
+	RouterBuilds uint64 `json:"routerBuilds"`
 	// Publishes is the number of snapshots published.
-	Publishes uint64
+	Publishes uint64 `json:"publishes"`
 }
 
 // Stats returns the counters; safe for concurrent use.

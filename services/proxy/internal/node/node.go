@@ -399,6 +399,9 @@ type Status struct {
 	// serve (their keys keep their last good value), by key. Empty when
 	// the node serves the bucket as of Revision.
 	Skipped []Skipped `json:"skipped"`
+	// Watch counts the work the configuration watcher has done: entries
+	// read, Upstreams and routing tables built, snapshots published.
+	Watch config.Stats `json:"watch"`
 }
 
 // Skipped is one refused stored value in [Status].
@@ -411,7 +414,7 @@ type Skipped struct {
 // Status reports what the node serves.
 func (n *Node) Status() Status {
 	s := n.watcher.Snapshot()
-	st := Status{NodeID: n.cfg.NodeID, Ready: s.Ready, Revision: s.Revision, Upstreams: []upstream.Status{}, Routes: []string{}, Listeners: n.inbound.Status(), Skipped: []Skipped{}}
+	st := Status{NodeID: n.cfg.NodeID, Ready: s.Ready, Revision: s.Revision, Upstreams: []upstream.Status{}, Routes: []string{}, Listeners: n.inbound.Status(), Skipped: []Skipped{}, Watch: n.watcher.Stats()}
 	for _, u := range s.Upstreams {
 		st.Upstreams = append(st.Upstreams, u.Status())
 	}
