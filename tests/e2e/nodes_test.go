@@ -301,7 +301,7 @@ func TestNATSRestartDuringApplies(t *testing.T) {
 		}
 		apply(i)
 	}
-	t.Logf("%d applies acknowledged, %d failed (%d while NATS was down); last revision %d", len(acked), len(failures), 3, lastRev)
+	t.Logf("%d applies acknowledged, %d failed (3 while NATS was down); last revision %d", len(acked), len(failures), lastRev)
 
 	stored, _, code := c.ctl(t, "get", "services", "-o", "name")
 	if code != 0 {

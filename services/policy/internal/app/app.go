@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -51,6 +52,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	// Set once the views exist: they restart their watches when NATS
+	// comes back.
+	var onReconnect atomic.Pointer[func()]
 	nc, err := nats.Connect(cfg.NATSURL,
 		nats.Name("keyway-policy"),
 		nats.RetryOnFailedConnect(true),
@@ -61,7 +65,12 @@ func Run(ctx context.Context, cfg Config) error {
 				log.Warn("nats disconnected; serving reads from the last view", "error", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			if f := onReconnect.Load(); f != nil {
+				(*f)()
+			}
+		}),
 	)
 	if err != nil {
 		return fmt.Errorf("connecting to NATS at %s: %w", cfg.NATSURL, err)
@@ -86,6 +95,8 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("opening the node registry: %w", err)
 	}
 	defer nv.Close()
+	resume := func() { st.Resume(); nv.Resume() }
+	onReconnect.Store(&resume)
 
 	if cfg.Store.Bucket == "" {
 		cfg.Store.Bucket = configkv.Bucket

@@ -32,8 +32,10 @@ type View struct {
 	log *slog.Logger
 	now func() time.Time
 
+	kv      jetstream.KeyValue
 	stop    context.CancelFunc
 	stopped chan struct{}
+	resume  chan struct{}
 
 	mu      sync.Mutex
 	nodes   map[string]node
@@ -55,7 +57,7 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.D
 	if ttl, err = nodekv.TTL(ctx, kv); err != nil {
 		return nil, err
 	}
-	v := &View{ttl: ttl, log: log, now: time.Now, nodes: make(map[string]node), changed: make(chan struct{})}
+	v := &View{kv: kv, ttl: ttl, log: log, now: time.Now, nodes: make(map[string]node), changed: make(chan struct{}), resume: make(chan struct{}, 1)}
 	wctx, stop := context.WithCancel(context.Background())
 	w, err := kv.WatchAll(wctx)
 	if err != nil {
@@ -83,14 +85,35 @@ func (v *View) Close() {
 // TTL is how long a node stays listed after its last heartbeat.
 func (v *View) TTL() time.Duration { return v.ttl }
 
+// Resume reads the bucket again at once: the service calls it when its
+// NATS connection comes back, rather than wait for the KV watcher to miss
+// the restarted server's heartbeats.
+func (v *View) Resume() {
+	select {
+	case v.resume <- struct{}{}:
+	default:
+	}
+}
+
 func (v *View) watch(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}) {
 	defer close(v.stopped)
-	defer w.Stop()
+	defer func() { w.Stop() }()
 	var once sync.Once
+	// seen collects the keys of a re-read until its end marker: the nodes
+	// not in it left while the watch was down.
+	var seen map[string]bool
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-v.resume:
+			nw, err := v.kv.WatchAll(ctx)
+			if err != nil {
+				v.log.Warn("cannot restart the node watch; the current one goes on", "error", err)
+				continue
+			}
+			w.Stop()
+			w, seen = nw, make(map[string]bool)
 		case e, ok := <-w.Updates():
 			if !ok {
 				v.log.Error("node watch ended; node listings are no longer current")
@@ -98,11 +121,33 @@ func (v *View) watch(ctx context.Context, w jetstream.KeyWatcher, ready chan str
 			}
 			if e == nil {
 				once.Do(func() { close(ready) })
+				if seen != nil {
+					v.forgetExcept(seen)
+					seen = nil
+				}
 				continue
+			}
+			if seen != nil {
+				if id, ok := nodekv.ID(e.Key()); ok {
+					seen[id] = true
+				}
 			}
 			v.observe(e)
 		}
 	}
+}
+
+// forgetExcept drops the nodes not in keep.
+func (v *View) forgetExcept(keep map[string]bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for id := range v.nodes {
+		if !keep[id] {
+			delete(v.nodes, id)
+		}
+	}
+	close(v.changed)
+	v.changed = make(chan struct{})
 }
 
 func (v *View) observe(e jetstream.KeyValueEntry) {

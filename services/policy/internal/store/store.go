@@ -68,6 +68,7 @@ type Store struct {
 
 	stop    context.CancelFunc
 	stopped chan struct{}
+	resume  chan struct{}
 
 	mu       sync.RWMutex
 	byKey    map[string]entry
@@ -124,6 +125,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*St
 		log:     log,
 		byKey:   make(map[string]entry),
 		changed: make(chan struct{}),
+		resume:  make(chan struct{}, 1),
 	}
 	watchCtx, stop := context.WithCancel(context.Background())
 	w, err := kv.WatchAll(watchCtx, jetstream.IncludeHistory())
@@ -149,17 +151,36 @@ func (s *Store) Close() {
 	<-s.stopped
 }
 
+// Resume restarts the view's watch at once, after the last revision seen:
+// the service calls it when its NATS connection comes back, rather than
+// wait for the KV watcher to miss the restarted server's heartbeats.
+func (s *Store) Resume() {
+	select {
+	case s.resume <- struct{}{}:
+	default:
+	}
+}
+
 // watch applies every change of the bucket to the view. IncludeHistory makes
 // the initial replay carry revisions in order, so the view's revision is the
-// bucket's last sequence once the replay ends.
+// bucket's last sequence once the replay ends. A resumed watch starts after
+// the revision the view has.
 func (s *Store) watch(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}) {
 	defer close(s.stopped)
-	defer w.Stop()
+	defer func() { w.Stop() }()
 	var caughtUp sync.Once
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-s.resume:
+			nw, err := s.kv.WatchAll(ctx, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(s.Revision()+1))
+			if err != nil {
+				s.log.Warn("cannot resume the configuration watch; the current one goes on", "error", err)
+				continue
+			}
+			w.Stop()
+			w = nw
 		case e, ok := <-w.Updates():
 			if !ok {
 				s.log.Error("configuration watch ended; the view no longer follows the bucket")

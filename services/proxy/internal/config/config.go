@@ -115,6 +115,8 @@ type Watcher struct {
 
 	current atomic.Pointer[Snapshot]
 	ready   chan struct{}
+	// resume asks Run's goroutine to restart the watch now (see Resume).
+	resume chan struct{}
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every publish
@@ -219,6 +221,7 @@ func New(opts Options) *Watcher {
 	w := &Watcher{
 		opts: opts, log: opts.Logger,
 		ready:     make(chan struct{}),
+		resume:    make(chan struct{}, 1),
 		changed:   make(chan struct{}),
 		objects:   make(map[string]stored),
 		inputs:    make(map[string]upstreamInput),
@@ -288,12 +291,30 @@ func (w *Watcher) Run(ctx context.Context, kv jetstream.KeyValue) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errResume) {
+			continue
+		}
 		w.log.Warn("config watch broke; serving the last good configuration and retrying", "revision", w.revision, "error", err)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(w.opts.RetryInterval):
 		}
+	}
+}
+
+// errResume ends a session that [Watcher.Resume] interrupted.
+var errResume = errors.New("config: watch restarted on request")
+
+// Resume restarts the watch at once, after the last revision applied. The
+// node calls it when its NATS connection comes back: the KV watcher would
+// notice the server's restart only after missing heartbeats (seconds), and a
+// resumed watch reads only what changed meanwhile. Safe for concurrent use;
+// calls while one is pending coalesce.
+func (w *Watcher) Resume() {
+	select {
+	case w.resume <- struct{}{}:
+	default:
 	}
 }
 
@@ -363,6 +384,8 @@ func (w *Watcher) session(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return nil, false, ctx.Err()
+			case <-w.resume:
+				return nil, false, errResume
 			case e, ok = <-updates:
 			}
 		} else {

@@ -161,7 +161,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			log.Warn("disconnected from NATS; serving the last good configuration", "error", err)
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(n.natsClosed) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "url", c.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("reconnected to NATS; resuming the configuration watch", "url", c.ConnectedUrl(), "revision", n.watcher.Revision())
+			n.watcher.Resume()
+		}),
 	)
 	if err != nil {
 		n.proxyLn.Close()
