@@ -310,9 +310,15 @@ func (n *Node) nodeBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	}
 }
 
+// maxCertificates bounds the certificates one status lists: the status is
+// written after every change, and a node with 10,000 mTLS upstreams would
+// otherwise send megabytes each time. The listeners' come first.
+const maxCertificates = 1000
+
 // NodeStatus is what the node reports of itself in the node bucket: the
 // revision it serves, its addresses, the certificates of the current
-// snapshot per upstream and listener, and the values it refused.
+// snapshot per listener and upstream (at most maxCertificates, and an error
+// "certificates" saying how many were left out), and the values it refused.
 func (n *Node) NodeStatus() *nodev1.NodeStatus {
 	s := n.watcher.Snapshot()
 	st := &nodev1.NodeStatus{
@@ -320,18 +326,6 @@ func (n *Node) NodeStatus() *nodev1.NodeStatus {
 		ProxyAddress: n.Addr(), AdminAddress: n.AdminAddr(),
 		Revision:  s.Revision,
 		StartTime: timestamppb.New(n.started),
-	}
-	for _, name := range slices.Sorted(maps.Keys(s.Upstreams)) {
-		tc := s.Upstreams[name].TLS()
-		if tc == nil {
-			continue
-		}
-		if c := tc.Certificate; c != nil && c.Leaf != nil {
-			st.Certificates = append(st.Certificates, served("upstream", name, "", "client", c.Leaf))
-		}
-		for _, ca := range tc.TrustedCAs {
-			st.Certificates = append(st.Certificates, served("upstream", name, "", "trust", ca))
-		}
 	}
 	for _, l := range n.inbound.Status() {
 		for _, h := range l.Hosts {
@@ -347,6 +341,26 @@ func (n *Node) NodeStatus() *nodev1.NodeStatus {
 				Sha256Fingerprint: h.Certificate, NotAfter: timestamppb.New(h.NotAfter),
 			})
 		}
+	}
+	left := 0
+	for _, name := range slices.Sorted(maps.Keys(s.Upstreams)) {
+		tc := s.Upstreams[name].TLS()
+		if tc == nil {
+			continue
+		}
+		if len(st.Certificates) >= maxCertificates {
+			left++
+			continue
+		}
+		if c := tc.Certificate; c != nil && c.Leaf != nil {
+			st.Certificates = append(st.Certificates, served("upstream", name, "", "client", c.Leaf))
+		}
+		for _, ca := range tc.TrustedCAs {
+			st.Certificates = append(st.Certificates, served("upstream", name, "", "trust", ca))
+		}
+	}
+	if left > 0 {
+		st.Errors = append(st.Errors, &nodev1.NodeError{Key: "certificates", Message: fmt.Sprintf("the certificates of %d upstreams are not listed: a status lists at most %d; GET /status on the node lists them all", left, maxCertificates), Time: timestamppb.Now()})
 	}
 	for _, sk := range s.Skipped {
 		st.Errors = append(st.Errors, &nodev1.NodeError{Key: sk.Key, Message: sk.Err.Error(), Time: timestamppb.New(sk.Time)})

@@ -9,10 +9,12 @@ package registry
 import (
 	"cmp"
 	"context"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	nodev1 "keyway.dev/gen/keyway/node/v1"
@@ -38,6 +40,37 @@ type Options struct {
 	Logger  *slog.Logger
 }
 
+// maxStatusBytes bounds an encoded status, well under NATS's default
+// maximum payload (1 MiB): a node with thousands of upstreams lists the
+// certificates that fit, and says how many it left out.
+const maxStatusBytes = 256 << 10
+
+// fit trims st's certificates until its encoding is at most limit bytes,
+// and records the cut as an error of the key "certificates".
+func fit(st *nodev1.NodeStatus, limit int) ([]byte, error) {
+	b, err := nodekv.Encode(st)
+	if err != nil || len(b) <= limit {
+		return b, err
+	}
+	all := st.Certificates
+	// The average size of one listed certificate decides the cut.
+	per := max(1, (len(b)-proto.Size(&nodev1.NodeStatus{Id: st.Id}))/max(1, len(all)))
+	keep := min(len(all), limit/2/per)
+	for {
+		st.Certificates = all[:keep]
+		st.Errors = append(st.Errors[:len(st.Errors):len(st.Errors)], &nodev1.NodeError{
+			Key:     "certificates",
+			Message: fmt.Sprintf("%d of %d certificates listed: the status would exceed %d bytes", keep, len(all), limit),
+			Time:    timestamppb.Now(),
+		})
+		if b, err = nodekv.Encode(st); err != nil || len(b) <= limit || keep == 0 {
+			return b, err
+		}
+		st.Errors = st.Errors[:len(st.Errors)-1]
+		keep /= 2
+	}
+}
+
 // writeTimeout bounds one write, so that a NATS outage does not hold up
 // the next heartbeat.
 const writeTimeout = 5 * time.Second
@@ -56,7 +89,7 @@ func Run(ctx context.Context, opts Options) {
 	write := func() {
 		st := opts.Status()
 		st.HeartbeatTime = timestamppb.Now()
-		b, err := nodekv.Encode(st)
+		b, err := fit(st, maxStatusBytes)
 		if err == nil {
 			wctx, cancel := context.WithTimeout(ctx, writeTimeout)
 			_, err = opts.KV.Put(wctx, key, b)
