@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	nodev1 "keyway.dev/gen/keyway/node/v1"
@@ -85,7 +86,11 @@ func TestStatus(t *testing.T) {
 func TestApplyWait(t *testing.T) {
 	t.Parallel()
 	n1, n2 := node("edge-1", 1), node("edge-2", 1)
-	at := func(n *nodev1.NodeStatus, rev uint64) *nodev1.NodeStatus { c := *n; c.Revision = rev; return &c }
+	at := func(n *nodev1.NodeStatus, rev uint64) *nodev1.NodeStatus {
+		c := proto.Clone(n).(*nodev1.NodeStatus)
+		c.Revision = rev
+		return c
+	}
 	f := &fakePolicyService{watch: []*policyv1.Rollout{
 		{Revision: 2, Pending: []*nodev1.NodeStatus{n1, n2}},
 		{Revision: 2, Serving: []*nodev1.NodeStatus{at(n1, 2)}, Pending: []*nodev1.NodeStatus{n2}},
