@@ -36,6 +36,7 @@ const (
 )
 
 type setup struct {
+	natsURL  string
 	policy   policyv1connect.PolicyServiceClient
 	proxy    *harness.Proxy
 	upstream *echo.Server
@@ -47,7 +48,7 @@ func start(b *testing.B) *setup {
 	b.Helper()
 	natsURL, _ := harness.NATS(b)
 	policyURL, _ := harness.Policy(b, natsURL)
-	s := &setup{policy: policyv1connect.NewPolicyServiceClient(http.DefaultClient, policyURL), ca: testca.New(b, "bench CA")}
+	s := &setup{natsURL: natsURL, policy: policyv1connect.NewPolicyServiceClient(http.DefaultClient, policyURL), ca: testca.New(b, "bench CA")}
 	s.gateways = [2]*testca.KeyPair{s.ca.Client("gateway-a"), s.ca.Client("gateway-b")}
 	up, err := echo.Start("127.0.0.1:0", &tls.Config{
 		Certificates: []tls.Certificate{s.ca.Server("upstream.bench").TLS},
@@ -238,6 +239,77 @@ func BenchmarkProxyVsDirect(b *testing.B) {
 			b.ReportMetric(0, "ns/op")
 		})
 	}
+}
+
+// BenchmarkTracingOnVsOff: requests/s, latency and CPU of one node with
+// tracing off (the default) against one with tracing on, every request
+// sampled and exported over OTLP/gRPC to a receiver in this process, in
+// alternating rounds of one run against the same mTLS upstream (h1).
+func BenchmarkTracingOnVsOff(b *testing.B) {
+	s := start(b)
+	collector := harness.StartCountingCollector(b)
+	traced := harness.StartProxyEnv(b, s.natsURL, "bench-traced", []string{
+		"OTEL_TRACES_EXPORTER=otlp",
+		"OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
+		"OTEL_EXPORTER_OTLP_ENDPOINT=" + collector.Endpoint,
+		"OTEL_TRACES_SAMPLER=always_on",
+		// A queue that holds a round's spans between exports, so that
+		// none is dropped and every request pays for its export.
+		"OTEL_BSP_MAX_QUEUE_SIZE=131072",
+		"OTEL_BSP_SCHEDULE_DELAY=200",
+	})
+	ctx := context.Background()
+	if err := s.apply(ctx, 0, []any{"http/1.1"}); err != nil {
+		b.Fatal(err)
+	}
+	off, on := s.proxy.URL+"/bench", traced.URL+"/bench"
+	waitFingerprint(b, off, s.gateways[0].Fingerprint())
+	waitFingerprint(b, on, s.gateways[0].Fingerprint())
+	client := func() *http.Client { return &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}} }
+	round := func(p *harness.Proxy, url string) (rps, p50, p99, cpu float64, n int) {
+		cpu0, err := harness.CPUTime(p.Pid())
+		if err != nil {
+			b.Fatal(err)
+		}
+		lat, failed, el := load(client, url)
+		cpu1, _ := harness.CPUTime(p.Pid())
+		if failed > 0 {
+			b.Fatalf("%d requests through %s failed", failed, p.Name)
+		}
+		slices.Sort(lat)
+		return float64(len(lat)) / el.Seconds(), float64(pct(lat, 0.50).Microseconds()), float64(pct(lat, 0.99).Microseconds()),
+			float64((cpu1 - cpu0).Microseconds()) / float64(len(lat)), len(lat)
+	}
+	var offRPS, onRPS, offP50, onP50, offP99, onP99, offCPU, onCPU []float64
+	var tracedReqs int
+	spans0 := collector.Count()
+	for b.Loop() {
+		for range rounds {
+			rps, p50, p99, cpu, _ := round(s.proxy, off)
+			offRPS, offP50, offP99, offCPU = append(offRPS, rps), append(offP50, p50), append(offP99, p99), append(offCPU, cpu)
+			rps, p50, p99, cpu, n := round(traced, on)
+			onRPS, onP50, onP99, onCPU = append(onRPS, rps), append(onP50, p50), append(onP99, p99), append(onCPU, cpu)
+			tracedReqs += n
+		}
+	}
+	b.StopTimer()
+	// The last batch is exported within OTEL_BSP_SCHEDULE_DELAY.
+	deadline := time.Now().Add(10 * time.Second)
+	for last := -1; collector.Count() != last && time.Now().Before(deadline); {
+		last = collector.Count()
+		time.Sleep(time.Second)
+	}
+	b.ReportMetric(median(offRPS), "off-req/s")
+	b.ReportMetric(median(onRPS), "on-req/s")
+	b.ReportMetric(median(onRPS)/median(offRPS), "on/off")
+	b.ReportMetric(median(offP50), "off-p50-µs")
+	b.ReportMetric(median(onP50), "on-p50-µs")
+	b.ReportMetric(median(offP99), "off-p99-µs")
+	b.ReportMetric(median(onP99), "on-p99-µs")
+	b.ReportMetric(median(offCPU), "off-cpu-µs/req")
+	b.ReportMetric(median(onCPU), "on-cpu-µs/req")
+	b.ReportMetric(float64(collector.Count()-spans0)/float64(max(1, tracedReqs)), "spans/req")
+	b.ReportMetric(0, "ns/op")
 }
 
 func waitFingerprint(b *testing.B, url, want string) {

@@ -35,9 +35,16 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
+	return newWorldEnv(t, nil, 2)
+}
+
+// newWorldEnv is newWorld with env added to the environment of the policy
+// service and of the nodes proxy nodes.
+func newWorldEnv(t *testing.T, env []string, nodes int) *world {
+	t.Helper()
 	w := &world{dir: t.TempDir()}
 	w.natsURL, _ = harness.NATS(t)
-	w.policyURL, _ = harness.Policy(t, w.natsURL)
+	w.policyURL, _ = harness.PolicyEnv(t, w.natsURL, env)
 	w.upstreamCA = testca.New(t, "upstream CA")
 	server := w.upstreamCA.Server("orders.internal")
 	w.gateway = w.upstreamCA.Client("keyway-gateway")
@@ -51,8 +58,8 @@ func newWorld(t *testing.T) *world {
 	}
 	t.Cleanup(func() { up.Close() })
 	w.upstream = up
-	for i := range 2 {
-		w.proxies = append(w.proxies, harness.StartProxy(t, w.natsURL, fmt.Sprintf("node-%d", i+1)))
+	for i := range nodes {
+		w.proxies = append(w.proxies, harness.StartProxyEnv(t, w.natsURL, fmt.Sprintf("node-%d", i+1), env))
 	}
 	return w
 }

@@ -132,7 +132,17 @@ type Process struct {
 // 30 seconds pass. The process is stopped with SIGTERM at cleanup.
 func Start(tb testing.TB, name, bin string, ready *regexp.Regexp, args ...string) *Process {
 	tb.Helper()
+	return StartEnv(tb, name, bin, ready, nil, args...)
+}
+
+// StartEnv is [Start] with env ("KEY=value") added to the test's
+// environment.
+func StartEnv(tb testing.TB, name, bin string, ready *regexp.Regexp, env []string, args ...string) *Process {
+	tb.Helper()
 	p := &Process{Name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	if len(env) > 0 {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
@@ -265,8 +275,14 @@ func (n *NATSServer) Stop() { n.Process.Stop() }
 // args are added to its command line.
 func Policy(tb testing.TB, natsURL string, args ...string) (string, *Process) {
 	tb.Helper()
+	return PolicyEnv(tb, natsURL, nil, args...)
+}
+
+// PolicyEnv is [Policy] with env added to its environment.
+func PolicyEnv(tb testing.TB, natsURL string, env []string, args ...string) (string, *Process) {
+	tb.Helper()
 	addr := FreeAddr(tb)
-	p := Start(tb, "keyway-policy", Bin(tb, "keyway-policy"), regexp.MustCompile(`policy service serving`),
+	p := StartEnv(tb, "keyway-policy", Bin(tb, "keyway-policy"), regexp.MustCompile(`policy service serving`), env,
 		append([]string{"--listen", addr, "--nats", natsURL}, args...)...)
 	return "http://" + addr, p
 }
@@ -286,14 +302,25 @@ type Proxy struct {
 // bucket); args are added to its command line.
 func StartProxy(tb testing.TB, natsURL, nodeID string, args ...string) *Proxy {
 	tb.Helper()
-	return StartProxyAt(tb, natsURL, nodeID, FreeAddr(tb), FreeAddr(tb), args...)
+	return startProxy(tb, natsURL, nodeID, FreeAddr(tb), FreeAddr(tb), nil, args...)
+}
+
+// StartProxyEnv is [StartProxy] with env added to its environment.
+func StartProxyEnv(tb testing.TB, natsURL, nodeID string, env []string) *Proxy {
+	tb.Helper()
+	return startProxy(tb, natsURL, nodeID, FreeAddr(tb), FreeAddr(tb), env)
 }
 
 // StartProxyAt is [StartProxy] on given addresses: a node restarted where it
 // was.
 func StartProxyAt(tb testing.TB, natsURL, nodeID, addr, admin string, args ...string) *Proxy {
 	tb.Helper()
-	p := Start(tb, "keyway-proxy "+nodeID, Bin(tb, "keyway-proxy"), nil,
+	return startProxy(tb, natsURL, nodeID, addr, admin, nil, args...)
+}
+
+func startProxy(tb testing.TB, natsURL, nodeID, addr, admin string, env []string, args ...string) *Proxy {
+	tb.Helper()
+	p := StartEnv(tb, "keyway-proxy "+nodeID, Bin(tb, "keyway-proxy"), nil, env,
 		append([]string{"--listen", addr, "--admin-listen", admin, "--nats", natsURL, "--node-id", nodeID}, args...)...)
 	px := &Proxy{Process: p, ID: nodeID, Addr: addr, Admin: admin, URL: "http://" + addr, AdminURL: "http://" + admin}
 	WaitHTTP(tb, px.AdminURL+"/healthz", p)

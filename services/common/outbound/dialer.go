@@ -14,10 +14,15 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"keyway.dev/common/failure"
 	"keyway.dev/common/model"
+	"keyway.dev/common/telemetry"
 )
 
 // Defaults for [Options].
@@ -35,6 +40,10 @@ type Options struct {
 	// Observer, if set, is told of every handshake the Dialer makes
 	// (proxy dials and probes alike).
 	Observer Observer
+	// Tracer, if set, records a [telemetry.SpanOutboundHandshake] span
+	// for every handshake, child of the dialing context's span. Nil: no
+	// tracing.
+	Tracer trace.Tracer
 }
 
 // Observer is told of each outbound TLS handshake once it is over: a
@@ -82,6 +91,7 @@ type Dialer struct {
 	net      net.Dialer
 	timeout  time.Duration
 	observer Observer
+	tracer   trace.Tracer
 }
 
 // NewDialer builds the dialer of upstream name for tlsCtx (nil: plain TCP).
@@ -100,6 +110,7 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 		net:      net.Dialer{Timeout: opts.DialTimeout, KeepAlive: 30 * time.Second},
 		timeout:  opts.HandshakeTimeout,
 		observer: opts.Observer,
+		tracer:   opts.Tracer,
 	}
 	if tlsCtx == nil {
 		return d, nil
@@ -154,16 +165,67 @@ func (d *Dialer) DialTLSContext(ctx context.Context, network, addr string) (net.
 // connection and what was seen. Errors are [*Error]. The Options' Observer,
 // if any, is told of the outcome.
 func (d *Dialer) Handshake(ctx context.Context, network, addr string) (*tls.Conn, *failure.HandshakeFacts, *Error) {
-	if d.observer == nil {
+	if d.observer == nil && d.tracer == nil {
 		return d.handshake(ctx, network, addr)
 	}
 	start := time.Now()
-	tc, facts, herr := d.handshake(ctx, network, addr)
+	var tc *tls.Conn
+	var facts *failure.HandshakeFacts
+	var herr *Error
+	if d.tracer != nil {
+		tc, facts, herr = d.tracedHandshake(ctx, network, addr)
+	} else {
+		tc, facts, herr = d.handshake(ctx, network, addr)
+	}
+	if d.observer == nil {
+		return tc, facts, herr
+	}
 	var reason failure.Reason
 	if herr != nil {
 		reason = herr.Reason
 	}
 	d.observer.ObserveHandshake(d.upstream, reason, time.Since(start))
+	return tc, facts, herr
+}
+
+// tracedHandshake is handshake inside a [telemetry.SpanOutboundHandshake]
+// span that records what was negotiated and seen, or why it failed.
+func (d *Dialer) tracedHandshake(ctx context.Context, network, addr string) (*tls.Conn, *failure.HandshakeFacts, *Error) {
+	attrs := []attribute.KeyValue{telemetry.AttrUpstream.String(d.upstream)}
+	if host, port, err := net.SplitHostPort(addr); err == nil {
+		attrs = append(attrs, telemetry.AttrServerAddress.String(host))
+		if p, err := strconv.Atoi(port); err == nil {
+			attrs = append(attrs, telemetry.AttrServerPort.Int(p))
+		}
+	}
+	if d.tls != nil && d.tls.Fingerprint != "" {
+		attrs = append(attrs, telemetry.AttrTLSContextFingerprint.String(d.tls.Fingerprint))
+	}
+	ctx, span := d.tracer.Start(ctx, telemetry.SpanOutboundHandshake,
+		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	defer span.End()
+	tc, facts, herr := d.handshake(ctx, network, addr)
+	if facts != nil {
+		if facts.ServerName != "" {
+			span.SetAttributes(telemetry.AttrTLSServerName.String(facts.ServerName))
+		}
+		span.SetAttributes(
+			telemetry.AttrTLSClientCertificateRequested.Bool(facts.ClientCertificateRequested),
+			telemetry.AttrTLSClientCertificateSent.Bool(facts.ClientCertificateSent))
+		if facts.ClientCertificateSent && d.tls.Certificate != nil && d.tls.Certificate.Leaf != nil {
+			span.SetAttributes(telemetry.AttrTLSClientHashSHA256.String(telemetry.CertificateHash(d.tls.Certificate.Leaf)))
+		}
+	}
+	if herr != nil {
+		span.SetAttributes(telemetry.AttrTLSEstablished.Bool(false))
+		telemetry.Fail(span, herr.Reason, herr.Detail)
+		return tc, facts, herr
+	}
+	cs := tc.ConnectionState()
+	span.SetAttributes(telemetry.ConnectionAttributes(&cs)...)
+	if len(cs.PeerCertificates) > 0 {
+		span.SetAttributes(telemetry.ServerCertificateAttributes(cs.PeerCertificates[0])...)
+	}
 	return tc, facts, herr
 }
 

@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -82,7 +83,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer children.Wait()
 	spawn := func(name string, args ...string) error {
 		cmd := exec.Command(filepath.Join(cfg.Bin, name), args...)
-		cmd.Env = append(os.Environ(), "KEYWAY_LOG_FORMAT=text")
+		cmd.Env = append(childEnv(os.Environ()), "KEYWAY_LOG_FORMAT=text")
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
@@ -228,4 +229,19 @@ Ctrl-C stops everything; data stays in %[9]s (policy port %[10]s).
 `, cfg.ProxyAddr, cfg.ProxyAdmin, cfg.PolicyAddr, strconv.Itoa(cfg.NATSPort), cfg.UpstreamAddr,
 		rel(filepath.Join(data, "pki", "ca.crt")), ctl, rel(sample), rel(data), policyPort,
 		cfg.ProxyTLSAddr, tlsPort, rel(filepath.Join(data, "pki", "client.crt")), rel(filepath.Join(data, "pki", "client.key")))
+}
+
+// childEnv is the environment of the processes the stack starts: this
+// process's, so that OTEL_* (tracing) and KEYWAY_* settings reach them,
+// without OTEL_SERVICE_NAME, which would give the policy service and the
+// proxy node one name: each names itself (keyway-policy, keyway-proxy). Tag
+// the deployment with OTEL_RESOURCE_ATTRIBUTES instead.
+func childEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "OTEL_SERVICE_NAME=") {
+			out = append(out, kv)
+		}
+	}
+	return out
 }

@@ -10,10 +10,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/nodekv"
+	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/app"
 	"keyway.dev/policy/internal/store"
 )
@@ -47,12 +49,27 @@ func realMain(ctx context.Context, args []string) error {
 		return err
 	}
 	slog.SetDefault(log)
+	tr, shutdown, err := telemetry.Setup(ctx, "keyway-policy")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			log.Warn("flushing traces at exit", "error", err)
+		}
+	}()
+	if tr.On() {
+		log.Info("tracing on", "exporter", os.Getenv("OTEL_TRACES_EXPORTER"))
+	}
 	return app.Run(ctx, app.Config{
 		Listen:     *listen,
 		NATSURL:    *natsURL,
 		Store:      store.Config{Bucket: *bucket, Replicas: *replicas},
 		NodeBucket: *nodes,
 		NodeTTL:    *nodeTTL,
+		Tracing:    tr,
 		Log:        log.With("service", "policy"),
 	})
 }

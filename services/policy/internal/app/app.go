@@ -16,12 +16,14 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
+	"connectrpc.com/otelconnect"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/metrics"
 	"keyway.dev/policy/internal/nodes"
 	"keyway.dev/policy/internal/server"
@@ -41,6 +43,10 @@ type Config struct {
 	// default nodekv.DefaultTTL.
 	NodeTTL time.Duration
 	Log     *slog.Logger
+	// Tracing, when on, traces every RPC (otelconnect: the server span is
+	// named after the procedure, "keyway.policy.v1.PolicyService/Apply")
+	// and the store's writes under it.
+	Tracing telemetry.Tracing
 	// OnListen, if set, is called with the bound address once the API
 	// serves (tests listen on port 0).
 	OnListen func(net.Addr)
@@ -78,6 +84,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer nc.Close()
 
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	cfg.Store.Tracing = cfg.Tracing
 	st, err := store.Open(openCtx, nc, cfg.Store, log)
 	cancel()
 	if err != nil {
@@ -102,12 +109,14 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Store.Bucket = configkv.Bucket
 	}
 	m := metrics.New()
+	svc := server.New(st, nv, log, m)
+	svc.TraceProbes(cfg.Tracing.Tracer)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           Handler(server.New(st, nv, log, m), m.Handler()),
+		Handler:           Handler(svc, m.Handler(), cfg.Tracing),
 		Protocols:         protocols(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -133,10 +142,22 @@ func Run(ctx context.Context, cfg Config) error {
 
 // Handler serves the PolicyService (Connect, gRPC, gRPC-Web), gRPC
 // reflection (v1 and v1alpha), gRPC health, /healthz for plain probes and
-// metricsHandler at /metrics.
-func Handler(svc policyv1connect.PolicyServiceHandler, metricsHandler http.Handler) http.Handler {
+// metricsHandler at /metrics. With tr on, every PolicyService RPC has a
+// server span; a caller's traceparent is trusted as its parent.
+func Handler(svc policyv1connect.PolicyServiceHandler, metricsHandler http.Handler, tr telemetry.Tracing) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(policyv1connect.NewPolicyServiceHandler(svc, connect.WithReadMaxBytes(32<<20)))
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(32 << 20)}
+	if tr.On() {
+		// Metrics stay Prometheus's (/metrics); only spans here.
+		ic, err := otelconnect.NewInterceptor(otelconnect.WithTracerProvider(tr.Provider),
+			otelconnect.WithPropagator(tr.Propagator), otelconnect.WithoutMetrics(), otelconnect.WithTrustRemote())
+		if err != nil {
+			// Only for invalid options, which these are not.
+			panic(fmt.Sprintf("app: otelconnect interceptor: %v", err))
+		}
+		opts = append(opts, connect.WithInterceptors(ic))
+	}
+	mux.Handle(policyv1connect.NewPolicyServiceHandler(svc, opts...))
 	reflector := grpcreflect.NewStaticReflector(policyv1connect.PolicyServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))

@@ -61,7 +61,7 @@ func (s *Server) probe(ctx context.Context, objs []model.Object) (map[int][]*pol
 				continue // validation has already reported the missing Service
 			}
 		}
-		d, err := outbound.NewDialer(svc.Name, b.Outbound, outbound.Options{HandshakeTimeout: probeTimeout, DialTimeout: probeTimeout})
+		d, err := outbound.NewDialer(svc.Name, b.Outbound, outbound.Options{HandshakeTimeout: probeTimeout, DialTimeout: probeTimeout, Tracer: s.tracer})
 		if err != nil {
 			violations = append(violations, model.Violation{Field: configField(i), Message: fmt.Sprintf("live probe: %v", err)})
 			continue

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -36,6 +37,8 @@ type Server struct {
 	nodes *nodes.View
 	log   *slog.Logger
 	now   func() time.Time
+	// tracer traces the live probe's handshakes; nil: not traced.
+	tracer trace.Tracer
 
 	// writes serialises validate-then-write in Apply and Delete, so that
 	// checks spanning resources (a binding's target exists; a deleted
@@ -93,6 +96,9 @@ const maxWait = 10 * time.Minute
 
 // defaultWatch is WatchRollout's timeout when none is given.
 const defaultWatch = 30 * time.Second
+// TraceProbes makes the live probe's handshakes [telemetry.SpanOutboundHandshake]
+// spans of tracer (children of the RPC's span). Call it before serving.
+func (s *Server) TraceProbes(tracer trace.Tracer) { s.tracer = tracer }
 
 // Apply validates all resources of the request together and stores them, or
 // stores nothing.

@@ -46,8 +46,8 @@ func startStack(t *testing.T) *stack {
 	return startStackWith(t, nil)
 }
 
-// startStackWith starts a stack whose app configuration mod (may be nil)
-// changes.
+// startStackWith is startStack with mod (may be nil) applied to the
+// service's configuration.
 func startStackWith(t *testing.T, mod func(*app.Config)) *stack {
 	t.Helper()
 	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
@@ -62,16 +62,14 @@ func startStackWith(t *testing.T, mod func(*app.Config)) *stack {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	go func() {
-		cfg := app.Config{
-			Listen: "127.0.0.1:0", NATSURL: ns.ClientURL(), Store: store.Config{},
-			OnListen: func(a net.Addr) { addrc <- a },
-		}
-		if mod != nil {
-			mod(&cfg)
-		}
-		done <- app.Run(ctx, cfg)
-	}()
+	cfg := app.Config{
+		Listen: "127.0.0.1:0", NATSURL: ns.ClientURL(), Store: store.Config{},
+		OnListen: func(a net.Addr) { addrc <- a },
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	go func() { done <- app.Run(ctx, cfg) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

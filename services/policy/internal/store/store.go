@@ -21,11 +21,14 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/model"
+	"keyway.dev/common/telemetry"
 )
 
 // Errors callers map to API codes. Errors returned by the store match them
@@ -65,6 +68,7 @@ type Store struct {
 	stream jetstream.Stream
 	prefix string // "$KV.<bucket>."
 	log    *slog.Logger
+	tr     telemetry.Tracing
 
 	stop    context.CancelFunc
 	stopped chan struct{}
@@ -89,6 +93,10 @@ type Config struct {
 	Replicas int
 	// History is how many revisions of each key the bucket keeps.
 	History uint8
+	// Tracing, when on, records each Write and each key written, and
+	// puts the trace context in the headers of the message written, for
+	// the proxy nodes to continue the trace.
+	Tracing telemetry.Tracing
 }
 
 // Open creates the bucket if needed, starts the watcher, and returns once the
@@ -123,6 +131,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*St
 		js: js, kv: kv, stream: stream,
 		prefix:  "$KV." + cfg.Bucket + ".",
 		log:     log,
+		tr:      cfg.Tracing,
 		byKey:   make(map[string]entry),
 		changed: make(chan struct{}),
 		resume:  make(chan struct{}, 1),
@@ -400,12 +409,24 @@ type Outcome struct {
 // got in between the checks and the writes), the writes already made are
 // rolled back to what was there before and ErrConflict is returned. With
 // dryRun the checks run and nothing is written.
-func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRun bool) ([]Outcome, error) {
+func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRun bool) (outs []Outcome, err error) {
 	if err := s.connected("applying"); err != nil {
 		return nil, err
 	}
+	if s.tr.On() {
+		var span trace.Span
+		ctx, span = s.tr.Tracer.Start(ctx, telemetry.SpanStoreWrite, trace.WithAttributes(
+			telemetry.AttrConfigResources.Int(len(resources)), telemetry.AttrDryRun.Bool(dryRun)))
+		defer func() {
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+			}
+			span.End()
+		}()
+	}
 	now := time.Now()
-	outs := make([]Outcome, len(resources))
+	outs = make([]Outcome, len(resources))
 	prev := make([]entry, len(resources))
 	var conflicts []error
 	for i, r := range resources {
@@ -509,11 +530,36 @@ func (s *Store) connected(what string) error {
 }
 
 // publish writes one KV message guarded by the key's last revision.
-func (s *Store) publish(ctx context.Context, ref model.Ref, value []byte, lastRevision uint64, del bool) (uint64, error) {
+func (s *Store) publish(ctx context.Context, ref model.Ref, value []byte, lastRevision uint64, del bool) (rev uint64, err error) {
 	msg := nats.NewMsg(s.prefix + configkv.Key(ref))
 	msg.Data = value
 	if del {
 		msg.Header.Set("KV-Operation", "DEL")
+	}
+	if s.tr.On() {
+		op := "put"
+		if del {
+			op = "delete"
+		}
+		var span trace.Span
+		ctx, span = s.tr.Tracer.Start(ctx, telemetry.SpanStorePut, trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(
+				telemetry.AttrConfigKey.String(configkv.Key(ref)),
+				telemetry.AttrConfigOperation.String(op),
+				telemetry.AttrMessagingSystem.String("nats"),
+				telemetry.AttrMessagingDestination.String(msg.Subject),
+			))
+		// The proxy nodes continue the trace from the message's headers.
+		s.tr.InjectNATS(ctx, msg)
+		defer func() {
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, err.Error())
+			} else {
+				span.SetAttributes(telemetry.AttrConfigRevision.Int64(int64(rev)))
+			}
+			span.End()
+		}()
 	}
 	ack, err := s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(lastRevision))
 	var apiErr *jetstream.APIError

@@ -16,6 +16,7 @@ import (
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/nodekv"
+	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/upstream"
 )
@@ -67,6 +68,20 @@ func realMain(ctx context.Context) error {
 		return err
 	}
 	slog.SetDefault(log)
+	tr, shutdown, err := telemetry.Setup(ctx, "keyway-proxy")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := shutdown(sctx); err != nil {
+			log.Warn("flushing traces at exit", "error", err)
+		}
+	}()
+	if tr.On() {
+		log.Info("tracing on", "exporter", os.Getenv("OTEL_TRACES_EXPORTER"))
+	}
 	return node.Run(ctx, node.Config{
 		Listen:           *listen,
 		AdminListen:      *admin,
@@ -77,6 +92,7 @@ func realMain(ctx context.Context) error {
 		Heartbeat:        hb,
 		NodeTTL:          ttl,
 		HandshakeTimeout: handshakeTimeout,
+		Tracing:          tr,
 		Logger:           log.With("service", "proxy"),
 	})
 }

@@ -27,11 +27,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/model"
+	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/router"
 	"keyway.dev/proxy/internal/upstream"
 )
@@ -104,6 +106,15 @@ type Options struct {
 	// refused values of their keys. inbound.Manager.Apply in production.
 	// Called from Run's goroutine only.
 	Listeners func([]*model.Listener) map[string]error
+	// Tracing, when on, records each batch of changes applied after the
+	// initial load as a [telemetry.SpanNodeApply] span, child of the
+	// trace context the writer put in the first change's message headers
+	// (read with Headers), linked to the others'.
+	Tracing telemetry.Tracing
+	// Headers reads the headers of the bucket's message at a revision:
+	// jetstream.KeyValueEntry does not carry them. Only called when
+	// tracing is on; nil: changes are traced without a parent.
+	Headers func(ctx context.Context, rev uint64) (nats.Header, error)
 }
 
 // Watcher follows the bucket. Snapshot, Ready, Revision and WaitRevision are
@@ -432,13 +443,15 @@ func (w *Watcher) session(ctx context.Context) error {
 			w.apply(e)
 			continue
 		}
+		b := w.startBatch(ctx, e)
 		w.apply(e)
 		w.noteCreated(e)
+		b.add(ctx, e)
 		// Apply what else is already queued before rebuilding once.
 		for {
 			e, ok, err := next(false)
 			if err != nil {
-				w.publish(true)
+				b.end(w.publish(true))
 				return err
 			}
 			if !ok || e == nil {
@@ -446,8 +459,9 @@ func (w *Watcher) session(ctx context.Context) error {
 			}
 			w.apply(e)
 			w.noteCreated(e)
+			b.add(ctx, e)
 		}
-		w.publish(true)
+		b.end(w.publish(true))
 	}
 }
 
@@ -569,8 +583,9 @@ func (w *Watcher) unindex(key string, obj model.Object) {
 }
 
 // publish rebuilds what w.dirty says and swaps the new snapshot in, then
-// drains the Upstreams it replaced.
-func (w *Watcher) publish(ready bool) {
+// drains the Upstreams it replaced. It returns the Services whose Upstream
+// it built.
+func (w *Watcher) publish(ready bool) (built []string) {
 	d := w.dirty
 	w.dirty = newDirty()
 	prev := w.Snapshot()
@@ -614,6 +629,7 @@ func (w *Watcher) publish(ready bool) {
 				continue
 			}
 			delete(w.buildErrs, name)
+			built = append(built, name)
 			next.Upstreams[name] = u
 			w.inputs[name] = in
 			fp := ""
@@ -685,6 +701,7 @@ func (w *Watcher) publish(ready bool) {
 	for _, old := range replaced {
 		w.drain(old)
 	}
+	return built
 }
 
 // listeners are the stored Listeners as served, by name: each with the

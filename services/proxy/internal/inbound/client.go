@@ -11,8 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"keyway.dev/common/failure"
 	"keyway.dev/common/model"
+	"keyway.dev/common/telemetry"
 )
 
 // HandshakeObserver counts a Listener's TLS handshakes. reason is "" for a
@@ -36,6 +40,17 @@ type conn struct {
 	// verified caches the last verification of this connection's client
 	// certificate, for one host of one snapshot.
 	verified atomic.Pointer[verification]
+	// accepted is when the connection was accepted, and handshake the
+	// context of its handshake's span; both only when tracing is on.
+	// handshake is written by connState before the connection serves its
+	// first request, and read by the requests.
+	accepted  time.Time
+	handshake trace.SpanContext
+	// handshakeHost is the host whose config served the handshake: while
+	// it is still the current one, the chains crypto/tls verified against
+	// its clientCAs stand, and the first request needs no second
+	// verification.
+	handshakeHost atomic.Pointer[host]
 }
 
 // tlsListener makes a *tls.Conn over a conn for every accepted connection;
@@ -52,6 +67,9 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	c := &conn{Conn: raw, srv: l.srv}
+	if l.srv.tracing.Tracer != nil {
+		c.accepted = time.Now()
+	}
 	c.tls = tls.Server(c, l.cfg)
 	return c.tls, nil
 }
@@ -102,6 +120,48 @@ func (s *server) connState(nc net.Conn, st http.ConnState) {
 	if s.observer != nil {
 		s.observer.ObserveInboundHandshake(s.name, reason)
 	}
+	if s.tracing.Tracer != nil {
+		s.traceHandshake(c, reason, err)
+	}
+}
+
+// traceHandshake records the connection's handshake, from its accept to
+// now, as a [telemetry.SpanInboundHandshake] span: the root of a trace of
+// its own, which each request on the connection links to.
+func (s *server) traceHandshake(c *conn, reason failure.Reason, err error) {
+	attrs := []attribute.KeyValue{telemetry.AttrListener.String(s.name)}
+	if host, _, herr := net.SplitHostPort(c.RemoteAddr().String()); herr == nil {
+		attrs = append(attrs, telemetry.AttrClientAddress.String(host))
+	}
+	_, span := s.tracing.Tracer.Start(context.Background(), telemetry.SpanInboundHandshake,
+		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithTimestamp(c.accepted), trace.WithAttributes(attrs...))
+	cs := c.tls.ConnectionState()
+	if err != nil {
+		span.SetAttributes(telemetry.AttrTLSEstablished.Bool(false))
+		if cs.ServerName != "" {
+			span.SetAttributes(telemetry.AttrTLSServerName.String(cs.ServerName))
+		}
+		telemetry.Fail(span, reason, err.Error())
+	} else {
+		span.SetAttributes(telemetry.ConnectionAttributes(&cs)...)
+		if len(cs.PeerCertificates) > 0 {
+			span.SetAttributes(telemetry.ClientCertificateAttributes(cs.PeerCertificates[0])...)
+		}
+		c.handshake = span.SpanContext()
+	}
+	span.End()
+}
+
+// HandshakeSpan is the span context of the TLS handshake of the connection
+// r arrived on; invalid when r did not arrive on a Listener or tracing is
+// off.
+func HandshakeSpan(r *http.Request) trace.SpanContext {
+	c, _ := r.Context().Value(connKey{}).(*conn)
+	if c == nil {
+		return trace.SpanContext{}
+	}
+	return c.handshake
 }
 
 // Client is a request's client certificate as judged, at the time of the
@@ -164,6 +224,13 @@ func ClientOf(r *http.Request, now time.Time) (cl Client, ok bool) {
 		return cl, true
 	}
 	v := c.verified.Load()
+	if v == nil && len(r.TLS.VerifiedChains) > 0 && c.handshakeHost.Load() == h {
+		// The handshake verified the chain against this very host's
+		// clientCAs (and for client authentication); only the clock is
+		// left to check, below.
+		v = fromChains(h, cl.Leaf, r.TLS.VerifiedChains)
+		c.verified.Store(v)
+	}
 	if v == nil || v.leaf != cl.Leaf || v.host != h {
 		v = verify(h, r.TLS.PeerCertificates, now)
 		if v.reason != failure.ClientCertificateExpired {
@@ -207,6 +274,14 @@ func verify(h *host, certs []*x509.Certificate, now time.Time) *verification {
 		}
 		return v
 	}
+	return fromChains(h, certs[0], chains)
+}
+
+// fromChains is the verification of leaf whose verified chains against h's
+// clientCAs are chains: h's verifyDepth applies, and the certificate is
+// valid until the earliest NotAfter of its longest-lived chain.
+func fromChains(h *host, leaf *x509.Certificate, chains [][]*x509.Certificate) *verification {
+	v := &verification{leaf: leaf, host: h}
 	for _, chain := range chains {
 		if h.verifyDepth > 0 && len(chain) > h.verifyDepth {
 			continue
@@ -225,7 +300,7 @@ func verify(h *host, certs []*x509.Certificate, now time.Time) *verification {
 		v.reason = failure.ClientCertificateUntrusted // every chain exceeds verifyDepth
 		return v
 	}
-	v.xfcc = XFCC(certs[0])
+	v.xfcc = XFCC(leaf)
 	return v
 }
 

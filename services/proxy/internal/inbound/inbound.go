@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"keyway.dev/common/model"
+	"keyway.dev/common/telemetry"
 )
 
 // Options configure a [Manager].
@@ -49,7 +50,10 @@ type Options struct {
 	// Handshakes counts every Listener's handshakes, by outcome; nil
 	// counts nothing.
 	Handshakes HandshakeObserver
-	Logger     *slog.Logger
+	// Tracing, when on, records each connection's handshake
+	// ([telemetry.SpanInboundHandshake]).
+	Tracing telemetry.Tracing
+	Logger  *slog.Logger
 }
 
 // Manager serves the Listeners it is given. Apply, Close, Status and Addr
@@ -85,6 +89,7 @@ type server struct {
 	address  string // as configured
 	log      *slog.Logger
 	observer HandshakeObserver
+	tracing  telemetry.Tracing
 	ln       net.Listener
 	srv      *http.Server
 	since    time.Time
@@ -220,7 +225,7 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inbound: listening on %s: %w", address, err)
 	}
-	s := &server{name: name, address: address, log: m.log, observer: m.opts.Handshakes, ln: ln, since: time.Now(), done: make(chan struct{})}
+	s := &server{name: name, address: address, log: m.log, observer: m.opts.Handshakes, tracing: m.opts.Tracing, ln: ln, since: time.Now(), done: make(chan struct{})}
 	s.snap.Store(snap)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
@@ -258,9 +263,13 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 }
 
 // configForClient is the server's GetConfigForClient: one atomic load and
-// at most two map lookups.
+// at most two map lookups; it notes on the connection which host served it.
 func (s *server) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error) {
-	return s.snap.Load().hostFor(hello.ServerName).cfg, nil
+	h := s.snap.Load().hostFor(hello.ServerName)
+	if c, ok := hello.Conn.(*conn); ok {
+		c.handshakeHost.Store(h)
+	}
+	return h.cfg, nil
 }
 
 // drain shuts s down in the background: for at most ShutdownTimeout, or

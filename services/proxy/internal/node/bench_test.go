@@ -1,12 +1,19 @@
 package node_test
 
 import (
+	"context"
 	"crypto/tls"
 	"io"
 	"net/http"
 	"syscall"
 	"testing"
 	"time"
+
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"keyway.dev/common/telemetry"
+	"keyway.dev/proxy/internal/node"
 )
 
 // BenchmarkProxyMTLS measures one keep-alive HTTP/1.1 request through the
@@ -68,4 +75,22 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkProxyMTLSTraced is BenchmarkProxyMTLS with tracing on, every
+// request sampled, spans batched to an exporter that discards them: the
+// cost of building and ending the spans, without the export's.
+func BenchmarkProxyMTLSTraced(b *testing.B) {
+	for _, h2 := range []bool{false, true} {
+		b.Run(map[bool]string{false: "h1", true: "h2"}[h2], func(b *testing.B) {
+			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
+				sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+			b.Cleanup(func() { tp.Shutdown(context.Background()) })
+			e := newEnv(b, func(c *node.Config) { c.Tracing = telemetry.New(tp) })
+			srv := upstreamServer(b, e.server, e.clients, h2, nil)
+			e.apply(b, "bench", "http1", addr(srv), mtls(e.ca, e.gateway, nil))
+			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+			run(b, c, e.url("/bench/x"))
+		})
+	}
 }

@@ -180,6 +180,7 @@ type echo struct {
 	Path        string `json:"path"`
 	RequestID   string `json:"requestId"`
 	Forwarded   string `json:"forwardedFor"`
+	Traceparent string `json:"traceparent"`
 }
 
 // upstreamServer is a real TLS upstream that requires and verifies a client
@@ -187,7 +188,7 @@ type echo struct {
 func upstreamServer(tb testing.TB, kp *testca.KeyPair, clients *testca.CA, h2 bool, mod func(*tls.Config)) *httptest.Server {
 	tb.Helper()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		e := echo{Proto: r.Proto, Path: r.URL.Path, RequestID: r.Header.Get("X-Request-Id"), Forwarded: r.Header.Get("X-Forwarded-For")}
+		e := echo{Proto: r.Proto, Path: r.URL.Path, RequestID: r.Header.Get("X-Request-Id"), Forwarded: r.Header.Get("X-Forwarded-For"), Traceparent: r.Header.Get("Traceparent")}
 		if len(r.TLS.PeerCertificates) > 0 {
 			c := r.TLS.PeerCertificates[0]
 			sum := sha256.Sum256(c.Raw)

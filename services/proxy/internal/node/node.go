@@ -15,6 +15,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -30,6 +31,7 @@ import (
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/model"
 	"keyway.dev/common/nodekv"
+	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/inbound"
 	"keyway.dev/proxy/internal/metrics"
@@ -71,7 +73,10 @@ type Config struct {
 	// Decode turns stored resources into models; default model.Decode.
 	// Tests set it for kinds the model does not decode yet.
 	Decode config.Decoder
-	Logger *slog.Logger
+	// Tracing, when on, traces requests, handshakes and configuration
+	// changes (see package telemetry). The zero value is off.
+	Tracing telemetry.Tracing
+	Logger  *slog.Logger
 }
 
 // Node is a running proxy node.
@@ -91,6 +96,9 @@ type Node struct {
 	// natsClosed is closed by the NATS connection's last callback.
 	natsClosed chan struct{}
 	started    time.Time
+	// stream is the bucket's stream, set before the watcher runs; it
+	// serves the headers of traced changes.
+	stream jetstream.Stream
 }
 
 // Run starts a node and serves until ctx ends, then stops gracefully.
@@ -129,16 +137,19 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	uopts := proxy.UpstreamOptions(upstream.Options{
 		HandshakeTimeout: cfg.HandshakeTimeout, Logger: log,
 		Handshakes: n.metrics, Recorder: n.metrics.Recorder,
+		Tracing: cfg.Tracing,
 	}, log)
 	n.watcher = config.New(config.Options{
 		Upstream: uopts, Decode: cfg.Decode, Logger: log, RetryInterval: cfg.RetryInterval,
 		ApplyLatency: n.metrics.ObserveApplyLatency,
+		Tracing:      cfg.Tracing,
+		Headers:      n.headers,
 		// Set below, before Run calls it.
 		Listeners: func(ls []*model.Listener) map[string]error { return n.inbound.Apply(ls) },
 	})
-	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log)
+	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
-	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, Handshakes: n.metrics, Logger: log})
+	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log})
 
 	var err error
 	if n.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -268,6 +279,11 @@ func (n *Node) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	}
 	for {
 		kv, err := js.KeyValue(ctx, n.cfg.Bucket)
+		if err == nil && n.cfg.Tracing.On() {
+			// The watcher's entries carry no headers: traced changes
+			// read theirs from the stream.
+			n.stream, err = js.Stream(ctx, "KV_"+n.cfg.Bucket)
+		}
 		if err == nil {
 			return kv, nil
 		}
@@ -375,6 +391,19 @@ func served(scope, name, host, role string, c *x509.Certificate) *nodev1.ServedC
 	}
 }
 
+// headers reads the headers of the bucket's message at revision rev (one
+// direct get), for the trace context the policy service wrote there.
+func (n *Node) headers(ctx context.Context, rev uint64) (nats.Header, error) {
+	if n.stream == nil {
+		return nil, nil
+	}
+	msg, err := n.stream.GetMsg(ctx, rev)
+	if err != nil {
+		return nil, fmt.Errorf("node: reading the headers of revision %d: %w", rev, err)
+	}
+	return msg.Header, nil
+}
+
 // Wait blocks until the node has stopped and returns why it failed, if it did.
 func (n *Node) Wait() error {
 	<-n.done
@@ -465,6 +494,13 @@ func (n *Node) adminHandler() http.Handler {
 		enc.Encode(n.Status())
 	})
 	mux.Handle("GET /metrics", n.metrics.Handler())
+	// Go's profiler, for `go tool pprof http://<admin>/debug/pprof/profile`;
+	// the admin port is loopback-only unless configured otherwise.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

@@ -17,8 +17,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"keyway.dev/common/failure"
 	"keyway.dev/common/model"
+	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/inbound"
 	"keyway.dev/proxy/internal/router"
@@ -44,11 +48,14 @@ type Handler struct {
 	src Source
 	log *slog.Logger
 	ids *RequestIDs
+	tr  telemetry.Tracing
 }
 
 // New returns the handler. ids makes request ids for requests without one.
-func New(src Source, ids *RequestIDs, log *slog.Logger) *Handler {
-	return &Handler{src: src, ids: ids, log: log}
+// With tr on, every request gets a [telemetry.SpanRequest] span; off, the
+// request path does no tracing work at all.
+func New(src Source, ids *RequestIDs, log *slog.Logger, tr telemetry.Tracing) *Handler {
+	return &Handler{src: src, ids: ids, log: log, tr: tr}
 }
 
 // maxAttempts bounds the retries when the Upstream found was being drained;
@@ -62,24 +69,39 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		id = h.ids.Next()
 		r.Header[HeaderRequestID] = []string{id}
 	}
+	if h.tr.Tracer != nil {
+		h.serveTraced(w, r, id)
+		return
+	}
+	h.serve(w, r, id, nil)
+}
+
+// serve forwards r; span is the request's span, nil when tracing is off.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, id string, span trace.Span) {
 	for range maxAttempts {
 		s := h.src.Snapshot()
 		if !s.Ready {
 			writeError(w, id, "", failure.NoHealthyUpstream, "the node has not loaded its configuration yet", http.StatusServiceUnavailable)
+			failSpan(span, failure.NoHealthyUpstream, "the node has not loaded its configuration yet", http.StatusServiceUnavailable)
 			return
 		}
 		target, ok := s.Router.Match(r, inbound.ListenerOf(r))
 		if !ok {
 			writeError(w, id, "", failure.NoRoute, "", StatusCode(failure.NoRoute))
+			failSpan(span, failure.NoRoute, "", StatusCode(failure.NoRoute))
 			return
 		}
-		if !h.admit(w, r, id, target) {
+		if span != nil {
+			routeMatched(span, target)
+		}
+		if !h.admit(w, r, id, target, span) {
 			return
 		}
 		u := s.Upstreams[target.Service]
 		if u == nil {
 			h.log.Warn("route to a service that does not exist", "route", target.Route, "upstream", target.Service, "request_id", id)
 			writeError(w, id, target.Service, failure.NoHealthyUpstream, "", StatusCode(failure.NoHealthyUpstream))
+			failSpan(span, failure.NoHealthyUpstream, "the route's Service does not exist", StatusCode(failure.NoHealthyUpstream))
 			return
 		}
 		if u.Forward(w, r) {
@@ -87,6 +109,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeError(w, id, "", failure.NoHealthyUpstream, "", StatusCode(failure.NoHealthyUpstream))
+	failSpan(span, failure.NoHealthyUpstream, "", StatusCode(failure.NoHealthyUpstream))
 }
 
 // admit applies the route's client-certificate rules to a request that
@@ -99,7 +122,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // nor an open connection carries it past its expiry or its CA's removal.
 // On a host that only requests one, a route that needs an identity still
 // requires it verified by the host's clientCAs.
-func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id string, target *router.Target) bool {
+func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id string, target *router.Target, span trace.Span) bool {
 	delete(r.Header, HeaderXFCC)
 	cl, ok := inbound.ClientOf(r, time.Now())
 	if !ok {
@@ -109,6 +132,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id string, targe
 	refuse := func(reason failure.Reason, fix string) bool {
 		h.log.Info("client refused", "route", target.Route, "reason", string(reason), "client", r.RemoteAddr, "request_id", id)
 		writeError(w, id, "", reason, fix, StatusCode(reason))
+		failSpan(span, reason, fix, StatusCode(reason))
 		return false
 	}
 	switch {
@@ -178,9 +202,16 @@ func UpstreamOptions(opts upstream.Options, log *slog.Logger) upstream.Options {
 		}
 		status := StatusCode(err.Reason)
 		writeError(w, id, u.Name(), err.Reason, fix, status)
+		failSpan(requestSpan(r.Context()), err.Reason, err.Detail, status)
 		return status
 	}
 	opts.ModifyResponse = func(resp *http.Response) error {
+		if span := requestSpan(resp.Request.Context()); span != nil {
+			span.SetAttributes(telemetry.AttrHTTPResponseStatus.Int(resp.StatusCode))
+			if resp.StatusCode >= 500 {
+				span.SetStatus(codes.Error, "")
+			}
+		}
 		// The upstream may echo or set its own: ours wins, one value.
 		resp.Header[HeaderRequestID] = resp.Request.Header[HeaderRequestID]
 		return nil

@@ -21,6 +21,9 @@ type Target struct {
 	Route string
 	// Service is the name of the Service to forward to.
 	Service string
+	// Path is the Route's path template ("/orders/{id}"): the request
+	// span's http.route.
+	Path string
 	// ClientCertificate and Allow are the Route's client-certificate
 	// rules, checked on requests that arrive on a Listener.
 	ClientCertificate bool
@@ -28,7 +31,7 @@ type Target struct {
 }
 
 func targetOf(r *model.Route) *Target {
-	return &Target{Route: r.Name, Service: r.Service, ClientCertificate: r.ClientCertificate, Allow: r.Allow}
+	return &Target{Route: r.Name, Service: r.Service, Path: r.Path, ClientCertificate: r.ClientCertificate, Allow: r.Allow}
 }
 
 // NeedsIdentity reports whether the route needs a client certificate

@@ -48,7 +48,11 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	o := &forwarding{w: w}
 	o.trace.Got1xxResponse = o.got1xx
 	// Derived from in's context: the client going away cancels.
-	out := in.WithContext(httptrace.WithClientTrace(in.Context(), &o.trace))
+	ctx := in.Context()
+	if u.tracing.Tracer != nil {
+		o.tr, ctx = u.startSpan(ctx, in, &o.trace)
+	}
+	out := in.WithContext(httptrace.WithClientTrace(ctx, &o.trace))
 	o.url = *in.URL
 	out.URL = &o.url
 	out.Close = false
@@ -99,25 +103,28 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	out.URL.Scheme = u.scheme
 	out.URL.Host = u.endpoint()
 	out.Host = u.host
+	if o.tr != nil {
+		o.tr.sending(out)
+	}
 
 	res, err := u.transport.RoundTrip(out)
 	o.mu.Lock()
 	o.done = true
 	o.mu.Unlock()
 	if err != nil {
-		u.failed(w, out, err, start)
+		u.failed(w, out, err, start, o.tr)
 		return
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
 		res.Body.Close()
-		u.failed(w, out, fmt.Errorf("upstream switched protocols (%q) without being asked to", res.Header.Get("Upgrade")), start)
+		u.failed(w, out, fmt.Errorf("upstream switched protocols (%q) without being asked to", res.Header.Get("Upgrade")), start, o.tr)
 		return
 	}
 	removeHopByHopHeaders(res.Header)
 	if m := u.proxy.ModifyResponse; m != nil {
 		if err := m(res); err != nil {
 			res.Body.Close()
-			u.failed(w, out, err, start)
+			u.failed(w, out, err, start, o.tr)
 			return
 		}
 	}
@@ -141,6 +148,7 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	err = u.copyBody(w, res)
 	// The client has its status; the body's time counts.
 	u.rec.Request(res.StatusCode, "", time.Since(start))
+	o.tr.end(res.StatusCode, err)
 	if err != nil {
 		res.Body.Close()
 		// The status is sent: abort the response so that the client
@@ -171,9 +179,10 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 }
 
 // failed answers a request that could not be forwarded and records it.
-func (u *Upstream) failed(w http.ResponseWriter, out *http.Request, err error, start time.Time) {
-	code, reason := u.fail(w, out, err)
-	u.rec.Request(code, reason, time.Since(start))
+func (u *Upstream) failed(w http.ResponseWriter, out *http.Request, err error, start time.Time, tr *traced) {
+	code, ue := u.fail(w, out, err)
+	u.rec.Request(code, ue.Reason, time.Since(start))
+	tr.fail(ue)
 }
 
 // upgradeWriter remembers what an Upgrade request was answered with.
@@ -211,6 +220,8 @@ type forwarding struct {
 	w     http.ResponseWriter
 	mu    sync.Mutex
 	done  bool
+	// tr is set when tracing is on.
+	tr *traced
 }
 
 // got1xx relays an informational response (100 Continue, 103 Early Hints)

@@ -29,6 +29,7 @@ import (
 	"keyway.dev/common/failure"
 	"keyway.dev/common/model"
 	"keyway.dev/common/outbound"
+	"keyway.dev/common/telemetry"
 )
 
 // Defaults for [Options].
@@ -72,6 +73,12 @@ type Options struct {
 	// Recorder, if set, gives the [Recorder] of an Upstream's requests. It
 	// is called when an Upstream is built, never per request.
 	Recorder func(upstream string) Recorder
+	// Tracing, when on, records a [telemetry.SpanUpstreamRequest] span
+	// per request (with [telemetry.SpanUpstreamConn] and the dialer's
+	// [telemetry.SpanOutboundHandshake] under it) and sends its context
+	// to the upstream in traceparent. Off (the zero value): nothing is
+	// recorded and the request path is unchanged.
+	Tracing telemetry.Tracing
 }
 
 // Recorder receives the outcome of every request an Upstream forwards.
@@ -134,9 +141,11 @@ type Upstream struct {
 	streaming bool
 	errLog    *log.Logger
 	rec       Recorder
+	// tracing is on when its Tracer is set.
+	tracing telemetry.Tracing
 	// fail answers a request that could not be forwarded, returning the
-	// status and the reason.
-	fail func(w http.ResponseWriter, r *http.Request, err error) (int, failure.Reason)
+	// status and the classified failure.
+	fail func(w http.ResponseWriter, r *http.Request, err error) (int, *Error)
 
 	// inflight counts requests between acquire and release; draining is
 	// set once the Upstream is replaced. Both are only atomics, so the
@@ -165,11 +174,12 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		tls:       tlsCtx,
 		idle:      make(chan struct{}),
 		rec:       discardRecorder{},
+		tracing:   opts.Tracing,
 	}
 	if opts.Recorder != nil {
 		u.rec = opts.Recorder(svc.Name)
 	}
-	d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout, Observer: opts.Handshakes})
+	d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout, Observer: opts.Handshakes, Tracer: opts.Tracing.Tracer})
 	if err != nil {
 		return nil, err
 	}
@@ -222,18 +232,18 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 	u.errLog = rp.ErrorLog
 
 	eh := opts.ErrorHandler
-	u.fail = func(w http.ResponseWriter, r *http.Request, err error) (int, failure.Reason) {
+	u.fail = func(w http.ResponseWriter, r *http.Request, err error) (int, *Error) {
 		ue := u.asError(r.Context(), err, r.URL.Host)
 		if eh == nil {
 			http.Error(w, string(ue.Reason), http.StatusBadGateway)
-			return http.StatusBadGateway, ue.Reason
+			return http.StatusBadGateway, ue
 		}
-		return eh(w, r, u, ue), ue.Reason
+		return eh(w, r, u, ue), ue
 	}
 	rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
-		code, reason := u.fail(w, r, err)
+		code, ue := u.fail(w, r, err)
 		if uw, ok := w.(*upgradeWriter); ok {
-			uw.code, uw.reason = code, reason
+			uw.code, uw.reason = code, ue.Reason
 		}
 	}
 	u.proxy = rp

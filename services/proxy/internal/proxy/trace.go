@@ -1,0 +1,103 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"keyway.dev/common/failure"
+	"keyway.dev/common/telemetry"
+	"keyway.dev/proxy/internal/inbound"
+	"keyway.dev/proxy/internal/router"
+)
+
+// requestSpanKey finds the request's span in the contexts below it (the
+// upstream's hooks see the upstream span as the current one).
+type requestSpanKey struct{}
+
+// requestSpan is the request's span, nil when tracing is off.
+func requestSpan(ctx context.Context) trace.Span {
+	s, _ := ctx.Value(requestSpanKey{}).(trace.Span)
+	return s
+}
+
+// serveTraced is serve inside the request's [telemetry.SpanRequest] span: a
+// server span whose parent is the client's traceparent, if any, linked to
+// the TLS handshake of the connection when it arrived on a Listener.
+func (h *Handler) serveTraced(w http.ResponseWriter, r *http.Request, id string) {
+	ctx := h.tr.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	attrs := []attribute.KeyValue{
+		telemetry.AttrHTTPRequestMethod.String(r.Method),
+		telemetry.AttrURLPath.String(r.URL.Path),
+		telemetry.AttrRequestID.String(id),
+		telemetry.AttrNetworkProtocolVer.String(protocolVersion(r)),
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	attrs = append(attrs, telemetry.AttrURLScheme.String(scheme))
+	if host, port, err := net.SplitHostPort(r.Host); err == nil {
+		attrs = append(attrs, telemetry.AttrServerAddress.String(host))
+		if p, err := strconv.Atoi(port); err == nil {
+			attrs = append(attrs, telemetry.AttrServerPort.Int(p))
+		}
+	} else if r.Host != "" {
+		attrs = append(attrs, telemetry.AttrServerAddress.String(r.Host))
+	}
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		attrs = append(attrs, telemetry.AttrClientAddress.String(host))
+	}
+	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...)}
+	if hs := inbound.HandshakeSpan(r); hs.IsValid() {
+		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: hs}))
+	}
+	ctx, span := h.tr.Tracer.Start(ctx, telemetry.SpanRequest, opts...)
+	defer span.End()
+	ctx = context.WithValue(ctx, requestSpanKey{}, span)
+	h.serve(w, r.WithContext(ctx), id, span)
+}
+
+// routeMatched records the route found for the request.
+func routeMatched(span trace.Span, t *router.Target) {
+	span.SetAttributes(telemetry.AttrRoute.String(t.Route), telemetry.AttrUpstream.String(t.Service))
+	if t.Path != "" {
+		span.SetAttributes(telemetry.AttrHTTPRoute.String(t.Path))
+	}
+	span.AddEvent(telemetry.EventRouteMatch, trace.WithAttributes(
+		telemetry.AttrRoute.String(t.Route), telemetry.AttrUpstream.String(t.Service)))
+}
+
+// failSpan records a request answered with a failure body. span may be nil
+// (tracing off).
+func failSpan(span trace.Span, reason failure.Reason, detail string, status int) {
+	if span == nil {
+		return
+	}
+	span.SetAttributes(telemetry.AttrHTTPResponseStatus.Int(status))
+	if status >= 500 {
+		telemetry.Fail(span, reason, detail)
+		return
+	}
+	// A server span's 4xx is the client's doing, not an error of the
+	// server (semantic conventions): the reason without the Error status.
+	span.SetAttributes(telemetry.AttrFailureReason.String(string(reason)), telemetry.AttrErrorType.String(string(reason)))
+}
+
+func protocolVersion(r *http.Request) string {
+	switch r.ProtoMajor {
+	case 2:
+		return "2"
+	case 3:
+		return "3"
+	}
+	if r.ProtoMinor == 0 {
+		return "1.0"
+	}
+	return "1.1"
+}
