@@ -96,6 +96,7 @@ const maxWait = 10 * time.Minute
 
 // defaultWatch is WatchRollout's timeout when none is given.
 const defaultWatch = 30 * time.Second
+
 // TraceProbes makes the live probe's handshakes [telemetry.SpanOutboundHandshake]
 // spans of tracer (children of the RPC's span). Call it before serving.
 func (s *Server) TraceProbes(tracer trace.Tracer) { s.tracer = tracer }
