@@ -368,20 +368,51 @@ func nodeWatch(t *testing.T, px *harness.Proxy) watchStats {
 // front of a fleet behaves: a backend that refuses connections is marked
 // down and the request goes to the next one (nothing was sent, so retrying
 // is safe); any other failure is the client's, and marks the backend down.
-// A backend marked down is tried again after a while.
+// A backend marked down gets traffic again once its health check (the
+// node's admin /healthz) answers 200.
 type balancer struct {
 	mu       sync.Mutex
 	backends []string
+	health   []string
 	downTill []time.Time
+	down     []bool
 	next     int
 	client   *http.Client
 }
 
-func newBalancer(backends []string) *balancer {
-	return &balancer{
-		backends: backends, downTill: make([]time.Time, len(backends)),
+func newBalancer(proxies []*harness.Proxy) *balancer {
+	b := &balancer{
+		downTill: make([]time.Time, len(proxies)), down: make([]bool, len(proxies)),
 		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 	}
+	for _, px := range proxies {
+		b.backends = append(b.backends, px.URL)
+		b.health = append(b.health, px.AdminURL+"/healthz")
+	}
+	return b
+}
+
+// healthy says whether backend i may get traffic: it is up, or it was down
+// and its health check now passes.
+func (b *balancer) healthy(i int) bool {
+	b.mu.Lock()
+	down := b.down[i]
+	b.mu.Unlock()
+	if !down {
+		return true
+	}
+	resp, err := b.client.Get(b.health[i])
+	if err == nil {
+		resp.Body.Close()
+	}
+	if err != nil || resp.StatusCode != http.StatusOK {
+		b.markDown(i)
+		return false
+	}
+	b.mu.Lock()
+	b.down[i] = false
+	b.mu.Unlock()
+	return true
 }
 
 func (b *balancer) pick() int {
@@ -404,6 +435,7 @@ func (b *balancer) markDown(i int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.downTill[i] = time.Now().Add(200 * time.Millisecond)
+	b.down[i] = true
 }
 
 // get sends one request; it returns the backend that answered and the
@@ -412,6 +444,9 @@ func (b *balancer) get(path string) (int, error) {
 	var err error
 	for range 2 * len(b.backends) {
 		i := b.pick()
+		if !b.healthy(i) {
+			continue
+		}
 		var resp *http.Response
 		resp, err = b.client.Get(b.backends[i] + path)
 		if errors.Is(err, syscall.ECONNREFUSED) {
@@ -440,11 +475,7 @@ func TestKilledNodeUnderLoad(t *testing.T) {
 	if _, stderr, code := c.ctl(t, "apply", "-f", c.service(t, "orders"), "--wait", "--timeout", "60s"); code != 0 {
 		t.Fatalf("apply: %s", stderr)
 	}
-	var urls []string
-	for _, px := range c.proxies {
-		urls = append(urls, px.URL)
-	}
-	lb := newBalancer(urls)
+	lb := newBalancer(c.proxies)
 	const clients = 4
 	var (
 		phase     atomic.Int32 // 0 before the kill, 1 while down, 2 after the restart

@@ -224,7 +224,7 @@ func (n *Node) run(ctx context.Context) {
 		}
 		registry.Run(ctx, registry.Options{
 			KV: kv, ID: n.cfg.NodeID, Heartbeat: n.cfg.Heartbeat, Logger: n.log,
-			Status: n.NodeStatus, Changed: n.watcher.Changed,
+			Status: n.NodeStatus, Changed: n.watcher.Changed, Connected: n.nc.IsConnected,
 		})
 	}()
 

@@ -37,7 +37,11 @@ type Options struct {
 	// Changed returns a channel closed when the status changes (the
 	// configuration watcher's next publish).
 	Changed func() <-chan struct{}
-	Logger  *slog.Logger
+	// Connected, if set, says whether NATS is reachable: a node that
+	// stops while it is not does not wait to delete its key (it ages
+	// out instead).
+	Connected func() bool
+	Logger    *slog.Logger
 }
 
 // maxStatusBytes bounds an encoded status, well under NATS's default
@@ -112,6 +116,10 @@ func Run(ctx context.Context, opts Options) {
 		write()
 		select {
 		case <-ctx.Done():
+			if opts.Connected != nil && !opts.Connected() {
+				log.Warn("NATS is not reachable: the node leaves the node bucket when its key ages out", "key", key)
+				return
+			}
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 			defer cancel()
 			if err := opts.KV.Delete(dctx, key); err != nil {
