@@ -15,6 +15,13 @@ import (
 // The bucket keeps one revision per key and writes a delete marker when a
 // key ages out, so watchers see a dead node go.
 func Open(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.Duration) (jetstream.KeyValue, error) {
+	return OpenReplicas(ctx, js, bucket, ttl, 1)
+}
+
+// OpenReplicas is [Open] creating the bucket with that many replicas in a
+// NATS cluster (the policy service passes its --replicas; a proxy node that
+// creates the bucket first creates it with one).
+func OpenReplicas(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
 	if bucket == "" {
 		bucket = Bucket
 	}
@@ -34,6 +41,7 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.D
 		History:     1,
 		TTL:         ttl,
 		Storage:     jetstream.FileStorage,
+		Replicas:    max(1, replicas),
 		// A marker when a key ages out, so that watchers hear of it.
 		LimitMarkerTTL: ttl,
 	})

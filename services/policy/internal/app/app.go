@@ -96,7 +96,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("opening JetStream: %w", err)
 	}
 	openCtx, cancel = context.WithTimeout(ctx, 30*time.Second)
-	nv, err := nodes.Open(openCtx, js, cfg.NodeBucket, cfg.NodeTTL, log)
+	nv, err := nodes.Open(openCtx, js, cfg.NodeBucket, cfg.NodeTTL, cfg.Store.Replicas, log)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("opening the node registry: %w", err)

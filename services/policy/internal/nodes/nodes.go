@@ -47,10 +47,11 @@ type node struct {
 	written time.Time // the store's time of the entry
 }
 
-// Open opens (or creates, with MaxAge ttl) the node bucket, reads it, and
-// follows it until [View.Close]. ctx bounds the opening only.
-func Open(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.Duration, log *slog.Logger) (*View, error) {
-	kv, err := nodekv.Open(ctx, js, bucket, ttl)
+// Open opens (or creates, with MaxAge ttl and that many replicas) the node
+// bucket, reads it, and follows it until [View.Close]. ctx bounds the
+// opening only.
+func Open(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.Duration, replicas int, log *slog.Logger) (*View, error) {
+	kv, err := nodekv.OpenReplicas(ctx, js, bucket, ttl, replicas)
 	if err != nil {
 		return nil, err
 	}
