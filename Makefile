@@ -6,18 +6,19 @@ SHELL := /usr/bin/env bash
 TOOL    := scripts/tool.sh
 # Main packages; each binary is named after its folder.
 COMMANDS := ./services/policy/cmd/keyway-policy ./services/proxy/cmd/keyway-proxy \
+            ./services/secrets/cmd/keyway-secrets \
             ./services/devstack/cmd/keyway-dev ./cmd/keywayctl
 
 # Every Go module of the workspace (go.work).
-MODULES := gen services/common services/policy services/proxy services/devstack cmd/keywayctl tests
+MODULES := gen services/common services/policy services/proxy services/secrets services/devstack cmd/keywayctl tests
 
 .PHONY: help
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: ## install the pinned tools into the cache (scripts/tool.sh)
-	@for t in buf protoc-gen-go protoc-gen-connect-go protoc-gen-go-grpc nats-server; do $(TOOL) $$t >/dev/null; done
+tools: ## install the pinned tools into the cache (scripts/tool.sh); Vault takes about 20 minutes the first time
+	@for t in buf protoc-gen-go protoc-gen-connect-go protoc-gen-go-grpc nats-server vault; do $(TOOL) $$t >/dev/null; done
 
 .PHONY: build
 build: ## build every binary into bin/
@@ -47,7 +48,7 @@ check-generated: generate ## fail when gen/ differs from what proto/ generates
 
 .PHONY: test
 test: tools check-generated lint build deploy-check ## everything CI runs: generated-code check, lint, deploy check, unit, integration and end-to-end tests
-	@KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$($(TOOL) nats-server)" \
+	@KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$($(TOOL) nats-server)" KEYWAY_VAULT="$$($(TOOL) vault)" \
 	  go test -race -count=1 -timeout 30m $(TESTFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
 .PHONY: deploy-check

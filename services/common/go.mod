@@ -8,6 +8,7 @@ replace (
 )
 
 require (
+	connectrpc.com/connect v1.21.1
 	github.com/nats-io/nats.go v1.55.0
 	go.opentelemetry.io/contrib/exporters/autoexport v0.72.0
 	go.opentelemetry.io/contrib/propagators/autoprop v0.72.0

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -12,6 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
+	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
+
+	"keyway.dev/common/secretsclient"
 	"keyway.dev/devstack/echo"
 	"keyway.dev/tests/harness"
 )
@@ -24,17 +30,21 @@ func TestLocalStack(t *testing.T) {
 	harness.Bin(t, "keyway-policy") // the launcher runs these as processes
 	_, natsPort, _ := net.SplitHostPort(harness.FreeAddr(t))
 	policy, proxy, admin, upstream, proxyTLS := harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t), harness.FreeAddr(t)
+	secrets, secretsInternal := harness.FreeAddr(t), harness.FreeAddr(t)
 	data := t.TempDir()
 	port, _ := strconv.Atoi(natsPort)
 
 	dev := harness.Start(t, "keyway-dev", filepath.Join(bin, "keyway-dev"), regexp.MustCompile(`Ctrl-C stops everything`), // the last line of the banner
 		"--bin", bin, "--data", data, "--nats-port", strconv.Itoa(port),
-		"--policy", policy, "--proxy", proxy, "--proxy-admin", admin, "--upstream", upstream, "--proxy-tls", proxyTLS)
+		"--policy", policy, "--proxy", proxy, "--proxy-admin", admin, "--upstream", upstream, "--proxy-tls", proxyTLS,
+		"--secrets", secrets, "--secrets-internal", secretsInternal)
 
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`policybinding/demo-mtls created`),
 		regexp.MustCompile(`probe 127\.0\.0\.1:\d+ \(SNI upstream\.keyway\.local\): ok`),
 		regexp.MustCompile(`keywayctl --server http://` + regexp.QuoteMeta(policy) + ` get policybindings`),
+		regexp.MustCompile(`material \(mTLS\)\s+https://` + regexp.QuoteMeta(secretsInternal)),
+		regexp.MustCompile(`proxy node cert\s+\S+proxy-node\.crt\s+key \S+proxy-node\.key`),
 	} {
 		if !want.MatchString(dev.Output()) {
 			t.Errorf("keyway-dev output lacks %s", want)
@@ -83,6 +93,23 @@ func TestLocalStack(t *testing.T) {
 		if code != 0 || json.Unmarshal([]byte(out), &rep) != nil || !strings.Contains(rep.ForwardedClientCert, `Subject="CN=demo-client"`) {
 			t.Errorf("/admin/ with demo-client's certificate: exit %d, %q %s", code, out, errOut)
 		}
+	}
+
+	// The secrets service: keywayctl stores the gateway's key pair in the
+	// local backend, and a proxy node's certificate files fetch it over mTLS.
+	pki := filepath.Join(data, "pki")
+	out, errOut, code := harness.Run(t, harness.Bin(t, "keywayctl"), "secrets", "--secrets-server", "http://"+secrets, "put",
+		"--keystore", "edge", "--alias", "gateway", "--cert", filepath.Join(pki, "gateway.crt"), "--key", filepath.Join(pki, "gateway.key"))
+	if code != 0 || !strings.Contains(out, "alias edge/gateway stored") {
+		t.Errorf("keywayctl secrets put: exit %d, %s%s", code, out, errOut)
+	}
+	material, err := secretsclient.NewFromFiles("https://"+secretsInternal, secretsclient.Files{
+		Cert: filepath.Join(pki, "proxy-node.crt"), Key: filepath.Join(pki, "proxy-node.key"), CA: filepath.Join(pki, "internal-ca.crt")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := material.FetchAlias(context.Background(), connect.NewRequest(&secretsv1.FetchAliasRequest{Keystore: "edge", Alias: "gateway"})); err != nil {
+		t.Errorf("FetchAlias with the dev stack's proxy-node certificate: %v", err)
 	}
 
 	if err := dev.Interrupt(30 * time.Second); err != nil {

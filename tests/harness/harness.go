@@ -23,6 +23,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"keyway.dev/common/testca"
+	"keyway.dev/common/vaulttest"
 )
 
 var (
@@ -50,7 +53,7 @@ func Root() (string, error) {
 }
 
 // Bin returns the path of a Keyway binary (keyway-policy, keyway-proxy,
-// keywayctl, keyway-dev), building all of them into a temporary folder the first time
+// keyway-secrets, keywayctl, keyway-dev), building all of them into a temporary folder the first time
 // when $KEYWAY_BIN is not set.
 func Bin(tb testing.TB, name string) string {
 	tb.Helper()
@@ -69,10 +72,11 @@ func Bin(tb testing.TB, name string) string {
 			return
 		}
 		for bin, pkg := range map[string]string{
-			"keyway-policy": "./services/policy/cmd/keyway-policy",
-			"keyway-proxy":  "./services/proxy/cmd/keyway-proxy",
-			"keywayctl":     "./cmd/keywayctl",
-			"keyway-dev":    "./services/devstack/cmd/keyway-dev",
+			"keyway-policy":  "./services/policy/cmd/keyway-policy",
+			"keyway-proxy":   "./services/proxy/cmd/keyway-proxy",
+			"keywayctl":      "./cmd/keywayctl",
+			"keyway-dev":     "./services/devstack/cmd/keyway-dev",
+			"keyway-secrets": "./services/secrets/cmd/keyway-secrets",
 		} {
 			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, bin), pkg)
 			cmd.Dir = root
@@ -297,18 +301,18 @@ type Proxy struct {
 	AdminURL string
 }
 
-// StartProxy starts keyway-proxy against natsURL on free ports and waits
-// until its admin /healthz answers 200 (it has bootstrapped from the
-// bucket); args are added to its command line.
+// StartProxy starts keyway-proxy against natsURL and waits until its admin
+// /healthz answers 200 (it has bootstrapped from the bucket);
+// args are added to its command line.
 func StartProxy(tb testing.TB, natsURL, nodeID string, args ...string) *Proxy {
 	tb.Helper()
-	return startProxy(tb, natsURL, nodeID, FreeAddr(tb), FreeAddr(tb), nil, args...)
+	return StartProxyEnv(tb, natsURL, nodeID, nil, args...)
 }
 
 // StartProxyEnv is [StartProxy] with env added to its environment.
-func StartProxyEnv(tb testing.TB, natsURL, nodeID string, env []string) *Proxy {
+func StartProxyEnv(tb testing.TB, natsURL, nodeID string, env []string, args ...string) *Proxy {
 	tb.Helper()
-	return startProxy(tb, natsURL, nodeID, FreeAddr(tb), FreeAddr(tb), env)
+	return startProxy(tb, natsURL, nodeID, FreeAddr(tb), FreeAddr(tb), env, args...)
 }
 
 // StartProxyAt is [StartProxy] on given addresses: a node restarted where it
@@ -417,4 +421,51 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Vault starts the real Vault binary in dev mode (from $KEYWAY_VAULT, which
+// make test sets, or scripts/tool.sh vault, which builds it into the cache
+// the first time: about 20 minutes) on a free loopback port, waits until it
+// is healthy, mounts PKI with a root CA when pki is set, and stops it with
+// the test. KV v2 is at secret/; the root token is vaulttest.Token.
+func Vault(tb testing.TB, pki bool) *vaulttest.Server {
+	tb.Helper()
+	return vaulttest.Start(tb, vaulttest.Options{PKI: pki})
+}
+
+// Secrets is a running secrets service.
+type Secrets struct {
+	*Process
+	// URL is the API (http://addr); InternalURL is MaterialService
+	// (https://addr, mTLS).
+	URL, InternalURL string
+	// InternalCA issued the internal listener's certificate and
+	// ClientCert, a proxy node's client certificate for MaterialService.
+	InternalCA *testca.CA
+	ClientCert *testca.KeyPair
+	// Dir holds the internal PKI files (ca.crt, secrets.crt, node.crt, node.key).
+	Dir string
+}
+
+// StartSecrets starts keyway-secrets against natsURL with extra flags
+// (--backend vault --vault-addr …, or the local backend in a temporary
+// directory by default), with an internal CA made for the test.
+func StartSecrets(tb testing.TB, natsURL string, env []string, extra ...string) *Secrets {
+	tb.Helper()
+	dir := tb.TempDir()
+	ca := testca.New(tb, "keyway internal CA")
+	srv := ca.Server("keyway-secrets")
+	node := ca.Client("proxy-node")
+	files := map[string][]byte{"ca.crt": ca.CertPEM(), "secrets.crt": srv.CertPEM, "secrets.key": srv.KeyPEM, "node.crt": node.CertPEM, "node.key": node.KeyPEM}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	addr, internal := FreeAddr(tb), FreeAddr(tb)
+	args := append([]string{"--listen", addr, "--internal-listen", internal, "--nats", natsURL,
+		"--internal-cert", filepath.Join(dir, "secrets.crt"), "--internal-key", filepath.Join(dir, "secrets.key"),
+		"--internal-client-ca", filepath.Join(dir, "ca.crt"), "--dir", filepath.Join(dir, "secrets"), "--poll-interval", "250ms"}, extra...)
+	p := StartEnv(tb, "keyway-secrets", Bin(tb, "keyway-secrets"), regexp.MustCompile(`secrets service serving`), env, args...)
+	return &Secrets{Process: p, URL: "http://" + addr, InternalURL: "https://" + internal, InternalCA: ca, ClientCert: node, Dir: dir}
 }

@@ -90,6 +90,16 @@ func fingerprint(o *OutboundTLS) string {
 	if o.Certificate != nil {
 		w.keyPair(o.Certificate)
 	}
+	// References enter only when set, so that contexts without them keep
+	// their fingerprints; with them, two bindings naming different aliases
+	// never share a pool even before their material is resolved.
+	if r := o.CertificateRef; r != nil {
+		w.put("keystore", []byte(r.Keystore))
+		w.put("alias", []byte(r.Alias))
+	}
+	if o.Truststore != "" {
+		w.put("truststore", []byte(o.Truststore))
+	}
 	w.protocol(o.MinVersion, o.MaxVersion, o.CipherSuites, o.ALPN)
 	w.put("sni", []byte(o.SNI))
 	for _, san := range o.SubjectAltNames {
@@ -107,9 +117,16 @@ func hostFingerprint(h *ListenerHost) string {
 	if h.Certificate != nil {
 		w.keyPair(h.Certificate)
 	}
+	if r := h.CertificateRef; r != nil {
+		w.put("keystore", []byte(r.Keystore))
+		w.put("alias", []byte(r.Alias))
+	}
 	w.u16("clientAuth", uint16(h.ClientAuth))
 	for _, ca := range h.ClientCAs {
 		w.put("ca", ca.Raw)
+	}
+	if h.ClientTruststore != "" {
+		w.put("truststore", []byte(h.ClientTruststore))
 	}
 	w.put("depth", binary.BigEndian.AppendUint64(nil, uint64(h.VerifyDepth)))
 	w.protocol(h.MinVersion, h.MaxVersion, h.CipherSuites, h.ALPN)

@@ -96,12 +96,28 @@ func (c *checker) listenerHost(at fieldPath, h *policyv1.ListenerHost, seen map[
 	}
 
 	certAt := at.Child(fieldCertificate)
-	keyPEM, crtPEM := h.GetCertificate().GetKey(), h.GetCertificate().GetCrt()
+	kp := h.GetCertificate()
+	keyPEM, crtPEM := kp.GetKey(), kp.GetCrt()
+	keystore, alias := kp.GetKeystore(), kp.GetAlias()
+	inline, ref := keyPEM != "" || crtPEM != "", keystore != "" || alias != ""
 	switch {
-	case h.GetCertificate() == nil:
-		c.errorf(certAt, "certificate is required: give crt (the server certificate in PEM, leaf first, then intermediates) and key (its private key in PEM)")
+	case kp == nil:
+		c.errorf(certAt, "certificate is required: give crt (the server certificate in PEM, leaf first, then intermediates) and key (its private key in PEM), or keystore and alias (an alias of the secrets service)")
+	case inline && ref:
+		c.errorf(certAt, "certificate has both an inline key pair (crt, key) and a reference (keystore, alias); give one form: {crt, key} with the PEM, or {keystore, alias} naming an alias of the secrets service")
+	case ref && keystore == "":
+		c.errorf(certAt.Child(fieldKeystore), "certificate.keystore is missing: keystore and alias come together; name the keystore that holds alias %q", alias)
+	case ref && alias == "":
+		c.errorf(certAt.Child(fieldAlias), "certificate.alias is missing: keystore and alias come together; name the alias in keystore %q", keystore)
+	case ref:
+		if out.CertificateRef = c.aliasRef(certAt, keystore, alias, serverRole); out.CertificateRef != nil {
+			// The SANs are checked against the hostnames once the
+			// secrets service has described the alias.
+			last := &c.refs[len(c.refs)-1]
+			last.hostnames, last.hostnamesAt = names, at.Child(fieldHostnames)
+		}
 	case crtPEM == "" && keyPEM == "":
-		c.errorf(certAt, "certificate is empty: give crt (the server certificate in PEM, leaf first, then intermediates) and key (its private key in PEM)")
+		c.errorf(certAt, "certificate is empty: give crt (the server certificate in PEM, leaf first, then intermediates) and key (its private key in PEM), or keystore and alias (an alias of the secrets service)")
 	case crtPEM == "":
 		c.errorf(certAt.Child(fieldCrt), "certificate.crt is missing: give the server certificate in PEM (leaf first, then intermediates) for the key")
 	case keyPEM == "":
@@ -113,7 +129,7 @@ func (c *checker) listenerHost(at fieldPath, h *policyv1.ListenerHost, seen map[
 		c.sansCover(at.Child(fieldHostnames), names, out.Certificate.Leaf)
 	}
 
-	out.ClientAuth, out.ClientCAs = c.clientAuth(at, h.GetClientAuth(), h.GetClientCas())
+	out.ClientAuth, out.ClientCAs, out.ClientTruststore = c.clientAuth(at, h.GetClientAuth(), h.GetClientCas(), h.GetClientTruststore())
 	out.VerifyDepth = int(h.GetVerifyDepth())
 	if out.VerifyDepth > 0 && !verifiesClients(out.ClientAuth) && knownClientAuth(h.GetClientAuth()) {
 		c.warnf(at.Child(fieldVerifyDepth), "verifyDepth is ignored because client certificates are not verified with clientAuth: %s; remove it, or use verify-if-given or require-and-verify", clientAuthName(out.ClientAuth))
@@ -238,14 +254,19 @@ func sanCovers(sans []string, name string) bool {
 	return false
 }
 
-// clientAuth reads clientAuth and clientCAs together: the CAs are required
-// exactly when the mode verifies client certificates.
-func (c *checker) clientAuth(at fieldPath, name, cas string) (tls.ClientAuthType, []*x509.Certificate) {
+// clientAuth reads clientAuth with clientCAs or clientTruststore: one of
+// them is required exactly when the mode verifies client certificates.
+func (c *checker) clientAuth(at fieldPath, name, cas, truststore string) (tls.ClientAuthType, []*x509.Certificate, string) {
 	mode := tls.NoClientCert
 	for _, m := range clientAuthModes {
 		if m.name == name {
 			mode = m.mode
 		}
+	}
+	casAt, storeAt := at.Child(fieldClientCAs), at.Child(fieldClientTruststore)
+	if cas != "" && truststore != "" {
+		c.errorf(storeAt, "clientCAs and clientTruststore are both given; give one: the CA PEM in clientCAs, or the name of a truststore of the secrets service in clientTruststore")
+		return mode, nil, ""
 	}
 	if !knownClientAuth(name) {
 		names := make([]string, len(clientAuthModes))
@@ -260,21 +281,24 @@ func (c *checker) clientAuth(at fieldPath, name, cas string) (tls.ClientAuthType
 		// Without a known mode, whether clientCAs belongs cannot be told;
 		// still check what it holds.
 		if cas != "" {
-			return mode, c.clientCAs(at.Child(fieldClientCAs), cas)
+			return mode, c.clientCAs(casAt, cas), ""
 		}
-		return mode, nil
+		return mode, nil, ""
 	}
 
-	casAt := at.Child(fieldClientCAs)
 	switch {
-	case verifiesClients(mode) && cas == "":
-		c.errorf(casAt, "clientCAs is required with clientAuth: %s: give the PEM of the CA certificates that issue client certificates (one or more -----BEGIN CERTIFICATE----- blocks)", name)
+	case verifiesClients(mode) && cas == "" && truststore == "":
+		c.errorf(casAt, "clientCAs is required with clientAuth: %s: give the PEM of the CA certificates that issue client certificates (one or more -----BEGIN CERTIFICATE----- blocks), or clientTruststore: NAME for a truststore of the secrets service", name)
 	case !verifiesClients(mode) && cas != "":
 		c.errorf(casAt, "clientCAs would be ignored with clientAuth: %s, which does not verify client certificates; use clientAuth: verify-if-given or require-and-verify to verify them against these CAs, or remove clientCAs", clientAuthName(mode))
+	case !verifiesClients(mode) && truststore != "":
+		c.errorf(storeAt, "clientTruststore would be ignored with clientAuth: %s, which does not verify client certificates; use clientAuth: verify-if-given or require-and-verify to verify them against this truststore, or remove clientTruststore", clientAuthName(mode))
 	case cas != "":
-		return mode, c.clientCAs(casAt, cas)
+		return mode, c.clientCAs(casAt, cas), ""
+	case truststore != "":
+		return mode, nil, c.truststoreRef(storeAt, truststore)
 	}
-	return mode, nil
+	return mode, nil, ""
 }
 
 // knownClientAuth reports whether name is a clientAuth value ("" is none).

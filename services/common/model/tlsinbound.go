@@ -57,28 +57,46 @@ func (c *checker) inboundTLS(at fieldPath, cfg *structpb.Struct) *InboundTLS {
 		cert.unknownKeys(certificateFields, "certificate")
 		keyPEM, keyState := cert.str(fieldKey)
 		crtPEM, crtState := cert.str(fieldCrt)
+		keystore, ksState := cert.str(fieldKeystore)
+		alias, aliasState := cert.str(fieldAlias)
+		ref := ksState != absent || aliasState != absent
 		switch {
+		case ref && (keyState != absent || crtState != absent):
+			c.errorf(cert.at, "certificate has both an inline key pair (crt, key) and a reference (keystore, alias); give one form: {crt, key} with the PEM, or {keystore, alias} naming an alias of the secrets service")
+		case ref && ksState == absent:
+			c.errorf(cert.at.Child(fieldKeystore), "certificate.keystore is missing: keystore and alias come together; name the keystore that holds alias %q", alias)
+		case ref && aliasState == absent:
+			c.errorf(cert.at.Child(fieldAlias), "certificate.alias is missing: keystore and alias come together; name the alias in keystore %q", keystore)
+		case ref:
+			if ksState == present && aliasState == present {
+				if h.CertificateRef = c.aliasRef(cert.at, keystore, alias, serverRole); h.CertificateRef != nil {
+					last := &c.refs[len(c.refs)-1]
+					last.hostnames, last.hostnamesAt = names, at.Child(fieldHostnames)
+				}
+			}
 		case crtState == absent:
-			c.errorf(cert.at.Child(fieldCrt), "certificate.crt is missing: give the server certificate in PEM (leaf first, then intermediates)")
+			c.errorf(cert.at.Child(fieldCrt), "certificate.crt is missing: give the server certificate in PEM (leaf first, then intermediates), or {keystore, alias} instead")
 		case keyState == absent:
 			c.errorf(cert.at.Child(fieldKey), "certificate.key is missing: give the private key of the server certificate in PEM")
 		case keyState == present && crtState == present:
 			h.Certificate = c.keyPair(cert.at.Child(fieldKey), cert.at.Child(fieldCrt), keyPEM, crtPEM, serverRole)
 		}
 	} else if state == absent {
-		c.errorf(at.Child(fieldCertificate), "certificate is required: give crt (the server certificate in PEM, leaf first, then intermediates) and key (its private key in PEM)")
+		c.errorf(at.Child(fieldCertificate), "certificate is required: give crt (the server certificate in PEM, leaf first, then intermediates) and key (its private key in PEM), or keystore and alias (an alias of the secrets service)")
 	}
 	if h.Certificate != nil {
 		c.sansCover(at.Child(fieldHostnames), names, h.Certificate.Leaf)
 	}
 
 	h.ClientAuth = c.inboundClientAuth(o)
-	trusted, trustedState := o.str(fieldTrustedCA)
+	trusted, truststore, trustedState := c.inboundTrustedCA(o)
 	switch {
 	case verifiesClients(h.ClientAuth) && trustedState == absent:
 		c.errorf(at.Child(fieldTrustedCA), "trustedCA is required to verify client certificates (clientAuth: %s): give the PEM of the CA certificates that issue client certificates", clientAuthName(h.ClientAuth))
 	case !verifiesClients(h.ClientAuth) && trustedState == present:
 		c.errorf(at.Child(fieldTrustedCA), "trustedCA would be ignored with clientAuth: %s, which does not verify client certificates; remove clientAuth (trustedCA alone verifies certificates clients give), or use verify-if-given or require-and-verify", clientAuthName(h.ClientAuth))
+	case trustedState == present && truststore != "":
+		h.ClientTruststore = c.truststoreRef(at.Child(fieldTrustedCA).Child(fieldTruststore), truststore)
 	case trustedState == present:
 		h.ClientCAs = c.caBundle(at.Child(fieldTrustedCA), fieldTrustedCA, trusted)
 	}
@@ -135,14 +153,36 @@ func (c *checker) inboundClientAuth(o configObject) tls.ClientAuthType {
 		c.errorf(o.at.Child(fieldClientAuth), "%s", msg)
 		return tls.NoClientCert
 	}
-	_, trustedState := o.str(fieldTrustedCA)
 	switch {
 	case requireState == present && require:
 		return tls.RequireAndVerifyClientCert
-	case trustedState == present:
+	case o.value(fieldTrustedCA) != nil:
 		return tls.VerifyClientCertIfGiven
 	}
 	return tls.NoClientCert
+}
+
+// inboundTrustedCA reads trustedCA: a PEM string, or {truststore: NAME}.
+func (c *checker) inboundTrustedCA(o configObject) (pemText, truststore string, state presence) {
+	v := o.value(fieldTrustedCA)
+	if v == nil {
+		return "", "", absent
+	}
+	if obj, ok := v.GetKind().(*structpb.Value_StructValue); ok {
+		ref := configObject{c: c, at: o.at.Child(fieldTrustedCA), fields: obj.StructValue.GetFields()}
+		ref.unknownKeys([]string{fieldTruststore}, "trustedCA (as a reference)")
+		name, st := ref.str(fieldTruststore)
+		if st == absent {
+			c.errorf(ref.at.Child(fieldTruststore), "trustedCA as an object needs truststore: give trustedCA: {truststore: NAME} to use a truststore of the secrets service, or the CA PEM as a string")
+			return "", "", invalid
+		}
+		if st != present {
+			return "", "", invalid
+		}
+		return "", name, present
+	}
+	text, st := o.str(fieldTrustedCA)
+	return text, "", st
 }
 
 func clientAuthNames() []string {

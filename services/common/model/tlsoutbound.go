@@ -33,7 +33,7 @@ var (
 		fieldSkipValidation, fieldTrustedCA, fieldCertificate, fieldALPN, fieldMinVersion,
 		fieldMaxVersion, fieldCiphers, fieldSNI, fieldSubjectAltNames,
 	}
-	certificateFields = []string{fieldKey, fieldCrt}
+	certificateFields = []string{fieldKey, fieldCrt, fieldKeystore, fieldAlias}
 )
 
 // ALPN protocols the gateway speaks to upstreams.
@@ -72,18 +72,17 @@ func (c *checker) outboundTLS(at fieldPath, cfg *structpb.Struct) *OutboundTLS {
 		c.warnf(at.Child(fieldSkipValidation), "skipValidation is true: upstream certificates will not be verified, so anyone on the network path can impersonate the upstream; set skipValidation: false and give trustedCA")
 	}
 
-	trusted, trustedState := o.str(fieldTrustedCA)
+	trustedState := c.trustedCA(o, out)
 	switch {
 	case trustedState == present && out.SkipValidation:
 		c.warnf(at.Child(fieldTrustedCA), "trustedCA is ignored because skipValidation is true; remove it, or set skipValidation: false to verify the upstream with it")
-	case trustedState == present:
-		out.TrustedCAs = c.trustedCAs(at.Child(fieldTrustedCA), trusted)
+		out.TrustedCAs, out.Truststore = nil, ""
 	case trustedState == absent && skipState == present && !skip:
-		c.errorf(at.Child(fieldTrustedCA), "trustedCA is required when skipValidation is false: give the PEM of the CA certificates that sign the upstream's certificate (one or more -----BEGIN CERTIFICATE----- blocks)")
+		c.errorf(at.Child(fieldTrustedCA), "trustedCA is required when skipValidation is false: give the PEM of the CA certificates that sign the upstream's certificate (one or more -----BEGIN CERTIFICATE----- blocks), or a truststore of the secrets service as trustedCA: {truststore: NAME}")
 	}
 
 	if cert, state := o.object(fieldCertificate); state == present {
-		out.Certificate = c.clientCertificate(cert)
+		out.Certificate, out.CertificateRef = c.clientCertificate(cert)
 	}
 
 	protocol := c.tlsProtocol(tlsParams{
@@ -119,6 +118,46 @@ func (c *checker) outboundTLS(at fieldPath, cfg *structpb.Struct) *OutboundTLS {
 	return out
 }
 
+// trustedCA reads trustedCA: a PEM string, or {truststore: NAME}. It fills
+// out.TrustedCAs or out.Truststore and says whether the field was given.
+// With skipValidation true the field is only read (the caller warns), so a
+// truststore is not looked up.
+func (c *checker) trustedCA(o configObject, out *OutboundTLS) presence {
+	v := o.value(fieldTrustedCA)
+	if v == nil {
+		return absent
+	}
+	at := o.at.Child(fieldTrustedCA)
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_StringValue:
+		if !out.SkipValidation {
+			out.TrustedCAs = c.trustedCAs(at, k.StringValue)
+		}
+		return present
+	case *structpb.Value_StructValue:
+		ref := configObject{c: c, at: at, fields: k.StructValue.GetFields()}
+		ref.unknownKeys([]string{fieldTruststore}, "trustedCA (as a reference)")
+		name, state := ref.str(fieldTruststore)
+		switch {
+		case state == absent:
+			c.errorf(at.Child(fieldTruststore), "trustedCA as an object needs truststore: give trustedCA: {truststore: NAME} to use a truststore of the secrets service, or the CA PEM as a string")
+			return invalid
+		case state == invalid:
+			return invalid
+		}
+		if out.SkipValidation {
+			out.Truststore = name // dropped by the caller, with a warning
+			return present
+		}
+		if out.Truststore = c.truststoreRef(at.Child(fieldTruststore), name); out.Truststore == "" {
+			return invalid
+		}
+		return present
+	}
+	o.wrongType(fieldTrustedCA, v, "a PEM string or {truststore: NAME}", "give the CA certificates in PEM, or trustedCA: {truststore: NAME}")
+	return invalid
+}
+
 // trustedCAs parses the CA bundle that verifies upstreams.
 func (c *checker) trustedCAs(at fieldPath, data string) []*x509.Certificate {
 	certs, err := parseCertificates(data)
@@ -142,11 +181,35 @@ func (c *checker) trustedCAs(at fieldPath, data string) []*x509.Certificate {
 }
 
 // clientCertificate builds the key pair presented to upstreams from
-// certificate {key, crt}; cfg is at the path of certificate.
-func (c *checker) clientCertificate(cfg configObject) *tls.Certificate {
+// certificate {key, crt}, or reads the reference certificate {keystore,
+// alias}; cfg is at the path of certificate.
+func (c *checker) clientCertificate(cfg configObject) (*tls.Certificate, *SecretRef) {
 	cfg.unknownKeys(certificateFields, "certificate")
 	keyPEM, keyState := cfg.str(fieldKey)
 	crtPEM, crtState := cfg.str(fieldCrt)
+	keystore, ksState := cfg.str(fieldKeystore)
+	alias, aliasState := cfg.str(fieldAlias)
+	inline := keyState != absent || crtState != absent
+	ref := ksState != absent || aliasState != absent
+	switch {
+	case inline && ref:
+		c.errorf(cfg.at, "certificate has both an inline key pair (key, crt) and a reference (keystore, alias); give one form: {key, crt} with the PEM, or {keystore, alias} naming an alias of the secrets service")
+		return nil, nil
+	case ref && ksState == absent:
+		c.errorf(cfg.at.Child(fieldKeystore), "certificate.keystore is missing: keystore and alias come together; name the keystore that holds alias %q", alias)
+		return nil, nil
+	case ref && aliasState == absent:
+		c.errorf(cfg.at.Child(fieldAlias), "certificate.alias is missing: keystore and alias come together; name the alias in keystore %q", keystore)
+		return nil, nil
+	case ref:
+		if ksState != present || aliasState != present {
+			return nil, nil
+		}
+		return nil, c.aliasRef(cfg.at, keystore, alias, clientRole)
+	case !inline:
+		c.errorf(cfg.at, "certificate is empty: give {key, crt} (the client key pair in PEM) or {keystore, alias} (an alias of the secrets service), or remove certificate")
+		return nil, nil
+	}
 	switch {
 	case keyState == present && crtState == absent:
 		c.errorf(cfg.at.Child(fieldCrt), "certificate.crt is missing: key and crt come together; give the client certificate in PEM (leaf first, then intermediates), or remove key")
@@ -154,9 +217,9 @@ func (c *checker) clientCertificate(cfg configObject) *tls.Certificate {
 		c.errorf(cfg.at.Child(fieldKey), "certificate.key is missing: key and crt come together; give the private key of the client certificate in PEM, or remove crt")
 	}
 	if keyState != present || crtState != present {
-		return nil
+		return nil, nil
 	}
-	return c.keyPair(cfg.at.Child(fieldKey), cfg.at.Child(fieldCrt), keyPEM, crtPEM, clientRole)
+	return c.keyPair(cfg.at.Child(fieldKey), cfg.at.Child(fieldCrt), keyPEM, crtPEM, clientRole), nil
 }
 
 // configVersion reads minversion or maxversion from a config: a string, or

@@ -125,11 +125,19 @@ type InboundTLS struct {
 type OutboundTLS struct {
 	// SkipValidation turns upstream certificate verification off.
 	SkipValidation bool
-	// TrustedCAs verify the upstream; nil with SkipValidation.
+	// TrustedCAs verify the upstream; nil with SkipValidation, and nil
+	// until resolved when Truststore is set.
 	TrustedCAs []*x509.Certificate
+	// Truststore, when set, names the truststore of the secrets service
+	// whose CAs verify the upstream (trustedCA: {truststore: NAME}).
+	Truststore string
 	// Certificate is the client key pair presented to the upstream, with
-	// Leaf set and the chain in order; nil when none is configured.
+	// Leaf set and the chain in order; nil when none is configured, and
+	// nil until resolved when CertificateRef is set.
 	Certificate *tls.Certificate
+	// CertificateRef, when set, names the alias of the secrets service
+	// that holds the client key pair (certificate: {keystore, alias}).
+	CertificateRef *SecretRef
 	// ALPN protocols in order of preference; defaults to h2, http/1.1.
 	ALPN []string
 	// MinVersion and MaxVersion are tls.VersionTLS1x; defaults 1.2 and 1.3.
@@ -170,12 +178,18 @@ type ListenerHost struct {
 	// Hostnames are lowercase; a wildcard is "*.example.com".
 	Hostnames []string
 	// Certificate is the server key pair, with Leaf set and the chain in
-	// order.
+	// order; nil until resolved when CertificateRef is set.
 	Certificate *tls.Certificate
-	ClientAuth  tls.ClientAuthType
+	// CertificateRef, when set, names the alias of the secrets service
+	// that holds the server key pair.
+	CertificateRef *SecretRef
+	ClientAuth     tls.ClientAuthType
 	// ClientCAs verify client certificates; nil when ClientAuth does not
-	// verify.
+	// verify, and nil until resolved when ClientTruststore is set.
 	ClientCAs []*x509.Certificate
+	// ClientTruststore, when set, names the truststore of the secrets
+	// service whose CAs verify client certificates.
+	ClientTruststore string
 	// VerifyDepth is the longest client chain accepted, leaf included; 0
 	// means no limit.
 	VerifyDepth  int
@@ -219,12 +233,19 @@ type Violation struct {
 	Message string
 }
 
-// CertificateInfo describes a certificate found in a resource.
+// CertificateInfo describes a certificate found in a resource, given
+// inline (Cert) or held by the secrets service (Summary).
 type CertificateInfo struct {
 	Field       string
 	Cert        *x509.Certificate
 	Fingerprint string // SHA-256 of DER, lowercase hex
 	NotAfter    time.Time
+	// Summary describes a certificate behind a reference; Cert is nil then.
+	Summary *CertSummary
+	// Reference is "alias/<keystore>/<alias>" or "truststore/<name>" for a
+	// referenced certificate, and Version the secret's version.
+	Reference string
+	Version   string
 }
 
 // Report is the outcome of validating resources. Errors block an apply;

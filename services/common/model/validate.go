@@ -1,6 +1,7 @@
 package model
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -15,11 +16,32 @@ import (
 // report has errors, the objects are a best effort and must not be used.
 //
 // A nil stored Catalog is an empty configuration (nothing stored yet).
+// References to the secrets service are refused: see [ValidateContext].
 func Validate(resources []*policyv1.Resource, stored Catalog, now time.Time) ([]Object, Report) {
+	return ValidateContext(context.Background(), resources, Env{Catalog: stored, Now: now})
+}
+
+// Env is what validation consults beyond the request itself.
+type Env struct {
+	// Catalog is the stored configuration; nil is an empty one.
+	Catalog Catalog
+	// Secrets answers for references to keystores, aliases and
+	// truststores; with nil, every reference is refused with an error that
+	// says no secrets service is configured.
+	Secrets Secrets
+	// Now is the time certificates must be valid at.
+	Now time.Time
+}
+
+// ValidateContext is [Validate] with references to the secrets service
+// checked through env.Secrets (each keystore/alias and truststore asked
+// once per request); ctx bounds those calls.
+func ValidateContext(ctx context.Context, resources []*policyv1.Resource, env Env) ([]Object, Report) {
+	stored := env.Catalog
 	if stored == nil {
 		stored = emptyCatalog{}
 	}
-	c := &checker{now: now}
+	c := &checker{now: env.Now}
 	objs := make([]Object, len(resources))
 	entries := make([]built, len(resources))
 	for i, res := range resources {
@@ -27,6 +49,7 @@ func Validate(resources []*policyv1.Resource, stored Catalog, now time.Time) ([]
 		objs[i] = entries[i].obj
 	}
 	c.crossCheck(entries, stored)
+	c.checkRefs(ctx, env.Secrets)
 	return objs, c.report
 }
 
@@ -56,6 +79,9 @@ type checker struct {
 	// resources are skipped.
 	decode bool
 	report Report
+	// refs are the references to the secrets service met while building,
+	// checked once the request is built.
+	refs []refCheck
 }
 
 func (c *checker) errorf(at fieldPath, format string, args ...any) {

@@ -109,6 +109,11 @@ func (g *globals) apply(cmd *cobra.Command, files []string, dryRun bool, probe p
 	for _, n := range m.Notes() {
 		fmt.Fprintf(g.io.Stderr, "note: %s\n", n)
 	}
+	return g.send(cmd, m, dryRun, probe, wait)
+}
+
+// send applies (or validates) the resources of m and prints the results.
+func (g *globals) send(cmd *cobra.Command, m manifest.Manifest, dryRun bool, probe policyv1.ProbeMode, wait bool) error {
 	client, err := g.client()
 	if err != nil {
 		return err

@@ -113,6 +113,8 @@ anything, and reads and deletes what is stored.`,
 		newGetCommand(g),
 		newDeleteCommand(g),
 		newStatusCommand(g),
+		newSecretsCommand(g),
+		newImportCommand(g),
 	)
 	return root
 }

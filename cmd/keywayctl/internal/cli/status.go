@@ -161,7 +161,7 @@ func writeCertificates(w io.Writer, r *policyv1.Rollout, now time.Time) error {
 				}
 			}
 			fp := c.GetSha256Fingerprint()
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.GetId(), c.GetScope(), c.GetName(), or(c.GetHost(), "-"), c.GetRole(), short(fp), exp)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.GetId(), c.GetScope(), c.GetName(), or(c.GetHost(), "-"), c.GetRole(), shortFP(fp), exp)
 			if c.GetRole() == "trust" {
 				continue // several CAs per slot are normal
 			}
@@ -182,7 +182,7 @@ func writeCertificates(w io.Writer, r *policyv1.Rollout, now time.Time) error {
 		if fps := slots[slot]; len(fps) > 1 {
 			var parts []string
 			for _, fp := range slices.Sorted(maps.Keys(fps)) {
-				parts = append(parts, short(fp)+" on "+strconv.Itoa(len(fps[fp]))+" ("+strings.Join(fps[fp], ", ")+")")
+				parts = append(parts, shortFP(fp)+" on "+strconv.Itoa(len(fps[fp]))+" ("+strings.Join(fps[fp], ", ")+")")
 			}
 			fmt.Fprintf(w, "nodes disagree on %s: %s\n", slot, strings.Join(parts, "; "))
 		}
@@ -190,9 +190,9 @@ func writeCertificates(w io.Writer, r *policyv1.Rollout, now time.Time) error {
 	return nil
 }
 
-// short is a fingerprint's first 8 bytes, enough to tell certificates
-// apart on one screen.
-func short(fp string) string {
+// shortFP is a colon-separated fingerprint's first 8 bytes, enough to
+// tell certificates apart on one screen.
+func shortFP(fp string) string {
 	if len(fp) > 23 {
 		return fp[:23] + "…"
 	}

@@ -206,7 +206,8 @@ type Certificate struct {
 	// expired).
 	TimeLeft *durationpb.Duration `protobuf:"bytes,8,opt,name=time_left,json=timeLeft,proto3" json:"time_left,omitempty"`
 	State    State                `protobuf:"varint,9,opt,name=state,proto3,enum=keyway.secrets.v1.State" json:"state,omitempty"`
-	// SHA-256 of the DER certificate, lowercase hex with colons.
+	// SHA-256 of the DER certificate, lowercase hex without separators: the
+	// fingerprint every Keyway API, log, metric and header shows.
 	Sha256Fingerprint string `protobuf:"bytes,10,opt,name=sha256_fingerprint,json=sha256Fingerprint,proto3" json:"sha256_fingerprint,omitempty"`
 	// "RSA 2048", "ECDSA P-256", "Ed25519".
 	KeyType       string `protobuf:"bytes,11,opt,name=key_type,json=keyType,proto3" json:"key_type,omitempty"`
@@ -1648,8 +1649,8 @@ type SecretVersion struct {
 	Alias      string `protobuf:"bytes,2,opt,name=alias,proto3" json:"alias,omitempty"`
 	Truststore string `protobuf:"bytes,3,opt,name=truststore,proto3" json:"truststore,omitempty"`
 	Version    string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
-	// Leaf (alias) or first CA (truststore) fingerprint, SHA-256 hex with
-	// colons.
+	// Leaf (alias) or first CA (truststore) fingerprint: SHA-256 of the DER
+	// certificate, lowercase hex without separators.
 	Sha256Fingerprint string                 `protobuf:"bytes,5,opt,name=sha256_fingerprint,json=sha256Fingerprint,proto3" json:"sha256_fingerprint,omitempty"`
 	NotAfter          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
 	UpdateTime        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`

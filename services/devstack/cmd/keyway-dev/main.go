@@ -1,6 +1,7 @@
 // Command keyway-dev runs the local Keyway stack in the foreground (`make
-// run`): embedded NATS, the policy service, a proxy node, a demo mTLS
-// upstream and a sample configuration. Ctrl-C stops all of it.
+// run`): embedded NATS, the policy service, the secrets service (with a
+// Vault dev server under --vault), a proxy node, a demo mTLS upstream and a
+// sample configuration. Ctrl-C stops all of it.
 package main
 
 import (
@@ -35,6 +36,11 @@ func realMain(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.ProxyAdmin, "proxy-admin", "127.0.0.1:9080", "proxy node admin address (/healthz, /status)")
 	fs.StringVar(&cfg.ProxyTLSAddr, "proxy-tls", "127.0.0.1:8443", "HTTPS address of the sample Listener")
 	fs.StringVar(&cfg.UpstreamAddr, "upstream", "127.0.0.1:9443", "demo upstream address (HTTPS, client certificates required)")
+	fs.StringVar(&cfg.SecretsAddr, "secrets", "127.0.0.1:8082", "secrets service API address")
+	fs.StringVar(&cfg.SecretsInternal, "secrets-internal", "127.0.0.1:8092", "secrets service MaterialService address (mTLS)")
+	fs.BoolVar(&cfg.Vault, "vault", os.Getenv("KEYWAY_DEV_VAULT") == "1", "run a Vault dev server and the secrets service's Vault backend (env KEYWAY_DEV_VAULT=1)")
+	fs.StringVar(&cfg.VaultAddr, "vault-addr", "127.0.0.1:8200", "Vault dev server address, with --vault")
+	fs.StringVar(&cfg.VaultBin, "vault-bin", "", "Vault binary, with --vault (default $KEYWAY_VAULT, else scripts/tool.sh vault)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

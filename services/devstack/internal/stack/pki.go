@@ -24,6 +24,15 @@ type pki struct {
 	// Files, for the sample manifest and printed commands.
 	caFile, gatewayCert, gatewayKey, clientCert, clientKey string
 	serverCert, serverKey                                  string // the proxy's own HTTPS certificate
+
+	// The internal CA and what it issued: the secrets service's internal
+	// (mTLS) listener certificate, and the client certificate proxy nodes
+	// present to it. A CA of its own, so that certificates of the dev CA
+	// (demo clients) cannot fetch key material.
+	internalCA              *devca.CA
+	internalCAFile          string
+	secretsCert, secretsKey string
+	nodeCert, nodeKey       string
 }
 
 // UpstreamName is the DNS name in the demo upstream's certificate; the sample
@@ -44,18 +53,9 @@ func loadOrMakePKI(dir string) (*pki, error) {
 		serverCert:  filepath.Join(dir, "server.crt"),
 		serverKey:   filepath.Join(dir, "server.key"),
 	}
-	ca, err := loadCA(dir)
+	ca, err := loadOrMakeCA(dir, "ca", "Keyway dev CA")
 	if err != nil {
-		if ca, err = devca.New("Keyway dev CA"); err != nil {
-			return nil, err
-		}
-		keyPEM, err := ca.KeyPEM()
-		if err != nil {
-			return nil, err
-		}
-		if err := writeFiles(map[string][]byte{p.caFile: ca.CertPEM(), filepath.Join(dir, "ca.key"): keyPEM}); err != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	p.ca = ca
 	leaves := []struct {
@@ -87,15 +87,69 @@ func loadOrMakePKI(dir string) (*pki, error) {
 			p.upstream = kp.TLS
 		}
 	}
+	if err := p.makeInternal(); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
-func loadCA(dir string) (*devca.CA, error) {
-	certPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+// makeInternal loads or makes the internal CA, the secrets service's
+// internal certificate and a proxy node's client certificate.
+func (p *pki) makeInternal() error {
+	ca, err := loadOrMakeCA(p.dir, "internal-ca", "Keyway internal CA")
+	if err != nil {
+		return err
+	}
+	p.internalCA, p.internalCAFile = ca, filepath.Join(p.dir, "internal-ca.crt")
+	p.secretsCert, p.secretsKey = filepath.Join(p.dir, "secrets.crt"), filepath.Join(p.dir, "secrets.key")
+	p.nodeCert, p.nodeKey = filepath.Join(p.dir, "proxy-node.crt"), filepath.Join(p.dir, "proxy-node.key")
+	for _, l := range []struct {
+		crt, key string
+		opts     devca.Options
+	}{
+		{p.secretsCert, p.secretsKey, devca.Options{CommonName: "keyway-secrets", DNSNames: []string{"keyway-secrets", "localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}},
+		{p.nodeCert, p.nodeKey, devca.Options{CommonName: "proxy-node"}},
+	} {
+		if pair, err := tls.LoadX509KeyPair(l.crt, l.key); err == nil && fresh(pair.Leaf, ca) {
+			continue
+		}
+		l.opts.NotAfter = time.Now().Add(90 * 24 * time.Hour)
+		kp, err := ca.Issue(l.opts)
+		if err != nil {
+			return err
+		}
+		if err := writeFiles(map[string][]byte{l.crt: kp.CertPEM, l.key: kp.KeyPEM}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadOrMakeCA loads <dir>/<name>.crt and .key, or makes a new CA there.
+func loadOrMakeCA(dir, name, commonName string) (*devca.CA, error) {
+	if ca, err := loadCA(dir, name); err == nil {
+		return ca, nil
+	}
+	ca, err := devca.New(commonName)
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(dir, "ca.key"))
+	keyPEM, err := ca.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFiles(map[string][]byte{filepath.Join(dir, name+".crt"): ca.CertPEM(), filepath.Join(dir, name+".key"): keyPEM}); err != nil {
+		return nil, err
+	}
+	return ca, nil
+}
+
+func loadCA(dir, name string) (*devca.CA, error) {
+	certPEM, err := os.ReadFile(filepath.Join(dir, name+".crt"))
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, name+".key"))
 	if err != nil {
 		return nil, err
 	}

@@ -38,8 +38,18 @@ type Config struct {
 	ProxyAdmin   string
 	ProxyTLSAddr string // the sample Listener's HTTPS address
 	UpstreamAddr string
-	Out          io.Writer
-	Log          *slog.Logger
+	// SecretsAddr is the secrets service's API; SecretsInternal its mTLS
+	// MaterialService address.
+	SecretsAddr     string
+	SecretsInternal string
+	// Vault runs a Vault dev server at VaultAddr (binary VaultBin, or
+	// found as vaultBinary says) and the secrets service's Vault backend;
+	// otherwise the local-directory backend in <Data>/secrets.
+	Vault     bool
+	VaultAddr string
+	VaultBin  string
+	Out       io.Writer
+	Log       *slog.Logger
 }
 
 // Run starts the stack and blocks until ctx is done or a part fails.
@@ -81,9 +91,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var children sync.WaitGroup
 	defer children.Wait()
-	spawn := func(name string, args ...string) error {
-		cmd := exec.Command(filepath.Join(cfg.Bin, name), args...)
-		cmd.Env = append(childEnv(os.Environ()), "KEYWAY_LOG_FORMAT=text")
+	start := func(name, path string, env []string, args ...string) error {
+		cmd := exec.Command(path, args...)
+		cmd.Env = append(append(childEnv(os.Environ()), "KEYWAY_LOG_FORMAT=text"), env...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
@@ -114,16 +124,59 @@ func Run(ctx context.Context, cfg Config) error {
 		}()
 		return nil
 	}
-	if err := spawn("keyway-policy", "--listen", cfg.PolicyAddr, "--nats", natsURL); err != nil {
+	spawn := func(name string, args ...string) error {
+		return start(name, filepath.Join(cfg.Bin, name), nil, args...)
+	}
+	secretsArgs := []string{"--listen", cfg.SecretsAddr, "--internal-listen", cfg.SecretsInternal, "--nats", natsURL,
+		"--internal-cert", p.secretsCert, "--internal-key", p.secretsKey, "--internal-client-ca", p.internalCAFile}
+	var secretsEnv []string
+	if cfg.Vault {
+		bin, err := vaultBinary(cfg.VaultBin, cfg.Out)
+		if err != nil {
+			return err
+		}
+		vaultHome := filepath.Join(data, "vault")
+		if err := os.MkdirAll(vaultHome, 0o700); err != nil {
+			return err
+		}
+		// HOME: the dev server writes ~/.vault-token; keep it in the data folder.
+		if err := start("vault", bin, []string{"HOME=" + vaultHome, "VAULT_ADDR=", "VAULT_TOKEN="},
+			"server", "-dev", "-dev-root-token-id="+VaultToken, "-dev-listen-address="+cfg.VaultAddr); err != nil {
+			return err
+		}
+		if err := setUpVault(ctx, "http://"+cfg.VaultAddr); err != nil {
+			return err
+		}
+		log.Info("vault dev server serving", "addr", "http://"+cfg.VaultAddr, "pki_role", VaultPKIRole)
+		secretsArgs = append(secretsArgs, "--backend", "vault", "--vault-addr", "http://"+cfg.VaultAddr)
+		secretsEnv = []string{"VAULT_TOKEN=" + VaultToken}
+	} else {
+		secretsArgs = append(secretsArgs, "--backend", "local", "--dir", filepath.Join(data, "secrets"))
+	}
+	if err := start("keyway-secrets", filepath.Join(cfg.Bin, "keyway-secrets"), secretsEnv, secretsArgs...); err != nil {
 		return err
 	}
-	if err := spawn("keyway-proxy", "--listen", cfg.ProxyAddr, "--admin-listen", cfg.ProxyAdmin, "--nats", natsURL, "--node-id", "dev-1"); err != nil {
+	// References to keystores and truststores: the policy service checks
+	// them with the secrets API and probes with material from the internal
+	// port; the node fetches material there. Both use the node's client
+	// certificate from the internal CA (one identity is enough locally).
+	material := []string{"--secrets-internal-url", "https://" + cfg.SecretsInternal,
+		"--secrets-cert", p.nodeCert, "--secrets-key", p.nodeKey, "--secrets-ca", p.internalCAFile}
+	if err := spawn("keyway-policy", append([]string{"--listen", cfg.PolicyAddr, "--nats", natsURL,
+		"--secrets-server", "http://" + cfg.SecretsAddr}, material...)...); err != nil {
+		return err
+	}
+	if err := spawn("keyway-proxy", append([]string{"--listen", cfg.ProxyAddr, "--admin-listen", cfg.ProxyAdmin, "--nats", natsURL,
+		"--node-id", "dev-1"}, material...)...); err != nil {
 		return err
 	}
 
 	policyURL := "http://" + cfg.PolicyAddr
 	if err := waitHTTP(ctx, http.DefaultClient, policyURL+"/healthz"); err != nil {
 		return fmt.Errorf("waiting for the policy service: %w", err)
+	}
+	if err := waitHTTP(ctx, http.DefaultClient, "http://"+cfg.SecretsAddr+"/healthz"); err != nil {
+		return fmt.Errorf("waiting for the secrets service: %w", err)
 	}
 	sample := filepath.Join(data, "sample.yaml")
 	if err := writeSample(sample, up.Addr(), cfg.ProxyTLSAddr, p); err != nil {
@@ -142,7 +195,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := waitHTTP(ctx, https, "https://"+cfg.ProxyTLSAddr+"/demo/hello"); err != nil {
 		return fmt.Errorf("waiting for the proxy to serve the sample Listener: %w", err)
 	}
-	printTry(cfg, data, sample)
+	printTry(cfg, data, sample, p)
 
 	<-ctx.Done()
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -185,7 +238,7 @@ func prefixLines(w io.Writer, prefix string, r io.Reader) {
 	}
 }
 
-func printTry(cfg Config, data, sample string) {
+func printTry(cfg Config, data, sample string, p *pki) {
 	rel := func(p string) string {
 		if wd, err := os.Getwd(); err == nil {
 			if r, err := filepath.Rel(wd, p); err == nil {
@@ -223,12 +276,42 @@ Try:
   curl --cacert %[6]s https://%[5]s/   # refused: no client certificate
   curl -s http://%[2]s/metrics | grep '^keyway_'   # proxy node metrics
   curl -s http://%[3]s/metrics | grep '^keyway_'   # policy service metrics
-
-(buf is installed by the Makefile: "$(scripts/tool.sh buf)" prints its path.)
-Ctrl-C stops everything; data stays in %[9]s (policy port %[10]s).
 `, cfg.ProxyAddr, cfg.ProxyAdmin, cfg.PolicyAddr, strconv.Itoa(cfg.NATSPort), cfg.UpstreamAddr,
 		rel(filepath.Join(data, "pki", "ca.crt")), ctl, rel(sample), rel(data), policyPort,
 		cfg.ProxyTLSAddr, tlsPort, rel(filepath.Join(data, "pki", "client.crt")), rel(filepath.Join(data, "pki", "client.key")))
+	printSecrets(cfg, p, rel, filepath.Join(rel(cfg.Bin), "keywayctl"))
+	fmt.Fprintf(cfg.Out, `
+(buf is installed by the Makefile: "$(scripts/tool.sh buf)" prints its path.)
+Ctrl-C stops everything; data stays in %[1]s (policy port %[2]s).
+`, rel(data), policyPort)
+}
+
+// printSecrets describes the secrets service: its two addresses, where
+// its secrets live, and the files a proxy node needs to fetch material.
+func printSecrets(cfg Config, p *pki, rel func(string) string, ctl string) {
+	if cfg.SecretsAddr != "127.0.0.1:8082" {
+		ctl += " secrets --secrets-server http://" + cfg.SecretsAddr
+	} else {
+		ctl += " secrets"
+	}
+	backend := "local directory " + rel(filepath.Join(cfg.Data, "secrets"))
+	pkiTry := ""
+	if cfg.Vault {
+		backend = fmt.Sprintf("Vault dev server http://%s (KV v2 secret/keyway, PKI role %s; token %s; in memory: empty at every start)", cfg.VaultAddr, VaultPKIRole, VaultToken)
+		pkiTry = fmt.Sprintf("\n  %s put --keystore edge --alias short-lived --pki-role %s --common-name gw.keyway.local --ttl 1h", ctl, VaultPKIRole)
+	}
+	fmt.Fprintf(cfg.Out, `
+Secrets service
+  API              http://%[1]s       (SecretsService: Connect, gRPC, gRPC-Web; /metrics)
+  material (mTLS)  https://%[2]s      (MaterialService; client certificates from the internal CA only)
+  backend          %[3]s
+  internal CA      %[4]s
+  proxy node cert  %[5]s  key %[6]s   (a MaterialService client certificate)
+  try:
+  %[7]s put --keystore edge --alias gateway --cert %[8]s --key %[9]s%[10]s
+  %[7]s list
+`, cfg.SecretsAddr, cfg.SecretsInternal, backend, rel(p.internalCAFile), rel(p.nodeCert), rel(p.nodeKey),
+		ctl, rel(p.gatewayCert), rel(p.gatewayKey), pkiTry)
 }
 
 // childEnv is the environment of the processes the stack starts: this

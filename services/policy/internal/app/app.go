@@ -23,9 +23,11 @@ import (
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/material"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/metrics"
 	"keyway.dev/policy/internal/nodes"
+	"keyway.dev/policy/internal/secretcheck"
 	"keyway.dev/policy/internal/server"
 	"keyway.dev/policy/internal/store"
 )
@@ -50,6 +52,14 @@ type Config struct {
 	// OnListen, if set, is called with the bound address once the API
 	// serves (tests listen on port 0).
 	OnListen func(net.Addr)
+	// SecretsServer is the secrets service's API (e.g.
+	// "http://127.0.0.1:8082"); empty: references to keystores, aliases and
+	// truststores are refused.
+	SecretsServer string
+	// Material is the secrets service's internal port (MaterialService,
+	// mTLS), used by the live probe of bindings with references; zero URL:
+	// those bindings are not probed (a warning says so).
+	Material material.Config
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -108,8 +118,24 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Store.Bucket == "" {
 		cfg.Store.Bucket = configkv.Bucket
 	}
+	if cfg.Material.URL != "" && cfg.SecretsServer == "" {
+		return errors.New("the secrets service's internal URL is set without its API URL: give --secrets-server too")
+	}
+	var opts []server.Option
+	if cfg.SecretsServer != "" {
+		var mat server.Material
+		if cfg.Material.URL != "" {
+			mc, err := material.New(cfg.Material)
+			if err != nil {
+				return fmt.Errorf("configuring the secrets service's internal port: %w", err)
+			}
+			mat = mc
+		}
+		opts = append(opts, server.WithSecrets(secretcheck.New(cfg.SecretsServer, nil, 0), mat))
+		log.Info("references to the secrets service enabled", "secrets_server", cfg.SecretsServer, "probe_material", cfg.Material.URL != "")
+	}
 	m := metrics.New()
-	svc := server.New(st, nv, log, m)
+	svc := server.New(st, nv, log, m, opts...)
 	svc.TraceProbes(cfg.Tracing.Tracer)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"sync"
 	"time"
@@ -33,9 +34,14 @@ func wantProbe(req *policyv1.ApplyRequest) bool {
 
 // probe handshakes with every endpoint of every Service that a tls-outbound
 // binding of the request targets, all at once, with the binding's context.
-// It returns the results per resource index, and one violation per failed
-// endpoint, at the binding's config.
-func (s *Server) probe(ctx context.Context, objs []model.Object) (map[int][]*policyv1.ProbeResult, []model.Violation) {
+// It returns the results per resource index, one violation per failed
+// endpoint, at the binding's config, and a warning per binding not probed.
+//
+// A binding that references the secrets service is probed with the material
+// fetched from MaterialService, the same the proxy nodes will fetch; without
+// the internal port configured it is not probed, and says so.
+func (s *Server) probe(ctx context.Context, objs []model.Object) (map[int][]*policyv1.ProbeResult, []model.Violation, []model.Violation) {
+	var skipped []model.Violation
 	inRequest := map[string]*model.Service{}
 	for _, o := range objs {
 		if o.Service != nil {
@@ -61,7 +67,20 @@ func (s *Server) probe(ctx context.Context, objs []model.Object) (map[int][]*pol
 				continue // validation has already reported the missing Service
 			}
 		}
-		d, err := outbound.NewDialer(svc.Name, b.Outbound, outbound.Options{HandshakeTimeout: probeTimeout, DialTimeout: probeTimeout, Tracer: s.tracer})
+		tlsCtx := b.Outbound
+		if tlsCtx.References() {
+			resolved, warning, err := s.resolve(ctx, tlsCtx)
+			if err != nil {
+				violations = append(violations, model.Violation{Field: configField(i), Message: fmt.Sprintf("live probe: %v", err)})
+				continue
+			}
+			if resolved == nil {
+				skipped = append(skipped, model.Violation{Field: configField(i), Message: warning})
+				continue
+			}
+			tlsCtx = resolved
+		}
+		d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: probeTimeout, DialTimeout: probeTimeout, Tracer: s.tracer})
 		if err != nil {
 			violations = append(violations, model.Violation{Field: configField(i), Message: fmt.Sprintf("live probe: %v", err)})
 			continue
@@ -99,7 +118,32 @@ func (s *Server) probe(ctx context.Context, objs []model.Object) (map[int][]*pol
 			})
 		}
 	}
-	return byIndex, violations
+	return byIndex, violations, skipped
+}
+
+// resolve fetches the material a context references. Without MaterialService
+// configured it returns nil and the warning to give instead.
+func (s *Server) resolve(ctx context.Context, o *model.OutboundTLS) (*model.OutboundTLS, string, error) {
+	if s.material == nil {
+		return nil, "live probe skipped: the binding references the secrets service, and this policy service cannot fetch key material (start keyway-policy with --secrets-internal-url, --secrets-cert, --secrets-key and --secrets-ca to probe such bindings); the references themselves were checked", nil
+	}
+	var cert *tls.Certificate
+	var cas []*x509.Certificate
+	if r := o.CertificateRef; r != nil {
+		a, err := s.material.Alias(ctx, *r)
+		if err != nil {
+			return nil, "", fmt.Errorf("fetching keystore %q alias %q for the probe: %w", r.Keystore, r.Alias, err)
+		}
+		cert = a.Certificate
+	}
+	if o.Truststore != "" {
+		ts, err := s.material.Truststore(ctx, o.Truststore)
+		if err != nil {
+			return nil, "", fmt.Errorf("fetching truststore %q for the probe: %w", o.Truststore, err)
+		}
+		cas = ts.CAs
+	}
+	return o.Resolve(cert, cas), "", nil
 }
 
 func configField(i int) string {

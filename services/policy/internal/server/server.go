@@ -23,6 +23,7 @@ import (
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
 	"keyway.dev/common/failure"
+	"keyway.dev/common/material"
 	"keyway.dev/common/model"
 	"keyway.dev/policy/internal/nodes"
 	"keyway.dev/policy/internal/store"
@@ -48,6 +49,35 @@ type Server struct {
 	writes sync.Mutex
 
 	obs Observer
+
+	// secrets answers validation's questions about references; nil when
+	// no secrets service is configured (references are then refused).
+	secrets model.Secrets
+	// material fetches referenced key material for the live probe; nil
+	// when the internal port is not configured (such bindings are not
+	// probed, with a warning).
+	material Material
+}
+
+// Material fetches key material from the secrets service's
+// MaterialService ([material.Client]). Safe for concurrent use.
+type Material interface {
+	Alias(ctx context.Context, ref model.SecretRef) (*material.Alias, error)
+	Truststore(ctx context.Context, name string) (*material.Truststore, error)
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithSecrets has Apply check references through secrets, and the live
+// probe resolve them through mat (either may be nil).
+func WithSecrets(secrets model.Secrets, mat Material) Option {
+	return func(s *Server) {
+		s.secrets = secrets
+		if mat != nil {
+			s.material = mat
+		}
+	}
 }
 
 // Observer is told how each Apply and each live probe ended: the
@@ -84,11 +114,15 @@ var _ policyv1connect.PolicyServiceHandler = (*Server)(nil)
 
 // New returns a Server over st and the node view nv; obs (may be nil) is
 // told how applies and probes end.
-func New(st *store.Store, nv *nodes.View, log *slog.Logger, obs Observer) *Server {
+func New(st *store.Store, nv *nodes.View, log *slog.Logger, obs Observer, opts ...Option) *Server {
 	if obs == nil {
 		obs = discardObserver{}
 	}
-	return &Server{store: st, nodes: nv, log: log, now: time.Now, obs: obs}
+	s := &Server{store: st, nodes: nv, log: log, now: time.Now, obs: obs}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // maxWait bounds Apply's wait and WatchRollout's timeout.
@@ -154,15 +188,17 @@ func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.Apply
 	if vs := s.restoreKeys(ctx, resources); len(vs) > 0 {
 		return nil, invalid(vs)
 	}
-	objs, report := model.Validate(resources, s.store.Catalog(), s.now())
+	objs, report := model.ValidateContext(ctx, resources, model.Env{Catalog: s.store.Catalog(), Secrets: s.secrets, Now: s.now()})
 	if !report.OK() {
 		s.log.Info("apply refused", "resources", len(resources), "problems", len(report.Errors), "dry_run", req.Msg.GetDryRun())
 		return nil, invalid(report.Errors, report.Warnings...)
 	}
 	var probes map[int][]*policyv1.ProbeResult
 	if wantProbe(req.Msg) {
-		var failed []model.Violation
-		if probes, failed = s.probe(ctx, objs); len(failed) > 0 {
+		var failed, skipped []model.Violation
+		probes, failed, skipped = s.probe(ctx, objs)
+		report.Warnings = append(report.Warnings, skipped...)
+		if len(failed) > 0 {
 			s.log.Info("apply refused by the live probe", "resources", len(resources), "failed", len(failed), "dry_run", req.Msg.GetDryRun())
 			return nil, invalid(failed)
 		}
@@ -354,6 +390,10 @@ func certificateInfo(c model.CertificateInfo) *policyv1.CertificateInfo {
 		fp = model.CertFingerprint(c.Cert)
 	}
 	info := &policyv1.CertificateInfo{Field: c.Field, Sha256Fingerprint: fp, NotAfter: timestamppb.New(c.NotAfter)}
+	if sum := c.Summary; sum != nil {
+		info.Subject, info.Issuer, info.DnsNames = sum.Subject, sum.Issuer, sum.DNSNames
+		info.NotBefore = timestamppb.New(sum.NotBefore)
+	}
 	if c.Cert != nil {
 		info.Subject = c.Cert.Subject.String()
 		info.Issuer = c.Cert.Issuer.String()

@@ -41,9 +41,15 @@ type stack struct {
 	cc      *grpc.ClientConn
 }
 
-func startStack(t *testing.T) *stack {
+// startStack starts the policy service with each of configure applied to
+// its configuration.
+func startStack(t *testing.T, configure ...func(*app.Config)) *stack {
 	t.Helper()
-	return startStackWith(t, nil)
+	return startStackWith(t, func(c *app.Config) {
+		for _, f := range configure {
+			f(c)
+		}
+	})
 }
 
 // startStackWith is startStack with mod (may be nil) applied to the

@@ -15,9 +15,11 @@ import (
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
+	"keyway.dev/common/material"
 	"keyway.dev/common/nodekv"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/node"
+	"keyway.dev/proxy/internal/secrets"
 	"keyway.dev/proxy/internal/upstream"
 )
 
@@ -44,6 +46,10 @@ func realMain(ctx context.Context) error {
 		nodeTTL   = fs.String("node-ttl", logging.Env("KEYWAY_NODE_TTL", ""), "node bucket TTL when this node creates it; default 3 heartbeats (env KEYWAY_NODE_TTL)")
 		logFormat = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
 		logLevel  = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
+		secURL    = fs.String("secrets-internal-url", logging.Env("KEYWAY_SECRETS_INTERNAL_URL", ""), "secrets service internal port (MaterialService, mTLS), e.g. https://127.0.0.1:8092; without it, bindings and Listeners that reference keystores or truststores are refused (env KEYWAY_SECRETS_INTERNAL_URL)")
+		secCert   = fs.String("secrets-cert", logging.Env("KEYWAY_SECRETS_CERT", ""), "this node's client certificate (PEM) for the internal port, issued by the internal CA (env KEYWAY_SECRETS_CERT)")
+		secKey    = fs.String("secrets-key", logging.Env("KEYWAY_SECRETS_KEY", ""), "key of --secrets-cert (PEM) (env KEYWAY_SECRETS_KEY)")
+		secCA     = fs.String("secrets-ca", logging.Env("KEYWAY_SECRETS_CA", ""), "CA (PEM) that signs the internal port's certificate (env KEYWAY_SECRETS_CA)")
 		hsTimeout = fs.String("handshake-timeout", logging.Env("KEYWAY_HANDSHAKE_TIMEOUT", upstream.DefaultHandshakeTimeout.String()), "upstream TLS handshake timeout (env KEYWAY_HANDSHAKE_TIMEOUT)")
 	)
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -82,6 +88,13 @@ func realMain(ctx context.Context) error {
 	if tr.On() {
 		log.Info("tracing on", "exporter", os.Getenv("OTEL_TRACES_EXPORTER"))
 	}
+	log = log.With("service", "proxy")
+	var src *secrets.Source
+	if *secURL != "" {
+		if src, err = node.NewSecrets(material.Config{URL: *secURL, CertFile: *secCert, KeyFile: *secKey, CAFile: *secCA}, log.With("node", *nodeID)); err != nil {
+			return fmt.Errorf("--secrets-internal-url: %w", err)
+		}
+	}
 	return node.Run(ctx, node.Config{
 		Listen:           *listen,
 		AdminListen:      *admin,
@@ -93,7 +106,8 @@ func realMain(ctx context.Context) error {
 		NodeTTL:          ttl,
 		HandshakeTimeout: handshakeTimeout,
 		Tracing:          tr,
-		Logger:           log.With("service", "proxy"),
+		Logger:           log,
+		Secrets:          src,
 	})
 }
 

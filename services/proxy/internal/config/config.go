@@ -32,6 +32,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/material"
 	"keyway.dev/common/model"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/router"
@@ -106,6 +107,10 @@ type Options struct {
 	// refused values of their keys. inbound.Manager.Apply in production.
 	// Called from Run's goroutine only.
 	Listeners func([]*model.Listener) map[string]error
+	// Secrets resolves references to the secrets service in bindings and
+	// Listener hosts; nil refuses every value that has one. Report its
+	// changes with [Watcher.SecretsChanged].
+	Secrets Resolver
 	// Tracing, when on, records each batch of changes applied after the
 	// initial load as a [telemetry.SpanNodeApply] span, child of the
 	// trace context the writer put in the first change's message headers
@@ -116,6 +121,17 @@ type Options struct {
 	// tracing is on; nil: changes are traced without a parent.
 	Headers func(ctx context.Context, rev uint64) (nats.Header, error)
 }
+
+// Resolver hands over the material behind references: the secrets package's
+// Source in production, which caches by version. Safe for concurrent use.
+type Resolver interface {
+	Alias(ctx context.Context, ref model.SecretRef) (*material.Alias, error)
+	Truststore(ctx context.Context, name string) (*material.Truststore, error)
+}
+
+// errNoSecrets refuses a reference on a node started without the secrets
+// service.
+var errNoSecrets = errors.New("config: the value references the secrets service, and this node has no secrets service configured (--secrets-internal-url, --secrets-cert, --secrets-key, --secrets-ca)")
 
 // Watcher follows the bucket. Snapshot, Ready, Revision and WaitRevision are
 // safe for concurrent use; Run is called once, then Drain.
@@ -131,6 +147,10 @@ type Watcher struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every publish
+	// secretKeys are the secrets reported changed and not yet handled;
+	// secretKick wakes Run's goroutine for them.
+	secretKeys map[string]bool
+	secretKick chan struct{}
 
 	// Owned by Run's goroutine.
 	revision uint64
@@ -143,7 +163,16 @@ type Watcher struct {
 	// listenerErrs are the Listeners Options.Listeners last refused;
 	// inboundErrs, the tls-inbound bindings left out of their Listener.
 	listenerErrs []*SkippedError
-	inboundErrs  []*SkippedError
+	// users is the dependency index of references: secret bucket key
+	// (secrets.AliasKey, secrets.TruststoreKey form) → config bucket keys
+	// whose value names it.
+	users map[string]map[string]bool
+	// resolved are the Listeners as last served, with their references
+	// resolved, by name; secretErrs the Listeners whose references could
+	// not be resolved.
+	resolved    map[string]resolvedListener
+	secretErrs  []*SkippedError
+	inboundErrs []*SkippedError
 	// dirty is what changed since the last publish. It outlives a watch
 	// session: a session that breaks before publishing leaves its changes
 	// for the next one.
@@ -240,6 +269,11 @@ func New(opts Options) *Watcher {
 		buildErrs: make(map[string][]*SkippedError),
 		byTarget:  make(map[string]map[string]bool),
 		dirty:     newDirty(),
+
+		secretKeys: make(map[string]bool),
+		secretKick: make(chan struct{}, 1),
+		users:      make(map[string]map[string]bool),
+		resolved:   make(map[string]resolvedListener),
 	}
 	w.drainCtx, w.drainCancel = context.WithCancel(context.Background())
 	empty, _ := router.Build(nil)
@@ -392,12 +426,22 @@ func (w *Watcher) session(ctx context.Context) error {
 	// is over.
 	next := func(wait bool) (e jetstream.KeyValueEntry, ok bool, err error) {
 		if wait {
-			select {
-			case <-ctx.Done():
-				return nil, false, ctx.Err()
-			case <-w.resume:
-				return nil, false, errResume
-			case e, ok = <-updates:
+		waiting:
+			for {
+				select {
+				case <-ctx.Done():
+					return nil, false, ctx.Err()
+				case <-w.resume:
+					return nil, false, errResume
+				case <-w.secretKick:
+					// Before the initial marker, the marks wait for its
+					// publish.
+					if w.markSecretUsers() && !initial {
+						w.publish(true)
+					}
+				case e, ok = <-updates:
+					break waiting
+				}
 			}
 		} else {
 			select {
@@ -539,10 +583,12 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 	delete(w.skipped, key)
 	if old, ok := w.objects[key]; ok {
 		w.dirty.touch(old.obj) // a binding may have changed its target
-		w.unindex(key, old.obj)
+		w.index(key, old.obj, false)
+		w.unindexBinding(key, old.obj)
 	}
 	w.objects[key] = stored{obj: obj, rev: rev}
-	w.index(key, obj)
+	w.index(key, obj, true)
+	w.indexBinding(key, obj)
 	w.dirty.touch(obj)
 }
 
@@ -550,13 +596,14 @@ func (w *Watcher) remove(key string) {
 	delete(w.skipped, key)
 	if old, ok := w.objects[key]; ok {
 		delete(w.objects, key)
-		w.unindex(key, old.obj)
+		w.index(key, old.obj, false)
+		w.unindexBinding(key, old.obj)
 		w.dirty.touch(old.obj)
 	}
 }
 
-// index records a binding under the Service it targets.
-func (w *Watcher) index(key string, obj model.Object) {
+// indexBinding records a binding under the Service it targets.
+func (w *Watcher) indexBinding(key string, obj model.Object) {
 	b := obj.Binding
 	if b == nil || b.Target.Kind != model.KindService {
 		return
@@ -569,7 +616,7 @@ func (w *Watcher) index(key string, obj model.Object) {
 	m[key] = true
 }
 
-func (w *Watcher) unindex(key string, obj model.Object) {
+func (w *Watcher) unindexBinding(key string, obj model.Object) {
 	b := obj.Binding
 	if b == nil || b.Target.Kind != model.KindService {
 		return
@@ -606,6 +653,15 @@ func (w *Watcher) publish(ready bool) (built []string) {
 				continue
 			}
 			tlsCtx, cause := w.outboundFor(name)
+			if tlsCtx != nil && tlsCtx.References() {
+				resolved, err := w.resolveOutbound(tlsCtx)
+				if err != nil {
+					w.buildErrs[name] = []*SkippedError{{Key: cause.key, Revision: cause.rev, Err: err}}
+					w.log.Error("cannot resolve the binding's references; keeping the previous upstream", "upstream", name, "binding", cause.key, "error", err)
+					continue
+				}
+				tlsCtx = resolved
+			}
 			in := upstreamInput{svc: svc.obj.Service, tls: tlsCtx}
 			if old != nil && sameInput(w.inputs[name], in) {
 				delete(w.buildErrs, name) // back to what is built
@@ -657,7 +713,7 @@ func (w *Watcher) publish(ready bool) (built []string) {
 		next.Router, next.RouteErrors = table, errs
 	}
 	if d.listeners {
-		next.Listeners = w.listeners()
+		next.Listeners = w.resolveListeners(w.listeners())
 	}
 	if w.opts.Listeners != nil {
 		// Every publish, not only when a Listener changed: one refused
@@ -673,6 +729,7 @@ func (w *Watcher) publish(ready bool) (built []string) {
 		next.Skipped = append(next.Skipped, errs...)
 	}
 	next.Skipped = append(next.Skipped, w.listenerErrs...)
+	next.Skipped = append(next.Skipped, w.secretErrs...)
 	next.Skipped = append(next.Skipped, w.inboundErrs...)
 	slices.SortFunc(next.Skipped, func(a, b *SkippedError) int {
 		return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Revision, b.Revision))

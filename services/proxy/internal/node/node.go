@@ -29,6 +29,7 @@ import (
 	nodev1 "keyway.dev/gen/keyway/node/v1"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/material"
 	"keyway.dev/common/model"
 	"keyway.dev/common/nodekv"
 	"keyway.dev/common/telemetry"
@@ -37,6 +38,7 @@ import (
 	"keyway.dev/proxy/internal/metrics"
 	"keyway.dev/proxy/internal/proxy"
 	"keyway.dev/proxy/internal/registry"
+	"keyway.dev/proxy/internal/secrets"
 	"keyway.dev/proxy/internal/upstream"
 )
 
@@ -77,6 +79,20 @@ type Config struct {
 	// changes (see package telemetry). The zero value is off.
 	Tracing telemetry.Tracing
 	Logger  *slog.Logger
+	// Secrets resolves references to keystores, aliases and truststores;
+	// nil: values with references are refused (listed in /status). Build
+	// it with [NewSecrets]. The node runs it.
+	Secrets *secrets.Source
+}
+
+// NewSecrets is the source of key material for a node: MaterialService at
+// cfg.URL over mTLS. Give it as Config.Secrets.
+func NewSecrets(cfg material.Config, log *slog.Logger) (*secrets.Source, error) {
+	c, err := material.New(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("node: %w", err)
+	}
+	return secrets.New(c, secrets.Options{Logger: log}), nil
 }
 
 // Node is a running proxy node.
@@ -147,6 +163,11 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		// Set below, before Run calls it.
 		Listeners: func(ls []*model.Listener) map[string]error { return n.inbound.Apply(ls) },
 	})
+	if cfg.Secrets != nil {
+		n.watcher.UseSecrets(cfg.Secrets)
+		cfg.Secrets.OnChange(n.watcher.SecretsChanged)
+		cfg.Secrets.Trace(cfg.Tracing)
+	}
 	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
 	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log})
@@ -206,6 +227,19 @@ func (n *Node) run(ctx context.Context) {
 	go func() { errc <- serve(n.admin, n.adminLn) }()
 	watchDone := make(chan struct{})
 	regDone := make(chan struct{})
+	if n.cfg.Secrets != nil {
+		secretsDone := make(chan struct{})
+		go func() {
+			defer close(secretsDone)
+			js, err := jetstream.New(n.nc)
+			if err != nil {
+				errc <- fmt.Errorf("node: following secret versions: %w", err)
+				return
+			}
+			n.cfg.Secrets.Run(ctx, js)
+		}()
+		defer func() { <-secretsDone }()
+	}
 	go func() {
 		defer close(watchDone)
 		kv, err := n.bucket(ctx)
@@ -381,6 +415,15 @@ func (n *Node) NodeStatus() *nodev1.NodeStatus {
 	for _, sk := range s.Skipped {
 		st.Errors = append(st.Errors, &nodev1.NodeError{Key: sk.Key, Message: sk.Err.Error(), Time: timestamppb.New(sk.Time)})
 	}
+	if n.cfg.Secrets != nil {
+		ss := n.cfg.Secrets.Status()
+		st.SecretsStale, st.SecretsStaleReason = ss.Stale, ss.Reason
+		for _, r := range ss.References {
+			if r.Error != "" {
+				st.Errors = append(st.Errors, &nodev1.NodeError{Key: r.Ref, Message: r.Error})
+			}
+		}
+	}
 	return st
 }
 
@@ -448,6 +491,10 @@ type Status struct {
 	// Watch counts the work the configuration watcher has done: entries
 	// read, Upstreams and routing tables built, snapshots published.
 	Watch config.Stats `json:"watch"`
+	// Secrets is the key material from the secrets service: whether it
+	// may be stale and why, and each reference in use with its version.
+	// Absent when the node has no secrets service configured.
+	Secrets *secrets.Status `json:"secrets,omitempty"`
 }
 
 // Skipped is one refused stored value in [Status].
@@ -473,6 +520,10 @@ func (n *Node) Status() Status {
 	}
 	for _, sk := range s.Skipped {
 		st.Skipped = append(st.Skipped, Skipped{Key: sk.Key, Revision: sk.Revision, Error: sk.Err.Error()})
+	}
+	if n.cfg.Secrets != nil {
+		ss := n.cfg.Secrets.Status()
+		st.Secrets = &ss
 	}
 	return st
 }

@@ -1,0 +1,80 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
+
+	"keyway.dev/keywayctl/internal/apigee"
+	"keyway.dev/keywayctl/internal/manifest"
+)
+
+// newImportCommand builds `import`, which converts another gateway's
+// configuration into Keyway resources.
+func newImportCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "import",
+		Short: "Convert another gateway's configuration into Keyway resources",
+	}
+	cmd.AddCommand(newImportApigeeCommand(g))
+	return cmd
+}
+
+func newImportApigeeCommand(g *globals) *cobra.Command {
+	var (
+		output string
+		dryRun bool
+	)
+	cmd := &cobra.Command{
+		Use:   "apigee FILE",
+		Short: "Import Apigee target servers (targetservers.json) as Services and tls-outbound bindings",
+		Long: `Import apigee reads Apigee's target server file: an array of target servers,
+or {"targetServer": [...]}, each with name, host, port, isEnabled and sSLInfo
+(enabled, clientAuthEnabled, keyStore, keyAlias, trustStore,
+ignoreValidationErrors, protocols, ciphers, commonName).
+
+Each enabled target server becomes a Service; one with sSLInfo enabled also
+gets a tls-outbound PolicyBinding "<name>-tls" whose certificate is
+{keystore: keyStore, alias: keyAlias} and whose trustedCA is
+{truststore: trustStore}: the stores stay references, resolved by the secrets
+service. Notes on stderr say what was decided for you.
+
+With -o yaml or --dry-run the resources are printed and nothing is sent;
+otherwise they are applied, all or none, as keywayctl apply does.`,
+		Example: `  keywayctl import apigee targetservers.json -o yaml > orders.yaml
+  keywayctl import apigee targetservers.json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "" && output != "yaml" {
+				return fmt.Errorf("-o %q: import prints yaml only (-o yaml)", output)
+			}
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return fmt.Errorf("reading Apigee target servers: %w", err)
+			}
+			r, err := apigee.Convert(args[0], data)
+			if err != nil {
+				return errors.Join(err, fmt.Errorf("nothing imported from %s", args[0]))
+			}
+			for _, n := range r.Notes {
+				fmt.Fprintf(g.io.Stderr, "note: %s\n", n)
+			}
+			if output == "yaml" || dryRun {
+				_, err := g.io.Stdout.Write(r.YAML)
+				return err
+			}
+			docs, err := manifest.Parse(args[0]+" (converted)", r.YAML)
+			if err != nil {
+				return fmt.Errorf("reading the converted resources (print them with -o yaml): %w", err)
+			}
+			return g.send(cmd, manifest.Manifest(docs), false, policyv1.ProbeMode_PROBE_MODE_UNSPECIFIED, false)
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "", "print the resources instead of applying them: yaml")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the resources (as -o yaml) and send nothing")
+	return cmd
+}

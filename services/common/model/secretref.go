@@ -1,0 +1,428 @@
+package model
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SecretRef names a key pair held by the secrets service: an alias of a
+// keystore (Apigee's keystore/alias).
+type SecretRef struct {
+	Keystore string
+	Alias    string
+}
+
+// String is "alias/<keystore>/<alias>", the form status pages and logs use.
+func (r SecretRef) String() string { return "alias/" + r.Keystore + "/" + r.Alias }
+
+// TruststoreRef is the form status pages and logs use for a truststore:
+// "truststore/<name>".
+func TruststoreRef(name string) string { return "truststore/" + name }
+
+// Secrets is what validation asks the secrets service about references. The
+// policy service implements it with a SecretsService client. Methods must be
+// safe for concurrent use. A missing keystore, alias or truststore is a
+// [*NotFoundError]; any other error means the secrets service could not
+// answer, and the reference is refused as unchecked.
+type Secrets interface {
+	// Alias describes an alias of a keystore.
+	Alias(ctx context.Context, keystore, alias string) (AliasInfo, error)
+	// Truststore describes a truststore.
+	Truststore(ctx context.Context, name string) (TruststoreInfo, error)
+}
+
+// AliasInfo describes an alias as the secrets service holds it; never its
+// key.
+type AliasInfo struct {
+	Version string
+	// Chain is the leaf first, then intermediates.
+	Chain []CertSummary
+	// Server is set when the alias was stored for use as a server
+	// certificate (usage "server"), which the secrets service checked for
+	// a SAN.
+	Server bool
+}
+
+// TruststoreInfo describes a truststore.
+type TruststoreInfo struct {
+	Version      string
+	Certificates []CertSummary
+}
+
+// CertSummary describes a certificate the secrets service holds: it answers
+// with descriptions, not DER.
+type CertSummary struct {
+	Subject     string
+	Issuer      string
+	DNSNames    []string
+	IPAddresses []string
+	NotBefore   time.Time
+	NotAfter    time.Time
+	// Fingerprint is the SHA-256 of the DER, lowercase hex (colons
+	// removed).
+	Fingerprint string
+	// KeyType is "RSA 2048", "ECDSA P-256" or "Ed25519".
+	KeyType string
+	IsCA    bool
+}
+
+// NotFoundError says that a keystore, an alias or a truststore does not
+// exist in the secrets service.
+type NotFoundError struct {
+	// Kind is "keystore", "alias" or "truststore".
+	Kind string
+	// Name is the missing name (the alias name for Kind "alias").
+	Name string
+	// Known lists the names that do exist (the keystore's aliases for an
+	// alias), for suggestions; may be empty.
+	Known []string
+}
+
+func (e *NotFoundError) Error() string {
+	return fmt.Sprintf("model: %s %q not found", e.Kind, e.Name)
+}
+
+// errNoSecrets is what a reference meets when no secrets service is
+// configured.
+var errNoSecrets = errors.New("no secrets service is configured")
+
+// Fields of references, spelled as in the API.
+const (
+	fieldKeystore         = "keystore"
+	fieldAlias            = "alias"
+	fieldTruststore       = "truststore"
+	fieldClientTruststore = "clientTruststore"
+)
+
+// secretNameRule is what keystore, alias and truststore names may be: they
+// become NATS KV key tokens ("alias.<keystore>.<alias>"), so no dots.
+const secretNameRule = "letters, digits, hyphens and underscores, at most 64 characters"
+
+// secretNameProblem says what is wrong with a keystore, alias or truststore
+// name, or "".
+func secretNameProblem(what, name string) string {
+	if name == "" {
+		return fmt.Sprintf("%s is empty; give the %s's name (%s)", what, what, secretNameRule)
+	}
+	if len(name) > maxNameLen {
+		return fmt.Sprintf("%s %q is %d characters long; names are %s", what, name, len(name), secretNameRule)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return fmt.Sprintf("%s %q has the character %q; names are %s", what, name, r, secretNameRule)
+		}
+	}
+	return ""
+}
+
+// refCheck is one reference found while building objects, checked against
+// the secrets service once the whole request is built.
+type refCheck struct {
+	at fieldPath
+	// alias is set for a key pair; truststore otherwise.
+	alias      *SecretRef
+	truststore string
+	role       keyPairRole
+	// hostnames (server key pairs only) must be covered by the leaf's DNS
+	// SANs; hostnamesAt is their path.
+	hostnames   []listItem
+	hostnamesAt fieldPath
+}
+
+// aliasRef reads {keystore, alias} at at (the path of the object holding
+// them) and records it for checking; it returns nil when the names are
+// invalid (already reported).
+func (c *checker) aliasRef(at fieldPath, keystore, alias string, role keyPairRole) *SecretRef {
+	ok := true
+	if p := secretNameProblem(fieldKeystore, keystore); p != "" {
+		c.errorf(at.Child(fieldKeystore), "%s", p)
+		ok = false
+	}
+	if p := secretNameProblem(fieldAlias, alias); p != "" {
+		c.errorf(at.Child(fieldAlias), "%s", p)
+		ok = false
+	}
+	if !ok {
+		return nil
+	}
+	ref := &SecretRef{Keystore: keystore, Alias: alias}
+	c.refs = append(c.refs, refCheck{at: at, alias: ref, role: role})
+	return ref
+}
+
+// truststoreRef checks a truststore name at at and records it for
+// checking; it returns "" when the name is invalid (already reported).
+func (c *checker) truststoreRef(at fieldPath, name string) string {
+	if p := secretNameProblem(fieldTruststore, name); p != "" {
+		c.errorf(at, "%s", p)
+		return ""
+	}
+	c.refs = append(c.refs, refCheck{at: at, truststore: name})
+	return name
+}
+
+// checkRefs asks the secrets service about every reference recorded, each
+// once, and reports what is wrong at the field that holds it.
+func (c *checker) checkRefs(ctx context.Context, secrets Secrets) {
+	if c.decode || len(c.refs) == 0 {
+		return
+	}
+	type aliasAnswer struct {
+		info AliasInfo
+		err  error
+	}
+	type storeAnswer struct {
+		info TruststoreInfo
+		err  error
+	}
+	aliases := make(map[SecretRef]aliasAnswer)
+	stores := make(map[string]storeAnswer)
+	for _, r := range c.refs {
+		switch {
+		case r.alias != nil:
+			a, seen := aliases[*r.alias]
+			if !seen {
+				if secrets == nil {
+					a.err = errNoSecrets
+				} else {
+					a.info, a.err = secrets.Alias(ctx, r.alias.Keystore, r.alias.Alias)
+				}
+				aliases[*r.alias] = a
+			}
+			c.checkAlias(r, a.info, a.err)
+		default:
+			s, seen := stores[r.truststore]
+			if !seen {
+				if secrets == nil {
+					s.err = errNoSecrets
+				} else {
+					s.info, s.err = secrets.Truststore(ctx, r.truststore)
+				}
+				stores[r.truststore] = s
+			}
+			c.checkTruststore(r, s.info, s.err)
+		}
+	}
+}
+
+// unreachable reports a reference that could not be checked.
+func (c *checker) unreachable(at fieldPath, what string, err error) {
+	if errors.Is(err, errNoSecrets) {
+		c.errorf(at, "%s refers to the secrets service, but this policy service has no secrets service configured; start keyway-policy with --secrets-server (KEYWAY_SECRETS_SERVER), or give the PEM inline", what)
+		return
+	}
+	c.errorf(at, "%s cannot be checked: the secrets service did not answer (%v); nothing was applied: apply again once it is reachable", what, err)
+}
+
+func (c *checker) checkAlias(r refCheck, info AliasInfo, err error) {
+	ks, al := r.alias.Keystore, r.alias.Alias
+	subject := fmt.Sprintf("keystore %q alias %q", ks, al)
+	if err != nil {
+		var nf *NotFoundError
+		switch {
+		case errors.As(err, &nf) && nf.Kind == fieldKeystore:
+			c.errorf(r.at.Child(fieldKeystore), "keystore %q does not exist in the secrets service%s; create it by storing an alias in it (SecretsService.PutAlias), or fix the name", ks, known("keystores", ks, nf.Known))
+		case errors.As(err, &nf):
+			c.errorf(r.at.Child(fieldAlias), "alias %q does not exist in keystore %q%s; store the key pair under that alias (SecretsService.PutAlias), or fix the name", al, ks, known("aliases there", al, nf.Known))
+		default:
+			c.unreachable(r.at, subject, err)
+		}
+		return
+	}
+	if len(info.Chain) == 0 {
+		c.errorf(r.at, "%s holds no certificate; store the certificate chain and key under it again", subject)
+		return
+	}
+	crtAt := r.at.Child(fieldAlias)
+	for _, cert := range info.Chain {
+		c.report.Certificates = append(c.report.Certificates, CertificateInfo{
+			Field: string(crtAt), Summary: &cert, Fingerprint: cert.Fingerprint, NotAfter: cert.NotAfter,
+			Reference: r.alias.String(), Version: info.Version,
+		})
+	}
+	leaf := info.Chain[0]
+	if bits, isRSA := rsaBits(leaf.KeyType); isRSA && bits < minRSABits {
+		c.errorf(crtAt, "%s: the RSA key is %d bits; keys must be at least %d bits: store a new key pair under the alias (`openssl genrsa -out key.pem 2048`, or an ECDSA key) with its certificate reissued", subject, bits, minRSABits)
+	}
+	for i, cert := range info.Chain {
+		p := summaryValidity(cert, c.now)
+		if p == "" {
+			continue
+		}
+		what := "the " + r.role.name + " certificate"
+		if i > 0 {
+			what = fmt.Sprintf("intermediate certificate %d", i+1)
+		}
+		fix := "store a renewed certificate under the alias"
+		if c.now.Before(cert.NotBefore) {
+			fix = "apply once it is valid, or have it reissued starting now"
+		}
+		c.errorf(crtAt, "%s: %s (%s) %s; %s", subject, what, quoteSubject(cert.Subject), p, fix)
+	}
+	if r.role.name != serverRole.name {
+		return
+	}
+	if len(leaf.DNSNames) == 0 && len(leaf.IPAddresses) == 0 {
+		c.errorf(crtAt, "%s: the server certificate (%s) has no subject alternative name, so clients will refuse it (they ignore the CN); reissue it with -addext \"subjectAltName=DNS:<hostname>\" and store it under the alias", subject, quoteSubject(leaf.Subject))
+		return
+	}
+	for _, it := range r.hostnames {
+		if sanCovers(leaf.DNSNames, it.value) {
+			continue
+		}
+		c.errorf(r.hostnamesAt.Index(it.index), "hostname %q is not covered by the server certificate of %s (its DNS SANs are %s), so clients will refuse the connection; store a certificate with a SAN for it under the alias, or move the hostname to a host whose certificate covers it", it.value, subject, strings.Join(leaf.DNSNames, ", "))
+	}
+}
+
+func (c *checker) checkTruststore(r refCheck, info TruststoreInfo, err error) {
+	subject := fmt.Sprintf("truststore %q", r.truststore)
+	if err != nil {
+		var nf *NotFoundError
+		if errors.As(err, &nf) {
+			c.errorf(r.at, "truststore %q does not exist in the secrets service%s; store the CA bundle under that name (SecretsService.PutTruststore), or fix the name", r.truststore, known("truststores", r.truststore, nf.Known))
+			return
+		}
+		c.unreachable(r.at, subject, err)
+		return
+	}
+	if len(info.Certificates) == 0 {
+		c.errorf(r.at, "%s holds no certificate; store the CA bundle under it again", subject)
+		return
+	}
+	var outside []int
+	for i, cert := range info.Certificates {
+		c.report.Certificates = append(c.report.Certificates, CertificateInfo{
+			Field: string(r.at), Summary: &cert, Fingerprint: cert.Fingerprint, NotAfter: cert.NotAfter,
+			Reference: TruststoreRef(r.truststore), Version: info.Version,
+		})
+		if !cert.IsCA {
+			c.warnf(r.at, "%s certificate %d (%s) is not a CA certificate, so it only matches a peer presenting exactly this certificate; store the issuing CA instead", subject, i+1, quoteSubject(cert.Subject))
+		}
+		if summaryValidity(cert, c.now) != "" {
+			outside = append(outside, i)
+		}
+	}
+	for _, i := range outside {
+		cert := info.Certificates[i]
+		if len(outside) == len(info.Certificates) {
+			c.errorf(r.at, "%s certificate %d (%s) %s, and no certificate of the truststore is valid now, so no peer can be verified with it; store the CA's current certificate", subject, i+1, quoteSubject(cert.Subject), summaryValidity(cert, c.now))
+		} else {
+			c.warnf(r.at, "%s certificate %d (%s) %s; peers whose certificates chain only to it will be refused: remove it once the rotation is over", subject, i+1, quoteSubject(cert.Subject), summaryValidity(cert, c.now))
+		}
+	}
+}
+
+// known formats the names that exist, with a suggestion, for a not-found
+// message: ` (did you mean "edge"? keystores: "edge", "internal")`.
+func known(what, name string, names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	names = slices.Sorted(slices.Values(names))
+	s := ""
+	if m := DidYouMean(name, names); m != "" {
+		s = fmt.Sprintf("did you mean %q? ", m)
+	}
+	const most = 10
+	list := names
+	more := ""
+	if len(list) > most {
+		list, more = list[:most], fmt.Sprintf(" and %d more", len(names)-most)
+	}
+	return fmt.Sprintf(" (%s%s: %s%s)", s, what, quoteList(list), more)
+}
+
+// rsaBits reads the size of an RSA key from a key type ("RSA 2048").
+func rsaBits(keyType string) (int, bool) {
+	rest, ok := strings.CutPrefix(keyType, "RSA ")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(rest))
+	return n, err == nil
+}
+
+// summaryValidity is validityProblem for a described certificate.
+func summaryValidity(cert CertSummary, now time.Time) string {
+	return validityProblem(&x509.Certificate{NotBefore: cert.NotBefore, NotAfter: cert.NotAfter}, now)
+}
+
+func quoteSubject(s string) string { return fmt.Sprintf("%q", s) }
+
+// Resolve returns a copy of o with the material its references stand for:
+// cert for its certificate reference, cas for its truststore (nil for what
+// o does not reference). The fingerprint covers the references and the
+// material, so that a rotated alias gets a new pool. A proxy node calls it
+// with what the secrets service handed it.
+func (o *OutboundTLS) Resolve(cert *tls.Certificate, cas []*x509.Certificate) *OutboundTLS {
+	out := *o
+	if o.CertificateRef != nil {
+		out.Certificate = cert
+	}
+	if o.Truststore != "" {
+		out.TrustedCAs = cas
+	}
+	out.Fingerprint = fingerprint(&out)
+	return &out
+}
+
+// References reports whether o refers to the secrets service.
+func (o *OutboundTLS) References() bool {
+	return o.CertificateRef != nil || o.Truststore != ""
+}
+
+// Resolve returns a copy of h with the material its references stand for,
+// as [OutboundTLS.Resolve] does.
+func (h ListenerHost) Resolve(cert *tls.Certificate, cas []*x509.Certificate) ListenerHost {
+	if h.CertificateRef != nil {
+		h.Certificate = cert
+	}
+	if h.ClientTruststore != "" {
+		h.ClientCAs = cas
+	}
+	h.Fingerprint = hostFingerprint(&h)
+	return h
+}
+
+// References reports whether h refers to the secrets service.
+func (h *ListenerHost) References() bool {
+	return h.CertificateRef != nil || h.ClientTruststore != ""
+}
+
+// Summarize describes a parsed certificate as the secrets service does:
+// the form references are checked in.
+func Summarize(cert *x509.Certificate) CertSummary {
+	s := CertSummary{
+		Subject: cert.Subject.String(), Issuer: cert.Issuer.String(),
+		DNSNames: cert.DNSNames, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
+		Fingerprint: CertFingerprint(cert), KeyType: KeyType(cert.PublicKey), IsCA: cert.IsCA,
+	}
+	for _, ip := range cert.IPAddresses {
+		s.IPAddresses = append(s.IPAddresses, ip.String())
+	}
+	return s
+}
+
+// KeyType names a public key as "RSA 2048", "ECDSA P-256" or "Ed25519".
+func KeyType(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA %d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "ECDSA " + k.Curve.Params().Name
+	case ed25519.PublicKey:
+		return "Ed25519"
+	}
+	return fmt.Sprintf("%T", pub)
+}

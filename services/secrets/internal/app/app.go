@@ -1,0 +1,334 @@
+// Package app wires the secrets service: the backend (a local directory,
+// or Vault KV v2 with PKI), the store that follows it, the NATS bucket it
+// publishes versions into, and two listeners: the API (SecretsService over
+// Connect, gRPC and gRPC-Web on h2c, with reflection, health and /metrics)
+// and the internal mTLS port that alone serves MaterialService.
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/hashicorp/vault/api"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
+
+	"keyway.dev/common/secretsclient"
+	"keyway.dev/secrets/internal/localdir"
+	"keyway.dev/secrets/internal/metrics"
+	"keyway.dev/secrets/internal/pki"
+	"keyway.dev/secrets/internal/publish"
+	"keyway.dev/secrets/internal/server"
+	"keyway.dev/secrets/internal/store"
+	"keyway.dev/secrets/internal/vaultkv"
+)
+
+// Config is what the secrets service needs to run.
+type Config struct {
+	// Listen is the API address.
+	Listen string
+	// InternalListen is the mTLS address of MaterialService; empty serves
+	// no material.
+	InternalListen string
+	// InternalCert and InternalKey are the internal listener's certificate
+	// and key files; InternalClientCA holds the CAs whose client
+	// certificates it accepts.
+	InternalCert, InternalKey, InternalClientCA string
+
+	NATSURL  string
+	Bucket   string
+	Replicas int
+
+	// Backend is "local" or "vault".
+	Backend string
+	// Dir is the local backend's directory.
+	Dir string
+	// VaultAddr is Vault's address; the token comes from VAULT_TOKEN (or
+	// VaultToken in tests).
+	VaultAddr  string
+	VaultToken string
+	// VaultKVMount and VaultPrefix place the secrets in KV v2;
+	// VaultPKIMount is the PKI mount.
+	VaultKVMount, VaultPrefix, VaultPKIMount string
+
+	Store store.Config
+	Log   *slog.Logger
+	// OnListen, if set, is called with the bound addresses once both
+	// listeners serve (tests listen on port 0); internal is nil without
+	// an internal listener.
+	OnListen func(api, internal net.Addr)
+}
+
+// Run serves until ctx is done.
+func Run(ctx context.Context, cfg Config) error {
+	log := cfg.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	var internalTLS *tls.Config
+	if cfg.InternalListen != "" {
+		var err error
+		if internalTLS, err = ServerTLS(cfg.InternalCert, cfg.InternalKey, cfg.InternalClientCA); err != nil {
+			return err
+		}
+	}
+	backend, issuer, err := openBackend(cfg)
+	if err != nil {
+		return err
+	}
+
+	nc, err := nats.Connect(cfg.NATSURL,
+		nats.Name("keyway-secrets"),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected; versions are published once it is back", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return fmt.Errorf("connecting to NATS at %s: %w", cfg.NATSURL, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("opening JetStream: %w", err)
+	}
+	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	bucket, err := publish.Open(openCtx, js, cfg.Bucket, cfg.Replicas)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("opening the versions bucket (is NATS with JetStream at %s?): %w", cfg.NATSURL, err)
+	}
+
+	m := metrics.New()
+	st := store.New(backend, issuer, bucket, m, log, cfg.Store)
+	m.SetSource(st)
+	loadCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if err := st.Load(loadCtx); err != nil {
+		log.Warn("secrets backend not reachable at start; serving nothing until it answers", "backend", backend.Describe(), "error", err)
+	}
+	cancel()
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	go st.Run(runCtx)
+
+	apiLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	servers := []*http.Server{{
+		Handler:           APIHandler(server.NewSecrets(st, log), st, m.Handler()),
+		Protocols:         h2c(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}}
+	listeners := []net.Listener{apiLn}
+	var internalAddr net.Addr
+	if internalTLS != nil {
+		ln, err := net.Listen("tcp", cfg.InternalListen)
+		if err != nil {
+			apiLn.Close()
+			return fmt.Errorf("listening on %s: %w", cfg.InternalListen, err)
+		}
+		internalAddr = ln.Addr()
+		listeners = append(listeners, tls.NewListener(ln, internalTLS))
+		servers = append(servers, &http.Server{
+			Handler:           MaterialHandler(server.NewMaterial(st, log)),
+			ReadHeaderTimeout: 10 * time.Second,
+			// Handshake failures (no or an untrusted client certificate)
+			// are the client's problem; log them at debug.
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		})
+	}
+	log.Info("secrets service serving", "addr", apiLn.Addr().String(), "internal", addrString(internalAddr),
+		"backend", backend.Describe(), "nats", nc.ConnectedUrlRedacted(), "bucket", bucketName(cfg.Bucket), "poll_interval", cfg.Store.PollInterval)
+	if cfg.OnListen != nil {
+		cfg.OnListen(apiLn.Addr(), internalAddr)
+	}
+	errc := make(chan error, len(servers))
+	for i, srv := range servers {
+		go func() { errc <- srv.Serve(listeners[i]) }()
+	}
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serving: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var errs []error
+	for _, srv := range servers {
+		if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+func bucketName(b string) string {
+	if b == "" {
+		return secretsclient.Bucket
+	}
+	return b
+}
+
+// openBackend builds the configured backend, and the PKI issuer with Vault.
+func openBackend(cfg Config) (store.Backend, store.Issuer, error) {
+	switch cfg.Backend {
+	case "local", "":
+		if cfg.Dir == "" {
+			return nil, nil, errors.New("--dir is required with the local backend (KEYWAY_SECRETS_DIR)")
+		}
+		d, err := localdir.New(cfg.Dir)
+		if err != nil {
+			return nil, nil, err
+		}
+		return d, nil, nil
+	case "vault":
+		client, err := VaultClient(cfg.VaultAddr, cfg.VaultToken)
+		if err != nil {
+			return nil, nil, err
+		}
+		return vaultkv.New(client, vaultkv.Config{Mount: cfg.VaultKVMount, Prefix: cfg.VaultPrefix}), pki.New(client, cfg.VaultPKIMount), nil
+	}
+	return nil, nil, fmt.Errorf("--backend %q: want local or vault", cfg.Backend)
+}
+
+// VaultClient is a vault/api client for addr. The token is token, or
+// VAULT_TOKEN from the environment (read by vault/api). Retries are off:
+// the store's poll is the retry, and a Vault that is down must not hold a
+// poll for seconds.
+func VaultClient(addr, token string) (*api.Client, error) {
+	vc := api.DefaultConfig()
+	if vc.Error != nil {
+		return nil, fmt.Errorf("configuring the Vault client: %w", vc.Error)
+	}
+	if addr != "" {
+		vc.Address = addr
+	}
+	vc.MaxRetries = 0
+	vc.Timeout = 10 * time.Second
+	client, err := api.NewClient(vc)
+	if err != nil {
+		return nil, fmt.Errorf("configuring the Vault client for %s: %w", vc.Address, err)
+	}
+	if token != "" {
+		client.SetToken(token)
+	}
+	if client.Token() == "" {
+		return nil, errors.New("no Vault token: set VAULT_TOKEN")
+	}
+	return client, nil
+}
+
+// ServerTLS is the internal listener's configuration: its certificate, and
+// a client certificate that chains to a CA in clientCAFile is required.
+func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+	if certFile == "" || keyFile == "" || clientCAFile == "" {
+		return nil, errors.New("the internal listener serves key material over mTLS only: give --internal-cert, --internal-key and --internal-client-ca (or --internal-listen '' to serve no material)")
+	}
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading the internal certificate %s and key %s: %w", certFile, keyFile, err)
+	}
+	caPEM, err := os.ReadFile(clientCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading the internal client CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("--internal-client-ca %s holds no PEM certificate", clientCAFile)
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{pair},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pool,
+		NextProtos:   []string{"h2", "http/1.1"},
+	}, nil
+}
+
+// APIHandler serves SecretsService (Connect, gRPC, gRPC-Web), reflection,
+// health, /healthz and /metrics. It never mounts MaterialService.
+func APIHandler(svc secretsv1connect.SecretsServiceHandler, st *store.Store, metricsHandler http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(secretsv1connect.NewSecretsServiceHandler(svc, connect.WithReadMaxBytes(4<<20)))
+	reflector := grpcreflect.NewStaticReflector(secretsv1connect.SecretsServiceName, grpchealth.HealthV1ServiceName)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpchealth.NewHandler(&health{st: st}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := st.BackendError(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "backend unavailable: %v\nserving the last fetched material\n", err)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", metricsHandler)
+	return mux
+}
+
+// MaterialHandler serves MaterialService only; mount it behind a listener
+// that requires and verifies client certificates.
+func MaterialHandler(svc secretsv1connect.MaterialServiceHandler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(secretsv1connect.NewMaterialServiceHandler(svc))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			http.Error(w, "a verified client certificate is required", http.StatusUnauthorized)
+			return
+		}
+		leaf := r.TLS.VerifiedChains[0][0]
+		mux.ServeHTTP(w, r.WithContext(server.WithClientName(r.Context(), leaf.Subject.String())))
+	})
+}
+
+// health answers gRPC health checks: the server ("") is serving while the
+// process runs; SecretsService is NOT_SERVING while the backend does not
+// answer (reads are served from the last fetched material, writes fail).
+type health struct{ st *store.Store }
+
+func (h *health) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
+	switch req.Service {
+	case "":
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
+	case secretsv1connect.SecretsServiceName:
+		if h.st.BackendError() != nil {
+			return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+		}
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
+	}
+	return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
+}
+
+func h2c() *http.Protocols {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return p
+}

@@ -1,0 +1,585 @@
+// Package store is the secrets service's core: an in-memory view of every
+// alias and truststore over a [Backend], kept current by polling the
+// backend's versions, with certificates issued from Vault PKI and renewed
+// before they expire, and a [SecretVersion] published for every change.
+//
+// Reads are served from the view, so a backend that goes away leaves the
+// service serving the material it last fetched; writes go to the backend
+// and then into the view. A value the backend holds but the service cannot
+// parse is logged and skipped, and the last good material is kept.
+package store
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
+
+	"keyway.dev/common/model"
+	"keyway.dev/common/secretsclient"
+	"keyway.dev/secrets/internal/pki"
+	"keyway.dev/secrets/internal/secret"
+)
+
+// Backend stores aliases and truststores. Implementations are safe for
+// concurrent use and return [secret.ErrNotFound] for what does not exist;
+// any other error means the backend could not answer.
+type Backend interface {
+	// Kind says which backend this is, for the API.
+	Kind() secretsv1.Backend
+	// Describe names the backend for logs ("vault http://…, KV v2 secret/keyway").
+	Describe() string
+	// List returns the revision of every alias and truststore (see
+	// secret.AliasRecord.Revision). It reads metadata only and is called
+	// at every poll.
+	List(ctx context.Context) (map[secretsclient.Ref]string, error)
+	GetAlias(ctx context.Context, keystore, alias string) (*secret.AliasRecord, error)
+	GetTruststore(ctx context.Context, name string) (*secret.TruststoreRecord, error)
+	// PutAlias and PutTruststore store a new version and say which.
+	PutAlias(ctx context.Context, rec *secret.AliasRecord) (secret.Stamp, error)
+	PutTruststore(ctx context.Context, rec *secret.TruststoreRecord) (secret.Stamp, error)
+	DeleteAlias(ctx context.Context, keystore, alias string) error
+	DeleteTruststore(ctx context.Context, name string) error
+}
+
+// Issuer issues certificates from Vault PKI roles. Safe for concurrent use.
+type Issuer interface {
+	// Issue returns a new chain (leaf first, PEM) and its key.
+	Issue(ctx context.Context, b *secret.PKIBinding) (string, secret.PrivateKey, error)
+	// CheckRole returns secret.ErrNotFound for a role that does not exist.
+	CheckRole(ctx context.Context, role string) error
+	// Mount is the PKI mount, for messages.
+	Mount() string
+}
+
+// Publisher writes bucket values. Safe for concurrent use.
+type Publisher interface {
+	// Put stores value under key (a no-op when it is there already).
+	Put(ctx context.Context, key string, value []byte) error
+	// Delete puts a delete marker on key.
+	Delete(ctx context.Context, key string) error
+	// Keys lists the bucket's live keys.
+	Keys(ctx context.Context) ([]string, error)
+}
+
+// Observer is told what the store does: the service's metrics. Safe for
+// concurrent use.
+type Observer interface {
+	BackendUp(up bool)
+	Published(ok bool)
+	Renewed(ok bool)
+}
+
+type discard struct{}
+
+func (discard) BackendUp(bool) {}
+func (discard) Published(bool) {}
+func (discard) Renewed(bool)   {}
+
+// Errors the API maps to codes.
+var (
+	// ErrNotFound: no such alias or truststore.
+	ErrNotFound = errors.New("store: not found")
+	// ErrUnavailable: the backend (or Vault PKI) could not answer.
+	ErrUnavailable = errors.New("store: backend unavailable")
+	// ErrInvalid: the backend holds a value the service cannot use, or
+	// PKI refused to issue.
+	ErrInvalid = errors.New("store: unusable secret")
+)
+
+// Config tunes the store.
+type Config struct {
+	// PollInterval is how often the backend's versions are read.
+	PollInterval time.Duration
+	// RenewFraction of a PKI certificate's lifetime after which a new one
+	// is issued (pki.DefaultRenewFraction when zero).
+	RenewFraction float64
+}
+
+// Store is the view. Safe for concurrent use.
+type Store struct {
+	backend Backend
+	issuer  Issuer // nil without Vault
+	pub     Publisher
+	obs     Observer
+	log     *slog.Logger
+	cfg     Config
+	now     func() time.Time
+
+	// writes serialises everything that changes the view: polls, puts,
+	// deletes, renewals. Reads take only mu.
+	writes sync.Mutex
+
+	mu          sync.RWMutex
+	aliases     map[secretsclient.Ref]*Alias
+	truststores map[secretsclient.Ref]*Truststore
+	backendErr  error
+	// failed remembers the backend version that could not be loaded, so
+	// that the next polls do not retry (and log) it until it changes.
+	failed map[secretsclient.Ref]string
+	// unpublished holds bucket writes that failed, by key: the value, or
+	// nil for a delete marker. Each poll retries them.
+	unpublished map[string][]byte
+	// reconciled is set once stale bucket keys have been deleted. Guarded
+	// by writes.
+	reconciled bool
+}
+
+// Alias is an alias as the service holds it. Immutable once in the view.
+type Alias struct {
+	Record *secret.AliasRecord
+	// ChainPEM is the chain, leaf first; for a PKI alias, the issued one.
+	ChainPEM string
+	Key      secret.PrivateKey
+	Chain    []*x509.Certificate
+	// Version is what the API and the bucket show: the backend's version,
+	// or for a PKI alias the serial of the certificate held.
+	Version string
+	// RenewAt is when a PKI alias is issued anew.
+	RenewAt time.Time
+	// IssuedAt is when a PKI certificate was issued (else the record's
+	// update time).
+	IssuedAt time.Time
+}
+
+// Truststore is a truststore as the service holds it. Immutable.
+type Truststore struct {
+	Record *secret.TruststoreRecord
+	Certs  []*x509.Certificate
+}
+
+// New returns a store; call [Store.Run] to load and follow the backend.
+// issuer is nil when there is no Vault; obs may be nil.
+func New(b Backend, issuer Issuer, pub Publisher, obs Observer, log *slog.Logger, cfg Config) *Store {
+	if obs == nil {
+		obs = discard{}
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = 5 * time.Second
+	}
+	if cfg.RenewFraction <= 0 || cfg.RenewFraction >= 1 {
+		cfg.RenewFraction = pki.DefaultRenewFraction
+	}
+	return &Store{
+		backend: b, issuer: issuer, pub: pub, obs: obs, log: log, cfg: cfg, now: time.Now,
+		aliases:     make(map[secretsclient.Ref]*Alias),
+		truststores: make(map[secretsclient.Ref]*Truststore),
+		failed:      make(map[secretsclient.Ref]string),
+		unpublished: make(map[string][]byte),
+	}
+}
+
+// Kind is the backend's kind.
+func (s *Store) Kind() secretsv1.Backend { return s.backend.Kind() }
+
+// PKIAvailable reports whether aliases can be issued from Vault PKI.
+func (s *Store) PKIAvailable() bool { return s.issuer != nil }
+
+// Load reads everything the backend holds into the view, issues the PKI
+// aliases, and makes the bucket match: every secret published, and keys of
+// secrets that no longer exist deleted. A backend that cannot be reached is
+// an error; a bucket that cannot be written is retried by [Store.Run].
+func (s *Store) Load(ctx context.Context) error {
+	s.writes.Lock()
+	defer s.writes.Unlock()
+	if err := s.poll(ctx); err != nil {
+		return err
+	}
+	s.reconcile(ctx)
+	return nil
+}
+
+// reconcile deletes the bucket's keys of secrets the view does not hold
+// (deleted while no service ran). Callers hold writes, after a poll that
+// reached the backend.
+func (s *Store) reconcile(ctx context.Context) {
+	keys, err := s.pub.Keys(ctx)
+	if err != nil {
+		s.log.Warn("cannot list the versions bucket; stale keys stay until the next start", "error", err)
+		s.reconciled = true
+		return
+	}
+	s.reconciled = true
+	s.mu.RLock()
+	var stale []string
+	for _, k := range keys {
+		ref, err := secretsclient.ParseKey(k)
+		if err != nil {
+			continue
+		}
+		_, isAlias := s.aliases[ref]
+		_, isTS := s.truststores[ref]
+		if !isAlias && !isTS {
+			stale = append(stale, k)
+		}
+	}
+	s.mu.RUnlock()
+	for _, k := range stale {
+		s.publish(ctx, k, nil)
+	}
+}
+
+// Run follows the backend until ctx is done: a poll every PollInterval,
+// and PKI renewals when they are due.
+func (s *Store) Run(ctx context.Context) {
+	for {
+		wait := s.cfg.PollInterval
+		if next := s.nextRenewal(); !next.IsZero() {
+			wait = min(wait, max(next.Sub(s.now()), 10*time.Millisecond))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		s.writes.Lock()
+		s.renewDue(ctx)
+		if err := s.poll(ctx); err == nil && !s.reconciled {
+			// The backend was away at start: the bucket is made
+			// complete at the first poll that reaches it.
+			s.reconcile(ctx)
+		}
+		s.flush(ctx)
+		s.writes.Unlock()
+	}
+}
+
+func (s *Store) nextRenewal() time.Time {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var next time.Time
+	for _, a := range s.aliases {
+		if !a.RenewAt.IsZero() && (next.IsZero() || a.RenewAt.Before(next)) {
+			next = a.RenewAt
+		}
+	}
+	return next
+}
+
+// setBackend records whether the backend answered, logging transitions.
+func (s *Store) setBackend(err error) {
+	s.mu.Lock()
+	was := s.backendErr
+	s.backendErr = err
+	s.mu.Unlock()
+	switch {
+	case err != nil && was == nil:
+		s.log.Warn("secrets backend unavailable; serving the last fetched material", "backend", s.backend.Describe(), "error", err)
+	case err == nil && was != nil:
+		s.log.Info("secrets backend reachable again; catching up", "backend", s.backend.Describe())
+	}
+	s.obs.BackendUp(err == nil)
+}
+
+// BackendError is nil while the backend answers, otherwise why it did not
+// at the last attempt.
+func (s *Store) BackendError() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.backendErr
+}
+
+// poll reads the backend's versions and loads what changed. Callers hold
+// writes.
+func (s *Store) poll(ctx context.Context) error {
+	versions, err := s.backend.List(ctx)
+	if err != nil {
+		s.setBackend(err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	s.setBackend(nil)
+	s.mu.RLock()
+	var changed []secretsclient.Ref
+	for ref, v := range versions {
+		if s.failed[ref] == v {
+			continue
+		}
+		if ref.Truststore != "" {
+			if t := s.truststores[ref]; t == nil || t.Record.Revision != v {
+				changed = append(changed, ref)
+			}
+		} else if a := s.aliases[ref]; a == nil || a.Record.Revision != v {
+			changed = append(changed, ref)
+		}
+	}
+	var gone []secretsclient.Ref
+	for ref := range s.aliases {
+		if _, ok := versions[ref]; !ok {
+			gone = append(gone, ref)
+		}
+	}
+	for ref := range s.truststores {
+		if _, ok := versions[ref]; !ok {
+			gone = append(gone, ref)
+		}
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(changed, func(a, b secretsclient.Ref) int { return compareKeys(a.Key(), b.Key()) })
+	for _, ref := range changed {
+		if err := s.load(ctx, ref, versions[ref]); err != nil {
+			if errors.Is(err, ErrUnavailable) {
+				s.setBackend(err)
+				return err
+			}
+			continue
+		}
+	}
+	for _, ref := range gone {
+		s.forget(ctx, ref, "deleted in the backend")
+	}
+	return nil
+}
+
+func compareKeys(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// load reads one secret from the backend into the view and publishes it.
+// listed is the version List reported.
+func (s *Store) load(ctx context.Context, ref secretsclient.Ref, listed string) error {
+	if ref.Truststore != "" {
+		rec, err := s.backend.GetTruststore(ctx, ref.Truststore)
+		if err != nil {
+			return s.loadError(ref, listed, err)
+		}
+		t, err := newTruststore(rec)
+		if err != nil {
+			return s.loadError(ref, listed, err)
+		}
+		s.installTruststore(ctx, ref, t, "backend")
+		return nil
+	}
+	rec, err := s.backend.GetAlias(ctx, ref.Keystore, ref.Alias)
+	if err != nil {
+		return s.loadError(ref, listed, err)
+	}
+	var a *Alias
+	if rec.PKI != nil {
+		a, err = s.issue(ctx, rec)
+	} else {
+		a, err = newAlias(rec, rec.CertificatePEM, rec.Key, rec.UpdateTime)
+	}
+	if err != nil {
+		return s.loadError(ref, listed, err)
+	}
+	s.installAlias(ctx, ref, a, "backend")
+	return nil
+}
+
+func (s *Store) loadError(ref secretsclient.Ref, listed string, err error) error {
+	if !errors.Is(err, secret.ErrNotFound) && !errors.Is(err, secret.ErrInvalidValue) && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrUnavailable) {
+		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if errors.Is(err, secret.ErrNotFound) {
+		return err // deleted between List and Get: the next poll forgets it
+	}
+	if errors.Is(err, ErrUnavailable) {
+		return err
+	}
+	s.mu.Lock()
+	s.failed[ref] = listed
+	s.mu.Unlock()
+	attrs := []any{"version", listed, "error", err}
+	if ref.Truststore != "" {
+		attrs = append(attrs, "truststore", ref.Truststore)
+	} else {
+		attrs = append(attrs, "keystore", ref.Keystore, "alias", ref.Alias)
+	}
+	s.log.Error("cannot use a secret held by the backend; keeping the last good version", attrs...)
+	return err
+}
+
+// issue obtains a certificate for a PKI alias.
+func (s *Store) issue(ctx context.Context, rec *secret.AliasRecord) (*Alias, error) {
+	if s.issuer == nil {
+		return nil, fmt.Errorf("%w: alias %s/%s is bound to PKI role %q, but this service runs without Vault", ErrInvalid, rec.Keystore, rec.Alias, rec.PKI.Role)
+	}
+	chainPEM, key, err := s.issuer.Issue(ctx, rec.PKI)
+	if err != nil {
+		s.obs.Renewed(false)
+		if errors.Is(err, secret.ErrInvalidValue) {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	issuedAt := s.now()
+	a, err := newAlias(rec, chainPEM, key, issuedAt)
+	if err != nil {
+		s.obs.Renewed(false)
+		return nil, err
+	}
+	a.Version = serialOf(a.Chain[0])
+	a.RenewAt = pki.RenewAt(a.Chain[0], issuedAt, s.cfg.RenewFraction)
+	s.obs.Renewed(true)
+	return a, nil
+}
+
+func serialOf(cert *x509.Certificate) string {
+	return fmt.Sprintf("%x", cert.SerialNumber)
+}
+
+// renewDue issues anew every PKI alias whose renewal time has come.
+// Callers hold writes.
+func (s *Store) renewDue(ctx context.Context) {
+	now := s.now()
+	s.mu.RLock()
+	var due []*Alias
+	for _, a := range s.aliases {
+		if !a.RenewAt.IsZero() && !now.Before(a.RenewAt) {
+			due = append(due, a)
+		}
+	}
+	s.mu.RUnlock()
+	for _, old := range due {
+		ref := secretsclient.Ref{Keystore: old.Record.Keystore, Alias: old.Record.Alias}
+		a, err := s.issue(ctx, old.Record)
+		if err != nil {
+			s.log.Warn("renewing a PKI certificate failed; keeping the current one and retrying", "keystore", ref.Keystore, "alias", ref.Alias,
+				"role", old.Record.PKI.Role, "not_after", old.Chain[0].NotAfter, "error", err)
+			// Retry at the next poll rather than at once.
+			retry := *old
+			retry.RenewAt = now.Add(s.cfg.PollInterval)
+			s.mu.Lock()
+			s.aliases[ref] = &retry
+			s.mu.Unlock()
+			continue
+		}
+		s.installAlias(ctx, ref, a, "pki renewal")
+	}
+}
+
+func newAlias(rec *secret.AliasRecord, chainPEM string, key secret.PrivateKey, issuedAt time.Time) (*Alias, error) {
+	chain, err := model.ParseCertificatesPEM(chainPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%w: the certificate of alias %s/%s %w", ErrInvalid, rec.Keystore, rec.Alias, err)
+	}
+	k, err := model.ParsePrivateKeyPEM(string(key.PEM()))
+	if err != nil {
+		return nil, fmt.Errorf("%w: the private key of alias %s/%s %w", ErrInvalid, rec.Keystore, rec.Alias, err)
+	}
+	if pub, ok := k.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(chain[0].PublicKey) {
+		return nil, fmt.Errorf("%w: the private key of alias %s/%s does not match its certificate", ErrInvalid, rec.Keystore, rec.Alias)
+	}
+	return &Alias{Record: rec, ChainPEM: chainPEM, Key: key, Chain: chain, Version: rec.Version, IssuedAt: issuedAt}, nil
+}
+
+func newTruststore(rec *secret.TruststoreRecord) (*Truststore, error) {
+	certs, err := model.ParseCertificatesPEM(rec.CertificatesPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%w: truststore %s %w", ErrInvalid, rec.Name, err)
+	}
+	return &Truststore{Record: rec, Certs: certs}, nil
+}
+
+// installAlias puts a into the view and publishes its version.
+func (s *Store) installAlias(ctx context.Context, ref secretsclient.Ref, a *Alias, why string) {
+	s.mu.Lock()
+	old := s.aliases[ref]
+	s.aliases[ref] = a
+	delete(s.failed, ref)
+	s.mu.Unlock()
+	leaf := a.Chain[0]
+	if old == nil || old.Version != a.Version {
+		s.log.Info("alias loaded", "keystore", ref.Keystore, "alias", ref.Alias, "version", a.Version,
+			"fingerprint", model.CertFingerprint(leaf), "not_after", leaf.NotAfter.UTC(), "source", why)
+	}
+	v := &secretsv1.SecretVersion{
+		Keystore: ref.Keystore, Alias: ref.Alias, Version: a.Version,
+		Sha256Fingerprint: model.CertFingerprint(leaf),
+		NotAfter:          timestamppb.New(leaf.NotAfter),
+		UpdateTime:        timestamppb.New(a.IssuedAt),
+	}
+	s.publishVersion(ctx, v)
+}
+
+func (s *Store) installTruststore(ctx context.Context, ref secretsclient.Ref, t *Truststore, why string) {
+	s.mu.Lock()
+	old := s.truststores[ref]
+	s.truststores[ref] = t
+	delete(s.failed, ref)
+	s.mu.Unlock()
+	first := t.Certs[0]
+	if old == nil || old.Record.Version != t.Record.Version {
+		s.log.Info("truststore loaded", "truststore", ref.Truststore, "version", t.Record.Version,
+			"certificates", len(t.Certs), "fingerprint", model.CertFingerprint(first), "source", why)
+	}
+	s.publishVersion(ctx, &secretsv1.SecretVersion{
+		Truststore: ref.Truststore, Version: t.Record.Version,
+		Sha256Fingerprint: model.CertFingerprint(first),
+		NotAfter:          timestamppb.New(first.NotAfter),
+		UpdateTime:        timestamppb.New(t.Record.UpdateTime),
+	})
+}
+
+// forget removes a secret from the view and puts a delete marker in the
+// bucket.
+func (s *Store) forget(ctx context.Context, ref secretsclient.Ref, why string) {
+	s.mu.Lock()
+	delete(s.aliases, ref)
+	delete(s.truststores, ref)
+	delete(s.failed, ref)
+	s.mu.Unlock()
+	s.log.Info("secret removed", "ref", ref.String(), "reason", why)
+	s.publish(ctx, ref.Key(), nil)
+}
+
+func (s *Store) publishVersion(ctx context.Context, v *secretsv1.SecretVersion) {
+	b, err := secretsclient.Encode(v)
+	if err != nil {
+		s.log.Error("encoding a secret version", "error", err)
+		return
+	}
+	s.publish(ctx, secretsclient.RefOf(v).Key(), b)
+}
+
+// publish writes value (nil: a delete marker) under key, or remembers it
+// for the next poll when NATS cannot take it.
+func (s *Store) publish(ctx context.Context, key string, value []byte) {
+	var err error
+	if value == nil {
+		err = s.pub.Delete(ctx, key)
+	} else {
+		err = s.pub.Put(ctx, key, value)
+	}
+	s.obs.Published(err == nil)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		if _, known := s.unpublished[key]; !known {
+			s.log.Warn("cannot publish a secret version; retrying at the next poll", "key", key, "error", err)
+		}
+		s.unpublished[key] = value
+		return
+	}
+	delete(s.unpublished, key)
+}
+
+// flush retries failed bucket writes. Callers hold writes.
+func (s *Store) flush(ctx context.Context) {
+	s.mu.RLock()
+	pending := make(map[string][]byte, len(s.unpublished))
+	for k, v := range s.unpublished {
+		pending[k] = v
+	}
+	s.mu.RUnlock()
+	for k, v := range pending {
+		s.publish(ctx, k, v)
+	}
+}

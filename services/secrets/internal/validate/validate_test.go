@@ -1,0 +1,93 @@
+package validate
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
+
+	"keyway.dev/common/testca"
+)
+
+func TestAlias(t *testing.T) {
+	t.Parallel()
+	ca := testca.New(t, "validate CA")
+	other := testca.New(t, "other CA")
+	good := ca.Client("gw")
+	server := ca.Server("orders.internal")
+	mismatched := other.Client("gw")
+	rsa1024 := ca.RSA("weak", 1024)
+	rsa2048 := ca.RSA("strong", 2048)
+	expired := ca.Expired("old")
+	cnOnly := ca.CNOnly("apigee-gw")
+	now := time.Now()
+
+	pem := func(kp *testca.KeyPair) (string, string) { return string(kp.CertPEM), string(kp.KeyPEM) }
+	req := func(kp *testca.KeyPair, usage secretsv1.Usage) *secretsv1.PutAliasRequest {
+		c, k := pem(kp)
+		return &secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw", CertificatePem: c, PrivateKeyPem: k, Usage: usage}
+	}
+	mismatch := req(good, 0)
+	mismatch.PrivateKeyPem = string(mismatched.KeyPEM)
+
+	tests := []struct {
+		name      string
+		req       *secretsv1.PutAliasRequest
+		pki       bool
+		wantField string // "" when accepted
+		wantText  string
+	}{
+		{"client certificate", req(good, secretsv1.Usage_USAGE_CLIENT), false, "", ""},
+		{"server certificate with SAN", req(server, secretsv1.Usage_USAGE_SERVER), false, "", ""},
+		{"RSA 2048", req(rsa2048, 0), false, "", ""},
+		{"CN-only client certificate accepted", req(cnOnly, secretsv1.Usage_USAGE_CLIENT), false, "", ""},
+		{"CN-only certificate with usage unspecified is a client certificate", req(cnOnly, 0), false, "", ""},
+		{"mismatched key", mismatch, false, "private_key_pem", "does not match the certificate"},
+		{"RSA 1024", req(rsa1024, 0), false, "private_key_pem", "1024 bits"},
+		{"expired", req(expired, 0), false, "certificate_pem", "expired at"},
+		{"server usage without SAN", req(cnOnly, secretsv1.Usage_USAGE_SERVER), false, "certificate_pem", "subjectAltName"},
+		{"bad keystore name", &secretsv1.PutAliasRequest{Keystore: "a.b", Alias: "gw", CertificatePem: string(good.CertPEM), PrivateKeyPem: string(good.KeyPEM)}, false, "keystore", "letters, digits"},
+		{"nothing given", &secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw"}, false, "certificate_pem", "or pki"},
+		{"key in the certificate field", &secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw", CertificatePem: string(good.KeyPEM), PrivateKeyPem: string(good.KeyPEM)}, false, "certificate_pem", "private key"},
+		{"pki", &secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw", Pki: &secretsv1.PKISpec{Role: "gw", CommonName: "gw.example.com", Ttl: durationpb.New(time.Hour)}}, true, "", ""},
+		{"pki without vault", &secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw", Pki: &secretsv1.PKISpec{Role: "gw", CommonName: "gw"}}, false, "pki", "--backend vault"},
+		{"pki without role", &secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw", Pki: &secretsv1.PKISpec{CommonName: "gw"}}, true, "pki.role", "required"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := Alias(tc.req, tc.pki, now)
+			if tc.wantField == "" {
+				if !r.OK() {
+					t.Fatalf("refused: %+v", r.Errors)
+				}
+				return
+			}
+			for _, v := range r.Errors {
+				if v.Field == tc.wantField && strings.Contains(v.Message, tc.wantText) {
+					return
+				}
+			}
+			t.Fatalf("want a violation of %s containing %q; got %+v", tc.wantField, tc.wantText, r.Errors)
+		})
+	}
+}
+
+func TestTruststore(t *testing.T) {
+	t.Parallel()
+	ca := testca.New(t, "root")
+	leaf := ca.Client("leaf")
+	now := time.Now()
+	if r := Truststore(&secretsv1.PutTruststoreRequest{Name: "cas", CertificatesPem: string(ca.CertPEM())}, now); !r.OK() || len(r.Warnings) != 0 {
+		t.Errorf("CA refused or warned: %+v %v", r.Errors, r.Warnings)
+	}
+	if r := Truststore(&secretsv1.PutTruststoreRequest{Name: "cas", CertificatesPem: string(leaf.CertPEM)}, now); !r.OK() || len(r.Warnings) != 1 {
+		t.Errorf("a leaf should be accepted with one warning: %+v %v", r.Errors, r.Warnings)
+	}
+	if r := Truststore(&secretsv1.PutTruststoreRequest{Name: "cas", CertificatesPem: "junk"}, now); r.OK() || r.Errors[0].Field != "certificates_pem" {
+		t.Errorf("junk accepted: %+v", r.Errors)
+	}
+}

@@ -1,0 +1,321 @@
+// Package vaultkv keeps keystores and truststores in Vault's KV v2 secrets
+// engine, one secret per alias or truststore:
+//
+//	<mount>/keyway/keystores/<keystore>/<alias>
+//	    certificate   chain, leaf first, PEM
+//	    private_key   PEM
+//	    usage         "client" or "server"
+//	  or, for an alias issued from Vault PKI:
+//	    pki_role, common_name, alt_names (comma-separated), ttl ("1h"), usage
+//	<mount>/keyway/truststores/<name>
+//	    certificates  CA bundle, PEM
+//
+// A secret's version is KV's version number, read from its metadata; a
+// change made with `vault kv put` is a new version, which is how the
+// service notices rotations made outside it. All calls take the caller's
+// context.
+package vaultkv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+
+	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
+
+	"keyway.dev/common/secretsclient"
+	"keyway.dev/secrets/internal/secret"
+)
+
+// Field names of the stored secrets.
+const (
+	fieldCertificate  = "certificate"
+	fieldPrivateKey   = "private_key"
+	fieldUsage        = "usage"
+	fieldPKIRole      = "pki_role"
+	fieldCommonName   = "common_name"
+	fieldAltNames     = "alt_names"
+	fieldTTL          = "ttl"
+	fieldCertificates = "certificates"
+)
+
+// Config places the secrets in Vault.
+type Config struct {
+	// Mount is the KV v2 mount ("secret", dev mode's default).
+	Mount string
+	// Prefix is the folder under the mount ("keyway").
+	Prefix string
+}
+
+// KV is the Vault KV v2 backend. Safe for concurrent use.
+type KV struct {
+	client *api.Client
+	kv     *api.KVv2
+	cfg    Config
+}
+
+// New returns the backend over client.
+func New(client *api.Client, cfg Config) *KV {
+	if cfg.Mount == "" {
+		cfg.Mount = "secret"
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "keyway"
+	}
+	cfg.Prefix = strings.Trim(cfg.Prefix, "/")
+	return &KV{client: client, kv: client.KVv2(cfg.Mount), cfg: cfg}
+}
+
+// Kind is BACKEND_VAULT_KV.
+func (k *KV) Kind() secretsv1.Backend { return secretsv1.Backend_BACKEND_VAULT_KV }
+
+// Describe says where the secrets are, for logs.
+func (k *KV) Describe() string {
+	return fmt.Sprintf("vault %s, KV v2 %s/%s", k.client.Address(), k.cfg.Mount, k.cfg.Prefix)
+}
+
+func (k *KV) aliasPath(ks, alias string) string {
+	return k.cfg.Prefix + "/keystores/" + ks + "/" + alias
+}
+
+func (k *KV) truststorePath(name string) string {
+	return k.cfg.Prefix + "/truststores/" + name
+}
+
+// list returns the entries of a metadata folder (folders end in "/"); a
+// missing folder is empty.
+func (k *KV) list(ctx context.Context, folder string) ([]string, error) {
+	s, err := k.client.Logical().ListWithContext(ctx, k.cfg.Mount+"/metadata/"+folder)
+	if err != nil {
+		return nil, fmt.Errorf("vaultkv: listing %s/%s: %w", k.cfg.Mount, folder, err)
+	}
+	if s == nil || s.Data == nil {
+		return nil, nil
+	}
+	raw, ok := s.Data["keys"].([]any)
+	if !ok {
+		return nil, nil
+	}
+	out := make([]string, 0, len(raw))
+	for _, v := range raw {
+		if name, ok := v.(string); ok {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// revision is a secret's version and when it was written: a secret deleted
+// and written again (or a Vault restored from an older state) starts again
+// at version 1, and the time tells the two apart.
+func revision(version int, created time.Time) string {
+	return strconv.Itoa(version) + "@" + created.UTC().Format(time.RFC3339Nano)
+}
+
+// version reads a secret's current revision from its metadata; a secret
+// whose current version is deleted or destroyed does not exist.
+func (k *KV) version(ctx context.Context, path string) (string, error) {
+	md, err := k.kv.GetMetadata(ctx, path)
+	if errors.Is(err, api.ErrSecretNotFound) {
+		return "", secret.ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("vaultkv: reading the metadata of %s/%s: %w", k.cfg.Mount, path, err)
+	}
+	if md == nil || md.CurrentVersion == 0 {
+		return "", secret.ErrNotFound
+	}
+	v, ok := md.Versions[strconv.Itoa(md.CurrentVersion)]
+	if ok && (v.Destroyed || !v.DeletionTime.IsZero()) {
+		return "", secret.ErrNotFound
+	}
+	return revision(md.CurrentVersion, v.CreatedTime), nil
+}
+
+// List returns every alias and truststore with its revision: one LIST
+// per folder and one metadata read per secret.
+func (k *KV) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
+	out := make(map[secretsclient.Ref]string)
+	keystores, err := k.list(ctx, k.cfg.Prefix+"/keystores")
+	if err != nil {
+		return nil, err
+	}
+	for _, ks := range keystores {
+		ks, isDir := strings.CutSuffix(ks, "/")
+		if !isDir || secretsclient.CheckName(ks) != nil {
+			continue
+		}
+		aliases, err := k.list(ctx, k.cfg.Prefix+"/keystores/"+ks)
+		if err != nil {
+			return nil, err
+		}
+		for _, alias := range aliases {
+			if strings.HasSuffix(alias, "/") || secretsclient.CheckName(alias) != nil {
+				continue
+			}
+			v, err := k.version(ctx, k.aliasPath(ks, alias))
+			if errors.Is(err, secret.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			out[secretsclient.Ref{Keystore: ks, Alias: alias}] = v
+		}
+	}
+	stores, err := k.list(ctx, k.cfg.Prefix+"/truststores")
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range stores {
+		if strings.HasSuffix(name, "/") || secretsclient.CheckName(name) != nil {
+			continue
+		}
+		v, err := k.version(ctx, k.truststorePath(name))
+		if errors.Is(err, secret.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[secretsclient.Ref{Truststore: name}] = v
+	}
+	return out, nil
+}
+
+// read returns a secret's current data and stamp.
+func (k *KV) read(ctx context.Context, path string) (map[string]any, secret.Stamp, error) {
+	s, err := k.kv.Get(ctx, path)
+	if errors.Is(err, api.ErrSecretNotFound) {
+		return nil, secret.Stamp{}, secret.ErrNotFound
+	}
+	if err != nil {
+		return nil, secret.Stamp{}, fmt.Errorf("vaultkv: reading %s/%s: %w", k.cfg.Mount, path, err)
+	}
+	if s == nil || len(s.Data) == 0 || s.VersionMetadata == nil {
+		return nil, secret.Stamp{}, secret.ErrNotFound
+	}
+	if !s.VersionMetadata.DeletionTime.IsZero() || s.VersionMetadata.Destroyed {
+		return nil, secret.Stamp{}, secret.ErrNotFound
+	}
+	return s.Data, stamp(s.VersionMetadata), nil
+}
+
+// str reads a string field; anything else is empty.
+func str(data map[string]any, field string) string {
+	s, _ := data[field].(string)
+	return s
+}
+
+// GetAlias reads an alias.
+func (k *KV) GetAlias(ctx context.Context, ks, alias string) (*secret.AliasRecord, error) {
+	path := k.aliasPath(ks, alias)
+	data, st, err := k.read(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	rec := &secret.AliasRecord{
+		Keystore: ks, Alias: alias, Version: st.Version, Revision: st.Revision, UpdateTime: st.UpdateTime,
+		Usage: secret.ParseUsage(str(data, fieldUsage)),
+	}
+	if role := str(data, fieldPKIRole); role != "" {
+		b := &secret.PKIBinding{Role: role, CommonName: str(data, fieldCommonName)}
+		for _, n := range strings.Split(str(data, fieldAltNames), ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				b.AltNames = append(b.AltNames, n)
+			}
+		}
+		if ttl := str(data, fieldTTL); ttl != "" {
+			d, err := time.ParseDuration(ttl)
+			if err != nil {
+				return nil, fmt.Errorf("vaultkv: %s/%s: ttl %q is not a duration such as 1h (%v): %w", k.cfg.Mount, path, ttl, err, secret.ErrInvalidValue)
+			}
+			b.TTL = d
+		}
+		rec.PKI = b
+		return rec, nil
+	}
+	rec.CertificatePEM = str(data, fieldCertificate)
+	rec.Key = secret.NewPrivateKey([]byte(str(data, fieldPrivateKey)))
+	if rec.CertificatePEM == "" || rec.Key.IsZero() {
+		return nil, fmt.Errorf("vaultkv: %s/%s holds neither %s and %s nor %s; write them with `vault kv put %s/%s %s=@cert.pem %s=@key.pem`: %w",
+			k.cfg.Mount, path, fieldCertificate, fieldPrivateKey, fieldPKIRole, k.cfg.Mount, path, fieldCertificate, fieldPrivateKey, secret.ErrInvalidValue)
+	}
+	return rec, nil
+}
+
+// GetTruststore reads a truststore.
+func (k *KV) GetTruststore(ctx context.Context, name string) (*secret.TruststoreRecord, error) {
+	path := k.truststorePath(name)
+	data, st, err := k.read(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	pem := str(data, fieldCertificates)
+	if pem == "" {
+		return nil, fmt.Errorf("vaultkv: %s/%s has no %s field; write it with `vault kv put %s/%s %s=@ca.pem`: %w", k.cfg.Mount, path, fieldCertificates, k.cfg.Mount, path, fieldCertificates, secret.ErrInvalidValue)
+	}
+	return &secret.TruststoreRecord{Name: name, Version: st.Version, Revision: st.Revision, CertificatesPEM: pem, UpdateTime: st.UpdateTime}, nil
+}
+
+// PutAlias writes a new version of an alias.
+func (k *KV) PutAlias(ctx context.Context, rec *secret.AliasRecord) (secret.Stamp, error) {
+	data := map[string]any{fieldUsage: secret.UsageName(rec.Usage)}
+	if b := rec.PKI; b != nil {
+		data[fieldPKIRole] = b.Role
+		data[fieldCommonName] = b.CommonName
+		data[fieldAltNames] = strings.Join(b.AltNames, ",")
+		if b.TTL > 0 {
+			data[fieldTTL] = b.TTL.String()
+		}
+	} else {
+		data[fieldCertificate] = rec.CertificatePEM
+		data[fieldPrivateKey] = string(rec.Key.PEM())
+	}
+	return k.put(ctx, k.aliasPath(rec.Keystore, rec.Alias), data)
+}
+
+// PutTruststore writes a new version of a truststore.
+func (k *KV) PutTruststore(ctx context.Context, rec *secret.TruststoreRecord) (secret.Stamp, error) {
+	return k.put(ctx, k.truststorePath(rec.Name), map[string]any{fieldCertificates: rec.CertificatesPEM})
+}
+
+func (k *KV) put(ctx context.Context, path string, data map[string]any) (secret.Stamp, error) {
+	s, err := k.kv.Put(ctx, path, data)
+	if err != nil {
+		return secret.Stamp{}, fmt.Errorf("vaultkv: writing %s/%s: %w", k.cfg.Mount, path, err)
+	}
+	if s == nil || s.VersionMetadata == nil {
+		return secret.Stamp{}, fmt.Errorf("vaultkv: writing %s/%s: Vault answered without a version", k.cfg.Mount, path)
+	}
+	return stamp(s.VersionMetadata), nil
+}
+
+func stamp(m *api.KVVersionMetadata) secret.Stamp {
+	return secret.Stamp{Version: strconv.Itoa(m.Version), Revision: revision(m.Version, m.CreatedTime), UpdateTime: m.CreatedTime}
+}
+
+// DeleteAlias removes an alias with all its versions.
+func (k *KV) DeleteAlias(ctx context.Context, ks, alias string) error {
+	return k.delete(ctx, k.aliasPath(ks, alias))
+}
+
+// DeleteTruststore removes a truststore with all its versions.
+func (k *KV) DeleteTruststore(ctx context.Context, name string) error {
+	return k.delete(ctx, k.truststorePath(name))
+}
+
+func (k *KV) delete(ctx context.Context, path string) error {
+	if _, err := k.version(ctx, path); err != nil {
+		return err
+	}
+	if err := k.kv.DeleteMetadata(ctx, path); err != nil {
+		return fmt.Errorf("vaultkv: deleting %s/%s: %w", k.cfg.Mount, path, err)
+	}
+	return nil
+}
