@@ -36,6 +36,7 @@ generate: ## regenerate gen/ from proto/ with buf and the pinned local plugins
 lint: ## buf lint, go vet, gofmt, and the deploy/ NATS configuration
 	@"$$($(TOOL) buf)" lint
 	@out="$$("$$($(TOOL) nats-server)" -t -c deploy/nats/nats-server.conf 2>&1)" || { echo "$$out"; exit 1; }
+	@out="$$(POD_NAME=nats-0 "$$($(TOOL) nats-server)" -t -c deploy/kubernetes/nats/nats-server.conf 2>&1)" || { echo "$$out"; exit 1; }
 	@go vet $(addprefix ./,$(addsuffix /...,$(MODULES)))
 	@out="$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
@@ -46,9 +47,13 @@ check-generated: generate ## fail when gen/ differs from what proto/ generates
 	  git status --porcelain -- gen; git --no-pager diff --stat -- gen; exit 1; fi
 
 .PHONY: test
-test: tools check-generated lint build ## everything CI runs: generated-code check, lint, unit, integration and end-to-end tests
+test: tools check-generated lint build deploy-check ## everything CI runs: generated-code check, lint, deploy check, unit, integration and end-to-end tests
 	@KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$($(TOOL) nats-server)" KEYWAY_VAULT="$$($(TOOL) vault)" \
 	  go test -race -count=1 -timeout 30m $(TESTFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
+
+.PHONY: deploy-check
+deploy-check: ## render deploy/kubernetes with kustomize and validate every object, compose.yaml and Vault's HCL, offline
+	@cd deploy && GOWORK=off go vet ./... && GOWORK=off go test -count=1 ./...
 
 .PHONY: run
 run: build ## start the local stack in the foreground (NATS, policy service, proxy node, demo upstream)

@@ -212,6 +212,16 @@ func (p *Process) Stop() {
 	}
 }
 
+// Kill sends SIGKILL, as the OOM killer or a crash does, and waits for the
+// process to be gone.
+func (p *Process) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
+// Exited is closed once the process has exited.
+func (p *Process) Exited() <-chan struct{} { return p.done }
+
 // Interrupt sends SIGINT, as Ctrl-C does, and waits up to timeout for the
 // process to exit. It returns the exit error (nil for status 0), or an error
 // if the process did not exit in time.
@@ -229,12 +239,41 @@ func (p *Process) Interrupt(timeout time.Duration) error {
 // port and returns its client URL.
 func NATS(tb testing.TB) (string, *Process) {
 	tb.Helper()
-	addr := FreeAddr(tb)
-	host, port, _ := net.SplitHostPort(addr)
-	p := Start(tb, "nats-server", Tool(tb, "nats-server", "KEYWAY_NATS_SERVER"), regexp.MustCompile(`Server is ready`),
-		"-js", "-sd", tb.TempDir(), "-a", host, "-p", port)
-	return "nats://" + addr, p
+	n := StartNATS(tb)
+	return n.URL, n.Process
 }
+
+// NATSServer is a nats-server process that can be stopped and started
+// again on the same port with the same store, as an operator restarts it.
+type NATSServer struct {
+	// URL is the client URL; it stays the same across restarts.
+	URL     string
+	Process *Process
+	addr    string
+	dir     string
+}
+
+// StartNATS starts nats-server with JetStream on a free loopback port and
+// a store folder of the test's.
+func StartNATS(tb testing.TB) *NATSServer {
+	tb.Helper()
+	addr := FreeAddr(tb)
+	n := &NATSServer{URL: "nats://" + addr, addr: addr, dir: tb.TempDir()}
+	n.Start(tb)
+	return n
+}
+
+// Start starts the server (again), on its port and store, and returns once
+// it is ready.
+func (n *NATSServer) Start(tb testing.TB) {
+	tb.Helper()
+	host, port, _ := net.SplitHostPort(n.addr)
+	n.Process = Start(tb, "nats-server", Tool(tb, "nats-server", "KEYWAY_NATS_SERVER"), regexp.MustCompile(`Server is ready`),
+		"-js", "-sd", n.dir, "-a", host, "-p", port)
+}
+
+// Stop stops the server with SIGTERM and waits for it to exit.
+func (n *NATSServer) Stop() { n.Process.Stop() }
 
 // Policy starts keyway-policy against natsURL and returns its API URL;
 // args are added to its command line.
@@ -255,6 +294,9 @@ func PolicyEnv(tb testing.TB, natsURL string, env []string, args ...string) (str
 // Proxy is a running proxy node.
 type Proxy struct {
 	*Process
+	ID       string
+	Addr     string // host:port of the proxy listener
+	Admin    string // host:port of the admin listener
 	URL      string // http://addr
 	AdminURL string
 }
@@ -270,12 +312,30 @@ func StartProxy(tb testing.TB, natsURL, nodeID string, args ...string) *Proxy {
 // StartProxyEnv is [StartProxy] with env added to its environment.
 func StartProxyEnv(tb testing.TB, natsURL, nodeID string, env []string, args ...string) *Proxy {
 	tb.Helper()
-	addr, admin := FreeAddr(tb), FreeAddr(tb)
+	return startProxy(tb, natsURL, nodeID, FreeAddr(tb), FreeAddr(tb), env, args...)
+}
+
+// StartProxyAt is [StartProxy] on given addresses: a node restarted where it
+// was.
+func StartProxyAt(tb testing.TB, natsURL, nodeID, addr, admin string, args ...string) *Proxy {
+	tb.Helper()
+	return startProxy(tb, natsURL, nodeID, addr, admin, nil, args...)
+}
+
+func startProxy(tb testing.TB, natsURL, nodeID, addr, admin string, env []string, args ...string) *Proxy {
+	tb.Helper()
 	p := StartEnv(tb, "keyway-proxy "+nodeID, Bin(tb, "keyway-proxy"), nil, env,
 		append([]string{"--listen", addr, "--admin-listen", admin, "--nats", natsURL, "--node-id", nodeID}, args...)...)
-	px := &Proxy{Process: p, URL: "http://" + addr, AdminURL: "http://" + admin}
+	px := &Proxy{Process: p, ID: nodeID, Addr: addr, Admin: admin, URL: "http://" + addr, AdminURL: "http://" + admin}
 	WaitHTTP(tb, px.AdminURL+"/healthz", p)
 	return px
+}
+
+// Restart starts the node again on its addresses, as a supervisor does
+// after it died.
+func (px *Proxy) Restart(tb testing.TB, natsURL string, args ...string) *Proxy {
+	tb.Helper()
+	return StartProxyAt(tb, natsURL, px.ID, px.Addr, px.Admin, args...)
 }
 
 // WaitHTTP waits until url answers 200, failing the test if p exits first or

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -12,12 +13,14 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"keyway.dev/keywayctl/internal/manifest"
 	"keyway.dev/keywayctl/internal/output"
 	"keyway.dev/keywayctl/internal/resource"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
+	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 )
 
 // newApplyCommand builds `apply`, or `validate` when validateOnly is set
@@ -28,6 +31,7 @@ func newApplyCommand(g *globals, validateOnly bool) *cobra.Command {
 		dryRun  bool
 		probe   bool
 		noProbe bool
+		wait    bool
 	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE...",
@@ -56,7 +60,10 @@ directory (its *.yaml, *.yml and *.json files) or - for standard input.`,
 			case noProbe:
 				mode = policyv1.ProbeMode_PROBE_MODE_OFF
 			}
-			return g.apply(cmd, files, dryRun || validateOnly, mode)
+			if wait && (dryRun || validateOnly) {
+				return fmt.Errorf("--wait and a dry run: nothing is stored, so there is nothing to wait for")
+			}
+			return g.apply(cmd, files, dryRun || validateOnly, mode, wait)
 		},
 	}
 	if validateOnly {
@@ -74,6 +81,15 @@ the fix; --no-probe skips it.`
   keywayctl validate -f deploy/`
 	} else {
 		cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate only; store nothing (same as validate)")
+		cmd.Flags().BoolVar(&wait, "wait", false, "after storing, wait until every live proxy node serves the applied revision (at most --timeout); fail if they do not")
+		cmd.Long += `
+
+With --wait, apply then follows the rollout: one line as each live proxy node
+starts serving the applied revision, then a summary. It exits non-zero when
+some node still does not serve it after --timeout (default 30s), naming those
+nodes and their last errors.`
+		cmd.Example += `
+  keywayctl apply -f orders.yaml --wait --timeout 1m`
 	}
 	cmd.Flags().BoolVar(&probe, "probe", false, "handshake with each bound upstream before storing; refuse the apply if one fails (default for validate)")
 	cmd.Flags().BoolVar(&noProbe, "no-probe", false, "skip the live probe (default for apply)")
@@ -81,7 +97,7 @@ the fix; --no-probe skips it.`
 	return cmd
 }
 
-func (g *globals) apply(cmd *cobra.Command, files []string, dryRun bool, probe policyv1.ProbeMode) error {
+func (g *globals) apply(cmd *cobra.Command, files []string, dryRun bool, probe policyv1.ProbeMode, wait bool) error {
 	m, err := manifest.Read(files, g.io.Stdin)
 	if err != nil {
 		if n := countJoined(err); n > 0 {
@@ -93,11 +109,11 @@ func (g *globals) apply(cmd *cobra.Command, files []string, dryRun bool, probe p
 	for _, n := range m.Notes() {
 		fmt.Fprintf(g.io.Stderr, "note: %s\n", n)
 	}
-	return g.send(cmd, m, dryRun, probe)
+	return g.send(cmd, m, dryRun, probe, wait)
 }
 
 // send applies (or validates) the resources of m and prints the results.
-func (g *globals) send(cmd *cobra.Command, m manifest.Manifest, dryRun bool, probe policyv1.ProbeMode) error {
+func (g *globals) send(cmd *cobra.Command, m manifest.Manifest, dryRun bool, probe policyv1.ProbeMode, wait bool) error {
 	client, err := g.client()
 	if err != nil {
 		return err
@@ -113,7 +129,62 @@ func (g *globals) send(cmd *cobra.Command, m manifest.Manifest, dryRun bool, pro
 		return g.applyError(err, m, dryRun)
 	}
 	printResults(g.io, m, resp.Msg.GetResults(), dryRun)
-	return nil
+	if !wait {
+		return nil
+	}
+	return g.waitRollout(cmd, client, resp.Msg.GetRevision())
+}
+
+// waitRollout follows the rollout of rev until every live node serves it or
+// --timeout passes, printing a line as each node starts serving it, then a
+// summary. It fails when the rollout is not complete.
+func (g *globals) waitRollout(cmd *cobra.Command, client policyv1connect.PolicyServiceClient, rev uint64) error {
+	start := time.Now()
+	req := &policyv1.WatchRolloutRequest{Revision: rev}
+	if g.timeout > 0 {
+		req.Timeout = durationpb.New(g.timeout)
+	}
+	// The server ends the stream at the timeout; this bound only guards
+	// against a server that does not.
+	ctx, cancel := context.WithTimeout(cmd.Context(), max(g.timeout, 0)+10*time.Second)
+	defer cancel()
+	stream, err := client.WatchRollout(ctx, connect.NewRequest(req))
+	if err != nil {
+		return g.rpcError(err, fmt.Sprintf("following the rollout of revision %d", rev))
+	}
+	defer stream.Close()
+	reported := make(map[string]bool)
+	var last *policyv1.Rollout
+	for stream.Receive() {
+		last = stream.Msg().GetRollout()
+		for _, n := range last.GetServing() {
+			if !reported[n.GetId()] {
+				reported[n.GetId()] = true
+				fmt.Fprintf(g.io.Stdout, "node %s serves revision %d (at %d, after %s)\n", n.GetId(), rev, n.GetRevision(), time.Since(start).Round(time.Millisecond))
+			}
+		}
+	}
+	if err := stream.Err(); err != nil {
+		return g.rpcError(err, fmt.Sprintf("following the rollout of revision %d", rev))
+	}
+	total := len(last.GetServing()) + len(last.GetPending())
+	if last.GetComplete() {
+		fmt.Fprintf(g.io.Stdout, "rollout of revision %d complete: %d of %s serve it (%s)\n", rev, len(last.GetServing()), plural(total, "node"), time.Since(start).Round(time.Millisecond))
+		return nil
+	}
+	if total == 0 {
+		return fmt.Errorf("revision %d is stored, but no live proxy node reported within %s: are the nodes running and connected to NATS?", rev, g.timeout)
+	}
+	var errs []error
+	for _, n := range last.GetPending() {
+		msg := fmt.Sprintf("node %s (%s) still serves revision %d", n.GetId(), n.GetProxyAddress(), n.GetRevision())
+		if es := n.GetErrors(); len(es) > 0 {
+			msg += fmt.Sprintf("; last error on %s: %s", es[len(es)-1].GetKey(), es[len(es)-1].GetMessage())
+		}
+		errs = append(errs, errors.New(msg))
+	}
+	errs = append(errs, fmt.Errorf("rollout of revision %d incomplete after %s: %d of %s serve it", rev, g.timeout, len(last.GetServing()), plural(total, "node")))
+	return errors.Join(errs...)
 }
 
 // countJoined counts the errors at the leaves of a tree of joined errors,
@@ -179,7 +250,7 @@ func (g *globals) applyError(err error, m manifest.Manifest, dryRun bool) error 
 		}
 		return fmt.Errorf("nothing applied: %s", plural(n, "problem"))
 	case connect.CodeAborted:
-		return fmt.Errorf("%s: %s", what, ce.Message())
+		return fmt.Errorf("%s: %s (aborted: a conflict; nothing was applied)", what, ce.Message())
 	}
 	return g.rpcError(err, what)
 }

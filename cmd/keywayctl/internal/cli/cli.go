@@ -90,7 +90,9 @@ anything, and reads and deletes what is stored.`,
   keywayctl validate -f deploy/
   keywayctl get bindings
   keywayctl get service orders -o yaml
-  keywayctl delete policybinding orders-mtls`,
+  keywayctl delete policybinding orders-mtls
+  keywayctl apply -f orders.yaml --wait
+  keywayctl status`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
@@ -110,6 +112,7 @@ anything, and reads and deletes what is stored.`,
 		newApplyCommand(g, true),
 		newGetCommand(g),
 		newDeleteCommand(g),
+		newStatusCommand(g),
 		newSecretsCommand(g),
 		newImportCommand(g),
 	)

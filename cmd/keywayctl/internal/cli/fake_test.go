@@ -41,6 +41,27 @@ type fakePolicyService struct {
 	// protocols records the protocol of each request.
 	protocols []string
 	revision  uint64
+	// rollout answers GetRollout; watch is what WatchRollout streams.
+	rollout *policyv1.Rollout
+	watch   []*policyv1.Rollout
+}
+
+func (f *fakePolicyService) GetRollout(context.Context, *connect.Request[policyv1.GetRolloutRequest]) (*connect.Response[policyv1.GetRolloutResponse], error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return connect.NewResponse(&policyv1.GetRolloutResponse{Rollout: f.rollout}), nil
+}
+
+func (f *fakePolicyService) WatchRollout(_ context.Context, _ *connect.Request[policyv1.WatchRolloutRequest], stream *connect.ServerStream[policyv1.WatchRolloutResponse]) error {
+	f.mu.Lock()
+	watch := f.watch
+	f.mu.Unlock()
+	for _, r := range watch {
+		if err := stream.Send(&policyv1.WatchRolloutResponse{Rollout: r}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var _ policyv1connect.PolicyServiceHandler = (*fakePolicyService)(nil)
@@ -67,6 +88,7 @@ func (f *fakePolicyService) Apply(_ context.Context, req *connect.Request[policy
 			f.decorate(i, res)
 		}
 		resp.Results = append(resp.Results, res)
+		resp.Revision = max(resp.Revision, res.Revision)
 	}
 	return connect.NewResponse(resp), nil
 }

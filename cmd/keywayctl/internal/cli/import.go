@@ -71,7 +71,7 @@ otherwise they are applied, all or none, as keywayctl apply does.`,
 			if err != nil {
 				return fmt.Errorf("reading the converted resources (print them with -o yaml): %w", err)
 			}
-			return g.send(cmd, manifest.Manifest(docs), false, policyv1.ProbeMode_PROBE_MODE_UNSPECIFIED)
+			return g.send(cmd, manifest.Manifest(docs), false, policyv1.ProbeMode_PROBE_MODE_UNSPECIFIED, false)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "print the resources instead of applying them: yaml")

@@ -209,7 +209,14 @@ func (x *ApplyRequest) GetWait() *durationpb.Duration {
 type ApplyResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// One result per resource, in request order.
-	Results       []*ApplyResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	Results []*ApplyResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	// Highest store revision among the results (written now, or the stored
+	// revision of unchanged resources); 0 on dry run. A node serves the apply
+	// once its revision is at least this.
+	Revision uint64 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	// Set when wait was given: which live nodes serve revision, and which
+	// did not yet when the wait ended.
+	Rollout       *Rollout `protobuf:"bytes,3,opt,name=rollout,proto3" json:"rollout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -247,6 +254,20 @@ func (*ApplyResponse) Descriptor() ([]byte, []int) {
 func (x *ApplyResponse) GetResults() []*ApplyResult {
 	if x != nil {
 		return x.Results
+	}
+	return nil
+}
+
+func (x *ApplyResponse) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *ApplyResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
 	}
 	return nil
 }
@@ -1340,9 +1361,11 @@ const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"\tresources\x18\x01 \x03(\v2\x1a.keyway.policy.v1.ResourceR\tresources\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x121\n" +
 	"\x05probe\x18\x03 \x01(\x0e2\x1b.keyway.policy.v1.ProbeModeR\x05probe\x12-\n" +
-	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"H\n" +
+	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\x99\x01\n" +
 	"\rApplyResponse\x127\n" +
-	"\aresults\x18\x01 \x03(\v2\x1d.keyway.policy.v1.ApplyResultR\aresults\"\xb8\x02\n" +
+	"\aresults\x18\x01 \x03(\v2\x1d.keyway.policy.v1.ApplyResultR\aresults\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x123\n" +
+	"\arollout\x18\x03 \x01(\v2\x19.keyway.policy.v1.RolloutR\arollout\"\xb8\x02\n" +
 	"\vApplyResult\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x120\n" +
@@ -1485,43 +1508,44 @@ var file_keyway_policy_v1_policy_proto_depIdxs = []int32{
 	0,  // 1: keyway.policy.v1.ApplyRequest.probe:type_name -> keyway.policy.v1.ProbeMode
 	23, // 2: keyway.policy.v1.ApplyRequest.wait:type_name -> google.protobuf.Duration
 	4,  // 3: keyway.policy.v1.ApplyResponse.results:type_name -> keyway.policy.v1.ApplyResult
-	1,  // 4: keyway.policy.v1.ApplyResult.action:type_name -> keyway.policy.v1.Action
-	7,  // 5: keyway.policy.v1.ApplyResult.warnings:type_name -> keyway.policy.v1.Warning
-	8,  // 6: keyway.policy.v1.ApplyResult.certificates:type_name -> keyway.policy.v1.CertificateInfo
-	5,  // 7: keyway.policy.v1.ApplyResult.probes:type_name -> keyway.policy.v1.ProbeResult
-	8,  // 8: keyway.policy.v1.ProbeResult.peer_certificate:type_name -> keyway.policy.v1.CertificateInfo
-	23, // 9: keyway.policy.v1.ProbeResult.elapsed:type_name -> google.protobuf.Duration
-	7,  // 10: keyway.policy.v1.Warnings.warnings:type_name -> keyway.policy.v1.Warning
-	24, // 11: keyway.policy.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
-	24, // 12: keyway.policy.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
-	22, // 13: keyway.policy.v1.GetResponse.resource:type_name -> keyway.policy.v1.Resource
-	22, // 14: keyway.policy.v1.ListResponse.resources:type_name -> keyway.policy.v1.Resource
-	24, // 15: keyway.policy.v1.DeleteResponse.delete_time:type_name -> google.protobuf.Timestamp
-	25, // 16: keyway.policy.v1.ListNodesResponse.nodes:type_name -> keyway.node.v1.NodeStatus
-	23, // 17: keyway.policy.v1.WatchRolloutRequest.timeout:type_name -> google.protobuf.Duration
-	21, // 18: keyway.policy.v1.GetRolloutResponse.rollout:type_name -> keyway.policy.v1.Rollout
-	21, // 19: keyway.policy.v1.WatchRolloutResponse.rollout:type_name -> keyway.policy.v1.Rollout
-	25, // 20: keyway.policy.v1.Rollout.serving:type_name -> keyway.node.v1.NodeStatus
-	25, // 21: keyway.policy.v1.Rollout.pending:type_name -> keyway.node.v1.NodeStatus
-	2,  // 22: keyway.policy.v1.PolicyService.Apply:input_type -> keyway.policy.v1.ApplyRequest
-	9,  // 23: keyway.policy.v1.PolicyService.Get:input_type -> keyway.policy.v1.GetRequest
-	11, // 24: keyway.policy.v1.PolicyService.List:input_type -> keyway.policy.v1.ListRequest
-	13, // 25: keyway.policy.v1.PolicyService.Delete:input_type -> keyway.policy.v1.DeleteRequest
-	15, // 26: keyway.policy.v1.PolicyService.ListNodes:input_type -> keyway.policy.v1.ListNodesRequest
-	17, // 27: keyway.policy.v1.PolicyService.GetRollout:input_type -> keyway.policy.v1.GetRolloutRequest
-	18, // 28: keyway.policy.v1.PolicyService.WatchRollout:input_type -> keyway.policy.v1.WatchRolloutRequest
-	3,  // 29: keyway.policy.v1.PolicyService.Apply:output_type -> keyway.policy.v1.ApplyResponse
-	10, // 30: keyway.policy.v1.PolicyService.Get:output_type -> keyway.policy.v1.GetResponse
-	12, // 31: keyway.policy.v1.PolicyService.List:output_type -> keyway.policy.v1.ListResponse
-	14, // 32: keyway.policy.v1.PolicyService.Delete:output_type -> keyway.policy.v1.DeleteResponse
-	16, // 33: keyway.policy.v1.PolicyService.ListNodes:output_type -> keyway.policy.v1.ListNodesResponse
-	19, // 34: keyway.policy.v1.PolicyService.GetRollout:output_type -> keyway.policy.v1.GetRolloutResponse
-	20, // 35: keyway.policy.v1.PolicyService.WatchRollout:output_type -> keyway.policy.v1.WatchRolloutResponse
-	29, // [29:36] is the sub-list for method output_type
-	22, // [22:29] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	21, // 4: keyway.policy.v1.ApplyResponse.rollout:type_name -> keyway.policy.v1.Rollout
+	1,  // 5: keyway.policy.v1.ApplyResult.action:type_name -> keyway.policy.v1.Action
+	7,  // 6: keyway.policy.v1.ApplyResult.warnings:type_name -> keyway.policy.v1.Warning
+	8,  // 7: keyway.policy.v1.ApplyResult.certificates:type_name -> keyway.policy.v1.CertificateInfo
+	5,  // 8: keyway.policy.v1.ApplyResult.probes:type_name -> keyway.policy.v1.ProbeResult
+	8,  // 9: keyway.policy.v1.ProbeResult.peer_certificate:type_name -> keyway.policy.v1.CertificateInfo
+	23, // 10: keyway.policy.v1.ProbeResult.elapsed:type_name -> google.protobuf.Duration
+	7,  // 11: keyway.policy.v1.Warnings.warnings:type_name -> keyway.policy.v1.Warning
+	24, // 12: keyway.policy.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
+	24, // 13: keyway.policy.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
+	22, // 14: keyway.policy.v1.GetResponse.resource:type_name -> keyway.policy.v1.Resource
+	22, // 15: keyway.policy.v1.ListResponse.resources:type_name -> keyway.policy.v1.Resource
+	24, // 16: keyway.policy.v1.DeleteResponse.delete_time:type_name -> google.protobuf.Timestamp
+	25, // 17: keyway.policy.v1.ListNodesResponse.nodes:type_name -> keyway.node.v1.NodeStatus
+	23, // 18: keyway.policy.v1.WatchRolloutRequest.timeout:type_name -> google.protobuf.Duration
+	21, // 19: keyway.policy.v1.GetRolloutResponse.rollout:type_name -> keyway.policy.v1.Rollout
+	21, // 20: keyway.policy.v1.WatchRolloutResponse.rollout:type_name -> keyway.policy.v1.Rollout
+	25, // 21: keyway.policy.v1.Rollout.serving:type_name -> keyway.node.v1.NodeStatus
+	25, // 22: keyway.policy.v1.Rollout.pending:type_name -> keyway.node.v1.NodeStatus
+	2,  // 23: keyway.policy.v1.PolicyService.Apply:input_type -> keyway.policy.v1.ApplyRequest
+	9,  // 24: keyway.policy.v1.PolicyService.Get:input_type -> keyway.policy.v1.GetRequest
+	11, // 25: keyway.policy.v1.PolicyService.List:input_type -> keyway.policy.v1.ListRequest
+	13, // 26: keyway.policy.v1.PolicyService.Delete:input_type -> keyway.policy.v1.DeleteRequest
+	15, // 27: keyway.policy.v1.PolicyService.ListNodes:input_type -> keyway.policy.v1.ListNodesRequest
+	17, // 28: keyway.policy.v1.PolicyService.GetRollout:input_type -> keyway.policy.v1.GetRolloutRequest
+	18, // 29: keyway.policy.v1.PolicyService.WatchRollout:input_type -> keyway.policy.v1.WatchRolloutRequest
+	3,  // 30: keyway.policy.v1.PolicyService.Apply:output_type -> keyway.policy.v1.ApplyResponse
+	10, // 31: keyway.policy.v1.PolicyService.Get:output_type -> keyway.policy.v1.GetResponse
+	12, // 32: keyway.policy.v1.PolicyService.List:output_type -> keyway.policy.v1.ListResponse
+	14, // 33: keyway.policy.v1.PolicyService.Delete:output_type -> keyway.policy.v1.DeleteResponse
+	16, // 34: keyway.policy.v1.PolicyService.ListNodes:output_type -> keyway.policy.v1.ListNodesResponse
+	19, // 35: keyway.policy.v1.PolicyService.GetRollout:output_type -> keyway.policy.v1.GetRolloutResponse
+	20, // 36: keyway.policy.v1.PolicyService.WatchRollout:output_type -> keyway.policy.v1.WatchRolloutResponse
+	30, // [30:37] is the sub-list for method output_type
+	23, // [23:30] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_keyway_policy_v1_policy_proto_init() }

@@ -15,6 +15,7 @@ import (
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/material"
+	"keyway.dev/common/nodekv"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/app"
 	"keyway.dev/policy/internal/store"
@@ -36,6 +37,8 @@ func realMain(ctx context.Context, args []string) error {
 		natsURL   = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env KEYWAY_NATS_URL)")
 		bucket    = fs.String("bucket", logging.Env("KEYWAY_BUCKET", configkv.Bucket), "JetStream KV bucket holding the configuration (env KEYWAY_BUCKET)")
 		replicas  = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
+		nodes     = fs.String("node-bucket", logging.Env("KEYWAY_NODE_BUCKET", nodekv.Bucket), "node registry KV bucket (env KEYWAY_NODE_BUCKET)")
+		nodeTTL   = fs.Duration("node-ttl", nodekv.DefaultTTL, "node bucket TTL when this service creates it: a node is listed this long after its last heartbeat")
 		secrets   = fs.String("secrets-server", logging.Env("KEYWAY_SECRETS_SERVER", ""), "secrets service API URL, e.g. http://127.0.0.1:8082; without it, references to keystores and truststores are refused (env KEYWAY_SECRETS_SERVER)")
 		internal  = fs.String("secrets-internal-url", logging.Env("KEYWAY_SECRETS_INTERNAL_URL", ""), "secrets service internal port (MaterialService, mTLS), e.g. https://127.0.0.1:8092, for the live probe of bindings with references (env KEYWAY_SECRETS_INTERNAL_URL)")
 		secCert   = fs.String("secrets-cert", logging.Env("KEYWAY_SECRETS_CERT", ""), "client certificate (PEM) for the internal port (env KEYWAY_SECRETS_CERT)")
@@ -67,11 +70,13 @@ func realMain(ctx context.Context, args []string) error {
 		log.Info("tracing on", "exporter", os.Getenv("OTEL_TRACES_EXPORTER"))
 	}
 	return app.Run(ctx, app.Config{
-		Listen:  *listen,
-		NATSURL: *natsURL,
-		Store:   store.Config{Bucket: *bucket, Replicas: *replicas},
-		Tracing: tr,
-		Log:     log.With("service", "policy"),
+		Listen:     *listen,
+		NATSURL:    *natsURL,
+		Store:      store.Config{Bucket: *bucket, Replicas: *replicas},
+		NodeBucket: *nodes,
+		NodeTTL:    *nodeTTL,
+		Tracing:    tr,
+		Log:        log.With("service", "policy"),
 
 		SecretsServer: *secrets,
 		Material:      material.Config{URL: *internal, CertFile: *secCert, KeyFile: *secKey, CAFile: *secCA},

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -17,6 +18,7 @@ import (
 	"connectrpc.com/grpcreflect"
 	"connectrpc.com/otelconnect"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
@@ -24,6 +26,7 @@ import (
 	"keyway.dev/common/material"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/metrics"
+	"keyway.dev/policy/internal/nodes"
 	"keyway.dev/policy/internal/secretcheck"
 	"keyway.dev/policy/internal/server"
 	"keyway.dev/policy/internal/store"
@@ -36,6 +39,11 @@ type Config struct {
 	// NATSURL is the NATS server (or comma-separated cluster seed list).
 	NATSURL string
 	Store   store.Config
+	// NodeBucket is the node registry bucket; default nodekv.Bucket.
+	NodeBucket string
+	// NodeTTL is the node bucket's MaxAge when this service creates it;
+	// default nodekv.DefaultTTL.
+	NodeTTL time.Duration
 	Log     *slog.Logger
 	// Tracing, when on, traces every RPC (otelconnect: the server span is
 	// named after the procedure, "keyway.policy.v1.PolicyService/Apply")
@@ -60,6 +68,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	// Set once the views exist: they restart their watches when NATS
+	// comes back.
+	var onReconnect atomic.Pointer[func()]
 	nc, err := nats.Connect(cfg.NATSURL,
 		nats.Name("keyway-policy"),
 		nats.RetryOnFailedConnect(true),
@@ -70,7 +81,12 @@ func Run(ctx context.Context, cfg Config) error {
 				log.Warn("nats disconnected; serving reads from the last view", "error", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			if f := onReconnect.Load(); f != nil {
+				(*f)()
+			}
+		}),
 	)
 	if err != nil {
 		return fmt.Errorf("connecting to NATS at %s: %w", cfg.NATSURL, err)
@@ -85,6 +101,19 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("opening the configuration store (is NATS with JetStream at %s?): %w", cfg.NATSURL, err)
 	}
 	defer st.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("opening JetStream: %w", err)
+	}
+	openCtx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	nv, err := nodes.Open(openCtx, js, cfg.NodeBucket, cfg.NodeTTL, cfg.Store.Replicas, log)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("opening the node registry: %w", err)
+	}
+	defer nv.Close()
+	resume := func() { st.Resume(); nv.Resume() }
+	onReconnect.Store(&resume)
 
 	if cfg.Store.Bucket == "" {
 		cfg.Store.Bucket = configkv.Bucket
@@ -106,7 +135,7 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("references to the secrets service enabled", "secrets_server", cfg.SecretsServer, "probe_material", cfg.Material.URL != "")
 	}
 	m := metrics.New()
-	svc := server.New(st, log, m, opts...)
+	svc := server.New(st, nv, log, m, opts...)
 	svc.TraceProbes(cfg.Tracing.Tracer)
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -5,6 +5,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"keyway.dev/common/failure"
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
+	"keyway.dev/policy/internal/nodes"
 	"keyway.dev/policy/internal/store"
 )
 
@@ -32,10 +34,8 @@ const maxResources = 1000
 
 // Server implements [policyv1connect.PolicyServiceHandler].
 type Server struct {
-	// Until the node registry lands, the rollout RPCs answer Unimplemented.
-	policyv1connect.UnimplementedPolicyServiceHandler
-
 	store *store.Store
+	nodes *nodes.View
 	log   *slog.Logger
 	now   func() time.Time
 	// tracer traces the live probe's handshakes; nil: not traced.
@@ -112,18 +112,24 @@ func (discardObserver) ObserveProbe(failure.Reason)                   {}
 
 var _ policyv1connect.PolicyServiceHandler = (*Server)(nil)
 
-// New returns a Server over st; obs (may be nil) is told how applies and
-// probes end.
-func New(st *store.Store, log *slog.Logger, obs Observer, opts ...Option) *Server {
+// New returns a Server over st and the node view nv; obs (may be nil) is
+// told how applies and probes end.
+func New(st *store.Store, nv *nodes.View, log *slog.Logger, obs Observer, opts ...Option) *Server {
 	if obs == nil {
 		obs = discardObserver{}
 	}
-	s := &Server{store: st, log: log, now: time.Now, obs: obs}
+	s := &Server{store: st, nodes: nv, log: log, now: time.Now, obs: obs}
 	for _, o := range opts {
 		o(s)
 	}
 	return s
 }
+
+// maxWait bounds Apply's wait and WatchRollout's timeout.
+const maxWait = 10 * time.Minute
+
+// defaultWatch is WatchRollout's timeout when none is given.
+const defaultWatch = 30 * time.Second
 
 // TraceProbes makes the live probe's handshakes [telemetry.SpanOutboundHandshake]
 // spans of tracer (children of the RPC's span). Call it before serving.
@@ -148,6 +154,28 @@ func (s *Server) Apply(ctx context.Context, req *connect.Request[policyv1.ApplyR
 }
 
 func (s *Server) apply(ctx context.Context, req *connect.Request[policyv1.ApplyRequest]) (*connect.Response[policyv1.ApplyResponse], error) {
+	resp, err := s.store1(ctx, req)
+	if err != nil || req.Msg.GetWait() == nil || req.Msg.GetDryRun() {
+		return resp, err
+	}
+	// Waiting happens outside the write lock: other applies go on. store1
+	// checked the duration.
+	wctx, cancel := context.WithTimeout(ctx, req.Msg.GetWait().AsDuration())
+	defer cancel()
+	r := resp.Msg
+	r.Rollout = s.nodes.Wait(wctx, r.GetRevision())
+	if ctx.Err() != nil {
+		return nil, connect.NewError(connect.CodeCanceled, fmt.Errorf("applied at revision %d; the caller went away while waiting for the nodes: %w", r.GetRevision(), ctx.Err()))
+	}
+	s.log.Info("apply rollout", "revision", r.GetRevision(), "complete", r.Rollout.GetComplete(), "serving", len(r.Rollout.GetServing()), "pending", len(r.Rollout.GetPending()))
+	return resp, nil
+}
+
+// store1 validates and stores the resources of one Apply.
+func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.ApplyRequest]) (*connect.Response[policyv1.ApplyResponse], error) {
+	if w := req.Msg.GetWait(); w != nil && (w.AsDuration() <= 0 || w.AsDuration() > maxWait) {
+		return nil, invalid([]model.Violation{{Field: "wait", Message: fmt.Sprintf("%s is not a wait this service accepts; give a duration above 0 and at most %s", w.AsDuration(), maxWait)}})
+	}
 	resources := req.Msg.GetResources()
 	switch {
 	case len(resources) == 0:
@@ -213,6 +241,9 @@ func (s *Server) apply(ctx context.Context, req *connect.Request[policyv1.ApplyR
 		resp.Results[i] = res
 		if o.Changed && o.Revision > last {
 			last = o.Revision
+		}
+		if !req.Msg.GetDryRun() {
+			resp.Revision = max(resp.Revision, o.Revision)
 		}
 		if o.Changed && !req.Msg.GetDryRun() {
 			s.log.Info("applied", "resource", o.Ref.String(), "revision", o.Revision, "created", o.Created, "warnings", len(res.Warnings))
@@ -394,4 +425,39 @@ func fillKind(r *policyv1.Resource, kind string) {
 	if *k == "" {
 		*k = kind
 	}
+}
+
+// ListNodes returns the live proxy nodes.
+func (s *Server) ListNodes(context.Context, *connect.Request[policyv1.ListNodesRequest]) (*connect.Response[policyv1.ListNodesResponse], error) {
+	return connect.NewResponse(&policyv1.ListNodesResponse{Nodes: s.nodes.Live()}), nil
+}
+
+// GetRollout says which live nodes serve a revision (0: the store's).
+func (s *Server) GetRollout(_ context.Context, req *connect.Request[policyv1.GetRolloutRequest]) (*connect.Response[policyv1.GetRolloutResponse], error) {
+	rev := cmp.Or(req.Msg.GetRevision(), s.store.Revision())
+	return connect.NewResponse(&policyv1.GetRolloutResponse{Rollout: s.nodes.Rollout(rev)}), nil
+}
+
+// WatchRollout streams the rollout of a revision until it completes or the
+// timeout passes. A timeout is not an error: the last message says how
+// far it got.
+func (s *Server) WatchRollout(ctx context.Context, req *connect.Request[policyv1.WatchRolloutRequest], stream *connect.ServerStream[policyv1.WatchRolloutResponse]) error {
+	timeout := defaultWatch
+	if t := req.Msg.GetTimeout(); t != nil {
+		if timeout = t.AsDuration(); timeout <= 0 || timeout > maxWait {
+			return invalid([]model.Violation{{Field: "timeout", Message: fmt.Sprintf("%s is not a timeout this service accepts; give a duration above 0 and at most %s, or none for %s", timeout, maxWait, defaultWatch)}})
+		}
+	}
+	rev := cmp.Or(req.Msg.GetRevision(), s.store.Revision())
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var sendErr error
+	s.nodes.Watch(wctx, rev, func(r *policyv1.Rollout) bool {
+		sendErr = stream.Send(&policyv1.WatchRolloutResponse{Rollout: r})
+		return sendErr == nil
+	})
+	if sendErr != nil {
+		return fmt.Errorf("sending the rollout of revision %d: %w", rev, sendErr)
+	}
+	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -71,6 +72,7 @@ type Store struct {
 
 	stop    context.CancelFunc
 	stopped chan struct{}
+	resume  chan struct{}
 
 	mu       sync.RWMutex
 	byKey    map[string]entry
@@ -132,6 +134,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*St
 		tr:      cfg.Tracing,
 		byKey:   make(map[string]entry),
 		changed: make(chan struct{}),
+		resume:  make(chan struct{}, 1),
 	}
 	watchCtx, stop := context.WithCancel(context.Background())
 	w, err := kv.WatchAll(watchCtx, jetstream.IncludeHistory())
@@ -157,17 +160,36 @@ func (s *Store) Close() {
 	<-s.stopped
 }
 
+// Resume restarts the view's watch at once, after the last revision seen:
+// the service calls it when its NATS connection comes back, rather than
+// wait for the KV watcher to miss the restarted server's heartbeats.
+func (s *Store) Resume() {
+	select {
+	case s.resume <- struct{}{}:
+	default:
+	}
+}
+
 // watch applies every change of the bucket to the view. IncludeHistory makes
 // the initial replay carry revisions in order, so the view's revision is the
-// bucket's last sequence once the replay ends.
+// bucket's last sequence once the replay ends. A resumed watch starts after
+// the revision the view has.
 func (s *Store) watch(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}) {
 	defer close(s.stopped)
-	defer w.Stop()
+	defer func() { w.Stop() }()
 	var caughtUp sync.Once
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-s.resume:
+			nw, err := s.kv.WatchAll(ctx, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(s.Revision()+1))
+			if err != nil {
+				s.log.Warn("cannot resume the configuration watch; the current one goes on", "error", err)
+				continue
+			}
+			w.Stop()
+			w = nw
 		case e, ok := <-w.Updates():
 			if !ok {
 				s.log.Error("configuration watch ended; the view no longer follows the bucket")
@@ -205,6 +227,14 @@ func (s *Store) observe(key string, value []byte, revision uint64, deleted bool)
 		return
 	}
 	s.byKey[key] = entry{res: res, obj: obj, revision: revision}
+}
+
+// Revision is the highest revision the view has seen: the bucket's last
+// revision once the view has caught up.
+func (s *Store) Revision() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.revision
 }
 
 // WaitRevision blocks until the view has seen revision rev.
@@ -380,6 +410,9 @@ type Outcome struct {
 // rolled back to what was there before and ErrConflict is returned. With
 // dryRun the checks run and nothing is written.
 func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRun bool) (outs []Outcome, err error) {
+	if err := s.connected("applying"); err != nil {
+		return nil, err
+	}
 	if s.tr.On() {
 		var span trace.Span
 		ctx, span = s.tr.Tracer.Start(ctx, telemetry.SpanStoreWrite, trace.WithAttributes(
@@ -471,6 +504,9 @@ func (s *Store) rollback(outs []Outcome, prev []entry) error {
 // Delete places a delete marker on a resource. expected, when non-zero, must
 // be the stored revision.
 func (s *Store) Delete(ctx context.Context, ref model.Ref, expected uint64) (uint64, error) {
+	if err := s.connected("deleting"); err != nil {
+		return 0, err
+	}
 	cur, err := s.current(ctx, ref)
 	if err != nil {
 		return 0, err
@@ -482,6 +518,15 @@ func (s *Store) Delete(ctx context.Context, ref model.Ref, expected uint64) (uin
 		return 0, conflict("%s: expected revision %d but the stored revision is %d: it changed since it was read; get it again", ref, expected, cur.revision)
 	}
 	return s.publish(ctx, ref, nil, cur.revision, true)
+}
+
+// connected fails at once, rather than at the caller's deadline, when NATS
+// is not reachable: a write could not be acknowledged, and nothing is tried.
+func (s *Store) connected(what string) error {
+	if nc := s.js.Conn(); !nc.IsConnected() {
+		return fmt.Errorf("store: %s: NATS is not reachable (connection %s); nothing was stored: retry once it is back", what, strings.ToLower(nc.Status().String()))
+	}
+	return nil
 }
 
 // publish writes one KV message guarded by the key's last revision.

@@ -16,6 +16,7 @@ import (
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/material"
+	"keyway.dev/common/nodekv"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/secrets"
@@ -39,7 +40,10 @@ func realMain(ctx context.Context) error {
 		admin     = fs.String("admin-listen", logging.Env("KEYWAY_PROXY_ADMIN_LISTEN", "127.0.0.1:9080"), "admin listen address: /healthz, /status, /metrics (env KEYWAY_PROXY_ADMIN_LISTEN)")
 		natsURL   = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env KEYWAY_NATS_URL)")
 		bucket    = fs.String("bucket", logging.Env("KEYWAY_BUCKET", configkv.Bucket), "configuration KV bucket (env KEYWAY_BUCKET)")
-		nodeID    = fs.String("node-id", logging.Env("KEYWAY_NODE_ID", host+"-"+strconv.Itoa(os.Getpid())), "node id (env KEYWAY_NODE_ID)")
+		nodeID    = fs.String("node-id", logging.Env("KEYWAY_NODE_ID", defaultNodeID(host)), "node id: letters, digits, '-', '_', '=' (env KEYWAY_NODE_ID)")
+		nodes     = fs.String("node-bucket", logging.Env("KEYWAY_NODE_BUCKET", nodekv.Bucket), "node registry KV bucket (env KEYWAY_NODE_BUCKET)")
+		heartbeat = fs.String("heartbeat", logging.Env("KEYWAY_HEARTBEAT", nodekv.DefaultHeartbeat.String()), "interval between node status writes (env KEYWAY_HEARTBEAT)")
+		nodeTTL   = fs.String("node-ttl", logging.Env("KEYWAY_NODE_TTL", ""), "node bucket TTL when this node creates it; default 3 heartbeats (env KEYWAY_NODE_TTL)")
 		logFormat = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
 		logLevel  = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
 		secURL    = fs.String("secrets-internal-url", logging.Env("KEYWAY_SECRETS_INTERNAL_URL", ""), "secrets service internal port (MaterialService, mTLS), e.g. https://127.0.0.1:8092; without it, bindings and Listeners that reference keystores or truststores are refused (env KEYWAY_SECRETS_INTERNAL_URL)")
@@ -54,6 +58,16 @@ func realMain(ctx context.Context) error {
 	handshakeTimeout, err := time.ParseDuration(*hsTimeout)
 	if err != nil || handshakeTimeout <= 0 {
 		return fmt.Errorf("--handshake-timeout: %q is not a positive duration", *hsTimeout)
+	}
+	hb, err := time.ParseDuration(*heartbeat)
+	if err != nil || hb <= 0 {
+		return fmt.Errorf("--heartbeat: %q is not a positive duration", *heartbeat)
+	}
+	var ttl time.Duration
+	if *nodeTTL != "" {
+		if ttl, err = time.ParseDuration(*nodeTTL); err != nil || ttl <= 0 {
+			return fmt.Errorf("--node-ttl: %q is not a positive duration", *nodeTTL)
+		}
 	}
 	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -87,9 +101,24 @@ func realMain(ctx context.Context) error {
 		NATSURL:          *natsURL,
 		Bucket:           *bucket,
 		NodeID:           *nodeID,
+		NodeBucket:       *nodes,
+		Heartbeat:        hb,
+		NodeTTL:          ttl,
 		HandshakeTimeout: handshakeTimeout,
 		Tracing:          tr,
 		Logger:           log,
 		Secrets:          src,
 	})
+}
+
+// defaultNodeID is the host name and the process id, with the characters a
+// node bucket key cannot hold replaced by '-'.
+func defaultNodeID(host string) string {
+	id := []rune(host + "-" + strconv.Itoa(os.Getpid()))
+	for i, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '=') {
+			id[i] = '-'
+		}
+	}
+	return string(id)
 }

@@ -68,6 +68,8 @@ type SkippedError struct {
 	// Revision is the store revision of the refused value.
 	Revision uint64
 	Err      error
+	// Time is when the node refused it.
+	Time time.Time
 }
 
 func (e *SkippedError) Error() string {
@@ -140,6 +142,8 @@ type Watcher struct {
 
 	current atomic.Pointer[Snapshot]
 	ready   chan struct{}
+	// resume asks Run's goroutine to restart the watch now (see Resume).
+	resume chan struct{}
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every publish
@@ -176,6 +180,13 @@ type Watcher struct {
 	// created are the store's creation times of the changes applied since
 	// the last publish, for Options.ApplyLatency.
 	created []time.Time
+	// loaded is set once a session has read the bucket's contents: later
+	// sessions resume after w.revision instead of reading everything again.
+	loaded bool
+	// byTarget indexes tls-outbound bindings by the Service they target
+	// (bucket keys), so a change costs the same with 10 or 10,000 Services.
+	byTarget map[string]map[string]bool
+	stats    stats
 	// breakBefore, set by tests only, ends the session as if the watch
 	// broke just before e (nil: the initial-values marker) is handled.
 	breakBefore func(e jetstream.KeyValueEntry) bool
@@ -185,6 +196,42 @@ type Watcher struct {
 	drainCtx    context.Context
 	drainCancel context.CancelFunc
 	drains      sync.WaitGroup
+}
+
+// stats count work done, for [Watcher.Stats].
+type stats struct {
+	sessions, entries, upstreamBuilds, routerBuilds, publishes atomic.Uint64
+}
+
+// Stats counts the work a [Watcher] has done since it was created.
+type Stats struct {
+	// Sessions is the number of watches started (1 plus restarts).
+	Sessions uint64 `json:"sessions"`
+	// Entries is the number of bucket entries read, over all sessions.
+	Entries uint64 `json:"entries"`
+	// UpstreamBuilds is the number of Upstreams built.
+	UpstreamBuilds uint64 `json:"upstreamBuilds"`
+	// RouterBuilds is the number of routing tables built.
+	RouterBuilds uint64 `json:"routerBuilds"`
+	// Publishes is the number of snapshots published.
+	Publishes uint64 `json:"publishes"`
+}
+
+// Stats returns the counters; safe for concurrent use.
+func (w *Watcher) Stats() Stats {
+	return Stats{
+		Sessions: w.stats.sessions.Load(), Entries: w.stats.entries.Load(),
+		UpstreamBuilds: w.stats.upstreamBuilds.Load(), RouterBuilds: w.stats.routerBuilds.Load(),
+		Publishes: w.stats.publishes.Load(),
+	}
+}
+
+// Changed returns a channel closed at the next publish of a snapshot; call
+// it again for the one after. Safe for concurrent use.
+func (w *Watcher) Changed() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.changed
 }
 
 // stored is a key's last good model and the revision it was read at.
@@ -214,11 +261,13 @@ func New(opts Options) *Watcher {
 	w := &Watcher{
 		opts: opts, log: opts.Logger,
 		ready:     make(chan struct{}),
+		resume:    make(chan struct{}, 1),
 		changed:   make(chan struct{}),
 		objects:   make(map[string]stored),
 		inputs:    make(map[string]upstreamInput),
 		skipped:   make(map[string]*SkippedError),
 		buildErrs: make(map[string][]*SkippedError),
+		byTarget:  make(map[string]map[string]bool),
 		dirty:     newDirty(),
 
 		secretKeys: make(map[string]bool),
@@ -287,12 +336,30 @@ func (w *Watcher) Run(ctx context.Context, kv jetstream.KeyValue) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, errResume) {
+			continue
+		}
 		w.log.Warn("config watch broke; serving the last good configuration and retrying", "revision", w.revision, "error", err)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(w.opts.RetryInterval):
 		}
+	}
+}
+
+// errResume ends a session that [Watcher.Resume] interrupted.
+var errResume = errors.New("config: watch restarted on request")
+
+// Resume restarts the watch at once, after the last revision applied. The
+// node calls it when its NATS connection comes back: the KV watcher would
+// notice the server's restart only after missing heartbeats (seconds), and a
+// resumed watch reads only what changed meanwhile. Safe for concurrent use;
+// calls while one is pending coalesce.
+func (w *Watcher) Resume() {
+	select {
+	case w.resume <- struct{}{}:
+	default:
 	}
 }
 
@@ -325,19 +392,35 @@ func (w *Watcher) drain(u *upstream.Upstream) {
 	})
 }
 
-// session is one watch: the current value of every key, a nil marker, then
-// changes. A session after the first is a resync: keys not seen before the
-// marker were deleted while the watch was down. Changes applied but not yet
-// published stay in w.dirty when the session breaks.
+// session is one watch. The first reads the current value of every key, a
+// nil marker, then changes. A session after one that read the bucket
+// resumes: it reads every entry after w.revision (puts and delete markers,
+// in order) instead of the whole bucket, so a node that lost NATS for a
+// while catches up with what changed, not with everything. Changes applied
+// but not yet published stay in w.dirty when the session breaks.
+//
+// (The KV watcher itself survives a NATS reconnect: it is an ordered
+// consumer that restarts after the last sequence it delivered. A session
+// ends only when that fails, e.g. the bucket was recreated.)
 func (w *Watcher) session(ctx context.Context) error {
-	kw, err := w.kv.WatchAll(ctx)
+	w.stats.sessions.Add(1)
+	var opts []jetstream.WatchOpt
+	resume := w.loaded && w.revision > 0
+	if resume {
+		opts = append(opts, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(w.revision+1))
+	}
+	kw, err := w.kv.WatchAll(ctx, opts...)
 	if err != nil {
 		return fmt.Errorf("config: watching bucket %q: %w", w.kv.Bucket(), err)
 	}
 	defer kw.Stop()
+	if resume {
+		w.log.Info("config watch resumed", "after_revision", w.revision)
+	}
 	updates := kw.Updates()
 	seen := make(map[string]bool)
-	initial := true
+	// A resumed session has no initial values: what it reads are changes.
+	initial := !resume
 	// next returns the next update, waiting for one if wait is set; ok is
 	// false when there is none queued (wait unset), err when the session
 	// is over.
@@ -348,6 +431,8 @@ func (w *Watcher) session(ctx context.Context) error {
 				select {
 				case <-ctx.Done():
 					return nil, false, ctx.Err()
+				case <-w.resume:
+					return nil, false, errResume
 				case <-w.secretKick:
 					// Before the initial marker, the marks wait for its
 					// publish.
@@ -393,6 +478,7 @@ func (w *Watcher) session(ctx context.Context) error {
 				}
 				seen = nil
 				w.publish(true)
+				w.loaded = true
 			}
 			continue
 		}
@@ -457,7 +543,12 @@ func (d *dirty) touch(obj model.Object) {
 // refused: the key keeps its last good model, and the refusal is kept in
 // w.skipped until the key gets a good value or is deleted.
 func (w *Watcher) apply(e jetstream.KeyValueEntry) {
+	w.stats.entries.Add(1)
 	key, rev := e.Key(), e.Revision()
+	if rev <= w.revision && w.loaded {
+		// Already applied: a resumed watch may deliver it again.
+		return
+	}
 	// The node has seen rev even if it refuses it: the refusal is
 	// reported in the snapshot, not by holding the revision back.
 	w.revision = max(w.revision, rev)
@@ -468,7 +559,7 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 	log := w.log.With("key", key, "revision", rev)
 	skip := func(msg string, err error) {
 		log.Error(msg, "error", err)
-		w.skipped[key] = &SkippedError{Key: key, Revision: rev, Err: err}
+		w.skipped[key] = &SkippedError{Key: key, Revision: rev, Err: err, Time: time.Now()}
 	}
 	ref, err := configkv.ParseKey(key)
 	if err != nil {
@@ -493,9 +584,11 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 	if old, ok := w.objects[key]; ok {
 		w.dirty.touch(old.obj) // a binding may have changed its target
 		w.index(key, old.obj, false)
+		w.unindexBinding(key, old.obj)
 	}
 	w.objects[key] = stored{obj: obj, rev: rev}
 	w.index(key, obj, true)
+	w.indexBinding(key, obj)
 	w.dirty.touch(obj)
 }
 
@@ -504,7 +597,35 @@ func (w *Watcher) remove(key string) {
 	if old, ok := w.objects[key]; ok {
 		delete(w.objects, key)
 		w.index(key, old.obj, false)
+		w.unindexBinding(key, old.obj)
 		w.dirty.touch(old.obj)
+	}
+}
+
+// indexBinding records a binding under the Service it targets.
+func (w *Watcher) indexBinding(key string, obj model.Object) {
+	b := obj.Binding
+	if b == nil || b.Target.Kind != model.KindService {
+		return
+	}
+	m := w.byTarget[b.Target.Name]
+	if m == nil {
+		m = make(map[string]bool)
+		w.byTarget[b.Target.Name] = m
+	}
+	m[key] = true
+}
+
+func (w *Watcher) unindexBinding(key string, obj model.Object) {
+	b := obj.Binding
+	if b == nil || b.Target.Kind != model.KindService {
+		return
+	}
+	if m := w.byTarget[b.Target.Name]; m != nil {
+		delete(m, key)
+		if len(m) == 0 {
+			delete(w.byTarget, b.Target.Name)
+		}
 	}
 }
 
@@ -546,6 +667,7 @@ func (w *Watcher) publish(ready bool) (built []string) {
 				delete(w.buildErrs, name) // back to what is built
 				continue                  // same endpoints and TLS context: keep the pool
 			}
+			w.stats.upstreamBuilds.Add(1)
 			u, err := upstream.New(in.svc, in.tls, w.opts.Upstream)
 			if err != nil {
 				// Refused: the binding value the Upstream still served
@@ -553,10 +675,10 @@ func (w *Watcher) publish(ready bool) (built []string) {
 				built := w.inputs[name]
 				var errs []*SkippedError
 				if in.tls != nil && (old == nil || built.tls != in.tls) {
-					errs = append(errs, &SkippedError{Key: cause.key, Revision: cause.rev, Err: err})
+					errs = append(errs, &SkippedError{Key: cause.key, Revision: cause.rev, Err: err, Time: time.Now()})
 				}
 				if old == nil || built.svc != in.svc || len(errs) == 0 {
-					errs = append(errs, &SkippedError{Key: configkv.Key(model.Ref{Kind: model.KindService, Name: name}), Revision: svc.rev, Err: err})
+					errs = append(errs, &SkippedError{Key: configkv.Key(model.Ref{Kind: model.KindService, Name: name}), Revision: svc.rev, Err: err, Time: time.Now()})
 				}
 				w.buildErrs[name] = errs
 				w.log.Error("cannot build upstream; keeping the previous one", "upstream", name, "revision", w.revision, "error", err)
@@ -583,6 +705,7 @@ func (w *Watcher) publish(ready bool) (built []string) {
 				routes = append(routes, *o.obj.Route)
 			}
 		}
+		w.stats.routerBuilds.Add(1)
 		table, errs := router.Build(routes)
 		for _, err := range errs {
 			w.log.Error("route left out of the routing table", "error", err, "revision", w.revision)
@@ -598,7 +721,7 @@ func (w *Watcher) publish(ready bool) (built []string) {
 		w.listenerErrs = w.listenerErrs[:0]
 		for name, err := range w.opts.Listeners(next.Listeners) {
 			key := configkv.Key(model.Ref{Kind: model.KindListener, Name: name})
-			w.listenerErrs = append(w.listenerErrs, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err})
+			w.listenerErrs = append(w.listenerErrs, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err, Time: time.Now()})
 		}
 	}
 	next.Skipped = slices.Collect(maps.Values(w.skipped))
@@ -611,6 +734,7 @@ func (w *Watcher) publish(ready bool) (built []string) {
 	slices.SortFunc(next.Skipped, func(a, b *SkippedError) int {
 		return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Revision, b.Revision))
 	})
+	w.stats.publishes.Add(1)
 	w.current.Store(next)
 	w.mu.Lock()
 	close(w.changed)
@@ -658,7 +782,7 @@ func (w *Watcher) listeners() []*model.Listener {
 		out[i] = served
 		for name, err := range errs {
 			key := configkv.Key(model.Ref{Kind: model.KindPolicyBinding, Name: name})
-			w.inboundErrs = append(w.inboundErrs, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err})
+			w.inboundErrs = append(w.inboundErrs, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err, Time: time.Now()})
 			w.log.Error("tls-inbound binding left out of its listener", "listener", l.Name, "key", key, "error", err)
 		}
 	}
@@ -684,8 +808,8 @@ type binding struct {
 // the first by name wins.
 func (w *Watcher) outboundFor(service string) (*model.OutboundTLS, binding) {
 	var found []*model.Binding
-	for _, o := range w.objects {
-		b := o.obj.Binding
+	for key := range w.byTarget[service] {
+		b := w.objects[key].obj.Binding
 		if b != nil && b.Target.Kind == model.KindService && b.Target.Name == service && b.Policy == model.PolicyTLSOutbound && b.Outbound != nil {
 			found = append(found, b)
 		}

@@ -17,7 +17,7 @@ import (
 )
 
 // startBucket runs an embedded JetStream server and returns the bucket.
-func startBucket(t *testing.T) jetstream.KeyValue {
+func startBucket(t testing.TB) jetstream.KeyValue {
 	t.Helper()
 	_, kv := natstest.Bucket(t)
 	return kv

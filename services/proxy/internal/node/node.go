@@ -7,10 +7,12 @@ package node
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -22,14 +24,20 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	nodev1 "keyway.dev/gen/keyway/node/v1"
+
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
+	"keyway.dev/common/nodekv"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/inbound"
 	"keyway.dev/proxy/internal/metrics"
 	"keyway.dev/proxy/internal/proxy"
+	"keyway.dev/proxy/internal/registry"
 	"keyway.dev/proxy/internal/secrets"
 	"keyway.dev/proxy/internal/upstream"
 )
@@ -45,9 +53,17 @@ type Config struct {
 	NATSURL string
 	// Bucket is the configuration bucket. Default configkv.Bucket.
 	Bucket string
-	// NodeID names the node in logs, request ids and the NATS connection.
-	// Required.
+	// NodeID names the node in logs, request ids, the NATS connection and
+	// the node bucket (letters, digits, '-', '_', '='). Required.
 	NodeID string
+	// NodeBucket is the node registry bucket. Default nodekv.Bucket.
+	NodeBucket string
+	// Heartbeat is how often the node rewrites its status in the node
+	// bucket when nothing changes. Default nodekv.DefaultHeartbeat.
+	Heartbeat time.Duration
+	// NodeTTL is the node bucket's MaxAge, used when this node creates
+	// the bucket. Default three heartbeats.
+	NodeTTL time.Duration
 	// HandshakeTimeout bounds each upstream TLS handshake. Default 10s.
 	HandshakeTimeout time.Duration
 	// ShutdownTimeout bounds the graceful stop: requests still in flight
@@ -95,6 +111,7 @@ type Node struct {
 	err     error
 	// natsClosed is closed by the NATS connection's last callback.
 	natsClosed chan struct{}
+	started    time.Time
 	// stream is the bucket's stream, set before the watcher runs; it
 	// serves the headers of traced changes.
 	stream jetstream.Stream
@@ -119,14 +136,17 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	cfg.Bucket = cmp.Or(cfg.Bucket, configkv.Bucket)
 	cfg.ShutdownTimeout = cmp.Or(cfg.ShutdownTimeout, 15*time.Second)
 	cfg.RetryInterval = cmp.Or(cfg.RetryInterval, time.Second)
-	if cfg.NodeID == "" {
-		return nil, errors.New("node: a node id is required")
+	cfg.NodeBucket = cmp.Or(cfg.NodeBucket, nodekv.Bucket)
+	cfg.Heartbeat = cmp.Or(cfg.Heartbeat, nodekv.DefaultHeartbeat)
+	cfg.NodeTTL = cmp.Or(cfg.NodeTTL, 3*cfg.Heartbeat)
+	if err := nodekv.CheckID(cfg.NodeID); err != nil {
+		return nil, fmt.Errorf("node: %w", err)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := cfg.Logger.With("node", cfg.NodeID)
-	n := &Node{cfg: cfg, log: log, done: make(chan struct{}), natsClosed: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, done: make(chan struct{}), natsClosed: make(chan struct{}), started: time.Now()}
 
 	// The watcher reports to the metrics, which read its snapshot.
 	n.metrics = metrics.New(func() *config.Snapshot { return n.watcher.Snapshot() })
@@ -173,7 +193,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			log.Warn("disconnected from NATS; serving the last good configuration", "error", err)
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(n.natsClosed) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("reconnected to NATS", "url", c.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("reconnected to NATS; resuming the configuration watch", "url", c.ConnectedUrl(), "revision", n.watcher.Revision())
+			n.watcher.Resume()
+		}),
 	)
 	if err != nil {
 		n.proxyLn.Close()
@@ -203,6 +226,7 @@ func (n *Node) run(ctx context.Context) {
 	go func() { errc <- serve(n.proxy, n.proxyLn) }()
 	go func() { errc <- serve(n.admin, n.adminLn) }()
 	watchDone := make(chan struct{})
+	regDone := make(chan struct{})
 	if n.cfg.Secrets != nil {
 		secretsDone := make(chan struct{})
 		go func() {
@@ -225,6 +249,17 @@ func (n *Node) run(ctx context.Context) {
 		if err := n.watcher.Run(ctx, kv); err != nil {
 			errc <- err
 		}
+	}()
+	go func() {
+		defer close(regDone)
+		kv, err := n.nodeBucket(ctx)
+		if err != nil {
+			return // ctx ended
+		}
+		registry.Run(ctx, registry.Options{
+			KV: kv, ID: n.cfg.NodeID, Heartbeat: n.cfg.Heartbeat, Logger: n.log,
+			Status: n.NodeStatus, Changed: n.watcher.Changed, Connected: n.nc.IsConnected,
+		})
 	}()
 
 	select {
@@ -253,6 +288,7 @@ func (n *Node) run(ctx context.Context) {
 	}
 	cancel(errors.New("node: stopping"))
 	<-watchDone
+	<-regDone // the node's key is deleted before NATS is closed
 	// Hijacked (upgraded) connections outlive Shutdown: Drain waits for
 	// them until sctx ends, then closes every Upstream's idle connections.
 	n.watcher.Drain(sctx)
@@ -294,6 +330,107 @@ func (n *Node) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 			return nil, ctx.Err()
 		case <-time.After(n.cfg.RetryInterval):
 		}
+	}
+}
+
+// nodeBucket opens the node bucket, creating it when missing, and waits
+// for NATS as [Node.bucket] does.
+func (n *Node) nodeBucket(ctx context.Context) (jetstream.KeyValue, error) {
+	js, err := jetstream.New(n.nc)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		kv, err := nodekv.Open(ctx, js, n.cfg.NodeBucket, n.cfg.NodeTTL)
+		if err == nil {
+			if ttl, err := nodekv.TTL(ctx, kv); err == nil && ttl > 0 && ttl < 2*n.cfg.Heartbeat {
+				n.log.Warn("the node bucket's TTL is under two heartbeats: the node may drop out between them", "bucket", n.cfg.NodeBucket, "ttl", ttl, "heartbeat", n.cfg.Heartbeat)
+			}
+			return kv, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		n.log.Warn("node bucket not available yet", "bucket", n.cfg.NodeBucket, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(n.cfg.RetryInterval):
+		}
+	}
+}
+
+// maxCertificates bounds the certificates one status lists: the status is
+// written after every change, and a node with 10,000 mTLS upstreams would
+// otherwise send megabytes each time. The listeners' come first.
+const maxCertificates = 1000
+
+// NodeStatus is what the node reports of itself in the node bucket: the
+// revision it serves, its addresses, the certificates of the current
+// snapshot per listener and upstream (at most maxCertificates, and an error
+// "certificates" saying how many were left out), and the values it refused.
+func (n *Node) NodeStatus() *nodev1.NodeStatus {
+	s := n.watcher.Snapshot()
+	st := &nodev1.NodeStatus{
+		Id: n.cfg.NodeID, Version: nodekv.Version(),
+		ProxyAddress: n.Addr(), AdminAddress: n.AdminAddr(),
+		Revision:  s.Revision,
+		StartTime: timestamppb.New(n.started),
+	}
+	for _, l := range n.inbound.Status() {
+		for _, h := range l.Hosts {
+			if h.Certificate == "" {
+				continue
+			}
+			host := ""
+			if len(h.Hostnames) > 0 {
+				host = h.Hostnames[0]
+			}
+			st.Certificates = append(st.Certificates, &nodev1.ServedCertificate{
+				Scope: "listener", Name: l.Name, Host: host, Role: "server",
+				Sha256Fingerprint: h.Certificate, NotAfter: timestamppb.New(h.NotAfter),
+			})
+		}
+	}
+	left := 0
+	for _, name := range slices.Sorted(maps.Keys(s.Upstreams)) {
+		tc := s.Upstreams[name].TLS()
+		if tc == nil {
+			continue
+		}
+		if len(st.Certificates) >= maxCertificates {
+			left++
+			continue
+		}
+		if c := tc.Certificate; c != nil && c.Leaf != nil {
+			st.Certificates = append(st.Certificates, served("upstream", name, "", "client", c.Leaf))
+		}
+		for _, ca := range tc.TrustedCAs {
+			st.Certificates = append(st.Certificates, served("upstream", name, "", "trust", ca))
+		}
+	}
+	if left > 0 {
+		st.Errors = append(st.Errors, &nodev1.NodeError{Key: "certificates", Message: fmt.Sprintf("the certificates of %d upstreams are not listed: a status lists at most %d; GET /status on the node lists them all", left, maxCertificates), Time: timestamppb.Now()})
+	}
+	for _, sk := range s.Skipped {
+		st.Errors = append(st.Errors, &nodev1.NodeError{Key: sk.Key, Message: sk.Err.Error(), Time: timestamppb.New(sk.Time)})
+	}
+	if n.cfg.Secrets != nil {
+		ss := n.cfg.Secrets.Status()
+		st.SecretsStale, st.SecretsStaleReason = ss.Stale, ss.Reason
+		for _, r := range ss.References {
+			if r.Error != "" {
+				st.Errors = append(st.Errors, &nodev1.NodeError{Key: r.Ref, Message: r.Error})
+			}
+		}
+	}
+	return st
+}
+
+func served(scope, name, host, role string, c *x509.Certificate) *nodev1.ServedCertificate {
+	return &nodev1.ServedCertificate{
+		Scope: scope, Name: name, Host: host, Role: role,
+		Sha256Fingerprint: model.CertFingerprint(c), NotAfter: timestamppb.New(c.NotAfter),
 	}
 }
 
@@ -351,6 +488,9 @@ type Status struct {
 	// serve (their keys keep their last good value), by key. Empty when
 	// the node serves the bucket as of Revision.
 	Skipped []Skipped `json:"skipped"`
+	// Watch counts the work the configuration watcher has done: entries
+	// read, Upstreams and routing tables built, snapshots published.
+	Watch config.Stats `json:"watch"`
 	// Secrets is the key material from the secrets service: whether it
 	// may be stale and why, and each reference in use with its version.
 	// Absent when the node has no secrets service configured.
@@ -367,7 +507,7 @@ type Skipped struct {
 // Status reports what the node serves.
 func (n *Node) Status() Status {
 	s := n.watcher.Snapshot()
-	st := Status{NodeID: n.cfg.NodeID, Ready: s.Ready, Revision: s.Revision, Upstreams: []upstream.Status{}, Routes: []string{}, Listeners: n.inbound.Status(), Skipped: []Skipped{}}
+	st := Status{NodeID: n.cfg.NodeID, Ready: s.Ready, Revision: s.Revision, Upstreams: []upstream.Status{}, Routes: []string{}, Listeners: n.inbound.Status(), Skipped: []Skipped{}, Watch: n.watcher.Stats()}
 	for _, u := range s.Upstreams {
 		st.Upstreams = append(st.Upstreams, u.Status())
 	}

@@ -1,0 +1,264 @@
+// Package nodes is the policy service's view of the proxy nodes: it follows
+// the node bucket (see [nodekv]), where each live node keeps its status, and
+// answers which nodes serve a configuration revision.
+//
+// A node is live while its key is younger than the bucket's TTL: the bucket
+// drops the key after that (and writes a marker the watch sees), and the
+// view also leaves out an entry older than the TTL, so that a node that died
+// is gone from listings at the TTL even between the bucket's expiry passes.
+package nodes
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	nodev1 "keyway.dev/gen/keyway/node/v1"
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
+
+	"keyway.dev/common/nodekv"
+)
+
+// View follows the node bucket. Safe for concurrent use.
+type View struct {
+	ttl time.Duration
+	log *slog.Logger
+	now func() time.Time
+
+	kv      jetstream.KeyValue
+	stop    context.CancelFunc
+	stopped chan struct{}
+	resume  chan struct{}
+
+	mu      sync.Mutex
+	nodes   map[string]node
+	changed chan struct{} // closed and replaced on every change
+}
+
+type node struct {
+	status  *nodev1.NodeStatus
+	written time.Time // the store's time of the entry
+}
+
+// Open opens (or creates, with MaxAge ttl and that many replicas) the node
+// bucket, reads it, and follows it until [View.Close]. ctx bounds the
+// opening only.
+func Open(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.Duration, replicas int, log *slog.Logger) (*View, error) {
+	kv, err := nodekv.OpenReplicas(ctx, js, bucket, ttl, replicas)
+	if err != nil {
+		return nil, err
+	}
+	if ttl, err = nodekv.TTL(ctx, kv); err != nil {
+		return nil, err
+	}
+	v := &View{kv: kv, ttl: ttl, log: log, now: time.Now, nodes: make(map[string]node), changed: make(chan struct{}), resume: make(chan struct{}, 1)}
+	wctx, stop := context.WithCancel(context.Background())
+	w, err := kv.WatchAll(wctx)
+	if err != nil {
+		stop()
+		return nil, fmt.Errorf("nodes: watching bucket %q: %w", kv.Bucket(), err)
+	}
+	v.stop, v.stopped = stop, make(chan struct{})
+	ready := make(chan struct{})
+	go v.watch(wctx, w, ready)
+	select {
+	case <-ready:
+		return v, nil
+	case <-ctx.Done():
+		v.Close()
+		return nil, fmt.Errorf("nodes: reading bucket %q: %w", kv.Bucket(), ctx.Err())
+	}
+}
+
+// Close stops following the bucket.
+func (v *View) Close() {
+	v.stop()
+	<-v.stopped
+}
+
+// TTL is how long a node stays listed after its last heartbeat.
+func (v *View) TTL() time.Duration { return v.ttl }
+
+// Resume reads the bucket again at once: the service calls it when its
+// NATS connection comes back, rather than wait for the KV watcher to miss
+// the restarted server's heartbeats.
+func (v *View) Resume() {
+	select {
+	case v.resume <- struct{}{}:
+	default:
+	}
+}
+
+func (v *View) watch(ctx context.Context, w jetstream.KeyWatcher, ready chan struct{}) {
+	defer close(v.stopped)
+	defer func() { w.Stop() }()
+	var once sync.Once
+	// seen collects the keys of a re-read until its end marker: the nodes
+	// not in it left while the watch was down.
+	var seen map[string]bool
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-v.resume:
+			nw, err := v.kv.WatchAll(ctx)
+			if err != nil {
+				v.log.Warn("cannot restart the node watch; the current one goes on", "error", err)
+				continue
+			}
+			w.Stop()
+			w, seen = nw, make(map[string]bool)
+		case e, ok := <-w.Updates():
+			if !ok {
+				v.log.Error("node watch ended; node listings are no longer current")
+				return
+			}
+			if e == nil {
+				once.Do(func() { close(ready) })
+				if seen != nil {
+					v.forgetExcept(seen)
+					seen = nil
+				}
+				continue
+			}
+			if seen != nil {
+				if id, ok := nodekv.ID(e.Key()); ok {
+					seen[id] = true
+				}
+			}
+			v.observe(e)
+		}
+	}
+}
+
+// forgetExcept drops the nodes not in keep.
+func (v *View) forgetExcept(keep map[string]bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for id := range v.nodes {
+		if !keep[id] {
+			delete(v.nodes, id)
+		}
+	}
+	close(v.changed)
+	v.changed = make(chan struct{})
+}
+
+func (v *View) observe(e jetstream.KeyValueEntry) {
+	id, ok := nodekv.ID(e.Key())
+	if !ok {
+		return
+	}
+	var st *nodev1.NodeStatus
+	if e.Operation() == jetstream.KeyValuePut {
+		var err error
+		if st, err = nodekv.Decode(e.Value()); err != nil {
+			v.log.Warn("skipping an unreadable node status", "key", e.Key(), "error", err)
+			return
+		}
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if st == nil {
+		delete(v.nodes, id)
+	} else {
+		v.nodes[id] = node{status: st, written: e.Created()}
+	}
+	close(v.changed)
+	v.changed = make(chan struct{})
+}
+
+// Live returns the live nodes by id.
+func (v *View) Live() []*nodev1.NodeStatus {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.live()
+}
+
+func (v *View) live() []*nodev1.NodeStatus {
+	cutoff := v.now().Add(-v.ttl)
+	out := make([]*nodev1.NodeStatus, 0, len(v.nodes))
+	for _, id := range slices.Sorted(maps.Keys(v.nodes)) {
+		if n := v.nodes[id]; n.written.After(cutoff) {
+			out = append(out, n.status)
+		}
+	}
+	return out
+}
+
+// Rollout says which live nodes serve revision rev (their revision is rev
+// or later) and which do not yet.
+func (v *View) Rollout(rev uint64) *policyv1.Rollout {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rollout(rev)
+}
+
+func (v *View) rollout(rev uint64) *policyv1.Rollout {
+	r := &policyv1.Rollout{Revision: rev}
+	for _, st := range v.live() {
+		if st.GetRevision() >= rev {
+			r.Serving = append(r.Serving, st)
+		} else {
+			r.Pending = append(r.Pending, st)
+		}
+	}
+	r.Complete = len(r.Serving) > 0 && len(r.Pending) == 0
+	return r
+}
+
+// recheck is how often a watch re-evaluates liveness when the bucket is
+// quiet: a node that ages out between the bucket's expiry passes.
+const recheck = time.Second
+
+// Watch calls fn with the rollout of rev at once, then each time it
+// changes (a node's status changed, a node came or went), until it is
+// complete, fn returns false, or ctx ends. It returns the last rollout.
+func (v *View) Watch(ctx context.Context, rev uint64, fn func(*policyv1.Rollout) bool) *policyv1.Rollout {
+	t := time.NewTicker(cmp.Or(min(v.ttl/4, recheck), recheck))
+	defer t.Stop()
+	var last *policyv1.Rollout
+	for {
+		v.mu.Lock()
+		r, ch := v.rollout(rev), v.changed
+		v.mu.Unlock()
+		if last == nil || !sameRollout(last, r) {
+			last = r
+			if !fn(r) || r.Complete {
+				return r
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return last
+		case <-ch:
+		case <-t.C:
+		}
+	}
+}
+
+// Wait returns once every live node serves rev, or when ctx ends, with the
+// rollout as it then is.
+func (v *View) Wait(ctx context.Context, rev uint64) *policyv1.Rollout {
+	return v.Watch(ctx, rev, func(*policyv1.Rollout) bool { return true })
+}
+
+// sameRollout says whether two rollouts list the same nodes at the same
+// revisions with the same errors (heartbeats alone do not count).
+func sameRollout(a, b *policyv1.Rollout) bool {
+	key := func(sts []*nodev1.NodeStatus) []string {
+		out := make([]string, len(sts))
+		for i, s := range sts {
+			out[i] = fmt.Sprintf("%s@%d/%d", s.GetId(), s.GetRevision(), len(s.GetErrors()))
+		}
+		return out
+	}
+	return a.GetComplete() == b.GetComplete() && slices.Equal(key(a.GetServing()), key(b.GetServing())) && slices.Equal(key(a.GetPending()), key(b.GetPending()))
+}

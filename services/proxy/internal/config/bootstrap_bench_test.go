@@ -1,0 +1,74 @@
+package config
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/types/known/structpb"
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
+
+	"keyway.dev/common/configkv"
+	"keyway.dev/common/model"
+	"keyway.dev/common/testca"
+)
+
+// BenchmarkBootstrap: a watcher reading a bucket of 10,000 Services, each
+// with a Route and an mTLS binding, until its first snapshot is published
+// (what a node does before it answers /healthz). Profile it with
+// -cpuprofile to see where a cold start goes.
+func BenchmarkBootstrap(b *testing.B) {
+	kv := fill(b, 10_000)
+	for b.Loop() {
+		w := New(Options{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx, kv) }()
+		select {
+		case <-w.Ready():
+		case <-time.After(5 * time.Minute):
+			b.Fatal("not ready after 5 minutes")
+		}
+		cancel()
+		<-done
+		w.Drain(context.Background())
+	}
+}
+
+func fill(b *testing.B, n int) jetstream.KeyValue {
+	b.Helper()
+	kv := startBucket(b)
+	ca := testca.New(b, "bench CA")
+	client := ca.Client("gateway")
+	cfg, err := structpb.NewStruct(map[string]any{
+		"skipValidation": false, "trustedCA": string(ca.CertPEM()), "sni": "upstream.bench",
+		"certificate": map[string]any{"key": string(client.KeyPEM), "crt": string(client.CertPEM)},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	now := time.Now()
+	for i := range n {
+		name := fmt.Sprintf("svc-%05d", i)
+		for _, res := range []*policyv1.Resource{
+			{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{ApiVersion: model.APIVersion, Kind: model.KindService, Metadata: &policyv1.ObjectMeta{Name: name},
+				Spec: &policyv1.ServiceSpec{Endpoints: []string{"127.0.0.1:1"}, Protocol: "http1"}}}},
+			{Kind: &policyv1.Resource_Route{Route: &policyv1.Route{ApiVersion: model.APIVersion, Kind: model.KindRoute, Metadata: &policyv1.ObjectMeta{Name: name},
+				Spec: &policyv1.RouteSpec{Path: "/" + name + "/", Service: name}}}},
+			{Kind: &policyv1.Resource_PolicyBinding{PolicyBinding: &policyv1.PolicyBinding{ApiVersion: model.APIVersion, Kind: model.KindPolicyBinding, Metadata: &policyv1.ObjectMeta{Name: name + "-mtls"},
+				Spec: &policyv1.PolicyBindingSpec{TargetRef: &policyv1.TargetRef{Kind: model.KindService, Name: name}, PolicyRef: &policyv1.PolicyRef{Name: model.PolicyTLSOutbound}, Config: cfg}}}},
+		} {
+			v, err := configkv.Encode(res, now)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := kv.Put(ctx, configkv.Key(configkv.RefOf(res)), v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	return kv
+}
