@@ -145,7 +145,7 @@ func writeCertificates(w io.Writer, r *policyv1.Rollout, now time.Time) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSCOPE\tNAME\tHOST\tROLE\tSHA256\tEXPIRES")
+	fmt.Fprintln(tw, "NODE\tSCOPE\tNAME\tHOST\tROLE\tSOURCE\tSHA256\tEXPIRES")
 	// What each certificate slot holds, over the nodes: to tell a
 	// rotation that has not reached every node.
 	slots := make(map[string]map[string][]string)
@@ -161,7 +161,7 @@ func writeCertificates(w io.Writer, r *policyv1.Rollout, now time.Time) error {
 				}
 			}
 			fp := c.GetSha256Fingerprint()
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.GetId(), c.GetScope(), c.GetName(), or(c.GetHost(), "-"), c.GetRole(), shortFP(fp), exp)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.GetId(), c.GetScope(), c.GetName(), or(c.GetHost(), "-"), c.GetRole(), source(c), shortFP(fp), exp)
 			if c.GetRole() == "trust" {
 				continue // several CAs per slot are normal
 			}
@@ -204,4 +204,16 @@ func or(s, alt string) string {
 		return alt
 	}
 	return s
+}
+
+// source says where a certificate comes from: an alias or a truststore of
+// the secrets service, or "inline" (PEM in the resource).
+func source(c *nodev1.ServedCertificate) string {
+	switch {
+	case c.GetKeystore() != "":
+		return c.GetKeystore() + "/" + c.GetAlias()
+	case c.GetTruststore() != "":
+		return "truststore " + c.GetTruststore()
+	}
+	return "inline"
 }

@@ -26,7 +26,9 @@ func cert(fp string) *nodev1.ServedCertificate {
 
 func TestStatus(t *testing.T) {
 	t.Parallel()
-	pending := node("edge-2", 6, cert("bb:bb:bb:bb:bb:bb:bb:bb:bb:bb"))
+	fromAlias := cert("bb:bb:bb:bb:bb:bb:bb:bb:bb:bb")
+	fromAlias.Keystore, fromAlias.Alias = "edge", "gateway"
+	pending := node("edge-2", 6, fromAlias)
 	pending.Errors = []*nodev1.NodeError{{Key: "policybinding.orders-mtls", Message: "bad key"}}
 	f := &fakePolicyService{rollout: &policyv1.Rollout{
 		Revision: 7,
@@ -76,7 +78,7 @@ func TestStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"edge-1   upstream   orders", "aa:aa:aa:aa:aa:aa:aa:aa…", "(in 2 days)", "nodes disagree on upstream/orders client: aa:aa:aa:aa:aa:aa:aa:aa… on 1 (edge-1); bb:bb:bb:bb:bb:bb:bb:bb… on 1 (edge-2)"} {
+	for _, want := range []string{"edge-1   upstream   orders   -      client   inline", "edge-2   upstream   orders   -      client   edge/gateway", "aa:aa:aa:aa:aa:aa:aa:aa…", "(in 2 days)", "nodes disagree on upstream/orders client: aa:aa:aa:aa:aa:aa:aa:aa… on 1 (edge-1); bb:bb:bb:bb:bb:bb:bb:bb… on 1 (edge-2)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status --certificates lacks %q:\n%s", want, out)
 		}

@@ -403,10 +403,16 @@ func (n *Node) NodeStatus() *nodev1.NodeStatus {
 			continue
 		}
 		if c := tc.Certificate; c != nil && c.Leaf != nil {
-			st.Certificates = append(st.Certificates, served("upstream", name, "", "client", c.Leaf))
+			sc := served("upstream", name, "", "client", c.Leaf)
+			if ref := tc.CertificateRef; ref != nil {
+				sc.Keystore, sc.Alias = ref.Keystore, ref.Alias
+			}
+			st.Certificates = append(st.Certificates, sc)
 		}
 		for _, ca := range tc.TrustedCAs {
-			st.Certificates = append(st.Certificates, served("upstream", name, "", "trust", ca))
+			sc := served("upstream", name, "", "trust", ca)
+			sc.Truststore = tc.Truststore
+			st.Certificates = append(st.Certificates, sc)
 		}
 	}
 	if left > 0 {
