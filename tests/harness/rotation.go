@@ -23,6 +23,7 @@ import (
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
 	"keyway.dev/common/testca"
+	"keyway.dev/common/vaulttest"
 	"keyway.dev/devstack/echo"
 )
 
@@ -41,15 +42,41 @@ type RotationStack struct {
 	Policy   policyv1connect.PolicyServiceClient
 	// Fingerprint is the alias's current leaf, as the upstream must see it.
 	Fingerprint string
+	// Vault is the secrets service's backend, when it is Vault.
+	Vault *vaulttest.Server
+}
+
+// RotationOptions configure a RotationStack.
+type RotationOptions struct {
+	// Vault, when set, is the secrets service's backend (KV v2), polled
+	// every PollInterval (the service's default when zero); otherwise the
+	// backend is a local directory polled every 250ms.
+	Vault        *vaulttest.Server
+	PollInterval time.Duration
 }
 
 // StartRotationStack starts the stack with nodes proxy nodes and waits
 // until each serves the binding with the alias's first certificate.
 func StartRotationStack(tb testing.TB, nodes int) *RotationStack {
+	return StartRotationStackWith(tb, nodes, RotationOptions{})
+}
+
+// StartRotationStackWith is StartRotationStack with options.
+func StartRotationStackWith(tb testing.TB, nodes int, opts RotationOptions) *RotationStack {
 	tb.Helper()
 	natsURL, _ := NATS(tb)
-	s := &RotationStack{CA: testca.New(tb, "upstream CA")}
-	s.Secrets = StartSecrets(tb, natsURL, nil)
+	s := &RotationStack{CA: testca.New(tb, "upstream CA"), Vault: opts.Vault}
+	var env, extra []string
+	if v := opts.Vault; v != nil {
+		env = []string{"VAULT_TOKEN=" + v.Token}
+		extra = []string{"--backend", "vault", "--vault-addr", v.Addr}
+	}
+	if opts.PollInterval > 0 {
+		extra = append(extra, "--poll-interval", opts.PollInterval.String())
+	} else if opts.Vault != nil {
+		extra = append(extra, "--poll-interval", "2s") // the service's default
+	}
+	s.Secrets = StartSecrets(tb, natsURL, env, extra...)
 	policyURL, _ := Policy(tb, natsURL, append([]string{"--secrets-server", s.Secrets.URL}, s.Secrets.ClientArgs(tb, "keyway-policy")...)...)
 	s.API = secretsv1connect.NewSecretsServiceClient(http.DefaultClient, s.Secrets.URL)
 	s.Policy = policyv1connect.NewPolicyServiceClient(http.DefaultClient, policyURL)
@@ -111,6 +138,19 @@ func (s *RotationStack) Rotate(tb testing.TB) string {
 	if err != nil {
 		tb.Fatalf("rotating edge/gw: %v", err)
 	}
+	s.Fingerprint = kp.Fingerprint()
+	return s.Fingerprint
+}
+
+// RotateInVault writes a new client certificate for edge/gw straight into
+// Vault KV v2, as `vault kv put secret/keyway/keystores/edge/gw …` does,
+// and returns its fingerprint: the secrets service notices it by polling.
+func (s *RotationStack) RotateInVault(tb testing.TB) string {
+	tb.Helper()
+	kp := s.CA.Client("keyway-gateway")
+	s.Vault.Write("secret/data/keyway/keystores/edge/gw", map[string]any{"data": map[string]any{
+		"certificate": string(kp.CertPEM), "private_key": string(kp.KeyPEM), "usage": "client",
+	}})
 	s.Fingerprint = kp.Fingerprint()
 	return s.Fingerprint
 }
