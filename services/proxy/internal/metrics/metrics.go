@@ -192,8 +192,8 @@ type expiry struct {
 }
 
 var expiryDesc = prometheus.NewDesc("keyway_certificate_expiry_seconds",
-	"Seconds until a certificate the node uses expires (negative once expired); role upstream-client is the client certificate a tls-outbound binding presents to its upstream.",
-	[]string{"role", "upstream", "fingerprint"}, nil)
+	"Seconds until a certificate the node uses expires (negative once expired); role upstream-client is the client certificate a tls-outbound binding presents to its upstream; keystore and alias name the secrets service's alias it comes from (empty for inline PEM).",
+	[]string{"role", "upstream", "keystore", "alias", "fingerprint"}, nil)
 
 func (e *expiry) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
 
@@ -205,7 +205,11 @@ func (e *expiry) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		leaf := t.Certificate.Leaf
+		var keystore, alias string
+		if ref := t.CertificateRef; ref != nil {
+			keystore, alias = ref.Keystore, ref.Alias
+		}
 		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue,
-			leaf.NotAfter.Sub(now).Seconds(), "upstream-client", name, model.CertFingerprint(leaf))
+			leaf.NotAfter.Sub(now).Seconds(), "upstream-client", name, keystore, alias, model.CertFingerprint(leaf))
 	}
 }

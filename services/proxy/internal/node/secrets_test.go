@@ -213,6 +213,15 @@ func TestReferencedAliasRotates(t *testing.T) {
 	if r := st.References[0]; r.Ref != "alias/edge/gw" || r.Fingerprint != fingerprintSeen(url0) || r.Version == "" || r.Version != r.Announced {
 		t.Errorf("status reference %+v, want alias/edge/gw at the announced version with the served fingerprint", r)
 	}
+	// The expiry gauge names the alias and follows it to the new leaf.
+	fams := scrape(t, &env{node: n})
+	want := map[string]string{"upstream": "orders", "keystore": "edge", "alias": "gw", "fingerprint": fingerprintSeen(url0)}
+	if ms := series(fams, "keyway_certificate_expiry_seconds", want); len(ms) != 1 {
+		t.Errorf("keyway_certificate_expiry_seconds%v: %d series, want 1", want, len(ms))
+	}
+	if ms := series(fams, "keyway_certificate_expiry_seconds", map[string]string{"upstream": "orders"}); len(ms) != 1 {
+		t.Errorf("keyway_certificate_expiry_seconds{upstream=orders}: %d series, want 1 (the old leaf dropped out)", len(ms))
+	}
 }
 
 func upstreamFingerprint(t *testing.T, n *node.Node, name string) string {
