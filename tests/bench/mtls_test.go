@@ -82,7 +82,10 @@ func BenchmarkMTLSToMTLS(b *testing.B) {
 
 			var rps, cpu, p50, p99 []float64
 			for b.Loop() {
-				for range rounds {
+				for round := range rounds {
+					if round == 0 {
+						profile(b, s.proxy.AdminURL)
+					}
 					cpu0, err := harness.CPUTime(s.proxy.Pid())
 					if err != nil {
 						b.Fatal(err)
