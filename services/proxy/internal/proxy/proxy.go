@@ -99,7 +99,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, id string, span 
 		}
 		u := s.Upstreams[target.Service]
 		if u == nil {
-			h.log.Warn("route to a service that does not exist", "route", target.Route, "upstream", target.Service, "request_id", id)
+			h.log.WarnContext(r.Context(), "route to a service that does not exist", "route", target.Route, "upstream", target.Service, "request_id", id)
 			writeError(w, id, target.Service, failure.NoHealthyUpstream, "", StatusCode(failure.NoHealthyUpstream))
 			failSpan(span, failure.NoHealthyUpstream, "the route's Service does not exist", StatusCode(failure.NoHealthyUpstream))
 			return
@@ -130,7 +130,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id string, targe
 	}
 	need := target.NeedsIdentity()
 	refuse := func(reason failure.Reason, fix string) bool {
-		h.log.Info("client refused", "route", target.Route, "reason", string(reason), "client", r.RemoteAddr, "request_id", id)
+		h.log.InfoContext(r.Context(), "client refused", "route", target.Route, "reason", string(reason), "client", r.RemoteAddr, "request_id", id)
 		writeError(w, id, "", reason, fix, StatusCode(reason))
 		failSpan(span, reason, fix, StatusCode(reason))
 		return false
@@ -193,7 +193,7 @@ func UpstreamOptions(opts upstream.Options, log *slog.Logger) upstream.Options {
 			w.WriteHeader(499) // nginx's "client closed request"; nobody reads it
 			return 499
 		}
-		log.Warn("upstream request failed",
+		log.WarnContext(r.Context(), "upstream request failed",
 			"upstream", u.Name(), "reason", string(err.Reason), "endpoint", err.Endpoint,
 			"request_id", id, "fingerprint", u.Fingerprint(), "detail", err.Detail)
 		fix := ""
