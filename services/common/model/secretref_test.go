@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,12 +24,13 @@ type fakeSecrets struct {
 	truststores map[string][]*x509.Certificate
 	// err, when set, is every answer: the service is unreachable.
 	err error
-	// calls counts the questions asked, to check each is asked once.
-	calls int
+	// calls counts the questions asked, to check each is asked once;
+	// parallel tests share a fake.
+	calls atomic.Int64
 }
 
 func (f *fakeSecrets) Alias(_ context.Context, keystore, alias string) (model.AliasInfo, error) {
-	f.calls++
+	f.calls.Add(1)
 	if f.err != nil {
 		return model.AliasInfo{}, f.err
 	}
@@ -56,7 +58,7 @@ func (f *fakeSecrets) Alias(_ context.Context, keystore, alias string) (model.Al
 }
 
 func (f *fakeSecrets) Truststore(_ context.Context, name string) (model.TruststoreInfo, error) {
-	f.calls++
+	f.calls.Add(1)
 	if f.err != nil {
 		return model.TruststoreInfo{}, f.err
 	}
@@ -299,8 +301,8 @@ func TestReferencesInModel(t *testing.T) {
 	}
 	objs, rep := model.ValidateContext(context.Background(), resources, model.Env{Secrets: secrets, Now: time.Now()})
 	checkViolations(t, rep, nil, nil)
-	if secrets.calls != 3 {
-		t.Errorf("the secrets service was asked %d times, want 3 (edge/gw, edge/gw2, upstream-cas once each)", secrets.calls)
+	if n := secrets.calls.Load(); n != 3 {
+		t.Errorf("the secrets service was asked %d times, want 3 (edge/gw, edge/gw2, upstream-cas once each)", n)
 	}
 	orders, billing, audit := objs[3].Binding.Outbound, objs[4].Binding.Outbound, objs[5].Binding.Outbound
 	if orders.CertificateRef == nil || *orders.CertificateRef != (model.SecretRef{Keystore: "edge", Alias: "gw"}) || orders.Truststore != "upstream-cas" {
