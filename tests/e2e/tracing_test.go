@@ -39,15 +39,22 @@ func TestApplyAndNodeRebuildAreOneTrace(t *testing.T) {
 
 	const applyRPC = telemetry.SpanPolicyApply
 	var rpc harness.Span
-	spans := collector.Wait(t, "the Apply span, and a node.apply span in its trace", 60*time.Second, func(spans []harness.Span) bool {
+	// A node may apply the three keys in more than one batch (one
+	// node.apply span each), exported at different times: wait for all.
+	keys := []string{"service.orders", "route.orders", "policybinding.orders-mtls"}
+	spans := collector.Wait(t, "the Apply span, and node.apply spans in its trace covering every key", 60*time.Second, func(spans []harness.Span) bool {
 		i := slices.IndexFunc(spans, func(s harness.Span) bool { return s.Name == applyRPC })
 		if i < 0 {
 			return false
 		}
 		rpc = spans[i]
-		return slices.ContainsFunc(spans, func(s harness.Span) bool {
-			return s.Name == telemetry.SpanNodeApply && s.TraceID() == rpc.TraceID()
-		})
+		var covered string
+		for _, s := range spans {
+			if s.Name == telemetry.SpanNodeApply && s.TraceID() == rpc.TraceID() {
+				covered += " " + s.Attr("keyway.config.keys")
+			}
+		}
+		return !slices.ContainsFunc(keys, func(k string) bool { return !strings.Contains(covered, k) })
 	})
 	if rpc.Service != "keyway-policy" {
 		t.Errorf("Apply span from service %q, want keyway-policy", rpc.Service)
@@ -92,7 +99,7 @@ func TestApplyAndNodeRebuildAreOneTrace(t *testing.T) {
 	if len(applied) == 0 {
 		t.Fatalf("no node.apply in trace %s", rpc.TraceID())
 	}
-	for _, key := range []string{"service.orders", "route.orders", "policybinding.orders-mtls"} {
+	for _, key := range keys {
 		if !strings.Contains(strings.Join(applied, " "), key) {
 			t.Errorf("no node.apply of the trace covers %s (%v)", key, applied)
 		}
