@@ -49,6 +49,9 @@ type Snapshot struct {
 	Router *router.Table
 	// Upstreams by Service name.
 	Upstreams map[string]*upstream.Upstream
+	// UpstreamNames are the keys of Upstreams in order, sorted again only
+	// when an Upstream comes or goes (not when one is rebuilt).
+	UpstreamNames []string
 	// RouteErrors are the routes left out of the table (conflicts).
 	RouteErrors []error
 	// Listeners are every stored Listener, by name, including those
@@ -636,10 +639,12 @@ func (w *Watcher) publish(ready bool) (built []string) {
 	d := w.dirty
 	w.dirty = newDirty()
 	prev := w.Snapshot()
-	next := &Snapshot{Revision: w.revision, Ready: ready, Router: prev.Router, Upstreams: prev.Upstreams, RouteErrors: prev.RouteErrors, Listeners: prev.Listeners}
+	next := &Snapshot{Revision: w.revision, Ready: ready, Router: prev.Router, Upstreams: prev.Upstreams, UpstreamNames: prev.UpstreamNames, RouteErrors: prev.RouteErrors, Listeners: prev.Listeners}
 	var replaced []*upstream.Upstream
 	if len(d.services) > 0 {
 		next.Upstreams = maps.Clone(prev.Upstreams)
+		// An Upstream that comes or goes changes UpstreamNames.
+		namesChanged := false
 		for name := range d.services {
 			old := next.Upstreams[name]
 			svc := w.service(name)
@@ -649,6 +654,7 @@ func (w *Watcher) publish(ready bool) (built []string) {
 					delete(next.Upstreams, name)
 					delete(w.inputs, name)
 					replaced = append(replaced, old)
+					namesChanged = true
 				}
 				continue
 			}
@@ -695,7 +701,12 @@ func (w *Watcher) publish(ready bool) (built []string) {
 			w.log.Info("upstream built", "upstream", name, "fingerprint", fp, "endpoints", in.svc.Endpoints, "revision", w.revision)
 			if old != nil {
 				replaced = append(replaced, old)
+			} else {
+				namesChanged = true
 			}
+		}
+		if namesChanged {
+			next.UpstreamNames = slices.Sorted(maps.Keys(next.Upstreams))
 		}
 	}
 	if d.routes {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"keyway.dev/proxy/internal/natstest"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -196,4 +197,45 @@ func TestUnbuildableUpstreamIsSkipped(t *testing.T) {
 	if s := w.Snapshot(); len(s.Skipped) != 0 || s.Upstreams["orders"] != before {
 		t.Errorf("after the delete: skipped %v", s.Skipped)
 	}
+}
+
+// UpstreamNames lists the Upstreams in order: after Services come, after
+// one is rebuilt (the same names), and after one goes.
+func TestUpstreamNamesFollowTheUpstreams(t *testing.T) {
+	t.Parallel()
+	kv := startBucket(t)
+	w := New(Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, kv) }()
+	t.Cleanup(func() { cancel(); <-done; w.Drain(context.Background()) })
+	check := func(rev uint64, want ...string) {
+		t.Helper()
+		wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer wcancel()
+		if err := w.WaitRevision(wctx, rev); err != nil {
+			t.Fatal(err)
+		}
+		s := w.Snapshot()
+		if !slices.Equal(s.UpstreamNames, want) || len(s.Upstreams) != len(want) {
+			t.Errorf("at revision %d: UpstreamNames %v over %d upstreams, want %v", rev, s.UpstreamNames, len(s.Upstreams), want)
+		}
+	}
+	putService := func(name, endpoint string) uint64 {
+		return put(t, kv, &policyv1.Resource{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{
+			ApiVersion: model.APIVersion, Kind: model.KindService, Metadata: &policyv1.ObjectMeta{Name: name},
+			Spec: &policyv1.ServiceSpec{Endpoints: []string{endpoint}, Protocol: "http1"}}}})
+	}
+	putService("orders", "127.0.0.1:1")
+	putService("billing", "127.0.0.1:2")
+	check(putService("accounts", "127.0.0.1:3"), "accounts", "billing", "orders")
+	check(putService("billing", "127.0.0.1:4"), "accounts", "billing", "orders") // rebuilt, same names
+	if err := kv.Delete(context.Background(), "service.accounts"); err != nil {
+		t.Fatal(err)
+	}
+	st, err := kv.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq, "billing", "orders")
 }

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -115,6 +114,39 @@ type Node struct {
 	// stream is the bucket's stream, set before the watcher runs; it
 	// serves the headers of traced changes.
 	stream jetstream.Stream
+	// status keeps what NodeStatus can reuse from one call to the next.
+	status statusCache
+}
+
+// statusCache is what NodeStatus reuses between calls, so that a change to
+// one upstream of thousands costs the status little: each Upstream's
+// certificate entries (an Upstream is immutable; a changed one is a new
+// one). The entries are shared between statuses and never modified.
+type statusCache struct {
+	mu     sync.Mutex
+	served map[*upstream.Upstream][]*nodev1.ServedCertificate
+}
+
+// upstreamCertificates are the certificate entries of upstream name.
+func upstreamCertificates(name string, u *upstream.Upstream) []*nodev1.ServedCertificate {
+	tc := u.TLS()
+	if tc == nil {
+		return nil
+	}
+	var out []*nodev1.ServedCertificate
+	if c := tc.Certificate; c != nil && c.Leaf != nil {
+		sc := served("upstream", name, "", "client", c.Leaf)
+		if ref := tc.CertificateRef; ref != nil {
+			sc.Keystore, sc.Alias = ref.Keystore, ref.Alias
+		}
+		out = append(out, sc)
+	}
+	for _, ca := range tc.TrustedCAs {
+		sc := served("upstream", name, "", "trust", ca)
+		sc.Truststore = tc.Truststore
+		out = append(out, sc)
+	}
+	return out
 }
 
 // Run starts a node and serves until ctx ends, then stops gracefully.
@@ -393,28 +425,26 @@ func (n *Node) NodeStatus() *nodev1.NodeStatus {
 		}
 	}
 	left := 0
-	for _, name := range slices.Sorted(maps.Keys(s.Upstreams)) {
-		tc := s.Upstreams[name].TLS()
-		if tc == nil {
+	n.status.mu.Lock()
+	cached := n.status.served
+	n.status.served = make(map[*upstream.Upstream][]*nodev1.ServedCertificate, len(cached))
+	for _, name := range s.UpstreamNames {
+		u := s.Upstreams[name]
+		if u.TLS() == nil {
 			continue
 		}
 		if len(st.Certificates) >= maxCertificates {
 			left++
 			continue
 		}
-		if c := tc.Certificate; c != nil && c.Leaf != nil {
-			sc := served("upstream", name, "", "client", c.Leaf)
-			if ref := tc.CertificateRef; ref != nil {
-				sc.Keystore, sc.Alias = ref.Keystore, ref.Alias
-			}
-			st.Certificates = append(st.Certificates, sc)
+		certs, ok := cached[u]
+		if !ok {
+			certs = upstreamCertificates(name, u)
 		}
-		for _, ca := range tc.TrustedCAs {
-			sc := served("upstream", name, "", "trust", ca)
-			sc.Truststore = tc.Truststore
-			st.Certificates = append(st.Certificates, sc)
-		}
+		n.status.served[u] = certs
+		st.Certificates = append(st.Certificates, certs...)
 	}
+	n.status.mu.Unlock()
 	if left > 0 {
 		st.Errors = append(st.Errors, &nodev1.NodeError{Key: "certificates", Message: fmt.Sprintf("the certificates of %d upstreams are not listed: a status lists at most %d; GET /status on the node lists them all", left, maxCertificates), Time: timestamppb.Now()})
 	}
