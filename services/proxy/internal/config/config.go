@@ -48,7 +48,7 @@ type Snapshot struct {
 	Ready  bool
 	Router *router.Table
 	// Upstreams by Service name.
-	Upstreams map[string]*upstream.Upstream
+	Upstreams *Upstreams
 	// UpstreamNames are the keys of Upstreams in order, sorted again only
 	// when an Upstream comes or goes (not when one is rebuilt).
 	UpstreamNames []string
@@ -280,7 +280,7 @@ func New(opts Options) *Watcher {
 	}
 	w.drainCtx, w.drainCancel = context.WithCancel(context.Background())
 	empty, _ := router.Build(nil)
-	w.current.Store(&Snapshot{Router: empty, Upstreams: map[string]*upstream.Upstream{}})
+	w.current.Store(&Snapshot{Router: empty, Upstreams: &Upstreams{}})
 	return w
 }
 
@@ -374,7 +374,7 @@ func (w *Watcher) Resume() {
 func (w *Watcher) Drain(ctx context.Context) {
 	stop := context.AfterFunc(ctx, w.drainCancel)
 	defer stop()
-	for _, u := range w.Snapshot().Upstreams {
+	for _, u := range w.Snapshot().Upstreams.All() {
 		w.drain(u)
 	}
 	w.drains.Wait()
@@ -642,16 +642,16 @@ func (w *Watcher) publish(ready bool) (built []string) {
 	next := &Snapshot{Revision: w.revision, Ready: ready, Router: prev.Router, Upstreams: prev.Upstreams, UpstreamNames: prev.UpstreamNames, RouteErrors: prev.RouteErrors, Listeners: prev.Listeners}
 	var replaced []*upstream.Upstream
 	if len(d.services) > 0 {
-		next.Upstreams = maps.Clone(prev.Upstreams)
+		edit := prev.Upstreams.edit()
 		// An Upstream that comes or goes changes UpstreamNames.
 		namesChanged := false
 		for name := range d.services {
-			old := next.Upstreams[name]
+			old := prev.Upstreams.Get(name)
 			svc := w.service(name)
 			if svc == nil {
 				delete(w.buildErrs, name)
 				if old != nil {
-					delete(next.Upstreams, name)
+					edit.delete(name)
 					delete(w.inputs, name)
 					replaced = append(replaced, old)
 					namesChanged = true
@@ -692,7 +692,7 @@ func (w *Watcher) publish(ready bool) (built []string) {
 			}
 			delete(w.buildErrs, name)
 			built = append(built, name)
-			next.Upstreams[name] = u
+			edit.set(name, u)
 			w.inputs[name] = in
 			fp := ""
 			if in.tls != nil {
@@ -705,8 +705,9 @@ func (w *Watcher) publish(ready bool) (built []string) {
 				namesChanged = true
 			}
 		}
+		next.Upstreams = edit.next
 		if namesChanged {
-			next.UpstreamNames = slices.Sorted(maps.Keys(next.Upstreams))
+			next.UpstreamNames = next.Upstreams.names()
 		}
 	}
 	if d.routes {
@@ -763,7 +764,7 @@ func (w *Watcher) publish(ready bool) (built []string) {
 		case <-w.ready:
 		default:
 			close(w.ready)
-			w.log.Info("configuration loaded", "revision", w.revision, "upstreams", len(next.Upstreams), "routes", len(next.Router.Routes()), "listeners", len(next.Listeners), "skipped", len(next.Skipped))
+			w.log.Info("configuration loaded", "revision", w.revision, "upstreams", next.Upstreams.Len(), "routes", len(next.Router.Routes()), "listeners", len(next.Listeners), "skipped", len(next.Skipped))
 		}
 	}
 	for _, old := range replaced {

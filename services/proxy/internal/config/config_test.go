@@ -134,7 +134,7 @@ func TestResyncKeepsChangesOfABrokenSession(t *testing.T) {
 	if err := waitRevision(t, w, lastRevision(t, kv)); err != nil {
 		t.Fatal(err)
 	}
-	if w.Snapshot().Upstreams["orders"] == nil {
+	if w.Snapshot().Upstreams.Get("orders") == nil {
 		t.Fatal("no upstream for orders at start")
 	}
 
@@ -147,7 +147,7 @@ func TestResyncKeepsChangesOfABrokenSession(t *testing.T) {
 	if n := breaks.Load(); n != 2 {
 		t.Fatalf("the watch broke %d times, want 2", n)
 	}
-	if u := w.Snapshot().Upstreams["orders"]; u != nil {
+	if u := w.Snapshot().Upstreams.Get("orders"); u != nil {
 		t.Errorf("the deleted Service's upstream is still served: %v", u.Endpoints())
 	}
 }
@@ -175,7 +175,7 @@ func TestUnbuildableUpstreamIsSkipped(t *testing.T) {
 	if err := waitRevision(t, w, lastRevision(t, kv)); err != nil {
 		t.Fatal(err)
 	}
-	before := w.Snapshot().Upstreams["orders"]
+	before := w.Snapshot().Upstreams.Get("orders")
 
 	rev := put(t, kv, insecureBinding(t, "unbuildable", "orders"))
 	err := waitRevision(t, w, rev)
@@ -184,8 +184,8 @@ func TestUnbuildableUpstreamIsSkipped(t *testing.T) {
 		t.Fatalf("WaitRevision(%d) = %v, want the binding refused at %d", rev, err, rev)
 	}
 	s := w.Snapshot()
-	if s.Revision != rev || len(s.Skipped) != 1 || s.Upstreams["orders"] != before {
-		t.Errorf("snapshot at %d: skipped %v, upstream replaced: %t", s.Revision, s.Skipped, s.Upstreams["orders"] != before)
+	if s.Revision != rev || len(s.Skipped) != 1 || s.Upstreams.Get("orders") != before {
+		t.Errorf("snapshot at %d: skipped %v, upstream replaced: %t", s.Revision, s.Skipped, s.Upstreams.Get("orders") != before)
 	}
 
 	if err := kv.Delete(context.Background(), "policybinding.unbuildable"); err != nil {
@@ -194,7 +194,7 @@ func TestUnbuildableUpstreamIsSkipped(t *testing.T) {
 	if err := waitRevision(t, w, lastRevision(t, kv)); err != nil {
 		t.Errorf("after the delete: %v", err)
 	}
-	if s := w.Snapshot(); len(s.Skipped) != 0 || s.Upstreams["orders"] != before {
+	if s := w.Snapshot(); len(s.Skipped) != 0 || s.Upstreams.Get("orders") != before {
 		t.Errorf("after the delete: skipped %v", s.Skipped)
 	}
 }
@@ -217,8 +217,8 @@ func TestUpstreamNamesFollowTheUpstreams(t *testing.T) {
 			t.Fatal(err)
 		}
 		s := w.Snapshot()
-		if !slices.Equal(s.UpstreamNames, want) || len(s.Upstreams) != len(want) {
-			t.Errorf("at revision %d: UpstreamNames %v over %d upstreams, want %v", rev, s.UpstreamNames, len(s.Upstreams), want)
+		if !slices.Equal(s.UpstreamNames, want) || s.Upstreams.Len() != len(want) {
+			t.Errorf("at revision %d: UpstreamNames %v over %d upstreams, want %v", rev, s.UpstreamNames, s.Upstreams.Len(), want)
 		}
 	}
 	putService := func(name, endpoint string) uint64 {

@@ -102,8 +102,8 @@ func TestBrokenWatchResumesWithoutResync(t *testing.T) {
 		t.Errorf("the resumed watch read %d entries for 3 changes (the bucket holds %d keys): a full resync", got, n+2)
 	}
 	s := w.Snapshot()
-	if s.Upstreams["late-1"] == nil || s.Upstreams["late-2"] == nil || s.Upstreams["svc-0"] != nil {
+	if s.Upstreams.Get("late-1") == nil || s.Upstreams.Get("late-2") == nil || s.Upstreams.Get("svc-0") != nil {
 		t.Errorf("after resuming at %d (want >= %d): late-1 %v, late-2 %v, svc-0 (deleted) %v",
-			s.Revision, rev, s.Upstreams["late-1"] != nil, s.Upstreams["late-2"] != nil, s.Upstreams["svc-0"] != nil)
+			s.Revision, rev, s.Upstreams.Get("late-1") != nil, s.Upstreams.Get("late-2") != nil, s.Upstreams.Get("svc-0") != nil)
 	}
 }

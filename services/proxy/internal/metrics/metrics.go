@@ -199,7 +199,7 @@ func (e *expiry) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
 
 func (e *expiry) Collect(ch chan<- prometheus.Metric) {
 	now := e.now()
-	for name, u := range e.src().Upstreams {
+	for name, u := range e.src().Upstreams.All() {
 		t := u.TLS()
 		if t == nil || t.Certificate == nil || t.Certificate.Leaf == nil {
 			continue

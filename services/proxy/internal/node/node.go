@@ -429,7 +429,7 @@ func (n *Node) NodeStatus() *nodev1.NodeStatus {
 	cached := n.status.served
 	n.status.served = make(map[*upstream.Upstream][]*nodev1.ServedCertificate, len(cached))
 	for _, name := range s.UpstreamNames {
-		u := s.Upstreams[name]
+		u := s.Upstreams.Get(name)
 		if u.TLS() == nil {
 			continue
 		}
@@ -544,7 +544,7 @@ type Skipped struct {
 func (n *Node) Status() Status {
 	s := n.watcher.Snapshot()
 	st := Status{NodeID: n.cfg.NodeID, Ready: s.Ready, Revision: s.Revision, Upstreams: []upstream.Status{}, Routes: []string{}, Listeners: n.inbound.Status(), Skipped: []Skipped{}, Watch: n.watcher.Stats()}
-	for _, u := range s.Upstreams {
+	for _, u := range s.Upstreams.All() {
 		st.Upstreams = append(st.Upstreams, u.Status())
 	}
 	slices.SortFunc(st.Upstreams, func(a, b upstream.Status) int { return strings.Compare(a.Name, b.Name) })
