@@ -12,9 +12,9 @@ import (
 	"keyway.dev/tests/harness"
 )
 
-// An apply and the node rebuild it causes are one trace across two
-// processes: keyway-policy and keyway-proxy export to a real OTLP/gRPC
-// receiver, configured by the standard OTEL_* variables only.
+// An apply and the node rebuild it causes are one trace across three
+// processes: keywayctl, keyway-policy and keyway-proxy export to a real
+// OTLP/gRPC receiver, configured by the standard OTEL_* variables only.
 func TestApplyAndNodeRebuildAreOneTrace(t *testing.T) {
 	collector := harness.StartCollector(t)
 	env := []string{
@@ -28,7 +28,8 @@ func TestApplyAndNodeRebuildAreOneTrace(t *testing.T) {
 	}
 	w := newWorldEnv(t, env, 1)
 	good := w.write(t, "good.yaml", w.manifest(w.upstreamCA.CertPEM(), w.gateway, ""))
-	if stdout, stderr, code := w.ctl(t, "apply", "-f", good); code != 0 {
+	// keywayctl too, so that the trace starts at the command.
+	if stdout, stderr, code := harness.RunEnv(t, harness.Bin(t, "keywayctl"), env, "--server", w.policyURL, "apply", "-f", good); code != 0 {
 		t.Fatalf("apply: exit %d\n%s%s", code, stdout, stderr)
 	}
 	px := w.proxies[0]
@@ -86,7 +87,7 @@ func TestApplyAndNodeRebuildAreOneTrace(t *testing.T) {
 		}
 		want := []string{
 			telemetry.SpanNodeApply + "@keyway-proxy", telemetry.SpanStorePut + "@keyway-policy",
-			telemetry.SpanStoreWrite + "@keyway-policy", applyRPC + "@keyway-policy",
+			telemetry.SpanStoreWrite + "@keyway-policy", applyRPC + "@keyway-policy", "keywayctl apply@keywayctl",
 		}
 		if !slices.Equal(path, want) {
 			t.Errorf("node.apply's ancestry %v, want %v", path, want)

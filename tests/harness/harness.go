@@ -367,9 +367,18 @@ func WaitHTTP(tb testing.TB, url string, p *Process) {
 // code.
 func Run(tb testing.TB, bin string, args ...string) (stdout, stderr string, code int) {
 	tb.Helper()
+	return RunEnv(tb, bin, nil, args...)
+}
+
+// RunEnv is Run with env added to the test's environment.
+func RunEnv(tb testing.TB, bin string, env []string, args ...string) (stdout, stderr string, code int) {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()

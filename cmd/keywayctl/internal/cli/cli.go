@@ -15,6 +15,9 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 )
@@ -93,6 +96,11 @@ anything, and reads and deletes what is stored.`,
   keywayctl delete policybinding orders-mtls
   keywayctl apply -f orders.yaml --wait
   keywayctl status`,
+		// The command's span (when OTEL_* turns tracing on) is named for
+		// the command: "keywayctl apply", "keywayctl secrets put".
+		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
+			trace.SpanFromContext(cmd.Context()).SetName(cmd.CommandPath())
+		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
 	}
@@ -146,7 +154,20 @@ func (g *globals) client() (policyv1connect.PolicyServiceClient, error) {
 		return nil, fmt.Errorf("--protocol %q: want connect or grpc", g.protocol)
 	}
 	g.server = base
-	return policyv1connect.NewPolicyServiceClient(&http.Client{Transport: transport}, base, opts...), nil
+	return policyv1connect.NewPolicyServiceClient(&http.Client{Transport: traceparent{transport}}, base, opts...), nil
+}
+
+// traceparent adds the trace context of the request's context (the
+// command's span, when OTEL_* turns tracing on) to each request, so that the
+// service's spans join the command's trace. Without a span it adds nothing.
+type traceparent struct{ next http.RoundTripper }
+
+func (t traceparent) RoundTrip(r *http.Request) (*http.Response, error) {
+	if trace.SpanContextFromContext(r.Context()).IsValid() {
+		r = r.Clone(r.Context()) // a RoundTripper must not modify the request
+		otel.GetTextMapPropagator().Inject(r.Context(), propagation.HeaderCarrier(r.Header))
+	}
+	return t.next.RoundTrip(r)
 }
 
 // withTimeout bounds one request by --timeout.

@@ -122,7 +122,7 @@ func (sg *secretsGlobals) client() (secretsv1connect.SecretsServiceClient, error
 		return nil, fmt.Errorf("--protocol %q: want connect or grpc", sg.protocol)
 	}
 	sg.server = base
-	return secretsv1connect.NewSecretsServiceClient(&http.Client{Transport: transport}, base, opts...), nil
+	return secretsv1connect.NewSecretsServiceClient(&http.Client{Transport: traceparent{transport}}, base, opts...), nil
 }
 
 // flagOf is the command-line flag a request field comes from.
