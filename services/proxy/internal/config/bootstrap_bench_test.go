@@ -73,17 +73,18 @@ func fill(b *testing.B, n int) jetstream.KeyValue {
 	return kv
 }
 
-// BenchmarkOneChange: one binding change applied by a watcher that holds
-// 100, then 10,000 Services, routes and bindings, from the KV put to the snapshot
+// BenchmarkOneChange: one binding change, and one route change, applied by
+// a watcher that holds 100, then 10,000 Services, routes and bindings, from the KV put to the snapshot
 // that serves it. With -cpuprofile it shows what a change costs beyond the
 // Upstream it rebuilds.
 func BenchmarkOneChange(b *testing.B) {
 	for _, n := range []int{100, 10_000} {
-		b.Run(fmt.Sprint(n), func(b *testing.B) { oneChange(b, n) })
+		b.Run(fmt.Sprintf("binding-%d", n), func(b *testing.B) { oneChange(b, n, "policybinding.svc-00042-mtls") })
+		b.Run(fmt.Sprintf("route-%d", n), func(b *testing.B) { oneChange(b, n, "route.svc-00042") })
 	}
 }
 
-func oneChange(b *testing.B, n int) {
+func oneChange(b *testing.B, n int, key string) {
 	kv := fill(b, n)
 	w := New(Options{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -91,7 +92,6 @@ func oneChange(b *testing.B, n int) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx, kv) }()
 	<-w.Ready()
-	key := "policybinding.svc-00042-mtls"
 	e, err := kv.Get(ctx, key)
 	if err != nil {
 		b.Fatal(err)

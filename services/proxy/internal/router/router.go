@@ -60,12 +60,6 @@ type Table struct {
 	routes     []model.Route
 }
 
-// mux is one ServeMux and the routes registered in it.
-type mux struct {
-	mux    *http.ServeMux
-	routes []model.Route
-}
-
 // Build compiles routes, in name order so that the result does not depend on
 // the order they were read in. A route whose pattern conflicts with an
 // earlier one (or is invalid) is left out and reported; the others are in
@@ -74,11 +68,11 @@ type mux struct {
 func Build(routes []model.Route) (*Table, []error) {
 	routes = slices.Clone(routes)
 	slices.SortFunc(routes, func(a, b model.Route) int { return strings.Compare(a.Name, b.Name) })
-	t := &Table{all: &mux{mux: http.NewServeMux()}, byListener: make(map[string]*mux)}
+	t := &Table{all: newMux(), byListener: make(map[string]*mux)}
 	for _, r := range routes {
 		for _, l := range r.Listeners {
 			if t.byListener[l] == nil {
-				t.byListener[l] = &mux{mux: http.NewServeMux()}
+				t.byListener[l] = newMux()
 			}
 		}
 	}
@@ -114,27 +108,14 @@ func (t *Table) add(r model.Route, muxes []*mux) error {
 		return fmt.Errorf("router: route %q: %w", r.Name, err)
 	}
 	for i, m := range muxes {
-		if err := register(m.mux, patterns, target); err != nil {
-			// A conflict, which is rare: the muxes so far hold some of
-			// r's patterns, and a mux cannot unregister.
-			for _, done := range muxes[:i+1] {
-				done.rebuild()
+		if err := m.add(r, target, patterns); err != nil {
+			for _, done := range muxes[:i] {
+				done.remove(r)
 			}
 			return fmt.Errorf("router: route %q: %w", r.Name, err)
 		}
 	}
-	for _, m := range muxes {
-		m.routes = append(m.routes, r)
-	}
 	return nil
-}
-
-// rebuild registers m's routes in a new ServeMux.
-func (m *mux) rebuild() {
-	m.mux = http.NewServeMux()
-	for _, r := range m.routes {
-		_ = register(m.mux, Patterns(r), targetOf(&r))
-	}
 }
 
 // Patterns are the ServeMux patterns of a route: one per method ("GET
@@ -180,7 +161,7 @@ func (t *Table) Match(r *http.Request, listener string) (*Target, bool) {
 			m = own
 		}
 	}
-	h, _ := m.mux.Handler(r)
+	h, _ := m.serveMux(r).Handler(r)
 	target, ok := h.(*Target)
 	return target, ok
 }

@@ -1,6 +1,7 @@
 package router_test
 
 import (
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -127,3 +128,64 @@ func TestRoutesPerListener(t *testing.T) {
 		t.Errorf("%d routes in table, want 3", n)
 	}
 }
+
+// The table's shards (one ServeMux per literal first segment) match exactly
+// as one ServeMux holding every route does: the plain ServeMux is the oracle
+// here, over routes that mix literal and wildcard first segments, hosts,
+// methods, prefixes, and conflicts.
+func TestShardsMatchLikeOneServeMux(t *testing.T) {
+	t.Parallel()
+	routes := []model.Route{
+		{Name: "a-root", Path: "/", Service: "root"},
+		{Name: "b-orders", Path: "/orders/", Service: "orders"},
+		{Name: "c-order", Path: "/orders/{id}", Methods: []string{"GET"}, Service: "order"},
+		{Name: "d-tenant-billing", Path: "/{tenant}/billing", Service: "billing"},
+		{Name: "e-host-orders", Path: "/orders/", Host: "api.example.com", Service: "api-orders"},
+		{Name: "f-exact", Path: "/health", Service: "health"},
+		{Name: "g-rest", Path: "/files/{path...}", Service: "files"},
+		{Name: "h-conflict", Path: "/orders/{id}", Methods: []string{"GET"}, Service: "dup"}, // conflicts with c-order
+		{Name: "i-tenant-files", Path: "/{tenant}/files/{rest...}", Service: "tenant-files"},
+	}
+	table, errs := router.Build(routes)
+	oracle := http.NewServeMux()
+	var refused []string
+	for _, r := range routes {
+		func() {
+			defer func() {
+				if recover() != nil {
+					refused = append(refused, r.Name)
+				}
+			}()
+			for _, p := range router.Patterns(r) {
+				oracle.Handle(p, routeName(r.Name))
+			}
+		}()
+	}
+	if len(errs) != len(refused) {
+		t.Fatalf("Build refused %d routes (%v), one ServeMux %v", len(errs), errs, refused)
+	}
+	for _, path := range []string{"/", "/x", "/orders", "/orders/", "/orders/7", "/orders/7/items", "/acme/billing",
+		"/orders/billing", "/health", "/health/x", "/files/a/b", "/acme/files/x/y", "/files/billing", "/ord%65rs/7"} {
+		for _, host := range []string{"gw.example", "api.example.com"} {
+			for _, method := range []string{"GET", "POST"} {
+				req := httptest.NewRequest(method, "http://"+host+path, nil)
+				h, _ := oracle.Handler(req)
+				want, _ := h.(routeName) // "" for none, or a redirect
+				got, ok := table.Match(req, "")
+				if name := routeName(""); ok {
+					name = routeName(got.Route)
+					if name != want {
+						t.Errorf("%s %s%s: table matched route %q, one ServeMux %q", method, host, path, name, want)
+					}
+				} else if want != "" {
+					t.Errorf("%s %s%s: table matched nothing, one ServeMux route %q", method, host, path, want)
+				}
+			}
+		}
+	}
+}
+
+// routeName is a handler that names a route, for the oracle ServeMux.
+type routeName string
+
+func (routeName) ServeHTTP(http.ResponseWriter, *http.Request) {}
