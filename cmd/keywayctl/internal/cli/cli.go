@@ -129,32 +129,41 @@ anything, and reads and deletes what is stored.`,
 
 // client connects to the policy service with the protocol asked for.
 func (g *globals) client() (policyv1connect.PolicyServiceClient, error) {
-	base := g.server
+	base, hc, opts, err := connection("--server", g.server, DefaultServer, g.protocol)
+	if err != nil {
+		return nil, err
+	}
+	g.server = base
+	return policyv1connect.NewPolicyServiceClient(hc, base, opts...), nil
+}
+
+// connection checks a service URL given by flag (scheme http:// when it has
+// none) and makes the HTTP client and Connect options for protocol: connect,
+// or grpc, which needs HTTP/2, negotiated by ALPN over TLS and spoken
+// without a prior upgrade (h2c) over plain HTTP, as Keyway's services serve
+// it. Requests carry the command's trace context.
+func connection(flag, raw, example, protocol string) (base string, hc *http.Client, opts []connect.ClientOption, err error) {
+	base = raw
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("--server %q: want a URL such as %s", g.server, DefaultServer)
+		return "", nil, nil, fmt.Errorf("%s %q: want a URL such as %s", flag, raw, example)
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	var opts []connect.ClientOption
-	switch g.protocol {
+	switch protocol {
 	case "connect":
 	case "grpc":
-		// gRPC needs HTTP/2: negotiated by ALPN over TLS, and spoken
-		// without a prior upgrade (h2c) over plain HTTP, as the policy
-		// service serves it.
 		var p http.Protocols
 		p.SetHTTP2(true)
 		p.SetUnencryptedHTTP2(true)
 		transport.Protocols = &p
 		opts = append(opts, connect.WithGRPC())
 	default:
-		return nil, fmt.Errorf("--protocol %q: want connect or grpc", g.protocol)
+		return "", nil, nil, fmt.Errorf("--protocol %q: want connect or grpc", protocol)
 	}
-	g.server = base
-	return policyv1connect.NewPolicyServiceClient(&http.Client{Transport: traceparent{transport}}, base, opts...), nil
+	return base, &http.Client{Transport: traceparent{transport}}, opts, nil
 }
 
 // traceparent adds the trace context of the request's context (the

@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"syscall"
@@ -100,29 +98,12 @@ shown: get and list show certificates, versions and expiry.`,
 
 // client connects to the secrets service's API.
 func (sg *secretsGlobals) client() (secretsv1connect.SecretsServiceClient, error) {
-	base := sg.server
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
-	}
-	u, err := url.Parse(base)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("--secrets-server %q: want a URL such as %s", sg.server, DefaultSecretsServer)
-	}
-	transport := http.DefaultTransport.(*http.Transport).Clone()
-	var opts []connect.ClientOption
-	switch sg.protocol {
-	case "connect":
-	case "grpc":
-		var p http.Protocols
-		p.SetHTTP2(true)
-		p.SetUnencryptedHTTP2(true)
-		transport.Protocols = &p
-		opts = append(opts, connect.WithGRPC())
-	default:
-		return nil, fmt.Errorf("--protocol %q: want connect or grpc", sg.protocol)
+	base, hc, opts, err := connection("--secrets-server", sg.server, DefaultSecretsServer, sg.protocol)
+	if err != nil {
+		return nil, err
 	}
 	sg.server = base
-	return secretsv1connect.NewSecretsServiceClient(&http.Client{Transport: traceparent{transport}}, base, opts...), nil
+	return secretsv1connect.NewSecretsServiceClient(hc, base, opts...), nil
 }
 
 // flagOf is the command-line flag a request field comes from.
