@@ -42,43 +42,7 @@ func BenchmarkMTLSToMTLS(b *testing.B) {
 	}{{"h1-in", false}, {"h2-in", true}} {
 		b.Run(inbound.name, func(b *testing.B) {
 			s := start(b)
-			ctx := context.Background()
-			if err := s.apply(ctx, 0, []any{"http/1.1"}); err != nil {
-				b.Fatal(err)
-			}
-			waitFingerprint(b, s.proxy.URL+"/bench", s.gateways[0].Fingerprint())
-
-			gw, client := s.ca.Server("gw.bench"), s.ca.Client("bench-client")
-			addr := freePort(b)
-			_, err := s.policy.Apply(ctx, connect.NewRequest(&policyv1.ApplyRequest{Resources: []*policyv1.Resource{
-				{Kind: &policyv1.Resource_Listener{Listener: &policyv1.Listener{
-					Metadata: &policyv1.ObjectMeta{Name: "bench"},
-					Spec: &policyv1.ListenerSpec{Address: addr, Hosts: []*policyv1.ListenerHost{{
-						Hostnames: []string{"gw.bench"}, Default: true,
-						Certificate: &policyv1.KeyPair{Crt: string(gw.CertPEM), Key: string(gw.KeyPEM)},
-						ClientAuth:  "require-and-verify", ClientCas: string(s.ca.CertPEM()),
-					}}},
-				}}},
-			}}))
-			if err != nil {
-				b.Fatal(err)
-			}
-			clientFor := func() *http.Client {
-				return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-					TLSClientConfig:     &tls.Config{RootCAs: s.ca.Pool(), ServerName: "gw.bench", Certificates: []tls.Certificate{client.TLS}},
-					MaxIdleConnsPerHost: 1, ForceAttemptHTTP2: inbound.h2,
-				}}
-			}
-			url := "https://" + addr + "/bench"
-			deadline := time.Now().Add(10 * time.Second)
-			for {
-				if _, err := fingerprint(clientFor(), url); err == nil {
-					break
-				} else if time.Now().After(deadline) {
-					b.Fatalf("listener not served: %v", err)
-				}
-				time.Sleep(20 * time.Millisecond) // polling a process we cannot subscribe to
-			}
+			url, clientFor := s.mtlsListener(b, inbound.h2, false)
 
 			var rps, cpu, p50, p99 []float64
 			for b.Loop() {
@@ -121,42 +85,8 @@ func BenchmarkMTLSToMTLS(b *testing.B) {
 // encapsulation).
 func BenchmarkNewMTLSConnection(b *testing.B) {
 	s := start(b)
-	ctx := context.Background()
-	if err := s.apply(ctx, 0, []any{"http/1.1"}); err != nil {
-		b.Fatal(err)
-	}
-	waitFingerprint(b, s.proxy.URL+"/bench", s.gateways[0].Fingerprint())
-	gw, client := s.ca.Server("gw.bench"), s.ca.Client("bench-client")
-	addr := freePort(b)
-	_, err := s.policy.Apply(ctx, connect.NewRequest(&policyv1.ApplyRequest{Resources: []*policyv1.Resource{
-		{Kind: &policyv1.Resource_Listener{Listener: &policyv1.Listener{
-			Metadata: &policyv1.ObjectMeta{Name: "bench"},
-			Spec: &policyv1.ListenerSpec{Address: addr, Hosts: []*policyv1.ListenerHost{{
-				Hostnames: []string{"gw.bench"}, Default: true,
-				Certificate: &policyv1.KeyPair{Crt: string(gw.CertPEM), Key: string(gw.KeyPEM)},
-				ClientAuth:  "require-and-verify", ClientCas: string(s.ca.CertPEM()),
-			}}},
-		}}},
-	}}))
-	if err != nil {
-		b.Fatal(err)
-	}
-	newConnClient := func() *http.Client {
-		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-			TLSClientConfig:   &tls.Config{RootCAs: s.ca.Pool(), ServerName: "gw.bench", Certificates: []tls.Certificate{client.TLS}, ClientSessionCache: nil},
-			DisableKeepAlives: true,
-		}}
-	}
-	url := "https://" + addr + "/bench"
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := fingerprint(newConnClient(), url); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			b.Fatalf("listener not served: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a process we cannot subscribe to
-	}
+	url, newConnClient := s.mtlsListener(b, false, true)
+	gw, client := s.ca.Server("gw.bench"), s.ca.Client("bench-client") // same kinds of key as the Listener's
 
 	var perConn, crypto, rps []float64
 	for b.Loop() {
@@ -210,4 +140,49 @@ func profile(b *testing.B, adminURL string) {
 		defer f.Close()
 		io.Copy(f, resp.Body)
 	}()
+}
+
+// mtlsListener applies the bench route over outbound mTLS (HTTP/1.1 to the
+// upstream) and a Listener on a free port that requires and verifies client
+// certificates from the bench CA; it returns the Listener's URL and a
+// client factory (new transport each call, keep-alive unless newConn, h2
+// when asked) once the node serves it.
+func (s *setup) mtlsListener(b *testing.B, h2, newConn bool) (url string, client func() *http.Client) {
+	b.Helper()
+	ctx := context.Background()
+	if err := s.apply(ctx, 0, []any{"http/1.1"}); err != nil {
+		b.Fatal(err)
+	}
+	waitFingerprint(b, s.proxy.URL+"/bench", s.gateways[0].Fingerprint())
+	gw, kp := s.ca.Server("gw.bench"), s.ca.Client("bench-client")
+	addr := freePort(b)
+	_, err := s.policy.Apply(ctx, connect.NewRequest(&policyv1.ApplyRequest{Resources: []*policyv1.Resource{
+		{Kind: &policyv1.Resource_Listener{Listener: &policyv1.Listener{
+			Metadata: &policyv1.ObjectMeta{Name: "bench"},
+			Spec: &policyv1.ListenerSpec{Address: addr, Hosts: []*policyv1.ListenerHost{{
+				Hostnames: []string{"gw.bench"}, Default: true,
+				Certificate: &policyv1.KeyPair{Crt: string(gw.CertPEM), Key: string(gw.KeyPEM)},
+				ClientAuth:  "require-and-verify", ClientCas: string(s.ca.CertPEM()),
+			}}},
+		}}},
+	}}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	client = func() *http.Client {
+		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: s.ca.Pool(), ServerName: "gw.bench", Certificates: []tls.Certificate{kp.TLS}},
+			MaxIdleConnsPerHost: 1, ForceAttemptHTTP2: h2, DisableKeepAlives: newConn,
+		}}
+	}
+	url = "https://" + addr + "/bench"
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := fingerprint(client(), url); err == nil {
+			return url, client
+		} else if time.Now().After(deadline) {
+			b.Fatalf("listener not served: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a process we cannot subscribe to
+	}
 }
