@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -22,6 +23,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -39,7 +41,7 @@ func render(t *testing.T, dir string) []runtime.Object {
 		t.Fatalf("kustomize build %s: %v", dir, err)
 	}
 	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, autoscalingv2.AddToScheme, policyv1.AddToScheme, rbacv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, appsv1.AddToScheme, autoscalingv2.AddToScheme, policyv1.AddToScheme, rbacv1.AddToScheme, networkingv1.AddToScheme} {
 		if err := add(scheme); err != nil {
 			t.Fatal(err)
 		}
@@ -254,5 +256,188 @@ func checkSelector(t *testing.T, what string, sel, podLabels map[string]string) 
 	t.Helper()
 	if len(sel) == 0 || !labels.SelectorFromSet(sel).Matches(labels.Set(podLabels)) {
 		t.Errorf("%s: selector %v does not match its pod template's labels %v", what, sel, podLabels)
+	}
+}
+
+// workloadSpec is a workload's pod template, whatever its kind.
+type workloadSpec struct {
+	kind, name string
+	labels     map[string]string
+	spec       corev1.PodSpec
+}
+
+func workloadsOf(objs []runtime.Object) []workloadSpec {
+	var ws []workloadSpec
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *appsv1.Deployment:
+			ws = append(ws, workloadSpec{"Deployment", o.Name, o.Spec.Template.Labels, o.Spec.Template.Spec})
+		case *appsv1.StatefulSet:
+			ws = append(ws, workloadSpec{"StatefulSet", o.Name, o.Spec.Template.Labels, o.Spec.Template.Spec})
+		}
+	}
+	return ws
+}
+
+// TestKubernetesSecureAsShipped checks what an attacker inside the cluster
+// would try first: every workload runs unprivileged with a read-only root
+// filesystem and its own service account; no API listens on the pod network
+// without TLS and client authentication; the proxy's admin port is on no
+// Service and its profiler is off; credentials come from Secrets, never
+// from the manifests; and NetworkPolicies deny by default and cover every
+// workload.
+func TestKubernetesSecureAsShipped(t *testing.T) {
+	objs := render(t, "kubernetes")
+	workloads := workloadsOf(objs)
+	serviceAccounts := map[string]*corev1.ServiceAccount{}
+	var netpols []*networkingv1.NetworkPolicy
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *corev1.ServiceAccount:
+			serviceAccounts[o.Name] = o
+		case *networkingv1.NetworkPolicy:
+			netpols = append(netpols, o)
+		case *corev1.Service:
+			for _, p := range o.Spec.Ports {
+				if p.Name == "admin" || p.TargetPort.StrVal == "admin" || p.Port == 9080 {
+					t.Errorf("Service %s exposes the proxy admin port (%s): it must stay off every Service", o.Name, p.Name)
+				}
+			}
+		}
+	}
+	usedSA := map[string]string{}
+	secretRe := regexp.MustCompile(`(?i)(password|token|secret|key)`)
+	for _, w := range workloads {
+		what := w.kind + " " + w.name
+		sa := w.spec.ServiceAccountName
+		switch {
+		case sa == "" || sa == "default":
+			t.Errorf("%s: runs as the namespace's default service account; give it its own", what)
+		case serviceAccounts[sa] == nil:
+			t.Errorf("%s: service account %q is not here", what, sa)
+		case usedSA[sa] != "":
+			t.Errorf("%s: shares service account %q with %s", what, sa, usedSA[sa])
+		}
+		usedSA[sa] = what
+		if w.spec.AutomountServiceAccountToken == nil {
+			t.Errorf("%s: automountServiceAccountToken is not set: say whether the pod needs the Kubernetes API", what)
+		}
+		psc := w.spec.SecurityContext
+		if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser == 0 {
+			t.Errorf("%s: the pod must run as a non-root user (runAsNonRoot and a non-zero runAsUser)", what)
+		}
+		if psc == nil || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("%s: the pod must use the RuntimeDefault seccomp profile", what)
+		}
+		for _, c := range append(slices.Clone(w.spec.InitContainers), w.spec.Containers...) {
+			cwhat := what + " container " + c.Name
+			sc := c.SecurityContext
+			switch {
+			case sc == nil:
+				t.Errorf("%s: no securityContext", cwhat)
+				continue
+			case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+				t.Errorf("%s: allowPrivilegeEscalation must be false", cwhat)
+			case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+				t.Errorf("%s: the root filesystem must be read-only", cwhat)
+			case sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0:
+				t.Errorf("%s: capabilities must drop ALL and add none", cwhat)
+			case sc.Privileged != nil && *sc.Privileged:
+				t.Errorf("%s: privileged", cwhat)
+			}
+			args := strings.Join(append(slices.Clone(c.Command), c.Args...), " ")
+			for _, banned := range []string{"--insecure-no-auth", "--pprof", "-dev"} {
+				for _, a := range append(slices.Clone(c.Command), c.Args...) {
+					if a == banned || strings.HasPrefix(a, banned+"=") {
+						t.Errorf("%s: %s must not be on in a deployment", cwhat, banned)
+					}
+				}
+			}
+			if strings.HasPrefix(c.Image, "keyway/") {
+				// Every Keyway API on the pod network is TLS with
+				// client authentication and an access policy.
+				for _, need := range []string{"--tls-cert=", "--tls-key=", "--client-ca=", "--access-policy=", "--nats-ca=", "--nats-user=", "--nats-password-file="} {
+					if !strings.Contains(args, need) {
+						t.Errorf("%s: no %s flag: its API or its NATS connection would be unauthenticated", cwhat, strings.TrimSuffix(need, "="))
+					}
+				}
+				if strings.Contains(args, "nats://") {
+					t.Errorf("%s: NATS over plain nats://; use tls://", cwhat)
+				}
+			}
+			for _, e := range c.Env {
+				if e.Value != "" && secretRe.MatchString(e.Name) && !strings.HasSuffix(e.Name, "_FILE") && !strings.HasSuffix(e.Name, "CACERT") {
+					t.Errorf("%s: env %s has a literal value: credentials come from Secrets (valueFrom.secretKeyRef or a mounted file)", cwhat, e.Name)
+				}
+			}
+		}
+	}
+
+	// NetworkPolicies: a default deny, and every workload let in only by
+	// a policy of its own.
+	defaultDeny := false
+	for _, np := range netpols {
+		if len(np.Spec.PodSelector.MatchLabels) == 0 && len(np.Spec.PodSelector.MatchExpressions) == 0 &&
+			slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) && len(np.Spec.Ingress) == 0 {
+			defaultDeny = true
+		}
+	}
+	if !defaultDeny {
+		t.Error("no NetworkPolicy denies ingress to every pod by default")
+	}
+	for _, w := range workloads {
+		covered := false
+		for _, np := range netpols {
+			if len(np.Spec.PodSelector.MatchLabels) == 0 {
+				continue
+			}
+			if labels.SelectorFromSet(np.Spec.PodSelector.MatchLabels).Matches(labels.Set(w.labels)) && len(np.Spec.Ingress) > 0 {
+				covered = true
+				for _, rule := range np.Spec.Ingress {
+					for _, p := range rule.Ports {
+						if p.Port != nil && p.Port.IntValue() == 9080 && len(rule.From) == 0 {
+							t.Errorf("NetworkPolicy %s lets anyone reach the admin port 9080", np.Name)
+						}
+					}
+				}
+			}
+		}
+		if !covered {
+			t.Errorf("%s %s: no NetworkPolicy says who may reach it", w.kind, w.name)
+		}
+	}
+
+	// Every Secret the manifests mount or read is named in deploy/README.md,
+	// so an operator knows what to create.
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range workloads {
+		var names []string
+		for _, v := range w.spec.Volumes {
+			if v.Secret != nil {
+				names = append(names, v.Secret.SecretName)
+			}
+			if v.Projected != nil {
+				for _, s := range v.Projected.Sources {
+					if s.Secret != nil {
+						names = append(names, s.Secret.Name)
+					}
+				}
+			}
+		}
+		for _, c := range w.spec.Containers {
+			for _, e := range c.Env {
+				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+					names = append(names, e.ValueFrom.SecretKeyRef.Name)
+				}
+			}
+		}
+		for _, n := range names {
+			if !strings.Contains(string(readme), "`"+n+"`") {
+				t.Errorf("%s %s uses Secret %q, which deploy/README.md does not list", w.kind, w.name, n)
+			}
+		}
 	}
 }
