@@ -51,13 +51,17 @@ func TestIdentityRouteExposureWarnings(t *testing.T) {
 		warnings []want // exactly these
 	}{
 		{
-			name:  "required route without listeners",
-			build: func() []*policyv1.Resource { return []*policyv1.Resource{service("app", "app.internal:443"), admin(nil)} },
+			name: "required route without listeners",
+			build: func() []*policyv1.Resource {
+				return []*policyv1.Resource{service("app", "app.internal:443"), admin(nil)}
+			},
 			warnings: []want{{routeAt, `route "admin" needs a verified client certificate and names no listeners, so it is also served on the proxy nodes' plain-HTTP port (keyway-proxy --listen, 127.0.0.1:8080 by default)`}},
 		},
 		{
-			name:     "allow rules without listeners",
-			build:    func() []*policyv1.Resource { return []*policyv1.Resource{service("app", "app.internal:443"), admin(allowOps)} },
+			name: "allow rules without listeners",
+			build: func() []*policyv1.Resource {
+				return []*policyv1.Resource{service("app", "app.internal:443"), admin(allowOps)}
+			},
 			warnings: []want{{routeAt, "add listeners: [<listener>]"}},
 		},
 		{
