@@ -233,3 +233,31 @@ func TestSessionNotResumedAcrossHosts(t *testing.T) {
 		})
 	}
 }
+
+// The plain-HTTP port bounds request headers at 64 KiB by default, as the
+// Listeners do.
+func TestPlainPortHeaderLimit(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "forwarded") }))
+	t.Cleanup(backend.Close)
+	put(t, e.kv, service("app", "http1", backend.Listener.Addr().String()))
+	waitRevision(t, e.node, put(t, e.kv, route("public", "/public/", "app")))
+	for _, tt := range []struct {
+		size   int
+		status int
+	}{{60 << 10, 200}, {70 << 10, http.StatusRequestHeaderFieldsTooLarge}} {
+		req, _ := http.NewRequest("GET", e.url("/public/x"), nil)
+		req.Header.Set("X-Padding", strings.Repeat("a", tt.size))
+		req.Close = true // a new connection each: net/http's slack grows on a reused one
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tt.status {
+			t.Errorf("%d KiB of headers: %d, want %d", tt.size>>10, resp.StatusCode, tt.status)
+		}
+	}
+}
