@@ -224,8 +224,10 @@ func ClientOf(r *http.Request, now time.Time) (cl Client, ok bool) {
 		HostVerifies: h.clientAuth == tls.VerifyClientCertIfGiven || h.clientAuth == tls.RequireAndVerifyClientCert,
 		CanVerify:    h.roots != nil,
 	}
-	if named, ok := snap.named(hostName(r.Host)); ok && named != h && named.trust != h.trust {
-		cl.Misdirected = true
+	if len(snap.listener.Hosts) > 1 {
+		if named, ok := snap.named(hostName(r.Host)); ok && named != h && named.trust != h.trust {
+			cl.Misdirected = true
+		}
 	}
 	if len(r.TLS.PeerCertificates) == 0 {
 		return cl, true
