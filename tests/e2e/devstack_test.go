@@ -80,7 +80,17 @@ func TestLocalStack(t *testing.T) {
 		}
 	}
 
-	// /admin/ needs a verified client certificate and admits demo-client.
+	// /admin/ needs a verified client certificate and admits demo-client. It
+	// serves Listener "public" only, so the plain-HTTP port has no such
+	// route, and the sample applies without a warning about it.
+	if resp, err := http.Get("http://" + proxy + "/admin/x"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Errorf("GET /admin/ on the plain-HTTP port: %v %v, want 404 no_route", err, resp)
+	} else {
+		resp.Body.Close()
+	}
+	if strings.Contains(dev.Output(), "plain-HTTP port") {
+		t.Errorf("applying the sample warned about the plain-HTTP port:\n%s", dev.Output())
+	}
 	if curl, err := exec.LookPath("curl"); err == nil {
 		pki := filepath.Join(data, "pki")
 		base := []string{"-sS", "--cacert", filepath.Join(pki, "ca.crt"), "--resolve", "localhost:" + tlsPort + ":127.0.0.1", "https://localhost:" + tlsPort + "/admin/x"}

@@ -62,6 +62,11 @@ const (
 	ClientCertificateExpired   Reason = "client_certificate_expired"
 	ClientCertificateUntrusted Reason = "client_certificate_untrusted"
 	IdentityNotAllowed         Reason = "identity_not_allowed"
+	// MisdirectedRequest is a request for a route that needs a verified
+	// client certificate, sent on a connection whose TLS server name chose
+	// a Listener host that trusts other client CAs than the host the
+	// request names (HTTP/2 connection reuse across host names).
+	MisdirectedRequest Reason = "misdirected_request"
 )
 
 // Class groups reasons by where the failure happened.
@@ -166,6 +171,9 @@ var reasons = map[Reason]info{
 	IdentityNotAllowed: {ClassClient,
 		"the client certificate is trusted but matches none of the route's allow rules",
 		"present a certificate whose identity one of the route's allow rules names, or add a rule for it to the route"},
+	MisdirectedRequest: {ClassClient,
+		"the request names a host whose Listener host verifies client certificates against other CAs than the host the connection's TLS server name (SNI) chose",
+		"send the request on a connection opened with the request's host name as SNI (browsers and Go clients retry a 421 on their own)"},
 }
 
 // inbound are the descriptions of handshake failures on a Listener, where

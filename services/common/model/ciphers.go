@@ -33,6 +33,23 @@ var (
 	}()
 )
 
+// IntermediateCipherSuites are the TLS 1.2 suites a Listener host offers
+// when it lists none: Mozilla's "intermediate" server profile as far as
+// crypto/tls implements it, that is ECDHE key exchange with AES-GCM or
+// ChaCha20-Poly1305 only (no CBC mode, no SHA-1 MAC, no RSA key exchange).
+// TLS 1.3 suites are not configurable and always on with TLS 1.3. A new
+// slice each call.
+func IntermediateCipherSuites() []uint16 {
+	return []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+		tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}
+}
+
 // is13Suite reports whether s is a TLS 1.3 suite. Those cannot be configured in
 // Go: all of them are enabled whenever TLS 1.3 is.
 func is13Suite(s *tls.CipherSuite) bool {

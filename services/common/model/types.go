@@ -192,9 +192,11 @@ type ListenerHost struct {
 	ClientTruststore string
 	// VerifyDepth is the longest client chain accepted, leaf included; 0
 	// means no limit.
-	VerifyDepth  int
-	MinVersion   uint16
-	MaxVersion   uint16
+	VerifyDepth int
+	MinVersion  uint16
+	MaxVersion  uint16
+	// CipherSuites are TLS 1.2 (and 1.1) suites; nil serves
+	// [IntermediateCipherSuites].
 	CipherSuites []uint16
 	ALPN         []string
 	// Fingerprint identifies the host's TLS context, as OutboundTLS's does.

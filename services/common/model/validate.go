@@ -194,7 +194,8 @@ func (emptyCatalog) Listeners() []Listener { return nil }
 // crossCheck applies the rules that involve more than one resource: names are
 // unique per kind in a request, references resolve within the request or the
 // stored configuration, routes do not conflict, a Service has at most one
-// binding per policy, and an address has at most one Listener.
+// binding per policy, and an address has at most one Listener; routes that
+// need a client certificate are warned about where none is verified.
 func (c *checker) crossCheck(entries []built, stored Catalog) {
 	inRequest := make(map[Ref]int)
 	for i, e := range entries {
@@ -234,4 +235,5 @@ func (c *checker) crossCheck(entries []built, stored Catalog) {
 	c.bindingsPerService(entries, stored)
 	c.listenerAddresses(entries, stored)
 	c.inboundHosts(entries, stored)
+	c.identityExposure(entries, stored)
 }

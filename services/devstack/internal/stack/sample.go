@@ -56,6 +56,7 @@ spec:
 ---
 # Over HTTPS, /admin/ needs a client certificate verified by the Listener
 # (401 client_certificate_required without one) and admits only demo-client.
+# It is served on Listener "public" only: never on the plain-HTTP port.
 apiVersion: keyway.dev/v1alpha1
 kind: Route
 metadata:
@@ -66,6 +67,7 @@ spec:
   clientCertificate: required
   allow:
     - cn: demo-client
+  listeners: [public]
 ---
 # A MuleSoft Flex Gateway tls-outbound binding, as Flex documents it.
 apiVersion: gateway.mulesoft.com/v1alpha1

@@ -18,6 +18,7 @@ import (
 	"keyway.dev/common/material"
 	"keyway.dev/common/nodekv"
 	"keyway.dev/common/telemetry"
+	"keyway.dev/proxy/internal/inbound"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/secrets"
 	"keyway.dev/proxy/internal/upstream"
@@ -50,6 +51,7 @@ func realMain(ctx context.Context) error {
 		secCert   = fs.String("secrets-cert", logging.Env("KEYWAY_SECRETS_CERT", ""), "this node's client certificate (PEM) for the internal port, issued by the internal CA (env KEYWAY_SECRETS_CERT)")
 		secKey    = fs.String("secrets-key", logging.Env("KEYWAY_SECRETS_KEY", ""), "key of --secrets-cert (PEM) (env KEYWAY_SECRETS_KEY)")
 		secCA     = fs.String("secrets-ca", logging.Env("KEYWAY_SECRETS_CA", ""), "CA (PEM) that signs the internal port's certificate (env KEYWAY_SECRETS_CA)")
+		maxHeader = fs.String("max-header-bytes", logging.Env("KEYWAY_MAX_HEADER_BYTES", strconv.Itoa(inbound.DefaultMaxHeaderBytes)), "largest request header block accepted on the proxy port and every Listener, in bytes (HTTP/1.1 and HTTP/2); larger requests get 431 (env KEYWAY_MAX_HEADER_BYTES)")
 		hsTimeout = fs.String("handshake-timeout", logging.Env("KEYWAY_HANDSHAKE_TIMEOUT", upstream.DefaultHandshakeTimeout.String()), "upstream TLS handshake timeout (env KEYWAY_HANDSHAKE_TIMEOUT)")
 	)
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -58,6 +60,10 @@ func realMain(ctx context.Context) error {
 	handshakeTimeout, err := time.ParseDuration(*hsTimeout)
 	if err != nil || handshakeTimeout <= 0 {
 		return fmt.Errorf("--handshake-timeout: %q is not a positive duration", *hsTimeout)
+	}
+	maxHeaderBytes, err := parseMaxHeaderBytes(*maxHeader)
+	if err != nil {
+		return err
 	}
 	hb, err := time.ParseDuration(*heartbeat)
 	if err != nil || hb <= 0 {
@@ -105,10 +111,22 @@ func realMain(ctx context.Context) error {
 		Heartbeat:        hb,
 		NodeTTL:          ttl,
 		HandshakeTimeout: handshakeTimeout,
+		MaxHeaderBytes:   maxHeaderBytes,
 		Tracing:          tr,
 		Logger:           log,
 		Secrets:          src,
 	})
+}
+
+// parseMaxHeaderBytes reads --max-header-bytes: a whole number of bytes
+// from 1 KiB to 16 MiB.
+func parseMaxHeaderBytes(v string) (int, error) {
+	const lo, hi = 1 << 10, 16 << 20
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		return 0, fmt.Errorf("--max-header-bytes: %q is not a number of bytes from %d to %d; the default is %d (64 KiB)", v, lo, hi, inbound.DefaultMaxHeaderBytes)
+	}
+	return n, nil
 }
 
 // defaultNodeID is the host name and the process id, with the characters a

@@ -183,6 +183,13 @@ type Client struct {
 	// XFCC is the X-Forwarded-Client-Cert value of a verified Leaf, else
 	// empty.
 	XFCC string
+	// Misdirected is set when the request's Host names another host of
+	// the Listener than the one the connection's TLS server name chose,
+	// and the two trust different client certificates: the connection
+	// was opened for one name and carries a request for another (HTTP/2
+	// connection reuse, or a client that sends a Host unlike its SNI).
+	// The judgement above is the connection's host's, not the request's.
+	Misdirected bool
 }
 
 // Verified reports whether Leaf verifies now against the host's clientCAs.
@@ -211,10 +218,16 @@ func ClientOf(r *http.Request, now time.Time) (cl Client, ok bool) {
 	if c == nil || r.TLS == nil {
 		return Client{}, false
 	}
-	h := c.srv.snap.Load().hostFor(r.TLS.ServerName)
+	snap := c.srv.snap.Load()
+	h := snap.hostFor(r.TLS.ServerName)
 	cl = Client{
 		HostVerifies: h.clientAuth == tls.VerifyClientCertIfGiven || h.clientAuth == tls.RequireAndVerifyClientCert,
 		CanVerify:    h.roots != nil,
+	}
+	if len(snap.listener.Hosts) > 1 {
+		if named, ok := snap.named(hostName(r.Host)); ok && named != h && named.trust != h.trust {
+			cl.Misdirected = true
+		}
 	}
 	if len(r.TLS.PeerCertificates) == 0 {
 		return cl, true
@@ -247,6 +260,15 @@ func ClientOf(r *http.Request, now time.Time) (cl Client, ok bool) {
 		cl.XFCC = v.xfcc
 	}
 	return cl, true
+}
+
+// hostName is the host of a request's Host (":authority"), without the
+// port or an IPv6 literal's brackets.
+func hostName(hostport string) string {
+	if host, _, err := net.SplitHostPort(hostport); err == nil {
+		return host
+	}
+	return strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
 }
 
 // verify verifies certs (leaf first, then the intermediates the client

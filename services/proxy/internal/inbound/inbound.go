@@ -34,6 +34,11 @@ import (
 	"keyway.dev/common/telemetry"
 )
 
+// DefaultMaxHeaderBytes is the request header limit of every inbound
+// server when none is configured: 64 KiB, near Envoy's 60 KiB and far
+// below net/http's own 1 MiB.
+const DefaultMaxHeaderBytes = 64 << 10
+
 // Options configure a [Manager].
 type Options struct {
 	// Handler serves every request on every Listener. Required.
@@ -47,6 +52,11 @@ type Options struct {
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes idle keep-alive connections. Default 2m.
 	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's header block, for HTTP/1.1 (431
+	// beyond it) and HTTP/2 (advertised as SETTINGS_MAX_HEADER_LIST_SIZE;
+	// a larger header list is answered 431). net/http allows 4 KiB of
+	// slack over it. Default [DefaultMaxHeaderBytes].
+	MaxHeaderBytes int
 	// Handshakes counts every Listener's handshakes, by outcome; nil
 	// counts nothing.
 	Handshakes HandshakeObserver
@@ -103,6 +113,7 @@ func New(opts Options) *Manager {
 	opts.ShutdownTimeout = cmp.Or(opts.ShutdownTimeout, 15*time.Second)
 	opts.ReadHeaderTimeout = cmp.Or(opts.ReadHeaderTimeout, 10*time.Second)
 	opts.IdleTimeout = cmp.Or(opts.IdleTimeout, 2*time.Minute)
+	opts.MaxHeaderBytes = cmp.Or(opts.MaxHeaderBytes, DefaultMaxHeaderBytes)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -241,6 +252,7 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 		Protocols:         protocols,
 		ReadHeaderTimeout: m.opts.ReadHeaderTimeout,
 		IdleTimeout:       m.opts.IdleTimeout,
+		MaxHeaderBytes:    m.opts.MaxHeaderBytes,
 		// The connection, for the handler's per-request client checks
 		// (ClientOf), and the handshake outcome, counted once per
 		// connection (see connState).

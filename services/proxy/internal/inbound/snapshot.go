@@ -37,6 +37,10 @@ type host struct {
 	// roots are the host's clientCAs; nil when it has none.
 	roots       *x509.CertPool
 	verifyDepth int
+	// trust identifies which client certificates the host accepts as
+	// verified (its clientCAs and verifyDepth): two hosts with the same
+	// trust judge every client alike.
+	trust string
 }
 
 // buildSnapshot prepares every host of l. Each snapshot gets its own
@@ -58,7 +62,7 @@ func buildSnapshot(l *model.Listener) (*snapshot, error) {
 			errs = append(errs, fmt.Errorf("inbound: listener %q host %d %v: %w", l.Name, i, h.Hostnames, err))
 			continue
 		}
-		cfg := &host{cfg: built, clientAuth: h.ClientAuth, roots: built.ClientCAs, verifyDepth: h.VerifyDepth}
+		cfg := &host{cfg: built, clientAuth: h.ClientAuth, roots: built.ClientCAs, verifyDepth: h.VerifyDepth, trust: clientTrust(h)}
 		if i == l.Default {
 			s.def = cfg
 		}
@@ -88,6 +92,13 @@ func hostConfig(h *model.ListenerHost) (*tls.Config, error) {
 		MaxVersion:   h.MaxVersion,
 		CipherSuites: slices.Clone(h.CipherSuites),
 		NextProtos:   slices.Clone(h.ALPN),
+	}
+	if len(cfg.CipherSuites) == 0 {
+		// Go's own defaults still include ECDHE suites with CBC and SHA-1.
+		cfg.CipherSuites = model.IntermediateCipherSuites()
+	}
+	if cfg.MinVersion == 0 {
+		cfg.MinVersion = tls.VersionTLS12
 	}
 	if len(cfg.NextProtos) == 0 {
 		cfg.NextProtos = slices.Clone(defaultALPN)
@@ -133,22 +144,42 @@ func verifyDepth(depth int) func(tls.ConnectionState) error {
 	}
 }
 
+// clientTrust is the trust key of a host: its verifyDepth and the SHA-256
+// of each of its clientCAs, sorted.
+func clientTrust(h *model.ListenerHost) string {
+	fps := make([]string, len(h.ClientCAs))
+	for i, ca := range h.ClientCAs {
+		fps[i] = model.CertFingerprint(ca)
+	}
+	slices.Sort(fps)
+	return fmt.Sprintf("%d/%s", h.VerifyDepth, strings.Join(fps, ","))
+}
+
 // hostFor picks the host for an SNI name: exact, then the wildcard for
 // the first label, then the default. Map lookups only.
 func (s *snapshot) hostFor(serverName string) *host {
-	if serverName == "" {
-		return s.def
-	}
-	name := strings.ToLower(serverName) // no copy when already lowercase
-	if cfg, ok := s.exact[name]; ok {
-		return cfg
-	}
-	if i := strings.IndexByte(name, '.'); i > 0 {
-		if cfg, ok := s.wildcard[name[i+1:]]; ok {
-			return cfg
-		}
+	if h, ok := s.named(serverName); ok {
+		return h
 	}
 	return s.def
+}
+
+// named is the host that lists name, exactly or by a wildcard; ok is
+// false when none does.
+func (s *snapshot) named(name string) (h *host, ok bool) {
+	if name == "" {
+		return nil, false
+	}
+	name = strings.ToLower(name) // no copy when already lowercase
+	if h, ok := s.exact[name]; ok {
+		return h, true
+	}
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		if h, ok := s.wildcard[name[i+1:]]; ok {
+			return h, true
+		}
+	}
+	return nil, false
 }
 
 // ClientAuthName is the model's name for a client auth mode, as in the

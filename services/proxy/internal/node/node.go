@@ -65,6 +65,10 @@ type Config struct {
 	NodeTTL time.Duration
 	// HandshakeTimeout bounds each upstream TLS handshake. Default 10s.
 	HandshakeTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers on the proxy port and on
+	// every Listener (HTTP/1.1 and HTTP/2): larger ones are answered 431.
+	// Default inbound.DefaultMaxHeaderBytes (64 KiB).
+	MaxHeaderBytes int
 	// ShutdownTimeout bounds the graceful stop: requests still in flight
 	// then are cut off and the Upstreams' connections closed. Default 15s.
 	ShutdownTimeout time.Duration
@@ -171,6 +175,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	cfg.NodeBucket = cmp.Or(cfg.NodeBucket, nodekv.Bucket)
 	cfg.Heartbeat = cmp.Or(cfg.Heartbeat, nodekv.DefaultHeartbeat)
 	cfg.NodeTTL = cmp.Or(cfg.NodeTTL, 3*cfg.Heartbeat)
+	cfg.MaxHeaderBytes = cmp.Or(cfg.MaxHeaderBytes, inbound.DefaultMaxHeaderBytes)
 	if err := nodekv.CheckID(cfg.NodeID); err != nil {
 		return nil, fmt.Errorf("node: %w", err)
 	}
@@ -202,7 +207,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
-	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log})
+	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log})
 
 	var err error
 	if n.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
@@ -241,6 +246,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          errLog,
 	}
 	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: errLog}

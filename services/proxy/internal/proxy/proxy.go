@@ -122,12 +122,16 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, id string, span 
 // nor an open connection carries it past its expiry or its CA's removal.
 // On a host that only requests one, a route that needs an identity still
 // requires it verified by the host's clientCAs.
+//
+// A route that needs an identity fails closed everywhere else: on the
+// plain-HTTP port, where no certificate can be asked for, it answers 401
+// client_certificate_required; on a connection whose TLS server name chose
+// a host that trusts other client CAs than the host the request's Host
+// names (a request sent on a connection opened for another name, as HTTP/2
+// coalescing does), it answers 421 so that the client retries on a
+// connection of its own.
 func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id string, target *router.Target, span trace.Span) bool {
 	delete(r.Header, HeaderXFCC)
-	cl, ok := inbound.ClientOf(r, time.Now())
-	if !ok {
-		return true
-	}
 	need := target.NeedsIdentity()
 	refuse := func(reason failure.Reason, fix string) bool {
 		h.log.InfoContext(r.Context(), "client refused", "route", target.Route, "reason", string(reason), "client", r.RemoteAddr, "request_id", id)
@@ -135,7 +139,18 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id string, targe
 		failSpan(span, reason, fix, StatusCode(reason))
 		return false
 	}
+	cl, ok := inbound.ClientOf(r, time.Now())
+	if !ok {
+		if need {
+			return refuse(failure.ClientCertificateRequired, plainPortFix(target.Route))
+		}
+		return true
+	}
 	switch {
+	case need && cl.Misdirected:
+		return refuse(failure.MisdirectedRequest, fmt.Sprintf(
+			"route %q needs a client certificate verified by the Listener host that serves %q, and this connection was opened for TLS server name %q, whose host trusts other client CAs: open a connection whose SNI is the request's host name",
+			target.Route, bounded(r.Host), bounded(r.TLS.ServerName)))
 	case cl.Leaf == nil:
 		if need {
 			return refuse(failure.ClientCertificateRequired, "")
@@ -161,6 +176,23 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id string, targe
 	}
 	r.Header[HeaderXFCC] = []string{cl.XFCC}
 	return true
+}
+
+// plainPortFix is the fix for a request for route, which needs a verified
+// client certificate, that arrived on the plain-HTTP port.
+func plainPortFix(route string) string {
+	return fmt.Sprintf("route %q needs a verified client certificate, and this is the plain-HTTP port, where none is asked for: "+
+		"call it with https:// on a Listener whose host verifies client certificates (curl --cert client.crt --key client.key); "+
+		"to stop serving the route here, add listeners: [<listener>] to it", route)
+}
+
+// bounded is at most 64 bytes of a client-supplied value, for a message.
+func bounded(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "…"
 }
 
 // ruleKinds names the kinds of rule in rules ("spiffeID or dnsName"), as
@@ -222,7 +254,8 @@ func UpstreamOptions(opts upstream.Options, log *slog.Logger) upstream.Options {
 
 // StatusCode is the HTTP status a failure answers with: 401 for a client
 // certificate missing, expired or untrusted, 403 for one no allow rule
-// names; 404 for no route;
+// names, 421 for a request on a connection opened for another host; 404
+// for no route;
 // 503 when nothing can take the request now (refused connection, no
 // upstream); 504 for timeouts; 502 for everything else (the upstream, its
 // TLS or our configuration of it is wrong).
@@ -240,6 +273,8 @@ func StatusCode(r failure.Reason) int {
 		return http.StatusUnauthorized
 	case failure.IdentityNotAllowed:
 		return http.StatusForbidden
+	case failure.MisdirectedRequest:
+		return http.StatusMisdirectedRequest
 	}
 	return http.StatusBadGateway
 }
@@ -276,6 +311,8 @@ func summary(r failure.Reason) string {
 		return "client certificate not trusted"
 	case failure.IdentityNotAllowed:
 		return "client identity not allowed on this route"
+	case failure.MisdirectedRequest:
+		return "request sent on a connection opened for another host"
 	case failure.NoRoute:
 		return "no route"
 	case failure.NoHealthyUpstream:
