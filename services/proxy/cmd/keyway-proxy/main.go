@@ -16,6 +16,7 @@ import (
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/material"
+	"keyway.dev/common/natsconn"
 	"keyway.dev/common/nodekv"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/node"
@@ -52,6 +53,8 @@ func realMain(ctx context.Context) error {
 		secCA     = fs.String("secrets-ca", logging.Env("KEYWAY_SECRETS_CA", ""), "CA (PEM) that signs the internal port's certificate (env KEYWAY_SECRETS_CA)")
 		hsTimeout = fs.String("handshake-timeout", logging.Env("KEYWAY_HANDSHAKE_TIMEOUT", upstream.DefaultHandshakeTimeout.String()), "upstream TLS handshake timeout (env KEYWAY_HANDSHAKE_TIMEOUT)")
 	)
+	var natsCfg natsconn.Config
+	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
 	}
@@ -99,6 +102,7 @@ func realMain(ctx context.Context) error {
 		Listen:           *listen,
 		AdminListen:      *admin,
 		NATSURL:          *natsURL,
+		NATS:             natsCfg,
 		Bucket:           *bucket,
 		NodeID:           *nodeID,
 		NodeBucket:       *nodes,
