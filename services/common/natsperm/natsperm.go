@@ -76,17 +76,17 @@ func Users(b Buckets) []User {
 	return []User{
 		{
 			Name:      Policy,
-			Publish:   join(writeKV(cfg), readKV(nodes), createKV(nodes), readKV(versions), audit()),
+			Publish:   join(account(), writeKV(cfg), readKV(nodes), createKV(nodes), readKV(versions), audit()),
 			Subscribe: inbox(Policy),
 		},
 		{
 			Name:      Secrets,
-			Publish:   join(writeKV(versions), audit()),
+			Publish:   join(account(), writeKV(versions), audit()),
 			Subscribe: inbox(Secrets),
 		},
 		{
 			Name:      Node,
-			Publish:   join(readKV(cfg), readKV(versions), createKV(nodes), getKV(nodes), putKV(nodes)),
+			Publish:   join(account(), readKV(cfg), readKV(versions), createKV(nodes), getKV(nodes), putKV(nodes)),
 			Subscribe: inbox(Node),
 		},
 	}
@@ -94,6 +94,10 @@ func Users(b Buckets) []User {
 
 // api is a JetStream API subject.
 func api(s string) string { return "$JS.API." + s }
+
+// account: JetStream's account information (limits and usage; the client
+// asks when it opens a bucket).
+func account() []string { return []string{api("INFO")} }
 
 // getKV: stream information and single reads (direct and through the
 // stream), without consumers.
