@@ -92,8 +92,9 @@ func TestNATSUsersWriteOnlyWhatTheyOwn(t *testing.T) {
 
 // Reads are granted as narrowly: the secrets service reads no
 // configuration, no user subscribes to the buckets' subjects or another
-// user's inbox, and a node cannot open a consumer on the registry it writes
-// (its deliver subject could copy node-written values into another bucket).
+// user's inbox, and a node opens no consumer on the registry it writes (it
+// needs none, and a consumer's deliver subject is not checked against its
+// creator's permissions).
 func TestNATSUsersReadOnlyWhatTheyNeed(t *testing.T) {
 	n := natsStack(t)
 	ctx := context.Background()

@@ -15,11 +15,9 @@
 //   - secrets: create and write the secret-versions bucket; write the audit
 //     stream.
 //   - node: read the configuration bucket and the secret versions; create
-//     the node registry and write status keys into it. It may not create
-//     consumers on the registry: a consumer's deliver subject is not checked
-//     against its creator's publish permissions, so a consumer on a bucket
-//     whose content the node writes could copy that content into another
-//     bucket.
+//     the node registry and write status keys into it. It needs no consumer
+//     on the registry, so it may create none there: a consumer's deliver
+//     subject is not checked against its creator's publish permissions.
 //
 // Every user subscribes only under its own inbox prefix
 // ([keyway.dev/common/natsconn.InboxPrefix]): JetStream API replies and the
