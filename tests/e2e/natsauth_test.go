@@ -7,7 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -289,4 +292,46 @@ func mustKV(t *testing.T, js jetstream.JetStream, bucket string) jetstream.KeyVa
 		t.Fatalf("opening bucket %s: %v", bucket, err)
 	}
 	return kv
+}
+
+// A service started with a wrong password keeps trying (it does not give
+// up after the server's second refusal, as nats.go does by default) and
+// connects once the password file is right: the file is read at every
+// attempt, as a rotated Kubernetes Secret needs.
+func TestNATSPasswordFileIsReadAtEveryAttempt(t *testing.T) {
+	n := harness.StartNATS(t)
+	cfg := n.Config(natsperm.Node)
+	cfg.PasswordFile = filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(cfg.PasswordFile, []byte("stale-password\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := natsconn.Connect(context.Background(), cfg, slog.New(slog.DiscardHandler), natsconn.Handlers{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// Three refusals in the server's log: past the point where nats.go
+	// would close the connection for good. Polling: the server is another
+	// process.
+	refusals := func() int { return strings.Count(n.Process.Output(), "authentication error") }
+	deadline := time.Now().Add(30 * time.Second)
+	for refusals() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d refused attempts in 30s, want 3:\n%s", refusals(), n.Process.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if nc.IsClosed() {
+		t.Fatal("the connection gave up after refused passwords")
+	}
+	if err := os.WriteFile(cfg.PasswordFile, []byte(n.Password(natsperm.Node)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(30 * time.Second)
+	for !nc.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not connected 30s after the password file was fixed (status %v)", nc.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

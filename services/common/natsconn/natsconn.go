@@ -87,10 +87,12 @@ func InboxPrefix(user string) string {
 // Connect opens the connection described by cfg. It returns at once, even
 // when the server cannot be reached yet: the client keeps trying, forever,
 // and so after every later disconnect, including refused credentials (the
-// password file may be fixed meanwhile). Each failed attempt is logged at
-// warn, as are the server's asynchronous errors (a permission violation
-// names the subject). ctx bounds only the checks done before connecting;
-// the connection lives until the caller closes it.
+// password file may be fixed meanwhile). An unreachable server is logged
+// at warn at each attempt; a refused handshake or password once (nats.go
+// reports no more; the server logs each). The server's asynchronous errors
+// are logged at warn too (a permission violation names the subject). ctx
+// bounds only the checks done before connecting; the connection lives until
+// the caller closes it.
 //
 // Errors are about the configuration: an unreadable or empty CA or password
 // file, a password without a user.
