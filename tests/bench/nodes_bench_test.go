@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/nats-io/nats.go"
+
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -22,6 +22,7 @@ import (
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/model"
+	"keyway.dev/common/natsperm"
 	"keyway.dev/common/nodekv"
 	"keyway.dev/common/testca"
 	"keyway.dev/devstack/echo"
@@ -38,11 +39,7 @@ type registry struct {
 
 func followNodes(b *testing.B, natsURL string) *registry {
 	b.Helper()
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
+	nc := harness.NATSConnect(b, natsURL, natsperm.Policy) // the policy service's user reads the registry
 	js, err := jetstream.New(nc)
 	if err != nil {
 		b.Fatal(err)
@@ -188,11 +185,7 @@ func scaleOnce(b *testing.B, n int) (bootMS, rssMiB, changeMS float64) {
 	natsURL, _ := harness.NATS(b)
 	harness.Policy(b, natsURL) // creates the buckets
 	reg := followNodes(b, natsURL)
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
+	nc := harness.NATSConnect(b, natsURL, natsperm.Policy) // writes the configuration bucket as the policy service does
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
 		b.Fatal(err)

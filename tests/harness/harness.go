@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"keyway.dev/common/natsperm"
 	"keyway.dev/common/testca"
 	"keyway.dev/common/vaulttest"
 )
@@ -236,7 +237,8 @@ func (p *Process) Interrupt(timeout time.Duration) error {
 }
 
 // NATS starts the real nats-server binary with JetStream on a free loopback
-// port and returns its client URL.
+// port, serving TLS to the users of package natsperm (see [StartNATS]), and
+// returns its client URL.
 func NATS(tb testing.TB) (string, *Process) {
 	tb.Helper()
 	n := StartNATS(tb)
@@ -249,16 +251,24 @@ type NATSServer struct {
 	// URL is the client URL; it stays the same across restarts.
 	URL     string
 	Process *Process
-	addr    string
-	dir     string
+	// CAFile is the CA of the server's certificate (PEM).
+	CAFile    string
+	addr      string
+	dir       string
+	confFile  string
+	passwords map[string]string
 }
 
 // StartNATS starts nats-server with JetStream on a free loopback port and
-// a store folder of the test's.
+// a store folder of the test's. It serves TLS only, with a certificate from
+// a CA of the test's, and only to the users of package natsperm, each with
+// a random password and its permissions; [Policy], [StartProxy] and
+// [StartSecrets] connect with them.
 func StartNATS(tb testing.TB) *NATSServer {
 	tb.Helper()
 	addr := FreeAddr(tb)
 	n := &NATSServer{URL: "nats://" + addr, addr: addr, dir: tb.TempDir()}
+	n.secure(tb)
 	n.Start(tb)
 	return n
 }
@@ -267,9 +277,8 @@ func StartNATS(tb testing.TB) *NATSServer {
 // it is ready.
 func (n *NATSServer) Start(tb testing.TB) {
 	tb.Helper()
-	host, port, _ := net.SplitHostPort(n.addr)
 	n.Process = Start(tb, "nats-server", Tool(tb, "nats-server", "KEYWAY_NATS_SERVER"), regexp.MustCompile(`Server is ready`),
-		"-js", "-sd", n.dir, "-a", host, "-p", port)
+		"-c", n.confFile)
 }
 
 // Stop stops the server with SIGTERM and waits for it to exit.
@@ -287,7 +296,7 @@ func PolicyEnv(tb testing.TB, natsURL string, env []string, args ...string) (str
 	tb.Helper()
 	addr := FreeAddr(tb)
 	p := StartEnv(tb, "keyway-policy", Bin(tb, "keyway-policy"), regexp.MustCompile(`policy service serving`), env,
-		append([]string{"--listen", addr, "--nats", natsURL}, args...)...)
+		append(append([]string{"--listen", addr, "--nats", natsURL}, NATSArgs(natsURL, natsperm.Policy)...), args...)...)
 	return "http://" + addr, p
 }
 
@@ -325,7 +334,7 @@ func StartProxyAt(tb testing.TB, natsURL, nodeID, addr, admin string, args ...st
 func startProxy(tb testing.TB, natsURL, nodeID, addr, admin string, env []string, args ...string) *Proxy {
 	tb.Helper()
 	p := StartEnv(tb, "keyway-proxy "+nodeID, Bin(tb, "keyway-proxy"), nil, env,
-		append([]string{"--listen", addr, "--admin-listen", admin, "--nats", natsURL, "--node-id", nodeID}, args...)...)
+		append(append([]string{"--listen", addr, "--admin-listen", admin, "--nats", natsURL, "--node-id", nodeID}, NATSArgs(natsURL, natsperm.Node)...), args...)...)
 	px := &Proxy{Process: p, ID: nodeID, Addr: addr, Admin: admin, URL: "http://" + addr, AdminURL: "http://" + admin}
 	WaitHTTP(tb, px.AdminURL+"/healthz", p)
 	return px
@@ -474,7 +483,7 @@ func StartSecrets(tb testing.TB, natsURL string, env []string, extra ...string) 
 	addr, internal := FreeAddr(tb), FreeAddr(tb)
 	args := append([]string{"--listen", addr, "--internal-listen", internal, "--nats", natsURL,
 		"--internal-cert", filepath.Join(dir, "secrets.crt"), "--internal-key", filepath.Join(dir, "secrets.key"),
-		"--internal-client-ca", filepath.Join(dir, "ca.crt"), "--dir", filepath.Join(dir, "secrets"), "--poll-interval", "250ms"}, extra...)
+		"--internal-client-ca", filepath.Join(dir, "ca.crt"), "--dir", filepath.Join(dir, "secrets"), "--poll-interval", "250ms"}, append(NATSArgs(natsURL, natsperm.Secrets), extra...)...)
 	p := StartEnv(tb, "keyway-secrets", Bin(tb, "keyway-secrets"), regexp.MustCompile(`secrets service serving`), env, args...)
 	return &Secrets{Process: p, URL: "http://" + addr, InternalURL: "https://" + internal, InternalCA: ca, ClientCert: node, Dir: dir}
 }

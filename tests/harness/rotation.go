@@ -44,6 +44,8 @@ type RotationStack struct {
 	Fingerprint string
 	// Vault is the secrets service's backend, when it is Vault.
 	Vault *vaulttest.Server
+	// NATS is the server every part connects to, each as its own user.
+	NATS *NATSServer
 }
 
 // RotationOptions configure a RotationStack.
@@ -64,8 +66,8 @@ func StartRotationStack(tb testing.TB, nodes int) *RotationStack {
 // StartRotationStackWith is StartRotationStack with options.
 func StartRotationStackWith(tb testing.TB, nodes int, opts RotationOptions) *RotationStack {
 	tb.Helper()
-	natsURL, _ := NATS(tb)
-	s := &RotationStack{CA: testca.New(tb, "upstream CA"), Vault: opts.Vault}
+	s := &RotationStack{CA: testca.New(tb, "upstream CA"), Vault: opts.Vault, NATS: StartNATS(tb)}
+	natsURL := s.NATS.URL
 	var env, extra []string
 	if v := opts.Vault; v != nil {
 		env = []string{"VAULT_TOKEN=" + v.Token}

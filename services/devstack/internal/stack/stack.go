@@ -25,6 +25,7 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
+	"keyway.dev/common/natsperm"
 	"keyway.dev/devstack/echo"
 )
 
@@ -67,10 +68,16 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("making the dev PKI: %w", err)
 	}
 
-	ns, err := natsserver.NewServer(&natsserver.Options{
+	natsSec, err := secureNATS(data, p)
+	if err != nil {
+		return err
+	}
+	natsOpts := &natsserver.Options{
 		ServerName: "keyway-dev", Host: "127.0.0.1", Port: cfg.NATSPort,
 		JetStream: true, StoreDir: filepath.Join(data, "nats"), NoSigs: true,
-	})
+	}
+	natsSec.apply(natsOpts) // TLS, and a user per service
+	ns, err := natsserver.NewServer(natsOpts)
 	if err != nil {
 		return fmt.Errorf("configuring NATS: %w", err)
 	}
@@ -129,6 +136,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	secretsArgs := []string{"--listen", cfg.SecretsAddr, "--internal-listen", cfg.SecretsInternal, "--nats", natsURL,
 		"--internal-cert", p.secretsCert, "--internal-key", p.secretsKey, "--internal-client-ca", p.internalCAFile}
+	secretsArgs = append(secretsArgs, natsSec.args(natsperm.Secrets)...)
 	var secretsEnv []string
 	if cfg.Vault {
 		bin, err := vaultBinary(cfg.VaultBin, cfg.Out)
@@ -163,11 +171,11 @@ func Run(ctx context.Context, cfg Config) error {
 	material := []string{"--secrets-internal-url", "https://" + cfg.SecretsInternal,
 		"--secrets-cert", p.nodeCert, "--secrets-key", p.nodeKey, "--secrets-ca", p.internalCAFile}
 	if err := spawn("keyway-policy", append([]string{"--listen", cfg.PolicyAddr, "--nats", natsURL,
-		"--secrets-server", "http://" + cfg.SecretsAddr}, material...)...); err != nil {
+		"--secrets-server", "http://" + cfg.SecretsAddr}, append(natsSec.args(natsperm.Policy), material...)...)...); err != nil {
 		return err
 	}
 	if err := spawn("keyway-proxy", append([]string{"--listen", cfg.ProxyAddr, "--admin-listen", cfg.ProxyAdmin, "--nats", natsURL,
-		"--node-id", "dev-1"}, material...)...); err != nil {
+		"--node-id", "dev-1"}, append(natsSec.args(natsperm.Node), material...)...)...); err != nil {
 		return err
 	}
 
@@ -258,7 +266,7 @@ Keyway is running.
   proxy node       http://%[1]s       (admin: http://%[2]s/status)
                    https://%[11]s      (Listener "public": client certificates from the dev CA are verified if given)
   policy API       http://%[3]s       (Connect, gRPC, gRPC-Web)
-  NATS JetStream   nats://127.0.0.1:%[4]s
+  NATS JetStream   nats://127.0.0.1:%[4]s   (TLS; users policy, secrets, node: passwords in %[9]s/nats-users)
   demo upstream    https://%[5]s      (requires a client certificate from %[6]s)
 
 Try:

@@ -15,6 +15,7 @@ import (
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/material"
+	"keyway.dev/common/natsconn"
 	"keyway.dev/common/nodekv"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/app"
@@ -47,6 +48,8 @@ func realMain(ctx context.Context, args []string) error {
 		logFormat = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
 		logLevel  = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
 	)
+	var natsCfg natsconn.Config
+	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -72,6 +75,7 @@ func realMain(ctx context.Context, args []string) error {
 	return app.Run(ctx, app.Config{
 		Listen:     *listen,
 		NATSURL:    *natsURL,
+		NATS:       natsCfg,
 		Store:      store.Config{Bucket: *bucket, Replicas: *replicas},
 		NodeBucket: *nodes,
 		NodeTTL:    *nodeTTL,

@@ -4,6 +4,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/material"
+	"keyway.dev/common/natsconn"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/metrics"
 	"keyway.dev/policy/internal/nodes"
@@ -60,6 +62,9 @@ type Config struct {
 	// mTLS), used by the live probe of bindings with references; zero URL:
 	// those bindings are not probed (a warning says so).
 	Material material.Config
+	// NATS is the NATS connection's TLS and user (package natsconn); its
+	// URL, when empty, is NATSURL.
+	NATS natsconn.Config
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -71,25 +76,23 @@ func Run(ctx context.Context, cfg Config) error {
 	// Set once the views exist: they restart their watches when NATS
 	// comes back.
 	var onReconnect atomic.Pointer[func()]
-	nc, err := nats.Connect(cfg.NATSURL,
-		nats.Name("keyway-policy"),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+	natsCfg := cfg.NATS
+	natsCfg.URL, natsCfg.Name = cmp.Or(natsCfg.URL, cfg.NATSURL), "keyway-policy"
+	nc, err := natsconn.Connect(ctx, natsCfg, log, natsconn.Handlers{
+		Disconnected: func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected; serving reads from the last view", "error", err)
 			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) {
+		},
+		Reconnected: func(c *nats.Conn) {
 			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
 			if f := onReconnect.Load(); f != nil {
 				(*f)()
 			}
-		}),
-	)
+		},
+	})
 	if err != nil {
-		return fmt.Errorf("connecting to NATS at %s: %w", cfg.NATSURL, err)
+		return fmt.Errorf("connecting to NATS at %s: %w", natsCfg.URL, err)
 	}
 	defer nc.Close()
 

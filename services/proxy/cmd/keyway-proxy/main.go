@@ -16,6 +16,7 @@ import (
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/material"
+	"keyway.dev/common/natsconn"
 	"keyway.dev/common/nodekv"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/inbound"
@@ -54,6 +55,8 @@ func realMain(ctx context.Context) error {
 		maxHeader = fs.String("max-header-bytes", logging.Env("KEYWAY_MAX_HEADER_BYTES", strconv.Itoa(inbound.DefaultMaxHeaderBytes)), "largest request header block accepted on the proxy port and every Listener, in bytes (HTTP/1.1 and HTTP/2); larger requests get 431 (env KEYWAY_MAX_HEADER_BYTES)")
 		hsTimeout = fs.String("handshake-timeout", logging.Env("KEYWAY_HANDSHAKE_TIMEOUT", upstream.DefaultHandshakeTimeout.String()), "upstream TLS handshake timeout (env KEYWAY_HANDSHAKE_TIMEOUT)")
 	)
+	var natsCfg natsconn.Config
+	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
 	}
@@ -105,6 +108,7 @@ func realMain(ctx context.Context) error {
 		Listen:           *listen,
 		AdminListen:      *admin,
 		NATSURL:          *natsURL,
+		NATS:             natsCfg,
 		Bucket:           *bucket,
 		NodeID:           *nodeID,
 		NodeBucket:       *nodes,

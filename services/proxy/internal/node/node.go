@@ -30,6 +30,7 @@ import (
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
+	"keyway.dev/common/natsconn"
 	"keyway.dev/common/nodekv"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/config"
@@ -50,6 +51,9 @@ type Config struct {
 	AdminListen string
 	// NATSURL is the NATS server. Default nats://127.0.0.1:4222.
 	NATSURL string
+	// NATS is the NATS connection's TLS and user (package natsconn); its
+	// URL, when empty, is NATSURL.
+	NATS natsconn.Config
 	// Bucket is the configuration bucket. Default configkv.Bucket.
 	Bucket string
 	// NodeID names the node in logs, request ids, the NATS connection and
@@ -217,28 +221,27 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.proxyLn.Close()
 		return nil, fmt.Errorf("node: listening on %s for admin: %w", cfg.AdminListen, err)
 	}
-	n.nc, err = nats.Connect(cfg.NATSURL,
-		nats.Name("keyway-proxy "+cfg.NodeID),
-		nats.MaxReconnects(-1),
-		nats.RetryOnFailedConnect(true),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+	natsCfg := cfg.NATS
+	natsCfg.URL, natsCfg.Name = cmp.Or(natsCfg.URL, cfg.NATSURL), "keyway-proxy "+cfg.NodeID
+	n.nc, err = natsconn.Connect(ctx, natsCfg, log, natsconn.Handlers{
+		Disconnected: func(_ *nats.Conn, err error) {
 			if err == nil {
 				// Our own Close at stop, or the server closing cleanly.
 				log.Debug("disconnected from NATS")
 				return
 			}
 			log.Warn("disconnected from NATS; serving the last good configuration", "error", err)
-		}),
-		nats.ClosedHandler(func(*nats.Conn) { close(n.natsClosed) }),
-		nats.ReconnectHandler(func(c *nats.Conn) {
+		},
+		Closed: func(*nats.Conn) { close(n.natsClosed) },
+		Reconnected: func(c *nats.Conn) {
 			log.Info("reconnected to NATS; resuming the configuration watch", "url", c.ConnectedUrl(), "revision", n.watcher.Revision())
 			n.watcher.Resume()
-		}),
-	)
+		},
+	})
 	if err != nil {
 		n.proxyLn.Close()
 		n.adminLn.Close()
-		return nil, fmt.Errorf("node: connecting to NATS at %s: %w", cfg.NATSURL, err)
+		return nil, fmt.Errorf("node: connecting to NATS at %s: %w", natsCfg.URL, err)
 	}
 
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"keyway.dev/common/logging"
+	"keyway.dev/common/natsconn"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/secrets/internal/app"
 	"keyway.dev/secrets/internal/pki"
@@ -52,6 +53,8 @@ func realMain(ctx context.Context, args []string) error {
 		logFormat      = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
 		logLevel       = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
 	)
+	var natsCfg natsconn.Config
+	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,6 +78,7 @@ func realMain(ctx context.Context, args []string) error {
 		InternalKey:      *internalKey,
 		InternalClientCA: *internalCA,
 		NATSURL:          *natsURL,
+		NATS:             natsCfg,
 		Bucket:           *bucket,
 		Replicas:         *replicas,
 		Backend:          *backend,

@@ -6,6 +6,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -26,6 +27,7 @@ import (
 
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
+	"keyway.dev/common/natsconn"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/secrets/internal/localdir"
 	"keyway.dev/secrets/internal/metrics"
@@ -70,6 +72,9 @@ type Config struct {
 	// listeners serve (tests listen on port 0); internal is nil without
 	// an internal listener.
 	OnListen func(api, internal net.Addr)
+	// NATS is the NATS connection's TLS and user (package natsconn); its
+	// URL, when empty, is NATSURL.
+	NATS natsconn.Config
 }
 
 // Run serves until ctx is done.
@@ -90,20 +95,18 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	nc, err := nats.Connect(cfg.NATSURL,
-		nats.Name("keyway-secrets"),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+	natsCfg := cfg.NATS
+	natsCfg.URL, natsCfg.Name = cmp.Or(natsCfg.URL, cfg.NATSURL), "keyway-secrets"
+	nc, err := natsconn.Connect(ctx, natsCfg, log, natsconn.Handlers{
+		Disconnected: func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Warn("nats disconnected; versions are published once it is back", "error", err)
 			}
-		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
-	)
+		},
+		Reconnected: func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) },
+	})
 	if err != nil {
-		return fmt.Errorf("connecting to NATS at %s: %w", cfg.NATSURL, err)
+		return fmt.Errorf("connecting to NATS at %s: %w", natsCfg.URL, err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
