@@ -61,6 +61,8 @@ type Server struct {
 	// keys holds the key pairs moved out of resources at apply; nil: inline
 	// private keys are refused.
 	keys KeyStore
+	// probeLimit is each caller's budget of probe handshakes.
+	probeLimit *probeLimiter
 }
 
 // Material fetches key material from the secrets service's
@@ -122,7 +124,8 @@ func New(st *store.Store, nv *nodes.View, log *slog.Logger, obs Observer, opts .
 	if obs == nil {
 		obs = discardObserver{}
 	}
-	s := &Server{store: st, nodes: nv, log: log, now: time.Now, obs: obs}
+	s := &Server{store: st, nodes: nv, log: log, now: time.Now, obs: obs,
+		probeLimit: newProbeLimiter(DefaultProbeRate, DefaultProbeBurst)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -201,7 +204,11 @@ func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.Apply
 	var probes map[int][]*policyv1.ProbeResult
 	if wantProbe(req.Msg) {
 		var failed, skipped []model.Violation
-		probes, failed, skipped = s.probe(ctx, objs)
+		var err error
+		probes, failed, skipped, err = s.probe(ctx, callerKey(ctx, req.Peer()), objs)
+		if err != nil {
+			return nil, err
+		}
 		report.Warnings = append(report.Warnings, skipped...)
 		if len(failed) > 0 {
 			s.log.Info("apply refused by the live probe", "resources", len(resources), "failed", len(failed), "dry_run", req.Msg.GetDryRun())
