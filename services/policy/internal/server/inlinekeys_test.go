@@ -152,7 +152,7 @@ func listenerWith(name string, kp *testca.KeyPair) *policyv1.Resource {
 		ApiVersion: "keyway.dev/v1alpha1", Kind: "Listener",
 		Metadata: &policyv1.ObjectMeta{Name: name},
 		Spec: &policyv1.ListenerSpec{Address: "127.0.0.1:9444", Hosts: []*policyv1.ListenerHost{{
-			Hostnames: []string{"api.example.com"},
+			Hostnames:   []string{"api.example.com"},
 			Certificate: &policyv1.KeyPair{Crt: string(kp.CertPEM), Key: string(kp.KeyPEM)},
 		}}},
 	}}}

@@ -69,7 +69,7 @@ func (l *probeLimiter) allow(caller string, n int) error {
 	}
 	if n > l.burst {
 		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
-			"live probe refused: the request would probe %d endpoints, and a caller may probe at most %d at once; apply fewer bindings per request, or with probe off (keywayctl apply --probe=off)", n, l.burst))
+			"live probe refused: the request would probe %d endpoints, and a caller may probe at most %d at once; apply fewer bindings per request, or skip the probe (keywayctl validate --no-probe, or apply without --probe)", n, l.burst))
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
