@@ -209,8 +209,8 @@ func TestInlineKeysNeverReachNATS(t *testing.T) {
 	ctx := context.Background()
 	ca := testca.New(t, "upstream CA")
 	first, second := ca.Client("keyway-gateway"), ca.Client("keyway-gateway")
-	server := ca.Server("api.example.com")
-	all := []*testca.KeyPair{first, second, server}
+	server, www := ca.Server("api.example.com"), ca.Server("www.example.com")
+	all := []*testca.KeyPair{first, second, server, www}
 
 	// Apply: a binding with an inline client key, a Listener with an
 	// inline server key.
@@ -226,6 +226,24 @@ func TestInlineKeysNeverReachNATS(t *testing.T) {
 		t.Errorf("listener: %v, want created", resp.Results[0].Action)
 	}
 	w.check("apply of a Listener", all...)
+	inbound := binding(t, "www-tls", "public", map[string]any{
+		"hostnames":   []any{"www.example.com"},
+		"certificate": map[string]any{"crt": string(www.CertPEM), "key": string(www.KeyPEM)},
+	})
+	inbound.GetPolicyBinding().Spec.TargetRef.Kind = "Listener"
+	inbound.GetPolicyBinding().Spec.PolicyRef.Name = "tls-inbound"
+	if _, err := applyProbeOff(ctx, s, false, inbound); err != nil {
+		t.Fatal(err)
+	}
+	w.check("apply of a tls-inbound binding", all...)
+	wwwCert := storedCertificate(t, s, "PolicyBinding", "www-tls").GetPolicyBinding().GetSpec().GetConfig().GetFields()["certificate"].GetStructValue().GetFields()
+	if wwwCert["keystore"].GetStringValue() != inlinekeys.Keystore || !strings.HasPrefix(wwwCert["alias"].GetStringValue(), "pb-www-tls-") {
+		t.Fatalf("stored tls-inbound certificate is %v, want a reference to %s", wwwCert, inlinekeys.Keystore)
+	}
+	wwwAlias := wwwCert["alias"].GetStringValue()
+	if a, err := svc.API.GetAlias(ctx, connect.NewRequest(&secretsv1.GetAliasRequest{Keystore: inlinekeys.Keystore, Alias: wwwAlias})); err != nil || a.Msg.GetAlias().GetUsage() != secretsv1.Usage_USAGE_SERVER {
+		t.Errorf("tls-inbound alias: %v %v, want a server alias", a, err)
+	}
 
 	// The stored resources reference the moved pairs.
 	cert := storedCertificate(t, s, "PolicyBinding", "orders-mtls").GetPolicyBinding().GetSpec().GetConfig().GetFields()["certificate"].GetStructValue().GetFields()
@@ -279,7 +297,7 @@ func TestInlineKeysNeverReachNATS(t *testing.T) {
 	}
 
 	// Delete: the aliases no resource references go too.
-	for _, ref := range []struct{ kind, name, alias string }{{"PolicyBinding", "orders-mtls", secondAlias}, {"Listener", "public", host.GetAlias()}} {
+	for _, ref := range []struct{ kind, name, alias string }{{"PolicyBinding", "orders-mtls", secondAlias}, {"PolicyBinding", "www-tls", wwwAlias}, {"Listener", "public", host.GetAlias()}} {
 		if _, err := s.connect.Delete(ctx, connect.NewRequest(&policyv1.DeleteRequest{Kind: ref.kind, Name: ref.name})); err != nil {
 			t.Fatal(err)
 		}
