@@ -368,3 +368,27 @@ func TestInlineKeyWithoutSecretsServiceIsRefused(t *testing.T) {
 		t.Errorf("get after the refused apply: %v, want NotFound", err)
 	}
 }
+
+// With the secrets service down, an inline key cannot be moved: the apply
+// fails as unavailable, says so, and stores nothing; once it is back, the
+// same apply goes through.
+func TestInlineKeyWithSecretsServiceDownStoresNothing(t *testing.T) {
+	t.Parallel()
+	var svc *materialtest.Service
+	s := startStack(t, withRealSecrets(t, &svc))
+	ctx := context.Background()
+	ca := testca.New(t, "upstream CA")
+	rs := []*policyv1.Resource{service("orders", "127.0.0.1:9443"), binding(t, "orders-mtls", "orders", clientConfig(ca, ca.Client("gw")))}
+	svc.Stop()
+	_, err := applyProbeOff(ctx, s, false, rs...)
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "resources[1].policyBinding.spec.config.certificate.key") {
+		t.Fatalf("apply with the secrets service down: %v, want Unavailable naming the key's field", err)
+	}
+	if _, err := s.connect.Get(ctx, connect.NewRequest(&policyv1.GetRequest{Kind: "Service", Name: "orders"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("get after the failed apply: %v, want NotFound", err)
+	}
+	svc.Start(t)
+	if _, err := applyProbeOff(ctx, s, false, rs...); err != nil {
+		t.Fatalf("apply once the secrets service is back: %v", err)
+	}
+}
