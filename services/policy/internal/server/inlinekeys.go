@@ -68,6 +68,9 @@ func (s *Server) moveKeys(ctx context.Context, resources []*policyv1.Resource, o
 	var m movedKeys
 	for i, r := range resources {
 		ref := objs[i].Ref()
+		if ref.Kind != model.KindPolicyBinding && ref.Kind != model.KindListener {
+			continue // no certificate to hold a key
+		}
 		if stored, err := s.store.Get(ctx, ref); err == nil {
 			for _, mv := range inlinekeys.Refs(stored) {
 				m.previous = append(m.previous, mv.Ref)
@@ -121,7 +124,9 @@ func (s *Server) forget(refs []model.SecretRef) {
 
 // release deletes each alias of refs that no stored resource references
 // (with check) or unconditionally. Deleting is best effort: an alias left
-// behind is logged, and holds a key no resource uses.
+// behind is logged, and holds a key no resource uses. Callers hold
+// s.writes, so no apply of this replica starts referencing an alias
+// between the check and the delete.
 func (s *Server) release(refs []model.SecretRef, check bool) {
 	if len(refs) == 0 || s.keys == nil {
 		return
