@@ -42,13 +42,17 @@ type setup struct {
 	upstream *echo.Server
 	ca       *testca.CA
 	gateways [2]*testca.KeyPair
+	secrets  *harness.Secrets
 }
 
 func start(b *testing.B) *setup {
 	b.Helper()
 	natsURL, _ := harness.NATS(b)
-	policyURL, _ := harness.Policy(b, natsURL)
-	s := &setup{natsURL: natsURL, policy: policyv1connect.NewPolicyServiceClient(http.DefaultClient, policyURL), ca: testca.New(b, "bench CA")}
+	// The bench applies inline private keys: they are moved into the
+	// secrets service, and the node fetches them from it.
+	secrets := harness.StartSecrets(b, natsURL, nil)
+	policyURL, _ := harness.Policy(b, natsURL, secrets.PolicyArgs(b, "keyway-policy")...)
+	s := &setup{natsURL: natsURL, secrets: secrets, policy: policyv1connect.NewPolicyServiceClient(http.DefaultClient, policyURL), ca: testca.New(b, "bench CA")}
 	s.gateways = [2]*testca.KeyPair{s.ca.Client("gateway-a"), s.ca.Client("gateway-b")}
 	up, err := echo.Start("127.0.0.1:0", &tls.Config{
 		Certificates: []tls.Certificate{s.ca.Server("upstream.bench").TLS},
@@ -60,7 +64,7 @@ func start(b *testing.B) *setup {
 	}
 	b.Cleanup(func() { up.Close() })
 	s.upstream = up
-	s.proxy = harness.StartProxy(b, natsURL, "bench-1")
+	s.proxy = harness.StartProxy(b, natsURL, "bench-1", secrets.ClientArgs(b, "bench-1")...)
 	return s
 }
 
@@ -257,7 +261,7 @@ func BenchmarkTracingOnVsOff(b *testing.B) {
 		// none is dropped and every request pays for its export.
 		"OTEL_BSP_MAX_QUEUE_SIZE=131072",
 		"OTEL_BSP_SCHEDULE_DELAY=200",
-	})
+	}, s.secrets.ClientArgs(b, "bench-traced")...)
 	ctx := context.Background()
 	if err := s.apply(ctx, 0, []any{"http/1.1"}); err != nil {
 		b.Fatal(err)

@@ -31,6 +31,7 @@ type world struct {
 	upstreamCA         *testca.CA // signs the upstream's certificate and the clients it accepts
 	gateway            *testca.KeyPair
 	dir                string
+	secrets            *harness.Secrets
 }
 
 func newWorld(t *testing.T) *world {
@@ -44,7 +45,10 @@ func newWorldEnv(t *testing.T, env []string, nodes int) *world {
 	t.Helper()
 	w := &world{dir: t.TempDir()}
 	w.natsURL, _ = harness.NATS(t)
-	w.policyURL, _ = harness.PolicyEnv(t, w.natsURL, env)
+	// Inline private keys are moved into the secrets service at apply; the
+	// nodes fetch them back from it.
+	w.secrets = harness.StartSecrets(t, w.natsURL, nil)
+	w.policyURL, _ = harness.PolicyEnv(t, w.natsURL, env, w.secrets.PolicyArgs(t, "keyway-policy")...)
 	w.upstreamCA = testca.New(t, "upstream CA")
 	server := w.upstreamCA.Server("orders.internal")
 	w.gateway = w.upstreamCA.Client("keyway-gateway")
@@ -59,7 +63,8 @@ func newWorldEnv(t *testing.T, env []string, nodes int) *world {
 	t.Cleanup(func() { up.Close() })
 	w.upstream = up
 	for i := range nodes {
-		w.proxies = append(w.proxies, harness.StartProxyEnv(t, w.natsURL, fmt.Sprintf("node-%d", i+1), env))
+		id := fmt.Sprintf("node-%d", i+1)
+		w.proxies = append(w.proxies, harness.StartProxyEnv(t, w.natsURL, id, env, w.secrets.ClientArgs(t, id)...))
 	}
 	return w
 }

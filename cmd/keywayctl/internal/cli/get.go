@@ -30,7 +30,12 @@ Output formats (-o):
   yaml   one document per resource, in the shape apply -f reads back
   json   one resource as an object; a list (no NAME, or "all") always as
          {"items": [...]}, each item in the shape apply -f reads
-  name   kind/name, one a line`,
+  name   kind/name, one a line
+
+A private key applied inline in a binding or a Listener is moved into the
+secrets service at apply (keystore keyway-inline): get shows the reference
+{keystore, alias} in its place, and with -o table or yaml a note on stderr
+says where each key went.`,
 		Example: `  keywayctl get bindings
   keywayctl get svc orders -o yaml > orders.yaml
   keywayctl get policybinding/orders-mtls -o json
@@ -77,7 +82,14 @@ func (g *globals) get(cmd *cobra.Command, args []string, format output.Format) e
 			}
 			return g.rpcError(err, "getting "+ref)
 		}
-		return output.Write(g.io.Stdout, []*policyv1.Resource{resp.Msg.GetResource()}, opts)
+		rs := []*policyv1.Resource{resp.Msg.GetResource()}
+		if err := output.Write(g.io.Stdout, rs, opts); err != nil {
+			return err
+		}
+		if format == output.Table || format == output.YAML {
+			movedKeyNotes(g.io.Stderr, rs)
+		}
+		return nil
 	}
 
 	req := &policyv1.ListRequest{}
@@ -96,7 +108,13 @@ func (g *globals) get(cmd *cobra.Command, args []string, format output.Format) e
 		fmt.Fprintln(g.io.Stderr, "No resources found.")
 		return nil
 	}
-	return output.Write(g.io.Stdout, rs, opts)
+	if err := output.Write(g.io.Stdout, rs, opts); err != nil {
+		return err
+	}
+	if format == output.Table || format == output.YAML {
+		movedKeyNotes(g.io.Stderr, rs)
+	}
+	return nil
 }
 
 // parseTarget reads "KIND", "KIND NAME" or "KIND/NAME". With needName, a

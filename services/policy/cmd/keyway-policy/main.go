@@ -40,7 +40,7 @@ func realMain(ctx context.Context, args []string) error {
 		replicas  = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
 		nodes     = fs.String("node-bucket", logging.Env("KEYWAY_NODE_BUCKET", nodekv.Bucket), "node registry KV bucket (env KEYWAY_NODE_BUCKET)")
 		nodeTTL   = fs.Duration("node-ttl", nodekv.DefaultTTL, "node bucket TTL when this service creates it: a node is listed this long after its last heartbeat")
-		secrets   = fs.String("secrets-server", logging.Env("KEYWAY_SECRETS_SERVER", ""), "secrets service API URL, e.g. http://127.0.0.1:8082; without it, references to keystores and truststores are refused (env KEYWAY_SECRETS_SERVER)")
+		secrets   = fs.String("secrets-server", logging.Env("KEYWAY_SECRETS_SERVER", ""), "secrets service API URL, e.g. http://127.0.0.1:8082; inline private keys are moved into it at apply; without it, references to keystores and truststores and inline private keys are refused (env KEYWAY_SECRETS_SERVER)")
 		internal  = fs.String("secrets-internal-url", logging.Env("KEYWAY_SECRETS_INTERNAL_URL", ""), "secrets service internal port (MaterialService, mTLS), e.g. https://127.0.0.1:8092, for the live probe of bindings with references (env KEYWAY_SECRETS_INTERNAL_URL)")
 		secCert   = fs.String("secrets-cert", logging.Env("KEYWAY_SECRETS_CERT", ""), "client certificate (PEM) for the internal port (env KEYWAY_SECRETS_CERT)")
 		secKey    = fs.String("secrets-key", logging.Env("KEYWAY_SECRETS_KEY", ""), "key of --secrets-cert (PEM) (env KEYWAY_SECRETS_KEY)")

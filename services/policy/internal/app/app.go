@@ -27,6 +27,7 @@ import (
 	"keyway.dev/common/material"
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/telemetry"
+	"keyway.dev/policy/internal/inlinekeys"
 	"keyway.dev/policy/internal/metrics"
 	"keyway.dev/policy/internal/nodes"
 	"keyway.dev/policy/internal/secretcheck"
@@ -56,7 +57,8 @@ type Config struct {
 	OnListen func(net.Addr)
 	// SecretsServer is the secrets service's API (e.g.
 	// "http://127.0.0.1:8082"); empty: references to keystores, aliases and
-	// truststores are refused.
+	// truststores are refused, and so are inline private keys (they are
+	// moved into the secrets service at apply).
 	SecretsServer string
 	// Material is the secrets service's internal port (MaterialService,
 	// mTLS), used by the live probe of bindings with references; zero URL:
@@ -134,7 +136,12 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			mat = mc
 		}
-		opts = append(opts, server.WithSecrets(secretcheck.New(cfg.SecretsServer, nil, 0), mat))
+		// One client for the secrets service's API: reference checks and
+		// the moving of inline keys present the same credentials.
+		secretsAPI := http.DefaultClient
+		opts = append(opts,
+			server.WithSecrets(secretcheck.New(cfg.SecretsServer, secretsAPI, 0), mat),
+			server.WithInlineKeys(inlinekeys.NewClient(cfg.SecretsServer, secretsAPI, 0)))
 		log.Info("references to the secrets service enabled", "secrets_server", cfg.SecretsServer, "probe_material", cfg.Material.URL != "")
 	}
 	m := metrics.New()

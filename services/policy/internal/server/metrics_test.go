@@ -95,7 +95,7 @@ func TestMetricsCountApplies(t *testing.T) {
 
 func TestMetricsCountProbes(t *testing.T) {
 	t.Parallel()
-	s := startStack(t)
+	s := startStack(t, withKeyStore(t))
 	ca := testca.New(t, "upstream CA")
 	gateway := ca.Client("keyway-gateway")
 	up := mtlsUpstream(t, ca.Server("orders.internal"), ca, tls.VersionTLS13)

@@ -37,10 +37,16 @@ func wantProbe(req *policyv1.ApplyRequest) bool {
 // It returns the results per resource index, one violation per failed
 // endpoint, at the binding's config, and a warning per binding not probed.
 //
+// The probe dials nothing but those endpoints: the targeted Service's, as
+// the request gives it or as stored; no other field of a request names
+// where to dial. The handshakes are spent from caller's budget
+// ([probeLimiter]); a caller over budget gets a ResourceExhausted error,
+// and nothing is dialled.
+//
 // A binding that references the secrets service is probed with the material
 // fetched from MaterialService, the same the proxy nodes will fetch; without
 // the internal port configured it is not probed, and says so.
-func (s *Server) probe(ctx context.Context, objs []model.Object) (map[int][]*policyv1.ProbeResult, []model.Violation, []model.Violation) {
+func (s *Server) probe(ctx context.Context, caller string, objs []model.Object) (map[int][]*policyv1.ProbeResult, []model.Violation, []model.Violation, error) {
 	var skipped []model.Violation
 	inRequest := map[string]*model.Service{}
 	for _, o := range objs {
@@ -89,6 +95,10 @@ func (s *Server) probe(ctx context.Context, objs []model.Object) (map[int][]*pol
 			jobs = append(jobs, job{index: i, binding: b, endpoint: ep, dialer: d})
 		}
 	}
+	if err := s.probeLimit.allow(caller, len(jobs)); err != nil {
+		s.log.Info("live probe refused: caller over its budget", "caller", caller, "endpoints", len(jobs))
+		return nil, nil, nil, err
+	}
 	results := make([]*policyv1.ProbeResult, len(jobs))
 	var wg sync.WaitGroup
 	for j, jb := range jobs {
@@ -118,7 +128,7 @@ func (s *Server) probe(ctx context.Context, objs []model.Object) (map[int][]*pol
 			})
 		}
 	}
-	return byIndex, violations, skipped
+	return byIndex, violations, skipped, nil
 }
 
 // resolve fetches the material a context references. Without MaterialService

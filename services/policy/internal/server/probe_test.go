@@ -33,7 +33,7 @@ func mtlsUpstream(t *testing.T, cert *testca.KeyPair, clientCA *testca.CA, maxVe
 
 func TestLiveProbe(t *testing.T) {
 	t.Parallel()
-	s := startStack(t)
+	s := startStack(t, withKeyStore(t))
 	ca := testca.New(t, "upstream CA")
 	gateway := ca.Client("keyway-gateway")
 	good := mtlsUpstream(t, ca.Server("orders.internal"), ca, tls.VersionTLS13)

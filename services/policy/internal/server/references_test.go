@@ -84,6 +84,13 @@ func withRealSecrets(t *testing.T, svc **materialtest.Service) func(*app.Config)
 	}
 }
 
+// withKeyStore starts the real keyway-secrets for a stack whose tests apply
+// inline private keys: they are moved into it at apply.
+func withKeyStore(t *testing.T) func(*app.Config) {
+	var svc *materialtest.Service
+	return withRealSecrets(t, &svc)
+}
+
 // The real secrets service behind the policy service: references are
 // checked against what it holds, probed with the material it hands out, and
 // refused while it is down.

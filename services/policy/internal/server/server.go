@@ -25,6 +25,7 @@ import (
 	"keyway.dev/common/failure"
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
+	"keyway.dev/policy/internal/inlinekeys"
 	"keyway.dev/policy/internal/nodes"
 	"keyway.dev/policy/internal/store"
 )
@@ -57,6 +58,11 @@ type Server struct {
 	// when the internal port is not configured (such bindings are not
 	// probed, with a warning).
 	material Material
+	// keys holds the key pairs moved out of resources at apply; nil: inline
+	// private keys are refused.
+	keys KeyStore
+	// probeLimit is each caller's budget of probe handshakes.
+	probeLimit *probeLimiter
 }
 
 // Material fetches key material from the secrets service's
@@ -118,7 +124,8 @@ func New(st *store.Store, nv *nodes.View, log *slog.Logger, obs Observer, opts .
 	if obs == nil {
 		obs = discardObserver{}
 	}
-	s := &Server{store: st, nodes: nv, log: log, now: time.Now, obs: obs}
+	s := &Server{store: st, nodes: nv, log: log, now: time.Now, obs: obs,
+		probeLimit: newProbeLimiter(DefaultProbeRate, DefaultProbeBurst)}
 	for _, o := range opts {
 		o(s)
 	}
@@ -189,6 +196,7 @@ func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.Apply
 		return nil, invalid(vs)
 	}
 	objs, report := model.ValidateContext(ctx, resources, model.Env{Catalog: s.store.Catalog(), Secrets: s.secrets, Now: s.now()})
+	report.Errors = append(report.Errors, s.refuseInline(resources)...)
 	if !report.OK() {
 		s.log.Info("apply refused", "resources", len(resources), "problems", len(report.Errors), "dry_run", req.Msg.GetDryRun())
 		return nil, invalid(report.Errors, report.Warnings...)
@@ -196,7 +204,11 @@ func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.Apply
 	var probes map[int][]*policyv1.ProbeResult
 	if wantProbe(req.Msg) {
 		var failed, skipped []model.Violation
-		probes, failed, skipped = s.probe(ctx, objs)
+		var err error
+		probes, failed, skipped, err = s.probe(ctx, callerKey(ctx, req.Peer()), objs)
+		if err != nil {
+			return nil, err
+		}
 		report.Warnings = append(report.Warnings, skipped...)
 		if len(failed) > 0 {
 			s.log.Info("apply refused by the live probe", "resources", len(resources), "failed", len(failed), "dry_run", req.Msg.GetDryRun())
@@ -204,12 +216,22 @@ func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.Apply
 		}
 	}
 	// Store the resources as validated (kinds and apiVersions filled in),
-	// keeping what the caller wrote.
+	// keeping what the caller wrote, except inline private keys: those go
+	// to the secrets service, and the resource references them.
+	var moved movedKeys
+	if !req.Msg.GetDryRun() && s.keys != nil {
+		var err error
+		if moved, err = s.moveKeys(ctx, resources, objs); err != nil {
+			s.forget(moved.created)
+			return nil, err
+		}
+	}
 	for i, r := range resources {
 		fillKind(r, objs[i].Ref().Kind)
 	}
 	outs, err := s.store.Write(ctx, resources, req.Msg.GetDryRun())
 	if err != nil {
+		s.forget(moved.created)
 		return nil, storeError(err)
 	}
 	var last uint64
@@ -260,6 +282,10 @@ func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.Apply
 			for _, r := range resp.Results {
 				r.Warnings = append(r.Warnings, w)
 			}
+		} else {
+			// Keys replaced by this apply (a rotation) that nothing
+			// references any more. Only against an up-to-date view.
+			s.release(moved.previous, true)
 		}
 	}
 	return connect.NewResponse(resp), nil
@@ -303,6 +329,12 @@ func (s *Server) Delete(ctx context.Context, req *connect.Request[policyv1.Delet
 	}
 	s.writes.Lock()
 	defer s.writes.Unlock()
+	var previous []model.SecretRef
+	if stored, err := s.store.Get(ctx, ref); err == nil {
+		for _, mv := range inlinekeys.Refs(stored) {
+			previous = append(previous, mv.Ref)
+		}
+	}
 	if deps := s.store.Dependents(ref); len(deps) > 0 {
 		names := make([]string, len(deps))
 		for i, d := range deps {
@@ -316,7 +348,9 @@ func (s *Server) Delete(ctx context.Context, req *connect.Request[policyv1.Delet
 		return nil, storeError(err)
 	}
 	if err := s.store.WaitRevision(ctx, rev); err != nil {
-		s.log.Warn("view behind the store after a delete", "revision", rev, "error", err)
+		s.log.Warn("view behind the store after a delete; moved keys of the resource are kept", "revision", rev, "error", err)
+	} else {
+		s.release(previous, true)
 	}
 	s.log.Info("deleted", "resource", ref.String(), "revision", rev)
 	return connect.NewResponse(&policyv1.DeleteResponse{Revision: rev, DeleteTime: timestamppb.New(s.now())}), nil

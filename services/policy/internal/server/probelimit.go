@@ -1,0 +1,133 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"golang.org/x/time/rate"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// The live probe dials what a caller names, so each caller gets a budget of
+// handshakes: DefaultProbeRate per second, up to DefaultProbeBurst at once.
+// A request probing more endpoints than the burst is refused outright.
+const (
+	DefaultProbeRate  rate.Limit = 10
+	DefaultProbeBurst            = 50
+	// maxProbeCallers bounds the limiters kept; beyond it, idle callers
+	// (whose budget has refilled) are forgotten first, then the least
+	// recently seen.
+	maxProbeCallers = 4096
+)
+
+// WithProbeLimit sets each caller's budget of probe handshakes: r per
+// second, burst at once.
+func WithProbeLimit(r rate.Limit, burst int) Option {
+	return func(s *Server) { s.probeLimit = newProbeLimiter(r, burst) }
+}
+
+// callerKey names the caller whose probe budget a request spends: the
+// peer's IP address (not its port, which a caller chooses freely). Once
+// callers are authenticated, it is the identity access.FromContext gives.
+func callerKey(_ context.Context, peer connect.Peer) string {
+	if host, _, err := net.SplitHostPort(peer.Addr); err == nil {
+		return host
+	}
+	return peer.Addr
+}
+
+// probeLimiter keeps one token bucket per caller, at most maxProbeCallers
+// of them. Safe for concurrent use.
+type probeLimiter struct {
+	r     rate.Limit
+	burst int
+	now   func() time.Time
+
+	mu      sync.Mutex
+	callers map[string]*callerBudget
+}
+
+type callerBudget struct {
+	lim  *rate.Limiter
+	last time.Time
+}
+
+func newProbeLimiter(r rate.Limit, burst int) *probeLimiter {
+	return &probeLimiter{r: r, burst: burst, now: time.Now, callers: map[string]*callerBudget{}}
+}
+
+// allow spends n handshakes of caller's budget, or returns the
+// ResourceExhausted error that says why not and when to retry.
+func (l *probeLimiter) allow(caller string, n int) error {
+	if n == 0 {
+		return nil
+	}
+	if n > l.burst {
+		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+			"live probe refused: the request would probe %d endpoints, and a caller may probe at most %d at once; apply fewer bindings per request, or skip the probe (keywayctl validate --no-probe, or apply without --probe)", n, l.burst))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	c := l.callers[caller]
+	if c == nil {
+		l.makeRoom(now)
+		c = &callerBudget{lim: rate.NewLimiter(l.r, l.burst)}
+		l.callers[caller] = c
+	}
+	c.last = now
+	res := c.lim.ReserveN(now, n)
+	delay := res.DelayFrom(now)
+	if delay == 0 {
+		return nil
+	}
+	res.CancelAt(now)
+	retry := delay.Round(100 * time.Millisecond)
+	if retry < delay {
+		retry += 100 * time.Millisecond
+	}
+	err := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
+		"live probe refused: %s has probed too often (at most %g handshakes a second, %d at once); nothing was applied: retry in %s, or skip the probe (keywayctl validate --no-probe, or apply without --probe)",
+		caller, float64(l.r), l.burst, retry))
+	if d, derr := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(retry)}); derr == nil {
+		err.AddDetail(d)
+	}
+	return err
+}
+
+// makeRoom forgets callers until one more fits: first those idle long
+// enough to have their whole budget back (forgetting them loses nothing),
+// then the least recently seen.
+func (l *probeLimiter) makeRoom(now time.Time) {
+	if len(l.callers) < maxProbeCallers {
+		return
+	}
+	refill := time.Duration(float64(l.burst) / float64(l.r) * float64(time.Second))
+	for k, c := range l.callers {
+		if now.Sub(c.last) >= refill {
+			delete(l.callers, k)
+		}
+	}
+	for len(l.callers) >= maxProbeCallers {
+		var oldest string
+		var at time.Time
+		for k, c := range l.callers {
+			if oldest == "" || c.last.Before(at) {
+				oldest, at = k, c.last
+			}
+		}
+		delete(l.callers, oldest)
+	}
+}
+
+// size is the number of callers remembered.
+func (l *probeLimiter) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.callers)
+}
