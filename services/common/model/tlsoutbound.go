@@ -26,12 +26,16 @@ const (
 	fieldCiphers         = "ciphers"
 	fieldSNI             = "sni"
 	fieldSubjectAltNames = "subjectAltNames"
+	// fieldLegacyCommonName opts in to matching the Common Name of an
+	// upstream certificate that has no DNS subjectAltName (Keyway's own
+	// field; Flex has none).
+	fieldLegacyCommonName = "legacyCommonName"
 )
 
 var (
 	outboundFields = []string{
 		fieldSkipValidation, fieldTrustedCA, fieldCertificate, fieldALPN, fieldMinVersion,
-		fieldMaxVersion, fieldCiphers, fieldSNI, fieldSubjectAltNames,
+		fieldMaxVersion, fieldCiphers, fieldSNI, fieldSubjectAltNames, fieldLegacyCommonName,
 	}
 	certificateFields = []string{fieldKey, fieldCrt, fieldKeystore, fieldAlias}
 )
@@ -111,6 +115,17 @@ func (c *checker) outboundTLS(at fieldPath, cfg *structpb.Struct) *OutboundTLS {
 		out.SubjectAltNames = c.subjectAltNames(at.Child(fieldSubjectAltNames), sans)
 		if out.SkipValidation && len(out.SubjectAltNames) > 0 {
 			c.warnf(at.Child(fieldSubjectAltNames), "subjectAltNames are not checked because skipValidation is true; set skipValidation: false and give trustedCA to have them checked")
+		}
+	}
+
+	if legacy, state := o.boolean(fieldLegacyCommonName); state == present && legacy {
+		if out.SkipValidation {
+			c.warnf(at.Child(fieldLegacyCommonName), "legacyCommonName is ignored because skipValidation is true: nothing is verified; set skipValidation: false and give trustedCA")
+		} else {
+			out.LegacyCommonName = true
+			c.warnf(at.Child(fieldLegacyCommonName), "legacyCommonName is true: an upstream certificate with no DNS subjectAltName is matched by its Common Name, which RFC 6125 deprecates and Go, browsers and curl refuse; "+
+				"the chain, expiry and key usage are still verified, and a certificate with DNS SANs is still matched by them only. Reissue the upstream's certificate with a SAN "+
+				"(openssl req … -addext subjectAltName=DNS:NAME, signed with openssl x509 -req … -copy_extensions copy) and remove this field")
 		}
 	}
 

@@ -11,10 +11,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -133,6 +135,13 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 			pool.AddCert(ca)
 		}
 		cfg.RootCAs = pool
+		if tlsCtx.LegacyCommonName {
+			// crypto/tls matches names against SANs only, so this
+			// context verifies the chain itself (verifyLegacy) and
+			// tells crypto/tls not to: VerifyConnection runs on every
+			// handshake, resumed ones included.
+			cfg.InsecureSkipVerify = true
+		}
 	}
 	d.base = cfg
 	return d, nil
@@ -242,6 +251,7 @@ func (d *Dialer) handshake(ctx context.Context, network, addr string) (*tls.Conn
 	cfg := d.base.Clone()
 	cfg.ServerName = facts.ServerName
 	cert, sans, verify := d.tls.Certificate, d.tls.SubjectAltNames, !d.tls.SkipValidation
+	legacy := verify && d.tls.LegacyCommonName
 	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 		facts.ClientCertificateRequested = true
 		if cert == nil {
@@ -252,12 +262,17 @@ func (d *Dialer) handshake(ctx context.Context, network, addr string) (*tls.Conn
 	}
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		facts.ServerCertificateSeen = true
+		if legacy {
+			if err := verifyLegacy(cs, cfg.RootCAs, facts.ServerName); err != nil {
+				return err
+			}
+		}
 		if !verify || len(sans) == 0 || len(cs.PeerCertificates) == 0 {
 			return nil
 		}
 		leaf := cs.PeerCertificates[0]
 		for _, name := range sans {
-			if leaf.VerifyHostname(name) == nil {
+			if matchName(leaf, name, legacy) == nil {
 				return nil
 			}
 		}
@@ -274,6 +289,59 @@ func (d *Dialer) handshake(ctx context.Context, network, addr string) (*tls.Conn
 		return nil, facts, d.fail(err, addr, facts)
 	}
 	return tc, facts, nil
+}
+
+// verifyLegacy verifies the upstream's chain as crypto/tls would (roots,
+// intermediates the server sent, validity now, server-auth key usage) and
+// then its name, with the Common Name standing in for a DNS SAN that the
+// certificate does not have.
+func verifyLegacy(cs tls.ConnectionState, roots *x509.CertPool, serverName string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return failure.WithReason(failure.HandshakeFailure, errors.New("the upstream sent no certificate"))
+	}
+	leaf := cs.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots: roots, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}); err != nil {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+	}
+	return matchName(leaf, serverName, true)
+}
+
+// matchName checks that leaf is valid for name: by its SANs, or, with
+// legacy and no DNS SAN in leaf, by its Common Name (case-insensitive, a
+// "*." wildcard covering one label, as VerifyHostname matches SANs).
+func matchName(leaf *x509.Certificate, name string, legacy bool) error {
+	err := leaf.VerifyHostname(name)
+	if err == nil || !legacy || len(leaf.DNSNames) > 0 || net.ParseIP(name) != nil {
+		return err
+	}
+	if commonNameMatches(leaf.Subject.CommonName, name) {
+		return nil
+	}
+	return failure.WithReason(failure.SANMismatch, fmt.Errorf("the upstream's certificate %q has no subjectAltName and its Common Name %q is not %q (legacyCommonName is on)",
+		leaf.Subject.String(), leaf.Subject.CommonName, name))
+}
+
+func commonNameMatches(cn, name string) bool {
+	cn, name = strings.ToLower(strings.TrimSuffix(cn, ".")), strings.ToLower(strings.TrimSuffix(name, "."))
+	if cn == "" || name == "" {
+		return false
+	}
+	if cn == name {
+		return true
+	}
+	suffix, ok := strings.CutPrefix(cn, "*.")
+	if !ok {
+		return false
+	}
+	label, rest, ok := strings.Cut(name, ".")
+	return ok && label != "" && rest == suffix
 }
 
 // ServerName is the name sent as SNI to addr and verified in its
