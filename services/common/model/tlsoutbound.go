@@ -30,12 +30,17 @@ const (
 	// upstream certificate that has no DNS subjectAltName (Keyway's own
 	// field; Flex has none).
 	fieldLegacyCommonName = "legacyCommonName"
+	// fieldProbePath is the path of the live probe's HTTP request
+	// (Keyway's own field).
+	fieldProbePath = "probePath"
+	// maxProbePath bounds probePath.
+	maxProbePath = 1024
 )
 
 var (
 	outboundFields = []string{
 		fieldSkipValidation, fieldTrustedCA, fieldCertificate, fieldALPN, fieldMinVersion,
-		fieldMaxVersion, fieldCiphers, fieldSNI, fieldSubjectAltNames, fieldLegacyCommonName,
+		fieldMaxVersion, fieldCiphers, fieldSNI, fieldSubjectAltNames, fieldLegacyCommonName, fieldProbePath,
 	}
 	certificateFields = []string{fieldKey, fieldCrt, fieldKeystore, fieldAlias}
 )
@@ -129,8 +134,37 @@ func (c *checker) outboundTLS(at fieldPath, cfg *structpb.Struct) *OutboundTLS {
 		}
 	}
 
+	if path, state := o.str(fieldProbePath); state == present {
+		if msg := CheckProbePath(path); msg != "" {
+			c.errorf(at.Child(fieldProbePath), "%s", msg)
+		} else {
+			out.ProbePath = path
+		}
+	}
+
 	out.Fingerprint = fingerprint(out)
 	return out
+}
+
+// CheckProbePath says what is wrong with a probe path, or "" when it is an
+// absolute path (with an optional query) of at most 1,024 bytes.
+func CheckProbePath(path string) string {
+	switch {
+	case len(path) > maxProbePath:
+		return fmt.Sprintf("probePath is %d bytes long; at most %d", len(path), maxProbePath)
+	case !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "//"):
+		return fmt.Sprintf("probePath %q is not an absolute path: give one such as \"/healthz\"", truncate(path, 64))
+	case strings.ContainsAny(path, " \t\r\n#") || strings.ContainsFunc(path, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return fmt.Sprintf("probePath %q has a space, a control character or a fragment: give a path such as \"/healthz\" (percent-encode what it needs)", truncate(path, 64))
+	}
+	return ""
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // trustedCA reads trustedCA: a PEM string, or {truststore: NAME}. It fills

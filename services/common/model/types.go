@@ -158,6 +158,10 @@ type OutboundTLS struct {
 	// subjectAltName; the chain, validity and key usage are verified as
 	// always. Never set with SkipValidation.
 	LegacyCommonName bool
+	// ProbePath is the path of the live probe's HTTP request after the
+	// handshake ("" for "/"). It is not part of the TLS context, and not
+	// in the fingerprint.
+	ProbePath string
 	// Fingerprint identifies this context: two contexts with the same
 	// fingerprint are interchangeable. Connection pools are keyed by it.
 	Fingerprint string

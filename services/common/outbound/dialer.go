@@ -13,7 +13,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -374,6 +376,10 @@ type Result struct {
 	ClientCertificateRequested bool
 	ClientCertificateSent      bool
 	Elapsed                    time.Duration
+	// HTTPStatus is the status of the request sent after the handshake
+	// for HTTPPath.
+	HTTPStatus int
+	HTTPPath   string
 }
 
 // Post-handshake wait bounds for Probe. A TLS 1.3 server verifies the
@@ -385,10 +391,29 @@ const (
 	probeWaitMax = time.Second
 )
 
-// Probe handshakes with addr exactly as the proxy does and, when a TLS 1.3
-// server asked for a client certificate, reads once to catch a refusal sent
-// after the handshake. It returns what it saw, or the classified failure.
-func (d *Dialer) Probe(ctx context.Context, addr string) (*Result, *Error) {
+// Probe handshakes with addr exactly as the proxy does, then sends one
+// HTTP request for path ("/" when empty) on that connection and reads the
+// answer, so that a refusal made after the handshake is seen: a TLS 1.3
+// server's certificate_required or bad_certificate alert, or an HTTP page
+// such as nginx's 400 for `ssl_verify_client on`. It returns what it saw,
+// or the classified failure. Any status that is not such a refusal is a
+// successful probe: the TLS context works, and the status is reported.
+func (d *Dialer) Probe(ctx context.Context, addr, path string) (*Result, *Error) {
+	if path == "" {
+		path = "/"
+	}
+	return d.probe(ctx, addr, path)
+}
+
+// ProbeHandshake is [Dialer.Probe] without the HTTP request: the handshake,
+// and for TLS 1.3 a short wait for an alert refusing the client
+// certificate. The proxy uses it to explain a failed request without
+// sending the upstream another one.
+func (d *Dialer) ProbeHandshake(ctx context.Context, addr string) (*Result, *Error) {
+	return d.probe(ctx, addr, "")
+}
+
+func (d *Dialer) probe(ctx context.Context, addr, path string) (*Result, *Error) {
 	if d.base == nil {
 		return nil, &Error{Upstream: d.upstream, Endpoint: addr, Reason: failure.Unknown, Detail: "the upstream has no tls-outbound context to probe"}
 	}
@@ -400,16 +425,20 @@ func (d *Dialer) Probe(ctx context.Context, addr string) (*Result, *Error) {
 	defer tc.Close()
 	elapsed := time.Since(start)
 	cs := tc.ConnectionState()
+	after := *facts
+	after.Phase = failure.PhaseRequest
 	if cs.Version == tls.VersionTLS13 && facts.ClientCertificateRequested {
+		// A TLS 1.3 server verifies the client certificate after the
+		// client considers the handshake done; wait a few handshake
+		// times for its alert before writing anything.
 		tc.SetReadDeadline(time.Now().Add(min(probeWaitMax, max(probeWaitMin, 4*elapsed))))
 		var b [1]byte
 		if _, err := tc.Read(b[:]); err != nil {
 			if _, ok := failure.AlertCode(err); ok {
-				after := *facts
-				after.Phase = failure.PhaseRequest
 				return nil, d.fail(err, addr, &after)
 			}
 		}
+		tc.SetReadDeadline(time.Time{})
 	}
 	r := &Result{
 		Endpoint: addr, ServerName: facts.ServerName,
@@ -421,7 +450,59 @@ func (d *Dialer) Probe(ctx context.Context, addr string) (*Result, *Error) {
 	if len(cs.PeerCertificates) > 0 {
 		r.Peer = cs.PeerCertificates[0]
 	}
+	if path == "" {
+		return r, nil
+	}
+	status, err := d.request(ctx, tc, addr, path)
+	if err != nil {
+		return nil, d.fail(err, addr, &after)
+	}
+	r.HTTPStatus, r.HTTPPath = status, path
 	return r, nil
+}
+
+// probeRequestTimeout bounds the probe's HTTP request and its answer.
+const probeRequestTimeout = 5 * time.Second
+
+// request sends GET path on the handshaken connection tc, over h2 when it
+// negotiated h2, and returns the status; a refusal page is returned as a
+// classified error.
+func (d *Dialer) request(ctx context.Context, tc *tls.Conn, addr, path string) (int, error) {
+	used := false
+	tr := &http.Transport{
+		DialTLSContext: func(context.Context, string, string) (net.Conn, error) {
+			if used {
+				return nil, errors.New("the probe's connection is used once")
+			}
+			used = true
+			return tc, nil
+		},
+		ForceAttemptHTTP2:  tc.ConnectionState().NegotiatedProtocol == "h2",
+		DisableCompression: true,
+		DisableKeepAlives:  true,
+	}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(ctx, probeRequestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+path, nil)
+	if err != nil {
+		return 0, failure.WithReason(failure.Unknown, fmt.Errorf("probe path %q: %w", path, err))
+	}
+	if sni := d.tls.SNI; sni != "" {
+		req.Host = sni // as the proxy sends it
+	}
+	req.Header.Set("User-Agent", "keyway-probe")
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		return 0, fmt.Errorf("sending GET %s after the handshake: %w", path, err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(res.Body, failure.MaxRefusalPage+1))
+	if reason, ok := failure.RefusalPage(res.StatusCode, body); ok {
+		return res.StatusCode, failure.WithReason(reason, fmt.Errorf("the upstream completed the TLS handshake, then answered GET %s with %d %q: it refused the gateway's client certificate",
+			path, res.StatusCode, failure.PageTitle(body)))
+	}
+	return res.StatusCode, nil
 }
 
 func (d *Dialer) fail(err error, addr string, facts *failure.HandshakeFacts) *Error {

@@ -195,8 +195,11 @@ func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.Apply
 	}
 	var probes map[int][]*policyv1.ProbeResult
 	if wantProbe(req.Msg) {
+		if msg := model.CheckProbePath(req.Msg.GetProbePath()); req.Msg.GetProbePath() != "" && msg != "" {
+			return nil, invalid([]model.Violation{{Field: "probePath", Message: msg}})
+		}
 		var failed, skipped []model.Violation
-		probes, failed, skipped = s.probe(ctx, objs)
+		probes, failed, skipped = s.probe(ctx, objs, req.Msg.GetProbePath())
 		report.Warnings = append(report.Warnings, skipped...)
 		if len(failed) > 0 {
 			s.log.Info("apply refused by the live probe", "resources", len(resources), "failed", len(failed), "dry_run", req.Msg.GetDryRun())
