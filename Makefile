@@ -17,8 +17,9 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 .PHONY: tools
-tools: ## install the pinned tools into the cache (scripts/tool.sh); Vault takes about 20 minutes the first time
+tools: ## install the pinned tools into the cache (scripts/tool.sh) and the Debian packages the tests use (scripts/debian.sh); Vault takes about 20 minutes the first time
 	@for t in buf protoc-gen-go protoc-gen-connect-go protoc-gen-go-grpc nats-server vault; do $(TOOL) $$t >/dev/null; done
+	@scripts/debian.sh nginx-light
 
 .PHONY: build
 build: ## build every binary into bin/

@@ -64,6 +64,8 @@ type Options struct {
 	NotAfter  time.Time
 	// IsCA makes an intermediate that can sign.
 	IsCA bool
+	// ExtKeyUsage replaces the default (server and client authentication).
+	ExtKeyUsage []x509.ExtKeyUsage
 }
 
 // New makes a self-signed root CA with an ECDSA P-256 key, valid for ten
@@ -155,6 +157,9 @@ func (ca *CA) Issue(opts Options) (*KeyPair, error) {
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+	}
+	if opts.ExtKeyUsage != nil {
+		tmpl.ExtKeyUsage = opts.ExtKeyUsage
 	}
 	if _, isRSA := key.(*rsa.PrivateKey); isRSA {
 		tmpl.KeyUsage |= x509.KeyUsageKeyEncipherment

@@ -229,7 +229,8 @@ func legacyFix(c *x509.Certificate, host string) string {
 	subj := "/CN=" + host
 	return fmt.Sprintf("the upstream's certificate %q has no subjectAltName, only the legacy Common Name, and names are verified against SANs only. "+
 		"Reissue it with a SAN. Self-signed: openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.crt -days 365 -subj %q -addext %q. "+
-		"CA-signed: openssl req -new -key server.key -subj %q -addext %q -out server.csr && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -copy_extensions copyall -days 365 -out server.crt",
+		"CA-signed: openssl req -new -key server.key -subj %q -addext %q -out server.csr && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -copy_extensions copy -days 365 -out server.crt. "+
+		"Or, to accept this certificate as it is, set legacyCommonName: true in the tls-outbound binding's config: the Common Name is then matched when there is no DNS SAN, and the chain, expiry and key usage are still verified",
 		c.Subject.String(), subj, "subjectAltName="+san, subj, "subjectAltName="+san)
 }
 

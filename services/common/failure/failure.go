@@ -107,7 +107,7 @@ var reasons = map[Reason]info{
 		"set the binding's sni to a DNS name in the certificate, or reissue the certificate with that name as a subjectAltName"},
 	LegacyCommonName: {ClassTLS,
 		"the upstream's certificate has no subjectAltName, only a Common Name; verification uses SANs only",
-		`reissue the upstream's certificate with a subjectAltName: openssl req ... -addext "subjectAltName=DNS:<host>"`},
+		`reissue the upstream's certificate with a subjectAltName: openssl req ... -addext "subjectAltName=DNS:<host>", signed with openssl x509 -req ... -copy_extensions copy (OpenSSL 3 drops the SAN without it); or set legacyCommonName: true in the tls-outbound binding`},
 	InvalidCertificate: {ClassTLS,
 		"the upstream's certificate cannot be used (wrong key usage, name constraints, malformed)",
 		"reissue the upstream's certificate for server authentication"},

@@ -105,6 +105,10 @@ func fingerprint(o *OutboundTLS) string {
 	for _, san := range o.SubjectAltNames {
 		w.put("san", []byte(san))
 	}
+	// Only when set, so that other contexts keep their fingerprints.
+	if o.LegacyCommonName {
+		w.flag("legacy-cn", true)
+	}
 	return w.sum()
 }
 

@@ -229,7 +229,7 @@ func (c *checker) sansCover(at fieldPath, names []listItem, leaf *x509.Certifica
 		if len(leaf.DNSNames) == 0 && leaf.Subject.CommonName != "" {
 			have += " (clients ignore the CN)"
 		}
-		c.errorf(at.Index(it.index), "hostname %q is not covered by the server certificate %s (%s), so clients will refuse the connection; reissue the certificate with a SAN for it, e.g. `openssl req -new -key key.pem -subj \"/CN=%s\" -addext \"subjectAltName=DNS:%s\" -out req.csr` and have the CA sign it, or move the hostname to a host whose certificate covers it", name, describe(leaf), have, name, name)
+		c.errorf(at.Index(it.index), "hostname %q is not covered by the server certificate %s (%s), so clients will refuse the connection; reissue the certificate with a SAN for it, e.g. `openssl req -new -key key.pem -subj \"/CN=%s\" -addext \"subjectAltName=DNS:%s\" -out req.csr` and have the CA sign it keeping the SAN (`openssl x509 -req -in req.csr -CA ca.crt -CAkey ca.key -copy_extensions copy -days 365 -out cert.pem`: OpenSSL 3 drops request extensions without -copy_extensions), or move the hostname to a host whose certificate covers it", name, describe(leaf), have, name, name)
 	}
 }
 

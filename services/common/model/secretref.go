@@ -274,7 +274,7 @@ func (c *checker) checkAlias(r refCheck, info AliasInfo, err error) {
 		return
 	}
 	if len(leaf.DNSNames) == 0 && len(leaf.IPAddresses) == 0 {
-		c.errorf(crtAt, "%s: the server certificate (%s) has no subject alternative name, so clients will refuse it (they ignore the CN); reissue it with -addext \"subjectAltName=DNS:<hostname>\" and store it under the alias", subject, quoteSubject(leaf.Subject))
+		c.errorf(crtAt, "%s: the server certificate (%s) has no subject alternative name, so clients will refuse it (they ignore the CN); reissue it with -addext \"subjectAltName=DNS:<hostname>\" (signed with openssl x509 -req … -copy_extensions copy, without which OpenSSL 3 drops the SAN) and store it under the alias", subject, quoteSubject(leaf.Subject))
 		return
 	}
 	for _, it := range r.hostnames {

@@ -183,7 +183,7 @@ func (c *checker) keyPair(keyAt, crtAt fieldPath, keyPEM, crtPEM string, role ke
 	}
 	if len(leaf.ExtKeyUsage) > 0 || len(leaf.UnknownExtKeyUsage) > 0 {
 		if !slices.Contains(leaf.ExtKeyUsage, role.eku) && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
-			c.errorf(crtAt, "certificate %s is not for %s authentication (its extended key usage lacks %s), so %s will refuse it; reissue it with extendedKeyUsage = %s (openssl: -addext extendedKeyUsage=%s)", describe(leaf), role.name, role.ekuName, role.usedBy, role.ekuName, role.ekuName)
+			c.errorf(crtAt, "certificate %s is not for %s authentication (its extended key usage lacks %s), so %s will refuse it; reissue it with extendedKeyUsage = %s (openssl: -addext extendedKeyUsage=%s on the request, signed with openssl x509 -req … -copy_extensions copy, without which OpenSSL 3 drops it)", describe(leaf), role.name, role.ekuName, role.usedBy, role.ekuName, role.ekuName)
 		}
 	}
 	for i := 0; i+1 < len(chain); i++ {

@@ -26,12 +26,21 @@ const (
 	fieldCiphers         = "ciphers"
 	fieldSNI             = "sni"
 	fieldSubjectAltNames = "subjectAltNames"
+	// fieldLegacyCommonName opts in to matching the Common Name of an
+	// upstream certificate that has no DNS subjectAltName (Keyway's own
+	// field; Flex has none).
+	fieldLegacyCommonName = "legacyCommonName"
+	// fieldProbePath is the path of the live probe's HTTP request
+	// (Keyway's own field).
+	fieldProbePath = "probePath"
+	// maxProbePath bounds probePath.
+	maxProbePath = 1024
 )
 
 var (
 	outboundFields = []string{
 		fieldSkipValidation, fieldTrustedCA, fieldCertificate, fieldALPN, fieldMinVersion,
-		fieldMaxVersion, fieldCiphers, fieldSNI, fieldSubjectAltNames,
+		fieldMaxVersion, fieldCiphers, fieldSNI, fieldSubjectAltNames, fieldLegacyCommonName, fieldProbePath,
 	}
 	certificateFields = []string{fieldKey, fieldCrt, fieldKeystore, fieldAlias}
 )
@@ -114,8 +123,48 @@ func (c *checker) outboundTLS(at fieldPath, cfg *structpb.Struct) *OutboundTLS {
 		}
 	}
 
+	if legacy, state := o.boolean(fieldLegacyCommonName); state == present && legacy {
+		if out.SkipValidation {
+			c.warnf(at.Child(fieldLegacyCommonName), "legacyCommonName is ignored because skipValidation is true: nothing is verified; set skipValidation: false and give trustedCA")
+		} else {
+			out.LegacyCommonName = true
+			c.warnf(at.Child(fieldLegacyCommonName), "legacyCommonName is true: an upstream certificate with no DNS subjectAltName is matched by its Common Name, which RFC 6125 deprecates and Go, browsers and curl refuse; "+
+				"the chain, expiry and key usage are still verified, and a certificate with DNS SANs is still matched by them only. Reissue the upstream's certificate with a SAN "+
+				"(openssl req … -addext subjectAltName=DNS:NAME, signed with openssl x509 -req … -copy_extensions copy) and remove this field")
+		}
+	}
+
+	if path, state := o.str(fieldProbePath); state == present {
+		if msg := CheckProbePath(path); msg != "" {
+			c.errorf(at.Child(fieldProbePath), "%s", msg)
+		} else {
+			out.ProbePath = path
+		}
+	}
+
 	out.Fingerprint = fingerprint(out)
 	return out
+}
+
+// CheckProbePath says what is wrong with a probe path, or "" when it is an
+// absolute path (with an optional query) of at most 1,024 bytes.
+func CheckProbePath(path string) string {
+	switch {
+	case len(path) > maxProbePath:
+		return fmt.Sprintf("probePath is %d bytes long; at most %d", len(path), maxProbePath)
+	case !strings.HasPrefix(path, "/") || strings.HasPrefix(path, "//"):
+		return fmt.Sprintf("probePath %q is not an absolute path: give one such as \"/healthz\"", truncate(path, 64))
+	case strings.ContainsAny(path, " \t\r\n#") || strings.ContainsFunc(path, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return fmt.Sprintf("probePath %q has a space, a control character or a fragment: give a path such as \"/healthz\" (percent-encode what it needs)", truncate(path, 64))
+	}
+	return ""
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }
 
 // trustedCA reads trustedCA: a PEM string, or {truststore: NAME}. It fills

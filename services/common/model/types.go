@@ -153,6 +153,15 @@ type OutboundTLS struct {
 	// certificate must carry at least one, in addition to chain and SNI
 	// verification.
 	SubjectAltNames []string
+	// LegacyCommonName, when set, matches the server name against the
+	// Common Name of an upstream certificate that carries no DNS
+	// subjectAltName; the chain, validity and key usage are verified as
+	// always. Never set with SkipValidation.
+	LegacyCommonName bool
+	// ProbePath is the path of the live probe's HTTP request after the
+	// handshake ("" for "/"). It is not part of the TLS context, and not
+	// in the fingerprint.
+	ProbePath string
 	// Fingerprint identifies this context: two contexts with the same
 	// fingerprint are interchangeable. Connection pools are keyed by it.
 	Fingerprint string

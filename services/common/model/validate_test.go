@@ -236,6 +236,37 @@ func TestValidate(t *testing.T) {
 			warnings: []want{{cfgAt + ".trustedCA", "trustedCA is ignored because skipValidation is true"}},
 		},
 		{
+			name: "legacyCommonName opts in with a warning and changes the fingerprint",
+			build: func(t *testing.T) []*policyv1.Resource {
+				ca := testca.New(t, "ca")
+				return withService(t, with(verified(ca), "legacyCommonName", true))
+			},
+			warnings: []want{{cfgAt + ".legacyCommonName", "matched by its Common Name"}},
+			check: func(t *testing.T, objs []model.Object, _ model.Report) {
+				o := objs[1].Binding.Outbound
+				if !o.LegacyCommonName {
+					t.Fatalf("outbound = %+v, want LegacyCommonName", o)
+				}
+				plain := *o
+				plain.LegacyCommonName = false
+				if model.OutboundFingerprint(&plain) == o.Fingerprint {
+					t.Error("the fingerprint does not change with legacyCommonName: pools with and without it would be shared")
+				}
+			},
+		},
+		{
+			name: "legacyCommonName with skipValidation is ignored, with a warning",
+			build: func(t *testing.T) []*policyv1.Resource {
+				return withService(t, map[string]any{"skipValidation": true, "legacyCommonName": true})
+			},
+			warnings: []want{{cfgAt + ".legacyCommonName", "legacyCommonName is ignored because skipValidation is true"}},
+			check: func(t *testing.T, objs []model.Object, _ model.Report) {
+				if objs[1].Binding.Outbound.LegacyCommonName {
+					t.Error("LegacyCommonName set with skipValidation")
+				}
+			},
+		},
+		{
 			name: "skipValidation as a string",
 			build: func(t *testing.T) []*policyv1.Resource {
 				ca := testca.New(t, "ca")

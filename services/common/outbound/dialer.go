@@ -11,10 +11,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -133,6 +137,13 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 			pool.AddCert(ca)
 		}
 		cfg.RootCAs = pool
+		if tlsCtx.LegacyCommonName {
+			// crypto/tls matches names against SANs only, so this
+			// context verifies the chain itself (verifyLegacy) and
+			// tells crypto/tls not to: VerifyConnection runs on every
+			// handshake, resumed ones included.
+			cfg.InsecureSkipVerify = true
+		}
 	}
 	d.base = cfg
 	return d, nil
@@ -242,6 +253,7 @@ func (d *Dialer) handshake(ctx context.Context, network, addr string) (*tls.Conn
 	cfg := d.base.Clone()
 	cfg.ServerName = facts.ServerName
 	cert, sans, verify := d.tls.Certificate, d.tls.SubjectAltNames, !d.tls.SkipValidation
+	legacy := verify && d.tls.LegacyCommonName
 	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 		facts.ClientCertificateRequested = true
 		if cert == nil {
@@ -252,12 +264,17 @@ func (d *Dialer) handshake(ctx context.Context, network, addr string) (*tls.Conn
 	}
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		facts.ServerCertificateSeen = true
+		if legacy {
+			if err := verifyLegacy(cs, cfg.RootCAs, facts.ServerName); err != nil {
+				return err
+			}
+		}
 		if !verify || len(sans) == 0 || len(cs.PeerCertificates) == 0 {
 			return nil
 		}
 		leaf := cs.PeerCertificates[0]
 		for _, name := range sans {
-			if leaf.VerifyHostname(name) == nil {
+			if matchName(leaf, name, legacy) == nil {
 				return nil
 			}
 		}
@@ -274,6 +291,59 @@ func (d *Dialer) handshake(ctx context.Context, network, addr string) (*tls.Conn
 		return nil, facts, d.fail(err, addr, facts)
 	}
 	return tc, facts, nil
+}
+
+// verifyLegacy verifies the upstream's chain as crypto/tls would (roots,
+// intermediates the server sent, validity now, server-auth key usage) and
+// then its name, with the Common Name standing in for a DNS SAN that the
+// certificate does not have.
+func verifyLegacy(cs tls.ConnectionState, roots *x509.CertPool, serverName string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return failure.WithReason(failure.HandshakeFailure, errors.New("the upstream sent no certificate"))
+	}
+	leaf := cs.PeerCertificates[0]
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{
+		Roots: roots, Intermediates: inter,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}); err != nil {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+	}
+	return matchName(leaf, serverName, true)
+}
+
+// matchName checks that leaf is valid for name: by its SANs, or, with
+// legacy and no DNS SAN in leaf, by its Common Name (case-insensitive, a
+// "*." wildcard covering one label, as VerifyHostname matches SANs).
+func matchName(leaf *x509.Certificate, name string, legacy bool) error {
+	err := leaf.VerifyHostname(name)
+	if err == nil || !legacy || len(leaf.DNSNames) > 0 || net.ParseIP(name) != nil {
+		return err
+	}
+	if commonNameMatches(leaf.Subject.CommonName, name) {
+		return nil
+	}
+	return failure.WithReason(failure.SANMismatch, fmt.Errorf("the upstream's certificate %q has no subjectAltName and its Common Name %q is not %q (legacyCommonName is on)",
+		leaf.Subject.String(), leaf.Subject.CommonName, name))
+}
+
+func commonNameMatches(cn, name string) bool {
+	cn, name = strings.ToLower(strings.TrimSuffix(cn, ".")), strings.ToLower(strings.TrimSuffix(name, "."))
+	if cn == "" || name == "" {
+		return false
+	}
+	if cn == name {
+		return true
+	}
+	suffix, ok := strings.CutPrefix(cn, "*.")
+	if !ok {
+		return false
+	}
+	label, rest, ok := strings.Cut(name, ".")
+	return ok && label != "" && rest == suffix
 }
 
 // ServerName is the name sent as SNI to addr and verified in its
@@ -306,6 +376,10 @@ type Result struct {
 	ClientCertificateRequested bool
 	ClientCertificateSent      bool
 	Elapsed                    time.Duration
+	// HTTPStatus is the status of the request sent after the handshake
+	// for HTTPPath.
+	HTTPStatus int
+	HTTPPath   string
 }
 
 // Post-handshake wait bounds for Probe. A TLS 1.3 server verifies the
@@ -317,10 +391,29 @@ const (
 	probeWaitMax = time.Second
 )
 
-// Probe handshakes with addr exactly as the proxy does and, when a TLS 1.3
-// server asked for a client certificate, reads once to catch a refusal sent
-// after the handshake. It returns what it saw, or the classified failure.
-func (d *Dialer) Probe(ctx context.Context, addr string) (*Result, *Error) {
+// Probe handshakes with addr exactly as the proxy does, then sends one
+// HTTP request for path ("/" when empty) on that connection and reads the
+// answer, so that a refusal made after the handshake is seen: a TLS 1.3
+// server's certificate_required or bad_certificate alert, or an HTTP page
+// such as nginx's 400 for `ssl_verify_client on`. It returns what it saw,
+// or the classified failure. Any status that is not such a refusal is a
+// successful probe: the TLS context works, and the status is reported.
+func (d *Dialer) Probe(ctx context.Context, addr, path string) (*Result, *Error) {
+	if path == "" {
+		path = "/"
+	}
+	return d.probe(ctx, addr, path)
+}
+
+// ProbeHandshake is [Dialer.Probe] without the HTTP request: the handshake,
+// and for TLS 1.3 a short wait for an alert refusing the client
+// certificate. The proxy uses it to explain a failed request without
+// sending the upstream another one.
+func (d *Dialer) ProbeHandshake(ctx context.Context, addr string) (*Result, *Error) {
+	return d.probe(ctx, addr, "")
+}
+
+func (d *Dialer) probe(ctx context.Context, addr, path string) (*Result, *Error) {
 	if d.base == nil {
 		return nil, &Error{Upstream: d.upstream, Endpoint: addr, Reason: failure.Unknown, Detail: "the upstream has no tls-outbound context to probe"}
 	}
@@ -332,16 +425,20 @@ func (d *Dialer) Probe(ctx context.Context, addr string) (*Result, *Error) {
 	defer tc.Close()
 	elapsed := time.Since(start)
 	cs := tc.ConnectionState()
+	after := *facts
+	after.Phase = failure.PhaseRequest
 	if cs.Version == tls.VersionTLS13 && facts.ClientCertificateRequested {
+		// A TLS 1.3 server verifies the client certificate after the
+		// client considers the handshake done; wait a few handshake
+		// times for its alert before writing anything.
 		tc.SetReadDeadline(time.Now().Add(min(probeWaitMax, max(probeWaitMin, 4*elapsed))))
 		var b [1]byte
 		if _, err := tc.Read(b[:]); err != nil {
 			if _, ok := failure.AlertCode(err); ok {
-				after := *facts
-				after.Phase = failure.PhaseRequest
 				return nil, d.fail(err, addr, &after)
 			}
 		}
+		tc.SetReadDeadline(time.Time{})
 	}
 	r := &Result{
 		Endpoint: addr, ServerName: facts.ServerName,
@@ -353,7 +450,59 @@ func (d *Dialer) Probe(ctx context.Context, addr string) (*Result, *Error) {
 	if len(cs.PeerCertificates) > 0 {
 		r.Peer = cs.PeerCertificates[0]
 	}
+	if path == "" {
+		return r, nil
+	}
+	status, err := d.request(ctx, tc, addr, path)
+	if err != nil {
+		return nil, d.fail(err, addr, &after)
+	}
+	r.HTTPStatus, r.HTTPPath = status, path
 	return r, nil
+}
+
+// probeRequestTimeout bounds the probe's HTTP request and its answer.
+const probeRequestTimeout = 5 * time.Second
+
+// request sends GET path on the handshaken connection tc, over h2 when it
+// negotiated h2, and returns the status; a refusal page is returned as a
+// classified error.
+func (d *Dialer) request(ctx context.Context, tc *tls.Conn, addr, path string) (int, error) {
+	used := false
+	tr := &http.Transport{
+		DialTLSContext: func(context.Context, string, string) (net.Conn, error) {
+			if used {
+				return nil, errors.New("the probe's connection is used once")
+			}
+			used = true
+			return tc, nil
+		},
+		ForceAttemptHTTP2:  tc.ConnectionState().NegotiatedProtocol == "h2",
+		DisableCompression: true,
+		DisableKeepAlives:  true,
+	}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(ctx, probeRequestTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+addr+path, nil)
+	if err != nil {
+		return 0, failure.WithReason(failure.Unknown, fmt.Errorf("probe path %q: %w", path, err))
+	}
+	if sni := d.tls.SNI; sni != "" {
+		req.Host = sni // as the proxy sends it
+	}
+	req.Header.Set("User-Agent", "keyway-probe")
+	res, err := tr.RoundTrip(req)
+	if err != nil {
+		return 0, fmt.Errorf("sending GET %s after the handshake: %w", path, err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(res.Body, failure.MaxRefusalPage+1))
+	if reason, ok := failure.RefusalPage(res.StatusCode, body); ok {
+		return res.StatusCode, failure.WithReason(reason, fmt.Errorf("the upstream completed the TLS handshake, then answered GET %s with %d %q: it refused the gateway's client certificate",
+			path, res.StatusCode, failure.PageTitle(body)))
+	}
+	return res.StatusCode, nil
 }
 
 func (d *Dialer) fail(err error, addr string, facts *failure.HandshakeFacts) *Error {

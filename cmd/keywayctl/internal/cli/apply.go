@@ -93,6 +93,7 @@ nodes and their last errors.`
 	}
 	cmd.Flags().BoolVar(&probe, "probe", false, "handshake with each bound upstream before storing; refuse the apply if one fails (default for validate)")
 	cmd.Flags().BoolVar(&noProbe, "no-probe", false, "skip the live probe (default for apply)")
+	cmd.Flags().StringVar(&g.probePath, "probe-path", "", "path of the HTTP request the live probe sends after each handshake (default: the binding's probePath, else /)")
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory, or - for stdin (repeatable)")
 	return cmd
 }
@@ -124,6 +125,7 @@ func (g *globals) send(cmd *cobra.Command, m manifest.Manifest, dryRun bool, pro
 		Resources: m.Resources(),
 		DryRun:    dryRun,
 		Probe:     probe,
+		ProbePath: g.probePath,
 	}))
 	if err != nil {
 		return g.applyError(err, m, dryRun)
@@ -293,6 +295,9 @@ func printProbe(w io.Writer, p *policyv1.ProbeResult, now time.Time) {
 	}
 	if d := p.GetElapsed(); d != nil {
 		line += fmt.Sprintf(", %s", d.AsDuration().Round(100*time.Microsecond))
+	}
+	if st := p.GetHttpStatus(); st != 0 {
+		line += fmt.Sprintf(", GET %s: %d", p.GetHttpPath(), st)
 	}
 	if c := p.GetPeerCertificate(); c != nil {
 		line += "; upstream " + c.GetSubject()

@@ -75,6 +75,8 @@ type globals struct {
 	server   string
 	protocol string
 	timeout  time.Duration
+	// probePath is apply's and validate's --probe-path.
+	probePath string
 }
 
 func newRoot(io *IO) *cobra.Command {

@@ -143,7 +143,10 @@ type ApplyRequest struct {
 	// When set, Apply returns only after every live proxy node serves the
 	// applied revision, or this long has passed; the response's rollout says
 	// which. The resources are stored either way.
-	Wait          *durationpb.Duration `protobuf:"bytes,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	Wait *durationpb.Duration `protobuf:"bytes,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	// The path of the one HTTP request the live probe sends after each
+	// handshake; empty: the binding's probePath, else "/".
+	ProbePath     string `protobuf:"bytes,5,opt,name=probe_path,json=probePath,proto3" json:"probe_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -204,6 +207,13 @@ func (x *ApplyRequest) GetWait() *durationpb.Duration {
 		return x.Wait
 	}
 	return nil
+}
+
+func (x *ApplyRequest) GetProbePath() string {
+	if x != nil {
+		return x.ProbePath
+	}
+	return ""
 }
 
 type ApplyResponse struct {
@@ -393,8 +403,14 @@ type ProbeResult struct {
 	ClientCertificateRequested bool                 `protobuf:"varint,11,opt,name=client_certificate_requested,json=clientCertificateRequested,proto3" json:"client_certificate_requested,omitempty"`
 	ClientCertificateSent      bool                 `protobuf:"varint,12,opt,name=client_certificate_sent,json=clientCertificateSent,proto3" json:"client_certificate_sent,omitempty"`
 	Elapsed                    *durationpb.Duration `protobuf:"bytes,13,opt,name=elapsed,proto3" json:"elapsed,omitempty"`
-	unknownFields              protoimpl.UnknownFields
-	sizeCache                  protoimpl.SizeCache
+	// The status of the HTTP request sent after the handshake, when the
+	// upstream answered one (a refusal of the gateway's client certificate
+	// at the HTTP layer, such as nginx's 400, is not ok).
+	HttpStatus int32 `protobuf:"varint,14,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
+	// The path that request asked for.
+	HttpPath      string `protobuf:"bytes,15,opt,name=http_path,json=httpPath,proto3" json:"http_path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProbeResult) Reset() {
@@ -516,6 +532,20 @@ func (x *ProbeResult) GetElapsed() *durationpb.Duration {
 		return x.Elapsed
 	}
 	return nil
+}
+
+func (x *ProbeResult) GetHttpStatus() int32 {
+	if x != nil {
+		return x.HttpStatus
+	}
+	return 0
+}
+
+func (x *ProbeResult) GetHttpPath() string {
+	if x != nil {
+		return x.HttpPath
+	}
+	return ""
 }
 
 // Warnings travel as a detail of an INVALID_ARGUMENT error, beside the
@@ -1356,12 +1386,14 @@ var File_keyway_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
-	"\x1dkeyway/policy/v1/policy.proto\x12\x10keyway.policy.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19keyway/node/v1/node.proto\x1a keyway/policy/v1/resources.proto\"\xc3\x01\n" +
+	"\x1dkeyway/policy/v1/policy.proto\x12\x10keyway.policy.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19keyway/node/v1/node.proto\x1a keyway/policy/v1/resources.proto\"\xe2\x01\n" +
 	"\fApplyRequest\x128\n" +
 	"\tresources\x18\x01 \x03(\v2\x1a.keyway.policy.v1.ResourceR\tresources\x12\x17\n" +
 	"\adry_run\x18\x02 \x01(\bR\x06dryRun\x121\n" +
 	"\x05probe\x18\x03 \x01(\x0e2\x1b.keyway.policy.v1.ProbeModeR\x05probe\x12-\n" +
-	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"\x99\x01\n" +
+	"\x04wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04wait\x12\x1d\n" +
+	"\n" +
+	"probe_path\x18\x05 \x01(\tR\tprobePath\"\x99\x01\n" +
 	"\rApplyResponse\x127\n" +
 	"\aresults\x18\x01 \x03(\v2\x1d.keyway.policy.v1.ApplyResultR\aresults\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x04R\brevision\x123\n" +
@@ -1373,7 +1405,7 @@ const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"\brevision\x18\x04 \x01(\x04R\brevision\x125\n" +
 	"\bwarnings\x18\x05 \x03(\v2\x19.keyway.policy.v1.WarningR\bwarnings\x12E\n" +
 	"\fcertificates\x18\x06 \x03(\v2!.keyway.policy.v1.CertificateInfoR\fcertificates\x125\n" +
-	"\x06probes\x18\a \x03(\v2\x1d.keyway.policy.v1.ProbeResultR\x06probes\"\xf1\x03\n" +
+	"\x06probes\x18\a \x03(\v2\x1d.keyway.policy.v1.ProbeResultR\x06probes\"\xaf\x04\n" +
 	"\vProbeResult\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x1f\n" +
 	"\vserver_name\x18\x02 \x01(\tR\n" +
@@ -1390,7 +1422,10 @@ const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	" \x01(\v2!.keyway.policy.v1.CertificateInfoR\x0fpeerCertificate\x12@\n" +
 	"\x1cclient_certificate_requested\x18\v \x01(\bR\x1aclientCertificateRequested\x126\n" +
 	"\x17client_certificate_sent\x18\f \x01(\bR\x15clientCertificateSent\x123\n" +
-	"\aelapsed\x18\r \x01(\v2\x19.google.protobuf.DurationR\aelapsed\"A\n" +
+	"\aelapsed\x18\r \x01(\v2\x19.google.protobuf.DurationR\aelapsed\x12\x1f\n" +
+	"\vhttp_status\x18\x0e \x01(\x05R\n" +
+	"httpStatus\x12\x1b\n" +
+	"\thttp_path\x18\x0f \x01(\tR\bhttpPath\"A\n" +
 	"\bWarnings\x125\n" +
 	"\bwarnings\x18\x01 \x03(\v2\x19.keyway.policy.v1.WarningR\bwarnings\"9\n" +
 	"\aWarning\x12\x14\n" +

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -46,7 +47,7 @@ func wantProbe(req *policyv1.ApplyRequest) bool {
 // A binding that references the secrets service is probed with the material
 // fetched from MaterialService, the same the proxy nodes will fetch; without
 // the internal port configured it is not probed, and says so.
-func (s *Server) probe(ctx context.Context, caller string, objs []model.Object) (map[int][]*policyv1.ProbeResult, []model.Violation, []model.Violation, error) {
+func (s *Server) probe(ctx context.Context, caller string, objs []model.Object, path string) (map[int][]*policyv1.ProbeResult, []model.Violation, []model.Violation, error) {
 	var skipped []model.Violation
 	inRequest := map[string]*model.Service{}
 	for _, o := range objs {
@@ -105,7 +106,8 @@ func (s *Server) probe(ctx context.Context, caller string, objs []model.Object) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r, perr := jb.dialer.Probe(ctx, jb.endpoint)
+			p := cmp.Or(path, jb.binding.Outbound.ProbePath)
+			r, perr := jb.dialer.Probe(ctx, jb.endpoint, p)
 			var reason failure.Reason
 			if perr != nil {
 				reason = perr.Reason
@@ -175,6 +177,8 @@ func probeResult(endpoint string, r *outbound.Result, perr *outbound.Error) *pol
 		ClientCertificateRequested: r.ClientCertificateRequested,
 		ClientCertificateSent:      r.ClientCertificateSent,
 		Elapsed:                    durationpb.New(r.Elapsed),
+		HttpStatus:                 int32(r.HTTPStatus),
+		HttpPath:                   r.HTTPPath,
 	}
 	if r.Peer != nil {
 		out.PeerCertificate = certificateInfo(model.CertificateInfo{Cert: r.Peer, NotAfter: r.Peer.NotAfter})

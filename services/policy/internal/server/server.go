@@ -203,9 +203,12 @@ func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.Apply
 	}
 	var probes map[int][]*policyv1.ProbeResult
 	if wantProbe(req.Msg) {
+		if msg := model.CheckProbePath(req.Msg.GetProbePath()); req.Msg.GetProbePath() != "" && msg != "" {
+			return nil, invalid([]model.Violation{{Field: "probePath", Message: msg}})
+		}
 		var failed, skipped []model.Violation
 		var err error
-		probes, failed, skipped, err = s.probe(ctx, callerKey(ctx, req.Peer()), objs)
+		probes, failed, skipped, err = s.probe(ctx, callerKey(ctx, req.Peer()), objs, req.Msg.GetProbePath())
 		if err != nil {
 			return nil, err
 		}

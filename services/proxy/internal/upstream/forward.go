@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -120,6 +121,13 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 		u.failed(w, out, fmt.Errorf("upstream switched protocols (%q) without being asked to", res.Header.Get("Upgrade")), start, o.tr)
 		return
 	}
+	if res.StatusCode == http.StatusBadRequest && u.tls != nil {
+		if refused := u.refusedIdentity(res); refused != nil {
+			res.Body.Close()
+			u.failed(w, out, refused, start, o.tr)
+			return
+		}
+	}
 	removeHopByHopHeaders(res.Header)
 	if m := u.proxy.ModifyResponse; m != nil {
 		if err := m(res); err != nil {
@@ -176,6 +184,32 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 		k = http.TrailerPrefix + k
 		dst[k] = append(dst[k], vv...)
 	}
+}
+
+// refusedIdentity reads a small 400 answer of a TLS upstream and, when it
+// is a refusal of the gateway's client certificate made after the handshake
+// (nginx's `ssl_verify_client on` pages), returns it as a classified error:
+// the upstream refused Keyway's identity, which is the gateway's problem,
+// not the client's. Otherwise res.Body is left to read the same bytes.
+func (u *Upstream) refusedIdentity(res *http.Response) error {
+	if res.ContentLength <= 0 || res.ContentLength > failure.MaxRefusalPage {
+		return nil
+	}
+	body := make([]byte, res.ContentLength)
+	n, err := io.ReadFull(res.Body, body)
+	body = body[:n]
+	if reason, ok := failure.RefusalPage(res.StatusCode, body); ok && err == nil {
+		return failure.WithReason(reason, fmt.Errorf("the upstream completed the TLS handshake, then answered 400 %q: it refused the gateway's client certificate (%s)",
+			failure.PageTitle(body), reason))
+	}
+	res.Body = readCloser{io.MultiReader(bytes.NewReader(body), res.Body), res.Body}
+	return nil
+}
+
+// readCloser reads from one reader and closes another.
+type readCloser struct {
+	io.Reader
+	io.Closer
 }
 
 // failed answers a request that could not be forwarded and records it.

@@ -382,7 +382,7 @@ func (u *Upstream) probe(ctx context.Context, endpoint string) *Error {
 		u.probeMu.Unlock()
 		// The probe serves every waiter, so it does not end with the
 		// first caller's request; the dialer's timeouts bound it.
-		_, p.err = u.dialer.Probe(context.WithoutCancel(ctx), endpoint)
+		_, p.err = u.dialer.ProbeHandshake(context.WithoutCancel(ctx), endpoint)
 		p.at = time.Now()
 		close(p.done)
 		return p.err

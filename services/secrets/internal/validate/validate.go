@@ -117,12 +117,12 @@ func (r *Report) keyPair(certPEM, keyPEM string, usage secretsv1.Usage, now time
 	if usage == secretsv1.Usage_USAGE_SERVER {
 		role, eku, ekuName = "server", x509.ExtKeyUsageServerAuth, "serverAuth"
 		if len(leaf.DNSNames) == 0 && len(leaf.IPAddresses) == 0 {
-			r.errorf("certificate_pem", "the server certificate %s has no subjectAltName (DNS name or IP address); clients verify names by SAN only: reissue it with -addext \"subjectAltName=DNS:<host>\", or store it with usage client if it is a client certificate", describe(leaf))
+			r.errorf("certificate_pem", "the server certificate %s has no subjectAltName (DNS name or IP address); clients verify names by SAN only: reissue it with -addext \"subjectAltName=DNS:<host>\" (signed with openssl x509 -req … -copy_extensions copy, without which OpenSSL 3 drops it), or store it with usage client if it is a client certificate", describe(leaf))
 		}
 	}
 	if len(leaf.ExtKeyUsage) > 0 || len(leaf.UnknownExtKeyUsage) > 0 {
 		if !slices.Contains(leaf.ExtKeyUsage, eku) && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
-			r.errorf("certificate_pem", "the certificate %s is not for %s authentication (its extended key usage lacks %s); reissue it with -addext extendedKeyUsage=%s, or store it with the usage it was issued for", describe(leaf), role, ekuName, ekuName)
+			r.errorf("certificate_pem", "the certificate %s is not for %s authentication (its extended key usage lacks %s); reissue it with -addext extendedKeyUsage=%s (signed with openssl x509 -req … -copy_extensions copy), or store it with the usage it was issued for", describe(leaf), role, ekuName, ekuName)
 		}
 	}
 	for i := 0; i+1 < len(chain); i++ {
