@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"keyway.dev/common/audit"
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/material"
@@ -47,7 +48,12 @@ func realMain(ctx context.Context, args []string) error {
 		logFormat = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
 		logLevel  = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
 	)
+	auditFlags := audit.AddFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	auditCfg, err := auditFlags.Config(audit.ServicePolicy, *replicas)
+	if err != nil {
 		return err
 	}
 	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
@@ -80,5 +86,6 @@ func realMain(ctx context.Context, args []string) error {
 
 		SecretsServer: *secrets,
 		Material:      material.Config{URL: *internal, CertFile: *secCert, KeyFile: *secKey, CAFile: *secCA},
+		Audit:         auditCfg,
 	})
 }

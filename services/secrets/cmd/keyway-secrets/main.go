@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"keyway.dev/common/audit"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/secrets/internal/app"
@@ -52,7 +53,12 @@ func realMain(ctx context.Context, args []string) error {
 		logFormat      = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
 		logLevel       = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
 	)
+	auditFlags := audit.AddFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	auditCfg, err := auditFlags.Config(audit.ServiceSecrets, *replicas)
+	if err != nil {
 		return err
 	}
 	interval, err := time.ParseDuration(*poll)
@@ -84,6 +90,7 @@ func realMain(ctx context.Context, args []string) error {
 		VaultPrefix:      *prefix,
 		VaultPKIMount:    *pkiMount,
 		Store:            store.Config{PollInterval: interval, RenewFraction: fraction},
+		Audit:            auditCfg,
 		Log:              log.With("service", "secrets"),
 	})
 }
