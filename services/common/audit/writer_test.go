@@ -208,3 +208,40 @@ func TestFlags(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkWriteRecords is what the audit trail adds to one write: an
+// attempt record acknowledged before it, an outcome record after it.
+func BenchmarkWriteRecords(b *testing.B) {
+	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: b.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		b.Fatal("nats-server not ready")
+	}
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	w, err := audit.Open(context.Background(), js, audit.Config{Service: audit.ServicePolicy}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	ctx := context.Background()
+	rec := audit.Record{Action: audit.ActionApply, Kind: "Service", Name: "orders", Digest: strings.Repeat("ab", 32), Actor: audit.Actor{Addr: "127.0.0.1:50000"}}
+	b.ResetTimer()
+	for b.Loop() {
+		rec.ID = audit.NewID()
+		if err := w.Attempt(ctx, rec); err != nil {
+			b.Fatal(err)
+		}
+		out := rec
+		out.Result, out.Revision = audit.ResultOK, 1
+		w.Outcome(ctx, out)
+	}
+}
