@@ -156,6 +156,11 @@ func (w *Writer) Close() {
 // some are not recorded: the caller must not make the writes, and should
 // tell its caller that nothing was stored.
 func (w *Writer) Attempt(ctx context.Context, recs ...Record) error {
+	// Fail at once, not at the deadline, while NATS is away: the record
+	// could not be acknowledged.
+	if nc := w.js.Conn(); !nc.IsConnected() {
+		return fmt.Errorf("audit: the audit trail (stream %s) cannot take the record of this write: NATS is not reachable (connection %s)", w.cfg.Stream, strings.ToLower(nc.Status().String()))
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
