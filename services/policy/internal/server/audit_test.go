@@ -212,6 +212,11 @@ func TestHistoryAndRollback(t *testing.T) {
 			t.Errorf("revision %v: want a put with the stored value's digest and a time", r)
 		}
 	}
+	// The same through a gRPC client.
+	g, err := s.grpc.History(ctx, &policyv1.HistoryRequest{Kind: "Service", Name: "orders"})
+	if err != nil || len(g.GetRevisions()) != 2 || g.GetRevisions()[0].GetDigest() != revs[0].GetDigest() {
+		t.Errorf("gRPC History = %v, %v; want the same two revisions", g, err)
+	}
 	if got := revs[1].GetResource().GetService().GetSpec().GetAddress(); got != "127.0.0.1:9443" {
 		t.Errorf("revision %d holds address %q, want 127.0.0.1:9443", first.Revision, got)
 	}
