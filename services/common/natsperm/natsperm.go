@@ -74,7 +74,7 @@ func Users(b Buckets) []User {
 	return []User{
 		{
 			Name:      Policy,
-			Publish:   join(account(), writeKV(cfg), readKV(nodes), createKV(nodes), readKV(versions), audit()),
+			Publish:   join(account(), writeKV(cfg), readKV(nodes), createKV(nodes), readKV(versions), audit(), readAudit()),
 			Subscribe: inbox(Policy),
 		},
 		{
@@ -146,6 +146,10 @@ func audit() []string {
 		AuditSubjects,
 	}
 }
+
+// readAudit: read the audit stream's records one by one (keywayctl audit,
+// through the policy service).
+func readAudit() []string { return []string{api("STREAM.MSG.GET." + AuditStream)} }
 
 func inbox(user string) []string { return []string{natsconn.InboxPrefix(user) + ".>"} }
 

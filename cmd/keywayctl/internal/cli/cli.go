@@ -97,7 +97,9 @@ anything, and reads and deletes what is stored.`,
   keywayctl get service orders -o yaml
   keywayctl delete policybinding orders-mtls
   keywayctl apply -f orders.yaml --wait
-  keywayctl status`,
+  keywayctl status
+  keywayctl history service orders
+  keywayctl rollback service orders --to-revision 12`,
 		// The command's span (when OTEL_* turns tracing on) is named for
 		// the command: "keywayctl apply", "keywayctl secrets put".
 		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
@@ -125,6 +127,9 @@ anything, and reads and deletes what is stored.`,
 		newStatusCommand(g),
 		newSecretsCommand(g),
 		newImportCommand(g),
+		newHistoryCommand(g),
+		newRollbackCommand(g),
+		newAuditCommand(g),
 	)
 	return root
 }

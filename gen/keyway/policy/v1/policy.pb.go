@@ -131,6 +131,58 @@ func (Action) EnumDescriptor() ([]byte, []int) {
 	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{1}
 }
 
+// Operation is what a revision did to its key.
+type Operation int32
+
+const (
+	Operation_OPERATION_UNSPECIFIED Operation = 0
+	// The resource was stored.
+	Operation_OPERATION_PUT Operation = 1
+	// The resource was deleted (a delete marker).
+	Operation_OPERATION_DELETE Operation = 2
+)
+
+// Enum value maps for Operation.
+var (
+	Operation_name = map[int32]string{
+		0: "OPERATION_UNSPECIFIED",
+		1: "OPERATION_PUT",
+		2: "OPERATION_DELETE",
+	}
+	Operation_value = map[string]int32{
+		"OPERATION_UNSPECIFIED": 0,
+		"OPERATION_PUT":         1,
+		"OPERATION_DELETE":      2,
+	}
+)
+
+func (x Operation) Enum() *Operation {
+	p := new(Operation)
+	*p = x
+	return p
+}
+
+func (x Operation) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Operation) Descriptor() protoreflect.EnumDescriptor {
+	return file_keyway_policy_v1_policy_proto_enumTypes[2].Descriptor()
+}
+
+func (Operation) Type() protoreflect.EnumType {
+	return &file_keyway_policy_v1_policy_proto_enumTypes[2]
+}
+
+func (x Operation) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Operation.Descriptor instead.
+func (Operation) EnumDescriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
 type ApplyRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Resources []*Resource            `protobuf:"bytes,1,rep,name=resources,proto3" json:"resources,omitempty"`
@@ -1382,6 +1434,575 @@ func (x *Rollout) GetPending() []*v1.NodeStatus {
 	return nil
 }
 
+type HistoryRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "Service", "Route", "PolicyBinding" or "Listener" (case-insensitive).
+	Kind          string `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRequest) Reset() {
+	*x = HistoryRequest{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRequest) ProtoMessage() {}
+
+func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
+func (*HistoryRequest) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *HistoryRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *HistoryRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type HistoryResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Newest first.
+	Revisions     []*Revision `protobuf:"bytes,1,rep,name=revisions,proto3" json:"revisions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryResponse) Reset() {
+	*x = HistoryResponse{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryResponse) ProtoMessage() {}
+
+func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
+func (*HistoryResponse) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *HistoryResponse) GetRevisions() []*Revision {
+	if x != nil {
+		return x.Revisions
+	}
+	return nil
+}
+
+// Revision is one stored write of a resource.
+type Revision struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Revision   uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	Operation  Operation              `protobuf:"varint,3,opt,name=operation,proto3,enum=keyway.policy.v1.Operation" json:"operation,omitempty"`
+	// SHA-256 of the stored bytes, lowercase hex; empty for a deletion.
+	Digest string `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	// The resource as stored at this revision (private keys redacted as Get
+	// redacts them); unset for a deletion.
+	Resource      *Resource `protobuf:"bytes,5,opt,name=resource,proto3" json:"resource,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Revision) Reset() {
+	*x = Revision{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revision) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revision) ProtoMessage() {}
+
+func (x *Revision) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revision.ProtoReflect.Descriptor instead.
+func (*Revision) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Revision) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Revision) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Revision) GetOperation() Operation {
+	if x != nil {
+		return x.Operation
+	}
+	return Operation_OPERATION_UNSPECIFIED
+}
+
+func (x *Revision) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *Revision) GetResource() *Resource {
+	if x != nil {
+		return x.Resource
+	}
+	return nil
+}
+
+type RollbackRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name  string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	// The revision to store again; History lists them.
+	ToRevision uint64 `protobuf:"varint,3,opt,name=to_revision,json=toRevision,proto3" json:"to_revision,omitempty"`
+	// Validate only; store nothing.
+	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackRequest) Reset() {
+	*x = RollbackRequest{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackRequest) ProtoMessage() {}
+
+func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
+func (*RollbackRequest) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RollbackRequest) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *RollbackRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RollbackRequest) GetToRevision() uint64 {
+	if x != nil {
+		return x.ToRevision
+	}
+	return 0
+}
+
+func (x *RollbackRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+type RollbackResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new revision; 0 on dry run, or when the stored resource already
+	// says what to_revision said (action UNCHANGED).
+	Result        *ApplyResult `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackResponse) Reset() {
+	*x = RollbackResponse{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackResponse) ProtoMessage() {}
+
+func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
+func (*RollbackResponse) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *RollbackResponse) GetResult() *ApplyResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type ListAuditRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Records at or after this time; unset: from the oldest kept.
+	Since *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=since,proto3" json:"since,omitempty"`
+	// At most this many records, the newest ones; 0: 100. At most 1000.
+	Limit         uint32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditRequest) Reset() {
+	*x = ListAuditRequest{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditRequest) ProtoMessage() {}
+
+func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
+func (*ListAuditRequest) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *ListAuditRequest) GetLimit() uint32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListAuditResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*AuditRecord         `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAuditResponse) Reset() {
+	*x = ListAuditResponse{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAuditResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAuditResponse) ProtoMessage() {}
+
+func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
+func (*ListAuditResponse) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListAuditResponse) GetRecords() []*AuditRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+// AuditRecord is one entry of the audit trail. It never carries key
+// material: digests only.
+type AuditRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	// The caller: its authenticated identity, how it authenticated
+	// ("certificate", "token"), and its network address.
+	ActorIdentity string `protobuf:"bytes,2,opt,name=actor_identity,json=actorIdentity,proto3" json:"actor_identity,omitempty"`
+	ActorMethod   string `protobuf:"bytes,3,opt,name=actor_method,json=actorMethod,proto3" json:"actor_method,omitempty"`
+	ActorAddress  string `protobuf:"bytes,4,opt,name=actor_address,json=actorAddress,proto3" json:"actor_address,omitempty"`
+	// "policy" or "secrets".
+	Service string `protobuf:"bytes,5,opt,name=service,proto3" json:"service,omitempty"`
+	// "apply", "delete", "rollback", "secret.put", "secret.delete".
+	Action string `protobuf:"bytes,6,opt,name=action,proto3" json:"action,omitempty"`
+	Kind   string `protobuf:"bytes,7,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name   string `protobuf:"bytes,8,opt,name=name,proto3" json:"name,omitempty"`
+	// The configuration revision a policy write made.
+	Revision uint64 `protobuf:"varint,9,opt,name=revision,proto3" json:"revision,omitempty"`
+	// SHA-256 of the stored bytes (secrets: of the public parts), hex.
+	Digest string `protobuf:"bytes,10,opt,name=digest,proto3" json:"digest,omitempty"`
+	// "attempt" (written before the store write), "ok" or "failed".
+	Result string `protobuf:"bytes,11,opt,name=result,proto3" json:"result,omitempty"`
+	// Why it failed, when result is "failed".
+	Error string `protobuf:"bytes,12,opt,name=error,proto3" json:"error,omitempty"`
+	// Pairs the attempt record with its outcome.
+	Id      string `protobuf:"bytes,13,opt,name=id,proto3" json:"id,omitempty"`
+	TraceId string `protobuf:"bytes,14,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// Stream sequence of the record.
+	Sequence uint64 `protobuf:"varint,15,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The secret version a secrets write made.
+	Version       string `protobuf:"bytes,16,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditRecord) Reset() {
+	*x = AuditRecord{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditRecord) ProtoMessage() {}
+
+func (x *AuditRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
+func (*AuditRecord) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *AuditRecord) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *AuditRecord) GetActorIdentity() string {
+	if x != nil {
+		return x.ActorIdentity
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetActorMethod() string {
+	if x != nil {
+		return x.ActorMethod
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetActorAddress() string {
+	if x != nil {
+		return x.ActorAddress
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetDigest() string {
+	if x != nil {
+		return x.Digest
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *AuditRecord) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *AuditRecord) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
 var File_keyway_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_keyway_policy_v1_policy_proto_rawDesc = "" +
@@ -1474,7 +2095,50 @@ const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x1a\n" +
 	"\bcomplete\x18\x02 \x01(\bR\bcomplete\x124\n" +
 	"\aserving\x18\x03 \x03(\v2\x1a.keyway.node.v1.NodeStatusR\aserving\x124\n" +
-	"\apending\x18\x04 \x03(\v2\x1a.keyway.node.v1.NodeStatusR\apending*N\n" +
+	"\apending\x18\x04 \x03(\v2\x1a.keyway.node.v1.NodeStatusR\apending\"8\n" +
+	"\x0eHistoryRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"K\n" +
+	"\x0fHistoryResponse\x128\n" +
+	"\trevisions\x18\x01 \x03(\v2\x1a.keyway.policy.v1.RevisionR\trevisions\"\xee\x01\n" +
+	"\bRevision\x12\x1a\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12;\n" +
+	"\vcreate_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x129\n" +
+	"\toperation\x18\x03 \x01(\x0e2\x1b.keyway.policy.v1.OperationR\toperation\x12\x16\n" +
+	"\x06digest\x18\x04 \x01(\tR\x06digest\x126\n" +
+	"\bresource\x18\x05 \x01(\v2\x1a.keyway.policy.v1.ResourceR\bresource\"s\n" +
+	"\x0fRollbackRequest\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1f\n" +
+	"\vto_revision\x18\x03 \x01(\x04R\n" +
+	"toRevision\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"I\n" +
+	"\x10RollbackResponse\x125\n" +
+	"\x06result\x18\x01 \x01(\v2\x1d.keyway.policy.v1.ApplyResultR\x06result\"Z\n" +
+	"\x10ListAuditRequest\x120\n" +
+	"\x05since\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\rR\x05limit\"L\n" +
+	"\x11ListAuditResponse\x127\n" +
+	"\arecords\x18\x01 \x03(\v2\x1d.keyway.policy.v1.AuditRecordR\arecords\"\xc9\x03\n" +
+	"\vAuditRecord\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12%\n" +
+	"\x0eactor_identity\x18\x02 \x01(\tR\ractorIdentity\x12!\n" +
+	"\factor_method\x18\x03 \x01(\tR\vactorMethod\x12#\n" +
+	"\ractor_address\x18\x04 \x01(\tR\factorAddress\x12\x18\n" +
+	"\aservice\x18\x05 \x01(\tR\aservice\x12\x16\n" +
+	"\x06action\x18\x06 \x01(\tR\x06action\x12\x12\n" +
+	"\x04kind\x18\a \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\b \x01(\tR\x04name\x12\x1a\n" +
+	"\brevision\x18\t \x01(\x04R\brevision\x12\x16\n" +
+	"\x06digest\x18\n" +
+	" \x01(\tR\x06digest\x12\x16\n" +
+	"\x06result\x18\v \x01(\tR\x06result\x12\x14\n" +
+	"\x05error\x18\f \x01(\tR\x05error\x12\x0e\n" +
+	"\x02id\x18\r \x01(\tR\x02id\x12\x19\n" +
+	"\btrace_id\x18\x0e \x01(\tR\atraceId\x12\x1a\n" +
+	"\bsequence\x18\x0f \x01(\x04R\bsequence\x12\x18\n" +
+	"\aversion\x18\x10 \x01(\tR\aversion*N\n" +
 	"\tProbeMode\x12\x1a\n" +
 	"\x16PROBE_MODE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rPROBE_MODE_ON\x10\x01\x12\x12\n" +
@@ -1484,7 +2148,11 @@ const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"\x0eACTION_CREATED\x10\x01\x12\x12\n" +
 	"\x0eACTION_UPDATED\x10\x02\x12\x14\n" +
 	"\x10ACTION_UNCHANGED\x10\x03\x12\x10\n" +
-	"\fACTION_VALID\x10\x042\xd5\x04\n" +
+	"\fACTION_VALID\x10\x04*O\n" +
+	"\tOperation\x12\x19\n" +
+	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rOPERATION_PUT\x10\x01\x12\x14\n" +
+	"\x10OPERATION_DELETE\x10\x022\xd8\x06\n" +
 	"\rPolicyService\x12H\n" +
 	"\x05Apply\x12\x1e.keyway.policy.v1.ApplyRequest\x1a\x1f.keyway.policy.v1.ApplyResponse\x12G\n" +
 	"\x03Get\x12\x1c.keyway.policy.v1.GetRequest\x1a\x1d.keyway.policy.v1.GetResponse\"\x03\x90\x02\x01\x12J\n" +
@@ -1493,7 +2161,10 @@ const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"\tListNodes\x12\".keyway.policy.v1.ListNodesRequest\x1a#.keyway.policy.v1.ListNodesResponse\"\x03\x90\x02\x01\x12\\\n" +
 	"\n" +
 	"GetRollout\x12#.keyway.policy.v1.GetRolloutRequest\x1a$.keyway.policy.v1.GetRolloutResponse\"\x03\x90\x02\x01\x12_\n" +
-	"\fWatchRollout\x12%.keyway.policy.v1.WatchRolloutRequest\x1a&.keyway.policy.v1.WatchRolloutResponse0\x01B\xaf\x01\n" +
+	"\fWatchRollout\x12%.keyway.policy.v1.WatchRolloutRequest\x1a&.keyway.policy.v1.WatchRolloutResponse0\x01\x12S\n" +
+	"\aHistory\x12 .keyway.policy.v1.HistoryRequest\x1a!.keyway.policy.v1.HistoryResponse\"\x03\x90\x02\x01\x12Q\n" +
+	"\bRollback\x12!.keyway.policy.v1.RollbackRequest\x1a\".keyway.policy.v1.RollbackResponse\x12Y\n" +
+	"\tListAudit\x12\".keyway.policy.v1.ListAuditRequest\x1a#.keyway.policy.v1.ListAuditResponse\"\x03\x90\x02\x01B\xaf\x01\n" +
 	"\x14com.keyway.policy.v1B\vPolicyProtoP\x01Z(keyway.dev/gen/keyway/policy/v1;policyv1\xa2\x02\x03KPX\xaa\x02\x10Keyway.Policy.V1\xca\x02\x10Keyway\\Policy\\V1\xe2\x02\x1cKeyway\\Policy\\V1\\GPBMetadata\xea\x02\x12Keyway::Policy::V1b\x06proto3"
 
 var (
@@ -1508,79 +2179,102 @@ func file_keyway_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_keyway_policy_v1_policy_proto_rawDescData
 }
 
-var file_keyway_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_keyway_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_keyway_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_keyway_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_keyway_policy_v1_policy_proto_goTypes = []any{
 	(ProbeMode)(0),                // 0: keyway.policy.v1.ProbeMode
 	(Action)(0),                   // 1: keyway.policy.v1.Action
-	(*ApplyRequest)(nil),          // 2: keyway.policy.v1.ApplyRequest
-	(*ApplyResponse)(nil),         // 3: keyway.policy.v1.ApplyResponse
-	(*ApplyResult)(nil),           // 4: keyway.policy.v1.ApplyResult
-	(*ProbeResult)(nil),           // 5: keyway.policy.v1.ProbeResult
-	(*Warnings)(nil),              // 6: keyway.policy.v1.Warnings
-	(*Warning)(nil),               // 7: keyway.policy.v1.Warning
-	(*CertificateInfo)(nil),       // 8: keyway.policy.v1.CertificateInfo
-	(*GetRequest)(nil),            // 9: keyway.policy.v1.GetRequest
-	(*GetResponse)(nil),           // 10: keyway.policy.v1.GetResponse
-	(*ListRequest)(nil),           // 11: keyway.policy.v1.ListRequest
-	(*ListResponse)(nil),          // 12: keyway.policy.v1.ListResponse
-	(*DeleteRequest)(nil),         // 13: keyway.policy.v1.DeleteRequest
-	(*DeleteResponse)(nil),        // 14: keyway.policy.v1.DeleteResponse
-	(*ListNodesRequest)(nil),      // 15: keyway.policy.v1.ListNodesRequest
-	(*ListNodesResponse)(nil),     // 16: keyway.policy.v1.ListNodesResponse
-	(*GetRolloutRequest)(nil),     // 17: keyway.policy.v1.GetRolloutRequest
-	(*WatchRolloutRequest)(nil),   // 18: keyway.policy.v1.WatchRolloutRequest
-	(*GetRolloutResponse)(nil),    // 19: keyway.policy.v1.GetRolloutResponse
-	(*WatchRolloutResponse)(nil),  // 20: keyway.policy.v1.WatchRolloutResponse
-	(*Rollout)(nil),               // 21: keyway.policy.v1.Rollout
-	(*Resource)(nil),              // 22: keyway.policy.v1.Resource
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
-	(*v1.NodeStatus)(nil),         // 25: keyway.node.v1.NodeStatus
+	(Operation)(0),                // 2: keyway.policy.v1.Operation
+	(*ApplyRequest)(nil),          // 3: keyway.policy.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 4: keyway.policy.v1.ApplyResponse
+	(*ApplyResult)(nil),           // 5: keyway.policy.v1.ApplyResult
+	(*ProbeResult)(nil),           // 6: keyway.policy.v1.ProbeResult
+	(*Warnings)(nil),              // 7: keyway.policy.v1.Warnings
+	(*Warning)(nil),               // 8: keyway.policy.v1.Warning
+	(*CertificateInfo)(nil),       // 9: keyway.policy.v1.CertificateInfo
+	(*GetRequest)(nil),            // 10: keyway.policy.v1.GetRequest
+	(*GetResponse)(nil),           // 11: keyway.policy.v1.GetResponse
+	(*ListRequest)(nil),           // 12: keyway.policy.v1.ListRequest
+	(*ListResponse)(nil),          // 13: keyway.policy.v1.ListResponse
+	(*DeleteRequest)(nil),         // 14: keyway.policy.v1.DeleteRequest
+	(*DeleteResponse)(nil),        // 15: keyway.policy.v1.DeleteResponse
+	(*ListNodesRequest)(nil),      // 16: keyway.policy.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),     // 17: keyway.policy.v1.ListNodesResponse
+	(*GetRolloutRequest)(nil),     // 18: keyway.policy.v1.GetRolloutRequest
+	(*WatchRolloutRequest)(nil),   // 19: keyway.policy.v1.WatchRolloutRequest
+	(*GetRolloutResponse)(nil),    // 20: keyway.policy.v1.GetRolloutResponse
+	(*WatchRolloutResponse)(nil),  // 21: keyway.policy.v1.WatchRolloutResponse
+	(*Rollout)(nil),               // 22: keyway.policy.v1.Rollout
+	(*HistoryRequest)(nil),        // 23: keyway.policy.v1.HistoryRequest
+	(*HistoryResponse)(nil),       // 24: keyway.policy.v1.HistoryResponse
+	(*Revision)(nil),              // 25: keyway.policy.v1.Revision
+	(*RollbackRequest)(nil),       // 26: keyway.policy.v1.RollbackRequest
+	(*RollbackResponse)(nil),      // 27: keyway.policy.v1.RollbackResponse
+	(*ListAuditRequest)(nil),      // 28: keyway.policy.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),     // 29: keyway.policy.v1.ListAuditResponse
+	(*AuditRecord)(nil),           // 30: keyway.policy.v1.AuditRecord
+	(*Resource)(nil),              // 31: keyway.policy.v1.Resource
+	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
+	(*v1.NodeStatus)(nil),         // 34: keyway.node.v1.NodeStatus
 }
 var file_keyway_policy_v1_policy_proto_depIdxs = []int32{
-	22, // 0: keyway.policy.v1.ApplyRequest.resources:type_name -> keyway.policy.v1.Resource
+	31, // 0: keyway.policy.v1.ApplyRequest.resources:type_name -> keyway.policy.v1.Resource
 	0,  // 1: keyway.policy.v1.ApplyRequest.probe:type_name -> keyway.policy.v1.ProbeMode
-	23, // 2: keyway.policy.v1.ApplyRequest.wait:type_name -> google.protobuf.Duration
-	4,  // 3: keyway.policy.v1.ApplyResponse.results:type_name -> keyway.policy.v1.ApplyResult
-	21, // 4: keyway.policy.v1.ApplyResponse.rollout:type_name -> keyway.policy.v1.Rollout
+	32, // 2: keyway.policy.v1.ApplyRequest.wait:type_name -> google.protobuf.Duration
+	5,  // 3: keyway.policy.v1.ApplyResponse.results:type_name -> keyway.policy.v1.ApplyResult
+	22, // 4: keyway.policy.v1.ApplyResponse.rollout:type_name -> keyway.policy.v1.Rollout
 	1,  // 5: keyway.policy.v1.ApplyResult.action:type_name -> keyway.policy.v1.Action
-	7,  // 6: keyway.policy.v1.ApplyResult.warnings:type_name -> keyway.policy.v1.Warning
-	8,  // 7: keyway.policy.v1.ApplyResult.certificates:type_name -> keyway.policy.v1.CertificateInfo
-	5,  // 8: keyway.policy.v1.ApplyResult.probes:type_name -> keyway.policy.v1.ProbeResult
-	8,  // 9: keyway.policy.v1.ProbeResult.peer_certificate:type_name -> keyway.policy.v1.CertificateInfo
-	23, // 10: keyway.policy.v1.ProbeResult.elapsed:type_name -> google.protobuf.Duration
-	7,  // 11: keyway.policy.v1.Warnings.warnings:type_name -> keyway.policy.v1.Warning
-	24, // 12: keyway.policy.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
-	24, // 13: keyway.policy.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
-	22, // 14: keyway.policy.v1.GetResponse.resource:type_name -> keyway.policy.v1.Resource
-	22, // 15: keyway.policy.v1.ListResponse.resources:type_name -> keyway.policy.v1.Resource
-	24, // 16: keyway.policy.v1.DeleteResponse.delete_time:type_name -> google.protobuf.Timestamp
-	25, // 17: keyway.policy.v1.ListNodesResponse.nodes:type_name -> keyway.node.v1.NodeStatus
-	23, // 18: keyway.policy.v1.WatchRolloutRequest.timeout:type_name -> google.protobuf.Duration
-	21, // 19: keyway.policy.v1.GetRolloutResponse.rollout:type_name -> keyway.policy.v1.Rollout
-	21, // 20: keyway.policy.v1.WatchRolloutResponse.rollout:type_name -> keyway.policy.v1.Rollout
-	25, // 21: keyway.policy.v1.Rollout.serving:type_name -> keyway.node.v1.NodeStatus
-	25, // 22: keyway.policy.v1.Rollout.pending:type_name -> keyway.node.v1.NodeStatus
-	2,  // 23: keyway.policy.v1.PolicyService.Apply:input_type -> keyway.policy.v1.ApplyRequest
-	9,  // 24: keyway.policy.v1.PolicyService.Get:input_type -> keyway.policy.v1.GetRequest
-	11, // 25: keyway.policy.v1.PolicyService.List:input_type -> keyway.policy.v1.ListRequest
-	13, // 26: keyway.policy.v1.PolicyService.Delete:input_type -> keyway.policy.v1.DeleteRequest
-	15, // 27: keyway.policy.v1.PolicyService.ListNodes:input_type -> keyway.policy.v1.ListNodesRequest
-	17, // 28: keyway.policy.v1.PolicyService.GetRollout:input_type -> keyway.policy.v1.GetRolloutRequest
-	18, // 29: keyway.policy.v1.PolicyService.WatchRollout:input_type -> keyway.policy.v1.WatchRolloutRequest
-	3,  // 30: keyway.policy.v1.PolicyService.Apply:output_type -> keyway.policy.v1.ApplyResponse
-	10, // 31: keyway.policy.v1.PolicyService.Get:output_type -> keyway.policy.v1.GetResponse
-	12, // 32: keyway.policy.v1.PolicyService.List:output_type -> keyway.policy.v1.ListResponse
-	14, // 33: keyway.policy.v1.PolicyService.Delete:output_type -> keyway.policy.v1.DeleteResponse
-	16, // 34: keyway.policy.v1.PolicyService.ListNodes:output_type -> keyway.policy.v1.ListNodesResponse
-	19, // 35: keyway.policy.v1.PolicyService.GetRollout:output_type -> keyway.policy.v1.GetRolloutResponse
-	20, // 36: keyway.policy.v1.PolicyService.WatchRollout:output_type -> keyway.policy.v1.WatchRolloutResponse
-	30, // [30:37] is the sub-list for method output_type
-	23, // [23:30] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	8,  // 6: keyway.policy.v1.ApplyResult.warnings:type_name -> keyway.policy.v1.Warning
+	9,  // 7: keyway.policy.v1.ApplyResult.certificates:type_name -> keyway.policy.v1.CertificateInfo
+	6,  // 8: keyway.policy.v1.ApplyResult.probes:type_name -> keyway.policy.v1.ProbeResult
+	9,  // 9: keyway.policy.v1.ProbeResult.peer_certificate:type_name -> keyway.policy.v1.CertificateInfo
+	32, // 10: keyway.policy.v1.ProbeResult.elapsed:type_name -> google.protobuf.Duration
+	8,  // 11: keyway.policy.v1.Warnings.warnings:type_name -> keyway.policy.v1.Warning
+	33, // 12: keyway.policy.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
+	33, // 13: keyway.policy.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
+	31, // 14: keyway.policy.v1.GetResponse.resource:type_name -> keyway.policy.v1.Resource
+	31, // 15: keyway.policy.v1.ListResponse.resources:type_name -> keyway.policy.v1.Resource
+	33, // 16: keyway.policy.v1.DeleteResponse.delete_time:type_name -> google.protobuf.Timestamp
+	34, // 17: keyway.policy.v1.ListNodesResponse.nodes:type_name -> keyway.node.v1.NodeStatus
+	32, // 18: keyway.policy.v1.WatchRolloutRequest.timeout:type_name -> google.protobuf.Duration
+	22, // 19: keyway.policy.v1.GetRolloutResponse.rollout:type_name -> keyway.policy.v1.Rollout
+	22, // 20: keyway.policy.v1.WatchRolloutResponse.rollout:type_name -> keyway.policy.v1.Rollout
+	34, // 21: keyway.policy.v1.Rollout.serving:type_name -> keyway.node.v1.NodeStatus
+	34, // 22: keyway.policy.v1.Rollout.pending:type_name -> keyway.node.v1.NodeStatus
+	25, // 23: keyway.policy.v1.HistoryResponse.revisions:type_name -> keyway.policy.v1.Revision
+	33, // 24: keyway.policy.v1.Revision.create_time:type_name -> google.protobuf.Timestamp
+	2,  // 25: keyway.policy.v1.Revision.operation:type_name -> keyway.policy.v1.Operation
+	31, // 26: keyway.policy.v1.Revision.resource:type_name -> keyway.policy.v1.Resource
+	5,  // 27: keyway.policy.v1.RollbackResponse.result:type_name -> keyway.policy.v1.ApplyResult
+	33, // 28: keyway.policy.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	30, // 29: keyway.policy.v1.ListAuditResponse.records:type_name -> keyway.policy.v1.AuditRecord
+	33, // 30: keyway.policy.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	3,  // 31: keyway.policy.v1.PolicyService.Apply:input_type -> keyway.policy.v1.ApplyRequest
+	10, // 32: keyway.policy.v1.PolicyService.Get:input_type -> keyway.policy.v1.GetRequest
+	12, // 33: keyway.policy.v1.PolicyService.List:input_type -> keyway.policy.v1.ListRequest
+	14, // 34: keyway.policy.v1.PolicyService.Delete:input_type -> keyway.policy.v1.DeleteRequest
+	16, // 35: keyway.policy.v1.PolicyService.ListNodes:input_type -> keyway.policy.v1.ListNodesRequest
+	18, // 36: keyway.policy.v1.PolicyService.GetRollout:input_type -> keyway.policy.v1.GetRolloutRequest
+	19, // 37: keyway.policy.v1.PolicyService.WatchRollout:input_type -> keyway.policy.v1.WatchRolloutRequest
+	23, // 38: keyway.policy.v1.PolicyService.History:input_type -> keyway.policy.v1.HistoryRequest
+	26, // 39: keyway.policy.v1.PolicyService.Rollback:input_type -> keyway.policy.v1.RollbackRequest
+	28, // 40: keyway.policy.v1.PolicyService.ListAudit:input_type -> keyway.policy.v1.ListAuditRequest
+	4,  // 41: keyway.policy.v1.PolicyService.Apply:output_type -> keyway.policy.v1.ApplyResponse
+	11, // 42: keyway.policy.v1.PolicyService.Get:output_type -> keyway.policy.v1.GetResponse
+	13, // 43: keyway.policy.v1.PolicyService.List:output_type -> keyway.policy.v1.ListResponse
+	15, // 44: keyway.policy.v1.PolicyService.Delete:output_type -> keyway.policy.v1.DeleteResponse
+	17, // 45: keyway.policy.v1.PolicyService.ListNodes:output_type -> keyway.policy.v1.ListNodesResponse
+	20, // 46: keyway.policy.v1.PolicyService.GetRollout:output_type -> keyway.policy.v1.GetRolloutResponse
+	21, // 47: keyway.policy.v1.PolicyService.WatchRollout:output_type -> keyway.policy.v1.WatchRolloutResponse
+	24, // 48: keyway.policy.v1.PolicyService.History:output_type -> keyway.policy.v1.HistoryResponse
+	27, // 49: keyway.policy.v1.PolicyService.Rollback:output_type -> keyway.policy.v1.RollbackResponse
+	29, // 50: keyway.policy.v1.PolicyService.ListAudit:output_type -> keyway.policy.v1.ListAuditResponse
+	41, // [41:51] is the sub-list for method output_type
+	31, // [31:41] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_keyway_policy_v1_policy_proto_init() }
@@ -1594,8 +2288,8 @@ func file_keyway_policy_v1_policy_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyway_policy_v1_policy_proto_rawDesc), len(file_keyway_policy_v1_policy_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   20,
+			NumEnums:      3,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,9 @@ const (
 	PolicyService_ListNodes_FullMethodName    = "/keyway.policy.v1.PolicyService/ListNodes"
 	PolicyService_GetRollout_FullMethodName   = "/keyway.policy.v1.PolicyService/GetRollout"
 	PolicyService_WatchRollout_FullMethodName = "/keyway.policy.v1.PolicyService/WatchRollout"
+	PolicyService_History_FullMethodName      = "/keyway.policy.v1.PolicyService/History"
+	PolicyService_Rollback_FullMethodName     = "/keyway.policy.v1.PolicyService/Rollback"
+	PolicyService_ListAudit_FullMethodName    = "/keyway.policy.v1.PolicyService/ListAudit"
 )
 
 // PolicyServiceClient is the client API for PolicyService service.
@@ -57,6 +60,19 @@ type PolicyServiceClient interface {
 	// then one each time a node's state changes, until every live node serves
 	// the revision (complete) or the timeout passes.
 	WatchRollout(ctx context.Context, in *WatchRolloutRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRolloutResponse], error)
+	// History lists the revisions of one resource that the configuration
+	// bucket keeps (its History setting: the last 16 writes of each key),
+	// newest first, deletions included.
+	History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error)
+	// Rollback stores an earlier revision of a resource again, as a new
+	// revision, after the same validation as Apply. It is refused, with the
+	// reasons, when that revision no longer validates (a Service it names is
+	// gone, a certificate expired), and when the revision is not one of this
+	// resource's.
+	Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*RollbackResponse, error)
+	// ListAudit reads the audit trail (the JetStream stream keyway-audit):
+	// who wrote what, when and from where, oldest first.
+	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
 }
 
 type policyServiceClient struct {
@@ -146,6 +162,36 @@ func (c *policyServiceClient) WatchRollout(ctx context.Context, in *WatchRollout
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PolicyService_WatchRolloutClient = grpc.ServerStreamingClient[WatchRolloutResponse]
 
+func (c *policyServiceClient) History(ctx context.Context, in *HistoryRequest, opts ...grpc.CallOption) (*HistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HistoryResponse)
+	err := c.cc.Invoke(ctx, PolicyService_History_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyServiceClient) Rollback(ctx context.Context, in *RollbackRequest, opts ...grpc.CallOption) (*RollbackResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RollbackResponse)
+	err := c.cc.Invoke(ctx, PolicyService_Rollback_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *policyServiceClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListAuditResponse)
+	err := c.cc.Invoke(ctx, PolicyService_ListAudit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PolicyServiceServer is the server API for PolicyService service.
 // All implementations must embed UnimplementedPolicyServiceServer
 // for forward compatibility.
@@ -175,6 +221,19 @@ type PolicyServiceServer interface {
 	// then one each time a node's state changes, until every live node serves
 	// the revision (complete) or the timeout passes.
 	WatchRollout(*WatchRolloutRequest, grpc.ServerStreamingServer[WatchRolloutResponse]) error
+	// History lists the revisions of one resource that the configuration
+	// bucket keeps (its History setting: the last 16 writes of each key),
+	// newest first, deletions included.
+	History(context.Context, *HistoryRequest) (*HistoryResponse, error)
+	// Rollback stores an earlier revision of a resource again, as a new
+	// revision, after the same validation as Apply. It is refused, with the
+	// reasons, when that revision no longer validates (a Service it names is
+	// gone, a certificate expired), and when the revision is not one of this
+	// resource's.
+	Rollback(context.Context, *RollbackRequest) (*RollbackResponse, error)
+	// ListAudit reads the audit trail (the JetStream stream keyway-audit):
+	// who wrote what, when and from where, oldest first.
+	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
 }
 
@@ -205,6 +264,15 @@ func (UnimplementedPolicyServiceServer) GetRollout(context.Context, *GetRolloutR
 }
 func (UnimplementedPolicyServiceServer) WatchRollout(*WatchRolloutRequest, grpc.ServerStreamingServer[WatchRolloutResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchRollout not implemented")
+}
+func (UnimplementedPolicyServiceServer) History(context.Context, *HistoryRequest) (*HistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method History not implemented")
+}
+func (UnimplementedPolicyServiceServer) Rollback(context.Context, *RollbackRequest) (*RollbackResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Rollback not implemented")
+}
+func (UnimplementedPolicyServiceServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListAudit not implemented")
 }
 func (UnimplementedPolicyServiceServer) mustEmbedUnimplementedPolicyServiceServer() {}
 func (UnimplementedPolicyServiceServer) testEmbeddedByValue()                       {}
@@ -346,6 +414,60 @@ func _PolicyService_WatchRollout_Handler(srv interface{}, stream grpc.ServerStre
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type PolicyService_WatchRolloutServer = grpc.ServerStreamingServer[WatchRolloutResponse]
 
+func _PolicyService_History_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).History(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_History_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).History(ctx, req.(*HistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PolicyService_Rollback_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RollbackRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).Rollback(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_Rollback_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).Rollback(ctx, req.(*RollbackRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _PolicyService_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListAuditRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).ListAudit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_ListAudit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).ListAudit(ctx, req.(*ListAuditRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PolicyService_ServiceDesc is the grpc.ServiceDesc for PolicyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -376,6 +498,18 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetRollout",
 			Handler:    _PolicyService_GetRollout_Handler,
+		},
+		{
+			MethodName: "History",
+			Handler:    _PolicyService_History_Handler,
+		},
+		{
+			MethodName: "Rollback",
+			Handler:    _PolicyService_Rollback_Handler,
+		},
+		{
+			MethodName: "ListAudit",
+			Handler:    _PolicyService_ListAudit_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

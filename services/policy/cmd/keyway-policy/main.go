@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"keyway.dev/common/audit"
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/material"
@@ -50,7 +51,12 @@ func realMain(ctx context.Context, args []string) error {
 	)
 	var natsCfg natsconn.Config
 	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
+	auditFlags := audit.AddFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	auditCfg, err := auditFlags.Config(audit.ServicePolicy, *replicas)
+	if err != nil {
 		return err
 	}
 	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
@@ -84,5 +90,6 @@ func realMain(ctx context.Context, args []string) error {
 
 		SecretsServer: *secrets,
 		Material:      material.Config{URL: *internal, CertFile: *secCert, KeyFile: *secKey, CAFile: *secCA},
+		Audit:         auditCfg,
 	})
 }

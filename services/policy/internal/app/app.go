@@ -23,6 +23,7 @@ import (
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
+	"keyway.dev/common/audit"
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/material"
 	"keyway.dev/common/natsconn"
@@ -67,6 +68,9 @@ type Config struct {
 	// NATS is the NATS connection's TLS and user (package natsconn); its
 	// URL, when empty, is NATSURL.
 	NATS natsconn.Config
+	// Audit is the audit stream's configuration (limits); the service and
+	// the replicas (Store.Replicas) are filled in.
+	Audit audit.Config
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -98,18 +102,24 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer nc.Close()
 
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("opening JetStream: %w", err)
+	}
+	aw, err := openAudit(ctx, js, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer aw.Close()
 	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	cfg.Store.Tracing = cfg.Tracing
+	cfg.Store.Journal = server.Journal(aw)
 	st, err := store.Open(openCtx, nc, cfg.Store, log)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("opening the configuration store (is NATS with JetStream at %s?): %w", cfg.NATSURL, err)
 	}
 	defer st.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("opening JetStream: %w", err)
-	}
 	openCtx, cancel = context.WithTimeout(ctx, 30*time.Second)
 	nv, err := nodes.Open(openCtx, js, cfg.NodeBucket, cfg.NodeTTL, cfg.Store.Replicas, log)
 	cancel()
@@ -126,7 +136,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Material.URL != "" && cfg.SecretsServer == "" {
 		return errors.New("the secrets service's internal URL is set without its API URL: give --secrets-server too")
 	}
-	var opts []server.Option
+	opts := []server.Option{server.WithAudit(aw)}
 	if cfg.SecretsServer != "" {
 		var mat server.Material
 		if cfg.Material.URL != "" {
@@ -145,6 +155,7 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("references to the secrets service enabled", "secrets_server", cfg.SecretsServer, "probe_material", cfg.Material.URL != "")
 	}
 	m := metrics.New()
+	m.Register(aw.Collectors()...)
 	svc := server.New(st, nv, log, m, opts...)
 	svc.TraceProbes(cfg.Tracing.Tracer)
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -174,6 +185,22 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("shutting down the API: %w", err)
 	}
 	return nil
+}
+
+// openAudit opens the audit stream every write is recorded in.
+func openAudit(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Logger) (*audit.Writer, error) {
+	ac := cfg.Audit
+	ac.Service = audit.ServicePolicy
+	if ac.Replicas == 0 {
+		ac.Replicas = cfg.Store.Replicas
+	}
+	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	aw, err := audit.Open(openCtx, js, ac, log)
+	if err != nil {
+		return nil, fmt.Errorf("opening the audit stream (is NATS with JetStream at %s?): %w", cfg.NATSURL, err)
+	}
+	return aw, nil
 }
 
 // Handler serves the PolicyService (Connect, gRPC, gRPC-Web), gRPC

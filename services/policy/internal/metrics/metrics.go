@@ -54,6 +54,9 @@ func New() *Metrics {
 	return m
 }
 
+// Register adds collectors to the service's registry (the audit writer's).
+func (m *Metrics) Register(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
+
 // Handler serves the metrics in the Prometheus exposition formats.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})

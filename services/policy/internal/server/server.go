@@ -22,6 +22,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
+	"keyway.dev/common/audit"
 	"keyway.dev/common/failure"
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
@@ -63,6 +64,8 @@ type Server struct {
 	keys KeyStore
 	// probeLimit is each caller's budget of probe handshakes.
 	probeLimit *probeLimiter
+	// audit is the audit trail ListAudit reads; nil: none.
+	audit *audit.Writer
 }
 
 // Material fetches key material from the secrets service's
@@ -146,7 +149,7 @@ func (s *Server) TraceProbes(tracer trace.Tracer) { s.tracer = tracer }
 // stores nothing.
 func (s *Server) Apply(ctx context.Context, req *connect.Request[policyv1.ApplyRequest]) (*connect.Response[policyv1.ApplyResponse], error) {
 	start := time.Now()
-	resp, err := s.apply(ctx, req)
+	resp, err := s.apply(auditCall(ctx, audit.ActionApply, req.Peer().Addr), req)
 	result := Error
 	switch {
 	case err == nil:
@@ -346,7 +349,7 @@ func (s *Server) Delete(ctx context.Context, req *connect.Request[policyv1.Delet
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
 			"%s is still used by %s; delete or re-point those first", ref, strings.Join(names, ", ")))
 	}
-	rev, err := s.store.Delete(ctx, ref, req.Msg.GetExpectedRevision())
+	rev, err := s.store.Delete(auditCall(ctx, audit.ActionDelete, req.Peer().Addr), ref, req.Msg.GetExpectedRevision())
 	if err != nil {
 		return nil, storeError(err)
 	}

@@ -70,6 +70,8 @@ type Store struct {
 	log    *slog.Logger
 	tr     telemetry.Tracing
 
+	journal Journal
+
 	stop    context.CancelFunc
 	stopped chan struct{}
 	resume  chan struct{}
@@ -97,6 +99,9 @@ type Config struct {
 	// puts the trace context in the headers of the message written, for
 	// the proxy nodes to continue the trace.
 	Tracing telemetry.Tracing
+	// Journal, when set, is told of every write before it is made and
+	// after: the audit trail.
+	Journal Journal
 }
 
 // Open creates the bucket if needed, starts the watcher, and returns once the
@@ -132,6 +137,7 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*St
 		prefix:  "$KV." + cfg.Bucket + ".",
 		log:     log,
 		tr:      cfg.Tracing,
+		journal: cfg.Journal,
 		byKey:   make(map[string]entry),
 		changed: make(chan struct{}),
 		resume:  make(chan struct{}, 1),
@@ -444,14 +450,27 @@ func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRu
 	if err := errors.Join(conflicts...); err != nil || dryRun {
 		return outs, err
 	}
+	values := make([][]byte, len(resources))
+	var changes []Change
 	for i, r := range resources {
 		if !outs[i].Changed {
 			continue
 		}
-		value, err := configkv.Encode(r, now)
-		if err != nil {
+		if values[i], err = configkv.Encode(r, now); err != nil {
 			return nil, err
 		}
+		changes = append(changes, Change{Ref: outs[i].Ref, Digest: Digest(values[i])})
+	}
+	if err := s.before(ctx, changes); err != nil {
+		return nil, err
+	}
+	made := outs
+	defer func() { s.after(ctx, changes, made, err) }()
+	for i, r := range resources {
+		if !outs[i].Changed {
+			continue
+		}
+		value := values[i]
 		rev, err := s.publish(ctx, outs[i].Ref, value, prev[i].revision, false)
 		if err != nil {
 			// A publish that failed for another reason than a conflict
@@ -517,7 +536,13 @@ func (s *Store) Delete(ctx context.Context, ref model.Ref, expected uint64) (uin
 	if expected != 0 && expected != cur.revision {
 		return 0, conflict("%s: expected revision %d but the stored revision is %d: it changed since it was read; get it again", ref, expected, cur.revision)
 	}
-	return s.publish(ctx, ref, nil, cur.revision, true)
+	changes := []Change{{Ref: ref, Delete: true}}
+	if err := s.before(ctx, changes); err != nil {
+		return 0, err
+	}
+	rev, err := s.publish(ctx, ref, nil, cur.revision, true)
+	s.after(ctx, changes, []Outcome{{Ref: ref, Changed: true, Revision: rev}}, err)
+	return rev, err
 }
 
 // connected fails at once, rather than at the caller's deadline, when NATS

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"keyway.dev/common/audit"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/secretsclient"
@@ -55,7 +56,12 @@ func realMain(ctx context.Context, args []string) error {
 	)
 	var natsCfg natsconn.Config
 	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
+	auditFlags := audit.AddFlags(fs)
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	auditCfg, err := auditFlags.Config(audit.ServiceSecrets, *replicas)
+	if err != nil {
 		return err
 	}
 	interval, err := time.ParseDuration(*poll)
@@ -88,6 +94,7 @@ func realMain(ctx context.Context, args []string) error {
 		VaultPrefix:      *prefix,
 		VaultPKIMount:    *pkiMount,
 		Store:            store.Config{PollInterval: interval, RenewFraction: fraction},
+		Audit:            auditCfg,
 		Log:              log.With("service", "secrets"),
 	})
 }

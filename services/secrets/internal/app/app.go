@@ -28,6 +28,7 @@ import (
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
 	"keyway.dev/common/natsconn"
+	"keyway.dev/common/audit"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/secrets/internal/localdir"
 	"keyway.dev/secrets/internal/metrics"
@@ -67,6 +68,9 @@ type Config struct {
 	VaultKVMount, VaultPrefix, VaultPKIMount string
 
 	Store store.Config
+	// Audit is the audit stream's configuration (limits); the service and
+	// the replicas (Replicas) are filled in.
+	Audit audit.Config
 	Log   *slog.Logger
 	// OnListen, if set, is called with the bound addresses once both
 	// listeners serve (tests listen on port 0); internal is nil without
@@ -120,7 +124,21 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("opening the versions bucket (is NATS with JetStream at %s?): %w", cfg.NATSURL, err)
 	}
 
+	ac := cfg.Audit
+	ac.Service = audit.ServiceSecrets
+	if ac.Replicas == 0 {
+		ac.Replicas = cfg.Replicas
+	}
+	openCtx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	aw, err := audit.Open(openCtx, js, ac, log)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("opening the audit stream (is NATS with JetStream at %s?): %w", cfg.NATSURL, err)
+	}
+	defer aw.Close()
+
 	m := metrics.New()
+	m.Register(aw.Collectors()...)
 	st := store.New(backend, issuer, bucket, m, log, cfg.Store)
 	m.SetSource(st)
 	loadCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -137,7 +155,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	servers := []*http.Server{{
-		Handler:           APIHandler(server.NewSecrets(st, log), st, m.Handler()),
+		Handler:           APIHandler(server.NewSecrets(st, log, server.WithAudit(aw)), st, m.Handler()),
 		Protocols:         h2c(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

@@ -57,6 +57,9 @@ func New() *Metrics {
 	return m
 }
 
+// Register adds collectors to the service's registry (the audit writer's).
+func (m *Metrics) Register(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
+
 // SetSource registers the per-certificate expiry collector over src.
 func (m *Metrics) SetSource(src Source) {
 	m.reg.MustRegister(&expiry{src: src})

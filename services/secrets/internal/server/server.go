@@ -22,6 +22,7 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
+	"keyway.dev/common/audit"
 	"keyway.dev/secrets/internal/secret"
 	"keyway.dev/secrets/internal/store"
 	"keyway.dev/secrets/internal/validate"
@@ -32,13 +33,19 @@ type Secrets struct {
 	store *store.Store
 	log   *slog.Logger
 	now   func() time.Time
+	// audit records writes; nil: not recorded.
+	audit *audit.Writer
 }
 
 var _ secretsv1connect.SecretsServiceHandler = (*Secrets)(nil)
 
 // NewSecrets returns the API over st.
-func NewSecrets(st *store.Store, log *slog.Logger) *Secrets {
-	return &Secrets{store: st, log: log, now: time.Now}
+func NewSecrets(st *store.Store, log *slog.Logger, opts ...SecretsOption) *Secrets {
+	s := &Secrets{store: st, log: log, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // PutAlias validates and stores an alias.
@@ -72,7 +79,16 @@ func (s *Secrets) PutAlias(ctx context.Context, req *connect.Request[secretsv1.P
 		a := &store.Alias{Record: rec, ChainPEM: rec.CertificatePEM, Chain: r.Chain, IssuedAt: now}
 		return connect.NewResponse(&secretsv1.PutAliasResponse{Alias: describeAlias(a, s.store.Kind(), now), Warnings: r.Warnings}), nil
 	}
+	done, err := s.audited(ctx, req.Peer().Addr, audit.Record{Action: audit.ActionSecretPut, Kind: auditKindAlias, Name: rec.Keystore + "/" + rec.Alias, Digest: aliasDigest(m)})
+	if err != nil {
+		return nil, err
+	}
 	a, err := s.store.PutAlias(ctx, rec)
+	if err != nil {
+		done("", err)
+	} else {
+		done(a.Version, nil)
+	}
 	if err != nil && rec.PKI != nil && errors.Is(err, store.ErrInvalid) {
 		// Vault refused to issue: the role does not allow the names or
 		// the TTL asked for.
@@ -107,10 +123,16 @@ func (s *Secrets) PutTruststore(ctx context.Context, req *connect.Request[secret
 		t := &store.Truststore{Record: rec, Certs: r.Chain}
 		return connect.NewResponse(&secretsv1.PutTruststoreResponse{Truststore: describeTruststore(t, s.store.Kind(), now), Warnings: r.Warnings}), nil
 	}
+	done, err := s.audited(ctx, req.Peer().Addr, audit.Record{Action: audit.ActionSecretPut, Kind: auditKindTruststore, Name: rec.Name, Digest: truststoreDigest(m)})
+	if err != nil {
+		return nil, err
+	}
 	t, err := s.store.PutTruststore(ctx, rec)
 	if err != nil {
+		done("", err)
 		return nil, apiError(err)
 	}
+	done(t.Record.Version, nil)
 	s.log.Info("truststore stored", "truststore", rec.Name, "version", t.Record.Version, "certificates", len(t.Certs))
 	return connect.NewResponse(&secretsv1.PutTruststoreResponse{Truststore: describeTruststore(t, s.store.Kind(), s.now()), Warnings: r.Warnings}), nil
 }
@@ -169,7 +191,13 @@ func (s *Secrets) DeleteAlias(ctx context.Context, req *connect.Request[secretsv
 	if err := names(req.Msg.GetKeystore(), req.Msg.GetAlias()); err != nil {
 		return nil, err
 	}
-	if err := s.store.DeleteAlias(ctx, req.Msg.GetKeystore(), req.Msg.GetAlias()); err != nil {
+	done, err := s.audited(ctx, req.Peer().Addr, audit.Record{Action: audit.ActionSecretDelete, Kind: auditKindAlias, Name: req.Msg.GetKeystore() + "/" + req.Msg.GetAlias()})
+	if err != nil {
+		return nil, err
+	}
+	err = s.store.DeleteAlias(ctx, req.Msg.GetKeystore(), req.Msg.GetAlias())
+	done("", err)
+	if err != nil {
 		return nil, apiError(err)
 	}
 	s.log.Info("alias deleted", "keystore", req.Msg.GetKeystore(), "alias", req.Msg.GetAlias())
@@ -181,7 +209,13 @@ func (s *Secrets) DeleteTruststore(ctx context.Context, req *connect.Request[sec
 	if err := truststoreName(req.Msg.GetName()); err != nil {
 		return nil, err
 	}
-	if err := s.store.DeleteTruststore(ctx, req.Msg.GetName()); err != nil {
+	done, err := s.audited(ctx, req.Peer().Addr, audit.Record{Action: audit.ActionSecretDelete, Kind: auditKindTruststore, Name: req.Msg.GetName()})
+	if err != nil {
+		return nil, err
+	}
+	err = s.store.DeleteTruststore(ctx, req.Msg.GetName())
+	done("", err)
+	if err != nil {
 		return nil, apiError(err)
 	}
 	s.log.Info("truststore deleted", "truststore", req.Msg.GetName())

@@ -49,6 +49,12 @@ const (
 	// PolicyServiceWatchRolloutProcedure is the fully-qualified name of the PolicyService's
 	// WatchRollout RPC.
 	PolicyServiceWatchRolloutProcedure = "/keyway.policy.v1.PolicyService/WatchRollout"
+	// PolicyServiceHistoryProcedure is the fully-qualified name of the PolicyService's History RPC.
+	PolicyServiceHistoryProcedure = "/keyway.policy.v1.PolicyService/History"
+	// PolicyServiceRollbackProcedure is the fully-qualified name of the PolicyService's Rollback RPC.
+	PolicyServiceRollbackProcedure = "/keyway.policy.v1.PolicyService/Rollback"
+	// PolicyServiceListAuditProcedure is the fully-qualified name of the PolicyService's ListAudit RPC.
+	PolicyServiceListAuditProcedure = "/keyway.policy.v1.PolicyService/ListAudit"
 )
 
 // PolicyServiceClient is a client for the keyway.policy.v1.PolicyService service.
@@ -73,6 +79,19 @@ type PolicyServiceClient interface {
 	// then one each time a node's state changes, until every live node serves
 	// the revision (complete) or the timeout passes.
 	WatchRollout(context.Context, *connect.Request[v1.WatchRolloutRequest]) (*connect.ServerStreamForClient[v1.WatchRolloutResponse], error)
+	// History lists the revisions of one resource that the configuration
+	// bucket keeps (its History setting: the last 16 writes of each key),
+	// newest first, deletions included.
+	History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error)
+	// Rollback stores an earlier revision of a resource again, as a new
+	// revision, after the same validation as Apply. It is refused, with the
+	// reasons, when that revision no longer validates (a Service it names is
+	// gone, a certificate expired), and when the revision is not one of this
+	// resource's.
+	Rollback(context.Context, *connect.Request[v1.RollbackRequest]) (*connect.Response[v1.RollbackResponse], error)
+	// ListAudit reads the audit trail (the JetStream stream keyway-audit):
+	// who wrote what, when and from where, oldest first.
+	ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error)
 }
 
 // NewPolicyServiceClient constructs a client for the keyway.policy.v1.PolicyService service. By
@@ -132,6 +151,26 @@ func NewPolicyServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(policyServiceMethods.ByName("WatchRollout")),
 			connect.WithClientOptions(opts...),
 		),
+		history: connect.NewClient[v1.HistoryRequest, v1.HistoryResponse](
+			httpClient,
+			baseURL+PolicyServiceHistoryProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("History")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		rollback: connect.NewClient[v1.RollbackRequest, v1.RollbackResponse](
+			httpClient,
+			baseURL+PolicyServiceRollbackProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("Rollback")),
+			connect.WithClientOptions(opts...),
+		),
+		listAudit: connect.NewClient[v1.ListAuditRequest, v1.ListAuditResponse](
+			httpClient,
+			baseURL+PolicyServiceListAuditProcedure,
+			connect.WithSchema(policyServiceMethods.ByName("ListAudit")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -144,6 +183,9 @@ type policyServiceClient struct {
 	listNodes    *connect.Client[v1.ListNodesRequest, v1.ListNodesResponse]
 	getRollout   *connect.Client[v1.GetRolloutRequest, v1.GetRolloutResponse]
 	watchRollout *connect.Client[v1.WatchRolloutRequest, v1.WatchRolloutResponse]
+	history      *connect.Client[v1.HistoryRequest, v1.HistoryResponse]
+	rollback     *connect.Client[v1.RollbackRequest, v1.RollbackResponse]
+	listAudit    *connect.Client[v1.ListAuditRequest, v1.ListAuditResponse]
 }
 
 // Apply calls keyway.policy.v1.PolicyService.Apply.
@@ -181,6 +223,21 @@ func (c *policyServiceClient) WatchRollout(ctx context.Context, req *connect.Req
 	return c.watchRollout.CallServerStream(ctx, req)
 }
 
+// History calls keyway.policy.v1.PolicyService.History.
+func (c *policyServiceClient) History(ctx context.Context, req *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error) {
+	return c.history.CallUnary(ctx, req)
+}
+
+// Rollback calls keyway.policy.v1.PolicyService.Rollback.
+func (c *policyServiceClient) Rollback(ctx context.Context, req *connect.Request[v1.RollbackRequest]) (*connect.Response[v1.RollbackResponse], error) {
+	return c.rollback.CallUnary(ctx, req)
+}
+
+// ListAudit calls keyway.policy.v1.PolicyService.ListAudit.
+func (c *policyServiceClient) ListAudit(ctx context.Context, req *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error) {
+	return c.listAudit.CallUnary(ctx, req)
+}
+
 // PolicyServiceHandler is an implementation of the keyway.policy.v1.PolicyService service.
 type PolicyServiceHandler interface {
 	// Apply validates resources and stores them. All of a request's resources
@@ -203,6 +260,19 @@ type PolicyServiceHandler interface {
 	// then one each time a node's state changes, until every live node serves
 	// the revision (complete) or the timeout passes.
 	WatchRollout(context.Context, *connect.Request[v1.WatchRolloutRequest], *connect.ServerStream[v1.WatchRolloutResponse]) error
+	// History lists the revisions of one resource that the configuration
+	// bucket keeps (its History setting: the last 16 writes of each key),
+	// newest first, deletions included.
+	History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error)
+	// Rollback stores an earlier revision of a resource again, as a new
+	// revision, after the same validation as Apply. It is refused, with the
+	// reasons, when that revision no longer validates (a Service it names is
+	// gone, a certificate expired), and when the revision is not one of this
+	// resource's.
+	Rollback(context.Context, *connect.Request[v1.RollbackRequest]) (*connect.Response[v1.RollbackResponse], error)
+	// ListAudit reads the audit trail (the JetStream stream keyway-audit):
+	// who wrote what, when and from where, oldest first.
+	ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error)
 }
 
 // NewPolicyServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -258,6 +328,26 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(policyServiceMethods.ByName("WatchRollout")),
 		connect.WithHandlerOptions(opts...),
 	)
+	policyServiceHistoryHandler := connect.NewUnaryHandler(
+		PolicyServiceHistoryProcedure,
+		svc.History,
+		connect.WithSchema(policyServiceMethods.ByName("History")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	policyServiceRollbackHandler := connect.NewUnaryHandler(
+		PolicyServiceRollbackProcedure,
+		svc.Rollback,
+		connect.WithSchema(policyServiceMethods.ByName("Rollback")),
+		connect.WithHandlerOptions(opts...),
+	)
+	policyServiceListAuditHandler := connect.NewUnaryHandler(
+		PolicyServiceListAuditProcedure,
+		svc.ListAudit,
+		connect.WithSchema(policyServiceMethods.ByName("ListAudit")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/keyway.policy.v1.PolicyService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PolicyServiceApplyProcedure:
@@ -274,6 +364,12 @@ func NewPolicyServiceHandler(svc PolicyServiceHandler, opts ...connect.HandlerOp
 			policyServiceGetRolloutHandler.ServeHTTP(w, r)
 		case PolicyServiceWatchRolloutProcedure:
 			policyServiceWatchRolloutHandler.ServeHTTP(w, r)
+		case PolicyServiceHistoryProcedure:
+			policyServiceHistoryHandler.ServeHTTP(w, r)
+		case PolicyServiceRollbackProcedure:
+			policyServiceRollbackHandler.ServeHTTP(w, r)
+		case PolicyServiceListAuditProcedure:
+			policyServiceListAuditHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -309,4 +405,16 @@ func (UnimplementedPolicyServiceHandler) GetRollout(context.Context, *connect.Re
 
 func (UnimplementedPolicyServiceHandler) WatchRollout(context.Context, *connect.Request[v1.WatchRolloutRequest], *connect.ServerStream[v1.WatchRolloutResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("keyway.policy.v1.PolicyService.WatchRollout is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) History(context.Context, *connect.Request[v1.HistoryRequest]) (*connect.Response[v1.HistoryResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyway.policy.v1.PolicyService.History is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) Rollback(context.Context, *connect.Request[v1.RollbackRequest]) (*connect.Response[v1.RollbackResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyway.policy.v1.PolicyService.Rollback is not implemented"))
+}
+
+func (UnimplementedPolicyServiceHandler) ListAudit(context.Context, *connect.Request[v1.ListAuditRequest]) (*connect.Response[v1.ListAuditResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("keyway.policy.v1.PolicyService.ListAudit is not implemented"))
 }
