@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"keyway.dev/common/access"
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/material"
@@ -37,7 +38,7 @@ func realMain(ctx context.Context) error {
 	fs := flag.NewFlagSet("keyway-proxy", flag.ContinueOnError)
 	var (
 		listen    = fs.String("listen", logging.Env("KEYWAY_PROXY_LISTEN", "127.0.0.1:8080"), "proxy listen address (env KEYWAY_PROXY_LISTEN)")
-		admin     = fs.String("admin-listen", logging.Env("KEYWAY_PROXY_ADMIN_LISTEN", "127.0.0.1:9080"), "admin listen address: /healthz, /status, /metrics (env KEYWAY_PROXY_ADMIN_LISTEN)")
+		admin     = fs.String("admin-listen", logging.Env("KEYWAY_PROXY_ADMIN_LISTEN", "127.0.0.1:9080"), "admin listen address: /healthz, /status, /metrics, and /debug/pprof/ with --pprof (env KEYWAY_PROXY_ADMIN_LISTEN)")
 		natsURL   = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env KEYWAY_NATS_URL)")
 		bucket    = fs.String("bucket", logging.Env("KEYWAY_BUCKET", configkv.Bucket), "configuration KV bucket (env KEYWAY_BUCKET)")
 		nodeID    = fs.String("node-id", logging.Env("KEYWAY_NODE_ID", defaultNodeID(host)), "node id: letters, digits, '-', '_', '=' (env KEYWAY_NODE_ID)")
@@ -52,6 +53,9 @@ func realMain(ctx context.Context) error {
 		secCA     = fs.String("secrets-ca", logging.Env("KEYWAY_SECRETS_CA", ""), "CA (PEM) that signs the internal port's certificate (env KEYWAY_SECRETS_CA)")
 		hsTimeout = fs.String("handshake-timeout", logging.Env("KEYWAY_HANDSHAKE_TIMEOUT", upstream.DefaultHandshakeTimeout.String()), "upstream TLS handshake timeout (env KEYWAY_HANDSHAKE_TIMEOUT)")
 	)
+	pprofOn := fs.Bool("pprof", os.Getenv("KEYWAY_PPROF") == "1", "serve Go's profiler at /debug/pprof/ on the admin port, to the operator role (env KEYWAY_PPROF=1)")
+	var adminAccess access.Options
+	adminAccess.RegisterFlags(fs, "admin port")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
 	}
@@ -98,6 +102,8 @@ func realMain(ctx context.Context) error {
 	return node.Run(ctx, node.Config{
 		Listen:           *listen,
 		AdminListen:      *admin,
+		Admin:            adminAccess,
+		PProf:            *pprofOn,
 		NATSURL:          *natsURL,
 		Bucket:           *bucket,
 		NodeID:           *nodeID,

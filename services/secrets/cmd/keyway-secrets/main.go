@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"keyway.dev/common/access"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/secrets/internal/app"
@@ -52,6 +53,8 @@ func realMain(ctx context.Context, args []string) error {
 		logFormat      = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
 		logLevel       = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
 	)
+	var acc access.Options
+	acc.RegisterFlags(fs, "API")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -70,6 +73,7 @@ func realMain(ctx context.Context, args []string) error {
 	slog.SetDefault(log)
 	return app.Run(ctx, app.Config{
 		Listen:           *listen,
+		Access:           acc,
 		InternalListen:   *internalListen,
 		InternalCert:     *internalCert,
 		InternalKey:      *internalKey,
