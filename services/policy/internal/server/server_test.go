@@ -71,7 +71,7 @@ func startStackWith(t *testing.T, mod func(*app.Config)) *stack {
 	done := make(chan error, 1)
 	cfg := app.Config{
 		Listen: "127.0.0.1:0", NATSURL: ns.ClientURL(), Store: store.Config{},
-		Access: access.Options{InsecureNoAuth: true},
+		Access:   access.Options{InsecureNoAuth: true},
 		OnListen: func(a net.Addr) { addrc <- a },
 	}
 	if mod != nil {

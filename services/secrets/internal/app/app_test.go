@@ -29,9 +29,9 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
+	"keyway.dev/common/access"
 	"keyway.dev/common/model"
 	"keyway.dev/common/secretsclient"
-	"keyway.dev/common/access"
 	"keyway.dev/common/testca"
 	"keyway.dev/secrets/internal/app"
 )
