@@ -300,10 +300,10 @@ func PolicyEnv(tb testing.TB, natsURL string, env []string, args ...string) (str
 // Proxy is a running proxy node.
 type Proxy struct {
 	*Process
-	ID       string
-	Addr     string // host:port of the proxy listener
-	Admin    string // host:port of the admin listener
-	URL      string // http://addr
+	ID    string
+	Addr  string // host:port of the proxy listener
+	Admin string // host:port of the admin listener
+	URL   string // http://addr
 	// AdminURL is https://admin: the admin port is served over TLS with
 	// the suite's certificate; /status and /metrics need viewer
 	// ([Operator] has it), /healthz is open. http:// with
