@@ -1,11 +1,11 @@
 package access
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync/atomic"
 
@@ -105,7 +105,7 @@ func (g *Guard) authenticate(r *http.Request) (*Caller, error) {
 	p := g.policy.Load()
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
 		leaf := r.TLS.VerifiedChains[0][0]
-		return &Caller{Identity: certIdentity(leaf.URIs, leaf.Subject.String()), Method: Certificate, Roles: p.CertificateRoles(leaf), Addr: r.RemoteAddr}, nil
+		return &Caller{Identity: certIdentity(leaf), Method: Certificate, Roles: p.CertificateRoles(leaf), Addr: r.RemoteAddr}, nil
 	}
 	auth := r.Header.Get("Authorization")
 	if auth == "" {
@@ -126,13 +126,13 @@ func (g *Guard) authenticate(r *http.Request) (*Caller, error) {
 
 // certIdentity names a certificate's holder: its SPIFFE ID when it has one,
 // else its subject.
-func certIdentity(uris []*url.URL, subject string) string {
-	for _, u := range uris {
+func certIdentity(leaf *x509.Certificate) string {
+	for _, u := range leaf.URIs {
 		if u.Scheme == "spiffe" {
 			return u.String()
 		}
 	}
-	return subject
+	return leaf.Subject.String()
 }
 
 // refuse answers a refused request in its protocol, and logs it.
