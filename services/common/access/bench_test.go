@@ -35,7 +35,10 @@ func BenchmarkMiddleware(b *testing.B) {
 		{"certificate", func(r *http.Request) {
 			r.TLS = &tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{leaf}}}
 		}},
-		{"token", func(r *http.Request) { r.TLS = &tls.ConnectionState{}; r.Header.Set("Authorization", "Bearer "+tokenOp) }},
+		{"token", func(r *http.Request) {
+			r.TLS = &tls.ConnectionState{}
+			r.Header.Set("Authorization", "Bearer "+tokenOp)
+		}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			r := httptest.NewRequest(http.MethodPost, "/keyway.policy.v1.PolicyService/Apply", nil)
