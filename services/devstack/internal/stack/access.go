@@ -75,7 +75,7 @@ spec:
 
 // makeAccess loads or makes the operator CA and identity, the API
 // certificates, the policy service's client certificate, and writes the
-// access policy into data.
+// access policy into data when it is not there.
 func (p *pki) makeAccess(data string) error {
 	a := &p.access
 	ca, err := loadOrMakeCA(p.dir, "operator-ca", "Keyway operator CA")
@@ -123,7 +123,12 @@ func (p *pki) makeAccess(data string) error {
 			return err
 		}
 	}
+	// Written once: edits (a token, a viewer) survive restarts; delete
+	// the file to get the default back.
 	a.policyFile = filepath.Join(data, "access-policy.yaml")
+	if _, err := os.Stat(a.policyFile); err == nil {
+		return nil
+	}
 	if err := os.WriteFile(a.policyFile, []byte(accessPolicy), 0o600); err != nil {
 		return fmt.Errorf("writing the access policy: %w", err)
 	}
