@@ -43,4 +43,3 @@ func TestAccessPolicyRoles(t *testing.T) {
 		}
 	}
 }
-
