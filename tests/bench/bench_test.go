@@ -52,7 +52,7 @@ func start(b *testing.B) *setup {
 	// secrets service, and the node fetches them from it.
 	secrets := harness.StartSecrets(b, natsURL, nil)
 	policyURL, _ := harness.Policy(b, natsURL, secrets.PolicyArgs(b, "keyway-policy")...)
-	s := &setup{natsURL: natsURL, secrets: secrets, policy: policyv1connect.NewPolicyServiceClient(http.DefaultClient, policyURL), ca: testca.New(b, "bench CA")}
+	s := &setup{natsURL: natsURL, secrets: secrets, policy: policyv1connect.NewPolicyServiceClient(harness.Operator(b).HTTP, policyURL), ca: testca.New(b, "bench CA")}
 	s.gateways = [2]*testca.KeyPair{s.ca.Client("gateway-a"), s.ca.Client("gateway-b")}
 	up, err := echo.Start("127.0.0.1:0", &tls.Config{
 		Certificates: []tls.Certificate{s.ca.Server("upstream.bench").TLS},
@@ -64,7 +64,7 @@ func start(b *testing.B) *setup {
 	}
 	b.Cleanup(func() { up.Close() })
 	s.upstream = up
-	s.proxy = harness.StartProxy(b, natsURL, "bench-1", secrets.ClientArgs(b, "bench-1")...)
+	s.proxy = harness.StartProxy(b, natsURL, "bench-1", append(secrets.ClientArgs(b, "bench-1"), "--pprof")...)
 	return s
 }
 

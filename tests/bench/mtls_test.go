@@ -126,7 +126,7 @@ func profile(b *testing.B, adminURL string) {
 	b.Cleanup(func() { <-done })
 	go func() {
 		defer close(done)
-		resp, err := http.Get(adminURL + "/debug/pprof/profile?seconds=2")
+		resp, err := harness.Operator(b).HTTP.Get(adminURL + "/debug/pprof/profile?seconds=2")
 		if err != nil {
 			b.Errorf("profiling the node: %v", err)
 			return

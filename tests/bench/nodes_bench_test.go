@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -110,7 +109,7 @@ func BenchmarkPropagationTenNodes(b *testing.B) {
 	const nodes, samples = 10, 200
 	natsURL, _ := harness.NATS(b)
 	policyURL, _ := harness.Policy(b, natsURL)
-	policy := policyv1connect.NewPolicyServiceClient(http.DefaultClient, policyURL)
+	policy := policyv1connect.NewPolicyServiceClient(harness.Operator(b).HTTP, policyURL)
 	reg := followNodes(b, natsURL)
 	var ups [2]*echo.Server
 	for i := range ups {

@@ -42,7 +42,9 @@ func TestLocalStack(t *testing.T) {
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`policybinding/demo-mtls created`),
 		regexp.MustCompile(`probe 127\.0\.0\.1:\d+ \(SNI upstream\.keyway\.local\): ok`),
-		regexp.MustCompile(`keywayctl --server http://` + regexp.QuoteMeta(policy) + ` get policybindings`),
+		regexp.MustCompile(`keywayctl --server https://` + regexp.QuoteMeta(policy) + ` get policybindings`),
+		regexp.MustCompile(`export KEYWAY_CA=\S+api-ca\.crt KEYWAY_CERT=\S+operator\.crt KEYWAY_KEY=\S+operator\.key`),
+		regexp.MustCompile(`buf curl --cacert \S+api-ca\.crt --cert \S+operator\.crt --key \S+operator\.key --list-methods https://` + regexp.QuoteMeta(policy)),
 		regexp.MustCompile(`material \(mTLS\)\s+https://` + regexp.QuoteMeta(secretsInternal)),
 		regexp.MustCompile(`proxy node cert\s+\S+proxy-node\.crt\s+key \S+proxy-node\.key`),
 	} {
@@ -105,10 +107,26 @@ func TestLocalStack(t *testing.T) {
 		}
 	}
 
+	// The APIs answer the operator identity the banner names, and no one
+	// without a credential.
+	pki := filepath.Join(data, "pki")
+	operator := []string{"KEYWAY_CA=" + filepath.Join(pki, "api-ca.crt"), "KEYWAY_CERT=" + filepath.Join(pki, "operator.crt"), "KEYWAY_KEY=" + filepath.Join(pki, "operator.key")}
+	ctl := harness.Bin(t, "keywayctl")
+	if out, errOut, code := harness.RunEnv(t, ctl, operator, "--server", "https://"+policy, "get", "policybindings"); code != 0 || !strings.Contains(out, "demo-mtls") {
+		t.Errorf("keywayctl get policybindings as the operator: exit %d, %s%s", code, out, errOut)
+	}
+	if out, errOut, code := harness.Run(t, ctl, "--server", "https://"+policy, "--ca", filepath.Join(pki, "api-ca.crt"), "get", "policybindings"); code == 0 || !strings.Contains(errOut, "does not know who you are") {
+		t.Errorf("keywayctl get policybindings without a certificate: exit %d, %s%s", code, out, errOut)
+	}
+	buf := harness.Tool(t, "buf", "KEYWAY_BUF")
+	if out, errOut, code := harness.Run(t, buf, "curl", "--cacert", filepath.Join(pki, "api-ca.crt"), "--cert", filepath.Join(pki, "operator.crt"), "--key", filepath.Join(pki, "operator.key"),
+		"--list-methods", "https://"+policy); code != 0 || !strings.Contains(out, "keyway.policy.v1.PolicyService/Apply") {
+		t.Errorf("buf curl --list-methods as the banner shows it: exit %d, %s%s", code, out, errOut)
+	}
+
 	// The secrets service: keywayctl stores the gateway's key pair in the
 	// local backend, and a proxy node's certificate files fetch it over mTLS.
-	pki := filepath.Join(data, "pki")
-	out, errOut, code := harness.Run(t, harness.Bin(t, "keywayctl"), "secrets", "--secrets-server", "http://"+secrets, "put",
+	out, errOut, code := harness.RunEnv(t, ctl, operator, "secrets", "--secrets-server", "https://"+secrets, "put",
 		"--keystore", "edge", "--alias", "gateway", "--cert", filepath.Join(pki, "gateway.crt"), "--key", filepath.Join(pki, "gateway.key"))
 	if code != 0 || !strings.Contains(out, "alias edge/gateway stored") {
 		t.Errorf("keywayctl secrets put: exit %d, %s%s", code, out, errOut)

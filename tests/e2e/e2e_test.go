@@ -122,7 +122,7 @@ func (w *world) write(t *testing.T, name, content string) string {
 
 func (w *world) ctl(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	return harness.Run(t, harness.Bin(t, "keywayctl"), append([]string{"--server", w.policyURL}, args...)...)
+	return harness.Run(t, harness.Bin(t, "keywayctl"), append(append([]string{"--server", w.policyURL}, harness.Operator(t).Args...), args...)...)
 }
 
 // get sends one request through a proxy node.
@@ -256,8 +256,12 @@ func TestApplyWithKeywayctlReachesMTLSUpstreamThroughTwoNodes(t *testing.T) {
 func TestBufCurl(t *testing.T) {
 	w := newWorld(t)
 	buf := harness.Tool(t, "buf", "KEYWAY_BUF")
+	// buf curl as the README shows it: https, the operator's certificate.
+	bufCurl := func(args ...string) (string, string, int) {
+		return harness.Run(t, buf, append(append([]string{"curl"}, harness.Operator(t).BufArgs...), args...)...)
+	}
 
-	out, errOut, code := harness.Run(t, buf, "curl", "--http2-prior-knowledge", "--list-methods", w.policyURL)
+	out, errOut, code := bufCurl("--list-methods", w.policyURL)
 	if code != 0 {
 		t.Fatalf("buf curl --list-methods: %s%s", out, errOut)
 	}
@@ -281,7 +285,7 @@ func TestBufCurl(t *testing.T) {
 				}}},
 		}}
 		body, _ := json.Marshal(req)
-		return harness.Run(t, buf, "curl", "--http2-prior-knowledge", "-d", string(body), w.policyURL+"/keyway.policy.v1.PolicyService/Apply")
+		return bufCurl("-d", string(body), w.policyURL+"/keyway.policy.v1.PolicyService/Apply")
 	}
 
 	// Invalid: InvalidArgument naming the field; nothing stored.
@@ -304,7 +308,7 @@ func TestBufCurl(t *testing.T) {
 		return code == http.StatusOK, fmt.Sprintf("%d %s", code, body)
 	})
 
-	out, _, code = harness.Run(t, buf, "curl", "--http2-prior-knowledge", "-d", `{"kind":"PolicyBinding","name":"orders-mtls"}`, w.policyURL+"/keyway.policy.v1.PolicyService/Get")
+	out, _, code = bufCurl("-d", `{"kind":"PolicyBinding","name":"orders-mtls"}`, w.policyURL+"/keyway.policy.v1.PolicyService/Get")
 	if code != 0 || !strings.Contains(out, `"orders-mtls"`) || !strings.Contains(out, `"revision"`) {
 		t.Errorf("buf curl Get: %s", out)
 	}

@@ -71,7 +71,7 @@ func (c *cluster) startNodes(t *testing.T, n int) {
 
 func (c *cluster) ctl(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	return harness.Run(t, harness.Bin(t, "keywayctl"), append([]string{"--server", c.policyURL}, args...)...)
+	return harness.Run(t, harness.Bin(t, "keywayctl"), append(append([]string{"--server", c.policyURL}, harness.Operator(t).Args...), args...)...)
 }
 
 // service writes a Service and its Route /<name>/ to a manifest file.
@@ -352,7 +352,7 @@ type watchStats struct {
 
 func nodeWatch(t *testing.T, px *harness.Proxy) watchStats {
 	t.Helper()
-	resp, err := http.Get(px.AdminURL + "/status")
+	resp, err := harness.Operator(t).HTTP.Get(px.AdminURL + "/status")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,10 +380,13 @@ type balancer struct {
 	client   *http.Client
 }
 
-func newBalancer(proxies []*harness.Proxy) *balancer {
+func newBalancer(t *testing.T, proxies []*harness.Proxy) *balancer {
+	// The proxies over http, their admin /healthz over https.
+	transport := harness.Anonymous(t).Transport.(*http.Transport).Clone()
+	transport.MaxIdleConnsPerHost = 16
 	b := &balancer{
 		downTill: make([]time.Time, len(proxies)), down: make([]bool, len(proxies)),
-		client: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
+		client: &http.Client{Timeout: 30 * time.Second, Transport: transport},
 	}
 	for _, px := range proxies {
 		b.backends = append(b.backends, px.URL)
@@ -475,7 +478,7 @@ func TestKilledNodeUnderLoad(t *testing.T) {
 	if _, stderr, code := c.ctl(t, "apply", "-f", c.service(t, "orders"), "--wait", "--timeout", "60s"); code != 0 {
 		t.Fatalf("apply: %s", stderr)
 	}
-	lb := newBalancer(c.proxies)
+	lb := newBalancer(t, c.proxies)
 	const clients = 4
 	var (
 		phase     atomic.Int32 // 0 before the kill, 1 while down, 2 after the restart
@@ -584,7 +587,7 @@ func TestConcurrentAppliesAcrossReplicas(t *testing.T) {
 			server = second
 		}
 		wg.Go(func() {
-			o, e, code := harness.Run(t, harness.Bin(t, "keywayctl"), "--server", server, "apply", "-f", p)
+			o, e, code := harness.Run(t, harness.Bin(t, "keywayctl"), append([]string{"--server", server, "apply", "-f", p}, harness.Operator(t).Args...)...)
 			results[i] = result{o, e, code}
 		})
 	}

@@ -21,7 +21,9 @@ import (
 // secretsCtl runs keywayctl secrets against the service.
 func secretsCtl(t *testing.T, s *harness.Secrets, args ...string) (string, string, int) {
 	t.Helper()
-	return harness.Run(t, harness.Bin(t, "keywayctl"), append([]string{"secrets", "--secrets-server", s.URL}, args...)...)
+	// The operator's identity by environment: --cert and --key of
+	// `secrets put` are the alias's.
+	return harness.RunEnv(t, harness.Bin(t, "keywayctl"), harness.Operator(t).Env, append([]string{"secrets", "--secrets-server", s.URL}, args...)...)
 }
 
 func writePEM(t *testing.T, dir, name string, data []byte) string {

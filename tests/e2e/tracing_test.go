@@ -29,7 +29,7 @@ func TestApplyAndNodeRebuildAreOneTrace(t *testing.T) {
 	w := newWorldEnv(t, env, 1)
 	good := w.write(t, "good.yaml", w.manifest(w.upstreamCA.CertPEM(), w.gateway, ""))
 	// keywayctl too, so that the trace starts at the command.
-	if stdout, stderr, code := harness.RunEnv(t, harness.Bin(t, "keywayctl"), env, "--server", w.policyURL, "apply", "-f", good); code != 0 {
+	if stdout, stderr, code := harness.RunEnv(t, harness.Bin(t, "keywayctl"), append(env, harness.Operator(t).Env...), "--server", w.policyURL, "apply", "-f", good); code != 0 {
 		t.Fatalf("apply: exit %d\n%s%s", code, stdout, stderr)
 	}
 	px := w.proxies[0]

@@ -292,21 +292,31 @@ func Policy(tb testing.TB, natsURL string, args ...string) (string, *Process) {
 }
 
 // PolicyEnv is [Policy] with env added to its environment.
+//
+// The API is served over TLS with the suite's certificate to callers from
+// the suite's operator CA, under the suite's access policy ([Suite]); the
+// URL is https://. With "--insecure-no-auth" among args it is served as
+// plain h2c instead, and the URL is http://.
 func PolicyEnv(tb testing.TB, natsURL string, env []string, args ...string) (string, *Process) {
 	tb.Helper()
 	addr := FreeAddr(tb)
+	args, scheme := serverArgs(tb, func(p *PKI) string { return p.OperatorCAFile }, args)
 	p := StartEnv(tb, "keyway-policy", Bin(tb, "keyway-policy"), regexp.MustCompile(`policy service serving`), env,
 		append(append([]string{"--listen", addr, "--nats", natsURL}, NATSArgs(natsURL, natsperm.Policy)...), args...)...)
-	return "http://" + addr, p
+	return scheme + "://" + addr, p
 }
 
 // Proxy is a running proxy node.
 type Proxy struct {
 	*Process
-	ID       string
-	Addr     string // host:port of the proxy listener
-	Admin    string // host:port of the admin listener
-	URL      string // http://addr
+	ID    string
+	Addr  string // host:port of the proxy listener
+	Admin string // host:port of the admin listener
+	URL   string // http://addr
+	// AdminURL is https://admin: the admin port is served over TLS with
+	// the suite's certificate; /status and /metrics need viewer
+	// ([Operator] has it), /healthz is open. http:// with
+	// --insecure-no-auth among the node's arguments.
 	AdminURL string
 }
 
@@ -333,9 +343,10 @@ func StartProxyAt(tb testing.TB, natsURL, nodeID, addr, admin string, args ...st
 
 func startProxy(tb testing.TB, natsURL, nodeID, addr, admin string, env []string, args ...string) *Proxy {
 	tb.Helper()
+	args, scheme := serverArgs(tb, func(p *PKI) string { return p.OperatorCAFile }, args)
 	p := StartEnv(tb, "keyway-proxy "+nodeID, Bin(tb, "keyway-proxy"), nil, env,
 		append(append([]string{"--listen", addr, "--admin-listen", admin, "--nats", natsURL, "--node-id", nodeID}, NATSArgs(natsURL, natsperm.Node)...), args...)...)
-	px := &Proxy{Process: p, ID: nodeID, Addr: addr, Admin: admin, URL: "http://" + addr, AdminURL: "http://" + admin}
+	px := &Proxy{Process: p, ID: nodeID, Addr: addr, Admin: admin, URL: "http://" + addr, AdminURL: scheme + "://" + admin}
 	WaitHTTP(tb, px.AdminURL+"/healthz", p)
 	return px
 }
@@ -349,11 +360,13 @@ func (px *Proxy) Restart(tb testing.TB, natsURL string, args ...string) *Proxy {
 
 // WaitHTTP waits until url answers 200, failing the test if p exits first or
 // 30 seconds pass. Polling is what there is for another process's readiness.
+// An https URL is asked with no credential, trusting the suite's server CA.
 func WaitHTTP(tb testing.TB, url string, p *Process) {
 	tb.Helper()
 	deadline := time.Now().Add(30 * time.Second)
+	hc := client(tb, url)
 	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
-		resp, err := http.Get(url)
+		resp, err := hc.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -454,11 +467,14 @@ func Vault(tb testing.TB, pki bool) *vaulttest.Server {
 // Secrets is a running secrets service.
 type Secrets struct {
 	*Process
-	// URL is the API (http://addr); InternalURL is MaterialService
-	// (https://addr, mTLS).
+	// URL is the API (https://addr, served with the suite's certificate to
+	// callers from the operator or the internal CA; http:// with
+	// --insecure-no-auth); InternalURL is MaterialService (https://addr,
+	// mTLS, node role).
 	URL, InternalURL string
-	// InternalCA issued the internal listener's certificate and
-	// ClientCert, a proxy node's client certificate for MaterialService.
+	// InternalCA is the suite's ServerCA: it issued the internal
+	// listener's certificate and ClientCert, a proxy node's client
+	// certificate for MaterialService (OU keyway-node: node role).
 	InternalCA *testca.CA
 	ClientCert *testca.KeyPair
 	// Dir holds the internal PKI files (ca.crt, secrets.crt, node.crt, node.key).
@@ -471,9 +487,9 @@ type Secrets struct {
 func StartSecrets(tb testing.TB, natsURL string, env []string, extra ...string) *Secrets {
 	tb.Helper()
 	dir := tb.TempDir()
-	ca := testca.New(tb, "keyway internal CA")
+	ca := testca.From(tb, Suite(tb).ServerCA)
 	srv := ca.Server("keyway-secrets")
-	node := ca.Client("proxy-node")
+	node := ca.Issue(testca.Options{CommonName: "proxy-node", OU: []string{NodeOU}})
 	files := map[string][]byte{"ca.crt": ca.CertPEM(), "secrets.crt": srv.CertPEM, "secrets.key": srv.KeyPEM, "node.crt": node.CertPEM, "node.key": node.KeyPEM}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
@@ -481,9 +497,10 @@ func StartSecrets(tb testing.TB, natsURL string, env []string, extra ...string) 
 		}
 	}
 	addr, internal := FreeAddr(tb), FreeAddr(tb)
+	extra, scheme := serverArgs(tb, func(p *PKI) string { return p.SecretsClientCAFile }, extra)
 	args := append([]string{"--listen", addr, "--internal-listen", internal, "--nats", natsURL,
 		"--internal-cert", filepath.Join(dir, "secrets.crt"), "--internal-key", filepath.Join(dir, "secrets.key"),
 		"--internal-client-ca", filepath.Join(dir, "ca.crt"), "--dir", filepath.Join(dir, "secrets"), "--poll-interval", "250ms"}, append(NATSArgs(natsURL, natsperm.Secrets), extra...)...)
 	p := StartEnv(tb, "keyway-secrets", Bin(tb, "keyway-secrets"), regexp.MustCompile(`secrets service serving`), env, args...)
-	return &Secrets{Process: p, URL: "http://" + addr, InternalURL: "https://" + internal, InternalCA: ca, ClientCert: node, Dir: dir}
+	return &Secrets{Process: p, URL: scheme + "://" + addr, InternalURL: "https://" + internal, InternalCA: ca, ClientCert: node, Dir: dir}
 }

@@ -80,8 +80,9 @@ func StartRotationStackWith(tb testing.TB, nodes int, opts RotationOptions) *Rot
 	}
 	s.Secrets = StartSecrets(tb, natsURL, env, extra...)
 	policyURL, _ := Policy(tb, natsURL, append([]string{"--secrets-server", s.Secrets.URL}, s.Secrets.ClientArgs(tb, "keyway-policy")...)...)
-	s.API = secretsv1connect.NewSecretsServiceClient(http.DefaultClient, s.Secrets.URL)
-	s.Policy = policyv1connect.NewPolicyServiceClient(http.DefaultClient, policyURL)
+	op := Operator(tb)
+	s.API = secretsv1connect.NewSecretsServiceClient(op.HTTP, s.Secrets.URL)
+	s.Policy = policyv1connect.NewPolicyServiceClient(op.HTTP, policyURL)
 	up, err := echo.Start("127.0.0.1:0", &tls.Config{
 		Certificates: []tls.Certificate{s.CA.Server("orders.internal").TLS},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
@@ -158,10 +159,12 @@ func (s *RotationStack) RotateInVault(tb testing.TB) string {
 }
 
 // ClientArgs issues a client certificate from the internal CA for name and
-// returns the flags that give it to keyway-proxy or keyway-policy.
+// returns the flags that give it to keyway-proxy or keyway-policy. The
+// certificate has OU keyway-node (node role on MaterialService); name
+// [PolicyCN] also holds viewer and secrets-admin on the secrets API.
 func (s *Secrets) ClientArgs(tb testing.TB, name string) []string {
 	tb.Helper()
-	kp := s.InternalCA.Client(name)
+	kp := s.InternalCA.Issue(testca.Options{CommonName: name, OU: []string{NodeOU}})
 	write := func(file string, data []byte) string {
 		p := filepath.Join(s.Dir, file)
 		if err := os.WriteFile(p, data, 0o600); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"keyway.dev/common/access"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -133,8 +134,16 @@ func PeerActor(ctx context.Context) Actor {
 	return Actor{Addr: addr}
 }
 
-// ActorFrom says who made the call whose context is ctx. It is PeerActor
-// until the services authenticate callers; then it also reads the
-// authenticated caller (keyway.dev/common/access's FromContext). Set it
-// only at program start.
-var ActorFrom = PeerActor
+// ActorFrom says who made the call whose context is ctx: the caller the
+// access middleware authenticated ([access.FromContext]), with the peer
+// address [WithPeer] recorded when the caller carries none.
+func ActorFrom(ctx context.Context) Actor {
+	a := PeerActor(ctx)
+	if c := access.FromContext(ctx); c != nil {
+		a.Identity, a.Method = c.Identity, string(c.Method)
+		if c.Addr != "" {
+			a.Addr = c.Addr
+		}
+	}
+	return a
+}

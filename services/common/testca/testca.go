@@ -95,3 +95,9 @@ func (ca *CA) Intermediate(commonName string) *CA {
 	}
 	return &CA{CA: sub, tb: ca.tb}
 }
+
+// From wraps a CA made elsewhere (one shared by several tests) so that it
+// fails tb on error.
+func From(tb testing.TB, ca *devca.CA) *CA {
+	return &CA{CA: ca, tb: tb}
+}

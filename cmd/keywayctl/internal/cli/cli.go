@@ -23,7 +23,7 @@ import (
 )
 
 // DefaultServer is the policy service's address under `make run`.
-const DefaultServer = "http://127.0.0.1:8081"
+const DefaultServer = "https://127.0.0.1:8081"
 
 // ServerEnv names the environment variable that overrides [DefaultServer].
 const ServerEnv = "KEYWAY_SERVER"
@@ -75,6 +75,8 @@ type globals struct {
 	server   string
 	protocol string
 	timeout  time.Duration
+	// creds are used for the policy and the secrets services alike.
+	creds credentials
 	// probePath is apply's and validate's --probe-path.
 	probePath string
 }
@@ -118,6 +120,7 @@ anything, and reads and deletes what is stored.`,
 	pf.StringVar(&g.server, "server", server, "policy service URL (env "+ServerEnv+")")
 	pf.StringVar(&g.protocol, "protocol", "connect", "RPC protocol: connect or grpc")
 	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "time limit for each request; 0 for none")
+	g.creds.register(pf, io.Getenv)
 
 	root.AddCommand(
 		newApplyCommand(g, false),
@@ -136,7 +139,7 @@ anything, and reads and deletes what is stored.`,
 
 // client connects to the policy service with the protocol asked for.
 func (g *globals) client() (policyv1connect.PolicyServiceClient, error) {
-	base, hc, opts, err := connection("--server", g.server, DefaultServer, g.protocol)
+	base, hc, opts, err := connection("--server", g.server, DefaultServer, g.protocol, g.creds)
 	if err != nil {
 		return nil, err
 	}
@@ -144,15 +147,16 @@ func (g *globals) client() (policyv1connect.PolicyServiceClient, error) {
 	return policyv1connect.NewPolicyServiceClient(hc, base, opts...), nil
 }
 
-// connection checks a service URL given by flag (scheme http:// when it has
-// none) and makes the HTTP client and Connect options for protocol: connect,
-// or grpc, which needs HTTP/2, negotiated by ALPN over TLS and spoken
-// without a prior upgrade (h2c) over plain HTTP, as Keyway's services serve
-// it. Requests carry the command's trace context.
-func connection(flag, raw, example, protocol string) (base string, hc *http.Client, opts []connect.ClientOption, err error) {
+// connection checks a service URL given by flag (scheme https:// when it
+// has none) and makes the HTTP client and Connect options for protocol:
+// connect, or grpc, which needs HTTP/2, negotiated by ALPN over TLS and
+// spoken without a prior upgrade (h2c) over plain HTTP, as Keyway's
+// services serve it with --insecure-no-auth. Over https the client
+// presents creds. Requests carry the command's trace context.
+func connection(flag, raw, example, protocol string, creds credentials) (base string, hc *http.Client, opts []connect.ClientOption, err error) {
 	base = raw
 	if !strings.Contains(base, "://") {
-		base = "http://" + base
+		base = "https://" + base
 	}
 	u, err := url.Parse(base)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -170,7 +174,15 @@ func connection(flag, raw, example, protocol string) (base string, hc *http.Clie
 	default:
 		return "", nil, nil, fmt.Errorf("--protocol %q: want connect or grpc", protocol)
 	}
-	return base, &http.Client{Transport: traceparent{transport}}, opts, nil
+	token, err := creds.secure(transport, u.Scheme)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	var rt http.RoundTripper = transport
+	if token != "" {
+		rt = bearer{token: token, next: transport}
+	}
+	return base, &http.Client{Transport: traceparent{rt}}, opts, nil
 }
 
 // traceparent adds the trace context of the request's context (the
@@ -206,6 +218,9 @@ func (g *globals) rpcError(err error, what string) error {
 		return fmt.Errorf("%s: interrupted", what)
 	case code == connect.CodeUnimplemented:
 		return fmt.Errorf("%s: %s does not serve keyway.policy.v1.PolicyService: is --server the policy service's URL?", what, g.server)
+	}
+	if aerr := authError(err, what, "the policy service", g.server); aerr != nil {
+		return aerr
 	}
 	if ce := new(connect.Error); errors.As(err, &ce) {
 		return fmt.Errorf("%s: %s (%s)", what, ce.Message(), ce.Code())

@@ -27,7 +27,7 @@ import (
 )
 
 // DefaultSecretsServer is the secrets service's API under `make run`.
-const DefaultSecretsServer = "http://127.0.0.1:8082"
+const DefaultSecretsServer = "https://127.0.0.1:8082"
 
 // SecretsServerEnv names the environment variable that overrides
 // [DefaultSecretsServer].
@@ -98,7 +98,7 @@ shown: get and list show certificates, versions and expiry.`,
 
 // client connects to the secrets service's API.
 func (sg *secretsGlobals) client() (secretsv1connect.SecretsServiceClient, error) {
-	base, hc, opts, err := connection("--secrets-server", sg.server, DefaultSecretsServer, sg.protocol)
+	base, hc, opts, err := connection("--secrets-server", sg.server, DefaultSecretsServer, sg.protocol, sg.creds)
 	if err != nil {
 		return nil, err
 	}
@@ -154,6 +154,9 @@ func (sg *secretsGlobals) rpcError(err error, what string) error {
 		}
 	case connect.CodeOf(err) == connect.CodeNotFound && errors.As(err, &ce):
 		return errors.New(ce.Message())
+	}
+	if aerr := authError(err, what, "the secrets service", sg.server); aerr != nil {
+		return aerr
 	}
 	return sg.globals.rpcError(err, what)
 }

@@ -102,7 +102,10 @@ func StartService(tb testing.TB, natsURL string) *Service {
 		APIURL: "http://" + api, InternalURL: "https://" + internal, Internal: ca,
 		args: []string{"--listen", api, "--internal-listen", internal,
 			"--internal-cert", write("internal.crt", server.CertPEM), "--internal-key", write("internal.key", server.KeyPEM),
-			"--internal-client-ca", write("ca.crt", ca.CertPEM()), "--nats", natsURL, "--backend", "local", "--dir", filepath.Join(dir, "store")},
+			"--internal-client-ca", write("ca.crt", ca.CertPEM()), "--nats", natsURL, "--backend", "local", "--dir", filepath.Join(dir, "store"),
+			// The API without authentication: these tests are about material;
+			// tests/e2e runs the services with access control.
+			"--insecure-no-auth"},
 	}
 	tb.Cleanup(func() {
 		s.Stop()

@@ -33,13 +33,16 @@ type pki struct {
 	internalCAFile          string
 	secretsCert, secretsKey string
 	nodeCert, nodeKey       string
+
+	// access is the services' access control and the operator identity.
+	access accessFiles
 }
 
 // UpstreamName is the DNS name in the demo upstream's certificate; the sample
 // binding sends it as SNI.
 const UpstreamName = "upstream.keyway.local"
 
-func loadOrMakePKI(dir string) (*pki, error) {
+func loadOrMakePKI(dir, data string) (*pki, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("making %s: %w", dir, err)
 	}
@@ -90,6 +93,9 @@ func loadOrMakePKI(dir string) (*pki, error) {
 	if err := p.makeInternal(); err != nil {
 		return nil, err
 	}
+	if err := p.makeAccess(data); err != nil {
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -108,7 +114,7 @@ func (p *pki) makeInternal() error {
 		opts     devca.Options
 	}{
 		{p.secretsCert, p.secretsKey, devca.Options{CommonName: "keyway-secrets", DNSNames: []string{"keyway-secrets", "localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}}},
-		{p.nodeCert, p.nodeKey, devca.Options{CommonName: "proxy-node"}},
+		{p.nodeCert, p.nodeKey, devca.Options{CommonName: nodeCN}},
 	} {
 		if pair, err := tls.LoadX509KeyPair(l.crt, l.key); err == nil && fresh(pair.Leaf, ca) {
 			continue

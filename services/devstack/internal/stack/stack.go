@@ -63,7 +63,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	p, err := loadOrMakePKI(filepath.Join(data, "pki"))
+	p, err := loadOrMakePKI(filepath.Join(data, "pki"), data)
 	if err != nil {
 		return fmt.Errorf("making the dev PKI: %w", err)
 	}
@@ -134,8 +134,10 @@ func Run(ctx context.Context, cfg Config) error {
 	spawn := func(name string, args ...string) error {
 		return start(name, filepath.Join(cfg.Bin, name), nil, args...)
 	}
-	secretsArgs := []string{"--listen", cfg.SecretsAddr, "--internal-listen", cfg.SecretsInternal, "--nats", natsURL,
-		"--internal-cert", p.secretsCert, "--internal-key", p.secretsKey, "--internal-client-ca", p.internalCAFile}
+	a := &p.access
+	secretsArgs := append([]string{"--listen", cfg.SecretsAddr, "--internal-listen", cfg.SecretsInternal, "--nats", natsURL,
+		"--internal-cert", p.secretsCert, "--internal-key", p.secretsKey, "--internal-client-ca", p.internalCAFile},
+		a.serverArgs(a.secretsAPICert, a.secretsAPIKey, a.secretsClientCAFile)...)
 	secretsArgs = append(secretsArgs, natsSec.args(natsperm.Secrets)...)
 	var secretsEnv []string
 	if cfg.Vault {
@@ -166,31 +168,42 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// References to keystores and truststores: the policy service checks
 	// them with the secrets API and probes with material from the internal
-	// port; the node fetches material there. Both use the node's client
-	// certificate from the internal CA (one identity is enough locally).
-	material := []string{"--secrets-internal-url", "https://" + cfg.SecretsInternal,
-		"--secrets-cert", p.nodeCert, "--secrets-key", p.nodeKey, "--secrets-ca", p.internalCAFile}
-	if err := spawn("keyway-policy", append([]string{"--listen", cfg.PolicyAddr, "--nats", natsURL,
-		"--secrets-server", "http://" + cfg.SecretsAddr}, append(natsSec.args(natsperm.Policy), material...)...)...); err != nil {
+	// port, as keyway-policy (viewer and secrets-admin on the API, node on
+	// the internal port); the node fetches material there as proxy-node.
+	policyArgs := append([]string{"--listen", cfg.PolicyAddr, "--nats", natsURL,
+		"--secrets-server", "https://" + cfg.SecretsAddr, "--secrets-internal-url", "https://" + cfg.SecretsInternal,
+		"--secrets-cert", a.policyClientCert, "--secrets-key", a.policyClientKey, "--secrets-ca", p.internalCAFile},
+		a.serverArgs(a.policyCert, a.policyKey, a.operatorCAFile)...)
+	policyArgs = append(policyArgs, natsSec.args(natsperm.Policy)...)
+	if err := spawn("keyway-policy", policyArgs...); err != nil {
 		return err
 	}
-	if err := spawn("keyway-proxy", append([]string{"--listen", cfg.ProxyAddr, "--admin-listen", cfg.ProxyAdmin, "--nats", natsURL,
-		"--node-id", "dev-1"}, append(natsSec.args(natsperm.Node), material...)...)...); err != nil {
+	proxyArgs := append([]string{"--listen", cfg.ProxyAddr, "--admin-listen", cfg.ProxyAdmin, "--nats", natsURL,
+		"--node-id", "dev-1", "--secrets-internal-url", "https://" + cfg.SecretsInternal,
+		"--secrets-cert", p.nodeCert, "--secrets-key", p.nodeKey, "--secrets-ca", p.internalCAFile},
+		a.serverArgs(a.adminCert, a.adminKey, a.operatorCAFile)...)
+	proxyArgs = append(proxyArgs, natsSec.args(natsperm.Node)...)
+	if err := spawn("keyway-proxy", proxyArgs...); err != nil {
 		return err
 	}
 
-	policyURL := "http://" + cfg.PolicyAddr
-	if err := waitHTTP(ctx, http.DefaultClient, policyURL+"/healthz"); err != nil {
+	operatorTLS, err := a.operatorTLS(p.internalCA.Pool())
+	if err != nil {
+		return fmt.Errorf("loading the operator identity: %w", err)
+	}
+	operator := &http.Client{Transport: &http.Transport{TLSClientConfig: operatorTLS, ForceAttemptHTTP2: true}}
+	policyURL := "https://" + cfg.PolicyAddr
+	if err := waitHTTP(ctx, operator, policyURL+"/healthz"); err != nil {
 		return fmt.Errorf("waiting for the policy service: %w", err)
 	}
-	if err := waitHTTP(ctx, http.DefaultClient, "http://"+cfg.SecretsAddr+"/healthz"); err != nil {
+	if err := waitHTTP(ctx, operator, "https://"+cfg.SecretsAddr+"/healthz"); err != nil {
 		return fmt.Errorf("waiting for the secrets service: %w", err)
 	}
 	sample := filepath.Join(data, "sample.yaml")
 	if err := writeSample(sample, up.Addr(), cfg.ProxyTLSAddr, p); err != nil {
 		return fmt.Errorf("writing the sample manifest: %w", err)
 	}
-	apply := exec.CommandContext(ctx, filepath.Join(cfg.Bin, "keywayctl"), "--server", policyURL, "apply", "--probe", "-f", sample)
+	apply := exec.CommandContext(ctx, filepath.Join(cfg.Bin, "keywayctl"), append(append([]string{"--server", policyURL}, a.operatorArgs()...), "apply", "--probe", "-f", sample)...)
 	apply.Stdout, apply.Stderr = cfg.Out, cfg.Out
 	if err := apply.Run(); err != nil {
 		return fmt.Errorf("applying %s: %w", sample, err)
@@ -255,19 +268,26 @@ func printTry(cfg Config, data, sample string, p *pki) {
 		}
 		return p
 	}
+	a := &p.access
 	ctl := filepath.Join(rel(cfg.Bin), "keywayctl")
 	if cfg.PolicyAddr != "127.0.0.1:8081" {
-		ctl += " --server http://" + cfg.PolicyAddr
+		ctl += " --server https://" + cfg.PolicyAddr
 	}
+	// The operator's certificate for buf curl and curl.
+	creds := fmt.Sprintf("--cacert %s --cert %s --key %s", rel(a.apiCAFile), rel(a.operatorCert), rel(a.operatorKey))
 	_, policyPort, _ := net.SplitHostPort(cfg.PolicyAddr)
 	_, tlsPort, _ := net.SplitHostPort(cfg.ProxyTLSAddr)
 	fmt.Fprintf(cfg.Out, `
 Keyway is running.
-  proxy node       http://%[1]s       (admin: http://%[2]s/status)
+  proxy node       http://%[1]s       (admin: https://%[2]s/status)
                    https://%[11]s      (Listener "public": client certificates from the dev CA are verified if given)
-  policy API       http://%[3]s       (Connect, gRPC, gRPC-Web)
+  policy API       https://%[3]s      (Connect, gRPC, gRPC-Web; callers need a certificate from the operator CA)
   NATS JetStream   nats://127.0.0.1:%[4]s   (TLS; users policy, secrets, node: passwords in %[9]s/nats-users)
   demo upstream    https://%[5]s      (requires a client certificate from %[6]s)
+
+Operator identity: %[15]s (roles viewer, operator, secrets-admin; %[16]s)
+  export KEYWAY_CA=%[17]s KEYWAY_CERT=%[18]s KEYWAY_KEY=%[19]s
+  (keywayctl reads these; or give it --ca, --cert and --key)
 
 Try:
   curl -s http://%[1]s/demo/hello
@@ -279,14 +299,17 @@ Try:
   %[7]s get services -o json
   %[7]s validate -f %[8]s
   %[7]s apply -f %[8]s
-  buf curl --http2-prior-knowledge --list-methods http://%[3]s
-  buf curl --http2-prior-knowledge -d '{"kind":"PolicyBinding"}' http://%[3]s/keyway.policy.v1.PolicyService/List
+  buf curl %[20]s --list-methods https://%[3]s
+  buf curl %[20]s -d '{"kind":"PolicyBinding"}' https://%[3]s/keyway.policy.v1.PolicyService/List
+  curl -s --cacert %[17]s https://%[3]s/healthz                     # open to probes
+  curl -s --cacert %[17]s https://%[3]s/metrics                     # 401: no credential
   curl --cacert %[6]s https://%[5]s/   # refused: no client certificate
-  curl -s http://%[2]s/metrics | grep '^keyway_'   # proxy node metrics
-  curl -s http://%[3]s/metrics | grep '^keyway_'   # policy service metrics
+  curl -s %[20]s https://%[2]s/metrics | grep '^keyway_'   # proxy node metrics
+  curl -s %[20]s https://%[3]s/metrics | grep '^keyway_'   # policy service metrics
 `, cfg.ProxyAddr, cfg.ProxyAdmin, cfg.PolicyAddr, strconv.Itoa(cfg.NATSPort), cfg.UpstreamAddr,
 		rel(filepath.Join(data, "pki", "ca.crt")), ctl, rel(sample), rel(data), policyPort,
-		cfg.ProxyTLSAddr, tlsPort, rel(filepath.Join(data, "pki", "client.crt")), rel(filepath.Join(data, "pki", "client.key")))
+		cfg.ProxyTLSAddr, tlsPort, rel(filepath.Join(data, "pki", "client.crt")), rel(filepath.Join(data, "pki", "client.key")),
+		OperatorID, "access policy "+rel(a.policyFile), rel(a.apiCAFile), rel(a.operatorCert), rel(a.operatorKey), creds)
 	printSecrets(cfg, p, rel, filepath.Join(rel(cfg.Bin), "keywayctl"))
 	fmt.Fprintf(cfg.Out, `
 (buf is installed by the Makefile: "$(scripts/tool.sh buf)" prints its path.)
@@ -298,7 +321,7 @@ Ctrl-C stops everything; data stays in %[1]s (policy port %[2]s).
 // its secrets live, and the files a proxy node needs to fetch material.
 func printSecrets(cfg Config, p *pki, rel func(string) string, ctl string) {
 	if cfg.SecretsAddr != "127.0.0.1:8082" {
-		ctl += " secrets --secrets-server http://" + cfg.SecretsAddr
+		ctl += " secrets --secrets-server https://" + cfg.SecretsAddr
 	} else {
 		ctl += " secrets"
 	}
@@ -310,8 +333,8 @@ func printSecrets(cfg Config, p *pki, rel func(string) string, ctl string) {
 	}
 	fmt.Fprintf(cfg.Out, `
 Secrets service
-  API              http://%[1]s       (SecretsService: Connect, gRPC, gRPC-Web; /metrics)
-  material (mTLS)  https://%[2]s      (MaterialService; client certificates from the internal CA only)
+  API              https://%[1]s      (SecretsService: Connect, gRPC, gRPC-Web; /metrics; the operator is secrets-admin)
+  material (mTLS)  https://%[2]s      (MaterialService; client certificates from the internal CA with the node role only)
   backend          %[3]s
   internal CA      %[4]s
   proxy node cert  %[5]s  key %[6]s   (a MaterialService client certificate)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"keyway.dev/common/access"
 	"keyway.dev/common/audit"
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
@@ -41,17 +42,19 @@ func realMain(ctx context.Context, args []string) error {
 		replicas  = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
 		nodes     = fs.String("node-bucket", logging.Env("KEYWAY_NODE_BUCKET", nodekv.Bucket), "node registry KV bucket (env KEYWAY_NODE_BUCKET)")
 		nodeTTL   = fs.Duration("node-ttl", nodekv.DefaultTTL, "node bucket TTL when this service creates it: a node is listed this long after its last heartbeat")
-		secrets   = fs.String("secrets-server", logging.Env("KEYWAY_SECRETS_SERVER", ""), "secrets service API URL, e.g. http://127.0.0.1:8082; inline private keys are moved into it at apply; without it, references to keystores and truststores and inline private keys are refused (env KEYWAY_SECRETS_SERVER)")
+		secrets   = fs.String("secrets-server", logging.Env("KEYWAY_SECRETS_SERVER", ""), "secrets service API URL, e.g. https://127.0.0.1:8082 (the service presents --secrets-cert there); inline private keys are moved into it at apply; without it, references to keystores and truststores and inline private keys are refused (env KEYWAY_SECRETS_SERVER)")
 		internal  = fs.String("secrets-internal-url", logging.Env("KEYWAY_SECRETS_INTERNAL_URL", ""), "secrets service internal port (MaterialService, mTLS), e.g. https://127.0.0.1:8092, for the live probe of bindings with references (env KEYWAY_SECRETS_INTERNAL_URL)")
-		secCert   = fs.String("secrets-cert", logging.Env("KEYWAY_SECRETS_CERT", ""), "client certificate (PEM) for the internal port (env KEYWAY_SECRETS_CERT)")
+		secCert   = fs.String("secrets-cert", logging.Env("KEYWAY_SECRETS_CERT", ""), "client certificate (PEM) for the secrets service's API and internal port (env KEYWAY_SECRETS_CERT)")
 		secKey    = fs.String("secrets-key", logging.Env("KEYWAY_SECRETS_KEY", ""), "key of --secrets-cert (PEM) (env KEYWAY_SECRETS_KEY)")
-		secCA     = fs.String("secrets-ca", logging.Env("KEYWAY_SECRETS_CA", ""), "CA (PEM) that signs the internal port's certificate (env KEYWAY_SECRETS_CA)")
+		secCA     = fs.String("secrets-ca", logging.Env("KEYWAY_SECRETS_CA", ""), "CA (PEM) that signs the secrets service's API and internal port certificates (env KEYWAY_SECRETS_CA)")
 		logFormat = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
 		logLevel  = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
 	)
 	var natsCfg natsconn.Config
 	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
 	auditFlags := audit.AddFlags(fs)
+	var acc access.Options
+	acc.RegisterFlags(fs, "API")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -80,6 +83,7 @@ func realMain(ctx context.Context, args []string) error {
 	}
 	return app.Run(ctx, app.Config{
 		Listen:     *listen,
+		Access:     acc,
 		NATSURL:    *natsURL,
 		NATS:       natsCfg,
 		Store:      store.Config{Bucket: *bucket, Replicas: *replicas},

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -23,10 +24,12 @@ import (
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
+	"keyway.dev/common/access"
 	"keyway.dev/common/audit"
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/material"
 	"keyway.dev/common/natsconn"
+	"keyway.dev/common/secretsclient"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/inlinekeys"
 	"keyway.dev/policy/internal/metrics"
@@ -40,6 +43,10 @@ import (
 type Config struct {
 	// Listen is the API address, e.g. "127.0.0.1:8081".
 	Listen string
+	// Access is the API's TLS and access control (see package access):
+	// without TLS files and a policy the service refuses to start, unless
+	// InsecureNoAuth is set and Listen is a loopback address.
+	Access access.Options
 	// NATSURL is the NATS server (or comma-separated cluster seed list).
 	NATSURL string
 	Store   store.Config
@@ -57,9 +64,11 @@ type Config struct {
 	// serves (tests listen on port 0).
 	OnListen func(net.Addr)
 	// SecretsServer is the secrets service's API (e.g.
-	// "http://127.0.0.1:8082"); empty: references to keystores, aliases and
+	// "https://127.0.0.1:8082"); empty: references to keystores, aliases and
 	// truststores are refused, and so are inline private keys (they are
-	// moved into the secrets service at apply).
+	// moved into the secrets service at apply). Over https the service
+	// presents Material's client certificate and trusts Material's CA, as
+	// on the internal port.
 	SecretsServer string
 	// Material is the secrets service's internal port (MaterialService,
 	// mTLS), used by the live probe of bindings with references; zero URL:
@@ -78,6 +87,10 @@ func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Log
 	if log == nil {
 		log = slog.Default()
+	}
+	guard, err := access.NewServer(cfg.Access, cfg.Listen, log)
+	if err != nil {
+		return err
 	}
 	// Set once the views exist: they restart their watches when NATS
 	// comes back.
@@ -148,7 +161,10 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		// One client for the secrets service's API: reference checks and
 		// the moving of inline keys present the same credentials.
-		secretsAPI := http.DefaultClient
+		secretsAPI, err := secretsHTTPClient(cfg.SecretsServer, cfg.Material)
+		if err != nil {
+			return err
+		}
 		opts = append(opts,
 			server.WithSecrets(secretcheck.New(cfg.SecretsServer, secretsAPI, 0), mat),
 			server.WithInlineKeys(inlinekeys.NewClient(cfg.SecretsServer, secretsAPI, 0)))
@@ -158,17 +174,18 @@ func Run(ctx context.Context, cfg Config) error {
 	m.Register(aw.Collectors()...)
 	svc := server.New(st, nv, log, m, opts...)
 	svc.TraceProbes(cfg.Tracing.Tracer)
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := guard.Listen(cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+		return err
 	}
+	guard.ReloadOnSIGHUP(ctx)
 	srv := &http.Server{
-		Handler:           Handler(svc, m.Handler(), cfg.Tracing),
-		Protocols:         protocols(),
+		Handler:           guard.Handler(access.PolicyAPI(), Handler(svc, m.Handler(), cfg.Tracing)),
+		Protocols:         guard.Protocols(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("policy service serving", "addr", ln.Addr().String(), "nats", nc.ConnectedUrlRedacted(), "bucket", cfg.Store.Bucket)
+	log.Info("policy service serving", "addr", ln.Addr().String(), "url", guard.Scheme()+"://"+ln.Addr().String(), "nats", nc.ConnectedUrlRedacted(), "bucket", cfg.Store.Bucket)
 	if cfg.OnListen != nil {
 		cfg.OnListen(ln.Addr())
 	}
@@ -230,12 +247,19 @@ func Handler(svc policyv1connect.PolicyServiceHandler, metricsHandler http.Handl
 	return mux
 }
 
-// protocols is HTTP/1.1 and HTTP/2 without TLS (h2c): gRPC clients and
-// `buf curl --http2-prior-knowledge` speak h2c; Connect and browsers use
-// either.
-func protocols() *http.Protocols {
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	return p
+// secretsHTTPClient is the client of the secrets API: over https it
+// presents the service's client certificate for the secrets service
+// (--secrets-cert, --secrets-key) and trusts --secrets-ca.
+func secretsHTTPClient(url string, m material.Config) (*http.Client, error) {
+	if !strings.HasPrefix(url, "https://") {
+		return nil, nil
+	}
+	if m.CertFile == "" || m.KeyFile == "" || m.CAFile == "" {
+		return nil, fmt.Errorf("the secrets service's API %s asks callers for a certificate: give --secrets-cert, --secrets-key and --secrets-ca (the policy service holds viewer and secrets-admin there)", url)
+	}
+	tlsConf, err := secretsclient.TLSConfig(secretsclient.Files{Cert: m.CertFile, Key: m.KeyFile, CA: m.CAFile})
+	if err != nil {
+		return nil, fmt.Errorf("configuring the client of the secrets API: %w", err)
+	}
+	return secretsclient.HTTPClient(tlsConf), nil
 }

@@ -30,7 +30,9 @@ type Client struct {
 var _ model.Secrets = (*Client)(nil)
 
 // New returns a client of the SecretsService at url (e.g.
-// "http://127.0.0.1:8082"); httpClient may be nil for http.DefaultClient.
+// "https://127.0.0.1:8082"); httpClient may be nil for http.DefaultClient (a
+// service run with --insecure-no-auth); over https it must present the
+// policy service's client certificate.
 // Each question is bounded by timeout (default 5s), so that an apply never
 // hangs on an unreachable secrets service.
 func New(url string, httpClient *http.Client, timeout time.Duration) *Client {

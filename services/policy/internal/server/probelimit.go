@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"keyway.dev/common/access"
 	"net"
 	"sync"
 	"time"
@@ -32,9 +33,13 @@ func WithProbeLimit(r rate.Limit, burst int) Option {
 }
 
 // callerKey names the caller whose probe budget a request spends: the
-// peer's IP address (not its port, which a caller chooses freely). Once
-// callers are authenticated, it is the identity access.FromContext gives.
-func callerKey(_ context.Context, peer connect.Peer) string {
+// identity the access middleware authenticated, else (under
+// --insecure-no-auth) the peer's IP address, not its port, which a caller
+// chooses freely.
+func callerKey(ctx context.Context, peer connect.Peer) string {
+	if c := access.FromContext(ctx); c != nil && c.Identity != "" {
+		return c.Identity
+	}
 	if host, _, err := net.SplitHostPort(peer.Addr); err == nil {
 		return host
 	}

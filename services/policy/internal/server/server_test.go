@@ -27,6 +27,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
+	"keyway.dev/common/access"
 	"keyway.dev/common/testca"
 	"keyway.dev/policy/internal/app"
 	"keyway.dev/policy/internal/store"
@@ -70,6 +71,7 @@ func startStackWith(t *testing.T, mod func(*app.Config)) *stack {
 	done := make(chan error, 1)
 	cfg := app.Config{
 		Listen: "127.0.0.1:0", NATSURL: ns.ClientURL(), Store: store.Config{},
+		Access:   access.Options{InsecureNoAuth: true},
 		OnListen: func(a net.Addr) { addrc <- a },
 	}
 	if mod != nil {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"keyway.dev/common/access"
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/material"
@@ -39,7 +40,7 @@ func realMain(ctx context.Context) error {
 	fs := flag.NewFlagSet("keyway-proxy", flag.ContinueOnError)
 	var (
 		listen    = fs.String("listen", logging.Env("KEYWAY_PROXY_LISTEN", "127.0.0.1:8080"), "proxy listen address (env KEYWAY_PROXY_LISTEN)")
-		admin     = fs.String("admin-listen", logging.Env("KEYWAY_PROXY_ADMIN_LISTEN", "127.0.0.1:9080"), "admin listen address: /healthz, /status, /metrics (env KEYWAY_PROXY_ADMIN_LISTEN)")
+		admin     = fs.String("admin-listen", logging.Env("KEYWAY_PROXY_ADMIN_LISTEN", "127.0.0.1:9080"), "admin listen address: /healthz, /status, /metrics, and /debug/pprof/ with --pprof (env KEYWAY_PROXY_ADMIN_LISTEN)")
 		natsURL   = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env KEYWAY_NATS_URL)")
 		bucket    = fs.String("bucket", logging.Env("KEYWAY_BUCKET", configkv.Bucket), "configuration KV bucket (env KEYWAY_BUCKET)")
 		nodeID    = fs.String("node-id", logging.Env("KEYWAY_NODE_ID", defaultNodeID(host)), "node id: letters, digits, '-', '_', '=' (env KEYWAY_NODE_ID)")
@@ -57,6 +58,9 @@ func realMain(ctx context.Context) error {
 	)
 	var natsCfg natsconn.Config
 	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
+	pprofOn := fs.Bool("pprof", os.Getenv("KEYWAY_PPROF") == "1", "serve Go's profiler at /debug/pprof/ on the admin port, to the operator role (env KEYWAY_PPROF=1)")
+	var adminAccess access.Options
+	adminAccess.RegisterFlags(fs, "admin port")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		return err
 	}
@@ -107,6 +111,8 @@ func realMain(ctx context.Context) error {
 	return node.Run(ctx, node.Config{
 		Listen:           *listen,
 		AdminListen:      *admin,
+		Admin:            adminAccess,
+		PProf:            *pprofOn,
 		NATSURL:          *natsURL,
 		NATS:             natsCfg,
 		Bucket:           *bucket,

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
+	"keyway.dev/common/access"
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/testca"
 	"keyway.dev/proxy/internal/node"
@@ -73,6 +74,9 @@ func launch(tb testing.TB, natsURL string, mod func(*node.Config)) (*node.Node, 
 	logs := &logBuffer{}
 	cfg := node.Config{
 		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", NATSURL: natsURL, NodeID: "test",
+		// The admin port's access control is tested through the binary
+		// (tests/e2e).
+		Admin: access.Options{InsecureNoAuth: true},
 		// Generous: the tests that count failed requests must not see a
 		// handshake time out on a loaded machine under -race.
 		HandshakeTimeout: 30 * time.Second,

@@ -27,6 +27,7 @@ import (
 
 	nodev1 "keyway.dev/gen/keyway/node/v1"
 
+	"keyway.dev/common/access"
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
@@ -49,6 +50,14 @@ type Config struct {
 	// AdminListen serves /healthz, /status and /metrics. Default
 	// 127.0.0.1:9080.
 	AdminListen string
+	// Admin is the admin port's TLS and access control (package access):
+	// /healthz is open, /status and /metrics need viewer, /debug/pprof/
+	// operator. Without TLS files and a policy the node refuses to
+	// start, unless InsecureNoAuth is set and AdminListen is loopback.
+	Admin access.Options
+	// PProf serves Go's profiler at /debug/pprof/ on the admin port.
+	// Off by default.
+	PProf bool
 	// NATSURL is the NATS server. Default nats://127.0.0.1:4222.
 	NATSURL string
 	// NATS is the NATS connection's TLS and user (package natsconn); its
@@ -213,14 +222,18 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	// The Listeners serve the same handler as the plain proxy listener.
 	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log})
 
-	var err error
+	adminAccess, err := access.NewServer(cfg.Admin, cfg.AdminListen, log)
+	if err != nil {
+		return nil, fmt.Errorf("node: admin port: %w", err)
+	}
 	if n.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("node: listening on %s: %w", cfg.Listen, err)
 	}
-	if n.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+	if n.adminLn, err = adminAccess.Listen(cfg.AdminListen); err != nil {
 		n.proxyLn.Close()
-		return nil, fmt.Errorf("node: listening on %s for admin: %w", cfg.AdminListen, err)
+		return nil, fmt.Errorf("node: admin port: %w", err)
 	}
+	adminAccess.ReloadOnSIGHUP(ctx)
 	natsCfg := cfg.NATS
 	natsCfg.URL, natsCfg.Name = cmp.Or(natsCfg.URL, cfg.NATSURL), "keyway-proxy "+cfg.NodeID
 	n.nc, err = natsconn.Connect(ctx, natsCfg, log, natsconn.Handlers{
@@ -252,7 +265,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          errLog,
 	}
-	n.admin = &http.Server{Handler: n.adminHandler(), ReadHeaderTimeout: 5 * time.Second, ErrorLog: errLog}
+	n.admin = &http.Server{
+		Handler:           adminAccess.Handler(access.NodeAdmin(cfg.PProf), n.adminHandler()),
+		Protocols:         adminAccess.Protocols(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          errLog,
+	}
 
 	go n.run(ctx)
 	log.Info("proxy node started", "listen", n.Addr(), "admin", n.AdminAddr(), "nats", cfg.NATSURL, "bucket", cfg.Bucket)
@@ -590,13 +608,15 @@ func (n *Node) adminHandler() http.Handler {
 		enc.Encode(n.Status())
 	})
 	mux.Handle("GET /metrics", n.metrics.Handler())
-	// Go's profiler, for `go tool pprof http://<admin>/debug/pprof/profile`;
-	// the admin port is loopback-only unless configured otherwise.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if n.cfg.PProf {
+		// Go's profiler, for `go tool pprof https://<admin>/debug/pprof/profile`
+		// with an operator's certificate; off unless --pprof.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"keyway.dev/common/access"
 	"keyway.dev/common/audit"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/natsconn"
@@ -57,6 +58,8 @@ func realMain(ctx context.Context, args []string) error {
 	var natsCfg natsconn.Config
 	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
 	auditFlags := audit.AddFlags(fs)
+	var acc access.Options
+	acc.RegisterFlags(fs, "API")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -79,6 +82,7 @@ func realMain(ctx context.Context, args []string) error {
 	slog.SetDefault(log)
 	return app.Run(ctx, app.Config{
 		Listen:           *listen,
+		Access:           acc,
 		InternalListen:   *internalListen,
 		InternalCert:     *internalCert,
 		InternalKey:      *internalKey,

@@ -1,8 +1,9 @@
 // Package app wires the secrets service: the backend (a local directory,
 // or Vault KV v2 with PKI), the store that follows it, the NATS bucket it
 // publishes versions into, and two listeners: the API (SecretsService over
-// Connect, gRPC and gRPC-Web on h2c, with reflection, health and /metrics)
-// and the internal mTLS port that alone serves MaterialService.
+// Connect, gRPC and gRPC-Web over TLS to authenticated callers, with
+// reflection, health and /metrics) and the internal mTLS port that alone
+// serves MaterialService, to callers with the node role.
 package app
 
 import (
@@ -27,8 +28,9 @@ import (
 
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
-	"keyway.dev/common/natsconn"
+	"keyway.dev/common/access"
 	"keyway.dev/common/audit"
+	"keyway.dev/common/natsconn"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/secrets/internal/localdir"
 	"keyway.dev/secrets/internal/metrics"
@@ -43,6 +45,11 @@ import (
 type Config struct {
 	// Listen is the API address.
 	Listen string
+	// Access is the API's TLS and access control (see package access):
+	// without TLS files and a policy the service refuses to start, unless
+	// InsecureNoAuth is set and Listen is a loopback address. With a
+	// policy, MaterialService also needs the node role.
+	Access access.Options
 	// InternalListen is the mTLS address of MaterialService; empty serves
 	// no material.
 	InternalListen string
@@ -87,9 +94,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	guard, err := access.NewServer(cfg.Access, cfg.Listen, log)
+	if err != nil {
+		return err
+	}
 	var internalTLS *tls.Config
 	if cfg.InternalListen != "" {
-		var err error
 		if internalTLS, err = ServerTLS(cfg.InternalCert, cfg.InternalKey, cfg.InternalClientCA); err != nil {
 			return err
 		}
@@ -150,13 +160,14 @@ func Run(ctx context.Context, cfg Config) error {
 	defer stopRun()
 	go st.Run(runCtx)
 
-	apiLn, err := net.Listen("tcp", cfg.Listen)
+	apiLn, err := guard.Listen(cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+		return err
 	}
+	guard.ReloadOnSIGHUP(ctx)
 	servers := []*http.Server{{
-		Handler:           APIHandler(server.NewSecrets(st, log, server.WithAudit(aw)), st, m.Handler()),
-		Protocols:         h2c(),
+		Handler:           guard.Handler(access.SecretsAPI(), APIHandler(server.NewSecrets(st, log, server.WithAudit(aw)), st, m.Handler())),
+		Protocols:         guard.Protocols(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}}
@@ -170,15 +181,19 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		internalAddr = ln.Addr()
 		listeners = append(listeners, tls.NewListener(ln, internalTLS))
+		material := MaterialHandler(server.NewMaterial(st, log))
+		if g := guard.Guard(); g != nil {
+			material = g.Middleware(access.MaterialAPI(), material)
+		}
 		servers = append(servers, &http.Server{
-			Handler:           MaterialHandler(server.NewMaterial(st, log)),
+			Handler:           material,
 			ReadHeaderTimeout: 10 * time.Second,
 			// Handshake failures (no or an untrusted client certificate)
 			// are the client's problem; log them at debug.
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		})
 	}
-	log.Info("secrets service serving", "addr", apiLn.Addr().String(), "internal", addrString(internalAddr),
+	log.Info("secrets service serving", "addr", apiLn.Addr().String(), "url", guard.Scheme()+"://"+apiLn.Addr().String(), "internal", addrString(internalAddr),
 		"backend", backend.Describe(), "nats", nc.ConnectedUrlRedacted(), "bucket", bucketName(cfg.Bucket), "poll_interval", cfg.Store.PollInterval)
 	if cfg.OnListen != nil {
 		cfg.OnListen(apiLn.Addr(), internalAddr)
@@ -345,11 +360,4 @@ func (h *health) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpche
 		return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
 	}
 	return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
-}
-
-func h2c() *http.Protocols {
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	return p
 }

@@ -29,6 +29,7 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
+	"keyway.dev/common/access"
 	"keyway.dev/common/model"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/common/testca"
@@ -107,6 +108,9 @@ func startOn(t *testing.T, cfg app.Config, natsURL string) *service {
 	ca := testca.New(t, "keyway internal CA")
 	srvCert := ca.Server("keyway-secrets")
 	cfg.Listen, cfg.InternalListen = "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.Access == (access.Options{}) {
+		cfg.Access.InsecureNoAuth = true
+	}
 	cfg.InternalCert = writeFile(t, pkiDir, "secrets.crt", srvCert.CertPEM)
 	cfg.InternalKey = writeFile(t, pkiDir, "secrets.key", srvCert.KeyPEM)
 	cfg.InternalClientCA = writeFile(t, pkiDir, "ca.crt", ca.CertPEM())
