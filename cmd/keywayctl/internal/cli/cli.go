@@ -75,6 +75,8 @@ type globals struct {
 	server   string
 	protocol string
 	timeout  time.Duration
+	// conn chooses the config file, the context and the credentials.
+	conn connFlags
 }
 
 func newRoot(io *IO) *cobra.Command {
@@ -100,6 +102,7 @@ anything, and reads and deletes what is stored.`,
 		// the command: "keywayctl apply", "keywayctl secrets put".
 		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
 			trace.SpanFromContext(cmd.Context()).SetName(cmd.CommandPath())
+			g.conn.running = cmd
 		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -114,6 +117,7 @@ anything, and reads and deletes what is stored.`,
 	pf.StringVar(&g.server, "server", server, "policy service URL (env "+ServerEnv+")")
 	pf.StringVar(&g.protocol, "protocol", "connect", "RPC protocol: connect or grpc")
 	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "time limit for each request; 0 for none")
+	g.conn.register(pf)
 
 	root.AddCommand(
 		newApplyCommand(g, false),
@@ -123,13 +127,18 @@ anything, and reads and deletes what is stored.`,
 		newStatusCommand(g),
 		newSecretsCommand(g),
 		newImportCommand(g),
+		newConfigCommand(g),
 	)
 	return root
 }
 
 // client connects to the policy service with the protocol asked for.
 func (g *globals) client() (policyv1connect.PolicyServiceClient, error) {
-	base, hc, opts, err := connection("--server", g.server, DefaultServer, g.protocol)
+	s, err := g.settings()
+	if err != nil {
+		return nil, err
+	}
+	base, hc, opts, err := connection(s.source(settingServer.flag), s.Server, DefaultServer, g.protocol, s)
 	if err != nil {
 		return nil, err
 	}
@@ -141,8 +150,9 @@ func (g *globals) client() (policyv1connect.PolicyServiceClient, error) {
 // none) and makes the HTTP client and Connect options for protocol: connect,
 // or grpc, which needs HTTP/2, negotiated by ALPN over TLS and spoken
 // without a prior upgrade (h2c) over plain HTTP, as Keyway's services serve
-// it. Requests carry the command's trace context.
-func connection(flag, raw, example, protocol string) (base string, hc *http.Client, opts []connect.ClientOption, err error) {
+// it. TLS and the bearer token are as tlsClient makes them from s. Requests
+// carry the command's trace context.
+func connection(flag, raw, example, protocol string, s connSettings) (base string, hc *http.Client, opts []connect.ClientOption, err error) {
 	base = raw
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
@@ -151,7 +161,12 @@ func connection(flag, raw, example, protocol string) (base string, hc *http.Clie
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", nil, nil, fmt.Errorf("%s %q: want a URL such as %s", flag, raw, example)
 	}
+	tc, token, err := tlsClient(s, protocol)
+	if err != nil {
+		return "", nil, nil, err
+	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
+	transport.TLSClientConfig = tc
 	switch protocol {
 	case "connect":
 	case "grpc":
@@ -163,7 +178,14 @@ func connection(flag, raw, example, protocol string) (base string, hc *http.Clie
 	default:
 		return "", nil, nil, fmt.Errorf("--protocol %q: want connect or grpc", protocol)
 	}
-	return base, &http.Client{Transport: traceparent{transport}}, opts, nil
+	var rt http.RoundTripper = transport
+	if token != "" {
+		if u.Scheme != "https" {
+			return "", nil, nil, fmt.Errorf("%s %s: a bearer token would cross the network in the clear; use an https:// URL", flag, raw)
+		}
+		rt = bearer{token: token, next: rt}
+	}
+	return base, &http.Client{Transport: traceparent{rt}}, opts, nil
 }
 
 // traceparent adds the trace context of the request's context (the
