@@ -161,12 +161,17 @@ func connection(flag, raw, example, protocol string, s connSettings) (base strin
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", nil, nil, fmt.Errorf("%s %q: want a URL such as %s", flag, raw, example)
 	}
-	tc, token, err := tlsClient(s, protocol)
-	if err != nil {
-		return "", nil, nil, err
-	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	transport.TLSClientConfig = tc
+	var token string
+	if u.Scheme == "https" {
+		if transport.TLSClientConfig, token, err = tlsClient(s, protocol); err != nil {
+			return "", nil, nil, err
+		}
+	} else if s.Token != "" || s.TokenFile != "" {
+		// Plain HTTP (a service with --insecure-no-auth) has no use for
+		// the TLS settings, but a token would cross the network in clear.
+		return "", nil, nil, fmt.Errorf("%s %s: a bearer token would cross the network in the clear; use an https:// URL", flag, raw)
+	}
 	switch protocol {
 	case "connect":
 	case "grpc":
@@ -180,9 +185,6 @@ func connection(flag, raw, example, protocol string, s connSettings) (base strin
 	}
 	var rt http.RoundTripper = transport
 	if token != "" {
-		if u.Scheme != "https" {
-			return "", nil, nil, fmt.Errorf("%s %s: a bearer token would cross the network in the clear; use an https:// URL", flag, raw)
-		}
 		rt = bearer{token: token, next: rt}
 	}
 	return base, &http.Client{Transport: traceparent{rt}}, opts, nil
