@@ -57,6 +57,11 @@ func (c *connFlags) register(pf *pflag.FlagSet) {
 			pf.String(s.flag, "", s.usage+" (env "+s.env+")")
 		}
 	}
+	// --server is defined with the other basics; say that a context sets
+	// it too, so that its default in --help does not mislead.
+	if f := pf.Lookup(settingServer.flag); f != nil && !strings.Contains(f.Usage, "context") {
+		f.Usage += "; else the context's server"
+	}
 	if pf.Lookup(contextFlag) == nil {
 		pf.String(contextFlag, "", "context of the keywayctl config to use (default: its currentContext)")
 	}
