@@ -185,7 +185,7 @@ func connection(flag, raw, example, protocol string, s connSettings) (base strin
 	}
 	var rt http.RoundTripper = transport
 	if token != "" {
-		rt = bearer{token: token, next: rt}
+		rt = bearerToken{token: token, next: rt}
 	}
 	return base, &http.Client{Transport: traceparent{rt}}, opts, nil
 }

@@ -291,13 +291,13 @@ func readBounded(path string, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// bearer adds "Authorization: Bearer <token>" to every request.
-type bearer struct {
+// bearerToken adds "Authorization: Bearer <token>" to every request.
+type bearerToken struct {
 	token string
 	next  http.RoundTripper
 }
 
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+func (b bearerToken) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context()) // a RoundTripper must not modify the request
 	r.Header.Set("Authorization", "Bearer "+b.token)
 	return b.next.RoundTrip(r)
