@@ -71,12 +71,13 @@ func printError(w io.Writer, err error) {
 
 // globals are the flags every command shares.
 type globals struct {
+	// conn chooses the config file, the context and the credentials.
+	conn connFlags
+
 	io       *IO
 	server   string
 	protocol string
 	timeout  time.Duration
-	// conn chooses the config file, the context and the credentials.
-	conn connFlags
 }
 
 func newRoot(io *IO) *cobra.Command {
@@ -117,8 +118,8 @@ anything, and reads and deletes what is stored.`,
 	pf.StringVar(&g.server, "server", server, "policy service URL (env "+ServerEnv+")")
 	pf.StringVar(&g.protocol, "protocol", "connect", "RPC protocol: connect or grpc")
 	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "time limit for each request; 0 for none")
-	g.conn.register(pf)
 
+	g.conn.register(pf) // after every other global flag: it defines only the missing ones
 	root.AddCommand(
 		newApplyCommand(g, false),
 		newApplyCommand(g, true),
