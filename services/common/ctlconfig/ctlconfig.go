@@ -192,39 +192,48 @@ func parse(data []byte, file string) (*Config, error) {
 	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
 		return c, nil
 	}
-	lines := map[string]int{}
-	if errs := checkKeys(root, lines); len(errs) > 0 {
-		return nil, fail(errs)
+	if root.Kind != yaml.MappingNode {
+		return nil, fail([]error{&FieldError{Line: root.Line, Problem: "want a mapping with currentContext and contexts"}})
 	}
+	lines := map[string]int{}
+	// Every problem is reported at once: unknown fields, then wrong
+	// types or invalid values, in the file's order.
+	errs := checkKeys(root, lines)
 	if err := root.Decode(c); err != nil {
 		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			errs := make([]error, 0, len(te.Errors))
-			for _, m := range te.Errors {
-				errs = append(errs, &FieldError{Problem: m + "; every field is a string, contexts a list"})
-			}
-			return nil, fail(errs)
+		if !errors.As(err, &te) {
+			return nil, fail(append(errs, &FieldError{Problem: err.Error()}))
 		}
-		return nil, fail([]error{&FieldError{Problem: err.Error()}})
+		for _, m := range te.Errors {
+			errs = append(errs, &FieldError{Problem: m + "; every field is a string, contexts a list"})
+		}
+		return nil, fail(errs)
 	}
 	if err := c.Validate(); err != nil {
-		errs := unjoin(err)
-		for _, e := range errs {
+		for _, e := range unjoin(err) {
 			if fe, ok := e.(*FieldError); ok {
 				fe.Line = lineOf(lines, fe.Field)
 			}
+			errs = append(errs, e)
 		}
+	}
+	if len(errs) > 0 {
+		slices.SortStableFunc(errs, func(a, b error) int { return lineOfError(a) - lineOfError(b) })
 		return nil, fail(errs)
 	}
 	return c, nil
 }
 
+func lineOfError(err error) int {
+	if fe, ok := err.(*FieldError); ok {
+		return fe.Line
+	}
+	return 0
+}
+
 // checkKeys refuses keys the format does not have, so that a misspelt
 // field is not silently ignored, and records the line of each field.
 func checkKeys(root *yaml.Node, lines map[string]int) []error {
-	if root.Kind != yaml.MappingNode {
-		return []error{&FieldError{Line: root.Line, Problem: "want a mapping with currentContext and contexts"}}
-	}
 	var errs []error
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]

@@ -89,6 +89,8 @@ func TestLoadErrors(t *testing.T) {
 		{"token with a newline", "contexts:\n  - name: a\n    token: \"t\\r\\nX-Evil: 1\"\n", []string{`contexts[0].token: holds a space or a control character`}},
 		{"all at once", "contexts:\n  - name: a\n    cert: /c\n  - name: a\n    server: x\n", []string{
 			`contexts[0].key: missing`, `contexts[1].name: "a" is also`, `contexts[1].server: "x": want`}},
+		{"unknown fields and invalid values at once", "contexts:\n  - name: a\n    server: x\n    cert: /c\n    bogus: 1\n", []string{
+			`:2: contexts[0].key: missing`, `:3: contexts[0].server: "x": want`, `:5: contexts[0]."bogus": unknown field`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
