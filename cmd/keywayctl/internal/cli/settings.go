@@ -18,14 +18,15 @@ import (
 	"keyway.dev/common/ctlconfig"
 )
 
-// A connection setting: its flag, its environment variable, and how it is
-// shown in messages. The order is the order of precedence's table in
-// docs/reference/keywayctl-config.md.
+// setting is one connection setting: its flag, its environment variable,
+// and its flag's usage (docs/reference/keywayctl-config.md has the table).
 type setting struct {
 	flag, env, usage string
 }
 
-// The settings a context may give, by the ctlconfig field they fill.
+// The settings a context may give, named for the ctlconfig field they
+// fill. The environment variables are those of the --ca, --cert, --key
+// and --token-file flags.
 var (
 	settingServer        = setting{"server", ServerEnv, ""}
 	settingSecretsServer = setting{"secrets-server", SecretsServerEnv, ""}
@@ -101,7 +102,7 @@ type connSettings struct {
 	from map[string]string
 }
 
-// source says where setting s came from, for a message.
+// source says where the setting of flag came from, for a message.
 func (s connSettings) source(flag string) string {
 	if f, ok := s.from[flag]; ok {
 		return f
