@@ -17,6 +17,7 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
+	"keyway.dev/common/ctlconfig"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/devstack/echo"
 	"keyway.dev/tests/harness"
@@ -33,11 +34,13 @@ func TestLocalStack(t *testing.T) {
 	secrets, secretsInternal := harness.FreeAddr(t), harness.FreeAddr(t)
 	data := t.TempDir()
 	port, _ := strconv.Atoi(natsPort)
+	// keywayctl's config file: a user's would be ~/.config/keyway/config.yaml.
+	ctlConfig := filepath.Join(t.TempDir(), "keyway", "config.yaml")
 
 	dev := harness.Start(t, "keyway-dev", filepath.Join(bin, "keyway-dev"), regexp.MustCompile(`Ctrl-C stops everything`), // the last line of the banner
 		"--bin", bin, "--data", data, "--nats-port", strconv.Itoa(port),
 		"--policy", policy, "--proxy", proxy, "--proxy-admin", admin, "--upstream", upstream, "--proxy-tls", proxyTLS,
-		"--secrets", secrets, "--secrets-internal", secretsInternal)
+		"--secrets", secrets, "--secrets-internal", secretsInternal, "--keywayctl-config", ctlConfig)
 
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`policybinding/demo-mtls created`),
@@ -47,10 +50,23 @@ func TestLocalStack(t *testing.T) {
 		regexp.MustCompile(`buf curl --cacert \S+api-ca\.crt --cert \S+operator\.crt --key \S+operator\.key --list-methods https://` + regexp.QuoteMeta(policy)),
 		regexp.MustCompile(`material \(mTLS\)\s+https://` + regexp.QuoteMeta(secretsInternal)),
 		regexp.MustCompile(`proxy node cert\s+\S+proxy-node\.crt\s+key \S+proxy-node\.key`),
+		regexp.MustCompile(`keywayctl: wrote context keyway-dev to ` + regexp.QuoteMeta(ctlConfig) + `; it is the current context`),
 	} {
 		if !want.MatchString(dev.Output()) {
 			t.Errorf("keyway-dev output lacks %s", want)
 		}
+	}
+
+	// The context keywayctl uses: the stack's URLs and operator identity.
+	ctx, err := ctlconfig.Load(ctlConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkiDir := filepath.Join(data, "pki")
+	want := ctlconfig.Context{Name: "keyway-dev", Server: "https://" + policy, SecretsServer: "https://" + secrets,
+		CA: filepath.Join(pkiDir, "api-ca.crt"), Cert: filepath.Join(pkiDir, "operator.crt"), Key: filepath.Join(pkiDir, "operator.key")}
+	if got, _ := ctx.Context("keyway-dev"); got != want || ctx.CurrentContext != "keyway-dev" {
+		t.Errorf("keywayctl config %s: %+v (current %q), want %+v", ctlConfig, got, ctx.CurrentContext, want)
 	}
 
 	resp, err := http.Get("http://" + proxy + "/demo/hello")

@@ -71,6 +71,9 @@ func printError(w io.Writer, err error) {
 
 // globals are the flags every command shares.
 type globals struct {
+	// conn chooses the config file, the context and the credentials.
+	conn connFlags
+
 	io       *IO
 	server   string
 	protocol string
@@ -106,6 +109,7 @@ anything, and reads and deletes what is stored.`,
 		// the command: "keywayctl apply", "keywayctl secrets put".
 		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
 			trace.SpanFromContext(cmd.Context()).SetName(cmd.CommandPath())
+			g.conn.running = cmd
 		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -122,6 +126,7 @@ anything, and reads and deletes what is stored.`,
 	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "time limit for each request; 0 for none")
 	g.creds.register(pf, io.Getenv)
 
+	g.conn.register(pf) // after every other global flag: it defines only the missing ones
 	root.AddCommand(
 		newApplyCommand(g, false),
 		newApplyCommand(g, true),
@@ -133,13 +138,18 @@ anything, and reads and deletes what is stored.`,
 		newHistoryCommand(g),
 		newRollbackCommand(g),
 		newAuditCommand(g),
+		newConfigCommand(g),
 	)
 	return root
 }
 
 // client connects to the policy service with the protocol asked for.
 func (g *globals) client() (policyv1connect.PolicyServiceClient, error) {
-	base, hc, opts, err := connection("--server", g.server, DefaultServer, g.protocol, g.creds)
+	s, err := g.settings()
+	if err != nil {
+		return nil, err
+	}
+	base, hc, opts, err := connection(s.source(settingServer.flag), s.Server, DefaultServer, g.protocol, s)
 	if err != nil {
 		return nil, err
 	}
@@ -151,9 +161,10 @@ func (g *globals) client() (policyv1connect.PolicyServiceClient, error) {
 // has none) and makes the HTTP client and Connect options for protocol:
 // connect, or grpc, which needs HTTP/2, negotiated by ALPN over TLS and
 // spoken without a prior upgrade (h2c) over plain HTTP, as Keyway's
-// services serve it with --insecure-no-auth. Over https the client
-// presents creds. Requests carry the command's trace context.
-func connection(flag, raw, example, protocol string, creds credentials) (base string, hc *http.Client, opts []connect.ClientOption, err error) {
+// services serve it with --insecure-no-auth. Over https, TLS and the bearer
+// token are as tlsClient makes them from s. Requests carry the command's
+// trace context.
+func connection(flag, raw, example, protocol string, s connSettings) (base string, hc *http.Client, opts []connect.ClientOption, err error) {
 	base = raw
 	if !strings.Contains(base, "://") {
 		base = "https://" + base
@@ -163,6 +174,16 @@ func connection(flag, raw, example, protocol string, creds credentials) (base st
 		return "", nil, nil, fmt.Errorf("%s %q: want a URL such as %s", flag, raw, example)
 	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
+	var token string
+	if u.Scheme == "https" {
+		if transport.TLSClientConfig, token, err = tlsClient(s, protocol); err != nil {
+			return "", nil, nil, err
+		}
+	} else if s.Token != "" || s.TokenFile != "" {
+		// Plain HTTP (a service with --insecure-no-auth) has no use for
+		// the TLS settings, but a token would cross the network in clear.
+		return "", nil, nil, fmt.Errorf("%s %s: a bearer token would cross the network in the clear; use an https:// URL", flag, raw)
+	}
 	switch protocol {
 	case "connect":
 	case "grpc":
@@ -174,13 +195,9 @@ func connection(flag, raw, example, protocol string, creds credentials) (base st
 	default:
 		return "", nil, nil, fmt.Errorf("--protocol %q: want connect or grpc", protocol)
 	}
-	token, err := creds.secure(transport, u.Scheme)
-	if err != nil {
-		return "", nil, nil, err
-	}
 	var rt http.RoundTripper = transport
 	if token != "" {
-		rt = bearer{token: token, next: transport}
+		rt = bearerToken{token: token, next: rt}
 	}
 	return base, &http.Client{Transport: traceparent{rt}}, opts, nil
 }

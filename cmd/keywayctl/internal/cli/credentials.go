@@ -1,12 +1,9 @@
 package cli
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"net/http"
-	"os"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -34,86 +31,13 @@ type credentials struct {
 }
 
 // register defines --ca, --cert, --key and --token-file with defaults from
-// the environment.
+// the environment; a context of the config file fills in what they leave
+// empty (settings.go), and tlsClient builds the TLS client from the result.
 func (c *credentials) register(pf *pflag.FlagSet, getenv func(string) string) {
 	pf.StringVar(&c.ca, "ca", getenv(CAEnv), "CA certificate(s) of the services' API certificates, PEM (env "+CAEnv+")")
 	pf.StringVar(&c.cert, "cert", getenv(CertEnv), "client certificate from the operator CA, PEM (env "+CertEnv+")")
 	pf.StringVar(&c.key, "key", getenv(KeyEnv), "key of --cert, PEM (env "+KeyEnv+")")
 	pf.StringVar(&c.tokenFile, "token-file", getenv(TokenFileEnv), "file holding a bearer token, sent as \"Authorization: Bearer …\" (env "+TokenFileEnv+")")
-}
-
-// tlsConfig is the client TLS configuration for an https:// service.
-func (c credentials) tlsConfig() (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if c.ca != "" {
-		data, err := os.ReadFile(c.ca)
-		if err != nil {
-			return nil, fmt.Errorf("--ca: %w", err)
-		}
-		cfg.RootCAs = x509.NewCertPool()
-		if !cfg.RootCAs.AppendCertsFromPEM(data) {
-			return nil, fmt.Errorf("--ca %s holds no PEM certificate", c.ca)
-		}
-	}
-	switch {
-	case c.cert != "" && c.key != "":
-		pair, err := tls.LoadX509KeyPair(c.cert, c.key)
-		if err != nil {
-			return nil, fmt.Errorf("loading --cert %s and --key %s: %w", c.cert, c.key, err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
-	case c.cert != "" || c.key != "":
-		return nil, errors.New("give --cert and --key together (env " + CertEnv + ", " + KeyEnv + ")")
-	}
-	return cfg, nil
-}
-
-// token is the bearer token from --token-file, or "".
-func (c credentials) token() (string, error) {
-	if c.tokenFile == "" {
-		return "", nil
-	}
-	data, err := os.ReadFile(c.tokenFile)
-	if err != nil {
-		return "", fmt.Errorf("--token-file: %w", err)
-	}
-	t := strings.TrimSpace(string(data))
-	if t == "" {
-		return "", fmt.Errorf("--token-file %s is empty", c.tokenFile)
-	}
-	return t, nil
-}
-
-// secure sets the transport's TLS configuration for an https URL and
-// returns the bearer token to send, if any. A token is never sent over
-// plain http.
-func (c credentials) secure(transport *http.Transport, scheme string) (string, error) {
-	token, err := c.token()
-	if err != nil {
-		return "", err
-	}
-	if scheme != "https" {
-		if token != "" {
-			return "", errors.New("--token-file: refusing to send a bearer token over http://; use the service's https:// URL")
-		}
-		return "", nil
-	}
-	if transport.TLSClientConfig, err = c.tlsConfig(); err != nil {
-		return "", err
-	}
-	return token, nil
-}
-
-// bearer adds the token to each request.
-type bearer struct {
-	token string
-	next  http.RoundTripper
-}
-
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
-	return b.next.RoundTrip(r)
 }
 
 // authError explains a refusal by a service's access control, or a TLS
@@ -124,7 +48,7 @@ func authError(err error, what, service, server string) error {
 	msg := err.Error()
 	switch {
 	case connect.CodeOf(err) == connect.CodeUnauthenticated && errors.As(err, &ce):
-		return fmt.Errorf("%s: %s at %s does not know who you are: %s\n(give --cert and --key, a certificate from the operator CA, or --token-file; env %s, %s, %s; `make run` prints them)",
+		return fmt.Errorf("%s: %s at %s does not know who you are: %s\n(give --cert and --key, a certificate from the operator CA, or --token-file; env %s, %s, %s; or a context: keywayctl config set-context; `make run` writes one)",
 			what, service, server, ce.Message(), CertEnv, KeyEnv, TokenFileEnv)
 	case connect.CodeOf(err) == connect.CodePermissionDenied && errors.As(err, &ce):
 		return fmt.Errorf("%s: permission denied by %s: %s", what, service, ce.Message())

@@ -188,12 +188,6 @@ Output formats (-o):
 	return cmd
 }
 
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
 
 func newRollbackCommand(g *globals) *cobra.Command {
 	var (

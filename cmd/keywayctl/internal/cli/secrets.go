@@ -98,7 +98,11 @@ shown: get and list show certificates, versions and expiry.`,
 
 // client connects to the secrets service's API.
 func (sg *secretsGlobals) client() (secretsv1connect.SecretsServiceClient, error) {
-	base, hc, opts, err := connection("--secrets-server", sg.server, DefaultSecretsServer, sg.protocol, sg.creds)
+	s, err := sg.settings()
+	if err != nil {
+		return nil, err
+	}
+	base, hc, opts, err := connection(s.source(settingSecretsServer.flag), s.SecretsServer, DefaultSecretsServer, sg.protocol, s)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"keyway.dev/common/ctlconfig"
 	"keyway.dev/common/logging"
 	"keyway.dev/devstack/internal/stack"
 )
@@ -41,6 +42,8 @@ func realMain(ctx context.Context, args []string) error {
 	fs.BoolVar(&cfg.Vault, "vault", os.Getenv("KEYWAY_DEV_VAULT") == "1", "run a Vault dev server and the secrets service's Vault backend (env KEYWAY_DEV_VAULT=1)")
 	fs.StringVar(&cfg.VaultAddr, "vault-addr", "127.0.0.1:8200", "Vault dev server address, with --vault")
 	fs.StringVar(&cfg.VaultBin, "vault-bin", "", "Vault binary, with --vault (default $KEYWAY_VAULT, else scripts/tool.sh vault)")
+	ctlConfig, _ := ctlconfig.DefaultPath(os.Getenv) // without HOME: none unless given
+	fs.StringVar(&cfg.KeywayctlConfig, "keywayctl-config", ctlConfig, "keywayctl config file to write the context "+stack.DevContext+" into ($"+ctlconfig.Env+", else ~/.config/keyway/config.yaml); empty for none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -51,6 +51,10 @@ type Config struct {
 	VaultBin  string
 	Out       io.Writer
 	Log       *slog.Logger
+
+	// KeywayctlConfig is keywayctl's config file, where the stack writes
+	// its context (DevContext); empty writes none.
+	KeywayctlConfig string
 }
 
 // Run starts the stack and blocks until ctx is done or a part fails.
@@ -203,7 +207,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := writeSample(sample, up.Addr(), cfg.ProxyTLSAddr, p); err != nil {
 		return fmt.Errorf("writing the sample manifest: %w", err)
 	}
-	apply := exec.CommandContext(ctx, filepath.Join(cfg.Bin, "keywayctl"), append(append([]string{"--server", policyURL}, a.operatorArgs()...), "apply", "--probe", "-f", sample)...)
+	ctlNote, ctlArgs, err := writeContext(cfg, data)
+	if err != nil {
+		// The stack works without it: keywayctl's flags reach it too.
+		log.Warn("keywayctl context not written", "file", cfg.KeywayctlConfig, "reason", err)
+	}
+	apply := exec.CommandContext(ctx, filepath.Join(cfg.Bin, "keywayctl"), append(append(append(ctlArgs, "--server", policyURL), a.operatorArgs()...), "apply", "--probe", "-f", sample)...)
 	apply.Stdout, apply.Stderr = cfg.Out, cfg.Out
 	if err := apply.Run(); err != nil {
 		return fmt.Errorf("applying %s: %w", sample, err)
@@ -216,6 +225,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := waitHTTP(ctx, https, "https://"+cfg.ProxyTLSAddr+"/demo/hello"); err != nil {
 		return fmt.Errorf("waiting for the proxy to serve the sample Listener: %w", err)
 	}
+	fmt.Fprint(cfg.Out, ctlNote)
 	printTry(cfg, data, sample, p)
 
 	<-ctx.Done()
