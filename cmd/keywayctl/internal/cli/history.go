@@ -188,7 +188,6 @@ Output formats (-o):
 	return cmd
 }
 
-
 func newRollbackCommand(g *globals) *cobra.Command {
 	var (
 		to     uint64
