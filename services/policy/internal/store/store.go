@@ -127,6 +127,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*St
 	if err != nil {
 		return nil, fmt.Errorf("store: opening the stream of bucket %q: %w", cfg.Bucket, err)
 	}
+	if err := allowAtomicPublish(ctx, js, stream); err != nil {
+		return nil, err
+	}
 	s := &Store{
 		js: js, kv: kv, stream: stream,
 		prefix:  "$KV." + cfg.Bucket + ".",
@@ -405,10 +408,13 @@ type Outcome struct {
 
 // Write stores resources, all or nothing. Each resource's metadata.revision,
 // when non-zero, must equal its stored revision. Resources whose content is
-// already stored are not rewritten. If a write fails part-way (another writer
-// got in between the checks and the writes), the writes already made are
-// rolled back to what was there before and ErrConflict is returned. With
-// dryRun the checks run and nothing is written.
+// already stored are not rewritten. The changed resources are written as one
+// JetStream atomic batch: the server stores every message of it or none, and
+// each message carries the revision its key was checked at
+// (Nats-Expected-Last-Subject-Sequence), so a writer that got in between the
+// checks and the batch makes the whole batch fail with ErrConflict and
+// nothing is stored. Proxy nodes apply the messages of one batch as one
+// change. With dryRun the checks run and nothing is written.
 func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRun bool) (outs []Outcome, err error) {
 	if err := s.connected("applying"); err != nil {
 		return nil, err
@@ -444,6 +450,7 @@ func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRu
 	if err := errors.Join(conflicts...); err != nil || dryRun {
 		return outs, err
 	}
+	var writes []write
 	for i, r := range resources {
 		if !outs[i].Changed {
 			continue
@@ -452,53 +459,15 @@ func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRu
 		if err != nil {
 			return nil, err
 		}
-		rev, err := s.publish(ctx, outs[i].Ref, value, prev[i].revision, false)
-		if err != nil {
-			// A publish that failed for another reason than a conflict
-			// (an ack lost to a timeout) may still have been stored:
-			// look, and roll it back too if it was.
-			n := i
-			if !errors.Is(err, ErrConflict) {
-				if cur, cerr := s.current(context.WithoutCancel(ctx), outs[i].Ref); cerr == nil && cur.revision != prev[i].revision && cur.res != nil && configkv.SameContent(cur.res, r) {
-					outs[i].Revision, n = cur.revision, i+1
-				}
-			}
-			if rerr := s.rollback(outs[:n], prev[:n]); rerr != nil {
-				return nil, fmt.Errorf("store: apply failed part-way (%w) and could not be rolled back, so some resources are stored and others not: %w; get them and re-apply", err, rerr)
-			}
-			return nil, err
-		}
-		outs[i].Revision = rev
+		writes = append(writes, write{out: &outs[i], value: value, lastRevision: prev[i].revision, res: r})
+	}
+	if len(writes) == 0 {
+		return outs, nil
+	}
+	if err := s.publishBatch(ctx, writes); err != nil {
+		return nil, err
 	}
 	return outs, nil
-}
-
-// rollback undoes writes made by a Write that could not finish, newest
-// first, and says which it could not undo.
-func (s *Store) rollback(outs []Outcome, prev []entry) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var failed []error
-	for i := len(outs) - 1; i >= 0; i-- {
-		o := outs[i]
-		if !o.Changed {
-			continue
-		}
-		var err error
-		if prev[i].res == nil {
-			_, err = s.publish(ctx, o.Ref, nil, o.Revision, true)
-		} else {
-			var value []byte
-			if value, err = configkv.Encode(prev[i].res, time.Now()); err == nil {
-				_, err = s.publish(ctx, o.Ref, value, o.Revision, false)
-			}
-		}
-		if err != nil {
-			s.log.Error("rolling back a partial apply", "resource", o.Ref.String(), "revision", o.Revision, "error", err)
-			failed = append(failed, fmt.Errorf("%s stays at revision %d: %w", o.Ref, o.Revision, err))
-		}
-	}
-	return errors.Join(failed...)
 }
 
 // Delete places a delete marker on a resource. expected, when non-zero, must
