@@ -140,6 +140,7 @@ var errNoSecrets = errors.New("config: the value references the secrets service,
 // safe for concurrent use; Run is called once, then Drain.
 type Watcher struct {
 	kv   jetstream.KeyValue // set by Run
+	js   jetstream.JetStream
 	opts Options
 	log  *slog.Logger
 
@@ -186,6 +187,11 @@ type Watcher struct {
 	// loaded is set once a session has read the bucket's contents: later
 	// sessions resume after w.revision instead of reading everything again.
 	loaded bool
+	// openBatch is the JetStream atomic batch whose entries are applied
+	// but whose commit marker has not been read yet: nothing is published
+	// until it has, so no snapshot holds part of an apply. It outlives a
+	// session that breaks in the middle of a batch.
+	openBatch string
 	// byTarget indexes tls-outbound bindings by the Service they target
 	// (bucket keys), so a change costs the same with 10 or 10,000 Services.
 	byTarget map[string]map[string]bool
@@ -327,13 +333,19 @@ func (w *Watcher) WaitRevision(ctx context.Context, rev uint64) error {
 	}
 }
 
-// Run watches kv until ctx ends, restarting the watch when it breaks (the
-// node keeps serving its last snapshot meanwhile). Upstreams it replaces
-// are drained in the background, each for at most Options.DrainTimeout;
-// Run does not wait for them: call [Watcher.Drain] once Run has returned.
-// Call Run once.
-func (w *Watcher) Run(ctx context.Context, kv jetstream.KeyValue) error {
-	w.kv = kv
+// Run watches kv, through js, until ctx ends, restarting the watch when it
+// breaks (the node keeps serving its last snapshot meanwhile). Upstreams it
+// replaces are drained in the background, each for at most
+// Options.DrainTimeout; Run does not wait for them: call [Watcher.Drain]
+// once Run has returned. Call Run once.
+//
+// The watch reads the bucket's stream with the ordered consumer
+// kv.WatchAll would create (the same NATS permissions), keeping the
+// messages' headers: the entries of one JetStream atomic batch (one apply
+// of several resources) are published as one snapshot, once the batch's
+// commit marker is read.
+func (w *Watcher) Run(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) error {
+	w.js, w.kv = js, kv
 	for {
 		err := w.session(ctx)
 		if ctx.Err() != nil {
@@ -407,14 +419,16 @@ func (w *Watcher) drain(u *upstream.Upstream) {
 // ends only when that fails, e.g. the bucket was recreated.)
 func (w *Watcher) session(ctx context.Context) error {
 	w.stats.sessions.Add(1)
-	var opts []jetstream.WatchOpt
 	resume := w.loaded && w.revision > 0
+	var from uint64
 	if resume {
-		opts = append(opts, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(w.revision+1))
+		from = w.revision + 1
+	} else {
+		w.openBatch = "" // what a batch left open is read again
 	}
-	kw, err := w.kv.WatchAll(ctx, opts...)
+	kw, err := watchBucket(ctx, w.js, w.kv, from)
 	if err != nil {
-		return fmt.Errorf("config: watching bucket %q: %w", w.kv.Bucket(), err)
+		return err
 	}
 	defer kw.Stop()
 	if resume {
@@ -438,8 +452,8 @@ func (w *Watcher) session(ctx context.Context) error {
 					return nil, false, errResume
 				case <-w.secretKick:
 					// Before the initial marker, the marks wait for its
-					// publish.
-					if w.markSecretUsers() && !initial {
+					// publish; inside a batch, for the batch's.
+					if w.markSecretUsers() && !initial && w.openBatch == "" {
 						w.publish(true)
 					}
 				case e, ok = <-updates:
@@ -480,35 +494,72 @@ func (w *Watcher) session(ctx context.Context) error {
 					}
 				}
 				seen = nil
-				w.publish(true)
 				w.loaded = true
+				if w.openBatch != "" {
+					// The newest value read belongs to a batch still
+					// being stored: the first publish waits for the rest.
+					w.log.Info("configuration read in the middle of an apply; waiting for the rest of it", "batch", w.openBatch, "revision", w.revision)
+					continue
+				}
+				w.publish(true)
 			}
 			continue
 		}
 		if initial {
 			seen[e.Key()] = true
 			w.apply(e)
+			// Only the newest value read tells whether a batch is
+			// still being stored: an older one without its commit marker
+			// lost that key to a later write.
+			w.openBatch = ""
+			if id, commit := batchOf(e); id != "" && !commit {
+				w.openBatch = id
+			}
 			continue
 		}
 		b := w.startBatch(ctx, e)
-		w.apply(e)
-		w.noteCreated(e)
+		w.take(e)
 		b.add(ctx, e)
-		// Apply what else is already queued before rebuilding once.
+		// Apply what else is already queued, and the rest of an atomic
+		// batch, waiting for it, before rebuilding once.
 		for {
-			e, ok, err := next(false)
+			e, ok, err := next(w.openBatch != "")
 			if err != nil {
-				b.end(w.publish(true))
+				if w.openBatch == "" {
+					b.end(w.publish(true))
+				} else {
+					b.end(nil) // the next session finishes the batch
+				}
 				return err
 			}
 			if !ok || e == nil {
 				break
 			}
-			w.apply(e)
-			w.noteCreated(e)
+			w.take(e)
 			b.add(ctx, e)
 		}
 		b.end(w.publish(true))
+	}
+}
+
+// take applies a change read after the initial values and follows the
+// atomic batch it belongs to.
+func (w *Watcher) take(e jetstream.KeyValueEntry) {
+	w.apply(e)
+	w.noteCreated(e)
+	id, commit := batchOf(e)
+	if w.openBatch != "" && id != w.openBatch {
+		// The server stores a batch whole or not at all and in one run of
+		// revisions; a batch left without its commit marker is a stored
+		// prefix of one that failed. What is stored is served.
+		w.log.Warn("an atomic batch ended without its commit marker; serving what it stored", "batch", w.openBatch, "revision", e.Revision())
+		w.openBatch = ""
+	}
+	switch {
+	case id != "" && !commit:
+		w.openBatch = id
+	case id != "" && commit:
+		w.openBatch = ""
 	}
 }
 

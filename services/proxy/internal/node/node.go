@@ -278,7 +278,12 @@ func (n *Node) run(ctx context.Context) {
 		if err != nil {
 			return // ctx ended
 		}
-		if err := n.watcher.Run(ctx, kv); err != nil {
+		js, err := jetstream.New(n.nc)
+		if err != nil {
+			errc <- fmt.Errorf("node: watching the configuration: %w", err)
+			return
+		}
+		if err := n.watcher.Run(ctx, js, kv); err != nil {
 			errc <- err
 		}
 	}()
