@@ -89,8 +89,14 @@ type Decoder func(*policyv1.Resource) (model.Object, error)
 type Options struct {
 	// Upstream options for every Upstream built.
 	Upstream upstream.Options
-	// Decode defaults to model.Decode.
+	// Decode defaults to model.Decode. Tests set it to make a stored
+	// value fail (or panic) in ways no real value does.
 	Decode Decoder
+	// Panicked, if set, is called with the stage ("decode", "upstream",
+	// "router", "listener", ...) of every panic the watcher recovers while
+	// handling a stored value; the node counts them in a metric. Called
+	// from Run's goroutine only.
+	Panicked func(stage string)
 	// DrainTimeout bounds how long a replaced Upstream waits for its
 	// requests before its idle connections close anyway. Default 5m.
 	DrainTimeout time.Duration
@@ -177,6 +183,10 @@ type Watcher struct {
 	resolved    map[string]resolvedListener
 	secretErrs  []*SkippedError
 	inboundErrs []*SkippedError
+	// routePanics are the routes left out of the table because building
+	// them panicked; listenerPanics, the Listeners kept as they were
+	// because resolving them panicked.
+	routePanics, listenerPanics []*SkippedError
 	// dirty is what changed since the last publish. It outlives a watch
 	// session: a session that breaks before publishing leaves its changes
 	// for the next one.
@@ -209,7 +219,7 @@ type Watcher struct {
 
 // stats count work done, for [Watcher.Stats].
 type stats struct {
-	sessions, entries, upstreamBuilds, routerBuilds, publishes atomic.Uint64
+	sessions, entries, upstreamBuilds, routerBuilds, publishes, panics atomic.Uint64
 }
 
 // Stats counts the work a [Watcher] has done since it was created.
@@ -224,6 +234,9 @@ type Stats struct {
 	RouterBuilds uint64 `json:"routerBuilds"`
 	// Publishes is the number of snapshots published.
 	Publishes uint64 `json:"publishes"`
+	// Panics is the number of panics recovered while decoding or building
+	// a stored value (each value is then refused).
+	Panics uint64 `json:"panics"`
 }
 
 // Stats returns the counters; safe for concurrent use.
@@ -231,7 +244,7 @@ func (w *Watcher) Stats() Stats {
 	return Stats{
 		Sessions: w.stats.sessions.Load(), Entries: w.stats.entries.Load(),
 		UpstreamBuilds: w.stats.upstreamBuilds.Load(), RouterBuilds: w.stats.routerBuilds.Load(),
-		Publishes: w.stats.publishes.Load(),
+		Publishes: w.stats.publishes.Load(), Panics: w.stats.panics.Load(),
 	}
 }
 
@@ -610,28 +623,10 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 		w.remove(key)
 		return
 	}
-	log := w.log.With("key", key, "revision", rev)
-	skip := func(msg string, err error) {
-		log.Error(msg, "error", err)
+	obj, msg, err := w.decode(key, e.Value(), rev)
+	if err != nil {
+		w.log.Error(msg, "key", key, "revision", rev, "error", err)
 		w.skipped[key] = &SkippedError{Key: key, Revision: rev, Err: err, Time: time.Now()}
-	}
-	ref, err := configkv.ParseKey(key)
-	if err != nil {
-		skip("ignoring a key that is not a resource", err)
-		return
-	}
-	res, err := configkv.Decode(e.Value(), rev)
-	if err != nil {
-		skip("ignoring an unreadable value; keeping the last good one", err)
-		return
-	}
-	obj, err := w.opts.Decode(res)
-	if err != nil {
-		skip("ignoring an invalid resource; keeping the last good one", err)
-		return
-	}
-	if got := obj.Ref(); got != ref {
-		skip("ignoring a resource stored under another resource's key", fmt.Errorf("config: key %q holds %s", key, got))
 		return
 	}
 	delete(w.skipped, key)
@@ -644,6 +639,39 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 	w.index(key, obj, true)
 	w.indexBinding(key, obj)
 	w.dirty.touch(obj)
+}
+
+// decode turns the value of key into its model, recovering a panic in any
+// step as an error wrapping [ErrPanic]; msg says what is done with a value
+// refused.
+func (w *Watcher) decode(key string, value []byte, rev uint64) (obj model.Object, msg string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			obj, msg, err = model.Object{}, "ignoring a value whose decoding panicked; keeping the last good one", w.recovered("decode", key, rev, r)
+		}
+	}()
+	return decodeValue(key, value, rev, w.opts.Decode)
+}
+
+// decodeValue is the decoding of a stored value, in the steps a refusal
+// names.
+func decodeValue(key string, value []byte, rev uint64, decode Decoder) (model.Object, string, error) {
+	ref, err := configkv.ParseKey(key)
+	if err != nil {
+		return model.Object{}, "ignoring a key that is not a resource", err
+	}
+	res, err := configkv.Decode(value, rev)
+	if err != nil {
+		return model.Object{}, "ignoring an unreadable value; keeping the last good one", err
+	}
+	obj, err := decode(res)
+	if err != nil {
+		return model.Object{}, "ignoring an invalid resource; keeping the last good one", err
+	}
+	if got := obj.Ref(); got != ref {
+		return model.Object{}, "ignoring a resource stored under another resource's key", fmt.Errorf("config: key %q holds %s", key, got)
+	}
+	return obj, "", nil
 }
 
 func (w *Watcher) remove(key string) {
@@ -711,7 +739,11 @@ func (w *Watcher) publish(ready bool) (built []string) {
 			}
 			tlsCtx, cause := w.outboundFor(name)
 			if tlsCtx != nil && tlsCtx.References() {
-				resolved, err := w.resolveOutbound(tlsCtx)
+				var resolved *model.OutboundTLS
+				err := w.guard("references", cause.key, cause.rev, func() (err error) {
+					resolved, err = w.resolveOutbound(tlsCtx)
+					return err
+				})
 				if err != nil {
 					w.buildErrs[name] = []*SkippedError{{Key: cause.key, Revision: cause.rev, Err: err}}
 					w.log.Error("cannot resolve the binding's references; keeping the previous upstream", "upstream", name, "binding", cause.key, "error", err)
@@ -725,7 +757,11 @@ func (w *Watcher) publish(ready bool) (built []string) {
 				continue                  // same endpoints and TLS context: keep the pool
 			}
 			w.stats.upstreamBuilds.Add(1)
-			u, err := upstream.New(in.svc, in.tls, w.opts.Upstream)
+			var u *upstream.Upstream
+			err := w.guard("upstream", configkv.Key(model.Ref{Kind: model.KindService, Name: name}), svc.rev, func() (err error) {
+				u, err = upstream.New(in.svc, in.tls, w.opts.Upstream)
+				return err
+			})
 			if err != nil {
 				// Refused: the binding value the Upstream still served
 				// was not built from, and the Service's.
@@ -769,20 +805,47 @@ func (w *Watcher) publish(ready bool) (built []string) {
 			}
 		}
 		w.stats.routerBuilds.Add(1)
-		table, errs := router.Build(routes)
-		for _, err := range errs {
-			w.log.Error("route left out of the routing table", "error", err, "revision", w.revision)
+		if table, errs, ok := w.buildRouter(routes); ok {
+			for _, err := range errs {
+				w.log.Error("route left out of the routing table", "error", err, "revision", w.revision)
+			}
+			next.Router, next.RouteErrors = table, errs
 		}
-		next.Router, next.RouteErrors = table, errs
 	}
 	if d.listeners {
-		next.Listeners = w.resolveListeners(w.listeners())
+		var listeners []*model.Listener
+		err := w.guard("listener", "", w.revision, func() error {
+			listeners = w.resolveListeners(w.listeners())
+			return nil
+		})
+		if err != nil {
+			// Not attributable to one key: every Listener keeps what it
+			// served, and is reported.
+			w.listenerPanics = w.listenerPanics[:0]
+			for _, l := range prev.Listeners {
+				key := configkv.Key(model.Ref{Kind: model.KindListener, Name: l.Name})
+				w.listenerPanics = append(w.listenerPanics, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err, Time: time.Now()})
+			}
+		} else {
+			w.listenerPanics = nil
+			next.Listeners = listeners
+		}
 	}
 	if w.opts.Listeners != nil {
 		// Every publish, not only when a Listener changed: one refused
 		// because its address was taken is tried again.
 		w.listenerErrs = w.listenerErrs[:0]
-		for name, err := range w.opts.Listeners(next.Listeners) {
+		var refused map[string]error
+		if err := w.guard("inbound", "", w.revision, func() error {
+			refused = w.opts.Listeners(next.Listeners)
+			return nil
+		}); err != nil {
+			refused = make(map[string]error, len(next.Listeners))
+			for _, l := range next.Listeners {
+				refused[l.Name] = err
+			}
+		}
+		for name, err := range refused {
 			key := configkv.Key(model.Ref{Kind: model.KindListener, Name: name})
 			w.listenerErrs = append(w.listenerErrs, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err, Time: time.Now()})
 		}
@@ -794,6 +857,8 @@ func (w *Watcher) publish(ready bool) (built []string) {
 	next.Skipped = append(next.Skipped, w.listenerErrs...)
 	next.Skipped = append(next.Skipped, w.secretErrs...)
 	next.Skipped = append(next.Skipped, w.inboundErrs...)
+	next.Skipped = append(next.Skipped, w.routePanics...)
+	next.Skipped = append(next.Skipped, w.listenerPanics...)
 	slices.SortFunc(next.Skipped, func(a, b *SkippedError) int {
 		return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Revision, b.Revision))
 	})

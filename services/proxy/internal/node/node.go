@@ -190,6 +190,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.watcher = config.New(config.Options{
 		Upstream: uopts, Decode: cfg.Decode, Logger: log, RetryInterval: cfg.RetryInterval,
 		ApplyLatency: n.metrics.ObserveApplyLatency,
+		Panicked:     n.metrics.ObserveConfigPanic,
 		Tracing:      cfg.Tracing,
 		Headers:      n.headers,
 		// Set below, before Run calls it.
@@ -199,6 +200,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.watcher.UseSecrets(cfg.Secrets)
 		cfg.Secrets.OnChange(n.watcher.SecretsChanged)
 		cfg.Secrets.Trace(cfg.Tracing)
+		cfg.Secrets.OnPanic(n.metrics.ObserveSecretsPanic)
 	}
 	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
