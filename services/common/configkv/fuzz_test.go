@@ -1,4 +1,4 @@
-package config
+package configkv_test
 
 import (
 	"testing"
@@ -11,16 +11,24 @@ import (
 	"keyway.dev/common/model"
 )
 
-// FuzzDecodeStoredValue feeds the node's decoding of a stored value (the
-// record, then the resource's validation) arbitrary bytes under each kind's
-// key: it returns a model or an error, and never panics.
+// FuzzDecodeStoredValue feeds the decoding a proxy node does of a stored
+// value (the key, the record, then the resource's validation, as
+// keyway.dev/proxy/internal/config does) arbitrary bytes under any key: it
+// returns a model or an error, and never panics.
 func FuzzDecodeStoredValue(f *testing.F) {
 	cfg, err := structpb.NewStruct(map[string]any{"skipValidation": true, "sni": "orders.internal"})
 	if err != nil {
 		f.Fatal(err)
 	}
 	seeds := []*policyv1.Resource{
-		service("orders"), route("orders", "orders"),
+		{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{
+			ApiVersion: model.APIVersion, Kind: model.KindService, Metadata: &policyv1.ObjectMeta{Name: "orders"},
+			Spec: &policyv1.ServiceSpec{Endpoints: []string{"127.0.0.1:1"}, Protocol: "http1"},
+		}}},
+		{Kind: &policyv1.Resource_Route{Route: &policyv1.Route{
+			ApiVersion: model.APIVersion, Kind: model.KindRoute, Metadata: &policyv1.ObjectMeta{Name: "orders"},
+			Spec: &policyv1.RouteSpec{Path: "/orders/", Service: "orders"},
+		}}},
 		{Kind: &policyv1.Resource_PolicyBinding{PolicyBinding: &policyv1.PolicyBinding{
 			ApiVersion: model.APIVersion, Kind: model.KindPolicyBinding, Metadata: &policyv1.ObjectMeta{Name: "orders"},
 			Spec: &policyv1.PolicyBindingSpec{
@@ -42,6 +50,19 @@ func FuzzDecodeStoredValue(f *testing.F) {
 	}
 	f.Add("service.x", []byte{})
 	f.Fuzz(func(t *testing.T, key string, value []byte) {
-		_, _, _ = decodeValue(key, value, 1, model.Decode)
+		ref, err := configkv.ParseKey(key)
+		if err != nil {
+			return
+		}
+		res, err := configkv.Decode(value, 1)
+		if err != nil {
+			return
+		}
+		obj, err := model.Decode(res)
+		if err != nil {
+			return
+		}
+		_ = obj.Ref() == ref
+		_ = configkv.RefOf(res)
 	})
 }
