@@ -195,7 +195,11 @@ func TestBatchRefusedByExpectedRevisionStoresNothing(t *testing.T) {
 	if _, err := st.Write(ctx, []*policyv1.Resource{moved}, false); err != nil {
 		t.Fatal(err)
 	}
-	before := st.Revision()
+	info, err := st.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := info.State.LastSeq
 
 	res := apply3(t, "orders")
 	outs := make([]Outcome, len(res))
@@ -223,7 +227,7 @@ func TestBatchRefusedByExpectedRevisionStoresNothing(t *testing.T) {
 	if msgs[1] == nil || string(msgs[1].Data) == string(ws[1].value) {
 		t.Error("the route holds the refused batch's value")
 	}
-	info, err := st.stream.Info(ctx)
+	info, err = st.stream.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
