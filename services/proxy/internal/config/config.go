@@ -12,7 +12,13 @@
 // A stored value the node cannot use (it does not decode, its Upstream
 // cannot be built, or its Listener cannot be served) is refused: the key keeps its last good model, the
 // node's revision still advances past it, and the refusal is listed in
-// [Snapshot.Skipped] until the key gets a good value or is deleted.
+// [Snapshot.Skipped] until the key gets a good value or is deleted. A panic
+// while decoding or building a value refuses it the same way ([ErrPanic]):
+// one stored value cannot crash the node.
+//
+// The entries of one JetStream atomic batch (an apply of several
+// resources) are published as one snapshot: no snapshot holds part of an
+// apply.
 package config
 
 import (
