@@ -132,6 +132,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*St
 	if err != nil {
 		return nil, fmt.Errorf("store: opening the stream of bucket %q: %w", cfg.Bucket, err)
 	}
+	if err := allowAtomicPublish(ctx, js, stream); err != nil {
+		return nil, err
+	}
 	s := &Store{
 		js: js, kv: kv, stream: stream,
 		prefix:  "$KV." + cfg.Bucket + ".",
@@ -411,10 +414,13 @@ type Outcome struct {
 
 // Write stores resources, all or nothing. Each resource's metadata.revision,
 // when non-zero, must equal its stored revision. Resources whose content is
-// already stored are not rewritten. If a write fails part-way (another writer
-// got in between the checks and the writes), the writes already made are
-// rolled back to what was there before and ErrConflict is returned. With
-// dryRun the checks run and nothing is written.
+// already stored are not rewritten. The changed resources are written as one
+// JetStream atomic batch: the server stores every message of it or none, and
+// each message carries the revision its key was checked at
+// (Nats-Expected-Last-Subject-Sequence), so a writer that got in between the
+// checks and the batch makes the whole batch fail with ErrConflict and
+// nothing is stored. Proxy nodes apply the messages of one batch as one
+// change. With dryRun the checks run and nothing is written.
 func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRun bool) (outs []Outcome, err error) {
 	if err := s.connected("applying"); err != nil {
 		return nil, err
@@ -452,6 +458,7 @@ func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRu
 	}
 	values := make([][]byte, len(resources))
 	var changes []Change
+	var writes []write
 	for i, r := range resources {
 		if !outs[i].Changed {
 			continue
@@ -460,64 +467,22 @@ func (s *Store) Write(ctx context.Context, resources []*policyv1.Resource, dryRu
 			return nil, err
 		}
 		changes = append(changes, Change{Ref: outs[i].Ref, Digest: Digest(values[i])})
+		writes = append(writes, write{out: &outs[i], value: values[i], lastRevision: prev[i].revision, res: r})
 	}
+	if len(writes) == 0 {
+		return outs, nil
+	}
+	// The audit record of the attempt is acknowledged before anything is
+	// written (journal.go); the outcome follows the batch.
 	if err := s.before(ctx, changes); err != nil {
 		return nil, err
 	}
-	made := outs
-	defer func() { s.after(ctx, changes, made, err) }()
-	for i, r := range resources {
-		if !outs[i].Changed {
-			continue
-		}
-		value := values[i]
-		rev, err := s.publish(ctx, outs[i].Ref, value, prev[i].revision, false)
-		if err != nil {
-			// A publish that failed for another reason than a conflict
-			// (an ack lost to a timeout) may still have been stored:
-			// look, and roll it back too if it was.
-			n := i
-			if !errors.Is(err, ErrConflict) {
-				if cur, cerr := s.current(context.WithoutCancel(ctx), outs[i].Ref); cerr == nil && cur.revision != prev[i].revision && cur.res != nil && configkv.SameContent(cur.res, r) {
-					outs[i].Revision, n = cur.revision, i+1
-				}
-			}
-			if rerr := s.rollback(outs[:n], prev[:n]); rerr != nil {
-				return nil, fmt.Errorf("store: apply failed part-way (%w) and could not be rolled back, so some resources are stored and others not: %w; get them and re-apply", err, rerr)
-			}
-			return nil, err
-		}
-		outs[i].Revision = rev
+	err = s.publishBatch(ctx, writes)
+	s.after(ctx, changes, outs, err)
+	if err != nil {
+		return nil, err
 	}
 	return outs, nil
-}
-
-// rollback undoes writes made by a Write that could not finish, newest
-// first, and says which it could not undo.
-func (s *Store) rollback(outs []Outcome, prev []entry) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var failed []error
-	for i := len(outs) - 1; i >= 0; i-- {
-		o := outs[i]
-		if !o.Changed {
-			continue
-		}
-		var err error
-		if prev[i].res == nil {
-			_, err = s.publish(ctx, o.Ref, nil, o.Revision, true)
-		} else {
-			var value []byte
-			if value, err = configkv.Encode(prev[i].res, time.Now()); err == nil {
-				_, err = s.publish(ctx, o.Ref, value, o.Revision, false)
-			}
-		}
-		if err != nil {
-			s.log.Error("rolling back a partial apply", "resource", o.Ref.String(), "revision", o.Revision, "error", err)
-			failed = append(failed, fmt.Errorf("%s stays at revision %d: %w", o.Ref, o.Revision, err))
-		}
-	}
-	return errors.Join(failed...)
 }
 
 // Delete places a delete marker on a resource. expected, when non-zero, must

@@ -25,7 +25,7 @@ func BenchmarkBootstrap(b *testing.B) {
 		w := New(Options{})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- w.Run(ctx, kv) }()
+		go func() { done <- w.Run(ctx, kvJS(kv), kv) }()
 		select {
 		case <-w.Ready():
 		case <-time.After(5 * time.Minute):
@@ -90,7 +90,7 @@ func oneChange(b *testing.B, n int, key string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx, kv) }()
+	go func() { done <- w.Run(ctx, kvJS(kv), kv) }()
 	<-w.Ready()
 	e, err := kv.Get(ctx, key)
 	if err != nil {

@@ -12,7 +12,13 @@
 // A stored value the node cannot use (it does not decode, its Upstream
 // cannot be built, or its Listener cannot be served) is refused: the key keeps its last good model, the
 // node's revision still advances past it, and the refusal is listed in
-// [Snapshot.Skipped] until the key gets a good value or is deleted.
+// [Snapshot.Skipped] until the key gets a good value or is deleted. A panic
+// while decoding or building a value refuses it the same way ([ErrPanic]):
+// one stored value cannot crash the node.
+//
+// The entries of one JetStream atomic batch (an apply of several
+// resources) are published as one snapshot: no snapshot holds part of an
+// apply.
 package config
 
 import (
@@ -89,8 +95,14 @@ type Decoder func(*policyv1.Resource) (model.Object, error)
 type Options struct {
 	// Upstream options for every Upstream built.
 	Upstream upstream.Options
-	// Decode defaults to model.Decode.
+	// Decode defaults to model.Decode. Tests set it to make a stored
+	// value fail (or panic) in ways no real value does.
 	Decode Decoder
+	// Panicked, if set, is called with the stage ("decode", "upstream",
+	// "router", "listener", ...) of every panic the watcher recovers while
+	// handling a stored value; the node counts them in a metric. Called
+	// from Run's goroutine only.
+	Panicked func(stage string)
 	// DrainTimeout bounds how long a replaced Upstream waits for its
 	// requests before its idle connections close anyway. Default 5m.
 	DrainTimeout time.Duration
@@ -140,6 +152,7 @@ var errNoSecrets = errors.New("config: the value references the secrets service,
 // safe for concurrent use; Run is called once, then Drain.
 type Watcher struct {
 	kv   jetstream.KeyValue // set by Run
+	js   jetstream.JetStream
 	opts Options
 	log  *slog.Logger
 
@@ -176,6 +189,10 @@ type Watcher struct {
 	resolved    map[string]resolvedListener
 	secretErrs  []*SkippedError
 	inboundErrs []*SkippedError
+	// routePanics are the routes left out of the table because building
+	// them panicked; listenerPanics, the Listeners kept as they were
+	// because resolving them panicked.
+	routePanics, listenerPanics []*SkippedError
 	// dirty is what changed since the last publish. It outlives a watch
 	// session: a session that breaks before publishing leaves its changes
 	// for the next one.
@@ -186,6 +203,11 @@ type Watcher struct {
 	// loaded is set once a session has read the bucket's contents: later
 	// sessions resume after w.revision instead of reading everything again.
 	loaded bool
+	// openBatch is the JetStream atomic batch whose entries are applied
+	// but whose commit marker has not been read yet: nothing is published
+	// until it has, so no snapshot holds part of an apply. It outlives a
+	// session that breaks in the middle of a batch.
+	openBatch string
 	// byTarget indexes tls-outbound bindings by the Service they target
 	// (bucket keys), so a change costs the same with 10 or 10,000 Services.
 	byTarget map[string]map[string]bool
@@ -203,7 +225,7 @@ type Watcher struct {
 
 // stats count work done, for [Watcher.Stats].
 type stats struct {
-	sessions, entries, upstreamBuilds, routerBuilds, publishes atomic.Uint64
+	sessions, entries, upstreamBuilds, routerBuilds, publishes, panics atomic.Uint64
 }
 
 // Stats counts the work a [Watcher] has done since it was created.
@@ -218,6 +240,9 @@ type Stats struct {
 	RouterBuilds uint64 `json:"routerBuilds"`
 	// Publishes is the number of snapshots published.
 	Publishes uint64 `json:"publishes"`
+	// Panics is the number of panics recovered while decoding or building
+	// a stored value (each value is then refused).
+	Panics uint64 `json:"panics"`
 }
 
 // Stats returns the counters; safe for concurrent use.
@@ -225,7 +250,7 @@ func (w *Watcher) Stats() Stats {
 	return Stats{
 		Sessions: w.stats.sessions.Load(), Entries: w.stats.entries.Load(),
 		UpstreamBuilds: w.stats.upstreamBuilds.Load(), RouterBuilds: w.stats.routerBuilds.Load(),
-		Publishes: w.stats.publishes.Load(),
+		Publishes: w.stats.publishes.Load(), Panics: w.stats.panics.Load(),
 	}
 }
 
@@ -327,13 +352,19 @@ func (w *Watcher) WaitRevision(ctx context.Context, rev uint64) error {
 	}
 }
 
-// Run watches kv until ctx ends, restarting the watch when it breaks (the
-// node keeps serving its last snapshot meanwhile). Upstreams it replaces
-// are drained in the background, each for at most Options.DrainTimeout;
-// Run does not wait for them: call [Watcher.Drain] once Run has returned.
-// Call Run once.
-func (w *Watcher) Run(ctx context.Context, kv jetstream.KeyValue) error {
-	w.kv = kv
+// Run watches kv, through js, until ctx ends, restarting the watch when it
+// breaks (the node keeps serving its last snapshot meanwhile). Upstreams it
+// replaces are drained in the background, each for at most
+// Options.DrainTimeout; Run does not wait for them: call [Watcher.Drain]
+// once Run has returned. Call Run once.
+//
+// The watch reads the bucket's stream with the ordered consumer
+// kv.WatchAll would create (the same NATS permissions), keeping the
+// messages' headers: the entries of one JetStream atomic batch (one apply
+// of several resources) are published as one snapshot, once the batch's
+// commit marker is read.
+func (w *Watcher) Run(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) error {
+	w.js, w.kv = js, kv
 	for {
 		err := w.session(ctx)
 		if ctx.Err() != nil {
@@ -407,14 +438,16 @@ func (w *Watcher) drain(u *upstream.Upstream) {
 // ends only when that fails, e.g. the bucket was recreated.)
 func (w *Watcher) session(ctx context.Context) error {
 	w.stats.sessions.Add(1)
-	var opts []jetstream.WatchOpt
 	resume := w.loaded && w.revision > 0
+	var from uint64
 	if resume {
-		opts = append(opts, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(w.revision+1))
+		from = w.revision + 1
+	} else {
+		w.openBatch = "" // what a batch left open is read again
 	}
-	kw, err := w.kv.WatchAll(ctx, opts...)
+	kw, err := watchBucket(ctx, w.js, w.kv, from)
 	if err != nil {
-		return fmt.Errorf("config: watching bucket %q: %w", w.kv.Bucket(), err)
+		return err
 	}
 	defer kw.Stop()
 	if resume {
@@ -438,8 +471,8 @@ func (w *Watcher) session(ctx context.Context) error {
 					return nil, false, errResume
 				case <-w.secretKick:
 					// Before the initial marker, the marks wait for its
-					// publish.
-					if w.markSecretUsers() && !initial {
+					// publish; inside a batch, for the batch's.
+					if w.markSecretUsers() && !initial && w.openBatch == "" {
 						w.publish(true)
 					}
 				case e, ok = <-updates:
@@ -480,35 +513,72 @@ func (w *Watcher) session(ctx context.Context) error {
 					}
 				}
 				seen = nil
-				w.publish(true)
 				w.loaded = true
+				if w.openBatch != "" {
+					// The newest value read belongs to a batch still
+					// being stored: the first publish waits for the rest.
+					w.log.Info("configuration read in the middle of an apply; waiting for the rest of it", "batch", w.openBatch, "revision", w.revision)
+					continue
+				}
+				w.publish(true)
 			}
 			continue
 		}
 		if initial {
 			seen[e.Key()] = true
 			w.apply(e)
+			// Only the newest value read tells whether a batch is
+			// still being stored: an older one without its commit marker
+			// lost that key to a later write.
+			w.openBatch = ""
+			if id, commit := batchOf(e); id != "" && !commit {
+				w.openBatch = id
+			}
 			continue
 		}
 		b := w.startBatch(ctx, e)
-		w.apply(e)
-		w.noteCreated(e)
+		w.take(e)
 		b.add(ctx, e)
-		// Apply what else is already queued before rebuilding once.
+		// Apply what else is already queued, and the rest of an atomic
+		// batch, waiting for it, before rebuilding once.
 		for {
-			e, ok, err := next(false)
+			e, ok, err := next(w.openBatch != "")
 			if err != nil {
-				b.end(w.publish(true))
+				if w.openBatch == "" {
+					b.end(w.publish(true))
+				} else {
+					b.end(nil) // the next session finishes the batch
+				}
 				return err
 			}
 			if !ok || e == nil {
 				break
 			}
-			w.apply(e)
-			w.noteCreated(e)
+			w.take(e)
 			b.add(ctx, e)
 		}
 		b.end(w.publish(true))
+	}
+}
+
+// take applies a change read after the initial values and follows the
+// atomic batch it belongs to.
+func (w *Watcher) take(e jetstream.KeyValueEntry) {
+	w.apply(e)
+	w.noteCreated(e)
+	id, commit := batchOf(e)
+	if w.openBatch != "" && id != w.openBatch {
+		// The server stores a batch whole or not at all and in one run of
+		// revisions; a batch left without its commit marker is a stored
+		// prefix of one that failed. What is stored is served.
+		w.log.Warn("an atomic batch ended without its commit marker; serving what it stored", "batch", w.openBatch, "revision", e.Revision())
+		w.openBatch = ""
+	}
+	switch {
+	case id != "" && !commit:
+		w.openBatch = id
+	case id != "" && commit:
+		w.openBatch = ""
 	}
 }
 
@@ -559,28 +629,10 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 		w.remove(key)
 		return
 	}
-	log := w.log.With("key", key, "revision", rev)
-	skip := func(msg string, err error) {
-		log.Error(msg, "error", err)
+	obj, msg, err := w.decode(key, e.Value(), rev)
+	if err != nil {
+		w.log.Error(msg, "key", key, "revision", rev, "error", err)
 		w.skipped[key] = &SkippedError{Key: key, Revision: rev, Err: err, Time: time.Now()}
-	}
-	ref, err := configkv.ParseKey(key)
-	if err != nil {
-		skip("ignoring a key that is not a resource", err)
-		return
-	}
-	res, err := configkv.Decode(e.Value(), rev)
-	if err != nil {
-		skip("ignoring an unreadable value; keeping the last good one", err)
-		return
-	}
-	obj, err := w.opts.Decode(res)
-	if err != nil {
-		skip("ignoring an invalid resource; keeping the last good one", err)
-		return
-	}
-	if got := obj.Ref(); got != ref {
-		skip("ignoring a resource stored under another resource's key", fmt.Errorf("config: key %q holds %s", key, got))
 		return
 	}
 	delete(w.skipped, key)
@@ -593,6 +645,39 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 	w.index(key, obj, true)
 	w.indexBinding(key, obj)
 	w.dirty.touch(obj)
+}
+
+// decode turns the value of key into its model, recovering a panic in any
+// step as an error wrapping [ErrPanic]; msg says what is done with a value
+// refused.
+func (w *Watcher) decode(key string, value []byte, rev uint64) (obj model.Object, msg string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			obj, msg, err = model.Object{}, "ignoring a value whose decoding panicked; keeping the last good one", w.recovered("decode", key, rev, r)
+		}
+	}()
+	return decodeValue(key, value, rev, w.opts.Decode)
+}
+
+// decodeValue is the decoding of a stored value, in the steps a refusal
+// names.
+func decodeValue(key string, value []byte, rev uint64, decode Decoder) (model.Object, string, error) {
+	ref, err := configkv.ParseKey(key)
+	if err != nil {
+		return model.Object{}, "ignoring a key that is not a resource", err
+	}
+	res, err := configkv.Decode(value, rev)
+	if err != nil {
+		return model.Object{}, "ignoring an unreadable value; keeping the last good one", err
+	}
+	obj, err := decode(res)
+	if err != nil {
+		return model.Object{}, "ignoring an invalid resource; keeping the last good one", err
+	}
+	if got := obj.Ref(); got != ref {
+		return model.Object{}, "ignoring a resource stored under another resource's key", fmt.Errorf("config: key %q holds %s", key, got)
+	}
+	return obj, "", nil
 }
 
 func (w *Watcher) remove(key string) {
@@ -660,7 +745,11 @@ func (w *Watcher) publish(ready bool) (built []string) {
 			}
 			tlsCtx, cause := w.outboundFor(name)
 			if tlsCtx != nil && tlsCtx.References() {
-				resolved, err := w.resolveOutbound(tlsCtx)
+				var resolved *model.OutboundTLS
+				err := w.guard("references", cause.key, cause.rev, func() (err error) {
+					resolved, err = w.resolveOutbound(tlsCtx)
+					return err
+				})
 				if err != nil {
 					w.buildErrs[name] = []*SkippedError{{Key: cause.key, Revision: cause.rev, Err: err}}
 					w.log.Error("cannot resolve the binding's references; keeping the previous upstream", "upstream", name, "binding", cause.key, "error", err)
@@ -674,7 +763,11 @@ func (w *Watcher) publish(ready bool) (built []string) {
 				continue                  // same endpoints and TLS context: keep the pool
 			}
 			w.stats.upstreamBuilds.Add(1)
-			u, err := upstream.New(in.svc, in.tls, w.opts.Upstream)
+			var u *upstream.Upstream
+			err := w.guard("upstream", configkv.Key(model.Ref{Kind: model.KindService, Name: name}), svc.rev, func() (err error) {
+				u, err = upstream.New(in.svc, in.tls, w.opts.Upstream)
+				return err
+			})
 			if err != nil {
 				// Refused: the binding value the Upstream still served
 				// was not built from, and the Service's.
@@ -718,20 +811,47 @@ func (w *Watcher) publish(ready bool) (built []string) {
 			}
 		}
 		w.stats.routerBuilds.Add(1)
-		table, errs := router.Build(routes)
-		for _, err := range errs {
-			w.log.Error("route left out of the routing table", "error", err, "revision", w.revision)
+		if table, errs, ok := w.buildRouter(routes); ok {
+			for _, err := range errs {
+				w.log.Error("route left out of the routing table", "error", err, "revision", w.revision)
+			}
+			next.Router, next.RouteErrors = table, errs
 		}
-		next.Router, next.RouteErrors = table, errs
 	}
 	if d.listeners {
-		next.Listeners = w.resolveListeners(w.listeners())
+		var listeners []*model.Listener
+		err := w.guard("listener", "", w.revision, func() error {
+			listeners = w.resolveListeners(w.listeners())
+			return nil
+		})
+		if err != nil {
+			// Not attributable to one key: every Listener keeps what it
+			// served, and is reported.
+			w.listenerPanics = w.listenerPanics[:0]
+			for _, l := range prev.Listeners {
+				key := configkv.Key(model.Ref{Kind: model.KindListener, Name: l.Name})
+				w.listenerPanics = append(w.listenerPanics, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err, Time: time.Now()})
+			}
+		} else {
+			w.listenerPanics = nil
+			next.Listeners = listeners
+		}
 	}
 	if w.opts.Listeners != nil {
 		// Every publish, not only when a Listener changed: one refused
 		// because its address was taken is tried again.
 		w.listenerErrs = w.listenerErrs[:0]
-		for name, err := range w.opts.Listeners(next.Listeners) {
+		var refused map[string]error
+		if err := w.guard("inbound", "", w.revision, func() error {
+			refused = w.opts.Listeners(next.Listeners)
+			return nil
+		}); err != nil {
+			refused = make(map[string]error, len(next.Listeners))
+			for _, l := range next.Listeners {
+				refused[l.Name] = err
+			}
+		}
+		for name, err := range refused {
 			key := configkv.Key(model.Ref{Kind: model.KindListener, Name: name})
 			w.listenerErrs = append(w.listenerErrs, &SkippedError{Key: key, Revision: w.objects[key].rev, Err: err, Time: time.Now()})
 		}
@@ -743,6 +863,8 @@ func (w *Watcher) publish(ready bool) (built []string) {
 	next.Skipped = append(next.Skipped, w.listenerErrs...)
 	next.Skipped = append(next.Skipped, w.secretErrs...)
 	next.Skipped = append(next.Skipped, w.inboundErrs...)
+	next.Skipped = append(next.Skipped, w.routePanics...)
+	next.Skipped = append(next.Skipped, w.listenerPanics...)
 	slices.SortFunc(next.Skipped, func(a, b *SkippedError) int {
 		return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Revision, b.Revision))
 	})

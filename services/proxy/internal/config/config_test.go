@@ -5,6 +5,7 @@ import (
 	"errors"
 	"keyway.dev/proxy/internal/natstest"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,8 +21,18 @@ import (
 // startBucket runs an embedded JetStream server and returns the bucket.
 func startBucket(t testing.TB) jetstream.KeyValue {
 	t.Helper()
-	_, kv := natstest.Bucket(t)
+	_, js, kv := natstest.JetStream(t)
+	jetStreams.Store(kv, js)
 	return kv
+}
+
+// jetStreams are the JetStream contexts of the buckets startBucket opened.
+var jetStreams sync.Map
+
+// kvJS is the JetStream context kv was opened with.
+func kvJS(kv jetstream.KeyValue) jetstream.JetStream {
+	js, _ := jetStreams.Load(kv)
+	return js.(jetstream.JetStream)
 }
 
 // run starts w on kv and stops it (Run, then Drain) when the test ends.
@@ -29,7 +40,7 @@ func run(t *testing.T, w *Watcher, kv jetstream.KeyValue) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx, kv) }()
+	go func() { done <- w.Run(ctx, kvJS(kv), kv) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -207,7 +218,7 @@ func TestUpstreamNamesFollowTheUpstreams(t *testing.T) {
 	w := New(Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx, kv) }()
+	go func() { done <- w.Run(ctx, kvJS(kv), kv) }()
 	t.Cleanup(func() { cancel(); <-done; w.Drain(context.Background()) })
 	check := func(rev uint64, want ...string) {
 		t.Helper()

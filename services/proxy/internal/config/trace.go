@@ -43,6 +43,9 @@ func (w *Watcher) startBatch(ctx context.Context, e jetstream.KeyValueEntry) *ba
 // traceContext is ctx with the remote span context the writer put in e's
 // message headers, if any; the node's own context otherwise.
 func (w *Watcher) traceContext(ctx context.Context, e jetstream.KeyValueEntry) context.Context {
+	if h := headerOf(e); h != nil {
+		return w.opts.Tracing.ExtractNATS(context.WithoutCancel(ctx), h)
+	}
 	if w.opts.Headers == nil {
 		return context.WithoutCancel(ctx)
 	}

@@ -41,6 +41,7 @@ type Metrics struct {
 	requestDur   *prometheus.HistogramVec
 	errors       *prometheus.CounterVec
 	applyLatency prometheus.Histogram
+	panics       *prometheus.CounterVec
 
 	mu        sync.Mutex
 	recorders map[string]*recorder // by upstream name; they outlive rebuilds
@@ -86,10 +87,14 @@ func New(src Source) *Metrics {
 			Help:    "Time from a configuration change's creation in the store to the node serving a snapshot with it.",
 			Buckets: latencyBuckets,
 		}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyway_config_panics_total",
+			Help: "Panics recovered while decoding or building one stored value (the value is then refused, see /status), by source (config, secrets) and stage.",
+		}, []string{"source", "stage"}),
 		recorders: make(map[string]*recorder),
 	}
 	m.reg.MustRegister(
-		m.handshakes, m.handshakeDur, m.inbound, m.requests, m.requestDur, m.errors, m.applyLatency,
+		m.handshakes, m.handshakeDur, m.inbound, m.requests, m.requestDur, m.errors, m.applyLatency, m.panics,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keyway_config_revision",
 			Help: "The store revision of the configuration the node has applied.",
@@ -112,6 +117,18 @@ func (m *Metrics) Handler() http.Handler {
 
 // Registry is the node's registry.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// ObserveConfigPanic counts a panic the configuration watcher recovered
+// (config.Options.Panicked).
+func (m *Metrics) ObserveConfigPanic(stage string) {
+	m.panics.WithLabelValues("config", stage).Inc()
+}
+
+// ObserveSecretsPanic counts a panic the secrets source recovered
+// (secrets.Options.Panicked).
+func (m *Metrics) ObserveSecretsPanic(stage string) {
+	m.panics.WithLabelValues("secrets", stage).Inc()
+}
 
 // ObserveHandshake implements outbound.Observer.
 func (m *Metrics) ObserveHandshake(upstreamName string, reason failure.Reason, elapsed time.Duration) {

@@ -19,6 +19,15 @@ import (
 // and returns its client URL and the configuration bucket.
 func Bucket(tb testing.TB) (string, jetstream.KeyValue) {
 	tb.Helper()
+	url, _, kv := JetStream(tb)
+	return url, kv
+}
+
+// JetStream is [Bucket], with the JetStream context the bucket was opened
+// with. The bucket's stream allows atomic batch publish, as the policy
+// service sets it.
+func JetStream(tb testing.TB) (string, jetstream.JetStream, jetstream.KeyValue) {
+	tb.Helper()
 	ns, err := server.NewServer(&server.Options{JetStream: true, Port: -1, Host: "127.0.0.1", StoreDir: tb.TempDir(), NoLog: true, NoSigs: true})
 	if err != nil {
 		tb.Fatal(err)
@@ -41,5 +50,14 @@ func Bucket(tb testing.TB) (string, jetstream.KeyValue) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return ns.ClientURL(), kv
+	stream, err := js.Stream(context.Background(), "KV_"+configkv.Bucket)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg := stream.CachedInfo().Config
+	cfg.AllowAtomicPublish = true
+	if _, err := js.UpdateStream(context.Background(), cfg); err != nil {
+		tb.Fatal(err)
+	}
+	return ns.ClientURL(), js, kv
 }

@@ -208,6 +208,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n.watcher = config.New(config.Options{
 		Upstream: uopts, Decode: cfg.Decode, Logger: log, RetryInterval: cfg.RetryInterval,
 		ApplyLatency: n.metrics.ObserveApplyLatency,
+		Panicked:     n.metrics.ObserveConfigPanic,
 		Tracing:      cfg.Tracing,
 		Headers:      n.headers,
 		// Set below, before Run calls it.
@@ -217,6 +218,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		n.watcher.UseSecrets(cfg.Secrets)
 		cfg.Secrets.OnChange(n.watcher.SecretsChanged)
 		cfg.Secrets.Trace(cfg.Tracing)
+		cfg.Secrets.OnPanic(n.metrics.ObserveSecretsPanic)
 	}
 	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
@@ -305,7 +307,12 @@ func (n *Node) run(ctx context.Context) {
 		if err != nil {
 			return // ctx ended
 		}
-		if err := n.watcher.Run(ctx, kv); err != nil {
+		js, err := jetstream.New(n.nc)
+		if err != nil {
+			errc <- fmt.Errorf("node: watching the configuration: %w", err)
+			return
+		}
+		if err := n.watcher.Run(ctx, js, kv); err != nil {
 			errc <- err
 		}
 	}()

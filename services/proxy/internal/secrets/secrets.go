@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -25,6 +26,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
+
+	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
@@ -60,6 +63,10 @@ type Options struct {
 	// Tracing, when on, makes each fetch a [telemetry.SpanSecretFetch]
 	// span.
 	Tracing telemetry.Tracing
+	// Panicked, if set, is called with the stage ("decode", "fetch") of
+	// every panic the Source recovers while handling one key; the node
+	// counts them in a metric.
+	Panicked func(stage string)
 }
 
 // Source resolves references. Alias, Truststore and Status are safe for
@@ -144,6 +151,10 @@ func (s *Source) Truststore(ctx context.Context, name string) (*material.Trustst
 // OnChange sets Options.Changed on a Source built without it. Call it
 // before Run.
 func (s *Source) OnChange(f func(keys []string)) { s.opts.Changed = f }
+
+// OnPanic sets Options.Panicked on a Source built without it. Call it
+// before Run.
+func (s *Source) OnPanic(f func(stage string)) { s.opts.Panicked = f }
 
 // Trace sets Options.Tracing. Call it before Run and before the first
 // Alias or Truststore.
@@ -316,7 +327,11 @@ func (s *Source) announce(ctx context.Context, e jetstream.KeyValueEntry) {
 		s.log.Warn("secret deleted in the secrets service; serving the material held", "secret", key)
 		return
 	}
-	v, err := secretsclient.Decode(e.Value())
+	var v *secretsv1.SecretVersion
+	err := s.guard("decode", key, func() (err error) {
+		v, err = secretsclient.Decode(e.Value())
+		return err
+	})
 	if err != nil {
 		s.log.Warn("ignoring an unreadable secret version", "secret", key, "revision", e.Revision(), "error", err)
 		return
@@ -377,11 +392,19 @@ func (s *Source) refresh(ctx context.Context, keys []string) {
 				continue
 			}
 			had := s.currentAlias(key) != nil
-			a, err := s.fetchAlias(ctx, model.SecretRef{Keystore: ks, Alias: al})
+			var a *material.Alias
+			err := s.guard("fetch", key, func() (err error) {
+				a, err = s.fetchAlias(ctx, model.SecretRef{Keystore: ks, Alias: al})
+				return err
+			})
 			got = s.record(key, a, nil, err) || (!had && err == nil)
 		case "truststore":
 			had := s.currentTruststore(key) != nil
-			t, err := s.fetchTruststore(ctx, name)
+			var t *material.Truststore
+			err := s.guard("fetch", key, func() (err error) {
+				t, err = s.fetchTruststore(ctx, name)
+				return err
+			})
 			got = s.record(key, nil, t, err) || (!had && err == nil)
 		}
 		if got {
@@ -451,4 +474,31 @@ func displayRef(key string) string {
 		return model.SecretRef{Keystore: ks, Alias: al}.String()
 	}
 	return model.TruststoreRef(name)
+}
+
+// guard runs f, one step of handling key, turning a panic into an error:
+// the panic is counted and logged (bounded; the stack at debug level), and
+// the key keeps the material held, as after any failed fetch.
+func (s *Source) guard(stage, key string, f func() error) (err error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		if s.opts.Panicked != nil {
+			s.opts.Panicked(stage)
+		}
+		v := fmt.Sprint(r)
+		if len(v) > 200 {
+			v = v[:200] + "…"
+		}
+		stack := debug.Stack()
+		if len(stack) > 8<<10 {
+			stack = stack[:8<<10]
+		}
+		s.log.Error("recovered a panic; keeping the material held", "stage", stage, "secret", key, "panic", v)
+		s.log.Debug("stack of the recovered panic", "stage", stage, "secret", key, "stack", string(stack))
+		err = fmt.Errorf("secrets: panic recovered in %s: %s", stage, v)
+	}()
+	return f()
 }

@@ -1,0 +1,91 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	"keyway.dev/common/configkv"
+	"keyway.dev/common/model"
+	"keyway.dev/proxy/internal/router"
+)
+
+// ErrPanic is wrapped by the error of a value refused because decoding or
+// building it panicked: the node recovered, reports the value as refused
+// like any other, and keeps serving the last good state of its key.
+var ErrPanic = errors.New("config: panic recovered")
+
+// Bounds of what a recovered panic puts in logs and errors: a panic value
+// may quote the stored value, which is client input.
+const (
+	maxPanicValue = 200
+	maxPanicStack = 8 << 10
+)
+
+// recovered records a panic recovered while handling key at revision rev
+// in stage ("decode", "upstream", "router", ...): it counts it, logs it
+// (the stack at debug level), and returns the error to refuse the value
+// with.
+func (w *Watcher) recovered(stage, key string, rev uint64, r any) error {
+	w.stats.panics.Add(1)
+	if w.opts.Panicked != nil {
+		w.opts.Panicked(stage)
+	}
+	v := bounded(fmt.Sprint(r), maxPanicValue)
+	w.log.Error("recovered a panic; the value is refused and the last good one kept", "stage", stage, "key", key, "revision", rev, "panic", v)
+	w.log.Debug("stack of the recovered panic", "stage", stage, "key", key, "revision", rev, "stack", bounded(string(debug.Stack()), maxPanicStack))
+	return fmt.Errorf("%w in %s: %s", ErrPanic, stage, v)
+}
+
+// bounded is s cut to at most n bytes, marked when cut.
+func bounded(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// guard runs f, one step of building what the value of key at revision rev
+// leads to, turning a panic into an error wrapping [ErrPanic].
+func (w *Watcher) guard(stage, key string, rev uint64, f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = w.recovered(stage, key, rev, r)
+		}
+	}()
+	return f()
+}
+
+// buildRouter builds the routing table, recovering a panic: the routes
+// whose build panics on their own are left out of the table and refused
+// (w.routePanics), and the table is built from the others. ok is false when
+// even that panics: the previous table is then kept.
+func (w *Watcher) buildRouter(routes []model.Route) (table *router.Table, errs []error, ok bool) {
+	build := func(rs []model.Route, key string, rev uint64) error {
+		return w.guard("router", key, rev, func() error {
+			table, errs = router.Build(rs)
+			return nil
+		})
+	}
+	if build(routes, "", w.revision) == nil {
+		w.routePanics = nil
+		return table, errs, true
+	}
+	// Find the routes that panic alone; keep the others.
+	w.routePanics = w.routePanics[:0]
+	var good []model.Route
+	for _, r := range routes {
+		key := configkv.Key(model.Ref{Kind: model.KindRoute, Name: r.Name})
+		rev := w.objects[key].rev
+		if err := build([]model.Route{r}, key, rev); err != nil {
+			w.routePanics = append(w.routePanics, &SkippedError{Key: key, Revision: rev, Err: err, Time: time.Now()})
+			continue
+		}
+		good = append(good, r)
+	}
+	if build(good, "", w.revision) != nil {
+		return nil, nil, false
+	}
+	return table, errs, true
+}
