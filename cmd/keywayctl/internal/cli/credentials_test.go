@@ -89,8 +89,8 @@ func TestCredentialsReachTheServiceAndRefusalsSayWhatToDo(t *testing.T) {
 			{"viewer by env", map[string]string{CAEnv: s.ca, CertEnv: s.viewerCert, KeyEnv: s.viewerKey}, []string{"get", "svc"}, true, ""},
 			{"viewer writes", nil, append(append([]string{}, viewer...), "apply", "-f", manifest), false, "permission denied by the policy service: /keyway.policy.v1.PolicyService/Apply needs the operator role; you are spiffe://test/viewer (certificate)"},
 			{"operator token writes", nil, []string{"--ca", s.ca, "--token-file", s.operatorToken, "apply", "-f", manifest}, true, ""},
-			{"half a key pair", nil, []string{"--ca", s.ca, "--cert", s.viewerCert, "get", "svc"}, false, "give --cert and --key together"},
-			{"token over http", nil, []string{"--server", strings.Replace(s.url, "https", "http", 1), "--token-file", s.operatorToken, "get", "svc"}, false, "refusing to send a bearer token over http://"},
+			{"half a key pair", nil, []string{"--ca", s.ca, "--cert", s.viewerCert, "get", "svc"}, false, "has no key: give --key"},
+			{"token over http", nil, []string{"--server", strings.Replace(s.url, "https", "http", 1), "--token-file", s.operatorToken, "get", "svc"}, false, "a bearer token would cross the network in the clear"},
 		}
 		for _, tc := range cases {
 			t.Run(protocol+"/"+tc.name, func(t *testing.T) {
