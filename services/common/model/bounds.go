@@ -8,6 +8,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
+
 	"keyway.dev/common/limits"
 )
 
@@ -207,4 +209,35 @@ func NameProblem(name string) string {
 		return ""
 	}
 	return fmt.Sprintf("name %s %s; %s", limits.Quote(name), strings.Join(problems, " and "), nameRule)
+}
+
+// Bounds checks only what [ValidateContext] checks first: the size of every
+// string, list, label and config of the resources, and that a resource
+// holds exactly one kind. A server runs it before it looks anything up by
+// a name of the request; violations name fields as ValidateContext does.
+func Bounds(resources []*policyv1.Resource) []Violation {
+	c := &checker{}
+	for i, res := range resources {
+		at := fieldPath(fmt.Sprintf("resources[%d]", i))
+		if u := res.ProtoReflect().GetUnknown(); len(u) > 0 {
+			c.errorf(at, "the resource holds a field this service does not know (%s of protobuf data); set exactly one of service, route, policyBinding or listener", limits.Size(len(u)))
+			continue
+		}
+		var m protoreflect.Message
+		switch k := res.GetKind().(type) {
+		case *policyv1.Resource_Service:
+			at, m = at.Child("service"), k.Service.ProtoReflect()
+		case *policyv1.Resource_Route:
+			at, m = at.Child("route"), k.Route.ProtoReflect()
+		case *policyv1.Resource_PolicyBinding:
+			at, m = at.Child("policyBinding"), k.PolicyBinding.ProtoReflect()
+		case *policyv1.Resource_Listener:
+			at, m = at.Child("listener"), k.Listener.ProtoReflect()
+		default:
+			c.errorf(at, "the resource is empty; set exactly one of service, route, policyBinding or listener")
+			continue
+		}
+		c.bounds(at, m)
+	}
+	return c.report.Errors
 }
