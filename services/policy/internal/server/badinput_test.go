@@ -12,10 +12,10 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/nats-io/nats.go/jetstream"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
@@ -187,7 +187,9 @@ func TestBadInputTable(t *testing.T) {
 		{"65 labels", "metadata.labels", applyOne(labels(manyLabels))},
 		// Every string field at its maximum + 1.
 		{"service address", "resources[0].service.spec.address", applyOne(svc(func(s *policyv1.Service) { s.Spec.Address = long(limits.AddressBytes+1-4) + ":443" }))},
-		{"service endpoint", "resources[0].service.spec.endpoints[0]", applyOne(svc(func(s *policyv1.Service) { s.Spec.Address, s.Spec.Endpoints = "", []string{long(limits.AddressBytes + 1)} }))},
+		{"service endpoint", "resources[0].service.spec.endpoints[0]", applyOne(svc(func(s *policyv1.Service) {
+			s.Spec.Address, s.Spec.Endpoints = "", []string{long(limits.AddressBytes + 1)}
+		}))},
 		{"service protocol", "resources[0].service.spec.protocol", applyOne(svc(func(s *policyv1.Service) { s.Spec.Protocol = long(limits.TokenBytes + 1) }))},
 		{"service endpoints 257", "resources[0].service.spec.endpoints", applyOne(svc(func(s *policyv1.Service) {
 			s.Spec.Address, s.Spec.Endpoints = "", strings.Split(strings.Repeat("a.internal:443,", limits.ListItems)+"a.internal:443", ",")
@@ -206,7 +208,9 @@ func TestBadInputTable(t *testing.T) {
 		{"route allow dnsName", "resources[0].route.spec.allow[0].dnsName", applyOne(rt(func(r *policyv1.RouteSpec) { r.Allow = []*policyv1.IdentityRule{{DnsName: long(limits.HostBytes + 1)}} }))},
 		{"route allow cn", "resources[0].route.spec.allow[0].cn", applyOne(rt(func(r *policyv1.RouteSpec) { r.Allow = []*policyv1.IdentityRule{{Cn: long(limits.TokenBytes + 1)}} }))},
 		{"route allow ou", "resources[0].route.spec.allow[0].ou", applyOne(rt(func(r *policyv1.RouteSpec) { r.Allow = []*policyv1.IdentityRule{{Ou: long(limits.TokenBytes + 1)}} }))},
-		{"route allow spkiSHA256", "resources[0].route.spec.allow[0].spkiSHA256", applyOne(rt(func(r *policyv1.RouteSpec) { r.Allow = []*policyv1.IdentityRule{{SpkiSha256: long(limits.TokenBytes + 1)}} }))},
+		{"route allow spkiSHA256", "resources[0].route.spec.allow[0].spkiSHA256", applyOne(rt(func(r *policyv1.RouteSpec) {
+			r.Allow = []*policyv1.IdentityRule{{SpkiSha256: long(limits.TokenBytes + 1)}}
+		}))},
 		{"route listener name", "resources[0].route.spec.listeners[0]", applyOne(rt(func(r *policyv1.RouteSpec) { r.Listeners = []string{long(limits.NameBytes + 1)} }))},
 		{"listener hostname", "resources[0].listener.spec.hosts[0].hostnames[0]", applyOne(listener(func(h *policyv1.ListenerHost) { h.Hostnames = []string{long(limits.HostBytes + 1)} }))},
 		{"listener crt", "resources[0].listener.spec.hosts[0].certificate.crt", applyOne(listener(func(h *policyv1.ListenerHost) {
