@@ -18,7 +18,7 @@ func Body(what string, max int64, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > max {
 			err := connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
-				"request body is %s; the %s accepts at most %s per request: send fewer resources per request, or shorten the largest field (limits: docs/reference/limits.md)",
+				"request body is %s; the %s accepts at most %s per request (docs/reference/limits.md): split the request or shorten its largest value",
 				Size(int(r.ContentLength)), what, Size(int(max))))
 			// Not reading the body: the server closes the connection after
 			// the answer instead of draining 30 MB.
