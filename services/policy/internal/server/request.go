@@ -1,7 +1,11 @@
 package server
 
 import (
+	"errors"
 	"fmt"
+	"strings"
+
+	"connectrpc.com/connect"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
@@ -54,4 +58,20 @@ func header(r *policyv1.Resource) (apiVersion, kind, member, want string) {
 		return x.Listener.GetApiVersion(), x.Listener.GetKind(), "listener", model.KindListener
 	}
 	return "", "", "", ""
+}
+
+// invalidRequest is [invalid] for requests that change nothing (Get,
+// Delete, List): the same details, without "nothing was applied".
+func invalidRequest(vs []model.Violation) error {
+	err := invalid(vs)
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return err
+	}
+	msg := strings.Replace(ce.Message(), "; nothing was applied", " in the request", 1)
+	out := connect.NewError(ce.Code(), errors.New(msg))
+	for _, d := range ce.Details() {
+		out.AddDetail(d)
+	}
+	return out
 }

@@ -291,7 +291,7 @@ func (s *Server) List(_ context.Context, req *connect.Request[policyv1.ListReque
 	if req.Msg.GetKind() != "" {
 		k, ok := model.ParseKind(req.Msg.GetKind())
 		if !ok {
-			return nil, invalid([]model.Violation{{Field: "kind", Message: unknownKind(req.Msg.GetKind())}})
+			return nil, invalidRequest([]model.Violation{{Field: "kind", Message: unknownKind(req.Msg.GetKind())}})
 		}
 		kind = k
 	}
@@ -339,7 +339,7 @@ func refOf(kind, name string) (model.Ref, error) {
 		vs = append(vs, model.Violation{Field: "name", Message: p})
 	}
 	if len(vs) > 0 {
-		return model.Ref{}, invalid(vs)
+		return model.Ref{}, invalidRequest(vs)
 	}
 	return model.Ref{Kind: k, Name: name}, nil
 }
