@@ -139,6 +139,11 @@ func (c *checker) boundMap(at fieldPath, fd protoreflect.FieldDescriptor, m prot
 	sort.Slice(entries, func(i, j int) bool { return entries[i].k < entries[j].k })
 	for _, e := range entries {
 		if fd.JSONName() == "labels" {
+			// Labels were not checked before they were bounded, and nodes
+			// do not use them: a stored resource is not refused for them.
+			if c.decode {
+				continue
+			}
 			if p := limits.LabelProblem(e.k, e.v); p != "" {
 				c.errorf(at, "%s", p)
 			}
