@@ -370,7 +370,11 @@ func postRaw(ctx context.Context, base, contentType string, body []byte) error {
 		return err
 	}
 	req.Header.Set("Content-Type", contentType)
-	resp, err := http.DefaultClient.Do(req)
+	// A connection of its own per request: a refused body leaves nothing
+	// half-read behind on a shared connection.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("sending %d bytes: %w", len(body), err)
 	}
