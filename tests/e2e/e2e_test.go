@@ -273,8 +273,8 @@ func TestBufCurl(t *testing.T) {
 
 	apply := func(config map[string]any) (string, string, int) {
 		req := map[string]any{"resources": []any{
-			map[string]any{"service": map[string]any{"metadata": map[string]any{"name": "orders"}, "spec": map[string]any{"address": w.upstream.Addr()}}},
-			map[string]any{"route": map[string]any{"metadata": map[string]any{"name": "orders"}, "spec": map[string]any{"path": "/orders/", "service": "orders"}}},
+			map[string]any{"service": map[string]any{"apiVersion": "keyway.dev/v1alpha1", "kind": "Service", "metadata": map[string]any{"name": "orders"}, "spec": map[string]any{"address": w.upstream.Addr()}}},
+			map[string]any{"route": map[string]any{"apiVersion": "keyway.dev/v1alpha1", "kind": "Route", "metadata": map[string]any{"name": "orders"}, "spec": map[string]any{"path": "/orders/", "service": "orders"}}},
 			map[string]any{"policyBinding": map[string]any{
 				"apiVersion": "gateway.mulesoft.com/v1alpha1", "kind": "PolicyBinding",
 				"metadata": map[string]any{"name": "orders-mtls"},

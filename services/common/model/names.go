@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"keyway.dev/common/limits"
 )
 
 // maxNameLen is the longest resource name: names become NATS KV keys and DNS
@@ -22,7 +24,7 @@ func (c *checker) name(at fieldPath, kind, name string) bool {
 	if len(problems) == 0 {
 		return true
 	}
-	msg := fmt.Sprintf("name %q %s; %s", name, strings.Join(problems, " and "), nameRule)
+	msg := fmt.Sprintf("name %s %s; %s", limits.Quote(name), strings.Join(problems, " and "), nameRule)
 	if s := suggestName(name); s != "" && s != name {
 		msg += fmt.Sprintf(": try %q", s)
 	}

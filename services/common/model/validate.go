@@ -7,6 +7,8 @@ import (
 	"time"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
+
+	"keyway.dev/common/limits"
 )
 
 // Validate checks the resources of one Apply request together (a binding may
@@ -85,11 +87,11 @@ type checker struct {
 }
 
 func (c *checker) errorf(at fieldPath, format string, args ...any) {
-	c.report.Errors = append(c.report.Errors, Violation{Field: string(at), Message: fmt.Sprintf(format, args...)})
+	c.report.Errors = append(c.report.Errors, Violation{Field: string(at), Message: fmt.Sprintf(format, limits.QuoteArgs(format, args)...)})
 }
 
 func (c *checker) warnf(at fieldPath, format string, args ...any) {
-	c.report.Warnings = append(c.report.Warnings, Violation{Field: string(at), Message: fmt.Sprintf(format, args...)})
+	c.report.Warnings = append(c.report.Warnings, Violation{Field: string(at), Message: fmt.Sprintf(format, limits.QuoteArgs(format, args)...)})
 }
 
 // errorCount lets a step tell whether it added errors, to avoid reporting
@@ -132,22 +134,34 @@ func (c *checker) resource(at fieldPath, res *policyv1.Resource) built {
 	case *policyv1.Resource_Service:
 		at = at.Child("service")
 		r := k.Service
+		if !c.bounds(at, r.ProtoReflect()) {
+			return built{at: at}
+		}
 		name, ok := c.header(at, r.GetApiVersion(), r.GetKind(), KindService, "service", r.GetMetadata())
 		return built{obj: Object{Service: c.service(at.Child("spec"), name, r.GetSpec())}, at: at, nameOK: ok}
 	case *policyv1.Resource_Route:
 		at = at.Child("route")
 		r := k.Route
+		if !c.bounds(at, r.ProtoReflect()) {
+			return built{at: at}
+		}
 		name, ok := c.header(at, r.GetApiVersion(), r.GetKind(), KindRoute, "route", r.GetMetadata())
 		route, patternsOK := c.route(at.Child("spec"), name, r.GetSpec())
 		return built{obj: Object{Route: route}, at: at, nameOK: ok, patternsOK: patternsOK}
 	case *policyv1.Resource_PolicyBinding:
 		at = at.Child("policyBinding")
 		r := k.PolicyBinding
+		if !c.bounds(at, r.ProtoReflect()) {
+			return built{at: at}
+		}
 		name, ok := c.header(at, r.GetApiVersion(), r.GetKind(), KindPolicyBinding, "policyBinding", r.GetMetadata(), FlexAPIVersion)
 		return built{obj: Object{Binding: c.binding(at.Child("spec"), name, r.GetSpec())}, at: at, nameOK: ok}
 	case *policyv1.Resource_Listener:
 		at = at.Child("listener")
 		r := k.Listener
+		if !c.bounds(at, r.ProtoReflect()) {
+			return built{at: at}
+		}
 		name, ok := c.header(at, r.GetApiVersion(), r.GetKind(), KindListener, "listener", r.GetMetadata())
 		return built{obj: Object{Listener: c.listener(at.Child("spec"), name, r.GetSpec())}, at: at, nameOK: ok}
 	}

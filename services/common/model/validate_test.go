@@ -807,3 +807,26 @@ func TestValidateNilCatalogAndEmptyRequest(t *testing.T) {
 		t.Fatalf("Validate(nil) = %v, %+v", objs, rep)
 	}
 }
+
+// Labels are validated as Kubernetes validates them at apply, but a
+// stored resource is decoded whatever its labels: they were not checked
+// before, and nodes do not use them.
+func TestLabelsAtApplyNotAtDecode(t *testing.T) {
+	t.Parallel()
+	res := &policyv1.Resource{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{
+		ApiVersion: model.APIVersion, Kind: model.KindService,
+		Metadata: &policyv1.ObjectMeta{Name: "orders", Labels: map[string]string{"Team Name": "a b"}},
+		Spec:     &policyv1.ServiceSpec{Address: "orders.internal:443"},
+	}}}
+	_, report := model.Validate([]*policyv1.Resource{res}, nil, time.Now())
+	if report.OK() || report.Errors[0].Field != "resources[0].service.metadata.labels" {
+		t.Errorf("apply: %v; want an error at resources[0].service.metadata.labels", report.Errors)
+	}
+	if _, err := model.Decode(res); err != nil {
+		t.Errorf("decode: %v", err)
+	}
+	res.GetService().Spec.Address = strings.Repeat("a", 300) + ":443"
+	if _, err := model.Decode(res); err == nil {
+		t.Error("decode accepted an address over its maximum")
+	}
+}

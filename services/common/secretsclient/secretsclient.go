@@ -23,6 +23,8 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
+
+	"keyway.dev/common/limits"
 )
 
 // Bucket is the NATS JetStream KV bucket in which the secrets service
@@ -40,7 +42,7 @@ const (
 )
 
 // maxNameLen bounds keystore, alias and truststore names.
-const maxNameLen = 64
+const maxNameLen = limits.SecretNameBytes
 
 // NameRule says what a keystore, alias or truststore name may hold.
 const NameRule = "names are letters, digits, hyphens and underscores, at most 64 characters"
@@ -53,13 +55,13 @@ func CheckName(name string) error {
 		return errors.New("is empty; " + NameRule)
 	}
 	if len(name) > maxNameLen {
-		return fmt.Errorf("%q is %d characters long; %s", name, len(name), NameRule)
+		return fmt.Errorf("%s is %d characters long; %s", limits.Quote(name), len(name), NameRule)
 	}
 	for _, r := range name {
 		switch {
 		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
 		default:
-			return fmt.Errorf("%q holds %q; %s", name, r, NameRule)
+			return fmt.Errorf("%s holds %q; %s", limits.Quote(name), r, NameRule)
 		}
 	}
 	return nil

@@ -20,6 +20,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
+
+	"keyway.dev/common/limits"
 )
 
 // DefaultServer is the policy service's address under `make run`.
@@ -226,6 +228,8 @@ func (g *globals) withTimeout(ctx context.Context) (context.Context, context.Can
 // rpcError turns a failed call into an error that says what to do; what
 // says what was being done ("getting service/orders").
 func (g *globals) rpcError(err error, what string) error {
+	// what may hold a name from the command line: echo a prefix only.
+	what = limits.Value(what)
 	switch code := connect.CodeOf(err); {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("%s: cannot connect to %s: is the policy service running? (make run starts it; --server or %s points elsewhere)", what, g.server, ServerEnv)

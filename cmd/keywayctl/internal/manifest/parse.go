@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"keyway.dev/common/limits"
 	"keyway.dev/common/model"
 	"math"
 	"path/filepath"
@@ -78,7 +79,8 @@ func (p *parser) pos(n *yaml.Node) Position {
 }
 
 func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
-	p.errs = append(p.errs, &Error{Pos: p.pos(n), Msg: fmt.Sprintf(format, args...)})
+	// A value is quoted up to a prefix: a manifest may hold megabytes.
+	p.errs = append(p.errs, &Error{Pos: p.pos(n), Msg: fmt.Sprintf(format, limits.QuoteArgs(format, args)...)})
 }
 
 // topLevel reads one document: a resource, a list {"items": [...]} as

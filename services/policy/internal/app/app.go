@@ -9,9 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -21,12 +24,14 @@ import (
 	"connectrpc.com/otelconnect"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
 	"keyway.dev/common/access"
 	"keyway.dev/common/audit"
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/limits"
 	"keyway.dev/common/material"
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/secretsclient"
@@ -83,6 +88,11 @@ type Config struct {
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
+//
+// The NATS connection is replaced by a new one whenever the server closes
+// it for good (nats.go reconnects by itself after a network failure, but not
+// after a protocol error such as "maximum control line exceeded"); until
+// then, gRPC health reports keyway.policy.v1.PolicyService NOT_SERVING.
 func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Log
 	if log == nil {
@@ -92,64 +102,15 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	// Set once the views exist: they restart their watches when NATS
-	// comes back.
-	var onReconnect atomic.Pointer[func()]
-	natsCfg := cfg.NATS
-	natsCfg.URL, natsCfg.Name = cmp.Or(natsCfg.URL, cfg.NATSURL), "keyway-policy"
-	nc, err := natsconn.Connect(ctx, natsCfg, log, natsconn.Handlers{
-		Disconnected: func(_ *nats.Conn, err error) {
-			if err != nil {
-				log.Warn("nats disconnected; serving reads from the last view", "error", err)
-			}
-		},
-		Reconnected: func(c *nats.Conn) {
-			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
-			if f := onReconnect.Load(); f != nil {
-				(*f)()
-			}
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("connecting to NATS at %s: %w", natsCfg.URL, err)
-	}
-	defer nc.Close()
-
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return fmt.Errorf("opening JetStream: %w", err)
-	}
-	aw, err := openAudit(ctx, js, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer aw.Close()
-	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	cfg.Store.Tracing = cfg.Tracing
-	cfg.Store.Journal = server.Journal(aw)
-	st, err := store.Open(openCtx, nc, cfg.Store, log)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("opening the configuration store (is NATS with JetStream at %s?): %w", cfg.NATSURL, err)
-	}
-	defer st.Close()
-	openCtx, cancel = context.WithTimeout(ctx, 30*time.Second)
-	nv, err := nodes.Open(openCtx, js, cfg.NodeBucket, cfg.NodeTTL, cfg.Store.Replicas, log)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("opening the node registry: %w", err)
-	}
-	defer nv.Close()
-	resume := func() { st.Resume(); nv.Resume() }
-	onReconnect.Store(&resume)
 
 	if cfg.Store.Bucket == "" {
 		cfg.Store.Bucket = configkv.Bucket
 	}
+	cfg.Store.Tracing = cfg.Tracing
 	if cfg.Material.URL != "" && cfg.SecretsServer == "" {
 		return errors.New("the secrets service's internal URL is set without its API URL: give --secrets-server too")
 	}
-	opts := []server.Option{server.WithAudit(aw)}
+	var opts []server.Option
 	if cfg.SecretsServer != "" {
 		var mat server.Material
 		if cfg.Material.URL != "" {
@@ -171,24 +132,60 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("references to the secrets service enabled", "secrets_server", cfg.SecretsServer, "probe_material", cfg.Material.URL != "")
 	}
 	m := metrics.New()
-	m.Register(aw.Collectors()...)
-	svc := server.New(st, nv, log, m, opts...)
-	svc.TraceProbes(cfg.Tracing.Tracer)
+	var cur atomic.Pointer[backend]
+	hc := &health{cur: &cur}
+	open := func(ctx context.Context) (*backend, error) {
+		b, err := openBackend(ctx, cfg, log)
+		if err != nil {
+			return nil, err
+		}
+		// The audit trail is written over the backend's connection: its
+		// series follow it.
+		var old []prometheus.Collector
+		if prev := cur.Load(); prev != nil {
+			old = prev.aw.Collectors()
+		}
+		m.Swap(old, b.aw.Collectors())
+		svc := server.New(b.st, b.nv, log, m, append(slices.Clip(opts), server.WithAudit(b.aw))...)
+		svc.TraceProbes(cfg.Tracing.Tracer)
+		b.handler = guard.Handler(access.PolicyAPI(), handler(svc, m.Handler(), cfg.Tracing, hc))
+		return b, nil
+	}
+	first, err := open(ctx)
+	if err != nil {
+		return err
+	}
+	cur.Store(first)
+
 	ln, err := guard.Listen(cfg.Listen)
 	if err != nil {
+		first.close()
 		return err
 	}
 	guard.ReloadOnSIGHUP(ctx)
 	srv := &http.Server{
-		Handler:           guard.Handler(access.PolicyAPI(), Handler(svc, m.Handler(), cfg.Tracing)),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			cur.Load().handler.ServeHTTP(w, r)
+		}),
 		Protocols:         guard.Protocols(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("policy service serving", "addr", ln.Addr().String(), "url", guard.Scheme()+"://"+ln.Addr().String(), "nats", nc.ConnectedUrlRedacted(), "bucket", cfg.Store.Bucket)
+	log.Info("policy service serving", "addr", ln.Addr().String(), "url", guard.Scheme()+"://"+ln.Addr().String(), "nats", first.nc.ConnectedUrlRedacted(), "bucket", cfg.Store.Bucket)
 	if cfg.OnListen != nil {
 		cfg.OnListen(ln.Addr())
 	}
+	superCtx, stopSuper := context.WithCancel(ctx)
+	superDone := make(chan struct{})
+	go func() {
+		defer close(superDone)
+		supervise(superCtx, &cur, open, log)
+	}()
+	defer func() {
+		stopSuper()
+		<-superDone
+		cur.Load().close()
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -202,6 +199,127 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("shutting down the API: %w", err)
 	}
 	return nil
+}
+
+// backend is one NATS connection with the store and node view over it, and
+// the API handler serving them.
+type backend struct {
+	nc      *nats.Conn
+	aw      *audit.Writer
+	st      *store.Store
+	nv      *nodes.View
+	handler http.Handler
+	// closed is closed when the connection is closed for good, by the
+	// server or by close.
+	closed chan struct{}
+}
+
+func (b *backend) close() {
+	b.nv.Close()
+	b.st.Close()
+	b.aw.Close()
+	b.nc.Close()
+}
+
+// openBackend connects to NATS and opens the configuration store and the
+// node registry over the connection.
+func openBackend(ctx context.Context, cfg Config, log *slog.Logger) (*backend, error) {
+	b := &backend{closed: make(chan struct{})}
+	// Set once the views exist: they restart their watches when NATS
+	// comes back.
+	var onReconnect atomic.Pointer[func()]
+	var once sync.Once
+	natsCfg := cfg.NATS
+	natsCfg.URL, natsCfg.Name = cmp.Or(natsCfg.URL, cfg.NATSURL), "keyway-policy"
+	nc, err := natsconn.Connect(ctx, natsCfg, log, natsHandlers(log, &onReconnect, func() { once.Do(func() { close(b.closed) }) }))
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", natsCfg.URL, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("opening JetStream: %w", err)
+	}
+	aw, err := openAudit(ctx, js, cfg, log)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	storeCfg := cfg.Store
+	storeCfg.Journal = server.Journal(aw)
+	st, err := store.Open(openCtx, nc, storeCfg, log)
+	cancel()
+	if err != nil {
+		aw.Close()
+		nc.Close()
+		return nil, fmt.Errorf("opening the configuration store (is NATS with JetStream at %s?): %w", natsCfg.URL, err)
+	}
+	openCtx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	nv, err := nodes.Open(openCtx, js, cfg.NodeBucket, cfg.NodeTTL, cfg.Store.Replicas, log)
+	cancel()
+	if err != nil {
+		st.Close()
+		aw.Close()
+		nc.Close()
+		return nil, fmt.Errorf("opening the node registry: %w", err)
+	}
+	resume := func() { st.Resume(); nv.Resume() }
+	onReconnect.Store(&resume)
+	b.nc, b.aw, b.st, b.nv = nc, aw, st, nv
+	return b, nil
+}
+
+// supervise replaces the current backend with a new one each time its NATS
+// connection is closed for good, retrying with jittered backoff, until ctx
+// is done.
+func supervise(ctx context.Context, cur *atomic.Pointer[backend], open func(context.Context) (*backend, error), log *slog.Logger) {
+	for {
+		old := cur.Load()
+		select {
+		case <-ctx.Done():
+			return
+		case <-old.closed:
+		}
+		log.Error("the NATS connection was closed for good; connecting anew", "error", old.nc.LastError())
+		wait := 250 * time.Millisecond
+		for {
+			nb, err := open(ctx)
+			if err == nil {
+				cur.Store(nb)
+				old.close()
+				log.Info("nats connection replaced", "url", nb.nc.ConnectedUrlRedacted())
+				break
+			}
+			d := wait/2 + rand.N(wait)
+			log.Warn("connecting to NATS anew", "error", err, "retry_in", d)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(d):
+			}
+			wait = min(2*wait, 10*time.Second)
+		}
+	}
+}
+
+// health answers gRPC health checks: the server ("") is serving while the
+// process runs; PolicyService is NOT_SERVING while NATS is not connected
+// (reads are served from the last view, writes fail).
+type health struct{ cur *atomic.Pointer[backend] }
+
+// Check implements [grpchealth.Checker].
+func (h *health) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
+	switch req.Service {
+	case "":
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
+	case policyv1connect.PolicyServiceName:
+		if b := h.cur.Load(); b == nil || !b.nc.IsConnected() {
+			return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+		}
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
+	}
+	return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %s", limits.Quote(req.Service)))
 }
 
 // openAudit opens the audit stream every write is recorded in.
@@ -224,9 +342,16 @@ func openAudit(ctx context.Context, js jetstream.JetStream, cfg Config, log *slo
 // reflection (v1 and v1alpha), gRPC health, /healthz for plain probes and
 // metricsHandler at /metrics. With tr on, every PolicyService RPC has a
 // server span; a caller's traceparent is trusted as its parent.
+//
+// A request body over [limits.PolicyRequestBytes] is refused before it is
+// read; JSON is read strictly (unknown fields and enum values refused).
 func Handler(svc policyv1connect.PolicyServiceHandler, metricsHandler http.Handler, tr telemetry.Tracing) http.Handler {
+	return handler(svc, metricsHandler, tr, grpchealth.NewStaticChecker(policyv1connect.PolicyServiceName))
+}
+
+func handler(svc policyv1connect.PolicyServiceHandler, metricsHandler http.Handler, tr telemetry.Tracing, hc grpchealth.Checker) http.Handler {
 	mux := http.NewServeMux()
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(32 << 20)}
+	opts := append(limits.StrictJSON(), connect.WithReadMaxBytes(limits.PolicyRequestBytes))
 	if tr.On() {
 		// Metrics stay Prometheus's (/metrics); only spans here.
 		ic, err := otelconnect.NewInterceptor(otelconnect.WithTracerProvider(tr.Provider),
@@ -241,10 +366,10 @@ func Handler(svc policyv1connect.PolicyServiceHandler, metricsHandler http.Handl
 	reflector := grpcreflect.NewStaticReflector(policyv1connect.PolicyServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(policyv1connect.PolicyServiceName)))
+	mux.Handle(grpchealth.NewHandler(hc))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.Handle("GET /metrics", metricsHandler)
-	return mux
+	return limits.Body("policy API", limits.PolicyRequestBytes, mux)
 }
 
 // secretsHTTPClient is the client of the secrets API: over https it

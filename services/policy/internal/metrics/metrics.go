@@ -57,6 +57,15 @@ func New() *Metrics {
 // Register adds collectors to the service's registry (the audit writer's).
 func (m *Metrics) Register(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
 
+// Swap unregisters old and registers cs: the series of a part that was
+// replaced (the audit writer of a new NATS connection).
+func (m *Metrics) Swap(old, cs []prometheus.Collector) {
+	for _, c := range old {
+		m.reg.Unregister(c)
+	}
+	m.reg.MustRegister(cs...)
+}
+
 // Handler serves the metrics in the Prometheus exposition formats.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})

@@ -24,6 +24,7 @@ import (
 
 	"keyway.dev/common/audit"
 	"keyway.dev/common/failure"
+	"keyway.dev/common/limits"
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
 	"keyway.dev/policy/internal/inlinekeys"
@@ -193,6 +194,12 @@ func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.Apply
 	case len(resources) > maxResources:
 		return nil, invalid([]model.Violation{{Field: "resources", Message: fmt.Sprintf("%d resources in one request; send at most %d per request", len(resources), maxResources)}})
 	}
+	// Sizes, and what the CLI requires, before any name of the request is
+	// looked up, logged or quoted.
+	if vs := checkRequest(req.Msg); len(vs) > 0 {
+		s.log.Info("apply refused", "resources", len(resources), "problems", len(vs), "dry_run", req.Msg.GetDryRun())
+		return nil, invalid(vs)
+	}
 	s.writes.Lock()
 	defer s.writes.Unlock()
 	if vs := s.restoreKeys(ctx, resources); len(vs) > 0 {
@@ -316,7 +323,7 @@ func (s *Server) List(_ context.Context, req *connect.Request[policyv1.ListReque
 	if req.Msg.GetKind() != "" {
 		k, ok := model.ParseKind(req.Msg.GetKind())
 		if !ok {
-			return nil, invalid([]model.Violation{{Field: "kind", Message: unknownKind(req.Msg.GetKind())}})
+			return nil, invalidRequest([]model.Violation{{Field: "kind", Message: unknownKind(req.Msg.GetKind())}})
 		}
 		kind = k
 	}
@@ -368,17 +375,17 @@ func refOf(kind, name string) (model.Ref, error) {
 	if !ok {
 		vs = append(vs, model.Violation{Field: "kind", Message: unknownKind(kind)})
 	}
-	if name == "" {
-		vs = append(vs, model.Violation{Field: "name", Message: "name is empty; give the resource's metadata.name"})
+	if p := model.NameProblem(name); p != "" {
+		vs = append(vs, model.Violation{Field: "name", Message: p})
 	}
 	if len(vs) > 0 {
-		return model.Ref{}, invalid(vs)
+		return model.Ref{}, invalidRequest(vs)
 	}
 	return model.Ref{Kind: k, Name: name}, nil
 }
 
 func unknownKind(kind string) string {
-	return fmt.Sprintf("%q is not a kind; use Service, Route, PolicyBinding or Listener", kind)
+	return fmt.Sprintf("%s is not a kind; use Service, Route, PolicyBinding or Listener", limits.Quote(kind))
 }
 
 // invalid is INVALID_ARGUMENT with one field violation per problem, and the

@@ -393,6 +393,9 @@ func (m *Manager) Status() []ListenerStatus {
 	return out
 }
 
+// maxDetail bounds the net/http error messages logged.
+const maxDetail = 512
+
 // handshakeLog is the http.Server's error log. Its "TLS handshake error
 // from …" lines are dropped: connState logs each failed handshake once,
 // with its reason.
@@ -401,6 +404,10 @@ type handshakeLog struct{ log *slog.Logger }
 func (h handshakeLog) Write(p []byte) (int, error) {
 	msg := strings.TrimSpace(string(p))
 	if !strings.Contains(msg, "TLS handshake error") {
+		// net/http's messages may quote what a client sent: bounded.
+		if len(msg) > maxDetail {
+			msg = msg[:maxDetail] + "…"
+		}
 		h.log.Warn("inbound server error", "detail", msg)
 	}
 	return len(p), nil

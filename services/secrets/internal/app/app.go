@@ -30,6 +30,7 @@ import (
 
 	"keyway.dev/common/access"
 	"keyway.dev/common/audit"
+	"keyway.dev/common/limits"
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/secrets/internal/localdir"
@@ -312,7 +313,7 @@ func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 // health, /healthz and /metrics. It never mounts MaterialService.
 func APIHandler(svc secretsv1connect.SecretsServiceHandler, st *store.Store, metricsHandler http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(secretsv1connect.NewSecretsServiceHandler(svc, connect.WithReadMaxBytes(4<<20)))
+	mux.Handle(secretsv1connect.NewSecretsServiceHandler(svc, append(limits.StrictJSON(), connect.WithReadMaxBytes(limits.SecretsRequestBytes))...))
 	reflector := grpcreflect.NewStaticReflector(secretsv1connect.SecretsServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
@@ -326,7 +327,8 @@ func APIHandler(svc secretsv1connect.SecretsServiceHandler, st *store.Store, met
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	mux.Handle("GET /metrics", metricsHandler)
-	return mux
+	// A body over the limit is refused before it is read.
+	return limits.Body("secrets API", limits.SecretsRequestBytes, mux)
 }
 
 // MaterialHandler serves MaterialService only; mount it behind a listener
@@ -359,5 +361,5 @@ func (h *health) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpche
 		}
 		return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
 	}
-	return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
+	return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %s", limits.Quote(req.Service)))
 }

@@ -23,6 +23,8 @@ import (
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
 	"keyway.dev/common/audit"
+	"keyway.dev/common/limits"
+
 	"keyway.dev/secrets/internal/secret"
 	"keyway.dev/secrets/internal/store"
 	"keyway.dev/secrets/internal/validate"
@@ -61,7 +63,7 @@ func (s *Secrets) PutAlias(ctx context.Context, req *connect.Request[secretsv1.P
 		}
 	}
 	if !r.OK() {
-		s.log.Info("put refused", "keystore", m.GetKeystore(), "alias", m.GetAlias(), "problems", len(r.Errors), "dry_run", m.GetDryRun())
+		s.log.Info("put refused", "keystore", limits.Value(m.GetKeystore()), "alias", limits.Value(m.GetAlias()), "problems", len(r.Errors), "dry_run", m.GetDryRun())
 		return nil, invalid(r.Errors)
 	}
 	rec := &secret.AliasRecord{
@@ -115,7 +117,7 @@ func (s *Secrets) PutTruststore(ctx context.Context, req *connect.Request[secret
 	now := s.now()
 	r := validate.Truststore(m, now)
 	if !r.OK() {
-		s.log.Info("put refused", "truststore", m.GetName(), "problems", len(r.Errors), "dry_run", m.GetDryRun())
+		s.log.Info("put refused", "truststore", limits.Value(m.GetName()), "problems", len(r.Errors), "dry_run", m.GetDryRun())
 		return nil, invalid(r.Errors)
 	}
 	rec := &secret.TruststoreRecord{Name: m.GetName(), CertificatesPEM: m.GetCertificatesPem()}

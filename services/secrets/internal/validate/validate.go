@@ -15,6 +15,7 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
+	"keyway.dev/common/limits"
 	"keyway.dev/common/model"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/secrets/internal/secret"
@@ -47,6 +48,13 @@ func (r *Report) errorf(field, format string, args ...any) {
 	r.Errors = append(r.Errors, Violation{Field: field, Message: fmt.Sprintf(format, args...)})
 }
 
+// size refuses a value longer than its maximum.
+func (r *Report) size(field string, got, limit int) {
+	if got > limit {
+		r.errorf(field, "%s; shorten it", limits.TooLong(field, got, limit))
+	}
+}
+
 // Name checks a keystore, alias or truststore name.
 func (r *Report) Name(field, what, name string) {
 	if err := secretsclient.CheckName(name); err != nil {
@@ -60,6 +68,22 @@ func Alias(req *secretsv1.PutAliasRequest, pkiAvailable bool, now time.Time) *Re
 	r := &Report{}
 	r.Name("keystore", "keystore", req.GetKeystore())
 	r.Name("alias", "alias", req.GetAlias())
+	// Sizes before anything parses them.
+	r.size("certificate_pem", len(req.GetCertificatePem()), limits.CertificatePEMBytes)
+	r.size("private_key_pem", len(req.GetPrivateKeyPem()), limits.KeyPEMBytes)
+	if p := req.GetPki(); p != nil {
+		r.size("pki.role", len(p.GetRole()), limits.PKIRoleBytes)
+		r.size("pki.common_name", len(p.GetCommonName()), limits.HostBytes)
+		if n := len(p.GetAltNames()); n > limits.PKIAltNames {
+			r.errorf("pki.alt_names", "%d alt names; the maximum is %d", n, limits.PKIAltNames)
+		}
+		for i, a := range p.GetAltNames() {
+			r.size(fmt.Sprintf("pki.alt_names[%d]", i), len(a), limits.HostBytes)
+		}
+	}
+	if !r.OK() {
+		return r
+	}
 	if req.GetPki() != nil {
 		r.pki(req, pkiAvailable)
 		return r
@@ -83,7 +107,7 @@ func (r *Report) pki(req *secretsv1.PutAliasRequest, pkiAvailable bool) {
 	if p.GetRole() == "" {
 		r.errorf("pki.role", "pki.role is required: the Vault PKI role that issues the alias (vault write pki/roles/NAME …)")
 	} else if strings.ContainsAny(p.GetRole(), "/ ") {
-		r.errorf("pki.role", "pki.role %q is a role name, not a path: give NAME of pki/roles/NAME", p.GetRole())
+		r.errorf("pki.role", "pki.role %s is a role name, not a path: give NAME of pki/roles/NAME", limits.Quote(p.GetRole()))
 	}
 	if p.GetCommonName() == "" {
 		r.errorf("pki.common_name", "pki.common_name is required: the certificate's common name (the role must allow it)")
@@ -156,6 +180,10 @@ func (r *Report) validity(field, what string, cert *x509.Certificate, now time.T
 func Truststore(req *secretsv1.PutTruststoreRequest, now time.Time) *Report {
 	r := &Report{}
 	r.Name("name", "truststore", req.GetName())
+	r.size("certificates_pem", len(req.GetCertificatesPem()), limits.BundlePEMBytes)
+	if !r.OK() {
+		return r
+	}
 	certs, err := model.ParseCertificatesPEM(req.GetCertificatesPem())
 	if err != nil {
 		r.errorf("certificates_pem", "certificates_pem %s", err)
