@@ -19,6 +19,7 @@ import (
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
+	"keyway.dev/common/access"
 	"keyway.dev/policy/internal/app"
 )
 
@@ -62,7 +63,7 @@ func TestReconnectsAfterServerClosesConnection(t *testing.T) {
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- app.Run(ctx, app.Config{Listen: "127.0.0.1:0", NATSURL: ns.ClientURL(), OnListen: func(a net.Addr) { addrc <- a },
+		done <- app.Run(ctx, app.Config{Listen: "127.0.0.1:0", NATSURL: ns.ClientURL(), Access: access.Options{InsecureNoAuth: true}, OnListen: func(a net.Addr) { addrc <- a },
 			Log: slog.New(slog.NewTextHandler(logs, nil))})
 	}()
 	t.Cleanup(func() {
