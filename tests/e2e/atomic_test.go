@@ -3,11 +3,12 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"keyway.dev/tests/harness"
 )
 
 // nodeSnapshot is the part of a node's /status this test reads.
@@ -30,7 +31,7 @@ func TestApplyOfThreeIsOneChangeOnTheNode(t *testing.T) {
 	px := c.proxies[0]
 	read := func() nodeSnapshot {
 		t.Helper()
-		resp, err := http.Get(px.AdminURL + "/status")
+		resp, err := harness.Operator(t).HTTP.Get(px.AdminURL + "/status")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,7 +17,7 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
@@ -79,7 +79,7 @@ func TestPolicyMemoryUnderHugeBodies(t *testing.T) {
 			return 0, "", err
 		}
 		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := harness.Operator(t).HTTP.Do(req)
 		if err != nil {
 			return 0, "", err
 		}
@@ -119,7 +119,7 @@ func TestPolicyMemoryUnderHugeBodies(t *testing.T) {
 	if peak >= 256<<20 {
 		t.Errorf("keyway-policy peak RSS %.1f MiB; want under 256 MiB", float64(peak)/(1<<20))
 	}
-	c := policyv1connect.NewPolicyServiceClient(http.DefaultClient, url)
+	c := policyv1connect.NewPolicyServiceClient(harness.Operator(t).HTTP, url)
 	if _, err := c.Apply(t.Context(), connect.NewRequest(&policyv1.ApplyRequest{Resources: []*policyv1.Resource{goodService("after")}})); err != nil {
 		t.Fatalf("a good apply after the huge bodies: %v", err)
 	}
@@ -131,7 +131,7 @@ func TestPolicyMemoryUnderHugeBodies(t *testing.T) {
 func TestPolicyHealthFollowsNATS(t *testing.T) {
 	n := harness.StartNATS(t)
 	url, _ := harness.Policy(t, n.URL)
-	cc, err := grpc.NewClient(strings.TrimPrefix(url, "http://"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(strings.TrimPrefix(url, "https://"), grpc.WithTransportCredentials(credentials.NewTLS(harness.Operator(t).TLS)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestPolicyHealthFollowsNATS(t *testing.T) {
 		s := status()
 		return s == healthpb.HealthCheckResponse_SERVING, s.String()
 	})
-	c := policyv1connect.NewPolicyServiceClient(http.DefaultClient, url)
+	c := policyv1connect.NewPolicyServiceClient(harness.Operator(t).HTTP, url)
 	eventually(t, "an apply after NATS is back", func() (bool, string) {
 		_, err := c.Apply(t.Context(), connect.NewRequest(&policyv1.ApplyRequest{Resources: []*policyv1.Resource{goodService("back")}}))
 		return err == nil, fmt.Sprint(err)
@@ -173,7 +173,7 @@ func TestCLIBadInputTable(t *testing.T) {
 	url, _ := harness.Policy(t, natsURL)
 	dir := t.TempDir()
 	ctl := func(args ...string) (string, string, int) {
-		return harness.Run(t, harness.Bin(t, "keywayctl"), append([]string{"--server", url}, args...)...)
+		return harness.Run(t, harness.Bin(t, "keywayctl"), append(append([]string{"--server", url}, harness.Operator(t).Args...), args...)...)
 	}
 	file := func(name, content string) string {
 		p := filepath.Join(dir, name)
@@ -232,7 +232,7 @@ func TestCLIBadInputTable(t *testing.T) {
 		{"delete name wildcard", "name", []string{"delete", "service", "*"}},
 		{"delete name 4100 chars", "name", []string{"delete", "service", strings.Repeat("a", 4100)}},
 	}
-	c := policyv1connect.NewPolicyServiceClient(http.DefaultClient, url)
+	c := policyv1connect.NewPolicyServiceClient(harness.Operator(t).HTTP, url)
 	stored := func() int {
 		resp, err := c.List(t.Context(), connect.NewRequest(&policyv1.ListRequest{}))
 		if err != nil {

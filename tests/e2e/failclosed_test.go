@@ -66,7 +66,7 @@ func TestMaxHeaderBytesFlag(t *testing.T) {
 	if stdout, stderr, code := w.ctl(t, "apply", "-f", f); code != 0 {
 		t.Fatalf("apply: exit %d\n%s%s", code, stdout, stderr)
 	}
-	small := harness.StartProxy(t, w.natsURL, "small", "--max-header-bytes", "2048")
+	small := harness.StartProxy(t, w.natsURL, "small", append(w.secrets.ClientArgs(t, "small"), "--max-header-bytes", "2048")...)
 	send := func(size int) int {
 		req, _ := http.NewRequest("GET", small.URL+"/orders/42", nil)
 		req.Header.Set("X-Padding", strings.Repeat("a", size))

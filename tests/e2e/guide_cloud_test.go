@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -260,8 +261,13 @@ openssl x509 -req -in other.csr -CA other-ca.crt -CAkey other-ca.key -CAcreatese
 				code, body := get(t, px.URL+"/test")
 				return code == http.StatusBadGateway && strings.Contains(string(body), `"`+tc.reason+`"`), fmt.Sprintf("%d %s", code, body)
 			})
-			code, body := get(t, px.AdminURL+"/metrics")
-			if code != http.StatusOK || !regexp.MustCompile(`reason="`+tc.reason+`"`).Match(body) {
+			resp, err := harness.Operator(t).HTTP.Get(px.AdminURL + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if code := resp.StatusCode; code != http.StatusOK || !regexp.MustCompile(`reason="`+tc.reason+`"`).Match(body) {
 				t.Errorf("/metrics (%d) has no series with reason=%q", code, tc.reason)
 			}
 			if !strings.Contains(px.Output(), tc.reason) {

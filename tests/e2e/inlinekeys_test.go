@@ -43,7 +43,7 @@ func TestInlineKeysAreServedFromTheSecretsService(t *testing.T) {
 	// A Listener with an inline server key, on a free port of every node.
 	addr := harness.FreeAddr(t)
 	server := w.upstreamCA.Server("gw.e2e")
-	policy := policyv1connect.NewPolicyServiceClient(http.DefaultClient, w.policyURL)
+	policy := policyv1connect.NewPolicyServiceClient(harness.Operator(t).HTTP, w.policyURL)
 	if _, err := policy.Apply(context.Background(), connect.NewRequest(&policyv1.ApplyRequest{Resources: []*policyv1.Resource{
 		{Kind: &policyv1.Resource_Listener{Listener: &policyv1.Listener{
 			Metadata: &policyv1.ObjectMeta{Name: "public"},

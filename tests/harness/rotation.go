@@ -112,10 +112,11 @@ func StartRotationStackWith(tb testing.TB, nodes int, opts RotationOptions) *Rot
 		tb.Fatal(err)
 	}
 	meta := func(name string) *policyv1.ObjectMeta { return &policyv1.ObjectMeta{Name: name} }
+	const apiVersion = "keyway.dev/v1alpha1"
 	_, err = s.Policy.Apply(ctx, connect.NewRequest(&policyv1.ApplyRequest{Probe: policyv1.ProbeMode_PROBE_MODE_ON, Resources: []*policyv1.Resource{
-		{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{Metadata: meta("orders"), Spec: &policyv1.ServiceSpec{Address: up.Addr()}}}},
-		{Kind: &policyv1.Resource_Route{Route: &policyv1.Route{Metadata: meta("orders"), Spec: &policyv1.RouteSpec{Path: "/orders/", Service: "orders"}}}},
-		{Kind: &policyv1.Resource_PolicyBinding{PolicyBinding: &policyv1.PolicyBinding{Metadata: meta("orders-mtls"), Spec: &policyv1.PolicyBindingSpec{
+		{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{ApiVersion: apiVersion, Kind: "Service", Metadata: meta("orders"), Spec: &policyv1.ServiceSpec{Address: up.Addr()}}}},
+		{Kind: &policyv1.Resource_Route{Route: &policyv1.Route{ApiVersion: apiVersion, Kind: "Route", Metadata: meta("orders"), Spec: &policyv1.RouteSpec{Path: "/orders/", Service: "orders"}}}},
+		{Kind: &policyv1.Resource_PolicyBinding{PolicyBinding: &policyv1.PolicyBinding{ApiVersion: apiVersion, Kind: "PolicyBinding", Metadata: meta("orders-mtls"), Spec: &policyv1.PolicyBindingSpec{
 			TargetRef: &policyv1.TargetRef{Kind: "Service", Name: "orders"}, PolicyRef: &policyv1.PolicyRef{Name: "tls-outbound"}, Config: cfg,
 		}}}},
 	}}))

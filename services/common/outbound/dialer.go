@@ -427,10 +427,12 @@ func (d *Dialer) probe(ctx context.Context, addr, path string) (*Result, *Error)
 	cs := tc.ConnectionState()
 	after := *facts
 	after.Phase = failure.PhaseRequest
-	if cs.Version == tls.VersionTLS13 && facts.ClientCertificateRequested {
+	if path == "" && cs.Version == tls.VersionTLS13 && facts.ClientCertificateRequested {
 		// A TLS 1.3 server verifies the client certificate after the
 		// client considers the handshake done; wait a few handshake
-		// times for its alert before writing anything.
+		// times for its alert. (With a request to send, its answer
+		// brings the alert instead: reading here would take the first
+		// bytes of an h2 server's SETTINGS.)
 		tc.SetReadDeadline(time.Now().Add(min(probeWaitMax, max(probeWaitMin, 4*elapsed))))
 		var b [1]byte
 		if _, err := tc.Read(b[:]); err != nil {
