@@ -185,8 +185,8 @@ func StartEnv(tb testing.TB, name, bin string, ready *regexp.Regexp, env []strin
 	case <-matched:
 	case <-p.done:
 		tb.Fatalf("harness: %s exited before it was ready (%v):\n%s", name, p.err, p.out.String())
-	case <-time.After(30 * time.Second):
-		tb.Fatalf("harness: %s not ready after 30s:\n%s", name, p.out.String())
+	case <-time.After(90 * time.Second):
+		tb.Fatalf("harness: %s not ready after 90s:\n%s", name, p.out.String())
 	}
 	return p
 }
