@@ -217,9 +217,17 @@ func hostnameProblem(name string) string {
 // sansCover reports each hostname that the server certificate has no DNS
 // SAN for: clients would refuse the handshake. at is the path of hostnames.
 func (c *checker) sansCover(at fieldPath, names []listItem, leaf *x509.Certificate) {
+	warned := false
 	for _, it := range names {
 		name := it.value
 		if sanCovers(leaf.DNSNames, name) {
+			continue
+		}
+		if len(leaf.IPAddresses) == 0 && CommonNameCovers(leaf, name) {
+			if !warned {
+				c.warnf(at.Index(it.index), "%s", CNOnlyServerWarning(leaf))
+				warned = true
+			}
 			continue
 		}
 		have := "it has no DNS SAN"
@@ -336,7 +344,9 @@ func (c *checker) caBundle(at fieldPath, label, data string) []*x509.Certificate
 	var outside []int // indexes of certificates outside their validity
 	for i, cert := range certs {
 		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(at), Cert: cert, Fingerprint: CertFingerprint(cert), NotAfter: cert.NotAfter})
-		if !cert.IsCA {
+		if !cert.IsCA && IsV1Root(cert) {
+			c.warnf(at, "%s", V1RootWarning(fmt.Sprintf("%s certificate %d", label, i+1), cert))
+		} else if !cert.IsCA {
 			c.errorf(at, "%s certificate %d (%s) is not a CA certificate; %s holds the CAs that issue client certificates: give the issuing CA's certificate instead (`openssl x509 -in ca.pem -noout -ext basicConstraints` shows CA:TRUE)", label, i+1, describe(cert), label)
 		}
 		if !c.decode && validityProblem(cert, c.now) != "" {

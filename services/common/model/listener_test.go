@@ -341,10 +341,20 @@ func TestValidateListener(t *testing.T) {
 			errors: []want{{host0 + ".hostnames[0]", `hostname "*.test.com" is not covered`}},
 		},
 		{
-			name: "cn-only server certificate",
+			// The API7 guide's server certificate: accepted, with a warning
+			// naming the clients that refuse it and the openssl fix.
+			name: "cn-only server certificate whose CN is the hostname warns",
 			build: func(t *testing.T) []*policyv1.Resource {
 				ca := testca.New(t, "ca")
 				return []*policyv1.Resource{listener("public", "127.0.0.1:8443", host(ca.CNOnly("test.com"), names("test.com"), asDefault))}
+			},
+			warnings: []want{{host0 + ".hostnames[0]", "curl and other OpenSSL-based clients accept it, but browsers (Chrome, Firefox, Safari) and Go clients refuse it"}},
+		},
+		{
+			name: "cn-only server certificate for another name",
+			build: func(t *testing.T) []*policyv1.Resource {
+				ca := testca.New(t, "ca")
+				return []*policyv1.Resource{listener("public", "127.0.0.1:8443", host(ca.CNOnly("test.com"), names("api.test.com"), asDefault))}
 			},
 			errors: []want{{host0 + ".hostnames[0]", "(it has no DNS SAN (clients ignore the CN))"}},
 		},

@@ -8,6 +8,7 @@ import (
 	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"slices"
@@ -75,6 +76,8 @@ type CertSummary struct {
 	// KeyType is "RSA 2048", "ECDSA P-256" or "Ed25519".
 	KeyType string
 	IsCA    bool
+	// V1Root: a self-signed X.509 v1 certificate ([IsV1Root]).
+	V1Root bool
 }
 
 // NotFoundError says that a keystore, an alias or a truststore does not
@@ -274,7 +277,15 @@ func (c *checker) checkAlias(r refCheck, info AliasInfo, err error) {
 		return
 	}
 	if len(leaf.DNSNames) == 0 && len(leaf.IPAddresses) == 0 {
-		c.errorf(crtAt, "%s: the server certificate (%s) has no subject alternative name, so clients will refuse it (they ignore the CN); reissue it with -addext \"subjectAltName=DNS:<hostname>\" (signed with openssl x509 -req … -copy_extensions copy, without which OpenSSL 3 drops the SAN) and store it under the alias", subject, quoteSubject(leaf.Subject))
+		covered := true
+		for _, it := range r.hostnames {
+			covered = covered && commonNameCoversSummary(leaf.Subject, it.value)
+		}
+		if !covered {
+			c.errorf(crtAt, "%s: the server certificate (%s) has no subject alternative name and its Common Name does not cover the hostnames, so clients will refuse it; reissue it with -addext \"subjectAltName=DNS:<hostname>\" (signed with openssl x509 -req … -copy_extensions copy, without which OpenSSL 3 drops the SAN) and store it under the alias", subject, quoteSubject(leaf.Subject))
+			return
+		}
+		c.warnf(crtAt, "%s: the server certificate (%s) has no subjectAltName, only a Common Name: curl and other OpenSSL-based clients accept it, but browsers and Go clients refuse it; reissue it with -addext \"subjectAltName=DNS:<hostname>\" (signed with openssl x509 -req … -copy_extensions copy) and store it under the alias", subject, quoteSubject(leaf.Subject))
 		return
 	}
 	for _, it := range r.hostnames {
@@ -306,7 +317,9 @@ func (c *checker) checkTruststore(r refCheck, info TruststoreInfo, err error) {
 			Field: string(r.at), Summary: &cert, Fingerprint: cert.Fingerprint, NotAfter: cert.NotAfter,
 			Reference: TruststoreRef(r.truststore), Version: info.Version,
 		})
-		if !cert.IsCA {
+		if !cert.IsCA && cert.V1Root {
+			c.warnf(r.at, "%s certificate %d (%s) is an X.509 v1 root: it has no basicConstraints, and it is accepted as a trust anchor (as OpenSSL and Go accept self-signed v1 roots) that verifies every certificate it signed, never as an intermediate; `keywayctl secrets get` gives the openssl command that makes it a v3 CA", subject, i+1, quoteSubject(cert.Subject))
+		} else if !cert.IsCA {
 			c.warnf(r.at, "%s certificate %d (%s) is not a CA certificate, so it only matches a peer presenting exactly this certificate; store the issuing CA instead", subject, i+1, quoteSubject(cert.Subject))
 		}
 		if summaryValidity(cert, c.now) != "" {
@@ -407,6 +420,7 @@ func Summarize(cert *x509.Certificate) CertSummary {
 		Subject: cert.Subject.String(), Issuer: cert.Issuer.String(),
 		DNSNames: cert.DNSNames, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
 		Fingerprint: CertFingerprint(cert), KeyType: KeyType(cert.PublicKey), IsCA: cert.IsCA,
+		V1Root: IsV1Root(cert),
 	}
 	for _, ip := range cert.IPAddresses {
 		s.IPAddresses = append(s.IPAddresses, ip.String())
@@ -425,4 +439,15 @@ func KeyType(pub crypto.PublicKey) string {
 		return "Ed25519"
 	}
 	return fmt.Sprintf("%T", pub)
+}
+
+// commonNameCoversSummary is [CommonNameCovers] for a certificate the
+// secrets service describes: its subject in RFC 2253 form ("CN=test.com,O=Test").
+func commonNameCoversSummary(subject, name string) bool {
+	for rdn := range strings.SplitSeq(subject, ",") {
+		if cn, ok := strings.CutPrefix(strings.TrimSpace(rdn), "CN="); ok {
+			return CommonNameCovers(&x509.Certificate{Subject: pkix.Name{CommonName: cn}}, name)
+		}
+	}
+	return false
 }

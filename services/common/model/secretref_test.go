@@ -217,9 +217,14 @@ func TestValidateReferences(t *testing.T) {
 				refHost("edge", "api", names("api.example.com", "v1.api.example.com"), asDefault, clientTruststore("require-and-verify", "clients")))},
 		},
 		{
-			name:      "listener alias without SAN",
+			name:      "listener alias without SAN whose CN is the hostname warns",
 			resources: []*policyv1.Resource{listener("public", "127.0.0.1:8443", refHost("edge", "cn-only", names("api.example.com"), asDefault))},
-			errors:    []want{{hostPath + ".certificate.alias", `keystore "edge" alias "cn-only": the server certificate ("CN=api.example.com") has no subject alternative name`}},
+			warnings:  []want{{hostPath + ".certificate.alias", `keystore "edge" alias "cn-only": the server certificate ("CN=api.example.com") has no subjectAltName, only a Common Name: curl and other OpenSSL-based clients accept it, but browsers and Go clients refuse it`}},
+		},
+		{
+			name:      "listener alias without SAN for another hostname",
+			resources: []*policyv1.Resource{listener("public", "127.0.0.1:8443", refHost("edge", "cn-only", names("www.example.com"), asDefault))},
+			errors:    []want{{hostPath + ".certificate.alias", `keystore "edge" alias "cn-only": the server certificate ("CN=api.example.com") has no subject alternative name and its Common Name does not cover the hostnames`}},
 		},
 		{
 			name:      "listener hostname not covered by the alias",

@@ -216,7 +216,9 @@ func (c *checker) trustedCAs(at fieldPath, data string) []*x509.Certificate {
 	}
 	for i, cert := range certs {
 		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(at), Cert: cert, Fingerprint: CertFingerprint(cert), NotAfter: cert.NotAfter})
-		if !cert.IsCA {
+		if !cert.IsCA && IsV1Root(cert) {
+			c.warnf(at, "%s", V1RootWarning(fmt.Sprintf("trustedCA certificate %d", i+1), cert))
+		} else if !cert.IsCA {
 			c.warnf(at, "trustedCA certificate %d (%s) is not a CA certificate, so it only matches an upstream presenting exactly this certificate; give the CA that issued the upstream's certificate instead", i+1, describe(cert))
 		}
 		if c.decode {

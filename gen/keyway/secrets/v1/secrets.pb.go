@@ -210,8 +210,11 @@ type Certificate struct {
 	// fingerprint every Keyway API, log, metric and header shows.
 	Sha256Fingerprint string `protobuf:"bytes,10,opt,name=sha256_fingerprint,json=sha256Fingerprint,proto3" json:"sha256_fingerprint,omitempty"`
 	// "RSA 2048", "ECDSA P-256", "Ed25519".
-	KeyType       string `protobuf:"bytes,11,opt,name=key_type,json=keyType,proto3" json:"key_type,omitempty"`
-	IsCa          bool   `protobuf:"varint,12,opt,name=is_ca,json=isCa,proto3" json:"is_ca,omitempty"`
+	KeyType string `protobuf:"bytes,11,opt,name=key_type,json=keyType,proto3" json:"key_type,omitempty"`
+	IsCa    bool   `protobuf:"varint,12,opt,name=is_ca,json=isCa,proto3" json:"is_ca,omitempty"`
+	// A self-signed X.509 v1 certificate: no basicConstraints, accepted as a
+	// trust anchor (a root), never as an intermediate.
+	V1Root        bool `protobuf:"varint,13,opt,name=v1_root,json=v1Root,proto3" json:"v1_root,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -326,6 +329,13 @@ func (x *Certificate) GetKeyType() string {
 func (x *Certificate) GetIsCa() bool {
 	if x != nil {
 		return x.IsCa
+	}
+	return false
+}
+
+func (x *Certificate) GetV1Root() bool {
+	if x != nil {
+		return x.V1Root
 	}
 	return false
 }
@@ -1741,7 +1751,7 @@ var File_keyway_secrets_v1_secrets_proto protoreflect.FileDescriptor
 
 const file_keyway_secrets_v1_secrets_proto_rawDesc = "" +
 	"\n" +
-	"\x1fkeyway/secrets/v1/secrets.proto\x12\x11keyway.secrets.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x03\n" +
+	"\x1fkeyway/secrets/v1/secrets.proto\x12\x11keyway.secrets.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x03\n" +
 	"\vCertificate\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x16\n" +
 	"\x06issuer\x18\x02 \x01(\tR\x06issuer\x12\x1b\n" +
@@ -1756,7 +1766,8 @@ const file_keyway_secrets_v1_secrets_proto_rawDesc = "" +
 	"\x12sha256_fingerprint\x18\n" +
 	" \x01(\tR\x11sha256Fingerprint\x12\x19\n" +
 	"\bkey_type\x18\v \x01(\tR\akeyType\x12\x13\n" +
-	"\x05is_ca\x18\f \x01(\bR\x04isCa\"\xb6\x03\n" +
+	"\x05is_ca\x18\f \x01(\bR\x04isCa\x12\x17\n" +
+	"\av1_root\x18\r \x01(\bR\x06v1Root\"\xb6\x03\n" +
 	"\x05Alias\x12\x1a\n" +
 	"\bkeystore\x18\x01 \x01(\tR\bkeystore\x12\x14\n" +
 	"\x05alias\x18\x02 \x01(\tR\x05alias\x124\n" +

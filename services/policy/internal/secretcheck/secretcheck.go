@@ -119,6 +119,6 @@ func summary(c *secretsv1.Certificate) model.CertSummary {
 		DNSNames: c.GetDnsNames(), IPAddresses: c.GetIpAddresses(),
 		NotBefore: c.GetNotBefore().AsTime(), NotAfter: c.GetNotAfter().AsTime(),
 		Fingerprint: strings.ToLower(strings.ReplaceAll(c.GetSha256Fingerprint(), ":", "")),
-		KeyType:     c.GetKeyType(), IsCA: c.GetIsCa(),
+		KeyType:     c.GetKeyType(), IsCA: c.GetIsCa(), V1Root: c.GetV1Root(),
 	}
 }

@@ -54,6 +54,7 @@ func Describe(cert *x509.Certificate, now time.Time) *secretsv1.Certificate {
 		Sha256Fingerprint: model.CertFingerprint(cert),
 		KeyType:           KeyType(cert),
 		IsCa:              cert.IsCA,
+		V1Root:            model.IsV1Root(cert),
 	}
 	for _, ip := range cert.IPAddresses {
 		c.IpAddresses = append(c.IpAddresses, ip.String())

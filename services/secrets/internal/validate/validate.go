@@ -141,7 +141,7 @@ func (r *Report) keyPair(certPEM, keyPEM string, usage secretsv1.Usage, now time
 	if usage == secretsv1.Usage_USAGE_SERVER {
 		role, eku, ekuName = "server", x509.ExtKeyUsageServerAuth, "serverAuth"
 		if len(leaf.DNSNames) == 0 && len(leaf.IPAddresses) == 0 {
-			r.errorf("certificate_pem", "the server certificate %s has no subjectAltName (DNS name or IP address); clients verify names by SAN only: reissue it with -addext \"subjectAltName=DNS:<host>\" (signed with openssl x509 -req … -copy_extensions copy, without which OpenSSL 3 drops it), or store it with usage client if it is a client certificate", describe(leaf))
+			r.Warnings = append(r.Warnings, "certificate_pem: "+model.CNOnlyServerWarning(leaf))
 		}
 	}
 	if len(leaf.ExtKeyUsage) > 0 || len(leaf.UnknownExtKeyUsage) > 0 {
@@ -193,7 +193,9 @@ func Truststore(req *secretsv1.PutTruststoreRequest, now time.Time) *Report {
 	for i, cert := range certs {
 		what := fmt.Sprintf("CA certificate %d", i+1)
 		r.validity("certificates_pem", what, cert, now)
-		if !cert.IsCA {
+		if !cert.IsCA && model.IsV1Root(cert) {
+			r.Warnings = append(r.Warnings, "certificates_pem: "+model.V1RootWarning(fmt.Sprintf("certificate %d", i+1), cert))
+		} else if !cert.IsCA {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("certificates_pem: certificate %d (%s) is not a CA certificate; a truststore normally holds the CAs that issue peer certificates, and trusting a leaf directly pins that one certificate", i+1, describe(cert)))
 		}
 	}

@@ -1,6 +1,7 @@
 package validate
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func TestAlias(t *testing.T) {
 		{"mismatched key", mismatch, false, "private_key_pem", "does not match the certificate"},
 		{"RSA 1024", req(rsa1024, 0), false, "private_key_pem", "1024 bits"},
 		{"expired", req(expired, 0), false, "certificate_pem", "expired at"},
-		{"server usage without SAN", req(cnOnly, secretsv1.Usage_USAGE_SERVER), false, "certificate_pem", "subjectAltName"},
+		{"server usage without SAN", req(cnOnly, secretsv1.Usage_USAGE_SERVER), false, "", ""},
 		{"bad keystore name", &secretsv1.PutAliasRequest{Keystore: "a.b", Alias: "gw", CertificatePem: string(good.CertPEM), PrivateKeyPem: string(good.KeyPEM)}, false, "keystore", "letters, digits"},
 		{"nothing given", &secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw"}, false, "certificate_pem", "or pki"},
 		{"key in the certificate field", &secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw", CertificatePem: string(good.KeyPEM), PrivateKeyPem: string(good.KeyPEM)}, false, "certificate_pem", "private key"},
@@ -63,6 +64,11 @@ func TestAlias(t *testing.T) {
 			if tc.wantField == "" {
 				if !r.OK() {
 					t.Fatalf("refused: %+v", r.Errors)
+				}
+				if tc.name == "server usage without SAN" && !slices.ContainsFunc(r.Warnings, func(w string) bool {
+					return strings.Contains(w, "browsers (Chrome, Firefox, Safari) and Go clients refuse it")
+				}) {
+					t.Errorf("a CN-only server certificate is stored without the warning naming the clients that refuse it: %q", r.Warnings)
 				}
 				return
 			}
