@@ -496,6 +496,18 @@ func (d *Dialer) request(ctx context.Context, tc *tls.Conn, addr, path string) (
 	req.Header.Set("User-Agent", "keyway-probe")
 	res, err := tr.RoundTrip(req)
 	if err != nil {
+		if _, ok := failure.AlertCode(err); !ok {
+			// The h2 client reports "client conn could not be
+			// established" without the alert that caused it; the TLS
+			// connection keeps that alert as its error.
+			_ = tc.SetReadDeadline(time.Now().Add(probeWaitMin))
+			var b [1]byte
+			if _, rerr := tc.Read(b[:]); rerr != nil {
+				if _, ok := failure.AlertCode(rerr); ok {
+					err = rerr
+				}
+			}
+		}
 		return 0, fmt.Errorf("sending GET %s after the handshake: %w", path, err)
 	}
 	defer res.Body.Close()
