@@ -482,7 +482,6 @@ func TestPutValidation(t *testing.T) {
 		{"mismatched key", &secretsv1.PutAliasRequest{Keystore: "edge", Alias: "a", CertificatePem: string(gw.CertPEM), PrivateKeyPem: string(other.KeyPEM)}, "private_key_pem", "does not match"},
 		{"RSA 1024", &secretsv1.PutAliasRequest{Keystore: "edge", Alias: "a", CertificatePem: string(weak.CertPEM), PrivateKeyPem: string(weak.KeyPEM)}, "private_key_pem", "at least 2048 bits"},
 		{"expired", &secretsv1.PutAliasRequest{Keystore: "edge", Alias: "a", CertificatePem: string(expired.CertPEM), PrivateKeyPem: string(expired.KeyPEM)}, "certificate_pem", "expired at"},
-		{"server usage without SAN", &secretsv1.PutAliasRequest{Keystore: "edge", Alias: "a", CertificatePem: string(cnOnly.CertPEM), PrivateKeyPem: string(cnOnly.KeyPEM), Usage: secretsv1.Usage_USAGE_SERVER}, "certificate_pem", "subjectAltName"},
 		{"PKI on the local backend", &secretsv1.PutAliasRequest{Keystore: "edge", Alias: "a", Pki: &secretsv1.PKISpec{Role: "r", CommonName: "gw"}}, "pki", "--backend vault"},
 	}
 	for _, tc := range tests {
@@ -494,6 +493,15 @@ func TestPutValidation(t *testing.T) {
 				t.Errorf("%s (dry run %v): violations %v; want %s containing %q", tc.name, dry, vs, tc.wantField, tc.wantText)
 			}
 		}
+	}
+	// A CN-only server certificate (the API7 guide's) is stored, with a
+	// warning naming the clients that refuse it.
+	srv, err := s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "cn-server", CertificatePem: string(cnOnly.CertPEM), PrivateKeyPem: string(cnOnly.KeyPEM), Usage: secretsv1.Usage_USAGE_SERVER}))
+	if err != nil {
+		t.Fatalf("a CN-only server certificate was refused: %v", err)
+	}
+	if w := strings.Join(srv.Msg.GetWarnings(), "\n"); !strings.Contains(w, "Go clients refuse it") || !strings.Contains(w, "-copy_extensions copy") {
+		t.Errorf("warnings %q do not name the clients that refuse a CN-only server certificate and the openssl fix", w)
 	}
 	// A CN-only client certificate is accepted (Apigee's gateway certificates).
 	resp, err := s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "apigee", CertificatePem: string(cnOnly.CertPEM), PrivateKeyPem: string(cnOnly.KeyPEM), Usage: secretsv1.Usage_USAGE_CLIENT}))
@@ -515,8 +523,8 @@ func TestPutValidation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(list.Msg.GetKeystores()[0].GetAliases()); n != 1 {
-		t.Errorf("%d aliases stored, want only apigee", n)
+	if n := len(list.Msg.GetKeystores()[0].GetAliases()); n != 2 {
+		t.Errorf("%d aliases stored, want only cn-server and apigee", n)
 	}
 }
 
