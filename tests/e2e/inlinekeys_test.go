@@ -46,6 +46,7 @@ func TestInlineKeysAreServedFromTheSecretsService(t *testing.T) {
 	policy := policyv1connect.NewPolicyServiceClient(harness.Operator(t).HTTP, w.policyURL)
 	if _, err := policy.Apply(context.Background(), connect.NewRequest(&policyv1.ApplyRequest{Resources: []*policyv1.Resource{
 		{Kind: &policyv1.Resource_Listener{Listener: &policyv1.Listener{
+			ApiVersion: "keyway.dev/v1alpha1", Kind: "Listener",
 			Metadata: &policyv1.ObjectMeta{Name: "public"},
 			Spec: &policyv1.ListenerSpec{Address: addr, Hosts: []*policyv1.ListenerHost{{
 				Hostnames: []string{"gw.e2e"}, Default: true,
