@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -323,28 +322,13 @@ func matchName(leaf *x509.Certificate, name string, legacy bool) error {
 	if err == nil || !legacy || len(leaf.DNSNames) > 0 || net.ParseIP(name) != nil {
 		return err
 	}
-	if commonNameMatches(leaf.Subject.CommonName, name) {
+	if model.CommonNameCovers(leaf, name) {
 		return nil
 	}
 	return failure.WithReason(failure.SANMismatch, fmt.Errorf("the upstream's certificate %q has no subjectAltName and its Common Name %q is not %q (legacyCommonName is on)",
 		leaf.Subject.String(), leaf.Subject.CommonName, name))
 }
 
-func commonNameMatches(cn, name string) bool {
-	cn, name = strings.ToLower(strings.TrimSuffix(cn, ".")), strings.ToLower(strings.TrimSuffix(name, "."))
-	if cn == "" || name == "" {
-		return false
-	}
-	if cn == name {
-		return true
-	}
-	suffix, ok := strings.CutPrefix(cn, "*.")
-	if !ok {
-		return false
-	}
-	label, rest, ok := strings.Cut(name, ".")
-	return ok && label != "" && rest == suffix
-}
 
 // ServerName is the name sent as SNI to addr and verified in its
 // certificate: the context's sni, else the host of addr.
