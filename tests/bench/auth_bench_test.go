@@ -47,7 +47,7 @@ func BenchmarkAuthCost(b *testing.B) {
 		{"token", policyv1connect.NewPolicyServiceClient(harness.TokenClient(b, harness.Suite(b).Tokens[access.Operator]), securedURL), secured.Pid()},
 	}
 	ctx := context.Background()
-	svc := &policyv1.Resource{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{
+	svc := &policyv1.Resource{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{ApiVersion: "keyway.dev/v1alpha1", Kind: "Service",
 		Metadata: &policyv1.ObjectMeta{Name: "orders"}, Spec: &policyv1.ServiceSpec{Address: "127.0.0.1:9443"}}}}
 	if _, err := modes[1].client.Apply(ctx, connect.NewRequest(&policyv1.ApplyRequest{Resources: []*policyv1.Resource{svc}})); err != nil {
 		b.Fatal(err)

@@ -79,9 +79,9 @@ func (s *setup) apply(ctx context.Context, i int, alpn []any) error {
 		return err
 	}
 	_, err = s.policy.Apply(ctx, connect.NewRequest(&policyv1.ApplyRequest{Resources: []*policyv1.Resource{
-		{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{Metadata: &policyv1.ObjectMeta{Name: "bench"}, Spec: &policyv1.ServiceSpec{Address: s.upstream.Addr()}}}},
-		{Kind: &policyv1.Resource_Route{Route: &policyv1.Route{Metadata: &policyv1.ObjectMeta{Name: "bench"}, Spec: &policyv1.RouteSpec{Path: "/", Service: "bench"}}}},
-		{Kind: &policyv1.Resource_PolicyBinding{PolicyBinding: &policyv1.PolicyBinding{
+		{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{ApiVersion: "keyway.dev/v1alpha1", Kind: "Service", Metadata: &policyv1.ObjectMeta{Name: "bench"}, Spec: &policyv1.ServiceSpec{Address: s.upstream.Addr()}}}},
+		{Kind: &policyv1.Resource_Route{Route: &policyv1.Route{ApiVersion: "keyway.dev/v1alpha1", Kind: "Route", Metadata: &policyv1.ObjectMeta{Name: "bench"}, Spec: &policyv1.RouteSpec{Path: "/", Service: "bench"}}}},
+		{Kind: &policyv1.Resource_PolicyBinding{PolicyBinding: &policyv1.PolicyBinding{ApiVersion: "keyway.dev/v1alpha1", Kind: "PolicyBinding",
 			Metadata: &policyv1.ObjectMeta{Name: "bench-mtls"},
 			Spec: &policyv1.PolicyBindingSpec{
 				TargetRef: &policyv1.TargetRef{Kind: "Service", Name: "bench"},

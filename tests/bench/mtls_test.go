@@ -157,7 +157,7 @@ func (s *setup) mtlsListener(b *testing.B, h2, newConn bool) (url string, client
 	gw, kp := s.ca.Server("gw.bench"), s.ca.Client("bench-client")
 	addr := freePort(b)
 	_, err := s.policy.Apply(ctx, connect.NewRequest(&policyv1.ApplyRequest{Resources: []*policyv1.Resource{
-		{Kind: &policyv1.Resource_Listener{Listener: &policyv1.Listener{
+		{Kind: &policyv1.Resource_Listener{Listener: &policyv1.Listener{ApiVersion: "keyway.dev/v1alpha1", Kind: "Listener",
 			Metadata: &policyv1.ObjectMeta{Name: "bench"},
 			Spec: &policyv1.ListenerSpec{Address: addr, Hosts: []*policyv1.ListenerHost{{
 				Hostnames: []string{"gw.bench"}, Default: true,

@@ -127,7 +127,7 @@ func BenchmarkPropagationTenNodes(b *testing.B) {
 	wg.Wait()
 	apply := func(i int) uint64 {
 		resp, err := policy.Apply(context.Background(), connect.NewRequest(&policyv1.ApplyRequest{Resources: []*policyv1.Resource{
-			{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{Metadata: &policyv1.ObjectMeta{Name: "prop"}, Spec: &policyv1.ServiceSpec{Address: ups[i%2].Addr()}}}},
+			{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{ApiVersion: "keyway.dev/v1alpha1", Kind: "Service", Metadata: &policyv1.ObjectMeta{Name: "prop"}, Spec: &policyv1.ServiceSpec{Address: ups[i%2].Addr()}}}},
 		}}))
 		if err != nil {
 			b.Fatal(err)
