@@ -329,7 +329,6 @@ func matchName(leaf *x509.Certificate, name string, legacy bool) error {
 		leaf.Subject.String(), leaf.Subject.CommonName, name))
 }
 
-
 // ServerName is the name sent as SNI to addr and verified in its
 // certificate: the context's sni, else the host of addr.
 func (d *Dialer) ServerName(addr string) string {
