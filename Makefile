@@ -24,7 +24,8 @@ tools: ## install the pinned tools into the cache (scripts/tool.sh) and the Debi
 .PHONY: build
 build: ## build every binary into bin/
 	@mkdir -p bin
-	@go build -trimpath -o bin/ $(COMMANDS)
+	@echo "building into bin/: $(notdir $(COMMANDS)) (go build -v lists each package it compiles)"
+	@go build -v -trimpath -o bin/ $(COMMANDS)
 
 .PHONY: generate
 generate: ## regenerate gen/ from proto/ with buf and the pinned local plugins

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -45,6 +46,9 @@ func realMain(ctx context.Context, args []string) error {
 	ctlConfig, _ := ctlconfig.DefaultPath(os.Getenv) // without HOME: none unless given
 	fs.StringVar(&cfg.KeywayctlConfig, "keywayctl-config", ctlConfig, "keywayctl config file to write the context "+stack.DevContext+" into ($"+ctlconfig.Env+", else ~/.config/keyway/config.yaml); empty for none")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h and --help: the usage is printed; asking is no error
+		}
 		return err
 	}
 	log, err := logging.New(os.Stdout, "text", "info")

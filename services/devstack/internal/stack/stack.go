@@ -5,7 +5,6 @@
 package stack
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -66,6 +65,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if err := checkPorts(listenAddrs(cfg)); err != nil {
+		return err
+	}
 
 	p, err := loadOrMakePKI(filepath.Join(data, "pki"), data)
 	if err != nil {
@@ -102,7 +104,12 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var children sync.WaitGroup
 	defer children.Wait()
-	start := func(name, path string, env []string, args ...string) error {
+	// start runs a part as a child process. A required part that exits stops
+	// the stack; an optional one (Vault, the secrets service, the policy
+	// service: the proxy keeps serving its last configuration without them)
+	// is reported with its exit status and last lines, and the rest keeps
+	// serving.
+	start := func(name, path string, optional bool, env []string, args ...string) error {
 		cmd := exec.Command(path, args...)
 		cmd.Env = append(append(childEnv(os.Environ()), "KEYWAY_LOG_FORMAT=text"), env...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
@@ -114,15 +121,31 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("starting %s (run `make build`?): %w", name, err)
 		}
+		log.Info("part started", "part", name, "pid", cmd.Process.Pid, "optional", optional)
+		last := &tail{}
+		drained := make(chan struct{})
 		children.Add(2)
-		go func() { defer children.Done(); prefixLines(cfg.Out, "["+name+"] ", stderr) }()
+		go func() {
+			defer children.Done()
+			defer close(drained)
+			_ = copyLines(cfg.Out, "["+name+"] ", stderr, MaxLine, last)
+		}()
 		go func() {
 			defer children.Done()
 			exited := make(chan error, 1)
-			go func() { exited <- cmd.Wait() }()
+			go func() { <-drained; exited <- cmd.Wait() }()
 			select {
 			case err := <-exited:
-				cancel(fmt.Errorf("%s exited: %v", name, err))
+				if ctx.Err() != nil {
+					return // stopping anyway
+				}
+				status := exitStatus(err)
+				reportExit(cfg.Out, name, cmd.Process.Pid, status, optional, last.Lines())
+				if optional {
+					log.Error("part exited; the rest keeps serving", "part", name, "pid", cmd.Process.Pid, "status", status)
+					return
+				}
+				cancel(fmt.Errorf("%s (required) exited: %s", name, status))
 			case <-ctx.Done():
 				_ = cmd.Process.Signal(syscall.SIGTERM)
 				select {
@@ -135,8 +158,8 @@ func Run(ctx context.Context, cfg Config) error {
 		}()
 		return nil
 	}
-	spawn := func(name string, args ...string) error {
-		return start(name, filepath.Join(cfg.Bin, name), nil, args...)
+	spawn := func(name string, optional bool, args ...string) error {
+		return start(name, filepath.Join(cfg.Bin, name), optional, nil, args...)
 	}
 	a := &p.access
 	secretsArgs := append([]string{"--listen", cfg.SecretsAddr, "--internal-listen", cfg.SecretsInternal, "--nats", natsURL,
@@ -154,7 +177,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		// HOME: the dev server writes ~/.vault-token; keep it in the data folder.
-		if err := start("vault", bin, []string{"HOME=" + vaultHome, "VAULT_ADDR=", "VAULT_TOKEN="},
+		if err := start("vault", bin, true, []string{"HOME=" + vaultHome, "VAULT_ADDR=", "VAULT_TOKEN="},
 			"server", "-dev", "-dev-root-token-id="+VaultToken, "-dev-listen-address="+cfg.VaultAddr); err != nil {
 			return err
 		}
@@ -167,7 +190,7 @@ func Run(ctx context.Context, cfg Config) error {
 	} else {
 		secretsArgs = append(secretsArgs, "--backend", "local", "--dir", filepath.Join(data, "secrets"))
 	}
-	if err := start("keyway-secrets", filepath.Join(cfg.Bin, "keyway-secrets"), secretsEnv, secretsArgs...); err != nil {
+	if err := start("keyway-secrets", filepath.Join(cfg.Bin, "keyway-secrets"), true, secretsEnv, secretsArgs...); err != nil {
 		return err
 	}
 	// References to keystores and truststores: the policy service checks
@@ -179,7 +202,7 @@ func Run(ctx context.Context, cfg Config) error {
 		"--secrets-cert", a.policyClientCert, "--secrets-key", a.policyClientKey, "--secrets-ca", p.internalCAFile},
 		a.serverArgs(a.policyCert, a.policyKey, a.operatorCAFile)...)
 	policyArgs = append(policyArgs, natsSec.args(natsperm.Policy)...)
-	if err := spawn("keyway-policy", policyArgs...); err != nil {
+	if err := spawn("keyway-policy", true, policyArgs...); err != nil {
 		return err
 	}
 	proxyArgs := append([]string{"--listen", cfg.ProxyAddr, "--admin-listen", cfg.ProxyAdmin, "--nats", natsURL,
@@ -187,7 +210,7 @@ func Run(ctx context.Context, cfg Config) error {
 		"--secrets-cert", p.nodeCert, "--secrets-key", p.nodeKey, "--secrets-ca", p.internalCAFile},
 		a.serverArgs(a.adminCert, a.adminKey, a.operatorCAFile)...)
 	proxyArgs = append(proxyArgs, natsSec.args(natsperm.Node)...)
-	if err := spawn("keyway-proxy", proxyArgs...); err != nil {
+	if err := spawn("keyway-proxy", false, proxyArgs...); err != nil {
 		return err
 	}
 
@@ -261,12 +284,29 @@ func waitHTTP(ctx context.Context, client *http.Client, url string) error {
 	}
 }
 
-func prefixLines(w io.Writer, prefix string, r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		fmt.Fprintf(w, "%s%s\n", prefix, sc.Text())
+// exitStatus describes how a child ended: "exit status 1", "signal: killed".
+func exitStatus(err error) string {
+	if err == nil {
+		return "exit status 0"
 	}
+	return err.Error()
+}
+
+// reportExit tells the user which part ended, how, and what it said last.
+func reportExit(w io.Writer, name string, pid int, status string, optional bool, last []string) {
+	what := "required: the stack stops"
+	if optional {
+		what = "the proxy keeps serving its last configuration and NATS keeps running; restart keyway-dev to bring it back"
+	}
+	var b strings.Builder // one write: other parts print at the same time
+	fmt.Fprintf(&b, "\nkeyway-dev: %s (pid %d) exited: %s (%s)\n", name, pid, status, what)
+	if len(last) > 0 {
+		fmt.Fprintf(&b, "keyway-dev: last lines of %s:\n", name)
+		for _, l := range last {
+			fmt.Fprintf(&b, "  | %s\n", l)
+		}
+	}
+	_, _ = io.WriteString(w, b.String())
 }
 
 func printTry(cfg Config, data, sample string, p *pki) {
