@@ -16,19 +16,19 @@ import (
 )
 
 // startDevStack runs keyway-dev on free loopback addresses and returns it
-// with the proxy's plain-HTTP address.
-func startDevStack(t *testing.T, extra ...string) (*harness.Process, string) {
+// with the proxy's plain-HTTP address, the policy API's and the data folder.
+func startDevStack(t *testing.T, extra ...string) (dev *harness.Process, proxy, policy, data string) {
 	t.Helper()
 	bin := filepath.Dir(harness.Bin(t, "keyway-dev"))
 	harness.Bin(t, "keyway-policy")
 	_, natsPort, _ := net.SplitHostPort(harness.FreeAddr(t))
-	proxy := harness.FreeAddr(t)
-	args := append([]string{"--bin", bin, "--data", t.TempDir(), "--nats-port", natsPort,
-		"--policy", harness.FreeAddr(t), "--proxy", proxy, "--proxy-admin", harness.FreeAddr(t), "--upstream", harness.FreeAddr(t),
+	proxy, policy, data = harness.FreeAddr(t), harness.FreeAddr(t), t.TempDir()
+	args := append([]string{"--bin", bin, "--data", data, "--nats-port", natsPort,
+		"--policy", policy, "--proxy", proxy, "--proxy-admin", harness.FreeAddr(t), "--upstream", harness.FreeAddr(t),
 		"--proxy-tls", harness.FreeAddr(t), "--secrets", harness.FreeAddr(t), "--secrets-internal", harness.FreeAddr(t),
 		"--keywayctl-config", ""}, extra...)
-	dev := harness.Start(t, "keyway-dev", filepath.Join(bin, "keyway-dev"), regexp.MustCompile(`Ctrl-C stops everything`), args...)
-	return dev, proxy
+	dev = harness.Start(t, "keyway-dev", filepath.Join(bin, "keyway-dev"), regexp.MustCompile(`Ctrl-C stops everything`), args...)
+	return dev, proxy, policy, data
 }
 
 // waitOutput waits until the process printed a match of re, and returns
@@ -67,7 +67,8 @@ func getStatus(t *testing.T, url string) int {
 
 // Under `make run`, an optional part that dies (Vault with --vault, the
 // secrets service, the policy service) is reported with its exit status and
-// last lines, and the proxy keeps serving; the proxy dying stops the stack.
+// last lines and restarted, and the proxy keeps serving; the proxy dying
+// stops the stack.
 func TestLocalStackSurvivesOptionalParts(t *testing.T) {
 	var extra []string
 	parts := []string{"keyway-secrets", "keyway-policy"}
@@ -77,13 +78,17 @@ func TestLocalStackSurvivesOptionalParts(t *testing.T) {
 	} else {
 		t.Log("KEYWAY_VAULT is not set: testing without --vault")
 	}
-	dev, proxy := startDevStack(t, extra...)
+	dev, proxy, policy, data := startDevStack(t, extra...)
 	hello := "http://" + proxy + "/demo/hello"
 	if code := getStatus(t, hello); code != http.StatusOK {
 		t.Fatalf("GET %s before any part died: %d", hello, code)
 	}
 	pidOf := func(part string) int {
-		m := waitOutput(t, dev, regexp.MustCompile(`msg="part started" service=dev part=`+regexp.QuoteMeta(part)+` pid=(\d+)`), time.Second)
+		all := regexp.MustCompile(`msg="part started" service=dev part=`+regexp.QuoteMeta(part)+` pid=(\d+)`).FindAllStringSubmatch(dev.Output(), -1)
+		if len(all) == 0 {
+			t.Fatalf("keyway-dev did not name the pid of %s:\n%s", part, dev.Output())
+		}
+		m := all[len(all)-1] // the current run
 		pid, _ := strconv.Atoi(m[1])
 		return pid
 	}
@@ -92,7 +97,7 @@ func TestLocalStackSurvivesOptionalParts(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatalf("kill -9 %s (pid %d): %v", part, pid, err)
 		}
-		waitOutput(t, dev, regexp.MustCompile(`keyway-dev: `+regexp.QuoteMeta(part)+` \(pid `+strconv.Itoa(pid)+`\) exited: signal: killed \(the proxy keeps serving`), 15*time.Second)
+		waitOutput(t, dev, regexp.MustCompile(`keyway-dev: `+regexp.QuoteMeta(part)+` \(pid `+strconv.Itoa(pid)+`\) exited: signal: killed \(the proxy keeps serving its last configuration and NATS keeps running; keyway-dev restarts it\)`), 15*time.Second)
 		if !strings.Contains(dev.Output(), "keyway-dev: last lines of "+part+":\n  | ") {
 			t.Errorf("the report of %s lacks its last lines:\n%s", part, dev.Output())
 		}
@@ -101,9 +106,31 @@ func TestLocalStackSurvivesOptionalParts(t *testing.T) {
 			t.Fatalf("keyway-dev stopped after %s died:\n%s", part, dev.Output())
 		default:
 		}
-		if code := getStatus(t, hello); code != http.StatusOK {
+		if code := getStatus(t, hello); code != http.StatusOK { // before the restart
 			t.Errorf("GET %s after %s was killed: %d, want 200", hello, part, code)
 		}
+		// Restarted after the first backoff (a second).
+		waitOutput(t, dev, regexp.MustCompile(`msg="part started" service=dev part=`+regexp.QuoteMeta(part)+` pid=\d+ optional=true restart=true`), 15*time.Second)
+		if part == "vault" {
+			// A dev server starts empty: the launcher mounts its PKI again.
+			waitOutput(t, dev, regexp.MustCompile(`msg="restarted part set up" service=dev part=vault`), 30*time.Second)
+		}
+	}
+
+	// The restarted policy service serves the configuration it had (it
+	// lives in NATS) to the operator.
+	pki := filepath.Join(data, "pki")
+	operator := []string{"KEYWAY_CA=" + filepath.Join(pki, "api-ca.crt"), "KEYWAY_CERT=" + filepath.Join(pki, "operator.crt"), "KEYWAY_KEY=" + filepath.Join(pki, "operator.key")}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, errOut, code := harness.RunEnv(t, harness.Bin(t, "keywayctl"), operator, "--server", "https://"+policy, "get", "policybindings")
+		if code == 0 && strings.Contains(out, "demo-mtls") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("keywayctl get policybindings after the policy service restarted: exit %d, %s%s", code, out, errOut)
+		}
+		time.Sleep(200 * time.Millisecond) // the restarted service is another process: poll its API
 	}
 
 	// The proxy is required: the stack says so and stops, non-zero.

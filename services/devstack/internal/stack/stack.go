@@ -104,55 +104,93 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var children sync.WaitGroup
 	defer children.Wait()
-	// start runs a part as a child process. A required part that exits stops
-	// the stack; an optional one (Vault, the secrets service, the policy
-	// service: the proxy keeps serving its last configuration without them)
-	// is reported with its exit status and last lines, and the rest keeps
-	// serving.
-	start := func(name, path string, optional bool, env []string, args ...string) error {
-		cmd := exec.Command(path, args...)
+	// launch starts one run of a part; exited receives its end once its
+	// output is drained.
+	launch := func(name, path string, env, args []string) (cmd *exec.Cmd, last *tail, exited chan error, err error) {
+		cmd = exec.Command(path, args...)
 		cmd.Env = append(append(childEnv(os.Environ()), "KEYWAY_LOG_FORMAT=text"), env...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 		stderr, err := cmd.StderrPipe()
 		if err != nil {
-			return err
+			return nil, nil, nil, err
 		}
 		cmd.Stdout = cmd.Stderr
 		if err := cmd.Start(); err != nil {
-			return fmt.Errorf("starting %s (run `make build`?): %w", name, err)
+			return nil, nil, nil, fmt.Errorf("starting %s (run `make build`?): %w", name, err)
+		}
+		last, exited = &tail{}, make(chan error, 1)
+		children.Add(1)
+		go func() {
+			defer children.Done()
+			_ = copyLines(cfg.Out, "["+name+"] ", stderr, MaxLine, last)
+			exited <- cmd.Wait() // after the output is drained, as Wait requires
+		}()
+		return cmd, last, exited, nil
+	}
+	// afterRestart holds what a part needs after a restart (Vault: its PKI
+	// mount, since a dev server keeps nothing).
+	afterRestart := map[string]func(context.Context) error{}
+	// start runs a part as a child process. A required part that exits stops
+	// the stack. An optional one (Vault, the secrets service, the policy
+	// service: the proxy keeps serving its last configuration without them)
+	// is reported with its exit status and last lines, and restarted with
+	// backoff while the rest keeps serving.
+	start := func(name, path string, optional bool, env []string, args ...string) error {
+		cmd, last, exited, err := launch(name, path, env, args)
+		if err != nil {
+			return err
 		}
 		log.Info("part started", "part", name, "pid", cmd.Process.Pid, "optional", optional)
-		last := &tail{}
-		drained := make(chan struct{})
-		children.Add(2)
+		children.Add(1)
 		go func() {
 			defer children.Done()
-			defer close(drained)
-			_ = copyLines(cfg.Out, "["+name+"] ", stderr, MaxLine, last)
-		}()
-		go func() {
-			defer children.Done()
-			exited := make(chan error, 1)
-			go func() { <-drained; exited <- cmd.Wait() }()
-			select {
-			case err := <-exited:
-				if ctx.Err() != nil {
-					return // stopping anyway
-				}
-				status := exitStatus(err)
-				reportExit(cfg.Out, name, cmd.Process.Pid, status, optional, last.Lines())
-				if optional {
-					log.Error("part exited; the rest keeps serving", "part", name, "pid", cmd.Process.Pid, "status", status)
-					return
-				}
-				cancel(fmt.Errorf("%s (required) exited: %s", name, status))
-			case <-ctx.Done():
-				_ = cmd.Process.Signal(syscall.SIGTERM)
+			backoff := restartBackoff
+			for {
+				began := time.Now()
 				select {
-				case <-exited:
-				case <-time.After(10 * time.Second):
-					_ = cmd.Process.Kill()
-					<-exited
+				case err := <-exited:
+					if ctx.Err() != nil {
+						return // stopping anyway
+					}
+					status := exitStatus(err)
+					reportExit(cfg.Out, name, cmd.Process.Pid, status, optional, last.Lines())
+					if !optional {
+						cancel(fmt.Errorf("%s (required) exited: %s", name, status))
+						return
+					}
+					if time.Since(began) > time.Minute {
+						backoff = restartBackoff // it ran a while: not a crash loop
+					}
+					for {
+						log.Error("part exited; the rest keeps serving; restarting it", "part", name, "status", status, "in", backoff)
+						select {
+						case <-ctx.Done():
+							return
+						case <-time.After(backoff):
+						}
+						backoff = min(backoff*2, maxRestartBackoff)
+						if cmd, last, exited, err = launch(name, path, env, args); err == nil {
+							break
+						}
+						status = err.Error()
+					}
+					log.Info("part started", "part", name, "pid", cmd.Process.Pid, "optional", optional, "restart", true)
+					if after := afterRestart[name]; after != nil {
+						if err := after(ctx); err != nil {
+							log.Error("setting up the restarted part", "part", name, "error", err)
+						} else {
+							log.Info("restarted part set up", "part", name)
+						}
+					}
+				case <-ctx.Done():
+					_ = cmd.Process.Signal(syscall.SIGTERM)
+					select {
+					case <-exited:
+					case <-time.After(10 * time.Second):
+						_ = cmd.Process.Kill()
+						<-exited
+					}
+					return
 				}
 			}
 		}()
@@ -184,6 +222,7 @@ func Run(ctx context.Context, cfg Config) error {
 		if err := setUpVault(ctx, "http://"+cfg.VaultAddr); err != nil {
 			return err
 		}
+		afterRestart["vault"] = func(ctx context.Context) error { return setUpVault(ctx, "http://"+cfg.VaultAddr) }
 		log.Info("vault dev server serving", "addr", "http://"+cfg.VaultAddr, "pki_role", VaultPKIRole)
 		secretsArgs = append(secretsArgs, "--backend", "vault", "--vault-addr", "http://"+cfg.VaultAddr)
 		secretsEnv = []string{"VAULT_TOKEN=" + VaultToken}
@@ -284,6 +323,14 @@ func waitHTTP(ctx context.Context, client *http.Client, url string) error {
 	}
 }
 
+// restartBackoff is the first wait before an optional part is restarted;
+// it doubles with each exit up to maxRestartBackoff, and starts over once a
+// run lasted a minute.
+const (
+	restartBackoff    = time.Second
+	maxRestartBackoff = 30 * time.Second
+)
+
 // exitStatus describes how a child ended: "exit status 1", "signal: killed".
 func exitStatus(err error) string {
 	if err == nil {
@@ -296,7 +343,7 @@ func exitStatus(err error) string {
 func reportExit(w io.Writer, name string, pid int, status string, optional bool, last []string) {
 	what := "required: the stack stops"
 	if optional {
-		what = "the proxy keeps serving its last configuration and NATS keeps running; restart keyway-dev to bring it back"
+		what = "the proxy keeps serving its last configuration and NATS keeps running; keyway-dev restarts it"
 	}
 	var b strings.Builder // one write: other parts print at the same time
 	fmt.Fprintf(&b, "\nkeyway-dev: %s (pid %d) exited: %s (%s)\n", name, pid, status, what)
