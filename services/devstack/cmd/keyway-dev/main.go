@@ -1,7 +1,11 @@
 // Command keyway-dev runs the local Keyway stack in the foreground (`make
 // run`): embedded NATS, the policy service, the secrets service (with a
 // Vault dev server under --vault), a proxy node, a demo mTLS upstream and a
-// sample configuration. Ctrl-C stops all of it.
+// sample configuration. Ctrl-C stops all of it. When Vault, the secrets
+// service or the policy service exits, keyway-dev reports it (exit status
+// and last lines) and restarts it with backoff while the proxy keeps
+// serving; when the proxy node exits, the stack stops. Every address is
+// checked before anything starts, so a busy port is named with its flag.
 package main
 
 import (

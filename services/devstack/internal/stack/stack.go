@@ -56,7 +56,9 @@ type Config struct {
 	KeywayctlConfig string
 }
 
-// Run starts the stack and blocks until ctx is done or a part fails.
+// Run starts the stack and blocks until ctx is done or a required part (NATS,
+// the proxy node) fails; an optional part that exits is reported and
+// restarted.
 func Run(ctx context.Context, cfg Config) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
