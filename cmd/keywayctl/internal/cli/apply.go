@@ -134,15 +134,16 @@ func (g *globals) send(cmd *cobra.Command, m manifest.Manifest, dryRun bool, pro
 	if !wait {
 		return nil
 	}
-	return g.waitRollout(cmd, client, resp.Msg.GetRevision())
+	return g.waitRollout(cmd, client, resp.Msg.GetRevision(), firstRevision(resp.Msg))
 }
 
 // waitRollout follows the rollout of rev until every live node serves it or
 // --timeout passes, printing a line as each node starts serving it, then a
-// summary. It fails when the rollout is not complete.
-func (g *globals) waitRollout(cmd *cobra.Command, client policyv1connect.PolicyServiceClient, rev uint64) error {
+// summary. It fails when the rollout is not complete, and when a node that
+// reached rev refused a key written from since on (see [refusalErrors]).
+func (g *globals) waitRollout(cmd *cobra.Command, client policyv1connect.PolicyServiceClient, rev, since uint64) error {
 	start := time.Now()
-	req := &policyv1.WatchRolloutRequest{Revision: rev}
+	req := &policyv1.WatchRolloutRequest{Revision: rev, Since: since}
 	if g.timeout > 0 {
 		req.Timeout = durationpb.New(g.timeout)
 	}
@@ -170,6 +171,10 @@ func (g *globals) waitRollout(cmd *cobra.Command, client policyv1connect.PolicyS
 		return g.rpcError(err, fmt.Sprintf("following the rollout of revision %d", rev))
 	}
 	total := len(last.GetServing()) + len(last.GetPending())
+	if last.GetFailed() {
+		errs := refusalErrors(last)
+		return errors.Join(append(errs, fmt.Errorf("rollout of revision %d failed: every node reached it, but %s refused a resource of it", rev, plural(refusingNodes(last), "node")))...)
+	}
 	if last.GetComplete() {
 		fmt.Fprintf(g.io.Stdout, "rollout of revision %d complete: %d of %s serve it (%s)\n", rev, len(last.GetServing()), plural(total, "node"), time.Since(start).Round(time.Millisecond))
 		return nil
@@ -177,7 +182,7 @@ func (g *globals) waitRollout(cmd *cobra.Command, client policyv1connect.PolicyS
 	if total == 0 {
 		return fmt.Errorf("revision %d is stored, but no live proxy node reported within %s: are the nodes running and connected to NATS?", rev, g.timeout)
 	}
-	var errs []error
+	errs := refusalErrors(last)
 	for _, n := range last.GetPending() {
 		msg := fmt.Sprintf("node %s (%s) still serves revision %d", n.GetId(), n.GetProxyAddress(), n.GetRevision())
 		if es := n.GetErrors(); len(es) > 0 {

@@ -135,6 +135,7 @@ func writeNodes(w io.Writer, r *policyv1.Rollout, now time.Time) error {
 		return err
 	}
 	fmt.Fprintf(w, "%d of %s serve revision %d\n", len(r.GetServing()), plural(len(all), "node"), r.GetRevision())
+	writeNodeErrors(w, all)
 	return nil
 }
 

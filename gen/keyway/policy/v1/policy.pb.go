@@ -1179,7 +1179,11 @@ func (x *ListNodesResponse) GetNodes() []*v1.NodeStatus {
 type GetRolloutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Revision to check; 0 means the store's current revision.
-	Revision      uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
+	// First revision of the change to check (an apply's lowest revision); a
+	// node's error on a key written from since up to revision is a refusal
+	// of this rollout. 0 means revision itself.
+	Since         uint64 `protobuf:"varint,2,opt,name=since,proto3" json:"since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1221,12 +1225,21 @@ func (x *GetRolloutRequest) GetRevision() uint64 {
 	return 0
 }
 
+func (x *GetRolloutRequest) GetSince() uint64 {
+	if x != nil {
+		return x.Since
+	}
+	return 0
+}
+
 type WatchRolloutRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Revision to follow; 0 means the store's current revision.
 	Revision uint64 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
 	// How long to follow; default 30s.
-	Timeout       *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Timeout *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// First revision of the change to follow, as in GetRolloutRequest.since.
+	Since         uint64 `protobuf:"varint,3,opt,name=since,proto3" json:"since,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1273,6 +1286,13 @@ func (x *WatchRolloutRequest) GetTimeout() *durationpb.Duration {
 		return x.Timeout
 	}
 	return nil
+}
+
+func (x *WatchRolloutRequest) GetSince() uint64 {
+	if x != nil {
+		return x.Since
+	}
+	return 0
 }
 
 type GetRolloutResponse struct {
@@ -1367,11 +1387,18 @@ func (x *WatchRolloutResponse) GetRollout() *Rollout {
 type Rollout struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Revision uint64                 `protobuf:"varint,1,opt,name=revision,proto3" json:"revision,omitempty"`
-	// Every live node serves the revision (false when there are no nodes).
+	// Every live node serves the revision and none refused a key of it
+	// (false when there are no nodes).
 	Complete bool `protobuf:"varint,2,opt,name=complete,proto3" json:"complete,omitempty"`
-	// Nodes that serve it, and nodes that do not yet.
-	Serving       []*v1.NodeStatus `protobuf:"bytes,3,rep,name=serving,proto3" json:"serving,omitempty"`
-	Pending       []*v1.NodeStatus `protobuf:"bytes,4,rep,name=pending,proto3" json:"pending,omitempty"`
+	// Nodes that reached it, and nodes that do not yet.
+	Serving []*v1.NodeStatus `protobuf:"bytes,3,rep,name=serving,proto3" json:"serving,omitempty"`
+	Pending []*v1.NodeStatus `protobuf:"bytes,4,rep,name=pending,proto3" json:"pending,omitempty"`
+	// Keys of the change (written from since up to revision) that a node
+	// which reached the revision reports it refused or could not build.
+	Refusals []*Refusal `protobuf:"bytes,5,rep,name=refusals,proto3" json:"refusals,omitempty"`
+	// Every live node reached the revision, and at least one refused a key
+	// of it: the rollout is over and did not succeed.
+	Failed        bool `protobuf:"varint,6,opt,name=failed,proto3" json:"failed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1434,6 +1461,91 @@ func (x *Rollout) GetPending() []*v1.NodeStatus {
 	return nil
 }
 
+func (x *Rollout) GetRefusals() []*Refusal {
+	if x != nil {
+		return x.Refusals
+	}
+	return nil
+}
+
+func (x *Rollout) GetFailed() bool {
+	if x != nil {
+		return x.Failed
+	}
+	return false
+}
+
+// Refusal is one node's error on one configuration key of a rollout.
+type Refusal struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// Configuration key ("listener.edge").
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// Revision the key was written at.
+	Revision      uint64 `protobuf:"varint,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Refusal) Reset() {
+	*x = Refusal{}
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Refusal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Refusal) ProtoMessage() {}
+
+func (x *Refusal) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Refusal.ProtoReflect.Descriptor instead.
+func (*Refusal) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *Refusal) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *Refusal) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Refusal) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Refusal) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 type HistoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "Service", "Route", "PolicyBinding" or "Listener" (case-insensitive).
@@ -1445,7 +1557,7 @@ type HistoryRequest struct {
 
 func (x *HistoryRequest) Reset() {
 	*x = HistoryRequest{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[20]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1569,7 @@ func (x *HistoryRequest) String() string {
 func (*HistoryRequest) ProtoMessage() {}
 
 func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[20]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1582,7 @@ func (x *HistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRequest.ProtoReflect.Descriptor instead.
 func (*HistoryRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{20}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *HistoryRequest) GetKind() string {
@@ -1497,7 +1609,7 @@ type HistoryResponse struct {
 
 func (x *HistoryResponse) Reset() {
 	*x = HistoryResponse{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[21]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1621,7 @@ func (x *HistoryResponse) String() string {
 func (*HistoryResponse) ProtoMessage() {}
 
 func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[21]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1634,7 @@ func (x *HistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryResponse.ProtoReflect.Descriptor instead.
 func (*HistoryResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{21}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HistoryResponse) GetRevisions() []*Revision {
@@ -1549,7 +1661,7 @@ type Revision struct {
 
 func (x *Revision) Reset() {
 	*x = Revision{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[22]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1561,7 +1673,7 @@ func (x *Revision) String() string {
 func (*Revision) ProtoMessage() {}
 
 func (x *Revision) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[22]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1574,7 +1686,7 @@ func (x *Revision) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Revision.ProtoReflect.Descriptor instead.
 func (*Revision) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{22}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Revision) GetRevision() uint64 {
@@ -1626,7 +1738,7 @@ type RollbackRequest struct {
 
 func (x *RollbackRequest) Reset() {
 	*x = RollbackRequest{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[23]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1750,7 @@ func (x *RollbackRequest) String() string {
 func (*RollbackRequest) ProtoMessage() {}
 
 func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[23]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1763,7 @@ func (x *RollbackRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackRequest.ProtoReflect.Descriptor instead.
 func (*RollbackRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{23}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RollbackRequest) GetKind() string {
@@ -1693,7 +1805,7 @@ type RollbackResponse struct {
 
 func (x *RollbackResponse) Reset() {
 	*x = RollbackResponse{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[24]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1817,7 @@ func (x *RollbackResponse) String() string {
 func (*RollbackResponse) ProtoMessage() {}
 
 func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[24]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1830,7 @@ func (x *RollbackResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackResponse.ProtoReflect.Descriptor instead.
 func (*RollbackResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{24}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RollbackResponse) GetResult() *ApplyResult {
@@ -1740,7 +1852,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[25]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +1864,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[25]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +1877,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{25}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListAuditRequest) GetSince() *timestamppb.Timestamp {
@@ -1791,7 +1903,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[26]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1803,7 +1915,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[26]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1816,7 +1928,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{26}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListAuditResponse) GetRecords() []*AuditRecord {
@@ -1863,7 +1975,7 @@ type AuditRecord struct {
 
 func (x *AuditRecord) Reset() {
 	*x = AuditRecord{}
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[27]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1875,7 +1987,7 @@ func (x *AuditRecord) String() string {
 func (*AuditRecord) ProtoMessage() {}
 
 func (x *AuditRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_policy_proto_msgTypes[27]
+	mi := &file_keyway_policy_v1_policy_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1888,7 +2000,7 @@ func (x *AuditRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditRecord.ProtoReflect.Descriptor instead.
 func (*AuditRecord) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{27}
+	return file_keyway_policy_v1_policy_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *AuditRecord) GetTime() *timestamppb.Timestamp {
@@ -2081,21 +2193,30 @@ const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"deleteTime\"\x12\n" +
 	"\x10ListNodesRequest\"E\n" +
 	"\x11ListNodesResponse\x120\n" +
-	"\x05nodes\x18\x01 \x03(\v2\x1a.keyway.node.v1.NodeStatusR\x05nodes\"/\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x1a.keyway.node.v1.NodeStatusR\x05nodes\"E\n" +
 	"\x11GetRolloutRequest\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x04R\brevision\"f\n" +
+	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x14\n" +
+	"\x05since\x18\x02 \x01(\x04R\x05since\"|\n" +
 	"\x13WatchRolloutRequest\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x123\n" +
-	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"I\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x14\n" +
+	"\x05since\x18\x03 \x01(\x04R\x05since\"I\n" +
 	"\x12GetRolloutResponse\x123\n" +
 	"\arollout\x18\x01 \x01(\v2\x19.keyway.policy.v1.RolloutR\arollout\"K\n" +
 	"\x14WatchRolloutResponse\x123\n" +
-	"\arollout\x18\x01 \x01(\v2\x19.keyway.policy.v1.RolloutR\arollout\"\xad\x01\n" +
+	"\arollout\x18\x01 \x01(\v2\x19.keyway.policy.v1.RolloutR\arollout\"\xfc\x01\n" +
 	"\aRollout\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x1a\n" +
 	"\bcomplete\x18\x02 \x01(\bR\bcomplete\x124\n" +
 	"\aserving\x18\x03 \x03(\v2\x1a.keyway.node.v1.NodeStatusR\aserving\x124\n" +
-	"\apending\x18\x04 \x03(\v2\x1a.keyway.node.v1.NodeStatusR\apending\"8\n" +
+	"\apending\x18\x04 \x03(\v2\x1a.keyway.node.v1.NodeStatusR\apending\x125\n" +
+	"\brefusals\x18\x05 \x03(\v2\x19.keyway.policy.v1.RefusalR\brefusals\x12\x16\n" +
+	"\x06failed\x18\x06 \x01(\bR\x06failed\"j\n" +
+	"\aRefusal\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1a\n" +
+	"\brevision\x18\x03 \x01(\x04R\brevision\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"8\n" +
 	"\x0eHistoryRequest\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"K\n" +
@@ -2180,7 +2301,7 @@ func file_keyway_policy_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_keyway_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_keyway_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_keyway_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_keyway_policy_v1_policy_proto_goTypes = []any{
 	(ProbeMode)(0),                // 0: keyway.policy.v1.ProbeMode
 	(Action)(0),                   // 1: keyway.policy.v1.Action
@@ -2205,23 +2326,24 @@ var file_keyway_policy_v1_policy_proto_goTypes = []any{
 	(*GetRolloutResponse)(nil),    // 20: keyway.policy.v1.GetRolloutResponse
 	(*WatchRolloutResponse)(nil),  // 21: keyway.policy.v1.WatchRolloutResponse
 	(*Rollout)(nil),               // 22: keyway.policy.v1.Rollout
-	(*HistoryRequest)(nil),        // 23: keyway.policy.v1.HistoryRequest
-	(*HistoryResponse)(nil),       // 24: keyway.policy.v1.HistoryResponse
-	(*Revision)(nil),              // 25: keyway.policy.v1.Revision
-	(*RollbackRequest)(nil),       // 26: keyway.policy.v1.RollbackRequest
-	(*RollbackResponse)(nil),      // 27: keyway.policy.v1.RollbackResponse
-	(*ListAuditRequest)(nil),      // 28: keyway.policy.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),     // 29: keyway.policy.v1.ListAuditResponse
-	(*AuditRecord)(nil),           // 30: keyway.policy.v1.AuditRecord
-	(*Resource)(nil),              // 31: keyway.policy.v1.Resource
-	(*durationpb.Duration)(nil),   // 32: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
-	(*v1.NodeStatus)(nil),         // 34: keyway.node.v1.NodeStatus
+	(*Refusal)(nil),               // 23: keyway.policy.v1.Refusal
+	(*HistoryRequest)(nil),        // 24: keyway.policy.v1.HistoryRequest
+	(*HistoryResponse)(nil),       // 25: keyway.policy.v1.HistoryResponse
+	(*Revision)(nil),              // 26: keyway.policy.v1.Revision
+	(*RollbackRequest)(nil),       // 27: keyway.policy.v1.RollbackRequest
+	(*RollbackResponse)(nil),      // 28: keyway.policy.v1.RollbackResponse
+	(*ListAuditRequest)(nil),      // 29: keyway.policy.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),     // 30: keyway.policy.v1.ListAuditResponse
+	(*AuditRecord)(nil),           // 31: keyway.policy.v1.AuditRecord
+	(*Resource)(nil),              // 32: keyway.policy.v1.Resource
+	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
+	(*v1.NodeStatus)(nil),         // 35: keyway.node.v1.NodeStatus
 }
 var file_keyway_policy_v1_policy_proto_depIdxs = []int32{
-	31, // 0: keyway.policy.v1.ApplyRequest.resources:type_name -> keyway.policy.v1.Resource
+	32, // 0: keyway.policy.v1.ApplyRequest.resources:type_name -> keyway.policy.v1.Resource
 	0,  // 1: keyway.policy.v1.ApplyRequest.probe:type_name -> keyway.policy.v1.ProbeMode
-	32, // 2: keyway.policy.v1.ApplyRequest.wait:type_name -> google.protobuf.Duration
+	33, // 2: keyway.policy.v1.ApplyRequest.wait:type_name -> google.protobuf.Duration
 	5,  // 3: keyway.policy.v1.ApplyResponse.results:type_name -> keyway.policy.v1.ApplyResult
 	22, // 4: keyway.policy.v1.ApplyResponse.rollout:type_name -> keyway.policy.v1.Rollout
 	1,  // 5: keyway.policy.v1.ApplyResult.action:type_name -> keyway.policy.v1.Action
@@ -2229,52 +2351,53 @@ var file_keyway_policy_v1_policy_proto_depIdxs = []int32{
 	9,  // 7: keyway.policy.v1.ApplyResult.certificates:type_name -> keyway.policy.v1.CertificateInfo
 	6,  // 8: keyway.policy.v1.ApplyResult.probes:type_name -> keyway.policy.v1.ProbeResult
 	9,  // 9: keyway.policy.v1.ProbeResult.peer_certificate:type_name -> keyway.policy.v1.CertificateInfo
-	32, // 10: keyway.policy.v1.ProbeResult.elapsed:type_name -> google.protobuf.Duration
+	33, // 10: keyway.policy.v1.ProbeResult.elapsed:type_name -> google.protobuf.Duration
 	8,  // 11: keyway.policy.v1.Warnings.warnings:type_name -> keyway.policy.v1.Warning
-	33, // 12: keyway.policy.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
-	33, // 13: keyway.policy.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
-	31, // 14: keyway.policy.v1.GetResponse.resource:type_name -> keyway.policy.v1.Resource
-	31, // 15: keyway.policy.v1.ListResponse.resources:type_name -> keyway.policy.v1.Resource
-	33, // 16: keyway.policy.v1.DeleteResponse.delete_time:type_name -> google.protobuf.Timestamp
-	34, // 17: keyway.policy.v1.ListNodesResponse.nodes:type_name -> keyway.node.v1.NodeStatus
-	32, // 18: keyway.policy.v1.WatchRolloutRequest.timeout:type_name -> google.protobuf.Duration
+	34, // 12: keyway.policy.v1.CertificateInfo.not_before:type_name -> google.protobuf.Timestamp
+	34, // 13: keyway.policy.v1.CertificateInfo.not_after:type_name -> google.protobuf.Timestamp
+	32, // 14: keyway.policy.v1.GetResponse.resource:type_name -> keyway.policy.v1.Resource
+	32, // 15: keyway.policy.v1.ListResponse.resources:type_name -> keyway.policy.v1.Resource
+	34, // 16: keyway.policy.v1.DeleteResponse.delete_time:type_name -> google.protobuf.Timestamp
+	35, // 17: keyway.policy.v1.ListNodesResponse.nodes:type_name -> keyway.node.v1.NodeStatus
+	33, // 18: keyway.policy.v1.WatchRolloutRequest.timeout:type_name -> google.protobuf.Duration
 	22, // 19: keyway.policy.v1.GetRolloutResponse.rollout:type_name -> keyway.policy.v1.Rollout
 	22, // 20: keyway.policy.v1.WatchRolloutResponse.rollout:type_name -> keyway.policy.v1.Rollout
-	34, // 21: keyway.policy.v1.Rollout.serving:type_name -> keyway.node.v1.NodeStatus
-	34, // 22: keyway.policy.v1.Rollout.pending:type_name -> keyway.node.v1.NodeStatus
-	25, // 23: keyway.policy.v1.HistoryResponse.revisions:type_name -> keyway.policy.v1.Revision
-	33, // 24: keyway.policy.v1.Revision.create_time:type_name -> google.protobuf.Timestamp
-	2,  // 25: keyway.policy.v1.Revision.operation:type_name -> keyway.policy.v1.Operation
-	31, // 26: keyway.policy.v1.Revision.resource:type_name -> keyway.policy.v1.Resource
-	5,  // 27: keyway.policy.v1.RollbackResponse.result:type_name -> keyway.policy.v1.ApplyResult
-	33, // 28: keyway.policy.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
-	30, // 29: keyway.policy.v1.ListAuditResponse.records:type_name -> keyway.policy.v1.AuditRecord
-	33, // 30: keyway.policy.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
-	3,  // 31: keyway.policy.v1.PolicyService.Apply:input_type -> keyway.policy.v1.ApplyRequest
-	10, // 32: keyway.policy.v1.PolicyService.Get:input_type -> keyway.policy.v1.GetRequest
-	12, // 33: keyway.policy.v1.PolicyService.List:input_type -> keyway.policy.v1.ListRequest
-	14, // 34: keyway.policy.v1.PolicyService.Delete:input_type -> keyway.policy.v1.DeleteRequest
-	16, // 35: keyway.policy.v1.PolicyService.ListNodes:input_type -> keyway.policy.v1.ListNodesRequest
-	18, // 36: keyway.policy.v1.PolicyService.GetRollout:input_type -> keyway.policy.v1.GetRolloutRequest
-	19, // 37: keyway.policy.v1.PolicyService.WatchRollout:input_type -> keyway.policy.v1.WatchRolloutRequest
-	23, // 38: keyway.policy.v1.PolicyService.History:input_type -> keyway.policy.v1.HistoryRequest
-	26, // 39: keyway.policy.v1.PolicyService.Rollback:input_type -> keyway.policy.v1.RollbackRequest
-	28, // 40: keyway.policy.v1.PolicyService.ListAudit:input_type -> keyway.policy.v1.ListAuditRequest
-	4,  // 41: keyway.policy.v1.PolicyService.Apply:output_type -> keyway.policy.v1.ApplyResponse
-	11, // 42: keyway.policy.v1.PolicyService.Get:output_type -> keyway.policy.v1.GetResponse
-	13, // 43: keyway.policy.v1.PolicyService.List:output_type -> keyway.policy.v1.ListResponse
-	15, // 44: keyway.policy.v1.PolicyService.Delete:output_type -> keyway.policy.v1.DeleteResponse
-	17, // 45: keyway.policy.v1.PolicyService.ListNodes:output_type -> keyway.policy.v1.ListNodesResponse
-	20, // 46: keyway.policy.v1.PolicyService.GetRollout:output_type -> keyway.policy.v1.GetRolloutResponse
-	21, // 47: keyway.policy.v1.PolicyService.WatchRollout:output_type -> keyway.policy.v1.WatchRolloutResponse
-	24, // 48: keyway.policy.v1.PolicyService.History:output_type -> keyway.policy.v1.HistoryResponse
-	27, // 49: keyway.policy.v1.PolicyService.Rollback:output_type -> keyway.policy.v1.RollbackResponse
-	29, // 50: keyway.policy.v1.PolicyService.ListAudit:output_type -> keyway.policy.v1.ListAuditResponse
-	41, // [41:51] is the sub-list for method output_type
-	31, // [31:41] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	35, // 21: keyway.policy.v1.Rollout.serving:type_name -> keyway.node.v1.NodeStatus
+	35, // 22: keyway.policy.v1.Rollout.pending:type_name -> keyway.node.v1.NodeStatus
+	23, // 23: keyway.policy.v1.Rollout.refusals:type_name -> keyway.policy.v1.Refusal
+	26, // 24: keyway.policy.v1.HistoryResponse.revisions:type_name -> keyway.policy.v1.Revision
+	34, // 25: keyway.policy.v1.Revision.create_time:type_name -> google.protobuf.Timestamp
+	2,  // 26: keyway.policy.v1.Revision.operation:type_name -> keyway.policy.v1.Operation
+	32, // 27: keyway.policy.v1.Revision.resource:type_name -> keyway.policy.v1.Resource
+	5,  // 28: keyway.policy.v1.RollbackResponse.result:type_name -> keyway.policy.v1.ApplyResult
+	34, // 29: keyway.policy.v1.ListAuditRequest.since:type_name -> google.protobuf.Timestamp
+	31, // 30: keyway.policy.v1.ListAuditResponse.records:type_name -> keyway.policy.v1.AuditRecord
+	34, // 31: keyway.policy.v1.AuditRecord.time:type_name -> google.protobuf.Timestamp
+	3,  // 32: keyway.policy.v1.PolicyService.Apply:input_type -> keyway.policy.v1.ApplyRequest
+	10, // 33: keyway.policy.v1.PolicyService.Get:input_type -> keyway.policy.v1.GetRequest
+	12, // 34: keyway.policy.v1.PolicyService.List:input_type -> keyway.policy.v1.ListRequest
+	14, // 35: keyway.policy.v1.PolicyService.Delete:input_type -> keyway.policy.v1.DeleteRequest
+	16, // 36: keyway.policy.v1.PolicyService.ListNodes:input_type -> keyway.policy.v1.ListNodesRequest
+	18, // 37: keyway.policy.v1.PolicyService.GetRollout:input_type -> keyway.policy.v1.GetRolloutRequest
+	19, // 38: keyway.policy.v1.PolicyService.WatchRollout:input_type -> keyway.policy.v1.WatchRolloutRequest
+	24, // 39: keyway.policy.v1.PolicyService.History:input_type -> keyway.policy.v1.HistoryRequest
+	27, // 40: keyway.policy.v1.PolicyService.Rollback:input_type -> keyway.policy.v1.RollbackRequest
+	29, // 41: keyway.policy.v1.PolicyService.ListAudit:input_type -> keyway.policy.v1.ListAuditRequest
+	4,  // 42: keyway.policy.v1.PolicyService.Apply:output_type -> keyway.policy.v1.ApplyResponse
+	11, // 43: keyway.policy.v1.PolicyService.Get:output_type -> keyway.policy.v1.GetResponse
+	13, // 44: keyway.policy.v1.PolicyService.List:output_type -> keyway.policy.v1.ListResponse
+	15, // 45: keyway.policy.v1.PolicyService.Delete:output_type -> keyway.policy.v1.DeleteResponse
+	17, // 46: keyway.policy.v1.PolicyService.ListNodes:output_type -> keyway.policy.v1.ListNodesResponse
+	20, // 47: keyway.policy.v1.PolicyService.GetRollout:output_type -> keyway.policy.v1.GetRolloutResponse
+	21, // 48: keyway.policy.v1.PolicyService.WatchRollout:output_type -> keyway.policy.v1.WatchRolloutResponse
+	25, // 49: keyway.policy.v1.PolicyService.History:output_type -> keyway.policy.v1.HistoryResponse
+	28, // 50: keyway.policy.v1.PolicyService.Rollback:output_type -> keyway.policy.v1.RollbackResponse
+	30, // 51: keyway.policy.v1.PolicyService.ListAudit:output_type -> keyway.policy.v1.ListAuditResponse
+	42, // [42:52] is the sub-list for method output_type
+	32, // [32:42] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_keyway_policy_v1_policy_proto_init() }
@@ -2289,7 +2412,7 @@ func file_keyway_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyway_policy_v1_policy_proto_rawDesc), len(file_keyway_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

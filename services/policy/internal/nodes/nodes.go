@@ -194,23 +194,58 @@ func (v *View) live() []*nodev1.NodeStatus {
 }
 
 // Rollout says which live nodes serve revision rev (their revision is rev
-// or later) and which do not yet.
+// or later) and which do not yet. It reports no refusals: see [View.Check].
 func (v *View) Rollout(rev uint64) *policyv1.Rollout {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.rollout(rev)
+	return v.Check(Change{Revision: rev})
 }
 
-func (v *View) rollout(rev uint64) *policyv1.Rollout {
+// Change is what a rollout follows: a revision, and which configuration
+// keys belong to it.
+type Change struct {
+	// Revision the nodes must reach.
+	Revision uint64
+	// Since is the first revision of the change (an apply's lowest); 0
+	// means Revision.
+	Since uint64
+	// KeyRevision returns the revision a configuration key is stored at,
+	// false when it is not stored. Nil: no refusals are reported.
+	KeyRevision func(key string) (uint64, bool)
+}
+
+// Check says which live nodes serve c's revision, and which keys of the
+// change (stored at a revision from Since to Revision) the nodes that
+// reached it refused. Errors on older keys, and on secret references,
+// belong to other changes and are not counted.
+func (v *View) Check(c Change) *policyv1.Rollout {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.rollout(c)
+}
+
+func (v *View) rollout(c Change) *policyv1.Rollout {
+	rev := c.Revision
+	since := cmp.Or(c.Since, rev)
 	r := &policyv1.Rollout{Revision: rev}
 	for _, st := range v.live() {
-		if st.GetRevision() >= rev {
-			r.Serving = append(r.Serving, st)
-		} else {
+		if st.GetRevision() < rev {
 			r.Pending = append(r.Pending, st)
+			continue
+		}
+		r.Serving = append(r.Serving, st)
+		if c.KeyRevision == nil {
+			continue
+		}
+		for _, e := range st.GetErrors() {
+			krev, ok := c.KeyRevision(e.GetKey())
+			if !ok || krev < since || krev > rev {
+				continue
+			}
+			r.Refusals = append(r.Refusals, &policyv1.Refusal{NodeId: st.GetId(), Key: e.GetKey(), Revision: krev, Message: e.GetMessage()})
 		}
 	}
-	r.Complete = len(r.Serving) > 0 && len(r.Pending) == 0
+	reached := len(r.Serving) > 0 && len(r.Pending) == 0
+	r.Complete = reached && len(r.Refusals) == 0
+	r.Failed = reached && len(r.Refusals) > 0
 	return r
 }
 
@@ -220,18 +255,26 @@ const recheck = time.Second
 
 // Watch calls fn with the rollout of rev at once, then each time it
 // changes (a node's status changed, a node came or went), until it is
-// complete, fn returns false, or ctx ends. It returns the last rollout.
+// complete, fn returns false, or ctx ends. It returns the last rollout. It
+// reports no refusals: see [View.Follow].
 func (v *View) Watch(ctx context.Context, rev uint64, fn func(*policyv1.Rollout) bool) *policyv1.Rollout {
+	return v.Follow(ctx, Change{Revision: rev}, fn)
+}
+
+// Follow calls fn with the rollout of c at once (see [View.Check]), then
+// each time it changes, until it is complete or failed, fn returns false,
+// or ctx ends. It returns the last rollout.
+func (v *View) Follow(ctx context.Context, c Change, fn func(*policyv1.Rollout) bool) *policyv1.Rollout {
 	t := time.NewTicker(cmp.Or(min(v.ttl/4, recheck), recheck))
 	defer t.Stop()
 	var last *policyv1.Rollout
 	for {
 		v.mu.Lock()
-		r, ch := v.rollout(rev), v.changed
+		r, ch := v.rollout(c), v.changed
 		v.mu.Unlock()
 		if last == nil || !sameRollout(last, r) {
 			last = r
-			if !fn(r) || r.Complete {
+			if !fn(r) || r.Complete || r.Failed {
 				return r
 			}
 		}
@@ -250,6 +293,12 @@ func (v *View) Wait(ctx context.Context, rev uint64) *policyv1.Rollout {
 	return v.Watch(ctx, rev, func(*policyv1.Rollout) bool { return true })
 }
 
+// WaitChange returns once the rollout of c is complete or failed, or when
+// ctx ends, with the rollout as it then is.
+func (v *View) WaitChange(ctx context.Context, c Change) *policyv1.Rollout {
+	return v.Follow(ctx, c, func(*policyv1.Rollout) bool { return true })
+}
+
 // sameRollout says whether two rollouts list the same nodes at the same
 // revisions with the same errors (heartbeats alone do not count).
 func sameRollout(a, b *policyv1.Rollout) bool {
@@ -260,5 +309,5 @@ func sameRollout(a, b *policyv1.Rollout) bool {
 		}
 		return out
 	}
-	return a.GetComplete() == b.GetComplete() && slices.Equal(key(a.GetServing()), key(b.GetServing())) && slices.Equal(key(a.GetPending()), key(b.GetPending()))
+	return a.GetComplete() == b.GetComplete() && a.GetFailed() == b.GetFailed() && len(a.GetRefusals()) == len(b.GetRefusals()) && slices.Equal(key(a.GetServing()), key(b.GetServing())) && slices.Equal(key(a.GetPending()), key(b.GetPending()))
 }

@@ -174,11 +174,11 @@ func (s *Server) apply(ctx context.Context, req *connect.Request[policyv1.ApplyR
 	wctx, cancel := context.WithTimeout(ctx, req.Msg.GetWait().AsDuration())
 	defer cancel()
 	r := resp.Msg
-	r.Rollout = s.nodes.Wait(wctx, r.GetRevision())
+	r.Rollout = s.nodes.WaitChange(wctx, s.change(r.GetRevision(), applySince(r)))
 	if ctx.Err() != nil {
 		return nil, connect.NewError(connect.CodeCanceled, fmt.Errorf("applied at revision %d; the caller went away while waiting for the nodes: %w", r.GetRevision(), ctx.Err()))
 	}
-	s.log.Info("apply rollout", "revision", r.GetRevision(), "complete", r.Rollout.GetComplete(), "serving", len(r.Rollout.GetServing()), "pending", len(r.Rollout.GetPending()))
+	s.log.Info("apply rollout", "revision", r.GetRevision(), "complete", r.Rollout.GetComplete(), "refusals", len(r.Rollout.GetRefusals()), "serving", len(r.Rollout.GetServing()), "pending", len(r.Rollout.GetPending()))
 	return resp, nil
 }
 
@@ -482,7 +482,7 @@ func (s *Server) ListNodes(context.Context, *connect.Request[policyv1.ListNodesR
 // GetRollout says which live nodes serve a revision (0: the store's).
 func (s *Server) GetRollout(_ context.Context, req *connect.Request[policyv1.GetRolloutRequest]) (*connect.Response[policyv1.GetRolloutResponse], error) {
 	rev := cmp.Or(req.Msg.GetRevision(), s.store.Revision())
-	return connect.NewResponse(&policyv1.GetRolloutResponse{Rollout: s.nodes.Rollout(rev)}), nil
+	return connect.NewResponse(&policyv1.GetRolloutResponse{Rollout: s.nodes.Check(s.change(rev, req.Msg.GetSince()))}), nil
 }
 
 // WatchRollout streams the rollout of a revision until it completes or the
@@ -499,7 +499,7 @@ func (s *Server) WatchRollout(ctx context.Context, req *connect.Request[policyv1
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var sendErr error
-	s.nodes.Watch(wctx, rev, func(r *policyv1.Rollout) bool {
+	s.nodes.Follow(wctx, s.change(rev, req.Msg.GetSince()), func(r *policyv1.Rollout) bool {
 		sendErr = stream.Send(&policyv1.WatchRolloutResponse{Rollout: r})
 		return sendErr == nil
 	})
