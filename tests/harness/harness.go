@@ -115,13 +115,31 @@ func Tool(tb testing.TB, name, envVar string) string {
 // FreeAddr returns a loopback address with a port that was free a moment ago.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
+	// The kernel may hand the same ephemeral port out again once the
+	// listener is closed, so a test asking for several addresses in a row
+	// could get one twice. Ports handed out by this process are not reused.
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 64 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if !handedOut.addrs[addr] {
+			handedOut.addrs[addr] = true
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	tb.Fatal("harness: no loopback port free that this test has not already been given")
+	return ""
 }
+
+var handedOut = struct {
+	sync.Mutex
+	addrs map[string]bool
+}{addrs: map[string]bool{}}
 
 // Process is a child process whose output is kept for the test log.
 type Process struct {
