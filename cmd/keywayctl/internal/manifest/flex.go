@@ -148,8 +148,7 @@ func labelsOnly(extra *yaml.Node) *yaml.Node {
 }
 
 // flexURL reads a Flex address: http:// or https://, a host and a port (80
-// or 443 when not given). path says whether a path may follow (it is
-// returned; "/" counts as none).
+// or 443 when not given); the caller decides about u.Path.
 func (p *parser) flexURL(n *yaml.Node, field string) (u *url.URL, hostPort string, ok bool) {
 	if n == nil || n.Value == "" {
 		return nil, "", false
@@ -1019,7 +1018,7 @@ func lookupPath(n *yaml.Node, keys ...string) *yaml.Node {
 // linkFlex checks what spans documents once every file is read: a tls
 // binding's ApiInstance must be https, a route binding's must be in the same
 // apply (its scheme decides the Routes' Listener), and a tls-outbound binding
-// naming the key of an inline service gets the name Keyway gave it.
+// naming the key of an inline service is told the name Keyway gave it.
 func linkFlex(m Manifest) []error {
 	instances := map[string]*flexInstance{}
 	inline := map[string][]string{} // service key → names made from it
@@ -1061,10 +1060,10 @@ func linkFlex(m Manifest) []error {
 		if b == nil || b.GetSpec().GetPolicyRef().GetName() != model.PolicyTLSOutbound {
 			continue
 		}
+		// A note, not an error: a stored Service may have that name.
 		target := b.GetSpec().GetTargetRef().GetName()
 		if names := inline[target]; !services[target] && len(names) > 0 {
-			pos := d.Locate("spec.targetRef.name")
-			errs = append(errs, &Error{Pos: pos, Msg: fmt.Sprintf("spec.targetRef.name: no Service %q in this apply; the service %q of an ApiInstance's spec.services is named %s, as Flex Gateway names it: target that", target, target, strings.Join(names, " or "))})
+			d.Notes = append(d.Notes, Note{Pos: d.Locate("spec.targetRef.name"), Msg: fmt.Sprintf("spec.targetRef.name: no Service %q in this apply; the service %q of an ApiInstance's spec.services is named %s, as Flex Gateway names it: if you meant it, target that", target, target, strings.Join(names, " or "))})
 		}
 	}
 	return errs

@@ -212,8 +212,6 @@ func TestFlexRefusals(t *testing.T) {
 			`a.yaml:1:1) is http://, and the tls policy serves HTTPS`},
 		{"tls-outbound on an instance", instance(upstream + "  policies:\n    - policyRef:\n        name: tls-outbound\n"),
 			`spec.policies[0]: tls-outbound binds to an upstream Service, not to an ApiInstance: write a PolicyBinding with targetRef: {kind: Service, name: api-<service>}`},
-		{"tls-outbound naming an inline service by its key", instance(upstream) + "---\n" + binding("  targetRef:\n    kind: Service\n    name: up\n  policyRef:\n    name: tls-outbound\n  config: {skipValidation: true}\n"),
-			`a.yaml:18:11: spec.targetRef.name: no Service "up" in this apply; the service "up" of an ApiInstance's spec.services is named api-up, as Flex Gateway names it`},
 		{"request rules on TLS", binding("  targetRef:\n    kind: Service\n    name: s\n  policyRef:\n    name: tls-outbound\n  config: {skipValidation: true}\n  rules:\n  - path: /x\n"),
 			`a.yaml:13:3: rules: the tls-outbound policy applies to every connection, not to some requests`},
 		{"a selector for every instance", binding("  targetRef:\n    kind: Selector\n    selector:\n      kind: ApiInstance\n  policyRef:\n    name: tls\n"),
@@ -239,6 +237,40 @@ func TestFlexRefusals(t *testing.T) {
 				t.Errorf("error:\n%v\nwant it to contain:\n%s", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestFlexInlineServiceName: a tls-outbound binding that names an
+// instance's service by its key is told the name Keyway gave it, in a note
+// (a stored Service may have that name).
+func TestFlexInlineServiceName(t *testing.T) {
+	t.Parallel()
+	m, err := Read([]string{write(t, "a.yaml", `apiVersion: gateway.mulesoft.com/v1alpha1
+kind: ApiInstance
+metadata: {name: api}
+spec:
+  address: http://0.0.0.0:8081
+  services:
+    up: {address: "https://up.internal:443"}
+---
+apiVersion: gateway.mulesoft.com/v1alpha1
+kind: PolicyBinding
+metadata: {name: b}
+spec:
+  targetRef: {kind: Service, name: up}
+  policyRef: {name: tls-outbound}
+  config: {skipValidation: true}
+`)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `a.yaml:13:36: spec.targetRef.name: no Service "up" in this apply; the service "up" of an ApiInstance's spec.services is named api-up, as Flex Gateway names it: if you meant it, target that`
+	var notes []string
+	for _, n := range m.Notes() {
+		notes = append(notes, n.String())
+	}
+	if !strings.Contains(strings.Join(notes, "\n"), want) {
+		t.Errorf("notes:\n%s\nwant one ending %s", strings.Join(notes, "\n"), want)
 	}
 }
 
@@ -306,6 +338,27 @@ spec:
 	}
 	if len(lines) != len(want) || !strings.HasSuffix(lines[0], "/"+want[0]) || !strings.HasSuffix(lines[1], "/"+want[1]) {
 		t.Errorf("errors:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+}
+
+// TestCommentedClientCAs: a Listener's clientCAs is PEM too.
+func TestCommentedClientCAs(t *testing.T) {
+	t.Parallel()
+	_, err := Parse("l.yaml", []byte(`apiVersion: keyway.dev/v1alpha1
+kind: Listener
+metadata: {name: public}
+spec:
+  address: 127.0.0.1:9443
+  hosts:
+    - hostnames: [test.com]
+      clientCAs: |
+        -----BEGIN CERTIFICATE-----
+        MIIB
+        -----END CERTIFICATE-----
+        #-----BEGIN CERTIFICATE-----
+`))
+	if err == nil || !strings.HasPrefix(err.Error(), "l.yaml:12:9: spec.hosts[0].clientCAs: the PEM block is commented out with '#': \"#-----BEGIN CERTIFICATE-----\"") {
+		t.Errorf("error %v, want one at l.yaml:12:9", err)
 	}
 }
 
