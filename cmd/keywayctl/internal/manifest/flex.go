@@ -251,11 +251,15 @@ func (p *parser) flexBinding(n *yaml.Node) {
 		return
 	}
 	kind, tname := scalar(lookup(target, "kind")), scalar(lookup(target, "name"))
-	if tname == nil || tname.Value == "" {
-		if kind != nil && kind.Value == "Selector" {
-			p.errorf(kind, "spec.targetRef: a Selector binds the policy to every ApiInstance, now and later; Keyway binds TLS to one Listener at a time: bind it to each https ApiInstance by name (targetRef: {kind: ApiInstance, name: NAME}), one binding each")
-			return
+	if sel := lookup(target, "selector"); kind != nil && kind.Value == "Selector" || sel != nil {
+		at := kind
+		if at == nil || at.Value != "Selector" {
+			at = deref(sel)
 		}
+		p.errorf(at, "spec.targetRef: a Selector binds the policy to every ApiInstance, now and later; Keyway binds a policy to one resource at a time: bind it to each ApiInstance by name (targetRef: {kind: ApiInstance, name: NAME}), one binding each")
+		return
+	}
+	if tname == nil || tname.Value == "" {
 		p.errorf(target, "spec.targetRef.name is required: name the %s the policy binds to", bindsTo(policy.Value))
 		return
 	}
@@ -415,10 +419,17 @@ func (p *parser) flexDestination(config, at *yaml.Node) *yaml.Node {
 	if !p.onlyKeys(ref, "config.destinationRef", "destinationRef", "name", "namespace", "kind") {
 		return nil
 	}
+	if k := scalar(lookup(ref, "kind")); k != nil && k.Value != model.KindService {
+		p.errorf(k, "config.destinationRef.kind %q: a route sends requests to a Service", k.Value)
+		return nil
+	}
 	name := scalar(lookup(ref, "name"))
 	if name == nil || name.Value == "" {
 		p.errorf(ref, "config.destinationRef.name is required: the Service the route sends requests to")
 		return nil
+	}
+	if ns := scalar(lookup(ref, "namespace")); ns != nil && ns.Value != "" {
+		p.note(ns, "config.destinationRef.namespace %q is dropped: Keyway has no namespaces", ns.Value)
 	}
 	return name
 }
