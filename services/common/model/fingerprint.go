@@ -84,6 +84,10 @@ func (w fingerprintWriter) sum() string { return hex.EncodeToString(w.h.Sum(nil)
 func fingerprint(o *OutboundTLS) string {
 	w := newFingerprintWriter(fingerprintVersion)
 	w.flag("skip", o.SkipValidation)
+	// Only when set, so that other contexts keep their fingerprints.
+	if o.SystemRoots {
+		w.flag("system-roots", true)
+	}
 	for _, ca := range o.TrustedCAs {
 		w.put("ca", ca.Raw)
 	}

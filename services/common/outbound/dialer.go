@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -128,14 +129,26 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 		ClientSessionCache: tls.NewLRUClientSessionCache(64),
 	}
 	if !tlsCtx.SkipValidation {
-		if len(tlsCtx.TrustedCAs) == 0 {
+		switch {
+		case tlsCtx.SystemRoots:
+			// An https:// Service without a binding. Said explicitly
+			// rather than left to a nil RootCAs, so that a host without
+			// a usable bundle fails here, by name, and not at every
+			// handshake.
+			pool, err := x509.SystemCertPool()
+			if err != nil {
+				return nil, fmt.Errorf("upstream %q: its https:// address is verified against the system's trusted roots, and they cannot be loaded (%v); install the CA bundle (ca-certificates), point SSL_CERT_FILE at one, or bind a tls-outbound PolicyBinding with trustedCA", name, err)
+			}
+			cfg.RootCAs = pool
+		case len(tlsCtx.TrustedCAs) == 0:
 			return nil, fmt.Errorf("upstream %q: tls-outbound context without trusted CAs and without skipValidation", name)
+		default:
+			pool := x509.NewCertPool()
+			for _, ca := range tlsCtx.TrustedCAs {
+				pool.AddCert(ca)
+			}
+			cfg.RootCAs = pool
 		}
-		pool := x509.NewCertPool()
-		for _, ca := range tlsCtx.TrustedCAs {
-			pool.AddCert(ca)
-		}
-		cfg.RootCAs = pool
 		if tlsCtx.LegacyCommonName {
 			// crypto/tls matches names against SANs only, so this
 			// context verifies the chain itself (verifyLegacy) and
@@ -504,5 +517,10 @@ func (d *Dialer) request(ctx context.Context, tc *tls.Conn, addr, path string) (
 
 func (d *Dialer) fail(err error, addr string, facts *failure.HandshakeFacts) *Error {
 	dg := failure.Diagnose(err, *facts)
+	if dg.Reason == failure.UnknownAuthority && d.tls != nil && d.tls.SystemRoots {
+		// The generic fix speaks of trustedCA, which this context has
+		// not: say where its roots come from.
+		dg.Detail = strings.TrimPrefix(dg.Detail+"; ", "; ") + "verified against this host's system trusted roots, since the Service's address is https:// and no tls-outbound binding targets it: bind one with the CA that issued the upstream's certificate in trustedCA"
+	}
 	return &Error{Upstream: d.upstream, Endpoint: addr, Reason: dg.Reason, Detail: dg.Detail, Err: err}
 }

@@ -155,7 +155,8 @@ certificate spec.config.certificate.crt: CN=gateway expires 2026-07-11T00:00:00Z
 			if stdout != wantOut {
 				t.Errorf("stdout:\n%s\nwant:\n%s", stdout, wantOut)
 			}
-			wantErr := "warning: " + filepath.Join(dir, "binding.yaml") + ":" + itoa(line("ciphers:")) +
+			wantErr := "note: " + filepath.Join(dir, "binding.yaml") + ":1:1: Flex PolicyBinding orders-mtls (tls-outbound) → PolicyBinding orders-mtls on Service orders, as written\n" +
+				"warning: " + filepath.Join(dir, "binding.yaml") + ":" + itoa(line("ciphers:")) +
 				":15: spec.config.ciphers[0]: TLS 1.3 ignores ciphers; it applies only to TLS 1.2 connections\n"
 			if stderr != wantErr {
 				t.Errorf("stderr:\n%s\nwant:\n%s", stderr, wantErr)
@@ -257,6 +258,7 @@ func TestApplyInvalid(t *testing.T) {
 	}
 	app, binding := filepath.Join(dir, "app.yaml"), filepath.Join(dir, "binding.yaml")
 	want := strings.Join([]string{
+		"note: " + binding + ":1:1: Flex PolicyBinding orders-mtls (tls-outbound) → PolicyBinding orders-mtls on Service orders, as written",
 		"warning: " + binding + ":" + itoa(line("ciphers:")) + ":15: spec.config.ciphers[0]: weak suite",
 		"error: " + app + `:6:12: spec.address: "127.0.0.1:9443" is not reachable: connection refused; start the upstream or fix the address`,
 		"error: " + app + ":9:1: route/orders-api: conflicts with route/legacy (GET /orders/{id}); change the path or delete route/legacy",
@@ -300,14 +302,14 @@ func TestApplyFlexServiceNote(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
-	if !strings.HasPrefix(stderr, "note: <stdin>:5:12: ") || !strings.Contains(stderr, "tls-outbound PolicyBinding") {
-		t.Errorf("stderr %q, want a note at <stdin>:5:12 about tls-outbound", stderr)
+	if !strings.HasPrefix(stderr, "note: <stdin>:5:12: Flex Service orders → Service orders at https://orders.internal:9443: TLS verified against the system's trusted roots") {
+		t.Errorf("stderr %q, want a note at <stdin>:5:12 about TLS with the system roots", stderr)
 	}
 	if stdout != "service/orders created (revision 1)\n" {
 		t.Errorf("stdout %q", stdout)
 	}
-	if got := fake.requests()[0].GetResources()[0].GetService().GetSpec().GetAddress(); got != "orders.internal:9443" {
-		t.Errorf("sent address %q, want orders.internal:9443", got)
+	if got := fake.requests()[0].GetResources()[0].GetService().GetSpec().GetAddress(); got != "https://orders.internal:9443" {
+		t.Errorf("sent address %q, want https://orders.internal:9443", got)
 	}
 }
 

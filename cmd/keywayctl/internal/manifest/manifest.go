@@ -63,6 +63,11 @@ type Document struct {
 	Pos Position
 	// Notes are the conversions made while reading the document.
 	Notes []Note
+	// instance is set on the first resource made from a Flex ApiInstance;
+	// flex on a resource that names one. The cross-document pass reads
+	// them.
+	instance *flexInstance
+	flex     *flexTarget
 	// fields maps a JSON field path inside the resource's member
 	// ("metadata.name", "spec.config.ciphers[1]") to where it was written.
 	fields map[string]Position
@@ -169,9 +174,9 @@ func Read(paths []string, stdin io.Reader) (Manifest, error) {
 				errs = append(errs, fmt.Errorf("reading standard input: %w", err))
 				continue
 			}
-			docs, err := Parse(stdinName, data)
+			docs, perrs := parse(stdinName, data)
 			m = append(m, docs...)
-			errs = append(errs, err)
+			errs = append(errs, perrs...)
 			continue
 		}
 		files, err := expand(p)
@@ -185,10 +190,15 @@ func Read(paths []string, stdin io.Reader) (Manifest, error) {
 				errs = append(errs, err)
 				continue
 			}
-			docs, err := Parse(f, data)
+			docs, perrs := parse(f, data)
 			m = append(m, docs...)
-			errs = append(errs, err)
+			errs = append(errs, perrs...)
 		}
+	}
+	if len(errs) == 0 {
+		// Flex resources refer to each other across files, as in Flex
+		// Gateway's configuration directory.
+		errs = linkFlex(m)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

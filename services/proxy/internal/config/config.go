@@ -744,6 +744,11 @@ func (w *Watcher) publish(ready bool) (built []string) {
 				continue
 			}
 			tlsCtx, cause := w.outboundFor(name)
+			if tlsCtx == nil {
+				// An https:// Service that no binding targets: TLS
+				// verified against the system's trusted roots.
+				tlsCtx = svc.obj.Service.DefaultTLS
+			}
 			if tlsCtx != nil && tlsCtx.References() {
 				var resolved *model.OutboundTLS
 				err := w.guard("references", cause.key, cause.rev, func() (err error) {
@@ -773,7 +778,7 @@ func (w *Watcher) publish(ready bool) (built []string) {
 				// was not built from, and the Service's.
 				built := w.inputs[name]
 				var errs []*SkippedError
-				if in.tls != nil && (old == nil || built.tls != in.tls) {
+				if in.tls != nil && cause.key != "" && (old == nil || built.tls != in.tls) {
 					errs = append(errs, &SkippedError{Key: cause.key, Revision: cause.rev, Err: err, Time: time.Now()})
 				}
 				if old == nil || built.svc != in.svc || len(errs) == 0 {

@@ -229,8 +229,13 @@ func UpstreamOptions(opts upstream.Options, log *slog.Logger) upstream.Options {
 			"upstream", u.Name(), "reason", string(err.Reason), "endpoint", err.Endpoint,
 			"request_id", id, "fingerprint", u.Fingerprint(), "detail", err.Detail)
 		fix := ""
-		if err.Reason == failure.LegacyCommonName {
+		switch {
+		case err.Reason == failure.LegacyCommonName:
 			fix = err.Detail // the exact openssl command for this host
+		case err.Reason == failure.UnknownAuthority && u.TLS() != nil && u.TLS().SystemRoots:
+			// The generic fix speaks of trustedCA, which an https://
+			// Service without a binding has not.
+			fix = "the upstream's certificate is not signed by a CA in the node's system trusted roots, which verify an https:// Service that no tls-outbound binding targets: bind one with the CA that issued the upstream's certificate in trustedCA"
 		}
 		status := StatusCode(err.Reason)
 		writeError(w, id, u.Name(), err.Reason, fix, status)
