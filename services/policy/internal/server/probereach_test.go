@@ -401,3 +401,36 @@ func TestProbeTargetChangedMeanwhile(t *testing.T) {
 		t.Fatalf("apply whose Service changed during its probe: %v, want Aborted naming it", err)
 	}
 }
+
+// Applies probe by default, and pipelines apply the same configuration
+// again and again: re-probing endpoints that answered is free, so many more
+// applies than the handshake budget allows in a row all go through.
+func TestReapplyingDoesNotRunOutOfProbes(t *testing.T) {
+	t.Parallel()
+	s := startStack(t, withKeyStore(t))
+	ca := testca.New(t, "upstream CA")
+	gateway := ca.Client("keyway-gateway")
+	a := mtlsUpstream(t, ca.Server("orders.internal"), ca, 0)
+	b := mtlsUpstream(t, ca.Server("orders.internal"), ca, tls.VersionTLS12)
+	cfg := map[string]any{
+		"skipValidation": false, "trustedCA": string(ca.CertPEM()), "sni": "orders.internal",
+		"certificate": map[string]any{"key": string(gateway.KeyPEM), "crt": string(gateway.CertPEM)},
+	}
+	rs := []*policyv1.Resource{serviceAt("orders", a, b), binding(t, "orders-mtls", "orders", cfg)}
+	// 2 endpoints each: 120 handshakes, where the budget is 50 at once and
+	// 10 a second.
+	const applies = 60
+	start := time.Now()
+	for i := range applies {
+		resp, err := applyProbing(s, i%2 == 1, rs...)
+		if err != nil {
+			t.Fatalf("apply %d of %d after %s: %v", i+1, applies, time.Since(start), err)
+		}
+		for _, p := range resp.Results[1].GetProbes() {
+			if !p.GetOk() {
+				t.Fatalf("apply %d: probe of %s: %s %s", i+1, p.GetEndpoint(), p.GetReason(), p.GetDetail())
+			}
+		}
+	}
+	t.Logf("%d probing applies (every other one a dry run), 2 endpoints each, in %s", applies, time.Since(start).Round(time.Millisecond))
+}
