@@ -48,7 +48,9 @@ type Server struct {
 	// checks spanning resources (a binding's target exists; a deleted
 	// Service has no dependents) hold when the write lands. Only the keys
 	// written are revision-guarded in the store; across several policy
-	// replicas the guard is per key.
+	// replicas the guard is per key. The live probe runs outside it: an
+	// Apply validates, releases it while it probes, and takes it again to
+	// write, validating again if anything was written meanwhile.
 	writes sync.Mutex
 
 	obs Observer
