@@ -254,8 +254,16 @@ openssl x509 -req -in other.csr -CA other-ca.crt -CAkey other-ca.key -CAcreatese
 			if code == 0 || !strings.Contains(out+errOut, tc.reason) {
 				t.Fatalf("validate: exit %d, want the probe to fail with %s:\n%s%s", code, tc.reason, out, errOut)
 			}
-			if _, errOut, code := w.ctl(t, "apply", "--no-probe", "-f", m); code != 0 {
-				t.Fatalf("apply --no-probe: exit %d\n%s", code, errOut)
+			// apply probes as validate does, and stores nothing.
+			before, _, _ := w.ctl(t, "get", "policybinding", "order-service-mtls", "-o", "json")
+			if out, errOut, code := w.ctl(t, "apply", "-f", m); code == 0 || !strings.Contains(errOut, tc.reason) || !strings.Contains(errOut, "nothing applied") {
+				t.Fatalf("apply: exit %d, want the probe to refuse it with %s:\n%s%s", code, tc.reason, out, errOut)
+			}
+			if after, _, _ := w.ctl(t, "get", "policybinding", "order-service-mtls", "-o", "json"); after != before || !strings.Contains(after, "order-service-mtls") {
+				t.Fatalf("a refused apply changed the stored binding:\n%s\nthen\n%s", before, after)
+			}
+			if _, errOut, code := w.ctl(t, "apply", "--probe=false", "-f", m); code != 0 {
+				t.Fatalf("apply --probe=false: exit %d\n%s", code, errOut)
 			}
 			eventually(t, "the node answers with the typed reason", func() (bool, string) {
 				code, body := get(t, px.URL+"/test")

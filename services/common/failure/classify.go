@@ -131,6 +131,9 @@ func diagnose(err error, hs HandshakeFacts) Diagnosis {
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		return Diagnosis{Reason: ConnectionRefused}
 	}
+	if errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) {
+		return Diagnosis{Reason: HostUnreachable}
+	}
 	if code, ok := AlertCode(err); ok {
 		return alertFailure(code, err, hs)
 	}

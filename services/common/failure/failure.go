@@ -47,6 +47,7 @@ const (
 
 	// Connection.
 	ConnectionRefused Reason = "connection_refused"
+	HostUnreachable   Reason = "host_unreachable"
 	DNSFailure        Reason = "dns_failure"
 	UpstreamReset     Reason = "upstream_reset"
 
@@ -144,6 +145,9 @@ var reasons = map[Reason]info{
 	ConnectionRefused: {ClassConnection,
 		"nothing listens on the upstream endpoint (connection refused)",
 		"start the upstream or fix the Service's address/endpoints"},
+	HostUnreachable: {ClassConnection,
+		"there is no network route to the upstream endpoint (host or network unreachable)",
+		"check the Service's address/endpoints, and the routes and firewalls between the proxy node and the upstream"},
 	DNSFailure: {ClassConnection,
 		"the upstream's host name does not resolve",
 		"fix the host name in the Service's address/endpoints, or the node's DNS"},

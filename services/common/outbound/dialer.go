@@ -69,11 +69,21 @@ type Error struct {
 	// Endpoint is the "host:port" tried.
 	Endpoint string
 	Reason   failure.Reason
+	// Phase is how far the attempt got: PhaseDial when no TCP connection
+	// was established (see [Error.Reached]).
+	Phase failure.Phase
 	// Detail is for logs and the error body; never key material.
 	Detail string
 	// Err is the underlying error.
 	Err error
 }
+
+// Reached says whether a TCP connection to the endpoint was established
+// before the failure: false for a refused connection, no route, a name
+// that does not resolve or a dial timeout, where the upstream never had
+// its say; true when the upstream answered and the handshake or the
+// request failed.
+func (e *Error) Reached() bool { return e.Phase > failure.PhaseDial }
 
 func (e *Error) Error() string {
 	return fmt.Sprintf("upstream %q endpoint %s: %s: %s", e.Upstream, e.Endpoint, e.Reason, e.Detail)
@@ -522,5 +532,5 @@ func (d *Dialer) fail(err error, addr string, facts *failure.HandshakeFacts) *Er
 		// not: say where its roots come from.
 		dg.Detail = strings.TrimPrefix(dg.Detail+"; ", "; ") + "verified against this host's system trusted roots, since the Service's address is https:// and no tls-outbound binding targets it: bind one with the CA that issued the upstream's certificate in trustedCA"
 	}
-	return &Error{Upstream: d.upstream, Endpoint: addr, Reason: dg.Reason, Detail: dg.Detail, Err: err}
+	return &Error{Upstream: d.upstream, Endpoint: addr, Reason: dg.Reason, Phase: facts.Phase, Detail: dg.Detail, Err: err}
 }

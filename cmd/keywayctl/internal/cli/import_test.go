@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	nodev1 "keyway.dev/gen/keyway/node/v1"
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
 )
 
 const apigeeFile = "../apigee/testdata/wrapped.json"
@@ -13,7 +16,7 @@ func TestImportApigeePrints(t *testing.T) {
 	t.Parallel()
 	fake := &fakePolicyService{}
 	server := fake.serve(t)
-	for _, flag := range []string{"-o=yaml", "--dry-run"} {
+	for _, flag := range []string{"-o=yaml", "--output=yaml"} {
 		stdout, stderr, err := keywayctl(t, server, "", "import", "apigee", apigeeFile, flag)
 		if err != nil {
 			t.Fatalf("%s: %v\n%s", flag, err, stderr)
@@ -51,6 +54,33 @@ func TestImportApigeeApplies(t *testing.T) {
 	trusted, _ := cfg["trustedCA"].(map[string]any)
 	if cert["keystore"] != "edge" || cert["alias"] != "payments-client" || trusted["truststore"] != "payments-ca" {
 		t.Errorf("binding config sent: %v", cfg)
+	}
+}
+
+// --dry-run is apply's: the converted resources are validated by the
+// policy service, and probed, and nothing is stored; --wait follows the
+// rollout.
+func TestImportApigeeDryRunAndWait(t *testing.T) {
+	t.Parallel()
+	fake := &fakePolicyService{watch: []*policyv1.Rollout{{Revision: 1, Complete: true, Serving: []*nodev1.NodeStatus{{Id: "node-1", Revision: 1}}}}}
+	server := fake.serve(t)
+	stdout, stderr, err := keywayctl(t, server, "", "import", "apigee", apigeeFile, "--dry-run")
+	if err != nil {
+		t.Fatalf("import --dry-run: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(stdout, "policybinding/payments-tls valid (dry run)") {
+		t.Errorf("stdout:\n%s", stdout)
+	}
+	stdout, stderr, err = keywayctl(t, server, "", "import", "apigee", apigeeFile, "--wait")
+	if err != nil {
+		t.Fatalf("import --wait: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(stdout, "node node-1 serves revision") || !strings.Contains(stdout, "rollout of revision") {
+		t.Errorf("import --wait did not follow the rollout:\n%s", stdout)
+	}
+	reqs := fake.requests()
+	if len(reqs) != 2 || !reqs[0].GetDryRun() || reqs[1].GetDryRun() || reqs[0].GetProbe() != policyv1.ProbeMode_PROBE_MODE_ON {
+		t.Errorf("requests %v, want a probing dry run, then an apply", reqs)
 	}
 }
 

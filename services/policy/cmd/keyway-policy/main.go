@@ -21,6 +21,7 @@ import (
 	"keyway.dev/common/nodekv"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/app"
+	"keyway.dev/policy/internal/server"
 	"keyway.dev/policy/internal/store"
 )
 
@@ -47,6 +48,8 @@ func realMain(ctx context.Context, args []string) error {
 		secCert   = fs.String("secrets-cert", logging.Env("KEYWAY_SECRETS_CERT", ""), "client certificate (PEM) for the secrets service's API and internal port (env KEYWAY_SECRETS_CERT)")
 		secKey    = fs.String("secrets-key", logging.Env("KEYWAY_SECRETS_KEY", ""), "key of --secrets-cert (PEM) (env KEYWAY_SECRETS_KEY)")
 		secCA     = fs.String("secrets-ca", logging.Env("KEYWAY_SECRETS_CA", ""), "CA (PEM) that signs the secrets service's API and internal port certificates (env KEYWAY_SECRETS_CA)")
+		probeTO   = fs.Duration("probe-timeout", server.DefaultProbeTimeout, "live probe: time for one upstream endpoint (TCP connection, TLS handshake, one HTTP request)")
+		probeDL   = fs.Duration("probe-deadline", server.DefaultProbeDeadline, "live probe: time for all the endpoints of one Apply (probed at once), fetching referenced key material included; at most 1m")
 		logFormat = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
 		logLevel  = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
 	)
@@ -60,6 +63,9 @@ func realMain(ctx context.Context, args []string) error {
 	}
 	auditCfg, err := auditFlags.Config(audit.ServicePolicy, *replicas)
 	if err != nil {
+		return err
+	}
+	if err := server.CheckProbeBounds(*probeTO, *probeDL); err != nil {
 		return err
 	}
 	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
@@ -95,5 +101,7 @@ func realMain(ctx context.Context, args []string) error {
 		SecretsServer: *secrets,
 		Material:      material.Config{URL: *internal, CertFile: *secCert, KeyFile: *secKey, CAFile: *secCA},
 		Audit:         auditCfg,
+		ProbeTimeout:  *probeTO,
+		ProbeDeadline: *probeDL,
 	})
 }

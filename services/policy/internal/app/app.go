@@ -85,6 +85,10 @@ type Config struct {
 	// Audit is the audit stream's configuration (limits); the service and
 	// the replicas (Store.Replicas) are filled in.
 	Audit audit.Config
+	// ProbeTimeout and ProbeDeadline bound the live probe of one endpoint
+	// and of one Apply; zero: server.DefaultProbeTimeout and
+	// server.DefaultProbeDeadline.
+	ProbeTimeout, ProbeDeadline time.Duration
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -111,6 +115,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return errors.New("the secrets service's internal URL is set without its API URL: give --secrets-server too")
 	}
 	var opts []server.Option
+	if cfg.ProbeTimeout != 0 || cfg.ProbeDeadline != 0 {
+		timeout, deadline := cmp.Or(cfg.ProbeTimeout, server.DefaultProbeTimeout), cmp.Or(cfg.ProbeDeadline, server.DefaultProbeDeadline)
+		if err := server.CheckProbeBounds(timeout, deadline); err != nil {
+			return err
+		}
+		opts = append(opts, server.WithProbeBounds(timeout, deadline))
+	}
 	if cfg.SecretsServer != "" {
 		var mat server.Material
 		if cfg.Material.URL != "" {
