@@ -123,6 +123,7 @@ func cloudGuide(t *testing.T) (dir, addr string) {
 // scripts/debian.sh when it is missing).
 func nginxBinary(t *testing.T) string {
 	t.Helper()
+	harness.FullTier(t)
 	for _, p := range []string{"nginx", "/usr/sbin/nginx"} {
 		if path, err := exec.LookPath(p); err == nil {
 			return path

@@ -3,6 +3,10 @@
 // nodes, and the CLIs (keywayctl, buf). Binaries come from $KEYWAY_BIN and
 // $KEYWAY_NATS_SERVER / $KEYWAY_BUF when set (make test sets them); otherwise
 // they are built or installed once per test binary.
+//
+// These processes belong to the full tier (make test): under go test -short
+// (make test-fast) every helper that builds, installs or starts a binary
+// skips the test instead ([FullTier]).
 package harness
 
 import (
@@ -53,11 +57,22 @@ func Root() (string, error) {
 	}
 }
 
+// FullTier skips the test under -short: it needs built binaries or child
+// processes, which only the full tier (make test) runs. Bin, Tool, Start,
+// Run and Vault call it, so tests need not.
+func FullTier(tb testing.TB) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("harness: end-to-end test of real processes: runs in the full tier (make test), skipped under -short (make test-fast)")
+	}
+}
+
 // Bin returns the path of a Keyway binary (keyway-policy, keyway-proxy,
 // keyway-secrets, keywayctl, keyway-dev), building all of them into a temporary folder the first time
 // when $KEYWAY_BIN is not set.
 func Bin(tb testing.TB, name string) string {
 	tb.Helper()
+	FullTier(tb)
 	binOnce.Do(func() {
 		if d := os.Getenv("KEYWAY_BIN"); d != "" {
 			binDir = d
@@ -98,6 +113,7 @@ func Bin(tb testing.TB, name string) string {
 // cache when missing.
 func Tool(tb testing.TB, name, envVar string) string {
 	tb.Helper()
+	FullTier(tb)
 	if p := os.Getenv(envVar); p != "" {
 		return p
 	}
@@ -162,6 +178,7 @@ func Start(tb testing.TB, name, bin string, ready *regexp.Regexp, args ...string
 // environment.
 func StartEnv(tb testing.TB, name, bin string, ready *regexp.Regexp, env []string, args ...string) *Process {
 	tb.Helper()
+	FullTier(tb)
 	p := &Process{Name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
 	if len(env) > 0 {
 		p.cmd.Env = append(os.Environ(), env...)
@@ -413,6 +430,7 @@ func Run(tb testing.TB, bin string, args ...string) (stdout, stderr string, code
 // RunEnv is Run with env added to the test's environment.
 func RunEnv(tb testing.TB, bin string, env []string, args ...string) (stdout, stderr string, code int) {
 	tb.Helper()
+	FullTier(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)

@@ -3,6 +3,10 @@
 // secret/ and, when asked, a PKI mount with a root CA. The binary comes
 // from $KEYWAY_VAULT (make test sets it) or scripts/tool.sh vault, which
 // builds it into the cache the first time (about 20 minutes).
+//
+// The Vault binary belongs to the full tier (make test): under go test
+// -short (make test-fast) every test that asks for it is skipped, so the
+// unit tier never builds or starts Vault.
 package vaulttest
 
 import (
@@ -49,10 +53,17 @@ type Server struct {
 	done chan struct{}
 }
 
+// SkipReason is the message a test skipped under -short carries.
+const SkipReason = "needs the real Vault binary: runs in the full tier (make test), skipped under -short (make test-fast)"
+
 // Binary is the path of the vault binary: $KEYWAY_VAULT, or what
-// scripts/tool.sh vault prints.
+// scripts/tool.sh vault prints. Under -short it skips the test
+// ([SkipReason]).
 func Binary(tb testing.TB) string {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("vaulttest: " + SkipReason)
+	}
 	if p := os.Getenv("KEYWAY_VAULT"); p != "" {
 		return p
 	}
@@ -78,9 +89,12 @@ func Binary(tb testing.TB) string {
 }
 
 // Start runs a dev server for the test's lifetime and waits until it is
-// healthy.
+// healthy. Under -short it skips the test ([SkipReason]).
 func Start(tb testing.TB, opts Options) *Server {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("vaulttest: " + SkipReason)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
