@@ -20,6 +20,7 @@ import (
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
 	"keyway.dev/common/access"
+	"keyway.dev/common/natstest"
 	"keyway.dev/policy/internal/app"
 )
 
@@ -48,22 +49,13 @@ func (l *lockedBuffer) String() string {
 // payload violation"), and checks that the service connects anew: health
 // returns to SERVING and applies work.
 func TestReconnectsAfterServerClosesConnection(t *testing.T) {
-	opts := &natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true}
-	ns, err := natsserver.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := natstest.Start(t)
 	logs := &lockedBuffer{}
 	ctx, cancel := context.WithCancel(t.Context())
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- app.Run(ctx, app.Config{Listen: "127.0.0.1:0", NATSURL: ns.ClientURL(), Access: access.Options{InsecureNoAuth: true}, OnListen: func(a net.Addr) { addrc <- a },
+		done <- app.Run(ctx, app.Config{Listen: "127.0.0.1:0", NATSURL: ns.URL, Access: access.Options{InsecureNoAuth: true}, OnListen: func(a net.Addr) { addrc <- a },
 			Log: slog.New(slog.NewTextHandler(logs, nil))})
 	}()
 	t.Cleanup(func() {
@@ -100,11 +92,7 @@ func TestReconnectsAfterServerClosesConnection(t *testing.T) {
 	}
 	// The server's limit drops below what the connection was told at
 	// connect time; the next larger write is a protocol violation.
-	lowered := opts.Clone()
-	lowered.MaxPayload = 2048
-	if err := ns.ReloadOptions(lowered); err != nil {
-		t.Fatal(err)
-	}
+	ns.Reload(func(o *natsserver.Options) { o.MaxPayload = 2048 })
 	endpoints := make([]string, 64)
 	for i := range endpoints {
 		endpoints[i] = fmt.Sprintf("endpoint-%02d.orders.internal:9443", i)

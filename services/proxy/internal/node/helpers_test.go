@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
-	"keyway.dev/proxy/internal/natstest"
 	"log/slog"
 	"net"
 	"net/http"
@@ -23,6 +22,7 @@ import (
 
 	"keyway.dev/common/access"
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/natstest"
 	"keyway.dev/common/testca"
 	"keyway.dev/proxy/internal/node"
 )

@@ -16,9 +16,9 @@ import (
 
 	"keyway.dev/common/material/materialtest"
 	"keyway.dev/common/model"
+	"keyway.dev/common/natstest"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/common/testca"
-	"keyway.dev/proxy/internal/natstest"
 	"keyway.dev/proxy/internal/secrets"
 )
 
