@@ -30,6 +30,7 @@ import (
 
 	"keyway.dev/common/natsperm"
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/common/vaulttest"
 )
 
@@ -398,26 +399,23 @@ func (px *Proxy) Restart(tb testing.TB, natsURL string, args ...string) *Proxy {
 // An https URL is asked with no credential, trusting the suite's server CA.
 func WaitHTTP(tb testing.TB, url string, p *Process) {
 	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
 	hc := client(tb, url)
-	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
-		resp, err := hc.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
+	testwait.Eventually(tb, 30*time.Second, func() error {
 		select {
 		case <-p.done:
 			tb.Fatalf("harness: %s exited (%v):\n%s", p.Name, p.err, p.out.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("harness: %s did not answer 200 within 30s (last: %v)", url, err)
+		resp, err := hc.Get(url)
+		if err != nil {
+			return fmt.Errorf("harness: %s: %w", url, err)
 		}
-		time.Sleep(delay)
-	}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("harness: %s answered %s, want 200", url, resp.Status)
+		}
+		return nil
+	})
 }
 
 // Run runs a command to completion and returns its stdout, stderr and exit

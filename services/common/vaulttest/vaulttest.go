@@ -25,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"keyway.dev/common/testwait"
 )
 
 // Token is the dev server's root token.
@@ -134,15 +136,8 @@ func (s *Server) start() {
 	s.mu.Lock()
 	s.cmd, s.out, s.done = cmd, out, done
 	s.mu.Unlock()
-	deadline := time.Now().Add(60 * time.Second)
-	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 250*time.Millisecond) {
-		resp, err := http.Get(s.Addr + "/v1/sys/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
+	// Vault says nothing machine-readable when it is up: poll its health.
+	testwait.Eventually(s.tb, 60*time.Second, func() error {
 		select {
 		case <-done:
 			s.mu.Lock()
@@ -150,11 +145,16 @@ func (s *Server) start() {
 			s.tb.Fatalf("vaulttest: vault exited before it was healthy:\n%s", out.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			s.tb.Fatalf("vaulttest: vault not healthy at %s within 60s (last: %v)", s.Addr, err)
+		resp, err := http.Get(s.Addr + "/v1/sys/health")
+		if err != nil {
+			return fmt.Errorf("vaulttest: vault at %s: %w", s.Addr, err)
 		}
-		time.Sleep(delay)
-	}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("vaulttest: vault at %s: health %s", s.Addr, resp.Status)
+		}
+		return nil
+	})
 }
 
 // Stop stops the server (SIGTERM, then SIGKILL after 10 seconds). A dev

@@ -21,6 +21,7 @@ import (
 
 	"keyway.dev/common/access"
 	"keyway.dev/common/natstest"
+	"keyway.dev/common/testwait"
 	"keyway.dev/policy/internal/app"
 )
 
@@ -102,26 +103,14 @@ func TestReconnectsAfterServerClosesConnection(t *testing.T) {
 	if _, err := apply(ctx, c, false, big); err == nil {
 		t.Fatal("a write over the server's new max_payload was stored")
 	}
-	waitFor(t, "the NATS connection to be closed by the server and replaced", func() bool {
+	testwait.Until(t, 30*time.Second, "the NATS connection to be closed by the server and replaced", func() bool {
 		return strings.Contains(logs.String(), "nats connection replaced")
 	})
 	if !strings.Contains(strings.ToLower(logs.String()), "maximum payload") {
 		t.Errorf("the connection was replaced, but not after the protocol error")
 	}
-	waitFor(t, "health to say SERVING again", func() bool { return health() == healthpb.HealthCheckResponse_SERVING })
+	testwait.Until(t, 30*time.Second, "health to say SERVING again", func() bool { return health() == healthpb.HealthCheckResponse_SERVING })
 	if _, err := apply(ctx, c, false, service("after", "after.internal:443")); err != nil {
 		t.Fatalf("apply after the new connection: %v", err)
-	}
-}
-
-// waitFor polls cond until it holds, or fails the test after 30 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -300,13 +300,18 @@ func TestNATSRestartMidApplyIsAllOrNothing(t *testing.T) {
 	}
 }
 
+// waitConnected awaits nc's (re)connection: its status listener, set up
+// before the status is read, so a reconnection in between is not missed.
 func waitConnected(t *testing.T, nc *nats.Conn) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !nc.IsConnected() {
-		if time.Now().After(deadline) {
-			t.Fatal("no reconnection to NATS")
-		}
-		time.Sleep(10 * time.Millisecond)
+	connected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(connected)
+	if nc.IsConnected() {
+		return
+	}
+	select {
+	case <-connected:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no reconnection to NATS within 10s (status %v)", nc.Status())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -20,6 +21,7 @@ import (
 	"keyway.dev/common/failure"
 	"keyway.dev/common/model"
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/proxy"
 )
@@ -370,18 +372,14 @@ func waitHandshakes(t *testing.T, e *env, reason failure.Reason, want float64) {
 		result = "error"
 	}
 	labels := map[string]string{"listener": "public", "result": result, "reason": string(reason)}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testwait.Eventually(t, 10*time.Second, func() error {
 		ms := series(scrape(t, e), "keyway_inbound_handshakes_total", labels)
-		if len(ms) == 1 && ms[0].GetCounter().GetValue() >= want {
-			if got := ms[0].GetCounter().GetValue(); got != want {
-				t.Errorf("keyway_inbound_handshakes_total%v = %v, want %v", labels, got, want)
-			}
-			return
+		if len(ms) != 1 || ms[0].GetCounter().GetValue() < want {
+			return fmt.Errorf("keyway_inbound_handshakes_total%v: %d series %v, want %v", labels, len(ms), ms, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("keyway_inbound_handshakes_total%v: %d series %v, want %v", labels, len(ms), ms, want)
+		if got := ms[0].GetCounter().GetValue(); got != want {
+			t.Errorf("keyway_inbound_handshakes_total%v = %v, want %v", labels, got, want)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }

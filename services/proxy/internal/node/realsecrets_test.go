@@ -12,6 +12,7 @@ import (
 	"keyway.dev/common/material/materialtest"
 	"keyway.dev/common/model"
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/secrets"
 )
@@ -84,5 +85,5 @@ func TestTLSInboundBindingWithReferences(t *testing.T) {
 	}
 	second := servers.Server("test.com")
 	real.PutAlias(t, "edge", "web", second, secretsv1.Usage_USAGE_SERVER)
-	eventually(t, "the listener to present the rotated certificate", func() bool { return served(alice) == second.Fingerprint() })
+	testwait.Until(t, 60*time.Second, "the listener to present the rotated certificate", func() bool { return served(alice) == second.Fingerprint() })
 }

@@ -24,6 +24,7 @@ import (
 	"keyway.dev/common/model"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/proxy"
 )
@@ -43,16 +44,14 @@ func traced() (*recorded, func(*node.Config)) {
 // answer), failing after a generous deadline.
 func (r *recorded) wait(t testing.TB, what string, find func([]sdktrace.ReadOnlySpan) sdktrace.ReadOnlySpan) sdktrace.ReadOnlySpan {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if s := find(r.rec.Ended()); s != nil {
-			return s
+	var found sdktrace.ReadOnlySpan
+	testwait.Eventually(t, 20*time.Second, func() error {
+		if found = find(r.rec.Ended()); found == nil {
+			return fmt.Errorf("no %s among the spans recorded:\n%s", what, dump(r.rec.Ended()))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s among the spans recorded:\n%s", what, dump(r.rec.Ended()))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return found
 }
 
 // request finds the request span of request id.

@@ -33,6 +33,7 @@ import (
 	"keyway.dev/common/natstest"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/secrets/internal/app"
 )
 
@@ -620,7 +621,7 @@ func TestBadValueKeepsLastGood(t *testing.T) {
 	}
 	aliasDir := filepath.Join(dir, "keystores/edge/gw")
 	writeFile(t, aliasDir, "key.pem", ca.Client("other").KeyPEM)
-	waitFor(t, "the bad value to be logged", func() bool { return strings.Contains(s.Logs.String(), "cannot use a secret held by the backend") })
+	testwait.Until(t, 60*time.Second, "the bad value to be logged", func() bool { return strings.Contains(s.Logs.String(), "cannot use a secret held by the backend") })
 	m, err := s.Material.FetchAlias(ctx, connect.NewRequest(&secretsv1.FetchAliasRequest{Keystore: "edge", Alias: "gw"}))
 	if err != nil || m.Msg.GetPrivateKeyPem() != string(good.KeyPEM) {
 		t.Errorf("after a bad value: %v; want the last good key", err)
@@ -665,11 +666,11 @@ func TestNATSOutage(t *testing.T) {
 	}
 	writeFile(t, alias, "key.pem", second.KeyPEM)
 	writeFile(t, alias, "cert.pem", second.CertPEM)
-	waitFor(t, "a log line saying the version waits", func() bool { return strings.Contains(s.Logs.String(), "cannot publish a secret version") })
+	testwait.Until(t, 60*time.Second, "a log line saying the version waits", func() bool { return strings.Contains(s.Logs.String(), "cannot publish a secret version") })
 
 	ns.Restart()
 	js := ns.JetStream(t)
-	waitFor(t, "the waiting version to be published", func() bool {
+	testwait.Until(t, 60*time.Second, "the waiting version to be published", func() bool {
 		kv, err := js.KeyValue(ctx, secretsclient.Bucket)
 		if err != nil {
 			return false
