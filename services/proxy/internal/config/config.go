@@ -279,7 +279,7 @@ type upstreamInput struct {
 // has read the bucket.
 func New(opts Options) *Watcher {
 	if opts.Decode == nil {
-		opts.Decode = model.Decode
+		opts.Decode = func(res *policyv1.Resource) (model.Object, error) { return model.Decode(res) }
 	}
 	opts.DrainTimeout = cmp.Or(opts.DrainTimeout, 5*time.Minute)
 	opts.RetryInterval = cmp.Or(opts.RetryInterval, time.Second)

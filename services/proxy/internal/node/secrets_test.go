@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
 	"keyway.dev/common/material/materialtest"
@@ -316,8 +317,7 @@ func TestListenerReferencedCertificateRotates(t *testing.T) {
 	t.Parallel()
 	url, kv := startNATS(t)
 	real := startRealSecrets(t, url)
-	models := &listenerModels{}
-	n, _ := startNode(t, url, func(c *node.Config) { c.Decode = models.decode; c.Secrets = real.source(t) })
+	n, _ := startNode(t, url, func(c *node.Config) { c.Secrets = real.source(t) })
 	servers := testca.New(t, "server CA")
 	clients := testca.New(t, "client CA")
 	alice := clients.Client("alice")
@@ -329,12 +329,10 @@ func TestListenerReferencedCertificateRotates(t *testing.T) {
 	t.Cleanup(backend.Close)
 	put(t, kv, service("orders", "http1", backend.Listener.Addr().String()))
 	put(t, kv, route("orders", "/orders/", "orders"))
-	models.set(&model.Listener{Name: "public", Address: "127.0.0.1:0", Hosts: []model.ListenerHost{{
-		Hostnames: []string{"test.com"}, CertificateRef: &model.SecretRef{Keystore: "edge", Alias: "api"},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientTruststore: "clients",
-		MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, ALPN: []string{"h2", "http/1.1"},
-	}}})
-	waitRevision(t, n, put(t, kv, listenerResource("public", "127.0.0.1:0")))
+	waitRevision(t, n, put(t, kv, listenerResource("public", "127.0.0.1:0", &policyv1.ListenerHost{
+		Hostnames: []string{"test.com"}, Certificate: &policyv1.KeyPair{Keystore: "edge", Alias: "api"},
+		ClientAuth: "require-and-verify", ClientTruststore: "clients",
+	})))
 	addr := n.ListenerAddr("public")
 	if addr == "" {
 		t.Fatalf("listener not served: %+v", status(t, n).Skipped)

@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,7 +20,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"keyway.dev/common/configkv"
-	"keyway.dev/common/model"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/common/testca"
 	"keyway.dev/common/testwait"
@@ -289,8 +287,7 @@ func TestTraceOfInboundHandshake(t *testing.T) {
 	t.Parallel()
 	rec, mod := traced()
 	url, kv := startNATS(t)
-	models := &listenerModels{}
-	n, _ := startNode(t, url, func(c *node.Config) { mod(c); c.Decode = models.decode })
+	n, _ := startNode(t, url, mod)
 	servers := testca.New(t, "server CA")
 	clients := testca.New(t, "client CA")
 	alice := clients.Client("alice")
@@ -299,11 +296,7 @@ func TestTraceOfInboundHandshake(t *testing.T) {
 	put(t, kv, service("orders", "http1", backend.Listener.Addr().String()))
 	put(t, kv, route("orders", "/orders/", "orders"))
 	kp := servers.Server("test.com")
-	models.set(&model.Listener{Name: "public", Address: "127.0.0.1:0", Hosts: []model.ListenerHost{{
-		Hostnames: []string{"test.com"}, Certificate: &kp.TLS, Fingerprint: kp.Fingerprint(),
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: []*x509.Certificate{clients.Cert},
-	}}})
-	waitRevision(t, n, put(t, kv, listenerResource("public", "127.0.0.1:0")))
+	waitRevision(t, n, put(t, kv, listenerResource("public", "127.0.0.1:0", listenerHost(kp, "require-and-verify", []*testca.CA{clients}, "test.com"))))
 	addr := n.ListenerAddr("public")
 
 	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
