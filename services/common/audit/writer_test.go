@@ -14,6 +14,7 @@ import (
 
 	"keyway.dev/common/audit"
 	"keyway.dev/common/audit/audittest"
+	"keyway.dev/common/envflag"
 	"keyway.dev/common/natstest"
 )
 
@@ -175,7 +176,7 @@ func TestFlags(t *testing.T) {
 			}
 			fs := flag.NewFlagSet("test", flag.ContinueOnError)
 			f := audit.AddFlags(fs)
-			if err := fs.Parse(tc.args); err != nil {
+			if err := envflag.Parse(fs, envflag.Prefix, tc.args, nil); err != nil {
 				t.Fatal(err)
 			}
 			c, err := f.Config(audit.ServicePolicy, 3)
