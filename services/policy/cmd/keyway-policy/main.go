@@ -34,14 +34,13 @@ func main() {
 	}
 }
 
-// envAliases are the environment names the flags had before
-// KEYWAY_<FLAG>; still read.
-var envAliases = envflag.Aliases{
-	"listen": {"KEYWAY_POLICY_LISTEN"},
-	"nats":   {"KEYWAY_NATS_URL"},
-}
-
 func realMain(ctx context.Context, args []string) error {
+	// envAliases are the environment names the flags had before
+	// KEYWAY_<FLAG>; still read.
+	envAliases := envflag.Aliases{
+		"listen": {"KEYWAY_POLICY_LISTEN"},
+		"nats":   {"KEYWAY_NATS_URL"},
+	}
 	fs := flag.NewFlagSet("keyway-policy", flag.ContinueOnError)
 	var (
 		listen    = fs.String("listen", "127.0.0.1:8081", "API address: Connect, gRPC and gRPC-Web")

@@ -36,15 +36,14 @@ func main() {
 	}
 }
 
-// envAliases are the environment names the flags had before
-// KEYWAY_<FLAG>; still read.
-var envAliases = envflag.Aliases{
-	"listen":       {"KEYWAY_PROXY_LISTEN"},
-	"admin-listen": {"KEYWAY_PROXY_ADMIN_LISTEN"},
-	"nats":         {"KEYWAY_NATS_URL"},
-}
-
 func realMain(ctx context.Context) error {
+	// envAliases are the environment names the flags had before
+	// KEYWAY_<FLAG>; still read.
+	envAliases := envflag.Aliases{
+		"listen":       {"KEYWAY_PROXY_LISTEN"},
+		"admin-listen": {"KEYWAY_PROXY_ADMIN_LISTEN"},
+		"nats":         {"KEYWAY_NATS_URL"},
+	}
 	host, _ := os.Hostname()
 	fs := flag.NewFlagSet("keyway-proxy", flag.ContinueOnError)
 	var (

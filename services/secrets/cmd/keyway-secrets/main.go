@@ -34,29 +34,28 @@ func main() {
 	}
 }
 
-// envAliases are the environment names the flags had before
-// KEYWAY_<FLAG>; still read. The secrets service's own names were
-// KEYWAY_SECRETS_<FLAG>, and Vault's address VAULT_ADDR, as the vault CLI
-// reads it.
-var envAliases = envflag.Aliases{
-	"listen":             {"KEYWAY_SECRETS_LISTEN"},
-	"internal-listen":    {"KEYWAY_SECRETS_INTERNAL_LISTEN"},
-	"internal-cert":      {"KEYWAY_SECRETS_INTERNAL_CERT"},
-	"internal-key":       {"KEYWAY_SECRETS_INTERNAL_KEY"},
-	"internal-client-ca": {"KEYWAY_SECRETS_INTERNAL_CLIENT_CA"},
-	"nats":               {"KEYWAY_NATS_URL"},
-	"bucket":             {"KEYWAY_SECRETS_BUCKET"},
-	"backend":            {"KEYWAY_SECRETS_BACKEND"},
-	"dir":                {"KEYWAY_SECRETS_DIR"},
-	"vault-addr":         {"VAULT_ADDR"},
-	"vault-kv-mount":     {"KEYWAY_SECRETS_VAULT_KV_MOUNT"},
-	"vault-prefix":       {"KEYWAY_SECRETS_VAULT_PREFIX"},
-	"vault-pki-mount":    {"KEYWAY_SECRETS_VAULT_PKI_MOUNT"},
-	"poll-interval":      {"KEYWAY_SECRETS_POLL_INTERVAL"},
-	"pki-renew-fraction": {"KEYWAY_SECRETS_PKI_RENEW_FRACTION"},
-}
-
 func realMain(ctx context.Context, args []string) error {
+	// envAliases are the environment names the flags had before
+	// KEYWAY_<FLAG>; still read. The secrets service's own names were
+	// KEYWAY_SECRETS_<FLAG>, and Vault's address VAULT_ADDR, as the vault CLI
+	// reads it.
+	envAliases := envflag.Aliases{
+		"listen":             {"KEYWAY_SECRETS_LISTEN"},
+		"internal-listen":    {"KEYWAY_SECRETS_INTERNAL_LISTEN"},
+		"internal-cert":      {"KEYWAY_SECRETS_INTERNAL_CERT"},
+		"internal-key":       {"KEYWAY_SECRETS_INTERNAL_KEY"},
+		"internal-client-ca": {"KEYWAY_SECRETS_INTERNAL_CLIENT_CA"},
+		"nats":               {"KEYWAY_NATS_URL"},
+		"bucket":             {"KEYWAY_SECRETS_BUCKET"},
+		"backend":            {"KEYWAY_SECRETS_BACKEND"},
+		"dir":                {"KEYWAY_SECRETS_DIR"},
+		"vault-addr":         {"VAULT_ADDR"},
+		"vault-kv-mount":     {"KEYWAY_SECRETS_VAULT_KV_MOUNT"},
+		"vault-prefix":       {"KEYWAY_SECRETS_VAULT_PREFIX"},
+		"vault-pki-mount":    {"KEYWAY_SECRETS_VAULT_PKI_MOUNT"},
+		"poll-interval":      {"KEYWAY_SECRETS_POLL_INTERVAL"},
+		"pki-renew-fraction": {"KEYWAY_SECRETS_PKI_RENEW_FRACTION"},
+	}
 	fs := flag.NewFlagSet("keyway-secrets", flag.ContinueOnError)
 	var (
 		listen         = fs.String("listen", "127.0.0.1:8082", "API address: SecretsService over Connect, gRPC and gRPC-Web")
