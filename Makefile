@@ -61,6 +61,10 @@ test: tools check-generated lint build deploy-check ## everything CI runs: gener
 	@KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$($(TOOL) nats-server)" KEYWAY_VAULT="$$($(TOOL) vault)" \
 	  go test -race -count=1 -timeout 30m $(TESTFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
+.PHONY: test-fast
+test-fast: ## the unit tier: go test -short over every module; no Vault, no built binaries, no child processes of ours (make test runs those)
+	@go test -short -count=1 $(TESTFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
+
 .PHONY: deploy-check
 deploy-check: ## render deploy/kubernetes with kustomize and validate every object, compose.yaml and Vault's HCL, offline
 	@cd deploy && GOWORK=off go vet ./... && GOWORK=off go test -count=1 ./...

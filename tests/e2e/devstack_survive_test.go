@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"keyway.dev/common/testwait"
 	"keyway.dev/tests/harness"
 )
 
@@ -35,24 +37,23 @@ func startDevStack(t *testing.T, extra ...string) (dev *harness.Process, proxy, 
 // the submatches of the first one.
 func waitOutput(t *testing.T, p *harness.Process, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for tick := time.NewTicker(20 * time.Millisecond); ; <-tick.C {
-		if m := re.FindStringSubmatch(p.Output()); m != nil {
-			tick.Stop()
-			return m
-		}
+	var m []string
+	testwait.Eventually(t, timeout, func() error {
+		exited := false
 		select {
 		case <-p.Exited():
-			if m := re.FindStringSubmatch(p.Output()); m != nil {
-				return m
-			}
-			t.Fatalf("%s exited before printing %s:\n%s", p.Name, re, p.Output())
+			exited = true
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s did not print %s within %s:\n%s", p.Name, re, timeout, p.Output())
+		if m = re.FindStringSubmatch(p.Output()); m != nil {
+			return nil
 		}
-	}
+		if exited {
+			t.Fatalf("%s exited before printing %s:\n%s", p.Name, re, p.Output())
+		}
+		return fmt.Errorf("%s did not print %s:\n%s", p.Name, re, p.Output())
+	})
+	return m
 }
 
 func getStatus(t *testing.T, url string) int {
@@ -121,17 +122,14 @@ func TestLocalStackSurvivesOptionalParts(t *testing.T) {
 	// lives in NATS) to the operator.
 	pki := filepath.Join(data, "pki")
 	operator := []string{"KEYWAY_CA=" + filepath.Join(pki, "api-ca.crt"), "KEYWAY_CERT=" + filepath.Join(pki, "operator.crt"), "KEYWAY_KEY=" + filepath.Join(pki, "operator.key")}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	// The restarted service is another process: poll its API.
+	testwait.Eventually(t, 30*time.Second, func() error {
 		out, errOut, code := harness.RunEnv(t, harness.Bin(t, "keywayctl"), operator, "--server", "https://"+policy, "get", "policybindings")
-		if code == 0 && strings.Contains(out, "demo-mtls") {
-			break
+		if code != 0 || !strings.Contains(out, "demo-mtls") {
+			return fmt.Errorf("keywayctl get policybindings after the policy service restarted: exit %d, %s%s", code, out, errOut)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("keywayctl get policybindings after the policy service restarted: exit %d, %s%s", code, out, errOut)
-		}
-		time.Sleep(200 * time.Millisecond) // the restarted service is another process: poll its API
-	}
+		return nil
+	})
 
 	// The proxy is required: the stack says so and stops, non-zero.
 	pid := pidOf("keyway-proxy")

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/devstack/echo"
 	"keyway.dev/tests/harness"
 )
@@ -142,17 +143,12 @@ func get(t *testing.T, url string) (int, []byte) {
 // nodes are other processes that apply configuration asynchronously.
 func eventually(t *testing.T, what string, f func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ok, last := f()
-		if ok {
-			return
+	testwait.Eventually(t, 5*time.Second, func() error {
+		if ok, last := f(); !ok {
+			return fmt.Errorf("%s; last: %s", what, last)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s; last: %s", what, last)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestApplyWithKeywayctlReachesMTLSUpstreamThroughTwoNodes(t *testing.T) {

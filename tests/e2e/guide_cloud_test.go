@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"keyway.dev/common/testwait"
 	"keyway.dev/tests/harness"
 )
 
@@ -98,24 +99,22 @@ func cloudGuide(t *testing.T) (dir, addr string) {
 		t.Fatal(err)
 	}
 	p := harness.Start(t, "nginx", nginx, nil, "-p", dir, "-c", conf)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Fatalf("nginx does not listen on %s: %v\n%s\n%s", addr, err, p.Output(), log)
-		}
+	// nginx says nothing when it listens: poll its port.
+	testwait.Eventually(t, 10*time.Second, func() error {
 		select {
 		case <-p.Exited():
 			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
 			t.Fatalf("nginx exited:\n%s\n%s", p.Output(), log)
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-	}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			return fmt.Errorf("nginx does not listen on %s: %v\n%s\n%s", addr, err, p.Output(), log)
+		}
+		c.Close()
+		return nil
+	})
 	return dir, addr
 }
 
@@ -123,6 +122,7 @@ func cloudGuide(t *testing.T) (dir, addr string) {
 // scripts/debian.sh when it is missing).
 func nginxBinary(t *testing.T) string {
 	t.Helper()
+	harness.FullTier(t)
 	for _, p := range []string{"nginx", "/usr/sbin/nginx"} {
 		if path, err := exec.LookPath(p); err == nil {
 			return path

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -23,6 +24,7 @@ import (
 	"keyway.dev/common/natsperm"
 	"keyway.dev/common/nodekv"
 	"keyway.dev/common/secretsclient"
+	"keyway.dev/common/testwait"
 	"keyway.dev/tests/harness"
 )
 
@@ -314,24 +316,26 @@ func TestNATSPasswordFileIsReadAtEveryAttempt(t *testing.T) {
 	// would close the connection for good. Polling: the server is another
 	// process.
 	refusals := func() int { return strings.Count(n.Process.Output(), "authentication error") }
-	deadline := time.Now().Add(30 * time.Second)
-	for refusals() < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d refused attempts in 30s, want 3:\n%s", refusals(), n.Process.Output())
+	testwait.Eventually(t, 30*time.Second, func() error {
+		if r := refusals(); r < 3 {
+			return fmt.Errorf("%d refused attempts, want 3:\n%s", r, n.Process.Output())
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if nc.IsClosed() {
 		t.Fatal("the connection gave up after refused passwords")
 	}
+	// Await the connection: its status listener is set before the fix.
+	connected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(connected)
 	if err := os.WriteFile(cfg.PasswordFile, []byte(n.Password(natsperm.Node)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(30 * time.Second)
-	for !nc.IsConnected() {
-		if time.Now().After(deadline) {
+	if !nc.IsConnected() {
+		select {
+		case <-connected:
+		case <-time.After(30 * time.Second):
 			t.Fatalf("not connected 30s after the password file was fixed (status %v)", nc.Status())
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

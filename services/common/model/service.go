@@ -149,13 +149,14 @@ func suggestProtocol(p string) string {
 // hostPortProblem checks an endpoint "host:port" and returns what is wrong
 // with it and how to fix it, or "" when it is valid.
 func hostPortProblem(s string) string {
-	return addressProblem(s, "endpoint", "orders.internal", "give the port the upstream listens on")
+	return addressProblem(s, "endpoint", "orders.internal", "give the port the upstream listens on", 1)
 }
 
 // addressProblem checks a "host:port" (a Service endpoint, a Listener
 // address); what names it in messages, exampleHost is a host to show in
-// examples and portFix says which port to give.
-func addressProblem(s, what, exampleHost, portFix string) string {
+// examples and portFix says which port to give. The port is from minPort
+// (1; 0 only under [AllowPortZero]) to 65535.
+func addressProblem(s, what, exampleHost, portFix string, minPort int) string {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		switch {
@@ -175,7 +176,7 @@ func addressProblem(s, what, exampleHost, portFix string) string {
 		return fmt.Sprintf("%s %q has no port; write host:port, e.g. %q", what, s, host+":443")
 	}
 	n, err := strconv.Atoi(port)
-	if err != nil || n < 1 || n > 65535 {
+	if err != nil || n < minPort || n > 65535 {
 		return fmt.Sprintf("%s %q: port %q is not a number from 1 to 65535; %s", what, s, port, portFix)
 	}
 	if !isIP(host) && !isDNSName(host) {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -34,6 +33,7 @@ import (
 	"keyway.dev/common/limits"
 	"keyway.dev/common/material"
 	"keyway.dev/common/natsconn"
+	"keyway.dev/common/retry"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/inlinekeys"
@@ -293,7 +293,9 @@ func supervise(ctx context.Context, cur *atomic.Pointer[backend], open func(cont
 		case <-old.closed:
 		}
 		log.Error("the NATS connection was closed for good; connecting anew", "error", old.nc.LastError())
-		wait := 250 * time.Millisecond
+		// Every replica lost NATS at once: jitter keeps them from
+		// reconnecting in lockstep.
+		b := retry.New(250*time.Millisecond, 10*time.Second)
 		for {
 			nb, err := open(ctx)
 			if err == nil {
@@ -302,14 +304,11 @@ func supervise(ctx context.Context, cur *atomic.Pointer[backend], open func(cont
 				log.Info("nats connection replaced", "url", nb.nc.ConnectedUrlRedacted())
 				break
 			}
-			d := wait/2 + rand.N(wait)
+			d := b.Next()
 			log.Warn("connecting to NATS anew", "error", err, "retry_in", d)
-			select {
-			case <-ctx.Done():
+			if !retry.Sleep(ctx, d) {
 				return
-			case <-time.After(d):
 			}
-			wait = min(2*wait, 10*time.Second)
 		}
 	}
 }

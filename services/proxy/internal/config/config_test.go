@@ -3,7 +3,6 @@ package config
 import (
 	"context"
 	"errors"
-	"keyway.dev/proxy/internal/natstest"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,6 +15,7 @@ import (
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/model"
+	"keyway.dev/common/natstest"
 )
 
 // startBucket runs an embedded JetStream server and returns the bucket.

@@ -33,6 +33,7 @@ import (
 	"keyway.dev/common/model"
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/nodekv"
+	"keyway.dev/common/retry"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/inbound"
@@ -85,11 +86,14 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful stop: requests still in flight
 	// then are cut off and the Upstreams' connections closed. Default 15s.
 	ShutdownTimeout time.Duration
-	// RetryInterval is the wait between attempts to reach the bucket and
-	// to restart a broken watch. Default 1s.
+	// RetryInterval is the first wait between attempts to reach the
+	// bucket and to restart a broken watch; each next wait doubles, up to
+	// 30 times it, and every wait is jittered ±50% (package retry) so
+	// that a fleet does not retry in lockstep. Default 1s.
 	RetryInterval time.Duration
 	// Decode turns stored resources into models; default model.Decode.
-	// Tests set it for kinds the model does not decode yet.
+	// Tests set it to decode with model.AllowPortZero, or to make a
+	// decode fail.
 	Decode config.Decoder
 	// Tracing, when on, traces requests, handshakes and configuration
 	// changes (see package telemetry). The zero value is off.
@@ -377,6 +381,7 @@ func (n *Node) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	if err != nil {
 		return nil, err
 	}
+	b := retry.New(n.cfg.RetryInterval, config.RetryCeiling*n.cfg.RetryInterval)
 	for {
 		kv, err := js.KeyValue(ctx, n.cfg.Bucket)
 		if err == nil && n.cfg.Tracing.On() {
@@ -390,11 +395,10 @@ func (n *Node) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		n.log.Warn("configuration bucket not available yet", "bucket", n.cfg.Bucket, "error", err)
-		select {
-		case <-ctx.Done():
+		d := b.Next()
+		n.log.Warn("configuration bucket not available yet", "bucket", n.cfg.Bucket, "error", err, "retry_in", d)
+		if !retry.Sleep(ctx, d) {
 			return nil, ctx.Err()
-		case <-time.After(n.cfg.RetryInterval):
 		}
 	}
 }
@@ -406,6 +410,7 @@ func (n *Node) nodeBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	if err != nil {
 		return nil, err
 	}
+	b := retry.New(n.cfg.RetryInterval, config.RetryCeiling*n.cfg.RetryInterval)
 	for {
 		kv, err := nodekv.Open(ctx, js, n.cfg.NodeBucket, n.cfg.NodeTTL)
 		if err == nil {
@@ -417,11 +422,10 @@ func (n *Node) nodeBucket(ctx context.Context) (jetstream.KeyValue, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		n.log.Warn("node bucket not available yet", "bucket", n.cfg.NodeBucket, "error", err)
-		select {
-		case <-ctx.Done():
+		d := b.Next()
+		n.log.Warn("node bucket not available yet", "bucket", n.cfg.NodeBucket, "error", err, "retry_in", d)
+		if !retry.Sleep(ctx, d) {
 			return nil, ctx.Err()
-		case <-time.After(n.cfg.RetryInterval):
 		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/common/vaulttest"
 	"keyway.dev/secrets/internal/app"
 )
@@ -208,7 +209,7 @@ func TestVaultDown(t *testing.T) {
 	s.Bucket.wait(t, "alias.edge.gw", func(e jetstream.KeyValueEntry, _ *secretsv1.SecretVersion) bool { return put(e) })
 
 	v.Stop()
-	waitFor(t, "healthz to report the backend unavailable", func() bool {
+	testwait.Until(t, 60*time.Second, "healthz to report the backend unavailable", func() bool {
 		code, body := get(t, s.APIURL+"/healthz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "backend unavailable")
 	})
@@ -249,7 +250,7 @@ func TestVaultDown(t *testing.T) {
 	s.Bucket.wait(t, "alias.edge.gw", func(e jetstream.KeyValueEntry, sv *secretsv1.SecretVersion) bool {
 		return put(e) && sv.GetSha256Fingerprint() == rotated.Fingerprint()
 	})
-	waitFor(t, "healthz to report the backend back", func() bool {
+	testwait.Until(t, 60*time.Second, "healthz to report the backend back", func() bool {
 		code, _ := get(t, s.APIURL+"/healthz")
 		return code == http.StatusOK
 	})
@@ -281,17 +282,4 @@ func get(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// waitFor polls cond until it holds, for at most 60 seconds: the state
-// watched is another process's (Vault's) effect on a poll loop.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
