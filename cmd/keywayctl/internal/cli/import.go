@@ -3,14 +3,12 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/keywayctl/internal/apigee"
-	"keyway.dev/keywayctl/internal/manifest"
 )
 
 // newImportCommand builds `import`, which converts another gateway's
@@ -52,13 +50,15 @@ otherwise they are applied, all or none, as keywayctl apply does.`,
 			if output != "" && output != "yaml" {
 				return fmt.Errorf("-o %q: import prints yaml only (-o yaml)", output)
 			}
-			data, err := os.ReadFile(args[0])
+			data, err := apigee.ReadFile(args[0])
 			if err != nil {
-				return fmt.Errorf("reading Apigee target servers: %w", err)
+				return err
 			}
 			r, err := apigee.Convert(args[0], data)
 			if err != nil {
-				return errors.Join(err, fmt.Errorf("nothing imported from %s", args[0]))
+				// Each problem on its own line, at its line and
+				// column, then what it means.
+				return errors.Join(err, fmt.Errorf("nothing imported from %s: %s", args[0], plural(max(countJoined(err), 1), "problem")))
 			}
 			for _, n := range r.Notes {
 				fmt.Fprintf(g.io.Stderr, "note: %s\n", n)
@@ -67,11 +67,13 @@ otherwise they are applied, all or none, as keywayctl apply does.`,
 				_, err := g.io.Stdout.Write(r.YAML)
 				return err
 			}
-			docs, err := manifest.Parse(args[0]+" (converted)", r.YAML)
+			// What the policy service reports is shown at the
+			// target server file's lines and names, not the YAML's.
+			docs, err := r.Manifest()
 			if err != nil {
-				return fmt.Errorf("reading the converted resources (print them with -o yaml): %w", err)
+				return err
 			}
-			return g.send(cmd, manifest.Manifest(docs), false, policyv1.ProbeMode_PROBE_MODE_UNSPECIFIED, false)
+			return g.send(cmd, docs, false, policyv1.ProbeMode_PROBE_MODE_UNSPECIFIED, false)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "print the resources instead of applying them: yaml")
