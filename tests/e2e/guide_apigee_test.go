@@ -51,17 +51,9 @@ openssl x509 -req -in my_server.csr -CA RootCA.pem \
 // ellipsis.
 const apigeeGuideTargetServers = `#targetservers.json [ { "name": "mymtlstarget", "description": "An example use mTLS", "host": "foo", "port": 8080, "isEnabled": true, "sSLInfo": { "enabled": true, "clientAuthEnabled": true, "keyStore": "mtls_keystore", "keyAlias": "mtls_alias", "trustStore": "mtls_truststore", "ignoreValidationErrors": false, "protocols": [ "1.2" ], } }, "protocol": "HTTP" }, … ]`
 
-// The guide's configurable proxy operation (GET /foo to mymtlstarget) as a
-// Keyway Route.
-const apigeeGuideRoute = `apiVersion: keyway.dev/v1alpha1
-kind: Route
-metadata:
-  name: mtlsoperation
-spec:
-  path: /foo
-  methods: [GET]
-  service: mymtlstarget
-`
+// The guide's configurable proxy operation (GET /foo to mymtlstarget) as
+// the README's Keyway Route.
+const apigeeGuideRoute = "apiVersion: keyway.dev/v1alpha1\nkind: Route\nmetadata: {name: mtlsoperation}\nspec: {path: /foo, methods: [GET], service: mymtlstarget}\n"
 
 // apigeeUser runs keywayctl in the guide's folder as a user of the README
 // does: the services from KEYWAY_SERVER and KEYWAY_SECRETS_SERVER, the
