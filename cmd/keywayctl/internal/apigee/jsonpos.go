@@ -72,7 +72,7 @@ func (v *value) describe() string {
 	case kindString:
 		return fmt.Sprintf("the string %s", quote(v.str))
 	case kindNumber, kindBool:
-		return v.kind.String() + " " + v.raw
+		return v.kind.String() + " " + limit(v.raw)
 	}
 	return v.kind.String()
 }
@@ -285,16 +285,68 @@ func (r *reader) unexpected(want string) error {
 // fileLabel matches a one-word '#' label followed on its line by JSON.
 var fileLabel = regexp.MustCompile(`^#[^\s\[\]{}"]+[ \t]+[\[{]`)
 
-// bareWord matches an unquoted word: a missing pair of quotes, or a
-// boolean in the wrong case.
-var bareWord = regexp.MustCompile(`^[A-Za-z_$][A-Za-z0-9_.$-]*`)
+// bareWord returns the unquoted word at the start of b (a missing pair of
+// quotes, or a boolean in the wrong case), or nil.
+func bareWord(b []byte) []byte {
+	if len(b) == 0 || !(isLetter(b[0]) || b[0] == '_' || b[0] == '$') {
+		return nil
+	}
+	n := 1
+	for n < len(b) && (isLetter(b[n]) || b[n] >= '0' && b[n] <= '9' || strings.IndexByte("_.$-", b[n]) >= 0) {
+		n++
+	}
+	return b[:n]
+}
 
-// number matches what may be a number, to be checked against JSON's
-// grammar.
-var (
-	numberish  = regexp.MustCompile(`^[-+0-9.][-+0-9.eE]*`)
-	jsonNumber = regexp.MustCompile(`^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$`)
-)
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
+// numberish returns what may be a number at the start of b, to be checked
+// against JSON's grammar.
+func numberish(b []byte) []byte {
+	n := 0
+	for n < len(b) && (b[n] >= '0' && b[n] <= '9' || strings.IndexByte("-+.eE", b[n]) >= 0) {
+		n++
+	}
+	return b[:n]
+}
+
+// isJSONNumber reports whether s follows JSON's number grammar:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?
+func isJSONNumber(s string) bool {
+	i := 0
+	digits := func() int {
+		start := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return i - start
+	}
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
+}
 
 // isEllipsis reports whether the reader is at "…" or "...", the way a
 // guide's excerpt says "more of the same".
@@ -330,9 +382,9 @@ func (r *reader) value() (*value, error) {
 	case c == '\'':
 		return r.singleQuoted()
 	case c == '-' || c == '+' || c == '.' || c >= '0' && c <= '9':
-		raw := string(numberish.Find(r.data[r.off:]))
+		raw := string(numberish(r.data[r.off:]))
 		r.advance(len(raw))
-		if !jsonNumber.MatchString(raw) {
+		if !isJSONNumber(raw) {
 			hint := ""
 			switch {
 			case strings.HasPrefix(strings.TrimPrefix(raw, "-"), "0") && len(strings.TrimPrefix(raw, "-")) > 1 && !strings.HasPrefix(strings.TrimPrefix(raw, "-"), "0."):
@@ -340,13 +392,13 @@ func (r *reader) value() (*value, error) {
 			case strings.HasPrefix(raw, "+"):
 				hint = ": JSON numbers have no '+' sign"
 			}
-			if err := r.problem(at, "%s is not a JSON number%s", raw, hint); err != nil {
+			if err := r.problem(at, "%s is not a JSON number%s", limit(raw), hint); err != nil {
 				return nil, err
 			}
 		}
 		return &value{kind: kindNumber, at: at, raw: raw}, nil
 	}
-	if word := bareWord.Find(r.data[r.off:]); word != nil {
+	if word := bareWord(r.data[r.off:]); word != nil {
 		w := string(word)
 		switch w {
 		case "true", "false":
@@ -359,17 +411,17 @@ func (r *reader) value() (*value, error) {
 		r.advance(len(w))
 		switch lw := strings.ToLower(w); {
 		case lw == "true" || lw == "false":
-			if err := r.problem(at, "%s: JSON's booleans are lowercase: write %s", w, lw); err != nil {
+			if err := r.problem(at, "%s: JSON's booleans are lowercase: write %s", w, lw); err != nil { // w is one of a few words
 				return nil, err
 			}
 			return &value{kind: kindBool, at: at, raw: lw}, nil
 		case lw == "null" || lw == "none" || lw == "nil" || lw == "undefined":
-			if err := r.problem(at, "%s is not JSON: write null, or leave the field out", w); err != nil {
+			if err := r.problem(at, "%s is not JSON: write null, or leave the field out", w); err != nil { // w is one of a few words
 				return nil, err
 			}
 			return &value{kind: kindNull, at: at, raw: "null"}, nil
 		}
-		if err := r.problem(at, "%s is not a JSON value: strings are written in double quotes: \"%s\"", w, w); err != nil {
+		if err := r.problem(at, "%s is not a JSON value: strings are written in double quotes: \"%s\"", limit(w), limit(w)); err != nil {
 			return nil, err
 		}
 		return &value{kind: kindString, at: at, str: w}, nil
@@ -423,7 +475,7 @@ func (r *reader) singleQuoted() (*value, error) {
 	}
 	s := string(r.data[r.off+1 : r.off+1+end])
 	r.advance(end + 2)
-	if err := r.problem(at, "'%s' is in single quotes; JSON strings are in double quotes: \"%s\"", s, s); err != nil {
+	if err := r.problem(at, "'%s' is in single quotes; JSON strings are in double quotes: \"%s\"", limit(s), limit(s)); err != nil {
 		return nil, err
 	}
 	return &value{kind: kindString, at: at, str: s}, nil
@@ -567,7 +619,7 @@ func (r *reader) startsValue() bool {
 		return false
 	}
 	c := r.data[r.off]
-	return c == '{' || c == '[' || c == '"' || c == '-' || c >= '0' && c <= '9' || bareWord.Match(r.data[r.off:])
+	return c == '{' || c == '[' || c == '"' || c == '-' || c >= '0' && c <= '9' || bareWord(r.data[r.off:]) != nil
 }
 
 // object reads an object; the reader is at '{'.
@@ -646,10 +698,10 @@ func (r *reader) members(v *value, after bool) error {
 				return err
 			}
 			m.key = k.str
-		case bareWord.Match(r.data[r.off:]):
-			w := string(bareWord.Find(r.data[r.off:]))
+		case bareWord(r.data[r.off:]) != nil:
+			w := string(bareWord(r.data[r.off:]))
 			r.advance(len(w))
-			if err := r.problem(m.at, "the field name %s is not in double quotes: write \"%s\"", w, w); err != nil {
+			if err := r.problem(m.at, "the field name %s is not in double quotes: write \"%s\"", limit(w), limit(w)); err != nil {
 				return err
 			}
 			m.key = w
@@ -717,11 +769,15 @@ func quote(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
+// limit bounds text from the file for a message.
+func limit(s string) string {
+	if utf8.RuneCountInString(s) > 40 {
+		return string([]rune(s)[:40]) + "…"
+	}
+	return s
+}
+
 // quoteBytes shows written text in backquotes, bounded.
 func quoteBytes(b []byte) string {
-	s := string(b)
-	if utf8.RuneCountInString(s) > 40 {
-		s = string([]rune(s)[:40]) + "…"
-	}
-	return "`" + s + "`"
+	return "`" + limit(string(b)) + "`"
 }
