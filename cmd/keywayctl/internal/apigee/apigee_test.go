@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -384,5 +385,16 @@ func TestNumbers(t *testing.T) {
 		if want := json.Valid(in); syntaxOK != want && !strings.Contains(n, "x") {
 			t.Errorf("%s: read as a number %v, encoding/json says %v (%v)", n, syntaxOK, want, err)
 		}
+	}
+}
+
+// TestTooManyProblems: a file that is not JSON at all stops the reader
+// after 20 problems, the last line saying so.
+func TestTooManyProblems(t *testing.T) {
+	t.Parallel()
+	_, err := apigee.Convert("t.json", []byte("["+strings.Repeat("'a', ", 30)+"]"))
+	lines := strings.Split(fmt.Sprint(err), "\n")
+	if len(lines) != 21 || lines[20] != "t.json:1:100: stopping after 20 problems: fix these and run the import again" {
+		t.Errorf("%d lines:\n%s", len(lines), err)
 	}
 }

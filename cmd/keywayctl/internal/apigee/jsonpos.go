@@ -2,10 +2,12 @@ package apigee
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -92,10 +94,13 @@ type reader struct {
 	line, col int
 	depth     int
 	problems  []syntaxProblem
+	// stoppedAt is where the reader gave up after maxSyntaxErrors.
+	stoppedAt *pos
 }
 
 // parseJSON reads data into a tree of positioned values. It returns the
-// syntax problems found, in file order; the tree is only meaningful when
+// syntax problems found, in file order (an empty file's at offset 0, line
+// 0: the file as a whole); the tree is only meaningful when
 // there are none.
 func parseJSON(data []byte) (*value, []syntaxProblem) {
 	r := &reader{data: data, line: 1, col: 1}
@@ -108,14 +113,21 @@ func parseJSON(data []byte) (*value, []syntaxProblem) {
 	if err == nil && len(r.problems) == 0 {
 		// The backstop: nothing encoding/json refuses gets through.
 		var v any
-		if jerr := json.Unmarshal(data[r.bom():], &v); jerr != nil {
+		if !json.Valid(data[r.bom():]) {
+			jerr := json.Unmarshal(data[r.bom():], &v)
 			at := r.posAt(r.bom())
 			var se *json.SyntaxError
 			if errors.As(jerr, &se) {
 				at = r.posAt(r.bom() + int(se.Offset) - 1)
 			}
-			r.problems = append(r.problems, syntaxProblem{at, "invalid JSON: " + strings.TrimPrefix(jerr.Error(), "json: ")})
+			r.problems = append(r.problems, syntaxProblem{at, "invalid JSON: " + strings.TrimPrefix(fmt.Sprint(jerr), "json: ")})
 		}
+	}
+	// A list or an object never closed is reported where it opens, after
+	// what was found inside it.
+	slices.SortStableFunc(r.problems, func(a, b syntaxProblem) int { return cmp.Compare(a.at.off, b.at.off) })
+	if r.stoppedAt != nil {
+		r.problems = append(r.problems, syntaxProblem{*r.stoppedAt, fmt.Sprintf("stopping after %d problems: fix these and run the import again", maxSyntaxErrors)})
 	}
 	return root, r.problems
 }
@@ -165,7 +177,8 @@ func (r *reader) advance(n int) {
 func (r *reader) problem(at pos, format string, args ...any) error {
 	r.problems = append(r.problems, syntaxProblem{at, fmt.Sprintf(format, args...)})
 	if len(r.problems) >= maxSyntaxErrors {
-		r.problems = append(r.problems, syntaxProblem{r.here(), fmt.Sprintf("stopping after %d problems: fix these and run the import again", maxSyntaxErrors)})
+		r.stoppedAt = new(pos)
+		*r.stoppedAt = r.here()
 		return errStop
 	}
 	return nil
