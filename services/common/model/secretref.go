@@ -219,6 +219,20 @@ func (c *checker) checkRefs(ctx context.Context, secrets Secrets) {
 	}
 }
 
+// putAliasCommand is the keywayctl command that stores a key pair under
+// keystore/alias. Fixes name the command, not the RPC behind it
+// (SecretsService.PutAlias): keywayctl is how people store key pairs, and
+// API clients find the RPC for each command in the keywayctl reference.
+// The names are safe to paste: references are checked to be letters,
+// digits, hyphens and underscores before they are looked up.
+func putAliasCommand(keystore, alias string, role keyPairRole) string {
+	usage := ""
+	if role.name == serverRole.name {
+		usage = " --usage server"
+	}
+	return fmt.Sprintf("`keywayctl secrets put --keystore %s --alias %s --cert CERT.pem --key KEY.pem%s`", keystore, alias, usage)
+}
+
 // unreachable reports a reference that could not be checked.
 func (c *checker) unreachable(at fieldPath, what string, err error) {
 	if errors.Is(err, errNoSecrets) {
@@ -235,9 +249,9 @@ func (c *checker) checkAlias(r refCheck, info AliasInfo, err error) {
 		var nf *NotFoundError
 		switch {
 		case errors.As(err, &nf) && nf.Kind == fieldKeystore:
-			c.errorf(r.at.Child(fieldKeystore), "keystore %q does not exist in the secrets service%s; create it by storing an alias in it (SecretsService.PutAlias), or fix the name", ks, known("keystores", ks, nf.Known))
+			c.errorf(r.at.Child(fieldKeystore), "keystore %q does not exist in the secrets service%s; create it by storing the key pair in it (%s), or fix the name", ks, known("keystores", ks, nf.Known), putAliasCommand(ks, al, r.role))
 		case errors.As(err, &nf):
-			c.errorf(r.at.Child(fieldAlias), "alias %q does not exist in keystore %q%s; store the key pair under that alias (SecretsService.PutAlias), or fix the name", al, ks, known("aliases there", al, nf.Known))
+			c.errorf(r.at.Child(fieldAlias), "alias %q does not exist in keystore %q%s; store the key pair under that alias (%s), or fix the name", al, ks, known("aliases there", al, nf.Known), putAliasCommand(ks, al, r.role))
 		default:
 			c.unreachable(r.at, subject, err)
 		}
@@ -301,7 +315,7 @@ func (c *checker) checkTruststore(r refCheck, info TruststoreInfo, err error) {
 	if err != nil {
 		var nf *NotFoundError
 		if errors.As(err, &nf) {
-			c.errorf(r.at, "truststore %q does not exist in the secrets service%s; store the CA bundle under that name (SecretsService.PutTruststore), or fix the name", r.truststore, known("truststores", r.truststore, nf.Known))
+			c.errorf(r.at, "truststore %q does not exist in the secrets service%s; store the CA bundle under that name (`keywayctl secrets put --truststore %s --cert CA.pem`), or fix the name", r.truststore, known("truststores", r.truststore, nf.Known), r.truststore)
 			return
 		}
 		c.unreachable(r.at, subject, err)

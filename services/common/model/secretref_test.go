@@ -137,17 +137,29 @@ func TestValidateReferences(t *testing.T) {
 		{
 			name:      "missing keystore, with a suggestion",
 			resources: withService(t, with(verified(ca), "certificate", ref("edgee", "gw"))),
-			errors:    []want{{config + ".certificate.keystore", `keystore "edgee" does not exist in the secrets service (did you mean "edge"? keystores: "edge", "internal")`}},
+			errors: []want{{config + ".certificate.keystore", `keystore "edgee" does not exist in the secrets service (did you mean "edge"? keystores: "edge", "internal"); ` +
+				"create it by storing the key pair in it (`keywayctl secrets put --keystore edgee --alias gw --cert CERT.pem --key KEY.pem`), or fix the name"}},
 		},
 		{
 			name:      "missing alias",
 			resources: withService(t, with(verified(ca), "certificate", ref("internal", "gw"))),
-			errors:    []want{{config + ".certificate.alias", `alias "gw" does not exist in keystore "internal" (aliases there: "service")`}},
+			errors: []want{{config + ".certificate.alias", `alias "gw" does not exist in keystore "internal" (aliases there: "service"); ` +
+				"store the key pair under that alias (`keywayctl secrets put --keystore internal --alias gw --cert CERT.pem --key KEY.pem`), or fix the name"}},
 		},
 		{
 			name:      "missing truststore",
 			resources: withService(t, map[string]any{"skipValidation": false, "trustedCA": truststore("upstream-ca")}),
-			errors:    []want{{config + ".trustedCA.truststore", `truststore "upstream-ca" does not exist in the secrets service (did you mean "upstream-cas"?`}},
+			errors: []want{
+				{config + ".trustedCA.truststore", `truststore "upstream-ca" does not exist in the secrets service (did you mean "upstream-cas"?`},
+			},
+		},
+		{
+			// The fix names the command that stores it, never the RPC.
+			name:      "missing truststore: the fix",
+			resources: withService(t, map[string]any{"skipValidation": false, "trustedCA": truststore("upstream-ca")}),
+			errors: []want{
+				{config + ".trustedCA.truststore", "; store the CA bundle under that name (`keywayctl secrets put --truststore upstream-ca --cert CA.pem`), or fix the name"},
+			},
 		},
 		{
 			name:      "expired certificate behind an alias",
@@ -236,6 +248,12 @@ func TestValidateReferences(t *testing.T) {
 			resources: []*policyv1.Resource{listener("public", "127.0.0.1:8443", refHost("edge", "api", names("api.example.com"), asDefault,
 				verifying("require-and-verify", ca.CertPEM()), func(h *policyv1.ListenerHost) { h.ClientTruststore = "clients" }))},
 			errors: []want{{hostPath + ".clientTruststore", "clientCAs and clientTruststore are both given; give one"}},
+		},
+		{
+			name:      "listener alias missing: the fix stores a server certificate",
+			resources: []*policyv1.Resource{listener("public", "127.0.0.1:8443", refHost("edge", "www", names("api.example.com"), asDefault))},
+			errors: []want{{hostPath + ".certificate.alias",
+				"store the key pair under that alias (`keywayctl secrets put --keystore edge --alias www --cert CERT.pem --key KEY.pem --usage server`), or fix the name"}},
 		},
 		{
 			name:      "listener clientTruststore without verification",

@@ -348,8 +348,8 @@ func matchName(leaf *x509.Certificate, name string, legacy bool) error {
 	if model.CommonNameCovers(leaf, name) {
 		return nil
 	}
-	return failure.WithReason(failure.SANMismatch, fmt.Errorf("the upstream's certificate %q has no subjectAltName and its Common Name %q is not %q (legacyCommonName is on)",
-		leaf.Subject.String(), leaf.Subject.CommonName, name))
+	return failure.WithReason(failure.SANMismatch, fmt.Errorf("the upstream's certificate %q has no subjectAltName and its Common Name %q is not %q (legacyCommonName is on).%s",
+		leaf.Subject.String(), leaf.Subject.CommonName, name, failure.UnexpandedVariable(leaf.Subject.CommonName)))
 }
 
 // ServerName is the name sent as SNI to addr and verified in its

@@ -3,13 +3,11 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"keyway.dev/keywayctl/internal/apigee"
-	"keyway.dev/keywayctl/internal/manifest"
 )
 
 // newImportCommand builds `import`, which converts another gateway's
@@ -63,13 +61,15 @@ follows the rollout, --probe=false skips the live probe.
 			if err != nil {
 				return err
 			}
-			data, err := os.ReadFile(args[0])
+			data, err := apigee.ReadFile(args[0])
 			if err != nil {
-				return fmt.Errorf("reading Apigee target servers: %w", err)
+				return err
 			}
 			r, err := apigee.Convert(args[0], data)
 			if err != nil {
-				return errors.Join(err, fmt.Errorf("nothing imported from %s", args[0]))
+				// Each problem on its own line, at its line and
+				// column, then what it means.
+				return errors.Join(err, fmt.Errorf("nothing imported from %s: %s", args[0], plural(max(countJoined(err), 1), "problem")))
 			}
 			for _, n := range r.Notes {
 				fmt.Fprintf(g.io.Stderr, "note: %s\n", n)
@@ -78,11 +78,13 @@ follows the rollout, --probe=false skips the live probe.
 				_, err := g.io.Stdout.Write(r.YAML)
 				return err
 			}
-			docs, err := manifest.Parse(args[0]+" (converted)", r.YAML)
+			// What the policy service reports is shown at the
+			// target server file's lines and names, not the YAML's.
+			docs, err := r.Manifest()
 			if err != nil {
-				return fmt.Errorf("reading the converted resources (print them with -o yaml): %w", err)
+				return err
 			}
-			return g.send(cmd, manifest.Manifest(docs), opts)
+			return g.send(cmd, docs, opts)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "print the resources instead of applying them: yaml")
