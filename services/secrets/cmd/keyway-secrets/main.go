@@ -16,6 +16,7 @@ import (
 
 	"keyway.dev/common/access"
 	"keyway.dev/common/audit"
+	"keyway.dev/common/configkv"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/secretsclient"
@@ -43,6 +44,7 @@ func realMain(ctx context.Context, args []string) error {
 		internalCA     = fs.String("internal-client-ca", logging.Env("KEYWAY_SECRETS_INTERNAL_CLIENT_CA", ""), "CA certificates whose client certificates the internal listener accepts, PEM (env KEYWAY_SECRETS_INTERNAL_CLIENT_CA)")
 		natsURL        = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env KEYWAY_NATS_URL)")
 		bucket         = fs.String("bucket", logging.Env("KEYWAY_SECRETS_BUCKET", secretsclient.Bucket), "JetStream KV bucket the versions are published in (env KEYWAY_SECRETS_BUCKET)")
+		configBucket   = fs.String("config-bucket", logging.Env("KEYWAY_BUCKET", configkv.Bucket), "the policy service's configuration bucket, read to refuse deleting a secret that resources use; give the policy service's --bucket (env KEYWAY_BUCKET)")
 		replicas       = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
 		backend        = fs.String("backend", logging.Env("KEYWAY_SECRETS_BACKEND", "local"), "where secrets live: local (a directory of PEM files) or vault (env KEYWAY_SECRETS_BACKEND)")
 		dir            = fs.String("dir", logging.Env("KEYWAY_SECRETS_DIR", ".keyway/secrets"), "the local backend's directory (env KEYWAY_SECRETS_DIR)")
@@ -90,6 +92,7 @@ func realMain(ctx context.Context, args []string) error {
 		NATSURL:          *natsURL,
 		NATS:             natsCfg,
 		Bucket:           *bucket,
+		ConfigBucket:     *configBucket,
 		Replicas:         *replicas,
 		Backend:          *backend,
 		Dir:              *dir,

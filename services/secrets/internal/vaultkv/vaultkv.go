@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -240,13 +241,16 @@ func (k *KV) GetAlias(ctx context.Context, ks, alias string) (*secret.AliasRecor
 		rec.PKI = b
 		return rec, nil
 	}
+	// Missing or damaged fields are the store's to report, under these
+	// field names (see Fields), with the rules of a put.
 	rec.CertificatePEM = str(data, fieldCertificate)
 	rec.Key = secret.NewPrivateKey([]byte(str(data, fieldPrivateKey)))
-	if rec.CertificatePEM == "" || rec.Key.IsZero() {
-		return nil, fmt.Errorf("vaultkv: %s/%s holds neither %s and %s nor %s; write them with `vault kv put %s/%s %s=@cert.pem %s=@key.pem`: %w",
-			k.cfg.Mount, path, fieldCertificate, fieldPrivateKey, fieldPKIRole, k.cfg.Mount, path, fieldCertificate, fieldPrivateKey, secret.ErrInvalidValue)
-	}
 	return rec, nil
+}
+
+// Fields names the KV fields, for messages about stored values.
+func (k *KV) Fields() secret.Fields {
+	return secret.Fields{Certificate: fieldCertificate, Key: fieldPrivateKey, Bundle: fieldCertificates}
 }
 
 // GetTruststore reads a truststore.
@@ -256,11 +260,8 @@ func (k *KV) GetTruststore(ctx context.Context, name string) (*secret.Truststore
 	if err != nil {
 		return nil, err
 	}
-	pem := str(data, fieldCertificates)
-	if pem == "" {
-		return nil, fmt.Errorf("vaultkv: %s/%s has no %s field; write it with `vault kv put %s/%s %s=@ca.pem`: %w", k.cfg.Mount, path, fieldCertificates, k.cfg.Mount, path, fieldCertificates, secret.ErrInvalidValue)
-	}
-	return &secret.TruststoreRecord{Name: name, Version: st.Version, Revision: st.Revision, CertificatesPEM: pem, UpdateTime: st.UpdateTime}, nil
+	// An empty or missing field is the store's to report (see GetAlias).
+	return &secret.TruststoreRecord{Name: name, Version: st.Version, Revision: st.Revision, CertificatesPEM: str(data, fieldCertificates), UpdateTime: st.UpdateTime}, nil
 }
 
 // PutAlias writes a new version of an alias.
@@ -288,12 +289,30 @@ func (k *KV) PutTruststore(ctx context.Context, rec *secret.TruststoreRecord) (s
 func (k *KV) put(ctx context.Context, path string, data map[string]any) (secret.Stamp, error) {
 	s, err := k.kv.Put(ctx, path, data)
 	if err != nil {
-		return secret.Stamp{}, fmt.Errorf("vaultkv: writing %s/%s: %w", k.cfg.Mount, path, err)
+		return secret.Stamp{}, k.writeError(path, err)
 	}
 	if s == nil || s.VersionMetadata == nil {
 		return secret.Stamp{}, fmt.Errorf("vaultkv: writing %s/%s: Vault answered without a version", k.cfg.Mount, path)
 	}
 	return stamp(s.VersionMetadata), nil
+}
+
+// writeError says what became of a failed write: certainly not stored
+// (Vault unreachable, or its answer an error), or unknown (sent, and no
+// answer came in time). The vault/api client does not retry (see
+// app.VaultClient), so nothing writes the value later.
+func (k *KV) writeError(path string, err error) error {
+	var (
+		re *api.ResponseError
+		op *net.OpError
+	)
+	switch {
+	case errors.As(err, &re):
+		return &secret.NotStoredError{Err: fmt.Errorf("Vault at %s refused to write %s/%s (HTTP %d: %s)", k.client.Address(), k.cfg.Mount, path, re.StatusCode, strings.Join(re.Errors, "; "))}
+	case errors.As(err, &op) && op.Op == "dial":
+		return &secret.NotStoredError{Err: fmt.Errorf("Vault at %s is unreachable (%w)", k.client.Address(), op.Err)}
+	}
+	return fmt.Errorf("Vault at %s did not answer the write of %s/%s: %w", k.client.Address(), k.cfg.Mount, path, err)
 }
 
 func stamp(m *api.KVVersionMetadata) secret.Stamp {
