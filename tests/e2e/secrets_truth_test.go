@@ -92,7 +92,7 @@ func TestOutOfBandBadValuesInVault(t *testing.T) {
 		name, reason, text string
 		cert, key          []byte
 	}{
-		{"key mismatch", "key_mismatch", "private_key does not match the certificate", other.CertPEM, s.CA.Client("keyway-gateway").KeyPEM},
+		{"key mismatch", "key_mismatch", "the private_key field does not match the certificate", other.CertPEM, s.CA.Client("keyway-gateway").KeyPEM},
 		{"expired", "expired", "expired at", expired.CertPEM, expired.KeyPEM},
 		{"RSA 1024", "weak_key", "the RSA key is 1024 bits", weak.CertPEM, weak.KeyPEM},
 	} {

@@ -430,7 +430,7 @@ func TestSecretUses(t *testing.T) {
 func TestValidateReferencesToRejectedSecrets(t *testing.T) {
 	t.Parallel()
 	ca := testca.New(t, "Rejected CA")
-	const why = "version 4 in the secrets backend was rejected (key_mismatch): private_key does not match the certificate"
+	const why = "version 4 in the secrets backend was rejected (key_mismatch): the private_key field does not match the certificate"
 	secrets := &fakeSecrets{
 		aliases: map[model.SecretRef][]*x509.Certificate{
 			{Keystore: "edge", Alias: "gw"}:    {ca.Client("gateway").Cert},

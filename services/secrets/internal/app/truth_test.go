@@ -107,10 +107,10 @@ func TestVaultOutOfBandBadValues(t *testing.T) {
 		name, reason, text string
 		data               map[string]any
 	}{
-		{"key mismatch", "key_mismatch", `private_key does not match the certificate "CN=gw" (the first one in certificate)`, mismatched},
+		{"key mismatch", "key_mismatch", `the private_key field does not match the certificate "CN=gw" (the first one in the certificate field)`, mismatched},
 		{"expired", "expired", "expired at", pair(ca.Expired("gw"))},
 		{"RSA 1024", "weak_key", "the RSA key is 1024 bits; keys must be at least 2048 bits: make a new key with `openssl genrsa", pair(weak)},
-		{"garbage PEM", "unparsable", "certificate certificate 1 does not parse", garbage},
+		{"garbage PEM", "unparsable", "the certificate field certificate 1 does not parse", garbage},
 	} {
 		version := strconv.Itoa(i + 2) // Vault's versions: 1 was the good one
 		vaultKV(t, v, "keystores/edge/gw", tc.data)
@@ -160,6 +160,22 @@ func TestVaultOutOfBandBadValues(t *testing.T) {
 		t.Errorf("keyway_secrets_rejected{kind=alias} after a good value: %v, want 0", got)
 	}
 
+	// A service that starts after a bad value was written serves the
+	// newest good earlier version, as a running one does.
+	vaultKV(t, v, "keystores/edge/gw", mismatched)
+	waitRejected(t, s, "edge", "gw", "7")
+	again := start(t, vaultConfig(v))
+	waitFor(t, "the new service to reject version 7 and serve version 6", func() bool {
+		a := getAlias(t, again, "edge", "gw")
+		return a.GetRejection().GetVersion() == "7" && a.GetVersion() == "6" && a.GetChain()[0].GetSha256Fingerprint() == next.Fingerprint()
+	})
+	if m, err := again.Material.FetchAlias(ctx, connect.NewRequest(&secretsv1.FetchAliasRequest{Keystore: "edge", Alias: "gw"})); err != nil || m.Msg.GetPrivateKeyPem() != string(next.KeyPEM) {
+		t.Errorf("FetchAlias from a service started after the bad value: %v; want version 6's key", err)
+	}
+	if !strings.Contains(again.Logs.String(), "serving an earlier good version") {
+		t.Errorf("no log line says an earlier version is served")
+	}
+
 	// A truststore overwritten with something that is not a CA bundle.
 	if _, err := s.API.PutTruststore(ctx, connect.NewRequest(&secretsv1.PutTruststoreRequest{Name: "cas", CertificatesPem: string(ca.CertPEM())})); err != nil {
 		t.Fatal(err)
@@ -169,7 +185,7 @@ func TestVaultOutOfBandBadValues(t *testing.T) {
 		resp, err := s.API.GetTruststore(ctx, connect.NewRequest(&secretsv1.GetTruststoreRequest{Name: "cas"}))
 		ts := resp.Msg.GetTruststore()
 		return err == nil && ts.GetStatus() == secretsv1.Status_STATUS_REJECTED && ts.GetRejection().GetVersion() == "2" &&
-			ts.GetRejection().GetReason() == "unparsable" && ts.GetVersion() == "1" && strings.Contains(ts.GetRejection().GetMessage(), "certificates is not PEM")
+			ts.GetRejection().GetReason() == "unparsable" && ts.GetVersion() == "1" && strings.Contains(ts.GetRejection().GetMessage(), "the certificates field is not PEM")
 	})
 	if got := metric(t, s, `keyway_secrets_rejected_versions_total{kind="truststore",reason="unparsable"}`); got != 1 {
 		t.Errorf("truststore rejections counted: %v, want 1", got)

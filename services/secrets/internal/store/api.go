@@ -284,7 +284,7 @@ func (s *Store) PutAlias(ctx context.Context, rec *secret.AliasRecord) (*Alias, 
 	} else if a, err = newAlias(&stored, stored.CertificatePEM, stored.Key, stored.UpdateTime); err != nil {
 		return nil, err
 	}
-	s.installAlias(ctx, ref, a, "api")
+	s.installAlias(ctx, ref, a, "api", true)
 	return a, nil
 }
 
@@ -302,7 +302,7 @@ func (s *Store) PutTruststore(ctx context.Context, rec *secret.TruststoreRecord)
 	if err != nil {
 		return nil, err
 	}
-	s.installTruststore(ctx, secretsclient.Ref{Truststore: rec.Name}, t, "api")
+	s.installTruststore(ctx, secretsclient.Ref{Truststore: rec.Name}, t, "api", true)
 	return t, nil
 }
 

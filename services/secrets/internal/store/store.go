@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -415,9 +416,11 @@ func (s *Store) load(ctx context.Context, ref secretsclient.Ref, listed string) 
 		}
 		r := validate.Bundle(fields.Bundle, rec.CertificatesPEM, now)
 		if !r.OK() {
-			return s.reject(ref, cmp.Or(listed, rec.Revision), rec.Version, r.Reason(), violations(r))
+			err := s.reject(ref, cmp.Or(listed, rec.Revision), rec.Version, r.Reason(), violations(r))
+			s.serveEarlier(ctx, ref, rec.Version)
+			return err
 		}
-		s.installTruststore(ctx, ref, &Truststore{Record: rec, Certs: r.Chain}, "backend")
+		s.installTruststore(ctx, ref, &Truststore{Record: rec, Certs: r.Chain}, "backend", true)
 		return nil
 	}
 	rec, err := s.backend.GetAlias(ctx, ref.Keystore, ref.Alias)
@@ -436,14 +439,75 @@ func (s *Store) load(ctx context.Context, ref secretsclient.Ref, listed string) 
 	} else {
 		r := validate.KeyPair(fields, rec.CertificatePEM, string(rec.Key.PEM()), rec.Usage, now)
 		if !r.OK() {
-			return s.reject(ref, listed, rec.Version, r.Reason(), violations(r))
+			err := s.reject(ref, listed, rec.Version, r.Reason(), violations(r))
+			s.serveEarlier(ctx, ref, rec.Version)
+			return err
 		}
 		if a, err = newAlias(rec, rec.CertificatePEM, rec.Key, rec.UpdateTime); err != nil {
 			return s.reject(ref, listed, rec.Version, validate.ReasonUnparsable, err.Error())
 		}
 	}
-	s.installAlias(ctx, ref, a, "backend")
+	s.installAlias(ctx, ref, a, "backend", true)
 	return nil
+}
+
+// History is a backend that keeps earlier versions of a secret (Vault KV
+// v2). Safe for concurrent use; a version deleted, destroyed or never
+// written is secret.ErrNotFound.
+type History interface {
+	GetAliasVersion(ctx context.Context, keystore, alias string, version int) (*secret.AliasRecord, error)
+	GetTruststoreVersion(ctx context.Context, name string, version int) (*secret.TruststoreRecord, error)
+}
+
+// maxLookback bounds how many earlier versions serveEarlier reads.
+const maxLookback = 10
+
+// serveEarlier serves the newest good earlier version of ref when its
+// current version (current) was rejected and the service holds none: a
+// service that starts after a bad value was written keeps serving the
+// last good one, as one that was running does. It reads at most
+// maxLookback versions; PKI bindings are not looked back on.
+func (s *Store) serveEarlier(ctx context.Context, ref secretsclient.Ref, current string) {
+	h, ok := s.backend.(History)
+	if !ok {
+		return
+	}
+	s.mu.RLock()
+	_, held := s.aliases[ref]
+	_, heldTS := s.truststores[ref]
+	s.mu.RUnlock()
+	cur, err := strconv.Atoi(current)
+	if held || heldTS || err != nil {
+		return
+	}
+	now, fields := s.now(), s.backend.Fields()
+	for v := cur - 1; v >= 1 && v >= cur-maxLookback; v-- {
+		var err error
+		if ref.Truststore != "" {
+			var rec *secret.TruststoreRecord
+			if rec, err = h.GetTruststoreVersion(ctx, ref.Truststore, v); err == nil {
+				if r := validate.Bundle(fields.Bundle, rec.CertificatesPEM, now); r.OK() {
+					s.installTruststore(ctx, ref, &Truststore{Record: rec, Certs: r.Chain}, "earlier version", false)
+					s.log.Warn("serving an earlier good version: the current one is rejected", "truststore", ref.Truststore, "version", rec.Version, "rejected_version", current)
+					return
+				}
+			}
+		} else {
+			var rec *secret.AliasRecord
+			if rec, err = h.GetAliasVersion(ctx, ref.Keystore, ref.Alias, v); err == nil && rec.PKI == nil {
+				if r := validate.KeyPair(fields, rec.CertificatePEM, string(rec.Key.PEM()), rec.Usage, now); r.OK() {
+					if a, aerr := newAlias(rec, rec.CertificatePEM, rec.Key, rec.UpdateTime); aerr == nil {
+						s.installAlias(ctx, ref, a, "earlier version", false)
+						s.log.Warn("serving an earlier good version: the current one is rejected", "keystore", ref.Keystore, "alias", ref.Alias, "version", rec.Version, "rejected_version", current)
+						return
+					}
+				}
+			}
+		}
+		if err != nil && !errors.Is(err, secret.ErrNotFound) {
+			return // the backend stopped answering: the next change retries
+		}
+	}
 }
 
 // violations joins a report's errors into one message.
@@ -499,7 +563,7 @@ func (s *Store) reject(ref secretsclient.Ref, revision, version string, reason v
 		s.obs.Rejected(kind, reason)
 		attrs = append(attrs, "version", version, "reason", string(reason), "serving_version", serving, "error", msg)
 		if serving == "" {
-			s.log.Error("secret rejected: the backend's version breaks the rules of a put, and no earlier version is held; serving none", attrs...)
+			s.log.Error("secret rejected: the backend's version breaks the rules of a put, and the service held no version of it yet", attrs...)
 		} else {
 			s.log.Error("secret rejected: the backend's version breaks the rules of a put; keeping the last good version", attrs...)
 		}
@@ -570,7 +634,8 @@ func (s *Store) renewDue(ctx context.Context) {
 			s.mu.Unlock()
 			continue
 		}
-		s.installAlias(ctx, ref, a, "pki renewal")
+		// A renewal is not a new backend version: a rejection stands.
+		s.installAlias(ctx, ref, a, "pki renewal", false)
 	}
 }
 
@@ -597,13 +662,17 @@ func newTruststore(rec *secret.TruststoreRecord) (*Truststore, error) {
 	return &Truststore{Record: rec, Certs: certs}, nil
 }
 
-// installAlias puts a into the view and publishes its version.
-func (s *Store) installAlias(ctx context.Context, ref secretsclient.Ref, a *Alias, why string) {
+// installAlias puts a into the view and publishes its version. current
+// says that a is the backend's current version, which ends a rejection.
+func (s *Store) installAlias(ctx context.Context, ref secretsclient.Ref, a *Alias, why string, current bool) {
 	s.mu.Lock()
 	old := s.aliases[ref]
 	s.aliases[ref] = a
-	cleared := s.rejected[ref]
-	delete(s.rejected, ref)
+	var cleared *Rejection
+	if current {
+		cleared = s.rejected[ref]
+		delete(s.rejected, ref)
+	}
 	s.mu.Unlock()
 	if cleared != nil {
 		s.log.Info("secret no longer rejected: the backend holds a good version", "keystore", ref.Keystore, "alias", ref.Alias, "version", a.Version, "rejected_version", cleared.Version)
@@ -622,12 +691,15 @@ func (s *Store) installAlias(ctx context.Context, ref secretsclient.Ref, a *Alia
 	s.publishVersion(ctx, v)
 }
 
-func (s *Store) installTruststore(ctx context.Context, ref secretsclient.Ref, t *Truststore, why string) {
+func (s *Store) installTruststore(ctx context.Context, ref secretsclient.Ref, t *Truststore, why string, current bool) {
 	s.mu.Lock()
 	old := s.truststores[ref]
 	s.truststores[ref] = t
-	cleared := s.rejected[ref]
-	delete(s.rejected, ref)
+	var cleared *Rejection
+	if current {
+		cleared = s.rejected[ref]
+		delete(s.rejected, ref)
+	}
 	s.mu.Unlock()
 	if cleared != nil {
 		s.log.Info("secret no longer rejected: the backend holds a good version", "truststore", ref.Truststore, "version", t.Record.Version, "rejected_version", cleared.Version)

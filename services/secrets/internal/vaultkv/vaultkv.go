@@ -191,7 +191,21 @@ func (k *KV) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 
 // read returns a secret's current data and stamp.
 func (k *KV) read(ctx context.Context, path string) (map[string]any, secret.Stamp, error) {
-	s, err := k.kv.Get(ctx, path)
+	return k.readVersion(ctx, path, 0)
+}
+
+// readVersion returns one version of a secret (0: the current one); a
+// version deleted or destroyed does not exist.
+func (k *KV) readVersion(ctx context.Context, path string, version int) (map[string]any, secret.Stamp, error) {
+	var (
+		s   *api.KVSecret
+		err error
+	)
+	if version > 0 {
+		s, err = k.kv.GetVersion(ctx, path, version)
+	} else {
+		s, err = k.kv.Get(ctx, path)
+	}
 	if errors.Is(err, api.ErrSecretNotFound) {
 		return nil, secret.Stamp{}, secret.ErrNotFound
 	}
@@ -215,8 +229,20 @@ func str(data map[string]any, field string) string {
 
 // GetAlias reads an alias.
 func (k *KV) GetAlias(ctx context.Context, ks, alias string) (*secret.AliasRecord, error) {
+	return k.getAlias(ctx, ks, alias, 0)
+}
+
+// GetAliasVersion reads an earlier version of an alias.
+func (k *KV) GetAliasVersion(ctx context.Context, ks, alias string, version int) (*secret.AliasRecord, error) {
+	if version < 1 {
+		return nil, secret.ErrNotFound
+	}
+	return k.getAlias(ctx, ks, alias, version)
+}
+
+func (k *KV) getAlias(ctx context.Context, ks, alias string, version int) (*secret.AliasRecord, error) {
 	path := k.aliasPath(ks, alias)
-	data, st, err := k.read(ctx, path)
+	data, st, err := k.readVersion(ctx, path, version)
 	if err != nil {
 		return nil, err
 	}
@@ -248,15 +274,28 @@ func (k *KV) GetAlias(ctx context.Context, ks, alias string) (*secret.AliasRecor
 	return rec, nil
 }
 
-// Fields names the KV fields, for messages about stored values.
+// Fields names the KV fields, for messages about stored values ("the
+// private_key field does not match the certificate …").
 func (k *KV) Fields() secret.Fields {
-	return secret.Fields{Certificate: fieldCertificate, Key: fieldPrivateKey, Bundle: fieldCertificates}
+	return secret.Fields{Certificate: "the " + fieldCertificate + " field", Key: "the " + fieldPrivateKey + " field", Bundle: "the " + fieldCertificates + " field"}
 }
 
 // GetTruststore reads a truststore.
 func (k *KV) GetTruststore(ctx context.Context, name string) (*secret.TruststoreRecord, error) {
+	return k.getTruststore(ctx, name, 0)
+}
+
+// GetTruststoreVersion reads an earlier version of a truststore.
+func (k *KV) GetTruststoreVersion(ctx context.Context, name string, version int) (*secret.TruststoreRecord, error) {
+	if version < 1 {
+		return nil, secret.ErrNotFound
+	}
+	return k.getTruststore(ctx, name, version)
+}
+
+func (k *KV) getTruststore(ctx context.Context, name string, version int) (*secret.TruststoreRecord, error) {
 	path := k.truststorePath(name)
-	data, st, err := k.read(ctx, path)
+	data, st, err := k.readVersion(ctx, path, version)
 	if err != nil {
 		return nil, err
 	}
