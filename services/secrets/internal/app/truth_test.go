@@ -167,7 +167,7 @@ func TestVaultOutOfBandBadValues(t *testing.T) {
 	again := start(t, vaultConfig(v))
 	waitFor(t, "the new service to reject version 7 and serve version 6", func() bool {
 		a := getAlias(t, again, "edge", "gw")
-		return a.GetRejection().GetVersion() == "7" && a.GetVersion() == "6" && a.GetChain()[0].GetSha256Fingerprint() == next.Fingerprint()
+		return a.GetRejection().GetVersion() == "7" && a.GetVersion() == "6" && len(a.GetChain()) > 0 && a.GetChain()[0].GetSha256Fingerprint() == next.Fingerprint()
 	})
 	if m, err := again.Material.FetchAlias(ctx, connect.NewRequest(&secretsv1.FetchAliasRequest{Keystore: "edge", Alias: "gw"})); err != nil || m.Msg.GetPrivateKeyPem() != string(next.KeyPEM) {
 		t.Errorf("FetchAlias from a service started after the bad value: %v; want version 6's key", err)
