@@ -262,7 +262,10 @@ func (s *Store) reconcile(ctx context.Context) {
 		}
 		_, isAlias := s.aliases[ref]
 		_, isTS := s.truststores[ref]
-		if !isAlias && !isTS {
+		// A secret whose only version is rejected still exists: its key
+		// keeps announcing what was served before.
+		_, isRejected := s.rejected[ref]
+		if !isAlias && !isTS && !isRejected {
 			stale = append(stale, k)
 		}
 	}
