@@ -205,8 +205,11 @@ func TestVaultOutOfBandBadValues(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "version 1") || !strings.Contains(err.Error(), "expired at") {
 		t.Errorf("FetchAlias of an alias with no good version: %v; want FailedPrecondition saying why", err)
 	}
-	if got := metric(t, s, `keyway_secrets_rejected{kind="alias"}`); got != 1 {
-		t.Errorf("keyway_secrets_rejected{kind=alias} = %v, want 1", got)
+	if got := metric(t, s, `keyway_secrets_rejected{kind="alias"}`); got != 2 { // edge/gw version 7 and edge/fresh
+		t.Errorf("keyway_secrets_rejected{kind=alias} = %v, want 2", got)
+	}
+	if got := metric(t, s, `keyway_secrets_rejected{kind="truststore"}`); got != 1 {
+		t.Errorf("keyway_secrets_rejected{kind=truststore} = %v, want 1", got)
 	}
 }
 
