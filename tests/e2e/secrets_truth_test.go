@@ -101,6 +101,7 @@ func TestOutOfBandBadValuesInVault(t *testing.T) {
 			"certificate": string(tc.cert), "private_key": string(tc.key), "usage": "client"}})
 		line := regexp.MustCompile(`(?m)^alias edge/gw: Vault version ` + version + ` rejected \(` + tc.reason + `\) since \S+; serving version ` + served + `: .*` + regexp.QuoteMeta(tc.text))
 		out := waitCtl(t, s.Secrets, line, "list")
+		t.Logf("%s: keywayctl secrets list:\n%s", tc.name, out)
 		if !regexp.MustCompile(`(?m)^edge\s+gw\s+vault-kv\s+` + served + `\s.*\srejected\s`).MatchString(out) {
 			t.Errorf("%s: list shows no rejected row for edge/gw serving version %s:\n%s", tc.name, served, out)
 		}

@@ -237,7 +237,7 @@ func TestVaultDown(t *testing.T) {
 	_, err = s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "other", CertificatePem: string(gw.CertPEM), PrivateKeyPem: string(gw.KeyPEM)}))
 	if connect.CodeOf(err) != connect.CodeUnavailable ||
 		!strings.Contains(err.Error(), "secrets service: Vault at "+v.Addr+" is unreachable (") || !strings.Contains(err.Error(), "connection refused") ||
-		!strings.Contains(err.Error(), "alias edge/other was not stored, and nothing retries it: put it again") {
+		!strings.Contains(err.Error(), "alias edge/other was not stored, and nothing retries it: put it again once Vault answers") {
 		t.Errorf("PutAlias with Vault down: %v; want Unavailable naming the secrets service and Vault, and saying nothing was stored", err)
 	}
 	_, err = s.API.PutTruststore(ctx, connect.NewRequest(&secretsv1.PutTruststoreRequest{Name: "later", CertificatesPem: string(ca.CertPEM())}))

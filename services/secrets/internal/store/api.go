@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 
+	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
+
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/secrets/internal/secret"
 )
@@ -30,6 +32,15 @@ func (s *Store) backendError(what string, err error) error {
 	return fmt.Errorf("%w: %s: %s: %w", ErrUnavailable, what, s.backend.Describe(), err)
 }
 
+// backendName names the backend in a sentence: "Vault" or "the local
+// directory".
+func (s *Store) backendName() string {
+	if s.backend.Kind() == secretsv1.Backend_BACKEND_LOCAL {
+		return "the local directory"
+	}
+	return "Vault"
+}
+
 // writeError wraps an error of a backend write of what ("alias edge/gw")
 // for the API: it says whether the value was stored, and that nothing will
 // store it later. Nothing is queued: a put that fails is the caller's to
@@ -41,10 +52,10 @@ func (s *Store) writeError(what string, err error) error {
 	var ns *secret.NotStoredError
 	if errors.As(err, &ns) {
 		s.setBackend(err)
-		return fmt.Errorf("%w: %w; %s was not stored, and nothing retries it: put it again once the backend answers", ErrUnavailable, err, what)
+		return fmt.Errorf("%w: %w; %s was not stored, and nothing retries it: put it again once %s answers", ErrUnavailable, err, what, s.backendName())
 	}
 	s.setBackend(err)
-	return fmt.Errorf("%w: %w; whether %s was stored is unknown, and nothing retries it: once the backend answers, `keywayctl secrets get` shows the version it holds", ErrUnavailable, err, what)
+	return fmt.Errorf("%w: %w; whether %s was stored is unknown, and nothing retries it: once %s answers, `keywayctl secrets get` shows the version it holds", ErrUnavailable, err, what, s.backendName())
 }
 
 // Alias returns an alias from the view; one the view does not hold yet
@@ -277,6 +288,7 @@ func (s *Store) PutAlias(ctx context.Context, rec *secret.AliasRecord) (*Alias, 
 	if err != nil {
 		return nil, s.writeError("alias "+ref.String(), err)
 	}
+	s.setBackend(nil) // it answered: reads need not wait for the next poll to know
 	stored := *rec
 	stored.Version, stored.Revision, stored.UpdateTime = st.Version, st.Revision, st.UpdateTime
 	if a != nil {
@@ -296,6 +308,7 @@ func (s *Store) PutTruststore(ctx context.Context, rec *secret.TruststoreRecord)
 	if err != nil {
 		return nil, s.writeError("truststore "+rec.Name, err)
 	}
+	s.setBackend(nil)
 	stored := *rec
 	stored.Version, stored.Revision, stored.UpdateTime = st.Version, st.Revision, st.UpdateTime
 	t, err := newTruststore(&stored)
@@ -330,6 +343,7 @@ func (s *Store) delete(ctx context.Context, ref secretsclient.Ref, del func() er
 	case err != nil:
 		return s.backendError("deleting "+ref.String(), err)
 	}
+	s.setBackend(nil)
 	s.forget(ctx, ref, "deleted through the API")
 	return nil
 }
