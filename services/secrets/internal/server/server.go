@@ -279,7 +279,7 @@ func (s *Secrets) checkUnused(ctx context.Context, ref secretsclient.Ref, force 
 	case err != nil:
 		s.log.Warn("delete refused: cannot tell whether the secret is in use", "ref", ref.String(), "error", err)
 		return connect.NewError(connect.CodeUnavailable, fmt.Errorf(
-			"cannot tell whether %s is in use: the secrets service reads the resources that use secrets from the configuration bucket %s in NATS, and that failed (%v); nothing was deleted: delete it again once NATS answers (--force deletes it without the check)",
+			"cannot tell whether %s is in use: the secrets service reads the resources that use secrets from the configuration bucket %s in NATS, and that failed (%v); nothing was deleted: delete it again once NATS answers (force, keywayctl secrets delete --force, deletes it without the check)",
 			what, s.dependents.Bucket(), err))
 	case len(deps) == 0:
 		return nil
@@ -336,7 +336,7 @@ func (m *Material) FetchAlias(ctx context.Context, req *connect.Request[secretsv
 	}
 	m.log.Info("alias material fetched", "keystore", a.Record.Keystore, "alias", a.Record.Alias, "version", a.Version, "client", ClientName(ctx))
 	return connect.NewResponse(&secretsv1.FetchAliasResponse{
-		Alias:          describeAlias(a, nil, m.store.Kind(), m.now()),
+		Alias:          describeAlias(a, m.store.Rejection(secretsclient.Ref{Keystore: a.Record.Keystore, Alias: a.Record.Alias}), m.store.Kind(), m.now()),
 		CertificatePem: a.ChainPEM,
 		PrivateKeyPem:  string(a.Key.PEM()),
 	}), nil
@@ -353,7 +353,7 @@ func (m *Material) FetchTruststore(ctx context.Context, req *connect.Request[sec
 	}
 	m.log.Debug("truststore fetched", "truststore", t.Record.Name, "version", t.Record.Version, "client", ClientName(ctx))
 	return connect.NewResponse(&secretsv1.FetchTruststoreResponse{
-		Truststore:      describeTruststore(t, nil, m.store.Kind(), m.now()),
+		Truststore:      describeTruststore(t, m.store.Rejection(secretsclient.Ref{Truststore: t.Record.Name}), m.store.Kind(), m.now()),
 		CertificatesPem: t.Record.CertificatesPEM,
 	}), nil
 }
