@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
 )
 
 // SecretRef names a key pair held by the secrets service: an alias of a
@@ -53,12 +55,18 @@ type AliasInfo struct {
 	// certificate (usage "server"), which the secrets service checked for
 	// a SAN.
 	Server bool
+	// Rejected, when set, says that the backend's newest version was
+	// refused by the secrets service, and why; Chain is then the version
+	// still served, if any.
+	Rejected string
 }
 
 // TruststoreInfo describes a truststore.
 type TruststoreInfo struct {
 	Version      string
 	Certificates []CertSummary
+	// Rejected is as AliasInfo.Rejected.
+	Rejected string
 }
 
 // CertSummary describes a certificate the secrets service holds: it answers
@@ -141,6 +149,31 @@ type refCheck struct {
 	// SANs; hostnamesAt is their path.
 	hostnames   []listItem
 	hostnamesAt fieldPath
+}
+
+// SecretUse is one reference of a resource to the secrets service.
+type SecretUse struct {
+	// Field is where the reference is, below the resource
+	// ("policyBinding.spec.config.certificate").
+	Field string
+	// Alias is set for a key pair; Truststore otherwise.
+	Alias      *SecretRef
+	Truststore string
+}
+
+// SecretUses lists the references of one stored resource to the secrets
+// service: every alias and truststore a proxy node would resolve for it. It
+// parses as [Decode] does; a resource that breaks other rules still
+// reports the references it names, so that a caller deciding whether a
+// secret is in use errs on the side of "in use".
+func SecretUses(res *policyv1.Resource) []SecretUse {
+	c := &checker{decode: true}
+	c.resource("", res)
+	out := make([]SecretUse, 0, len(c.refs))
+	for _, r := range c.refs {
+		out = append(out, SecretUse{Field: string(r.at), Alias: r.alias, Truststore: r.truststore})
+	}
+	return out
 }
 
 // aliasRef reads {keystore, alias} at at (the path of the object holding
@@ -258,8 +291,15 @@ func (c *checker) checkAlias(r refCheck, info AliasInfo, err error) {
 		return
 	}
 	if len(info.Chain) == 0 {
+		if info.Rejected != "" {
+			c.errorf(r.at, "%s has no version the secrets service serves: %s; store a good certificate chain and key under it", subject, info.Rejected)
+			return
+		}
 		c.errorf(r.at, "%s holds no certificate; store the certificate chain and key under it again", subject)
 		return
+	}
+	if info.Rejected != "" {
+		c.warnf(r.at, "%s: %s; version %s is served until a good version is stored", subject, info.Rejected, info.Version)
 	}
 	crtAt := r.at.Child(fieldAlias)
 	for _, cert := range info.Chain {
@@ -322,8 +362,15 @@ func (c *checker) checkTruststore(r refCheck, info TruststoreInfo, err error) {
 		return
 	}
 	if len(info.Certificates) == 0 {
+		if info.Rejected != "" {
+			c.errorf(r.at, "%s has no version the secrets service serves: %s; store a good CA bundle under it", subject, info.Rejected)
+			return
+		}
 		c.errorf(r.at, "%s holds no certificate; store the CA bundle under it again", subject)
 		return
+	}
+	if info.Rejected != "" {
+		c.warnf(r.at, "%s: %s; version %s is served until a good version is stored", subject, info.Rejected, info.Version)
 	}
 	var outside []int
 	for i, cert := range info.Certificates {

@@ -16,6 +16,7 @@ import (
 
 	"keyway.dev/common/access"
 	"keyway.dev/common/audit"
+	"keyway.dev/common/configkv"
 	"keyway.dev/common/envflag"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/natsconn"
@@ -65,6 +66,7 @@ func realMain(ctx context.Context, args []string) error {
 		internalCA     = fs.String("internal-client-ca", "", "CA certificates whose client certificates the internal listener accepts, PEM")
 		natsURL        = fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
 		bucket         = fs.String("bucket", secretsclient.Bucket, "JetStream KV bucket the versions are published in")
+		configBucket   = fs.String("config-bucket", configkv.Bucket, "the policy service's configuration bucket, read to refuse deleting a secret that resources use; give the policy service's --bucket")
 		replicas       = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
 		backend        = fs.String("backend", "local", "where secrets live: local (a directory of PEM files) or vault")
 		dir            = fs.String("dir", ".keyway/secrets", "the local backend's directory")
@@ -112,6 +114,7 @@ func realMain(ctx context.Context, args []string) error {
 		NATSURL:          *natsURL,
 		NATS:             natsCfg,
 		Bucket:           *bucket,
+		ConfigBucket:     *configBucket,
 		Replicas:         *replicas,
 		Backend:          *backend,
 		Dir:              *dir,

@@ -607,8 +607,9 @@ func TestNoKeyMaterialInLogsOrBucket(t *testing.T) {
 }
 
 // A value changed by hand into something unusable (a key that does not
-// match) is refused and logged; the last good material stays served and
-// published, and the next good value is picked up.
+// match) is rejected: the API says so next to the version still served,
+// the last good material stays served and published, and the next good
+// value is picked up.
 func TestBadValueKeepsLastGood(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -616,12 +617,20 @@ func TestBadValueKeepsLastGood(t *testing.T) {
 	ctx := context.Background()
 	ca := testca.New(t, "CA")
 	good := ca.Client("gw")
-	if _, err := s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw", CertificatePem: string(good.CertPEM), PrivateKeyPem: string(good.KeyPEM)})); err != nil {
+	stored, err := s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw", CertificatePem: string(good.CertPEM), PrivateKeyPem: string(good.KeyPEM)}))
+	if err != nil {
 		t.Fatal(err)
 	}
 	aliasDir := filepath.Join(dir, "keystores/edge/gw")
 	writeFile(t, aliasDir, "key.pem", ca.Client("other").KeyPEM)
-	testwait.Until(t, 60*time.Second, "the bad value to be logged", func() bool { return strings.Contains(s.Logs.String(), "cannot use a secret held by the backend") })
+	a := waitRejected(t, s, "edge", "gw", "")
+	if r := a.GetRejection(); r.GetReason() != "key_mismatch" || !strings.Contains(r.GetMessage(), "key.pem does not match the certificate") ||
+		a.GetVersion() != stored.Msg.GetAlias().GetVersion() || r.GetVersion() == a.GetVersion() {
+		t.Errorf("rejected alias: version %s, rejection %v", a.GetVersion(), r)
+	}
+	if !strings.Contains(s.Logs.String(), "secret rejected") {
+		t.Errorf("no log line says the value was rejected")
+	}
 	m, err := s.Material.FetchAlias(ctx, connect.NewRequest(&secretsv1.FetchAliasRequest{Keystore: "edge", Alias: "gw"}))
 	if err != nil || m.Msg.GetPrivateKeyPem() != string(good.KeyPEM) {
 		t.Errorf("after a bad value: %v; want the last good key", err)
@@ -632,6 +641,9 @@ func TestBadValueKeepsLastGood(t *testing.T) {
 	s.Bucket.wait(t, "alias.edge.gw", func(e jetstream.KeyValueEntry, v *secretsv1.SecretVersion) bool {
 		return put(e) && v.GetSha256Fingerprint() == next.Fingerprint()
 	})
+	if got := getAlias(t, s, "edge", "gw"); got.GetStatus() != secretsv1.Status_STATUS_OK || got.GetRejection() != nil {
+		t.Errorf("after a good value: status %v, rejection %v; want ok", got.GetStatus(), got.GetRejection())
+	}
 }
 
 // NATS away: puts still succeed (the backend holds the secret), the
@@ -657,6 +669,16 @@ func TestNATSOutage(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(s.Dir, "keystores", "edge", "b")); !os.IsNotExist(err) {
 		t.Fatalf("the refused put was stored: %v", err)
+	}
+	// Whether a secret is in use cannot be told without the configuration
+	// bucket: the delete is refused, saying why.
+	_, err = s.API.DeleteAlias(ctx, connect.NewRequest(&secretsv1.DeleteAliasRequest{Keystore: "edge", Alias: "a"}))
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "cannot tell whether alias edge/a is in use") ||
+		!strings.Contains(err.Error(), "configuration bucket keyway-config in NATS") || !strings.Contains(err.Error(), "nothing was deleted") {
+		t.Errorf("a delete with NATS away: %v; want Unavailable saying the users cannot be determined", err)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir, "keystores", "edge", "a", "key.pem")); err != nil {
+		t.Errorf("the refused delete removed the alias: %v", err)
 	}
 	// A change made in the backend meanwhile (by hand, by another tool)
 	// is read by the poll, and its version waits for NATS.
