@@ -23,40 +23,40 @@ const maxLocation = 2048
 func ParseLocation(s string) (string, error) {
 	switch {
 	case s == "":
-		return "", errors.New("CRL location is empty: give an http:// or https:// URL, or an absolute file path")
+		return "", errors.New("the CRL location is empty: give an http:// or https:// URL, or an absolute file path")
 	case len(s) > maxLocation:
-		return "", fmt.Errorf("CRL location is %d bytes long; at most %d", len(s), maxLocation)
+		return "", fmt.Errorf("the CRL location is %d bytes long; at most %d", len(s), maxLocation)
 	case strings.ContainsAny(s, "\x00\r\n"):
-		return "", errors.New("CRL location holds a control character")
+		return "", errors.New("the CRL location holds a control character")
 	}
 	if !strings.Contains(s, "://") {
 		if !filepath.IsAbs(s) {
-			return "", fmt.Errorf("CRL file %q is a relative path: give an absolute path, or an http:// or https:// URL", s)
+			return "", fmt.Errorf("the CRL file %q is a relative path: give an absolute path, or an http:// or https:// URL", s)
 		}
 		return filepath.Clean(s), nil
 	}
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", fmt.Errorf("CRL URL %q does not parse: %w", s, err)
+		return "", fmt.Errorf("the CRL URL %q does not parse: %w", s, err)
 	}
 	switch u.Scheme {
 	case "http", "https":
 		if u.Host == "" {
-			return "", fmt.Errorf("CRL URL %q has no host", s)
+			return "", fmt.Errorf("the CRL URL %q has no host", s)
 		}
 		if u.User != nil {
-			return "", fmt.Errorf("CRL URL %q holds credentials; CRLs are public: remove them", u.Redacted())
+			return "", fmt.Errorf("the CRL URL %q holds credentials; CRLs are public: remove them", u.Redacted())
 		}
 		return u.String(), nil
 	case "file":
 		if u.Host != "" && u.Host != "localhost" || !filepath.IsAbs(u.Path) {
-			return "", fmt.Errorf("CRL URL %q: a file URL is file:///absolute/path", s)
+			return "", fmt.Errorf("the CRL URL %q: a file URL is file:///absolute/path", s)
 		}
 		return filepath.Clean(u.Path), nil
 	case "ldap", "ldaps":
-		return "", fmt.Errorf("CRL URL %q: LDAP is not supported; give an http:// or https:// URL where the CA publishes the same list", s)
+		return "", fmt.Errorf("the CRL URL %q: LDAP is not supported; give an http:// or https:// URL where the CA publishes the same list", s)
 	}
-	return "", fmt.Errorf("CRL URL %q: scheme %q is not supported; give an http:// or https:// URL, or an absolute file path", s, u.Scheme)
+	return "", fmt.Errorf("the CRL URL %q: scheme %q is not supported; give an http:// or https:// URL, or an absolute file path", s, u.Scheme)
 }
 
 // fetchable reports whether a distribution point from a certificate is a
