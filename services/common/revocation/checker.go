@@ -168,12 +168,22 @@ func (ch *Checker) Verify(cert, issuer *x509.Certificate) error {
 	return ch.Decide(ch.Check(cert, issuer), cert)
 }
 
-// Decide applies the mode to a status of cert: see [Checker.Verify].
-func (ch *Checker) Decide(s Status, cert *x509.Certificate) error {
+// Allows reports whether the mode lets a certificate with status s be
+// used: always in [Off] mode; otherwise unless it is revoked, or unknown in
+// [HardFail] mode.
+func (ch *Checker) Allows(s Status) bool {
 	switch {
 	case ch.mode == Off, s.Result == Good:
-		return nil
-	case s.Result == Unknown && ch.mode == SoftFail:
+		return true
+	case s.Result == Unknown:
+		return ch.mode == SoftFail
+	}
+	return false
+}
+
+// Decide applies the mode to a status of cert: see [Checker.Verify].
+func (ch *Checker) Decide(s Status, cert *x509.Certificate) error {
+	if ch.Allows(s) {
 		return nil
 	}
 	e := &Error{Status: s}

@@ -1,0 +1,170 @@
+package inbound
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"time"
+
+	"keyway.dev/common/failure"
+	"keyway.dev/common/model"
+	"keyway.dev/common/revocation"
+)
+
+// Phases of a revocation check, as metrics label them.
+const (
+	// PhaseHandshake is the check of a new connection's client
+	// certificate, in VerifyConnection.
+	PhaseHandshake = "handshake"
+	// PhaseRequest is the check again at each request on an open
+	// connection, so that a certificate revoked while its connection is
+	// open is refused at its next request.
+	PhaseRequest = "request"
+)
+
+// DefaultRevocationWait bounds how long a handshake waits for the first
+// fetch of a CRL or an OCSP response that its client certificate needs.
+const DefaultRevocationWait = 2 * time.Second
+
+// RevocationObserver counts revocation checks of client certificates. Called
+// at every handshake and request on a host that checks; must be cheap and
+// safe for concurrent use.
+type RevocationObserver interface {
+	ObserveRevocationCheck(mode revocation.Mode, phase string, result revocation.Result)
+}
+
+// hostRevocation is how one host of a snapshot checks client certificates
+// for revocation. The checker belongs to the snapshot, which closes it.
+type hostRevocation struct {
+	checker  *revocation.Checker
+	mode     revocation.Mode
+	observer RevocationObserver
+	// wait bounds a handshake's wait for a first fetch.
+	wait time.Duration
+}
+
+// newHostRevocation makes h's checker; nil when h does not check. m.mu is
+// held (by Apply).
+func (m *Manager) newHostRevocation(h *model.ListenerHost) (*hostRevocation, error) {
+	if !h.Revocation.On() {
+		return nil, nil
+	}
+	if m.revocation == nil {
+		m.revocation = revocation.NewCache(m.opts.Revocation)
+	}
+	ch, err := m.revocation.Checker(revocation.Policy{
+		Mode:               h.Revocation.Mode,
+		CRLs:               h.Revocation.CRLs,
+		DistributionPoints: h.Revocation.DistributionPoints,
+		OCSP:               h.Revocation.OCSP,
+		OCSPResponder:      h.Revocation.OCSPResponder,
+		Issuers:            h.ClientCAs,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &hostRevocation{checker: ch, mode: ch.Mode(), observer: m.opts.RevocationChecks, wait: m.opts.RevocationWait}, nil
+}
+
+func (r *hostRevocation) observe(phase string, result revocation.Result) {
+	if r.observer != nil {
+		r.observer.ObserveRevocationCheck(r.mode, phase, result)
+	}
+}
+
+// verifyConnection checks the client certificate of a handshake whose chain
+// crypto/tls verified. A certificate seen for the first time may wait, for
+// at most r.wait, for the first fetch of what it needs.
+func (r *hostRevocation) verifyConnection(cs tls.ConnectionState, depth int) error {
+	leaf, issuer := chainIssuer(cs.VerifiedChains, depth)
+	if issuer == nil {
+		return nil // no verified chain, or the leaf is a trusted CA itself
+	}
+	st := r.checker.Check(leaf, issuer)
+	if st.Pending {
+		ctx, cancel := context.WithTimeout(context.Background(), r.wait)
+		st = r.checker.Await(ctx, leaf, issuer)
+		cancel()
+	}
+	r.observe(PhaseHandshake, st.Result)
+	if err := r.checker.Decide(st, leaf); err != nil {
+		return failure.WithReason(revocationReason(st), fmt.Errorf("inbound: %w", err))
+	}
+	return nil
+}
+
+// verifyAfter is a host's VerifyConnection: next (the verifyDepth check,
+// when set), then the revocation check.
+func (r *hostRevocation) verifyAfter(next func(tls.ConnectionState) error, depth int) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		if next != nil {
+			if err := next(cs); err != nil {
+				return err
+			}
+		}
+		return r.verifyConnection(cs, depth)
+	}
+}
+
+// request checks leaf, issued by issuer, again for a request on an open
+// connection: a map lookup, no I/O. It returns the reason to refuse the
+// request, or "".
+func (r *hostRevocation) request(leaf, issuer *x509.Certificate) failure.Reason {
+	if issuer == nil {
+		return ""
+	}
+	st := r.checker.Check(leaf, issuer)
+	r.observe(PhaseRequest, st.Result)
+	if r.checker.Allows(st) {
+		return ""
+	}
+	return revocationReason(st)
+}
+
+// revocationReason is the failure reason of a status that is refused.
+func revocationReason(st revocation.Status) failure.Reason {
+	if st.Result == revocation.Revoked {
+		return failure.Revoked
+	}
+	return failure.RevocationUnknown
+}
+
+// chainIssuer is the leaf of verified chains and its issuer, from the first
+// chain within depth (0: any); issuer is nil when there is no such chain,
+// or when the leaf is itself a trusted CA.
+func chainIssuer(chains [][]*x509.Certificate, depth int) (leaf, issuer *x509.Certificate) {
+	for _, chain := range chains {
+		if depth > 0 && len(chain) > depth {
+			continue
+		}
+		if len(chain) < 2 {
+			return chain[0], nil
+		}
+		return chain[0], chain[1]
+	}
+	return nil, nil
+}
+
+// RevocationLists describes the CRLs the manager holds for its hosts; nil
+// when no host checks revocation.
+func (m *Manager) RevocationLists() []revocation.ListStatus {
+	m.mu.Lock()
+	c := m.revocation
+	m.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	return c.Lists()
+}
+
+// RevocationOCSP is the number of OCSP responses the manager holds.
+func (m *Manager) RevocationOCSP() int {
+	m.mu.Lock()
+	c := m.revocation
+	m.mu.Unlock()
+	if c == nil {
+		return 0
+	}
+	return c.OCSPResponses()
+}
