@@ -158,6 +158,12 @@ func (ch *Checker) Check(cert, issuer *x509.Certificate) Status {
 	return ch.check(ch.cache.state.Load(), cert, issuer, time.Now())
 }
 
+// CheckAt is Check at now, for a caller that read the clock already:
+// reading it is a good part of a check's cost on some hosts.
+func (ch *Checker) CheckAt(cert, issuer *x509.Certificate, now time.Time) Status {
+	return ch.check(ch.cache.state.Load(), cert, issuer, now)
+}
+
 // Verify checks cert and applies the mode: nil when cert may be used, an
 // *[Error] wrapping [ErrRevoked] when it is revoked, or [ErrUnknown] when
 // its status is unknown in hard-fail mode. In [Off] mode it is always nil.

@@ -264,7 +264,7 @@ func ClientOf(r *http.Request, now time.Time) (cl Client, ok bool) {
 	case h.revocation != nil:
 		// Checked at every request: a certificate revoked while its
 		// connection is open is refused at its next request.
-		if cl.Reason = h.revocation.request(cl.Leaf, v.issuer); cl.Reason == "" {
+		if cl.Reason = h.revocation.request(cl.Leaf, v.issuer, now); cl.Reason == "" {
 			cl.XFCC = v.xfcc
 		}
 	default:

@@ -108,13 +108,13 @@ func (r *hostRevocation) verifyAfter(next func(tls.ConnectionState) error, depth
 }
 
 // request checks leaf, issued by issuer, again for a request on an open
-// connection: a map lookup, no I/O. It returns the reason to refuse the
-// request, or "".
-func (r *hostRevocation) request(leaf, issuer *x509.Certificate) failure.Reason {
+// connection at now: a few map lookups, no I/O. It returns the reason to
+// refuse the request, or "".
+func (r *hostRevocation) request(leaf, issuer *x509.Certificate, now time.Time) failure.Reason {
 	if issuer == nil {
 		return ""
 	}
-	st := r.checker.Check(leaf, issuer)
+	st := r.checker.CheckAt(leaf, issuer, now)
 	r.observe(PhaseRequest, st.Result)
 	if r.checker.Allows(st) {
 		return ""
