@@ -169,6 +169,9 @@ func (e *Error) Error() string {
 			b.WriteString(": ")
 			b.WriteString(s.Why)
 		}
+		if s.Source != "" && !strings.Contains(s.Why, strings.TrimPrefix(s.Source, "ocsp ")) {
+			fmt.Fprintf(&b, " (%s)", s.Source)
+		}
 	}
 	return b.String()
 }

@@ -74,15 +74,17 @@ func (r *hostRevocation) observe(phase string, result revocation.Result) {
 }
 
 // verifyConnection checks the client certificate of a handshake whose chain
-// crypto/tls verified. A certificate seen for the first time may wait, for
-// at most r.wait, for the first fetch of what it needs.
+// crypto/tls verified. In hard-fail mode, a certificate that needs a list
+// or response not fetched yet waits for that first fetch, at most r.wait,
+// rather than be refused for want of it; in soft-fail mode it is allowed at
+// once (and checked again at each request).
 func (r *hostRevocation) verifyConnection(cs tls.ConnectionState, depth int) error {
 	leaf, issuer := chainIssuer(cs.VerifiedChains, depth)
 	if issuer == nil {
 		return nil // no verified chain, or the leaf is a trusted CA itself
 	}
 	st := r.checker.Check(leaf, issuer)
-	if st.Pending {
+	if st.Pending && r.mode == revocation.HardFail {
 		ctx, cancel := context.WithTimeout(context.Background(), r.wait)
 		st = r.checker.Await(ctx, leaf, issuer)
 		cancel()
