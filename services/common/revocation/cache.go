@@ -325,7 +325,13 @@ func (c *Cache) publishLocked(mod func(*state)) {
 }
 
 // setViewLocked publishes s's view as it is now.
-func (c *Cache) setViewLocked(s *source, now time.Time) {
+func (c *Cache) setViewLocked(s *source) {
+	v := viewOf(s)
+	c.publishLocked(func(st *state) { st.lists = withView(st.lists, v) })
+}
+
+// viewOf is s as checks see it. c.mu is held.
+func viewOf(s *source) *view {
 	v := &view{location: s.location, tried: s.tried, list: s.list}
 	if s.discovered {
 		v.src = s
@@ -342,13 +348,17 @@ func (c *Cache) setViewLocked(s *source, now time.Time) {
 			v.whyStale += "; last fetch: " + s.lastErr.Error()
 		}
 	}
-	c.publishLocked(func(st *state) {
-		st.lists = maps.Clone(st.lists)
-		if st.lists == nil {
-			st.lists = make(map[string]*view)
-		}
-		st.lists[s.location] = v
-	})
+	return v
+}
+
+// withView is a copy of lists with vs set.
+func withView(lists map[string]*view, vs ...*view) map[string]*view {
+	out := make(map[string]*view, len(lists)+len(vs))
+	maps.Copy(out, lists)
+	for _, v := range vs {
+		out[v.location] = v
+	}
+	return out
 }
 
 // addSourceLocked starts fetching location; nil when the bound is
@@ -362,7 +372,7 @@ func (c *Cache) addSourceLocked(location string) *source {
 	}
 	s := &source{location: location, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	c.sources[location] = s
-	c.setViewLocked(s, time.Now())
+	c.setViewLocked(s)
 	c.wg.Add(1)
 	go c.run(s)
 	return s
@@ -379,29 +389,35 @@ func (c *Cache) removeSourceLocked(s *source) {
 }
 
 // addIssuerLocked makes issuer known, and verifies the CRLs that were
-// waiting for it. It reports whether anything changed.
-func (c *Cache) addIssuerLocked(issuer *x509.Certificate, now time.Time) bool {
+// waiting for it; both are published together, so that a check never sees
+// the issuer known and its list still waiting. It reports whether anything
+// changed.
+func (c *Cache) addIssuerLocked(issuer *x509.Certificate) bool {
 	key := string(issuer.RawSubjectPublicKeyInfo)
 	if _, ok := c.issuers[key]; ok || len(c.issuers) >= c.opts.MaxIssuers {
 		return false
 	}
 	c.issuers[key] = issuer
-	c.publishLocked(func(st *state) {
-		st.issuers = maps.Clone(st.issuers)
-		if st.issuers == nil {
-			st.issuers = make(map[string]struct{})
-		}
-		st.issuers[key] = struct{}{}
-	})
+	var views []*view
 	for _, s := range c.sources {
 		if s.pending.crl != nil && issuedBy(s.pending.crl, issuer) {
 			s.lastErr = c.installLocked(s, s.pending.crl, s.pending.at)
 			if s.lastErr == nil {
 				s.failures = 0
 			}
-			c.setViewLocked(s, now)
+			views = append(views, viewOf(s))
 		}
 	}
+	c.publishLocked(func(st *state) {
+		st.issuers = maps.Clone(st.issuers)
+		if st.issuers == nil {
+			st.issuers = make(map[string]struct{})
+		}
+		st.issuers[key] = struct{}{}
+		if len(views) > 0 {
+			st.lists = withView(st.lists, views...)
+		}
+	})
 	return true
 }
 
@@ -457,7 +473,7 @@ func (c *Cache) fetch(s *source) time.Duration {
 		s.failures++
 	}
 	s.tried, s.lastErr = true, err
-	c.setViewLocked(s, now)
+	c.setViewLocked(s)
 	var until time.Time
 	if s.list != nil {
 		until = s.list.nextUpdate
@@ -583,14 +599,14 @@ func (c *Cache) serve(batch []request) {
 	for _, r := range batch {
 		switch r.kind {
 		case learnIssuer:
-			c.addIssuerLocked(r.issuer, now)
+			c.addIssuerLocked(r.issuer)
 		case discoverPoint:
-			c.addIssuerLocked(r.issuer, now)
+			c.addIssuerLocked(r.issuer)
 			if s := c.addSourceLocked(r.location); s != nil {
 				s.used.Store(now.Unix())
 				if !s.discovered {
 					s.discovered = true
-					c.setViewLocked(s, now)
+					c.setViewLocked(s)
 				}
 			}
 		case askOCSP:

@@ -93,14 +93,13 @@ func (c *Cache) Checker(p Policy) (*Checker, error) {
 		return ch, nil
 	}
 
-	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return nil, errors.New("revocation: the cache is closed")
 	}
 	for _, iss := range p.Issuers {
-		c.addIssuerLocked(iss, now)
+		c.addIssuerLocked(iss)
 	}
 	var added []*source
 	for _, loc := range ch.crls {
