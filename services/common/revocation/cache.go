@@ -154,6 +154,8 @@ type state struct {
 	ocsp map[string]map[string]*ocspEntry
 	// changed is closed when a newer state replaces this one.
 	changed chan struct{}
+	// generation counts the states, from 1.
+	generation uint64
 }
 
 // view is one CRL source as checks see it. Immutable.
@@ -229,7 +231,7 @@ func NewCache(opts Options) *Cache {
 		issuers:  make(map[string]*x509.Certificate),
 		ocsp:     make(map[string]map[string]*ocspEntry),
 	}
-	c.state.Store(&state{changed: make(chan struct{})})
+	c.state.Store(&state{changed: make(chan struct{}), generation: 1})
 	c.wg.Add(1 + DefaultOCSPWorkers)
 	go c.control()
 	for range DefaultOCSPWorkers {
@@ -264,6 +266,12 @@ func (c *Cache) Refresh() {
 // Changed returns a channel closed when what the cache holds next changes:
 // a fetch completed, a source was added or removed.
 func (c *Cache) Changed() <-chan struct{} { return c.state.Load().changed }
+
+// Generation identifies what the cache holds now; it changes whenever
+// Changed's channel is closed. A status found at one generation stays
+// true while the generation is the same, except that a good one expires
+// at its [Status.Until]: a caller may keep it that long.
+func (c *Cache) Generation() uint64 { return c.state.Load().generation }
 
 // ListStatus describes one CRL source, for status pages and metrics.
 type ListStatus struct {
@@ -316,7 +324,7 @@ func (c *Cache) OCSPResponses() int {
 // wakes whoever waits for a change. c.mu must be held.
 func (c *Cache) publishLocked(mod func(*state)) {
 	old := c.state.Load()
-	next := &state{lists: old.lists, issuers: old.issuers, ocsp: old.ocsp, changed: make(chan struct{})}
+	next := &state{lists: old.lists, issuers: old.issuers, ocsp: old.ocsp, changed: make(chan struct{}), generation: old.generation + 1}
 	if mod != nil {
 		mod(next)
 	}
@@ -349,6 +357,11 @@ func viewOf(s *source) *view {
 		}
 	}
 	return v
+}
+
+// sameView reports whether two views of a source tell checks the same.
+func sameView(a, b *view) bool {
+	return a != nil && b != nil && a.tried == b.tried && a.list == b.list && a.why == b.why && a.whyStale == b.whyStale && a.src == b.src
 }
 
 // withView is a copy of lists with vs set.
@@ -473,7 +486,11 @@ func (c *Cache) fetch(s *source) time.Duration {
 		s.failures++
 	}
 	s.tried, s.lastErr = true, err
-	c.setViewLocked(s)
+	if v := viewOf(s); !sameView(c.state.Load().lists[s.location], v) {
+		// Unchanged (a 304, the same failure again): no new generation,
+		// so that what checks cached stays valid.
+		c.publishLocked(func(st *state) { st.lists = withView(st.lists, v) })
+	}
 	var until time.Time
 	if s.list != nil {
 		until = s.list.nextUpdate

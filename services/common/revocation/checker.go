@@ -248,6 +248,7 @@ func (ch *Checker) Ready(ctx context.Context) error {
 type verdict struct {
 	good       bool
 	goodSource string
+	goodUntil  time.Time
 	// why and source explain an unknown status: first from a source of
 	// the certificate's issuer, else from one of another CA.
 	why, source string
@@ -262,9 +263,13 @@ func (v *verdict) unknown(why, source string, pending bool) {
 	v.pending = v.pending || pending
 }
 
-func (v *verdict) current(source string) {
+func (v *verdict) current(source string, until time.Time) {
 	if !v.good {
 		v.good, v.goodSource = true, source
+	}
+	// Good until the last of the current answers expires.
+	if until.After(v.goodUntil) {
+		v.goodUntil = until
 	}
 }
 
@@ -299,7 +304,7 @@ func (v *verdict) crl(vw *view, cert *x509.Certificate, ikey []byte, skey []byte
 		return Status{Result: Revoked, Reason: e.reason, RevokedAt: e.at, Source: vw.location}, true
 	}
 	if now.Before(l.nextUpdate) {
-		v.current(vw.location)
+		v.current(vw.location, l.nextUpdate)
 	} else {
 		v.unknown(vw.whyStale, vw.location, false)
 	}
@@ -360,7 +365,7 @@ func (ch *Checker) check(st *state, cert, issuer *x509.Certificate, now time.Tim
 	}
 
 	if v.good {
-		return Status{Result: Good, Source: v.goodSource}
+		return Status{Result: Good, Source: v.goodSource, Until: v.goodUntil}
 	}
 	s := Status{Why: v.why, Source: v.source, Pending: v.pending}
 	if s.Why == "" {
@@ -394,7 +399,7 @@ func (ch *Checker) checkOCSP(st *state, v *verdict, cert, issuer *x509.Certifica
 	case !now.Before(a.until):
 		v.unknown(a.whyStale, e.source, false)
 	case a.result == Good:
-		v.current(e.source)
+		v.current(e.source, a.until)
 	default:
 		v.unknown(a.why, e.source, false)
 	}

@@ -23,9 +23,11 @@ func TestCRLRevokedSerial(t *testing.T) {
 	revoked, kept := ca.Client("revoked"), ca.Client("kept")
 	pub.Revoke(revoked.Cert, int(revocation.KeyCompromise))
 
-	c := newCache(t, revocation.Options{})
+	fetches := make(chan error, 16)
+	c := newCache(t, revocation.Options{OnFetch: func(e revocation.FetchEvent) { fetches <- e.Err }})
 	ch := newChecker(t, c, revocation.Policy{Mode: revocation.HardFail, CRLs: []string{pub.CRLURL()}, Issuers: []*x509.Certificate{ca.Cert}})
 	ready(t, ch)
+	<-fetches
 
 	s := ch.Check(revoked.Cert, ca.Cert)
 	if s.Result != revocation.Revoked || s.Reason != revocation.KeyCompromise || s.RevokedAt.IsZero() || s.Source != pub.CRLURL() {
@@ -35,8 +37,9 @@ func TestCRLRevokedSerial(t *testing.T) {
 	if !errors.Is(err, revocation.ErrRevoked) || !strings.Contains(err.Error(), "keyCompromise") {
 		t.Fatalf("Verify(revoked) = %v, want ErrRevoked naming keyCompromise", err)
 	}
-	if s := ch.Check(kept.Cert, ca.Cert); s.Result != revocation.Good || s.Source != pub.CRLURL() {
-		t.Fatalf("certificate not revoked: %+v", s)
+	good := ch.Check(kept.Cert, ca.Cert)
+	if good.Result != revocation.Good || good.Source != pub.CRLURL() {
+		t.Fatalf("certificate not revoked: %+v", good)
 	}
 	if err := ch.Verify(kept.Cert, ca.Cert); err != nil {
 		t.Fatalf("Verify(kept) = %v", err)
@@ -44,6 +47,24 @@ func TestCRLRevokedSerial(t *testing.T) {
 	ls, ok := listStatus(c, pub.CRLURL())
 	if !ok || ls.Revoked != 1 || !ls.Current(time.Now()) || ls.Err != "" {
 		t.Fatalf("list status: %+v", ls)
+	}
+	if !good.Until.Equal(ls.NextUpdate) {
+		t.Errorf("good until %s, want the list's nextUpdate %s", good.Until, ls.NextUpdate)
+	}
+	// A refresh that finds the list unchanged (304) changes nothing a
+	// check could have cached.
+	gen := c.Generation()
+	c.Refresh()
+	select {
+	case err := <-fetches:
+		if err != nil {
+			t.Fatalf("refresh: %v", err)
+		}
+	case <-timeout(t):
+		t.Fatal("no refresh")
+	}
+	if c.Generation() != gen {
+		t.Error("an unchanged list made a new generation")
 	}
 }
 

@@ -119,6 +119,9 @@ type Status struct {
 	// not been tried yet (a CRL not fetched yet, an OCSP response not asked
 	// yet): [Checker.Await] waits for it.
 	Pending bool
+	// Until is, for a good status, when the list or response that makes
+	// it good stops being current (see [Cache.Generation]).
+	Until time.Time
 }
 
 // Errors that [Checker.Verify] and [Status.Err] wrap, for errors.Is.

@@ -51,6 +51,9 @@ type conn struct {
 	// its clientCAs stand, and the first request needs no second
 	// verification.
 	handshakeHost atomic.Pointer[host]
+	// revocation caches the last revocation judgement of this
+	// connection's client certificate.
+	revocation atomic.Pointer[revocationVerdict]
 }
 
 // tlsListener makes a *tls.Conn over a conn for every accepted connection;
@@ -264,7 +267,7 @@ func ClientOf(r *http.Request, now time.Time) (cl Client, ok bool) {
 	case h.revocation != nil:
 		// Checked at every request: a certificate revoked while its
 		// connection is open is refused at its next request.
-		if cl.Reason = h.revocation.request(cl.Leaf, v.issuer, now); cl.Reason == "" {
+		if cl.Reason = h.revocation.request(c, h, cl.Leaf, v.issuer, now); cl.Reason == "" {
 			cl.XFCC = v.xfcc
 		}
 	default:

@@ -38,6 +38,7 @@ type RevocationObserver interface {
 // for revocation. The checker belongs to the snapshot, which closes it.
 type hostRevocation struct {
 	checker  *revocation.Checker
+	cache    *revocation.Cache
 	mode     revocation.Mode
 	observer RevocationObserver
 	// wait bounds a handshake's wait for a first fetch.
@@ -64,7 +65,7 @@ func (m *Manager) newHostRevocation(h *model.ListenerHost) (*hostRevocation, err
 	if err != nil {
 		return nil, err
 	}
-	return &hostRevocation{checker: ch, mode: ch.Mode(), observer: m.opts.RevocationChecks, wait: m.opts.RevocationWait}, nil
+	return &hostRevocation{checker: ch, cache: m.revocation, mode: ch.Mode(), observer: m.opts.RevocationChecks, wait: m.opts.RevocationWait}, nil
 }
 
 func (r *hostRevocation) observe(phase string, result revocation.Result) {
@@ -109,19 +110,48 @@ func (r *hostRevocation) verifyAfter(next func(tls.ConnectionState) error, depth
 	}
 }
 
-// request checks leaf, issued by issuer, again for a request on an open
-// connection at now: a few map lookups, no I/O. It returns the reason to
-// refuse the request, or "".
-func (r *hostRevocation) request(leaf, issuer *x509.Certificate, now time.Time) failure.Reason {
+// revocationVerdict is a connection's last revocation judgement: of leaf,
+// on host h, while the cache holds generation, and until until when set.
+// Immutable.
+type revocationVerdict struct {
+	host       *host
+	leaf       *x509.Certificate
+	generation uint64
+	until      time.Time
+	result     revocation.Result
+	reason     failure.Reason
+}
+
+// request checks leaf, issued by issuer, again for a request on connection
+// c at now: no I/O, and while nothing the cache holds has changed, the
+// connection's last judgement, which spares the map lookups of a check. It
+// returns the reason to refuse the request, or "".
+func (r *hostRevocation) request(c *conn, h *host, leaf, issuer *x509.Certificate, now time.Time) failure.Reason {
 	if issuer == nil {
 		return ""
 	}
+	// Read before the check: a change during it makes the next request
+	// check again.
+	gen := r.cache.Generation()
+	if v := c.revocation.Load(); v != nil && v.host == h && v.leaf == leaf && v.generation == gen && (v.until.IsZero() || now.Before(v.until)) {
+		r.observe(PhaseRequest, v.result)
+		return v.reason
+	}
 	st := r.checker.CheckAt(leaf, issuer, now)
 	r.observe(PhaseRequest, st.Result)
-	if r.checker.Allows(st) {
-		return ""
+	v := &revocationVerdict{host: h, leaf: leaf, generation: gen, result: st.Result}
+	if !r.checker.Allows(st) {
+		v.reason = revocationReason(st)
 	}
-	return revocationReason(st)
+	if st.Result == revocation.Good {
+		v.until = st.Until
+	}
+	if !st.Pending {
+		// A pending status asked for a fetch; the next request asks
+		// again if the request was dropped.
+		c.revocation.Store(v)
+	}
+	return v.reason
 }
 
 // revocationReason is the failure reason of a status that is refused.

@@ -170,3 +170,38 @@ func closedCRL(t *testing.T) string {
 	defer l.Close()
 	return "http://" + l.Addr().String() + "/ca.crl"
 }
+
+// A CRL that goes stale (its nextUpdate passes, and the CA publishes no
+// newer one) leaves a hard-fail host without a current list: the next
+// request on an open connection is refused with revocation_unknown, even
+// though the connection's last check found the certificate good.
+func TestStaleCRLRefusesOpenConnectionInHardFail(t *testing.T) {
+	t.Parallel()
+	clients := testca.New(t, "client CA")
+	pub := clients.Publisher()
+	pub.SetValidity(3 * time.Second)
+	pub.Publish()
+	nextUpdate := time.Now().Add(3 * time.Second)
+	alice := clients.Client("alice")
+	m := newRevocationEnv(t, func(servers *testca.CA) []model.ListenerHost {
+		h := listenerHost(servers.Server("test.com"), tls.RequireAndVerifyClientCert, []*testca.CA{clients}, "test.com")
+		h.Revocation = model.Revocation{Mode: revocation.HardFail, CRLs: []string{pub.CRLURL()}}
+		return []model.ListenerHost{h}
+	})
+	url := "https://" + m.addr + "/public/x"
+	keep := m.tlsClient("test.com", alice, true, nil)
+	for range 2 { // the second request uses the connection's last judgement
+		if rep, err := call(t, keep, url, nil); err != nil || rep.status != 200 {
+			t.Fatalf("with a current CRL: %v %+v", err, rep)
+		}
+	}
+	stale := time.NewTimer(time.Until(nextUpdate.Add(time.Second)))
+	<-stale.C
+	rep, err := call(t, keep, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.reused || rep.status != 401 || rep.body.Reason != failure.RevocationUnknown {
+		t.Errorf("open connection once the CRL is stale: reused %v, %d %+v; want 401 %s", rep.reused, rep.status, rep.body, failure.RevocationUnknown)
+	}
+}
