@@ -472,6 +472,11 @@ func (c *Cache) fetch(s *source) time.Duration {
 	now := time.Now()
 
 	c.mu.Lock()
+	if c.sources[s.location] != s {
+		// Removed while it was being fetched: its stop channel ends run.
+		c.mu.Unlock()
+		return time.Hour
+	}
 	hadErr := s.lastErr != nil
 	switch {
 	case notModified:
