@@ -138,5 +138,6 @@ func hostFingerprint(h *ListenerHost) string {
 	}
 	w.put("depth", binary.BigEndian.AppendUint64(nil, uint64(h.VerifyDepth)))
 	w.protocol(h.MinVersion, h.MaxVersion, h.CipherSuites, h.ALPN)
+	h.Revocation.fingerprint(w)
 	return w.sum()
 }

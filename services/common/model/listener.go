@@ -144,6 +144,8 @@ func (c *checker) listenerHost(at fieldPath, h *policyv1.ListenerHost, seen map[
 		c.warnf(at.Child(fieldVerifyDepth), "verifyDepth is ignored because client certificates are not verified with clientAuth: %s; remove it, or use verify-if-given or require-and-verify", clientAuthName(out.ClientAuth))
 	}
 
+	out.Revocation = c.listenerRevocation(at.Child(fieldRevocation), h.GetRevocation(), out.ClientAuth, knownClientAuth(h.GetClientAuth()))
+
 	protocol := c.tlsProtocol(tlsParams{
 		at:         at,
 		minVersion: textOf(h.GetMinversion()),

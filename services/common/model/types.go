@@ -219,6 +219,8 @@ type ListenerHost struct {
 	// [IntermediateCipherSuites].
 	CipherSuites []uint16
 	ALPN         []string
+	// Revocation is how client certificates are checked for revocation.
+	Revocation Revocation
 	// Fingerprint identifies the host's TLS context, as OutboundTLS's does.
 	Fingerprint string
 }

@@ -20,6 +20,7 @@ import (
 	"keyway.dev/common/material"
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/nodekv"
+	"keyway.dev/common/revocation"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/inbound"
 	"keyway.dev/proxy/internal/node"
@@ -63,6 +64,8 @@ func realMain(ctx context.Context) error {
 		secCA     = fs.String("secrets-ca", "", "CA (PEM) that signs the internal port's certificate")
 		maxHeader = fs.String("max-header-bytes", strconv.Itoa(inbound.DefaultMaxHeaderBytes), "largest request header block accepted on the proxy port and every Listener, in bytes (HTTP/1.1 and HTTP/2); larger requests get 431")
 		hsTimeout = fs.String("handshake-timeout", upstream.DefaultHandshakeTimeout.String(), "upstream TLS handshake timeout")
+		revMax    = fs.String("revocation-max-refresh", revocation.DefaultMaxRefresh.String(), "longest time between two fetches of a CRL or OCSP response that Listener hosts check client certificates against, however far its nextUpdate: how long a revocation may go unseen")
+		revMin    = fs.String("revocation-min-refresh", revocation.DefaultMinRefresh.String(), "shortest time between two fetches of one CRL, and the first retry delay after a failed fetch (doubled up to --revocation-max-refresh)")
 	)
 	var natsCfg natsconn.Config
 	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
@@ -75,6 +78,10 @@ func realMain(ctx context.Context) error {
 	handshakeTimeout, err := time.ParseDuration(*hsTimeout)
 	if err != nil || handshakeTimeout <= 0 {
 		return fmt.Errorf("--handshake-timeout: %q is not a positive duration", *hsTimeout)
+	}
+	revMaxRefresh, revMinRefresh, err := parseRevocationRefresh(*revMax, *revMin)
+	if err != nil {
+		return err
 	}
 	maxHeaderBytes, err := parseMaxHeaderBytes(*maxHeader)
 	if err != nil {
@@ -133,6 +140,9 @@ func realMain(ctx context.Context) error {
 		Tracing:          tr,
 		Logger:           log,
 		Secrets:          src,
+
+		RevocationMaxRefresh: revMaxRefresh,
+		RevocationMinRefresh: revMinRefresh,
 	})
 }
 
@@ -145,6 +155,29 @@ func parseMaxHeaderBytes(v string) (int, error) {
 		return 0, fmt.Errorf("--max-header-bytes: %q is not a number of bytes from %d to %d; the default is %d (64 KiB)", v, lo, hi, inbound.DefaultMaxHeaderBytes)
 	}
 	return n, nil
+}
+
+// parseRevocationRefresh reads --revocation-max-refresh and
+// --revocation-min-refresh: durations from 100ms to 24h, min not above max.
+func parseRevocationRefresh(maxText, minText string) (maxRefresh, minRefresh time.Duration, err error) {
+	const lo, hi = 100 * time.Millisecond, 24 * time.Hour
+	parse := func(flag, v string) (time.Duration, error) {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < lo || d > hi {
+			return 0, fmt.Errorf("--%s: %q is not a duration from %s to %s", flag, v, lo, hi)
+		}
+		return d, nil
+	}
+	if maxRefresh, err = parse("revocation-max-refresh", maxText); err != nil {
+		return 0, 0, err
+	}
+	if minRefresh, err = parse("revocation-min-refresh", minText); err != nil {
+		return 0, 0, err
+	}
+	if minRefresh > maxRefresh {
+		return 0, 0, fmt.Errorf("--revocation-min-refresh %s is above --revocation-max-refresh %s: lower it, or raise the maximum", minRefresh, maxRefresh)
+	}
+	return maxRefresh, minRefresh, nil
 }
 
 // defaultNodeID is the host name and the process id, with the characters a

@@ -34,6 +34,7 @@ import (
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/nodekv"
 	"keyway.dev/common/retry"
+	"keyway.dev/common/revocation"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/inbound"
@@ -83,6 +84,16 @@ type Config struct {
 	// every Listener (HTTP/1.1 and HTTP/2): larger ones are answered 431.
 	// Default inbound.DefaultMaxHeaderBytes (64 KiB).
 	MaxHeaderBytes int
+	// RevocationMaxRefresh is the longest time between two fetches of a
+	// CRL or an OCSP response that Listener hosts check client
+	// certificates against, however far its nextUpdate: how long a
+	// revocation may go unseen. Default revocation.DefaultMaxRefresh
+	// (10m).
+	RevocationMaxRefresh time.Duration
+	// RevocationMinRefresh is the shortest time between two fetches of
+	// one CRL, and the first retry delay after a failed fetch. Default
+	// revocation.DefaultMinRefresh (10s).
+	RevocationMinRefresh time.Duration
 	// ShutdownTimeout bounds the graceful stop: requests still in flight
 	// then are cut off and the Upstreams' connections closed. Default 15s.
 	ShutdownTimeout time.Duration
@@ -226,7 +237,19 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
-	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log})
+	revocationMetrics := n.metrics.NewRevocation(metrics.RevocationSource{
+		Lists: func() []revocation.ListStatus { return n.inbound.RevocationLists() },
+		OCSP:  func() int { return n.inbound.RevocationOCSP() },
+	})
+	n.inbound = inbound.New(inbound.Options{
+		Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
+		Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log,
+		RevocationChecks: revocationMetrics,
+		Revocation: revocation.Options{
+			MaxRefresh: cfg.RevocationMaxRefresh, MinRefresh: cfg.RevocationMinRefresh,
+			Logger: log, OnFetch: revocationMetrics.ObserveFetch,
+		},
+	})
 
 	adminAccess, err := access.NewServer(cfg.Admin, cfg.AdminListen, log)
 	if err != nil {
