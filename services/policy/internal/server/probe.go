@@ -87,7 +87,7 @@ func (s *Server) probe(ctx context.Context, caller string, objs []model.Object, 
 			}
 			tlsCtx = resolved
 		}
-		d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: probeTimeout, DialTimeout: probeTimeout, Tracer: s.tracer})
+		d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: probeTimeout, DialTimeout: probeTimeout, Tracer: s.tracer, Protocol: svc.Protocol})
 		if err != nil {
 			violations = append(violations, model.Violation{Field: configField(i), Message: fmt.Sprintf("live probe: %v", err)})
 			continue

@@ -179,7 +179,7 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 	if opts.Recorder != nil {
 		u.rec = opts.Recorder(svc.Name)
 	}
-	d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout, Observer: opts.Handshakes, Tracer: opts.Tracing.Tracer})
+	d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout, Observer: opts.Handshakes, Tracer: opts.Tracing.Tracer, Protocol: svc.Protocol})
 	if err != nil {
 		return nil, err
 	}
@@ -203,8 +203,11 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		u.host = tlsCtx.SNI
 		t.DialTLSContext = d.DialTLSContext
 		// http.Transport speaks h2 on a *tls.Conn that negotiated it.
-		alpn := tlsCtx.ALPN
-		protos.SetHTTP1(len(alpn) == 0 || slices.Contains(alpn, "http/1.1"))
+		// Only when h2 is offered does it look for an h2 connection
+		// first: not for an HTTP/1.1 Service whose binding gives no
+		// alpn (it is offered http/1.1 alone).
+		alpn := tlsCtx.OfferedALPN(svc.Protocol)
+		protos.SetHTTP1(slices.Contains(alpn, "http/1.1"))
 		protos.SetHTTP2(slices.Contains(alpn, "h2"))
 		t.ForceAttemptHTTP2 = protos.HTTP2()
 	} else {
