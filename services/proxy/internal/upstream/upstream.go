@@ -90,11 +90,16 @@ type Recorder interface {
 	// upstream answered, else the failure the client got a failure body
 	// for.
 	Request(code int, reason failure.Reason, elapsed time.Duration)
+	// Release is called once, when the Upstream has been drained: it
+	// forwards no more requests (those a drain cut short may still
+	// report).
+	Release()
 }
 
 type discardRecorder struct{}
 
 func (discardRecorder) Request(int, failure.Reason, time.Duration) {}
+func (discardRecorder) Release()                                   {}
 
 func (o Options) withDefaults() Options {
 	if o.HandshakeTimeout <= 0 {
@@ -154,6 +159,9 @@ type Upstream struct {
 	draining atomic.Bool
 	idleOnce sync.Once
 	idle     chan struct{}
+	// released is done once the first Drain has waited for the
+	// requests: the recorder is told then.
+	released sync.Once
 
 	probeMu sync.Mutex
 	probes  map[string]*probeState // by endpoint
@@ -175,9 +183,6 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		idle:      make(chan struct{}),
 		rec:       discardRecorder{},
 		tracing:   opts.Tracing,
-	}
-	if opts.Recorder != nil {
-		u.rec = opts.Recorder(svc.Name)
 	}
 	d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout, Observer: opts.Handshakes, Tracer: opts.Tracing.Tracer, Protocol: svc.Protocol})
 	if err != nil {
@@ -250,6 +255,10 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		}
 	}
 	u.proxy = rp
+	// Last: an Upstream that is not built holds no recorder.
+	if opts.Recorder != nil {
+		u.rec = opts.Recorder(svc.Name)
+	}
 	return u, nil
 }
 
@@ -312,6 +321,7 @@ func (u *Upstream) Drain(ctx context.Context) error {
 		}
 	}
 	u.transport.CloseIdleConnections()
+	u.released.Do(u.rec.Release)
 	return err
 }
 
