@@ -78,9 +78,10 @@ bench: build ## throughput, p99 and propagation benchmarks (figures in the outpu
 PEERS      ?= ../shared/peers
 ROUNDS     ?= 3
 QUIET_WAIT ?= 30
+RETRIES    ?= 0
 .PHONY: bench-peers
-bench-peers: build ## Keyway beside NGINX and HAProxy in one run of $(PEERS) (ROUNDS, QUIET_WAIT, KEYWAY_BIN); summary in bin/bench-peers/summary.md
-	@PEERS="$(PEERS)" ROUNDS="$(ROUNDS)" QUIET_WAIT="$(QUIET_WAIT)" scripts/bench-peers.sh
+bench-peers: build ## Keyway beside NGINX and HAProxy in one run of $(PEERS) (ROUNDS, QUIET_WAIT, RETRIES, KEYWAY_BIN); summary in bin/bench-peers/summary.md
+	@PEERS="$(PEERS)" ROUNDS="$(ROUNDS)" QUIET_WAIT="$(QUIET_WAIT)" RETRIES="$(RETRIES)" scripts/bench-peers.sh
 
 .PHONY: clean
 clean: ## remove bin/ and the local stack's data

@@ -18,7 +18,9 @@
 # Env (all optional):
 #   PEERS=../shared/peers   the harness
 #   KEYWAY_BIN=bin          keyway-dev, keyway-proxy, keyway-policy, keyway-secrets, keywayctl
-#   ROUNDS=3  QUIET_WAIT=30  DURATION=10  MODES="h1 h2 newconn"   passed to bench-all.sh
+#   ROUNDS=3  QUIET_WAIT=30  DURATION=10  MODES="h1 h2 newconn"  RETRIES=2   passed to bench-all.sh
+#                           (RETRIES: re-runs of a window that other load on the machine
+#                           overlapped; on a machine that is never quiet, 0 saves the time)
 #   OUT=bin/bench-peers     where the summary goes
 #   BENCH_TIMEOUT           seconds bench-all.sh may take (default from ROUNDS, QUIET_WAIT, DURATION)
 #   KEYWAY_PORT=8446        the benchmark Listener's port (the harness's convention)
@@ -32,6 +34,7 @@ ROUNDS=${ROUNDS:-3}
 QUIET_WAIT=${QUIET_WAIT:-30}
 DURATION=${DURATION:-10}
 MODES=${MODES:-"h1 h2 newconn"}
+RETRIES=${RETRIES:-2}
 OUT=${OUT:-$ROOT/bin/bench-peers}
 KEYWAY_PORT=${KEYWAY_PORT:-8446}
 DEV_PORT_BASE=${DEV_PORT_BASE:-27000}
@@ -40,12 +43,13 @@ export PEERS_STATE=${PEERS_STATE:-/tmp/peers}
 log() { echo "[bench-peers $(date +%H:%M:%S)] $*" >&2; }
 die() { echo "bench-peers: $*" >&2; exit 1; }
 
-for v in ROUNDS QUIET_WAIT DURATION KEYWAY_PORT DEV_PORT_BASE; do
+for v in ROUNDS QUIET_WAIT DURATION RETRIES KEYWAY_PORT DEV_PORT_BASE; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v=${!v} is not a whole number"
 done
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 10 ] || die "ROUNDS=$ROUNDS: give 1 to 10"
 [ "$DURATION" -ge 1 ] && [ "$DURATION" -le 120 ] || die "DURATION=$DURATION: give 1 to 120 seconds"
 [ "$QUIET_WAIT" -le 600 ] || die "QUIET_WAIT=$QUIET_WAIT: give at most 600 seconds"
+[ "$RETRIES" -le 5 ] || die "RETRIES=$RETRIES: give 0 to 5"
 [ "$DEV_PORT_BASE" -ge 1024 ] && [ "$DEV_PORT_BASE" -le 65000 ] || die "DEV_PORT_BASE=$DEV_PORT_BASE: give 1024 to 65000"
 [ -f "$PEERS/README.md" ] && [ -x "$PEERS/bench-all.sh" ] ||
   die "no peers harness at $PEERS (README.md, bench-all.sh): give its folder with PEERS=..."
@@ -56,7 +60,7 @@ done
 KEYWAY_BIN=$(cd "$KEYWAY_BIN" && pwd)
 # Every target's modes, rounds and retries, plus the quiet waits, and the
 # stack's start; past it the run is stopped.
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((600 + ROUNDS * 4 * (QUIET_WAIT + $(wc -w <<<"$MODES") * 3 * (DURATION + 2 + QUIET_WAIT))))}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((600 + ROUNDS * 4 * (QUIET_WAIT + $(wc -w <<<"$MODES") * (1 + RETRIES) * (DURATION + 2 + QUIET_WAIT))))}
 [[ "$BENCH_TIMEOUT" =~ ^[0-9]+$ ]] || die "BENCH_TIMEOUT=$BENCH_TIMEOUT is not a whole number"
 
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q LISTEN; }
@@ -113,10 +117,10 @@ for i in $(seq 1 100); do
   sleep 0.1
 done
 
-log "bench-all.sh: direct, nginx, haproxy, keyway; ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT DURATION=$DURATION MODES=\"$MODES\"; at most ${BENCH_TIMEOUT}s"
+log "bench-all.sh: direct, nginx, haproxy, keyway; ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT DURATION=$DURATION MODES=\"$MODES\" RETRIES=$RETRIES; at most ${BENCH_TIMEOUT}s"
 # RECORD=0: the harness's own folder may be read-only; the summary is copied to $OUT.
 (cd "$PEERS" && PEERS="nginx haproxy" EXTRA_TARGETS="keyway=127.0.0.1:$KEYWAY_PORT" ROUNDS=$ROUNDS \
-  QUIET_WAIT=$QUIET_WAIT DURATION=$DURATION MODES="$MODES" RECORD=0 \
+  QUIET_WAIT=$QUIET_WAIT DURATION=$DURATION MODES="$MODES" RETRIES=$RETRIES RECORD=0 \
   timeout --signal=TERM --kill-after=30 "$BENCH_TIMEOUT" ./bench-all.sh 2>&1 >"$DATA/bench-all.out") |
   tee "$DATA/bench-all.err" >&2 ||
   die "bench-all.sh failed or ran past ${BENCH_TIMEOUT}s (output in $DATA)"
@@ -154,7 +158,7 @@ for m in ["h1", "h2", "newconn"]:
     print("| %s | %s | %s | %s | %s | %s |" % (m, f(k), f(n), f(h), q(k, n), q(k, h)))
 PY
   echo
-  echo "Command: make bench-peers ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT DURATION=$DURATION MODES=\"$MODES\"; Keyway $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') from $KEYWAY_BIN; harness results in $RES."
+  echo "Command: make bench-peers ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT RETRIES=$RETRIES DURATION=$DURATION MODES=\"$MODES\"; Keyway $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') from $KEYWAY_BIN; harness results in $RES."
 } >"$OUT/$TS-summary.md"
 cp "$OUT/$TS-summary.md" "$OUT/summary.md"
 cat "$OUT/summary.md"
