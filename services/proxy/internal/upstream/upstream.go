@@ -73,6 +73,9 @@ type Options struct {
 	// Recorder, if set, gives the [Recorder] of an Upstream's requests. It
 	// is called when an Upstream is built, never per request.
 	Recorder func(upstream string) Recorder
+	// DisableDirectH1 sends every request through http.Transport, none
+	// in the calling goroutine (see h1Pool); for comparisons.
+	DisableDirectH1 bool
 	// Tracing, when on, records a [telemetry.SpanUpstreamRequest] span
 	// per request (with [telemetry.SpanUpstreamConn] and the dialer's
 	// [telemetry.SpanOutboundHandshake] under it) and sends its context
@@ -140,6 +143,10 @@ type Upstream struct {
 	tls       *model.OutboundTLS
 	dialer    *outbound.Dialer
 	transport *http.Transport
+	// h1 serves the requests it can (h1Eligible) of an HTTP/1.1-only
+	// upstream in the calling goroutine; nil for the others, and with
+	// tracing on.
+	h1 *h1Pool
 	// proxy serves Upgrade requests; its hooks serve forward too.
 	proxy *httputil.ReverseProxy
 	// streaming flushes every write of a response body (h2, gRPC).
@@ -225,6 +232,13 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 	}
 	t.Protocols = &protos
 	u.transport = t
+	if !protos.HTTP2() && !protos.UnencryptedHTTP2() && !opts.Tracing.On() && !opts.DisableDirectH1 {
+		dial := t.DialContext
+		if t.DialTLSContext != nil {
+			dial = t.DialTLSContext
+		}
+		u.h1 = newH1Pool(dial, t.MaxIdleConnsPerHost, t.IdleConnTimeout, t.ResponseHeaderTimeout, t.MaxResponseHeaderBytes)
+	}
 
 	rp := &httputil.ReverseProxy{
 		Rewrite:        u.rewrite,
@@ -321,6 +335,9 @@ func (u *Upstream) Drain(ctx context.Context) error {
 		}
 	}
 	u.transport.CloseIdleConnections()
+	if u.h1 != nil {
+		u.h1.closeIdle(true)
+	}
 	u.released.Do(u.rec.Release)
 	return err
 }
