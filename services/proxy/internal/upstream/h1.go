@@ -134,11 +134,12 @@ var errServerClosedIdle = errors.New("http: server closed idle connection")
 func (p *h1Pool) roundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
 	ctx := req.Context()
 	addr := req.URL.Host
-	for {
+	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		c, err := p.get(ctx, addr)
+		// Bounded: after a few stale connections, a new one.
+		c, err := p.get(ctx, addr, attempt >= maxStaleRetries)
 		if err != nil {
 			return nil, err
 		}
@@ -155,11 +156,16 @@ func (p *h1Pool) roundTrip(req *http.Request, trace *httptrace.ClientTrace) (*ht
 	}
 }
 
-// get pops the most recently used idle connection to addr, or dials one.
-func (p *h1Pool) get(ctx context.Context, addr string) (*h1Conn, error) {
+// maxStaleRetries is how many reused connections one request tries
+// before it dials.
+const maxStaleRetries = 4
+
+// get pops the most recently used idle connection to addr, or dials one
+// (always with fresh).
+func (p *h1Pool) get(ctx context.Context, addr string, fresh bool) (*h1Conn, error) {
 	now := time.Now()
 	p.mu.Lock()
-	for {
+	for !fresh {
 		list := p.idle[addr]
 		if len(list) == 0 {
 			break

@@ -200,6 +200,39 @@ func TestDirectH1ReusesConnections(t *testing.T) {
 	}
 }
 
+// A pooled connection idle for IdleConnTimeout is closed, and a drained
+// Upstream closes its idle connections at once.
+func TestDirectH1ClosesIdleConnections(t *testing.T) {
+	t.Parallel()
+	for _, idle := range []time.Duration{100 * time.Millisecond, time.Hour} {
+		p := newPKI(t)
+		up := newScripted(t, []exchange{{resp: get200("a")}}, true, p)
+		u, err := upstream.New(&model.Service{Name: "idle", Endpoints: []string{up.addr()}, Protocol: model.ProtocolHTTP1},
+			outbound(p, &p.client.TLS, func(o *model.OutboundTLS) { o.ALPN = []string{"http/1.1"} }),
+			upstream.Options{IdleConnTimeout: idle})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := httptest.NewRecorder()
+		u.Forward(w, httptest.NewRequest("GET", "/x", nil))
+		if w.Code != 200 || w.Body.String() != "a" {
+			t.Fatalf("got %d %q", w.Code, w.Body)
+		}
+		if idle == time.Hour {
+			u.Drain(context.Background())
+		}
+		select {
+		case id := <-up.closed:
+			if id != 0 {
+				t.Errorf("connection %d closed, want 0", id)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("idle timeout %v: the pooled connection is still open after 10 s", idle)
+		}
+		u.Drain(context.Background())
+	}
+}
+
 var dateLine = regexp.MustCompile("(?m)^Date: .*\r\n")
 
 // runDiff sends c's requests through an Upstream (over TLS when tlsOn;
@@ -292,6 +325,8 @@ type scripted struct {
 	served chan int
 	rec    recorder
 	idle   time.Duration
+	// closed receives the id of each connection once it ended.
+	closed chan int
 }
 
 type read struct {
@@ -307,7 +342,7 @@ func newScripted(t *testing.T, ex []exchange, tlsOn bool, p pki) *scripted {
 	if tlsOn {
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{p.server.TLS}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: p.clients.Pool(), NextProtos: []string{"http/1.1"}})
 	}
-	s := &scripted{t: t, ln: ln, ex: ex, served: make(chan int, len(ex)+1)}
+	s := &scripted{t: t, ln: ln, ex: ex, served: make(chan int, len(ex)+1), closed: make(chan int, 100)}
 	t.Cleanup(func() { ln.Close() })
 	go s.accept()
 	return s
@@ -326,7 +361,10 @@ func (s *scripted) accept() {
 }
 
 func (s *scripted) serve(id int, conn net.Conn) {
-	defer conn.Close()
+	defer func() {
+		conn.Close()
+		s.closed <- id
+	}()
 	br := bufio.NewReader(conn)
 	for {
 		if s.idle > 0 {
