@@ -80,7 +80,7 @@ ROUNDS     ?= 3
 QUIET_WAIT ?= 30
 RETRIES    ?= 0
 .PHONY: bench-peers
-bench-peers: build ## Keyway beside NGINX and HAProxy in one run of $(PEERS) (ROUNDS, QUIET_WAIT, RETRIES, KEYWAY_BIN); summary in bin/bench-peers/summary.md
+bench-peers: build ## Keyway beside NGINX and HAProxy in one run of ../shared/peers (PEERS, ROUNDS, QUIET_WAIT, RETRIES, KEYWAY_BIN); summary in bin/bench-peers/summary.md
 	@PEERS="$(PEERS)" ROUNDS="$(ROUNDS)" QUIET_WAIT="$(QUIET_WAIT)" RETRIES="$(RETRIES)" scripts/bench-peers.sh
 
 .PHONY: clean

@@ -58,6 +58,9 @@ for b in keyway-dev keyway-proxy keyway-policy keyway-secrets keywayctl; do
   [ -x "$KEYWAY_BIN/$b" ] || die "$KEYWAY_BIN/$b is missing: run make build, or give the binaries' folder with KEYWAY_BIN=..."
 done
 KEYWAY_BIN=$(cd "$KEYWAY_BIN" && pwd)
+# What the binaries were built from is not known here: the checkout's state
+# at the start is recorded, for binaries built from it (make bench-peers).
+CHECKOUT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 # Every target's modes, rounds and retries, plus the quiet waits, and the
 # stack's start; past it the run is stopped.
 BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((600 + ROUNDS * 4 * (QUIET_WAIT + $(wc -w <<<"$MODES") * (1 + RETRIES) * (DURATION + 2 + QUIET_WAIT))))}
@@ -158,7 +161,7 @@ for m in ["h1", "h2", "newconn"]:
     print("| %s | %s | %s | %s | %s | %s |" % (m, f(k), f(n), f(h), q(k, n), q(k, h)))
 PY
   echo
-  echo "Command: make bench-peers ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT RETRIES=$RETRIES DURATION=$DURATION MODES=\"$MODES\"; Keyway $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?') from $KEYWAY_BIN; harness results in $RES."
+  echo "Command: make bench-peers ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT RETRIES=$RETRIES DURATION=$DURATION MODES=\"$MODES\"; Keyway from $KEYWAY_BIN (checkout $CHECKOUT at the start); harness results in $RES."
 } >"$OUT/$TS-summary.md"
 cp "$OUT/$TS-summary.md" "$OUT/summary.md"
 cat "$OUT/summary.md"
