@@ -206,7 +206,7 @@ func TestDirectH1ClosesIdleConnections(t *testing.T) {
 	t.Parallel()
 	for _, idle := range []time.Duration{100 * time.Millisecond, time.Hour} {
 		p := newPKI(t)
-		up := newScripted(t, []exchange{{resp: get200("a")}}, true, p)
+		up := newScripted(t, []exchange{{resp: get200("a")}}, true, p, 0)
 		u, err := upstream.New(&model.Service{Name: "idle", Endpoints: []string{up.addr()}, Protocol: model.ProtocolHTTP1},
 			outbound(p, &p.client.TLS, func(o *model.OutboundTLS) { o.ALPN = []string{"http/1.1"} }),
 			upstream.Options{IdleConnTimeout: idle})
@@ -241,8 +241,7 @@ var dateLine = regexp.MustCompile("(?m)^Date: .*\r\n")
 func runDiff(t *testing.T, c diffCase, tlsOn, viaTransport bool) *bytes.Buffer {
 	t.Helper()
 	p := newPKI(t)
-	up := newScripted(t, c.ex, tlsOn, p)
-	up.idle = c.upstreamIdle
+	up := newScripted(t, c.ex, tlsOn, p, c.upstreamIdle)
 	var tlsCtx *model.OutboundTLS
 	if tlsOn {
 		tlsCtx = outbound(p, &p.client.TLS, func(o *model.OutboundTLS) { o.ALPN = []string{"http/1.1"} })
@@ -334,7 +333,7 @@ type read struct {
 	head string
 }
 
-func newScripted(t *testing.T, ex []exchange, tlsOn bool, p pki) *scripted {
+func newScripted(t *testing.T, ex []exchange, tlsOn bool, p pki, idle time.Duration) *scripted {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -342,7 +341,7 @@ func newScripted(t *testing.T, ex []exchange, tlsOn bool, p pki) *scripted {
 	if tlsOn {
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{p.server.TLS}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: p.clients.Pool(), NextProtos: []string{"http/1.1"}})
 	}
-	s := &scripted{t: t, ln: ln, ex: ex, served: make(chan int, len(ex)+1), closed: make(chan int, 100)}
+	s := &scripted{t: t, ln: ln, ex: ex, idle: idle, served: make(chan int, len(ex)+1), closed: make(chan int, 100)}
 	t.Cleanup(func() { ln.Close() })
 	go s.accept()
 	return s
