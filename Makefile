@@ -78,6 +78,15 @@ bench: build ## throughput, p99 and propagation benchmarks (figures in the outpu
 	@KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$($(TOOL) nats-server)" \
 	  go test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./tests/bench/...
 
+# The peers harness (NGINX and HAProxy doing Keyway's job on this machine).
+PEERS      ?= ../shared/peers
+ROUNDS     ?= 3
+QUIET_WAIT ?= 30
+RETRIES    ?= 0
+.PHONY: bench-peers
+bench-peers: build ## Keyway beside NGINX and HAProxy in one run of ../shared/peers (PEERS, ROUNDS, QUIET_WAIT, RETRIES, KEYWAY_BIN); summary in bin/bench-peers/summary.md
+	@PEERS="$(PEERS)" ROUNDS="$(ROUNDS)" QUIET_WAIT="$(QUIET_WAIT)" RETRIES="$(RETRIES)" scripts/bench-peers.sh
+
 .PHONY: clean
 clean: ## remove bin/ and the local stack's data
 	rm -rf bin .keyway

@@ -63,8 +63,15 @@ func TestDecodeDefaults(t *testing.T) {
 		t.Errorf("binding = %+v", b)
 	}
 	o := b.Outbound
-	if !slices.Equal(o.ALPN, []string{"h2", "http/1.1"}) {
-		t.Errorf("ALPN = %v, want [h2 http/1.1]", o.ALPN)
+	if o.ALPN != nil {
+		t.Errorf("ALPN = %v, want nil (none given)", o.ALPN)
+	}
+	for protocol, want := range map[string][]string{
+		model.ProtocolHTTP1: {"http/1.1"}, model.ProtocolH2: {"h2", "http/1.1"}, model.ProtocolGRPC: {"h2", "http/1.1"},
+	} {
+		if got := o.OfferedALPN(protocol); !slices.Equal(got, want) {
+			t.Errorf("OfferedALPN(%q) = %v, want %v", protocol, got, want)
+		}
 	}
 	if o.MinVersion != tls.VersionTLS12 || o.MaxVersion != tls.VersionTLS13 {
 		t.Errorf("versions = %x..%x, want TLS 1.2..1.3", o.MinVersion, o.MaxVersion)
@@ -170,13 +177,15 @@ func TestFingerprint(t *testing.T) {
 		t.Errorf("re-encoding the key changed the fingerprint")
 	}
 	// Numeric and string spellings of the default version are the same context.
-	if got := fp(t, with(base, "minversion", 1.2, "alpn", list("h2", "http/1.1"))); got != want {
-		t.Errorf("spelling out the defaults changed the fingerprint")
+	if got := fp(t, with(base, "minversion", 1.2)); got != want {
+		t.Errorf("spelling out the default version changed the fingerprint")
 	}
 
 	other := ca.Client("gateway")
 	for name, cfg := range map[string]map[string]any{
-		"alpn order":       with(base, "alpn", list("http/1.1", "h2")),
+		"alpn order": with(base, "alpn", list("http/1.1", "h2")),
+		// Given, [h2, http/1.1] offers h2 to HTTP/1.1 Services too.
+		"alpn given":       with(base, "alpn", list("h2", "http/1.1")),
 		"sni":              with(base, "sni", "orders.internal"),
 		"san":              with(base, "subjectAltNames", list("orders.internal")),
 		"min version":      with(base, "minversion", "1.3"),

@@ -104,7 +104,17 @@ func fingerprint(o *OutboundTLS) string {
 	if o.Truststore != "" {
 		w.put("truststore", []byte(o.Truststore))
 	}
-	w.protocol(o.MinVersion, o.MaxVersion, o.CipherSuites, o.ALPN)
+	// A context without alpn hashes as the former default list did, so
+	// that it keeps its fingerprint; one that gives a list is told apart,
+	// as it offers h2 to HTTP/1.1 Services too.
+	alpn := o.ALPN
+	if alpn == nil {
+		alpn = defaultALPN
+	}
+	w.protocol(o.MinVersion, o.MaxVersion, o.CipherSuites, alpn)
+	if o.ALPN != nil {
+		w.flag("alpn-given", true)
+	}
 	w.put("sni", []byte(o.SNI))
 	for _, san := range o.SubjectAltNames {
 		w.put("san", []byte(san))

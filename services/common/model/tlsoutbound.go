@@ -51,8 +51,26 @@ const (
 	alpnHTTP11 = "http/1.1"
 )
 
-// Defaults of the tls-outbound config (Flex's).
+// Defaults of the tls-outbound config (Flex's). defaultALPN is also a
+// Listener host's default; a tls-outbound context without alpn offers it
+// to h2 and gRPC Services only ([OutboundTLS.OfferedALPN]).
 var defaultALPN = []string{alpnH2, alpnHTTP11}
+
+// OfferedALPN is the ALPN list offered to an upstream of a Service that
+// speaks protocol: the context's alpn when it gives one; else h2 then
+// http/1.1 for h2 and gRPC Services, and http/1.1 alone for HTTP/1.1
+// Services, whose requests then travel in HTTP/1.1 even to an upstream
+// that also speaks h2 (and the client does not look for an h2 connection
+// on every request). The slice is the caller's.
+func (o *OutboundTLS) OfferedALPN(protocol string) []string {
+	switch {
+	case o.ALPN != nil:
+		return slices.Clone(o.ALPN)
+	case protocol == ProtocolH2 || protocol == ProtocolGRPC:
+		return slices.Clone(defaultALPN)
+	}
+	return []string{alpnHTTP11}
+}
 
 const (
 	defaultMinVersion = tls.VersionTLS12
@@ -94,16 +112,21 @@ func (c *checker) outboundTLS(at fieldPath, cfg *structpb.Struct) *OutboundTLS {
 		out.Certificate, out.CertificateRef = c.clientCertificate(cert)
 	}
 
+	alpn := listOf(o.stringList(fieldALPN))
 	protocol := c.tlsProtocol(tlsParams{
 		at:         at,
 		minVersion: c.configVersion(o, fieldMinVersion),
 		maxVersion: c.configVersion(o, fieldMaxVersion),
 		ciphers:    listOf(o.stringList(fieldCiphers)),
-		alpn:       listOf(o.stringList(fieldALPN)),
+		alpn:       alpn,
 		peers:      "upstreams",
 	})
 	out.MinVersion, out.MaxVersion = protocol.minVersion, protocol.maxVersion
 	out.CipherSuites, out.ALPN = protocol.cipherSuites, protocol.alpn
+	if alpn.state == absent {
+		// Decided per Service: see OfferedALPN.
+		out.ALPN = nil
+	}
 
 	if sni, state := o.str(fieldSNI); state == present {
 		switch {

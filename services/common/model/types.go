@@ -149,7 +149,9 @@ type OutboundTLS struct {
 	// CertificateRef, when set, names the alias of the secrets service
 	// that holds the client key pair (certificate: {keystore, alias}).
 	CertificateRef *SecretRef
-	// ALPN protocols in order of preference; defaults to h2, http/1.1.
+	// ALPN protocols in order of preference, as given; nil when the
+	// config has none, and then they depend on the Service's protocol:
+	// use [OutboundTLS.OfferedALPN].
 	ALPN []string
 	// MinVersion and MaxVersion are tls.VersionTLS1x; defaults 1.2 and 1.3.
 	MinVersion uint16

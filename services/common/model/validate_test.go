@@ -486,6 +486,10 @@ func TestValidate(t *testing.T) {
 				if !slices.Equal(o.ALPN, []string{"http/1.1", "h2"}) || o.SNI != "orders.internal" || len(o.SubjectAltNames) != 2 {
 					t.Errorf("outbound = alpn %v sni %q sans %v", o.ALPN, o.SNI, o.SubjectAltNames)
 				}
+				// Given explicitly, the list is offered whatever the Service speaks.
+				if got := o.OfferedALPN(model.ProtocolHTTP1); !slices.Equal(got, []string{"http/1.1", "h2"}) {
+					t.Errorf("OfferedALPN(http1) = %v, want the list given", got)
+				}
 			},
 		},
 		{

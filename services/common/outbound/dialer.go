@@ -48,6 +48,10 @@ type Options struct {
 	// for every handshake, child of the dialing context's span. Nil: no
 	// tracing.
 	Tracer trace.Tracer
+	// Protocol is the Service's protocol (model.ProtocolHTTP1 when
+	// empty): it chooses the ALPN protocols offered when the context
+	// gives none ([model.OutboundTLS.OfferedALPN]).
+	Protocol string
 }
 
 // Observer is told of each outbound TLS handshake once it is over: a
@@ -133,7 +137,7 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 		MinVersion:         tlsCtx.MinVersion,
 		MaxVersion:         tlsCtx.MaxVersion,
 		CipherSuites:       slices.Clone(tlsCtx.CipherSuites),
-		NextProtos:         slices.Clone(tlsCtx.ALPN),
+		NextProtos:         tlsCtx.OfferedALPN(opts.Protocol),
 		InsecureSkipVerify: tlsCtx.SkipValidation,
 		// Resumption across connections of this one context only.
 		ClientSessionCache: tls.NewLRUClientSessionCache(64),

@@ -80,6 +80,7 @@ type probeTarget struct {
 	index     int
 	binding   *model.Binding
 	service   string
+	protocol  string
 	endpoints []string
 }
 
@@ -106,7 +107,7 @@ func (s *Server) probeTargets(objs []model.Object) []probeTarget {
 				continue // validation has already reported the missing Service
 			}
 		}
-		out = append(out, probeTarget{index: i, binding: b, service: svc.Name, endpoints: slices.Clone(svc.Endpoints)})
+		out = append(out, probeTarget{index: i, binding: b, service: svc.Name, protocol: svc.Protocol, endpoints: slices.Clone(svc.Endpoints)})
 	}
 	return out
 }
@@ -183,7 +184,7 @@ func (s *Server) probe(ctx context.Context, caller string, targets []probeTarget
 			}
 			tlsCtx = resolved
 		}
-		d, err := outbound.NewDialer(t.service, tlsCtx, outbound.Options{HandshakeTimeout: s.probeTimeout, DialTimeout: s.probeTimeout, Tracer: s.tracer})
+		d, err := outbound.NewDialer(t.service, tlsCtx, outbound.Options{HandshakeTimeout: s.probeTimeout, DialTimeout: s.probeTimeout, Tracer: s.tracer, Protocol: t.protocol})
 		if err != nil {
 			out.failed = append(out.failed, model.Violation{Field: configField(t.index), Message: fmt.Sprintf("live probe: %v", err)})
 			continue

@@ -3,6 +3,7 @@ package config
 import (
 	"context"
 	"errors"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -290,4 +291,55 @@ func TestHTTPSServiceDefaultsToSystemRoots(t *testing.T) {
 		t.Fatal(err)
 	}
 	systemRoots("after the binding is deleted")
+}
+
+// Each route's Upstream is resolved when a snapshot is published: after
+// every kind of change, every route finds the Upstream of its Service (nil
+// when the Service has none), as a lookup by name would.
+func TestRoutesFindTheirUpstream(t *testing.T) {
+	t.Parallel()
+	kv := startBucket(t)
+	w := New(Options{})
+	run(t, w, kv)
+	putService := func(name, endpoint string) uint64 {
+		return put(t, kv, &policyv1.Resource{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{
+			ApiVersion: model.APIVersion, Kind: model.KindService, Metadata: &policyv1.ObjectMeta{Name: name},
+			Spec: &policyv1.ServiceSpec{Endpoints: []string{endpoint}, Protocol: "http1"}}}})
+	}
+	// absent are the Services that have no Upstream at that step.
+	check := func(step string, rev uint64, routes int, absent ...string) {
+		t.Helper()
+		waitRevision(t, w, rev)
+		s := w.Snapshot()
+		if got := len(s.Router.Routes()); got != routes {
+			t.Fatalf("%s: %d routes, want %d", step, got, routes)
+		}
+		for _, r := range s.Router.Routes() {
+			target, ok := s.Router.Match(httptest.NewRequest("GET", "/"+r.Name+"/x", nil), "")
+			if !ok || target.Route != r.Name {
+				t.Fatalf("%s: /%s/x matched %v", step, r.Name, target)
+			}
+			if got, want := s.Upstream(target), s.Upstreams.Get(r.Service); got != want {
+				t.Errorf("%s: route %s to %s: Upstream %p, want %p", step, r.Name, r.Service, got, want)
+			} else if (want == nil) != slices.Contains(absent, r.Service) {
+				t.Errorf("%s: route %s: Service %s has an Upstream: %t", step, r.Name, r.Service, want != nil)
+			}
+		}
+	}
+	putService("orders", "127.0.0.1:1")
+	putService("billing", "127.0.0.1:2")
+	put(t, kv, route("ra", "orders"))
+	put(t, kv, route("rb", "billing"))
+	put(t, kv, route("rb2", "billing"))
+	check("start", put(t, kv, route("rm", "missing")), 4, "missing")
+	check("rebuilt Service", putService("billing", "127.0.0.1:4"), 4, "missing")
+	check("new Service", putService("missing", "127.0.0.1:5"), 4)
+	check("route moved", put(t, kv, route("ra", "billing")), 4)
+	check("new route", put(t, kv, route("rc", "orders")), 5)
+	if err := kv.Delete(context.Background(), "service.billing"); err != nil {
+		t.Fatal(err)
+	}
+	check("deleted Service", lastRevision(t, kv), 5, "billing")
+	check("route to no Service yet", put(t, kv, route("rd", "accounts")), 6, "billing", "accounts")
+	check("it comes", putService("accounts", "127.0.0.1:6"), 6, "billing")
 }

@@ -15,6 +15,7 @@ import (
 type nopRecorder struct{}
 
 func (nopRecorder) Request(int, failure.Reason, time.Duration) {}
+func (nopRecorder) Release()                                   {}
 
 // A panic while building one Service's Upstream (here from a test hook:
 // the Recorder callback upstream.New calls) refuses that Service's value,

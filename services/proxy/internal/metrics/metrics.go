@@ -5,13 +5,14 @@
 // process-wide default registry), served by [Metrics.Handler].
 //
 // The request path only increments metrics whose label children were looked
-// up before: an Upstream's recorder caches one counter per status code, so
-// recording a request does not allocate.
+// up before: an Upstream's recorder keeps its counters by status code in a
+// small map and its duration histograms by status class, so recording a
+// request does not allocate. The series of an upstream go once the last
+// Upstream built for it is drained: a deleted Service leaves none behind.
 package metrics
 
 import (
-	"keyway.dev/common/model"
-
+	"maps"
 	"net/http"
 	"strconv"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"keyway.dev/common/failure"
+	"keyway.dev/common/model"
 	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/upstream"
 )
@@ -75,9 +77,9 @@ func New(src Source) *Metrics {
 		}, []string{"upstream", "code"}),
 		requestDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "keyway_upstream_request_duration_seconds",
-			Help:    "Time from forwarding a request to an upstream to the end of the response body sent to the client.",
+			Help:    "Time from forwarding a request to an upstream to the end of the response body sent to the client, by the class of the status the client got (1xx for an upgraded connection, 2xx to 5xx, error when the gateway answered with a failure body).",
 			Buckets: prometheus.DefBuckets,
-		}, []string{"upstream"}),
+		}, []string{"upstream", "class"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyway_upstream_errors_total",
 			Help: "Requests answered with a failure body (502, 503, 504) because the upstream could not be reached, by failure reason.",
@@ -156,48 +158,133 @@ func (m *Metrics) ObserveApplyLatency(d time.Duration) { m.applyLatency.Observe(
 
 // Recorder returns the request recorder of an upstream
 // (upstream.Options.Recorder): the same one for every Upstream built for
-// that name, so its cached label children survive rebuilds.
+// that name, so its cached label children survive rebuilds. Each Upstream
+// releases it once drained; the last release removes the upstream's series.
 func (m *Metrics) Recorder(upstreamName string) upstream.Recorder {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.recorders[upstreamName]
 	if r == nil {
-		r = &recorder{m: m, name: upstreamName, duration: m.requestDur.WithLabelValues(upstreamName)}
+		r = &recorder{m: m, name: upstreamName}
 		m.recorders[upstreamName] = r
 	}
+	r.refs++
 	return r
 }
 
-// recorder counts one upstream's requests. Its counters by status code are
-// looked up once each, then read with an atomic load.
-type recorder struct {
-	m        *Metrics
-	name     string
-	duration prometheus.Observer
-	codes    [600]atomic.Pointer[counter]
+// release drops one Upstream's hold on r; the last one removes every
+// series of r's upstream (requests, durations, errors and handshakes).
+func (m *Metrics) release(r *recorder) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r.refs--; r.refs > 0 {
+		return
+	}
+	// Requests still running on a drain cut short record nothing more:
+	// they would bring series back.
+	r.released.Store(true)
+	delete(m.recorders, r.name)
+	l := prometheus.Labels{"upstream": r.name}
+	m.requests.DeletePartialMatch(l)
+	m.requestDur.DeletePartialMatch(l)
+	m.errors.DeletePartialMatch(l)
+	m.handshakes.DeletePartialMatch(l)
+	m.handshakeDur.DeletePartialMatch(l)
 }
 
-type counter struct{ prometheus.Counter }
+// Status classes: the class label of the request duration histogram.
+const (
+	classError = iota
+	class1xx
+	class2xx
+	class3xx
+	class4xx
+	class5xx
+	numClasses
+)
+
+var classNames = [numClasses]string{"error", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// classOf is the class of a request answered with code: error when the
+// gateway answered with a failure body (reason set).
+func classOf(code int, reason failure.Reason) int {
+	if reason != "" || code < 100 || code > 599 {
+		return classError
+	}
+	return code / 100
+}
+
+// recorder counts one upstream's requests. The request path reads its
+// counters with one atomic load and a lookup in a small map, and its
+// histograms with one atomic load; the rare first request of a status code
+// or class creates the child under mu.
+type recorder struct {
+	m    *Metrics
+	name string
+	// refs counts the Upstreams holding r; under m.mu.
+	refs     int
+	released atomic.Bool
+
+	mu sync.Mutex
+	// codes is replaced, never modified, when a status code is first seen.
+	codes     atomic.Pointer[map[int]prometheus.Counter]
+	durations [numClasses]atomic.Pointer[observer]
+}
+
+type observer struct{ prometheus.Observer }
 
 func (r *recorder) Request(code int, reason failure.Reason, elapsed time.Duration) {
+	if r.released.Load() {
+		return
+	}
 	r.codeCounter(code).Inc()
-	r.duration.Observe(elapsed.Seconds())
+	r.duration(classOf(code, reason)).Observe(elapsed.Seconds())
 	if reason != "" && (code == http.StatusBadGateway || code == http.StatusServiceUnavailable || code == http.StatusGatewayTimeout) {
 		// The failure path allocates anyway (its JSON body).
 		r.m.errors.WithLabelValues(r.name, string(reason)).Inc()
 	}
 }
 
+// Release implements upstream.Recorder.
+func (r *recorder) Release() { r.m.release(r) }
+
 func (r *recorder) codeCounter(code int) prometheus.Counter {
-	if code < 0 || code >= len(r.codes) {
-		return r.m.requests.WithLabelValues(r.name, strconv.Itoa(code))
+	if codes := r.codes.Load(); codes != nil {
+		if c, ok := (*codes)[code]; ok {
+			return c
+		}
 	}
-	if c := r.codes[code].Load(); c != nil {
-		return c.Counter
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	prev := r.codes.Load()
+	var next map[int]prometheus.Counter
+	if prev != nil {
+		if c, ok := (*prev)[code]; ok {
+			return c // a racing twin added it
+		}
+		next = maps.Clone(*prev)
+	} else {
+		next = make(map[int]prometheus.Counter, 1)
 	}
-	c := &counter{r.m.requests.WithLabelValues(r.name, strconv.Itoa(code))}
-	r.codes[code].CompareAndSwap(nil, c) // a racing twin holds the same child
-	return c.Counter
+	// Bounded: net/http reads three-digit status codes only.
+	c := r.m.requests.WithLabelValues(r.name, strconv.Itoa(code))
+	next[code] = c
+	r.codes.Store(&next)
+	return c
+}
+
+func (r *recorder) duration(class int) prometheus.Observer {
+	if o := r.durations[class].Load(); o != nil {
+		return o.Observer
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if o := r.durations[class].Load(); o != nil {
+		return o.Observer
+	}
+	o := &observer{r.m.requestDur.WithLabelValues(r.name, classNames[class])}
+	r.durations[class].Store(o)
+	return o.Observer
 }
 
 // expiry reports, at scrape time, the seconds until each client

@@ -17,7 +17,8 @@ import (
 )
 
 // BenchmarkProxyMTLS measures one keep-alive HTTP/1.1 request through the
-// node to an mTLS upstream (h1 and h2 upstream connections). Client, node
+// node to an mTLS upstream (h1 and h2 upstream connections: an http1 and an
+// h2 Service). Client, node
 // and upstream share the process, so allocs/op and cpu-ns/op cover all
 // three: BenchmarkDirectMTLS is the same request without the node, and the
 // difference is the node's cost.
@@ -26,7 +27,7 @@ func BenchmarkProxyMTLS(b *testing.B) {
 		b.Run(map[bool]string{false: "h1", true: "h2"}[h2], func(b *testing.B) {
 			e := newEnv(b, nil)
 			srv := upstreamServer(b, e.server, e.clients, h2, nil)
-			e.apply(b, "bench", "http1", addr(srv), mtls(e.ca, e.gateway, nil))
+			e.apply(b, "bench", map[bool]string{false: "http1", true: "h2"}[h2], addr(srv), mtls(e.ca, e.gateway, nil))
 			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 			run(b, c, e.url("/bench/x"))
 		})
@@ -88,7 +89,7 @@ func BenchmarkProxyMTLSTraced(b *testing.B) {
 			b.Cleanup(func() { tp.Shutdown(context.Background()) })
 			e := newEnv(b, func(c *node.Config) { c.Tracing = telemetry.New(tp) })
 			srv := upstreamServer(b, e.server, e.clients, h2, nil)
-			e.apply(b, "bench", "http1", addr(srv), mtls(e.ca, e.gateway, nil))
+			e.apply(b, "bench", map[bool]string{false: "http1", true: "h2"}[h2], addr(srv), mtls(e.ca, e.gateway, nil))
 			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 			run(b, c, e.url("/bench/x"))
 		})

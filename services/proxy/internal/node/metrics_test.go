@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"context"
 	"math"
 	"net/http"
 	"testing"
@@ -10,6 +11,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"keyway.dev/common/configkv"
+	kwmodel "keyway.dev/common/model"
 	"keyway.dev/common/testca"
 )
 
@@ -103,8 +106,8 @@ func TestMetrics(t *testing.T) {
 		if got := value(t, fams, "keyway_upstream_requests_total", map[string]string{"upstream": "good", "code": "200"}); got != 1 {
 			t.Errorf("requests_total{good,200} = %v, want 1", got)
 		}
-		if got := value(t, fams, "keyway_upstream_request_duration_seconds", map[string]string{"upstream": "good"}); got != 1 {
-			t.Errorf("request_duration_seconds{good} count = %v, want 1", got)
+		if got := value(t, fams, "keyway_upstream_request_duration_seconds", map[string]string{"upstream": "good", "class": "2xx"}); got != 1 {
+			t.Errorf("request_duration_seconds{good,2xx} count = %v, want 1", got)
 		}
 		if got := value(t, fams, "keyway_upstream_handshakes_total", map[string]string{"direction": "outbound", "upstream": "good", "result": "ok", "reason": ""}); got < 1 {
 			t.Errorf("handshakes_total{good,ok} = %v, want at least 1", got)
@@ -125,6 +128,9 @@ func TestMetrics(t *testing.T) {
 		}
 		if got := value(t, fams, "keyway_upstream_requests_total", map[string]string{"upstream": "bad", "code": "502"}); got != 1 {
 			t.Errorf("requests_total{bad,502} = %v, want 1", got)
+		}
+		if got := value(t, fams, "keyway_upstream_request_duration_seconds", map[string]string{"upstream": "bad", "class": "error"}); got != 1 {
+			t.Errorf("request_duration_seconds{bad,error} count = %v, want 1", got)
 		}
 	})
 	t.Run("config", func(t *testing.T) {
@@ -167,6 +173,35 @@ func TestMetrics(t *testing.T) {
 		}
 		if got, want := value(t, fams, "keyway_config_revision", nil), float64(e.node.Revision()); got != want {
 			t.Errorf("config_revision = %v, want %v", got, want)
+		}
+		// The rebuilt Upstream records into the same series.
+		if got := value(t, fams, "keyway_upstream_requests_total", map[string]string{"upstream": "good", "code": "200"}); got != 1 {
+			t.Errorf("after a rebuild: requests_total{good,200} = %v, want 1", got)
+		}
+	})
+	t.Run("deleted service", func(t *testing.T) {
+		if err := e.kv.Delete(context.Background(), configkv.Key(kwmodel.Ref{Kind: kwmodel.KindService, Name: "bad"})); err != nil {
+			t.Fatal(err)
+		}
+		waitRevision(t, e.node, lastRevision(t, e.kv))
+		// Its Upstream is drained in the background, at once when idle.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			fams := scrape(t, e)
+			left := 0
+			for name := range fams {
+				left += len(series(fams, name, map[string]string{"upstream": "bad"}))
+			}
+			if left == 0 {
+				if len(series(fams, "keyway_upstream_requests_total", map[string]string{"upstream": "good"})) != 1 {
+					t.Errorf("the series of the Service left were removed too")
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("10 s after the Service was deleted, %d series still name it", left)
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	})
 }

@@ -56,21 +56,40 @@ func (e *env) apply(t testing.TB, name, protocol, endpoint string, cfg map[strin
 
 func (e *env) url(path string) string { return "http://" + e.node.Addr() + path }
 
+// TestForwardsWithClientCertificate also checks which HTTP version the
+// upstream is spoken to in: h2 only when the Service is h2 (or gRPC) or
+// the binding's alpn offers it, even to an upstream that speaks h2.
 func TestForwardsWithClientCertificate(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
-	for _, h2 := range []bool{false, true} {
-		name := map[bool]string{false: "orders-h1", true: "orders-h2"}[h2]
+	for _, tt := range []struct {
+		name     string
+		h2       bool // the upstream speaks h2 (and HTTP/1.1)
+		protocol string
+		alpn     []any // the binding's, nil for none
+		want     string
+	}{
+		{"orders-h1", false, "http1", nil, "HTTP/1.1"},
+		{"orders-h2-capable", true, "http1", nil, "HTTP/1.1"},
+		{"orders-h2-service", true, "h2", nil, "HTTP/2.0"},
+		{"orders-h2-alpn", true, "http1", []any{"h2", "http/1.1"}, "HTTP/2.0"},
+		{"orders-h1-alpn", true, "h2", []any{"http/1.1"}, "HTTP/1.1"},
+	} {
+		name := tt.name
 		t.Run(name, func(t *testing.T) {
-			srv := upstreamServer(t, e.server, e.clients, h2, nil)
-			e.apply(t, name, "http1", addr(srv), mtls(e.ca, e.gateway, nil))
+			srv := upstreamServer(t, e.server, e.clients, tt.h2, nil)
+			var more map[string]any
+			if tt.alpn != nil {
+				more = map[string]any{"alpn": tt.alpn}
+			}
+			e.apply(t, name, tt.protocol, addr(srv), mtls(e.ca, e.gateway, more))
 			a := do(t, "GET", e.url("/"+name+"/42"))
 			got := a.echo(t)
 			if got.Fingerprint != e.gateway.Fingerprint() || got.CN != "gateway" {
 				t.Errorf("upstream saw %q %s, want the gateway's certificate %s", got.CN, got.Fingerprint, e.gateway.Fingerprint())
 			}
-			if want := map[bool]string{false: "HTTP/1.1", true: "HTTP/2.0"}[h2]; got.Proto != want {
-				t.Errorf("upstream protocol %s, want %s", got.Proto, want)
+			if got.Proto != tt.want {
+				t.Errorf("upstream protocol %s, want %s", got.Proto, tt.want)
 			}
 			if got.Path != "/"+name+"/42" || got.Forwarded != "127.0.0.1" {
 				t.Errorf("upstream saw path %q, X-Forwarded-For %q", got.Path, got.Forwarded)

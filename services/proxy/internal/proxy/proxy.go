@@ -97,7 +97,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, id string, span 
 		if !h.admit(w, r, id, target, span) {
 			return
 		}
-		u := s.Upstreams.Get(target.Service)
+		u := s.Upstream(target)
 		if u == nil {
 			h.log.WarnContext(r.Context(), "route to a service that does not exist", "route", target.Route, "upstream", target.Service, "request_id", id)
 			writeError(w, id, target.Service, failure.NoHealthyUpstream, "", StatusCode(failure.NoHealthyUpstream))

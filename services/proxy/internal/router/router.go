@@ -28,7 +28,15 @@ type Target struct {
 	// rules, checked on requests that arrive on a Listener.
 	ClientCertificate bool
 	Allow             []model.IdentityRule
+
+	// index is the route's position in its Table: see [Target.Index].
+	index int
 }
+
+// Index is the route's position among its Table's routes, from 0 to
+// [Table.Len]-1: a snapshot keeps the route's Upstream at that index, so
+// that a request finds it without a lookup by name.
+func (t *Target) Index() int { return t.index }
 
 func targetOf(r *model.Route) *Target {
 	return &Target{Route: r.Name, Service: r.Service, Path: r.Path, ClientCertificate: r.ClientCertificate, Allow: r.Allow}
@@ -58,6 +66,8 @@ type Table struct {
 	// those that serve every Listener.
 	byListener map[string]*mux
 	routes     []model.Route
+	// byService are the indexes of the routes to each Service.
+	byService map[string][]int
 }
 
 // Build compiles routes, in name order so that the result does not depend on
@@ -68,7 +78,7 @@ type Table struct {
 func Build(routes []model.Route) (*Table, []error) {
 	routes = slices.Clone(routes)
 	slices.SortFunc(routes, func(a, b model.Route) int { return strings.Compare(a.Name, b.Name) })
-	t := &Table{all: newMux(), byListener: make(map[string]*mux)}
+	t := &Table{all: newMux(), byListener: make(map[string]*mux), byService: make(map[string][]int)}
 	for _, r := range routes {
 		for _, l := range r.Listeners {
 			if t.byListener[l] == nil {
@@ -89,18 +99,21 @@ func Build(routes []model.Route) (*Table, []error) {
 				muxes = append(muxes, t.byListener[name])
 			}
 		}
-		if err := t.add(r, muxes); err != nil {
+		target := targetOf(&r)
+		target.index = len(t.routes)
+		if err := t.add(r, target, muxes); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		t.routes = append(t.routes, r)
+		t.byService[r.Service] = append(t.byService[r.Service], target.index)
 	}
 	return t, errs
 }
 
-// add registers r in every one of muxes, or in none.
-func (t *Table) add(r model.Route, muxes []*mux) error {
-	target := targetOf(&r)
+// add registers r, whose target is target, in every one of muxes, or in
+// none.
+func (t *Table) add(r model.Route, target *Target, muxes []*mux) error {
 	patterns := Patterns(r)
 	// An invalid pattern fails on its own; try it on a scratch mux so that
 	// no real one holds part of the route.
@@ -164,6 +177,26 @@ func (t *Table) Match(r *http.Request, listener string) (*Target, bool) {
 	h, _ := m.serveMux(r).Handler(r)
 	target, ok := h.(*Target)
 	return target, ok
+}
+
+// Len is the number of routes in the table.
+func (t *Table) Len() int {
+	if t == nil {
+		return 0
+	}
+	return len(t.routes)
+}
+
+// ServiceAt is the Service of the route at index i (see [Target.Index]).
+func (t *Table) ServiceAt(i int) string { return t.routes[i].Service }
+
+// RoutesTo are the indexes of the routes to service, in order; the slice
+// is the table's.
+func (t *Table) RoutesTo(service string) []int {
+	if t == nil {
+		return nil
+	}
+	return t.byService[service]
 }
 
 // Routes are the routes in the table, in name order.

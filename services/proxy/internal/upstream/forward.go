@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -53,7 +55,14 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	if u.tracing.Tracer != nil {
 		o.tr, ctx = u.startSpan(ctx, in, &o.trace)
 	}
-	out := in.WithContext(httptrace.WithClientTrace(ctx, &o.trace))
+	// u.h1 is nil with tracing on.
+	direct := u.h1 != nil && h1Eligible(in)
+	var out *http.Request
+	if direct {
+		out = in.WithContext(ctx) // the trace is handed over directly
+	} else {
+		out = in.WithContext(httptrace.WithClientTrace(ctx, &o.trace))
+	}
 	o.url = *in.URL
 	out.URL = &o.url
 	out.Close = false
@@ -108,12 +117,25 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 		o.tr.sending(out)
 	}
 
-	res, err := u.transport.RoundTrip(out)
+	var res *http.Response
+	var err error
+	if direct {
+		res, err = u.h1.roundTrip(out, &o.trace)
+	} else {
+		res, err = u.transport.RoundTrip(out)
+	}
 	o.mu.Lock()
 	o.done = true
 	o.mu.Unlock()
 	if err != nil {
 		u.failed(w, out, err, start, o.tr)
+		return
+	}
+	if res.StatusCode < 100 {
+		// net/http reads any three digits; its server refuses to write
+		// a status below 100.
+		res.Body.Close()
+		u.failed(w, out, fmt.Errorf("upstream answered with status %03d, which is not an HTTP status", res.StatusCode), start, o.tr)
 		return
 	}
 	if res.StatusCode == http.StatusSwitchingProtocols {
@@ -142,11 +164,8 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	// trailers from what it read.
 	announced := len(res.Trailer)
 	if announced > 0 {
-		keys := make([]string, 0, announced)
-		for k := range res.Trailer {
-			keys = append(keys, k)
-		}
-		dst.Add("Trailer", strings.Join(keys, ", "))
+		// In order: the same answer announces them the same way.
+		dst.Add("Trailer", strings.Join(slices.Sorted(maps.Keys(res.Trailer)), ", "))
 		// An h2 upstream may send a length with trailers; HTTP/1.1 can
 		// only carry trailers chunked. (ReverseProxy loses them here.)
 		delete(dst, "Content-Length")

@@ -73,6 +73,9 @@ type Options struct {
 	// Recorder, if set, gives the [Recorder] of an Upstream's requests. It
 	// is called when an Upstream is built, never per request.
 	Recorder func(upstream string) Recorder
+	// DisableDirectH1 sends every request through http.Transport, none
+	// in the calling goroutine (see h1Pool); for comparisons.
+	DisableDirectH1 bool
 	// Tracing, when on, records a [telemetry.SpanUpstreamRequest] span
 	// per request (with [telemetry.SpanUpstreamConn] and the dialer's
 	// [telemetry.SpanOutboundHandshake] under it) and sends its context
@@ -90,11 +93,16 @@ type Recorder interface {
 	// upstream answered, else the failure the client got a failure body
 	// for.
 	Request(code int, reason failure.Reason, elapsed time.Duration)
+	// Release is called once, when the Upstream has been drained: it
+	// forwards no more requests (those a drain cut short may still
+	// report).
+	Release()
 }
 
 type discardRecorder struct{}
 
 func (discardRecorder) Request(int, failure.Reason, time.Duration) {}
+func (discardRecorder) Release()                                   {}
 
 func (o Options) withDefaults() Options {
 	if o.HandshakeTimeout <= 0 {
@@ -135,6 +143,10 @@ type Upstream struct {
 	tls       *model.OutboundTLS
 	dialer    *outbound.Dialer
 	transport *http.Transport
+	// h1 serves the requests it can (h1Eligible) of an HTTP/1.1-only
+	// upstream in the calling goroutine; nil for the others, and with
+	// tracing on.
+	h1 *h1Pool
 	// proxy serves Upgrade requests; its hooks serve forward too.
 	proxy *httputil.ReverseProxy
 	// streaming flushes every write of a response body (h2, gRPC).
@@ -154,6 +166,9 @@ type Upstream struct {
 	draining atomic.Bool
 	idleOnce sync.Once
 	idle     chan struct{}
+	// released is done once the first Drain has waited for the
+	// requests: the recorder is told then.
+	released sync.Once
 
 	probeMu sync.Mutex
 	probes  map[string]*probeState // by endpoint
@@ -176,10 +191,7 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		rec:       discardRecorder{},
 		tracing:   opts.Tracing,
 	}
-	if opts.Recorder != nil {
-		u.rec = opts.Recorder(svc.Name)
-	}
-	d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout, Observer: opts.Handshakes, Tracer: opts.Tracing.Tracer})
+	d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout, Observer: opts.Handshakes, Tracer: opts.Tracing.Tracer, Protocol: svc.Protocol})
 	if err != nil {
 		return nil, err
 	}
@@ -203,8 +215,11 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		u.host = tlsCtx.SNI
 		t.DialTLSContext = d.DialTLSContext
 		// http.Transport speaks h2 on a *tls.Conn that negotiated it.
-		alpn := tlsCtx.ALPN
-		protos.SetHTTP1(len(alpn) == 0 || slices.Contains(alpn, "http/1.1"))
+		// Only when h2 is offered does it look for an h2 connection
+		// first: not for an HTTP/1.1 Service whose binding gives no
+		// alpn (it is offered http/1.1 alone).
+		alpn := tlsCtx.OfferedALPN(svc.Protocol)
+		protos.SetHTTP1(slices.Contains(alpn, "http/1.1"))
 		protos.SetHTTP2(slices.Contains(alpn, "h2"))
 		t.ForceAttemptHTTP2 = protos.HTTP2()
 	} else {
@@ -217,6 +232,13 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 	}
 	t.Protocols = &protos
 	u.transport = t
+	if !protos.HTTP2() && !protos.UnencryptedHTTP2() && !opts.Tracing.On() && !opts.DisableDirectH1 {
+		dial := t.DialContext
+		if t.DialTLSContext != nil {
+			dial = t.DialTLSContext
+		}
+		u.h1 = newH1Pool(dial, t.MaxIdleConnsPerHost, t.IdleConnTimeout, t.ResponseHeaderTimeout, t.MaxResponseHeaderBytes)
+	}
 
 	rp := &httputil.ReverseProxy{
 		Rewrite:        u.rewrite,
@@ -247,6 +269,10 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		}
 	}
 	u.proxy = rp
+	// Last: an Upstream that is not built holds no recorder.
+	if opts.Recorder != nil {
+		u.rec = opts.Recorder(svc.Name)
+	}
 	return u, nil
 }
 
@@ -309,6 +335,10 @@ func (u *Upstream) Drain(ctx context.Context) error {
 		}
 	}
 	u.transport.CloseIdleConnections()
+	if u.h1 != nil {
+		u.h1.closeIdle(true)
+	}
+	u.released.Do(u.rec.Release)
 	return err
 }
 

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# bench-peers.sh — Keyway measured beside NGINX and HAProxy in one run of the
+# peers harness (../shared/peers, README.md there): the same inbound mTLS →
+# outbound mTLS job, the same certificates, upstream and load generator, so
+# that the ratio of CPU per request between Keyway and NGINX means
+# something on a shared machine. `make bench-peers` runs it.
+#
+# It runs the harness's setup.sh (idempotent: Debian's nginx-light and
+# haproxy, certificates, the upstream and load generator; Caddy is left
+# out), starts the local stack (keyway-dev) on ports of its own, applies the
+# harness's Keyway manifest (keyway/render.sh: a Listener on 127.0.0.1:8446,
+# the upstream as a Service with a tls-outbound binding, a Route) with the
+# stack's keywayctl context, runs bench-all.sh with Keyway as an extra
+# target, stops everything it started, and writes the summary to
+# $OUT/summary.md (and $OUT/<timestamp>-summary.md), followed by the
+# Keyway/NGINX and Keyway/HAProxy ratios of CPU µs per request.
+#
+# Env (all optional):
+#   PEERS=../shared/peers   the harness
+#   KEYWAY_BIN=bin          keyway-dev, keyway-proxy, keyway-policy, keyway-secrets, keywayctl
+#   ROUNDS=3  QUIET_WAIT=30  DURATION=10  MODES="h1 h2 newconn"  RETRIES=2   passed to bench-all.sh
+#                           (RETRIES: re-runs of a window that other load on the machine
+#                           overlapped; on a machine that is never quiet, 0 saves the time)
+#   OUT=bin/bench-peers     where the summary goes
+#   BENCH_TIMEOUT           seconds bench-all.sh may take (default from ROUNDS, QUIET_WAIT, DURATION)
+#   KEYWAY_PORT=8446        the benchmark Listener's port (the harness's convention)
+#   DEV_PORT_BASE=27000     keyway-dev's own ports are BASE+0..9, away from `make run`'s
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PEERS=${PEERS:-$ROOT/../shared/peers}
+KEYWAY_BIN=${KEYWAY_BIN:-$ROOT/bin}
+ROUNDS=${ROUNDS:-3}
+QUIET_WAIT=${QUIET_WAIT:-30}
+DURATION=${DURATION:-10}
+MODES=${MODES:-"h1 h2 newconn"}
+RETRIES=${RETRIES:-2}
+OUT=${OUT:-$ROOT/bin/bench-peers}
+KEYWAY_PORT=${KEYWAY_PORT:-8446}
+DEV_PORT_BASE=${DEV_PORT_BASE:-27000}
+export PEERS_STATE=${PEERS_STATE:-/tmp/peers}
+
+log() { echo "[bench-peers $(date +%H:%M:%S)] $*" >&2; }
+die() { echo "bench-peers: $*" >&2; exit 1; }
+
+for v in ROUNDS QUIET_WAIT DURATION RETRIES KEYWAY_PORT DEV_PORT_BASE; do
+  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v=${!v} is not a whole number"
+done
+[ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 10 ] || die "ROUNDS=$ROUNDS: give 1 to 10"
+[ "$DURATION" -ge 1 ] && [ "$DURATION" -le 120 ] || die "DURATION=$DURATION: give 1 to 120 seconds"
+[ "$QUIET_WAIT" -le 600 ] || die "QUIET_WAIT=$QUIET_WAIT: give at most 600 seconds"
+[ "$RETRIES" -le 5 ] || die "RETRIES=$RETRIES: give 0 to 5"
+[ "$DEV_PORT_BASE" -ge 1024 ] && [ "$DEV_PORT_BASE" -le 65000 ] || die "DEV_PORT_BASE=$DEV_PORT_BASE: give 1024 to 65000"
+[ -f "$PEERS/README.md" ] && [ -x "$PEERS/bench-all.sh" ] ||
+  die "no peers harness at $PEERS (README.md, bench-all.sh): give its folder with PEERS=..."
+PEERS=$(cd "$PEERS" && pwd)
+for b in keyway-dev keyway-proxy keyway-policy keyway-secrets keywayctl; do
+  [ -x "$KEYWAY_BIN/$b" ] || die "$KEYWAY_BIN/$b is missing: run make build, or give the binaries' folder with KEYWAY_BIN=..."
+done
+KEYWAY_BIN=$(cd "$KEYWAY_BIN" && pwd)
+# What the binaries were built from is not known here: the checkout's state
+# at the start is recorded, for binaries built from it (make bench-peers).
+CHECKOUT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
+# Every target's modes, rounds and retries, plus the quiet waits, and the
+# stack's start; past it the run is stopped.
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((600 + ROUNDS * 4 * (QUIET_WAIT + $(wc -w <<<"$MODES") * (1 + RETRIES) * (DURATION + 2 + QUIET_WAIT))))}
+[[ "$BENCH_TIMEOUT" =~ ^[0-9]+$ ]] || die "BENCH_TIMEOUT=$BENCH_TIMEOUT is not a whole number"
+
+port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q LISTEN; }
+port_busy "$KEYWAY_PORT" && die "port $KEYWAY_PORT is taken: free it or give KEYWAY_PORT=..."
+
+log "setup: $PEERS/setup.sh (installs nginx-light and haproxy once; certificates; upstream and load generator)"
+"$PEERS/setup.sh" >&2
+CERTS=$PEERS_STATE/certs-ecdsa
+
+DATA=$(mktemp -d /tmp/keyway-bench-peers.XXXXXX)
+DEV_PID=""
+stop_stack() {
+  [ -n "$DEV_PID" ] || return 0
+  if kill -0 "$DEV_PID" 2>/dev/null; then
+    log "stopping keyway-dev (pid $DEV_PID)"
+    kill -TERM "$DEV_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$DEV_PID" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "$DEV_PID" 2>/dev/null; then
+      log "keyway-dev (pid $DEV_PID) ignored SIGTERM for 20 s: SIGKILL"
+      kill -KILL "$DEV_PID" 2>/dev/null || true
+    fi
+  fi
+  wait "$DEV_PID" 2>/dev/null || true
+  DEV_PID=""
+}
+cleanup() {
+  local rc=$?
+  stop_stack
+  if [ "$rc" = 0 ]; then rm -rf "$DATA"; else log "kept $DATA (keyway-dev.log) for a look"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+p() { echo "127.0.0.1:$((DEV_PORT_BASE + $1))"; }
+log "starting keyway-dev from $KEYWAY_BIN, data $DATA, ports $DEV_PORT_BASE.."$((DEV_PORT_BASE + 9))
+"$KEYWAY_BIN/keyway-dev" --bin "$KEYWAY_BIN" --data "$DATA" \
+  --nats-port "$DEV_PORT_BASE" --policy "$(p 1)" --proxy "$(p 2)" --proxy-admin "$(p 3)" \
+  --proxy-tls "$(p 4)" --upstream "$(p 5)" --secrets "$(p 6)" --secrets-internal "$(p 7)" \
+  --keywayctl-config "$DATA/keywayctl.yaml" >"$DATA/keyway-dev.log" 2>&1 </dev/null &
+DEV_PID=$!
+for i in $(seq 1 900); do
+  grep -q '^Keyway is running' "$DATA/keyway-dev.log" && break
+  kill -0 "$DEV_PID" 2>/dev/null || { tail -20 "$DATA/keyway-dev.log" >&2; die "keyway-dev exited before it was ready (log above)"; }
+  [ "$i" = 900 ] && { tail -20 "$DATA/keyway-dev.log" >&2; die "keyway-dev not ready after 180 s (log above)"; }
+  sleep 0.2
+done
+log "keyway-dev ready; applying $PEERS/keyway/render.sh's manifest (Listener on 127.0.0.1:$KEYWAY_PORT)"
+"$PEERS/keyway/render.sh" "$CERTS" "$KEYWAY_PORT" >"$DATA/bench.yaml"
+timeout 120 "$KEYWAY_BIN/keywayctl" --keywayconfig "$DATA/keywayctl.yaml" --context keyway-dev \
+  apply --wait -f "$DATA/bench.yaml" >&2 || die "keywayctl apply of the benchmark manifest failed"
+for i in $(seq 1 100); do
+  port_busy "$KEYWAY_PORT" && break
+  [ "$i" = 100 ] && die "the node does not listen on 127.0.0.1:$KEYWAY_PORT after the apply"
+  sleep 0.1
+done
+
+log "bench-all.sh: direct, nginx, haproxy, keyway; ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT DURATION=$DURATION MODES=\"$MODES\" RETRIES=$RETRIES; at most ${BENCH_TIMEOUT}s"
+# RECORD=0: the harness's own folder may be read-only; the summary is copied to $OUT.
+(cd "$PEERS" && PEERS="nginx haproxy" EXTRA_TARGETS="keyway=127.0.0.1:$KEYWAY_PORT" ROUNDS=$ROUNDS \
+  QUIET_WAIT=$QUIET_WAIT DURATION=$DURATION MODES="$MODES" RETRIES=$RETRIES RECORD=0 \
+  timeout --signal=TERM --kill-after=30 "$BENCH_TIMEOUT" ./bench-all.sh 2>&1 >"$DATA/bench-all.out") |
+  tee "$DATA/bench-all.err" >&2 ||
+  die "bench-all.sh failed or ran past ${BENCH_TIMEOUT}s (output in $DATA)"
+stop_stack
+
+RES=$(sed -n 's/.*results: \([^ ]*\) (results.jsonl.*/\1/p' "$DATA/bench-all.err" | tail -1)
+[ -n "$RES" ] && [ -s "$RES/summary.md" ] || die "bench-all.sh wrote no summary (output in $DATA)"
+mkdir -p "$OUT"
+TS=$(basename "$RES")
+{
+  cat "$RES/summary.md"
+  echo
+  echo "### Keyway against the peers in this run (target CPU µs per request, medians; lower is better)"
+  echo
+  python3 - "$RES/results.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+clean = {(r["label"], r["mode_name"]) for r in rows if not r.get("contaminated")}
+us = {}
+for r in rows:
+    k = (r["label"], r["mode_name"])
+    if r.get("contaminated") and k in clean:
+        continue
+    if r["rps"]:
+        us.setdefault(k, []).append(r["target_cpu_cores"] / r["rps"] * 1e6)
+med = {k: statistics.median(v) for k, v in us.items()}
+print("| mode | keyway | nginx | haproxy | keyway / nginx | keyway / haproxy |")
+print("|---|---:|---:|---:|---:|---:|")
+for m in ["h1", "h2", "newconn"]:
+    k, n, h = med.get(("keyway", m)), med.get(("nginx", m)), med.get(("haproxy", m))
+    if k is None:
+        continue
+    f = lambda x: "–" if x is None else "%.0f" % x
+    q = lambda a, b: "–" if a is None or not b else "%.2f×" % (a / b)
+    print("| %s | %s | %s | %s | %s | %s |" % (m, f(k), f(n), f(h), q(k, n), q(k, h)))
+PY
+  echo
+  echo "Command: make bench-peers ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT RETRIES=$RETRIES DURATION=$DURATION MODES=\"$MODES\"; Keyway from $KEYWAY_BIN (checkout $CHECKOUT at the start); harness results in $RES."
+} >"$OUT/$TS-summary.md"
+cp "$OUT/$TS-summary.md" "$OUT/summary.md"
+cat "$OUT/summary.md"
+log "summary: $OUT/summary.md (and $OUT/$TS-summary.md)"

@@ -1,0 +1,437 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/textproto"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// h1Pool makes HTTP/1.1 round trips in the calling goroutine, over a LIFO
+// pool of connections with buffered I/O: no read loop, write loop or timer
+// goroutine per connection, and no hand-off between goroutines per
+// request. http.Transport makes three hand-offs per request (the caller,
+// its writeLoop and its readLoop) and a read that finds nothing (the
+// readLoop's peek before the request is written).
+//
+// It serves only what it can serve exactly as http.Transport does, and the
+// forwarding path gives everything else to the Transport ([h1Eligible]):
+// the request is written by net/http's own Request.Write and the response
+// read by net/http's own ReadResponse, as the Transport does, so both
+// sides' bytes and the refusals of malformed responses are net/http's. The
+// rest follows the Transport: the response header size limit, 1xx
+// responses handed to Got1xxResponse (with the limit reset after each),
+// when a connection is kept (not after a 1xx, a Connection: close, a body
+// not read to its end), the response header timeout, the request
+// context's cancellation, and the retry of a request that a reused
+// connection failed before any byte of its answer.
+type h1Pool struct {
+	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
+	maxIdle       int
+	idleTimeout   time.Duration
+	headerTimeout time.Duration
+	maxHeader     int64
+
+	mu     sync.Mutex
+	idle   map[string][]*h1Conn // by endpoint; the most recently used last
+	closed bool
+	// sweep closes connections idle for idleTimeout; armed while any is.
+	sweep    *time.Timer
+	sweeping bool
+}
+
+func newH1Pool(dial func(ctx context.Context, network, addr string) (net.Conn, error), maxIdle int, idleTimeout, headerTimeout time.Duration, maxHeader int64) *h1Pool {
+	return &h1Pool{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout, headerTimeout: headerTimeout, maxHeader: maxHeader, idle: make(map[string][]*h1Conn)}
+}
+
+// h1Eligible reports whether out, an outbound request already rewritten,
+// is one h1Pool serves: no body (so nothing can be left half sent, and no
+// 100-continue), a method that may be sent again (GET, HEAD, OPTIONS,
+// TRACE, or an Idempotency-Key), as the Transport requires to retry on a
+// fresh connection a request that a reused one failed. Upgrades never get
+// here.
+func h1Eligible(in *http.Request) bool {
+	// A server's request has no body exactly when its length is 0.
+	if in.ContentLength != 0 || len(in.TransferEncoding) > 0 || in.Header["Expect"] != nil {
+		return false
+	}
+	switch in.Method {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "":
+		return true
+	}
+	return in.Header["Idempotency-Key"] != nil || in.Header["X-Idempotency-Key"] != nil
+}
+
+// h1Conn is one pooled connection.
+type h1Conn struct {
+	pool *h1Pool
+	addr string
+	conn net.Conn
+	tls  *tls.ConnectionState
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	// limit is what the response headers may still take; math.MaxInt64
+	// while a body is read.
+	limit int64
+	// sawEOF is set when the connection's reader hit its end, timedOut
+	// when it hit the read deadline.
+	sawEOF, timedOut bool
+	reused           bool
+	idleAt           time.Time
+	// canceled is set, before the deadline is moved to the past, by the
+	// request context's AfterFunc.
+	canceled atomic.Bool
+}
+
+// Read implements io.Reader for br: the header limit and the end of the
+// connection are seen here.
+func (c *h1Conn) Read(p []byte) (int, error) {
+	if c.limit <= 0 {
+		return 0, fmt.Errorf("net/http: server response headers exceeded %d bytes; aborted", c.pool.maxHeader)
+	}
+	if int64(len(p)) > c.limit {
+		p = p[:c.limit]
+	}
+	n, err := c.conn.Read(p)
+	if err == io.EOF {
+		c.sawEOF = true
+	} else if err != nil && isTimeout(err) {
+		c.timedOut = true
+	}
+	c.limit -= int64(n)
+	return n, err
+}
+
+// aLongTimeAgo is a deadline in the past: it fails pending I/O at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// errHeaderTimeout is the Transport's error for ResponseHeaderTimeout.
+var errHeaderTimeout error = &timeoutError{"net/http: timeout awaiting response headers"}
+
+type timeoutError struct{ msg string }
+
+func (e *timeoutError) Error() string   { return e.msg }
+func (e *timeoutError) Timeout() bool   { return true }
+func (e *timeoutError) Temporary() bool { return true }
+
+// errServerClosedIdle is the Transport's error for a reused connection
+// that the server closed before answering.
+var errServerClosedIdle = errors.New("http: server closed idle connection")
+
+// roundTrip sends req (see h1Eligible) to req.URL.Host and returns the
+// response, whose Body returns the connection to the pool once read to its
+// end. trace's Got1xxResponse, if set, receives the 1xx responses.
+func (p *h1Pool) roundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
+	ctx := req.Context()
+	addr := req.URL.Host
+	for attempt := 0; ; attempt++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		// Bounded: after a few stale connections, a new one.
+		c, err := p.get(ctx, addr, attempt >= maxStaleRetries)
+		if err != nil {
+			return nil, err
+		}
+		resp, retry, err := c.roundTrip(ctx, req, trace)
+		if err == nil {
+			return resp, nil
+		}
+		c.close()
+		if !retry {
+			return nil, err
+		}
+		// A reused connection the server had closed: again, on
+		// another (at worst a new one, whose failure is final).
+	}
+}
+
+// maxStaleRetries is how many reused connections one request tries
+// before it dials.
+const maxStaleRetries = 4
+
+// get pops the most recently used idle connection to addr, or dials one
+// (always with fresh).
+func (p *h1Pool) get(ctx context.Context, addr string, fresh bool) (*h1Conn, error) {
+	now := time.Now()
+	p.mu.Lock()
+	for !fresh {
+		list := p.idle[addr]
+		if len(list) == 0 {
+			break
+		}
+		c := list[len(list)-1]
+		list[len(list)-1] = nil
+		p.idle[addr] = list[:len(list)-1]
+		p.mu.Unlock()
+		if now.Sub(c.idleAt) < p.idleTimeout && !c.unsolicited() {
+			return c, nil
+		}
+		c.conn.Close()
+		p.mu.Lock()
+	}
+	p.mu.Unlock()
+	conn, err := p.dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c := &h1Conn{pool: p, addr: addr, conn: conn, limit: math.MaxInt64}
+	if tc, ok := conn.(*tls.Conn); ok {
+		cs := tc.ConnectionState()
+		c.tls = &cs
+	}
+	c.br = bufio.NewReaderSize(c, 4<<10)
+	c.bw = bufio.NewWriterSize(conn, 4<<10)
+	return c, nil
+}
+
+// put returns c to the pool, or closes it when the pool is full or closed.
+func (p *h1Pool) put(c *h1Conn) {
+	c.reused = true
+	c.idleAt = time.Now()
+	p.mu.Lock()
+	if p.closed || len(p.idle[c.addr]) >= p.maxIdle {
+		p.mu.Unlock()
+		c.conn.Close()
+		return
+	}
+	p.idle[c.addr] = append(p.idle[c.addr], c)
+	if !p.sweeping {
+		p.sweeping = true
+		if p.sweep == nil {
+			p.sweep = time.AfterFunc(p.idleTimeout, p.sweepIdle)
+		} else {
+			p.sweep.Reset(p.idleTimeout)
+		}
+	}
+	p.mu.Unlock()
+}
+
+// sweepIdle closes the connections idle for idleTimeout, and runs again
+// when the oldest left would be.
+func (p *h1Pool) sweepIdle() {
+	now := time.Now()
+	var expired []*h1Conn
+	next := time.Duration(-1)
+	p.mu.Lock()
+	for addr, list := range p.idle {
+		keep := list[:0]
+		for _, c := range list {
+			if age := now.Sub(c.idleAt); age >= p.idleTimeout {
+				expired = append(expired, c)
+			} else {
+				keep = append(keep, c)
+				if left := p.idleTimeout - age; next < 0 || left < next {
+					next = left
+				}
+			}
+		}
+		clear(list[len(keep):])
+		if len(keep) == 0 {
+			delete(p.idle, addr)
+		} else {
+			p.idle[addr] = keep
+		}
+	}
+	p.sweeping = next >= 0 && !p.closed
+	if p.sweeping {
+		p.sweep.Reset(next)
+	}
+	p.mu.Unlock()
+	for _, c := range expired {
+		c.conn.Close()
+	}
+}
+
+// closeIdle closes the idle connections; with final, the pool keeps no
+// connection from then on (the Upstream is drained).
+func (p *h1Pool) closeIdle(final bool) {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = make(map[string][]*h1Conn)
+	if final {
+		p.closed = true
+	}
+	p.mu.Unlock()
+	for _, list := range idle {
+		for _, c := range list {
+			c.conn.Close()
+		}
+	}
+}
+
+func (c *h1Conn) close() { c.conn.Close() }
+
+// recancel follows a change of c's read deadline: the cancellation's
+// deadline in the past may have come before it, and is set again. (The
+// AfterFunc sets canceled before the deadline, so either this sees
+// canceled or the AfterFunc's deadline comes after the change.)
+func (c *h1Conn) recancel() {
+	if c.canceled.Load() {
+		c.conn.SetDeadline(aLongTimeAgo)
+	}
+}
+
+// unsolicited reports whether the idle c has received something since its
+// last response: bytes no request asked for, which the Transport refuses
+// ("Unsolicited response received on idle HTTP channel") by closing the
+// connection, or the server's close. Bytes already read into c's buffers
+// are found without a system call; the socket's with one peek.
+func (c *h1Conn) unsolicited() bool {
+	if c.br.Buffered() > 0 {
+		return true
+	}
+	// A deadline in the past: what the TLS layer holds is returned, the
+	// socket is not read (and a timeout leaves a tls.Conn usable).
+	c.conn.SetReadDeadline(aLongTimeAgo)
+	_, err := c.br.Peek(1)
+	c.conn.SetReadDeadline(time.Time{})
+	if err == nil || !isTimeout(err) {
+		return true
+	}
+	return idleReadable(c.conn)
+}
+
+// roundTrip writes req on c and reads the response head. retry is set on
+// an error that the Transport retries on another connection: a reused
+// connection failing before any byte of the answer.
+func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, trace *httptrace.ClientTrace) (resp *http.Response, retry bool, err error) {
+	stop := context.AfterFunc(ctx, func() {
+		c.canceled.Store(true)
+		c.conn.SetDeadline(aLongTimeAgo)
+	})
+	fail := func(err error, answered bool) (*http.Response, bool, error) {
+		stop()
+		if c.canceled.Load() {
+			return nil, false, context.Cause(ctx)
+		}
+		if !c.reused || answered {
+			return nil, false, err
+		}
+		return nil, true, err
+	}
+	if err := req.Write(c.bw); err != nil {
+		return fail(err, false)
+	}
+	if err := c.bw.Flush(); err != nil {
+		return fail(err, false)
+	}
+	if c.pool.headerTimeout > 0 {
+		c.conn.SetReadDeadline(time.Now().Add(c.pool.headerTimeout))
+		c.recancel()
+	}
+	c.limit = c.pool.maxHeader
+	c.timedOut = false
+	if _, err := c.br.Peek(1); err != nil {
+		// The read error itself, as the Transport returns it.
+		if c.timedOut && !c.canceled.Load() {
+			err = errHeaderTimeout
+		}
+		return fail(err, false)
+	}
+	for {
+		resp, err = http.ReadResponse(c.br, req)
+		if err != nil {
+			if c.timedOut && !c.canceled.Load() {
+				// Whatever ReadResponse made of what came before
+				// the deadline, the Transport's timer answers.
+				return fail(errHeaderTimeout, true)
+			}
+			if c.limit <= 0 {
+				err = fmt.Errorf("net/http: server response headers exceeded %d bytes; aborted", c.pool.maxHeader)
+			}
+			// As the Transport words a failure on a connection it
+			// closes.
+			return fail(fmt.Errorf("net/http: HTTP/1.x transport connection broken: %w", err), true)
+		}
+		code := resp.StatusCode
+		if 100 <= code && code <= 199 && code != http.StatusSwitchingProtocols {
+			if trace != nil && trace.Got1xxResponse != nil {
+				if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
+					return fail(err, true)
+				}
+				c.limit = c.pool.maxHeader
+			}
+			continue
+		}
+		break
+	}
+	c.limit = math.MaxInt64
+	if c.pool.headerTimeout > 0 {
+		c.conn.SetReadDeadline(time.Time{})
+		c.recancel()
+	}
+	resp.TLS = c.tls
+	alive := !resp.Close && !req.Close && resp.StatusCode > 199
+	if req.Method == "HEAD" || resp.ContentLength == 0 {
+		// No body to read (ReadResponse gave NoBody, or a HEAD answer
+		// whose length describes no bytes here).
+		c.done(stop, alive)
+		return resp, false, nil
+	}
+	resp.Body = &h1Body{c: c, body: resp.Body, ctx: ctx, stop: stop, alive: alive}
+	return resp, false, nil
+}
+
+// done ends a request on c: back to the pool when alive and nothing
+// cancelled it, closed otherwise.
+func (c *h1Conn) done(stop func() bool, alive bool) {
+	if !stop() || c.canceled.Load() || !alive || c.sawEOF {
+		c.close()
+		return
+	}
+	c.pool.put(c)
+}
+
+// h1Body is a response body read from a pooled connection: read to its
+// end, it gives the connection back; closed before, it closes it (the
+// Transport's bodyEOFSignal).
+type h1Body struct {
+	c     *h1Conn
+	body  io.ReadCloser
+	ctx   context.Context
+	stop  func() bool
+	alive bool
+	// err is the first error (io.EOF at the end) Read returned; once
+	// set, the connection is released.
+	err error
+}
+
+func (b *h1Body) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	n, err := b.body.Read(p)
+	if err == nil {
+		return n, nil
+	}
+	if err != io.EOF && b.c.canceled.Load() {
+		err = context.Cause(b.ctx)
+	}
+	b.err = err
+	b.c.done(b.stop, b.alive && err == io.EOF)
+	return n, err
+}
+
+func (b *h1Body) Close() error {
+	if b.err == nil {
+		b.err = errors.New("http: read on closed response body")
+		b.c.done(b.stop, false)
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	ne, ok := errors.AsType[net.Error](err)
+	return ok && ne.Timeout()
+}
