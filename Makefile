@@ -30,6 +30,11 @@ build: ## build every binary into bin/
 	@# when GOFLAGS has no -buildvcs=false (services/common/version).
 	@go build -v -trimpath -ldflags "$$(scripts/version.sh ldflags)" -o bin/ $(COMMANDS)
 
+.PHONY: images
+images: ## one OCI image per binary FROM scratch with buildah (static, user 65532, no shell) into images/NAME.tar, then check them
+	@scripts/images.sh
+	@go test -count=1 -run '^TestImages$$' ./tests/e2e/
+
 .PHONY: generate
 generate: ## regenerate gen/ from proto/ with buf and the pinned local plugins
 	@plugins="$$(dirname "$$($(TOOL) protoc-gen-go)"):$$(dirname "$$($(TOOL) protoc-gen-connect-go)"):$$(dirname "$$($(TOOL) protoc-gen-go-grpc)")"; \
