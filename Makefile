@@ -25,7 +25,15 @@ tools: ## install the pinned tools into the cache (scripts/tool.sh) and the Debi
 build: ## build every binary into bin/
 	@mkdir -p bin
 	@echo "building into bin/: $(notdir $(COMMANDS)) (go build -v lists each package it compiles)"
-	@go build -v -trimpath -o bin/ $(COMMANDS)
+	@# The version and commit go in with -X as well: the toolchain stamps
+	@# vcs.* only from a checkout whose .git is a folder (not a worktree) and
+	@# when GOFLAGS has no -buildvcs=false (services/common/version).
+	@go build -v -trimpath -ldflags "$$(scripts/version.sh ldflags)" -o bin/ $(COMMANDS)
+
+.PHONY: images
+images: ## one OCI image per binary FROM scratch with buildah (static, user 65532, no shell) into images/NAME.tar, then check them
+	@scripts/images.sh
+	@go test -count=1 -run '^TestImages$$' ./tests/e2e/
 
 .PHONY: generate
 generate: ## regenerate gen/ from proto/ with buf and the pinned local plugins

@@ -10,6 +10,8 @@ for name in "$@"; do
   case "$name" in
     # The cloud backend guide's backend: nginx with ssl_verify_client on.
     nginx-light) cmd=nginx; ver='1.22.1-*' ;;
+    # make images: OCI images from scratch, rootless-friendly (vfs storage).
+    buildah) cmd=buildah; ver='1.28.2+ds1-*' ;;
     *) echo "debian.sh: unknown package $name" >&2; exit 2 ;;
   esac
   if command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ]; then

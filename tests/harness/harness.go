@@ -88,6 +88,12 @@ func Bin(tb testing.TB, name string) string {
 		if binErr != nil {
 			return
 		}
+		// The version and commit, as make build gives them.
+		ldflags, err := exec.Command(filepath.Join(root, "scripts", "version.sh"), "ldflags").Output()
+		if err != nil {
+			binErr = fmt.Errorf("scripts/version.sh ldflags: %v", err)
+			return
+		}
 		for bin, pkg := range map[string]string{
 			"keyway-policy":  "./services/policy/cmd/keyway-policy",
 			"keyway-proxy":   "./services/proxy/cmd/keyway-proxy",
@@ -95,7 +101,7 @@ func Bin(tb testing.TB, name string) string {
 			"keyway-dev":     "./services/devstack/cmd/keyway-dev",
 			"keyway-secrets": "./services/secrets/cmd/keyway-secrets",
 		} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, bin), pkg)
+			cmd := exec.Command("go", "build", "-ldflags", strings.TrimSpace(string(ldflags)), "-o", filepath.Join(binDir, bin), pkg)
 			cmd.Dir = root
 			if out, err := cmd.CombinedOutput(); err != nil {
 				binErr = fmt.Errorf("building %s: %v\n%s", bin, err, out)

@@ -13,6 +13,11 @@
 // not set. An empty variable counts as not set. A value the flag refuses
 // (KEYWAY_PPROF=yes) is an error naming the variable, not a silent
 // default.
+//
+// --version (command line only: a KEYWAY_VERSION in the environment is
+// somebody else's) prints the binary's version and commit and makes Parse
+// return ErrVersion before anything else is parsed or checked, so that it
+// answers even where the rest of the configuration is missing or wrong.
 package envflag
 
 import (
@@ -21,10 +26,17 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/peterbourgon/ff/v3"
+
+	"keyway.dev/common/version"
 )
+
+// ErrVersion is what Parse returns after printing the version for
+// --version: the caller exits with status 0.
+var ErrVersion = errors.New("version requested")
 
 // Prefix is the services' environment prefix; keyway-dev uses DevPrefix.
 const (
@@ -54,6 +66,14 @@ func Names(prefix, flag string, aliases Aliases) []string {
 // environment names. Aliases of flags fs does not have are an error (a
 // typo would silently drop the older name).
 func Parse(fs *flag.FlagSet, prefix string, args []string, aliases Aliases) error {
+	asked, args, err := versionFlag(fs, args)
+	if err != nil {
+		return err
+	}
+	if asked {
+		fmt.Fprintln(os.Stdout, version.String(fs.Name()))
+		return ErrVersion
+	}
 	for name := range aliases {
 		if fs.Lookup(name) == nil {
 			return fmt.Errorf("envflag: alias for unknown flag --%s", name)
@@ -68,7 +88,6 @@ func Parse(fs *flag.FlagSet, prefix string, args []string, aliases Aliases) erro
 	}
 	set := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var err error
 	fs.VisitAll(func(f *flag.Flag) {
 		if err != nil || set[f.Name] {
 			return
@@ -85,6 +104,47 @@ func Parse(fs *flag.FlagSet, prefix string, args []string, aliases Aliases) erro
 		}
 	})
 	return err
+}
+
+// versionFlag looks for --version among the flags of args, the way the
+// flag package reads them (up to "--" or the first argument that is not a
+// flag; a flag that is not boolean takes the next argument as its value
+// unless written --flag=value), and returns args without --version=false.
+// --version is not one of fs's flags, so that ff gives it no environment
+// form.
+func versionFlag(fs *flag.FlagSet, args []string) (asked bool, rest []string, err error) {
+	rest = make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" || len(a) < 2 || a[0] != '-' {
+			return false, append(rest, args[i:]...), nil
+		}
+		name, value, hasValue := strings.Cut(strings.TrimPrefix(a[1:], "-"), "=")
+		if name == "version" {
+			if !hasValue {
+				return true, nil, nil
+			}
+			on, err := strconv.ParseBool(value)
+			if err != nil {
+				return false, nil, fmt.Errorf("--version=%q: want true or false", value)
+			}
+			if on {
+				return true, nil, nil
+			}
+			continue // --version=false: as if absent
+		}
+		rest = append(rest, a)
+		f := fs.Lookup(name)
+		if f == nil {
+			// Unknown (or -h): ff.Parse says so; nothing after it is read.
+			return false, append(rest, args[i+1:]...), nil
+		}
+		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); (!ok || !b.IsBoolFlag()) && !hasValue && i+1 < len(args) {
+			i++
+			rest = append(rest, args[i])
+		}
+	}
+	return false, rest, nil
 }
 
 // Usage prints fs's flags, each with its default and environment names,
@@ -105,4 +165,5 @@ func Usage(fs *flag.FlagSet, prefix string, aliases Aliases) {
 		line += "\n    \tenv " + strings.Join(Names(prefix, f.Name, aliases), ", ")
 		fmt.Fprintln(out, line)
 	})
+	fmt.Fprintln(out, "  --version\n    \tprint the version and the commit this binary was built from, then exit (command line only)")
 }

@@ -99,3 +99,54 @@ func TestUsageListsEnvironmentNames(t *testing.T) {
 		t.Errorf("Name(DevPrefix, vault-bin) = %s", got)
 	}
 }
+
+// --version answers before anything else is read: a variable the flags
+// would refuse, a missing value, an unknown flag after it.
+func TestVersionBeforeEverything(t *testing.T) {
+	for _, args := range [][]string{
+		{"--version"},
+		{"-version"},
+		{"--version=true"},
+		{"--listen", "127.0.0.1:1", "--version", "--no-such-flag"},
+		{"--pprof", "--version"},
+		{"--node-id=x", "--version"},
+	} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			t.Setenv("KEYWAY_PPROF", "yes") // refused by --pprof, were it read
+			fs, _, _, _ := flags()
+			if err := envflag.Parse(fs, envflag.Prefix, args, aliases); !errors.Is(err, envflag.ErrVersion) {
+				t.Fatalf("Parse(%q) = %v, want ErrVersion", args, err)
+			}
+		})
+	}
+}
+
+// What only looks like --version is not: a flag's value, an argument after
+// "--" or after the first non-flag, --version=false. And the environment
+// has no form of it.
+func TestVersionOnlyAsAFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args   []string
+		nodeID string
+	}{
+		{[]string{"--node-id", "--version"}, "--version"},
+		{[]string{"--version=false", "--node-id", "n"}, "n"},
+		{[]string{"--node-id", "n", "--", "--version"}, "n"},
+		{[]string{"--node-id=n", "positional", "--version"}, "n"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Setenv("KEYWAY_VERSION", "true")
+			fs, _, nodeID, _ := flags()
+			if err := envflag.Parse(fs, envflag.Prefix, tc.args, aliases); err != nil {
+				t.Fatalf("Parse(%q) = %v, want no error", tc.args, err)
+			}
+			if *nodeID != tc.nodeID {
+				t.Errorf("Parse(%q): --node-id = %q, want %q", tc.args, *nodeID, tc.nodeID)
+			}
+		})
+	}
+	fs, _, _, _ := flags()
+	if err := envflag.Parse(fs, envflag.Prefix, []string{"--version=maybe"}, aliases); err == nil || !strings.Contains(err.Error(), "--version") {
+		t.Errorf("--version=maybe: %v, want an error naming --version", err)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
 	"keyway.dev/common/limits"
+	"keyway.dev/common/version"
 )
 
 // DefaultServer is the policy service's address under `make run`.
@@ -113,7 +114,11 @@ anything, and reads and deletes what is stored.`,
 		},
 		SilenceErrors: true,
 		SilenceUsage:  true,
+		// --version: cobra answers it before any other flag is used and
+		// before PersistentPreRun, so no configuration is read.
+		Version: version.String("keywayctl"),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetIn(io.Stdin)
 	root.SetOut(io.Stdout)
 	root.SetErr(io.Stderr)
@@ -139,6 +144,7 @@ anything, and reads and deletes what is stored.`,
 		newRollbackCommand(g),
 		newAuditCommand(g),
 		newConfigCommand(g),
+		newVersionCommand(),
 	)
 	return root
 }

@@ -53,8 +53,8 @@ func realMain(ctx context.Context, args []string) error {
 	// KEYWAY_DEV_<FLAG>: the parts' own KEYWAY_<FLAG> reach them through
 	// this process's environment, and KEYWAY_VAULT names the Vault binary.
 	if err := envflag.Parse(fs, envflag.DevPrefix, args, nil); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil // -h and --help: the usage is printed; asking is no error
+		if errors.Is(err, flag.ErrHelp) || errors.Is(err, envflag.ErrVersion) {
+			return nil // -h, --help, --version: the answer is printed; asking is no error
 		}
 		return err
 	}

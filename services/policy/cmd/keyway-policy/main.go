@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -66,6 +67,9 @@ func realMain(ctx context.Context, args []string) error {
 	var acc access.Options
 	acc.RegisterFlags(fs, "API")
 	if err := envflag.Parse(fs, envflag.Prefix, args, envAliases); err != nil {
+		if errors.Is(err, envflag.ErrVersion) {
+			return nil // printed: --version answers before the flags are checked
+		}
 		return err
 	}
 	auditCfg, err := auditFlags.Config(audit.ServicePolicy, *replicas)

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -73,6 +74,9 @@ func realMain(ctx context.Context) error {
 	var adminAccess access.Options
 	adminAccess.RegisterFlags(fs, "admin port")
 	if err := envflag.Parse(fs, envflag.Prefix, os.Args[1:], envAliases); err != nil {
+		if errors.Is(err, envflag.ErrVersion) {
+			return nil // printed: --version answers before the flags are checked
+		}
 		return err
 	}
 	handshakeTimeout, err := time.ParseDuration(*hsTimeout)
