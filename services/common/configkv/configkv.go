@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
 	configv1 "keyway.dev/gen/keyway/config/v1"
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 

@@ -44,7 +44,7 @@ func parseCertificates(data string) ([]*x509.Certificate, error) {
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("certificate %d does not parse (%v); export it again, e.g. with `openssl x509 -in cert.pem -out fixed.pem`", len(certs)+1, err)
+			return nil, fmt.Errorf("certificate %d does not parse (%w); export it again, e.g. with `openssl x509 -in cert.pem -out fixed.pem`", len(certs)+1, err)
 		}
 		certs = append(certs, cert)
 	}
@@ -97,7 +97,7 @@ func parsePrivateKey(data string) (crypto.Signer, error) {
 	}
 	key, err := parseKeyDER(keys[0].Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("does not parse as PKCS#1, PKCS#8 or SEC 1 (%v); rewrite it with `openssl pkey -in key.pem -out key-pkcs8.pem`", err)
+		return nil, fmt.Errorf("does not parse as PKCS#1, PKCS#8 or SEC 1 (%w); rewrite it with `openssl pkey -in key.pem -out key-pkcs8.pem`", err)
 	}
 	return key, nil
 }

@@ -127,7 +127,9 @@ func Convert(source string, data []byte) (*Result, error) {
 		if err := enc.Encode(d); err != nil {
 			return nil, fmt.Errorf("writing YAML: %w", err)
 		}
-		enc.Close()
+		if err := enc.Close(); err != nil {
+			return nil, fmt.Errorf("writing YAML: %w", err)
+		}
 	}
 	return &Result{YAML: buf.Bytes(), Notes: c.notes, Services: c.services, Bindings: c.bindings}, nil
 }

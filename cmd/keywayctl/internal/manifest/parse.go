@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"keyway.dev/common/limits"
-	"keyway.dev/common/model"
 	"math"
 	"path/filepath"
 	"regexp"
@@ -18,6 +16,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"keyway.dev/common/limits"
+	"keyway.dev/common/model"
 	"keyway.dev/keywayctl/internal/resource"
 )
 

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"fmt"
-	"keyway.dev/common/access"
 	"net"
 	"sync"
 	"time"
@@ -12,6 +11,8 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"keyway.dev/common/access"
 )
 
 // The live probe dials what a caller names, so each caller gets a budget of
@@ -19,7 +20,7 @@ import (
 // A request probing more endpoints than the burst is refused outright.
 const (
 	DefaultProbeRate  rate.Limit = 10
-	DefaultProbeBurst            = 50
+	DefaultProbeBurst int        = 50
 	// maxProbeCallers bounds the limiters kept; beyond it, idle callers
 	// (whose budget has refilled) are forgotten first, then the least
 	// recently seen.

@@ -35,6 +35,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/configkv"
@@ -449,7 +450,7 @@ func (w *Watcher) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer kw.Stop()
+	defer func() { _ = kw.Stop() }() // the watch is abandoned; its error says it is gone already
 	if resume {
 		w.log.Info("config watch resumed", "after_revision", w.revision)
 	}

@@ -3,7 +3,6 @@ package config
 import (
 	"context"
 	"errors"
-	"keyway.dev/proxy/internal/natstest"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -12,10 +11,12 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/structpb"
+
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/model"
+	"keyway.dev/proxy/internal/natstest"
 )
 
 // startBucket runs an embedded JetStream server and returns the bucket.

@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
-	"keyway.dev/proxy/internal/natstest"
 	"log/slog"
 	"net"
 	"net/http"
@@ -19,11 +18,13 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/structpb"
+
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/access"
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/testca"
+	"keyway.dev/proxy/internal/natstest"
 	"keyway.dev/proxy/internal/node"
 )
 

@@ -233,7 +233,7 @@ func (k *KV) GetAlias(ctx context.Context, ks, alias string) (*secret.AliasRecor
 		if ttl := str(data, fieldTTL); ttl != "" {
 			d, err := time.ParseDuration(ttl)
 			if err != nil {
-				return nil, fmt.Errorf("vaultkv: %s/%s: ttl %q is not a duration such as 1h (%v): %w", k.cfg.Mount, path, ttl, err, secret.ErrInvalidValue)
+				return nil, fmt.Errorf("vaultkv: %s/%s: ttl %q is not a duration such as 1h (%w): %w", k.cfg.Mount, path, ttl, err, secret.ErrInvalidValue)
 			}
 			b.TTL = d
 		}
