@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"keyway.dev/common/limits"
 )
 
 // The errors below are shown to the user as they are: each says what is
@@ -38,9 +40,9 @@ func parseCertificates(data string) ([]*x509.Certificate, error) {
 		switch {
 		case block.Type == "CERTIFICATE":
 		case strings.Contains(block.Type, "PRIVATE KEY"):
-			return nil, fmt.Errorf("holds a private key (%s block) where certificates belong; remove the key from this field (and treat it as exposed if this text was shared)", block.Type)
+			return nil, fmt.Errorf("holds a private key (%s block) where certificates belong; remove the key from this field (and treat it as exposed if this text was shared)", limits.Value(block.Type))
 		default:
-			return nil, fmt.Errorf("holds a %s block; only CERTIFICATE blocks belong here", block.Type)
+			return nil, fmt.Errorf("holds a %s block; only CERTIFICATE blocks belong here", limits.Value(block.Type))
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
@@ -84,7 +86,7 @@ func parsePrivateKey(data string) (crypto.Signer, error) {
 		case strings.HasSuffix(block.Type, "PRIVATE KEY"):
 			keys = append(keys, block)
 		default:
-			return nil, fmt.Errorf("holds a %s block where the private key belongs; give the key as -----BEGIN PRIVATE KEY----- (PKCS#8), RSA PRIVATE KEY or EC PRIVATE KEY", block.Type)
+			return nil, fmt.Errorf("holds a %s block where the private key belongs; give the key as -----BEGIN PRIVATE KEY----- (PKCS#8), RSA PRIVATE KEY or EC PRIVATE KEY", limits.Value(block.Type))
 		}
 	}
 	switch {

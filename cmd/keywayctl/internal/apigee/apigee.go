@@ -17,6 +17,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"keyway.dev/common/limits"
 )
 
 // TargetServer is one Apigee target server. Booleans and the port are
@@ -69,7 +71,7 @@ func (f *flexible) UnmarshalJSON(b []byte) error {
 		f.raw, f.set = string(b), true
 		return nil
 	}
-	return fmt.Errorf("want a boolean, a number or a string, got %s", b)
+	return fmt.Errorf("want a boolean, a number or a string, got %s", limits.Value(string(b)))
 }
 
 // boolean reads a flexible as a boolean, def when absent.
@@ -79,7 +81,7 @@ func (f flexible) boolean(def bool) (bool, error) {
 	}
 	b, err := strconv.ParseBool(strings.TrimSpace(f.raw))
 	if err != nil {
-		return false, fmt.Errorf("%q is not true or false", f.raw)
+		return false, fmt.Errorf("%s is not true or false", limits.Quote(f.raw))
 	}
 	return b, nil
 }
@@ -165,12 +167,14 @@ type converter struct {
 	services, bindings int
 }
 
+// errorf and notef quote values (%q) by a prefix: a target server's
+// fields are the file's, of any length.
 func (c *converter) errorf(at, format string, args ...any) {
-	c.errs = append(c.errs, fmt.Errorf("%s: %s", at, fmt.Sprintf(format, args...)))
+	c.errs = append(c.errs, fmt.Errorf("%s: %s", at, fmt.Sprintf(format, limits.QuoteArgs(format, args)...)))
 }
 
 func (c *converter) notef(at, format string, args ...any) {
-	c.notes = append(c.notes, at+": "+fmt.Sprintf(format, args...))
+	c.notes = append(c.notes, at+": "+fmt.Sprintf(format, limits.QuoteArgs(format, args)...))
 }
 
 // Keyway manifest shapes, in the order their fields are written.
@@ -235,7 +239,7 @@ type certificateRef struct {
 func (c *converter) server(i int, ts TargetServer) []any {
 	at := fmt.Sprintf("targetServer[%d]", i)
 	if ts.Name != "" {
-		at = fmt.Sprintf("targetServer[%d] %q", i, ts.Name)
+		at = fmt.Sprintf("targetServer[%d] %s", i, limits.Quote(ts.Name))
 	}
 	before := len(c.errs)
 	enabled, err := ts.IsEnabled.boolean(true)

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -80,8 +81,24 @@ func (p *parser) pos(n *yaml.Node) Position {
 
 func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
 	// A value is quoted up to a prefix: a manifest may hold megabytes.
-	p.errs = append(p.errs, &Error{Pos: p.pos(n), Msg: fmt.Sprintf(format, limits.QuoteArgs(format, args)...)})
+	args = limits.QuoteArgs(format, args)
+	// Field paths (%s) are made of the keys written, which may be as long
+	// as a value.
+	for i, a := range args {
+		if s, ok := a.(string); ok && len(s) > maxPathBytes {
+			cut := maxPathBytes
+			for cut > 0 && !utf8.RuneStart(s[cut]) {
+				cut--
+			}
+			args[i] = s[:cut] + fmt.Sprintf("…(%d bytes)", len(s))
+		}
+	}
+	p.errs = append(p.errs, &Error{Pos: p.pos(n), Msg: fmt.Sprintf(format, args...)})
 }
+
+// maxPathBytes bounds a field path quoted in a message; the paths of real
+// manifests are far shorter.
+const maxPathBytes = 256
 
 // topLevel reads one document: a resource, a list {"items": [...]} as
 // `get -o json` prints it, or a sequence of resources (a JSON array).
@@ -134,13 +151,13 @@ func (p *parser) resource(n *yaml.Node) {
 	kindNode = deref(kindNode)
 	k, ok := resource.ByName(kindNode.Value)
 	if !ok || kindNode.Kind != yaml.ScalarNode {
-		msg := fmt.Sprintf("unknown kind %q; want %s", kindNode.Value, kindList())
+		msg := fmt.Sprintf("unknown kind %s; want %s", limits.Quote(kindNode.Value), kindList())
 		names := make([]string, len(resource.Kinds))
 		for i, kk := range resource.Kinds {
 			names[i] = kk.Name
 		}
 		if s := model.DidYouMean(kindNode.Value, names); s != "" {
-			msg = fmt.Sprintf("unknown kind %q; did you mean %q?", kindNode.Value, s)
+			msg = fmt.Sprintf("unknown kind %s; did you mean %q?", limits.Quote(kindNode.Value), s)
 		}
 		p.errorf(kindNode, "%s", msg)
 		return
@@ -531,7 +548,7 @@ func describe(n *yaml.Node) string {
 		case "!!null":
 			return "null"
 		}
-		return strconv.Quote(n.Value)
+		return limits.Quote(n.Value)
 	}
 	return "nothing"
 }

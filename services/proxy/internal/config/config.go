@@ -39,6 +39,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/limits"
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
 	"keyway.dev/common/telemetry"
@@ -676,7 +677,7 @@ func decodeValue(key string, value []byte, rev uint64, decode Decoder) (model.Ob
 		return model.Object{}, "ignoring an invalid resource; keeping the last good one", err
 	}
 	if got := obj.Ref(); got != ref {
-		return model.Object{}, "ignoring a resource stored under another resource's key", fmt.Errorf("config: key %q holds %s", key, got)
+		return model.Object{}, "ignoring a resource stored under another resource's key", fmt.Errorf("config: key %s holds %s", limits.Quote(key), got)
 	}
 	return obj, "", nil
 }
