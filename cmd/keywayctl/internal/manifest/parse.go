@@ -33,7 +33,7 @@ func Parse(name string, data []byte) ([]*Document, error) {
 		// and keeps columns.
 		data = bytes.ReplaceAll(data, []byte("\t"), []byte(" "))
 	}
-	p := &parser{file: name}
+	p := &parser{file: name, size: len(data), budget: 4*len(data) + minValues}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var root yaml.Node
@@ -73,6 +73,27 @@ type parser struct {
 	file string
 	docs []*Document
 	errs []error
+	size int // of the file, in bytes
+	// budget is how many more values the file may expand to. Aliases
+	// (*name) make a few bytes stand for a whole tree, and aliases of
+	// aliases for exponentially many ("billion laughs"); without a bound a
+	// 600-byte file keeps the reader busy for minutes.
+	budget int
+}
+
+// minValues, plus four values per byte of the file, is how many values the
+// documents of one file may expand to through aliases: far more than
+// anchors reused as configuration shares need.
+const minValues = 10000
+
+// spend counts one value converted; once the file's budget is spent it
+// reports why (once) and the conversion stops.
+func (c *converter) spend(n *yaml.Node) bool {
+	c.p.budget--
+	if c.p.budget == -1 {
+		c.p.errorf(n, "aliases (*name) expand this file to more than %d values; write the repeated values out, or alias fewer levels deep", 4*c.p.size+minValues)
+	}
+	return c.p.budget >= 0
 }
 
 func (p *parser) pos(n *yaml.Node) Position {
@@ -233,6 +254,9 @@ func (c *converter) record(path string, n *yaml.Node) {
 // message converts a mapping to a message of type md.
 func (c *converter) message(n *yaml.Node, md protoreflect.MessageDescriptor, path string) any {
 	n = deref(n)
+	if !c.spend(n) {
+		return nil
+	}
 	c.record(path, n)
 	if isNull(n) {
 		return nil
@@ -316,6 +340,9 @@ func (c *converter) single(n *yaml.Node, fd protoreflect.FieldDescriptor, path s
 	if fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind {
 		return c.message(n, fd.Message(), path)
 	}
+	if !c.spend(n) {
+		return nil
+	}
 	if isNull(n) {
 		return nil
 	}
@@ -394,6 +421,9 @@ func (c *converter) wellKnown(n *yaml.Node, md protoreflect.MessageDescriptor, p
 // nested path.
 func (c *converter) free(n *yaml.Node, path string) any {
 	n = deref(n)
+	if !c.spend(n) {
+		return nil
+	}
 	c.record(path, n)
 	switch n.Kind {
 	case yaml.MappingNode:
