@@ -2,8 +2,10 @@
 # fuzz.sh [FUZZTIME] — runs every fuzz target (func FuzzXxx) of the
 # workspace's modules for FUZZTIME each (default $FUZZTIME, else 5s), one
 # after the other: `go test -fuzz` takes one target of one package at a time.
-# Targets are found by `go test -list` in the packages whose tests declare
-# one, so a new fuzz test is picked up without editing this file.
+# Targets are found in the test files (func FuzzXxx(f *testing.F)), so a
+# new fuzz test is picked up without editing this file; they are read from
+# the source rather than with `go test -list`, which would build every test
+# binary once more before the fuzzing builds its own.
 #
 # A failing input is written by Go to the package's
 # testdata/fuzz/FuzzXxx/ folder: commit it with the fix, and every
@@ -13,9 +15,8 @@ cd "$(dirname "$0")/.."
 fuzztime="${1:-${FUZZTIME:-5s}}"
 modules=$(go work edit -json | sed -n 's/.*"DiskPath": "\.\/\(.*\)".*/\1/p')
 
-# The folders whose tests declare a fuzz target (-list then confirms, and
-# names them, from the compiled tests).
-mapfile -t dirs < <(grep -rlE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(' $modules | xargs -r -n1 dirname | sort -u)
+# The folders whose tests declare a fuzz target.
+mapfile -t dirs < <(grep -rlE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)' $modules | xargs -r -n1 dirname | sort -u)
 if [ "${#dirs[@]}" -eq 0 ]; then
   echo "fuzz.sh: no fuzz target found" >&2
   exit 1
@@ -25,7 +26,7 @@ failed=()
 count=0
 start=$SECONDS
 for dir in "${dirs[@]}"; do
-  for target in $(go test -list '^Fuzz' "./$dir" | grep '^Fuzz' || true); do
+  for target in $(sed -nE 's/^func (Fuzz[A-Za-z0-9_]*)\(f \*testing\.F\).*/\1/p' "$dir"/*_test.go | sort -u); do
     count=$((count + 1))
     echo "fuzz: $dir $target for $fuzztime"
     corpus="$dir/testdata/fuzz/$target"
