@@ -73,6 +73,10 @@ test: tools check-generated lint build deploy-check ## everything CI runs: gener
 fuzz: ## run every fuzz target for FUZZTIME each (default 1m; make fuzz FUZZTIME=10m); failing inputs land in testdata/fuzz/
 	@scripts/fuzz.sh $(FUZZTIME)
 
+.PHONY: test-fast
+test-fast: ## the unit tier: go test -short over every module; no Vault, no built binaries, no child processes of ours (make test runs those)
+	@go test -short -count=1 $(TESTFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
+
 .PHONY: deploy-check
 deploy-check: ## render deploy/kubernetes with kustomize and validate every object, compose.yaml and Vault's HCL, offline
 	@cd deploy && GOWORK=off go vet ./... && GOWORK=off go test -count=1 ./...

@@ -13,6 +13,7 @@ import (
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
 	"keyway.dev/common/access"
+	"keyway.dev/common/testwait"
 	"keyway.dev/tests/harness"
 )
 
@@ -55,17 +56,12 @@ func BenchmarkAuthCost(b *testing.B) {
 	req := &policyv1.GetRequest{Kind: "Service", Name: "orders"}
 	// Both services see the Service (one bucket); warm each connection.
 	for _, m := range modes {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			_, err := m.client.Get(ctx, connect.NewRequest(req))
-			if err == nil {
-				break
+		testwait.Eventually(b, 10*time.Second, func() error {
+			if _, err := m.client.Get(ctx, connect.NewRequest(req)); err != nil {
+				return fmt.Errorf("%s: Get: %w", m.name, err)
 			}
-			if time.Now().After(deadline) {
-				b.Fatalf("%s: Get: %v", m.name, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 
 	lat := make([][]float64, len(modes))

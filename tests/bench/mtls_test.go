@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
+	"keyway.dev/common/testwait"
 	"keyway.dev/tests/harness"
 )
 
@@ -176,13 +178,12 @@ func (s *setup) mtlsListener(b *testing.B, h2, newConn bool) (url string, client
 		}}
 	}
 	url = "https://" + addr + "/bench"
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := fingerprint(client(), url); err == nil {
-			return url, client
-		} else if time.Now().After(deadline) {
-			b.Fatalf("listener not served: %v", err)
+	// Polling a process we cannot subscribe to.
+	testwait.Eventually(b, 10*time.Second, func() error {
+		if _, err := fingerprint(client(), url); err != nil {
+			return fmt.Errorf("listener not served: %w", err)
 		}
-		time.Sleep(20 * time.Millisecond) // polling a process we cannot subscribe to
-	}
+		return nil
+	})
+	return url, client
 }

@@ -77,7 +77,9 @@ spec:
 	if err := os.WriteFile(p, []byte(m), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	stdout, stderr, code := c.ctl(t, "apply", "-f", p, "--wait", "--timeout", "30s")
+	// --probe=false: the cluster's upstream speaks plain HTTP; this test is
+	// about how the change reaches the node, not about the handshake.
+	stdout, stderr, code := c.ctl(t, "apply", "--probe=false", "-f", p, "--wait", "--timeout", "30s")
 	if code != 0 {
 		t.Fatalf("apply: exit %d\n%s%s", code, stdout, stderr)
 	}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/devstack/echo"
 	"keyway.dev/tests/harness"
 )
@@ -141,17 +143,12 @@ func get(t *testing.T, url string) (int, []byte) {
 // nodes are other processes that apply configuration asynchronously.
 func eventually(t *testing.T, what string, f func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		ok, last := f()
-		if ok {
-			return
+	testwait.Eventually(t, 5*time.Second, func() error {
+		if ok, last := f(); !ok {
+			return fmt.Errorf("%s; last: %s", what, last)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 5s; last: %s", what, last)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestApplyWithKeywayctlReachesMTLSUpstreamThroughTwoNodes(t *testing.T) {
@@ -231,10 +228,10 @@ func TestApplyWithKeywayctlReachesMTLSUpstreamThroughTwoNodes(t *testing.T) {
 		t.Errorf("validate of a binding trusting the wrong CA: exit %d\n%s", code, stderr)
 	}
 
-	// Applied anyway (apply does not probe unless asked): both nodes answer
-	// 502 unknown_authority.
-	if out, errOut, code := w.ctl(t, "apply", "-f", wrong); code != 0 {
-		t.Fatalf("apply wrong CA: %s%s", out, errOut)
+	// Applied anyway, without the probe: both nodes answer 502
+	// unknown_authority.
+	if out, errOut, code := w.ctl(t, "apply", "--probe=false", "-f", wrong); code != 0 {
+		t.Fatalf("apply --probe=false wrong CA: %s%s", out, errOut)
 	}
 	for _, px := range w.proxies {
 		eventually(t, "node "+px.Name+" reports unknown_authority", func() (bool, string) {
@@ -250,6 +247,73 @@ func TestApplyWithKeywayctlReachesMTLSUpstreamThroughTwoNodes(t *testing.T) {
 	}
 	if _, errOut, code := w.ctl(t, "delete", "service", "orders"); code == 0 || !strings.Contains(errOut, "Route/orders") {
 		t.Errorf("deleting a service a route still uses: exit %d, %s", code, errOut)
+	}
+}
+
+// apply probes by default: a binding whose upstream refuses Keyway's client
+// certificate is refused with the reason and the fix, and nothing is
+// stored; --probe=false (or the deprecated --no-probe) stores it, and the
+// nodes then answer with the same reason. An endpoint the policy service
+// cannot reach is a warning, and the apply succeeds.
+func TestApplyProbesByDefault(t *testing.T) {
+	w := newWorldEnv(t, nil, 1)
+	px := w.proxies[0]
+	rogue := testca.New(t, "rogue CA").Client("keyway-gateway") // the upstream trusts client certificates of upstreamCA only
+	refused := w.write(t, "refused.yaml", w.manifest(w.upstreamCA.CertPEM(), rogue, ""))
+
+	stdout, stderr, code := w.ctl(t, "apply", "-f", refused)
+	if code == 0 {
+		t.Fatalf("apply of a binding whose upstream refuses its client certificate: exit 0\n%s%s", stdout, stderr)
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`error: .*refused\.yaml:\d+:\d+: .*live probe of Service "orders" at ` + regexp.QuoteMeta(w.upstream.Addr()) + ` .*client_certificate_rejected`),
+		regexp.MustCompile(`fix: make the upstream trust the CA that issued the binding's client certificate`),
+		regexp.MustCompile(`nothing applied: 1 problem`),
+	} {
+		if !want.MatchString(stderr) {
+			t.Errorf("apply stderr does not match %s:\n%s", want, stderr)
+		}
+	}
+	for _, ref := range [][]string{{"service", "orders"}, {"route", "orders"}, {"policybinding", "orders-mtls"}} {
+		if _, errOut, code := w.ctl(t, "get", ref[0], ref[1]); code == 0 || !strings.Contains(errOut, "not found") {
+			t.Errorf("get %s %s after the refused apply: exit %d, %s; want not found", ref[0], ref[1], code, errOut)
+		}
+	}
+
+	stdout, stderr, code = w.ctl(t, "apply", "--probe=false", "-f", refused)
+	if code != 0 || !strings.Contains(stdout, "policybinding/orders-mtls created") || strings.Contains(stdout, "probe ") {
+		t.Fatalf("apply --probe=false: exit %d\n%s%s", code, stdout, stderr)
+	}
+	eventually(t, "the node answers 502 client_certificate_rejected", func() (bool, string) {
+		code, body := get(t, px.URL+"/orders/1")
+		return code == http.StatusBadGateway && jsonReason(body) == "client_certificate_rejected", fmt.Sprintf("%d %s", code, body)
+	})
+	// The deprecated spelling still works, and says what replaces it.
+	stdout, stderr, code = w.ctl(t, "apply", "--no-probe", "-f", refused)
+	if code != 0 || !strings.Contains(stdout, "unchanged") || !strings.Contains(stderr, "note: --no-probe is deprecated: use --probe=false") {
+		t.Errorf("apply --no-probe: exit %d\n%s%s", code, stdout, stderr)
+	}
+
+	// A Service the policy service cannot reach: nothing listens there.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	unreachable := w.write(t, "unreachable.yaml", strings.Replace(w.manifest(w.upstreamCA.CertPEM(), w.gateway, ""), "address: "+w.upstream.Addr(), "address: "+closed, 1))
+	stdout, stderr, code = w.ctl(t, "apply", "-f", unreachable)
+	if code != 0 {
+		t.Fatalf("apply of an unreachable endpoint: exit %d, want 0 with a warning\n%s%s", code, stdout, stderr)
+	}
+	if want := regexp.MustCompile(`warning: .*unreachable\.yaml:\d+:\d+: .*live probe could not reach Service "orders" at ` + regexp.QuoteMeta(closed) + `: connection_refused`); !want.MatchString(stderr) {
+		t.Errorf("apply stderr does not match %s:\n%s", want, stderr)
+	}
+	if want := "probe " + closed + " (SNI orders.internal): not reached: connection_refused"; !strings.Contains(stdout, want) || !strings.Contains(stdout, "service/orders updated") {
+		t.Errorf("apply stdout lacks %q and the update:\n%s", want, stdout)
+	}
+	if stdout, _, code := w.ctl(t, "get", "service", "orders", "-o", "yaml"); code != 0 || !strings.Contains(stdout, closed) {
+		t.Errorf("the Service with the unreachable endpoint is not stored: exit %d\n%s", code, stdout)
 	}
 }
 

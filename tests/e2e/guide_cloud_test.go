@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"keyway.dev/common/testwait"
 	"keyway.dev/tests/harness"
 )
 
@@ -98,24 +99,22 @@ func cloudGuide(t *testing.T) (dir, addr string) {
 		t.Fatal(err)
 	}
 	p := harness.Start(t, "nginx", nginx, nil, "-p", dir, "-c", conf)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Fatalf("nginx does not listen on %s: %v\n%s\n%s", addr, err, p.Output(), log)
-		}
+	// nginx says nothing when it listens: poll its port.
+	testwait.Eventually(t, 10*time.Second, func() error {
 		select {
 		case <-p.Exited():
 			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
 			t.Fatalf("nginx exited:\n%s\n%s", p.Output(), log)
-		case <-time.After(20 * time.Millisecond):
+		default:
 		}
-	}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			return fmt.Errorf("nginx does not listen on %s: %v\n%s\n%s", addr, err, p.Output(), log)
+		}
+		c.Close()
+		return nil
+	})
 	return dir, addr
 }
 
@@ -123,6 +122,7 @@ func cloudGuide(t *testing.T) (dir, addr string) {
 // scripts/debian.sh when it is missing).
 func nginxBinary(t *testing.T) string {
 	t.Helper()
+	harness.FullTier(t)
 	for _, p := range []string{"nginx", "/usr/sbin/nginx"} {
 		if path, err := exec.LookPath(p); err == nil {
 			return path
@@ -254,8 +254,16 @@ openssl x509 -req -in other.csr -CA other-ca.crt -CAkey other-ca.key -CAcreatese
 			if code == 0 || !strings.Contains(out+errOut, tc.reason) {
 				t.Fatalf("validate: exit %d, want the probe to fail with %s:\n%s%s", code, tc.reason, out, errOut)
 			}
-			if _, errOut, code := w.ctl(t, "apply", "--no-probe", "-f", m); code != 0 {
-				t.Fatalf("apply --no-probe: exit %d\n%s", code, errOut)
+			// apply probes as validate does, and stores nothing.
+			before, _, _ := w.ctl(t, "get", "policybinding", "order-service-mtls", "-o", "json")
+			if out, errOut, code := w.ctl(t, "apply", "-f", m); code == 0 || !strings.Contains(errOut, tc.reason) || !strings.Contains(errOut, "nothing applied") {
+				t.Fatalf("apply: exit %d, want the probe to refuse it with %s:\n%s%s", code, tc.reason, out, errOut)
+			}
+			if after, _, _ := w.ctl(t, "get", "policybinding", "order-service-mtls", "-o", "json"); after != before || !strings.Contains(after, "order-service-mtls") {
+				t.Fatalf("a refused apply changed the stored binding:\n%s\nthen\n%s", before, after)
+			}
+			if _, errOut, code := w.ctl(t, "apply", "--probe=false", "-f", m); code != 0 {
+				t.Fatalf("apply --probe=false: exit %d\n%s", code, errOut)
 			}
 			eventually(t, "the node answers with the typed reason", func() (bool, string) {
 				code, body := get(t, px.URL+"/test")

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"keyway.dev/common/testwait"
 	"keyway.dev/devstack/echo"
 	"keyway.dev/tests/harness"
 )
@@ -139,17 +140,14 @@ func (c *cluster) status(t *testing.T) rollout {
 // passes: the registry is other processes' heartbeats.
 func (c *cluster) waitStatus(t *testing.T, what string, timeout time.Duration, ok func(rollout) bool) rollout {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		r := c.status(t)
-		if ok(r) {
-			return r
+	var r rollout
+	testwait.Eventually(t, timeout, func() error {
+		if r = c.status(t); !ok(r) {
+			return fmt.Errorf("%s; last status: %+v", what, r)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s; last status: %+v", what, timeout, r)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
+	return r
 }
 
 var revisionRE = regexp.MustCompile(`\(revision (\d+)\)`)
@@ -265,13 +263,12 @@ func TestNATSRestartDuringApplies(t *testing.T) {
 	before := make([]watchStats, len(c.proxies))
 	for j, px := range c.proxies {
 		// Taken once the node serves lastRev, so that the counts compare.
-		deadline := time.Now().Add(30 * time.Second)
-		for before[j] = nodeWatch(t, px); before[j].Revision < lastRev; before[j] = nodeWatch(t, px) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s at revision %d, not %d, 30s after the apply", px.ID, before[j].Revision, lastRev)
+		testwait.Eventually(t, 30*time.Second, func() error {
+			if before[j] = nodeWatch(t, px); before[j].Revision < lastRev {
+				return fmt.Errorf("%s at revision %d, not %d, after the apply", px.ID, before[j].Revision, lastRev)
 			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	c.nats.Stop()
 	// The nodes keep serving what they have.
@@ -294,13 +291,18 @@ func TestNATSRestartDuringApplies(t *testing.T) {
 	}
 	c.nats.Start(t)
 	// Applies go through again once the policy service has reconnected.
-	deadline := time.Now().Add(60 * time.Second)
-	for after := len(acked); len(acked) < after+5; i++ {
-		if time.Now().After(deadline) {
-			t.Fatalf("applies did not recover within 60s of NATS coming back; failures: %q", failures[outage:])
+	after := len(acked)
+	testwait.Eventually(t, 60*time.Second, func() error {
+		for len(acked) < after+5 {
+			n := len(failures)
+			apply(i)
+			i++
+			if len(failures) > n {
+				return fmt.Errorf("applies did not recover since NATS came back; failures: %q", failures[outage:])
+			}
 		}
-		apply(i)
-	}
+		return nil
+	})
 	t.Logf("%d applies acknowledged, %d failed (3 while NATS was down); last revision %d", len(acked), len(failures), lastRev)
 
 	stored, _, code := c.ctl(t, "get", "services", "-o", "name")
@@ -515,14 +517,15 @@ func TestKilledNodeUnderLoad(t *testing.T) {
 		})
 	}
 	waitCount := func(what string, f func() bool) {
-		deadline := time.Now().Add(60 * time.Second)
-		for !f() {
-			if time.Now().After(deadline) {
-				close(stop)
-				wg.Wait()
-				t.Fatalf("%s: not within 60s (ok %d, failed %d)", what, ok.Load(), failed.Load())
+		if testwait.Poll(60*time.Second, func() error {
+			if !f() {
+				return errors.New(what)
 			}
-			time.Sleep(10 * time.Millisecond)
+			return nil
+		}) != nil {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("%s: not within 60s (ok %d, failed %d)", what, ok.Load(), failed.Load())
 		}
 	}
 	waitCount("load flowing", func() bool { return ok.Load() > 200 })

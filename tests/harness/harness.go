@@ -3,6 +3,10 @@
 // nodes, and the CLIs (keywayctl, buf). Binaries come from $KEYWAY_BIN and
 // $KEYWAY_NATS_SERVER / $KEYWAY_BUF when set (make test sets them); otherwise
 // they are built or installed once per test binary.
+//
+// These processes belong to the full tier (make test): under go test -short
+// (make test-fast) every helper that builds, installs or starts a binary
+// skips the test instead ([FullTier]).
 package harness
 
 import (
@@ -27,6 +31,7 @@ import (
 
 	"keyway.dev/common/natsperm"
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/common/vaulttest"
 )
 
@@ -54,11 +59,22 @@ func Root() (string, error) {
 	}
 }
 
+// FullTier skips the test under -short: it needs built binaries or child
+// processes, which only the full tier (make test) runs. Bin, Tool, Start,
+// Run and Vault call it, so tests need not.
+func FullTier(tb testing.TB) {
+	tb.Helper()
+	if testing.Short() {
+		tb.Skip("harness: end-to-end test of real processes: runs in the full tier (make test), skipped under -short (make test-fast)")
+	}
+}
+
 // Bin returns the path of a Keyway binary (keyway-policy, keyway-proxy,
 // keyway-secrets, keywayctl, keyway-dev), building all of them into a temporary folder the first time
 // when $KEYWAY_BIN is not set.
 func Bin(tb testing.TB, name string) string {
 	tb.Helper()
+	FullTier(tb)
 	binOnce.Do(func() {
 		if d := os.Getenv("KEYWAY_BIN"); d != "" {
 			binDir = d
@@ -99,6 +115,7 @@ func Bin(tb testing.TB, name string) string {
 // cache when missing.
 func Tool(tb testing.TB, name, envVar string) string {
 	tb.Helper()
+	FullTier(tb)
 	if p := os.Getenv(envVar); p != "" {
 		return p
 	}
@@ -163,6 +180,7 @@ func Start(tb testing.TB, name, bin string, ready *regexp.Regexp, args ...string
 // environment.
 func StartEnv(tb testing.TB, name, bin string, ready *regexp.Regexp, env []string, args ...string) *Process {
 	tb.Helper()
+	FullTier(tb)
 	p := &Process{Name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
 	if len(env) > 0 {
 		p.cmd.Env = append(os.Environ(), env...)
@@ -382,26 +400,23 @@ func (px *Proxy) Restart(tb testing.TB, natsURL string, args ...string) *Proxy {
 // An https URL is asked with no credential, trusting the suite's server CA.
 func WaitHTTP(tb testing.TB, url string, p *Process) {
 	tb.Helper()
-	deadline := time.Now().Add(30 * time.Second)
 	hc := client(tb, url)
-	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 200*time.Millisecond) {
-		resp, err := hc.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
+	testwait.Eventually(tb, 30*time.Second, func() error {
 		select {
 		case <-p.done:
 			tb.Fatalf("harness: %s exited (%v):\n%s", p.Name, p.err, p.out.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("harness: %s did not answer 200 within 30s (last: %v)", url, err)
+		resp, err := hc.Get(url)
+		if err != nil {
+			return fmt.Errorf("harness: %s: %w", url, err)
 		}
-		time.Sleep(delay)
-	}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("harness: %s answered %s, want 200", url, resp.Status)
+		}
+		return nil
+	})
 }
 
 // Run runs a command to completion and returns its stdout, stderr and exit
@@ -414,6 +429,7 @@ func Run(tb testing.TB, bin string, args ...string) (stdout, stderr string, code
 // RunEnv is Run with env added to the test's environment.
 func RunEnv(tb testing.TB, bin string, env []string, args ...string) (stdout, stderr string, code int) {
 	tb.Helper()
+	FullTier(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)

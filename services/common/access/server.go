@@ -17,7 +17,8 @@ import (
 	"syscall"
 )
 
-// Environment variables of the flags [Options.RegisterFlags] defines.
+// Environment variables of the flags [Options.RegisterFlags] defines, as
+// package envflag names them.
 const (
 	EnvTLSCert        = "KEYWAY_TLS_CERT"
 	EnvTLSKey         = "KEYWAY_TLS_KEY"
@@ -41,14 +42,15 @@ type Options struct {
 }
 
 // RegisterFlags defines --tls-cert, --tls-key, --client-ca,
-// --access-policy and --insecure-no-auth on fs, with defaults from the
-// environment. what names the API in the help ("API", "admin port").
+// --access-policy and --insecure-no-auth on fs; envflag.Parse reads their
+// environment forms (Env*). what names the API in the help ("API", "admin
+// port").
 func (o *Options) RegisterFlags(fs *flag.FlagSet, what string) {
-	fs.StringVar(&o.CertFile, "tls-cert", os.Getenv(EnvTLSCert), "the "+what+"'s server certificate, PEM (env "+EnvTLSCert+")")
-	fs.StringVar(&o.KeyFile, "tls-key", os.Getenv(EnvTLSKey), "key of --tls-cert, PEM (env "+EnvTLSKey+")")
-	fs.StringVar(&o.ClientCAFile, "client-ca", os.Getenv(EnvClientCA), "CA certificates whose client certificates authenticate callers of the "+what+", PEM (env "+EnvClientCA+")")
-	fs.StringVar(&o.PolicyFile, "access-policy", os.Getenv(EnvAccessPolicy), "access policy file (kind AccessPolicy): who holds which role; re-read on SIGHUP (env "+EnvAccessPolicy+")")
-	fs.BoolVar(&o.InsecureNoAuth, "insecure-no-auth", os.Getenv(EnvInsecureNoAuth) == "1", "serve the "+what+" without TLS or authentication, on a loopback address only: for measurements, never in use (env "+EnvInsecureNoAuth+"=1)")
+	fs.StringVar(&o.CertFile, "tls-cert", "", "the "+what+"'s server certificate, PEM")
+	fs.StringVar(&o.KeyFile, "tls-key", "", "key of --tls-cert, PEM")
+	fs.StringVar(&o.ClientCAFile, "client-ca", "", "CA certificates whose client certificates authenticate callers of the "+what+", PEM")
+	fs.StringVar(&o.PolicyFile, "access-policy", "", "access policy file (kind AccessPolicy): who holds which role; re-read on SIGHUP")
+	fs.BoolVar(&o.InsecureNoAuth, "insecure-no-auth", false, "serve the "+what+" without TLS or authentication, on a loopback address only: for measurements, never in use")
 }
 
 // flagsHint says which flags turn authentication on.

@@ -3,15 +3,14 @@ package audit
 import (
 	"flag"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 )
 
 // Flags are the audit stream's limits as a service's command line gives
-// them: --audit-max-age and --audit-max-bytes, or the environment's
-// KEYWAY_AUDIT_MAX_AGE and KEYWAY_AUDIT_MAX_BYTES.
+// them: --audit-max-age and --audit-max-bytes (envflag.Parse reads
+// KEYWAY_AUDIT_MAX_AGE and KEYWAY_AUDIT_MAX_BYTES).
 type Flags struct {
 	maxAge, maxBytes string
 }
@@ -19,18 +18,11 @@ type Flags struct {
 // AddFlags adds the audit flags to fs.
 func AddFlags(fs *flag.FlagSet) *Flags {
 	f := &Flags{}
-	fs.StringVar(&f.maxAge, "audit-max-age", envOr("KEYWAY_AUDIT_MAX_AGE", "2160h"),
-		"how long the audit stream keeps a record, e.g. 2160h (90 days) (env KEYWAY_AUDIT_MAX_AGE)")
-	fs.StringVar(&f.maxBytes, "audit-max-bytes", envOr("KEYWAY_AUDIT_MAX_BYTES", "1GiB"),
-		"size of the audit stream beyond which the oldest records go, e.g. 1GiB, 512MiB or bytes (env KEYWAY_AUDIT_MAX_BYTES)")
+	fs.StringVar(&f.maxAge, "audit-max-age", "2160h",
+		"how long the audit stream keeps a record, e.g. 2160h (90 days)")
+	fs.StringVar(&f.maxBytes, "audit-max-bytes", "1GiB",
+		"size of the audit stream beyond which the oldest records go, e.g. 1GiB, 512MiB or bytes")
 	return f
-}
-
-func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok && v != "" {
-		return v
-	}
-	return def
 }
 
 // Config is the writer configuration of service with replicas, once the

@@ -24,6 +24,10 @@ const (
 	ActionRollback     = "rollback"
 	ActionSecretPut    = "secret.put"
 	ActionSecretDelete = "secret.delete"
+	// ActionSecretForceDelete is a delete of a secret that resources of
+	// the configuration used, or whose users could not be determined,
+	// made with force; Detail says which.
+	ActionSecretForceDelete = "secret.delete.forced"
 )
 
 // Results of a write. An "attempt" record precedes every write; "ok" or
@@ -70,7 +74,10 @@ type Record struct {
 	Digest string `json:"digest,omitempty"`
 	Result string `json:"result"`
 	// Error says why a write failed.
-	Error   string `json:"error,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Detail says more about a write than the fields above: for a forced
+	// delete, the resources that still used the secret.
+	Detail  string `json:"detail,omitempty"`
 	TraceID string `json:"traceId,omitempty"`
 }
 
@@ -97,6 +104,7 @@ func (r Record) bounded() Record {
 	r.Actor.Addr = cut(r.Actor.Addr, maxField)
 	r.Name = cut(r.Name, maxField)
 	r.Error = cut(r.Error, maxError)
+	r.Detail = cut(r.Detail, maxError)
 	return r
 }
 

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"keyway.dev/common/retry"
 )
 
 // The stream and its subjects.
@@ -265,7 +266,7 @@ func (w *Writer) retry() {
 			return
 		case r = <-w.queue:
 		}
-		for wait := 250 * time.Millisecond; ; wait = min(2*wait, 30*time.Second) {
+		for b := retry.New(250*time.Millisecond, 30*time.Second); ; {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			err := w.publish(ctx, r)
 			cancel()
@@ -274,7 +275,7 @@ func (w *Writer) retry() {
 				w.log.Info("audit record taken by the stream after a retry", "action", r.Action, "kind", r.Kind, "name", r.Name, "id", r.ID)
 				break
 			}
-			t := time.NewTimer(wait/2 + rand.N(wait/2+1))
+			t := time.NewTimer(b.Next())
 			select {
 			case <-w.stop:
 				t.Stop()

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,25 +14,13 @@ import (
 
 	"keyway.dev/common/audit"
 	"keyway.dev/common/audit/audittest"
+	"keyway.dev/common/envflag"
+	"keyway.dev/common/natstest"
 )
 
 func startNATS(t *testing.T) *nats.Conn {
 	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
+	return natstest.Start(t).Connect(t)
 }
 
 func open(t *testing.T, js jetstream.JetStream, cfg audit.Config) *audit.Writer {
@@ -189,7 +176,7 @@ func TestFlags(t *testing.T) {
 			}
 			fs := flag.NewFlagSet("test", flag.ContinueOnError)
 			f := audit.AddFlags(fs)
-			if err := fs.Parse(tc.args); err != nil {
+			if err := envflag.Parse(fs, envflag.Prefix, tc.args, nil); err != nil {
 				t.Fatal(err)
 			}
 			c, err := f.Config(audit.ServicePolicy, 3)
@@ -212,21 +199,7 @@ func TestFlags(t *testing.T) {
 // BenchmarkWriteRecords is what the audit trail adds to one write: an
 // attempt record acknowledged before it, an outcome record after it.
 func BenchmarkWriteRecords(b *testing.B) {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: b.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ns.Start()
-	defer ns.Shutdown()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		b.Fatal("nats-server not ready")
-	}
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	js := natstest.Start(b).JetStream(b)
 	w, err := audit.Open(context.Background(), js, audit.Config{Service: audit.ServicePolicy}, nil)
 	if err != nil {
 		b.Fatal(err)

@@ -2,7 +2,8 @@
 // for tests: a self-signed root, and leaf certificates with whatever shape a
 // case needs (SANs or none, RSA of any size, expired, not yet valid).
 //
-// It is not a production CA: keys live in memory and nothing is revoked.
+// It is not a production CA: keys live in memory, and it keeps no record of
+// what it issued or revoked; [CA.CRL] signs whatever list it is given.
 package devca
 
 import (
@@ -66,6 +67,14 @@ type Options struct {
 	IsCA bool
 	// ExtKeyUsage replaces the default (server and client authentication).
 	ExtKeyUsage []x509.ExtKeyUsage
+	// CRLDistributionPoints are URLs where the CA publishes the CRL that
+	// covers the certificate.
+	CRLDistributionPoints []string
+	// OCSPServer are URLs of OCSP responders for the certificate (its
+	// authority information access).
+	OCSPServer []string
+	// SerialNumber replaces the random serial number.
+	SerialNumber *big.Int
 }
 
 // New makes a self-signed root CA with an ECDSA P-256 key, valid for ten
@@ -157,6 +166,12 @@ func (ca *CA) Issue(opts Options) (*KeyPair, error) {
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+
+		CRLDistributionPoints: opts.CRLDistributionPoints,
+		OCSPServer:            opts.OCSPServer,
+	}
+	if opts.SerialNumber != nil {
+		tmpl.SerialNumber = opts.SerialNumber
 	}
 	if opts.ExtKeyUsage != nil {
 		tmpl.ExtKeyUsage = opts.ExtKeyUsage
@@ -166,7 +181,8 @@ func (ca *CA) Issue(opts Options) (*KeyPair, error) {
 	}
 	if opts.IsCA {
 		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-		tmpl.KeyUsage |= x509.KeyUsageCertSign
+		// A CA signs the CRLs that revoke what it issued.
+		tmpl.KeyUsage |= x509.KeyUsageCertSign | x509.KeyUsageCRLSign
 		tmpl.ExtKeyUsage = nil
 	}
 	if !opts.NoSAN {
@@ -211,4 +227,42 @@ func serial() *big.Int {
 		panic(fmt.Sprintf("devca: reading random serial: %v", err))
 	}
 	return n
+}
+
+// CRLOptions shape a certificate revocation list. The zero value is an
+// empty list valid from now for a day, number 1.
+type CRLOptions struct {
+	// Revoked are the entries: serial number, revocation time and reason.
+	Revoked    []x509.RevocationListEntry
+	ThisUpdate time.Time
+	NextUpdate time.Time
+	// Number is the CRL number; CAs increase it with each list.
+	Number int64
+}
+
+// CRL signs a certificate revocation list (DER) with the CA's key.
+func (ca *CA) CRL(opts CRLOptions) ([]byte, error) {
+	now := time.Now()
+	this, next := opts.ThisUpdate, opts.NextUpdate
+	if this.IsZero() {
+		this = now
+	}
+	if next.IsZero() {
+		next = this.Add(24 * time.Hour)
+	}
+	number := opts.Number
+	if number == 0 {
+		number = 1
+	}
+	tmpl := &x509.RevocationList{
+		RevokedCertificateEntries: opts.Revoked,
+		Number:                    big.NewInt(number),
+		ThisUpdate:                this,
+		NextUpdate:                next,
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("signing CRL of %q: %w", ca.Cert.Subject.CommonName, err)
+	}
+	return der, nil
 }

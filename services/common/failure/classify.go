@@ -131,6 +131,9 @@ func diagnose(err error, hs HandshakeFacts) Diagnosis {
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		return Diagnosis{Reason: ConnectionRefused}
 	}
+	if errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) {
+		return Diagnosis{Reason: HostUnreachable}
+	}
 	if code, ok := AlertCode(err); ok {
 		return alertFailure(code, err, hs)
 	}
@@ -218,6 +221,27 @@ func legacyCommonName(c *x509.Certificate) bool {
 		len(c.DNSNames) == 0 && len(c.IPAddresses) == 0 && len(c.URIs) == 0 && len(c.EmailAddresses) == 0
 }
 
+// UnexpandedVariable says what happened when a certificate's Common Name
+// is a shell variable as written, such as "${SERVER_HOST}": an openssl
+// command that quoted -subj in single quotes ('/CN=${SERVER_HOST}', as
+// Apigee's mTLS guide does), where the shell expands nothing. It returns ""
+// for any other name.
+func UnexpandedVariable(cn string) string {
+	if !strings.Contains(cn, "$") {
+		return ""
+	}
+	return fmt.Sprintf(" Its Common Name %q is a shell variable that was never expanded: the openssl command that made it quoted -subj in single quotes, "+
+		"where the shell replaces nothing; reissue it with the host name written out, or in double quotes (-subj \"/CN=${SERVER_HOST}\" with SERVER_HOST set).", limitName(cn))
+}
+
+// limitName bounds a name taken from a certificate for a message.
+func limitName(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
 func legacyFix(c *x509.Certificate, host string) string {
 	if host == "" {
 		host = c.Subject.CommonName
@@ -231,7 +255,7 @@ func legacyFix(c *x509.Certificate, host string) string {
 		"Reissue it with a SAN. Self-signed: openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.crt -days 365 -subj %q -addext %q. "+
 		"CA-signed: openssl req -new -key server.key -subj %q -addext %q -out server.csr && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -copy_extensions copy -days 365 -out server.crt. "+
 		"Or, to accept this certificate as it is, set legacyCommonName: true in the tls-outbound binding's config: the Common Name is then matched when there is no DNS SAN, and the chain, expiry and key usage are still verified",
-		c.Subject.String(), subj, "subjectAltName="+san, subj, "subjectAltName="+san)
+		c.Subject.String(), subj, "subjectAltName="+san, subj, "subjectAltName="+san) + UnexpandedVariable(c.Subject.CommonName)
 }
 
 func sanList(c *x509.Certificate) string {

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -228,6 +230,8 @@ func TestClassifyErrors(t *testing.T) {
 	}{
 		{"dns", &net.OpError{Op: "dial", Err: &net.DNSError{Name: "nowhere.invalid", Err: "no such host", IsNotFound: true}}, failure.HandshakeFacts{}, failure.DNSFailure},
 		{"dial timeout", &net.OpError{Op: "dial", Err: context.DeadlineExceeded}, failure.HandshakeFacts{Phase: failure.PhaseDial}, failure.DialTimeout},
+		{"no route to host", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.EHOSTUNREACH)}, failure.HandshakeFacts{Phase: failure.PhaseDial}, failure.HostUnreachable},
+		{"network unreachable", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ENETUNREACH)}, failure.HandshakeFacts{Phase: failure.PhaseDial}, failure.HostUnreachable},
 		{"response timeout", context.DeadlineExceeded, failure.HandshakeFacts{Phase: failure.PhaseRequest}, failure.UpstreamTimeout},
 		{"canceled", context.Canceled, failure.HandshakeFacts{Phase: failure.PhaseRequest}, failure.ClientCanceled},
 		{"reset", &net.OpError{Op: "read", Err: errors.New("x")}, failure.HandshakeFacts{Phase: failure.PhaseRequest}, failure.Unknown},

@@ -28,6 +28,12 @@ const (
 	SANMismatch        Reason = "san_mismatch"
 	LegacyCommonName   Reason = "legacy_common_name"
 	InvalidCertificate Reason = "invalid_certificate"
+	// Revoked is a certificate its CA revoked (a CRL or an OCSP response
+	// lists it); RevocationUnknown one whose revocation status no current
+	// list or response gives, refused by a hard-fail revocation mode. Both
+	// are used for upstreams and, with 401, for clients on a Listener.
+	Revoked           Reason = "revoked"
+	RevocationUnknown Reason = "revocation_unknown"
 
 	// TLS: our client certificate, as the upstream judges it.
 	NoClientCertificate       Reason = "no_client_certificate"
@@ -47,6 +53,7 @@ const (
 
 	// Connection.
 	ConnectionRefused Reason = "connection_refused"
+	HostUnreachable   Reason = "host_unreachable"
 	DNSFailure        Reason = "dns_failure"
 	UpstreamReset     Reason = "upstream_reset"
 
@@ -111,6 +118,12 @@ var reasons = map[Reason]info{
 	InvalidCertificate: {ClassTLS,
 		"the upstream's certificate cannot be used (wrong key usage, name constraints, malformed)",
 		"reissue the upstream's certificate for server authentication"},
+	Revoked: {ClassTLS,
+		"the upstream's certificate has been revoked by its CA (a CRL or an OCSP response lists it)",
+		"have the upstream serve a certificate that is not revoked: renew it with its CA"},
+	RevocationUnknown: {ClassTLS,
+		"the revocation status of the upstream's certificate is unknown (no current CRL or OCSP response covers it) and the binding's revocation mode is hard-fail",
+		"make the CRL or OCSP responder reachable from the proxy node (its log line names the source and the error), or set the binding's revocation mode to soft-fail"},
 	NoClientCertificate: {ClassTLS,
 		"the upstream requires a client certificate and the binding has none",
 		"add certificate.crt and certificate.key to the tls-outbound binding"},
@@ -144,6 +157,9 @@ var reasons = map[Reason]info{
 	ConnectionRefused: {ClassConnection,
 		"nothing listens on the upstream endpoint (connection refused)",
 		"start the upstream or fix the Service's address/endpoints"},
+	HostUnreachable: {ClassConnection,
+		"there is no network route to the upstream endpoint (host or network unreachable)",
+		"check the Service's address/endpoints, and the routes and firewalls between the proxy node and the upstream"},
 	DNSFailure: {ClassConnection,
 		"the upstream's host name does not resolve",
 		"fix the host name in the Service's address/endpoints, or the node's DNS"},
@@ -207,6 +223,12 @@ var inbound = map[Reason]info{
 	HandshakeTimeout: {ClassTimeout,
 		"the client did not complete the TLS handshake in time",
 		"check the client; a slow or idle client is cut off after the handshake timeout"},
+	Revoked: {ClassTLS,
+		"the client certificate has been revoked by its CA (a CRL or an OCSP response lists it)",
+		"issue the client a new certificate; a revoked certificate is refused on new and already open connections"},
+	RevocationUnknown: {ClassTLS,
+		"the revocation status of the client certificate is unknown (no current CRL or OCSP response covers it) and the Listener host's revocation mode is hard-fail",
+		"make the CRL or OCSP responder reachable from the proxy node (its log line names the source and the error), or set the host's revocation mode to soft-fail"},
 	HandshakeFailure: {ClassTLS,
 		"the TLS handshake with the client failed (the client may have refused the server certificate)",
 		"check that the client trusts the CA of the host's certificate and asks for one of its hostnames (SNI); the node's log line has the detail"},

@@ -192,3 +192,23 @@ func TestFingerprint(t *testing.T) {
 		}
 	}
 }
+
+// Port 0 in a Listener address is refused unless the test asks for it; a
+// Service endpoint's port 0 is refused either way.
+func TestDecodeAllowPortZero(t *testing.T) {
+	t.Parallel()
+	listener := &policyv1.Resource{Kind: &policyv1.Resource_Listener{Listener: &policyv1.Listener{
+		ApiVersion: model.APIVersion, Kind: model.KindListener, Metadata: &policyv1.ObjectMeta{Name: "edge"},
+		Spec: &policyv1.ListenerSpec{Address: "127.0.0.1:0"},
+	}}}
+	if _, err := model.Decode(listener); err == nil || !strings.Contains(err.Error(), `port "0" is not a number from 1 to 65535`) {
+		t.Errorf("Decode of a Listener on port 0: %v, want the port refused", err)
+	}
+	obj, err := model.Decode(listener, model.AllowPortZero())
+	if err != nil || obj.Listener == nil || obj.Listener.Address != "127.0.0.1:0" {
+		t.Errorf("Decode with AllowPortZero: %+v, %v; want Listener edge on 127.0.0.1:0", obj, err)
+	}
+	if _, err := model.Decode(service("orders", "orders.internal:0"), model.AllowPortZero()); err == nil {
+		t.Error("AllowPortZero let a Service endpoint have port 0")
+	}
+}

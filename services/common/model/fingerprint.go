@@ -84,6 +84,10 @@ func (w fingerprintWriter) sum() string { return hex.EncodeToString(w.h.Sum(nil)
 func fingerprint(o *OutboundTLS) string {
 	w := newFingerprintWriter(fingerprintVersion)
 	w.flag("skip", o.SkipValidation)
+	// Only when set, so that other contexts keep their fingerprints.
+	if o.SystemRoots {
+		w.flag("system-roots", true)
+	}
 	for _, ca := range o.TrustedCAs {
 		w.put("ca", ca.Raw)
 	}
@@ -134,5 +138,6 @@ func hostFingerprint(h *ListenerHost) string {
 	}
 	w.put("depth", binary.BigEndian.AppendUint64(nil, uint64(h.VerifyDepth)))
 	w.protocol(h.MinVersion, h.MaxVersion, h.CipherSuites, h.ALPN)
+	h.Revocation.fingerprint(w)
 	return w.sum()
 }

@@ -41,6 +41,15 @@ func verifiesClients(mode tls.ClientAuthType) bool {
 	return mode == tls.VerifyClientCertIfGiven || mode == tls.RequireAndVerifyClientCert
 }
 
+// minListenPort is the lowest port a Listener address may have: 1, or 0
+// under [AllowPortZero].
+func (c *checker) minListenPort() int {
+	if c.portZero {
+		return 0
+	}
+	return 1
+}
+
 // listener builds a Listener from its spec; at is the path of the spec.
 func (c *checker) listener(at fieldPath, name string, spec *policyv1.ListenerSpec) *Listener {
 	l := &Listener{Name: name, Address: spec.GetAddress()}
@@ -48,7 +57,7 @@ func (c *checker) listener(at fieldPath, name string, spec *policyv1.ListenerSpe
 	case l.Address == "":
 		c.errorf(at.Child("address"), "address is required: give the host:port every proxy node listens on, e.g. \"0.0.0.0:8443\" (all interfaces) or \"127.0.0.1:8443\"")
 	default:
-		if msg := addressProblem(l.Address, "address", "0.0.0.0", "give the port to listen on"); msg != "" {
+		if msg := addressProblem(l.Address, "address", "0.0.0.0", "give the port to listen on", c.minListenPort()); msg != "" {
 			c.errorf(at.Child("address"), "%s", msg)
 		}
 	}
@@ -134,6 +143,8 @@ func (c *checker) listenerHost(at fieldPath, h *policyv1.ListenerHost, seen map[
 	if out.VerifyDepth > 0 && !verifiesClients(out.ClientAuth) && knownClientAuth(h.GetClientAuth()) {
 		c.warnf(at.Child(fieldVerifyDepth), "verifyDepth is ignored because client certificates are not verified with clientAuth: %s; remove it, or use verify-if-given or require-and-verify", clientAuthName(out.ClientAuth))
 	}
+
+	out.Revocation = c.listenerRevocation(at.Child(fieldRevocation), h.GetRevocation(), out.ClientAuth, knownClientAuth(h.GetClientAuth()))
 
 	protocol := c.tlsProtocol(tlsParams{
 		at:         at,
@@ -388,7 +399,7 @@ func (c *checker) listenerAddresses(entries []built, stored Catalog) {
 	}
 	for _, e := range entries {
 		l := e.obj.Listener
-		if l == nil || l.Address == "" || addressProblem(l.Address, "", "", "") != "" {
+		if l == nil || l.Address == "" || addressProblem(l.Address, "", "", "", c.minListenPort()) != "" {
 			continue
 		}
 		key := addressKey(l.Address)

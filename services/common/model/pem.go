@@ -23,11 +23,69 @@ import (
 
 const pemInYAML = "in YAML write the PEM as a block scalar (field: |) so its line breaks are kept"
 
+// maxCommentScan bounds how much of a field CommentedPEM reads: a PEM field
+// may hold a large bundle, and the answer is about its first marked line.
+const maxCommentScan = 1 << 20
+
+// CommentedPEM finds the first line of data that is a PEM boundary
+// ("-----BEGIN …" or "-----END …") commented out with '#', as Flex
+// Gateway's guides print their samples ("# -----BEGIN CERTIFICATE-----").
+// In a YAML block scalar (field: |) a '#' does not start a comment, so such
+// a line is part of the value and its block is not read. line is 1-based
+// within data; 0 when there is none.
+func CommentedPEM(data string) (line int, text string) {
+	if len(data) > maxCommentScan {
+		data = data[:maxCommentScan]
+	}
+	for i, l := range strings.Split(data, "\n") {
+		t := strings.TrimSpace(l)
+		if !strings.HasPrefix(t, "#") {
+			continue
+		}
+		t = strings.TrimSpace(strings.TrimLeft(t, "#"))
+		if strings.HasPrefix(t, "-----BEGIN ") || strings.HasPrefix(t, "-----END ") {
+			return i + 1, strings.TrimRight(l, "\r")
+		}
+	}
+	return 0, ""
+}
+
+// CommentedPEMFix says what to do about a block CommentedPEM found: what
+// follows "holds a PEM block commented out with '#' at …".
+func CommentedPEMFix(data string) string {
+	fix := "in a YAML block scalar (|) a '#' does not start a comment, it is part of the PEM; remove the '#' (and the space after it) from the start of each line of the block"
+	if strings.Contains(data, "# insert ") {
+		// The guide's placeholder lines: "# insert certificate".
+		fix += ", and put the PEM itself (from its -----BEGIN line to its -----END line) in place of the placeholder \"# insert …\" line"
+	}
+	return fix
+}
+
+// commentedPEMError is the error of a field whose PEM is commented out.
+func commentedPEMError(data string) error {
+	line, text := CommentedPEM(data)
+	if line == 0 {
+		return nil
+	}
+	return fmt.Errorf("holds a PEM block commented out with '#': line %d of the value is %q; %s", line, limitText(strings.TrimSpace(text), 80), CommentedPEMFix(data))
+}
+
+// limitText cuts s to n bytes for a message.
+func limitText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
 // parseCertificates parses one or more CERTIFICATE blocks, in order. Text
 // around the blocks (such as `openssl x509 -text` output) is ignored.
 func parseCertificates(data string) ([]*x509.Certificate, error) {
 	if strings.TrimSpace(data) == "" {
 		return nil, errors.New("is empty; give one or more PEM blocks -----BEGIN CERTIFICATE-----")
+	}
+	if err := commentedPEMError(data); err != nil {
+		return nil, err
 	}
 	var certs []*x509.Certificate
 	rest := []byte(data)
@@ -64,6 +122,9 @@ func parseCertificates(data string) ([]*x509.Certificate, error) {
 func parsePrivateKey(data string) (crypto.Signer, error) {
 	if strings.TrimSpace(data) == "" {
 		return nil, errors.New("is empty; give the certificate's private key in PEM (-----BEGIN PRIVATE KEY-----)")
+	}
+	if err := commentedPEMError(data); err != nil {
+		return nil, err
 	}
 	var keys []*pem.Block
 	rest := []byte(data)

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
 )
 
 // SecretRef names a key pair held by the secrets service: an alias of a
@@ -53,12 +55,18 @@ type AliasInfo struct {
 	// certificate (usage "server"), which the secrets service checked for
 	// a SAN.
 	Server bool
+	// Rejected, when set, says that the backend's newest version was
+	// refused by the secrets service, and why; Chain is then the version
+	// still served, if any.
+	Rejected string
 }
 
 // TruststoreInfo describes a truststore.
 type TruststoreInfo struct {
 	Version      string
 	Certificates []CertSummary
+	// Rejected is as AliasInfo.Rejected.
+	Rejected string
 }
 
 // CertSummary describes a certificate the secrets service holds: it answers
@@ -143,6 +151,31 @@ type refCheck struct {
 	hostnamesAt fieldPath
 }
 
+// SecretUse is one reference of a resource to the secrets service.
+type SecretUse struct {
+	// Field is where the reference is, below the resource
+	// ("policyBinding.spec.config.certificate").
+	Field string
+	// Alias is set for a key pair; Truststore otherwise.
+	Alias      *SecretRef
+	Truststore string
+}
+
+// SecretUses lists the references of one stored resource to the secrets
+// service: every alias and truststore a proxy node would resolve for it. It
+// parses as [Decode] does; a resource that breaks other rules still
+// reports the references it names, so that a caller deciding whether a
+// secret is in use errs on the side of "in use".
+func SecretUses(res *policyv1.Resource) []SecretUse {
+	c := &checker{decode: true}
+	c.resource("", res)
+	out := make([]SecretUse, 0, len(c.refs))
+	for _, r := range c.refs {
+		out = append(out, SecretUse{Field: string(r.at), Alias: r.alias, Truststore: r.truststore})
+	}
+	return out
+}
+
 // aliasRef reads {keystore, alias} at at (the path of the object holding
 // them) and records it for checking; it returns nil when the names are
 // invalid (already reported).
@@ -219,6 +252,20 @@ func (c *checker) checkRefs(ctx context.Context, secrets Secrets) {
 	}
 }
 
+// putAliasCommand is the keywayctl command that stores a key pair under
+// keystore/alias. Fixes name the command, not the RPC behind it
+// (SecretsService.PutAlias): keywayctl is how people store key pairs, and
+// API clients find the RPC for each command in the keywayctl reference.
+// The names are safe to paste: references are checked to be letters,
+// digits, hyphens and underscores before they are looked up.
+func putAliasCommand(keystore, alias string, role keyPairRole) string {
+	usage := ""
+	if role.name == serverRole.name {
+		usage = " --usage server"
+	}
+	return fmt.Sprintf("`keywayctl secrets put --keystore %s --alias %s --cert CERT.pem --key KEY.pem%s`", keystore, alias, usage)
+}
+
 // unreachable reports a reference that could not be checked.
 func (c *checker) unreachable(at fieldPath, what string, err error) {
 	if errors.Is(err, errNoSecrets) {
@@ -235,17 +282,24 @@ func (c *checker) checkAlias(r refCheck, info AliasInfo, err error) {
 		var nf *NotFoundError
 		switch {
 		case errors.As(err, &nf) && nf.Kind == fieldKeystore:
-			c.errorf(r.at.Child(fieldKeystore), "keystore %q does not exist in the secrets service%s; create it by storing an alias in it (SecretsService.PutAlias), or fix the name", ks, known("keystores", ks, nf.Known))
+			c.errorf(r.at.Child(fieldKeystore), "keystore %q does not exist in the secrets service%s; create it by storing the key pair in it (%s), or fix the name", ks, known("keystores", ks, nf.Known), putAliasCommand(ks, al, r.role))
 		case errors.As(err, &nf):
-			c.errorf(r.at.Child(fieldAlias), "alias %q does not exist in keystore %q%s; store the key pair under that alias (SecretsService.PutAlias), or fix the name", al, ks, known("aliases there", al, nf.Known))
+			c.errorf(r.at.Child(fieldAlias), "alias %q does not exist in keystore %q%s; store the key pair under that alias (%s), or fix the name", al, ks, known("aliases there", al, nf.Known), putAliasCommand(ks, al, r.role))
 		default:
 			c.unreachable(r.at, subject, err)
 		}
 		return
 	}
 	if len(info.Chain) == 0 {
+		if info.Rejected != "" {
+			c.errorf(r.at, "%s has no version the secrets service serves: %s; store a good certificate chain and key under it", subject, info.Rejected)
+			return
+		}
 		c.errorf(r.at, "%s holds no certificate; store the certificate chain and key under it again", subject)
 		return
+	}
+	if info.Rejected != "" {
+		c.warnf(r.at, "%s: %s; version %s is served until a good version is stored", subject, info.Rejected, info.Version)
 	}
 	crtAt := r.at.Child(fieldAlias)
 	for _, cert := range info.Chain {
@@ -301,15 +355,22 @@ func (c *checker) checkTruststore(r refCheck, info TruststoreInfo, err error) {
 	if err != nil {
 		var nf *NotFoundError
 		if errors.As(err, &nf) {
-			c.errorf(r.at, "truststore %q does not exist in the secrets service%s; store the CA bundle under that name (SecretsService.PutTruststore), or fix the name", r.truststore, known("truststores", r.truststore, nf.Known))
+			c.errorf(r.at, "truststore %q does not exist in the secrets service%s; store the CA bundle under that name (`keywayctl secrets put --truststore %s --cert CA.pem`), or fix the name", r.truststore, known("truststores", r.truststore, nf.Known), r.truststore)
 			return
 		}
 		c.unreachable(r.at, subject, err)
 		return
 	}
 	if len(info.Certificates) == 0 {
+		if info.Rejected != "" {
+			c.errorf(r.at, "%s has no version the secrets service serves: %s; store a good CA bundle under it", subject, info.Rejected)
+			return
+		}
 		c.errorf(r.at, "%s holds no certificate; store the CA bundle under it again", subject)
 		return
+	}
+	if info.Rejected != "" {
+		c.warnf(r.at, "%s: %s; version %s is served until a good version is stored", subject, info.Rejected, info.Version)
 	}
 	var outside []int
 	for i, cert := range info.Certificates {

@@ -27,6 +27,9 @@ type fakeSecrets struct {
 	// calls counts the questions asked, to check each is asked once;
 	// parallel tests share a fake.
 	calls atomic.Int64
+	// rejected holds the secrets service's rejection of the newest
+	// version, by "keystore/alias" or truststore name.
+	rejected map[string]string
 }
 
 func (f *fakeSecrets) Alias(_ context.Context, keystore, alias string) (model.AliasInfo, error) {
@@ -50,7 +53,7 @@ func (f *fakeSecrets) Alias(_ context.Context, keystore, alias string) (model.Al
 	if !ok {
 		return model.AliasInfo{}, &model.NotFoundError{Kind: "alias", Name: alias, Known: aliases}
 	}
-	info := model.AliasInfo{Version: "3"}
+	info := model.AliasInfo{Version: "3", Rejected: f.rejected[keystore+"/"+alias]}
 	for _, c := range chain {
 		info.Chain = append(info.Chain, model.Summarize(c))
 	}
@@ -70,7 +73,7 @@ func (f *fakeSecrets) Truststore(_ context.Context, name string) (model.Truststo
 		}
 		return model.TruststoreInfo{}, &model.NotFoundError{Kind: "truststore", Name: name, Known: known}
 	}
-	info := model.TruststoreInfo{Version: "1"}
+	info := model.TruststoreInfo{Version: "1", Rejected: f.rejected[name]}
 	for _, c := range certs {
 		info.Certificates = append(info.Certificates, model.Summarize(c))
 	}
@@ -137,17 +140,29 @@ func TestValidateReferences(t *testing.T) {
 		{
 			name:      "missing keystore, with a suggestion",
 			resources: withService(t, with(verified(ca), "certificate", ref("edgee", "gw"))),
-			errors:    []want{{config + ".certificate.keystore", `keystore "edgee" does not exist in the secrets service (did you mean "edge"? keystores: "edge", "internal")`}},
+			errors: []want{{config + ".certificate.keystore", `keystore "edgee" does not exist in the secrets service (did you mean "edge"? keystores: "edge", "internal"); ` +
+				"create it by storing the key pair in it (`keywayctl secrets put --keystore edgee --alias gw --cert CERT.pem --key KEY.pem`), or fix the name"}},
 		},
 		{
 			name:      "missing alias",
 			resources: withService(t, with(verified(ca), "certificate", ref("internal", "gw"))),
-			errors:    []want{{config + ".certificate.alias", `alias "gw" does not exist in keystore "internal" (aliases there: "service")`}},
+			errors: []want{{config + ".certificate.alias", `alias "gw" does not exist in keystore "internal" (aliases there: "service"); ` +
+				"store the key pair under that alias (`keywayctl secrets put --keystore internal --alias gw --cert CERT.pem --key KEY.pem`), or fix the name"}},
 		},
 		{
 			name:      "missing truststore",
 			resources: withService(t, map[string]any{"skipValidation": false, "trustedCA": truststore("upstream-ca")}),
-			errors:    []want{{config + ".trustedCA.truststore", `truststore "upstream-ca" does not exist in the secrets service (did you mean "upstream-cas"?`}},
+			errors: []want{
+				{config + ".trustedCA.truststore", `truststore "upstream-ca" does not exist in the secrets service (did you mean "upstream-cas"?`},
+			},
+		},
+		{
+			// The fix names the command that stores it, never the RPC.
+			name:      "missing truststore: the fix",
+			resources: withService(t, map[string]any{"skipValidation": false, "trustedCA": truststore("upstream-ca")}),
+			errors: []want{
+				{config + ".trustedCA.truststore", "; store the CA bundle under that name (`keywayctl secrets put --truststore upstream-ca --cert CA.pem`), or fix the name"},
+			},
 		},
 		{
 			name:      "expired certificate behind an alias",
@@ -236,6 +251,12 @@ func TestValidateReferences(t *testing.T) {
 			resources: []*policyv1.Resource{listener("public", "127.0.0.1:8443", refHost("edge", "api", names("api.example.com"), asDefault,
 				verifying("require-and-verify", ca.CertPEM()), func(h *policyv1.ListenerHost) { h.ClientTruststore = "clients" }))},
 			errors: []want{{hostPath + ".clientTruststore", "clientCAs and clientTruststore are both given; give one"}},
+		},
+		{
+			name:      "listener alias missing: the fix stores a server certificate",
+			resources: []*policyv1.Resource{listener("public", "127.0.0.1:8443", refHost("edge", "www", names("api.example.com"), asDefault))},
+			errors: []want{{hostPath + ".certificate.alias",
+				"store the key pair under that alias (`keywayctl secrets put --keystore edge --alias www --cert CERT.pem --key KEY.pem --usage server`), or fix the name"}},
 		},
 		{
 			name:      "listener clientTruststore without verification",
@@ -368,4 +389,85 @@ func TestDecodeKeepsReferences(t *testing.T) {
 	if h := l.Listener.Hosts[0]; h.CertificateRef == nil || h.ClientTruststore != "clients" || !h.References() {
 		t.Errorf("decoded host %+v, want the references kept", h)
 	}
+}
+
+// SecretUses finds every reference a stored resource makes to the secrets
+// service, with the field that holds it: what the secrets service checks
+// before it deletes an alias or a truststore.
+func TestSecretUses(t *testing.T) {
+	t.Parallel()
+	ca := testca.New(t, "uses CA")
+	outbound := binding(t, "orders-mtls", "orders", map[string]any{
+		"skipValidation": false,
+		"trustedCA":      map[string]any{"truststore": "upstream-cas"},
+		"certificate":    map[string]any{"keystore": "edge", "alias": "gw"},
+	})
+	inline := binding(t, "inline", "orders", with(verified(ca), "certificate", clientCert(ca.Client("gw"))))
+	lst := listener("public", "127.0.0.1:8443",
+		&policyv1.ListenerHost{Hostnames: names("a.example.com"), Certificate: &policyv1.KeyPair{Keystore: "edge", Alias: "web"},
+			ClientAuth: "require-and-verify", ClientTruststore: "partners"},
+		host(ca.Server("b.example.com"), names("b.example.com")))
+	alias := func(ks, a string) *model.SecretRef { return &model.SecretRef{Keystore: ks, Alias: a} }
+	for _, tc := range []struct {
+		name string
+		res  *policyv1.Resource
+		want []model.SecretUse
+	}{
+		{"tls-outbound with references", outbound, []model.SecretUse{
+			{Field: "policyBinding.spec.config.trustedCA.truststore", Truststore: "upstream-cas"},
+			{Field: "policyBinding.spec.config.certificate", Alias: alias("edge", "gw")},
+		}},
+		{"inline PEM", inline, nil},
+		{"listener", lst, []model.SecretUse{
+			{Field: "listener.spec.hosts[0].certificate", Alias: alias("edge", "web")},
+			{Field: "listener.spec.hosts[0].clientTruststore", Truststore: "partners"},
+		}},
+		{"service", service("orders", "orders.internal:8443"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := model.SecretUses(tc.res)
+			eq := func(a, b model.SecretUse) bool {
+				return a.Field == b.Field && a.Truststore == b.Truststore && (a.Alias == nil) == (b.Alias == nil) && (a.Alias == nil || *a.Alias == *b.Alias)
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("SecretUses = %+v, want %+v", got, tc.want)
+			}
+			for _, w := range tc.want {
+				if !slices.ContainsFunc(got, func(g model.SecretUse) bool { return eq(g, w) }) {
+					t.Errorf("SecretUses = %+v, lacks %+v", got, w)
+				}
+			}
+		})
+	}
+}
+
+// A reference to a secret whose newest backend version the secrets service
+// rejected: applied with a warning while an older version is served,
+// refused with the rejection when none is.
+func TestValidateReferencesToRejectedSecrets(t *testing.T) {
+	t.Parallel()
+	ca := testca.New(t, "Rejected CA")
+	const why = "version 4 in the secrets backend was rejected (key_mismatch): the private_key field does not match the certificate"
+	secrets := &fakeSecrets{
+		aliases: map[model.SecretRef][]*x509.Certificate{
+			{Keystore: "edge", Alias: "gw"}:    {ca.Client("gateway").Cert},
+			{Keystore: "edge", Alias: "fresh"}: nil,
+		},
+		truststores: map[string][]*x509.Certificate{"upstream-cas": {ca.Cert}},
+		rejected:    map[string]string{"edge/gw": why, "edge/fresh": why, "upstream-cas": why},
+	}
+	const config = "resources[1].policyBinding.spec.config"
+	_, rep := model.ValidateContext(context.Background(), withService(t, map[string]any{
+		"skipValidation": false, "trustedCA": truststore("upstream-cas"), "certificate": ref("edge", "gw"),
+	}), model.Env{Secrets: secrets, Now: time.Now()})
+	checkViolations(t, rep, nil, []want{
+		{config + ".certificate", `keystore "edge" alias "gw": ` + why + "; version 3 is served until a good version is stored"},
+		{config + ".trustedCA.truststore", `truststore "upstream-cas": ` + why + "; version 1 is served until a good version is stored"},
+	})
+	_, rep = model.ValidateContext(context.Background(), withService(t, with(verified(ca), "certificate", ref("edge", "fresh"))),
+		model.Env{Secrets: secrets, Now: time.Now()})
+	checkViolations(t, rep, []want{
+		{config + ".certificate", `keystore "edge" alias "fresh" has no version the secrets service serves: ` + why + "; store a good certificate chain and key under it"},
+	}, nil)
 }

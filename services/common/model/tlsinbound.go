@@ -14,7 +14,7 @@ import (
 // tls-inbound config fields: Flex Gateway's inbound tls policy, field for
 // field (requireClientCertificate, trustedCA, certificate, alpn, minversion,
 // maxversion, ciphers), plus the Listener host's hostnames, default,
-// clientAuth and verifyDepth.
+// clientAuth, verifyDepth and revocation.
 const (
 	fieldRequireClientCertificate = "requireClientCertificate"
 )
@@ -22,6 +22,7 @@ const (
 var inboundFields = []string{
 	fieldHostnames, fieldDefault, fieldCertificate, fieldRequireClientCertificate, fieldClientAuth,
 	fieldTrustedCA, fieldVerifyDepth, fieldALPN, fieldMinVersion, fieldMaxVersion, fieldCiphers,
+	fieldRevocation,
 }
 
 // inboundTLS builds the host a tls-inbound binding adds to its Listener;
@@ -115,6 +116,8 @@ func (c *checker) inboundTLS(at fieldPath, cfg *structpb.Struct) *InboundTLS {
 			}
 		}
 	}
+
+	h.Revocation = c.configRevocation(o, h.ClientAuth)
 
 	protocol := c.tlsProtocol(tlsParams{
 		at:         at,

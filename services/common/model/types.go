@@ -58,6 +58,12 @@ type Service struct {
 	Endpoints []string
 	// Protocol is one of the Protocol constants.
 	Protocol string
+	// DefaultTLS is the TLS context used when no tls-outbound binding
+	// targets the Service: set when its address is https://, as Flex
+	// Gateway's Service says TLS, and then verified against the system's
+	// trusted roots ([OutboundTLS.SystemRoots]); nil for host:port and
+	// http://, which are plain HTTP. A binding replaces it.
+	DefaultTLS *OutboundTLS
 }
 
 // Route is a validated route.
@@ -125,6 +131,11 @@ type InboundTLS struct {
 type OutboundTLS struct {
 	// SkipValidation turns upstream certificate verification off.
 	SkipValidation bool
+	// SystemRoots verifies the upstream against the trusted roots of the
+	// host the context runs on (x509.SystemCertPool: SSL_CERT_FILE,
+	// SSL_CERT_DIR, else the distribution's bundle), instead of
+	// TrustedCAs. Only a Service's DefaultTLS sets it.
+	SystemRoots bool
 	// TrustedCAs verify the upstream; nil with SkipValidation, and nil
 	// until resolved when Truststore is set.
 	TrustedCAs []*x509.Certificate
@@ -208,6 +219,8 @@ type ListenerHost struct {
 	// [IntermediateCipherSuites].
 	CipherSuites []uint16
 	ALPN         []string
+	// Revocation is how client certificates are checked for revocation.
+	Revocation Revocation
 	// Fingerprint identifies the host's TLS context, as OutboundTLS's does.
 	Fingerprint string
 }

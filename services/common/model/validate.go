@@ -55,13 +55,28 @@ func ValidateContext(ctx context.Context, resources []*policyv1.Resource, env En
 	return objs, c.report
 }
 
+// DecodeOption changes what [Decode] accepts. Production code passes none.
+type DecodeOption func(*checker)
+
+// AllowPortZero lets a Listener address have port 0, which the kernel
+// replaces with a free port at bind time. It is for tests of the proxy node
+// on a shared machine, where a fixed port may be taken: the policy service
+// refuses port 0 (every node of a fleet must bind the same, known port), so
+// such a resource is never stored outside a test.
+func AllowPortZero() DecodeOption {
+	return func(c *checker) { c.portZero = true }
+}
+
 // Decode turns one stored resource into its model for a proxy node. Same
 // parsing as Validate, but time-dependent rules (expired/not-yet-valid
 // certificates) and references to other resources are not errors (time passes
 // after apply; a node may see keys in any order). Returns an error only if the
 // resource cannot be built at all, that is if it breaks any other rule.
-func Decode(res *policyv1.Resource) (Object, error) {
+func Decode(res *policyv1.Resource, opts ...DecodeOption) (Object, error) {
 	c := &checker{decode: true}
+	for _, o := range opts {
+		o(c)
+	}
 	b := c.resource("", res)
 	if !c.report.OK() {
 		errs := make([]error, len(c.report.Errors))
@@ -80,7 +95,9 @@ type checker struct {
 	// decode is set for Decode: time-dependent rules and references to other
 	// resources are skipped.
 	decode bool
-	report Report
+	// portZero lets a Listener address have port 0 ([AllowPortZero]).
+	portZero bool
+	report   Report
 	// refs are the references to the secrets service met while building,
 	// checked once the request is built.
 	refs []refCheck

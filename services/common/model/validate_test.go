@@ -44,6 +44,45 @@ func TestValidate(t *testing.T) {
 			errors: []want{{cfgAt + ".certificate.key", "the RSA key is 1024 bits; keys must be at least 2048 bits (as Flex requires): make a new key with `openssl genrsa -out key.pem 2048`"}},
 		},
 		{
+			// Flex's sample as printed, pasted unchanged.
+			name: "the guide's commented-out placeholders",
+			build: func(t *testing.T) []*policyv1.Resource {
+				return withService(t, map[string]any{"skipValidation": false,
+					"trustedCA": "# -----BEGIN CERTIFICATE-----\n# insert certificate\n# -----END CERTIFICATE-----\n",
+					"certificate": map[string]any{
+						"key": "# -----BEGIN PRIVATE KEY-----\n# insert certificate key\n# -----END PRIVATE KEY-----\n",
+						"crt": "# -----BEGIN CERTIFICATE-----\n# insert certificate\n# -----END CERTIFICATE-----\n",
+					}})
+			},
+			errors: []want{
+				{cfgAt + ".trustedCA", `trustedCA holds a PEM block commented out with '#': line 1 of the value is "# -----BEGIN CERTIFICATE-----"; in a YAML block scalar (|) a '#' does not start a comment, it is part of the PEM; remove the '#' (and the space after it) from the start of each line of the block, and put the PEM itself`},
+				{cfgAt + ".certificate.key", `holds a PEM block commented out with '#': line 1 of the value is "# -----BEGIN PRIVATE KEY-----"`},
+				{cfgAt + ".certificate.crt", `holds a PEM block commented out with '#': line 1 of the value is "# -----BEGIN CERTIFICATE-----"`},
+			},
+		},
+		{
+			// The PEM pasted in place of "# insert certificate" only: its
+			// boundary lines keep their '#'.
+			name: "real PEM between commented boundary lines",
+			build: func(t *testing.T) []*policyv1.Resource {
+				ca := testca.New(t, "ca")
+				kp := ca.Client("client")
+				comment := func(pem []byte) string {
+					lines := strings.Split(strings.TrimSpace(string(pem)), "\n")
+					lines[0], lines[len(lines)-1] = "# "+lines[0], "  # "+lines[len(lines)-1]
+					return strings.Join(lines, "\n") + "\n"
+				}
+				return withService(t, map[string]any{"skipValidation": false,
+					"trustedCA":   string(ca.CertPEM()) + comment(ca.CertPEM()),
+					"certificate": map[string]any{"key": string(kp.KeyPEM), "crt": comment(kp.CertPEM)},
+				})
+			},
+			errors: []want{
+				{cfgAt + ".trustedCA", `commented out with '#': line `},
+				{cfgAt + ".certificate.crt", `commented out with '#': line 1 of the value`},
+			},
+		},
+		{
 			name: "rsa 2048 key accepted",
 			build: func(t *testing.T) []*policyv1.Resource {
 				ca := testca.New(t, "ca")
@@ -671,6 +710,57 @@ func TestValidate(t *testing.T) {
 			errors: []want{{"resources[0].service.spec", "address and endpoints are both set; give one"}},
 		},
 		{
+			name: "https address: TLS verified against the system roots without a binding",
+			build: func(t *testing.T) []*policyv1.Resource {
+				return []*policyv1.Resource{service("orders", "https://orders.internal:443")}
+			},
+			check: func(t *testing.T, objs []model.Object, _ model.Report) {
+				svc := objs[0].Service
+				if len(svc.Endpoints) != 1 || svc.Endpoints[0] != "orders.internal:443" {
+					t.Errorf("endpoints = %q, want [orders.internal:443]", svc.Endpoints)
+				}
+				d := svc.DefaultTLS
+				if d == nil || !d.SystemRoots || d.SkipValidation || len(d.TrustedCAs) != 0 || d.Fingerprint == "" {
+					t.Fatalf("DefaultTLS = %+v, want system roots, verified, with a fingerprint", d)
+				}
+				if d.MinVersion != tls.VersionTLS12 || d.MaxVersion != tls.VersionTLS13 || !slices.Equal(d.ALPN, []string{"h2", "http/1.1"}) {
+					t.Errorf("DefaultTLS versions %x-%x ALPN %q, want a binding's defaults", d.MinVersion, d.MaxVersion, d.ALPN)
+				}
+			},
+		},
+		{
+			name: "http address and bare host:port are plain HTTP",
+			build: func(t *testing.T) []*policyv1.Resource {
+				return []*policyv1.Resource{service("a", "http://a.internal:8080"), service("b", "b.internal:8080"),
+					serviceSpec("c", &policyv1.ServiceSpec{Endpoints: []string{"https://c1.internal:443", "HTTPS://c2.internal:443"}})}
+			},
+			check: func(t *testing.T, objs []model.Object, _ model.Report) {
+				if objs[0].Service.DefaultTLS != nil || objs[1].Service.DefaultTLS != nil {
+					t.Error("a plain HTTP Service has a default TLS context")
+				}
+				if objs[0].Service.Endpoints[0] != "a.internal:8080" {
+					t.Errorf("endpoint %q, want a.internal:8080", objs[0].Service.Endpoints[0])
+				}
+				if objs[2].Service.DefaultTLS == nil || !slices.Equal(objs[2].Service.Endpoints, []string{"c1.internal:443", "c2.internal:443"}) {
+					t.Errorf("https endpoints: %q, TLS %v", objs[2].Service.Endpoints, objs[2].Service.DefaultTLS)
+				}
+			},
+		},
+		{
+			name: "address schemes Keyway does not take",
+			build: func(t *testing.T) []*policyv1.Resource {
+				return []*policyv1.Resource{service("a", "ftp://a.internal:21"), service("b", "https://b.internal"),
+					service("c", "https://c.internal:443/api"),
+					serviceSpec("d", &policyv1.ServiceSpec{Endpoints: []string{"https://d1.internal:443", "d2.internal:443"}})}
+			},
+			errors: []want{
+				{"resources[0].service.spec.address", `scheme "ftp" is not supported; write https://host:port`},
+				{"resources[1].service.spec.address", `has no port; write https://b.internal:443`},
+				{"resources[2].service.spec.address", `has a path, query or user; a Service is https://host:port only`},
+				{"resources[3].service.spec.endpoints[1]", `disagree on TLS: give every endpoint https://, or none`},
+			},
+		},
+		{
 			name: "bad protocol",
 			build: func(t *testing.T) []*policyv1.Resource {
 				return []*policyv1.Resource{serviceSpec("orders", &policyv1.ServiceSpec{Address: "a.internal:443", Protocol: "http2"})}
@@ -795,6 +885,32 @@ func TestValidate(t *testing.T) {
 					t.Fatalf("errors:%s", dump(rep.Errors))
 				}
 				tc.check(t, objs, rep)
+			}
+		})
+	}
+}
+
+// TestCommentedPEM finds the first commented-out boundary line, counting
+// lines of the value from 1, and only boundary lines.
+func TestCommentedPEM(t *testing.T) {
+	t.Parallel()
+	ca := testca.New(t, "ca")
+	good := string(ca.CertPEM())
+	for _, tc := range []struct {
+		name, data string
+		line       int
+		text       string
+	}{
+		{"clean PEM", good, 0, ""},
+		{"a plain comment line is text around the block", "# the issuing CA\n" + good, 0, ""},
+		{"the guide's sample", "# -----BEGIN CERTIFICATE-----\n# insert certificate\n# -----END CERTIFICATE-----\n", 1, "# -----BEGIN CERTIFICATE-----"},
+		{"a second block commented out", good + "  ## -----BEGIN CERTIFICATE-----\nMIIB\n", strings.Count(good, "\n") + 1, "  ## -----BEGIN CERTIFICATE-----"},
+		{"only the END line", strings.Replace(good, "-----END", "#-----END", 1), strings.Count(good, "\n"), "#-----END CERTIFICATE-----"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			line, text := model.CommentedPEM(tc.data)
+			if line != tc.line || text != tc.text {
+				t.Errorf("CommentedPEM = %d %q, want %d %q", line, text, tc.line, tc.text)
 			}
 		})
 	}

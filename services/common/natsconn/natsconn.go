@@ -52,12 +52,13 @@ type Config struct {
 }
 
 // RegisterFlags adds --nats-ca, --nats-user and --nats-password-file to fs,
-// writing into c, with defaults from KEYWAY_NATS_CA, KEYWAY_NATS_USER and
-// KEYWAY_NATS_PASSWORD_FILE. The URL flag (--nats) stays the service's own.
+// writing into c; envflag.Parse reads them from KEYWAY_NATS_CA,
+// KEYWAY_NATS_USER and KEYWAY_NATS_PASSWORD_FILE. The URL flag (--nats)
+// stays the service's own.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.CAFile, "nats-ca", os.Getenv("KEYWAY_NATS_CA"), "CA certificates (PEM) that sign the NATS server's certificate; set, the connection is TLS and verified (env KEYWAY_NATS_CA)")
-	fs.StringVar(&c.User, "nats-user", os.Getenv("KEYWAY_NATS_USER"), "NATS user (env KEYWAY_NATS_USER)")
-	fs.StringVar(&c.PasswordFile, "nats-password-file", os.Getenv("KEYWAY_NATS_PASSWORD_FILE"), "file holding the NATS user's password, re-read at every reconnect (env KEYWAY_NATS_PASSWORD_FILE)")
+	fs.StringVar(&c.CAFile, "nats-ca", "", "CA certificates (PEM) that sign the NATS server's certificate; set, the connection is TLS and verified")
+	fs.StringVar(&c.User, "nats-user", "", "NATS user")
+	fs.StringVar(&c.PasswordFile, "nats-password-file", "", "file holding the NATS user's password, re-read at every reconnect")
 }
 
 // Handlers are the service's own reactions to the connection's events. Each

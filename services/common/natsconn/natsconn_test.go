@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"keyway.dev/common/envflag"
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/testca"
 )
@@ -109,7 +110,7 @@ func TestRegisterFlags(t *testing.T) {
 	var c natsconn.Config
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	c.RegisterFlags(fs)
-	if err := fs.Parse([]string{"--nats-ca", "/etc/nats/ca.crt"}); err != nil {
+	if err := envflag.Parse(fs, envflag.Prefix, []string{"--nats-ca", "/etc/nats/ca.crt"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := natsconn.Config{CAFile: "/etc/nats/ca.crt", User: "node", PasswordFile: "/run/secrets/nats"}

@@ -12,8 +12,9 @@
 //     history) it, the node registry and the secret versions; create the
 //     node registry when it is missing (a node may be later); write the
 //     audit stream.
-//   - secrets: create and write the secret-versions bucket; write the audit
-//     stream.
+//   - secrets: create and write the secret-versions bucket; read the
+//     configuration bucket (to refuse deleting a secret that resources
+//     use); write the audit stream.
 //   - node: read the configuration bucket and the secret versions; create
 //     the node registry and write status keys into it. It needs no consumer
 //     on the registry, so it may create none there: a consumer's deliver
@@ -79,7 +80,7 @@ func Users(b Buckets) []User {
 		},
 		{
 			Name:      Secrets,
-			Publish:   join(account(), writeKV(versions), audit()),
+			Publish:   join(account(), writeKV(versions), readKV(cfg), audit()),
 			Subscribe: inbox(Secrets),
 		},
 		{

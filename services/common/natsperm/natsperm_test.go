@@ -68,7 +68,12 @@ func TestUsers(t *testing.T) {
 		{natsperm.Policy, "keyway.audit.>", true},
 		{natsperm.Secrets, "$KV.keyway-secret-versions.>", true},
 		{natsperm.Secrets, "$KV.keyway-config.>", false},
-		{natsperm.Secrets, "$JS.API.STREAM.INFO.KV_keyway-config", false},
+		// The secrets service reads the configuration (which resources
+		// use a secret), and never writes or reconfigures it.
+		{natsperm.Secrets, "$JS.API.STREAM.INFO.KV_keyway-config", true},
+		{natsperm.Secrets, "$JS.API.CONSUMER.CREATE.KV_keyway-config.>", true},
+		{natsperm.Secrets, "$JS.API.STREAM.UPDATE.KV_keyway-config", false},
+		{natsperm.Secrets, "$JS.API.STREAM.CREATE.KV_keyway-config", false},
 		{natsperm.Secrets, "keyway.audit.>", true},
 		{natsperm.Node, "$KV.keyway-nodes.>", true},
 		{natsperm.Node, "$KV.keyway-config.>", false},

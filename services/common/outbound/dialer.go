@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -68,11 +69,21 @@ type Error struct {
 	// Endpoint is the "host:port" tried.
 	Endpoint string
 	Reason   failure.Reason
+	// Phase is how far the attempt got: PhaseDial when no TCP connection
+	// was established (see [Error.Reached]).
+	Phase failure.Phase
 	// Detail is for logs and the error body; never key material.
 	Detail string
 	// Err is the underlying error.
 	Err error
 }
+
+// Reached says whether a TCP connection to the endpoint was established
+// before the failure: false for a refused connection, no route, a name
+// that does not resolve or a dial timeout, where the upstream never had
+// its say; true when the upstream answered and the handshake or the
+// request failed.
+func (e *Error) Reached() bool { return e.Phase > failure.PhaseDial }
 
 func (e *Error) Error() string {
 	return fmt.Sprintf("upstream %q endpoint %s: %s: %s", e.Upstream, e.Endpoint, e.Reason, e.Detail)
@@ -128,14 +139,26 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 		ClientSessionCache: tls.NewLRUClientSessionCache(64),
 	}
 	if !tlsCtx.SkipValidation {
-		if len(tlsCtx.TrustedCAs) == 0 {
+		switch {
+		case tlsCtx.SystemRoots:
+			// An https:// Service without a binding. Said explicitly
+			// rather than left to a nil RootCAs, so that a host without
+			// a usable bundle fails here, by name, and not at every
+			// handshake.
+			pool, err := x509.SystemCertPool()
+			if err != nil {
+				return nil, fmt.Errorf("upstream %q: its https:// address is verified against the system's trusted roots, and they cannot be loaded (%v); install the CA bundle (ca-certificates), point SSL_CERT_FILE at one, or bind a tls-outbound PolicyBinding with trustedCA", name, err)
+			}
+			cfg.RootCAs = pool
+		case len(tlsCtx.TrustedCAs) == 0:
 			return nil, fmt.Errorf("upstream %q: tls-outbound context without trusted CAs and without skipValidation", name)
+		default:
+			pool := x509.NewCertPool()
+			for _, ca := range tlsCtx.TrustedCAs {
+				pool.AddCert(ca)
+			}
+			cfg.RootCAs = pool
 		}
-		pool := x509.NewCertPool()
-		for _, ca := range tlsCtx.TrustedCAs {
-			pool.AddCert(ca)
-		}
-		cfg.RootCAs = pool
 		if tlsCtx.LegacyCommonName {
 			// crypto/tls matches names against SANs only, so this
 			// context verifies the chain itself (verifyLegacy) and
@@ -325,8 +348,8 @@ func matchName(leaf *x509.Certificate, name string, legacy bool) error {
 	if model.CommonNameCovers(leaf, name) {
 		return nil
 	}
-	return failure.WithReason(failure.SANMismatch, fmt.Errorf("the upstream's certificate %q has no subjectAltName and its Common Name %q is not %q (legacyCommonName is on)",
-		leaf.Subject.String(), leaf.Subject.CommonName, name))
+	return failure.WithReason(failure.SANMismatch, fmt.Errorf("the upstream's certificate %q has no subjectAltName and its Common Name %q is not %q (legacyCommonName is on).%s",
+		leaf.Subject.String(), leaf.Subject.CommonName, name, failure.UnexpandedVariable(leaf.Subject.CommonName)))
 }
 
 // ServerName is the name sent as SNI to addr and verified in its
@@ -504,5 +527,10 @@ func (d *Dialer) request(ctx context.Context, tc *tls.Conn, addr, path string) (
 
 func (d *Dialer) fail(err error, addr string, facts *failure.HandshakeFacts) *Error {
 	dg := failure.Diagnose(err, *facts)
-	return &Error{Upstream: d.upstream, Endpoint: addr, Reason: dg.Reason, Detail: dg.Detail, Err: err}
+	if dg.Reason == failure.UnknownAuthority && d.tls != nil && d.tls.SystemRoots {
+		// The generic fix speaks of trustedCA, which this context has
+		// not: say where its roots come from.
+		dg.Detail = strings.TrimPrefix(dg.Detail+"; ", "; ") + "verified against this host's system trusted roots, since the Service's address is https:// and no tls-outbound binding targets it: bind one with the CA that issued the upstream's certificate in trustedCA"
+	}
+	return &Error{Upstream: d.upstream, Endpoint: addr, Reason: dg.Reason, Phase: facts.Phase, Detail: dg.Detail, Err: err}
 }

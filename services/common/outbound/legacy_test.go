@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,5 +105,36 @@ func TestLegacyCommonName(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestUnexpandedVariableInCommonName: Apigee's mTLS guide makes the
+// backend's certificate with -subj '/CN=${SERVER_HOST}', in single quotes,
+// so its Common Name is "${SERVER_HOST}" as written. The failure says so,
+// with or without the opt-in, instead of only that the names differ.
+func TestUnexpandedVariableInCommonName(t *testing.T) {
+	ca := testca.New(t, "my-ca")
+	addr := serveTLS(t, ca.CNOnly("${SERVER_HOST}"))
+	for _, tc := range []struct {
+		legacy bool
+		want   failure.Reason
+	}{{false, failure.LegacyCommonName}, {true, failure.SANMismatch}} {
+		ctx := &model.OutboundTLS{
+			TrustedCAs: []*x509.Certificate{ca.Cert}, SNI: "localhost", LegacyCommonName: tc.legacy,
+			MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, ALPN: []string{"http/1.1"},
+		}
+		d, err := outbound.NewDialer("backend", ctx, outbound.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _, herr := d.Handshake(context.Background(), "tcp", addr)
+		if herr == nil {
+			c.Close()
+			t.Fatalf("legacy %v: handshake succeeded", tc.legacy)
+		}
+		const hint = `Its Common Name "${SERVER_HOST}" is a shell variable that was never expanded: the openssl command that made it quoted -subj in single quotes`
+		if herr.Reason != tc.want || !strings.Contains(herr.Detail, hint) {
+			t.Errorf("legacy %v: %s: %s; want %s saying %q", tc.legacy, herr.Reason, herr.Detail, tc.want, hint)
+		}
 	}
 }

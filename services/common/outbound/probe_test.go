@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -71,5 +72,73 @@ func TestProbeSendsOneRequest(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestProbeTellsUnreachableFromRefused: a failure before any TCP connection
+// (nothing listens, the name does not resolve) is not Reached; one where the
+// upstream answered and refused (an untrusted certificate, a connection
+// closed during the handshake) is.
+func TestProbeTellsUnreachableFromRefused(t *testing.T) {
+	t.Parallel()
+	ca := testca.New(t, "backend CA")
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Server("api.example.com").TLS}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	// A port nothing listens on: a listener's, closed.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String()
+	ln.Close()
+	// A listener that accepts and closes every connection at once.
+	hangup, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hangup.Close() })
+	go func() {
+		for {
+			c, err := hangup.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	dialer := func(trusted *testca.CA) *outbound.Dialer {
+		d, err := outbound.NewDialer("backend", &model.OutboundTLS{
+			TrustedCAs: []*x509.Certificate{trusted.Cert}, SNI: "api.example.com",
+			MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13,
+		}, outbound.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for _, tc := range []struct {
+		name    string
+		addr    string
+		trusted *testca.CA
+		reason  failure.Reason
+		reached bool
+	}{
+		{"nothing listens", closed, ca, failure.ConnectionRefused, false},
+		{"name does not resolve", "nowhere.invalid:443", ca, failure.DNSFailure, false},
+		{"closed during the handshake", hangup.Addr().String(), ca, failure.UpstreamReset, true},
+		{"untrusted certificate", srv.Listener.Addr().String(), testca.New(t, "other CA"), failure.UnknownAuthority, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, perr := dialer(tc.trusted).Probe(context.Background(), tc.addr, "/")
+			if perr == nil {
+				t.Fatal("probe succeeded")
+			}
+			if perr.Reason != tc.reason || perr.Reached() != tc.reached {
+				t.Errorf("probe: %s (phase %s), Reached() = %t; want %s, %t", perr.Reason, perr.Phase, perr.Reached(), tc.reason, tc.reached)
+			}
+		})
 	}
 }

@@ -3,6 +3,10 @@
 // secret/ and, when asked, a PKI mount with a root CA. The binary comes
 // from $KEYWAY_VAULT (make test sets it) or scripts/tool.sh vault, which
 // builds it into the cache the first time (about 20 minutes).
+//
+// The Vault binary belongs to the full tier (make test): under go test
+// -short (make test-fast) every test that asks for it is skipped, so the
+// unit tier never builds or starts Vault.
 package vaulttest
 
 import (
@@ -21,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"keyway.dev/common/testwait"
 )
 
 // Token is the dev server's root token.
@@ -49,10 +55,17 @@ type Server struct {
 	done chan struct{}
 }
 
+// SkipReason is the message a test skipped under -short carries.
+const SkipReason = "needs the real Vault binary: runs in the full tier (make test), skipped under -short (make test-fast)"
+
 // Binary is the path of the vault binary: $KEYWAY_VAULT, or what
-// scripts/tool.sh vault prints.
+// scripts/tool.sh vault prints. Under -short it skips the test
+// ([SkipReason]).
 func Binary(tb testing.TB) string {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("vaulttest: " + SkipReason)
+	}
 	if p := os.Getenv("KEYWAY_VAULT"); p != "" {
 		return p
 	}
@@ -78,9 +91,12 @@ func Binary(tb testing.TB) string {
 }
 
 // Start runs a dev server for the test's lifetime and waits until it is
-// healthy.
+// healthy. Under -short it skips the test ([SkipReason]).
 func Start(tb testing.TB, opts Options) *Server {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("vaulttest: " + SkipReason)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -120,15 +136,8 @@ func (s *Server) start() {
 	s.mu.Lock()
 	s.cmd, s.out, s.done = cmd, out, done
 	s.mu.Unlock()
-	deadline := time.Now().Add(60 * time.Second)
-	for delay := 20 * time.Millisecond; ; delay = min(2*delay, 250*time.Millisecond) {
-		resp, err := http.Get(s.Addr + "/v1/sys/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
+	// Vault says nothing machine-readable when it is up: poll its health.
+	testwait.Eventually(s.tb, 60*time.Second, func() error {
 		select {
 		case <-done:
 			s.mu.Lock()
@@ -136,11 +145,16 @@ func (s *Server) start() {
 			s.tb.Fatalf("vaulttest: vault exited before it was healthy:\n%s", out.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			s.tb.Fatalf("vaulttest: vault not healthy at %s within 60s (last: %v)", s.Addr, err)
+		resp, err := http.Get(s.Addr + "/v1/sys/health")
+		if err != nil {
+			return fmt.Errorf("vaulttest: vault at %s: %w", s.Addr, err)
 		}
-		time.Sleep(delay)
-	}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("vaulttest: vault at %s: health %s", s.Addr, resp.Status)
+		}
+		return nil
+	})
 }
 
 // Stop stops the server (SIGTERM, then SIGKILL after 10 seconds). A dev

@@ -23,15 +23,95 @@ import (
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 )
 
+// sendFlags are the flags of the commands that send resources to Apply
+// (apply, validate, import apigee), defined here once so that they mean
+// the same everywhere.
+type sendFlags struct {
+	dryRun bool
+	wait   bool
+	probe  bool
+	// noProbe is the deprecated spelling of --probe=false, kept for the
+	// scripts that use it.
+	noProbe   bool
+	probePath string
+}
+
+// sendOptions is what sendFlags ask of one Apply.
+type sendOptions struct {
+	dryRun    bool
+	probe     policyv1.ProbeMode
+	probePath string
+	wait      bool
+}
+
+// register defines the flags on cmd. validate is always a dry run: it has
+// no --dry-run and no --wait.
+func (f *sendFlags) register(cmd *cobra.Command, validate bool) {
+	fs := cmd.Flags()
+	if !validate {
+		fs.BoolVar(&f.dryRun, "dry-run", false, "validate only; store nothing (same as validate)")
+		fs.BoolVar(&f.wait, "wait", false, "after storing, wait until every live proxy node serves the applied revision (at most --timeout); fail if they do not")
+	}
+	fs.BoolVar(&f.probe, "probe", true, "before storing, handshake with every endpoint of each tls-outbound binding's Service and refuse the apply if one refuses the binding's TLS settings (an endpoint that cannot be reached is a warning); --probe=false skips it")
+	fs.BoolVar(&f.noProbe, "no-probe", false, "deprecated: use --probe=false")
+	_ = fs.MarkHidden("no-probe")
+	fs.StringVar(&f.probePath, "probe-path", "", "path of the HTTP request the live probe sends after each handshake (default: the binding's probePath, else /)")
+}
+
+// options checks the flags together. The probe mode is always sent
+// explicitly, so that the policy service's default for clients that leave
+// it unset (probe dry runs only) does not decide for keywayctl.
+func (f *sendFlags) options(cmd *cobra.Command, validate bool, stderr io.Writer) (sendOptions, error) {
+	probe := f.probe
+	if f.noProbe {
+		if cmd.Flags().Changed("probe") && f.probe {
+			return sendOptions{}, fmt.Errorf("--probe and --no-probe: give one (--no-probe is --probe=false)")
+		}
+		fmt.Fprintln(stderr, "note: --no-probe is deprecated: use --probe=false")
+		probe = false
+	}
+	o := sendOptions{dryRun: f.dryRun || validate, probe: policyv1.ProbeMode_PROBE_MODE_OFF, probePath: f.probePath, wait: f.wait}
+	if probe {
+		o.probe = policyv1.ProbeMode_PROBE_MODE_ON
+	} else if f.probePath != "" {
+		return sendOptions{}, fmt.Errorf("--probe-path with --probe=false: there is no probe to send that request")
+	}
+	if o.wait && o.dryRun {
+		return sendOptions{}, fmt.Errorf("--wait and a dry run: nothing is stored, so there is nothing to wait for")
+	}
+	return o, nil
+}
+
+// changed names the flags of f given on cmd's command line.
+func (f *sendFlags) changed(cmd *cobra.Command) []string {
+	var out []string
+	for _, name := range []string{"dry-run", "wait", "probe", "no-probe", "probe-path"} {
+		if fl := cmd.Flags().Lookup(name); fl != nil && fl.Changed {
+			out = append(out, "--"+name)
+		}
+	}
+	return out
+}
+
+// probeHelp is what the live probe does, for the commands' long help.
+const probeHelp = `The live probe runs by default: for each tls-outbound binding, a real TLS
+handshake with every endpoint of its Service, made with the binding's context
+exactly as a proxy node makes it, then one HTTP request (--probe-path). An
+endpoint that answers and refuses (unknown_authority, legacy_common_name,
+client_certificate_rejected, an nginx 400 "No required SSL certificate was
+sent", ...) refuses the apply with the typed reason and the fix, and nothing
+is stored. An endpoint the policy service cannot reach (connection_refused,
+host_unreachable, dns_failure, dial_timeout) is a warning: the apply goes on,
+since the proxy nodes may reach what the policy service cannot. The policy
+service bounds the probe (5s per endpoint, 10s per apply by default).
+--probe=false skips it (--no-probe, deprecated, is the same).`
+
 // newApplyCommand builds `apply`, or `validate` when validateOnly is set
 // (an apply with dry_run and no --dry-run flag).
 func newApplyCommand(g *globals, validateOnly bool) *cobra.Command {
 	var (
-		files   []string
-		dryRun  bool
-		probe   bool
-		noProbe bool
-		wait    bool
+		files []string
+		flags sendFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE...",
@@ -42,28 +122,23 @@ and stores none unless all are valid. Each problem is reported at the file,
 line and column it comes from.
 
 FILE is a YAML file (several documents separated by ---), a JSON file, a
-directory (its *.yaml, *.yml and *.json files) or - for standard input.`,
+directory (its *.yaml, *.yml and *.json files) or - for standard input.
+
+` + probeHelp,
 		Example: `  keywayctl apply -f orders.yaml
   keywayctl apply -f deploy/ --dry-run
+  keywayctl apply -f orders.yaml --probe=false
   keywayctl get service orders -o yaml | keywayctl apply -f -`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(files) == 0 {
 				return fmt.Errorf("no manifests: give -f FILE (a file, a directory, or - for stdin)\nSee '%s --help' for usage.", cmd.CommandPath())
 			}
-			mode := policyv1.ProbeMode_PROBE_MODE_UNSPECIFIED
-			switch {
-			case probe && noProbe:
-				return fmt.Errorf("--probe and --no-probe: give one")
-			case probe:
-				mode = policyv1.ProbeMode_PROBE_MODE_ON
-			case noProbe:
-				mode = policyv1.ProbeMode_PROBE_MODE_OFF
+			opts, err := flags.options(cmd, validateOnly, g.io.Stderr)
+			if err != nil {
+				return err
 			}
-			if wait && (dryRun || validateOnly) {
-				return fmt.Errorf("--wait and a dry run: nothing is stored, so there is nothing to wait for")
-			}
-			return g.apply(cmd, files, dryRun || validateOnly, mode, wait)
+			return g.apply(cmd, files, opts)
 		},
 	}
 	if validateOnly {
@@ -72,16 +147,10 @@ directory (its *.yaml, *.yml and *.json files) or - for standard input.`,
 		cmd.Long = `Validate sends the resources as apply does, with dry_run set: the policy
 service checks them (against what is stored, too) and stores nothing.
 
-Validate also runs the live probe: for each tls-outbound binding, a real TLS
-handshake with every endpoint of its Service, made with the binding's context
-exactly as a proxy node makes it. A failed handshake is reported with its typed
-reason (unknown_authority, legacy_common_name, no_client_certificate, …) and
-the fix; --no-probe skips it.`
+` + probeHelp
 		cmd.Example = `  keywayctl validate -f orders.yaml
-  keywayctl validate -f deploy/`
+  keywayctl validate -f deploy/ --probe=false`
 	} else {
-		cmd.Flags().BoolVar(&dryRun, "dry-run", false, "validate only; store nothing (same as validate)")
-		cmd.Flags().BoolVar(&wait, "wait", false, "after storing, wait until every live proxy node serves the applied revision (at most --timeout); fail if they do not")
 		cmd.Long += `
 
 With --wait, apply then follows the rollout: one line as each live proxy node
@@ -91,14 +160,12 @@ nodes and their last errors.`
 		cmd.Example += `
   keywayctl apply -f orders.yaml --wait --timeout 1m`
 	}
-	cmd.Flags().BoolVar(&probe, "probe", false, "handshake with each bound upstream before storing; refuse the apply if one fails (default for validate)")
-	cmd.Flags().BoolVar(&noProbe, "no-probe", false, "skip the live probe (default for apply)")
-	cmd.Flags().StringVar(&g.probePath, "probe-path", "", "path of the HTTP request the live probe sends after each handshake (default: the binding's probePath, else /)")
+	flags.register(cmd, validateOnly)
 	cmd.Flags().StringArrayVarP(&files, "filename", "f", nil, "manifest file, directory, or - for stdin (repeatable)")
 	return cmd
 }
 
-func (g *globals) apply(cmd *cobra.Command, files []string, dryRun bool, probe policyv1.ProbeMode, wait bool) error {
+func (g *globals) apply(cmd *cobra.Command, files []string, opts sendOptions) error {
 	m, err := manifest.Read(files, g.io.Stdin)
 	if err != nil {
 		if n := countJoined(err); n > 0 {
@@ -110,11 +177,11 @@ func (g *globals) apply(cmd *cobra.Command, files []string, dryRun bool, probe p
 	for _, n := range m.Notes() {
 		fmt.Fprintf(g.io.Stderr, "note: %s\n", n)
 	}
-	return g.send(cmd, m, dryRun, probe, wait)
+	return g.send(cmd, m, opts)
 }
 
 // send applies (or validates) the resources of m and prints the results.
-func (g *globals) send(cmd *cobra.Command, m manifest.Manifest, dryRun bool, probe policyv1.ProbeMode, wait bool) error {
+func (g *globals) send(cmd *cobra.Command, m manifest.Manifest, opts sendOptions) error {
 	client, err := g.client()
 	if err != nil {
 		return err
@@ -123,15 +190,15 @@ func (g *globals) send(cmd *cobra.Command, m manifest.Manifest, dryRun bool, pro
 	defer cancel()
 	resp, err := client.Apply(ctx, connect.NewRequest(&policyv1.ApplyRequest{
 		Resources: m.Resources(),
-		DryRun:    dryRun,
-		Probe:     probe,
-		ProbePath: g.probePath,
+		DryRun:    opts.dryRun,
+		Probe:     opts.probe,
+		ProbePath: opts.probePath,
 	}))
 	if err != nil {
-		return g.applyError(err, m, dryRun)
+		return g.applyError(err, m, opts.dryRun)
 	}
-	printResults(g.io, m, resp.Msg.GetResults(), dryRun)
-	if !wait {
+	printResults(g.io, m, resp.Msg.GetResults(), opts.dryRun)
+	if !opts.wait {
 		return nil
 	}
 	return g.waitRollout(cmd, client, resp.Msg.GetRevision(), firstRevision(resp.Msg))
@@ -291,7 +358,11 @@ func printResults(o *IO, m manifest.Manifest, results []*policyv1.ApplyResult, d
 //	probe 10.0.0.7:8443 (SNI orders.internal): ok, TLS 1.3, TLS_AES_128_GCM_SHA256, h2, 3ms; upstream CN=orders.internal expires … ; client certificate requested and sent
 func printProbe(w io.Writer, p *policyv1.ProbeResult, now time.Time) {
 	if !p.GetOk() {
-		fmt.Fprintf(w, "probe %s (SNI %s): %s: %s\n", p.GetEndpoint(), p.GetServerName(), p.GetReason(), p.GetDetail())
+		not := ""
+		if !p.GetReachable() {
+			not = "not reached: "
+		}
+		fmt.Fprintf(w, "probe %s (SNI %s): %s%s: %s\n", p.GetEndpoint(), p.GetServerName(), not, p.GetReason(), p.GetDetail())
 		return
 	}
 	line := fmt.Sprintf("probe %s (SNI %s): ok, %s, %s", p.GetEndpoint(), p.GetServerName(), p.GetTlsVersion(), p.GetCipherSuite())

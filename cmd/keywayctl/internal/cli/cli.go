@@ -82,8 +82,6 @@ type globals struct {
 	timeout  time.Duration
 	// creds are used for the policy and the secrets services alike.
 	creds credentials
-	// probePath is apply's and validate's --probe-path.
-	probePath string
 }
 
 func newRoot(io *IO) *cobra.Command {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -155,7 +156,8 @@ certificate spec.config.certificate.crt: CN=gateway expires 2026-07-11T00:00:00Z
 			if stdout != wantOut {
 				t.Errorf("stdout:\n%s\nwant:\n%s", stdout, wantOut)
 			}
-			wantErr := "warning: " + filepath.Join(dir, "binding.yaml") + ":" + itoa(line("ciphers:")) +
+			wantErr := "note: " + filepath.Join(dir, "binding.yaml") + ":1:1: Flex PolicyBinding orders-mtls (tls-outbound) → PolicyBinding orders-mtls on Service orders, as written\n" +
+				"warning: " + filepath.Join(dir, "binding.yaml") + ":" + itoa(line("ciphers:")) +
 				":15: spec.config.ciphers[0]: TLS 1.3 ignores ciphers; it applies only to TLS 1.2 connections\n"
 			if stderr != wantErr {
 				t.Errorf("stderr:\n%s\nwant:\n%s", stderr, wantErr)
@@ -201,28 +203,130 @@ func TestApplyDryRun(t *testing.T) {
 	}
 }
 
+// The live probe is on by default for apply, validate and import apigee,
+// and keywayctl always says so explicitly: the service's default for a
+// request that leaves it unset (dry runs only) must not decide.
 func TestProbeFlags(t *testing.T) {
 	t.Parallel()
+	on, off := policyv1.ProbeMode_PROBE_MODE_ON, policyv1.ProbeMode_PROBE_MODE_OFF
 	for _, tc := range []struct {
-		args []string
-		want policyv1.ProbeMode
+		args   []string
+		want   policyv1.ProbeMode
+		dryRun bool
+		path   string
+		note   bool // the deprecation note for --no-probe
 	}{
-		{[]string{"apply"}, policyv1.ProbeMode_PROBE_MODE_UNSPECIFIED},
-		{[]string{"apply", "--probe"}, policyv1.ProbeMode_PROBE_MODE_ON},
-		{[]string{"validate"}, policyv1.ProbeMode_PROBE_MODE_UNSPECIFIED},
-		{[]string{"validate", "--no-probe"}, policyv1.ProbeMode_PROBE_MODE_OFF},
+		{args: []string{"apply"}, want: on},
+		{args: []string{"apply", "--probe"}, want: on},
+		{args: []string{"apply", "--probe=true"}, want: on},
+		{args: []string{"apply", "--probe=false"}, want: off},
+		{args: []string{"apply", "--no-probe"}, want: off, note: true},
+		{args: []string{"apply", "--no-probe", "--probe=false"}, want: off, note: true},
+		{args: []string{"apply", "--dry-run"}, want: on, dryRun: true},
+		{args: []string{"apply", "--probe-path", "/healthz"}, want: on, path: "/healthz"},
+		{args: []string{"validate"}, want: on, dryRun: true},
+		{args: []string{"validate", "--probe=false"}, want: off, dryRun: true},
+		{args: []string{"validate", "--no-probe"}, want: off, dryRun: true, note: true},
+		{args: []string{"import", "apigee", apigeeFile}, want: on},
+		{args: []string{"import", "apigee", apigeeFile, "--probe=false"}, want: off},
+		{args: []string{"import", "apigee", apigeeFile, "--dry-run"}, want: on, dryRun: true},
+		{args: []string{"import", "apigee", apigeeFile, "--no-probe"}, want: off, note: true},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			t.Parallel()
-			dir, _, _ := manifests(t)
+			args := tc.args
+			if args[0] != "import" {
+				dir, _, _ := manifests(t)
+				args = append(slices.Clone(args), "-f", dir)
+			}
 			fake := &fakePolicyService{}
-			if _, stderr, err := keywayctl(t, fake.serve(t), "", append(tc.args, "-f", dir)...); err != nil {
+			_, stderr, err := keywayctl(t, fake.serve(t), "", args...)
+			if err != nil {
 				t.Fatalf("%v\n%s", err, stderr)
 			}
-			if reqs := fake.requests(); len(reqs) != 1 || reqs[0].GetProbe() != tc.want {
-				t.Errorf("got requests %v, want one with probe %v", reqs, tc.want)
+			reqs := fake.requests()
+			if len(reqs) != 1 || reqs[0].GetProbe() != tc.want || reqs[0].GetDryRun() != tc.dryRun || reqs[0].GetProbePath() != tc.path {
+				t.Errorf("got requests %v, want one with probe %v, dry_run %t, probe_path %q", reqs, tc.want, tc.dryRun, tc.path)
+			}
+			if got := strings.Contains(stderr, "note: --no-probe is deprecated: use --probe=false"); got != tc.note {
+				t.Errorf("deprecation note printed: %t, want %t; stderr:\n%s", got, tc.note, stderr)
 			}
 		})
+	}
+}
+
+// Contradictory flags are refused before anything is sent.
+func TestProbeFlagConflicts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"apply", "--probe", "--no-probe"}, "--probe and --no-probe: give one"},
+		{[]string{"apply", "--probe=false", "--probe-path", "/healthz"}, "--probe-path with --probe=false"},
+		{[]string{"apply", "--dry-run", "--wait"}, "--wait and a dry run"},
+		{[]string{"apply", "--probe=maybe"}, `invalid argument "maybe" for "--probe"`},
+		{[]string{"validate", "--wait"}, "unknown flag: --wait"},
+		{[]string{"validate", "--dry-run"}, "unknown flag: --dry-run"},
+		{[]string{"import", "apigee", apigeeFile, "-o", "yaml", "--dry-run"}, "-o yaml and --dry-run"},
+		{[]string{"import", "apigee", apigeeFile, "-o", "yaml", "--probe=false", "--wait"}, "-o yaml and --wait, --probe"},
+		{[]string{"import", "apigee", apigeeFile, "--dry-run", "--wait"}, "--wait and a dry run"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			args := tc.args
+			if args[0] != "import" {
+				dir, _, _ := manifests(t)
+				args = append(slices.Clone(args), "-f", dir)
+			}
+			fake := &fakePolicyService{}
+			_, stderr, err := keywayctl(t, fake.serve(t), "", args...)
+			if err == nil || !strings.Contains(stderr, tc.want) {
+				t.Errorf("err %v, stderr:\n%s\nwant %q", err, stderr, tc.want)
+			}
+			if n := len(fake.requests()); n != 0 {
+				t.Errorf("%d requests sent, want none", n)
+			}
+		})
+	}
+}
+
+// --help shows --probe with its default and hides the deprecated --no-probe.
+func TestProbeFlagHelp(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range [][]string{{"apply"}, {"validate"}, {"import", "apigee"}} {
+		stdout, _, err := keywayctl(t, "http://127.0.0.1:1", "", append(cmd, "--help")...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(stdout, "--probe ") || !strings.Contains(stdout, "(default true)") || strings.Contains(stdout, "--no-probe ") {
+			t.Errorf("%s --help:\n%s", strings.Join(cmd, " "), stdout)
+		}
+	}
+}
+
+// An endpoint the policy service could not reach comes back as a warning
+// and a probe line saying so; the apply succeeds.
+func TestApplyPrintsUnreachableProbe(t *testing.T) {
+	t.Parallel()
+	dir, _, line := manifests(t)
+	fake := &fakePolicyService{decorate: func(i int, r *policyv1.ApplyResult) {
+		if i != 2 {
+			return
+		}
+		r.Warnings = append(r.Warnings, &policyv1.Warning{Field: "resources[2].policyBinding.spec.config", Message: `live probe could not reach Service "orders" at 10.0.0.7:8443: connection_refused: dial tcp 10.0.0.7:8443: connect: connection refused`})
+		r.Probes = append(r.Probes, &policyv1.ProbeResult{Endpoint: "10.0.0.7:8443", ServerName: "orders.internal", Reason: "connection_refused", Detail: "dial tcp 10.0.0.7:8443: connect: connection refused"})
+	}}
+	stdout, stderr, err := keywayctl(t, fake.serve(t), "", "apply", "-f", dir)
+	if err != nil {
+		t.Fatalf("apply: %v\n%s", err, stderr)
+	}
+	if want := "probe 10.0.0.7:8443 (SNI orders.internal): not reached: connection_refused: dial tcp 10.0.0.7:8443: connect: connection refused\n"; !strings.Contains(stdout, want) {
+		t.Errorf("stdout lacks %q:\n%s", want, stdout)
+	}
+	want := "warning: " + filepath.Join(dir, "binding.yaml") + ":" + itoa(line("config:")) + ":"
+	if !strings.Contains(stderr, want) || !strings.Contains(stderr, "could not reach") {
+		t.Errorf("stderr lacks the warning at %s…:\n%s", want, stderr)
 	}
 }
 
@@ -257,6 +361,7 @@ func TestApplyInvalid(t *testing.T) {
 	}
 	app, binding := filepath.Join(dir, "app.yaml"), filepath.Join(dir, "binding.yaml")
 	want := strings.Join([]string{
+		"note: " + binding + ":1:1: Flex PolicyBinding orders-mtls (tls-outbound) → PolicyBinding orders-mtls on Service orders, as written",
 		"warning: " + binding + ":" + itoa(line("ciphers:")) + ":15: spec.config.ciphers[0]: weak suite",
 		"error: " + app + `:6:12: spec.address: "127.0.0.1:9443" is not reachable: connection refused; start the upstream or fix the address`,
 		"error: " + app + ":9:1: route/orders-api: conflicts with route/legacy (GET /orders/{id}); change the path or delete route/legacy",
@@ -300,14 +405,14 @@ func TestApplyFlexServiceNote(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, stderr)
 	}
-	if !strings.HasPrefix(stderr, "note: <stdin>:5:12: ") || !strings.Contains(stderr, "tls-outbound PolicyBinding") {
-		t.Errorf("stderr %q, want a note at <stdin>:5:12 about tls-outbound", stderr)
+	if !strings.HasPrefix(stderr, "note: <stdin>:5:12: Flex Service orders → Service orders at https://orders.internal:9443: TLS verified against the system's trusted roots") {
+		t.Errorf("stderr %q, want a note at <stdin>:5:12 about TLS with the system roots", stderr)
 	}
 	if stdout != "service/orders created (revision 1)\n" {
 		t.Errorf("stdout %q", stdout)
 	}
-	if got := fake.requests()[0].GetResources()[0].GetService().GetSpec().GetAddress(); got != "orders.internal:9443" {
-		t.Errorf("sent address %q, want orders.internal:9443", got)
+	if got := fake.requests()[0].GetResources()[0].GetService().GetSpec().GetAddress(); got != "https://orders.internal:9443" {
+		t.Errorf("sent address %q, want https://orders.internal:9443", got)
 	}
 }
 

@@ -3,14 +3,11 @@ package cli
 import (
 	"errors"
 	"fmt"
-	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
-	policyv1 "keyway.dev/gen/keyway/policy/v1"
-
 	"keyway.dev/keywayctl/internal/apigee"
-	"keyway.dev/keywayctl/internal/manifest"
 )
 
 // newImportCommand builds `import`, which converts another gateway's
@@ -27,7 +24,7 @@ func newImportCommand(g *globals) *cobra.Command {
 func newImportApigeeCommand(g *globals) *cobra.Command {
 	var (
 		output string
-		dryRun bool
+		flags  sendFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "apigee FILE",
@@ -43,38 +40,54 @@ gets a tls-outbound PolicyBinding "<name>-tls" whose certificate is
 {truststore: trustStore}: the stores stay references, resolved by the secrets
 service. Notes on stderr say what was decided for you.
 
-With -o yaml or --dry-run the resources are printed and nothing is sent;
-otherwise they are applied, all or none, as keywayctl apply does.`,
+With -o yaml the resources are printed and nothing is sent; otherwise they
+are applied, all or none, as keywayctl apply does, with the same flags:
+--dry-run validates them (and probes) without storing anything, --wait
+follows the rollout, --probe=false skips the live probe.
+
+` + probeHelp,
 		Example: `  keywayctl import apigee targetservers.json -o yaml > orders.yaml
-  keywayctl import apigee targetservers.json`,
+  keywayctl import apigee targetservers.json --dry-run
+  keywayctl import apigee targetservers.json --wait`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output != "" && output != "yaml" {
 				return fmt.Errorf("-o %q: import prints yaml only (-o yaml)", output)
 			}
-			data, err := os.ReadFile(args[0])
+			if given := flags.changed(cmd); output != "" && len(given) > 0 {
+				return fmt.Errorf("-o yaml and %s: -o prints the resources and sends nothing; drop one", strings.Join(given, ", "))
+			}
+			opts, err := flags.options(cmd, false, g.io.Stderr)
 			if err != nil {
-				return fmt.Errorf("reading Apigee target servers: %w", err)
+				return err
+			}
+			data, err := apigee.ReadFile(args[0])
+			if err != nil {
+				return err
 			}
 			r, err := apigee.Convert(args[0], data)
 			if err != nil {
-				return errors.Join(err, fmt.Errorf("nothing imported from %s", args[0]))
+				// Each problem on its own line, at its line and
+				// column, then what it means.
+				return errors.Join(err, fmt.Errorf("nothing imported from %s: %s", args[0], plural(max(countJoined(err), 1), "problem")))
 			}
 			for _, n := range r.Notes {
 				fmt.Fprintf(g.io.Stderr, "note: %s\n", n)
 			}
-			if output == "yaml" || dryRun {
+			if output == "yaml" {
 				_, err := g.io.Stdout.Write(r.YAML)
 				return err
 			}
-			docs, err := manifest.Parse(args[0]+" (converted)", r.YAML)
+			// What the policy service reports is shown at the
+			// target server file's lines and names, not the YAML's.
+			docs, err := r.Manifest()
 			if err != nil {
-				return fmt.Errorf("reading the converted resources (print them with -o yaml): %w", err)
+				return err
 			}
-			return g.send(cmd, manifest.Manifest(docs), false, policyv1.ProbeMode_PROBE_MODE_UNSPECIFIED, false)
+			return g.send(cmd, docs, opts)
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "", "print the resources instead of applying them: yaml")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "print the resources (as -o yaml) and send nothing")
+	flags.register(cmd, false)
 	return cmd
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -158,6 +159,12 @@ func (sg *secretsGlobals) rpcError(err error, what string) error {
 		}
 	case connect.CodeOf(err) == connect.CodeNotFound && errors.As(err, &ce):
 		return errors.New(ce.Message())
+	case connect.CodeOf(err) == connect.CodeDeadlineExceeded || errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: no answer from the secrets service at %s within %s: is it running there? (--timeout sets the limit)", what, sg.server, sg.timeout)
+	case (connect.CodeOf(err) == connect.CodeUnavailable || connect.CodeOf(err) == connect.CodeFailedPrecondition) && errors.As(err, &ce):
+		// The service's message names the part that failed (Vault, NATS)
+		// and what became of the request.
+		return fmt.Errorf("%s: %s", what, ce.Message())
 	}
 	if aerr := authError(err, what, "the secrets service", sg.server); aerr != nil {
 		return aerr
@@ -366,7 +373,15 @@ truststore (one row per truststore: the CA that expires first). STATE is
 valid, expiring (less than 30 days left, or a third of the lifetime for
 short-lived certificates), expired or not-yet-valid.
 
--o json prints {"keystores": [...], "truststores": [...]}.`,
+STATUS is ok when VERSION is the backend's current version, and rejected when
+the backend holds a newer version the service refused (written straight into
+Vault or the directory, and breaking the rules of a put: a key that does not
+match, an expired certificate, an RSA key under 2048 bits, PEM that does not
+parse). VERSION is then still the version served, "-" if none; a line under
+the table says which version was refused and why.
+
+-o json prints {"keystores": [...], "truststores": [...]}; each carries status
+and rejection {version, reason, message, time}.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := secretsFormat(format)
@@ -406,11 +421,21 @@ short-lived certificates), expired or not-yet-valid.
 }
 
 func (sg *secretsGlobals) deleteCommand() *cobra.Command {
-	var t secretTarget
+	var (
+		t     secretTarget
+		force bool
+	)
 	cmd := &cobra.Command{
-		Use:   "delete (--keystore KS --alias A | --truststore NAME)",
+		Use:   "delete (--keystore KS --alias A | --truststore NAME) [--force]",
 		Short: "Delete an alias or a truststore, with all its versions",
-		Args:  cobra.NoArgs,
+		Long: `Delete removes an alias or a truststore with all its versions. A secret that a
+PolicyBinding or a Listener references is not deleted: the answer names those
+resources (delete or re-point them first). When the secrets service cannot
+read the configuration (NATS away), it cannot tell, and refuses too.
+
+--force deletes anyway; the audit record (action secret.delete.forced) names
+the resources that still used it.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := t.check(); err != nil {
 				return err
@@ -422,9 +447,9 @@ func (sg *secretsGlobals) deleteCommand() *cobra.Command {
 			ctx, cancel := sg.withTimeout(cmd.Context())
 			defer cancel()
 			if t.truststore != "" {
-				_, err = client.DeleteTruststore(ctx, connect.NewRequest(&secretsv1.DeleteTruststoreRequest{Name: t.truststore}))
+				_, err = client.DeleteTruststore(ctx, connect.NewRequest(&secretsv1.DeleteTruststoreRequest{Name: t.truststore, Force: force}))
 			} else {
-				_, err = client.DeleteAlias(ctx, connect.NewRequest(&secretsv1.DeleteAliasRequest{Keystore: t.keystore, Alias: t.alias}))
+				_, err = client.DeleteAlias(ctx, connect.NewRequest(&secretsv1.DeleteAliasRequest{Keystore: t.keystore, Alias: t.alias, Force: force}))
 			}
 			if err != nil {
 				return sg.rpcError(err, "deleting "+t.String())
@@ -434,6 +459,7 @@ func (sg *secretsGlobals) deleteCommand() *cobra.Command {
 		},
 	}
 	t.flags(cmd)
+	cmd.Flags().BoolVar(&force, "force", false, "delete even when resources use it, or when that cannot be told (recorded in the audit trail)")
 	return cmd
 }
 
@@ -502,11 +528,13 @@ func writeJSONAs(w io.Writer, b []byte, f output.Format) error {
 }
 
 // writeSecretsTable prints aliases (one row each, for the leaf) and
-// truststores (one row each, for the CA that expires first).
+// truststores (one row each, for the CA that expires first), then one line
+// per rejected version.
 func writeSecretsTable(w io.Writer, aliases []*secretsv1.Alias, stores []*secretsv1.Truststore, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	var rejected []string
 	if len(aliases) > 0 {
-		fmt.Fprintln(tw, "KEYSTORE\tALIAS\tBACKEND\tVERSION\tUSAGE\tSUBJECT\tEXPIRES\tSTATE\tFINGERPRINT")
+		fmt.Fprintln(tw, "KEYSTORE\tALIAS\tBACKEND\tVERSION\tUSAGE\tSUBJECT\tEXPIRES\tSTATE\tSTATUS\tFINGERPRINT")
 		for _, a := range aliases {
 			leaf := firstCert(a.GetChain())
 			subject, expires, state, fp := "-", "-", "-", "-"
@@ -514,15 +542,18 @@ func writeSecretsTable(w io.Writer, aliases []*secretsv1.Alias, stores []*secret
 				subject, state, fp = leaf.GetSubject(), stateName(leaf.GetState()), short(leaf.GetSha256Fingerprint())
 				expires = expiresIn(leaf, now)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.GetKeystore(), a.GetAlias(), backendName(a.GetBackend()),
-				a.GetVersion(), usageName(a.GetUsage()), subject, expires, state, fp)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.GetKeystore(), a.GetAlias(), backendName(a.GetBackend()),
+				orDash(a.GetVersion()), usageName(a.GetUsage()), subject, expires, state, statusName(a.GetStatus()), fp)
+			if r := a.GetRejection(); r != nil {
+				rejected = append(rejected, rejectionLine("alias "+a.GetKeystore()+"/"+a.GetAlias(), a.GetBackend(), a.GetVersion(), r))
+			}
 		}
 	}
 	if len(stores) > 0 {
 		if len(aliases) > 0 {
 			fmt.Fprintln(tw)
 		}
-		fmt.Fprintln(tw, "TRUSTSTORE\tBACKEND\tVERSION\tCERTIFICATES\tFIRST-EXPIRY\tSTATE")
+		fmt.Fprintln(tw, "TRUSTSTORE\tBACKEND\tVERSION\tCERTIFICATES\tFIRST-EXPIRY\tSTATE\tSTATUS")
 		for _, t := range stores {
 			var first *secretsv1.Certificate
 			for _, c := range t.GetCertificates() {
@@ -534,10 +565,52 @@ func writeSecretsTable(w io.Writer, aliases []*secretsv1.Alias, stores []*secret
 			if first != nil {
 				expires, state = expiresIn(first, now), stateName(first.GetState())
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", t.GetName(), backendName(t.GetBackend()), t.GetVersion(), len(t.GetCertificates()), expires, state)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", t.GetName(), backendName(t.GetBackend()), orDash(t.GetVersion()), len(t.GetCertificates()), expires, state, statusName(t.GetStatus()))
+			if r := t.GetRejection(); r != nil {
+				rejected = append(rejected, rejectionLine("truststore "+t.GetName(), t.GetBackend(), t.GetVersion(), r))
+			}
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(rejected) > 0 {
+		fmt.Fprintln(w)
+	}
+	for _, l := range rejected {
+		if _, err := fmt.Fprintln(w, l); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rejectionLine says which backend version of a secret was refused, why,
+// and what is served instead.
+func rejectionLine(what string, b secretsv1.Backend, serving string, r *secretsv1.Rejection) string {
+	store := "backend"
+	switch b {
+	case secretsv1.Backend_BACKEND_VAULT_KV, secretsv1.Backend_BACKEND_VAULT_PKI:
+		store = "Vault"
+	case secretsv1.Backend_BACKEND_LOCAL:
+		store = "directory"
+	}
+	serves := "serving version " + serving
+	if serving == "" {
+		serves = "serving no version"
+	}
+	return fmt.Sprintf("%s: %s version %s rejected (%s) since %s; %s: %s", what, store, orDash(r.GetVersion()), r.GetReason(),
+		r.GetTime().AsTime().UTC().Format(time.RFC3339), serves, r.GetMessage())
+}
+
+func statusName(s secretsv1.Status) string {
+	switch s {
+	case secretsv1.Status_STATUS_OK:
+		return "ok"
+	case secretsv1.Status_STATUS_REJECTED:
+		return "rejected"
+	}
+	return "-"
 }
 
 func expiresIn(c *secretsv1.Certificate, now time.Time) string {

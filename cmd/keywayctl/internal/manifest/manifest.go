@@ -63,9 +63,40 @@ type Document struct {
 	Pos Position
 	// Notes are the conversions made while reading the document.
 	Notes []Note
+	// instance is set on the first resource made from a Flex ApiInstance;
+	// flex on a resource that names one. The cross-document pass reads
+	// them.
+	instance *flexInstance
+	flex     *flexTarget
 	// fields maps a JSON field path inside the resource's member
 	// ("metadata.name", "spec.config.ciphers[1]") to where it was written.
 	fields map[string]Position
+	// origins, set by Relocate, replaces fields for a document converted
+	// from another format.
+	origins map[string]Origin
+}
+
+// Origin is where a field of a converted document came from: its position
+// in the file the user wrote and its name there, such as
+// `targetServer[0] "orders" sSLInfo.keyAlias` for the alias of a binding
+// that keywayctl import made from Apigee's targetservers.json.
+type Origin struct {
+	Pos  Position
+	Name string
+}
+
+// Relocate makes a converted document speak of the file it was converted
+// from: origins maps a field path of the resource (as [Document.Locate]
+// takes it; "" for the document) to where its source was written and what
+// it is called there. A path without an origin falls back to its nearest
+// parent that has one. Problems the policy service reports about the
+// resource are then shown at the user's file, line and column, under the
+// user's names, never at the converted YAML.
+func (d *Document) Relocate(origins map[string]Origin) {
+	d.origins = origins
+	if o, ok := origins[""]; ok {
+		d.Pos = o.Pos
+	}
 }
 
 // Locate returns where the field path, relative to the resource's member,
@@ -73,12 +104,38 @@ type Document struct {
 // filled in, a key inside a value) falls back to its nearest written parent,
 // and finally to the document.
 func (d *Document) Locate(path string) Position {
+	if d.origins != nil {
+		return d.origin(path).Pos
+	}
 	for {
 		if pos, ok := d.fields[path]; ok {
 			return pos
 		}
 		if path == "" {
 			return d.Pos
+		}
+		path = parent(path)
+	}
+}
+
+// Name is what the user calls the field at path: the path itself, or for
+// a relocated document the name of its origin ("" for the document as a
+// whole, unless relocated).
+func (d *Document) Name(path string) string {
+	if d.origins != nil {
+		return d.origin(path).Name
+	}
+	return path
+}
+
+// origin is the origin of path or of its nearest parent that has one.
+func (d *Document) origin(path string) Origin {
+	for {
+		if o, ok := d.origins[path]; ok {
+			return o
+		}
+		if path == "" {
+			return Origin{Pos: d.Pos}
 		}
 		path = parent(path)
 	}
@@ -122,8 +179,10 @@ func (m Manifest) Notes() []Note {
 // Locate maps a field path of the ApplyRequest built from m, such as
 // "resources[2].policyBinding.spec.config.ciphers[1]", to the document, to
 // where the field was written, and to the path relative to the resource
-// ("spec.config.ciphers[1]"; empty for the resource as a whole). doc is nil
-// when the path does not name one of m's resources.
+// ("spec.config.ciphers[1]"; empty for the resource as a whole), or, for a
+// relocated document, the name of the field in the file it was converted
+// from (see [Document.Relocate]). doc is nil when the path does not name one
+// of m's resources.
 func (m Manifest) Locate(field string) (doc *Document, pos Position, rel string) {
 	rest, found := strings.CutPrefix(field, "resources[")
 	if !found {
@@ -144,7 +203,7 @@ func (m Manifest) Locate(field string) (doc *Document, pos Position, rel string)
 	} else {
 		rest = ""
 	}
-	return m[i], m[i].Locate(rest), rest
+	return m[i], m[i].Locate(rest), m[i].Name(rest)
 }
 
 // Read reads the manifests named by paths: files, directories (every
@@ -169,9 +228,9 @@ func Read(paths []string, stdin io.Reader) (Manifest, error) {
 				errs = append(errs, fmt.Errorf("reading standard input: %w", err))
 				continue
 			}
-			docs, err := Parse(stdinName, data)
+			docs, perrs := parse(stdinName, data)
 			m = append(m, docs...)
-			errs = append(errs, err)
+			errs = append(errs, perrs...)
 			continue
 		}
 		files, err := expand(p)
@@ -185,10 +244,15 @@ func Read(paths []string, stdin io.Reader) (Manifest, error) {
 				errs = append(errs, err)
 				continue
 			}
-			docs, err := Parse(f, data)
+			docs, perrs := parse(f, data)
 			m = append(m, docs...)
-			errs = append(errs, err)
+			errs = append(errs, perrs...)
 		}
+	}
+	if len(errs) == 0 {
+		// Flex resources refer to each other across files, as in Flex
+		// Gateway's configuration directory.
+		errs = linkFlex(m)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

@@ -177,10 +177,10 @@ func TestParseFlexService(t *testing.T) {
 		name, address, want string
 		tlsNote             bool
 	}{
-		{name: "https with port", address: "https://orders.internal:9443", want: "orders.internal:9443", tlsNote: true},
-		{name: "https default port", address: "https://orders.internal", want: "orders.internal:443", tlsNote: true},
-		{name: "http", address: "http://127.0.0.1:8080", want: "127.0.0.1:8080"},
-		{name: "IPv6", address: "https://[::1]:9443/", want: "[::1]:9443", tlsNote: true},
+		{name: "https with port", address: "https://orders.internal:9443", want: "https://orders.internal:9443", tlsNote: true},
+		{name: "https default port", address: "https://orders.internal", want: "https://orders.internal:443", tlsNote: true},
+		{name: "http", address: "http://127.0.0.1:8080", want: "http://127.0.0.1:8080"},
+		{name: "IPv6", address: "https://[::1]:9443/", want: "https://[::1]:9443", tlsNote: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -198,7 +198,7 @@ func TestParseFlexService(t *testing.T) {
 				t.Fatalf("got notes %v, want one", docs[0].Notes)
 			}
 			note := docs[0].Notes[0].String()
-			if !strings.HasPrefix(note, "flex.yaml:6:12: ") || strings.Contains(note, "tls-outbound PolicyBinding") != tt.tlsNote {
+			if !strings.HasPrefix(note, "flex.yaml:6:12: ") || strings.Contains(note, "verified against the system's trusted roots") != tt.tlsNote {
 				t.Errorf("note %q: want at flex.yaml:6:12, TLS hint %v", note, tt.tlsNote)
 			}
 			if pos := docs[0].Locate("spec.address"); pos.String() != "flex.yaml:6:12" {
@@ -230,7 +230,7 @@ func TestParseErrors(t *testing.T) {
 			name:  "unknown apiVersion",
 			file:  "a.yaml",
 			input: "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Route\n",
-			want:  []string{`a.yaml:1:13: unknown apiVersion "gateway.mulesoft.com/v1alpha1" for kind Route; want keyway.dev/v1alpha1`},
+			want:  []string{`a.yaml:1:13: unknown apiVersion "gateway.mulesoft.com/v1alpha1" for kind Route; want keyway.dev/v1alpha1 (Flex Gateway's apiVersion takes ApiInstance, Service, PolicyBinding)`},
 		},
 		{
 			name:  "missing kind",

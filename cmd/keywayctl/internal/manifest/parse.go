@@ -26,6 +26,16 @@ import (
 // JSON manifest is read by the same YAML parser (JSON is YAML), so its
 // positions are exact too.
 func Parse(name string, data []byte) ([]*Document, error) {
+	docs, errs := parse(name, data)
+	if len(errs) == 0 {
+		errs = linkFlex(docs)
+	}
+	return docs, errors.Join(errs...)
+}
+
+// parse reads the documents of one manifest, without the checks that span
+// files.
+func parse(name string, data []byte) ([]*Document, []error) {
 	if trimmed := bytes.TrimSpace(data); strings.EqualFold(filepath.Ext(name), ".json") ||
 		len(trimmed) > 0 && (trimmed[0] == '{' || trimmed[0] == '[') {
 		// JSON allows tabs as whitespace where YAML does not; a raw tab
@@ -33,7 +43,7 @@ func Parse(name string, data []byte) ([]*Document, error) {
 		// and keeps columns.
 		data = bytes.ReplaceAll(data, []byte("\t"), []byte(" "))
 	}
-	p := &parser{file: name, size: len(data), budget: 4*len(data) + minValues}
+	p := &parser{file: name, lines: strings.Split(string(data), "\n"), size: len(data), budget: 4*len(data) + minValues}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var root yaml.Node
@@ -54,7 +64,7 @@ func Parse(name string, data []byte) ([]*Document, error) {
 		}
 		p.topLevel(n)
 	}
-	return p.docs, errors.Join(p.errs...)
+	return p.docs, p.errs
 }
 
 // yamlLine finds the line in the YAML package's error messages.
@@ -73,7 +83,11 @@ type parser struct {
 	file string
 	docs []*Document
 	errs []error
-	size int // of the file, in bytes
+	// pending are the notes of the Flex document being read.
+	pending []Note
+	// lines are the file's lines, to point into a block scalar.
+	lines []string
+	size  int // of the file, in bytes
 	// budget is how many more values the file may expand to. Aliases
 	// (*name) make a few bytes stand for a whole tree, and aliases of
 	// aliases for exponentially many ("billion laughs"); without a bound a
@@ -170,6 +184,10 @@ func (p *parser) resource(n *yaml.Node) {
 		return
 	}
 	kindNode = deref(kindNode)
+	if av := lookup(n, "apiVersion"); av != nil && deref(av).Value == resource.FlexAPIVersion {
+		p.flexDoc(n, kindNode)
+		return
+	}
 	k, ok := resource.ByName(kindNode.Value)
 	if !ok || kindNode.Kind != yaml.ScalarNode {
 		msg := fmt.Sprintf("unknown kind %s; want %s", limits.Quote(kindNode.Value), kindList())
@@ -190,21 +208,8 @@ func (p *parser) resource(n *yaml.Node) {
 		return
 	}
 	avNode = deref(avNode)
-	switch {
-	case avNode.Value == resource.APIVersion:
-	case avNode.Value == resource.FlexAPIVersion && k.Name == "PolicyBinding":
-		// Passed through as written: the policy service accepts Flex
-		// Gateway's apiVersion for PolicyBinding.
-	case avNode.Value == resource.FlexAPIVersion && k.Name == "Service":
-		if !p.convertFlexService(doc, n, avNode) {
-			return
-		}
-	default:
-		want := resource.APIVersion
-		if k.Name == "PolicyBinding" {
-			want += " or " + resource.FlexAPIVersion
-		}
-		p.errorf(avNode, "unknown apiVersion %q for kind %s; want %s", avNode.Value, k.Name, want)
+	if avNode.Value != resource.APIVersion {
+		p.errorf(avNode, "unknown apiVersion %q for kind %s; want %s (or %s for Flex Gateway's ApiInstance, Service and PolicyBinding)", avNode.Value, k.Name, resource.APIVersion, resource.FlexAPIVersion)
 		return
 	}
 	p.decode(doc, k, n)
@@ -355,6 +360,7 @@ func (c *converter) single(n *yaml.Node, fd protoreflect.FieldDescriptor, path s
 	case protoreflect.StringKind, protoreflect.BytesKind:
 		switch tag {
 		case "!!str", "!!timestamp", "!!binary":
+			c.commentedPEM(n, path)
 			return n.Value
 		}
 		c.p.errorf(n, "%s: want a string, got %s; quote it: %q", path, describe(n), n.Value)
@@ -453,11 +459,52 @@ func (c *converter) free(n *yaml.Node, path string) any {
 	case "!!int", "!!float":
 		return c.number(n, path, tag)
 	case "!!str", "!!timestamp", "!!binary":
+		c.commentedPEM(n, path)
 		return n.Value
 	default:
 		c.p.errorf(n, "%s: unsupported YAML tag %s", path, n.Tag)
 		return nil
 	}
+}
+
+// pemFields are the fields that hold PEM, in resources and in policy
+// configs.
+var pemFields = map[string]bool{"crt": true, "key": true, "trustedCA": true, "clientCAs": true}
+
+// commentedPEM refuses a PEM field whose block is commented out with '#',
+// as Flex Gateway's samples print them ("# -----BEGIN CERTIFICATE-----"):
+// in a block scalar the '#' is text, so the block would not be read. The
+// error points at the line itself when the value is a literal block (|),
+// whose lines are the file's. The policy service refuses it too, for
+// other clients; here the user gets the line of the file.
+func (c *converter) commentedPEM(n *yaml.Node, path string) {
+	if !pemFields[path[strings.LastIndexByte(path, '.')+1:]] {
+		return
+	}
+	line, text := model.CommentedPEM(n.Value)
+	if line == 0 {
+		return
+	}
+	pos := c.p.pos(n)
+	where := fmt.Sprintf(" (line %d of the value)", line)
+	if n.Style&yaml.LiteralStyle != 0 {
+		// Content line k of a literal block is the file's line k after
+		// its indicator ("crt: |").
+		if l := n.Line + line; l-1 < len(c.p.lines) && strings.Contains(c.p.lines[l-1], strings.TrimSpace(text)) {
+			pos = Position{File: c.p.file, Line: l, Column: strings.Index(c.p.lines[l-1], "#") + 1}
+			where = ""
+		}
+	}
+	c.p.errs = append(c.p.errs, &Error{Pos: pos, Msg: fmt.Sprintf("%s: the PEM block is commented out with '#'%s: %q; %s",
+		path, where, limitLine(strings.TrimSpace(text)), model.CommentedPEMFix(n.Value))})
+}
+
+// limitLine cuts a quoted line of the user's file for a message.
+func limitLine(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
 }
 
 // number converts a YAML number (or a quoted one, for enums and integers)

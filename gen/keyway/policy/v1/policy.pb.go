@@ -28,7 +28,9 @@ const (
 type ProbeMode int32
 
 const (
-	// On for dry runs (validate), off otherwise.
+	// On for dry runs (validate), off otherwise: what clients that predate
+	// the probe (or do not set it) have always had. keywayctl probes applies
+	// by default by sending PROBE_MODE_ON.
 	ProbeMode_PROBE_MODE_UNSPECIFIED ProbeMode = 0
 	ProbeMode_PROBE_MODE_ON          ProbeMode = 1
 	ProbeMode_PROBE_MODE_OFF         ProbeMode = 2
@@ -189,8 +191,11 @@ type ApplyRequest struct {
 	// Validate only; store nothing.
 	DryRun bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
 	// Whether to handshake with each upstream a tls-outbound binding targets,
-	// with the binding's context, before storing anything. A failed probe
-	// fails the apply with the typed reason.
+	// with the binding's context, before storing anything. An endpoint that
+	// was reached and refused (untrusted certificate, client certificate
+	// refused, ...) fails the apply with the typed reason; one that could not
+	// be reached (connection refused, no route, DNS, dial timeout) is a
+	// warning, and the apply goes on. keywayctl always sends ON or OFF.
 	Probe ProbeMode `protobuf:"varint,3,opt,name=probe,proto3,enum=keyway.policy.v1.ProbeMode" json:"probe,omitempty"`
 	// When set, Apply returns only after every live proxy node serves the
 	// applied revision, or this long has passed; the response's rollout says
@@ -346,7 +351,8 @@ type ApplyResult struct {
 	Warnings []*Warning `protobuf:"bytes,5,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	// Certificates found in the resource, with their expiry.
 	Certificates []*CertificateInfo `protobuf:"bytes,6,rep,name=certificates,proto3" json:"certificates,omitempty"`
-	// Live probe results, one per endpoint of the bound Service.
+	// Live probe results, one per endpoint of the bound Service. An endpoint
+	// that could not be reached also has a warning here.
 	Probes        []*ProbeResult `protobuf:"bytes,7,rep,name=probes,proto3" json:"probes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -460,7 +466,14 @@ type ProbeResult struct {
 	// at the HTTP layer, such as nginx's 400, is not ok).
 	HttpStatus int32 `protobuf:"varint,14,opt,name=http_status,json=httpStatus,proto3" json:"http_status,omitempty"`
 	// The path that request asked for.
-	HttpPath      string `protobuf:"bytes,15,opt,name=http_path,json=httpPath,proto3" json:"http_path,omitempty"`
+	HttpPath string `protobuf:"bytes,15,opt,name=http_path,json=httpPath,proto3" json:"http_path,omitempty"`
+	// Whether a TCP connection to the endpoint was established. False with
+	// ok false: the policy service could not reach it (connection_refused,
+	// host_unreachable, dns_failure, dial_timeout, ...), which is a warning,
+	// not an error: the policy service may not see the network the proxy
+	// nodes see. True with ok false: the endpoint answered and refused (the
+	// apply is refused).
+	Reachable     bool `protobuf:"varint,16,opt,name=reachable,proto3" json:"reachable,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -598,6 +611,13 @@ func (x *ProbeResult) GetHttpPath() string {
 		return x.HttpPath
 	}
 	return ""
+}
+
+func (x *ProbeResult) GetReachable() bool {
+	if x != nil {
+		return x.Reachable
+	}
+	return false
 }
 
 // Warnings travel as a detail of an INVALID_ARGUMENT error, beside the
@@ -2138,7 +2158,7 @@ const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"\brevision\x18\x04 \x01(\x04R\brevision\x125\n" +
 	"\bwarnings\x18\x05 \x03(\v2\x19.keyway.policy.v1.WarningR\bwarnings\x12E\n" +
 	"\fcertificates\x18\x06 \x03(\v2!.keyway.policy.v1.CertificateInfoR\fcertificates\x125\n" +
-	"\x06probes\x18\a \x03(\v2\x1d.keyway.policy.v1.ProbeResultR\x06probes\"\xaf\x04\n" +
+	"\x06probes\x18\a \x03(\v2\x1d.keyway.policy.v1.ProbeResultR\x06probes\"\xcd\x04\n" +
 	"\vProbeResult\x12\x1a\n" +
 	"\bendpoint\x18\x01 \x01(\tR\bendpoint\x12\x1f\n" +
 	"\vserver_name\x18\x02 \x01(\tR\n" +
@@ -2158,7 +2178,8 @@ const file_keyway_policy_v1_policy_proto_rawDesc = "" +
 	"\aelapsed\x18\r \x01(\v2\x19.google.protobuf.DurationR\aelapsed\x12\x1f\n" +
 	"\vhttp_status\x18\x0e \x01(\x05R\n" +
 	"httpStatus\x12\x1b\n" +
-	"\thttp_path\x18\x0f \x01(\tR\bhttpPath\"A\n" +
+	"\thttp_path\x18\x0f \x01(\tR\bhttpPath\x12\x1c\n" +
+	"\treachable\x18\x10 \x01(\bR\treachable\"A\n" +
 	"\bWarnings\x125\n" +
 	"\bwarnings\x18\x01 \x03(\v2\x19.keyway.policy.v1.WarningR\bwarnings\"9\n" +
 	"\aWarning\x12\x14\n" +

@@ -776,7 +776,11 @@ type ListenerHost struct {
 	// TLS 1.2 (and 1.1) suites, IANA names; empty keeps the defaults.
 	Ciphers []string `protobuf:"bytes,9,rep,name=ciphers,proto3" json:"ciphers,omitempty"`
 	// ALPN protocols offered; default h2, http/1.1.
-	Alpn          []string `protobuf:"bytes,10,rep,name=alpn,proto3" json:"alpn,omitempty"`
+	Alpn []string `protobuf:"bytes,10,rep,name=alpn,proto3" json:"alpn,omitempty"`
+	// Whether client certificates are checked for revocation, against CRLs
+	// and OCSP; off when absent. Needs clientAuth verify-if-given or
+	// require-and-verify.
+	Revocation    *Revocation `protobuf:"bytes,12,opt,name=revocation,proto3" json:"revocation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -888,6 +892,100 @@ func (x *ListenerHost) GetAlpn() []string {
 	return nil
 }
 
+func (x *ListenerHost) GetRevocation() *Revocation {
+	if x != nil {
+		return x.Revocation
+	}
+	return nil
+}
+
+// Revocation is how certificates are checked for revocation by their CA.
+type Revocation struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "off", "soft-fail" (a certificate whose status no current CRL or OCSP
+	// response gives is allowed, and counted) or "hard-fail" (it is
+	// refused). A revoked certificate is refused unless off. Required.
+	Mode string `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	// CRLs to consult for the certificates of the CAs that signed them:
+	// http:// or https:// URLs, or absolute file paths on the proxy nodes.
+	Crl []string `protobuf:"bytes,2,rep,name=crl,proto3" json:"crl,omitempty"`
+	// Also consult the CRLs each certificate names (its CRL distribution
+	// points). Default true.
+	DistributionPoints *bool `protobuf:"varint,3,opt,name=distribution_points,json=distributionPoints,proto3,oneof" json:"distribution_points,omitempty"`
+	// Ask the OCSP responder each certificate names (its authority
+	// information access), or ocsp_responder.
+	Ocsp bool `protobuf:"varint,4,opt,name=ocsp,proto3" json:"ocsp,omitempty"`
+	// The OCSP responder to ask instead: an http:// or https:// URL.
+	OcspResponder string `protobuf:"bytes,5,opt,name=ocsp_responder,json=ocspResponder,proto3" json:"ocsp_responder,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Revocation) Reset() {
+	*x = Revocation{}
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Revocation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Revocation) ProtoMessage() {}
+
+func (x *Revocation) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Revocation.ProtoReflect.Descriptor instead.
+func (*Revocation) Descriptor() ([]byte, []int) {
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Revocation) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *Revocation) GetCrl() []string {
+	if x != nil {
+		return x.Crl
+	}
+	return nil
+}
+
+func (x *Revocation) GetDistributionPoints() bool {
+	if x != nil && x.DistributionPoints != nil {
+		return *x.DistributionPoints
+	}
+	return false
+}
+
+func (x *Revocation) GetOcsp() bool {
+	if x != nil {
+		return x.Ocsp
+	}
+	return false
+}
+
+func (x *Revocation) GetOcspResponder() string {
+	if x != nil {
+		return x.OcspResponder
+	}
+	return ""
+}
+
 // KeyPair is a certificate chain and its private key: inline PEM (crt and
 // key), or a reference to an alias of a keystore of the secrets service
 // (keystore and alias), never both.
@@ -907,7 +1005,7 @@ type KeyPair struct {
 
 func (x *KeyPair) Reset() {
 	*x = KeyPair{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[10]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -919,7 +1017,7 @@ func (x *KeyPair) String() string {
 func (*KeyPair) ProtoMessage() {}
 
 func (x *KeyPair) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[10]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -932,7 +1030,7 @@ func (x *KeyPair) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyPair.ProtoReflect.Descriptor instead.
 func (*KeyPair) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{10}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KeyPair) GetCrt() string {
@@ -978,7 +1076,7 @@ type PolicyBinding struct {
 
 func (x *PolicyBinding) Reset() {
 	*x = PolicyBinding{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[11]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1088,7 @@ func (x *PolicyBinding) String() string {
 func (*PolicyBinding) ProtoMessage() {}
 
 func (x *PolicyBinding) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[11]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1101,7 @@ func (x *PolicyBinding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBinding.ProtoReflect.Descriptor instead.
 func (*PolicyBinding) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{11}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PolicyBinding) GetApiVersion() string {
@@ -1051,7 +1149,7 @@ type PolicyBindingSpec struct {
 
 func (x *PolicyBindingSpec) Reset() {
 	*x = PolicyBindingSpec{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[12]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1063,7 +1161,7 @@ func (x *PolicyBindingSpec) String() string {
 func (*PolicyBindingSpec) ProtoMessage() {}
 
 func (x *PolicyBindingSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[12]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1076,7 +1174,7 @@ func (x *PolicyBindingSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyBindingSpec.ProtoReflect.Descriptor instead.
 func (*PolicyBindingSpec) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{12}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PolicyBindingSpec) GetTargetRef() *TargetRef {
@@ -1112,7 +1210,7 @@ type TargetRef struct {
 
 func (x *TargetRef) Reset() {
 	*x = TargetRef{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[13]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1124,7 +1222,7 @@ func (x *TargetRef) String() string {
 func (*TargetRef) ProtoMessage() {}
 
 func (x *TargetRef) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[13]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1137,7 +1235,7 @@ func (x *TargetRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TargetRef.ProtoReflect.Descriptor instead.
 func (*TargetRef) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{13}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TargetRef) GetKind() string {
@@ -1165,7 +1263,7 @@ type PolicyRef struct {
 
 func (x *PolicyRef) Reset() {
 	*x = PolicyRef{}
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[14]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1275,7 @@ func (x *PolicyRef) String() string {
 func (*PolicyRef) ProtoMessage() {}
 
 func (x *PolicyRef) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_policy_v1_resources_proto_msgTypes[14]
+	mi := &file_keyway_policy_v1_resources_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1288,7 @@ func (x *PolicyRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRef.ProtoReflect.Descriptor instead.
 func (*PolicyRef) Descriptor() ([]byte, []int) {
-	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{14}
+	return file_keyway_policy_v1_resources_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PolicyRef) GetName() string {
@@ -1261,7 +1359,7 @@ const file_keyway_policy_v1_resources_proto_rawDesc = "" +
 	"\x04spec\x18\x04 \x01(\v2\x1e.keyway.policy.v1.ListenerSpecR\x04spec\"^\n" +
 	"\fListenerSpec\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x124\n" +
-	"\x05hosts\x18\x02 \x03(\v2\x1e.keyway.policy.v1.ListenerHostR\x05hosts\"\x81\x03\n" +
+	"\x05hosts\x18\x02 \x03(\v2\x1e.keyway.policy.v1.ListenerHostR\x05hosts\"\xbf\x03\n" +
 	"\fListenerHost\x12\x1c\n" +
 	"\thostnames\x18\x01 \x03(\tR\thostnames\x12\x18\n" +
 	"\adefault\x18\x02 \x01(\bR\adefault\x12;\n" +
@@ -1280,7 +1378,18 @@ const file_keyway_policy_v1_resources_proto_rawDesc = "" +
 	"maxversion\x12\x18\n" +
 	"\aciphers\x18\t \x03(\tR\aciphers\x12\x12\n" +
 	"\x04alpn\x18\n" +
-	" \x03(\tR\x04alpn\"_\n" +
+	" \x03(\tR\x04alpn\x12<\n" +
+	"\n" +
+	"revocation\x18\f \x01(\v2\x1c.keyway.policy.v1.RevocationR\n" +
+	"revocation\"\xbb\x01\n" +
+	"\n" +
+	"Revocation\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x10\n" +
+	"\x03crl\x18\x02 \x03(\tR\x03crl\x124\n" +
+	"\x13distribution_points\x18\x03 \x01(\bH\x00R\x12distributionPoints\x88\x01\x01\x12\x12\n" +
+	"\x04ocsp\x18\x04 \x01(\bR\x04ocsp\x12%\n" +
+	"\x0eocsp_responder\x18\x05 \x01(\tR\rocspResponderB\x16\n" +
+	"\x14_distribution_points\"_\n" +
 	"\aKeyPair\x12\x10\n" +
 	"\x03crt\x18\x01 \x01(\tR\x03crt\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x1a\n" +
@@ -1317,7 +1426,7 @@ func file_keyway_policy_v1_resources_proto_rawDescGZIP() []byte {
 	return file_keyway_policy_v1_resources_proto_rawDescData
 }
 
-var file_keyway_policy_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_keyway_policy_v1_resources_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_keyway_policy_v1_resources_proto_goTypes = []any{
 	(*Resource)(nil),              // 0: keyway.policy.v1.Resource
 	(*ObjectMeta)(nil),            // 1: keyway.policy.v1.ObjectMeta
@@ -1329,22 +1438,23 @@ var file_keyway_policy_v1_resources_proto_goTypes = []any{
 	(*Listener)(nil),              // 7: keyway.policy.v1.Listener
 	(*ListenerSpec)(nil),          // 8: keyway.policy.v1.ListenerSpec
 	(*ListenerHost)(nil),          // 9: keyway.policy.v1.ListenerHost
-	(*KeyPair)(nil),               // 10: keyway.policy.v1.KeyPair
-	(*PolicyBinding)(nil),         // 11: keyway.policy.v1.PolicyBinding
-	(*PolicyBindingSpec)(nil),     // 12: keyway.policy.v1.PolicyBindingSpec
-	(*TargetRef)(nil),             // 13: keyway.policy.v1.TargetRef
-	(*PolicyRef)(nil),             // 14: keyway.policy.v1.PolicyRef
-	nil,                           // 15: keyway.policy.v1.ObjectMeta.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),       // 17: google.protobuf.Struct
+	(*Revocation)(nil),            // 10: keyway.policy.v1.Revocation
+	(*KeyPair)(nil),               // 11: keyway.policy.v1.KeyPair
+	(*PolicyBinding)(nil),         // 12: keyway.policy.v1.PolicyBinding
+	(*PolicyBindingSpec)(nil),     // 13: keyway.policy.v1.PolicyBindingSpec
+	(*TargetRef)(nil),             // 14: keyway.policy.v1.TargetRef
+	(*PolicyRef)(nil),             // 15: keyway.policy.v1.PolicyRef
+	nil,                           // 16: keyway.policy.v1.ObjectMeta.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),       // 18: google.protobuf.Struct
 }
 var file_keyway_policy_v1_resources_proto_depIdxs = []int32{
 	2,  // 0: keyway.policy.v1.Resource.service:type_name -> keyway.policy.v1.Service
 	4,  // 1: keyway.policy.v1.Resource.route:type_name -> keyway.policy.v1.Route
-	11, // 2: keyway.policy.v1.Resource.policy_binding:type_name -> keyway.policy.v1.PolicyBinding
+	12, // 2: keyway.policy.v1.Resource.policy_binding:type_name -> keyway.policy.v1.PolicyBinding
 	7,  // 3: keyway.policy.v1.Resource.listener:type_name -> keyway.policy.v1.Listener
-	15, // 4: keyway.policy.v1.ObjectMeta.labels:type_name -> keyway.policy.v1.ObjectMeta.LabelsEntry
-	16, // 5: keyway.policy.v1.ObjectMeta.update_time:type_name -> google.protobuf.Timestamp
+	16, // 4: keyway.policy.v1.ObjectMeta.labels:type_name -> keyway.policy.v1.ObjectMeta.LabelsEntry
+	17, // 5: keyway.policy.v1.ObjectMeta.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 6: keyway.policy.v1.Service.metadata:type_name -> keyway.policy.v1.ObjectMeta
 	3,  // 7: keyway.policy.v1.Service.spec:type_name -> keyway.policy.v1.ServiceSpec
 	1,  // 8: keyway.policy.v1.Route.metadata:type_name -> keyway.policy.v1.ObjectMeta
@@ -1353,17 +1463,18 @@ var file_keyway_policy_v1_resources_proto_depIdxs = []int32{
 	1,  // 11: keyway.policy.v1.Listener.metadata:type_name -> keyway.policy.v1.ObjectMeta
 	8,  // 12: keyway.policy.v1.Listener.spec:type_name -> keyway.policy.v1.ListenerSpec
 	9,  // 13: keyway.policy.v1.ListenerSpec.hosts:type_name -> keyway.policy.v1.ListenerHost
-	10, // 14: keyway.policy.v1.ListenerHost.certificate:type_name -> keyway.policy.v1.KeyPair
-	1,  // 15: keyway.policy.v1.PolicyBinding.metadata:type_name -> keyway.policy.v1.ObjectMeta
-	12, // 16: keyway.policy.v1.PolicyBinding.spec:type_name -> keyway.policy.v1.PolicyBindingSpec
-	13, // 17: keyway.policy.v1.PolicyBindingSpec.target_ref:type_name -> keyway.policy.v1.TargetRef
-	14, // 18: keyway.policy.v1.PolicyBindingSpec.policy_ref:type_name -> keyway.policy.v1.PolicyRef
-	17, // 19: keyway.policy.v1.PolicyBindingSpec.config:type_name -> google.protobuf.Struct
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	11, // 14: keyway.policy.v1.ListenerHost.certificate:type_name -> keyway.policy.v1.KeyPair
+	10, // 15: keyway.policy.v1.ListenerHost.revocation:type_name -> keyway.policy.v1.Revocation
+	1,  // 16: keyway.policy.v1.PolicyBinding.metadata:type_name -> keyway.policy.v1.ObjectMeta
+	13, // 17: keyway.policy.v1.PolicyBinding.spec:type_name -> keyway.policy.v1.PolicyBindingSpec
+	14, // 18: keyway.policy.v1.PolicyBindingSpec.target_ref:type_name -> keyway.policy.v1.TargetRef
+	15, // 19: keyway.policy.v1.PolicyBindingSpec.policy_ref:type_name -> keyway.policy.v1.PolicyRef
+	18, // 20: keyway.policy.v1.PolicyBindingSpec.config:type_name -> google.protobuf.Struct
+	21, // [21:21] is the sub-list for method output_type
+	21, // [21:21] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_keyway_policy_v1_resources_proto_init() }
@@ -1377,13 +1488,14 @@ func file_keyway_policy_v1_resources_proto_init() {
 		(*Resource_PolicyBinding)(nil),
 		(*Resource_Listener)(nil),
 	}
+	file_keyway_policy_v1_resources_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyway_policy_v1_resources_proto_rawDesc), len(file_keyway_policy_v1_resources_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -136,6 +136,62 @@ func (State) EnumDescriptor() ([]byte, []int) {
 	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{1}
 }
 
+// Status says whether the service serves the backend's current version of
+// an alias or a truststore.
+type Status int32
+
+const (
+	Status_STATUS_UNSPECIFIED Status = 0
+	// The backend's current version is the one served.
+	Status_STATUS_OK Status = 1
+	// The backend's current version was refused (written outside the
+	// service, for instance with `vault kv put`, and failing the rules a put
+	// is held to); rejection says why. The last good version, if the service
+	// held one, is still served: version names it.
+	Status_STATUS_REJECTED Status = 2
+)
+
+// Enum value maps for Status.
+var (
+	Status_name = map[int32]string{
+		0: "STATUS_UNSPECIFIED",
+		1: "STATUS_OK",
+		2: "STATUS_REJECTED",
+	}
+	Status_value = map[string]int32{
+		"STATUS_UNSPECIFIED": 0,
+		"STATUS_OK":          1,
+		"STATUS_REJECTED":    2,
+	}
+)
+
+func (x Status) Enum() *Status {
+	p := new(Status)
+	*p = x
+	return p
+}
+
+func (x Status) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Status) Descriptor() protoreflect.EnumDescriptor {
+	return file_keyway_secrets_v1_secrets_proto_enumTypes[2].Descriptor()
+}
+
+func (Status) Type() protoreflect.EnumType {
+	return &file_keyway_secrets_v1_secrets_proto_enumTypes[2]
+}
+
+func (x Status) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Status.Descriptor instead.
+func (Status) EnumDescriptor() ([]byte, []int) {
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{2}
+}
+
 // Backend is where an alias or truststore lives.
 type Backend int32
 
@@ -176,11 +232,11 @@ func (x Backend) String() string {
 }
 
 func (Backend) Descriptor() protoreflect.EnumDescriptor {
-	return file_keyway_secrets_v1_secrets_proto_enumTypes[2].Descriptor()
+	return file_keyway_secrets_v1_secrets_proto_enumTypes[3].Descriptor()
 }
 
 func (Backend) Type() protoreflect.EnumType {
-	return &file_keyway_secrets_v1_secrets_proto_enumTypes[2]
+	return &file_keyway_secrets_v1_secrets_proto_enumTypes[3]
 }
 
 func (x Backend) Number() protoreflect.EnumNumber {
@@ -189,7 +245,84 @@ func (x Backend) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Backend.Descriptor instead.
 func (Backend) EnumDescriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{2}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{3}
+}
+
+// Rejection is a version the backend holds that the service refused to
+// serve.
+type Rejection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The backend's version that was refused: Vault KV's version number, or
+	// the local directory's content hash; empty when the backend's answer
+	// carried none.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	// The class of the problem, one of: key_mismatch, weak_key, expired,
+	// not_yet_valid, unparsable, missing_field, usage, chain, pki.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// What is wrong and how to fix it.
+	Message string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// When the service first refused this version.
+	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rejection) Reset() {
+	*x = Rejection{}
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rejection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rejection) ProtoMessage() {}
+
+func (x *Rejection) ProtoReflect() protoreflect.Message {
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rejection.ProtoReflect.Descriptor instead.
+func (*Rejection) Descriptor() ([]byte, []int) {
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Rejection) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Rejection) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Rejection) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Rejection) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
 }
 
 // Certificate describes one certificate; never its key.
@@ -221,7 +354,7 @@ type Certificate struct {
 
 func (x *Certificate) Reset() {
 	*x = Certificate{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[0]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +366,7 @@ func (x *Certificate) String() string {
 func (*Certificate) ProtoMessage() {}
 
 func (x *Certificate) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[0]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +379,7 @@ func (x *Certificate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
 func (*Certificate) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{0}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Certificate) GetSubject() string {
@@ -346,25 +479,31 @@ type Alias struct {
 	Keystore string                 `protobuf:"bytes,1,opt,name=keystore,proto3" json:"keystore,omitempty"`
 	Alias    string                 `protobuf:"bytes,2,opt,name=alias,proto3" json:"alias,omitempty"`
 	Backend  Backend                `protobuf:"varint,3,opt,name=backend,proto3,enum=keyway.secrets.v1.Backend" json:"backend,omitempty"`
-	// Version of the stored secret (Vault KV's version, the serial of a PKI
-	// certificate, or the file's content hash for a local directory).
+	// Version served (Vault KV's version, the serial of a PKI certificate,
+	// or the file's content hash for a local directory); empty when the
+	// service serves no version (every version it saw was rejected).
 	Version string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
-	// Leaf first, then intermediates.
+	// Leaf first, then intermediates, of the version served.
 	Chain []*Certificate `protobuf:"bytes,5,rep,name=chain,proto3" json:"chain,omitempty"`
 	Usage Usage          `protobuf:"varint,6,opt,name=usage,proto3,enum=keyway.secrets.v1.Usage" json:"usage,omitempty"`
 	// For a PKI alias: the role that issues it, the TTL asked for, and when
 	// it will be renewed.
-	PkiRole       string                 `protobuf:"bytes,7,opt,name=pki_role,json=pkiRole,proto3" json:"pki_role,omitempty"`
-	PkiTtl        *durationpb.Duration   `protobuf:"bytes,8,opt,name=pki_ttl,json=pkiTtl,proto3" json:"pki_ttl,omitempty"`
-	RenewTime     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=renew_time,json=renewTime,proto3" json:"renew_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	PkiRole    string                 `protobuf:"bytes,7,opt,name=pki_role,json=pkiRole,proto3" json:"pki_role,omitempty"`
+	PkiTtl     *durationpb.Duration   `protobuf:"bytes,8,opt,name=pki_ttl,json=pkiTtl,proto3" json:"pki_ttl,omitempty"`
+	RenewTime  *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=renew_time,json=renewTime,proto3" json:"renew_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Whether version is the backend's current version.
+	Status Status `protobuf:"varint,11,opt,name=status,proto3,enum=keyway.secrets.v1.Status" json:"status,omitempty"`
+	// Set when status is STATUS_REJECTED: the backend's version refused, and
+	// why.
+	Rejection     *Rejection `protobuf:"bytes,12,opt,name=rejection,proto3" json:"rejection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Alias) Reset() {
 	*x = Alias{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[1]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +515,7 @@ func (x *Alias) String() string {
 func (*Alias) ProtoMessage() {}
 
 func (x *Alias) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[1]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +528,7 @@ func (x *Alias) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Alias.ProtoReflect.Descriptor instead.
 func (*Alias) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{1}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Alias) GetKeystore() string {
@@ -462,21 +601,41 @@ func (x *Alias) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Alias) GetStatus() Status {
+	if x != nil {
+		return x.Status
+	}
+	return Status_STATUS_UNSPECIFIED
+}
+
+func (x *Alias) GetRejection() *Rejection {
+	if x != nil {
+		return x.Rejection
+	}
+	return nil
+}
+
 // Truststore is a CA bundle, described.
 type Truststore struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Backend       Backend                `protobuf:"varint,2,opt,name=backend,proto3,enum=keyway.secrets.v1.Backend" json:"backend,omitempty"`
-	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
-	Certificates  []*Certificate         `protobuf:"bytes,4,rep,name=certificates,proto3" json:"certificates,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Backend Backend                `protobuf:"varint,2,opt,name=backend,proto3,enum=keyway.secrets.v1.Backend" json:"backend,omitempty"`
+	// Version served; empty when every version the service saw was
+	// rejected.
+	Version      string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	Certificates []*Certificate         `protobuf:"bytes,4,rep,name=certificates,proto3" json:"certificates,omitempty"`
+	UpdateTime   *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Whether version is the backend's current version.
+	Status Status `protobuf:"varint,6,opt,name=status,proto3,enum=keyway.secrets.v1.Status" json:"status,omitempty"`
+	// Set when status is STATUS_REJECTED.
+	Rejection     *Rejection `protobuf:"bytes,7,opt,name=rejection,proto3" json:"rejection,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Truststore) Reset() {
 	*x = Truststore{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[2]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +647,7 @@ func (x *Truststore) String() string {
 func (*Truststore) ProtoMessage() {}
 
 func (x *Truststore) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[2]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +660,7 @@ func (x *Truststore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Truststore.ProtoReflect.Descriptor instead.
 func (*Truststore) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{2}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Truststore) GetName() string {
@@ -539,6 +698,20 @@ func (x *Truststore) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Truststore) GetStatus() Status {
+	if x != nil {
+		return x.Status
+	}
+	return Status_STATUS_UNSPECIFIED
+}
+
+func (x *Truststore) GetRejection() *Rejection {
+	if x != nil {
+		return x.Rejection
+	}
+	return nil
+}
+
 // Keystore groups aliases.
 type Keystore struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -550,7 +723,7 @@ type Keystore struct {
 
 func (x *Keystore) Reset() {
 	*x = Keystore{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[3]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +735,7 @@ func (x *Keystore) String() string {
 func (*Keystore) ProtoMessage() {}
 
 func (x *Keystore) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[3]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +748,7 @@ func (x *Keystore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keystore.ProtoReflect.Descriptor instead.
 func (*Keystore) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{3}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Keystore) GetName() string {
@@ -612,7 +785,7 @@ type PutAliasRequest struct {
 
 func (x *PutAliasRequest) Reset() {
 	*x = PutAliasRequest{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[4]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +797,7 @@ func (x *PutAliasRequest) String() string {
 func (*PutAliasRequest) ProtoMessage() {}
 
 func (x *PutAliasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[4]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +810,7 @@ func (x *PutAliasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutAliasRequest.ProtoReflect.Descriptor instead.
 func (*PutAliasRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{4}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PutAliasRequest) GetKeystore() string {
@@ -704,7 +877,7 @@ type PKISpec struct {
 
 func (x *PKISpec) Reset() {
 	*x = PKISpec{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[5]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +889,7 @@ func (x *PKISpec) String() string {
 func (*PKISpec) ProtoMessage() {}
 
 func (x *PKISpec) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[5]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +902,7 @@ func (x *PKISpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PKISpec.ProtoReflect.Descriptor instead.
 func (*PKISpec) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{5}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PKISpec) GetRole() string {
@@ -771,7 +944,7 @@ type PutAliasResponse struct {
 
 func (x *PutAliasResponse) Reset() {
 	*x = PutAliasResponse{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[6]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +956,7 @@ func (x *PutAliasResponse) String() string {
 func (*PutAliasResponse) ProtoMessage() {}
 
 func (x *PutAliasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[6]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +969,7 @@ func (x *PutAliasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutAliasResponse.ProtoReflect.Descriptor instead.
 func (*PutAliasResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{6}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PutAliasResponse) GetAlias() *Alias {
@@ -825,7 +998,7 @@ type PutTruststoreRequest struct {
 
 func (x *PutTruststoreRequest) Reset() {
 	*x = PutTruststoreRequest{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[7]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +1010,7 @@ func (x *PutTruststoreRequest) String() string {
 func (*PutTruststoreRequest) ProtoMessage() {}
 
 func (x *PutTruststoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[7]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +1023,7 @@ func (x *PutTruststoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutTruststoreRequest.ProtoReflect.Descriptor instead.
 func (*PutTruststoreRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{7}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PutTruststoreRequest) GetName() string {
@@ -884,7 +1057,7 @@ type PutTruststoreResponse struct {
 
 func (x *PutTruststoreResponse) Reset() {
 	*x = PutTruststoreResponse{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[8]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -896,7 +1069,7 @@ func (x *PutTruststoreResponse) String() string {
 func (*PutTruststoreResponse) ProtoMessage() {}
 
 func (x *PutTruststoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[8]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -909,7 +1082,7 @@ func (x *PutTruststoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutTruststoreResponse.ProtoReflect.Descriptor instead.
 func (*PutTruststoreResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{8}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PutTruststoreResponse) GetTruststore() *Truststore {
@@ -936,7 +1109,7 @@ type GetAliasRequest struct {
 
 func (x *GetAliasRequest) Reset() {
 	*x = GetAliasRequest{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[9]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -948,7 +1121,7 @@ func (x *GetAliasRequest) String() string {
 func (*GetAliasRequest) ProtoMessage() {}
 
 func (x *GetAliasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[9]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -961,7 +1134,7 @@ func (x *GetAliasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAliasRequest.ProtoReflect.Descriptor instead.
 func (*GetAliasRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{9}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetAliasRequest) GetKeystore() string {
@@ -987,7 +1160,7 @@ type GetAliasResponse struct {
 
 func (x *GetAliasResponse) Reset() {
 	*x = GetAliasResponse{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[10]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -999,7 +1172,7 @@ func (x *GetAliasResponse) String() string {
 func (*GetAliasResponse) ProtoMessage() {}
 
 func (x *GetAliasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[10]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1012,7 +1185,7 @@ func (x *GetAliasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetAliasResponse.ProtoReflect.Descriptor instead.
 func (*GetAliasResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{10}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetAliasResponse) GetAlias() *Alias {
@@ -1031,7 +1204,7 @@ type GetTruststoreRequest struct {
 
 func (x *GetTruststoreRequest) Reset() {
 	*x = GetTruststoreRequest{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[11]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1043,7 +1216,7 @@ func (x *GetTruststoreRequest) String() string {
 func (*GetTruststoreRequest) ProtoMessage() {}
 
 func (x *GetTruststoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[11]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1056,7 +1229,7 @@ func (x *GetTruststoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTruststoreRequest.ProtoReflect.Descriptor instead.
 func (*GetTruststoreRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{11}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetTruststoreRequest) GetName() string {
@@ -1075,7 +1248,7 @@ type GetTruststoreResponse struct {
 
 func (x *GetTruststoreResponse) Reset() {
 	*x = GetTruststoreResponse{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[12]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1260,7 @@ func (x *GetTruststoreResponse) String() string {
 func (*GetTruststoreResponse) ProtoMessage() {}
 
 func (x *GetTruststoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[12]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1273,7 @@ func (x *GetTruststoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTruststoreResponse.ProtoReflect.Descriptor instead.
 func (*GetTruststoreResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{12}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetTruststoreResponse) GetTruststore() *Truststore {
@@ -1118,7 +1291,7 @@ type ListKeystoresRequest struct {
 
 func (x *ListKeystoresRequest) Reset() {
 	*x = ListKeystoresRequest{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[13]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1303,7 @@ func (x *ListKeystoresRequest) String() string {
 func (*ListKeystoresRequest) ProtoMessage() {}
 
 func (x *ListKeystoresRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[13]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1316,7 @@ func (x *ListKeystoresRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeystoresRequest.ProtoReflect.Descriptor instead.
 func (*ListKeystoresRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{13}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{14}
 }
 
 type ListKeystoresResponse struct {
@@ -1155,7 +1328,7 @@ type ListKeystoresResponse struct {
 
 func (x *ListKeystoresResponse) Reset() {
 	*x = ListKeystoresResponse{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[14]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1167,7 +1340,7 @@ func (x *ListKeystoresResponse) String() string {
 func (*ListKeystoresResponse) ProtoMessage() {}
 
 func (x *ListKeystoresResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[14]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1180,7 +1353,7 @@ func (x *ListKeystoresResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeystoresResponse.ProtoReflect.Descriptor instead.
 func (*ListKeystoresResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{14}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListKeystoresResponse) GetKeystores() []*Keystore {
@@ -1198,7 +1371,7 @@ type ListTruststoresRequest struct {
 
 func (x *ListTruststoresRequest) Reset() {
 	*x = ListTruststoresRequest{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[15]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1210,7 +1383,7 @@ func (x *ListTruststoresRequest) String() string {
 func (*ListTruststoresRequest) ProtoMessage() {}
 
 func (x *ListTruststoresRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[15]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1223,7 +1396,7 @@ func (x *ListTruststoresRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTruststoresRequest.ProtoReflect.Descriptor instead.
 func (*ListTruststoresRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{15}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{16}
 }
 
 type ListTruststoresResponse struct {
@@ -1235,7 +1408,7 @@ type ListTruststoresResponse struct {
 
 func (x *ListTruststoresResponse) Reset() {
 	*x = ListTruststoresResponse{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[16]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1420,7 @@ func (x *ListTruststoresResponse) String() string {
 func (*ListTruststoresResponse) ProtoMessage() {}
 
 func (x *ListTruststoresResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[16]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1433,7 @@ func (x *ListTruststoresResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTruststoresResponse.ProtoReflect.Descriptor instead.
 func (*ListTruststoresResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{16}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListTruststoresResponse) GetTruststores() []*Truststore {
@@ -1271,16 +1444,20 @@ func (x *ListTruststoresResponse) GetTruststores() []*Truststore {
 }
 
 type DeleteAliasRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Keystore      string                 `protobuf:"bytes,1,opt,name=keystore,proto3" json:"keystore,omitempty"`
-	Alias         string                 `protobuf:"bytes,2,opt,name=alias,proto3" json:"alias,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Keystore string                 `protobuf:"bytes,1,opt,name=keystore,proto3" json:"keystore,omitempty"`
+	Alias    string                 `protobuf:"bytes,2,opt,name=alias,proto3" json:"alias,omitempty"`
+	// Delete even when resources reference the alias, or when whether they
+	// do cannot be told (NATS away). The audit record says so, with the
+	// resources found.
+	Force         bool `protobuf:"varint,3,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteAliasRequest) Reset() {
 	*x = DeleteAliasRequest{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[17]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1469,7 @@ func (x *DeleteAliasRequest) String() string {
 func (*DeleteAliasRequest) ProtoMessage() {}
 
 func (x *DeleteAliasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[17]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1482,7 @@ func (x *DeleteAliasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAliasRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAliasRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{17}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DeleteAliasRequest) GetKeystore() string {
@@ -1322,6 +1499,13 @@ func (x *DeleteAliasRequest) GetAlias() string {
 	return ""
 }
 
+func (x *DeleteAliasRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
 type DeleteAliasResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1330,7 +1514,7 @@ type DeleteAliasResponse struct {
 
 func (x *DeleteAliasResponse) Reset() {
 	*x = DeleteAliasResponse{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[18]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1342,7 +1526,7 @@ func (x *DeleteAliasResponse) String() string {
 func (*DeleteAliasResponse) ProtoMessage() {}
 
 func (x *DeleteAliasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[18]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1355,19 +1539,21 @@ func (x *DeleteAliasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAliasResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAliasResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{18}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{19}
 }
 
 type DeleteTruststoreRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// As DeleteAliasRequest.force.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteTruststoreRequest) Reset() {
 	*x = DeleteTruststoreRequest{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[19]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +1565,7 @@ func (x *DeleteTruststoreRequest) String() string {
 func (*DeleteTruststoreRequest) ProtoMessage() {}
 
 func (x *DeleteTruststoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[19]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +1578,7 @@ func (x *DeleteTruststoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTruststoreRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTruststoreRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{19}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DeleteTruststoreRequest) GetName() string {
@@ -1400,6 +1586,13 @@ func (x *DeleteTruststoreRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *DeleteTruststoreRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type DeleteTruststoreResponse struct {
@@ -1410,7 +1603,7 @@ type DeleteTruststoreResponse struct {
 
 func (x *DeleteTruststoreResponse) Reset() {
 	*x = DeleteTruststoreResponse{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[20]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1615,7 @@ func (x *DeleteTruststoreResponse) String() string {
 func (*DeleteTruststoreResponse) ProtoMessage() {}
 
 func (x *DeleteTruststoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[20]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1628,7 @@ func (x *DeleteTruststoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTruststoreResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTruststoreResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{20}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{21}
 }
 
 type FetchAliasRequest struct {
@@ -1448,7 +1641,7 @@ type FetchAliasRequest struct {
 
 func (x *FetchAliasRequest) Reset() {
 	*x = FetchAliasRequest{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[21]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +1653,7 @@ func (x *FetchAliasRequest) String() string {
 func (*FetchAliasRequest) ProtoMessage() {}
 
 func (x *FetchAliasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[21]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +1666,7 @@ func (x *FetchAliasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchAliasRequest.ProtoReflect.Descriptor instead.
 func (*FetchAliasRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{21}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FetchAliasRequest) GetKeystore() string {
@@ -1503,7 +1696,7 @@ type FetchAliasResponse struct {
 
 func (x *FetchAliasResponse) Reset() {
 	*x = FetchAliasResponse{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[22]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1708,7 @@ func (x *FetchAliasResponse) String() string {
 func (*FetchAliasResponse) ProtoMessage() {}
 
 func (x *FetchAliasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[22]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1721,7 @@ func (x *FetchAliasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchAliasResponse.ProtoReflect.Descriptor instead.
 func (*FetchAliasResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{22}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *FetchAliasResponse) GetAlias() *Alias {
@@ -1561,7 +1754,7 @@ type FetchTruststoreRequest struct {
 
 func (x *FetchTruststoreRequest) Reset() {
 	*x = FetchTruststoreRequest{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[23]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +1766,7 @@ func (x *FetchTruststoreRequest) String() string {
 func (*FetchTruststoreRequest) ProtoMessage() {}
 
 func (x *FetchTruststoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[23]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +1779,7 @@ func (x *FetchTruststoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchTruststoreRequest.ProtoReflect.Descriptor instead.
 func (*FetchTruststoreRequest) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{23}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *FetchTruststoreRequest) GetName() string {
@@ -1606,7 +1799,7 @@ type FetchTruststoreResponse struct {
 
 func (x *FetchTruststoreResponse) Reset() {
 	*x = FetchTruststoreResponse{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[24]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1618,7 +1811,7 @@ func (x *FetchTruststoreResponse) String() string {
 func (*FetchTruststoreResponse) ProtoMessage() {}
 
 func (x *FetchTruststoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[24]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1631,7 +1824,7 @@ func (x *FetchTruststoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchTruststoreResponse.ProtoReflect.Descriptor instead.
 func (*FetchTruststoreResponse) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{24}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *FetchTruststoreResponse) GetTruststore() *Truststore {
@@ -1670,7 +1863,7 @@ type SecretVersion struct {
 
 func (x *SecretVersion) Reset() {
 	*x = SecretVersion{}
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[25]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1682,7 +1875,7 @@ func (x *SecretVersion) String() string {
 func (*SecretVersion) ProtoMessage() {}
 
 func (x *SecretVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[25]
+	mi := &file_keyway_secrets_v1_secrets_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1695,7 +1888,7 @@ func (x *SecretVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SecretVersion.ProtoReflect.Descriptor instead.
 func (*SecretVersion) Descriptor() ([]byte, []int) {
-	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{25}
+	return file_keyway_secrets_v1_secrets_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SecretVersion) GetKeystore() string {
@@ -1751,7 +1944,12 @@ var File_keyway_secrets_v1_secrets_proto protoreflect.FileDescriptor
 
 const file_keyway_secrets_v1_secrets_proto_rawDesc = "" +
 	"\n" +
-	"\x1fkeyway/secrets/v1/secrets.proto\x12\x11keyway.secrets.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x03\n" +
+	"\x1fkeyway/secrets/v1/secrets.proto\x12\x11keyway.secrets.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n" +
+	"\tRejection\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xe7\x03\n" +
 	"\vCertificate\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x16\n" +
 	"\x06issuer\x18\x02 \x01(\tR\x06issuer\x12\x1b\n" +
@@ -1767,7 +1965,7 @@ const file_keyway_secrets_v1_secrets_proto_rawDesc = "" +
 	" \x01(\tR\x11sha256Fingerprint\x12\x19\n" +
 	"\bkey_type\x18\v \x01(\tR\akeyType\x12\x13\n" +
 	"\x05is_ca\x18\f \x01(\bR\x04isCa\x12\x17\n" +
-	"\av1_root\x18\r \x01(\bR\x06v1Root\"\xb6\x03\n" +
+	"\av1_root\x18\r \x01(\bR\x06v1Root\"\xa5\x04\n" +
 	"\x05Alias\x12\x1a\n" +
 	"\bkeystore\x18\x01 \x01(\tR\bkeystore\x12\x14\n" +
 	"\x05alias\x18\x02 \x01(\tR\x05alias\x124\n" +
@@ -1781,7 +1979,9 @@ const file_keyway_secrets_v1_secrets_proto_rawDesc = "" +
 	"renew_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\trenewTime\x12;\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\xf1\x01\n" +
+	"updateTime\x121\n" +
+	"\x06status\x18\v \x01(\x0e2\x19.keyway.secrets.v1.StatusR\x06status\x12:\n" +
+	"\trejection\x18\f \x01(\v2\x1c.keyway.secrets.v1.RejectionR\trejection\"\xe0\x02\n" +
 	"\n" +
 	"Truststore\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
@@ -1789,7 +1989,9 @@ const file_keyway_secrets_v1_secrets_proto_rawDesc = "" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12B\n" +
 	"\fcertificates\x18\x04 \x03(\v2\x1e.keyway.secrets.v1.CertificateR\fcertificates\x12;\n" +
 	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"R\n" +
+	"updateTime\x121\n" +
+	"\x06status\x18\x06 \x01(\x0e2\x19.keyway.secrets.v1.StatusR\x06status\x12:\n" +
+	"\trejection\x18\a \x01(\v2\x1c.keyway.secrets.v1.RejectionR\trejection\"R\n" +
 	"\bKeystore\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x122\n" +
 	"\aaliases\x18\x02 \x03(\v2\x18.keyway.secrets.v1.AliasR\aaliases\"\x8b\x02\n" +
@@ -1835,13 +2037,15 @@ const file_keyway_secrets_v1_secrets_proto_rawDesc = "" +
 	"\tkeystores\x18\x01 \x03(\v2\x1b.keyway.secrets.v1.KeystoreR\tkeystores\"\x18\n" +
 	"\x16ListTruststoresRequest\"Z\n" +
 	"\x17ListTruststoresResponse\x12?\n" +
-	"\vtruststores\x18\x01 \x03(\v2\x1d.keyway.secrets.v1.TruststoreR\vtruststores\"F\n" +
+	"\vtruststores\x18\x01 \x03(\v2\x1d.keyway.secrets.v1.TruststoreR\vtruststores\"\\\n" +
 	"\x12DeleteAliasRequest\x12\x1a\n" +
 	"\bkeystore\x18\x01 \x01(\tR\bkeystore\x12\x14\n" +
-	"\x05alias\x18\x02 \x01(\tR\x05alias\"\x15\n" +
-	"\x13DeleteAliasResponse\"-\n" +
+	"\x05alias\x18\x02 \x01(\tR\x05alias\x12\x14\n" +
+	"\x05force\x18\x03 \x01(\bR\x05force\"\x15\n" +
+	"\x13DeleteAliasResponse\"C\n" +
 	"\x17DeleteTruststoreRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x1a\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"\x1a\n" +
 	"\x18DeleteTruststoreResponse\"E\n" +
 	"\x11FetchAliasRequest\x12\x1a\n" +
 	"\bkeystore\x18\x01 \x01(\tR\bkeystore\x12\x14\n" +
@@ -1877,7 +2081,11 @@ const file_keyway_secrets_v1_secrets_proto_rawDesc = "" +
 	"\vSTATE_VALID\x10\x01\x12\x12\n" +
 	"\x0eSTATE_EXPIRING\x10\x02\x12\x11\n" +
 	"\rSTATE_EXPIRED\x10\x03\x12\x17\n" +
-	"\x13STATE_NOT_YET_VALID\x10\x04*b\n" +
+	"\x13STATE_NOT_YET_VALID\x10\x04*D\n" +
+	"\x06Status\x12\x16\n" +
+	"\x12STATUS_UNSPECIFIED\x10\x00\x12\r\n" +
+	"\tSTATUS_OK\x10\x01\x12\x13\n" +
+	"\x0fSTATUS_REJECTED\x10\x02*b\n" +
 	"\aBackend\x12\x17\n" +
 	"\x13BACKEND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rBACKEND_LOCAL\x10\x01\x12\x14\n" +
@@ -1910,94 +2118,101 @@ func file_keyway_secrets_v1_secrets_proto_rawDescGZIP() []byte {
 	return file_keyway_secrets_v1_secrets_proto_rawDescData
 }
 
-var file_keyway_secrets_v1_secrets_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_keyway_secrets_v1_secrets_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_keyway_secrets_v1_secrets_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_keyway_secrets_v1_secrets_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_keyway_secrets_v1_secrets_proto_goTypes = []any{
 	(Usage)(0),                       // 0: keyway.secrets.v1.Usage
 	(State)(0),                       // 1: keyway.secrets.v1.State
-	(Backend)(0),                     // 2: keyway.secrets.v1.Backend
-	(*Certificate)(nil),              // 3: keyway.secrets.v1.Certificate
-	(*Alias)(nil),                    // 4: keyway.secrets.v1.Alias
-	(*Truststore)(nil),               // 5: keyway.secrets.v1.Truststore
-	(*Keystore)(nil),                 // 6: keyway.secrets.v1.Keystore
-	(*PutAliasRequest)(nil),          // 7: keyway.secrets.v1.PutAliasRequest
-	(*PKISpec)(nil),                  // 8: keyway.secrets.v1.PKISpec
-	(*PutAliasResponse)(nil),         // 9: keyway.secrets.v1.PutAliasResponse
-	(*PutTruststoreRequest)(nil),     // 10: keyway.secrets.v1.PutTruststoreRequest
-	(*PutTruststoreResponse)(nil),    // 11: keyway.secrets.v1.PutTruststoreResponse
-	(*GetAliasRequest)(nil),          // 12: keyway.secrets.v1.GetAliasRequest
-	(*GetAliasResponse)(nil),         // 13: keyway.secrets.v1.GetAliasResponse
-	(*GetTruststoreRequest)(nil),     // 14: keyway.secrets.v1.GetTruststoreRequest
-	(*GetTruststoreResponse)(nil),    // 15: keyway.secrets.v1.GetTruststoreResponse
-	(*ListKeystoresRequest)(nil),     // 16: keyway.secrets.v1.ListKeystoresRequest
-	(*ListKeystoresResponse)(nil),    // 17: keyway.secrets.v1.ListKeystoresResponse
-	(*ListTruststoresRequest)(nil),   // 18: keyway.secrets.v1.ListTruststoresRequest
-	(*ListTruststoresResponse)(nil),  // 19: keyway.secrets.v1.ListTruststoresResponse
-	(*DeleteAliasRequest)(nil),       // 20: keyway.secrets.v1.DeleteAliasRequest
-	(*DeleteAliasResponse)(nil),      // 21: keyway.secrets.v1.DeleteAliasResponse
-	(*DeleteTruststoreRequest)(nil),  // 22: keyway.secrets.v1.DeleteTruststoreRequest
-	(*DeleteTruststoreResponse)(nil), // 23: keyway.secrets.v1.DeleteTruststoreResponse
-	(*FetchAliasRequest)(nil),        // 24: keyway.secrets.v1.FetchAliasRequest
-	(*FetchAliasResponse)(nil),       // 25: keyway.secrets.v1.FetchAliasResponse
-	(*FetchTruststoreRequest)(nil),   // 26: keyway.secrets.v1.FetchTruststoreRequest
-	(*FetchTruststoreResponse)(nil),  // 27: keyway.secrets.v1.FetchTruststoreResponse
-	(*SecretVersion)(nil),            // 28: keyway.secrets.v1.SecretVersion
-	(*timestamppb.Timestamp)(nil),    // 29: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 30: google.protobuf.Duration
+	(Status)(0),                      // 2: keyway.secrets.v1.Status
+	(Backend)(0),                     // 3: keyway.secrets.v1.Backend
+	(*Rejection)(nil),                // 4: keyway.secrets.v1.Rejection
+	(*Certificate)(nil),              // 5: keyway.secrets.v1.Certificate
+	(*Alias)(nil),                    // 6: keyway.secrets.v1.Alias
+	(*Truststore)(nil),               // 7: keyway.secrets.v1.Truststore
+	(*Keystore)(nil),                 // 8: keyway.secrets.v1.Keystore
+	(*PutAliasRequest)(nil),          // 9: keyway.secrets.v1.PutAliasRequest
+	(*PKISpec)(nil),                  // 10: keyway.secrets.v1.PKISpec
+	(*PutAliasResponse)(nil),         // 11: keyway.secrets.v1.PutAliasResponse
+	(*PutTruststoreRequest)(nil),     // 12: keyway.secrets.v1.PutTruststoreRequest
+	(*PutTruststoreResponse)(nil),    // 13: keyway.secrets.v1.PutTruststoreResponse
+	(*GetAliasRequest)(nil),          // 14: keyway.secrets.v1.GetAliasRequest
+	(*GetAliasResponse)(nil),         // 15: keyway.secrets.v1.GetAliasResponse
+	(*GetTruststoreRequest)(nil),     // 16: keyway.secrets.v1.GetTruststoreRequest
+	(*GetTruststoreResponse)(nil),    // 17: keyway.secrets.v1.GetTruststoreResponse
+	(*ListKeystoresRequest)(nil),     // 18: keyway.secrets.v1.ListKeystoresRequest
+	(*ListKeystoresResponse)(nil),    // 19: keyway.secrets.v1.ListKeystoresResponse
+	(*ListTruststoresRequest)(nil),   // 20: keyway.secrets.v1.ListTruststoresRequest
+	(*ListTruststoresResponse)(nil),  // 21: keyway.secrets.v1.ListTruststoresResponse
+	(*DeleteAliasRequest)(nil),       // 22: keyway.secrets.v1.DeleteAliasRequest
+	(*DeleteAliasResponse)(nil),      // 23: keyway.secrets.v1.DeleteAliasResponse
+	(*DeleteTruststoreRequest)(nil),  // 24: keyway.secrets.v1.DeleteTruststoreRequest
+	(*DeleteTruststoreResponse)(nil), // 25: keyway.secrets.v1.DeleteTruststoreResponse
+	(*FetchAliasRequest)(nil),        // 26: keyway.secrets.v1.FetchAliasRequest
+	(*FetchAliasResponse)(nil),       // 27: keyway.secrets.v1.FetchAliasResponse
+	(*FetchTruststoreRequest)(nil),   // 28: keyway.secrets.v1.FetchTruststoreRequest
+	(*FetchTruststoreResponse)(nil),  // 29: keyway.secrets.v1.FetchTruststoreResponse
+	(*SecretVersion)(nil),            // 30: keyway.secrets.v1.SecretVersion
+	(*timestamppb.Timestamp)(nil),    // 31: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 32: google.protobuf.Duration
 }
 var file_keyway_secrets_v1_secrets_proto_depIdxs = []int32{
-	29, // 0: keyway.secrets.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
-	29, // 1: keyway.secrets.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
-	30, // 2: keyway.secrets.v1.Certificate.time_left:type_name -> google.protobuf.Duration
-	1,  // 3: keyway.secrets.v1.Certificate.state:type_name -> keyway.secrets.v1.State
-	2,  // 4: keyway.secrets.v1.Alias.backend:type_name -> keyway.secrets.v1.Backend
-	3,  // 5: keyway.secrets.v1.Alias.chain:type_name -> keyway.secrets.v1.Certificate
-	0,  // 6: keyway.secrets.v1.Alias.usage:type_name -> keyway.secrets.v1.Usage
-	30, // 7: keyway.secrets.v1.Alias.pki_ttl:type_name -> google.protobuf.Duration
-	29, // 8: keyway.secrets.v1.Alias.renew_time:type_name -> google.protobuf.Timestamp
-	29, // 9: keyway.secrets.v1.Alias.update_time:type_name -> google.protobuf.Timestamp
-	2,  // 10: keyway.secrets.v1.Truststore.backend:type_name -> keyway.secrets.v1.Backend
-	3,  // 11: keyway.secrets.v1.Truststore.certificates:type_name -> keyway.secrets.v1.Certificate
-	29, // 12: keyway.secrets.v1.Truststore.update_time:type_name -> google.protobuf.Timestamp
-	4,  // 13: keyway.secrets.v1.Keystore.aliases:type_name -> keyway.secrets.v1.Alias
-	0,  // 14: keyway.secrets.v1.PutAliasRequest.usage:type_name -> keyway.secrets.v1.Usage
-	8,  // 15: keyway.secrets.v1.PutAliasRequest.pki:type_name -> keyway.secrets.v1.PKISpec
-	30, // 16: keyway.secrets.v1.PKISpec.ttl:type_name -> google.protobuf.Duration
-	4,  // 17: keyway.secrets.v1.PutAliasResponse.alias:type_name -> keyway.secrets.v1.Alias
-	5,  // 18: keyway.secrets.v1.PutTruststoreResponse.truststore:type_name -> keyway.secrets.v1.Truststore
-	4,  // 19: keyway.secrets.v1.GetAliasResponse.alias:type_name -> keyway.secrets.v1.Alias
-	5,  // 20: keyway.secrets.v1.GetTruststoreResponse.truststore:type_name -> keyway.secrets.v1.Truststore
-	6,  // 21: keyway.secrets.v1.ListKeystoresResponse.keystores:type_name -> keyway.secrets.v1.Keystore
-	5,  // 22: keyway.secrets.v1.ListTruststoresResponse.truststores:type_name -> keyway.secrets.v1.Truststore
-	4,  // 23: keyway.secrets.v1.FetchAliasResponse.alias:type_name -> keyway.secrets.v1.Alias
-	5,  // 24: keyway.secrets.v1.FetchTruststoreResponse.truststore:type_name -> keyway.secrets.v1.Truststore
-	29, // 25: keyway.secrets.v1.SecretVersion.not_after:type_name -> google.protobuf.Timestamp
-	29, // 26: keyway.secrets.v1.SecretVersion.update_time:type_name -> google.protobuf.Timestamp
-	7,  // 27: keyway.secrets.v1.SecretsService.PutAlias:input_type -> keyway.secrets.v1.PutAliasRequest
-	10, // 28: keyway.secrets.v1.SecretsService.PutTruststore:input_type -> keyway.secrets.v1.PutTruststoreRequest
-	12, // 29: keyway.secrets.v1.SecretsService.GetAlias:input_type -> keyway.secrets.v1.GetAliasRequest
-	14, // 30: keyway.secrets.v1.SecretsService.GetTruststore:input_type -> keyway.secrets.v1.GetTruststoreRequest
-	16, // 31: keyway.secrets.v1.SecretsService.ListKeystores:input_type -> keyway.secrets.v1.ListKeystoresRequest
-	18, // 32: keyway.secrets.v1.SecretsService.ListTruststores:input_type -> keyway.secrets.v1.ListTruststoresRequest
-	20, // 33: keyway.secrets.v1.SecretsService.DeleteAlias:input_type -> keyway.secrets.v1.DeleteAliasRequest
-	22, // 34: keyway.secrets.v1.SecretsService.DeleteTruststore:input_type -> keyway.secrets.v1.DeleteTruststoreRequest
-	24, // 35: keyway.secrets.v1.MaterialService.FetchAlias:input_type -> keyway.secrets.v1.FetchAliasRequest
-	26, // 36: keyway.secrets.v1.MaterialService.FetchTruststore:input_type -> keyway.secrets.v1.FetchTruststoreRequest
-	9,  // 37: keyway.secrets.v1.SecretsService.PutAlias:output_type -> keyway.secrets.v1.PutAliasResponse
-	11, // 38: keyway.secrets.v1.SecretsService.PutTruststore:output_type -> keyway.secrets.v1.PutTruststoreResponse
-	13, // 39: keyway.secrets.v1.SecretsService.GetAlias:output_type -> keyway.secrets.v1.GetAliasResponse
-	15, // 40: keyway.secrets.v1.SecretsService.GetTruststore:output_type -> keyway.secrets.v1.GetTruststoreResponse
-	17, // 41: keyway.secrets.v1.SecretsService.ListKeystores:output_type -> keyway.secrets.v1.ListKeystoresResponse
-	19, // 42: keyway.secrets.v1.SecretsService.ListTruststores:output_type -> keyway.secrets.v1.ListTruststoresResponse
-	21, // 43: keyway.secrets.v1.SecretsService.DeleteAlias:output_type -> keyway.secrets.v1.DeleteAliasResponse
-	23, // 44: keyway.secrets.v1.SecretsService.DeleteTruststore:output_type -> keyway.secrets.v1.DeleteTruststoreResponse
-	25, // 45: keyway.secrets.v1.MaterialService.FetchAlias:output_type -> keyway.secrets.v1.FetchAliasResponse
-	27, // 46: keyway.secrets.v1.MaterialService.FetchTruststore:output_type -> keyway.secrets.v1.FetchTruststoreResponse
-	37, // [37:47] is the sub-list for method output_type
-	27, // [27:37] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	31, // 0: keyway.secrets.v1.Rejection.time:type_name -> google.protobuf.Timestamp
+	31, // 1: keyway.secrets.v1.Certificate.not_before:type_name -> google.protobuf.Timestamp
+	31, // 2: keyway.secrets.v1.Certificate.not_after:type_name -> google.protobuf.Timestamp
+	32, // 3: keyway.secrets.v1.Certificate.time_left:type_name -> google.protobuf.Duration
+	1,  // 4: keyway.secrets.v1.Certificate.state:type_name -> keyway.secrets.v1.State
+	3,  // 5: keyway.secrets.v1.Alias.backend:type_name -> keyway.secrets.v1.Backend
+	5,  // 6: keyway.secrets.v1.Alias.chain:type_name -> keyway.secrets.v1.Certificate
+	0,  // 7: keyway.secrets.v1.Alias.usage:type_name -> keyway.secrets.v1.Usage
+	32, // 8: keyway.secrets.v1.Alias.pki_ttl:type_name -> google.protobuf.Duration
+	31, // 9: keyway.secrets.v1.Alias.renew_time:type_name -> google.protobuf.Timestamp
+	31, // 10: keyway.secrets.v1.Alias.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 11: keyway.secrets.v1.Alias.status:type_name -> keyway.secrets.v1.Status
+	4,  // 12: keyway.secrets.v1.Alias.rejection:type_name -> keyway.secrets.v1.Rejection
+	3,  // 13: keyway.secrets.v1.Truststore.backend:type_name -> keyway.secrets.v1.Backend
+	5,  // 14: keyway.secrets.v1.Truststore.certificates:type_name -> keyway.secrets.v1.Certificate
+	31, // 15: keyway.secrets.v1.Truststore.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 16: keyway.secrets.v1.Truststore.status:type_name -> keyway.secrets.v1.Status
+	4,  // 17: keyway.secrets.v1.Truststore.rejection:type_name -> keyway.secrets.v1.Rejection
+	6,  // 18: keyway.secrets.v1.Keystore.aliases:type_name -> keyway.secrets.v1.Alias
+	0,  // 19: keyway.secrets.v1.PutAliasRequest.usage:type_name -> keyway.secrets.v1.Usage
+	10, // 20: keyway.secrets.v1.PutAliasRequest.pki:type_name -> keyway.secrets.v1.PKISpec
+	32, // 21: keyway.secrets.v1.PKISpec.ttl:type_name -> google.protobuf.Duration
+	6,  // 22: keyway.secrets.v1.PutAliasResponse.alias:type_name -> keyway.secrets.v1.Alias
+	7,  // 23: keyway.secrets.v1.PutTruststoreResponse.truststore:type_name -> keyway.secrets.v1.Truststore
+	6,  // 24: keyway.secrets.v1.GetAliasResponse.alias:type_name -> keyway.secrets.v1.Alias
+	7,  // 25: keyway.secrets.v1.GetTruststoreResponse.truststore:type_name -> keyway.secrets.v1.Truststore
+	8,  // 26: keyway.secrets.v1.ListKeystoresResponse.keystores:type_name -> keyway.secrets.v1.Keystore
+	7,  // 27: keyway.secrets.v1.ListTruststoresResponse.truststores:type_name -> keyway.secrets.v1.Truststore
+	6,  // 28: keyway.secrets.v1.FetchAliasResponse.alias:type_name -> keyway.secrets.v1.Alias
+	7,  // 29: keyway.secrets.v1.FetchTruststoreResponse.truststore:type_name -> keyway.secrets.v1.Truststore
+	31, // 30: keyway.secrets.v1.SecretVersion.not_after:type_name -> google.protobuf.Timestamp
+	31, // 31: keyway.secrets.v1.SecretVersion.update_time:type_name -> google.protobuf.Timestamp
+	9,  // 32: keyway.secrets.v1.SecretsService.PutAlias:input_type -> keyway.secrets.v1.PutAliasRequest
+	12, // 33: keyway.secrets.v1.SecretsService.PutTruststore:input_type -> keyway.secrets.v1.PutTruststoreRequest
+	14, // 34: keyway.secrets.v1.SecretsService.GetAlias:input_type -> keyway.secrets.v1.GetAliasRequest
+	16, // 35: keyway.secrets.v1.SecretsService.GetTruststore:input_type -> keyway.secrets.v1.GetTruststoreRequest
+	18, // 36: keyway.secrets.v1.SecretsService.ListKeystores:input_type -> keyway.secrets.v1.ListKeystoresRequest
+	20, // 37: keyway.secrets.v1.SecretsService.ListTruststores:input_type -> keyway.secrets.v1.ListTruststoresRequest
+	22, // 38: keyway.secrets.v1.SecretsService.DeleteAlias:input_type -> keyway.secrets.v1.DeleteAliasRequest
+	24, // 39: keyway.secrets.v1.SecretsService.DeleteTruststore:input_type -> keyway.secrets.v1.DeleteTruststoreRequest
+	26, // 40: keyway.secrets.v1.MaterialService.FetchAlias:input_type -> keyway.secrets.v1.FetchAliasRequest
+	28, // 41: keyway.secrets.v1.MaterialService.FetchTruststore:input_type -> keyway.secrets.v1.FetchTruststoreRequest
+	11, // 42: keyway.secrets.v1.SecretsService.PutAlias:output_type -> keyway.secrets.v1.PutAliasResponse
+	13, // 43: keyway.secrets.v1.SecretsService.PutTruststore:output_type -> keyway.secrets.v1.PutTruststoreResponse
+	15, // 44: keyway.secrets.v1.SecretsService.GetAlias:output_type -> keyway.secrets.v1.GetAliasResponse
+	17, // 45: keyway.secrets.v1.SecretsService.GetTruststore:output_type -> keyway.secrets.v1.GetTruststoreResponse
+	19, // 46: keyway.secrets.v1.SecretsService.ListKeystores:output_type -> keyway.secrets.v1.ListKeystoresResponse
+	21, // 47: keyway.secrets.v1.SecretsService.ListTruststores:output_type -> keyway.secrets.v1.ListTruststoresResponse
+	23, // 48: keyway.secrets.v1.SecretsService.DeleteAlias:output_type -> keyway.secrets.v1.DeleteAliasResponse
+	25, // 49: keyway.secrets.v1.SecretsService.DeleteTruststore:output_type -> keyway.secrets.v1.DeleteTruststoreResponse
+	27, // 50: keyway.secrets.v1.MaterialService.FetchAlias:output_type -> keyway.secrets.v1.FetchAliasResponse
+	29, // 51: keyway.secrets.v1.MaterialService.FetchTruststore:output_type -> keyway.secrets.v1.FetchTruststoreResponse
+	42, // [42:52] is the sub-list for method output_type
+	32, // [32:42] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_keyway_secrets_v1_secrets_proto_init() }
@@ -2010,8 +2225,8 @@ func file_keyway_secrets_v1_secrets_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyway_secrets_v1_secrets_proto_rawDesc), len(file_keyway_secrets_v1_secrets_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   26,
+			NumEnums:      4,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

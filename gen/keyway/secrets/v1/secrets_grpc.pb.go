@@ -56,7 +56,13 @@ type SecretsServiceClient interface {
 	// ListKeystores returns every keystore with its aliases.
 	ListKeystores(ctx context.Context, in *ListKeystoresRequest, opts ...grpc.CallOption) (*ListKeystoresResponse, error)
 	ListTruststores(ctx context.Context, in *ListTruststoresRequest, opts ...grpc.CallOption) (*ListTruststoresResponse, error)
+	// DeleteAlias deletes an alias with all its versions. An alias that a
+	// PolicyBinding or a Listener of the configuration references is not
+	// deleted: FAILED_PRECONDITION names those resources. When the
+	// configuration cannot be read (NATS away), the delete is refused with
+	// UNAVAILABLE, since whether the alias is in use is unknown.
 	DeleteAlias(ctx context.Context, in *DeleteAliasRequest, opts ...grpc.CallOption) (*DeleteAliasResponse, error)
+	// DeleteTruststore deletes a truststore, refused as DeleteAlias is.
 	DeleteTruststore(ctx context.Context, in *DeleteTruststoreRequest, opts ...grpc.CallOption) (*DeleteTruststoreResponse, error)
 }
 
@@ -175,7 +181,13 @@ type SecretsServiceServer interface {
 	// ListKeystores returns every keystore with its aliases.
 	ListKeystores(context.Context, *ListKeystoresRequest) (*ListKeystoresResponse, error)
 	ListTruststores(context.Context, *ListTruststoresRequest) (*ListTruststoresResponse, error)
+	// DeleteAlias deletes an alias with all its versions. An alias that a
+	// PolicyBinding or a Listener of the configuration references is not
+	// deleted: FAILED_PRECONDITION names those resources. When the
+	// configuration cannot be read (NATS away), the delete is refused with
+	// UNAVAILABLE, since whether the alias is in use is unknown.
 	DeleteAlias(context.Context, *DeleteAliasRequest) (*DeleteAliasResponse, error)
+	// DeleteTruststore deletes a truststore, refused as DeleteAlias is.
 	DeleteTruststore(context.Context, *DeleteTruststoreRequest) (*DeleteTruststoreResponse, error)
 	mustEmbedUnimplementedSecretsServiceServer()
 }

@@ -18,6 +18,7 @@ import (
 	"syscall"
 
 	"keyway.dev/common/ctlconfig"
+	"keyway.dev/common/envflag"
 	"keyway.dev/common/logging"
 	"keyway.dev/devstack/internal/stack"
 )
@@ -44,12 +45,14 @@ func realMain(ctx context.Context, args []string) error {
 	fs.StringVar(&cfg.UpstreamAddr, "upstream", "127.0.0.1:9443", "demo upstream address (HTTPS, client certificates required)")
 	fs.StringVar(&cfg.SecretsAddr, "secrets", "127.0.0.1:8082", "secrets service API address")
 	fs.StringVar(&cfg.SecretsInternal, "secrets-internal", "127.0.0.1:8092", "secrets service MaterialService address (mTLS)")
-	fs.BoolVar(&cfg.Vault, "vault", os.Getenv("KEYWAY_DEV_VAULT") == "1", "run a Vault dev server and the secrets service's Vault backend (env KEYWAY_DEV_VAULT=1)")
+	fs.BoolVar(&cfg.Vault, "vault", false, "run a Vault dev server and the secrets service's Vault backend")
 	fs.StringVar(&cfg.VaultAddr, "vault-addr", "127.0.0.1:8200", "Vault dev server address, with --vault")
 	fs.StringVar(&cfg.VaultBin, "vault-bin", "", "Vault binary, with --vault (default $KEYWAY_VAULT, else scripts/tool.sh vault)")
 	ctlConfig, _ := ctlconfig.DefaultPath(os.Getenv) // without HOME: none unless given
 	fs.StringVar(&cfg.KeywayctlConfig, "keywayctl-config", ctlConfig, "keywayctl config file to write the context "+stack.DevContext+" into ($"+ctlconfig.Env+", else ~/.config/keyway/config.yaml); empty for none")
-	if err := fs.Parse(args); err != nil {
+	// KEYWAY_DEV_<FLAG>: the parts' own KEYWAY_<FLAG> reach them through
+	// this process's environment, and KEYWAY_VAULT names the Vault binary.
+	if err := envflag.Parse(fs, envflag.DevPrefix, args, nil); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // -h and --help: the usage is printed; asking is no error
 		}

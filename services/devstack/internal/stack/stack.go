@@ -278,7 +278,9 @@ func Run(ctx context.Context, cfg Config) error {
 		// The stack works without it: keywayctl's flags reach it too.
 		log.Warn("keywayctl context not written", "file", cfg.KeywayctlConfig, "reason", err)
 	}
-	apply := exec.CommandContext(ctx, filepath.Join(cfg.Bin, "keywayctl"), append(append(append(ctlArgs, "--server", policyURL), a.operatorArgs()...), "apply", "--probe", "-f", sample)...)
+	// apply probes the sample's binding by default: its output shows
+	// the handshake with the demo upstream ("probe ...: ok").
+	apply := exec.CommandContext(ctx, filepath.Join(cfg.Bin, "keywayctl"), append(append(append(ctlArgs, "--server", policyURL), a.operatorArgs()...), "apply", "-f", sample)...)
 	apply.Stdout, apply.Stderr = cfg.Out, cfg.Out
 	if err := apply.Run(); err != nil {
 		return fmt.Errorf("applying %s: %w", sample, err)

@@ -15,12 +15,14 @@ import (
 	"keyway.dev/common/access"
 	"keyway.dev/common/audit"
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/envflag"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/material"
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/nodekv"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/app"
+	"keyway.dev/policy/internal/server"
 	"keyway.dev/policy/internal/store"
 )
 
@@ -34,32 +36,43 @@ func main() {
 }
 
 func realMain(ctx context.Context, args []string) error {
+	// envAliases are the environment names the flags had before
+	// KEYWAY_<FLAG>; still read.
+	envAliases := envflag.Aliases{
+		"listen": {"KEYWAY_POLICY_LISTEN"},
+		"nats":   {"KEYWAY_NATS_URL"},
+	}
 	fs := flag.NewFlagSet("keyway-policy", flag.ContinueOnError)
 	var (
-		listen    = fs.String("listen", logging.Env("KEYWAY_POLICY_LISTEN", "127.0.0.1:8081"), "API address: Connect, gRPC and gRPC-Web (env KEYWAY_POLICY_LISTEN)")
-		natsURL   = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env KEYWAY_NATS_URL)")
-		bucket    = fs.String("bucket", logging.Env("KEYWAY_BUCKET", configkv.Bucket), "JetStream KV bucket holding the configuration (env KEYWAY_BUCKET)")
+		listen    = fs.String("listen", "127.0.0.1:8081", "API address: Connect, gRPC and gRPC-Web")
+		natsURL   = fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+		bucket    = fs.String("bucket", configkv.Bucket, "JetStream KV bucket holding the configuration")
 		replicas  = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
-		nodes     = fs.String("node-bucket", logging.Env("KEYWAY_NODE_BUCKET", nodekv.Bucket), "node registry KV bucket (env KEYWAY_NODE_BUCKET)")
+		nodes     = fs.String("node-bucket", nodekv.Bucket, "node registry KV bucket")
 		nodeTTL   = fs.Duration("node-ttl", nodekv.DefaultTTL, "node bucket TTL when this service creates it: a node is listed this long after its last heartbeat")
-		secrets   = fs.String("secrets-server", logging.Env("KEYWAY_SECRETS_SERVER", ""), "secrets service API URL, e.g. https://127.0.0.1:8082 (the service presents --secrets-cert there); inline private keys are moved into it at apply; without it, references to keystores and truststores and inline private keys are refused (env KEYWAY_SECRETS_SERVER)")
-		internal  = fs.String("secrets-internal-url", logging.Env("KEYWAY_SECRETS_INTERNAL_URL", ""), "secrets service internal port (MaterialService, mTLS), e.g. https://127.0.0.1:8092, for the live probe of bindings with references (env KEYWAY_SECRETS_INTERNAL_URL)")
-		secCert   = fs.String("secrets-cert", logging.Env("KEYWAY_SECRETS_CERT", ""), "client certificate (PEM) for the secrets service's API and internal port (env KEYWAY_SECRETS_CERT)")
-		secKey    = fs.String("secrets-key", logging.Env("KEYWAY_SECRETS_KEY", ""), "key of --secrets-cert (PEM) (env KEYWAY_SECRETS_KEY)")
-		secCA     = fs.String("secrets-ca", logging.Env("KEYWAY_SECRETS_CA", ""), "CA (PEM) that signs the secrets service's API and internal port certificates (env KEYWAY_SECRETS_CA)")
-		logFormat = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
-		logLevel  = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
+		secrets   = fs.String("secrets-server", "", "secrets service API URL, e.g. https://127.0.0.1:8082 (the service presents --secrets-cert there); inline private keys are moved into it at apply; without it, references to keystores and truststores and inline private keys are refused")
+		internal  = fs.String("secrets-internal-url", "", "secrets service internal port (MaterialService, mTLS), e.g. https://127.0.0.1:8092, for the live probe of bindings with references")
+		secCert   = fs.String("secrets-cert", "", "client certificate (PEM) for the secrets service's API and internal port")
+		secKey    = fs.String("secrets-key", "", "key of --secrets-cert (PEM)")
+		secCA     = fs.String("secrets-ca", "", "CA (PEM) that signs the secrets service's API and internal port certificates")
+		probeTO   = fs.Duration("probe-timeout", server.DefaultProbeTimeout, "live probe: time for one upstream endpoint (TCP connection, TLS handshake, one HTTP request)")
+		probeDL   = fs.Duration("probe-deadline", server.DefaultProbeDeadline, "live probe: time for all the endpoints of one Apply (probed at once), fetching referenced key material included; at most 1m")
+		logFormat = fs.String("log-format", "text", "log format: text or json")
+		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn, error")
 	)
 	var natsCfg natsconn.Config
 	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
 	auditFlags := audit.AddFlags(fs)
 	var acc access.Options
 	acc.RegisterFlags(fs, "API")
-	if err := fs.Parse(args); err != nil {
+	if err := envflag.Parse(fs, envflag.Prefix, args, envAliases); err != nil {
 		return err
 	}
 	auditCfg, err := auditFlags.Config(audit.ServicePolicy, *replicas)
 	if err != nil {
+		return err
+	}
+	if err := server.CheckProbeBounds(*probeTO, *probeDL); err != nil {
 		return err
 	}
 	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
@@ -95,5 +108,7 @@ func realMain(ctx context.Context, args []string) error {
 		SecretsServer: *secrets,
 		Material:      material.Config{URL: *internal, CertFile: *secCert, KeyFile: *secKey, CAFile: *secCA},
 		Audit:         auditCfg,
+		ProbeTimeout:  *probeTO,
+		ProbeDeadline: *probeDL,
 	})
 }

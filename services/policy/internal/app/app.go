@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"slices"
@@ -34,6 +33,7 @@ import (
 	"keyway.dev/common/limits"
 	"keyway.dev/common/material"
 	"keyway.dev/common/natsconn"
+	"keyway.dev/common/retry"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/policy/internal/inlinekeys"
@@ -85,6 +85,10 @@ type Config struct {
 	// Audit is the audit stream's configuration (limits); the service and
 	// the replicas (Store.Replicas) are filled in.
 	Audit audit.Config
+	// ProbeTimeout and ProbeDeadline bound the live probe of one endpoint
+	// and of one Apply; zero: server.DefaultProbeTimeout and
+	// server.DefaultProbeDeadline.
+	ProbeTimeout, ProbeDeadline time.Duration
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -111,6 +115,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return errors.New("the secrets service's internal URL is set without its API URL: give --secrets-server too")
 	}
 	var opts []server.Option
+	if cfg.ProbeTimeout != 0 || cfg.ProbeDeadline != 0 {
+		timeout, deadline := cmp.Or(cfg.ProbeTimeout, server.DefaultProbeTimeout), cmp.Or(cfg.ProbeDeadline, server.DefaultProbeDeadline)
+		if err := server.CheckProbeBounds(timeout, deadline); err != nil {
+			return err
+		}
+		opts = append(opts, server.WithProbeBounds(timeout, deadline))
+	}
 	if cfg.SecretsServer != "" {
 		var mat server.Material
 		if cfg.Material.URL != "" {
@@ -282,7 +293,9 @@ func supervise(ctx context.Context, cur *atomic.Pointer[backend], open func(cont
 		case <-old.closed:
 		}
 		log.Error("the NATS connection was closed for good; connecting anew", "error", old.nc.LastError())
-		wait := 250 * time.Millisecond
+		// Every replica lost NATS at once: jitter keeps them from
+		// reconnecting in lockstep.
+		b := retry.New(250*time.Millisecond, 10*time.Second)
 		for {
 			nb, err := open(ctx)
 			if err == nil {
@@ -291,14 +304,11 @@ func supervise(ctx context.Context, cur *atomic.Pointer[backend], open func(cont
 				log.Info("nats connection replaced", "url", nb.nc.ConnectedUrlRedacted())
 				break
 			}
-			d := wait/2 + rand.N(wait)
+			d := b.Next()
 			log.Warn("connecting to NATS anew", "error", err, "retry_in", d)
-			select {
-			case <-ctx.Done():
+			if !retry.Sleep(ctx, d) {
 				return
-			case <-time.After(d):
 			}
-			wait = min(2*wait, 10*time.Second)
 		}
 	}
 }

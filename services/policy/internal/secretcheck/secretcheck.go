@@ -6,6 +6,7 @@
 package secretcheck
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -58,7 +59,7 @@ func (c *Client) Alias(ctx context.Context, keystore, alias string) (model.Alias
 		return model.AliasInfo{}, fmt.Errorf("asking for keystore %q alias %q: %w", keystore, alias, err)
 	}
 	a := resp.Msg.GetAlias()
-	info := model.AliasInfo{Version: a.GetVersion(), Server: a.GetUsage() == secretsv1.Usage_USAGE_SERVER}
+	info := model.AliasInfo{Version: a.GetVersion(), Server: a.GetUsage() == secretsv1.Usage_USAGE_SERVER, Rejected: rejected(a.GetRejection())}
 	for _, cert := range a.GetChain() {
 		info.Chain = append(info.Chain, summary(cert))
 	}
@@ -104,11 +105,20 @@ func (c *Client) Truststore(ctx context.Context, name string) (model.TruststoreI
 		return model.TruststoreInfo{}, fmt.Errorf("asking for truststore %q: %w", name, err)
 	}
 	ts := resp.Msg.GetTruststore()
-	info := model.TruststoreInfo{Version: ts.GetVersion()}
+	info := model.TruststoreInfo{Version: ts.GetVersion(), Rejected: rejected(ts.GetRejection())}
 	for _, cert := range ts.GetCertificates() {
 		info.Certificates = append(info.Certificates, summary(cert))
 	}
 	return info, nil
+}
+
+// rejected says which backend version the secrets service refused, and
+// why; "" when it refused none.
+func rejected(r *secretsv1.Rejection) string {
+	if r == nil {
+		return ""
+	}
+	return fmt.Sprintf("version %s in the secrets backend was rejected (%s): %s", cmp.Or(r.GetVersion(), "?"), r.GetReason(), r.GetMessage())
 }
 
 // summary converts the service's description; fingerprints lose their

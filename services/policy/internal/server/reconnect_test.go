@@ -20,6 +20,8 @@ import (
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
 	"keyway.dev/common/access"
+	"keyway.dev/common/natstest"
+	"keyway.dev/common/testwait"
 	"keyway.dev/policy/internal/app"
 )
 
@@ -48,22 +50,13 @@ func (l *lockedBuffer) String() string {
 // payload violation"), and checks that the service connects anew: health
 // returns to SERVING and applies work.
 func TestReconnectsAfterServerClosesConnection(t *testing.T) {
-	opts := &natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true}
-	ns, err := natsserver.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := natstest.Start(t)
 	logs := &lockedBuffer{}
 	ctx, cancel := context.WithCancel(t.Context())
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- app.Run(ctx, app.Config{Listen: "127.0.0.1:0", NATSURL: ns.ClientURL(), Access: access.Options{InsecureNoAuth: true}, OnListen: func(a net.Addr) { addrc <- a },
+		done <- app.Run(ctx, app.Config{Listen: "127.0.0.1:0", NATSURL: ns.URL, Access: access.Options{InsecureNoAuth: true}, OnListen: func(a net.Addr) { addrc <- a },
 			Log: slog.New(slog.NewTextHandler(logs, nil))})
 	}()
 	t.Cleanup(func() {
@@ -100,11 +93,7 @@ func TestReconnectsAfterServerClosesConnection(t *testing.T) {
 	}
 	// The server's limit drops below what the connection was told at
 	// connect time; the next larger write is a protocol violation.
-	lowered := opts.Clone()
-	lowered.MaxPayload = 2048
-	if err := ns.ReloadOptions(lowered); err != nil {
-		t.Fatal(err)
-	}
+	ns.Reload(func(o *natsserver.Options) { o.MaxPayload = 2048 })
 	endpoints := make([]string, 64)
 	for i := range endpoints {
 		endpoints[i] = fmt.Sprintf("endpoint-%02d.orders.internal:9443", i)
@@ -114,26 +103,14 @@ func TestReconnectsAfterServerClosesConnection(t *testing.T) {
 	if _, err := apply(ctx, c, false, big); err == nil {
 		t.Fatal("a write over the server's new max_payload was stored")
 	}
-	waitFor(t, "the NATS connection to be closed by the server and replaced", func() bool {
+	testwait.Until(t, 30*time.Second, "the NATS connection to be closed by the server and replaced", func() bool {
 		return strings.Contains(logs.String(), "nats connection replaced")
 	})
 	if !strings.Contains(strings.ToLower(logs.String()), "maximum payload") {
 		t.Errorf("the connection was replaced, but not after the protocol error")
 	}
-	waitFor(t, "health to say SERVING again", func() bool { return health() == healthpb.HealthCheckResponse_SERVING })
+	testwait.Until(t, 30*time.Second, "health to say SERVING again", func() bool { return health() == healthpb.HealthCheckResponse_SERVING })
 	if _, err := apply(ctx, c, false, service("after", "after.internal:443")); err != nil {
 		t.Fatalf("apply after the new connection: %v", err)
-	}
-}
-
-// waitFor polls cond until it holds, or fails the test after 30 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

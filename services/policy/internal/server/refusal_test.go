@@ -16,6 +16,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/nodekv"
+	"keyway.dev/common/testwait"
 )
 
 // reportErrors writes a node's status with the errors it reports, as
@@ -102,18 +103,16 @@ func TestRolloutReportsRefusals(t *testing.T) {
 	// The node reaches the revision but refuses the new key: failed.
 	s.reportErrors(t, "a", rev, "service.old=cannot build: old trouble", "service.new=listen tcp 127.0.0.1:9444: bind: address already in use")
 	// The view follows the bucket: wait until it has the new report.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testwait.Eventually(t, 30*time.Second, func() error {
 		got, err := s.connect.ListNodes(ctx, connect.NewRequest(&policyv1.ListNodesRequest{}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ns := got.Msg.GetNodes(); len(ns) == 1 && len(ns[0].GetErrors()) == 2 {
-			break
+		if ns := got.Msg.GetNodes(); len(ns) != 1 || len(ns[0].GetErrors()) != 2 {
+			return fmt.Errorf("the node's second error is not listed: %v", ns)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the node's second error is not listed")
-		}
-	}
+		return nil
+	})
 	r := watchToEnd(t, s, rev, rev)
 	want := fmt.Sprintf("a service.new@%d: listen tcp 127.0.0.1:9444: bind: address already in use", rev)
 	if r.GetComplete() || !r.GetFailed() || refusals(r) != want {
@@ -165,18 +164,16 @@ func TestApplyWaitReportsRefusal(t *testing.T) {
 // waitListed returns once ListNodes lists the node.
 func waitListed(t *testing.T, s *stack, id string) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testwait.Eventually(t, 30*time.Second, func() error {
 		nodes, err := s.connect.ListNodes(context.Background(), connect.NewRequest(&policyv1.ListNodesRequest{}))
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, n := range nodes.Msg.GetNodes() {
 			if n.GetId() == id {
-				return
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s not listed", id)
-		}
-	}
+		return fmt.Errorf("node %s not listed", id)
+	})
 }

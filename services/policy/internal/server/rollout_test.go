@@ -18,6 +18,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/nodekv"
+	"keyway.dev/common/testwait"
 	"keyway.dev/policy/internal/app"
 )
 
@@ -69,19 +70,16 @@ func TestRolloutFollowsNodes(t *testing.T) {
 		t.Fatalf("ApplyResponse.revision %d, result revision %d", rev, resp.GetResults()[0].GetRevision())
 	}
 	// The view follows the bucket: wait for both nodes to be listed.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testwait.Eventually(t, 30*time.Second, func() error {
 		nodes, err := s.connect.ListNodes(ctx, connect.NewRequest(&policyv1.ListNodesRequest{}))
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := ids(nodes.Msg.GetNodes())
-		if got == "a@0,b@0" {
-			break
+		if got := ids(nodes.Msg.GetNodes()); got != "a@0,b@0" {
+			return fmt.Errorf("ListNodes: %s, want a@0,b@0", got)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ListNodes: %s, want a@0,b@0", got)
-		}
-	}
+		return nil
+	})
 	// Revision 0 asks for the store's current revision.
 	ro, err := s.grpc.GetRollout(ctx, &policyv1.GetRolloutRequest{})
 	if err != nil {
@@ -195,19 +193,8 @@ func TestNodeLeavesAfterTTL(t *testing.T) {
 		return ids(resp.Msg.GetNodes())
 	}
 	// The view follows the bucket: the node shows up, then ages out.
-	deadline := time.Now().Add(30 * time.Second)
-	for list() != "gone@0" {
-		if time.Now().After(deadline) {
-			t.Fatal("the node is not listed 30s after its heartbeat")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for list() != "" {
-		if time.Now().After(deadline) {
-			t.Fatal("the node is still listed 30s after its last heartbeat, with a TTL of 1s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testwait.Until(t, 30*time.Second, "the node to be listed after its heartbeat", func() bool { return list() == "gone@0" })
+	testwait.Until(t, 30*time.Second, "the node to age out after its last heartbeat, with a TTL of 1s", func() bool { return list() == "" })
 }
 
 // Concurrent applies of one resource, each expecting the same stored

@@ -48,7 +48,9 @@ type Server struct {
 	// checks spanning resources (a binding's target exists; a deleted
 	// Service has no dependents) hold when the write lands. Only the keys
 	// written are revision-guarded in the store; across several policy
-	// replicas the guard is per key.
+	// replicas the guard is per key. The live probe runs outside it: an
+	// Apply validates, releases it while it probes, and takes it again to
+	// write, validating again if anything was written meanwhile.
 	writes sync.Mutex
 
 	obs Observer
@@ -65,6 +67,9 @@ type Server struct {
 	keys KeyStore
 	// probeLimit is each caller's budget of probe handshakes.
 	probeLimit *probeLimiter
+	// probeTimeout and probeDeadline bound the live probe of one endpoint
+	// and of one Apply ([WithProbeBounds]).
+	probeTimeout, probeDeadline time.Duration
 	// audit is the audit trail ListAudit reads; nil: none.
 	audit *audit.Writer
 }
@@ -129,7 +134,8 @@ func New(st *store.Store, nv *nodes.View, log *slog.Logger, obs Observer, opts .
 		obs = discardObserver{}
 	}
 	s := &Server{store: st, nodes: nv, log: log, now: time.Now, obs: obs,
-		probeLimit: newProbeLimiter(DefaultProbeRate, DefaultProbeBurst)}
+		probeLimit:   newProbeLimiter(DefaultProbeRate, DefaultProbeBurst),
+		probeTimeout: DefaultProbeTimeout, probeDeadline: DefaultProbeDeadline}
 	for _, o := range opts {
 		o(s)
 	}
@@ -200,34 +206,50 @@ func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.Apply
 		s.log.Info("apply refused", "resources", len(resources), "problems", len(vs), "dry_run", req.Msg.GetDryRun())
 		return nil, invalid(vs)
 	}
-	s.writes.Lock()
-	defer s.writes.Unlock()
-	if vs := s.restoreKeys(ctx, resources); len(vs) > 0 {
-		return nil, invalid(vs)
+	probe := wantProbe(req.Msg)
+	if msg := model.CheckProbePath(req.Msg.GetProbePath()); probe && req.Msg.GetProbePath() != "" && msg != "" {
+		return nil, invalid([]model.Violation{{Field: "probePath", Message: msg}})
 	}
-	objs, report := model.ValidateContext(ctx, resources, model.Env{Catalog: s.store.Catalog(), Secrets: s.secrets, Now: s.now()})
-	report.Errors = append(report.Errors, s.refuseInline(resources)...)
-	if !report.OK() {
-		s.log.Info("apply refused", "resources", len(resources), "problems", len(report.Errors), "dry_run", req.Msg.GetDryRun())
-		return nil, invalid(report.Errors, report.Warnings...)
+	s.writes.Lock()
+	objs, report, err := s.validate(ctx, req.Msg)
+	if err != nil {
+		s.writes.Unlock()
+		return nil, err
 	}
 	var probes map[int][]*policyv1.ProbeResult
-	if wantProbe(req.Msg) {
-		if msg := model.CheckProbePath(req.Msg.GetProbePath()); req.Msg.GetProbePath() != "" && msg != "" {
-			return nil, invalid([]model.Violation{{Field: "probePath", Message: msg}})
-		}
-		var failed, skipped []model.Violation
-		var err error
-		probes, failed, skipped, err = s.probe(ctx, callerKey(ctx, req.Peer()), objs, req.Msg.GetProbePath())
+	if probe {
+		// The probe runs outside the write lock: it may take up to the
+		// probe deadline, and other applies go on meanwhile. What it
+		// validated against is checked again before the write.
+		seen := s.store.Revision()
+		targets := s.probeTargets(objs)
+		s.writes.Unlock()
+		out, err := s.probe(ctx, callerKey(ctx, req.Peer()), targets, req.Msg.GetProbePath())
 		if err != nil {
 			return nil, err
 		}
-		report.Warnings = append(report.Warnings, skipped...)
-		if len(failed) > 0 {
-			s.log.Info("apply refused by the live probe", "resources", len(resources), "failed", len(failed), "dry_run", req.Msg.GetDryRun())
-			return nil, invalid(failed)
+		if len(out.failed) > 0 {
+			s.log.Info("apply refused by the live probe", "resources", len(resources), "failed", len(out.failed), "unreachable", len(out.warnings), "dry_run", req.Msg.GetDryRun())
+			return nil, invalid(out.failed, append(report.Warnings, out.warnings...)...)
 		}
+		s.writes.Lock()
+		if s.store.Revision() != seen {
+			// Something was written meanwhile: validate again against
+			// it, and refuse to store a probe of endpoints that are no
+			// longer the Service's.
+			if objs, report, err = s.validate(ctx, req.Msg); err != nil {
+				s.writes.Unlock()
+				return nil, err
+			}
+			if name := changedTarget(targets, s.probeTargets(objs)); name != "" {
+				s.writes.Unlock()
+				return nil, connect.NewError(connect.CodeAborted, fmt.Errorf("Service %q changed while the live probe ran, so the probe no longer says anything about it; nothing was applied: apply again", name))
+			}
+		}
+		report.Warnings = append(report.Warnings, out.warnings...)
+		probes = out.results
 	}
+	defer s.writes.Unlock()
 	// Store the resources as validated (kinds and apiVersions filled in),
 	// keeping what the caller wrote, except inline private keys: those go
 	// to the secrets service, and the resource references them.
@@ -302,6 +324,24 @@ func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.Apply
 		}
 	}
 	return connect.NewResponse(resp), nil
+}
+
+// validate restores the redacted keys of req's resources and validates them
+// against what is stored: the objects, and the report, or the
+// InvalidArgument error that lists every problem. Called under the write
+// lock.
+func (s *Server) validate(ctx context.Context, req *policyv1.ApplyRequest) ([]model.Object, model.Report, error) {
+	resources := req.GetResources()
+	if vs := s.restoreKeys(ctx, resources); len(vs) > 0 {
+		return nil, model.Report{}, invalid(vs)
+	}
+	objs, report := model.ValidateContext(ctx, resources, model.Env{Catalog: s.store.Catalog(), Secrets: s.secrets, Now: s.now()})
+	report.Errors = append(report.Errors, s.refuseInline(resources)...)
+	if !report.OK() {
+		s.log.Info("apply refused", "resources", len(resources), "problems", len(report.Errors), "dry_run", req.GetDryRun())
+		return nil, model.Report{}, invalid(report.Errors, report.Warnings...)
+	}
+	return objs, report, nil
 }
 
 // Get returns one resource.

@@ -10,10 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -28,6 +26,7 @@ import (
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
 	"keyway.dev/common/access"
+	"keyway.dev/common/natstest"
 	"keyway.dev/common/testca"
 	"keyway.dev/policy/internal/app"
 	"keyway.dev/policy/internal/store"
@@ -57,20 +56,12 @@ func startStack(t *testing.T, configure ...func(*app.Config)) *stack {
 // service's configuration.
 func startStackWith(t *testing.T, mod func(*app.Config)) *stack {
 	t.Helper()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(ns.Shutdown)
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := natstest.Start(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan net.Addr, 1)
 	done := make(chan error, 1)
 	cfg := app.Config{
-		Listen: "127.0.0.1:0", NATSURL: ns.ClientURL(), Store: store.Config{},
+		Listen: "127.0.0.1:0", NATSURL: ns.URL, Store: store.Config{},
 		Access:   access.Options{InsecureNoAuth: true},
 		OnListen: func(a net.Addr) { addrc <- a },
 	}
@@ -96,11 +87,7 @@ func startStackWith(t *testing.T, mod func(*app.Config)) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := ns.Connect(t)
 	return &stack{
 		url:     url,
 		connect: policyv1connect.NewPolicyServiceClient(http.DefaultClient, url),

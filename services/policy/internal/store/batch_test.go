@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
@@ -20,52 +18,14 @@ import (
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/model"
+	"keyway.dev/common/natstest"
 )
 
-// natsServer is an embedded NATS server with JetStream on loopback whose
-// store survives a restart.
-type natsServer struct {
-	t    *testing.T
-	dir  string
-	port int
-	ns   *server.Server
-}
-
-func startNATS(t *testing.T) *natsServer {
+// connect connects to srv as the store does across outages: reconnecting
+// for ever, quickly.
+func connect(t *testing.T, srv *natstest.Server) *nats.Conn {
 	t.Helper()
-	s := &natsServer{t: t, dir: t.TempDir(), port: -1}
-	s.start()
-	s.port = s.ns.Addr().(*net.TCPAddr).Port
-	t.Cleanup(s.stop)
-	return s
-}
-
-func (s *natsServer) start() {
-	s.t.Helper()
-	ns, err := server.NewServer(&server.Options{JetStream: true, Host: "127.0.0.1", Port: s.port, StoreDir: s.dir, NoLog: true, NoSigs: true})
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		s.t.Fatal("nats server not ready")
-	}
-	s.ns = ns
-}
-
-func (s *natsServer) stop() {
-	s.ns.Shutdown()
-	s.ns.WaitForShutdown()
-}
-
-func (s *natsServer) connect() *nats.Conn {
-	s.t.Helper()
-	nc, err := nats.Connect(s.ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	s.t.Cleanup(nc.Close)
-	return nc
+	return srv.Connect(t, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
 }
 
 func openStore(t *testing.T, nc *nats.Conn) *Store {
@@ -136,7 +96,7 @@ func stored(t *testing.T, st *Store, resources []*policyv1.Resource) []*jetstrea
 // reports are those stored.
 func TestWriteStoresOneBatch(t *testing.T) {
 	t.Parallel()
-	st := openStore(t, startNATS(t).connect())
+	st := openStore(t, connect(t, natstest.Start(t)))
 	res := apply3(t, "orders")
 	outs, err := st.Write(context.Background(), res, false)
 	if err != nil {
@@ -181,7 +141,7 @@ func TestWriteStoresOneBatch(t *testing.T) {
 // conflict naming the key that moved.
 func TestBatchRefusedByExpectedRevisionStoresNothing(t *testing.T) {
 	t.Parallel()
-	st := openStore(t, startNATS(t).connect())
+	st := openStore(t, connect(t, natstest.Start(t)))
 	ctx := context.Background()
 	// The route exists at some revision; another writer moves it after
 	// this apply checked it.
@@ -241,8 +201,8 @@ func TestBatchRefusedByExpectedRevisionStoresNothing(t *testing.T) {
 // comes back are each stored whole or not at all.
 func TestNATSRestartMidApplyIsAllOrNothing(t *testing.T) {
 	t.Parallel()
-	srv := startNATS(t)
-	nc := srv.connect()
+	srv := natstest.Start(t)
+	nc := connect(t, srv)
 	st := openStore(t, nc)
 	ctx := context.Background()
 
@@ -272,8 +232,7 @@ func TestNATSRestartMidApplyIsAllOrNothing(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	srv.stop()
-	srv.start()
+	srv.Restart()
 	waitConnected(t, nc)
 	value, err := configkv.Encode(staged[2], time.Now())
 	if err != nil {
@@ -294,7 +253,7 @@ func TestNATSRestartMidApplyIsAllOrNothing(t *testing.T) {
 		res := apply3(t, "race"+strconv.Itoa(round))
 		// A second connection sees the batch's messages as they are
 		// published.
-		spy := srv.connect()
+		spy := connect(t, srv)
 		onWire := make(chan struct{}, 1)
 		if _, err := spy.Subscribe(st.prefix+">", func(m *nats.Msg) {
 			if m.Header.Get(jetstreamext.BatchIDHeader) != "" {
@@ -318,8 +277,7 @@ func TestNATSRestartMidApplyIsAllOrNothing(t *testing.T) {
 		}()
 		<-onWire
 		spy.Close()
-		srv.stop()
-		srv.start()
+		srv.Restart()
 		werr := <-done
 		waitConnected(t, nc)
 		n := 0
@@ -342,13 +300,18 @@ func TestNATSRestartMidApplyIsAllOrNothing(t *testing.T) {
 	}
 }
 
+// waitConnected awaits nc's (re)connection: its status listener, set up
+// before the status is read, so a reconnection in between is not missed.
 func waitConnected(t *testing.T, nc *nats.Conn) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !nc.IsConnected() {
-		if time.Now().After(deadline) {
-			t.Fatal("no reconnection to NATS")
-		}
-		time.Sleep(10 * time.Millisecond)
+	connected := nc.StatusChanged(nats.CONNECTED)
+	defer nc.RemoveStatusListener(connected)
+	if nc.IsConnected() {
+		return
+	}
+	select {
+	case <-connected:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no reconnection to NATS within 10s (status %v)", nc.Status())
 	}
 }

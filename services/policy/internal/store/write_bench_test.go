@@ -6,14 +6,13 @@ import (
 	"log/slog"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/model"
+	"keyway.dev/common/natstest"
 )
 
 // BenchmarkWrite is the time of Write against an embedded NATS server on
@@ -22,20 +21,8 @@ import (
 // puts the server's store under another directory (/dev/shm: no disk
 // syncs), to tell the server's file syncs from the rest.
 func BenchmarkWrite(b *testing.B) {
-	ns, err := server.NewServer(&server.Options{JetStream: true, Host: "127.0.0.1", Port: -1, StoreDir: benchDir(b), NoLog: true, NoSigs: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		b.Fatal("nats server not ready")
-	}
-	b.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(nc.Close)
+	dir := benchDir(b)
+	nc := natstest.Start(b, func(o *server.Options) { o.StoreDir = dir }).Connect(b)
 	st, err := Open(context.Background(), nc, Config{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		b.Fatal(err)

@@ -15,10 +15,12 @@ import (
 
 	"keyway.dev/common/access"
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/envflag"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/material"
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/nodekv"
+	"keyway.dev/common/revocation"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/inbound"
 	"keyway.dev/proxy/internal/node"
@@ -36,37 +38,50 @@ func main() {
 }
 
 func realMain(ctx context.Context) error {
+	// envAliases are the environment names the flags had before
+	// KEYWAY_<FLAG>; still read.
+	envAliases := envflag.Aliases{
+		"listen":       {"KEYWAY_PROXY_LISTEN"},
+		"admin-listen": {"KEYWAY_PROXY_ADMIN_LISTEN"},
+		"nats":         {"KEYWAY_NATS_URL"},
+	}
 	host, _ := os.Hostname()
 	fs := flag.NewFlagSet("keyway-proxy", flag.ContinueOnError)
 	var (
-		listen    = fs.String("listen", logging.Env("KEYWAY_PROXY_LISTEN", "127.0.0.1:8080"), "proxy listen address (env KEYWAY_PROXY_LISTEN)")
-		admin     = fs.String("admin-listen", logging.Env("KEYWAY_PROXY_ADMIN_LISTEN", "127.0.0.1:9080"), "admin listen address: /healthz, /status, /metrics, and /debug/pprof/ with --pprof (env KEYWAY_PROXY_ADMIN_LISTEN)")
-		natsURL   = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL (env KEYWAY_NATS_URL)")
-		bucket    = fs.String("bucket", logging.Env("KEYWAY_BUCKET", configkv.Bucket), "configuration KV bucket (env KEYWAY_BUCKET)")
-		nodeID    = fs.String("node-id", logging.Env("KEYWAY_NODE_ID", defaultNodeID(host)), "node id: letters, digits, '-', '_', '=' (env KEYWAY_NODE_ID)")
-		nodes     = fs.String("node-bucket", logging.Env("KEYWAY_NODE_BUCKET", nodekv.Bucket), "node registry KV bucket (env KEYWAY_NODE_BUCKET)")
-		heartbeat = fs.String("heartbeat", logging.Env("KEYWAY_HEARTBEAT", nodekv.DefaultHeartbeat.String()), "interval between node status writes (env KEYWAY_HEARTBEAT)")
-		nodeTTL   = fs.String("node-ttl", logging.Env("KEYWAY_NODE_TTL", ""), "node bucket TTL when this node creates it; default 3 heartbeats (env KEYWAY_NODE_TTL)")
-		logFormat = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
-		logLevel  = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
-		secURL    = fs.String("secrets-internal-url", logging.Env("KEYWAY_SECRETS_INTERNAL_URL", ""), "secrets service internal port (MaterialService, mTLS), e.g. https://127.0.0.1:8092; without it, bindings and Listeners that reference keystores or truststores are refused (env KEYWAY_SECRETS_INTERNAL_URL)")
-		secCert   = fs.String("secrets-cert", logging.Env("KEYWAY_SECRETS_CERT", ""), "this node's client certificate (PEM) for the internal port, issued by the internal CA (env KEYWAY_SECRETS_CERT)")
-		secKey    = fs.String("secrets-key", logging.Env("KEYWAY_SECRETS_KEY", ""), "key of --secrets-cert (PEM) (env KEYWAY_SECRETS_KEY)")
-		secCA     = fs.String("secrets-ca", logging.Env("KEYWAY_SECRETS_CA", ""), "CA (PEM) that signs the internal port's certificate (env KEYWAY_SECRETS_CA)")
-		maxHeader = fs.String("max-header-bytes", logging.Env("KEYWAY_MAX_HEADER_BYTES", strconv.Itoa(inbound.DefaultMaxHeaderBytes)), "largest request header block accepted on the proxy port and every Listener, in bytes (HTTP/1.1 and HTTP/2); larger requests get 431 (env KEYWAY_MAX_HEADER_BYTES)")
-		hsTimeout = fs.String("handshake-timeout", logging.Env("KEYWAY_HANDSHAKE_TIMEOUT", upstream.DefaultHandshakeTimeout.String()), "upstream TLS handshake timeout (env KEYWAY_HANDSHAKE_TIMEOUT)")
+		listen    = fs.String("listen", "127.0.0.1:8080", "proxy listen address")
+		admin     = fs.String("admin-listen", "127.0.0.1:9080", "admin listen address: /healthz, /status, /metrics, and /debug/pprof/ with --pprof")
+		natsURL   = fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL")
+		bucket    = fs.String("bucket", configkv.Bucket, "configuration KV bucket")
+		nodeID    = fs.String("node-id", defaultNodeID(host), "node id: letters, digits, '-', '_', '='")
+		nodes     = fs.String("node-bucket", nodekv.Bucket, "node registry KV bucket")
+		heartbeat = fs.String("heartbeat", nodekv.DefaultHeartbeat.String(), "interval between node status writes")
+		nodeTTL   = fs.String("node-ttl", "", "node bucket TTL when this node creates it; default 3 heartbeats")
+		logFormat = fs.String("log-format", "text", "log format: text or json")
+		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		secURL    = fs.String("secrets-internal-url", "", "secrets service internal port (MaterialService, mTLS), e.g. https://127.0.0.1:8092; without it, bindings and Listeners that reference keystores or truststores are refused")
+		secCert   = fs.String("secrets-cert", "", "this node's client certificate (PEM) for the internal port, issued by the internal CA")
+		secKey    = fs.String("secrets-key", "", "key of --secrets-cert (PEM)")
+		secCA     = fs.String("secrets-ca", "", "CA (PEM) that signs the internal port's certificate")
+		maxHeader = fs.String("max-header-bytes", strconv.Itoa(inbound.DefaultMaxHeaderBytes), "largest request header block accepted on the proxy port and every Listener, in bytes (HTTP/1.1 and HTTP/2); larger requests get 431")
+		hsTimeout = fs.String("handshake-timeout", upstream.DefaultHandshakeTimeout.String(), "upstream TLS handshake timeout")
+		revMax    = fs.String("revocation-max-refresh", revocation.DefaultMaxRefresh.String(), "longest time between two fetches of a CRL or OCSP response that Listener hosts check client certificates against, however far its nextUpdate: how long a revocation may go unseen")
+		revMin    = fs.String("revocation-min-refresh", revocation.DefaultMinRefresh.String(), "shortest time between two fetches of one CRL, and the first retry delay after a failed fetch (doubled up to --revocation-max-refresh)")
 	)
 	var natsCfg natsconn.Config
 	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
-	pprofOn := fs.Bool("pprof", os.Getenv("KEYWAY_PPROF") == "1", "serve Go's profiler at /debug/pprof/ on the admin port, to the operator role (env KEYWAY_PPROF=1)")
+	pprofOn := fs.Bool("pprof", false, "serve Go's profiler at /debug/pprof/ on the admin port, to the operator role")
 	var adminAccess access.Options
 	adminAccess.RegisterFlags(fs, "admin port")
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	if err := envflag.Parse(fs, envflag.Prefix, os.Args[1:], envAliases); err != nil {
 		return err
 	}
 	handshakeTimeout, err := time.ParseDuration(*hsTimeout)
 	if err != nil || handshakeTimeout <= 0 {
 		return fmt.Errorf("--handshake-timeout: %q is not a positive duration", *hsTimeout)
+	}
+	revMaxRefresh, revMinRefresh, err := parseRevocationRefresh(*revMax, *revMin)
+	if err != nil {
+		return err
 	}
 	maxHeaderBytes, err := parseMaxHeaderBytes(*maxHeader)
 	if err != nil {
@@ -125,6 +140,9 @@ func realMain(ctx context.Context) error {
 		Tracing:          tr,
 		Logger:           log,
 		Secrets:          src,
+
+		RevocationMaxRefresh: revMaxRefresh,
+		RevocationMinRefresh: revMinRefresh,
 	})
 }
 
@@ -137,6 +155,29 @@ func parseMaxHeaderBytes(v string) (int, error) {
 		return 0, fmt.Errorf("--max-header-bytes: %q is not a number of bytes from %d to %d; the default is %d (64 KiB)", v, lo, hi, inbound.DefaultMaxHeaderBytes)
 	}
 	return n, nil
+}
+
+// parseRevocationRefresh reads --revocation-max-refresh and
+// --revocation-min-refresh: durations from 100ms to 24h, min not above max.
+func parseRevocationRefresh(maxText, minText string) (maxRefresh, minRefresh time.Duration, err error) {
+	const lo, hi = 100 * time.Millisecond, 24 * time.Hour
+	parse := func(flag, v string) (time.Duration, error) {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < lo || d > hi {
+			return 0, fmt.Errorf("--%s: %q is not a duration from %s to %s", flag, v, lo, hi)
+		}
+		return d, nil
+	}
+	if maxRefresh, err = parse("revocation-max-refresh", maxText); err != nil {
+		return 0, 0, err
+	}
+	if minRefresh, err = parse("revocation-min-refresh", minText); err != nil {
+		return 0, 0, err
+	}
+	if minRefresh > maxRefresh {
+		return 0, 0, fmt.Errorf("--revocation-min-refresh %s is above --revocation-max-refresh %s: lower it, or raise the maximum", minRefresh, maxRefresh)
+	}
+	return maxRefresh, minRefresh, nil
 }
 
 // defaultNodeID is the host name and the process id, with the characters a

@@ -42,6 +42,7 @@ import (
 	"keyway.dev/common/limits"
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
+	"keyway.dev/common/retry"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/router"
 	"keyway.dev/proxy/internal/upstream"
@@ -89,6 +90,10 @@ func (e *SkippedError) Error() string {
 
 func (e *SkippedError) Unwrap() error { return e.Err }
 
+// RetryCeiling bounds the growth of retry waits: at most this many times
+// the first one.
+const RetryCeiling = 30
+
 // Decoder turns a stored resource into its validated model;
 // [model.Decode] in production.
 type Decoder func(*policyv1.Resource) (model.Object, error)
@@ -108,8 +113,9 @@ type Options struct {
 	// DrainTimeout bounds how long a replaced Upstream waits for its
 	// requests before its idle connections close anyway. Default 5m.
 	DrainTimeout time.Duration
-	// RetryInterval is the wait before a broken watch is restarted.
-	// Default 1s.
+	// RetryInterval is the first wait before a broken watch is
+	// restarted; the next ones double up to RetryCeiling times it, each
+	// jittered ±50% (package retry). Default 1s.
 	RetryInterval time.Duration
 	Logger        *slog.Logger
 	// ApplyLatency, if set, is called for every change received after the
@@ -281,7 +287,7 @@ type upstreamInput struct {
 // has read the bucket.
 func New(opts Options) *Watcher {
 	if opts.Decode == nil {
-		opts.Decode = model.Decode
+		opts.Decode = func(res *policyv1.Resource) (model.Object, error) { return model.Decode(res) }
 	}
 	opts.DrainTimeout = cmp.Or(opts.DrainTimeout, 5*time.Minute)
 	opts.RetryInterval = cmp.Or(opts.RetryInterval, time.Second)
@@ -367,7 +373,10 @@ func (w *Watcher) WaitRevision(ctx context.Context, rev uint64) error {
 // commit marker is read.
 func (w *Watcher) Run(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue) error {
 	w.js, w.kv = js, kv
+	ceiling := RetryCeiling * w.opts.RetryInterval
+	b := retry.New(w.opts.RetryInterval, ceiling)
 	for {
+		started := time.Now()
 		err := w.session(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -375,11 +384,14 @@ func (w *Watcher) Run(ctx context.Context, js jetstream.JetStream, kv jetstream.
 		if errors.Is(err, errResume) {
 			continue
 		}
-		w.log.Warn("config watch broke; serving the last good configuration and retrying", "revision", w.revision, "error", err)
-		select {
-		case <-ctx.Done():
+		if time.Since(started) > ceiling {
+			// The watch had been working: retry soon.
+			b.Reset()
+		}
+		d := b.Next()
+		w.log.Warn("config watch broke; serving the last good configuration and retrying", "revision", w.revision, "error", err, "retry_in", d)
+		if !retry.Sleep(ctx, d) {
 			return nil
-		case <-time.After(w.opts.RetryInterval):
 		}
 	}
 }
@@ -746,6 +758,11 @@ func (w *Watcher) publish(ready bool) (built []string) {
 				continue
 			}
 			tlsCtx, cause := w.outboundFor(name)
+			if tlsCtx == nil {
+				// An https:// Service that no binding targets: TLS
+				// verified against the system's trusted roots.
+				tlsCtx = svc.obj.Service.DefaultTLS
+			}
 			if tlsCtx != nil && tlsCtx.References() {
 				var resolved *model.OutboundTLS
 				err := w.guard("references", cause.key, cause.rev, func() (err error) {
@@ -775,7 +792,7 @@ func (w *Watcher) publish(ready bool) (built []string) {
 				// was not built from, and the Service's.
 				built := w.inputs[name]
 				var errs []*SkippedError
-				if in.tls != nil && (old == nil || built.tls != in.tls) {
+				if in.tls != nil && cause.key != "" && (old == nil || built.tls != in.tls) {
 					errs = append(errs, &SkippedError{Key: cause.key, Revision: cause.rev, Err: err, Time: time.Now()})
 				}
 				if old == nil || built.svc != in.svc || len(errs) == 0 {

@@ -16,7 +16,7 @@ import (
 
 	"keyway.dev/common/configkv"
 	"keyway.dev/common/model"
-	"keyway.dev/proxy/internal/natstest"
+	"keyway.dev/common/natstest"
 )
 
 // startBucket runs an embedded JetStream server and returns the bucket.
@@ -250,4 +250,45 @@ func TestUpstreamNamesFollowTheUpstreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(st.(*jetstream.KeyValueBucketStatus).StreamInfo().State.LastSeq, "billing", "orders")
+}
+
+// An https:// Service that no binding targets gets the system-roots TLS
+// context, as Flex Gateway reaches such a Service over TLS; a tls-outbound
+// binding replaces it, and deleting the binding brings it back, never plain
+// HTTP.
+func TestHTTPSServiceDefaultsToSystemRoots(t *testing.T) {
+	t.Parallel()
+	kv := startBucket(t)
+	svc := service("orders")
+	svc.GetService().Spec = &policyv1.ServiceSpec{Address: "https://orders.internal:443"}
+	put(t, kv, svc)
+	w := New(Options{})
+	run(t, w, kv)
+	if err := waitRevision(t, w, lastRevision(t, kv)); err != nil {
+		t.Fatal(err)
+	}
+	systemRoots := func(when string) {
+		t.Helper()
+		u := w.Snapshot().Upstreams.Get("orders")
+		if u == nil || u.TLS() == nil || !u.TLS().SystemRoots || u.TLS().SkipValidation {
+			t.Fatalf("%s: upstream TLS = %+v, want the system roots", when, u)
+		}
+	}
+	systemRoots("without a binding")
+
+	rev := put(t, kv, insecureBinding(t, "orders-tls", "orders"))
+	if err := waitRevision(t, w, rev); err != nil {
+		t.Fatal(err)
+	}
+	if u := w.Snapshot().Upstreams.Get("orders"); u.TLS() == nil || u.TLS().SystemRoots || !u.TLS().SkipValidation {
+		t.Fatalf("with a binding: upstream TLS = %+v, want the binding's", u.TLS())
+	}
+
+	if err := kv.Delete(context.Background(), "policybinding.orders-tls"); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitRevision(t, w, lastRevision(t, kv)); err != nil {
+		t.Fatal(err)
+	}
+	systemRoots("after the binding is deleted")
 }

@@ -51,6 +51,9 @@ type conn struct {
 	// its clientCAs stand, and the first request needs no second
 	// verification.
 	handshakeHost atomic.Pointer[host]
+	// revocation caches the last revocation judgement of this
+	// connection's client certificate.
+	revocation atomic.Pointer[revocationVerdict]
 }
 
 // tlsListener makes a *tls.Conn over a conn for every accepted connection;
@@ -177,8 +180,10 @@ type Client struct {
 	CanVerify bool
 	// Reason is why Leaf does not verify now against the host's current
 	// clientCAs: client_certificate_expired or
-	// client_certificate_untrusted. Empty when it verifies, or when there
-	// is no Leaf or no clientCAs.
+	// client_certificate_untrusted; or, on a host that checks revocation,
+	// why it is refused now: revoked, or revocation_unknown in hard-fail
+	// mode. Empty when it verifies, or when there is no Leaf or no
+	// clientCAs.
 	Reason failure.Reason
 	// XFCC is the X-Forwarded-Client-Cert value of a verified Leaf, else
 	// empty.
@@ -206,6 +211,9 @@ type verification struct {
 	reason     failure.Reason
 	validUntil time.Time
 	xfcc       string
+	// issuer issued leaf, in the first verified chain within verifyDepth;
+	// nil when leaf is a trusted CA itself. For revocation checks.
+	issuer *x509.Certificate
 }
 
 // ClientOf judges r's client certificate against the current snapshot of
@@ -256,6 +264,12 @@ func ClientOf(r *http.Request, now time.Time) (cl Client, ok bool) {
 		cl.Reason = v.reason
 	case now.After(v.validUntil):
 		cl.Reason = failure.ClientCertificateExpired
+	case h.revocation != nil:
+		// Checked at every request: a certificate revoked while its
+		// connection is open is refused at its next request.
+		if cl.Reason = h.revocation.request(c, h, cl.Leaf, v.issuer, now); cl.Reason == "" {
+			cl.XFCC = v.xfcc
+		}
 	default:
 		cl.XFCC = v.xfcc
 	}
@@ -322,6 +336,7 @@ func fromChains(h *host, leaf *x509.Certificate, chains [][]*x509.Certificate) *
 		v.reason = failure.ClientCertificateUntrusted // every chain exceeds verifyDepth
 		return v
 	}
+	_, v.issuer = chainIssuer(chains, h.verifyDepth)
 	v.xfcc = XFCC(leaf)
 	return v
 }

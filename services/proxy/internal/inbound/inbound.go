@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"keyway.dev/common/model"
+	"keyway.dev/common/revocation"
 	"keyway.dev/common/telemetry"
 )
 
@@ -64,6 +65,16 @@ type Options struct {
 	// ([telemetry.SpanInboundHandshake]).
 	Tracing telemetry.Tracing
 	Logger  *slog.Logger
+	// Revocation bounds the fetching of CRLs and OCSP responses for the
+	// hosts that check client certificates for revocation: the manager
+	// holds them in one cache, made when a host first needs it.
+	Revocation revocation.Options
+	// RevocationChecks counts revocation checks; nil counts nothing.
+	RevocationChecks RevocationObserver
+	// RevocationWait bounds how long a handshake waits for the first
+	// fetch of a CRL or OCSP response its client certificate needs.
+	// Default [DefaultRevocationWait].
+	RevocationWait time.Duration
 }
 
 // Manager serves the Listeners it is given. Apply, Close, Status and Addr
@@ -72,6 +83,9 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 	lc   net.ListenConfig
+	// revocation holds the CRLs and OCSP responses of every host; nil
+	// until a host checks revocation. Guarded by mu.
+	revocation *revocation.Cache
 
 	mu      sync.Mutex
 	servers map[string]*server // serving, by Listener name
@@ -114,6 +128,7 @@ func New(opts Options) *Manager {
 	opts.ReadHeaderTimeout = cmp.Or(opts.ReadHeaderTimeout, 10*time.Second)
 	opts.IdleTimeout = cmp.Or(opts.IdleTimeout, 2*time.Minute)
 	opts.MaxHeaderBytes = cmp.Or(opts.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	opts.RevocationWait = cmp.Or(opts.RevocationWait, DefaultRevocationWait)
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -122,6 +137,9 @@ func New(opts Options) *Manager {
 		lc:      net.ListenConfig{Control: reusePort},
 		servers: make(map[string]*server),
 		failed:  make(map[string]refusal),
+	}
+	if m.opts.Revocation.Logger == nil {
+		m.opts.Revocation.Logger = opts.Logger
 	}
 	m.drainCtx, m.drainCancel = context.WithCancel(context.Background())
 	return m
@@ -176,18 +194,21 @@ func (m *Manager) Apply(listeners []*model.Listener) map[string]error {
 		if cur != nil && cur.address == l.Address && cur.snap.Load().listener == l {
 			continue // unchanged
 		}
-		snap, err := buildSnapshot(l)
+		snap, err := buildSnapshot(l, m.newHostRevocation)
 		if err != nil {
 			fail(err)
 			continue
 		}
 		if cur != nil && cur.address == l.Address {
-			cur.snap.Store(snap)
+			// Requests on open connections judge by the current
+			// snapshot: the old one's checkers are no longer asked.
+			cur.snap.Swap(snap).close()
 			m.log.Info("listener updated", "listener", name, "address", l.Address, "hosts", len(l.Hosts))
 			continue
 		}
 		s, err := m.start(name, l.Address, snap)
 		if err != nil {
+			snap.close()
 			fail(err)
 			continue
 		}
@@ -295,6 +316,7 @@ func (m *Manager) drain(s *server) {
 			s.srv.Close()
 		}
 		<-s.done
+		s.snap.Load().close()
 	})
 }
 
@@ -313,6 +335,11 @@ func (m *Manager) Close(ctx context.Context) {
 	m.mu.Unlock()
 	m.drains.Wait()
 	m.drainCancel()
+	m.mu.Lock()
+	if m.revocation != nil {
+		m.revocation.Close()
+	}
+	m.mu.Unlock()
 }
 
 // Addr is the address a Listener is bound to (with the port chosen when
@@ -349,6 +376,9 @@ type HostStatus struct {
 	Certificate string    `json:"certificate"`
 	NotAfter    time.Time `json:"notAfter"`
 	ClientAuth  string    `json:"clientAuth"`
+	// Revocation is the host's revocation mode (soft-fail, hard-fail);
+	// empty when it does not check.
+	Revocation string `json:"revocation,omitempty"`
 	// Fingerprint identifies the host's whole TLS context.
 	Fingerprint string `json:"fingerprint,omitempty"`
 }
@@ -383,6 +413,9 @@ func (m *Manager) Status() []ListenerStatus {
 		}
 		for i, h := range l.Hosts {
 			hs := HostStatus{Hostnames: h.Hostnames, Default: i == l.Default, ClientAuth: ClientAuthName(h.ClientAuth), Fingerprint: h.Fingerprint}
+			if h.Revocation.On() {
+				hs.Revocation = string(h.Revocation.Mode)
+			}
 			if h.Certificate != nil && h.Certificate.Leaf != nil {
 				hs.Certificate, hs.NotAfter = model.CertFingerprint(h.Certificate.Leaf), h.Certificate.Leaf.NotAfter
 			}

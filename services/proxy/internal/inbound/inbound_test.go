@@ -18,6 +18,7 @@ import (
 
 	"keyway.dev/common/model"
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 )
 
 func TestSNISelectsHost(t *testing.T) {
@@ -255,15 +256,10 @@ func TestRotationUnderLoad(t *testing.T) {
 	}
 }
 
+// waitFor waits up to 30 seconds for cond to hold.
 func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Until(t, 30*time.Second, "the condition", cond)
 }
 
 // Two nodes (two managers) serve one address through SO_REUSEPORT; when

@@ -25,6 +25,9 @@ type snapshot struct {
 	exact    map[string]*host
 	wildcard map[string]*host
 	def      *host
+	// revocations are the hosts' revocation checkers, closed with the
+	// snapshot.
+	revocations []*hostRevocation
 }
 
 // host is one host of a snapshot: its prebuilt server config and what a
@@ -41,12 +44,16 @@ type host struct {
 	// verified (its clientCAs and verifyDepth): two hosts with the same
 	// trust judge every client alike.
 	trust string
+	// revocation checks client certificates for revocation; nil when the
+	// host does not.
+	revocation *hostRevocation
 }
 
-// buildSnapshot prepares every host of l. Each snapshot gets its own
+// buildSnapshot prepares every host of l, with revocations making the
+// revocation checker of each host that checks. Each snapshot gets its own
 // session ticket keys (one per host): a ticket issued under one host's
 // material is not resumed under another host's, or under a later snapshot.
-func buildSnapshot(l *model.Listener) (*snapshot, error) {
+func buildSnapshot(l *model.Listener, revocations func(*model.ListenerHost) (*hostRevocation, error)) (*snapshot, error) {
 	if len(l.Hosts) == 0 {
 		return nil, fmt.Errorf("inbound: listener %q has no hosts: add hosts to it, or apply a tls-inbound PolicyBinding that targets it", l.Name)
 	}
@@ -62,7 +69,16 @@ func buildSnapshot(l *model.Listener) (*snapshot, error) {
 			errs = append(errs, fmt.Errorf("inbound: listener %q host %d %v: %w", l.Name, i, h.Hostnames, err))
 			continue
 		}
-		cfg := &host{cfg: built, clientAuth: h.ClientAuth, roots: built.ClientCAs, verifyDepth: h.VerifyDepth, trust: clientTrust(h)}
+		rev, err := revocations(h)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("inbound: listener %q host %d %v: %w", l.Name, i, h.Hostnames, err))
+			continue
+		}
+		if rev != nil {
+			s.revocations = append(s.revocations, rev)
+			built.VerifyConnection = rev.verifyAfter(built.VerifyConnection, h.VerifyDepth)
+		}
+		cfg := &host{cfg: built, clientAuth: h.ClientAuth, roots: built.ClientCAs, verifyDepth: h.VerifyDepth, trust: clientTrust(h), revocation: rev}
 		if i == l.Default {
 			s.def = cfg
 		}
@@ -76,9 +92,22 @@ func buildSnapshot(l *model.Listener) (*snapshot, error) {
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
+		s.close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// close releases the snapshot's revocation checkers, once no handshake or
+// request uses the snapshot any more (a request uses its server's current
+// snapshot). Safe on nil.
+func (s *snapshot) close() {
+	if s == nil {
+		return
+	}
+	for _, r := range s.revocations {
+		r.checker.Close()
+	}
 }
 
 func hostConfig(h *model.ListenerHost) (*tls.Config, error) {

@@ -5,13 +5,13 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,42 +20,23 @@ import (
 	"keyway.dev/common/failure"
 	"keyway.dev/common/model"
 	"keyway.dev/common/testca"
-	"keyway.dev/proxy/internal/node"
+	"keyway.dev/common/testwait"
 	"keyway.dev/proxy/internal/proxy"
 )
-
-// routeModels decodes stored Routes to the models the test registered under
-// their names (the client-certificate rules are built directly here), and
-// everything else as listenerModels does.
-type routeModels struct {
-	listeners *listenerModels
-	m         sync.Map
-}
-
-func (rm *routeModels) set(r *model.Route) { rm.m.Store(r.Name, r) }
-
-func (rm *routeModels) decode(res *policyv1.Resource) (model.Object, error) {
-	if k, ok := res.Kind.(*policyv1.Resource_Route); ok {
-		if r, ok := rm.m.Load(k.Route.GetMetadata().GetName()); ok {
-			return model.Object{Route: r.(*model.Route)}, nil
-		}
-	}
-	return rm.listeners.decode(res)
-}
 
 // mtlsEnv is a node with a Listener "public" in front of an upstream that
 // echoes the X-Forwarded-Client-Cert it receives.
 type mtlsEnv struct {
 	*env
-	models  *routeModels
 	servers *testca.CA
 	addr    string
 }
 
-func newMTLSEnv(t *testing.T, hosts func(servers *testca.CA) []model.ListenerHost, routes ...*model.Route) *mtlsEnv {
+// newMTLSEnv stores routes (their service set to the echoing upstream) and
+// Listener "public" with hosts.
+func newMTLSEnv(t *testing.T, hosts func(servers *testca.CA) []*policyv1.ListenerHost, routes ...*policyv1.Resource) *mtlsEnv {
 	t.Helper()
-	models := &routeModels{listeners: &listenerModels{}}
-	e := newEnv(t, func(c *node.Config) { c.Decode = models.decode })
+	e := newEnv(t, nil)
 	t.Cleanup(func() {
 		if t.Failed() {
 			e.logs.mu.Lock()
@@ -69,11 +50,10 @@ func newMTLSEnv(t *testing.T, hosts func(servers *testca.CA) []model.ListenerHos
 	t.Cleanup(backend.Close)
 	put(t, e.kv, service("app", "http1", backend.Listener.Addr().String()))
 	for _, r := range routes {
-		r.Service = "app"
-		models.set(r)
-		put(t, e.kv, route(r.Name, r.Path, "app"))
+		r.GetRoute().Spec.Service = "app"
+		put(t, e.kv, r)
 	}
-	m := &mtlsEnv{env: e, models: models, servers: testca.New(t, "server CA")}
+	m := &mtlsEnv{env: e, servers: testca.New(t, "server CA")}
 	m.apply(t, hosts(m.servers))
 	m.addr = e.node.ListenerAddr("public")
 	if m.addr == "" {
@@ -83,18 +63,17 @@ func newMTLSEnv(t *testing.T, hosts func(servers *testca.CA) []model.ListenerHos
 }
 
 // apply stores Listener "public" with hosts and waits until it is served.
-func (m *mtlsEnv) apply(t *testing.T, hosts []model.ListenerHost) {
+func (m *mtlsEnv) apply(t *testing.T, hosts []*policyv1.ListenerHost) {
 	t.Helper()
-	m.models.listeners.set(&model.Listener{Name: "public", Address: "127.0.0.1:0", Hosts: hosts})
-	waitRevision(t, m.node, put(t, m.kv, listenerResource("public", "127.0.0.1:0")))
+	waitRevision(t, m.node, put(t, m.kv, listenerResource("public", "127.0.0.1:0", hosts...)))
 }
 
-func listenerHost(kp *testca.KeyPair, mode tls.ClientAuthType, clientCAs []*testca.CA, names ...string) model.ListenerHost {
-	h := model.ListenerHost{Hostnames: names, Certificate: &kp.TLS, ClientAuth: mode, Fingerprint: kp.Fingerprint()}
-	for _, ca := range clientCAs {
-		h.ClientCAs = append(h.ClientCAs, ca.Cert)
-	}
-	return h
+// identityRoute is Route name on path with clientCertificate and allow
+// rules as given ("" and none: any client).
+func identityRoute(name, path, clientCertificate string, allow ...*policyv1.IdentityRule) *policyv1.Resource {
+	r := route(name, path, "app")
+	r.GetRoute().Spec.ClientCertificate, r.GetRoute().Spec.Allow = clientCertificate, allow
+	return r
 }
 
 // tlsClient presents kp (if not nil) to the Listener for sni, with
@@ -161,21 +140,23 @@ func TestRouteClientCertificateRules(t *testing.T) {
 	ops := clients.Issue(testca.Options{CommonName: `ops "admin"`, OU: []string{"ops"}, URIs: []*url.URL{opsURI}, DNSNames: []string{"ops.example.com"}})
 	alice := clients.Client("alice")
 
-	m := newMTLSEnv(t, func(servers *testca.CA) []model.ListenerHost {
-		return []model.ListenerHost{
-			// Requests a certificate, verifies none in the handshake.
-			listenerHost(servers.Server("test.com"), tls.RequestClientCert, []*testca.CA{clients}, "test.com"),
+	m := newMTLSEnv(t, func(servers *testca.CA) []*policyv1.ListenerHost {
+		return []*policyv1.ListenerHost{
+			// Verifies a certificate when the client gives one.
+			listenerHost(servers.Server("test.com"), "verify-if-given", []*testca.CA{clients}, "test.com"),
 			// Requests one and has no CAs to verify it with.
-			listenerHost(servers.Server("nocas.test"), tls.RequestClientCert, nil, "nocas.test"),
+			listenerHost(servers.Server("nocas.test"), "request", nil, "nocas.test"),
 		}
 	},
-		&model.Route{Name: "public", Path: "/public/"},
-		&model.Route{Name: "admin", Path: "/admin/", ClientCertificate: true},
-		&model.Route{Name: "ops", Path: "/ops/", ClientCertificate: true, Allow: []model.IdentityRule{{SPIFFEID: "spiffe://example.org/*"}, {OU: "secret-team"}}},
+		identityRoute("public", "/public/", ""),
+		identityRoute("admin", "/admin/", model.ClientCertificateRequired),
+		identityRoute("ops", "/ops/", model.ClientCertificateRequired, &policyv1.IdentityRule{SpiffeId: "spiffe://example.org/*"}, &policyv1.IdentityRule{Ou: "secret-team"}),
 	)
 	url := func(path string) string { return "https://" + m.addr + path }
 	forged := http.Header{proxy.HeaderXFCC: {"Hash=forged;Subject=\"CN=root\""}}
 
+	// status 0: the handshake refuses the certificate (verify-if-given
+	// verifies one that is given), whatever the route.
 	tests := []struct {
 		name   string
 		sni    string
@@ -187,12 +168,13 @@ func TestRouteClientCertificateRules(t *testing.T) {
 	}{
 		{"public/no-certificate", "test.com", nil, "/public/x", 200, "", nil},
 		{"public/trusted", "test.com", alice, "/public/x", 200, "", alice},
-		{"public/other-ca", "test.com", other.Client("mallory"), "/public/x", 200, "", nil},
+		{"public/other-ca", "test.com", other.Client("mallory"), "/public/x", 0, "", nil},
 		{"admin/no-certificate", "test.com", nil, "/admin/x", 401, failure.ClientCertificateRequired, nil},
 		{"admin/trusted", "test.com", alice, "/admin/x", 200, "", alice},
-		{"admin/other-ca", "test.com", other.Client("mallory"), "/admin/x", 401, failure.ClientCertificateUntrusted, nil},
-		{"admin/expired", "test.com", clients.Expired("old"), "/admin/x", 401, failure.ClientCertificateExpired, nil},
+		{"admin/other-ca", "test.com", other.Client("mallory"), "/admin/x", 0, "", nil},
+		{"admin/expired", "test.com", clients.Expired("old"), "/admin/x", 0, "", nil},
 		{"admin/host-without-cas", "nocas.test", alice, "/admin/x", 401, failure.ClientCertificateUntrusted, nil},
+		{"public/host-without-cas", "nocas.test", other.Client("mallory"), "/public/x", 200, "", nil},
 		{"ops/allowed", "test.com", ops, "/ops/x", 200, "", ops},
 		{"ops/not-allowed", "test.com", alice, "/ops/x", 403, failure.IdentityNotAllowed, nil},
 		{"ops/no-certificate", "test.com", nil, "/ops/x", 401, failure.ClientCertificateRequired, nil},
@@ -201,6 +183,12 @@ func TestRouteClientCertificateRules(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			rep, err := call(t, m.tlsClient(tt.sni, tt.client, false, nil), url(tt.path), forged)
+			if tt.status == 0 {
+				if err == nil {
+					t.Fatalf("got %d %q, want the handshake refused", rep.status, rep.body.Reason)
+				}
+				return
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -258,9 +246,9 @@ func TestExpiredClientCertificateRefused(t *testing.T) {
 	clients := testca.New(t, "client CA")
 	now := time.Now()
 	brief := clients.Issue(testca.Options{CommonName: "brief", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(2 * time.Second)})
-	m := newMTLSEnv(t, func(servers *testca.CA) []model.ListenerHost {
-		return []model.ListenerHost{listenerHost(servers.Server("test.com"), tls.RequireAndVerifyClientCert, []*testca.CA{clients}, "test.com")}
-	}, &model.Route{Name: "public", Path: "/public/"})
+	m := newMTLSEnv(t, func(servers *testca.CA) []*policyv1.ListenerHost {
+		return []*policyv1.ListenerHost{listenerHost(servers.Server("test.com"), "require-and-verify", []*testca.CA{clients}, "test.com")}
+	}, identityRoute("public", "/public/", ""))
 	url := "https://" + m.addr + "/public/x"
 	cache := tls.NewLRUClientSessionCache(8)
 	keep := m.tlsClient("test.com", brief, true, cache)
@@ -300,13 +288,13 @@ func TestClientCARemovedRefusesOpenConnection(t *testing.T) {
 	t.Parallel()
 	oldCA, newCA := testca.New(t, "old client CA"), testca.New(t, "new client CA")
 	var serverKP *testca.KeyPair
-	hosts := func(cas ...*testca.CA) []model.ListenerHost {
-		return []model.ListenerHost{listenerHost(serverKP, tls.RequireAndVerifyClientCert, cas, "test.com")}
+	hosts := func(cas ...*testca.CA) []*policyv1.ListenerHost {
+		return []*policyv1.ListenerHost{listenerHost(serverKP, "require-and-verify", cas, "test.com")}
 	}
-	m := newMTLSEnv(t, func(servers *testca.CA) []model.ListenerHost {
+	m := newMTLSEnv(t, func(servers *testca.CA) []*policyv1.ListenerHost {
 		serverKP = servers.Server("test.com")
 		return hosts(oldCA, newCA)
-	}, &model.Route{Name: "public", Path: "/public/"})
+	}, identityRoute("public", "/public/", ""))
 	url := "https://" + m.addr + "/public/x"
 	keep := m.tlsClient("test.com", oldCA.Client("legacy"), true, nil)
 	if rep, err := call(t, keep, url, nil); err != nil || rep.status != 200 {
@@ -329,9 +317,9 @@ func TestClientCARemovedRefusesOpenConnection(t *testing.T) {
 func TestInboundHandshakeFailuresCounted(t *testing.T) {
 	t.Parallel()
 	clients, other := testca.New(t, "client CA"), testca.New(t, "other CA")
-	m := newMTLSEnv(t, func(servers *testca.CA) []model.ListenerHost {
-		return []model.ListenerHost{listenerHost(servers.Server("test.com"), tls.RequireAndVerifyClientCert, []*testca.CA{clients}, "test.com")}
-	}, &model.Route{Name: "public", Path: "/public/"})
+	m := newMTLSEnv(t, func(servers *testca.CA) []*policyv1.ListenerHost {
+		return []*policyv1.ListenerHost{listenerHost(servers.Server("test.com"), "require-and-verify", []*testca.CA{clients}, "test.com")}
+	}, identityRoute("public", "/public/", ""))
 	url := "https://" + m.addr + "/public/x"
 	if rep, err := call(t, m.tlsClient("test.com", clients.Client("alice"), false, nil), url, nil); err != nil || rep.status != 200 {
 		t.Fatalf("trusted client: %v %+v", err, rep)
@@ -370,18 +358,14 @@ func waitHandshakes(t *testing.T, e *env, reason failure.Reason, want float64) {
 		result = "error"
 	}
 	labels := map[string]string{"listener": "public", "result": result, "reason": string(reason)}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testwait.Eventually(t, 10*time.Second, func() error {
 		ms := series(scrape(t, e), "keyway_inbound_handshakes_total", labels)
-		if len(ms) == 1 && ms[0].GetCounter().GetValue() >= want {
-			if got := ms[0].GetCounter().GetValue(); got != want {
-				t.Errorf("keyway_inbound_handshakes_total%v = %v, want %v", labels, got, want)
-			}
-			return
+		if len(ms) != 1 || ms[0].GetCounter().GetValue() < want {
+			return fmt.Errorf("keyway_inbound_handshakes_total%v: %d series %v, want %v", labels, len(ms), ms, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("keyway_inbound_handshakes_total%v: %d series %v, want %v", labels, len(ms), ms, want)
+		if got := ms[0].GetCounter().GetValue(); got != want {
+			t.Errorf("keyway_inbound_handshakes_total%v = %v, want %v", labels, got, want)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }

@@ -93,18 +93,22 @@ func TestIdentityRouteOnConnectionForAnotherHost(t *testing.T) {
 	t.Parallel()
 	caA, caB := testca.New(t, "client CA A"), testca.New(t, "client CA B")
 	alice, bob := caA.Client("alice"), caB.Client("bob")
-	m := newMTLSEnv(t, func(servers *testca.CA) []model.ListenerHost {
+	onHost := func(r *policyv1.Resource, host string) *policyv1.Resource {
+		r.GetRoute().Spec.Host = host
+		return r
+	}
+	m := newMTLSEnv(t, func(servers *testca.CA) []*policyv1.ListenerHost {
 		kp := servers.Server("a.test", "b.test", "c.test")
-		return []model.ListenerHost{
-			listenerHost(kp, tls.VerifyClientCertIfGiven, []*testca.CA{caA}, "a.test"),
-			listenerHost(kp, tls.VerifyClientCertIfGiven, []*testca.CA{caB}, "b.test"),
+		return []*policyv1.ListenerHost{
+			listenerHost(kp, "verify-if-given", []*testca.CA{caA}, "a.test"),
+			listenerHost(kp, "verify-if-given", []*testca.CA{caB}, "b.test"),
 			// Another host that trusts the same CA as a.test.
-			listenerHost(kp, tls.VerifyClientCertIfGiven, []*testca.CA{caA}, "c.test"),
+			listenerHost(kp, "verify-if-given", []*testca.CA{caA}, "c.test"),
 		}
 	},
-		&model.Route{Name: "b-admin", Host: "b.test", Path: "/admin/", ClientCertificate: true},
-		&model.Route{Name: "c-admin", Host: "c.test", Path: "/admin/", ClientCertificate: true},
-		&model.Route{Name: "b-public", Host: "b.test", Path: "/public/"},
+		onHost(identityRoute("b-admin", "/admin/", model.ClientCertificateRequired), "b.test"),
+		onHost(identityRoute("c-admin", "/admin/", model.ClientCertificateRequired), "c.test"),
+		onHost(identityRoute("b-public", "/public/", ""), "b.test"),
 	)
 	tests := []struct {
 		name   string
@@ -182,13 +186,13 @@ func (s *sharedSessions) Put(_ string, cs *tls.ClientSessionState) {
 func TestSessionNotResumedAcrossHosts(t *testing.T) {
 	t.Parallel()
 	trusted, other := testca.New(t, "client CA"), testca.New(t, "other CA")
-	m := newMTLSEnv(t, func(servers *testca.CA) []model.ListenerHost {
+	m := newMTLSEnv(t, func(servers *testca.CA) []*policyv1.ListenerHost {
 		kp := servers.Server("open.test", "secure.test")
-		return []model.ListenerHost{
-			listenerHost(kp, tls.RequestClientCert, nil, "open.test"),
-			listenerHost(kp, tls.VerifyClientCertIfGiven, []*testca.CA{trusted}, "secure.test"),
+		return []*policyv1.ListenerHost{
+			listenerHost(kp, "request", nil, "open.test"),
+			listenerHost(kp, "verify-if-given", []*testca.CA{trusted}, "secure.test"),
 		}
-	}, &model.Route{Name: "admin", Path: "/admin/", ClientCertificate: true}, &model.Route{Name: "public", Path: "/public/"})
+	}, identityRoute("admin", "/admin/", model.ClientCertificateRequired), identityRoute("public", "/public/", ""))
 	for _, version := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
 		t.Run(tls.VersionName(version), func(t *testing.T) {
 			t.Parallel()

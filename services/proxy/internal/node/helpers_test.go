@@ -23,6 +23,8 @@ import (
 
 	"keyway.dev/common/access"
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/model"
+	"keyway.dev/common/natstest"
 	"keyway.dev/common/testca"
 	"keyway.dev/proxy/internal/natstest"
 	"keyway.dev/proxy/internal/node"
@@ -82,6 +84,9 @@ func launch(tb testing.TB, natsURL string, mod func(*node.Config)) (*node.Node, 
 		// handshake time out on a loaded machine under -race.
 		HandshakeTimeout: 30 * time.Second,
 		Logger:           slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// Listeners bind 127.0.0.1:0 here: a fixed port may be taken on a
+		// shared machine. Everything else is decoded as in production.
+		Decode: func(res *policyv1.Resource) (model.Object, error) { return model.Decode(res, model.AllowPortZero()) },
 	}
 	if mod != nil {
 		mod(&cfg)

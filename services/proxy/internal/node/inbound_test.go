@@ -3,55 +3,44 @@ package node_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/model"
 	"keyway.dev/common/testca"
 	"keyway.dev/proxy/internal/config"
-	"keyway.dev/proxy/internal/node"
 )
 
-// listenerModels decodes stored Listeners to models the test registered under
-// their names, because these tests bind port 0, which model.Decode rightly
-// refuses in an address; every other kind goes through model.Decode. The real
-// decode of a Listener is exercised end to end in tests/e2e (TestLocalStack).
-type listenerModels struct{ m sync.Map }
-
-func (lm *listenerModels) set(l *model.Listener) { lm.m.Store(l.Name, l) }
-
-func (lm *listenerModels) decode(res *policyv1.Resource) (model.Object, error) {
-	if k, ok := res.Kind.(*policyv1.Resource_Listener); ok {
-		name := k.Listener.GetMetadata().GetName()
-		l, ok := lm.m.Load(name)
-		if !ok {
-			return model.Object{}, errors.New("test: no model for listener " + name)
-		}
-		return model.Object{Listener: l.(*model.Listener)}, nil
-	}
-	return model.Decode(res)
-}
-
-func listenerResource(name, address string) *policyv1.Resource {
+// listenerResource is Listener name on address (127.0.0.1:0 in these
+// tests: the node decodes with model.AllowPortZero) with hosts.
+func listenerResource(name, address string, hosts ...*policyv1.ListenerHost) *policyv1.Resource {
 	return &policyv1.Resource{Kind: &policyv1.Resource_Listener{Listener: &policyv1.Listener{
 		ApiVersion: "keyway.dev/v1alpha1", Kind: "Listener", Metadata: meta(name),
-		Spec: &policyv1.ListenerSpec{Address: address},
+		Spec: &policyv1.ListenerSpec{Address: address, Hosts: hosts},
 	}}}
+}
+
+// listenerHost serves names with kp (inline PEM), asking client
+// certificates as clientAuth says ("none", "request", "require-and-verify"…)
+// and verifying them against clientCAs.
+func listenerHost(kp *testca.KeyPair, clientAuth string, clientCAs []*testca.CA, names ...string) *policyv1.ListenerHost {
+	h := &policyv1.ListenerHost{Hostnames: names, ClientAuth: clientAuth,
+		Certificate: &policyv1.KeyPair{Crt: string(kp.CertPEM), Key: string(kp.KeyPEM)}}
+	for _, ca := range clientCAs {
+		h.ClientCas += string(ca.CertPEM())
+	}
+	return h
 }
 
 func TestListenerServesRoutesOverMutualTLS(t *testing.T) {
 	t.Parallel()
 	url, kv := startNATS(t)
-	models := &listenerModels{}
-	n, logs := startNode(t, url, func(c *node.Config) { c.Decode = models.decode })
+	n, logs := startNode(t, url, nil)
 	t.Cleanup(func() {
 		if t.Failed() {
 			logs.mu.Lock()
@@ -70,15 +59,11 @@ func TestListenerServesRoutesOverMutualTLS(t *testing.T) {
 	put(t, kv, service("orders", "http1", backend.Listener.Addr().String()))
 	put(t, kv, route("orders", "/orders/", "orders"))
 
-	public := func(kp *testca.KeyPair) *model.Listener {
-		return &model.Listener{Name: "public", Address: "127.0.0.1:0", Hosts: []model.ListenerHost{{
-			Hostnames: []string{"test.com"}, Certificate: &kp.TLS, Fingerprint: kp.Fingerprint(),
-			ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: []*x509.Certificate{clients.Cert},
-		}}}
+	host := func(kp *testca.KeyPair) *policyv1.ListenerHost {
+		return listenerHost(kp, "require-and-verify", []*testca.CA{clients}, "test.com")
 	}
 	first := servers.Server("test.com")
-	models.set(public(first))
-	waitRevision(t, n, put(t, kv, listenerResource("public", "127.0.0.1:0")))
+	waitRevision(t, n, put(t, kv, listenerResource("public", "127.0.0.1:0", host(first))))
 	addr := n.ListenerAddr("public")
 	if addr == "" {
 		t.Fatal("listener public is not served")
@@ -109,8 +94,7 @@ func TestListenerServesRoutesOverMutualTLS(t *testing.T) {
 
 	// A new certificate through the store: served by the same server.
 	second := servers.Server("test.com")
-	models.set(public(second))
-	waitRevision(t, n, put(t, kv, listenerResource("public", "127.0.0.1:0")))
+	waitRevision(t, n, put(t, kv, listenerResource("public", "127.0.0.1:0", host(second))))
 	resp, err = c.Get("https://" + addr + "/orders/43")
 	if err != nil {
 		t.Fatal(err)
@@ -129,8 +113,7 @@ func TestListenerServesRoutesOverMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	models.set(&model.Listener{Name: "blocked", Address: taken.Addr().String(), Hosts: public(second).Hosts})
-	rev := put(t, kv, listenerResource("blocked", taken.Addr().String()))
+	rev := put(t, kv, listenerResource("blocked", taken.Addr().String(), host(second)))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var sk *config.SkippedError

@@ -11,10 +11,8 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/model"
 	"keyway.dev/common/testca"
 	"keyway.dev/proxy/internal/config"
-	"keyway.dev/proxy/internal/node"
 )
 
 // inboundBinding is a tls-inbound binding of Listener listener with cfg,
@@ -34,8 +32,7 @@ func inboundBinding(tb testing.TB, name, listener string, cfg map[string]any) *p
 func TestTLSInboundBindingServesListener(t *testing.T) {
 	t.Parallel()
 	url, kv := startNATS(t)
-	models := &listenerModels{}
-	n, logs := startNode(t, url, func(c *node.Config) { c.Decode = models.decode })
+	n, logs := startNode(t, url, nil)
 	t.Cleanup(func() {
 		if t.Failed() {
 			logs.mu.Lock()
@@ -57,7 +54,6 @@ func TestTLSInboundBindingServesListener(t *testing.T) {
 	put(t, kv, admin)
 
 	// The Listener alone has nothing to serve: refused, and said why.
-	models.set(&model.Listener{Name: "edge", Address: "127.0.0.1:0", Default: -1})
 	rev := put(t, kv, listenerResource("edge", "127.0.0.1:0"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

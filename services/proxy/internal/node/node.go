@@ -33,6 +33,8 @@ import (
 	"keyway.dev/common/model"
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/nodekv"
+	"keyway.dev/common/retry"
+	"keyway.dev/common/revocation"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/inbound"
@@ -82,14 +84,27 @@ type Config struct {
 	// every Listener (HTTP/1.1 and HTTP/2): larger ones are answered 431.
 	// Default inbound.DefaultMaxHeaderBytes (64 KiB).
 	MaxHeaderBytes int
+	// RevocationMaxRefresh is the longest time between two fetches of a
+	// CRL or an OCSP response that Listener hosts check client
+	// certificates against, however far its nextUpdate: how long a
+	// revocation may go unseen. Default revocation.DefaultMaxRefresh
+	// (10m).
+	RevocationMaxRefresh time.Duration
+	// RevocationMinRefresh is the shortest time between two fetches of
+	// one CRL, and the first retry delay after a failed fetch. Default
+	// revocation.DefaultMinRefresh (10s).
+	RevocationMinRefresh time.Duration
 	// ShutdownTimeout bounds the graceful stop: requests still in flight
 	// then are cut off and the Upstreams' connections closed. Default 15s.
 	ShutdownTimeout time.Duration
-	// RetryInterval is the wait between attempts to reach the bucket and
-	// to restart a broken watch. Default 1s.
+	// RetryInterval is the first wait between attempts to reach the
+	// bucket and to restart a broken watch; each next wait doubles, up to
+	// 30 times it, and every wait is jittered ±50% (package retry) so
+	// that a fleet does not retry in lockstep. Default 1s.
 	RetryInterval time.Duration
 	// Decode turns stored resources into models; default model.Decode.
-	// Tests set it for kinds the model does not decode yet.
+	// Tests set it to decode with model.AllowPortZero, or to make a
+	// decode fail.
 	Decode config.Decoder
 	// Tracing, when on, traces requests, handshakes and configuration
 	// changes (see package telemetry). The zero value is off.
@@ -222,7 +237,19 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
-	n.inbound = inbound.New(inbound.Options{Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log})
+	revocationMetrics := n.metrics.NewRevocation(metrics.RevocationSource{
+		Lists: func() []revocation.ListStatus { return n.inbound.RevocationLists() },
+		OCSP:  func() int { return n.inbound.RevocationOCSP() },
+	})
+	n.inbound = inbound.New(inbound.Options{
+		Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
+		Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log,
+		RevocationChecks: revocationMetrics,
+		Revocation: revocation.Options{
+			MaxRefresh: cfg.RevocationMaxRefresh, MinRefresh: cfg.RevocationMinRefresh,
+			Logger: log, OnFetch: revocationMetrics.ObserveFetch,
+		},
+	})
 
 	adminAccess, err := access.NewServer(cfg.Admin, cfg.AdminListen, log)
 	if err != nil {
@@ -377,6 +404,7 @@ func (n *Node) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	if err != nil {
 		return nil, err
 	}
+	b := retry.New(n.cfg.RetryInterval, config.RetryCeiling*n.cfg.RetryInterval)
 	for {
 		kv, err := js.KeyValue(ctx, n.cfg.Bucket)
 		if err == nil && n.cfg.Tracing.On() {
@@ -390,11 +418,10 @@ func (n *Node) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		n.log.Warn("configuration bucket not available yet", "bucket", n.cfg.Bucket, "error", err)
-		select {
-		case <-ctx.Done():
+		d := b.Next()
+		n.log.Warn("configuration bucket not available yet", "bucket", n.cfg.Bucket, "error", err, "retry_in", d)
+		if !retry.Sleep(ctx, d) {
 			return nil, ctx.Err()
-		case <-time.After(n.cfg.RetryInterval):
 		}
 	}
 }
@@ -406,6 +433,7 @@ func (n *Node) nodeBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	if err != nil {
 		return nil, err
 	}
+	b := retry.New(n.cfg.RetryInterval, config.RetryCeiling*n.cfg.RetryInterval)
 	for {
 		kv, err := nodekv.Open(ctx, js, n.cfg.NodeBucket, n.cfg.NodeTTL)
 		if err == nil {
@@ -417,11 +445,10 @@ func (n *Node) nodeBucket(ctx context.Context) (jetstream.KeyValue, error) {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		n.log.Warn("node bucket not available yet", "bucket", n.cfg.NodeBucket, "error", err)
-		select {
-		case <-ctx.Done():
+		d := b.Next()
+		n.log.Warn("node bucket not available yet", "bucket", n.cfg.NodeBucket, "error", err, "retry_in", d)
+		if !retry.Sleep(ctx, d) {
 			return nil, ctx.Err()
-		case <-time.After(n.cfg.RetryInterval):
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"keyway.dev/common/material/materialtest"
 	"keyway.dev/common/model"
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/secrets"
 )
@@ -37,8 +38,7 @@ func TestTLSInboundBindingWithReferences(t *testing.T) {
 	t.Parallel()
 	url, kv := startNATS(t)
 	real := startRealSecrets(t, url)
-	models := &listenerModels{}
-	n, _ := startNode(t, url, func(c *node.Config) { c.Decode = models.decode; c.Secrets = real.source(t) })
+	n, _ := startNode(t, url, func(c *node.Config) { c.Secrets = real.source(t) })
 	servers, clients := testca.New(t, "server CA"), testca.New(t, "client CA")
 	first, alice := servers.Server("test.com"), clients.Client("alice")
 	real.PutAlias(t, "edge", "web", first, secretsv1.Usage_USAGE_SERVER)
@@ -48,7 +48,6 @@ func TestTLSInboundBindingWithReferences(t *testing.T) {
 	t.Cleanup(backend.Close)
 	put(t, kv, service("app", "http1", backend.Listener.Addr().String()))
 	put(t, kv, route("public", "/public/", "app"))
-	models.set(&model.Listener{Name: "edge", Address: "127.0.0.1:0", Default: -1})
 	put(t, kv, listenerResource("edge", "127.0.0.1:0"))
 	waitRevision(t, n, put(t, kv, inboundBinding(t, "edge-tls", "edge", map[string]any{
 		"hostnames":                []any{"test.com"},
@@ -84,5 +83,5 @@ func TestTLSInboundBindingWithReferences(t *testing.T) {
 	}
 	second := servers.Server("test.com")
 	real.PutAlias(t, "edge", "web", second, secretsv1.Usage_USAGE_SERVER)
-	eventually(t, "the listener to present the rotated certificate", func() bool { return served(alice) == second.Fingerprint() })
+	testwait.Until(t, 60*time.Second, "the listener to present the rotated certificate", func() bool { return served(alice) == second.Fingerprint() })
 }

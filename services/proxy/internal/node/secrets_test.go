@@ -16,11 +16,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
 	"keyway.dev/common/material/materialtest"
 	"keyway.dev/common/model"
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/secrets"
 )
@@ -96,18 +98,6 @@ func refMTLS() map[string]any {
 		"trustedCA":      map[string]any{"truststore": "upstream-cas"},
 		"certificate":    map[string]any{"keystore": "edge", "alias": "gw"},
 		"sni":            "orders.internal",
-	}
-}
-
-// eventually polls cond until it holds or the generous deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -190,7 +180,7 @@ func TestReferencedAliasRotates(t *testing.T) {
 	for i := range 3 {
 		next := clients.Client("gateway")
 		real.PutAlias(t, "edge", "gw", next, secretsv1.Usage_USAGE_CLIENT)
-		eventually(t, fmt.Sprintf("the upstream to see rotation %d", i+1), func() bool { return fingerprintSeen(url0) == next.Fingerprint() })
+		testwait.Until(t, 60*time.Second, fmt.Sprintf("the upstream to see rotation %d", i+1), func() bool { return fingerprintSeen(url0) == next.Fingerprint() })
 	}
 	close(stop)
 	wg.Wait()
@@ -268,7 +258,7 @@ func TestSecretsServiceDownKeepsServing(t *testing.T) {
 	e.fake.SetDown(true)
 	second := clients.Client("gateway")
 	e.rotate(t, second)
-	eventually(t, "status to say the material is stale", func() bool {
+	testwait.Until(t, 60*time.Second, "status to say the material is stale", func() bool {
 		st := status(t, n).Secrets
 		return st != nil && st.Stale && strings.Contains(st.Reason, `keystore "edge" alias "gw"`)
 	})
@@ -277,7 +267,7 @@ func TestSecretsServiceDownKeepsServing(t *testing.T) {
 	}
 
 	e.fake.SetDown(false)
-	eventually(t, "the new version once the secrets service is back", func() bool { return fingerprintSeen(url) == second.Fingerprint() })
+	testwait.Until(t, 60*time.Second, "the new version once the secrets service is back", func() bool { return fingerprintSeen(url) == second.Fingerprint() })
 	if st := status(t, n).Secrets; st.Stale {
 		t.Errorf("status still stale after catching up: %+v", st)
 	}
@@ -315,7 +305,7 @@ func TestReferencesWithoutSecrets(t *testing.T) {
 	kp := clients.Client("gateway")
 	real.PutTruststore(t, "upstream-cas", upstreams)
 	real.PutAlias(t, "edge", "gw", kp, secretsv1.Usage_USAGE_CLIENT)
-	eventually(t, "the binding to be served once its material exists", func() bool {
+	testwait.Until(t, 60*time.Second, "the binding to be served once its material exists", func() bool {
 		return fingerprintSeen("http://"+late.Addr()+"/orders/1") == kp.Fingerprint()
 	})
 }
@@ -327,8 +317,7 @@ func TestListenerReferencedCertificateRotates(t *testing.T) {
 	t.Parallel()
 	url, kv := startNATS(t)
 	real := startRealSecrets(t, url)
-	models := &listenerModels{}
-	n, _ := startNode(t, url, func(c *node.Config) { c.Decode = models.decode; c.Secrets = real.source(t) })
+	n, _ := startNode(t, url, func(c *node.Config) { c.Secrets = real.source(t) })
 	servers := testca.New(t, "server CA")
 	clients := testca.New(t, "client CA")
 	alice := clients.Client("alice")
@@ -340,12 +329,10 @@ func TestListenerReferencedCertificateRotates(t *testing.T) {
 	t.Cleanup(backend.Close)
 	put(t, kv, service("orders", "http1", backend.Listener.Addr().String()))
 	put(t, kv, route("orders", "/orders/", "orders"))
-	models.set(&model.Listener{Name: "public", Address: "127.0.0.1:0", Hosts: []model.ListenerHost{{
-		Hostnames: []string{"test.com"}, CertificateRef: &model.SecretRef{Keystore: "edge", Alias: "api"},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientTruststore: "clients",
-		MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, ALPN: []string{"h2", "http/1.1"},
-	}}})
-	waitRevision(t, n, put(t, kv, listenerResource("public", "127.0.0.1:0")))
+	waitRevision(t, n, put(t, kv, listenerResource("public", "127.0.0.1:0", &policyv1.ListenerHost{
+		Hostnames: []string{"test.com"}, Certificate: &policyv1.KeyPair{Keystore: "edge", Alias: "api"},
+		ClientAuth: "require-and-verify", ClientTruststore: "clients",
+	})))
 	addr := n.ListenerAddr("public")
 	if addr == "" {
 		t.Fatalf("listener not served: %+v", status(t, n).Skipped)
@@ -367,7 +354,7 @@ func TestListenerReferencedCertificateRotates(t *testing.T) {
 
 	second := servers.Server("test.com")
 	real.PutAlias(t, "edge", "api", second, secretsv1.Usage_USAGE_SERVER)
-	eventually(t, "the listener to present the rotated certificate", func() bool { return served() == second.Fingerprint() })
+	testwait.Until(t, 60*time.Second, "the listener to present the rotated certificate", func() bool { return served() == second.Fingerprint() })
 	if l := status(t, n).Listeners[0]; !l.Since.Equal(since) || l.Bound != addr {
 		t.Errorf("the listener was restarted for a new certificate: %+v", l)
 	}

@@ -3,7 +3,6 @@ package node_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,9 +20,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"keyway.dev/common/configkv"
-	"keyway.dev/common/model"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/proxy"
 )
@@ -43,16 +42,14 @@ func traced() (*recorded, func(*node.Config)) {
 // answer), failing after a generous deadline.
 func (r *recorded) wait(t testing.TB, what string, find func([]sdktrace.ReadOnlySpan) sdktrace.ReadOnlySpan) sdktrace.ReadOnlySpan {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if s := find(r.rec.Ended()); s != nil {
-			return s
+	var found sdktrace.ReadOnlySpan
+	testwait.Eventually(t, 20*time.Second, func() error {
+		if found = find(r.rec.Ended()); found == nil {
+			return fmt.Errorf("no %s among the spans recorded:\n%s", what, dump(r.rec.Ended()))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s among the spans recorded:\n%s", what, dump(r.rec.Ended()))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
+	return found
 }
 
 // request finds the request span of request id.
@@ -290,8 +287,7 @@ func TestTraceOfInboundHandshake(t *testing.T) {
 	t.Parallel()
 	rec, mod := traced()
 	url, kv := startNATS(t)
-	models := &listenerModels{}
-	n, _ := startNode(t, url, func(c *node.Config) { mod(c); c.Decode = models.decode })
+	n, _ := startNode(t, url, mod)
 	servers := testca.New(t, "server CA")
 	clients := testca.New(t, "client CA")
 	alice := clients.Client("alice")
@@ -300,11 +296,7 @@ func TestTraceOfInboundHandshake(t *testing.T) {
 	put(t, kv, service("orders", "http1", backend.Listener.Addr().String()))
 	put(t, kv, route("orders", "/orders/", "orders"))
 	kp := servers.Server("test.com")
-	models.set(&model.Listener{Name: "public", Address: "127.0.0.1:0", Hosts: []model.ListenerHost{{
-		Hostnames: []string{"test.com"}, Certificate: &kp.TLS, Fingerprint: kp.Fingerprint(),
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: []*x509.Certificate{clients.Cert},
-	}}})
-	waitRevision(t, n, put(t, kv, listenerResource("public", "127.0.0.1:0")))
+	waitRevision(t, n, put(t, kv, listenerResource("public", "127.0.0.1:0", listenerHost(kp, "require-and-verify", []*testca.CA{clients}, "test.com"))))
 	addr := n.ListenerAddr("public")
 
 	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{

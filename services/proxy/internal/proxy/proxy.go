@@ -135,8 +135,9 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id string, targe
 	need := target.NeedsIdentity()
 	refuse := func(reason failure.Reason, fix string) bool {
 		h.log.InfoContext(r.Context(), "client refused", "route", target.Route, "reason", string(reason), "client", r.RemoteAddr, "request_id", id)
-		writeError(w, id, "", reason, fix, StatusCode(reason))
-		failSpan(span, reason, fix, StatusCode(reason))
+		status := clientStatus(reason)
+		writeError(w, id, "", reason, fix, status)
+		failSpan(span, reason, fix, status)
 		return false
 	}
 	cl, ok := inbound.ClientOf(r, time.Now())
@@ -165,7 +166,7 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, id string, targe
 		return true
 	case cl.Reason != "":
 		if need || cl.HostVerifies {
-			return refuse(cl.Reason, "")
+			return refuse(cl.Reason, cl.Reason.InboundFix())
 		}
 		return true
 	}
@@ -229,8 +230,13 @@ func UpstreamOptions(opts upstream.Options, log *slog.Logger) upstream.Options {
 			"upstream", u.Name(), "reason", string(err.Reason), "endpoint", err.Endpoint,
 			"request_id", id, "fingerprint", u.Fingerprint(), "detail", err.Detail)
 		fix := ""
-		if err.Reason == failure.LegacyCommonName {
+		switch {
+		case err.Reason == failure.LegacyCommonName:
 			fix = err.Detail // the exact openssl command for this host
+		case err.Reason == failure.UnknownAuthority && u.TLS() != nil && u.TLS().SystemRoots:
+			// The generic fix speaks of trustedCA, which an https://
+			// Service without a binding has not.
+			fix = "the upstream's certificate is not signed by a CA in the node's system trusted roots, which verify an https:// Service that no tls-outbound binding targets: bind one with the CA that issued the upstream's certificate in trustedCA"
 		}
 		status := StatusCode(err.Reason)
 		writeError(w, id, u.Name(), err.Reason, fix, status)
@@ -294,6 +300,12 @@ type ErrorBody struct {
 }
 
 func summary(r failure.Reason) string {
+	switch r {
+	case failure.Revoked:
+		return "certificate revoked"
+	case failure.RevocationUnknown:
+		return "certificate revocation status unknown"
+	}
 	switch r.Class() {
 	case failure.ClassTLS:
 		return "upstream TLS handshake failed"

@@ -31,6 +31,7 @@ import (
 
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
+	"keyway.dev/common/retry"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/common/telemetry"
 )
@@ -51,13 +52,20 @@ type Fetcher interface {
 	Truststore(ctx context.Context, name string) (*material.Truststore, error)
 }
 
+// RetryCeiling bounds the growth of retry waits: at most this many times
+// Options.RetryInterval.
+const RetryCeiling = 30
+
 // Options configure a [Source].
 type Options struct {
 	// Changed is called, from the Source's goroutine, with the bucket keys
 	// (AliasKey, TruststoreKey) whose material was replaced.
 	Changed func(keys []string)
-	// RetryInterval is the wait between attempts to fetch material the
-	// node is missing or behind on, and to reach the bucket. Default 1s.
+	// RetryInterval is the first wait between attempts to fetch material
+	// the node is missing or behind on, and to reach the bucket; while
+	// attempts keep failing each next wait doubles, up to RetryCeiling
+	// times it, every wait jittered ±50% (package retry): a fleet that
+	// lost the secrets service does not come back in lockstep. Default 1s.
 	RetryInterval time.Duration
 	Logger        *slog.Logger
 	// Tracing, when on, makes each fetch a [telemetry.SpanSecretFetch]
@@ -85,7 +93,7 @@ type Source struct {
 	// announced is the last version the bucket gave per key.
 	announced map[string]string
 	// failed are the keys whose last fetch failed, with the error; they
-	// are retried every RetryInterval.
+	// are retried with backoff from RetryInterval.
 	failed map[string]error
 	// watchErr is why the bucket is not being followed; nil when it is.
 	watchErr error
@@ -246,18 +254,23 @@ func (s *Source) record(key string, a *material.Alias, t *material.Truststore, e
 func (s *Source) Run(ctx context.Context, js jetstream.JetStream) {
 	updates := make(chan jetstream.KeyValueEntry)
 	go s.watch(ctx, js, updates)
-	tick := time.NewTicker(s.opts.RetryInterval)
-	defer tick.Stop()
+	retries := retry.New(s.opts.RetryInterval, RetryCeiling*s.opts.RetryInterval)
+	timer := time.NewTimer(retries.Next())
+	defer timer.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case e := <-updates:
 			s.announce(ctx, e)
-		case <-tick.C:
+		case <-timer.C:
 			s.retry(ctx)
+			if !s.failing() {
+				retries.Reset()
+			}
+			timer.Reset(retries.Next())
 		case <-s.wake:
-			// A first fetch failed: the ticker retries it.
+			// A first fetch failed: the timer retries it.
 		}
 	}
 }
@@ -265,17 +278,23 @@ func (s *Source) Run(ctx context.Context, js jetstream.JetStream) {
 // watch sends the bucket's entries to updates, restarting the watch when it
 // breaks; it records why it is not watching for Status.
 func (s *Source) watch(ctx context.Context, js jetstream.JetStream, updates chan<- jetstream.KeyValueEntry) {
+	ceiling := RetryCeiling * s.opts.RetryInterval
+	b := retry.New(s.opts.RetryInterval, ceiling)
 	for ctx.Err() == nil {
+		started := time.Now()
 		err := s.watchOnce(ctx, js, updates)
 		if ctx.Err() != nil {
 			return
 		}
+		if time.Since(started) > ceiling {
+			// The watch had been working: retry soon.
+			b.Reset()
+		}
 		s.setWatchErr(err)
-		s.log.Warn("not following secret versions; serving held material and retrying", "bucket", Bucket, "error", err)
-		select {
-		case <-ctx.Done():
+		d := b.Next()
+		s.log.Warn("not following secret versions; serving held material and retrying", "bucket", Bucket, "error", err, "retry_in", d)
+		if !retry.Sleep(ctx, d) {
 			return
-		case <-time.After(s.opts.RetryInterval):
 		}
 	}
 }
@@ -361,6 +380,13 @@ func (s *Source) heldVersion(key string) string {
 
 // retry fetches again what failed, and what is behind the announced
 // version.
+// failing reports whether some key's last fetch failed.
+func (s *Source) failing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.failed) > 0
+}
+
 func (s *Source) retry(ctx context.Context) {
 	s.mu.Lock()
 	var keys []string

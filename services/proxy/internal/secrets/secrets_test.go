@@ -2,6 +2,7 @@ package secrets_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -16,9 +17,10 @@ import (
 
 	"keyway.dev/common/material/materialtest"
 	"keyway.dev/common/model"
+	"keyway.dev/common/natstest"
 	"keyway.dev/common/telemetry"
 	"keyway.dev/common/testca"
-	"keyway.dev/proxy/internal/natstest"
+	"keyway.dev/common/testwait"
 	"keyway.dev/proxy/internal/secrets"
 )
 
@@ -84,13 +86,12 @@ func TestSourceFetchesAnnouncedVersionsOfKeysInUse(t *testing.T) {
 		}
 	}
 	announce("edge", "gw")
-	deadline := time.Now().Add(30 * time.Second)
-	for src.Status().Stale {
-		if time.Now().After(deadline) {
-			t.Fatalf("still stale once the bucket exists: %+v", src.Status())
+	testwait.Eventually(t, 30*time.Second, func() error {
+		if st := src.Status(); st.Stale {
+			return fmt.Errorf("still stale once the bucket exists: %+v", st)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 
 	ref := model.SecretRef{Keystore: "edge", Alias: "gw"}
 	a, err := src.Alias(ctx, ref)

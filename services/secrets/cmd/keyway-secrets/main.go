@@ -16,6 +16,8 @@ import (
 
 	"keyway.dev/common/access"
 	"keyway.dev/common/audit"
+	"keyway.dev/common/configkv"
+	"keyway.dev/common/envflag"
 	"keyway.dev/common/logging"
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/secretsclient"
@@ -34,33 +36,55 @@ func main() {
 }
 
 func realMain(ctx context.Context, args []string) error {
+	// envAliases are the environment names the flags had before
+	// KEYWAY_<FLAG>; still read. The secrets service's own names were
+	// KEYWAY_SECRETS_<FLAG>, and Vault's address VAULT_ADDR, as the vault CLI
+	// reads it.
+	envAliases := envflag.Aliases{
+		"listen":             {"KEYWAY_SECRETS_LISTEN"},
+		"internal-listen":    {"KEYWAY_SECRETS_INTERNAL_LISTEN"},
+		"internal-cert":      {"KEYWAY_SECRETS_INTERNAL_CERT"},
+		"internal-key":       {"KEYWAY_SECRETS_INTERNAL_KEY"},
+		"internal-client-ca": {"KEYWAY_SECRETS_INTERNAL_CLIENT_CA"},
+		"nats":               {"KEYWAY_NATS_URL"},
+		"bucket":             {"KEYWAY_SECRETS_BUCKET"},
+		"backend":            {"KEYWAY_SECRETS_BACKEND"},
+		"dir":                {"KEYWAY_SECRETS_DIR"},
+		"vault-addr":         {"VAULT_ADDR"},
+		"vault-kv-mount":     {"KEYWAY_SECRETS_VAULT_KV_MOUNT"},
+		"vault-prefix":       {"KEYWAY_SECRETS_VAULT_PREFIX"},
+		"vault-pki-mount":    {"KEYWAY_SECRETS_VAULT_PKI_MOUNT"},
+		"poll-interval":      {"KEYWAY_SECRETS_POLL_INTERVAL"},
+		"pki-renew-fraction": {"KEYWAY_SECRETS_PKI_RENEW_FRACTION"},
+	}
 	fs := flag.NewFlagSet("keyway-secrets", flag.ContinueOnError)
 	var (
-		listen         = fs.String("listen", logging.Env("KEYWAY_SECRETS_LISTEN", "127.0.0.1:8082"), "API address: SecretsService over Connect, gRPC and gRPC-Web (env KEYWAY_SECRETS_LISTEN)")
-		internalListen = fs.String("internal-listen", logging.Env("KEYWAY_SECRETS_INTERNAL_LISTEN", "127.0.0.1:8092"), "mTLS address of MaterialService, which hands key material to proxy nodes; empty serves none (env KEYWAY_SECRETS_INTERNAL_LISTEN)")
-		internalCert   = fs.String("internal-cert", logging.Env("KEYWAY_SECRETS_INTERNAL_CERT", ""), "internal listener's certificate, PEM (env KEYWAY_SECRETS_INTERNAL_CERT)")
-		internalKey    = fs.String("internal-key", logging.Env("KEYWAY_SECRETS_INTERNAL_KEY", ""), "internal listener's private key, PEM (env KEYWAY_SECRETS_INTERNAL_KEY)")
-		internalCA     = fs.String("internal-client-ca", logging.Env("KEYWAY_SECRETS_INTERNAL_CLIENT_CA", ""), "CA certificates whose client certificates the internal listener accepts, PEM (env KEYWAY_SECRETS_INTERNAL_CLIENT_CA)")
-		natsURL        = fs.String("nats", logging.Env("KEYWAY_NATS_URL", "nats://127.0.0.1:4222"), "NATS server URL(s), comma-separated (env KEYWAY_NATS_URL)")
-		bucket         = fs.String("bucket", logging.Env("KEYWAY_SECRETS_BUCKET", secretsclient.Bucket), "JetStream KV bucket the versions are published in (env KEYWAY_SECRETS_BUCKET)")
+		listen         = fs.String("listen", "127.0.0.1:8082", "API address: SecretsService over Connect, gRPC and gRPC-Web")
+		internalListen = fs.String("internal-listen", "127.0.0.1:8092", "mTLS address of MaterialService, which hands key material to proxy nodes; empty serves none")
+		internalCert   = fs.String("internal-cert", "", "internal listener's certificate, PEM")
+		internalKey    = fs.String("internal-key", "", "internal listener's private key, PEM")
+		internalCA     = fs.String("internal-client-ca", "", "CA certificates whose client certificates the internal listener accepts, PEM")
+		natsURL        = fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+		bucket         = fs.String("bucket", secretsclient.Bucket, "JetStream KV bucket the versions are published in")
+		configBucket   = fs.String("config-bucket", configkv.Bucket, "the policy service's configuration bucket, read to refuse deleting a secret that resources use; give the policy service's --bucket")
 		replicas       = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
-		backend        = fs.String("backend", logging.Env("KEYWAY_SECRETS_BACKEND", "local"), "where secrets live: local (a directory of PEM files) or vault (env KEYWAY_SECRETS_BACKEND)")
-		dir            = fs.String("dir", logging.Env("KEYWAY_SECRETS_DIR", ".keyway/secrets"), "the local backend's directory (env KEYWAY_SECRETS_DIR)")
-		vaultAddr      = fs.String("vault-addr", logging.Env("VAULT_ADDR", "http://127.0.0.1:8200"), "Vault address (env VAULT_ADDR); the token comes from VAULT_TOKEN")
-		kvMount        = fs.String("vault-kv-mount", logging.Env("KEYWAY_SECRETS_VAULT_KV_MOUNT", "secret"), "Vault KV v2 mount (env KEYWAY_SECRETS_VAULT_KV_MOUNT)")
-		prefix         = fs.String("vault-prefix", logging.Env("KEYWAY_SECRETS_VAULT_PREFIX", "keyway"), "folder under the KV mount (env KEYWAY_SECRETS_VAULT_PREFIX)")
-		pkiMount       = fs.String("vault-pki-mount", logging.Env("KEYWAY_SECRETS_VAULT_PKI_MOUNT", "pki"), "Vault PKI mount (env KEYWAY_SECRETS_VAULT_PKI_MOUNT)")
-		poll           = fs.String("poll-interval", logging.Env("KEYWAY_SECRETS_POLL_INTERVAL", "2s"), "how often the backend's versions are read to notice changes made outside the service (env KEYWAY_SECRETS_POLL_INTERVAL)")
-		renew          = fs.String("pki-renew-fraction", logging.Env("KEYWAY_SECRETS_PKI_RENEW_FRACTION", strconv.FormatFloat(pki.DefaultRenewFraction, 'f', 3, 64)), "fraction of a PKI certificate's lifetime after which a new one is issued, ±5% jitter (env KEYWAY_SECRETS_PKI_RENEW_FRACTION)")
-		logFormat      = fs.String("log-format", logging.Env("KEYWAY_LOG_FORMAT", "text"), "log format: text or json (env KEYWAY_LOG_FORMAT)")
-		logLevel       = fs.String("log-level", logging.Env("KEYWAY_LOG_LEVEL", "info"), "log level: debug, info, warn, error (env KEYWAY_LOG_LEVEL)")
+		backend        = fs.String("backend", "local", "where secrets live: local (a directory of PEM files) or vault")
+		dir            = fs.String("dir", ".keyway/secrets", "the local backend's directory")
+		vaultAddr      = fs.String("vault-addr", "http://127.0.0.1:8200", "Vault address; the token comes from VAULT_TOKEN")
+		kvMount        = fs.String("vault-kv-mount", "secret", "Vault KV v2 mount")
+		prefix         = fs.String("vault-prefix", "keyway", "folder under the KV mount")
+		pkiMount       = fs.String("vault-pki-mount", "pki", "Vault PKI mount")
+		poll           = fs.String("poll-interval", "2s", "how often the backend's versions are read to notice changes made outside the service")
+		renew          = fs.String("pki-renew-fraction", strconv.FormatFloat(pki.DefaultRenewFraction, 'f', 3, 64), "fraction of a PKI certificate's lifetime after which a new one is issued, ±5% jitter")
+		logFormat      = fs.String("log-format", "text", "log format: text or json")
+		logLevel       = fs.String("log-level", "info", "log level: debug, info, warn, error")
 	)
 	var natsCfg natsconn.Config
 	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
 	auditFlags := audit.AddFlags(fs)
 	var acc access.Options
 	acc.RegisterFlags(fs, "API")
-	if err := fs.Parse(args); err != nil {
+	if err := envflag.Parse(fs, envflag.Prefix, args, envAliases); err != nil {
 		return err
 	}
 	auditCfg, err := auditFlags.Config(audit.ServiceSecrets, *replicas)
@@ -90,6 +114,7 @@ func realMain(ctx context.Context, args []string) error {
 		NATSURL:          *natsURL,
 		NATS:             natsCfg,
 		Bucket:           *bucket,
+		ConfigBucket:     *configBucket,
 		Replicas:         *replicas,
 		Backend:          *backend,
 		Dir:              *dir,

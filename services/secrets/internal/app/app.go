@@ -30,9 +30,11 @@ import (
 
 	"keyway.dev/common/access"
 	"keyway.dev/common/audit"
+	"keyway.dev/common/configkv"
 	"keyway.dev/common/limits"
 	"keyway.dev/common/natsconn"
 	"keyway.dev/common/secretsclient"
+	"keyway.dev/secrets/internal/dependents"
 	"keyway.dev/secrets/internal/localdir"
 	"keyway.dev/secrets/internal/metrics"
 	"keyway.dev/secrets/internal/pki"
@@ -62,6 +64,10 @@ type Config struct {
 	NATSURL  string
 	Bucket   string
 	Replicas int
+	// ConfigBucket is the policy service's configuration bucket
+	// (configkv.Bucket when empty), read to refuse deleting a secret that
+	// resources use.
+	ConfigBucket string
 
 	// Backend is "local" or "vault".
 	Backend string
@@ -167,7 +173,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	guard.ReloadOnSIGHUP(ctx)
 	servers := []*http.Server{{
-		Handler:           guard.Handler(access.SecretsAPI(), APIHandler(server.NewSecrets(st, log, server.WithAudit(aw)), st, m.Handler())),
+		Handler: guard.Handler(access.SecretsAPI(), APIHandler(server.NewSecrets(st, log, server.WithAudit(aw),
+			server.WithDependents(dependents.New(js, cfg.ConfigBucket))), st, m.Handler())),
 		Protocols:         guard.Protocols(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -195,7 +202,7 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	}
 	log.Info("secrets service serving", "addr", apiLn.Addr().String(), "url", guard.Scheme()+"://"+apiLn.Addr().String(), "internal", addrString(internalAddr),
-		"backend", backend.Describe(), "nats", nc.ConnectedUrlRedacted(), "bucket", bucketName(cfg.Bucket), "poll_interval", cfg.Store.PollInterval)
+		"backend", backend.Describe(), "nats", nc.ConnectedUrlRedacted(), "bucket", bucketName(cfg.Bucket), "config_bucket", cmp.Or(cfg.ConfigBucket, configkv.Bucket), "poll_interval", cfg.Store.PollInterval)
 	if cfg.OnListen != nil {
 		cfg.OnListen(apiLn.Addr(), internalAddr)
 	}

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -31,8 +30,10 @@ import (
 
 	"keyway.dev/common/access"
 	"keyway.dev/common/model"
+	"keyway.dev/common/natstest"
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/secrets/internal/app"
 )
 
@@ -70,21 +71,6 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startNATS runs an embedded NATS server with JetStream for the test.
-func startNATS(t *testing.T) string {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{JetStream: true, Port: -1, Host: "127.0.0.1", StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns.ClientURL()
-}
-
 func writeFile(t *testing.T, dir, name string, data []byte) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
@@ -98,7 +84,7 @@ func writeFile(t *testing.T, dir, name string, data []byte) string {
 // NATS. Backend settings come from the caller.
 func start(t *testing.T, cfg app.Config) *service {
 	t.Helper()
-	return startOn(t, cfg, startNATS(t))
+	return startOn(t, cfg, natstest.Start(t).URL)
 }
 
 // startOn is start with the caller's NATS server.
@@ -621,8 +607,9 @@ func TestNoKeyMaterialInLogsOrBucket(t *testing.T) {
 }
 
 // A value changed by hand into something unusable (a key that does not
-// match) is refused and logged; the last good material stays served and
-// published, and the next good value is picked up.
+// match) is rejected: the API says so next to the version still served,
+// the last good material stays served and published, and the next good
+// value is picked up.
 func TestBadValueKeepsLastGood(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -630,12 +617,20 @@ func TestBadValueKeepsLastGood(t *testing.T) {
 	ctx := context.Background()
 	ca := testca.New(t, "CA")
 	good := ca.Client("gw")
-	if _, err := s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw", CertificatePem: string(good.CertPEM), PrivateKeyPem: string(good.KeyPEM)})); err != nil {
+	stored, err := s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "gw", CertificatePem: string(good.CertPEM), PrivateKeyPem: string(good.KeyPEM)}))
+	if err != nil {
 		t.Fatal(err)
 	}
 	aliasDir := filepath.Join(dir, "keystores/edge/gw")
 	writeFile(t, aliasDir, "key.pem", ca.Client("other").KeyPEM)
-	waitFor(t, "the bad value to be logged", func() bool { return strings.Contains(s.Logs.String(), "cannot use a secret held by the backend") })
+	a := waitRejected(t, s, "edge", "gw", "")
+	if r := a.GetRejection(); r.GetReason() != "key_mismatch" || !strings.Contains(r.GetMessage(), "key.pem does not match the certificate") ||
+		a.GetVersion() != stored.Msg.GetAlias().GetVersion() || r.GetVersion() == a.GetVersion() {
+		t.Errorf("rejected alias: version %s, rejection %v", a.GetVersion(), r)
+	}
+	if !strings.Contains(s.Logs.String(), "secret rejected") {
+		t.Errorf("no log line says the value was rejected")
+	}
 	m, err := s.Material.FetchAlias(ctx, connect.NewRequest(&secretsv1.FetchAliasRequest{Keystore: "edge", Alias: "gw"}))
 	if err != nil || m.Msg.GetPrivateKeyPem() != string(good.KeyPEM) {
 		t.Errorf("after a bad value: %v; want the last good key", err)
@@ -646,30 +641,17 @@ func TestBadValueKeepsLastGood(t *testing.T) {
 	s.Bucket.wait(t, "alias.edge.gw", func(e jetstream.KeyValueEntry, v *secretsv1.SecretVersion) bool {
 		return put(e) && v.GetSha256Fingerprint() == next.Fingerprint()
 	})
+	if got := getAlias(t, s, "edge", "gw"); got.GetStatus() != secretsv1.Status_STATUS_OK || got.GetRejection() != nil {
+		t.Errorf("after a good value: status %v, rejection %v; want ok", got.GetStatus(), got.GetRejection())
+	}
 }
 
 // NATS away: puts still succeed (the backend holds the secret), the
 // versions wait, and they are published once NATS is back.
 func TestNATSOutage(t *testing.T) {
 	t.Parallel()
-	storeDir := t.TempDir()
-	opts := &server.Options{JetStream: true, Port: -1, Host: "127.0.0.1", StoreDir: storeDir, NoLog: true, NoSigs: true}
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready")
-	}
-	port := ns.Addr().(*net.TCPAddr).Port
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			ns.Shutdown()
-		}
-	})
-	s := startOn(t, app.Config{Backend: "local", Dir: t.TempDir()}, ns.ClientURL())
+	ns := natstest.Start(t)
+	s := startOn(t, app.Config{Backend: "local", Dir: t.TempDir()}, ns.URL)
 	ctx := context.Background()
 	ca := testca.New(t, "CA")
 	first, second := ca.Client("a"), ca.Client("b")
@@ -678,17 +660,25 @@ func TestNATSOutage(t *testing.T) {
 	}
 	s.Bucket.wait(t, "alias.edge.a", func(e jetstream.KeyValueEntry, _ *secretsv1.SecretVersion) bool { return put(e) })
 
-	ns.Shutdown()
-	ns.WaitForShutdown()
-	stopped = true
+	ns.Stop()
 	// A put through the API is refused: its audit record cannot be
 	// written (docs/reference/audit.md), so nothing is stored.
-	_, err = s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "b", CertificatePem: string(second.CertPEM), PrivateKeyPem: string(second.KeyPEM)}))
+	_, err := s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "b", CertificatePem: string(second.CertPEM), PrivateKeyPem: string(second.KeyPEM)}))
 	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "audit") {
 		t.Fatalf("a put with NATS away: %v; want Unavailable naming the audit trail", err)
 	}
 	if _, err := os.Stat(filepath.Join(s.Dir, "keystores", "edge", "b")); !os.IsNotExist(err) {
 		t.Fatalf("the refused put was stored: %v", err)
+	}
+	// Whether a secret is in use cannot be told without the configuration
+	// bucket: the delete is refused, saying why.
+	_, err = s.API.DeleteAlias(ctx, connect.NewRequest(&secretsv1.DeleteAliasRequest{Keystore: "edge", Alias: "a"}))
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "cannot tell whether alias edge/a is in use") ||
+		!strings.Contains(err.Error(), "configuration bucket keyway-config in NATS") || !strings.Contains(err.Error(), "nothing was deleted") {
+		t.Errorf("a delete with NATS away: %v; want Unavailable saying the users cannot be determined", err)
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir, "keystores", "edge", "a", "key.pem")); err != nil {
+		t.Errorf("the refused delete removed the alias: %v", err)
 	}
 	// A change made in the backend meanwhile (by hand, by another tool)
 	// is read by the poll, and its version waits for NATS.
@@ -698,29 +688,11 @@ func TestNATSOutage(t *testing.T) {
 	}
 	writeFile(t, alias, "key.pem", second.KeyPEM)
 	writeFile(t, alias, "cert.pem", second.CertPEM)
-	waitFor(t, "a log line saying the version waits", func() bool { return strings.Contains(s.Logs.String(), "cannot publish a secret version") })
+	testwait.Until(t, 60*time.Second, "a log line saying the version waits", func() bool { return strings.Contains(s.Logs.String(), "cannot publish a secret version") })
 
-	opts2 := *opts
-	opts2.Port = port
-	ns2, err := server.NewServer(&opts2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns2.Start()
-	if !ns2.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats not ready again")
-	}
-	t.Cleanup(func() { ns2.Shutdown(); ns2.WaitForShutdown() })
-	nc, err := nats.Connect(ns2.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the waiting version to be published", func() bool {
+	ns.Restart()
+	js := ns.JetStream(t)
+	testwait.Until(t, 60*time.Second, "the waiting version to be published", func() bool {
 		kv, err := js.KeyValue(ctx, secretsclient.Bucket)
 		if err != nil {
 			return false

@@ -16,13 +16,14 @@ import (
 
 	"keyway.dev/common/audit"
 	"keyway.dev/common/audit/audittest"
+	"keyway.dev/common/natstest"
 	"keyway.dev/common/testca"
 	"keyway.dev/secrets/internal/app"
 )
 
 func TestSecretWritesAreAudited(t *testing.T) {
 	t.Parallel()
-	natsURL := startNATS(t)
+	natsURL := natstest.Start(t).URL
 	s := startOn(t, app.Config{Backend: "local", Dir: t.TempDir(), Audit: audit.Config{MaxAge: 48 * time.Hour, MaxBytes: 16 << 20}}, natsURL)
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
@@ -104,7 +105,7 @@ func TestSecretWritesAreAudited(t *testing.T) {
 
 func TestSecretWriteRefusedWhenAuditCannotBeWritten(t *testing.T) {
 	t.Parallel()
-	natsURL := startNATS(t)
+	natsURL := natstest.Start(t).URL
 	dir := t.TempDir()
 	s := startOn(t, app.Config{Backend: "local", Dir: dir}, natsURL)
 	nc, err := nats.Connect(natsURL)

@@ -20,6 +20,7 @@ import (
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
 	"keyway.dev/common/testca"
+	"keyway.dev/common/testwait"
 	"keyway.dev/common/vaulttest"
 	"keyway.dev/secrets/internal/app"
 )
@@ -208,7 +209,7 @@ func TestVaultDown(t *testing.T) {
 	s.Bucket.wait(t, "alias.edge.gw", func(e jetstream.KeyValueEntry, _ *secretsv1.SecretVersion) bool { return put(e) })
 
 	v.Stop()
-	waitFor(t, "healthz to report the backend unavailable", func() bool {
+	testwait.Until(t, 60*time.Second, "healthz to report the backend unavailable", func() bool {
 		code, body := get(t, s.APIURL+"/healthz")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "backend unavailable")
 	})
@@ -232,10 +233,17 @@ func TestVaultDown(t *testing.T) {
 	if _, err := s.API.GetAlias(ctx, connect.NewRequest(&secretsv1.GetAliasRequest{Keystore: "edge", Alias: "gw"})); err != nil {
 		t.Errorf("GetAlias with Vault down: %v", err)
 	}
-	// Writes say why they fail.
+	// Writes say which part failed, and that nothing was stored nor will
+	// be behind the caller's back.
 	_, err = s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "other", CertificatePem: string(gw.CertPEM), PrivateKeyPem: string(gw.KeyPEM)}))
-	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), v.Addr) {
-		t.Errorf("PutAlias with Vault down: %v; want Unavailable naming Vault", err)
+	if connect.CodeOf(err) != connect.CodeUnavailable ||
+		!strings.Contains(err.Error(), "secrets service: Vault at "+v.Addr+" is unreachable (") || !strings.Contains(err.Error(), "connection refused") ||
+		!strings.Contains(err.Error(), "alias edge/other was not stored, and nothing retries it: put it again once Vault answers") {
+		t.Errorf("PutAlias with Vault down: %v; want Unavailable naming the secrets service and Vault, and saying nothing was stored", err)
+	}
+	_, err = s.API.PutTruststore(ctx, connect.NewRequest(&secretsv1.PutTruststoreRequest{Name: "later", CertificatesPem: string(ca.CertPEM())}))
+	if connect.CodeOf(err) != connect.CodeUnavailable || !strings.Contains(err.Error(), "secrets service: Vault at "+v.Addr) || !strings.Contains(err.Error(), "truststore later was not stored") {
+		t.Errorf("PutTruststore with Vault down: %v", err)
 	}
 
 	// Vault back (a dev server starts empty: the alias is written again,
@@ -249,10 +257,23 @@ func TestVaultDown(t *testing.T) {
 	s.Bucket.wait(t, "alias.edge.gw", func(e jetstream.KeyValueEntry, sv *secretsv1.SecretVersion) bool {
 		return put(e) && sv.GetSha256Fingerprint() == rotated.Fingerprint()
 	})
-	waitFor(t, "healthz to report the backend back", func() bool {
+	testwait.Until(t, 60*time.Second, "healthz to report the backend back", func() bool {
 		code, _ := get(t, s.APIURL+"/healthz")
 		return code == http.StatusOK
 	})
+	// The refused writes did not land once Vault came back: a put that the
+	// service serialises after the polls that caught up proves those ran.
+	if _, err := s.API.PutAlias(ctx, connect.NewRequest(&secretsv1.PutAliasRequest{Keystore: "edge", Alias: "after", CertificatePem: string(gw.CertPEM), PrivateKeyPem: string(gw.KeyPEM)})); err != nil {
+		t.Fatalf("PutAlias with Vault back: %v", err)
+	}
+	for _, path := range []string{"keystores/edge/other", "truststores/later"} {
+		if _, err := v.Do(ctx, http.MethodGet, "secret/metadata/keyway/"+path, nil); err == nil || !strings.Contains(err.Error(), "404") {
+			t.Errorf("Vault holds %s, refused while it was down: %v", path, err)
+		}
+	}
+	if _, err := s.API.GetAlias(ctx, connect.NewRequest(&secretsv1.GetAliasRequest{Keystore: "edge", Alias: "other"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("GetAlias of the alias refused while Vault was down: %v; want NotFound", err)
+	}
 	if got := health(t, s, secretsv1connect.SecretsServiceName); got != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("gRPC health of SecretsService with Vault back: %v", got)
 	}
@@ -281,17 +302,4 @@ func get(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// waitFor polls cond until it holds, for at most 60 seconds: the state
-// watched is another process's (Vault's) effect on a poll loop.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -146,6 +146,11 @@ func (d *Dir) GetAlias(_ context.Context, ks, alias string) (*secret.AliasRecord
 	return rec, nil
 }
 
+// Fields names the files, for messages about stored values.
+func (d *Dir) Fields() secret.Fields {
+	return secret.Fields{Certificate: certFile, Key: keyFile, Bundle: "the truststore file"}
+}
+
 // GetTruststore reads a truststore's file.
 func (d *Dir) GetTruststore(_ context.Context, name string) (*secret.TruststoreRecord, error) {
 	data, info, err := readFile(d.truststoreFile(name))

@@ -1,7 +1,8 @@
 // Package metrics is the secrets service's Prometheus metrics: the expiry
 // of every certificate it holds (computed at scrape time), whether the
-// backend answers, bucket publications and PKI issuances. The service owns
-// its registry, served by [Metrics.Handler].
+// backend answers, bucket publications, PKI issuances, and backend
+// versions rejected. The service owns its registry, served by
+// [Metrics.Handler].
 package metrics
 
 import (
@@ -14,12 +15,14 @@ import (
 
 	"keyway.dev/common/model"
 	"keyway.dev/secrets/internal/store"
+	"keyway.dev/secrets/internal/validate"
 )
 
 // Source is what the expiry collector reads: the store's view.
 type Source interface {
 	Aliases() []*store.Alias
 	Truststores() []*store.Truststore
+	RejectedCounts() (aliases, truststores int)
 }
 
 // Metrics holds the service's metrics. Safe for concurrent use; it
@@ -29,6 +32,7 @@ type Metrics struct {
 	backendUp prometheus.Gauge
 	published *prometheus.CounterVec
 	issued    *prometheus.CounterVec
+	rejected  *prometheus.CounterVec
 }
 
 var _ store.Observer = (*Metrics)(nil)
@@ -49,8 +53,21 @@ func New() *Metrics {
 			Name: "keyway_secrets_pki_issued_total",
 			Help: "Certificates issued from Vault PKI (first issue and renewals), by result (ok, error).",
 		}, []string{"result"}),
+		// Labelled by class, not by secret: reasons are a closed set,
+		// and the API names the secrets (keywayctl secrets list).
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyway_secrets_rejected_versions_total",
+			Help: "Backend versions of aliases and truststores the service refused to serve (written outside it and breaking the rules of a put), by kind (alias, truststore) and reason (key_mismatch, weak_key, expired, not_yet_valid, unparsable, missing_field, usage, chain, pki, invalid). The last good version stays served.",
+		}, []string{"kind", "reason"}),
 	}
-	m.reg.MustRegister(m.backendUp, m.published, m.issued,
+	// Every series exists from the start, so that rate() and alerts see
+	// the first rejection.
+	for _, kind := range []string{"alias", "truststore"} {
+		for _, r := range validate.Reasons {
+			m.rejected.WithLabelValues(kind, string(r))
+		}
+	}
+	m.reg.MustRegister(m.backendUp, m.published, m.issued, m.rejected,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -60,9 +77,10 @@ func New() *Metrics {
 // Register adds collectors to the service's registry (the audit writer's).
 func (m *Metrics) Register(cs ...prometheus.Collector) { m.reg.MustRegister(cs...) }
 
-// SetSource registers the per-certificate expiry collector over src.
+// SetSource registers the per-certificate expiry collector and the
+// rejected-secrets gauge over src.
 func (m *Metrics) SetSource(src Source) {
-	m.reg.MustRegister(&expiry{src: src})
+	m.reg.MustRegister(&expiry{src: src}, &rejectedNow{src: src})
 }
 
 // Handler serves the metrics.
@@ -84,6 +102,11 @@ func (m *Metrics) Published(ok bool) { m.published.WithLabelValues(result(ok)).I
 
 // Renewed implements [store.Observer].
 func (m *Metrics) Renewed(ok bool) { m.issued.WithLabelValues(result(ok)).Inc() }
+
+// Rejected implements [store.Observer].
+func (m *Metrics) Rejected(kind string, reason validate.Reason) {
+	m.rejected.WithLabelValues(kind, string(reason)).Inc()
+}
 
 func result(ok bool) string {
 	if ok {
@@ -123,4 +146,20 @@ func (e *expiry) Collect(ch chan<- prometheus.Metric) {
 			emit([4]string{"", "", t.Record.Name, model.CertFingerprint(c)}, c.NotAfter)
 		}
 	}
+}
+
+var rejectedDesc = prometheus.NewDesc(
+	"keyway_secrets_rejected",
+	"Aliases and truststores whose current backend version is rejected now (the service serves the last good version, or none), by kind (alias, truststore); keywayctl secrets list names them.",
+	[]string{"kind"}, nil)
+
+// rejectedNow reads the gauge at scrape time from the store.
+type rejectedNow struct{ src Source }
+
+func (r *rejectedNow) Describe(ch chan<- *prometheus.Desc) { ch <- rejectedDesc }
+
+func (r *rejectedNow) Collect(ch chan<- prometheus.Metric) {
+	aliases, truststores := r.src.RejectedCounts()
+	ch <- prometheus.MustNewConstMetric(rejectedDesc, prometheus.GaugeValue, float64(aliases), "alias")
+	ch <- prometheus.MustNewConstMetric(rejectedDesc, prometheus.GaugeValue, float64(truststores), "truststore")
 }

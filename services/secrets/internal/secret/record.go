@@ -18,6 +18,17 @@ var ErrNotFound = errors.New("secret: not found")
 // changes. Other backend errors mean the backend could not answer.
 var ErrInvalidValue = errors.New("secret: unusable value")
 
+// NotStoredError is a backend write that certainly stored nothing: the
+// backend could not be reached, or it answered with an error. A write error
+// that is not one leaves the outcome unknown (the request was sent, and no
+// answer came).
+type NotStoredError struct{ Err error }
+
+func (e *NotStoredError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the cause.
+func (e *NotStoredError) Unwrap() error { return e.Err }
+
 // AliasRecord is an alias as a backend stores it: a certificate chain and
 // its key, or a binding to a Vault PKI role.
 type AliasRecord struct {
@@ -82,3 +93,14 @@ func ParseUsage(s string) secretsv1.Usage {
 	}
 	return secretsv1.Usage_USAGE_CLIENT
 }
+
+// Fields names where a backend (or the API) keeps the parts of a secret, so
+// that a message about a stored value names the field a person edits.
+type Fields struct {
+	// Certificate is an alias's chain, Key its private key, Bundle a
+	// truststore's CA certificates.
+	Certificate, Key, Bundle string
+}
+
+// APIFields are the request fields of PutAlias and PutTruststore.
+var APIFields = Fields{Certificate: "certificate_pem", Key: "private_key_pem", Bundle: "certificates_pem"}

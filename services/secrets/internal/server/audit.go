@@ -19,6 +19,12 @@ import (
 // SecretsOption configures [Secrets].
 type SecretsOption func(*Secrets)
 
+// WithDependents has deletes refused while d finds resources that use the
+// secret, or cannot tell.
+func WithDependents(d Dependents) SecretsOption {
+	return func(s *Secrets) { s.dependents = d }
+}
+
 // WithAudit records every put and delete in w: an attempt record before the
 // backend write (no record, no write) and an outcome record after.
 func WithAudit(w *audit.Writer) SecretsOption {

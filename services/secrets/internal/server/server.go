@@ -4,6 +4,11 @@
 // proxy nodes, mounted only on the internal mTLS listener). Invalid input
 // becomes INVALID_ARGUMENT with a google.rpc.BadRequest field violation per
 // problem, each naming the field and the fix.
+//
+// Answers tell the truth about what is served: an alias or truststore
+// whose backend version was rejected says so (status, rejection) next to
+// the version still served, and a delete of a secret the configuration
+// uses is refused, naming the resources.
 package server
 
 import (
@@ -24,7 +29,9 @@ import (
 
 	"keyway.dev/common/audit"
 	"keyway.dev/common/limits"
+	"keyway.dev/common/secretsclient"
 
+	"keyway.dev/secrets/internal/dependents"
 	"keyway.dev/secrets/internal/secret"
 	"keyway.dev/secrets/internal/store"
 	"keyway.dev/secrets/internal/validate"
@@ -37,6 +44,18 @@ type Secrets struct {
 	now   func() time.Time
 	// audit records writes; nil: not recorded.
 	audit *audit.Writer
+	// dependents answers which resources use a secret; nil: deletes are
+	// not checked (tests of this package only; the service always sets it).
+	dependents Dependents
+}
+
+// Dependents answers which resources of the configuration use a secret
+// ([dependents.Finder]). Safe for concurrent use; an error means they could
+// not be determined.
+type Dependents interface {
+	Of(ctx context.Context, ref secretsclient.Ref) ([]dependents.Dependent, error)
+	// Bucket names the configuration bucket, for messages.
+	Bucket() string
 }
 
 var _ secretsv1connect.SecretsServiceHandler = (*Secrets)(nil)
@@ -57,7 +76,7 @@ func (s *Secrets) PutAlias(ctx context.Context, req *connect.Request[secretsv1.P
 	r := validate.Alias(m, s.store.PKIAvailable(), now)
 	if r.OK() && m.GetPki() != nil {
 		if err := s.store.CheckRole(ctx, m.GetPki().GetRole()); errors.Is(err, store.ErrNotFound) {
-			r.Errors = append(r.Errors, validate.Violation{Field: "pki.role", Message: message(err, store.ErrNotFound)})
+			r.Errors = append(r.Errors, validate.Violation{Field: "pki.role", Reason: validate.ReasonPKI, Message: message(err, store.ErrNotFound)})
 		} else if err != nil {
 			return nil, apiError(err)
 		}
@@ -79,7 +98,7 @@ func (s *Secrets) PutAlias(ctx context.Context, req *connect.Request[secretsv1.P
 	}
 	if m.GetDryRun() {
 		a := &store.Alias{Record: rec, ChainPEM: rec.CertificatePEM, Chain: r.Chain, IssuedAt: now}
-		return connect.NewResponse(&secretsv1.PutAliasResponse{Alias: describeAlias(a, s.store.Kind(), now), Warnings: r.Warnings}), nil
+		return connect.NewResponse(&secretsv1.PutAliasResponse{Alias: describeAlias(a, nil, s.store.Kind(), now), Warnings: r.Warnings}), nil
 	}
 	done, err := s.audited(ctx, req.Peer().Addr, audit.Record{Action: audit.ActionSecretPut, Kind: auditKindAlias, Name: rec.Keystore + "/" + rec.Alias, Digest: aliasDigest(m)})
 	if err != nil {
@@ -94,14 +113,14 @@ func (s *Secrets) PutAlias(ctx context.Context, req *connect.Request[secretsv1.P
 	if err != nil && rec.PKI != nil && errors.Is(err, store.ErrInvalid) {
 		// Vault refused to issue: the role does not allow the names or
 		// the TTL asked for.
-		return nil, invalid([]validate.Violation{{Field: "pki", Message: message(err, store.ErrInvalid) +
+		return nil, invalid([]validate.Violation{{Field: "pki", Reason: validate.ReasonPKI, Message: message(err, store.ErrInvalid) +
 			"; ask for names and a TTL the role allows, or change the role (vault read " + s.store.PKIMount() + "/roles/" + rec.PKI.Role + ")"}})
 	}
 	if err != nil {
-		return nil, apiError(err)
+		return nil, writeError(err)
 	}
 	s.log.Info("alias stored", "keystore", rec.Keystore, "alias", rec.Alias, "version", a.Version, "pki_role", pkiRole(rec))
-	return connect.NewResponse(&secretsv1.PutAliasResponse{Alias: describeAlias(a, s.store.Kind(), s.now()), Warnings: r.Warnings}), nil
+	return connect.NewResponse(&secretsv1.PutAliasResponse{Alias: describeAlias(a, nil, s.store.Kind(), s.now()), Warnings: r.Warnings}), nil
 }
 
 func pkiRole(rec *secret.AliasRecord) string {
@@ -123,7 +142,7 @@ func (s *Secrets) PutTruststore(ctx context.Context, req *connect.Request[secret
 	rec := &secret.TruststoreRecord{Name: m.GetName(), CertificatesPEM: m.GetCertificatesPem()}
 	if m.GetDryRun() {
 		t := &store.Truststore{Record: rec, Certs: r.Chain}
-		return connect.NewResponse(&secretsv1.PutTruststoreResponse{Truststore: describeTruststore(t, s.store.Kind(), now), Warnings: r.Warnings}), nil
+		return connect.NewResponse(&secretsv1.PutTruststoreResponse{Truststore: describeTruststore(t, nil, s.store.Kind(), now), Warnings: r.Warnings}), nil
 	}
 	done, err := s.audited(ctx, req.Peer().Addr, audit.Record{Action: audit.ActionSecretPut, Kind: auditKindTruststore, Name: rec.Name, Digest: truststoreDigest(m)})
 	if err != nil {
@@ -132,11 +151,11 @@ func (s *Secrets) PutTruststore(ctx context.Context, req *connect.Request[secret
 	t, err := s.store.PutTruststore(ctx, rec)
 	if err != nil {
 		done("", err)
-		return nil, apiError(err)
+		return nil, writeError(err)
 	}
 	done(t.Record.Version, nil)
 	s.log.Info("truststore stored", "truststore", rec.Name, "version", t.Record.Version, "certificates", len(t.Certs))
-	return connect.NewResponse(&secretsv1.PutTruststoreResponse{Truststore: describeTruststore(t, s.store.Kind(), s.now()), Warnings: r.Warnings}), nil
+	return connect.NewResponse(&secretsv1.PutTruststoreResponse{Truststore: describeTruststore(t, nil, s.store.Kind(), s.now()), Warnings: r.Warnings}), nil
 }
 
 // GetAlias describes an alias.
@@ -144,11 +163,14 @@ func (s *Secrets) GetAlias(ctx context.Context, req *connect.Request[secretsv1.G
 	if err := names(req.Msg.GetKeystore(), req.Msg.GetAlias()); err != nil {
 		return nil, err
 	}
-	a, err := s.store.Alias(ctx, req.Msg.GetKeystore(), req.Msg.GetAlias())
-	if err != nil {
+	ref := secretsclient.Ref{Keystore: req.Msg.GetKeystore(), Alias: req.Msg.GetAlias()}
+	a, err := s.store.Alias(ctx, ref.Keystore, ref.Alias)
+	rej := s.store.Rejection(ref)
+	if err != nil && !(rej != nil && errors.Is(err, store.ErrInvalid)) {
 		return nil, apiError(err)
 	}
-	return connect.NewResponse(&secretsv1.GetAliasResponse{Alias: describeAlias(a, s.store.Kind(), s.now())}), nil
+	// A rejected alias is described, with or without a version served.
+	return connect.NewResponse(&secretsv1.GetAliasResponse{Alias: describeAliasEntry(store.AliasEntry{Ref: ref, Serving: a, Rejected: rej}, s.store.Kind(), s.now())}), nil
 }
 
 // GetTruststore describes a truststore.
@@ -156,11 +178,13 @@ func (s *Secrets) GetTruststore(ctx context.Context, req *connect.Request[secret
 	if err := truststoreName(req.Msg.GetName()); err != nil {
 		return nil, err
 	}
-	t, err := s.store.Truststore(ctx, req.Msg.GetName())
-	if err != nil {
+	ref := secretsclient.Ref{Truststore: req.Msg.GetName()}
+	t, err := s.store.Truststore(ctx, ref.Truststore)
+	rej := s.store.Rejection(ref)
+	if err != nil && !(rej != nil && errors.Is(err, store.ErrInvalid)) {
 		return nil, apiError(err)
 	}
-	return connect.NewResponse(&secretsv1.GetTruststoreResponse{Truststore: describeTruststore(t, s.store.Kind(), s.now())}), nil
+	return connect.NewResponse(&secretsv1.GetTruststoreResponse{Truststore: describeTruststoreEntry(store.TruststoreEntry{Ref: ref, Serving: t, Rejected: rej}, s.store.Kind(), s.now())}), nil
 }
 
 // ListKeystores lists every keystore with its aliases.
@@ -168,12 +192,12 @@ func (s *Secrets) ListKeystores(_ context.Context, _ *connect.Request[secretsv1.
 	now := s.now()
 	resp := &secretsv1.ListKeystoresResponse{}
 	var cur *secretsv1.Keystore
-	for _, a := range s.store.Aliases() {
-		if cur == nil || cur.Name != a.Record.Keystore {
-			cur = &secretsv1.Keystore{Name: a.Record.Keystore}
+	for _, e := range s.store.AliasEntries() {
+		if cur == nil || cur.Name != e.Ref.Keystore {
+			cur = &secretsv1.Keystore{Name: e.Ref.Keystore}
 			resp.Keystores = append(resp.Keystores, cur)
 		}
-		cur.Aliases = append(cur.Aliases, describeAlias(a, s.store.Kind(), now))
+		cur.Aliases = append(cur.Aliases, describeAliasEntry(e, s.store.Kind(), now))
 	}
 	return connect.NewResponse(resp), nil
 }
@@ -182,46 +206,108 @@ func (s *Secrets) ListKeystores(_ context.Context, _ *connect.Request[secretsv1.
 func (s *Secrets) ListTruststores(_ context.Context, _ *connect.Request[secretsv1.ListTruststoresRequest]) (*connect.Response[secretsv1.ListTruststoresResponse], error) {
 	now := s.now()
 	resp := &secretsv1.ListTruststoresResponse{}
-	for _, t := range s.store.Truststores() {
-		resp.Truststores = append(resp.Truststores, describeTruststore(t, s.store.Kind(), now))
+	for _, e := range s.store.TruststoreEntries() {
+		resp.Truststores = append(resp.Truststores, describeTruststoreEntry(e, s.store.Kind(), now))
 	}
 	return connect.NewResponse(resp), nil
 }
 
-// DeleteAlias deletes an alias.
+// DeleteAlias deletes an alias, unless resources use it.
 func (s *Secrets) DeleteAlias(ctx context.Context, req *connect.Request[secretsv1.DeleteAliasRequest]) (*connect.Response[secretsv1.DeleteAliasResponse], error) {
 	if err := names(req.Msg.GetKeystore(), req.Msg.GetAlias()); err != nil {
 		return nil, err
 	}
-	done, err := s.audited(ctx, req.Peer().Addr, audit.Record{Action: audit.ActionSecretDelete, Kind: auditKindAlias, Name: req.Msg.GetKeystore() + "/" + req.Msg.GetAlias()})
+	ref := secretsclient.Ref{Keystore: req.Msg.GetKeystore(), Alias: req.Msg.GetAlias()}
+	rec := audit.Record{Action: audit.ActionSecretDelete, Kind: auditKindAlias, Name: ref.String()}
+	if err := s.checkUnused(ctx, ref, req.Msg.GetForce(), &rec); err != nil {
+		return nil, err
+	}
+	done, err := s.audited(ctx, req.Peer().Addr, rec)
 	if err != nil {
 		return nil, err
 	}
-	err = s.store.DeleteAlias(ctx, req.Msg.GetKeystore(), req.Msg.GetAlias())
+	err = s.store.DeleteAlias(ctx, ref.Keystore, ref.Alias)
 	done("", err)
 	if err != nil {
 		return nil, apiError(err)
 	}
-	s.log.Info("alias deleted", "keystore", req.Msg.GetKeystore(), "alias", req.Msg.GetAlias())
+	s.log.Info("alias deleted", "keystore", ref.Keystore, "alias", ref.Alias, "forced", rec.Action == audit.ActionSecretForceDelete)
 	return connect.NewResponse(&secretsv1.DeleteAliasResponse{}), nil
 }
 
-// DeleteTruststore deletes a truststore.
+// DeleteTruststore deletes a truststore, unless resources use it.
 func (s *Secrets) DeleteTruststore(ctx context.Context, req *connect.Request[secretsv1.DeleteTruststoreRequest]) (*connect.Response[secretsv1.DeleteTruststoreResponse], error) {
 	if err := truststoreName(req.Msg.GetName()); err != nil {
 		return nil, err
 	}
-	done, err := s.audited(ctx, req.Peer().Addr, audit.Record{Action: audit.ActionSecretDelete, Kind: auditKindTruststore, Name: req.Msg.GetName()})
+	ref := secretsclient.Ref{Truststore: req.Msg.GetName()}
+	rec := audit.Record{Action: audit.ActionSecretDelete, Kind: auditKindTruststore, Name: ref.Truststore}
+	if err := s.checkUnused(ctx, ref, req.Msg.GetForce(), &rec); err != nil {
+		return nil, err
+	}
+	done, err := s.audited(ctx, req.Peer().Addr, rec)
 	if err != nil {
 		return nil, err
 	}
-	err = s.store.DeleteTruststore(ctx, req.Msg.GetName())
+	err = s.store.DeleteTruststore(ctx, ref.Truststore)
 	done("", err)
 	if err != nil {
 		return nil, apiError(err)
 	}
-	s.log.Info("truststore deleted", "truststore", req.Msg.GetName())
+	s.log.Info("truststore deleted", "truststore", ref.Truststore, "forced", rec.Action == audit.ActionSecretForceDelete)
 	return connect.NewResponse(&secretsv1.DeleteTruststoreResponse{}), nil
+}
+
+// maxNamedDependents bounds how many resources a refusal names.
+const maxNamedDependents = 20
+
+// checkUnused refuses the delete of ref while resources of the
+// configuration use it, and when whether they do cannot be told (fail
+// closed). With force it lets the delete through and turns rec into a
+// forced delete that records what was found.
+func (s *Secrets) checkUnused(ctx context.Context, ref secretsclient.Ref, force bool, rec *audit.Record) error {
+	if s.dependents == nil {
+		return nil
+	}
+	what := describeRef(ref)
+	deps, err := s.dependents.Of(ctx, ref)
+	switch {
+	case err != nil && force:
+		rec.Action, rec.Detail = audit.ActionSecretForceDelete, "forced while its users could not be determined: "+err.Error()
+		s.log.Warn("forced delete of a secret whose users could not be determined", "ref", ref.String(), "error", err)
+		return nil
+	case err != nil:
+		s.log.Warn("delete refused: cannot tell whether the secret is in use", "ref", ref.String(), "error", err)
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf(
+			"cannot tell whether %s is in use: the secrets service reads the resources that use secrets from the configuration bucket %s in NATS, and that failed (%v); nothing was deleted: delete it again once NATS answers (force, keywayctl secrets delete --force, deletes it without the check)",
+			what, s.dependents.Bucket(), err))
+	case len(deps) == 0:
+		return nil
+	}
+	users := make([]string, 0, min(len(deps), maxNamedDependents))
+	for i, d := range deps {
+		if i == maxNamedDependents {
+			users = append(users, fmt.Sprintf("and %d more", len(deps)-i))
+			break
+		}
+		users = append(users, d.String())
+	}
+	if force {
+		rec.Action, rec.Detail = audit.ActionSecretForceDelete, "forced while in use by "+strings.Join(users, ", ")
+		s.log.Warn("forced delete of a secret in use", "ref", ref.String(), "users", strings.Join(users, ", "))
+		return nil
+	}
+	s.log.Info("delete refused: the secret is in use", "ref", ref.String(), "users", strings.Join(users, ", "))
+	return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+		"%s is still used by %s; delete or re-point those first (their proxy nodes would keep the material they hold, and no new node could load them)",
+		what, strings.Join(users, ", ")))
+}
+
+func describeRef(ref secretsclient.Ref) string {
+	if ref.Truststore != "" {
+		return "truststore " + ref.Truststore
+	}
+	return "alias " + ref.String()
 }
 
 // Material implements [secretsv1connect.MaterialServiceHandler]. Mount it
@@ -250,7 +336,7 @@ func (m *Material) FetchAlias(ctx context.Context, req *connect.Request[secretsv
 	}
 	m.log.Info("alias material fetched", "keystore", a.Record.Keystore, "alias", a.Record.Alias, "version", a.Version, "client", ClientName(ctx))
 	return connect.NewResponse(&secretsv1.FetchAliasResponse{
-		Alias:          describeAlias(a, m.store.Kind(), m.now()),
+		Alias:          describeAlias(a, m.store.Rejection(secretsclient.Ref{Keystore: a.Record.Keystore, Alias: a.Record.Alias}), m.store.Kind(), m.now()),
 		CertificatePem: a.ChainPEM,
 		PrivateKeyPem:  string(a.Key.PEM()),
 	}), nil
@@ -267,7 +353,7 @@ func (m *Material) FetchTruststore(ctx context.Context, req *connect.Request[sec
 	}
 	m.log.Debug("truststore fetched", "truststore", t.Record.Name, "version", t.Record.Version, "client", ClientName(ctx))
 	return connect.NewResponse(&secretsv1.FetchTruststoreResponse{
-		Truststore:      describeTruststore(t, m.store.Kind(), m.now()),
+		Truststore:      describeTruststore(t, m.store.Rejection(secretsclient.Ref{Truststore: t.Record.Name}), m.store.Kind(), m.now()),
 		CertificatesPem: t.Record.CertificatesPEM,
 	}), nil
 }
@@ -286,10 +372,23 @@ func ClientName(ctx context.Context) string {
 	return n
 }
 
-func describeAlias(a *store.Alias, kind secretsv1.Backend, now time.Time) *secretsv1.Alias {
+// describeAliasEntry describes an alias as listed: what is served (if
+// anything) and the rejection (if any).
+func describeAliasEntry(e store.AliasEntry, kind secretsv1.Backend, now time.Time) *secretsv1.Alias {
+	if e.Serving != nil {
+		return describeAlias(e.Serving, e.Rejected, kind, now)
+	}
+	return &secretsv1.Alias{Keystore: e.Ref.Keystore, Alias: e.Ref.Alias, Backend: kind, Status: secretsv1.Status_STATUS_REJECTED, Rejection: describeRejection(e.Rejected)}
+}
+
+func describeAlias(a *store.Alias, rej *store.Rejection, kind secretsv1.Backend, now time.Time) *secretsv1.Alias {
 	rec := a.Record
 	out := &secretsv1.Alias{
 		Keystore: rec.Keystore, Alias: rec.Alias, Backend: kind, Version: a.Version, Usage: rec.Usage,
+		Status: secretsv1.Status_STATUS_OK,
+	}
+	if rej != nil {
+		out.Status, out.Rejection = secretsv1.Status_STATUS_REJECTED, describeRejection(rej)
 	}
 	if !a.IssuedAt.IsZero() {
 		out.UpdateTime = timestamppb.New(a.IssuedAt)
@@ -310,8 +409,18 @@ func describeAlias(a *store.Alias, kind secretsv1.Backend, now time.Time) *secre
 	return out
 }
 
-func describeTruststore(t *store.Truststore, kind secretsv1.Backend, now time.Time) *secretsv1.Truststore {
-	out := &secretsv1.Truststore{Name: t.Record.Name, Backend: kind, Version: t.Record.Version}
+func describeTruststoreEntry(e store.TruststoreEntry, kind secretsv1.Backend, now time.Time) *secretsv1.Truststore {
+	if e.Serving != nil {
+		return describeTruststore(e.Serving, e.Rejected, kind, now)
+	}
+	return &secretsv1.Truststore{Name: e.Ref.Truststore, Backend: kind, Status: secretsv1.Status_STATUS_REJECTED, Rejection: describeRejection(e.Rejected)}
+}
+
+func describeTruststore(t *store.Truststore, rej *store.Rejection, kind secretsv1.Backend, now time.Time) *secretsv1.Truststore {
+	out := &secretsv1.Truststore{Name: t.Record.Name, Backend: kind, Version: t.Record.Version, Status: secretsv1.Status_STATUS_OK}
+	if rej != nil {
+		out.Status, out.Rejection = secretsv1.Status_STATUS_REJECTED, describeRejection(rej)
+	}
 	if !t.Record.UpdateTime.IsZero() {
 		out.UpdateTime = timestamppb.New(t.Record.UpdateTime)
 	}
@@ -319,6 +428,13 @@ func describeTruststore(t *store.Truststore, kind secretsv1.Backend, now time.Ti
 		out.Certificates = append(out.Certificates, secret.Describe(c, now))
 	}
 	return out
+}
+
+func describeRejection(r *store.Rejection) *secretsv1.Rejection {
+	if r == nil {
+		return nil
+	}
+	return &secretsv1.Rejection{Version: r.Version, Reason: string(r.Reason), Message: r.Message, Time: timestamppb.New(r.Time)}
 }
 
 func names(keystore, alias string) error {
@@ -364,6 +480,16 @@ func invalid(vs []validate.Violation) error {
 // message is err's text without the sentinel's prefix.
 func message(err, sentinel error) string {
 	return strings.TrimPrefix(err.Error(), sentinel.Error()+": ")
+}
+
+// writeError maps the store's errors of a put: a backend that did not take
+// the value is named as the secrets service's backend, so that the caller
+// knows which part failed (not the policy service, not the CLI).
+func writeError(err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		return connect.NewError(connect.CodeUnavailable, errors.New("secrets service: "+message(err, store.ErrUnavailable)))
+	}
+	return apiError(err)
 }
 
 // apiError maps the store's errors to codes.

@@ -1,11 +1,14 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+
+	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/secrets/internal/secret"
@@ -20,13 +23,39 @@ func notFound(ref secretsclient.Ref) error {
 	return fmt.Errorf("%w: %s does not exist ('%s' shows what does)", ErrNotFound, what, list)
 }
 
-// backendError wraps an error of a backend write or read for the API.
+// backendError wraps an error of a backend read or delete for the API.
 func (s *Store) backendError(what string, err error) error {
 	if errors.Is(err, secret.ErrInvalidValue) {
 		return fmt.Errorf("%w: %s: %w", ErrInvalid, what, err)
 	}
 	s.setBackend(err)
 	return fmt.Errorf("%w: %s: %s: %w", ErrUnavailable, what, s.backend.Describe(), err)
+}
+
+// backendName names the backend in a sentence: "Vault" or "the local
+// directory".
+func (s *Store) backendName() string {
+	if s.backend.Kind() == secretsv1.Backend_BACKEND_LOCAL {
+		return "the local directory"
+	}
+	return "Vault"
+}
+
+// writeError wraps an error of a backend write of what ("alias edge/gw")
+// for the API: it says whether the value was stored, and that nothing will
+// store it later. Nothing is queued: a put that fails is the caller's to
+// repeat, so that a value never lands behind the caller's back.
+func (s *Store) writeError(what string, err error) error {
+	if errors.Is(err, secret.ErrInvalidValue) {
+		return fmt.Errorf("%w: %s: %w", ErrInvalid, what, err)
+	}
+	var ns *secret.NotStoredError
+	if errors.As(err, &ns) {
+		s.setBackend(err)
+		return fmt.Errorf("%w: %w; %s was not stored, and nothing retries it: put it again once %s answers", ErrUnavailable, err, what, s.backendName())
+	}
+	s.setBackend(err)
+	return fmt.Errorf("%w: %w; whether %s was stored is unknown, and nothing retries it: once %s answers, `keywayctl secrets get` shows the version it holds", ErrUnavailable, err, what, s.backendName())
 }
 
 // Alias returns an alias from the view; one the view does not hold yet
@@ -44,6 +73,11 @@ func (s *Store) Alias(ctx context.Context, keystore, alias string) (*Alias, erro
 	defer s.writes.Unlock()
 	if a := s.aliasFromView(ref); a != nil {
 		return a, nil
+	}
+	if err := s.rejectedError(ref); err != nil {
+		// Polls read it again when it changes; do not read Vault for
+		// every fetch of a secret known to be unusable.
+		return nil, err
 	}
 	if s.BackendError() != nil {
 		// Do not wait on a backend known to be away for every miss; the
@@ -82,6 +116,9 @@ func (s *Store) Truststore(ctx context.Context, name string) (*Truststore, error
 	if t := get(); t != nil {
 		return t, nil
 	}
+	if err := s.rejectedError(ref); err != nil {
+		return nil, err
+	}
 	if s.BackendError() != nil {
 		return nil, fmt.Errorf("%w: truststore %s is not held and %s does not answer: %w", ErrUnavailable, name, s.backend.Describe(), s.BackendError())
 	}
@@ -93,6 +130,97 @@ func (s *Store) Truststore(ctx context.Context, name string) (*Truststore, error
 		return nil, err
 	}
 	return get(), nil
+}
+
+// rejectedError is ErrInvalid saying why ref's backend version was
+// rejected, or nil when it was not.
+func (s *Store) rejectedError(ref secretsclient.Ref) error {
+	r := s.Rejection(ref)
+	if r == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %s version %s in %s was rejected and no earlier version is held (%s): %s", ErrInvalid, describeRef(ref), cmp.Or(r.Version, "?"), s.backend.Describe(), r.Reason, r.Message)
+}
+
+// Rejection is why the backend's current version of ref is not served,
+// or nil when it is (or ref is unknown).
+func (s *Store) Rejection(ref secretsclient.Ref) *Rejection {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rejected[ref]
+}
+
+// AliasEntry is an alias as the API lists it: what is served, and why
+// the backend's current version is not, when it is not.
+type AliasEntry struct {
+	Ref secretsclient.Ref
+	// Serving is nil when the service serves no version.
+	Serving *Alias
+	// Rejected is nil unless the backend's current version was refused.
+	Rejected *Rejection
+}
+
+// TruststoreEntry is [AliasEntry] for a truststore.
+type TruststoreEntry struct {
+	Ref      secretsclient.Ref
+	Serving  *Truststore
+	Rejected *Rejection
+}
+
+// AliasEntries lists every alias served or rejected, sorted by keystore
+// and alias.
+func (s *Store) AliasEntries() []AliasEntry {
+	s.mu.RLock()
+	out := make([]AliasEntry, 0, len(s.aliases))
+	for ref, a := range s.aliases {
+		out = append(out, AliasEntry{Ref: ref, Serving: a, Rejected: s.rejected[ref]})
+	}
+	for ref, r := range s.rejected {
+		if _, held := s.aliases[ref]; !held && ref.Truststore == "" {
+			out = append(out, AliasEntry{Ref: ref, Rejected: r})
+		}
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b AliasEntry) int {
+		if c := strings.Compare(a.Ref.Keystore, b.Ref.Keystore); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Ref.Alias, b.Ref.Alias)
+	})
+	return out
+}
+
+// TruststoreEntries lists every truststore served or rejected, sorted by
+// name.
+func (s *Store) TruststoreEntries() []TruststoreEntry {
+	s.mu.RLock()
+	out := make([]TruststoreEntry, 0, len(s.truststores))
+	for ref, t := range s.truststores {
+		out = append(out, TruststoreEntry{Ref: ref, Serving: t, Rejected: s.rejected[ref]})
+	}
+	for ref, r := range s.rejected {
+		if _, held := s.truststores[ref]; !held && ref.Truststore != "" {
+			out = append(out, TruststoreEntry{Ref: ref, Rejected: r})
+		}
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b TruststoreEntry) int { return strings.Compare(a.Ref.Truststore, b.Ref.Truststore) })
+	return out
+}
+
+// RejectedCounts is how many aliases and truststores have their backend
+// version rejected now.
+func (s *Store) RejectedCounts() (aliases, truststores int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for ref := range s.rejected {
+		if ref.Truststore != "" {
+			truststores++
+		} else {
+			aliases++
+		}
+	}
+	return aliases, truststores
 }
 
 // Aliases lists every alias held, sorted by keystore and alias.
@@ -158,8 +286,9 @@ func (s *Store) PutAlias(ctx context.Context, rec *secret.AliasRecord) (*Alias, 
 	}
 	st, err := s.backend.PutAlias(ctx, rec)
 	if err != nil {
-		return nil, s.backendError("storing alias "+ref.String(), err)
+		return nil, s.writeError("alias "+ref.String(), err)
 	}
+	s.setBackend(nil) // it answered: reads need not wait for the next poll to know
 	stored := *rec
 	stored.Version, stored.Revision, stored.UpdateTime = st.Version, st.Revision, st.UpdateTime
 	if a != nil {
@@ -167,7 +296,7 @@ func (s *Store) PutAlias(ctx context.Context, rec *secret.AliasRecord) (*Alias, 
 	} else if a, err = newAlias(&stored, stored.CertificatePEM, stored.Key, stored.UpdateTime); err != nil {
 		return nil, err
 	}
-	s.installAlias(ctx, ref, a, "api")
+	s.installAlias(ctx, ref, a, "api", true)
 	return a, nil
 }
 
@@ -177,15 +306,16 @@ func (s *Store) PutTruststore(ctx context.Context, rec *secret.TruststoreRecord)
 	defer s.writes.Unlock()
 	st, err := s.backend.PutTruststore(ctx, rec)
 	if err != nil {
-		return nil, s.backendError("storing truststore "+rec.Name, err)
+		return nil, s.writeError("truststore "+rec.Name, err)
 	}
+	s.setBackend(nil)
 	stored := *rec
 	stored.Version, stored.Revision, stored.UpdateTime = st.Version, st.Revision, st.UpdateTime
 	t, err := newTruststore(&stored)
 	if err != nil {
 		return nil, err
 	}
-	s.installTruststore(ctx, secretsclient.Ref{Truststore: rec.Name}, t, "api")
+	s.installTruststore(ctx, secretsclient.Ref{Truststore: rec.Name}, t, "api", true)
 	return t, nil
 }
 
@@ -213,6 +343,7 @@ func (s *Store) delete(ctx context.Context, ref secretsclient.Ref, del func() er
 	case err != nil:
 		return s.backendError("deleting "+ref.String(), err)
 	}
+	s.setBackend(nil)
 	s.forget(ctx, ref, "deleted through the API")
 	return nil
 }

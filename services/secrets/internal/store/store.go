@@ -5,11 +5,19 @@
 //
 // Reads are served from the view, so a backend that goes away leaves the
 // service serving the material it last fetched; writes go to the backend
-// and then into the view. A value the backend holds but the service cannot
-// parse is logged and skipped, and the last good material is kept.
+// and then into the view.
+//
+// A value the backend holds is held to the rules of a put (package
+// validate) before it is served: one written straight into Vault that
+// breaks them (a key that does not match, an expired certificate, a weak
+// key, PEM that does not parse) is rejected. The last good version stays
+// served and published, and the rejection (which version, why) is kept
+// with the secret for the API and the metrics until the backend holds a
+// good version again.
 package store
 
 import (
+	"cmp"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -17,6 +25,8 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +38,7 @@ import (
 	"keyway.dev/common/secretsclient"
 	"keyway.dev/secrets/internal/pki"
 	"keyway.dev/secrets/internal/secret"
+	"keyway.dev/secrets/internal/validate"
 )
 
 // Backend stores aliases and truststores. Implementations are safe for
@@ -49,6 +60,9 @@ type Backend interface {
 	PutTruststore(ctx context.Context, rec *secret.TruststoreRecord) (secret.Stamp, error)
 	DeleteAlias(ctx context.Context, keystore, alias string) error
 	DeleteTruststore(ctx context.Context, name string) error
+	// Fields names where the backend keeps each part of a secret, for
+	// messages about the values it holds.
+	Fields() secret.Fields
 }
 
 // Issuer issues certificates from Vault PKI roles. Safe for concurrent use.
@@ -77,13 +91,17 @@ type Observer interface {
 	BackendUp(up bool)
 	Published(ok bool)
 	Renewed(ok bool)
+	// Rejected is told once per backend version refused: kind is "alias"
+	// or "truststore".
+	Rejected(kind string, reason validate.Reason)
 }
 
 type discard struct{}
 
-func (discard) BackendUp(bool) {}
-func (discard) Published(bool) {}
-func (discard) Renewed(bool)   {}
+func (discard) BackendUp(bool)                   {}
+func (discard) Published(bool)                   {}
+func (discard) Renewed(bool)                     {}
+func (discard) Rejected(string, validate.Reason) {}
 
 // Errors the API maps to codes.
 var (
@@ -123,9 +141,11 @@ type Store struct {
 	aliases     map[secretsclient.Ref]*Alias
 	truststores map[secretsclient.Ref]*Truststore
 	backendErr  error
-	// failed remembers the backend version that could not be loaded, so
-	// that the next polls do not retry (and log) it until it changes.
-	failed map[secretsclient.Ref]string
+	// rejected holds, per secret, the backend's current version when the
+	// service refused to serve it; polls do not read it again until its
+	// revision changes (except a certificate not valid yet, which time
+	// may make good).
+	rejected map[secretsclient.Ref]*Rejection
 	// unpublished holds bucket writes that failed, by key: the value, or
 	// nil for a delete marker. Each poll retries them.
 	unpublished map[string][]byte
@@ -157,6 +177,22 @@ type Truststore struct {
 	Certs  []*x509.Certificate
 }
 
+// Rejection is a version the backend holds that the service refused to
+// serve. Immutable.
+type Rejection struct {
+	// Version is the backend's version refused; empty when its answer
+	// carried none.
+	Version string
+	// Revision is the revision List reported for it.
+	Revision string
+	// Reason classes the first problem; Message lists them all, each
+	// with its fix.
+	Reason  validate.Reason
+	Message string
+	// Time is when the service first refused this version.
+	Time time.Time
+}
+
 // New returns a store; call [Store.Run] to load and follow the backend.
 // issuer is nil when there is no Vault; obs may be nil.
 func New(b Backend, issuer Issuer, pub Publisher, obs Observer, log *slog.Logger, cfg Config) *Store {
@@ -173,7 +209,7 @@ func New(b Backend, issuer Issuer, pub Publisher, obs Observer, log *slog.Logger
 		backend: b, issuer: issuer, pub: pub, obs: obs, log: log, cfg: cfg, now: time.Now,
 		aliases:     make(map[secretsclient.Ref]*Alias),
 		truststores: make(map[secretsclient.Ref]*Truststore),
-		failed:      make(map[secretsclient.Ref]string),
+		rejected:    make(map[secretsclient.Ref]*Rejection),
 		unpublished: make(map[string][]byte),
 	}
 }
@@ -226,7 +262,10 @@ func (s *Store) reconcile(ctx context.Context) {
 		}
 		_, isAlias := s.aliases[ref]
 		_, isTS := s.truststores[ref]
-		if !isAlias && !isTS {
+		// A secret whose only version is rejected still exists: its key
+		// keeps announcing what was served before.
+		_, isRejected := s.rejected[ref]
+		if !isAlias && !isTS && !isRejected {
 			stale = append(stale, k)
 		}
 	}
@@ -310,7 +349,7 @@ func (s *Store) poll(ctx context.Context) error {
 	s.mu.RLock()
 	var changed []secretsclient.Ref
 	for ref, v := range versions {
-		if s.failed[ref] == v {
+		if r := s.rejected[ref]; r != nil && r.Revision == v && r.Reason != validate.ReasonNotYetValid {
 			continue
 		}
 		if ref.Truststore != "" {
@@ -329,6 +368,13 @@ func (s *Store) poll(ctx context.Context) error {
 	}
 	for ref := range s.truststores {
 		if _, ok := versions[ref]; !ok {
+			gone = append(gone, ref)
+		}
+	}
+	for ref := range s.rejected {
+		_, held := s.aliases[ref]
+		_, heldTS := s.truststores[ref]
+		if _, ok := versions[ref]; !ok && !held && !heldTS {
 			gone = append(gone, ref)
 		}
 	}
@@ -359,59 +405,181 @@ func compareKeys(a, b string) int {
 	return 0
 }
 
-// load reads one secret from the backend into the view and publishes it.
-// listed is the version List reported.
+// load reads one secret from the backend, checks it with the rules of a
+// put, and puts it into the view and publishes it, or records why it was
+// rejected. listed is the revision List reported ("" when the secret is
+// read on demand).
 func (s *Store) load(ctx context.Context, ref secretsclient.Ref, listed string) error {
+	now := s.now()
+	fields := s.backend.Fields()
 	if ref.Truststore != "" {
 		rec, err := s.backend.GetTruststore(ctx, ref.Truststore)
 		if err != nil {
 			return s.loadError(ref, listed, err)
 		}
-		t, err := newTruststore(rec)
-		if err != nil {
-			return s.loadError(ref, listed, err)
+		r := validate.Bundle(fields.Bundle, rec.CertificatesPEM, now)
+		if !r.OK() {
+			err := s.reject(ref, cmp.Or(listed, rec.Revision), rec.Version, r.Reason(), violations(r))
+			s.serveEarlier(ctx, ref, rec.Version)
+			return err
 		}
-		s.installTruststore(ctx, ref, t, "backend")
+		s.installTruststore(ctx, ref, &Truststore{Record: rec, Certs: r.Chain}, "backend", true)
 		return nil
 	}
 	rec, err := s.backend.GetAlias(ctx, ref.Keystore, ref.Alias)
 	if err != nil {
 		return s.loadError(ref, listed, err)
 	}
+	listed = cmp.Or(listed, rec.Revision)
 	var a *Alias
 	if rec.PKI != nil {
-		a, err = s.issue(ctx, rec)
+		if a, err = s.issue(ctx, rec); err != nil {
+			if errors.Is(err, ErrInvalid) {
+				return s.reject(ref, listed, rec.Version, validate.ReasonPKI, strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
+			}
+			return err
+		}
 	} else {
-		a, err = newAlias(rec, rec.CertificatePEM, rec.Key, rec.UpdateTime)
+		r := validate.KeyPair(fields, rec.CertificatePEM, string(rec.Key.PEM()), rec.Usage, now)
+		if !r.OK() {
+			err := s.reject(ref, listed, rec.Version, r.Reason(), violations(r))
+			s.serveEarlier(ctx, ref, rec.Version)
+			return err
+		}
+		if a, err = newAlias(rec, rec.CertificatePEM, rec.Key, rec.UpdateTime); err != nil {
+			return s.reject(ref, listed, rec.Version, validate.ReasonUnparsable, err.Error())
+		}
 	}
-	if err != nil {
-		return s.loadError(ref, listed, err)
-	}
-	s.installAlias(ctx, ref, a, "backend")
+	s.installAlias(ctx, ref, a, "backend", true)
 	return nil
 }
 
+// History is a backend that keeps earlier versions of a secret (Vault KV
+// v2). Safe for concurrent use; a version deleted, destroyed or never
+// written is secret.ErrNotFound.
+type History interface {
+	GetAliasVersion(ctx context.Context, keystore, alias string, version int) (*secret.AliasRecord, error)
+	GetTruststoreVersion(ctx context.Context, name string, version int) (*secret.TruststoreRecord, error)
+}
+
+// maxLookback bounds how many earlier versions serveEarlier reads.
+const maxLookback = 10
+
+// serveEarlier serves the newest good earlier version of ref when its
+// current version (current) was rejected and the service holds none: a
+// service that starts after a bad value was written keeps serving the
+// last good one, as one that was running does. It reads at most
+// maxLookback versions; PKI bindings are not looked back on.
+func (s *Store) serveEarlier(ctx context.Context, ref secretsclient.Ref, current string) {
+	h, ok := s.backend.(History)
+	if !ok {
+		return
+	}
+	s.mu.RLock()
+	_, held := s.aliases[ref]
+	_, heldTS := s.truststores[ref]
+	s.mu.RUnlock()
+	cur, err := strconv.Atoi(current)
+	if held || heldTS || err != nil {
+		return
+	}
+	now, fields := s.now(), s.backend.Fields()
+	for v := cur - 1; v >= 1 && v >= cur-maxLookback; v-- {
+		var err error
+		if ref.Truststore != "" {
+			var rec *secret.TruststoreRecord
+			if rec, err = h.GetTruststoreVersion(ctx, ref.Truststore, v); err == nil {
+				if r := validate.Bundle(fields.Bundle, rec.CertificatesPEM, now); r.OK() {
+					s.installTruststore(ctx, ref, &Truststore{Record: rec, Certs: r.Chain}, "earlier version", false)
+					s.log.Warn("serving an earlier good version: the current one is rejected", "truststore", ref.Truststore, "version", rec.Version, "rejected_version", current)
+					return
+				}
+			}
+		} else {
+			var rec *secret.AliasRecord
+			if rec, err = h.GetAliasVersion(ctx, ref.Keystore, ref.Alias, v); err == nil && rec.PKI == nil {
+				if r := validate.KeyPair(fields, rec.CertificatePEM, string(rec.Key.PEM()), rec.Usage, now); r.OK() {
+					if a, aerr := newAlias(rec, rec.CertificatePEM, rec.Key, rec.UpdateTime); aerr == nil {
+						s.installAlias(ctx, ref, a, "earlier version", false)
+						s.log.Warn("serving an earlier good version: the current one is rejected", "keystore", ref.Keystore, "alias", ref.Alias, "version", rec.Version, "rejected_version", current)
+						return
+					}
+				}
+			}
+		}
+		if err != nil && !errors.Is(err, secret.ErrNotFound) {
+			return // the backend stopped answering: the next change retries
+		}
+	}
+}
+
+// violations joins a report's errors into one message.
+func violations(r *validate.Report) string {
+	msgs := make([]string, len(r.Errors))
+	for i, v := range r.Errors {
+		msgs[i] = v.Message
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// loadError sorts an error of a backend read: a secret gone meanwhile, a
+// backend that did not answer, or a value it holds that cannot be used
+// (rejected).
 func (s *Store) loadError(ref secretsclient.Ref, listed string, err error) error {
-	if !errors.Is(err, secret.ErrNotFound) && !errors.Is(err, secret.ErrInvalidValue) && !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrUnavailable) {
-		err = fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	if errors.Is(err, secret.ErrNotFound) {
+	switch {
+	case errors.Is(err, secret.ErrNotFound):
 		return err // deleted between List and Get: the next poll forgets it
-	}
-	if errors.Is(err, ErrUnavailable) {
+	case errors.Is(err, secret.ErrInvalidValue):
+		version, _, _ := strings.Cut(listed, "@") // a revision starts with its version
+		return s.reject(ref, listed, version, validate.ReasonInvalid, err.Error())
+	case errors.Is(err, ErrUnavailable):
 		return err
 	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// reject records that the backend's version of ref cannot be served, logs
+// and counts it once per version and reason, and returns ErrInvalid with
+// the reason. The view keeps what it served.
+func (s *Store) reject(ref secretsclient.Ref, revision, version string, reason validate.Reason, msg string) error {
+	r := &Rejection{Version: version, Revision: revision, Reason: reason, Message: msg, Time: s.now()}
 	s.mu.Lock()
-	s.failed[ref] = listed
-	s.mu.Unlock()
-	attrs := []any{"version", listed, "error", err}
-	if ref.Truststore != "" {
-		attrs = append(attrs, "truststore", ref.Truststore)
-	} else {
-		attrs = append(attrs, "keystore", ref.Keystore, "alias", ref.Alias)
+	old := s.rejected[ref]
+	again := old != nil && old.Version == version && old.Reason == reason
+	if again {
+		r.Time = old.Time
 	}
-	s.log.Error("cannot use a secret held by the backend; keeping the last good version", attrs...)
-	return err
+	s.rejected[ref] = r
+	var serving string
+	if a := s.aliases[ref]; a != nil {
+		serving = a.Version
+	} else if t := s.truststores[ref]; t != nil {
+		serving = t.Record.Version
+	}
+	s.mu.Unlock()
+	kind := "alias"
+	attrs := []any{"keystore", ref.Keystore, "alias", ref.Alias}
+	if ref.Truststore != "" {
+		kind, attrs = "truststore", []any{"truststore", ref.Truststore}
+	}
+	if !again {
+		s.obs.Rejected(kind, reason)
+		attrs = append(attrs, "version", version, "reason", string(reason), "serving_version", serving, "error", msg)
+		if serving == "" {
+			s.log.Error("secret rejected: the backend's version breaks the rules of a put, and the service held no version of it yet", attrs...)
+		} else {
+			s.log.Error("secret rejected: the backend's version breaks the rules of a put; keeping the last good version", attrs...)
+		}
+	}
+	return fmt.Errorf("%w: %s version %s was rejected (%s): %s", ErrInvalid, describeRef(ref), cmp.Or(version, "?"), reason, msg)
+}
+
+// describeRef names a secret in messages: "alias edge/gw", "truststore cas".
+func describeRef(ref secretsclient.Ref) string {
+	if ref.Truststore != "" {
+		return "truststore " + ref.Truststore
+	}
+	return "alias " + ref.String()
 }
 
 // issue obtains a certificate for a PKI alias.
@@ -469,7 +637,8 @@ func (s *Store) renewDue(ctx context.Context) {
 			s.mu.Unlock()
 			continue
 		}
-		s.installAlias(ctx, ref, a, "pki renewal")
+		// A renewal is not a new backend version: a rejection stands.
+		s.installAlias(ctx, ref, a, "pki renewal", false)
 	}
 }
 
@@ -496,13 +665,21 @@ func newTruststore(rec *secret.TruststoreRecord) (*Truststore, error) {
 	return &Truststore{Record: rec, Certs: certs}, nil
 }
 
-// installAlias puts a into the view and publishes its version.
-func (s *Store) installAlias(ctx context.Context, ref secretsclient.Ref, a *Alias, why string) {
+// installAlias puts a into the view and publishes its version. current
+// says that a is the backend's current version, which ends a rejection.
+func (s *Store) installAlias(ctx context.Context, ref secretsclient.Ref, a *Alias, why string, current bool) {
 	s.mu.Lock()
 	old := s.aliases[ref]
 	s.aliases[ref] = a
-	delete(s.failed, ref)
+	var cleared *Rejection
+	if current {
+		cleared = s.rejected[ref]
+		delete(s.rejected, ref)
+	}
 	s.mu.Unlock()
+	if cleared != nil {
+		s.log.Info("secret no longer rejected: the backend holds a good version", "keystore", ref.Keystore, "alias", ref.Alias, "version", a.Version, "rejected_version", cleared.Version)
+	}
 	leaf := a.Chain[0]
 	if old == nil || old.Version != a.Version {
 		s.log.Info("alias loaded", "keystore", ref.Keystore, "alias", ref.Alias, "version", a.Version,
@@ -517,12 +694,19 @@ func (s *Store) installAlias(ctx context.Context, ref secretsclient.Ref, a *Alia
 	s.publishVersion(ctx, v)
 }
 
-func (s *Store) installTruststore(ctx context.Context, ref secretsclient.Ref, t *Truststore, why string) {
+func (s *Store) installTruststore(ctx context.Context, ref secretsclient.Ref, t *Truststore, why string, current bool) {
 	s.mu.Lock()
 	old := s.truststores[ref]
 	s.truststores[ref] = t
-	delete(s.failed, ref)
+	var cleared *Rejection
+	if current {
+		cleared = s.rejected[ref]
+		delete(s.rejected, ref)
+	}
 	s.mu.Unlock()
+	if cleared != nil {
+		s.log.Info("secret no longer rejected: the backend holds a good version", "truststore", ref.Truststore, "version", t.Record.Version, "rejected_version", cleared.Version)
+	}
 	first := t.Certs[0]
 	if old == nil || old.Record.Version != t.Record.Version {
 		s.log.Info("truststore loaded", "truststore", ref.Truststore, "version", t.Record.Version,
@@ -540,12 +724,16 @@ func (s *Store) installTruststore(ctx context.Context, ref secretsclient.Ref, t 
 // bucket.
 func (s *Store) forget(ctx context.Context, ref secretsclient.Ref, why string) {
 	s.mu.Lock()
+	_, held := s.aliases[ref]
+	_, heldTS := s.truststores[ref]
 	delete(s.aliases, ref)
 	delete(s.truststores, ref)
-	delete(s.failed, ref)
+	delete(s.rejected, ref)
 	s.mu.Unlock()
 	s.log.Info("secret removed", "ref", ref.String(), "reason", why)
-	s.publish(ctx, ref.Key(), nil)
+	if held || heldTS {
+		s.publish(ctx, ref.Key(), nil)
+	}
 }
 
 func (s *Store) publishVersion(ctx context.Context, v *secretsv1.SecretVersion) {

@@ -11,6 +11,7 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
 	"keyway.dev/common/testca"
+	"keyway.dev/secrets/internal/secret"
 )
 
 func TestAlias(t *testing.T) {
@@ -95,5 +96,56 @@ func TestTruststore(t *testing.T) {
 	}
 	if r := Truststore(&secretsv1.PutTruststoreRequest{Name: "cas", CertificatesPem: "junk"}, now); r.OK() || r.Errors[0].Field != "certificates_pem" {
 		t.Errorf("junk accepted: %+v", r.Errors)
+	}
+}
+
+// Values a backend holds are checked with the rules of a put, named by
+// the backend's fields, and classed by reason; the first reason is the
+// most fundamental problem.
+func TestStoredValuesAreClassed(t *testing.T) {
+	t.Parallel()
+	ca := testca.New(t, "stored CA")
+	good := ca.Client("gw")
+	weak := ca.RSA("weak", 1024)
+	expired := ca.Expired("old")
+	future := ca.NotYetValid("new")
+	other := ca.Client("other")
+	vault := secret.Fields{Certificate: "the certificate field", Key: "the private_key field", Bundle: "the certificates field"}
+	now := time.Now()
+	for _, tc := range []struct {
+		name       string
+		cert, key  string
+		reason     Reason
+		wantPhrase string
+	}{
+		{"good", string(good.CertPEM), string(good.KeyPEM), "", ""},
+		{"key mismatch", string(good.CertPEM), string(other.KeyPEM), ReasonKeyMismatch, `the private_key field does not match the certificate "CN=gw" (the first one in the certificate field)`},
+		{"RSA 1024", string(weak.CertPEM), string(weak.KeyPEM), ReasonWeakKey, "the RSA key is 1024 bits"},
+		{"expired", string(expired.CertPEM), string(expired.KeyPEM), ReasonExpired, "expired at"},
+		{"not yet valid", string(future.CertPEM), string(future.KeyPEM), ReasonNotYetValid, "is not valid until"},
+		{"garbage certificate", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", string(good.KeyPEM), ReasonUnparsable, "the certificate field certificate 1 does not parse"},
+		{"garbage key", string(good.CertPEM), "junk", ReasonUnparsable, "the private_key field"},
+		{"no key", string(good.CertPEM), "", ReasonMissingField, "the private_key field is empty"},
+		{"no certificate", "", string(good.KeyPEM), ReasonMissingField, "the certificate field is empty"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := KeyPair(vault, tc.cert, tc.key, secretsv1.Usage_USAGE_CLIENT, now)
+			if r.Reason() != tc.reason {
+				t.Fatalf("reason %q, want %q; errors %+v", r.Reason(), tc.reason, r.Errors)
+			}
+			if tc.reason != "" && !strings.Contains(r.Errors[0].Message, tc.wantPhrase) {
+				t.Errorf("first error %q lacks %q", r.Errors[0].Message, tc.wantPhrase)
+			}
+		})
+	}
+	if r := Bundle(vault.Bundle, string(ca.CertPEM()), now); !r.OK() {
+		t.Errorf("a CA bundle refused: %+v", r.Errors)
+	}
+	if r := Bundle(vault.Bundle, "not PEM", now); r.Reason() != ReasonUnparsable || !strings.HasPrefix(r.Errors[0].Message, "the certificates field is not PEM") {
+		t.Errorf("junk bundle: %+v", r.Errors)
+	}
+	if r := Bundle(vault.Bundle, string(expired.CertPEM), now); r.Reason() != ReasonExpired {
+		t.Errorf("expired bundle: %+v", r.Errors)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -190,7 +191,21 @@ func (k *KV) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 
 // read returns a secret's current data and stamp.
 func (k *KV) read(ctx context.Context, path string) (map[string]any, secret.Stamp, error) {
-	s, err := k.kv.Get(ctx, path)
+	return k.readVersion(ctx, path, 0)
+}
+
+// readVersion returns one version of a secret (0: the current one); a
+// version deleted or destroyed does not exist.
+func (k *KV) readVersion(ctx context.Context, path string, version int) (map[string]any, secret.Stamp, error) {
+	var (
+		s   *api.KVSecret
+		err error
+	)
+	if version > 0 {
+		s, err = k.kv.GetVersion(ctx, path, version)
+	} else {
+		s, err = k.kv.Get(ctx, path)
+	}
 	if errors.Is(err, api.ErrSecretNotFound) {
 		return nil, secret.Stamp{}, secret.ErrNotFound
 	}
@@ -214,8 +229,20 @@ func str(data map[string]any, field string) string {
 
 // GetAlias reads an alias.
 func (k *KV) GetAlias(ctx context.Context, ks, alias string) (*secret.AliasRecord, error) {
+	return k.getAlias(ctx, ks, alias, 0)
+}
+
+// GetAliasVersion reads an earlier version of an alias.
+func (k *KV) GetAliasVersion(ctx context.Context, ks, alias string, version int) (*secret.AliasRecord, error) {
+	if version < 1 {
+		return nil, secret.ErrNotFound
+	}
+	return k.getAlias(ctx, ks, alias, version)
+}
+
+func (k *KV) getAlias(ctx context.Context, ks, alias string, version int) (*secret.AliasRecord, error) {
 	path := k.aliasPath(ks, alias)
-	data, st, err := k.read(ctx, path)
+	data, st, err := k.readVersion(ctx, path, version)
 	if err != nil {
 		return nil, err
 	}
@@ -240,27 +267,40 @@ func (k *KV) GetAlias(ctx context.Context, ks, alias string) (*secret.AliasRecor
 		rec.PKI = b
 		return rec, nil
 	}
+	// Missing or damaged fields are the store's to report, under these
+	// field names (see Fields), with the rules of a put.
 	rec.CertificatePEM = str(data, fieldCertificate)
 	rec.Key = secret.NewPrivateKey([]byte(str(data, fieldPrivateKey)))
-	if rec.CertificatePEM == "" || rec.Key.IsZero() {
-		return nil, fmt.Errorf("vaultkv: %s/%s holds neither %s and %s nor %s; write them with `vault kv put %s/%s %s=@cert.pem %s=@key.pem`: %w",
-			k.cfg.Mount, path, fieldCertificate, fieldPrivateKey, fieldPKIRole, k.cfg.Mount, path, fieldCertificate, fieldPrivateKey, secret.ErrInvalidValue)
-	}
 	return rec, nil
+}
+
+// Fields names the KV fields, for messages about stored values ("the
+// private_key field does not match the certificate …").
+func (k *KV) Fields() secret.Fields {
+	return secret.Fields{Certificate: "the " + fieldCertificate + " field", Key: "the " + fieldPrivateKey + " field", Bundle: "the " + fieldCertificates + " field"}
 }
 
 // GetTruststore reads a truststore.
 func (k *KV) GetTruststore(ctx context.Context, name string) (*secret.TruststoreRecord, error) {
+	return k.getTruststore(ctx, name, 0)
+}
+
+// GetTruststoreVersion reads an earlier version of a truststore.
+func (k *KV) GetTruststoreVersion(ctx context.Context, name string, version int) (*secret.TruststoreRecord, error) {
+	if version < 1 {
+		return nil, secret.ErrNotFound
+	}
+	return k.getTruststore(ctx, name, version)
+}
+
+func (k *KV) getTruststore(ctx context.Context, name string, version int) (*secret.TruststoreRecord, error) {
 	path := k.truststorePath(name)
-	data, st, err := k.read(ctx, path)
+	data, st, err := k.readVersion(ctx, path, version)
 	if err != nil {
 		return nil, err
 	}
-	pem := str(data, fieldCertificates)
-	if pem == "" {
-		return nil, fmt.Errorf("vaultkv: %s/%s has no %s field; write it with `vault kv put %s/%s %s=@ca.pem`: %w", k.cfg.Mount, path, fieldCertificates, k.cfg.Mount, path, fieldCertificates, secret.ErrInvalidValue)
-	}
-	return &secret.TruststoreRecord{Name: name, Version: st.Version, Revision: st.Revision, CertificatesPEM: pem, UpdateTime: st.UpdateTime}, nil
+	// An empty or missing field is the store's to report (see GetAlias).
+	return &secret.TruststoreRecord{Name: name, Version: st.Version, Revision: st.Revision, CertificatesPEM: str(data, fieldCertificates), UpdateTime: st.UpdateTime}, nil
 }
 
 // PutAlias writes a new version of an alias.
@@ -288,12 +328,30 @@ func (k *KV) PutTruststore(ctx context.Context, rec *secret.TruststoreRecord) (s
 func (k *KV) put(ctx context.Context, path string, data map[string]any) (secret.Stamp, error) {
 	s, err := k.kv.Put(ctx, path, data)
 	if err != nil {
-		return secret.Stamp{}, fmt.Errorf("vaultkv: writing %s/%s: %w", k.cfg.Mount, path, err)
+		return secret.Stamp{}, k.writeError(path, err)
 	}
 	if s == nil || s.VersionMetadata == nil {
 		return secret.Stamp{}, fmt.Errorf("vaultkv: writing %s/%s: Vault answered without a version", k.cfg.Mount, path)
 	}
 	return stamp(s.VersionMetadata), nil
+}
+
+// writeError says what became of a failed write: certainly not stored
+// (Vault unreachable, or its answer an error), or unknown (sent, and no
+// answer came in time). The vault/api client does not retry (see
+// app.VaultClient), so nothing writes the value later.
+func (k *KV) writeError(path string, err error) error {
+	var (
+		re *api.ResponseError
+		op *net.OpError
+	)
+	switch {
+	case errors.As(err, &re):
+		return &secret.NotStoredError{Err: fmt.Errorf("Vault at %s refused to write %s/%s (HTTP %d: %s)", k.client.Address(), k.cfg.Mount, path, re.StatusCode, strings.Join(re.Errors, "; "))}
+	case errors.As(err, &op) && op.Op == "dial":
+		return &secret.NotStoredError{Err: fmt.Errorf("Vault at %s is unreachable (%w)", k.client.Address(), op.Err)}
+	}
+	return fmt.Errorf("Vault at %s did not answer the write of %s/%s: %w", k.client.Address(), k.cfg.Mount, path, err)
 }
 
 func stamp(m *api.KVVersionMetadata) secret.Stamp {

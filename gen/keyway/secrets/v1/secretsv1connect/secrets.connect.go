@@ -81,7 +81,13 @@ type SecretsServiceClient interface {
 	// ListKeystores returns every keystore with its aliases.
 	ListKeystores(context.Context, *connect.Request[v1.ListKeystoresRequest]) (*connect.Response[v1.ListKeystoresResponse], error)
 	ListTruststores(context.Context, *connect.Request[v1.ListTruststoresRequest]) (*connect.Response[v1.ListTruststoresResponse], error)
+	// DeleteAlias deletes an alias with all its versions. An alias that a
+	// PolicyBinding or a Listener of the configuration references is not
+	// deleted: FAILED_PRECONDITION names those resources. When the
+	// configuration cannot be read (NATS away), the delete is refused with
+	// UNAVAILABLE, since whether the alias is in use is unknown.
 	DeleteAlias(context.Context, *connect.Request[v1.DeleteAliasRequest]) (*connect.Response[v1.DeleteAliasResponse], error)
+	// DeleteTruststore deletes a truststore, refused as DeleteAlias is.
 	DeleteTruststore(context.Context, *connect.Request[v1.DeleteTruststoreRequest]) (*connect.Response[v1.DeleteTruststoreResponse], error)
 }
 
@@ -219,7 +225,13 @@ type SecretsServiceHandler interface {
 	// ListKeystores returns every keystore with its aliases.
 	ListKeystores(context.Context, *connect.Request[v1.ListKeystoresRequest]) (*connect.Response[v1.ListKeystoresResponse], error)
 	ListTruststores(context.Context, *connect.Request[v1.ListTruststoresRequest]) (*connect.Response[v1.ListTruststoresResponse], error)
+	// DeleteAlias deletes an alias with all its versions. An alias that a
+	// PolicyBinding or a Listener of the configuration references is not
+	// deleted: FAILED_PRECONDITION names those resources. When the
+	// configuration cannot be read (NATS away), the delete is refused with
+	// UNAVAILABLE, since whether the alias is in use is unknown.
 	DeleteAlias(context.Context, *connect.Request[v1.DeleteAliasRequest]) (*connect.Response[v1.DeleteAliasResponse], error)
+	// DeleteTruststore deletes a truststore, refused as DeleteAlias is.
 	DeleteTruststore(context.Context, *connect.Request[v1.DeleteTruststoreRequest]) (*connect.Response[v1.DeleteTruststoreResponse], error)
 }
 
