@@ -147,7 +147,7 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 			// handshake.
 			pool, err := x509.SystemCertPool()
 			if err != nil {
-				return nil, fmt.Errorf("upstream %q: its https:// address is verified against the system's trusted roots, and they cannot be loaded (%v); install the CA bundle (ca-certificates), point SSL_CERT_FILE at one, or bind a tls-outbound PolicyBinding with trustedCA", name, err)
+				return nil, fmt.Errorf("upstream %q: its https:// address is verified against the system's trusted roots, and they cannot be loaded (%w); install the CA bundle (ca-certificates), point SSL_CERT_FILE at one, or bind a tls-outbound PolicyBinding with trustedCA", name, err)
 			}
 			cfg.RootCAs = pool
 		case len(tlsCtx.TrustedCAs) == 0:

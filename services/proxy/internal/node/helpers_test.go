@@ -26,7 +26,6 @@ import (
 	"keyway.dev/common/model"
 	"keyway.dev/common/natstest"
 	"keyway.dev/common/testca"
-	"keyway.dev/proxy/internal/natstest"
 	"keyway.dev/proxy/internal/node"
 )
 

@@ -189,11 +189,6 @@ func (k *KV) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 	return out, nil
 }
 
-// read returns a secret's current data and stamp.
-func (k *KV) read(ctx context.Context, path string) (map[string]any, secret.Stamp, error) {
-	return k.readVersion(ctx, path, 0)
-}
-
 // readVersion returns one version of a secret (0: the current one); a
 // version deleted or destroyed does not exist.
 func (k *KV) readVersion(ctx context.Context, path string, version int) (map[string]any, secret.Stamp, error) {
