@@ -12,13 +12,17 @@ COMMANDS := ./services/policy/cmd/keyway-policy ./services/proxy/cmd/keyway-prox
 # Every Go module of the workspace (go.work).
 MODULES := gen services/common services/policy services/proxy services/secrets services/devstack cmd/keywayctl tests
 
+# How long each fuzz target runs: briefly in `make test`, longer in `make fuzz`.
+TESTFUZZTIME ?= 5s
+FUZZTIME     ?= 1m
+
 .PHONY: help
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 .PHONY: tools
 tools: ## install the pinned tools into the cache (scripts/tool.sh) and the Debian packages the tests use (scripts/debian.sh); Vault takes about 20 minutes the first time
-	@for t in buf protoc-gen-go protoc-gen-connect-go protoc-gen-go-grpc nats-server vault; do $(TOOL) $$t >/dev/null; done
+	@for t in buf protoc-gen-go protoc-gen-connect-go protoc-gen-go-grpc golangci-lint govulncheck nats-server vault; do $(TOOL) $$t >/dev/null; done
 	@scripts/debian.sh nginx-light
 
 .PHONY: build
@@ -43,8 +47,9 @@ generate: ## regenerate gen/ from proto/ with buf and the pinned local plugins
 	PATH="$$plugins:$$PATH" "$$buf" generate
 
 .PHONY: lint
-lint: ## buf lint, go vet, gofmt, and the deploy/ NATS configuration
+lint: ## buf lint and breaking (against main), the deploy/ NATS configuration, golangci-lint over every module, gofmt, govulncheck (docs/reference/checks.md)
 	@"$$($(TOOL) buf)" lint
+	@scripts/buf-breaking.sh
 	@# nats-server -t loads the TLS files and the users' passwords: give it a
 	@# throwaway certificate in place of /etc/nats/tls/ and placeholder passwords.
 	@tmp="$$(mktemp -d)"; trap 'rm -rf "$$tmp"' EXIT; \
@@ -55,8 +60,10 @@ lint: ## buf lint, go vet, gofmt, and the deploy/ NATS configuration
 		out="$$(POD_NAME=nats-0 NATS_POLICY_PASSWORD=lint NATS_SECRETS_PASSWORD=lint NATS_NODE_PASSWORD=lint \
 			"$$($(TOOL) nats-server)" -t -c "$$tmp/nats-server.conf" 2>&1)" || { echo "$$conf: $$out"; exit 1; }; \
 	done
-	@go vet $(addprefix ./,$(addsuffix /...,$(MODULES)))
+	@# go vet's analyzers run inside golangci-lint (govet), with the rest of .golangci.yml.
+	@scripts/golangci.sh $(MODULES)
 	@out="$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/'))"; if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@scripts/vulncheck.sh
 
 .PHONY: check-generated
 check-generated: generate ## fail when gen/ differs from what proto/ generates
@@ -65,9 +72,14 @@ check-generated: generate ## fail when gen/ differs from what proto/ generates
 	  git status --porcelain -- gen; git --no-pager diff --stat -- gen; exit 1; fi
 
 .PHONY: test
-test: tools check-generated lint build deploy-check ## everything CI runs: generated-code check, lint, deploy check, unit, integration and end-to-end tests
+test: tools check-generated lint build deploy-check ## everything CI runs: generated-code check, lint, deploy check, unit, integration and end-to-end tests, then each fuzz target for TESTFUZZTIME (5s)
 	@KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$($(TOOL) nats-server)" KEYWAY_VAULT="$$($(TOOL) vault)" \
 	  go test -race -count=1 -timeout 30m $(TESTFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
+	@scripts/fuzz.sh $(TESTFUZZTIME)
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 1m; make fuzz FUZZTIME=10m); failing inputs land in testdata/fuzz/
+	@scripts/fuzz.sh $(FUZZTIME)
 
 .PHONY: test-fast
 test-fast: ## the unit tier: go test -short over every module; no Vault, no built binaries, no child processes of ours (make test runs those)

@@ -13,6 +13,8 @@ case "${1:?usage: tool.sh NAME}" in
   protoc-gen-connect-go) pkg=connectrpc.com/connect/cmd/protoc-gen-connect-go;        ver=v1.21.1 ;;
   protoc-gen-go-grpc)    pkg=google.golang.org/grpc/cmd/protoc-gen-go-grpc;           ver=v1.6.2 ;;
   nats-server)           pkg=github.com/nats-io/nats-server/v2;                       ver=v2.15.2 ;;
+  golangci-lint)         pkg=github.com/golangci/golangci-lint/v2/cmd/golangci-lint;  ver=v2.15.0 ;;
+  govulncheck)           pkg=golang.org/x/vuln/cmd/govulncheck;                       ver=v1.9.0 ;;
   # Vault's go.mod carries replace lines that `go install` refuses, so it is
   # built through a wrapper module below. Pinned: v1.21.2–v1.21.4 do not
   # compile from the module proxy (no published vault/sdk matches them).

@@ -39,7 +39,7 @@ func traced(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		shutdown(sctx)
+		_ = shutdown(sctx) // exporting the last spans is best effort at exit
 	}()
 	if !tracing.On() {
 		return run(ctx, args, stdout, stderr)

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -72,7 +73,7 @@ func (u apigeeUser) run(t *testing.T, args ...string) (string, string, int) {
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
 	if err != nil {
-		if _, ok := err.(*exec.ExitError); !ok {
+		if _, ok := errors.AsType[*exec.ExitError](err); !ok {
 			t.Fatalf("keywayctl %s: %v", strings.Join(args, " "), err)
 		}
 	}

@@ -110,7 +110,7 @@ func cloudGuide(t *testing.T) (dir, addr string) {
 		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			return fmt.Errorf("nginx does not listen on %s: %v\n%s\n%s", addr, err, p.Output(), log)
+			return fmt.Errorf("nginx does not listen on %s: %w\n%s\n%s", addr, err, p.Output(), log)
 		}
 		c.Close()
 		return nil

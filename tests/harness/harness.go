@@ -13,6 +13,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -104,7 +105,7 @@ func Bin(tb testing.TB, name string) string {
 			cmd := exec.Command("go", "build", "-ldflags", strings.TrimSpace(string(ldflags)), "-o", filepath.Join(binDir, bin), pkg)
 			cmd.Dir = root
 			if out, err := cmd.CombinedOutput(); err != nil {
-				binErr = fmt.Errorf("building %s: %v\n%s", bin, err, out)
+				binErr = fmt.Errorf("building %s: %w\n%s", bin, err, out)
 				return
 			}
 		}
@@ -446,7 +447,7 @@ func RunEnv(tb testing.TB, bin string, env []string, args ...string) (stdout, st
 	err := cmd.Run()
 	code = 0
 	if err != nil {
-		ee, ok := err.(*exec.ExitError)
+		ee, ok := errors.AsType[*exec.ExitError](err)
 		if !ok {
 			tb.Fatalf("harness: running %s: %v", bin, err)
 		}

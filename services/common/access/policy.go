@@ -142,11 +142,11 @@ func (c *parser) fields(at string, node *yaml.Node, known ...string) map[string]
 			if s := model.DidYouMean(key, known); s != "" {
 				msg += fmt.Sprintf(": did you mean %q?", s)
 			}
-			c.errorf(child(at, key), "%s", msg)
+			c.errorf(child(at, bounded(key)), "%s", msg)
 			continue
 		}
 		if _, dup := out[key]; dup {
-			c.errorf(child(at, key), "the field is given twice; keep one")
+			c.errorf(child(at, bounded(key)), "the field is given twice; keep one")
 			continue
 		}
 		out[key] = value

@@ -4,10 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"keyway.dev/common/access"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"keyway.dev/common/access"
 )
 
 // Services that write records.

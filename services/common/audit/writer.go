@@ -133,7 +133,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 			Help: "Outcome records waiting to be retried.",
 		}),
 	}
-	go w.retry()
+	go w.retry() //nolint:gosec // the retry loop outlives the call that made the writer; Close stops it
 	return w, nil
 }
 

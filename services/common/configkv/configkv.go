@@ -10,9 +10,11 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
 	configv1 "keyway.dev/gen/keyway/config/v1"
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
+	"keyway.dev/common/limits"
 	"keyway.dev/common/model"
 )
 
@@ -36,14 +38,14 @@ func KindPrefix(kind string) string {
 func ParseKey(key string) (model.Ref, error) {
 	kind, name, ok := strings.Cut(key, ".")
 	if !ok || name == "" {
-		return model.Ref{}, fmt.Errorf("configkv: key %q is not <kind>.<name>", key)
+		return model.Ref{}, fmt.Errorf("configkv: key %s is not <kind>.<name>", limits.Quote(key))
 	}
 	for _, k := range []string{model.KindService, model.KindRoute, model.KindPolicyBinding, model.KindListener} {
 		if strings.ToLower(k) == kind {
 			return model.Ref{Kind: k, Name: name}, nil
 		}
 	}
-	return model.Ref{}, fmt.Errorf("configkv: key %q has unknown kind %q", key, kind)
+	return model.Ref{}, fmt.Errorf("configkv: key %s has unknown kind %s", limits.Quote(key), limits.Quote(kind))
 }
 
 // RefOf names the resource held in r.

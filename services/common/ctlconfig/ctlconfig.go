@@ -174,7 +174,7 @@ func Parse(data []byte) (*Config, error) {
 func parse(data []byte, file string) (*Config, error) {
 	fail := func(errs []error) error {
 		for _, e := range errs {
-			if fe, ok := e.(*FieldError); ok {
+			if fe, ok := errors.AsType[*FieldError](e); ok {
 				fe.File = file
 			}
 		}
@@ -211,7 +211,7 @@ func parse(data []byte, file string) (*Config, error) {
 	}
 	if err := c.Validate(); err != nil {
 		for _, e := range unjoin(err) {
-			if fe, ok := e.(*FieldError); ok {
+			if fe, ok := errors.AsType[*FieldError](e); ok {
 				fe.Line = lineOf(lines, fe.Field)
 			}
 			errs = append(errs, e)
@@ -225,7 +225,7 @@ func parse(data []byte, file string) (*Config, error) {
 }
 
 func lineOfError(err error) int {
-	if fe, ok := err.(*FieldError); ok {
+	if fe, ok := errors.AsType[*FieldError](err); ok {
 		return fe.Line
 	}
 	return 0

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"keyway.dev/common/fuzzseed"
 )
 
 const example = `currentContext: keyway-dev
@@ -358,12 +360,26 @@ func TestDelete(t *testing.T) {
 	}
 }
 
+// FuzzParse feeds keywayctl's config reader arbitrary YAML, starting from
+// the documented example. Properties: bounded time; no error line quotes
+// more than a prefix of a value; what parses saves and parses back the same.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(example))
 	f.Add([]byte("contexts:\n  - name: a\n    cert: /c\n"))
 	f.Add([]byte("currentContext: [x]\n"))
+	for _, s := range fuzzseed.Blocks(f, "yaml", "contexts:", "docs/**/*.md") {
+		f.Add([]byte(s))
+	}
+	// YAML refuses implicit keys over 1024 characters: keys are 1000 long.
+	long, key := fuzzseed.Long(4096), fuzzseed.Long(1000)
+	f.Add([]byte("currentContext: " + long + "\ncontexts:\n  - name: " + long + "\n    server: " + long + "\n    " + key + ": x\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		c, err := Parse(data)
+		var (
+			c   *Config
+			err error
+		)
+		fuzzseed.Within(t, func() { c, err = Parse(data) })
+		fuzzseed.CheckError(t, err)
 		if err != nil {
 			return
 		}

@@ -21,7 +21,7 @@ import (
 // srv and a client with cli, recording the facts as the proxy's dialer does.
 // With a TLS 1.3 client certificate refusal, the error surfaces on the first
 // read after the handshake: handshake reads once to catch it.
-func handshake(t *testing.T, srv *tls.Config, cli *tls.Config, clientCert *tls.Certificate) (error, failure.HandshakeFacts) {
+func handshake(t *testing.T, srv *tls.Config, cli *tls.Config, clientCert *tls.Certificate) (error, failure.HandshakeFacts) { //nolint:revive,staticcheck // the error is the result under test, first as in every call site
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

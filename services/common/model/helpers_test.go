@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
+
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/model"

@@ -31,9 +31,6 @@ func expiredCA(ca *testca.CA, name string) *testca.KeyPair {
 	return ca.Issue(testca.Options{CommonName: name, IsCA: true, NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-time.Hour)})
 }
 
-// noDefaultWarning is reported whenever no host is marked default.
-var noDefaultWarning = want{lisSpec + ".hosts", "so hosts[0]"}
-
 func TestValidateListener(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

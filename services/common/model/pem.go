@@ -14,6 +14,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"keyway.dev/common/limits"
 )
 
 // The errors below are shown to the user as they are: each says what is
@@ -96,13 +98,13 @@ func parseCertificates(data string) ([]*x509.Certificate, error) {
 		switch {
 		case block.Type == "CERTIFICATE":
 		case strings.Contains(block.Type, "PRIVATE KEY"):
-			return nil, fmt.Errorf("holds a private key (%s block) where certificates belong; remove the key from this field (and treat it as exposed if this text was shared)", block.Type)
+			return nil, fmt.Errorf("holds a private key (%s block) where certificates belong; remove the key from this field (and treat it as exposed if this text was shared)", limits.Value(block.Type))
 		default:
-			return nil, fmt.Errorf("holds a %s block; only CERTIFICATE blocks belong here", block.Type)
+			return nil, fmt.Errorf("holds a %s block; only CERTIFICATE blocks belong here", limits.Value(block.Type))
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("certificate %d does not parse (%v); export it again, e.g. with `openssl x509 -in cert.pem -out fixed.pem`", len(certs)+1, err)
+			return nil, fmt.Errorf("certificate %d does not parse (%w); export it again, e.g. with `openssl x509 -in cert.pem -out fixed.pem`", len(certs)+1, err)
 		}
 		certs = append(certs, cert)
 	}
@@ -145,7 +147,7 @@ func parsePrivateKey(data string) (crypto.Signer, error) {
 		case strings.HasSuffix(block.Type, "PRIVATE KEY"):
 			keys = append(keys, block)
 		default:
-			return nil, fmt.Errorf("holds a %s block where the private key belongs; give the key as -----BEGIN PRIVATE KEY----- (PKCS#8), RSA PRIVATE KEY or EC PRIVATE KEY", block.Type)
+			return nil, fmt.Errorf("holds a %s block where the private key belongs; give the key as -----BEGIN PRIVATE KEY----- (PKCS#8), RSA PRIVATE KEY or EC PRIVATE KEY", limits.Value(block.Type))
 		}
 	}
 	switch {
@@ -158,7 +160,7 @@ func parsePrivateKey(data string) (crypto.Signer, error) {
 	}
 	key, err := parseKeyDER(keys[0].Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("does not parse as PKCS#1, PKCS#8 or SEC 1 (%v); rewrite it with `openssl pkey -in key.pem -out key-pkcs8.pem`", err)
+		return nil, fmt.Errorf("does not parse as PKCS#1, PKCS#8 or SEC 1 (%w); rewrite it with `openssl pkey -in key.pem -out key-pkcs8.pem`", err)
 	}
 	return key, nil
 }

@@ -204,7 +204,7 @@ func TestValidateRouteListeners(t *testing.T) {
 	ca := testca.New(t, "ca")
 	lis := listener("public", "127.0.0.1:9443", host(ca.Server("test.com"), names("test.com"), asDefault))
 	r := routeSpec("admin", &policyv1.RouteSpec{Path: "/admin/", Service: "orders", Listeners: []string{"public", "Bad_Name", "public", "private"}})
-	objs, rep := model.Validate([]*policyv1.Resource{lis, service("orders", "orders:443"), r}, &fakeCatalog{}, time.Now())
+	_, rep := model.Validate([]*policyv1.Resource{lis, service("orders", "orders:443"), r}, &fakeCatalog{}, time.Now())
 	checkViolations(t, rep, []want{
 		{"resources[2].route.spec.listeners[1]", `"Bad_Name" is not a Listener name`},
 		{"resources[2].route.spec.listeners[2]", `Listener "public" is listed twice`},
@@ -212,7 +212,7 @@ func TestValidateRouteListeners(t *testing.T) {
 	}, nil)
 
 	r = routeSpec("admin", &policyv1.RouteSpec{Path: "/admin/", Service: "orders", Listeners: []string{"public"}})
-	objs, rep = model.Validate([]*policyv1.Resource{lis, service("orders", "orders:443"), r}, &fakeCatalog{}, time.Now())
+	objs, rep := model.Validate([]*policyv1.Resource{lis, service("orders", "orders:443"), r}, &fakeCatalog{}, time.Now())
 	checkViolations(t, rep, nil, nil)
 	if got := objs[2].Route.Listeners; !slices.Equal(got, []string{"public"}) {
 		t.Errorf("route listeners = %v, want [public]", got)

@@ -133,9 +133,9 @@ func Connect(ctx context.Context, cfg Config, log *slog.Logger, h Handlers) (*na
 }
 
 // options are the nats.go options for cfg, without the event handlers.
-func (cfg Config) options(log *slog.Logger) ([]nats.Option, error) {
+func (c Config) options(log *slog.Logger) ([]nats.Option, error) {
 	opts := []nats.Option{
-		nats.Name(cfg.Name),
+		nats.Name(c.Name),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(ReconnectDelay),
@@ -151,23 +151,23 @@ func (cfg Config) options(log *slog.Logger) ([]nats.Option, error) {
 			log.Warn("nats error", "error", err)
 		}),
 	}
-	if cfg.CAFile != "" {
-		tc, err := TLSConfig(cfg.CAFile)
+	if c.CAFile != "" {
+		tc, err := TLSConfig(c.CAFile)
 		if err != nil {
 			return nil, err
 		}
 		opts = append(opts, nats.Secure(tc))
 	}
 	switch {
-	case cfg.User == "" && cfg.PasswordFile != "":
+	case c.User == "" && c.PasswordFile != "":
 		return nil, errors.New("natsconn: a NATS password file is given without a user: give --nats-user (KEYWAY_NATS_USER) too")
-	case cfg.User != "" && cfg.PasswordFile == "":
-		return nil, fmt.Errorf("natsconn: NATS user %q has no password: give --nats-password-file (KEYWAY_NATS_PASSWORD_FILE)", cfg.User)
-	case cfg.User != "":
-		if _, err := readPassword(cfg.PasswordFile); err != nil {
+	case c.User != "" && c.PasswordFile == "":
+		return nil, fmt.Errorf("natsconn: NATS user %q has no password: give --nats-password-file (KEYWAY_NATS_PASSWORD_FILE)", c.User)
+	case c.User != "":
+		if _, err := readPassword(c.PasswordFile); err != nil {
 			return nil, err
 		}
-		user, file := cfg.User, cfg.PasswordFile
+		user, file := c.User, c.PasswordFile
 		opts = append(opts,
 			nats.CustomInboxPrefix(InboxPrefix(user)),
 			// Read at every attempt: a rotated password (a Kubernetes

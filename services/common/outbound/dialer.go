@@ -138,7 +138,7 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 		MaxVersion:         tlsCtx.MaxVersion,
 		CipherSuites:       slices.Clone(tlsCtx.CipherSuites),
 		NextProtos:         tlsCtx.OfferedALPN(opts.Protocol),
-		InsecureSkipVerify: tlsCtx.SkipValidation,
+		InsecureSkipVerify: tlsCtx.SkipValidation, //nolint:gosec // the binding's skipValidation, which the policy service warns about at apply
 		// Resumption across connections of this one context only.
 		ClientSessionCache: tls.NewLRUClientSessionCache(64),
 	}
@@ -151,7 +151,7 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 			// handshake.
 			pool, err := x509.SystemCertPool()
 			if err != nil {
-				return nil, fmt.Errorf("upstream %q: its https:// address is verified against the system's trusted roots, and they cannot be loaded (%v); install the CA bundle (ca-certificates), point SSL_CERT_FILE at one, or bind a tls-outbound PolicyBinding with trustedCA", name, err)
+				return nil, fmt.Errorf("upstream %q: its https:// address is verified against the system's trusted roots, and they cannot be loaded (%w); install the CA bundle (ca-certificates), point SSL_CERT_FILE at one, or bind a tls-outbound PolicyBinding with trustedCA", name, err)
 			}
 			cfg.RootCAs = pool
 		case len(tlsCtx.TrustedCAs) == 0:
@@ -397,7 +397,7 @@ type Result struct {
 // refusal arrives as an alert on the first read: wait a few handshake times
 // for it, never less than probeWaitMin nor more than probeWaitMax.
 const (
-	probeWaitMin = 100 * time.Millisecond
+	probeWaitMin = 100 * time.Millisecond //nolint:revive // Min is minimum, not minutes
 	probeWaitMax = time.Second
 )
 
@@ -432,7 +432,7 @@ func (d *Dialer) probe(ctx context.Context, addr, path string) (*Result, *Error)
 	if herr != nil {
 		return nil, herr
 	}
-	defer tc.Close()
+	defer func() { _ = tc.Close() }()
 	elapsed := time.Since(start)
 	cs := tc.ConnectionState()
 	after := *facts
@@ -443,14 +443,14 @@ func (d *Dialer) probe(ctx context.Context, addr, path string) (*Result, *Error)
 		// times for its alert. (With a request to send, its answer
 		// brings the alert instead: reading here would take the first
 		// bytes of an h2 server's SETTINGS.)
-		tc.SetReadDeadline(time.Now().Add(min(probeWaitMax, max(probeWaitMin, 4*elapsed))))
+		_ = tc.SetReadDeadline(time.Now().Add(min(probeWaitMax, max(probeWaitMin, 4*elapsed))))
 		var b [1]byte
 		if _, err := tc.Read(b[:]); err != nil {
 			if _, ok := failure.AlertCode(err); ok {
 				return nil, d.fail(err, addr, &after)
 			}
 		}
-		tc.SetReadDeadline(time.Time{})
+		_ = tc.SetReadDeadline(time.Time{})
 	}
 	r := &Result{
 		Endpoint: addr, ServerName: facts.ServerName,

@@ -96,7 +96,7 @@ func Setup(ctx context.Context, service string) (t Tracing, shutdown func(contex
 		resource.WithProcessPID(),
 	)
 	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
-		exp.Shutdown(ctx)
+		_ = exp.Shutdown(ctx) // nothing was exported yet
 		return Tracing{}, noop, fmt.Errorf("telemetry: reading OTEL_RESOURCE_ATTRIBUTES: %w", err)
 	}
 	// The SDK reads OTEL_TRACES_SAMPLER(_ARG) and OTEL_BSP_* itself.

@@ -100,7 +100,7 @@ func TestFailAndSecretFetch(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, a := range s.Attributes() {
-		attrs[string(a.Key)] = a.Value.Emit()
+		attrs[string(a.Key)] = a.Value.String()
 	}
 	if attrs["keyway.failure.reason"] != "unknown" || attrs["error.type"] != "unknown" || attrs["keyway.secret.ref"] != "keystore/edge#gw" {
 		t.Fatalf("attributes %v", attrs)

@@ -121,7 +121,9 @@ func Convert(source string, data []byte) (*Result, error) {
 	if len(c.errs) > 0 {
 		// In the file's order, as an editor lists them.
 		slices.SortStableFunc(c.errs, func(a, b error) int {
-			pa, pb := a.(*manifest.Error).Pos, b.(*manifest.Error).Pos
+			ea, _ := errors.AsType[*manifest.Error](a) // every problem is one
+			eb, _ := errors.AsType[*manifest.Error](b)
+			pa, pb := ea.Pos, eb.Pos
 			return cmp.Or(cmp.Compare(pa.Line, pb.Line), cmp.Compare(pa.Column, pb.Column))
 		})
 		return nil, errors.Join(c.errs...)
@@ -141,7 +143,9 @@ func Convert(source string, data []byte) (*Result, error) {
 		if err := enc.Encode(d); err != nil {
 			return nil, fmt.Errorf("writing YAML: %w", err)
 		}
-		enc.Close()
+		if err := enc.Close(); err != nil {
+			return nil, fmt.Errorf("writing YAML: %w", err)
+		}
 	}
 	return &Result{YAML: buf.Bytes(), Notes: c.sortedNotes(), Services: c.services, Bindings: c.bindings, source: source, origins: c.origins}, nil
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"keyway.dev/common/fuzzseed"
 	"keyway.dev/keywayctl/internal/apigee"
 	"keyway.dev/keywayctl/internal/manifest"
 )
@@ -339,9 +340,10 @@ func TestReadFileBound(t *testing.T) {
 	}
 }
 
-// FuzzConvert: any input is converted or refused, never a panic; every
-// refusal is positioned in the file; nothing encoding/json refuses is
-// converted.
+// FuzzConvert: any input is converted or refused, never a panic, within a
+// bounded time; every refusal is positioned in the file and quotes at most
+// a prefix of a value; nothing encoding/json refuses is converted; what
+// converts reads back with the Services and bindings it counted.
 func FuzzConvert(f *testing.F) {
 	for _, name := range []string{"targetservers.json", "wrapped.json", "guide.json", "guide-multiline.json", "guide-fixed.json"} {
 		b, err := os.ReadFile(filepath.Join("testdata", name))
@@ -351,14 +353,38 @@ func FuzzConvert(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte(`[{"name": 'a', host: foo, "port": 08080,}, … ]`))
+	long := fuzzseed.Long(4096)
+	f.Add([]byte(`[{"name": "` + long + `", "host": "` + long + `", "port": "` + long + `", "protocol": "` + long + `", "isEnabled": "` + long + `",
+		"sSLInfo": {"enabled": "true", "clientAuthEnabled": "` + long + `", "trustStore": "ref://` + long + `", "protocols": ["` + long + `"], "commonName": {"value": "` + long + `", "wildcardMatch": true}}}]`))
+	f.Add([]byte(`[{"name": "a", "host": "h", "port": 1, "sSLInfo": {"enabled": true, "ignoreValidationErrors": "` + long + `"}}, {"name": "A", "host": "h", "port": 2, "` + long + `": 1}]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := apigee.Convert("f.json", data)
+		var (
+			r   *apigee.Result
+			err error
+		)
+		fuzzseed.Within(t, func() { r, err = apigee.Convert("f.json", data) })
+		fuzzseed.CheckError(t, err)
 		if err == nil {
 			if !json.Valid(bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))) {
 				t.Fatalf("converted input that is not JSON: %q", data)
 			}
-			if _, err := r.Manifest(); err != nil {
+			m, err := r.Manifest()
+			if err != nil {
 				t.Fatalf("the converted YAML does not read back: %v\n%s", err, r.YAML)
+			}
+			services, bindings := 0, 0
+			for _, res := range m.Resources() {
+				switch {
+				case res.GetService() != nil:
+					services++
+				case res.GetPolicyBinding() != nil:
+					bindings++
+				default:
+					t.Fatalf("the converted manifest holds a %T", res.GetKind())
+				}
+			}
+			if services != r.Services || bindings != r.Bindings {
+				t.Fatalf("the manifest holds %d Services and %d bindings; the result counts %d and %d", services, bindings, r.Services, r.Bindings)
 			}
 			return
 		}

@@ -222,7 +222,7 @@ func (g *globals) waitRollout(cmd *cobra.Command, client policyv1connect.PolicyS
 	if err != nil {
 		return g.rpcError(err, fmt.Sprintf("following the rollout of revision %d", rev))
 	}
-	defer stream.Close()
+	defer func() { _ = stream.Close() }()
 	reported := make(map[string]bool)
 	var last *policyv1.Rollout
 	for stream.Receive() {

@@ -15,7 +15,7 @@ const (
 	CAEnv        = "KEYWAY_CA"
 	CertEnv      = "KEYWAY_CERT"
 	KeyEnv       = "KEYWAY_KEY"
-	TokenFileEnv = "KEYWAY_TOKEN_FILE"
+	TokenFileEnv = "KEYWAY_TOKEN_FILE" //nolint:gosec // the name of a variable, not a credential
 )
 
 // credentials are how keywayctl authenticates to the policy and secrets
@@ -55,7 +55,7 @@ func authError(err error, what, service, server string) error {
 	case errors.As(err, new(x509.UnknownAuthorityError)) || strings.Contains(msg, "certificate signed by unknown authority"):
 		return fmt.Errorf("%s: the certificate of %s at %s is not signed by a CA keywayctl trusts: give --ca (env %s) the CA of the services' API certificates", what, service, server, CAEnv)
 	case errors.As(err, new(x509.HostnameError)) || strings.Contains(msg, "certificate is valid for"):
-		return fmt.Errorf("%s: the certificate of %s is not valid for %s: %v", what, service, server, err)
+		return fmt.Errorf("%s: the certificate of %s is not valid for %s: %w", what, service, server, err)
 	case strings.Contains(msg, "remote error: tls:"):
 		return fmt.Errorf("%s: %s at %s refused the client certificate (%s): --cert must be issued by a CA in the service's --client-ca, and be valid now",
 			what, service, server, msg[strings.Index(msg, "remote error: tls:")+len("remote error: "):])

@@ -28,7 +28,7 @@ import (
 )
 
 // DefaultSecretsServer is the secrets service's API under `make run`.
-const DefaultSecretsServer = "https://127.0.0.1:8082"
+const DefaultSecretsServer = "https://127.0.0.1:8082" //nolint:gosec // an address, not a credential
 
 // SecretsServerEnv names the environment variable that overrides
 // [DefaultSecretsServer].

@@ -6,18 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"keyway.dev/common/limits"
-	"keyway.dev/common/model"
 	"math"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"keyway.dev/common/limits"
+	"keyway.dev/common/model"
 	"keyway.dev/keywayctl/internal/resource"
 )
 
@@ -42,7 +43,7 @@ func parse(name string, data []byte) ([]*Document, []error) {
 		// and keeps columns.
 		data = bytes.ReplaceAll(data, []byte("\t"), []byte(" "))
 	}
-	p := &parser{file: name, lines: strings.Split(string(data), "\n")}
+	p := &parser{file: name, lines: strings.Split(string(data), "\n"), size: len(data), budget: 4*len(data) + minValues}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var root yaml.Node
@@ -86,6 +87,27 @@ type parser struct {
 	pending []Note
 	// lines are the file's lines, to point into a block scalar.
 	lines []string
+	size  int // of the file, in bytes
+	// budget is how many more values the file may expand to. Aliases
+	// (*name) make a few bytes stand for a whole tree, and aliases of
+	// aliases for exponentially many ("billion laughs"); without a bound a
+	// 600-byte file keeps the reader busy for minutes.
+	budget int
+}
+
+// minValues, plus four values per byte of the file, is how many values the
+// documents of one file may expand to through aliases: far more than
+// anchors reused as configuration shares need.
+const minValues = 10000
+
+// spend counts one value converted; once the file's budget is spent it
+// reports why (once) and the conversion stops.
+func (c *converter) spend(n *yaml.Node) bool {
+	c.p.budget--
+	if c.p.budget == -1 {
+		c.p.errorf(n, "aliases (*name) expand this file to more than %d values; write the repeated values out, or alias fewer levels deep", 4*c.p.size+minValues)
+	}
+	return c.p.budget >= 0
 }
 
 func (p *parser) pos(n *yaml.Node) Position {
@@ -94,8 +116,24 @@ func (p *parser) pos(n *yaml.Node) Position {
 
 func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
 	// A value is quoted up to a prefix: a manifest may hold megabytes.
-	p.errs = append(p.errs, &Error{Pos: p.pos(n), Msg: fmt.Sprintf(format, limits.QuoteArgs(format, args)...)})
+	args = limits.QuoteArgs(format, args)
+	// Field paths (%s) are made of the keys written, which may be as long
+	// as a value.
+	for i, a := range args {
+		if s, ok := a.(string); ok && len(s) > maxPathBytes {
+			cut := maxPathBytes
+			for cut > 0 && !utf8.RuneStart(s[cut]) {
+				cut--
+			}
+			args[i] = s[:cut] + fmt.Sprintf("…(%d bytes)", len(s))
+		}
+	}
+	p.errs = append(p.errs, &Error{Pos: p.pos(n), Msg: fmt.Sprintf(format, args...)})
 }
+
+// maxPathBytes bounds a field path quoted in a message; the paths of real
+// manifests are far shorter.
+const maxPathBytes = 256
 
 // topLevel reads one document: a resource, a list {"items": [...]} as
 // `get -o json` prints it, or a sequence of resources (a JSON array).
@@ -152,13 +190,13 @@ func (p *parser) resource(n *yaml.Node) {
 	}
 	k, ok := resource.ByName(kindNode.Value)
 	if !ok || kindNode.Kind != yaml.ScalarNode {
-		msg := fmt.Sprintf("unknown kind %q; want %s", kindNode.Value, kindList())
+		msg := fmt.Sprintf("unknown kind %s; want %s", limits.Quote(kindNode.Value), kindList())
 		names := make([]string, len(resource.Kinds))
 		for i, kk := range resource.Kinds {
 			names[i] = kk.Name
 		}
 		if s := model.DidYouMean(kindNode.Value, names); s != "" {
-			msg = fmt.Sprintf("unknown kind %q; did you mean %q?", kindNode.Value, s)
+			msg = fmt.Sprintf("unknown kind %s; did you mean %q?", limits.Quote(kindNode.Value), s)
 		}
 		p.errorf(kindNode, "%s", msg)
 		return
@@ -221,6 +259,9 @@ func (c *converter) record(path string, n *yaml.Node) {
 // message converts a mapping to a message of type md.
 func (c *converter) message(n *yaml.Node, md protoreflect.MessageDescriptor, path string) any {
 	n = deref(n)
+	if !c.spend(n) {
+		return nil
+	}
 	c.record(path, n)
 	if isNull(n) {
 		return nil
@@ -304,6 +345,9 @@ func (c *converter) single(n *yaml.Node, fd protoreflect.FieldDescriptor, path s
 	if fd.Kind() == protoreflect.MessageKind || fd.Kind() == protoreflect.GroupKind {
 		return c.message(n, fd.Message(), path)
 	}
+	if !c.spend(n) {
+		return nil
+	}
 	if isNull(n) {
 		return nil
 	}
@@ -383,6 +427,9 @@ func (c *converter) wellKnown(n *yaml.Node, md protoreflect.MessageDescriptor, p
 // nested path.
 func (c *converter) free(n *yaml.Node, path string) any {
 	n = deref(n)
+	if !c.spend(n) {
+		return nil
+	}
 	c.record(path, n)
 	switch n.Kind {
 	case yaml.MappingNode:
@@ -578,7 +625,7 @@ func describe(n *yaml.Node) string {
 		case "!!null":
 			return "null"
 		}
-		return strconv.Quote(n.Value)
+		return limits.Quote(n.Value)
 	}
 	return "nothing"
 }

@@ -68,7 +68,7 @@ func Binary(tb testing.TB) string {
 		}
 		bin = filepath.Join(dir, "keyway-secrets")
 		if out, err := exec.Command("go", "build", "-o", bin, "keyway.dev/secrets/cmd/keyway-secrets").CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("building keyway-secrets: %v\n%s", err, out)
+			binErr = fmt.Errorf("building keyway-secrets: %w\n%s", err, out)
 		}
 	})
 	if binErr != nil {

@@ -101,7 +101,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("starting the demo upstream on %s: %w", cfg.UpstreamAddr, err)
 	}
-	defer up.Close()
+	defer func() { _ = up.Close() }()
 	log.Info("demo upstream serving", "addr", up.Addr(), "requires", "client certificate from the dev CA")
 
 	var children sync.WaitGroup
@@ -186,11 +186,13 @@ func Run(ctx context.Context, cfg Config) error {
 					}
 				case <-ctx.Done():
 					_ = cmd.Process.Signal(syscall.SIGTERM)
+					// The exit status is not logged on shutdown: the
+					// part was told to stop.
 					select {
-					case <-exited:
+					case <-exited: //nolint:errcheck // waiting for the exit only
 					case <-time.After(10 * time.Second):
 						_ = cmd.Process.Kill()
-						<-exited
+						<-exited //nolint:errcheck // waiting for the exit only
 					}
 					return
 				}
@@ -321,7 +323,7 @@ func waitHTTP(ctx context.Context, client *http.Client, url string) error {
 		last = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), last)
 		case <-time.After(delay):
 		}
 	}

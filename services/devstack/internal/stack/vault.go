@@ -15,7 +15,7 @@ import (
 )
 
 // VaultToken is the root token of the dev stack's Vault dev server.
-const VaultToken = "keyway-dev-root"
+const VaultToken = "keyway-dev-root" //nolint:gosec // the local Vault dev server's root token, documented; never used outside keyway-dev
 
 // VaultPKIRole is the PKI role the dev stack creates: any name, client and
 // server certificates, up to 30 days.

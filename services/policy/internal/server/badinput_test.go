@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -357,11 +358,7 @@ func TestBadInputTable(t *testing.T) {
 }
 
 func asConnect(err error, target **connect.Error) bool {
-	ce, ok := err.(*connect.Error)
-	if ok {
-		*target = ce
-	}
-	return ok
+	return errors.As(err, target)
 }
 
 // postRaw sends body to Apply as a unary Connect request with contentType,

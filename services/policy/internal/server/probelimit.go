@@ -26,7 +26,7 @@ import (
 // before: endpoints that refuse, or cannot be reached, are charged every time.
 const (
 	DefaultProbeRate  rate.Limit = 10
-	DefaultProbeBurst            = 50
+	DefaultProbeBurst int        = 50
 	// maxProbeCallers bounds the limiters kept; beyond it, idle callers
 	// (whose budget has refilled) are forgotten first, then the least
 	// recently seen.

@@ -67,7 +67,7 @@ func TestApplyIsTracedIntoTheMessageHeaders(t *testing.T) {
 	for _, put := range puts {
 		attrs := map[string]string{}
 		for _, a := range put.Attributes() {
-			attrs[string(a.Key)] = a.Value.Emit()
+			attrs[string(a.Key)] = a.Value.String()
 		}
 		key := attrs["keyway.config.key"]
 		rev, ok := byKey[key]

@@ -35,9 +35,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/common/configkv"
+	"keyway.dev/common/limits"
 	"keyway.dev/common/material"
 	"keyway.dev/common/model"
 	"keyway.dev/common/retry"
@@ -499,7 +501,7 @@ func (w *Watcher) session(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer kw.Stop()
+	defer func() { _ = kw.Stop() }() // the watch is abandoned; its error says it is gone already
 	if resume {
 		w.log.Info("config watch resumed", "after_revision", w.revision)
 	}
@@ -725,7 +727,7 @@ func decodeValue(key string, value []byte, rev uint64, decode Decoder) (model.Ob
 		return model.Object{}, "ignoring an invalid resource; keeping the last good one", err
 	}
 	if got := obj.Ref(); got != ref {
-		return model.Object{}, "ignoring a resource stored under another resource's key", fmt.Errorf("config: key %q holds %s", key, got)
+		return model.Object{}, "ignoring a resource stored under another resource's key", fmt.Errorf("config: key %s holds %s", limits.Quote(key), got)
 	}
 	return obj, "", nil
 }

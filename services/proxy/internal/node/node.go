@@ -639,7 +639,7 @@ func (n *Node) adminHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		enc.Encode(n.Status())
+		_ = enc.Encode(n.Status()) // the client may have gone; nothing to tell it
 	})
 	mux.Handle("GET /metrics", n.metrics.Handler())
 	if n.cfg.PProf {

@@ -27,7 +27,7 @@ const poisonEndpoint = "127.0.0.1:9"
 func panickingDecode(res *policyv1.Resource) (model.Object, error) {
 	if slices.Contains(res.GetService().GetSpec().GetEndpoints(), poisonEndpoint) {
 		var m map[string]int
-		m["boom"]++ // a nil map write: a real runtime panic
+		m["boom"]++ //nolint:staticcheck // a nil map write: a real runtime panic, on purpose
 	}
 	return model.Decode(res)
 }

@@ -150,7 +150,7 @@ func TestSourceTracesFetches(t *testing.T) {
 	attrs := func(i int) map[string]string {
 		m := map[string]string{}
 		for _, a := range ended[i].Attributes() {
-			m[string(a.Key)] = a.Value.Emit()
+			m[string(a.Key)] = a.Value.String()
 		}
 		return m
 	}

@@ -191,7 +191,7 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	if len(res.Trailer) > 0 {
 		// Force chunking, so that net/http does not compute a length
 		// for a short body and drop the trailers.
-		http.NewResponseController(w).Flush()
+		_ = http.NewResponseController(w).Flush()
 	}
 	if len(res.Trailer) == announced {
 		for k, vv := range res.Trailer {

@@ -3,6 +3,7 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -112,7 +113,7 @@ func TestSecretsBadInputTable(t *testing.T) {
 				t.Fatalf("accepted; want an error naming %s", tc.field)
 			}
 			msg := err.Error()
-			if ce, ok := err.(*connect.Error); ok {
+			if ce, ok := errors.AsType[*connect.Error](err); ok {
 				msg = ce.Message()
 				for _, d := range ce.Details() {
 					if v, derr := d.Value(); derr == nil {

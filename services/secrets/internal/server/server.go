@@ -279,7 +279,7 @@ func (s *Secrets) checkUnused(ctx context.Context, ref secretsclient.Ref, force 
 	case err != nil:
 		s.log.Warn("delete refused: cannot tell whether the secret is in use", "ref", ref.String(), "error", err)
 		return connect.NewError(connect.CodeUnavailable, fmt.Errorf(
-			"cannot tell whether %s is in use: the secrets service reads the resources that use secrets from the configuration bucket %s in NATS, and that failed (%v); nothing was deleted: delete it again once NATS answers (force, keywayctl secrets delete --force, deletes it without the check)",
+			"cannot tell whether %s is in use: the secrets service reads the resources that use secrets from the configuration bucket %s in NATS, and that failed (%w); nothing was deleted: delete it again once NATS answers (force, keywayctl secrets delete --force, deletes it without the check)",
 			what, s.dependents.Bucket(), err))
 	case len(deps) == 0:
 		return nil

@@ -189,11 +189,6 @@ func (k *KV) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 	return out, nil
 }
 
-// read returns a secret's current data and stamp.
-func (k *KV) read(ctx context.Context, path string) (map[string]any, secret.Stamp, error) {
-	return k.readVersion(ctx, path, 0)
-}
-
 // readVersion returns one version of a secret (0: the current one); a
 // version deleted or destroyed does not exist.
 func (k *KV) readVersion(ctx context.Context, path string, version int) (map[string]any, secret.Stamp, error) {
@@ -260,7 +255,7 @@ func (k *KV) getAlias(ctx context.Context, ks, alias string, version int) (*secr
 		if ttl := str(data, fieldTTL); ttl != "" {
 			d, err := time.ParseDuration(ttl)
 			if err != nil {
-				return nil, fmt.Errorf("vaultkv: %s/%s: ttl %q is not a duration such as 1h (%v): %w", k.cfg.Mount, path, ttl, err, secret.ErrInvalidValue)
+				return nil, fmt.Errorf("vaultkv: %s/%s: ttl %q is not a duration such as 1h (%w): %w", k.cfg.Mount, path, ttl, err, secret.ErrInvalidValue)
 			}
 			b.TTL = d
 		}
