@@ -130,7 +130,7 @@ func readOCIArchive(path string) (*ociImage, error) {
 	tr := tar.NewReader(f)
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
@@ -163,7 +163,7 @@ func readOCIArchive(path string) (*ociImage, error) {
 	}
 	var index struct{ Manifests []descriptor }
 	if err := json.Unmarshal(blobs["index.json"], &index); err != nil {
-		return nil, fmt.Errorf("index.json: %v", err)
+		return nil, fmt.Errorf("index.json: %w", err)
 	}
 	if len(index.Manifests) != 1 {
 		return nil, fmt.Errorf("index.json: %d manifests, want 1", len(index.Manifests))
@@ -178,13 +178,13 @@ func readOCIArchive(path string) (*ociImage, error) {
 		Layers []descriptor
 	}
 	if err := json.Unmarshal(b, &manifest); err != nil {
-		return nil, fmt.Errorf("manifest: %v", err)
+		return nil, fmt.Errorf("manifest: %w", err)
 	}
 	if b, err = blob(manifest.Config.Digest); err != nil {
 		return nil, err
 	}
 	if err := json.Unmarshal(b, &img.config); err != nil {
-		return nil, fmt.Errorf("config: %v", err)
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	for _, l := range manifest.Layers {
 		b, err := blob(l.Digest)
@@ -196,7 +196,7 @@ func readOCIArchive(path string) (*ociImage, error) {
 		case "application/vnd.oci.image.layer.v1.tar":
 		case "application/vnd.oci.image.layer.v1.tar+gzip":
 			if r, err = gzip.NewReader(r); err != nil {
-				return nil, fmt.Errorf("layer %s: %v", l.Digest, err)
+				return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
 			}
 		default:
 			return nil, fmt.Errorf("layer %s: media type %q, want an OCI tar layer, plain or gzip", l.Digest, l.MediaType)
@@ -204,11 +204,11 @@ func readOCIArchive(path string) (*ociImage, error) {
 		lt := tar.NewReader(r)
 		for {
 			h, err := lt.Next()
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {
-				return nil, fmt.Errorf("layer %s: %v", l.Digest, err)
+				return nil, fmt.Errorf("layer %s: %w", l.Digest, err)
 			}
 			name := strings.TrimPrefix(strings.TrimPrefix(h.Name, "./"), "/")
 			if h.Typeflag == tar.TypeDir {
@@ -217,7 +217,7 @@ func readOCIArchive(path string) (*ociImage, error) {
 			img.files[name] = h.FileInfo().Mode()
 			if strings.HasPrefix(name, "usr/local/bin/") && h.Typeflag == tar.TypeReg && h.Size <= 256<<20 {
 				if img.binary[name], err = io.ReadAll(lt); err != nil {
-					return nil, fmt.Errorf("layer %s: %s: %v", l.Digest, name, err)
+					return nil, fmt.Errorf("layer %s: %s: %w", l.Digest, name, err)
 				}
 			}
 		}

@@ -92,7 +92,7 @@ func Bin(tb testing.TB, name string) string {
 		// The version and commit, as make build gives them.
 		ldflags, err := exec.Command(filepath.Join(root, "scripts", "version.sh"), "ldflags").Output()
 		if err != nil {
-			binErr = fmt.Errorf("scripts/version.sh ldflags: %v", err)
+			binErr = fmt.Errorf("scripts/version.sh ldflags: %w", err)
 			return
 		}
 		for bin, pkg := range map[string]string{

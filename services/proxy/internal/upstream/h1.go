@@ -103,7 +103,7 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 		p = p[:c.limit]
 	}
 	n, err := c.conn.Read(p)
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		c.sawEOF = true
 	} else if err != nil && isTimeout(err) {
 		c.timedOut = true
@@ -123,10 +123,6 @@ type timeoutError struct{ msg string }
 func (e *timeoutError) Error() string   { return e.msg }
 func (e *timeoutError) Timeout() bool   { return true }
 func (e *timeoutError) Temporary() bool { return true }
-
-// errServerClosedIdle is the Transport's error for a reused connection
-// that the server closed before answering.
-var errServerClosedIdle = errors.New("http: server closed idle connection")
 
 // roundTrip sends req (see h1Eligible) to req.URL.Host and returns the
 // response, whose Body returns the connection to the pool once read to its
@@ -278,7 +274,7 @@ func (c *h1Conn) close() { c.conn.Close() }
 // canceled or the AfterFunc's deadline comes after the change.)
 func (c *h1Conn) recancel() {
 	if c.canceled.Load() {
-		c.conn.SetDeadline(aLongTimeAgo)
+		_ = c.conn.SetDeadline(aLongTimeAgo)
 	}
 }
 
@@ -293,9 +289,9 @@ func (c *h1Conn) unsolicited() bool {
 	}
 	// A deadline in the past: what the TLS layer holds is returned, the
 	// socket is not read (and a timeout leaves a tls.Conn usable).
-	c.conn.SetReadDeadline(aLongTimeAgo)
+	_ = c.conn.SetReadDeadline(aLongTimeAgo)
 	_, err := c.br.Peek(1)
-	c.conn.SetReadDeadline(time.Time{})
+	_ = c.conn.SetReadDeadline(time.Time{})
 	if err == nil || !isTimeout(err) {
 		return true
 	}
@@ -308,7 +304,7 @@ func (c *h1Conn) unsolicited() bool {
 func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, trace *httptrace.ClientTrace) (resp *http.Response, retry bool, err error) {
 	stop := context.AfterFunc(ctx, func() {
 		c.canceled.Store(true)
-		c.conn.SetDeadline(aLongTimeAgo)
+		_ = c.conn.SetDeadline(aLongTimeAgo)
 	})
 	fail := func(err error, answered bool) (*http.Response, bool, error) {
 		stop()
@@ -327,7 +323,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, trace *httptr
 		return fail(err, false)
 	}
 	if c.pool.headerTimeout > 0 {
-		c.conn.SetReadDeadline(time.Now().Add(c.pool.headerTimeout))
+		_ = c.conn.SetReadDeadline(time.Now().Add(c.pool.headerTimeout))
 		c.recancel()
 	}
 	c.limit = c.pool.maxHeader
@@ -368,7 +364,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, trace *httptr
 	}
 	c.limit = math.MaxInt64
 	if c.pool.headerTimeout > 0 {
-		c.conn.SetReadDeadline(time.Time{})
+		_ = c.conn.SetReadDeadline(time.Time{})
 		c.recancel()
 	}
 	resp.TLS = c.tls
@@ -415,11 +411,11 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if err == nil {
 		return n, nil
 	}
-	if err != io.EOF && b.c.canceled.Load() {
+	if !errors.Is(err, io.EOF) && b.c.canceled.Load() {
 		err = context.Cause(b.ctx)
 	}
 	b.err = err
-	b.c.done(b.stop, b.alive && err == io.EOF)
+	b.c.done(b.stop, b.alive && errors.Is(err, io.EOF))
 	return n, err
 }
 
