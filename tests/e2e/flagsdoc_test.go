@@ -25,7 +25,10 @@ func TestFlagsReferenceListsEveryFlagAndVariable(t *testing.T) {
 	sections := flagSections(string(doc))
 	for _, bin := range []string{"keyway-policy", "keyway-proxy", "keyway-secrets", "keyway-dev"} {
 		t.Run(bin, func(t *testing.T) {
-			out, errOut, _ := harness.Run(t, harness.Bin(t, bin), "--help")
+			out, errOut, code := harness.Run(t, harness.Bin(t, bin), "--help")
+			if code != 0 {
+				t.Errorf("%s --help: exit %d, want 0", bin, code)
+			}
 			flags := helpFlags(out + errOut)
 			if len(flags) < 10 {
 				t.Fatalf("%s --help lists %d flags with their variables; its output:\n%s%s", bin, len(flags), out, errOut)

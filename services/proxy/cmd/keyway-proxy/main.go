@@ -74,8 +74,8 @@ func realMain(ctx context.Context) error {
 	var adminAccess access.Options
 	adminAccess.RegisterFlags(fs, "admin port")
 	if err := envflag.Parse(fs, envflag.Prefix, os.Args[1:], envAliases); err != nil {
-		if errors.Is(err, envflag.ErrVersion) {
-			return nil // printed: --version answers before the flags are checked
+		if errors.Is(err, envflag.ErrVersion) || errors.Is(err, flag.ErrHelp) {
+			return nil // printed: --version and --help answer before the flags are checked
 		}
 		return err
 	}

@@ -86,8 +86,8 @@ func realMain(ctx context.Context, args []string) error {
 	var acc access.Options
 	acc.RegisterFlags(fs, "API")
 	if err := envflag.Parse(fs, envflag.Prefix, args, envAliases); err != nil {
-		if errors.Is(err, envflag.ErrVersion) {
-			return nil // printed: --version answers before the flags are checked
+		if errors.Is(err, envflag.ErrVersion) || errors.Is(err, flag.ErrHelp) {
+			return nil // printed: --version and --help answer before the flags are checked
 		}
 		return err
 	}
