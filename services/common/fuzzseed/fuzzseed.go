@@ -14,11 +14,13 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -204,19 +206,28 @@ func CheckError(tb testing.TB, err error) {
 }
 
 // Within runs f and fails the test when it has not returned after
-// [MaxDuration]. f runs on its own goroutine: a panic in it still crashes
-// the test binary, which is what the fuzzer records.
+// [MaxDuration], or when it panics: the panic and its stack are reported on
+// the test's goroutine, so the fuzzer records the input and prints why.
 func Within(tb testing.TB, f func()) {
 	tb.Helper()
-	done := make(chan struct{})
+	done := make(chan any, 1)
 	go func() {
-		defer close(done)
+		var p any
+		defer func() { done <- p }()
+		defer func() {
+			if r := recover(); r != nil {
+				p = fmt.Sprintf("panic: %v\n%s", r, debug.Stack())
+			}
+		}()
 		f()
 	}()
 	t := time.NewTimer(MaxDuration)
 	defer t.Stop()
 	select {
-	case <-done:
+	case p := <-done:
+		if p != nil {
+			tb.Fatal(p)
+		}
 	case <-t.C:
 		tb.Fatalf("the input took more than %s", MaxDuration)
 	}

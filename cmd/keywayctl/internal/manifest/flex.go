@@ -438,10 +438,10 @@ func (p *parser) flexDestination(config, at *yaml.Node) *yaml.Node {
 // Routes and PolicyBindings.
 func (p *parser) flexAPIInstance(n *yaml.Node) {
 	name, extra, ok := p.flexMeta(n, flexAPIInstance)
-	labels := labelsOnly(extra)
 	if !ok {
 		return
 	}
+	labels := labelsOnly(extra)
 	spec := deref(orNull(lookup(n, "spec")))
 	if spec.Kind != yaml.MappingNode {
 		p.errorf(n, "ApiInstance %s: missing spec.address, the URL the API is served at, such as http://0.0.0.0:8081", name.Value)

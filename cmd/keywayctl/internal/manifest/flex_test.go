@@ -224,6 +224,8 @@ func TestFlexRefusals(t *testing.T) {
 			`a.yaml:2:7: Flex Gateway's Configuration (logging, shared storage) has no Keyway resource`},
 		{"a name over 64 characters", instance("  address: http://0.0.0.0:8081\n  services:\n    " + strings.Repeat("u", 62) + ":\n      address: https://up.internal:443\n"),
 			`would be named "api-uuu`},
+		{"ApiInstance without metadata", "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: ApiInstance",
+			`a.yaml:1:1: ApiInstance: missing metadata.name`},
 		{"Service with a path", "apiVersion: gateway.mulesoft.com/v1alpha1\nkind: Service\nmetadata: {name: s}\nspec:\n  address: https://s.internal/api\n",
 			`a.yaml:5:12: spec.address: "https://s.internal/api" has a path`},
 	} {
