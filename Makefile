@@ -10,7 +10,7 @@ COMMANDS := ./services/policy/cmd/keyway-policy ./services/proxy/cmd/keyway-prox
             ./services/devstack/cmd/keyway-dev ./cmd/keywayctl
 
 # Every Go module of the workspace (go.work).
-MODULES := gen services/common services/policy services/proxy services/secrets services/devstack cmd/keywayctl tests
+MODULES := gen internal services/policy services/proxy services/secrets services/devstack cmd/keywayctl tests
 
 # How long each fuzz target runs: briefly in `make test`, longer in `make fuzz`.
 TESTFUZZTIME ?= 5s
@@ -31,7 +31,7 @@ build: ## build every binary into bin/
 	@echo "building into bin/: $(notdir $(COMMANDS)) (go build -v lists each package it compiles)"
 	@# The version and commit go in with -X as well: the toolchain stamps
 	@# vcs.* only from a checkout whose .git is a folder (not a worktree) and
-	@# when GOFLAGS has no -buildvcs=false (services/common/version).
+	@# when GOFLAGS has no -buildvcs=false (internal/version).
 	@go build -v -trimpath -ldflags "$$(scripts/version.sh ldflags)" -o bin/ $(COMMANDS)
 
 .PHONY: images

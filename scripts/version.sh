@@ -8,7 +8,7 @@
 #   version  v1.2.3 when HEAD has that tag, else the pseudo-version
 #            v0.0.0-<commit time, UTC, yyyymmddhhmmss>-<12 hex of the commit>;
 #            "+dirty" when the working tree has changes (as Go 1.24+ does)
-#   ldflags  -X flags for keyway.dev/common/version
+#   ldflags  -X flags for keyway.dev/internal/version
 #   tag      the version as an image tag ('+' is not allowed there: '-')
 #
 # Outside a git checkout: version "(devel)", no ldflags, tag "devel".
@@ -40,7 +40,7 @@ else
 fi
 if [ "$modified" = true ]; then version="$version+dirty"; fi
 
-pkg=keyway.dev/common/version
+pkg=keyway.dev/internal/version
 case "$mode" in
   version) echo "$version" ;;
   ldflags) echo "-X $pkg.version=$version -X $pkg.revision=$rev -X $pkg.time=$time -X $pkg.modified=$modified" ;;

@@ -3,7 +3,7 @@ module keyway.dev/tests
 go 1.26.0
 
 replace (
-	keyway.dev/common => ../services/common
+	keyway.dev/internal => ../internal
 	keyway.dev/devstack => ../services/devstack
 	keyway.dev/gen => ../gen
 	keyway.dev/keywayctl => ../cmd/keywayctl
@@ -17,7 +17,7 @@ require (
 	go.opentelemetry.io/proto/otlp v1.11.1
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
-	keyway.dev/common v0.0.0
+	keyway.dev/internal v0.0.0
 	keyway.dev/devstack v0.0.0
 	keyway.dev/gen v0.0.0
 )

@@ -11,7 +11,7 @@ require (
 	go.yaml.in/yaml/v3 v3.0.5
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc
 	google.golang.org/protobuf v1.36.12
-	keyway.dev/common v0.0.0
+	keyway.dev/internal v0.0.0
 	keyway.dev/gen v0.0.0
 )
 
@@ -69,6 +69,6 @@ require (
 )
 
 replace (
-	keyway.dev/common => ../../services/common
+	keyway.dev/internal => ../../internal
 	keyway.dev/gen => ../../gen
 )

@@ -14,7 +14,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"keyway.dev/common/telemetry"
+	"keyway.dev/internal/telemetry"
 	"keyway.dev/keywayctl/internal/cli"
 )
 

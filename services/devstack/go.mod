@@ -3,13 +3,13 @@ module keyway.dev/devstack
 go 1.26.0
 
 replace (
-	keyway.dev/common => ../common
+	keyway.dev/internal => ../../internal
 	keyway.dev/gen => ../../gen
 )
 
 require (
 	github.com/nats-io/nats-server/v2 v2.15.2
-	keyway.dev/common v0.0.0
+	keyway.dev/internal v0.0.0
 )
 
 require (

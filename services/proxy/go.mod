@@ -3,7 +3,7 @@ module keyway.dev/proxy
 go 1.26.0
 
 replace (
-	keyway.dev/common => ../common
+	keyway.dev/internal => ../../internal
 	keyway.dev/gen => ../../gen
 )
 
@@ -17,7 +17,7 @@ require (
 	go.opentelemetry.io/otel/trace v1.47.0
 	golang.org/x/sys v0.49.0
 	google.golang.org/protobuf v1.36.12
-	keyway.dev/common v0.0.0
+	keyway.dev/internal v0.0.0
 	keyway.dev/gen v0.0.0
 )
 

@@ -3,7 +3,7 @@ module keyway.dev/secrets
 go 1.26.0
 
 replace (
-	keyway.dev/common => ../common
+	keyway.dev/internal => ../../internal
 	keyway.dev/gen => ../../gen
 )
 
@@ -18,7 +18,7 @@ require (
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260928230214-8a89bd6388cc
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
-	keyway.dev/common v0.0.0-00010101000000-000000000000
+	keyway.dev/internal v0.0.0-00010101000000-000000000000
 	keyway.dev/gen v0.0.0
 )
 

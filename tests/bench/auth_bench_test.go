@@ -12,8 +12,8 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
-	"keyway.dev/common/access"
-	"keyway.dev/common/testwait"
+	"keyway.dev/internal/access"
+	"keyway.dev/internal/testwait"
 	"keyway.dev/tests/harness"
 )
 

@@ -22,8 +22,8 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
-	"keyway.dev/common/testca"
 	"keyway.dev/devstack/echo"
+	"keyway.dev/internal/testca"
 	"keyway.dev/tests/harness"
 )
 

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/testca"
 )
 
 // threadCPU is the CPU time the calling OS thread has used.

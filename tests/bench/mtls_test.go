@@ -16,7 +16,7 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/testwait"
+	"keyway.dev/internal/testwait"
 	"keyway.dev/tests/harness"
 )
 

@@ -19,12 +19,12 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/model"
-	"keyway.dev/common/natsperm"
-	"keyway.dev/common/nodekv"
-	"keyway.dev/common/testca"
 	"keyway.dev/devstack/echo"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/natsperm"
+	"keyway.dev/internal/nodekv"
+	"keyway.dev/internal/testca"
 	"keyway.dev/tests/harness"
 )
 

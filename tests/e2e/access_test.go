@@ -19,8 +19,8 @@ import (
 	_ "keyway.dev/gen/keyway/policy/v1"
 	_ "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/access"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/access"
+	"keyway.dev/internal/testca"
 	"keyway.dev/tests/harness"
 )
 

@@ -23,7 +23,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/testca"
 	"keyway.dev/tests/harness"
 )
 

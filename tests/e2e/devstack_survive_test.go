@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/testwait"
-	"keyway.dev/common/vaulttest"
+	"keyway.dev/internal/testwait"
+	"keyway.dev/internal/vaulttest"
 	"keyway.dev/tests/harness"
 )
 

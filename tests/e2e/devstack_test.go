@@ -17,9 +17,9 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/ctlconfig"
-	"keyway.dev/common/secretsclient"
 	"keyway.dev/devstack/echo"
+	"keyway.dev/internal/ctlconfig"
+	"keyway.dev/internal/secretsclient"
 	"keyway.dev/tests/harness"
 )
 

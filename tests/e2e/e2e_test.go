@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/testca"
-	"keyway.dev/common/testwait"
 	"keyway.dev/devstack/echo"
+	"keyway.dev/internal/testca"
+	"keyway.dev/internal/testwait"
 	"keyway.dev/tests/harness"
 )
 

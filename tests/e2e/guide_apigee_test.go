@@ -18,8 +18,8 @@ import (
 	"sync"
 	"testing"
 
-	"keyway.dev/common/testca"
-	"keyway.dev/common/vaulttest"
+	"keyway.dev/internal/testca"
+	"keyway.dev/internal/vaulttest"
 	"keyway.dev/tests/harness"
 )
 

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/testwait"
+	"keyway.dev/internal/testwait"
 	"keyway.dev/tests/harness"
 )
 

@@ -19,12 +19,12 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/natsconn"
-	"keyway.dev/common/natsperm"
-	"keyway.dev/common/nodekv"
-	"keyway.dev/common/secretsclient"
-	"keyway.dev/common/testwait"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/natsconn"
+	"keyway.dev/internal/natsperm"
+	"keyway.dev/internal/nodekv"
+	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/testwait"
 	"keyway.dev/tests/harness"
 )
 

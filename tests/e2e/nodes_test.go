@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/testwait"
 	"keyway.dev/devstack/echo"
+	"keyway.dev/internal/testwait"
 	"keyway.dev/tests/harness"
 )
 

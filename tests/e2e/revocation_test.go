@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/testca"
 	"keyway.dev/tests/harness"
 )
 

@@ -12,9 +12,9 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/secretsclient"
-	"keyway.dev/common/testca"
-	"keyway.dev/common/vaulttest"
+	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/testca"
+	"keyway.dev/internal/vaulttest"
 	"keyway.dev/tests/harness"
 )
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/telemetry"
+	"keyway.dev/internal/telemetry"
 	"keyway.dev/tests/harness"
 )
 

@@ -15,9 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/access"
-	"keyway.dev/common/devca"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/access"
+	"keyway.dev/internal/devca"
+	"keyway.dev/internal/testca"
 )
 
 // SPIFFE IDs of the suite's callers, one per role, and of a caller that

@@ -29,10 +29,10 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/natsperm"
-	"keyway.dev/common/testca"
-	"keyway.dev/common/testwait"
-	"keyway.dev/common/vaulttest"
+	"keyway.dev/internal/natsperm"
+	"keyway.dev/internal/testca"
+	"keyway.dev/internal/testwait"
+	"keyway.dev/internal/vaulttest"
 )
 
 var (

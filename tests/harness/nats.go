@@ -13,9 +13,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"keyway.dev/common/natsconn"
-	"keyway.dev/common/natsperm"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/natsconn"
+	"keyway.dev/internal/natsperm"
+	"keyway.dev/internal/testca"
 )
 
 // natsServers are the secured servers this test binary started, by client

@@ -22,9 +22,9 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
-	"keyway.dev/common/testca"
-	"keyway.dev/common/vaulttest"
 	"keyway.dev/devstack/echo"
+	"keyway.dev/internal/testca"
+	"keyway.dev/internal/vaulttest"
 )
 
 // RotationStack is Keyway with a secrets service: NATS, keyway-secrets,

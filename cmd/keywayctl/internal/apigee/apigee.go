@@ -27,8 +27,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"keyway.dev/common/limits"
-	"keyway.dev/common/model"
+	"keyway.dev/internal/limits"
+	"keyway.dev/internal/model"
 
 	"keyway.dev/keywayctl/internal/manifest"
 )

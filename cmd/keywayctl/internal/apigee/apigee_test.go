@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"keyway.dev/common/fuzzseed"
+	"keyway.dev/internal/fuzzseed"
 	"keyway.dev/keywayctl/internal/apigee"
 	"keyway.dev/keywayctl/internal/manifest"
 )

@@ -21,8 +21,8 @@ import (
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
-	"keyway.dev/common/limits"
-	"keyway.dev/common/version"
+	"keyway.dev/internal/limits"
+	"keyway.dev/internal/version"
 )
 
 // DefaultServer is the policy service's address under `make run`.

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/testca"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 )

@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
-	"keyway.dev/common/ctlconfig"
+	"keyway.dev/internal/ctlconfig"
 )
 
 func newConfigCommand(g *globals) *cobra.Command {

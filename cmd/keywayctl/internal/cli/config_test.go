@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/ctlconfig"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/ctlconfig"
+	"keyway.dev/internal/testca"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"

@@ -13,8 +13,8 @@ import (
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
-	"keyway.dev/common/access"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/access"
+	"keyway.dev/internal/testca"
 )
 
 // secured serves the fake behind the real access control over TLS, and

@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"keyway.dev/common/ctlconfig"
+	"keyway.dev/internal/ctlconfig"
 )
 
 // setting is one connection setting: its flag, its environment variable,

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"keyway.dev/common/version"
+	"keyway.dev/internal/version"
 )
 
 // versionOutput is `keywayctl version -o json`.

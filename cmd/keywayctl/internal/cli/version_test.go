@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"keyway.dev/common/version"
+	"keyway.dev/internal/version"
 )
 
 // --version and `version` print the same line; -o json the same facts;

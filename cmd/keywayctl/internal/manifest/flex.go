@@ -9,7 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"keyway.dev/common/model"
+	"keyway.dev/internal/model"
 
 	"keyway.dev/keywayctl/internal/resource"
 )

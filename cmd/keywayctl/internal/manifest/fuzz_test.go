@@ -7,7 +7,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"keyway.dev/common/fuzzseed"
+	"keyway.dev/internal/fuzzseed"
 )
 
 // FuzzParse feeds the manifest reader arbitrary YAML and JSON, starting

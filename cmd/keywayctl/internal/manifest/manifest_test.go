@@ -9,7 +9,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/testca"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 )

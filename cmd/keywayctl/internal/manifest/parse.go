@@ -17,8 +17,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"keyway.dev/common/limits"
-	"keyway.dev/common/model"
+	"keyway.dev/internal/limits"
+	"keyway.dev/internal/model"
 	"keyway.dev/keywayctl/internal/resource"
 )
 

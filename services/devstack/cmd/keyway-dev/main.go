@@ -17,10 +17,10 @@ import (
 	"os/signal"
 	"syscall"
 
-	"keyway.dev/common/ctlconfig"
-	"keyway.dev/common/envflag"
-	"keyway.dev/common/logging"
 	"keyway.dev/devstack/internal/stack"
+	"keyway.dev/internal/ctlconfig"
+	"keyway.dev/internal/envflag"
+	"keyway.dev/internal/logging"
 )
 
 func main() {

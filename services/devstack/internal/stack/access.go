@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"keyway.dev/common/devca"
+	"keyway.dev/internal/devca"
 )
 
 // OperatorID is the SPIFFE ID of the dev stack's operator identity.

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"keyway.dev/common/access"
+	"keyway.dev/internal/access"
 )
 
 // The stack's access policy gives the operator viewer, operator and

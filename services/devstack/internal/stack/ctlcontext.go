@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"keyway.dev/common/ctlconfig"
+	"keyway.dev/internal/ctlconfig"
 )
 
 // DevContext is the keywayctl context the stack writes.

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"keyway.dev/common/ctlconfig"
+	"keyway.dev/internal/ctlconfig"
 )
 
 func TestWriteContext(t *testing.T) {

@@ -12,8 +12,8 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
-	"keyway.dev/common/devca"
-	"keyway.dev/common/natsperm"
+	"keyway.dev/internal/devca"
+	"keyway.dev/internal/natsperm"
 )
 
 // devNATS is the embedded NATS server's security: TLS with a certificate

@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"keyway.dev/common/devca"
+	"keyway.dev/internal/devca"
 )
 
 // pki is the dev stack's certificates, kept as PEM files under dir so that

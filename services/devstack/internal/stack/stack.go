@@ -24,8 +24,8 @@ import (
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
 
-	"keyway.dev/common/natsperm"
 	"keyway.dev/devstack/echo"
+	"keyway.dev/internal/natsperm"
 )
 
 // Config places the stack's parts. Every address is on loopback.

@@ -6,7 +6,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"keyway.dev/common/natsconn"
+	"keyway.dev/internal/natsconn"
 )
 
 // natsHandlers are the policy service's NATS connection callbacks (the

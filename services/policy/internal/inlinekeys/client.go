@@ -13,7 +13,7 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
-	"keyway.dev/common/model"
+	"keyway.dev/internal/model"
 )
 
 // Client stores and deletes the aliases of [Keystore] through the secrets

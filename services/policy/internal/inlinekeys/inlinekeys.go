@@ -23,8 +23,8 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/model"
-	"keyway.dev/common/secretsclient"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretsclient"
 )
 
 // Keystore is the secrets service's keystore that holds the key pairs moved

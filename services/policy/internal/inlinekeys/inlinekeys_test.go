@@ -8,9 +8,9 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/model"
-	"keyway.dev/common/secretsclient"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/testca"
 	"keyway.dev/policy/internal/inlinekeys"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"keyway.dev/common/failure"
+	"keyway.dev/internal/failure"
 	"keyway.dev/policy/internal/server"
 )
 

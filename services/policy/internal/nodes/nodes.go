@@ -23,7 +23,7 @@ import (
 	nodev1 "keyway.dev/gen/keyway/node/v1"
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/nodekv"
+	"keyway.dev/internal/nodekv"
 )
 
 // View follows the node bucket. Safe for concurrent use.

@@ -18,7 +18,7 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
-	"keyway.dev/common/model"
+	"keyway.dev/internal/model"
 )
 
 // Client implements [model.Secrets] over SecretsService. Safe for concurrent

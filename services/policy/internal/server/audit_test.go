@@ -14,9 +14,9 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/audit"
-	"keyway.dev/common/audit/audittest"
-	"keyway.dev/common/configkv"
+	"keyway.dev/internal/audit"
+	"keyway.dev/internal/audit/audittest"
+	"keyway.dev/internal/configkv"
 	"keyway.dev/policy/internal/app"
 	"keyway.dev/policy/internal/store"
 )

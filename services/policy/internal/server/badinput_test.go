@@ -23,8 +23,8 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
-	"keyway.dev/common/limits"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/limits"
+	"keyway.dev/internal/testca"
 )
 
 // badCase is one bad input sent to the API: field is what the error must

@@ -13,9 +13,9 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/audit"
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/model"
+	"keyway.dev/internal/audit"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/model"
 	"keyway.dev/policy/internal/store"
 )
 

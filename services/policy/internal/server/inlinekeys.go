@@ -8,7 +8,7 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/model"
+	"keyway.dev/internal/model"
 	"keyway.dev/policy/internal/inlinekeys"
 )
 

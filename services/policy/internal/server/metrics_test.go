@@ -13,7 +13,7 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/testca"
 )
 
 // scrapeMetrics reads the service's /metrics over HTTP and parses it with

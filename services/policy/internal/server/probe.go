@@ -16,9 +16,9 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/failure"
-	"keyway.dev/common/model"
-	"keyway.dev/common/outbound"
+	"keyway.dev/internal/failure"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/outbound"
 )
 
 // Bounds of the live probe. Every endpoint of a request is probed at once,

@@ -12,7 +12,7 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/testca"
 )
 
 // mtlsUpstream serves TLS with cert, demanding client certificates issued by

@@ -14,7 +14,7 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/testca"
 )
 
 // tcpWitness is a loopback listener that answers nothing and closes every

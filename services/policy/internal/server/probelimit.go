@@ -12,7 +12,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"keyway.dev/common/access"
+	"keyway.dev/internal/access"
 )
 
 // The live probe dials what a caller names, so each caller gets a budget of

@@ -19,9 +19,9 @@ import (
 
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
-	"keyway.dev/common/access"
-	"keyway.dev/common/natstest"
-	"keyway.dev/common/testwait"
+	"keyway.dev/internal/access"
+	"keyway.dev/internal/natstest"
+	"keyway.dev/internal/testwait"
 	"keyway.dev/policy/internal/app"
 )
 

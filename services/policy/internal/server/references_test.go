@@ -13,9 +13,9 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/material"
-	"keyway.dev/common/material/materialtest"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/material"
+	"keyway.dev/internal/material/materialtest"
+	"keyway.dev/internal/testca"
 	"keyway.dev/policy/internal/app"
 )
 

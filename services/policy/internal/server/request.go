@@ -9,8 +9,8 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/limits"
-	"keyway.dev/common/model"
+	"keyway.dev/internal/limits"
+	"keyway.dev/internal/model"
 )
 
 // checkRequest refuses what keywayctl refuses before it sends anything, so

@@ -17,8 +17,8 @@ import (
 	nodev1 "keyway.dev/gen/keyway/node/v1"
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/nodekv"
-	"keyway.dev/common/testwait"
+	"keyway.dev/internal/nodekv"
+	"keyway.dev/internal/testwait"
 	"keyway.dev/policy/internal/app"
 )
 

@@ -25,9 +25,9 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
-	"keyway.dev/common/access"
-	"keyway.dev/common/natstest"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/access"
+	"keyway.dev/internal/natstest"
+	"keyway.dev/internal/testca"
 	"keyway.dev/policy/internal/app"
 	"keyway.dev/policy/internal/store"
 )

@@ -11,8 +11,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/telemetry"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/telemetry"
 	"keyway.dev/policy/internal/app"
 )
 

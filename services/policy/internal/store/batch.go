@@ -15,8 +15,8 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/telemetry"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/telemetry"
 )
 
 // write is one message of an apply's batch: a resource's new value and the

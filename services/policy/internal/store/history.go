@@ -12,8 +12,8 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/model"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/model"
 )
 
 // Revision is one revision of a resource that the bucket keeps.

@@ -6,7 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 
-	"keyway.dev/common/model"
+	"keyway.dev/internal/model"
 )
 
 // Journal is told of the writes the store makes: the audit trail.

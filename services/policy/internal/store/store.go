@@ -26,9 +26,9 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/model"
-	"keyway.dev/common/telemetry"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/telemetry"
 )
 
 // Errors callers map to API codes. Errors returned by the store match them

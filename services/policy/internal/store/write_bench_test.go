@@ -11,8 +11,8 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/model"
-	"keyway.dev/common/natstest"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/natstest"
 )
 
 // BenchmarkWrite is the time of Write against an embedded NATS server on

@@ -14,7 +14,7 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/configkv"
+	"keyway.dev/internal/configkv"
 )
 
 var batchIDs atomic.Uint64

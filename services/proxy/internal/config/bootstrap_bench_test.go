@@ -11,9 +11,9 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/model"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/testca"
 )
 
 // BenchmarkBootstrap: a watcher reading a bucket of 10,000 Services, each

@@ -38,12 +38,12 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/limits"
-	"keyway.dev/common/material"
-	"keyway.dev/common/model"
-	"keyway.dev/common/retry"
-	"keyway.dev/common/telemetry"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/limits"
+	"keyway.dev/internal/material"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/retry"
+	"keyway.dev/internal/telemetry"
 	"keyway.dev/proxy/internal/router"
 	"keyway.dev/proxy/internal/upstream"
 )

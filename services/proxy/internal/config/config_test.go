@@ -15,9 +15,9 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/model"
-	"keyway.dev/common/natstest"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/natstest"
 )
 
 // startBucket runs an embedded JetStream server and returns the bucket.

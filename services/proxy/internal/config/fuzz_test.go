@@ -8,10 +8,10 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/fuzzseed"
-	"keyway.dev/common/model"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/fuzzseed"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/testca"
 )
 
 // FuzzDecodeStoredValue feeds the node's decoding of a stored value (the

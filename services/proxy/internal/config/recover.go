@@ -6,8 +6,8 @@ import (
 	"runtime/debug"
 	"time"
 
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/model"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/model"
 	"keyway.dev/proxy/internal/router"
 )
 

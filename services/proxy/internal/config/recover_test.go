@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/failure"
+	"keyway.dev/internal/failure"
 	"keyway.dev/proxy/internal/upstream"
 )
 

@@ -10,8 +10,8 @@ import (
 	"slices"
 	"time"
 
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/model"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/model"
 	"keyway.dev/proxy/internal/secrets"
 )
 

@@ -11,7 +11,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"keyway.dev/common/telemetry"
+	"keyway.dev/internal/telemetry"
 )
 
 // batch is the [telemetry.SpanNodeApply] span of one batch of changes; nil

@@ -9,8 +9,8 @@ import (
 	"crypto/tls"
 	"testing"
 
-	"keyway.dev/common/model"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/testca"
 )
 
 // keyTypes are the server and client key types measured.

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/model"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/testca"
 	"keyway.dev/proxy/internal/inbound"
 )
 

@@ -30,9 +30,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"keyway.dev/common/model"
-	"keyway.dev/common/revocation"
-	"keyway.dev/common/telemetry"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/revocation"
+	"keyway.dev/internal/telemetry"
 )
 
 // DefaultMaxHeaderBytes is the request header limit of every inbound

@@ -16,9 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/model"
-	"keyway.dev/common/testca"
-	"keyway.dev/common/testwait"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/testca"
+	"keyway.dev/internal/testwait"
 )
 
 func TestSNISelectsHost(t *testing.T) {

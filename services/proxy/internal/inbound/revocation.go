@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"time"
 
-	"keyway.dev/common/failure"
-	"keyway.dev/common/model"
-	"keyway.dev/common/revocation"
+	"keyway.dev/internal/failure"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/revocation"
 )
 
 // Phases of a revocation check, as metrics label them.

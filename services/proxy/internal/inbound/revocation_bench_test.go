@@ -11,9 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/model"
-	"keyway.dev/common/revocation"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/revocation"
+	"keyway.dev/internal/testca"
 	"keyway.dev/proxy/internal/inbound"
 )
 

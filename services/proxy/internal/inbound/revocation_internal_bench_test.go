@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/model"
-	"keyway.dev/common/revocation"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/revocation"
+	"keyway.dev/internal/testca"
 )
 
 // BenchmarkRevocationCheckPath measures, without the network, the code a

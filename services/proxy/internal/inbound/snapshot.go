@@ -9,8 +9,8 @@ import (
 	"slices"
 	"strings"
 
-	"keyway.dev/common/failure"
-	"keyway.dev/common/model"
+	"keyway.dev/internal/failure"
+	"keyway.dev/internal/model"
 )
 
 // defaultALPN is offered when a host names no ALPN protocols.

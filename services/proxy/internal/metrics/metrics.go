@@ -23,8 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"keyway.dev/common/failure"
-	"keyway.dev/common/model"
+	"keyway.dev/internal/failure"
+	"keyway.dev/internal/model"
 	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/upstream"
 )

@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"keyway.dev/common/failure"
+	"keyway.dev/internal/failure"
 	"keyway.dev/proxy/internal/config"
 )
 

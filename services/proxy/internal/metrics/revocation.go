@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"keyway.dev/common/revocation"
+	"keyway.dev/internal/revocation"
 )
 
 // Revocation is a node's metrics of client certificate revocation checks:

@@ -12,7 +12,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
-	"keyway.dev/common/telemetry"
+	"keyway.dev/internal/telemetry"
 	"keyway.dev/proxy/internal/node"
 )
 

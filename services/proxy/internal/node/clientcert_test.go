@@ -17,10 +17,10 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/failure"
-	"keyway.dev/common/model"
-	"keyway.dev/common/testca"
-	"keyway.dev/common/testwait"
+	"keyway.dev/internal/failure"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/testca"
+	"keyway.dev/internal/testwait"
 	"keyway.dev/proxy/internal/proxy"
 )
 

@@ -21,11 +21,11 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/access"
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/model"
-	"keyway.dev/common/natstest"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/access"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/natstest"
+	"keyway.dev/internal/testca"
 	"keyway.dev/proxy/internal/node"
 )
 

@@ -11,7 +11,7 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/testca"
 	"keyway.dev/proxy/internal/config"
 )
 

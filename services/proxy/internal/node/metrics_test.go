@@ -11,9 +11,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"keyway.dev/common/configkv"
-	kwmodel "keyway.dev/common/model"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/configkv"
+	kwmodel "keyway.dev/internal/model"
+	"keyway.dev/internal/testca"
 )
 
 // scrape reads the node's /metrics over HTTP and parses it with

@@ -15,9 +15,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/model"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/testca"
 	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/proxy"

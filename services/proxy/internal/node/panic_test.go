@@ -12,7 +12,7 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/model"
+	"keyway.dev/internal/model"
 	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/node"
 )

@@ -9,10 +9,10 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/material/materialtest"
-	"keyway.dev/common/model"
-	"keyway.dev/common/testca"
-	"keyway.dev/common/testwait"
+	"keyway.dev/internal/material/materialtest"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/testca"
+	"keyway.dev/internal/testwait"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/secrets"
 )

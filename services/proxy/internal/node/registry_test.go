@@ -10,9 +10,9 @@ import (
 
 	nodev1 "keyway.dev/gen/keyway/node/v1"
 
-	"keyway.dev/common/model"
-	"keyway.dev/common/nodekv"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/nodekv"
+	"keyway.dev/internal/testca"
 	"keyway.dev/proxy/internal/node"
 )
 

@@ -11,9 +11,9 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
-	"keyway.dev/common/failure"
-	"keyway.dev/common/revocation"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/failure"
+	"keyway.dev/internal/revocation"
+	"keyway.dev/internal/testca"
 	"keyway.dev/proxy/internal/node"
 	"keyway.dev/proxy/internal/proxy"
 )

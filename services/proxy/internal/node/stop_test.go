@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/testca"
 	"keyway.dev/proxy/internal/node"
 )
 

@@ -3,7 +3,7 @@ package proxy
 import (
 	"net/http"
 
-	"keyway.dev/common/failure"
+	"keyway.dev/internal/failure"
 )
 
 // clientStatus is the status of a request refused for its client

@@ -10,8 +10,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"keyway.dev/common/failure"
-	"keyway.dev/common/telemetry"
+	"keyway.dev/internal/failure"
+	"keyway.dev/internal/telemetry"
 	"keyway.dev/proxy/internal/inbound"
 	"keyway.dev/proxy/internal/router"
 )

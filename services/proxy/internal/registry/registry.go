@@ -19,7 +19,7 @@ import (
 
 	nodev1 "keyway.dev/gen/keyway/node/v1"
 
-	"keyway.dev/common/nodekv"
+	"keyway.dev/internal/nodekv"
 )
 
 // Options configure [Run].

@@ -7,7 +7,7 @@ import (
 
 	nodev1 "keyway.dev/gen/keyway/node/v1"
 
-	"keyway.dev/common/nodekv"
+	"keyway.dev/internal/nodekv"
 )
 
 // A node with more certificates than fit lists what fits, says how many it

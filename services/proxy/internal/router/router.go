@@ -12,7 +12,7 @@ import (
 	"slices"
 	"strings"
 
-	"keyway.dev/common/model"
+	"keyway.dev/internal/model"
 )
 
 // Target is what a matched route sends the request to.

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"keyway.dev/common/model"
+	"keyway.dev/internal/model"
 	"keyway.dev/proxy/internal/router"
 )
 

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"keyway.dev/common/model"
+	"keyway.dev/internal/model"
 )
 
 // mux is the routes one Listener (or the plain-HTTP port) serves, split by

@@ -29,11 +29,11 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/material"
-	"keyway.dev/common/model"
-	"keyway.dev/common/retry"
-	"keyway.dev/common/secretsclient"
-	"keyway.dev/common/telemetry"
+	"keyway.dev/internal/material"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/retry"
+	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/telemetry"
 )
 
 // Bucket is the KV bucket where the secrets service publishes versions.

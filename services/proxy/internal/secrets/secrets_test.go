@@ -15,12 +15,12 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/protobuf/proto"
 
-	"keyway.dev/common/material/materialtest"
-	"keyway.dev/common/model"
-	"keyway.dev/common/natstest"
-	"keyway.dev/common/telemetry"
-	"keyway.dev/common/testca"
-	"keyway.dev/common/testwait"
+	"keyway.dev/internal/material/materialtest"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/natstest"
+	"keyway.dev/internal/telemetry"
+	"keyway.dev/internal/testca"
+	"keyway.dev/internal/testwait"
 	"keyway.dev/proxy/internal/secrets"
 )
 

@@ -18,7 +18,7 @@ import (
 	"sync"
 	"time"
 
-	"keyway.dev/common/failure"
+	"keyway.dev/internal/failure"
 )
 
 // forward is httputil.ReverseProxy.ServeHTTP with our Rewrite, minus what

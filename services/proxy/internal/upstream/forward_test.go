@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/model"
+	"keyway.dev/internal/model"
 	"keyway.dev/proxy/internal/upstream"
 )
 

@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/failure"
-	"keyway.dev/common/model"
+	"keyway.dev/internal/failure"
+	"keyway.dev/internal/model"
 	"keyway.dev/proxy/internal/upstream"
 )
 

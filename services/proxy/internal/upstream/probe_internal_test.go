@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/failure"
-	"keyway.dev/common/model"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/failure"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/testca"
 )
 
 // Concurrent failing requests share one probe of an endpoint instead of

@@ -13,7 +13,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"keyway.dev/common/telemetry"
+	"keyway.dev/internal/telemetry"
 )
 
 // traced is the tracing state of one forwarded request; it exists only when

@@ -26,10 +26,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"keyway.dev/common/failure"
-	"keyway.dev/common/model"
-	"keyway.dev/common/outbound"
-	"keyway.dev/common/telemetry"
+	"keyway.dev/internal/failure"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/outbound"
+	"keyway.dev/internal/telemetry"
 )
 
 // Defaults for [Options].

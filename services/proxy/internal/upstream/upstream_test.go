@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"keyway.dev/common/failure"
-	"keyway.dev/common/model"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/failure"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/testca"
 	"keyway.dev/proxy/internal/upstream"
 )
 

@@ -28,12 +28,12 @@ import (
 
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
-	"keyway.dev/common/access"
-	"keyway.dev/common/audit"
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/limits"
-	"keyway.dev/common/natsconn"
-	"keyway.dev/common/secretsclient"
+	"keyway.dev/internal/access"
+	"keyway.dev/internal/audit"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/limits"
+	"keyway.dev/internal/natsconn"
+	"keyway.dev/internal/secretsclient"
 	"keyway.dev/secrets/internal/dependents"
 	"keyway.dev/secrets/internal/localdir"
 	"keyway.dev/secrets/internal/metrics"

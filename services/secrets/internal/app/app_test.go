@@ -28,12 +28,12 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
-	"keyway.dev/common/access"
-	"keyway.dev/common/model"
-	"keyway.dev/common/natstest"
-	"keyway.dev/common/secretsclient"
-	"keyway.dev/common/testca"
-	"keyway.dev/common/testwait"
+	"keyway.dev/internal/access"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/natstest"
+	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/testca"
+	"keyway.dev/internal/testwait"
 	"keyway.dev/secrets/internal/app"
 )
 

@@ -14,10 +14,10 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/audit"
-	"keyway.dev/common/audit/audittest"
-	"keyway.dev/common/natstest"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/audit"
+	"keyway.dev/internal/audit/audittest"
+	"keyway.dev/internal/natstest"
+	"keyway.dev/internal/testca"
 	"keyway.dev/secrets/internal/app"
 )
 

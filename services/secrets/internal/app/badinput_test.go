@@ -15,8 +15,8 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
-	"keyway.dev/common/limits"
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/limits"
+	"keyway.dev/internal/testca"
 	"keyway.dev/secrets/internal/app"
 )
 

@@ -18,15 +18,15 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/audit"
-	"keyway.dev/common/audit/audittest"
-	"keyway.dev/common/configkv"
-	"keyway.dev/common/model"
-	"keyway.dev/common/natstest"
-	"keyway.dev/common/secretsclient"
-	"keyway.dev/common/testca"
-	"keyway.dev/common/testwait"
-	"keyway.dev/common/vaulttest"
+	"keyway.dev/internal/audit"
+	"keyway.dev/internal/audit/audittest"
+	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/natstest"
+	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/testca"
+	"keyway.dev/internal/testwait"
+	"keyway.dev/internal/vaulttest"
 )
 
 // getAlias describes an alias through the API.

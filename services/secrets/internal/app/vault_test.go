@@ -19,9 +19,9 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
-	"keyway.dev/common/testca"
-	"keyway.dev/common/testwait"
-	"keyway.dev/common/vaulttest"
+	"keyway.dev/internal/testca"
+	"keyway.dev/internal/testwait"
+	"keyway.dev/internal/vaulttest"
 	"keyway.dev/secrets/internal/app"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"keyway.dev/common/model"
+	"keyway.dev/internal/model"
 	"keyway.dev/secrets/internal/store"
 	"keyway.dev/secrets/internal/validate"
 )

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"keyway.dev/common/secretsclient"
+	"keyway.dev/internal/secretsclient"
 )
 
 // Bucket is the versions bucket. Safe for concurrent use.

@@ -13,7 +13,7 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/model"
+	"keyway.dev/internal/model"
 )
 
 // DefaultExpiryWarning is how much time left makes a certificate

@@ -13,7 +13,7 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/audit"
+	"keyway.dev/internal/audit"
 )
 
 // SecretsOption configures [Secrets].

@@ -27,9 +27,9 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
-	"keyway.dev/common/audit"
-	"keyway.dev/common/limits"
-	"keyway.dev/common/secretsclient"
+	"keyway.dev/internal/audit"
+	"keyway.dev/internal/limits"
+	"keyway.dev/internal/secretsclient"
 
 	"keyway.dev/secrets/internal/dependents"
 	"keyway.dev/secrets/internal/secret"

@@ -34,8 +34,8 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/model"
-	"keyway.dev/common/secretsclient"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretsclient"
 	"keyway.dev/secrets/internal/pki"
 	"keyway.dev/secrets/internal/secret"
 	"keyway.dev/secrets/internal/validate"

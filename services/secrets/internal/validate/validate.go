@@ -20,9 +20,9 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/limits"
-	"keyway.dev/common/model"
-	"keyway.dev/common/secretsclient"
+	"keyway.dev/internal/limits"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretsclient"
 	"keyway.dev/secrets/internal/secret"
 )
 

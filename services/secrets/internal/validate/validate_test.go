@@ -10,7 +10,7 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/testca"
+	"keyway.dev/internal/testca"
 	"keyway.dev/secrets/internal/secret"
 )
 

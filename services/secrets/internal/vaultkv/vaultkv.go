@@ -29,7 +29,7 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/common/secretsclient"
+	"keyway.dev/internal/secretsclient"
 	"keyway.dev/secrets/internal/secret"
 )
 

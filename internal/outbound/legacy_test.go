@@ -1,0 +1,140 @@
+package outbound_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"strings"
+	"testing"
+	"time"
+
+	"keyway.dev/internal/failure"
+	"keyway.dev/internal/model"
+	"keyway.dev/internal/outbound"
+	"keyway.dev/internal/testca"
+)
+
+// serveTLS accepts TLS connections with cert on loopback until the test
+// ends; each completes its handshake and is closed.
+func serveTLS(t *testing.T, cert *testca.KeyPair) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				_ = c.(*tls.Conn).Handshake()
+				var b [1]byte
+				_, _ = c.Read(b[:])
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestLegacyCommonName: with the opt-in, a certificate without SANs (what
+// `openssl req -subj /CN=…` makes, as the cloud backend guide does) is
+// matched by its CN, and everything else is still verified; without it,
+// the typed reason stays legacy_common_name.
+func TestLegacyCommonName(t *testing.T) {
+	ca := testca.New(t, "backend CA")
+	other := testca.New(t, "another CA")
+	cnOnly := ca.CNOnly("api.example.com")
+	wildcard := ca.CNOnly("*.example.com")
+	withSAN := ca.Issue(testca.Options{CommonName: "api.example.com", DNSNames: []string{"other.example.com"}})
+	expired := ca.Issue(testca.Options{CommonName: "api.example.com", NoSAN: true, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)})
+	foreign := other.CNOnly("api.example.com")
+	clientOnly := ca.Issue(testca.Options{CommonName: "api.example.com", NoSAN: true, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
+
+	for _, tc := range []struct {
+		name   string
+		cert   *testca.KeyPair
+		legacy bool
+		sni    string
+		sans   []string
+		want   failure.Reason // "" for success
+	}{
+		{"no opt-in: CN-only refused", cnOnly, false, "api.example.com", nil, failure.LegacyCommonName},
+		{"opt-in: CN matches", cnOnly, true, "api.example.com", nil, ""},
+		{"opt-in: CN matches case-insensitively", cnOnly, true, "API.Example.com", nil, ""},
+		{"opt-in: wildcard CN covers one label", wildcard, true, "api.example.com", nil, ""},
+		{"opt-in: wildcard CN does not cover two labels", wildcard, true, "a.b.example.com", nil, failure.SANMismatch},
+		{"opt-in: CN does not match", cnOnly, true, "orders.example.com", nil, failure.SANMismatch},
+		{"opt-in: a DNS SAN wins over the CN", withSAN, true, "api.example.com", nil, failure.SANMismatch},
+		{"opt-in: unknown CA still refused", foreign, true, "api.example.com", nil, failure.UnknownAuthority},
+		{"opt-in: expired still refused", expired, true, "api.example.com", nil, failure.Expired},
+		{"opt-in: client-only key usage still refused", clientOnly, true, "api.example.com", nil, failure.InvalidCertificate},
+		{"opt-in: subjectAltNames rule met by the CN", cnOnly, true, "api.example.com", []string{"api.example.com"}, ""},
+		{"opt-in: subjectAltNames rule not met", cnOnly, true, "api.example.com", []string{"billing.example.com"}, failure.SANMismatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := serveTLS(t, tc.cert)
+			ctx := &model.OutboundTLS{
+				TrustedCAs: []*x509.Certificate{ca.Cert}, SNI: tc.sni, SubjectAltNames: tc.sans,
+				LegacyCommonName: tc.legacy, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13,
+				ALPN: []string{"http/1.1"},
+			}
+			d, err := outbound.NewDialer("backend", ctx, outbound.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Twice: the second handshake may resume the first's session,
+			// and a resumed session must be verified as strictly.
+			for i := range 2 {
+				tc2, _, herr := d.Handshake(context.Background(), "tcp", addr)
+				switch {
+				case tc.want == "" && herr != nil:
+					t.Fatalf("handshake %d: %v", i, herr)
+				case tc.want != "" && herr == nil:
+					tc2.Close()
+					t.Fatalf("handshake %d succeeded, want %s", i, tc.want)
+				case tc.want != "" && herr.Reason != tc.want:
+					t.Fatalf("handshake %d: reason %s (%s), want %s", i, herr.Reason, herr.Detail, tc.want)
+				}
+				if tc2 != nil {
+					tc2.Close()
+				}
+			}
+		})
+	}
+}
+
+// TestUnexpandedVariableInCommonName: Apigee's mTLS guide makes the
+// backend's certificate with -subj '/CN=${SERVER_HOST}', in single quotes,
+// so its Common Name is "${SERVER_HOST}" as written. The failure says so,
+// with or without the opt-in, instead of only that the names differ.
+func TestUnexpandedVariableInCommonName(t *testing.T) {
+	ca := testca.New(t, "my-ca")
+	addr := serveTLS(t, ca.CNOnly("${SERVER_HOST}"))
+	for _, tc := range []struct {
+		legacy bool
+		want   failure.Reason
+	}{{false, failure.LegacyCommonName}, {true, failure.SANMismatch}} {
+		ctx := &model.OutboundTLS{
+			TrustedCAs: []*x509.Certificate{ca.Cert}, SNI: "localhost", LegacyCommonName: tc.legacy,
+			MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, ALPN: []string{"http/1.1"},
+		}
+		d, err := outbound.NewDialer("backend", ctx, outbound.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _, herr := d.Handshake(context.Background(), "tcp", addr)
+		if herr == nil {
+			c.Close()
+			t.Fatalf("legacy %v: handshake succeeded", tc.legacy)
+		}
+		const hint = `Its Common Name "${SERVER_HOST}" is a shell variable that was never expanded: the openssl command that made it quoted -subj in single quotes`
+		if herr.Reason != tc.want || !strings.Contains(herr.Detail, hint) {
+			t.Errorf("legacy %v: %s: %s; want %s saying %q", tc.legacy, herr.Reason, herr.Detail, tc.want, hint)
+		}
+	}
+}
