@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 )
@@ -29,13 +30,32 @@ type Position struct {
 
 // String formats the position as "file:line:col", the form editors jump to.
 func (p Position) String() string {
+	f := shownFile(p.File)
 	switch {
 	case p.Line == 0:
-		return p.File
+		return f
 	case p.Column == 0:
-		return p.File + ":" + strconv.Itoa(p.Line)
+		return f + ":" + strconv.Itoa(p.Line)
 	}
-	return p.File + ":" + strconv.Itoa(p.Line) + ":" + strconv.Itoa(p.Column)
+	return f + ":" + strconv.Itoa(p.Line) + ":" + strconv.Itoa(p.Column)
+}
+
+// maxShownFile bounds how much of a file name an error prints: the end of
+// a path, where the file's own name is, after an ellipsis.
+const maxShownFile = 200
+
+// shownFile is the file name as messages print it: valid UTF-8, and at
+// most maxShownFile bytes from its end.
+func shownFile(f string) string {
+	f = strings.ToValidUTF8(f, "\uFFFD")
+	if len(f) <= maxShownFile {
+		return f
+	}
+	tail := f[len(f)-maxShownFile:]
+	for len(tail) > 0 && !utf8.RuneStart(tail[0]) {
+		tail = tail[1:]
+	}
+	return "…" + tail
 }
 
 // Error is a problem in a manifest, at a position.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"unicode/utf8"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -404,4 +405,18 @@ func mustJSON(t *testing.T, r *policyv1.Resource) string {
 		t.Fatal(err)
 	}
 	return strings.ReplaceAll(string(b), " ", "") // protojson varies its spacing
+}
+
+// TestPositionBoundsTheFileName: an error prints the end of a very long
+// file name (where the file's own name is), as valid UTF-8.
+func TestPositionBoundsTheFileName(t *testing.T) {
+	t.Parallel()
+	name := strings.Repeat("d\x8e/", 2000) + "routes.yaml"
+	got := Position{File: name, Line: 3, Column: 7}.String()
+	if len(got) > maxShownFile+len("…:3:7") {
+		t.Errorf("position is %d bytes long, want at most %d", len(got), maxShownFile+len("…:3:7"))
+	}
+	if !strings.HasPrefix(got, "…") || !strings.HasSuffix(got, "/routes.yaml:3:7") || !utf8.ValidString(got) {
+		t.Errorf("position = %q, want …<end of the name>/routes.yaml:3:7 in valid UTF-8", got)
+	}
 }
