@@ -2,9 +2,7 @@ module keyway.dev/internal
 
 go 1.26.0
 
-replace (
-	keyway.dev/gen => ../gen
-)
+replace keyway.dev/gen => ../gen
 
 require (
 	connectrpc.com/connect v1.21.1

@@ -3,9 +3,9 @@ module keyway.dev/tests
 go 1.26.0
 
 replace (
-	keyway.dev/internal => ../internal
 	keyway.dev/devstack => ../services/devstack
 	keyway.dev/gen => ../gen
+	keyway.dev/internal => ../internal
 	keyway.dev/keywayctl => ../cmd/keywayctl
 	keyway.dev/policy => ../services/policy
 	keyway.dev/proxy => ../services/proxy
@@ -17,9 +17,9 @@ require (
 	go.opentelemetry.io/proto/otlp v1.11.1
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
-	keyway.dev/internal v0.0.0
 	keyway.dev/devstack v0.0.0
 	keyway.dev/gen v0.0.0
+	keyway.dev/internal v0.0.0
 )
 
 require (

@@ -3,8 +3,8 @@ module keyway.dev/policy
 go 1.26.0
 
 replace (
-	keyway.dev/internal => ../../internal
 	keyway.dev/gen => ../../gen
+	keyway.dev/internal => ../../internal
 )
 
 require (
@@ -79,6 +79,6 @@ require (
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20261104224025-d1e00e9f33ab
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
-	keyway.dev/internal v0.0.0
 	keyway.dev/gen v0.0.0
+	keyway.dev/internal v0.0.0
 )

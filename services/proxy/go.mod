@@ -3,8 +3,8 @@ module keyway.dev/proxy
 go 1.26.0
 
 replace (
-	keyway.dev/internal => ../../internal
 	keyway.dev/gen => ../../gen
+	keyway.dev/internal => ../../internal
 )
 
 require (
@@ -17,8 +17,8 @@ require (
 	go.opentelemetry.io/otel/trace v1.47.0
 	golang.org/x/sys v0.49.0
 	google.golang.org/protobuf v1.36.12
-	keyway.dev/internal v0.0.0
 	keyway.dev/gen v0.0.0
+	keyway.dev/internal v0.0.0
 )
 
 require (
@@ -33,6 +33,7 @@ require (
 	github.com/google/uuid v1.6.0 // indirect
 	github.com/grpc-ecosystem/grpc-gateway/v2 v2.31.0 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/kylelemons/godebug v1.1.0 // indirect
 	github.com/minio/highwayhash v1.0.4 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
 	github.com/nats-io/jwt/v2 v2.8.2 // indirect

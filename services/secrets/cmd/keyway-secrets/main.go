@@ -25,6 +25,7 @@ import (
 	"keyway.dev/secrets/internal/app"
 	"keyway.dev/secrets/internal/pki"
 	"keyway.dev/secrets/internal/store"
+	"keyway.dev/secrets/internal/vaultauth"
 )
 
 func main() {
@@ -71,7 +72,7 @@ func realMain(ctx context.Context, args []string) error {
 		replicas       = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
 		backend        = fs.String("backend", "local", "where secrets live: local (a directory of PEM files) or vault")
 		dir            = fs.String("dir", ".keyway/secrets", "the local backend's directory")
-		vaultAddr      = fs.String("vault-addr", "http://127.0.0.1:8200", "Vault address; the token comes from VAULT_TOKEN")
+		vaultAddr      = fs.String("vault-addr", "http://127.0.0.1:8200", "Vault address; --vault-auth says how the service logs in")
 		kvMount        = fs.String("vault-kv-mount", "secret", "Vault KV v2 mount")
 		prefix         = fs.String("vault-prefix", "keyway", "folder under the KV mount")
 		pkiMount       = fs.String("vault-pki-mount", "pki", "Vault PKI mount")
@@ -82,6 +83,8 @@ func realMain(ctx context.Context, args []string) error {
 	)
 	var natsCfg natsconn.Config
 	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
+	var vaultAuth vaultauth.Config
+	vaultAuth.RegisterFlags(fs) // --vault-auth and its companions
 	auditFlags := audit.AddFlags(fs)
 	var acc access.Options
 	acc.RegisterFlags(fs, "API")
@@ -123,6 +126,7 @@ func realMain(ctx context.Context, args []string) error {
 		Backend:          *backend,
 		Dir:              *dir,
 		VaultAddr:        *vaultAddr,
+		VaultAuth:        vaultAuth,
 		VaultKVMount:     *kvMount,
 		VaultPrefix:      *prefix,
 		VaultPKIMount:    *pkiMount,

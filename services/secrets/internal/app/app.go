@@ -41,6 +41,7 @@ import (
 	"keyway.dev/secrets/internal/publish"
 	"keyway.dev/secrets/internal/server"
 	"keyway.dev/secrets/internal/store"
+	"keyway.dev/secrets/internal/vaultauth"
 	"keyway.dev/secrets/internal/vaultkv"
 )
 
@@ -73,10 +74,11 @@ type Config struct {
 	Backend string
 	// Dir is the local backend's directory.
 	Dir string
-	// VaultAddr is Vault's address; the token comes from VAULT_TOKEN (or
-	// VaultToken in tests).
-	VaultAddr  string
-	VaultToken string
+	// VaultAddr is Vault's address; VaultAuth says how the service logs in
+	// (AppRole or Kubernetes in production; a static token, VAULT_TOKEN,
+	// in development).
+	VaultAddr string
+	VaultAuth vaultauth.Config
 	// VaultKVMount and VaultPrefix place the secrets in KV v2;
 	// VaultPKIMount is the PKI mount.
 	VaultKVMount, VaultPrefix, VaultPKIMount string
@@ -111,7 +113,7 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 	}
-	backend, issuer, err := openBackend(cfg)
+	backend, issuer, session, err := openBackend(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -166,6 +168,12 @@ func Run(ctx context.Context, cfg Config) error {
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	go st.Run(runCtx)
+	ready := st.BackendError
+	if session != nil {
+		m.Register(session.Collectors()...)
+		go session.Run(runCtx)
+		ready = func() error { return cmp.Or(session.Err(), st.BackendError()) }
+	}
 
 	apiLn, err := guard.Listen(cfg.Listen)
 	if err != nil {
@@ -174,7 +182,7 @@ func Run(ctx context.Context, cfg Config) error {
 	guard.ReloadOnSIGHUP(ctx)
 	servers := []*http.Server{{
 		Handler: guard.Handler(access.SecretsAPI(), APIHandler(server.NewSecrets(st, log, server.WithAudit(aw),
-			server.WithDependents(dependents.New(js, cfg.ConfigBucket))), st, m.Handler())),
+			server.WithDependents(dependents.New(js, cfg.ConfigBucket))), ready, m.Handler())),
 		Protocols:         guard.Protocols(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -240,33 +248,37 @@ func bucketName(b string) string {
 	return b
 }
 
-// openBackend builds the configured backend, and the PKI issuer with Vault.
-func openBackend(cfg Config) (store.Backend, store.Issuer, error) {
+// openBackend builds the configured backend; with Vault, also the PKI
+// issuer and the session that keeps the service logged in.
+func openBackend(ctx context.Context, cfg Config, log *slog.Logger) (store.Backend, store.Issuer, *vaultauth.Session, error) {
 	switch cfg.Backend {
 	case "local", "":
 		if cfg.Dir == "" {
-			return nil, nil, errors.New("--dir is required with the local backend (KEYWAY_SECRETS_DIR)")
+			return nil, nil, nil, errors.New("--dir is required with the local backend (KEYWAY_SECRETS_DIR)")
 		}
 		d, err := localdir.New(cfg.Dir)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return d, nil, nil
+		return d, nil, nil, nil
 	case "vault":
-		client, err := VaultClient(cfg.VaultAddr, cfg.VaultToken)
+		client, err := VaultClient(cfg.VaultAddr)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return vaultkv.New(client, vaultkv.Config{Mount: cfg.VaultKVMount, Prefix: cfg.VaultPrefix}), pki.New(client, cfg.VaultPKIMount), nil
+		session, err := vaultauth.New(ctx, client, cfg.VaultAuth, log)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return vaultkv.New(client, vaultkv.Config{Mount: cfg.VaultKVMount, Prefix: cfg.VaultPrefix}), pki.New(client, cfg.VaultPKIMount), session, nil
 	}
-	return nil, nil, fmt.Errorf("--backend %q: want local or vault", cfg.Backend)
+	return nil, nil, nil, fmt.Errorf("--backend %q: want local or vault", cfg.Backend)
 }
 
-// VaultClient is a vault/api client for addr. The token is token, or
-// VAULT_TOKEN from the environment (read by vault/api). Retries are off:
-// the store's poll is the retry, and a Vault that is down must not hold a
-// poll for seconds.
-func VaultClient(addr, token string) (*api.Client, error) {
+// VaultClient is a vault/api client for addr, not yet logged in (package
+// vaultauth does that). Retries are off: the store's poll is the retry,
+// and a Vault that is down must not hold a poll for seconds.
+func VaultClient(addr string) (*api.Client, error) {
 	vc := api.DefaultConfig()
 	if vc.Error != nil {
 		return nil, fmt.Errorf("configuring the Vault client: %w", vc.Error)
@@ -279,12 +291,6 @@ func VaultClient(addr, token string) (*api.Client, error) {
 	client, err := api.NewClient(vc)
 	if err != nil {
 		return nil, fmt.Errorf("configuring the Vault client for %s: %w", vc.Address, err)
-	}
-	if token != "" {
-		client.SetToken(token)
-	}
-	if client.Token() == "" {
-		return nil, errors.New("no Vault token: set VAULT_TOKEN")
 	}
 	return client, nil
 }
@@ -317,16 +323,18 @@ func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 }
 
 // APIHandler serves SecretsService (Connect, gRPC, gRPC-Web), reflection,
-// health, /healthz and /metrics. It never mounts MaterialService.
-func APIHandler(svc secretsv1connect.SecretsServiceHandler, st *store.Store, metricsHandler http.Handler) http.Handler {
+// health, /healthz and /metrics. It never mounts MaterialService. ready is
+// nil while the backend answers and the service is logged in to it,
+// otherwise why not.
+func APIHandler(svc secretsv1connect.SecretsServiceHandler, ready func() error, metricsHandler http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(secretsv1connect.NewSecretsServiceHandler(svc, append(limits.StrictJSON(), connect.WithReadMaxBytes(limits.SecretsRequestBytes))...))
 	reflector := grpcreflect.NewStaticReflector(secretsv1connect.SecretsServiceName, grpchealth.HealthV1ServiceName)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	mux.Handle(grpchealth.NewHandler(&health{st: st}))
+	mux.Handle(grpchealth.NewHandler(&health{ready: ready}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if err := st.BackendError(); err != nil {
+		if err := ready(); err != nil {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			fmt.Fprintf(w, "backend unavailable: %v\nserving the last fetched material\n", err)
 			return
@@ -355,15 +363,16 @@ func MaterialHandler(svc secretsv1connect.MaterialServiceHandler) http.Handler {
 
 // health answers gRPC health checks: the server ("") is serving while the
 // process runs; SecretsService is NOT_SERVING while the backend does not
-// answer (reads are served from the last fetched material, writes fail).
-type health struct{ st *store.Store }
+// answer or the service is not logged in to it (reads are served from the
+// last fetched material, writes fail).
+type health struct{ ready func() error }
 
 func (h *health) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
 	switch req.Service {
 	case "":
 		return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
 	case secretsv1connect.SecretsServiceName:
-		if h.st.BackendError() != nil {
+		if h.ready() != nil {
 			return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
 		}
 		return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil

@@ -23,10 +23,11 @@ import (
 	"keyway.dev/internal/testwait"
 	"keyway.dev/internal/vaulttest"
 	"keyway.dev/secrets/internal/app"
+	"keyway.dev/secrets/internal/vaultauth"
 )
 
 func vaultConfig(v *vaulttest.Server) app.Config {
-	return app.Config{Backend: "vault", VaultAddr: v.Addr, VaultToken: v.Token}
+	return app.Config{Backend: "vault", VaultAddr: v.Addr, VaultAuth: vaultauth.Config{Method: vaultauth.MethodToken, Token: v.Token}}
 }
 
 // vaultCLI runs the real vault CLI against v.
