@@ -33,6 +33,7 @@ import (
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/revocation"
 	"keyway.dev/internal/telemetry"
+	"keyway.dev/internal/tlsconf"
 )
 
 // DefaultMaxHeaderBytes is the request header limit of every inbound
@@ -266,7 +267,7 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 	// handshake. NextProtos is only there so that Serve sets up HTTP/2
 	// (it does when the server's config names h2); each host's config
 	// has its own.
-	tlsConfig := &tls.Config{GetConfigForClient: s.configForClient, NextProtos: slices.Clone(defaultALPN)}
+	tlsConfig := &tls.Config{GetConfigForClient: s.configForClient, NextProtos: model.DefaultALPN()}
 	s.srv = &http.Server{
 		Handler:           m.opts.Handler,
 		TLSConfig:         tlsConfig,
@@ -412,7 +413,7 @@ func (m *Manager) Status() []ListenerStatus {
 			}
 		}
 		for i, h := range l.Hosts {
-			hs := HostStatus{Hostnames: h.Hostnames, Default: i == l.Default, ClientAuth: ClientAuthName(h.ClientAuth), Fingerprint: h.Fingerprint}
+			hs := HostStatus{Hostnames: h.Hostnames, Default: i == l.Default, ClientAuth: tlsconf.ClientAuthName(h.ClientAuth), Fingerprint: h.Fingerprint}
 			if h.Revocation.On() {
 				hs.Revocation = string(h.Revocation.Mode)
 			}
