@@ -49,7 +49,7 @@ func InboundHost(h *model.ListenerHost) (*tls.Config, error) {
 		}
 	} else if h.ClientAuth == tls.VerifyClientCertIfGiven || h.ClientAuth == tls.RequireAndVerifyClientCert {
 		// An empty pool, not nil: nil would mean the system roots.
-		return nil, fmt.Errorf("client auth %s without client CAs", ClientAuthName(h.ClientAuth))
+		return nil, fmt.Errorf("client auth %s without client CAs", model.ClientAuthName(h.ClientAuth))
 	}
 	if h.VerifyDepth > 0 {
 		cfg.VerifyConnection = verifyDepth(h.VerifyDepth)
@@ -94,23 +94,4 @@ func InboundTrust(h *model.ListenerHost) string {
 	}
 	slices.Sort(fps)
 	return fmt.Sprintf("%d/%s", h.VerifyDepth, strings.Join(fps, ","))
-}
-
-// ClientAuthName is the model's name for a client auth mode, as in the
-// Listener resource: none, request, require, verify-if-given,
-// require-and-verify.
-func ClientAuthName(a tls.ClientAuthType) string {
-	switch a {
-	case tls.NoClientCert:
-		return "none"
-	case tls.RequestClientCert:
-		return "request"
-	case tls.RequireAnyClientCert:
-		return "require"
-	case tls.VerifyClientCertIfGiven:
-		return "verify-if-given"
-	case tls.RequireAndVerifyClientCert:
-		return "require-and-verify"
-	}
-	return a.String()
 }

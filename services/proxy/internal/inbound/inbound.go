@@ -33,7 +33,6 @@ import (
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/revocation"
 	"keyway.dev/internal/telemetry"
-	"keyway.dev/internal/tlsconf"
 )
 
 // DefaultMaxHeaderBytes is the request header limit of every inbound
@@ -413,7 +412,7 @@ func (m *Manager) Status() []ListenerStatus {
 			}
 		}
 		for i, h := range l.Hosts {
-			hs := HostStatus{Hostnames: h.Hostnames, Default: i == l.Default, ClientAuth: tlsconf.ClientAuthName(h.ClientAuth), Fingerprint: h.Fingerprint}
+			hs := HostStatus{Hostnames: h.Hostnames, Default: i == l.Default, ClientAuth: model.ClientAuthName(h.ClientAuth), Fingerprint: h.Fingerprint}
 			if h.Revocation.On() {
 				hs.Revocation = string(h.Revocation.Mode)
 			}
