@@ -15,6 +15,7 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
+	"keyway.dev/internal/identity"
 	"keyway.dev/internal/model"
 )
 
@@ -40,7 +41,7 @@ type Policy struct {
 
 type binding struct {
 	role   Role
-	rules  []model.IdentityRule
+	rules  []identity.Rule
 	tokens [][sha256.Size]byte
 }
 
@@ -245,7 +246,7 @@ func (c *parser) binding(at string, node *yaml.Node) (binding, bool) {
 		return b, false
 	}
 	if sn.Kind != yaml.SequenceNode {
-		c.errorf(child(at, "subjects"), "must be a list of subjects, each with one of %s, %s", strings.Join(model.IdentityRuleFields(), ", "), tokenField)
+		c.errorf(child(at, "subjects"), "must be a list of subjects, each with one of %s, %s", strings.Join(identity.Fields(), ", "), tokenField)
 		return b, false
 	}
 	for j, s := range sn.Content {
@@ -258,7 +259,7 @@ func (c *parser) binding(at string, node *yaml.Node) (binding, bool) {
 
 // subject reads one subject into b.
 func (c *parser) subject(at string, node *yaml.Node, b *binding) bool {
-	known := append(model.IdentityRuleFields(), tokenField)
+	known := append(identity.Fields(), tokenField)
 	f := c.fields(at, node, known...)
 	if f == nil {
 		return false
@@ -308,9 +309,15 @@ func (c *parser) subject(at string, node *yaml.Node, b *binding) bool {
 		case "spkiSHA256":
 			pr.SpkiSha256 = v
 		}
-		rule, violations := model.CheckIdentityRule(at, pr)
-		if len(violations) > 0 {
-			c.violations = append(c.violations, violations...)
+		rule, problems := identity.Parse(pr)
+		for _, p := range problems {
+			path := at
+			if p.Field != "" {
+				path = child(at, p.Field)
+			}
+			c.errorf(path, "%s", p.Message)
+		}
+		if len(problems) > 0 {
 			return false
 		}
 		b.rules = append(b.rules, rule)

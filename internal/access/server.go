@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"syscall"
+
+	"keyway.dev/internal/model"
 )
 
 // Environment variables of the flags [Options.RegisterFlags] defines, as
@@ -227,7 +229,7 @@ func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 		Certificates: []tls.Certificate{pair},
 		ClientAuth:   tls.VerifyClientCertIfGiven,
 		ClientCAs:    pool,
-		NextProtos:   []string{"h2", "http/1.1"},
+		NextProtos:   model.DefaultALPN(),
 	}, nil
 }
 

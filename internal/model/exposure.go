@@ -129,7 +129,7 @@ func (c *checker) identityExposure(entries []built, stored Catalog) {
 			names = append(names[:5], fmt.Sprintf("and %d more", len(names)-5))
 		}
 		c.warnf(listenerAt[name], "Listener %q at %s serves routes that need a verified client certificate (%s), and its host %s does not verify client certificates (clientAuth: %s): requests for those routes there get 401. Set the host's clientAuth to verify-if-given or require-and-verify with clientCAs, or give those routes listeners: naming only Listeners whose hosts verify",
-			name, listeners[name].Address, strings.Join(names, ", "), hostLabel(hosts[0]), clientAuthName(hosts[0].ClientAuth))
+			name, listeners[name].Address, strings.Join(names, ", "), hostLabel(hosts[0]), ClientAuthName(hosts[0].ClientAuth))
 	}
 }
 
@@ -138,7 +138,7 @@ func (c *checker) identityExposure(entries []built, stored Catalog) {
 func openHostMessage(route string, l *Listener, hosts []ListenerHost) string {
 	labels := make([]string, len(hosts))
 	for i, h := range hosts {
-		labels[i] = fmt.Sprintf("%s (clientAuth: %s)", hostLabel(h), clientAuthName(h.ClientAuth))
+		labels[i] = fmt.Sprintf("%s (clientAuth: %s)", hostLabel(h), ClientAuthName(h.ClientAuth))
 	}
 	return fmt.Sprintf("route %q needs a verified client certificate and is served on Listener %q at %s, whose host %s does not verify client certificates: requests for it there get 401. Set that host's clientAuth to verify-if-given or require-and-verify with clientCAs",
 		route, l.Name, l.Address, strings.Join(labels, " and "))

@@ -3,16 +3,15 @@ package model_test
 import (
 	"bytes"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"net/url"
 	"slices"
 	"testing"
 	"time"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
+	"keyway.dev/internal/identity"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/testca"
 )
@@ -42,7 +41,7 @@ func TestValidateRouteIdentity(t *testing.T) {
 		warnings []want
 		// wantCert and wantAllow are checked when there are no errors.
 		wantCert  bool
-		wantAllow []model.IdentityRule
+		wantAllow []identity.Rule
 	}{
 		{name: "no client certificate settings"},
 		{name: "optional", mode: "optional"},
@@ -71,7 +70,7 @@ func TestValidateRouteIdentity(t *testing.T) {
 				{SpkiSha256: hexDigest[:62] + "00"},
 			},
 			wantCert: true,
-			wantAllow: []model.IdentityRule{
+			wantAllow: []identity.Rule{
 				{DNSName: "admin.example.com"},
 				{DNSName: "*.ops.example.com"},
 				{URI: "https://clients.example.com/billing"},
@@ -182,7 +181,7 @@ func TestValidateRouteIdentity(t *testing.T) {
 			rules:     []*policyv1.IdentityRule{{DnsName: "admin.example.com"}, {Cn: "admin"}, {DnsName: "ADMIN.example.com"}, {SpkiSha256: b64}, {SpkiSha256: hexDigest}},
 			warnings:  []want{{routeAt + ".allow[2]", "the rule is the same as allow[0]; remove one"}, {routeAt + ".allow[4]", "the same as allow[3]"}},
 			wantCert:  true,
-			wantAllow: []model.IdentityRule{{DNSName: "admin.example.com"}, {CN: "admin"}, {SPKISHA256: digest[:]}},
+			wantAllow: []identity.Rule{{DNSName: "admin.example.com"}, {CN: "admin"}, {SPKISHA256: digest[:]}},
 		},
 		{
 			name:      "optional with rules is a warning",
@@ -190,7 +189,7 @@ func TestValidateRouteIdentity(t *testing.T) {
 			rules:     []*policyv1.IdentityRule{{Cn: "admin"}},
 			warnings:  []want{{routeAt + ".clientCertificate", "clientCertificate: optional has no effect on a route with allow rules"}},
 			wantCert:  true,
-			wantAllow: []model.IdentityRule{{CN: "admin"}},
+			wantAllow: []identity.Rule{{CN: "admin"}},
 		},
 		{
 			name:  "all problems at once",
@@ -236,94 +235,11 @@ func TestValidateRouteIdentityKeepsConflictCheck(t *testing.T) {
 	}, nil)
 }
 
-func equalRules(a, b []model.IdentityRule) bool {
-	return slices.EqualFunc(a, b, func(x, y model.IdentityRule) bool {
+func equalRules(a, b []identity.Rule) bool {
+	return slices.EqualFunc(a, b, func(x, y identity.Rule) bool {
 		return x.DNSName == y.DNSName && x.URI == y.URI && x.SPIFFEID == y.SPIFFEID &&
 			x.CN == y.CN && x.OU == y.OU && bytes.Equal(x.SPKISHA256, y.SPKISHA256)
 	})
-}
-
-func mustURL(t testing.TB, s string) *url.URL {
-	t.Helper()
-	u, err := url.Parse(s)
-	if err != nil {
-		t.Fatalf("parsing %q: %v", s, err)
-	}
-	return u
-}
-
-func TestIdentityRuleMatches(t *testing.T) {
-	t.Parallel()
-	ca := testca.New(t, "ca")
-	billing := ca.Issue(testca.Options{
-		CommonName: "billing",
-		DNSNames:   []string{"Billing.Example.com"},
-		URIs: []*url.URL{
-			mustURL(t, "spiffe://example.org/ns/prod/sa/billing"),
-			mustURL(t, "https://clients.example.com/billing"),
-		},
-		OU: []string{"payments", "ops"},
-	}).Cert
-	wildcard := ca.Issue(testca.Options{CommonName: "any", DNSNames: []string{"*.example.com"}}).Cert
-	deep := ca.Issue(testca.Options{CommonName: "deep", DNSNames: []string{"a.b.example.com"}}).Cert
-	apex := ca.Issue(testca.Options{CommonName: "apex", DNSNames: []string{"example.com"}}).Cert
-	cnOnly := ca.CNOnly("billing.example.com").Cert
-	odd := ca.Issue(testca.Options{CommonName: "odd", URIs: []*url.URL{
-		mustURL(t, "spiffe://example.org"),
-		mustURL(t, "spiffe://example.org/*"),
-		mustURL(t, "spiffe://other.org/ns/prod/sa/billing"),
-		mustURL(t, "spiffe://user@example.org/ns/prod/sa/billing"),
-		mustURL(t, "spiffe://example.org:443/x"),
-	}}).Cert
-	spki := sha256.Sum256(billing.RawSubjectPublicKeyInfo)
-
-	tests := []struct {
-		name string
-		rule model.IdentityRule
-		cert *x509.Certificate
-		want bool
-	}{
-		{"dnsName exact", model.IdentityRule{DNSName: "billing.example.com"}, billing, true},
-		{"dnsName ignores case", model.IdentityRule{DNSName: "BILLING.example.COM"}, billing, true},
-		{"dnsName other name", model.IdentityRule{DNSName: "orders.example.com"}, billing, false},
-		{"dnsName not from the CN", model.IdentityRule{DNSName: "billing.example.com"}, cnOnly, false},
-		{"dnsName exact rule, wildcard SAN", model.IdentityRule{DNSName: "billing.example.com"}, wildcard, false},
-		{"dnsName wildcard, one label more", model.IdentityRule{DNSName: "*.example.com"}, billing, true},
-		{"dnsName wildcard, same wildcard SAN", model.IdentityRule{DNSName: "*.example.com"}, wildcard, true},
-		{"dnsName wildcard, two labels more", model.IdentityRule{DNSName: "*.example.com"}, deep, false},
-		{"dnsName wildcard, the apex", model.IdentityRule{DNSName: "*.example.com"}, apex, false},
-		{"dnsName wildcard, other wildcard SAN", model.IdentityRule{DNSName: "*.b.example.com"}, wildcard, false},
-		{"uri exact", model.IdentityRule{URI: "https://clients.example.com/billing"}, billing, true},
-		{"uri prefix only", model.IdentityRule{URI: "https://clients.example.com/"}, billing, false},
-		{"uri matches a SPIFFE ID too", model.IdentityRule{URI: "spiffe://example.org/ns/prod/sa/billing"}, billing, true},
-		{"spiffeID exact", model.IdentityRule{SPIFFEID: "spiffe://example.org/ns/prod/sa/billing"}, billing, true},
-		{"spiffeID other path", model.IdentityRule{SPIFFEID: "spiffe://example.org/ns/prod/sa/orders"}, billing, false},
-		{"spiffeID is not an https URI", model.IdentityRule{SPIFFEID: "https://clients.example.com/billing"}, billing, false},
-		{"spiffeID trust domain", model.IdentityRule{SPIFFEID: "spiffe://example.org/*"}, billing, true},
-		{"spiffeID other trust domain", model.IdentityRule{SPIFFEID: "spiffe://example.com/*"}, billing, false},
-		{"spiffeID trust domain, only invalid IDs", model.IdentityRule{SPIFFEID: "spiffe://example.org/*"}, odd, false},
-		{"spiffeID wildcard literally in the certificate", model.IdentityRule{SPIFFEID: "spiffe://example.org/*"}, odd, false},
-		{"spiffeID other trust domain, same path", model.IdentityRule{SPIFFEID: "spiffe://other.org/ns/prod/sa/billing"}, odd, true},
-		{"spiffeID with userinfo in the certificate", model.IdentityRule{SPIFFEID: "spiffe://example.org/ns/prod/sa/billing"}, odd, false},
-		{"cn exact", model.IdentityRule{CN: "billing"}, billing, true},
-		{"cn is case-sensitive", model.IdentityRule{CN: "Billing"}, billing, false},
-		{"ou first", model.IdentityRule{OU: "payments"}, billing, true},
-		{"ou second", model.IdentityRule{OU: "ops"}, billing, true},
-		{"ou absent", model.IdentityRule{OU: "admins"}, billing, false},
-		{"spkiSHA256 of the key", model.IdentityRule{SPKISHA256: spki[:]}, billing, true},
-		{"spkiSHA256 of another key", model.IdentityRule{SPKISHA256: spki[:]}, wildcard, false},
-		{"empty rule matches nothing", model.IdentityRule{}, billing, false},
-		{"two fields match nothing", model.IdentityRule{CN: "billing", OU: "ops"}, billing, false},
-		{"nil certificate", model.IdentityRule{CN: "billing"}, nil, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			if got := tt.rule.Matches(tt.cert); got != tt.want {
-				t.Errorf("%+v.Matches = %v, want %v", tt.rule, got, tt.want)
-			}
-		})
-	}
 }
 
 func TestRouteAdmits(t *testing.T) {
@@ -335,7 +251,7 @@ func TestRouteAdmits(t *testing.T) {
 	if !open.Admits(admin) || !open.Admits(nil) {
 		t.Error("a route without rules should admit any client, and no client")
 	}
-	ruled := &model.Route{Allow: []model.IdentityRule{{CN: "root"}, {DNSName: "admin.example.com"}}}
+	ruled := &model.Route{Allow: []identity.Rule{{CN: "root"}, {DNSName: "admin.example.com"}}}
 	if !ruled.Admits(admin) {
 		t.Error("the second rule should admit admin")
 	}
@@ -356,7 +272,7 @@ func TestDecodeRouteIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := obj.Route
-	want := []model.IdentityRule{{SPIFFEID: "spiffe://example.org/*"}, {SPKISHA256: spki[:]}}
+	want := []identity.Rule{{SPIFFEID: "spiffe://example.org/*"}, {SPKISHA256: spki[:]}}
 	if !r.ClientCertificate || !equalRules(r.Allow, want) {
 		t.Fatalf("route = %+v, want ClientCertificate and Allow %+v", r, want)
 	}

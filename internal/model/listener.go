@@ -141,7 +141,7 @@ func (c *checker) listenerHost(at fieldPath, h *policyv1.ListenerHost, seen map[
 	out.ClientAuth, out.ClientCAs, out.ClientTruststore = c.clientAuth(at, h.GetClientAuth(), h.GetClientCas(), h.GetClientTruststore())
 	out.VerifyDepth = int(h.GetVerifyDepth())
 	if out.VerifyDepth > 0 && !verifiesClients(out.ClientAuth) && knownClientAuth(h.GetClientAuth()) {
-		c.warnf(at.Child(fieldVerifyDepth), "verifyDepth is ignored because client certificates are not verified with clientAuth: %s; remove it, or use verify-if-given or require-and-verify", clientAuthName(out.ClientAuth))
+		c.warnf(at.Child(fieldVerifyDepth), "verifyDepth is ignored because client certificates are not verified with clientAuth: %s; remove it, or use verify-if-given or require-and-verify", ClientAuthName(out.ClientAuth))
 	}
 
 	out.Revocation = c.listenerRevocation(at.Child(fieldRevocation), h.GetRevocation(), out.ClientAuth, knownClientAuth(h.GetClientAuth()))
@@ -309,9 +309,9 @@ func (c *checker) clientAuth(at fieldPath, name, cas, truststore string) (tls.Cl
 	case verifiesClients(mode) && cas == "" && truststore == "":
 		c.errorf(casAt, "clientCAs is required with clientAuth: %s: give the PEM of the CA certificates that issue client certificates (one or more -----BEGIN CERTIFICATE----- blocks), or clientTruststore: NAME for a truststore of the secrets service", name)
 	case !verifiesClients(mode) && cas != "":
-		c.errorf(casAt, "clientCAs would be ignored with clientAuth: %s, which does not verify client certificates; use clientAuth: verify-if-given or require-and-verify to verify them against these CAs, or remove clientCAs", clientAuthName(mode))
+		c.errorf(casAt, "clientCAs would be ignored with clientAuth: %s, which does not verify client certificates; use clientAuth: verify-if-given or require-and-verify to verify them against these CAs, or remove clientCAs", ClientAuthName(mode))
 	case !verifiesClients(mode) && truststore != "":
-		c.errorf(storeAt, "clientTruststore would be ignored with clientAuth: %s, which does not verify client certificates; use clientAuth: verify-if-given or require-and-verify to verify them against this truststore, or remove clientTruststore", clientAuthName(mode))
+		c.errorf(storeAt, "clientTruststore would be ignored with clientAuth: %s, which does not verify client certificates; use clientAuth: verify-if-given or require-and-verify to verify them against this truststore, or remove clientTruststore", ClientAuthName(mode))
 	case cas != "":
 		return mode, c.clientCAs(casAt, cas), ""
 	case truststore != "":
@@ -325,8 +325,10 @@ func knownClientAuth(name string) bool {
 	return name == "" || slices.ContainsFunc(clientAuthModes, func(m clientAuthMode) bool { return m.name == name })
 }
 
-// clientAuthName is the API spelling of a mode.
-func clientAuthName(mode tls.ClientAuthType) string {
+// ClientAuthName is the API spelling of a client auth mode, as the
+// Listener resource writes it: none, request, require, verify-if-given,
+// require-and-verify. Status and messages name modes with it.
+func ClientAuthName(mode tls.ClientAuthType) string {
 	for _, m := range clientAuthModes {
 		if m.mode == mode {
 			return m.name

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"keyway.dev/internal/identity"
 	"keyway.dev/internal/limits"
 )
 
@@ -91,31 +92,10 @@ func suggestName(name string) string {
 	return strings.TrimRight(s, "-")
 }
 
-// isDNSName reports whether s is a host name: dot-separated labels of
-// letters, digits and hyphens, 1 to 63 characters each, not starting or
-// ending with a hyphen, 253 characters in all. A trailing dot is not allowed.
-func isDNSName(s string) bool {
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for label := range strings.SplitSeq(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			b := label[i]
-			if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-') {
-				return false
-			}
-		}
-	}
-	// An all-numeric name is a mistyped IP address, not a host name.
-	if _, err := netip.ParseAddr(s); err == nil {
-		return false
-	}
-	last := s[strings.LastIndexByte(s, '.')+1:]
-	return strings.Trim(last, "0123456789") != ""
-}
+// isDNSName reports whether s is a host name. The syntax is
+// [identity.IsDNSName]'s, so that a name a Listener or Service accepts is
+// one an identity rule's dnsName accepts too.
+func isDNSName(s string) bool { return identity.IsDNSName(s) }
 
 // isIP reports whether s is an IPv4 or IPv6 address (without brackets).
 func isIP(s string) bool {

@@ -155,7 +155,7 @@ func (c *checker) revocation(s revocationSpec, clientAuth tls.ClientAuthType, cl
 		return Revocation{Mode: revocation.Off}
 	}
 	if clientAuthKnown && clientAuth != tls.VerifyClientCertIfGiven && clientAuth != tls.RequireAndVerifyClientCert {
-		c.errorf(modeAt, "revocation checks verified client certificates, and clientAuth: %s does not verify them; use clientAuth: verify-if-given or require-and-verify with the CAs that issue them, or remove revocation", clientAuthName(clientAuth))
+		c.errorf(modeAt, "revocation checks verified client certificates, and clientAuth: %s does not verify them; use clientAuth: verify-if-given or require-and-verify with the CAs that issue them, or remove revocation", ClientAuthName(clientAuth))
 	}
 	if len(s.crls.items) == 0 && !out.DistributionPoints && !out.OCSP {
 		c.errorf(s.at, "revocation has nothing to check against: give crl (URLs or absolute files of the CAs' CRLs), leave distributionPoints on (the CRLs certificates name), or set ocsp: true")

@@ -53,8 +53,8 @@ func (c *checker) tlsProtocol(p tlsParams) tlsProtocol {
 	var out tlsProtocol
 	out.alpn = c.alpnList(p.at.Child(fieldALPN), p.alpn, p.peers)
 
-	minV, minOK := c.parseVersion(p.at.Child(fieldMinVersion), fieldMinVersion, p.minVersion, defaultMinVersion)
-	maxV, maxOK := c.parseVersion(p.at.Child(fieldMaxVersion), fieldMaxVersion, p.maxVersion, defaultMaxVersion)
+	minV, minOK := c.parseVersion(p.at.Child(fieldMinVersion), fieldMinVersion, p.minVersion, DefaultMinVersion)
+	maxV, maxOK := c.parseVersion(p.at.Child(fieldMaxVersion), fieldMaxVersion, p.maxVersion, DefaultMaxVersion)
 	versionsOK := minOK && maxOK
 	if versionsOK && minV > maxV {
 		c.errorf(p.at.Child(fieldMinVersion), "minversion %s is above maxversion %s; lower minversion or raise maxversion (defaults: 1.2 and 1.3)", versionName(minV), versionName(maxV))

@@ -93,9 +93,9 @@ func (c *checker) inboundTLS(at fieldPath, cfg *structpb.Struct) *InboundTLS {
 	trusted, truststore, trustedState := c.inboundTrustedCA(o)
 	switch {
 	case verifiesClients(h.ClientAuth) && trustedState == absent:
-		c.errorf(at.Child(fieldTrustedCA), "trustedCA is required to verify client certificates (clientAuth: %s): give the PEM of the CA certificates that issue client certificates", clientAuthName(h.ClientAuth))
+		c.errorf(at.Child(fieldTrustedCA), "trustedCA is required to verify client certificates (clientAuth: %s): give the PEM of the CA certificates that issue client certificates", ClientAuthName(h.ClientAuth))
 	case !verifiesClients(h.ClientAuth) && trustedState == present:
-		c.errorf(at.Child(fieldTrustedCA), "trustedCA would be ignored with clientAuth: %s, which does not verify client certificates; remove clientAuth (trustedCA alone verifies certificates clients give), or use verify-if-given or require-and-verify", clientAuthName(h.ClientAuth))
+		c.errorf(at.Child(fieldTrustedCA), "trustedCA would be ignored with clientAuth: %s, which does not verify client certificates; remove clientAuth (trustedCA alone verifies certificates clients give), or use verify-if-given or require-and-verify", ClientAuthName(h.ClientAuth))
 	case trustedState == present && truststore != "":
 		h.ClientTruststore = c.truststoreRef(at.Child(fieldTrustedCA).Child(fieldTruststore), truststore)
 	case trustedState == present:
@@ -112,7 +112,7 @@ func (c *checker) inboundTLS(at fieldPath, cfg *structpb.Struct) *InboundTLS {
 		default:
 			h.VerifyDepth = int(n.NumberValue)
 			if h.VerifyDepth > 0 && !verifiesClients(h.ClientAuth) {
-				c.warnf(at.Child(fieldVerifyDepth), "verifyDepth is ignored because client certificates are not verified with clientAuth: %s; remove it, or give trustedCA", clientAuthName(h.ClientAuth))
+				c.warnf(at.Child(fieldVerifyDepth), "verifyDepth is ignored because client certificates are not verified with clientAuth: %s; remove it, or give trustedCA", ClientAuthName(h.ClientAuth))
 			}
 		}
 	}

@@ -56,6 +56,12 @@ const (
 // to h2 and gRPC Services only ([OutboundTLS.OfferedALPN]).
 var defaultALPN = []string{alpnH2, alpnHTTP11}
 
+// DefaultALPN is the ALPN list offered where none is configured: h2, then
+// http/1.1. It is a Listener host's default (alpn left out), what a
+// tls-outbound context without alpn offers to h2 and gRPC Services, and
+// what Keyway's own API servers offer. The slice is the caller's.
+func DefaultALPN() []string { return slices.Clone(defaultALPN) }
+
 // OfferedALPN is the ALPN list offered to an upstream of a Service that
 // speaks protocol: the context's alpn when it gives one; else h2 then
 // http/1.1 for h2 and gRPC Services, and http/1.1 alone for HTTP/1.1
@@ -72,12 +78,15 @@ func (o *OutboundTLS) OfferedALPN(protocol string) []string {
 	return []string{alpnHTTP11}
 }
 
+// DefaultMinVersion and DefaultMaxVersion bound the TLS versions of a
+// tls-outbound context or a Listener host that gives none.
 const (
-	defaultMinVersion = tls.VersionTLS12
-	defaultMaxVersion = tls.VersionTLS13
-	// minRSABits is Flex's floor for RSA keys.
-	minRSABits = 2048
+	DefaultMinVersion = tls.VersionTLS12
+	DefaultMaxVersion = tls.VersionTLS13
 )
+
+// minRSABits is Flex's floor for RSA keys.
+const minRSABits = 2048
 
 // outboundTLS builds the TLS context of a tls-outbound binding from its
 // config; at is the path of the config.

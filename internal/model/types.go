@@ -11,6 +11,8 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"time"
+
+	"keyway.dev/internal/identity"
 )
 
 // Kinds of resource.
@@ -81,22 +83,10 @@ type Route struct {
 	ClientCertificate bool
 	// Allow admits a request whose client certificate matches any rule;
 	// empty admits any (verified) client.
-	Allow []IdentityRule
+	Allow []identity.Rule
 	// Listeners are the Listeners whose requests the route serves; empty
 	// means every Listener and the node's plain-HTTP port.
 	Listeners []string
-}
-
-// IdentityRule matches a client certificate by one property; exactly one
-// field is set. See [IdentityRule.Matches].
-type IdentityRule struct {
-	DNSName string
-	URI     string
-	// SPIFFEID is exact, or "spiffe://trust-domain/*" for a trust domain.
-	SPIFFEID   string
-	CN         string
-	OU         string
-	SPKISHA256 []byte
 }
 
 // Binding is a validated PolicyBinding.

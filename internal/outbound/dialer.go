@@ -4,7 +4,8 @@
 //
 // Proxy nodes dial through it; the policy service's live probe handshakes
 // through it too, so an apply-time probe and the data plane agree on what a
-// context can reach.
+// context can reach. The *tls.Config of each connection, with its
+// verification callbacks, is [tlsconf.Outbound] and [tlsconf.OutboundConn].
 package outbound
 
 import (
@@ -16,7 +17,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +27,7 @@ import (
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/telemetry"
+	"keyway.dev/internal/tlsconf"
 )
 
 // Defaults for [Options].
@@ -133,43 +134,9 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 	if tlsCtx == nil {
 		return d, nil
 	}
-	cfg := &tls.Config{
-		MinVersion:         tlsCtx.MinVersion,
-		MaxVersion:         tlsCtx.MaxVersion,
-		CipherSuites:       slices.Clone(tlsCtx.CipherSuites),
-		NextProtos:         tlsCtx.OfferedALPN(opts.Protocol),
-		InsecureSkipVerify: tlsCtx.SkipValidation, //nolint:gosec // the binding's skipValidation, which the policy service warns about at apply
-		// Resumption across connections of this one context only.
-		ClientSessionCache: tls.NewLRUClientSessionCache(64),
-	}
-	if !tlsCtx.SkipValidation {
-		switch {
-		case tlsCtx.SystemRoots:
-			// An https:// Service without a binding. Said explicitly
-			// rather than left to a nil RootCAs, so that a host without
-			// a usable bundle fails here, by name, and not at every
-			// handshake.
-			pool, err := x509.SystemCertPool()
-			if err != nil {
-				return nil, fmt.Errorf("upstream %q: its https:// address is verified against the system's trusted roots, and they cannot be loaded (%w); install the CA bundle (ca-certificates), point SSL_CERT_FILE at one, or bind a tls-outbound PolicyBinding with trustedCA", name, err)
-			}
-			cfg.RootCAs = pool
-		case len(tlsCtx.TrustedCAs) == 0:
-			return nil, fmt.Errorf("upstream %q: tls-outbound context without trusted CAs and without skipValidation", name)
-		default:
-			pool := x509.NewCertPool()
-			for _, ca := range tlsCtx.TrustedCAs {
-				pool.AddCert(ca)
-			}
-			cfg.RootCAs = pool
-		}
-		if tlsCtx.LegacyCommonName {
-			// crypto/tls matches names against SANs only, so this
-			// context verifies the chain itself (verifyLegacy) and
-			// tells crypto/tls not to: VerifyConnection runs on every
-			// handshake, resumed ones included.
-			cfg.InsecureSkipVerify = true
-		}
+	cfg, err := tlsconf.Outbound(name, tlsCtx, opts.Protocol)
+	if err != nil {
+		return nil, err
 	}
 	d.base = cfg
 	return d, nil
@@ -276,37 +243,7 @@ func (d *Dialer) handshake(ctx context.Context, network, addr string) (*tls.Conn
 	if err != nil {
 		return nil, facts, d.fail(err, addr, facts)
 	}
-	cfg := d.base.Clone()
-	cfg.ServerName = facts.ServerName
-	cert, sans, verify := d.tls.Certificate, d.tls.SubjectAltNames, !d.tls.SkipValidation
-	legacy := verify && d.tls.LegacyCommonName
-	cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		facts.ClientCertificateRequested = true
-		if cert == nil {
-			return &tls.Certificate{}, nil // send none; the server decides
-		}
-		facts.ClientCertificateSent = true
-		return cert, nil
-	}
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		facts.ServerCertificateSeen = true
-		if legacy {
-			if err := verifyLegacy(cs, cfg.RootCAs, facts.ServerName); err != nil {
-				return err
-			}
-		}
-		if !verify || len(sans) == 0 || len(cs.PeerCertificates) == 0 {
-			return nil
-		}
-		leaf := cs.PeerCertificates[0]
-		for _, name := range sans {
-			if matchName(leaf, name, legacy) == nil {
-				return nil
-			}
-		}
-		return failure.WithReason(failure.SANMismatch,
-			fmt.Errorf("upstream certificate %q carries none of the subjectAltNames %q the binding requires (it has %q)", leaf.Subject, sans, leaf.DNSNames))
-	}
+	cfg := tlsconf.OutboundConn(d.base, d.tls, facts)
 	facts.Phase = failure.PhaseHandshake
 	tc := tls.Client(raw, cfg)
 	hctx, cancel := context.WithTimeout(ctx, d.timeout)
@@ -317,43 +254,6 @@ func (d *Dialer) handshake(ctx context.Context, network, addr string) (*tls.Conn
 		return nil, facts, d.fail(err, addr, facts)
 	}
 	return tc, facts, nil
-}
-
-// verifyLegacy verifies the upstream's chain as crypto/tls would (roots,
-// intermediates the server sent, validity now, server-auth key usage) and
-// then its name, with the Common Name standing in for a DNS SAN that the
-// certificate does not have.
-func verifyLegacy(cs tls.ConnectionState, roots *x509.CertPool, serverName string) error {
-	if len(cs.PeerCertificates) == 0 {
-		return failure.WithReason(failure.HandshakeFailure, errors.New("the upstream sent no certificate"))
-	}
-	leaf := cs.PeerCertificates[0]
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
-		Roots: roots, Intermediates: inter,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}); err != nil {
-		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
-	}
-	return matchName(leaf, serverName, true)
-}
-
-// matchName checks that leaf is valid for name: by its SANs, or, with
-// legacy and no DNS SAN in leaf, by its Common Name (case-insensitive, a
-// "*." wildcard covering one label, as VerifyHostname matches SANs).
-func matchName(leaf *x509.Certificate, name string, legacy bool) error {
-	err := leaf.VerifyHostname(name)
-	if err == nil || !legacy || len(leaf.DNSNames) > 0 || net.ParseIP(name) != nil {
-		return err
-	}
-	if model.CommonNameCovers(leaf, name) {
-		return nil
-	}
-	return failure.WithReason(failure.SANMismatch, fmt.Errorf("the upstream's certificate %q has no subjectAltName and its Common Name %q is not %q (legacyCommonName is on).%s",
-		leaf.Subject.String(), leaf.Subject.CommonName, name, failure.UnexpandedVariable(leaf.Subject.CommonName)))
 }
 
 // ServerName is the name sent as SNI to addr and verified in its
@@ -367,10 +267,7 @@ func (d *Dialer) ServerName(addr string) string {
 }
 
 func (d *Dialer) serverName(host string) string {
-	if d.tls != nil && d.tls.SNI != "" {
-		return d.tls.SNI
-	}
-	return host
+	return tlsconf.OutboundServerName(d.tls, host)
 }
 
 // Result is what a successful probe saw of an upstream.

@@ -266,7 +266,7 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 	// handshake. NextProtos is only there so that Serve sets up HTTP/2
 	// (it does when the server's config names h2); each host's config
 	// has its own.
-	tlsConfig := &tls.Config{GetConfigForClient: s.configForClient, NextProtos: slices.Clone(defaultALPN)}
+	tlsConfig := &tls.Config{GetConfigForClient: s.configForClient, NextProtos: model.DefaultALPN()}
 	s.srv = &http.Server{
 		Handler:           m.opts.Handler,
 		TLSConfig:         tlsConfig,
@@ -412,7 +412,7 @@ func (m *Manager) Status() []ListenerStatus {
 			}
 		}
 		for i, h := range l.Hosts {
-			hs := HostStatus{Hostnames: h.Hostnames, Default: i == l.Default, ClientAuth: ClientAuthName(h.ClientAuth), Fingerprint: h.Fingerprint}
+			hs := HostStatus{Hostnames: h.Hostnames, Default: i == l.Default, ClientAuth: model.ClientAuthName(h.ClientAuth), Fingerprint: h.Fingerprint}
 			if h.Revocation.On() {
 				hs.Revocation = string(h.Revocation.Mode)
 			}

@@ -1,20 +1,15 @@
 package inbound
 
 import (
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
-	"keyway.dev/internal/failure"
 	"keyway.dev/internal/model"
+	"keyway.dev/internal/tlsconf"
 )
-
-// defaultALPN is offered when a host names no ALPN protocols.
-var defaultALPN = []string{"h2", "http/1.1"}
 
 // snapshot is one Listener's TLS as served: every host's *tls.Config built
 // once from the model, then only read by handshakes. Immutable.
@@ -64,7 +59,7 @@ func buildSnapshot(l *model.Listener, revocations func(*model.ListenerHost) (*ho
 	var errs []error
 	for i := range l.Hosts {
 		h := &l.Hosts[i]
-		built, err := hostConfig(h)
+		built, err := tlsconf.InboundHost(h)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("inbound: listener %q host %d %v: %w", l.Name, i, h.Hostnames, err))
 			continue
@@ -78,7 +73,7 @@ func buildSnapshot(l *model.Listener, revocations func(*model.ListenerHost) (*ho
 			s.revocations = append(s.revocations, rev)
 			built.VerifyConnection = rev.verifyAfter(built.VerifyConnection, h.VerifyDepth)
 		}
-		cfg := &host{cfg: built, clientAuth: h.ClientAuth, roots: built.ClientCAs, verifyDepth: h.VerifyDepth, trust: clientTrust(h), revocation: rev}
+		cfg := &host{cfg: built, clientAuth: h.ClientAuth, roots: built.ClientCAs, verifyDepth: h.VerifyDepth, trust: tlsconf.InboundTrust(h), revocation: rev}
 		if i == l.Default {
 			s.def = cfg
 		}
@@ -110,80 +105,6 @@ func (s *snapshot) close() {
 	}
 }
 
-func hostConfig(h *model.ListenerHost) (*tls.Config, error) {
-	if h.Certificate == nil || len(h.Certificate.Certificate) == 0 {
-		return nil, errors.New("no server certificate")
-	}
-	cfg := &tls.Config{
-		Certificates: []tls.Certificate{*h.Certificate},
-		ClientAuth:   h.ClientAuth,
-		MinVersion:   h.MinVersion,
-		MaxVersion:   h.MaxVersion,
-		CipherSuites: slices.Clone(h.CipherSuites),
-		NextProtos:   slices.Clone(h.ALPN),
-	}
-	if len(cfg.CipherSuites) == 0 {
-		// Go's own defaults still include ECDHE suites with CBC and SHA-1.
-		cfg.CipherSuites = model.IntermediateCipherSuites()
-	}
-	if cfg.MinVersion == 0 {
-		cfg.MinVersion = tls.VersionTLS12
-	}
-	if len(cfg.NextProtos) == 0 {
-		cfg.NextProtos = slices.Clone(defaultALPN)
-	}
-	if len(h.ClientCAs) > 0 {
-		cfg.ClientCAs = x509.NewCertPool()
-		for _, c := range h.ClientCAs {
-			cfg.ClientCAs.AddCert(c)
-		}
-	} else if h.ClientAuth == tls.VerifyClientCertIfGiven || h.ClientAuth == tls.RequireAndVerifyClientCert {
-		// An empty pool, not nil: nil would mean the system roots.
-		return nil, fmt.Errorf("client auth %s without client CAs", ClientAuthName(h.ClientAuth))
-	}
-	if h.VerifyDepth > 0 {
-		cfg.VerifyConnection = verifyDepth(h.VerifyDepth)
-	}
-	var key [32]byte
-	if _, err := rand.Read(key[:]); err != nil {
-		return nil, fmt.Errorf("making a session ticket key: %w", err)
-	}
-	cfg.SetSessionTicketKeys([][32]byte{key})
-	return cfg, nil
-}
-
-// verifyDepth refuses a client whose every verified chain (leaf to root,
-// both included) is longer than depth. A connection without verified
-// chains (no certificate, or a mode that does not verify) is left to
-// ClientAuth.
-func verifyDepth(depth int) func(tls.ConnectionState) error {
-	return func(cs tls.ConnectionState) error {
-		if len(cs.VerifiedChains) == 0 {
-			return nil
-		}
-		shortest := len(cs.VerifiedChains[0])
-		for _, chain := range cs.VerifiedChains[1:] {
-			shortest = min(shortest, len(chain))
-		}
-		if shortest > depth {
-			return failure.WithReason(failure.InvalidCertificate,
-				fmt.Errorf("inbound: client certificate chain of %d certificates exceeds verifyDepth %d", shortest, depth))
-		}
-		return nil
-	}
-}
-
-// clientTrust is the trust key of a host: its verifyDepth and the SHA-256
-// of each of its clientCAs, sorted.
-func clientTrust(h *model.ListenerHost) string {
-	fps := make([]string, len(h.ClientCAs))
-	for i, ca := range h.ClientCAs {
-		fps[i] = model.CertFingerprint(ca)
-	}
-	slices.Sort(fps)
-	return fmt.Sprintf("%d/%s", h.VerifyDepth, strings.Join(fps, ","))
-}
-
 // hostFor picks the host for an SNI name: exact, then the wildcard for
 // the first label, then the default. Map lookups only.
 func (s *snapshot) hostFor(serverName string) *host {
@@ -209,23 +130,4 @@ func (s *snapshot) named(name string) (h *host, ok bool) {
 		}
 	}
 	return nil, false
-}
-
-// ClientAuthName is the model's name for a client auth mode, as in the
-// Listener resource: none, request, require, verify-if-given,
-// require-and-verify.
-func ClientAuthName(a tls.ClientAuthType) string {
-	switch a {
-	case tls.NoClientCert:
-		return "none"
-	case tls.RequestClientCert:
-		return "request"
-	case tls.RequireAnyClientCert:
-		return "require"
-	case tls.VerifyClientCertIfGiven:
-		return "verify-if-given"
-	case tls.RequireAndVerifyClientCert:
-		return "require-and-verify"
-	}
-	return a.String()
 }

@@ -21,7 +21,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"keyway.dev/internal/failure"
-	"keyway.dev/internal/model"
+	"keyway.dev/internal/identity"
 	"keyway.dev/internal/telemetry"
 	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/inbound"
@@ -198,7 +198,7 @@ func bounded(s string) string {
 
 // ruleKinds names the kinds of rule in rules ("spiffeID or dnsName"), as
 // the API spells them; never their values.
-func ruleKinds(rules []model.IdentityRule) string {
+func ruleKinds(rules []identity.Rule) string {
 	var kinds []string
 	add := func(set bool, kind string) {
 		if set && !slices.Contains(kinds, kind) {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"keyway.dev/internal/identity"
 	"keyway.dev/internal/model"
 )
 
@@ -27,7 +28,7 @@ type Target struct {
 	// ClientCertificate and Allow are the Route's client-certificate
 	// rules, checked on requests that arrive on a Listener.
 	ClientCertificate bool
-	Allow             []model.IdentityRule
+	Allow             []identity.Rule
 
 	// index is the route's position in its Table: see [Target.Index].
 	index int

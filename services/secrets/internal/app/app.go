@@ -32,6 +32,7 @@ import (
 	"keyway.dev/internal/audit"
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/limits"
+	"keyway.dev/internal/model"
 	"keyway.dev/internal/natsconn"
 	"keyway.dev/internal/secretsclient"
 	"keyway.dev/secrets/internal/dependents"
@@ -318,7 +319,7 @@ func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 		Certificates: []tls.Certificate{pair},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    pool,
-		NextProtos:   []string{"h2", "http/1.1"},
+		NextProtos:   model.DefaultALPN(),
 	}, nil
 }
 

@@ -1,18 +1,45 @@
-package outbound_test
+package tlsconf_test
 
 import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/model"
-	"keyway.dev/internal/outbound"
 	"keyway.dev/internal/testca"
+	"keyway.dev/internal/tlsconf"
 )
+
+// handshake connects to addr with a connection of base (tlsconf.Outbound
+// of o) and completes the TLS handshake, returning the failure's reason
+// and detail as a Dialer classifies them ("" when it succeeded).
+func handshake(t *testing.T, base *tls.Config, o *model.OutboundTLS, addr string) (failure.Reason, string) {
+	t.Helper()
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	facts := &failure.HandshakeFacts{Phase: failure.PhaseHandshake, ServerName: tlsconf.OutboundServerName(o, host)}
+	raw, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := tls.Client(raw, tlsconf.OutboundConn(base, o, facts))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = tc.HandshakeContext(ctx)
+	tc.Close()
+	if err == nil {
+		return "", ""
+	}
+	dg := failure.Diagnose(err, *facts)
+	return dg.Reason, dg.Detail
+}
 
 // serveTLS accepts TLS connections with cert on loopback until the test
 // ends; each completes its handshake and is closed.
@@ -83,25 +110,21 @@ func TestLegacyCommonName(t *testing.T) {
 				LegacyCommonName: tc.legacy, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13,
 				ALPN: []string{"http/1.1"},
 			}
-			d, err := outbound.NewDialer("backend", ctx, outbound.Options{})
+			base, err := tlsconf.Outbound("backend", ctx, "")
 			if err != nil {
 				t.Fatal(err)
 			}
 			// Twice: the second handshake may resume the first's session,
 			// and a resumed session must be verified as strictly.
 			for i := range 2 {
-				tc2, _, herr := d.Handshake(context.Background(), "tcp", addr)
+				reason, detail := handshake(t, base, ctx, addr)
 				switch {
-				case tc.want == "" && herr != nil:
-					t.Fatalf("handshake %d: %v", i, herr)
-				case tc.want != "" && herr == nil:
-					tc2.Close()
+				case tc.want == "" && reason != "":
+					t.Fatalf("handshake %d: %s: %s", i, reason, detail)
+				case tc.want != "" && reason == "":
 					t.Fatalf("handshake %d succeeded, want %s", i, tc.want)
-				case tc.want != "" && herr.Reason != tc.want:
-					t.Fatalf("handshake %d: reason %s (%s), want %s", i, herr.Reason, herr.Detail, tc.want)
-				}
-				if tc2 != nil {
-					tc2.Close()
+				case reason != tc.want:
+					t.Fatalf("handshake %d: reason %s (%s), want %s", i, reason, detail, tc.want)
 				}
 			}
 		})
@@ -123,18 +146,17 @@ func TestUnexpandedVariableInCommonName(t *testing.T) {
 			TrustedCAs: []*x509.Certificate{ca.Cert}, SNI: "localhost", LegacyCommonName: tc.legacy,
 			MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13, ALPN: []string{"http/1.1"},
 		}
-		d, err := outbound.NewDialer("backend", ctx, outbound.Options{})
+		base, err := tlsconf.Outbound("backend", ctx, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, _, herr := d.Handshake(context.Background(), "tcp", addr)
-		if herr == nil {
-			c.Close()
+		reason, detail := handshake(t, base, ctx, addr)
+		if reason == "" {
 			t.Fatalf("legacy %v: handshake succeeded", tc.legacy)
 		}
 		const hint = `Its Common Name "${SERVER_HOST}" is a shell variable that was never expanded: the openssl command that made it quoted -subj in single quotes`
-		if herr.Reason != tc.want || !strings.Contains(herr.Detail, hint) {
-			t.Errorf("legacy %v: %s: %s; want %s saying %q", tc.legacy, herr.Reason, herr.Detail, tc.want, hint)
+		if reason != tc.want || !strings.Contains(detail, hint) {
+			t.Errorf("legacy %v: %s: %s; want %s saying %q", tc.legacy, reason, detail, tc.want, hint)
 		}
 	}
 }
