@@ -169,17 +169,23 @@ func (d *Dialer) DialTLSContext(ctx context.Context, network, addr string) (net.
 // connection and what was seen. Errors are [*Error]. The Options' Observer,
 // if any, is told of the outcome.
 func (d *Dialer) Handshake(ctx context.Context, network, addr string) (*tls.Conn, *failure.HandshakeFacts, *Error) {
+	return d.observedHandshake(ctx, network, addr, nil)
+}
+
+// observedHandshake is [Dialer.Handshake]; with hold, the TCP connection
+// under the TLS one is a [heldConn].
+func (d *Dialer) observedHandshake(ctx context.Context, network, addr string, hold *heldConn) (*tls.Conn, *failure.HandshakeFacts, *Error) {
 	if d.observer == nil && d.tracer == nil {
-		return d.handshake(ctx, network, addr)
+		return d.handshake(ctx, network, addr, hold)
 	}
 	start := time.Now()
 	var tc *tls.Conn
 	var facts *failure.HandshakeFacts
 	var herr *Error
 	if d.tracer != nil {
-		tc, facts, herr = d.tracedHandshake(ctx, network, addr)
+		tc, facts, herr = d.tracedHandshake(ctx, network, addr, hold)
 	} else {
-		tc, facts, herr = d.handshake(ctx, network, addr)
+		tc, facts, herr = d.handshake(ctx, network, addr, hold)
 	}
 	if d.observer == nil {
 		return tc, facts, herr
@@ -194,7 +200,7 @@ func (d *Dialer) Handshake(ctx context.Context, network, addr string) (*tls.Conn
 
 // tracedHandshake is handshake inside a [telemetry.SpanOutboundHandshake]
 // span that records what was negotiated and seen, or why it failed.
-func (d *Dialer) tracedHandshake(ctx context.Context, network, addr string) (*tls.Conn, *failure.HandshakeFacts, *Error) {
+func (d *Dialer) tracedHandshake(ctx context.Context, network, addr string, hold *heldConn) (*tls.Conn, *failure.HandshakeFacts, *Error) {
 	attrs := []attribute.KeyValue{telemetry.AttrUpstream.String(d.upstream)}
 	if host, port, err := net.SplitHostPort(addr); err == nil {
 		attrs = append(attrs, telemetry.AttrServerAddress.String(host))
@@ -208,7 +214,7 @@ func (d *Dialer) tracedHandshake(ctx context.Context, network, addr string) (*tl
 	ctx, span := d.tracer.Start(ctx, telemetry.SpanOutboundHandshake,
 		trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 	defer span.End()
-	tc, facts, herr := d.handshake(ctx, network, addr)
+	tc, facts, herr := d.handshake(ctx, network, addr, hold)
 	if facts != nil {
 		if facts.ServerName != "" {
 			span.SetAttributes(telemetry.AttrTLSServerName.String(facts.ServerName))
@@ -233,7 +239,7 @@ func (d *Dialer) tracedHandshake(ctx context.Context, network, addr string) (*tl
 	return tc, facts, herr
 }
 
-func (d *Dialer) handshake(ctx context.Context, network, addr string) (*tls.Conn, *failure.HandshakeFacts, *Error) {
+func (d *Dialer) handshake(ctx context.Context, network, addr string, hold *heldConn) (*tls.Conn, *failure.HandshakeFacts, *Error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, nil, &Error{Upstream: d.upstream, Endpoint: addr, Reason: failure.Unknown, Detail: err.Error(), Err: err}
@@ -242,6 +248,10 @@ func (d *Dialer) handshake(ctx context.Context, network, addr string) (*tls.Conn
 	raw, err := d.net.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, facts, d.fail(err, addr, facts)
+	}
+	if hold != nil {
+		hold.Conn = raw
+		raw = hold
 	}
 	cfg := tlsconf.OutboundConn(d.base, d.tls, facts)
 	facts.Phase = failure.PhaseHandshake
@@ -325,11 +335,17 @@ func (d *Dialer) probe(ctx context.Context, addr, path string) (*Result, *Error)
 		return nil, &Error{Upstream: d.upstream, Endpoint: addr, Reason: failure.Unknown, Detail: "the upstream has no tls-outbound context to probe"}
 	}
 	start := time.Now()
-	tc, facts, herr := d.Handshake(ctx, "tcp", addr)
+	// The probe's request goes through an http.Transport, which closes the
+	// connection when a write fails; a TLS 1.3 server that refused the
+	// client certificate has by then sent its alert, which only a read
+	// after the failure can find. The TCP connection is held open until
+	// the probe is done with it.
+	hold := &heldConn{}
+	tc, facts, herr := d.observedHandshake(ctx, "tcp", addr, hold)
 	if herr != nil {
 		return nil, herr
 	}
-	defer func() { _ = tc.Close() }()
+	defer func() { _ = tc.Close(); _ = hold.Conn.Close() }()
 	elapsed := time.Since(start)
 	cs := tc.ConnectionState()
 	after := *facts
@@ -435,3 +451,11 @@ func (d *Dialer) fail(err error, addr string, facts *failure.HandshakeFacts) *Er
 	}
 	return &Error{Upstream: d.upstream, Endpoint: addr, Reason: dg.Reason, Phase: facts.Phase, Detail: dg.Detail, Err: err}
 }
+
+// heldConn is a connection whose Close is left to its owner (it calls
+// Conn.Close): a probe keeps reading what the server sent after an HTTP
+// client gave up on the connection.
+type heldConn struct{ net.Conn }
+
+// Close does nothing; the probe closes Conn when it is done.
+func (*heldConn) Close() error { return nil }
