@@ -37,9 +37,9 @@ import (
 	"keyway.dev/internal/revocation"
 	"keyway.dev/internal/telemetry"
 	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/forward"
 	"keyway.dev/proxy/internal/inbound"
 	"keyway.dev/proxy/internal/metrics"
-	"keyway.dev/proxy/internal/proxy"
 	"keyway.dev/proxy/internal/registry"
 	"keyway.dev/proxy/internal/secrets"
 	"keyway.dev/proxy/internal/upstream"
@@ -215,7 +215,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 
 	// The watcher reports to the metrics, which read its snapshot.
 	n.metrics = metrics.New(func() *config.Snapshot { return n.watcher.Snapshot() })
-	uopts := proxy.UpstreamOptions(upstream.Options{
+	uopts := forward.UpstreamOptions(upstream.Options{
 		HandshakeTimeout: cfg.HandshakeTimeout, Logger: log,
 		Handshakes: n.metrics, Recorder: n.metrics.Recorder,
 		Tracing: cfg.Tracing,
@@ -235,7 +235,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Secrets.Trace(cfg.Tracing)
 		cfg.Secrets.OnPanic(n.metrics.ObserveSecretsPanic)
 	}
-	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
+	handler := forward.New(n.watcher, forward.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
 	revocationMetrics := n.metrics.NewRevocation(metrics.RevocationSource{
 		Lists: func() []revocation.ListStatus { return n.inbound.RevocationLists() },

@@ -19,8 +19,8 @@ import (
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/testca"
 	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/forward"
 	"keyway.dev/proxy/internal/node"
-	"keyway.dev/proxy/internal/proxy"
 )
 
 type env struct {
@@ -165,7 +165,7 @@ func TestUpstreamFailures(t *testing.T) {
 			}
 			e.apply(t, tt.name, "http1", tt.endpoint(t), tt.cfg)
 			a := do(t, "GET", e.url("/"+tt.name+"/x"))
-			var body proxy.ErrorBody
+			var body forward.ErrorBody
 			if err := json.Unmarshal(a.body, &body); err != nil {
 				t.Fatalf("status %d body %s: %v", a.status, a.body, err)
 			}

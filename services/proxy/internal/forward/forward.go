@@ -1,8 +1,8 @@
-// Package proxy is the node's request path: route lookup in the current
+// Package forward is the node's request path: route lookup in the current
 // snapshot (one atomic load), then forwarding on the route's Upstream. Failures
 // answer with a JSON body that names a [failure.Reason] and the fix, and are
 // logged in full with the request id.
-package proxy
+package forward
 
 import (
 	"bytes"
