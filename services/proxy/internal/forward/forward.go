@@ -23,8 +23,8 @@ import (
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/telemetry"
-	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/inbound"
+	"keyway.dev/proxy/internal/publish"
 	"keyway.dev/proxy/internal/router"
 	"keyway.dev/proxy/internal/upstream"
 )
@@ -40,7 +40,7 @@ const HeaderXFCC = "X-Forwarded-Client-Cert"
 // Source gives the current configuration snapshot. Snapshot must be cheap
 // (an atomic load) and never return nil.
 type Source interface {
-	Snapshot() *config.Snapshot
+	Snapshot() *publish.Snapshot
 }
 
 // Handler forwards requests per the current snapshot.
