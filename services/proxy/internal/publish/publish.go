@@ -73,7 +73,7 @@ type Publisher struct {
 	// them panicked; listenerPanics, the Listeners kept as they were
 	// because resolving them panicked.
 	routePanics, listenerPanics []*SkippedError
-	stats                       Stats
+	stats                       stats
 
 	// drainCtx is the parent of every drain; Drain cancels it when its
 	// ctx ends.
@@ -82,9 +82,22 @@ type Publisher struct {
 	drains      sync.WaitGroup
 }
 
-// Stats count the work a [Publisher] has done; safe for concurrent reads.
+// stats count work done, for [Publisher.Stats].
+type stats struct {
+	upstreamBuilds, routerBuilds, publishes, panics atomic.Uint64
+}
+
+// Stats counts the work a [Publisher] has done since it was created.
 type Stats struct {
-	UpstreamBuilds, RouterBuilds, Publishes, Panics atomic.Uint64
+	// UpstreamBuilds is the number of Upstreams built.
+	UpstreamBuilds uint64
+	// RouterBuilds is the number of routing tables built.
+	RouterBuilds uint64
+	// Publishes is the number of snapshots published.
+	Publishes uint64
+	// Panics is the number of panics recovered while decoding or building
+	// a stored value (each value is then refused).
+	Panics uint64
 }
 
 // upstreamInput is what an Upstream was built from, to tell whether a
@@ -118,8 +131,13 @@ func New(opts Options) *Publisher {
 // publisher built without one. Call it before the first Publish.
 func (p *Publisher) UseSecrets(r Resolver) { p.opts.Secrets = r }
 
-// Stats are the publisher's counters.
-func (p *Publisher) Stats() *Stats { return &p.stats }
+// Stats returns the counters; safe for concurrent use.
+func (p *Publisher) Stats() Stats {
+	return Stats{
+		UpstreamBuilds: p.stats.upstreamBuilds.Load(), RouterBuilds: p.stats.routerBuilds.Load(),
+		Publishes: p.stats.publishes.Load(), Panics: p.stats.panics.Load(),
+	}
+}
 
 // Snapshot returns the current snapshot: one atomic load, never nil.
 func (p *Publisher) Snapshot() *Snapshot { return p.current.Load() }
@@ -228,7 +246,7 @@ func (p *Publisher) Publish(store *translate.Store, c Change) (built []string) {
 				delete(p.buildErrs, name) // back to what is built
 				continue                  // same endpoints and TLS context: keep the pool
 			}
-			p.stats.UpstreamBuilds.Add(1)
+			p.stats.upstreamBuilds.Add(1)
 			svcKey := configkv.Key(model.Ref{Kind: model.KindService, Name: name})
 			var u *upstream.Upstream
 			err := p.guard("upstream", svcKey, want.ServiceRev, func() (err error) {
@@ -271,7 +289,7 @@ func (p *Publisher) Publish(store *translate.Store, c Change) (built []string) {
 		}
 	}
 	if d.Routes {
-		p.stats.RouterBuilds.Add(1)
+		p.stats.routerBuilds.Add(1)
 		if table, errs, ok := p.buildRouter(store, store.Routes(), rev); ok {
 			for _, err := range errs {
 				p.log.Error("route left out of the routing table", "error", err, "revision", rev)
@@ -330,7 +348,7 @@ func (p *Publisher) Publish(store *translate.Store, c Change) (built []string) {
 	slices.SortFunc(next.Skipped, func(a, b *SkippedError) int {
 		return cmp.Or(cmp.Compare(a.Key, b.Key), cmp.Compare(a.Revision, b.Revision))
 	})
-	p.stats.Publishes.Add(1)
+	p.stats.publishes.Add(1)
 	p.current.Store(next)
 	p.mu.Lock()
 	close(p.changed)

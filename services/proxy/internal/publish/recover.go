@@ -30,7 +30,7 @@ const (
 // with. Called from the publishing goroutine only (the watch decodes there
 // too).
 func (p *Publisher) Recovered(stage, key string, rev uint64, r any) error {
-	p.stats.Panics.Add(1)
+	p.stats.panics.Add(1)
 	if p.opts.Panicked != nil {
 		p.opts.Panicked(stage)
 	}

@@ -175,8 +175,8 @@ func (w *Watcher) Stats() Stats {
 	p := w.pub.Stats()
 	return Stats{
 		Sessions: w.stats.sessions.Load(), Entries: w.stats.entries.Load(),
-		UpstreamBuilds: p.UpstreamBuilds.Load(), RouterBuilds: p.RouterBuilds.Load(),
-		Publishes: p.Publishes.Load(), Panics: p.Panics.Load(),
+		UpstreamBuilds: p.UpstreamBuilds, RouterBuilds: p.RouterBuilds,
+		Publishes: p.Publishes, Panics: p.Panics,
 	}
 }
 
@@ -507,7 +507,7 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 }
 
 // decode turns the value of key into its model, recovering a panic in any
-// step as an error wrapping [ErrPanic]; msg says what is done with a value
+// step as an error wrapping [publish.ErrPanic]; msg says what is done with a value
 // refused.
 func (w *Watcher) decode(key string, value []byte, rev uint64) (obj model.Object, msg string, err error) {
 	defer func() {
