@@ -25,13 +25,13 @@ import (
 
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/model"
-	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/publish"
 	"keyway.dev/proxy/internal/upstream"
 )
 
 // Source gives the node's current configuration snapshot: cheap (an atomic
-// load), never nil. config.Watcher.Snapshot is one.
-type Source func() *config.Snapshot
+// load), never nil. watch.Watcher.Snapshot is one.
+type Source func() *publish.Snapshot
 
 // Metrics holds a node's metrics and their registry. Safe for concurrent use.
 type Metrics struct {
@@ -121,7 +121,7 @@ func (m *Metrics) Handler() http.Handler {
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // ObserveConfigPanic counts a panic the configuration watcher recovered
-// (config.Options.Panicked).
+// (watch.Options.Panicked).
 func (m *Metrics) ObserveConfigPanic(stage string) {
 	m.panics.WithLabelValues("config", stage).Inc()
 }
@@ -153,7 +153,7 @@ func (m *Metrics) ObserveInboundHandshake(listener string, reason failure.Reason
 }
 
 // ObserveApplyLatency records one configuration change's apply latency
-// (config.Options.ApplyLatency).
+// (watch.Options.ApplyLatency).
 func (m *Metrics) ObserveApplyLatency(d time.Duration) { m.applyLatency.Observe(d.Seconds()) }
 
 // Recorder returns the request recorder of an upstream

@@ -8,11 +8,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"keyway.dev/internal/failure"
-	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/publish"
 )
 
 func newMetrics() *Metrics {
-	return New(func() *config.Snapshot { return &config.Snapshot{} })
+	return New(func() *publish.Snapshot { return &publish.Snapshot{} })
 }
 
 // seriesOf counts the series of the upstream metrics that name upstream.

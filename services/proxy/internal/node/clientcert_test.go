@@ -21,7 +21,7 @@ import (
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/testca"
 	"keyway.dev/internal/testwait"
-	"keyway.dev/proxy/internal/proxy"
+	"keyway.dev/proxy/internal/forward"
 )
 
 // mtlsEnv is a node with a Listener "public" in front of an upstream that
@@ -45,7 +45,7 @@ func newMTLSEnv(t *testing.T, hosts func(servers *testca.CA) []*policyv1.Listene
 		}
 	})
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string][]string{"xfcc": r.Header.Values(proxy.HeaderXFCC)})
+		json.NewEncoder(w).Encode(map[string][]string{"xfcc": r.Header.Values(forward.HeaderXFCC)})
 	}))
 	t.Cleanup(backend.Close)
 	put(t, e.kv, service("app", "http1", backend.Listener.Addr().String()))
@@ -92,7 +92,7 @@ func (m *mtlsEnv) tlsClient(sni string, kp *testca.KeyPair, keepAlive bool, cach
 type reply struct {
 	status int
 	xfcc   []string // as the upstream saw it
-	body   proxy.ErrorBody
+	body   forward.ErrorBody
 	reused bool // the request went on an already open connection
 	tls    *tls.ConnectionState
 }
@@ -153,7 +153,7 @@ func TestRouteClientCertificateRules(t *testing.T) {
 		identityRoute("ops", "/ops/", model.ClientCertificateRequired, &policyv1.IdentityRule{SpiffeId: "spiffe://example.org/*"}, &policyv1.IdentityRule{Ou: "secret-team"}),
 	)
 	url := func(path string) string { return "https://" + m.addr + path }
-	forged := http.Header{proxy.HeaderXFCC: {"Hash=forged;Subject=\"CN=root\""}}
+	forged := http.Header{forward.HeaderXFCC: {"Hash=forged;Subject=\"CN=root\""}}
 
 	// status 0: the handshake refuses the certificate (verify-if-given
 	// verifies one that is given), whatever the route.

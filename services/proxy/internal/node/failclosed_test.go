@@ -18,7 +18,7 @@ import (
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/testca"
-	"keyway.dev/proxy/internal/proxy"
+	"keyway.dev/proxy/internal/forward"
 )
 
 // A Route that needs a verified client certificate, stored as `apply`
@@ -52,13 +52,13 @@ func TestIdentityRouteRefusedOnPlainPort(t *testing.T) {
 		t.Run(tt.route, func(t *testing.T) {
 			// A forged X-Forwarded-Client-Cert changes nothing.
 			req, _ := http.NewRequest("GET", e.url(tt.path), nil)
-			req.Header.Set(proxy.HeaderXFCC, `Hash=forged;Subject="CN=admin"`)
+			req.Header.Set(forward.HeaderXFCC, `Hash=forged;Subject="CN=admin"`)
 			resp, err := client.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer resp.Body.Close()
-			var body proxy.ErrorBody
+			var body forward.ErrorBody
 			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 				t.Fatal(err)
 			}
@@ -144,7 +144,7 @@ func TestIdentityRouteOnConnectionForAnotherHost(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer resp.Body.Close()
-				var body proxy.ErrorBody
+				var body forward.ErrorBody
 				if resp.StatusCode != 200 {
 					if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 						t.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/internal/testca"
-	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/publish"
 )
 
 // listenerResource is Listener name on address (127.0.0.1:0 in these
@@ -116,7 +116,7 @@ func TestListenerServesRoutesOverMutualTLS(t *testing.T) {
 	rev := put(t, kv, listenerResource("blocked", taken.Addr().String(), host(second)))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var sk *config.SkippedError
+	var sk *publish.SkippedError
 	if err := n.WaitRevision(ctx, rev); !errors.As(err, &sk) || sk.Key != "listener.blocked" || sk.Revision != rev {
 		t.Fatalf("WaitRevision(%d) = %v, want listener.blocked refused", rev, err)
 	}

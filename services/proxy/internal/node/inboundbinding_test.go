@@ -12,7 +12,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/internal/testca"
-	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/publish"
 )
 
 // inboundBinding is a tls-inbound binding of Listener listener with cfg,
@@ -57,7 +57,7 @@ func TestTLSInboundBindingServesListener(t *testing.T) {
 	rev := put(t, kv, listenerResource("edge", "127.0.0.1:0"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var sk *config.SkippedError
+	var sk *publish.SkippedError
 	if err := n.WaitRevision(ctx, rev); !errors.As(err, &sk) || sk.Key != "listener.edge" {
 		t.Fatalf("WaitRevision(%d) = %v, want listener.edge refused for having no hosts", rev, err)
 	}

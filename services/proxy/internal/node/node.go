@@ -36,13 +36,14 @@ import (
 	"keyway.dev/internal/retry"
 	"keyway.dev/internal/revocation"
 	"keyway.dev/internal/telemetry"
-	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/forward"
 	"keyway.dev/proxy/internal/inbound"
 	"keyway.dev/proxy/internal/metrics"
-	"keyway.dev/proxy/internal/proxy"
+	"keyway.dev/proxy/internal/publish"
 	"keyway.dev/proxy/internal/registry"
 	"keyway.dev/proxy/internal/secrets"
 	"keyway.dev/proxy/internal/upstream"
+	"keyway.dev/proxy/internal/watch"
 )
 
 // Config is a node's configuration. Zero values take the documented defaults.
@@ -105,7 +106,7 @@ type Config struct {
 	// Decode turns stored resources into models; default model.Decode.
 	// Tests set it to decode with model.AllowPortZero, or to make a
 	// decode fail.
-	Decode config.Decoder
+	Decode watch.Decoder
 	// Tracing, when on, traces requests, handshakes and configuration
 	// changes (see package telemetry). The zero value is off.
 	Tracing telemetry.Tracing
@@ -131,7 +132,7 @@ type Node struct {
 	cfg     Config
 	log     *slog.Logger
 	nc      *nats.Conn
-	watcher *config.Watcher
+	watcher *watch.Watcher
 	inbound *inbound.Manager
 	metrics *metrics.Metrics
 	proxy   *http.Server
@@ -214,13 +215,13 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, done: make(chan struct{}), natsClosed: make(chan struct{}), started: time.Now()}
 
 	// The watcher reports to the metrics, which read its snapshot.
-	n.metrics = metrics.New(func() *config.Snapshot { return n.watcher.Snapshot() })
-	uopts := proxy.UpstreamOptions(upstream.Options{
+	n.metrics = metrics.New(func() *publish.Snapshot { return n.watcher.Snapshot() })
+	uopts := forward.UpstreamOptions(upstream.Options{
 		HandshakeTimeout: cfg.HandshakeTimeout, Logger: log,
 		Handshakes: n.metrics, Recorder: n.metrics.Recorder,
 		Tracing: cfg.Tracing,
 	}, log)
-	n.watcher = config.New(config.Options{
+	n.watcher = watch.New(watch.Options{
 		Upstream: uopts, Decode: cfg.Decode, Logger: log, RetryInterval: cfg.RetryInterval,
 		ApplyLatency: n.metrics.ObserveApplyLatency,
 		Panicked:     n.metrics.ObserveConfigPanic,
@@ -235,7 +236,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Secrets.Trace(cfg.Tracing)
 		cfg.Secrets.OnPanic(n.metrics.ObserveSecretsPanic)
 	}
-	handler := proxy.New(n.watcher, proxy.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
+	handler := forward.New(n.watcher, forward.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
 	revocationMetrics := n.metrics.NewRevocation(metrics.RevocationSource{
 		Lists: func() []revocation.ListStatus { return n.inbound.RevocationLists() },
@@ -404,7 +405,7 @@ func (n *Node) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := retry.New(n.cfg.RetryInterval, config.RetryCeiling*n.cfg.RetryInterval)
+	b := retry.New(n.cfg.RetryInterval, watch.RetryCeiling*n.cfg.RetryInterval)
 	for {
 		kv, err := js.KeyValue(ctx, n.cfg.Bucket)
 		if err == nil && n.cfg.Tracing.On() {
@@ -433,7 +434,7 @@ func (n *Node) nodeBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := retry.New(n.cfg.RetryInterval, config.RetryCeiling*n.cfg.RetryInterval)
+	b := retry.New(n.cfg.RetryInterval, watch.RetryCeiling*n.cfg.RetryInterval)
 	for {
 		kv, err := nodekv.Open(ctx, js, n.cfg.NodeBucket, n.cfg.NodeTTL)
 		if err == nil {
@@ -564,8 +565,8 @@ func (n *Node) Revision() uint64 { return n.watcher.Revision() }
 
 // WaitRevision returns once the node has applied revision rev or later. When
 // a value refused at rev or earlier is still outstanding, it returns that
-// refusal (a *config.SkippedError; several are joined): see
-// [config.Watcher.WaitRevision].
+// refusal (a *publish.SkippedError; several are joined): see
+// [watch.Watcher.WaitRevision].
 func (n *Node) WaitRevision(ctx context.Context, rev uint64) error {
 	return n.watcher.WaitRevision(ctx, rev)
 }
@@ -587,7 +588,7 @@ type Status struct {
 	Skipped []Skipped `json:"skipped"`
 	// Watch counts the work the configuration watcher has done: entries
 	// read, Upstreams and routing tables built, snapshots published.
-	Watch config.Stats `json:"watch"`
+	Watch watch.Stats `json:"watch"`
 	// Secrets is the key material from the secrets service: whether it
 	// may be stale and why, and each reference in use with its version.
 	// Absent when the node has no secrets service configured.

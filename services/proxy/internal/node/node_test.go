@@ -18,9 +18,9 @@ import (
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/testca"
-	"keyway.dev/proxy/internal/config"
+	"keyway.dev/proxy/internal/forward"
 	"keyway.dev/proxy/internal/node"
-	"keyway.dev/proxy/internal/proxy"
+	"keyway.dev/proxy/internal/publish"
 )
 
 type env struct {
@@ -165,7 +165,7 @@ func TestUpstreamFailures(t *testing.T) {
 			}
 			e.apply(t, tt.name, "http1", tt.endpoint(t), tt.cfg)
 			a := do(t, "GET", e.url("/"+tt.name+"/x"))
-			var body proxy.ErrorBody
+			var body forward.ErrorBody
 			if err := json.Unmarshal(a.body, &body); err != nil {
 				t.Fatalf("status %d body %s: %v", a.status, a.body, err)
 			}
@@ -360,7 +360,7 @@ func status(t testing.TB, n *node.Node) node.Status {
 
 // waitSkipped waits for revision rev and returns the refusals WaitRevision
 // reports, failing on any other error.
-func waitSkipped(t testing.TB, n *node.Node, rev uint64) []*config.SkippedError {
+func waitSkipped(t testing.TB, n *node.Node, rev uint64) []*publish.SkippedError {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -372,9 +372,9 @@ func waitSkipped(t testing.TB, n *node.Node, rev uint64) []*config.SkippedError 
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		errs = j.Unwrap()
 	}
-	var out []*config.SkippedError
+	var out []*publish.SkippedError
 	for _, err := range errs {
-		var sk *config.SkippedError
+		var sk *publish.SkippedError
 		if !errors.As(err, &sk) {
 			t.Fatalf("WaitRevision(%d): %v", rev, err)
 		}

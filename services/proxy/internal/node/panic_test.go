@@ -13,14 +13,14 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/internal/model"
-	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/node"
+	"keyway.dev/proxy/internal/publish"
 )
 
 // poisonEndpoint marks the Service value whose decoding panics.
 const poisonEndpoint = "127.0.0.1:9"
 
-// panickingDecode is a test hook (config.Options.Decode through
+// panickingDecode is a test hook (watch.Options.Decode through
 // node.Config.Decode): model.Decode, except that it panics on a Service
 // listing poisonEndpoint, as a decoder bug would on some stored value. No
 // real stored value is known to panic (FuzzDecodeStoredValue looks for one).
@@ -51,8 +51,8 @@ func TestPanicInDecodingIsRefusedAndTheNodeServes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err := e.node.WaitRevision(ctx, poisoned)
-	var sk *config.SkippedError
-	if !errors.As(err, &sk) || sk.Key != "service.billing" || sk.Revision != poisoned || !errors.Is(err, config.ErrPanic) {
+	var sk *publish.SkippedError
+	if !errors.As(err, &sk) || sk.Key != "service.billing" || sk.Revision != poisoned || !errors.Is(err, publish.ErrPanic) {
 		t.Fatalf("WaitRevision(%d) = %v, want service.billing refused for a panic", poisoned, err)
 	}
 

@@ -14,8 +14,8 @@ import (
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/revocation"
 	"keyway.dev/internal/testca"
+	"keyway.dev/proxy/internal/forward"
 	"keyway.dev/proxy/internal/node"
-	"keyway.dev/proxy/internal/proxy"
 )
 
 // newRevocationEnv is newMTLSEnv with a node that refreshes CRLs every
@@ -33,7 +33,7 @@ func newRevocationEnv(t *testing.T, hosts func(servers *testca.CA) []*policyv1.L
 		}
 	})
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string][]string{"xfcc": r.Header.Values(proxy.HeaderXFCC)})
+		json.NewEncoder(w).Encode(map[string][]string{"xfcc": r.Header.Values(forward.HeaderXFCC)})
 	}))
 	t.Cleanup(backend.Close)
 	put(t, e.kv, service("app", "http1", backend.Listener.Addr().String()))

@@ -23,8 +23,8 @@ import (
 	"keyway.dev/internal/telemetry"
 	"keyway.dev/internal/testca"
 	"keyway.dev/internal/testwait"
+	"keyway.dev/proxy/internal/forward"
 	"keyway.dev/proxy/internal/node"
-	"keyway.dev/proxy/internal/proxy"
 )
 
 // recorded is the spans a node's tracer ended.
@@ -254,7 +254,7 @@ func TestTraceOfUpstreamFailures(t *testing.T) {
 			}
 			e.apply(t, tt.name, "http1", tt.endpoint(t), tt.cfg)
 			a := do(t, "GET", e.url("/"+tt.name+"/x"))
-			var body proxy.ErrorBody
+			var body forward.ErrorBody
 			if err := json.Unmarshal(a.body, &body); err != nil || string(body.Reason) != tt.reason {
 				t.Fatalf("status %d body %s, want reason %s", a.status, a.body, tt.reason)
 			}

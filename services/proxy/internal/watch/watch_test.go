@@ -1,4 +1,4 @@
-package config
+package watch
 
 import (
 	"context"
@@ -18,6 +18,7 @@ import (
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/natstest"
+	"keyway.dev/proxy/internal/publish"
 )
 
 // startBucket runs an embedded JetStream server and returns the bucket.
@@ -192,7 +193,7 @@ func TestUnbuildableUpstreamIsSkipped(t *testing.T) {
 
 	rev := put(t, kv, insecureBinding(t, "unbuildable", "orders"))
 	err := waitRevision(t, w, rev)
-	var sk *SkippedError
+	var sk *publish.SkippedError
 	if !errors.As(err, &sk) || sk.Key != "policybinding.unbuildable" || sk.Revision != rev {
 		t.Fatalf("WaitRevision(%d) = %v, want the binding refused at %d", rev, err, rev)
 	}

@@ -1,4 +1,4 @@
-package config
+package watch
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"keyway.dev/internal/failure"
+	"keyway.dev/proxy/internal/publish"
 	"keyway.dev/proxy/internal/upstream"
 )
 
@@ -50,8 +51,8 @@ func TestPanicBuildingAnUpstreamIsRefused(t *testing.T) {
 	changed.GetService().Spec.Endpoints = []string{"127.0.0.1:2"}
 	rev := put(t, kv, changed)
 	err := waitRevision(t, w, rev)
-	var sk *SkippedError
-	if !errors.As(err, &sk) || sk.Key != "service.billing" || sk.Revision != rev || !errors.Is(err, ErrPanic) {
+	var sk *publish.SkippedError
+	if !errors.As(err, &sk) || sk.Key != "service.billing" || sk.Revision != rev || !errors.Is(err, publish.ErrPanic) {
 		t.Fatalf("WaitRevision(%d) = %v, want service.billing refused for a panic", rev, err)
 	}
 	if got := w.Snapshot().Upstreams.Get("billing"); got != before {

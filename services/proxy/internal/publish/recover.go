@@ -1,4 +1,4 @@
-package config
+package publish
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/model"
 	"keyway.dev/proxy/internal/router"
+	"keyway.dev/proxy/internal/translate"
 )
 
 // ErrPanic is wrapped by the error of a value refused because decoding or
@@ -23,18 +24,19 @@ const (
 	maxPanicStack = 8 << 10
 )
 
-// recovered records a panic recovered while handling key at revision rev
+// Recovered records a panic recovered while handling key at revision rev
 // in stage ("decode", "upstream", "router", ...): it counts it, logs it
 // (the stack at debug level), and returns the error to refuse the value
-// with.
-func (w *Watcher) recovered(stage, key string, rev uint64, r any) error {
-	w.stats.panics.Add(1)
-	if w.opts.Panicked != nil {
-		w.opts.Panicked(stage)
+// with. Called from the publishing goroutine only (the watch decodes there
+// too).
+func (p *Publisher) Recovered(stage, key string, rev uint64, r any) error {
+	p.stats.panics.Add(1)
+	if p.opts.Panicked != nil {
+		p.opts.Panicked(stage)
 	}
 	v := bounded(fmt.Sprint(r), maxPanicValue)
-	w.log.Error("recovered a panic; the value is refused and the last good one kept", "stage", stage, "key", key, "revision", rev, "panic", v)
-	w.log.Debug("stack of the recovered panic", "stage", stage, "key", key, "revision", rev, "stack", bounded(string(debug.Stack()), maxPanicStack))
+	p.log.Error("recovered a panic; the value is refused and the last good one kept", "stage", stage, "key", key, "revision", rev, "panic", v)
+	p.log.Debug("stack of the recovered panic", "stage", stage, "key", key, "revision", rev, "stack", bounded(string(debug.Stack()), maxPanicStack))
 	return fmt.Errorf("%w in %s: %s", ErrPanic, stage, v)
 }
 
@@ -48,10 +50,10 @@ func bounded(s string, n int) string {
 
 // guard runs f, one step of building what the value of key at revision rev
 // leads to, turning a panic into an error wrapping [ErrPanic].
-func (w *Watcher) guard(stage, key string, rev uint64, f func() error) (err error) {
+func (p *Publisher) guard(stage, key string, rev uint64, f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = w.recovered(stage, key, rev, r)
+			err = p.Recovered(stage, key, rev, r)
 		}
 	}()
 	return f()
@@ -59,32 +61,32 @@ func (w *Watcher) guard(stage, key string, rev uint64, f func() error) (err erro
 
 // buildRouter builds the routing table, recovering a panic: the routes
 // whose build panics on their own are left out of the table and refused
-// (w.routePanics), and the table is built from the others. ok is false when
+// (p.routePanics), and the table is built from the others. ok is false when
 // even that panics: the previous table is then kept.
-func (w *Watcher) buildRouter(routes []model.Route) (table *router.Table, errs []error, ok bool) {
+func (p *Publisher) buildRouter(store *translate.Store, routes []model.Route, revision uint64) (table *router.Table, errs []error, ok bool) {
 	build := func(rs []model.Route, key string, rev uint64) error {
-		return w.guard("router", key, rev, func() error {
+		return p.guard("router", key, rev, func() error {
 			table, errs = router.Build(rs)
 			return nil
 		})
 	}
-	if build(routes, "", w.revision) == nil {
-		w.routePanics = nil
+	if build(routes, "", revision) == nil {
+		p.routePanics = nil
 		return table, errs, true
 	}
 	// Find the routes that panic alone; keep the others.
-	w.routePanics = w.routePanics[:0]
+	p.routePanics = p.routePanics[:0]
 	var good []model.Route
 	for _, r := range routes {
 		key := configkv.Key(model.Ref{Kind: model.KindRoute, Name: r.Name})
-		rev := w.objects[key].rev
+		rev := store.Rev(key)
 		if err := build([]model.Route{r}, key, rev); err != nil {
-			w.routePanics = append(w.routePanics, &SkippedError{Key: key, Revision: rev, Err: err, Time: time.Now()})
+			p.routePanics = append(p.routePanics, &SkippedError{Key: key, Revision: rev, Err: err, Time: time.Now()})
 			continue
 		}
 		good = append(good, r)
 	}
-	if build(good, "", w.revision) != nil {
+	if build(good, "", revision) != nil {
 		return nil, nil, false
 	}
 	return table, errs, true

@@ -1,8 +1,8 @@
-// Package proxy is the node's request path: route lookup in the current
+// Package forward is the node's request path: route lookup in the current
 // snapshot (one atomic load), then forwarding on the route's Upstream. Failures
 // answer with a JSON body that names a [failure.Reason] and the fix, and are
 // logged in full with the request id.
-package proxy
+package forward
 
 import (
 	"bytes"
@@ -23,8 +23,8 @@ import (
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/identity"
 	"keyway.dev/internal/telemetry"
-	"keyway.dev/proxy/internal/config"
 	"keyway.dev/proxy/internal/inbound"
+	"keyway.dev/proxy/internal/publish"
 	"keyway.dev/proxy/internal/router"
 	"keyway.dev/proxy/internal/upstream"
 )
@@ -40,7 +40,7 @@ const HeaderXFCC = "X-Forwarded-Client-Cert"
 // Source gives the current configuration snapshot. Snapshot must be cheap
 // (an atomic load) and never return nil.
 type Source interface {
-	Snapshot() *config.Snapshot
+	Snapshot() *publish.Snapshot
 }
 
 // Handler forwards requests per the current snapshot.
