@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 )
 
 // Bucket is the versions bucket. Safe for concurrent use.
@@ -28,7 +28,7 @@ var ErrDisconnected = errors.New("publish: not connected to NATS")
 // Open creates (or opens) the bucket.
 func Open(ctx context.Context, js jetstream.JetStream, name string, replicas int) (*Bucket, error) {
 	if name == "" {
-		name = secretsclient.Bucket
+		name = secretref.Bucket
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      name,
