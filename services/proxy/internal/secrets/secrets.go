@@ -408,26 +408,25 @@ func (s *Source) retry(ctx context.Context) {
 func (s *Source) refresh(ctx context.Context, keys []string) {
 	var changed []string
 	for _, key := range keys {
-		kind, name, _ := strings.Cut(key, ".")
+		ref, err := secretref.ParseKey(key)
+		if err != nil {
+			continue
+		}
 		var got bool
-		switch kind {
-		case "alias":
-			ks, al, ok := strings.Cut(name, ".")
-			if !ok {
-				continue
-			}
+		switch {
+		case ref.Truststore == "":
 			had := s.currentAlias(key) != nil
 			var a *material.Alias
 			err := s.guard("fetch", key, func() (err error) {
-				a, err = s.fetchAlias(ctx, secretref.Ref{Keystore: ks, Alias: al})
+				a, err = s.fetchAlias(ctx, ref)
 				return err
 			})
 			got = s.record(key, a, nil, err) || (!had && err == nil)
-		case "truststore":
+		default:
 			had := s.currentTruststore(key) != nil
 			var t *material.Truststore
 			err := s.guard("fetch", key, func() (err error) {
-				t, err = s.fetchTruststore(ctx, name)
+				t, err = s.fetchTruststore(ctx, ref.Truststore)
 				return err
 			})
 			got = s.record(key, nil, t, err) || (!had && err == nil)
@@ -493,12 +492,11 @@ func (s *Source) Status() Status {
 
 // displayRef turns a bucket key into the form status pages use.
 func displayRef(key string) string {
-	kind, name, _ := strings.Cut(key, ".")
-	if kind == "alias" {
-		ks, al, _ := strings.Cut(name, ".")
-		return secretref.Ref{Keystore: ks, Alias: al}.String()
+	ref, err := secretref.ParseKey(key)
+	if err != nil {
+		return key
 	}
-	return secretref.Ref{Truststore: name}.String()
+	return ref.String()
 }
 
 // guard runs f, one step of handling key, turning a panic into an error:
