@@ -1,5 +1,5 @@
 // Package publish writes SecretVersions into the NATS JetStream KV bucket
-// keyway-secret-versions (see [secretsclient]): one key per secret, a delete
+// keyway-secret-versions (see [secretref.Bucket]): one key per secret, a delete
 // marker when a secret is deleted. Values never carry key material; they are
 // built from [secretsv1.SecretVersion], which has no field for it.
 package publish
