@@ -81,7 +81,7 @@ const (
 // Secrets API (keyway.secrets.v1).
 const (
 	// SecretNameBytes bounds keystore, alias and truststore names (the
-	// rule of secretsclient.CheckName).
+	// rule of secretref.CheckName).
 	SecretNameBytes = 64
 	// PKIRoleBytes bounds a PKI role name; PKIAltNames the alt names of a
 	// PKI-issued alias, each at most HostBytes.

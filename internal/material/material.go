@@ -1,8 +1,9 @@
-// Package material fetches key material from the secrets service's
-// MaterialService, on its internal mTLS port, and parses it into what TLS
-// configs are built from. It is the only path key material takes to a proxy
-// node (and to the policy service's live probe); nothing here logs or prints
-// a key.
+// Package material is the client of the secrets service's MaterialService,
+// on its internal mTLS port: it fetches key material and parses it into
+// what TLS configs are built from. It is the only path key material takes
+// to a proxy node (and to the policy service's live probe); nothing here
+// logs or prints a key. Which version of a secret is current is announced
+// in the versions bucket (package secretref).
 package material
 
 import (
@@ -19,8 +20,8 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
-	"keyway.dev/internal/model"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/certs"
+	"keyway.dev/internal/secretref"
 )
 
 // Config says where MaterialService is and how to authenticate to it.
@@ -37,11 +38,11 @@ type Config struct {
 
 // Alias is the material of one version of an alias.
 type Alias struct {
-	Ref     model.SecretRef
+	Ref     secretref.Ref
 	Version string
 	// Certificate is the key pair with Leaf set, chain in order.
 	Certificate *tls.Certificate
-	// Fingerprint is the leaf's model.CertFingerprint.
+	// Fingerprint is the leaf's [certs.Fingerprint].
 	Fingerprint string
 }
 
@@ -50,7 +51,7 @@ type Truststore struct {
 	Name    string
 	Version string
 	CAs     []*x509.Certificate
-	// Fingerprint is the first CA's model.CertFingerprint.
+	// Fingerprint is the first CA's [certs.Fingerprint].
 	Fingerprint string
 }
 
@@ -64,7 +65,7 @@ type Client struct {
 	timeout time.Duration
 }
 
-// New reads the client certificate and CA (secretsclient.TLSConfig) and
+// New reads the client certificate and CA ([TLSConfig]) and
 // returns a client of MaterialService at cfg.URL. The files are read once: a
 // process restarted with renewed files picks them up.
 func New(cfg Config) (*Client, error) {
@@ -74,9 +75,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.CertFile == "" || cfg.KeyFile == "" || cfg.CAFile == "" {
 		return nil, errors.New("material: the internal port requires mTLS: give the client certificate, its key and the internal CA")
 	}
-	tlsCfg, err := secretsclient.TLSConfig(secretsclient.Files{Cert: cfg.CertFile, Key: cfg.KeyFile, CA: cfg.CAFile})
+	tlsCfg, err := TLSConfig(Files{Cert: cfg.CertFile, Key: cfg.KeyFile, CA: cfg.CAFile})
 	if err != nil {
-		return nil, fmt.Errorf("material: %w", err)
+		return nil, err
 	}
 	return NewWithTLS(cfg.URL, tlsCfg, cfg.Timeout), nil
 }
@@ -87,11 +88,11 @@ func NewWithTLS(url string, tlsCfg *tls.Config, timeout time.Duration) *Client {
 	if timeout <= 0 {
 		timeout = 10 * time.Second
 	}
-	return &Client{api: secretsclient.New(url, tlsCfg), timeout: timeout}
+	return &Client{api: NewServiceClient(url, tlsCfg), timeout: timeout}
 }
 
 // Alias fetches the current version of an alias.
-func (c *Client) Alias(ctx context.Context, ref model.SecretRef) (*Alias, error) {
+func (c *Client) Alias(ctx context.Context, ref secretref.Ref) (*Alias, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	resp, err := c.api.FetchAlias(ctx, connect.NewRequest(&secretsv1.FetchAliasRequest{Keystore: ref.Keystore, Alias: ref.Alias}))
@@ -121,7 +122,7 @@ func fetchError(what string, err error) error {
 
 // ParseAlias turns a FetchAlias answer into a key pair, checking that the
 // key matches the leaf. Errors never quote the key.
-func ParseAlias(ref model.SecretRef, resp *secretsv1.FetchAliasResponse) (*Alias, error) {
+func ParseAlias(ref secretref.Ref, resp *secretsv1.FetchAliasResponse) (*Alias, error) {
 	pair, err := tls.X509KeyPair([]byte(resp.GetCertificatePem()), []byte(resp.GetPrivateKeyPem()))
 	if err != nil {
 		return nil, fmt.Errorf("material: keystore %q alias %q version %q: the key pair does not load: %w", ref.Keystore, ref.Alias, resp.GetAlias().GetVersion(), err)
@@ -131,7 +132,7 @@ func ParseAlias(ref model.SecretRef, resp *secretsv1.FetchAliasResponse) (*Alias
 			return nil, fmt.Errorf("material: keystore %q alias %q: parsing the leaf: %w", ref.Keystore, ref.Alias, err)
 		}
 	}
-	return &Alias{Ref: ref, Version: resp.GetAlias().GetVersion(), Certificate: &pair, Fingerprint: model.CertFingerprint(pair.Leaf)}, nil
+	return &Alias{Ref: ref, Version: resp.GetAlias().GetVersion(), Certificate: &pair, Fingerprint: certs.Fingerprint(pair.Leaf)}, nil
 }
 
 // ParseTruststore turns a FetchTruststore answer into CA certificates.
@@ -156,5 +157,5 @@ func ParseTruststore(name string, resp *secretsv1.FetchTruststoreResponse) (*Tru
 	if len(cas) == 0 {
 		return nil, fmt.Errorf("material: truststore %q version %q holds no certificate", name, resp.GetTruststore().GetVersion())
 	}
-	return &Truststore{Name: name, Version: resp.GetTruststore().GetVersion(), CAs: cas, Fingerprint: model.CertFingerprint(cas[0])}, nil
+	return &Truststore{Name: name, Version: resp.GetTruststore().GetVersion(), CAs: cas, Fingerprint: certs.Fingerprint(cas[0])}, nil
 }

@@ -8,7 +8,7 @@ import (
 
 	"keyway.dev/internal/material"
 	"keyway.dev/internal/material/materialtest"
-	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/internal/testca"
 )
 
@@ -22,7 +22,7 @@ func TestFetch(t *testing.T) {
 	c := f.Client(t)
 	ctx := context.Background()
 
-	a, err := c.Alias(ctx, model.SecretRef{Keystore: "edge", Alias: "gw"})
+	a, err := c.Alias(ctx, secretref.Ref{Keystore: "edge", Alias: "gw"})
 	if err != nil {
 		t.Fatalf("Alias: %v", err)
 	}
@@ -36,14 +36,14 @@ func TestFetch(t *testing.T) {
 	if len(ts.CAs) != 1 || !ts.CAs[0].Equal(ca.Cert) {
 		t.Errorf("truststore %+v, want the CA", ts)
 	}
-	if _, err := c.Alias(ctx, model.SecretRef{Keystore: "edge", Alias: "nope"}); !errors.Is(err, material.ErrNotFound) {
+	if _, err := c.Alias(ctx, secretref.Ref{Keystore: "edge", Alias: "nope"}); !errors.Is(err, material.ErrNotFound) {
 		t.Errorf("missing alias: %v, want ErrNotFound", err)
 	}
 
 	// The internal port refuses a client without a certificate from the
 	// internal CA.
 	stranger := material.NewWithTLS(f.InternalURL, &tls.Config{RootCAs: f.Internal.Pool(), Certificates: []tls.Certificate{ca.Client("stranger").TLS}}, 0)
-	if _, err := stranger.Alias(ctx, model.SecretRef{Keystore: "edge", Alias: "gw"}); err == nil {
+	if _, err := stranger.Alias(ctx, secretref.Ref{Keystore: "edge", Alias: "gw"}); err == nil {
 		t.Error("a client certificate from another CA fetched key material")
 	}
 }

@@ -1,9 +1,6 @@
 package model_test
 
 import (
-	"crypto"
-	"crypto/x509"
-	"encoding/pem"
 	"strings"
 	"testing"
 	"time"
@@ -104,76 +101,6 @@ func FuzzDecode(f *testing.F) {
 		}
 		if ref.Name != name || ref.Name == "" {
 			t.Fatalf("decoded %s from a resource named %q", ref, name)
-		}
-	})
-}
-
-// FuzzParsePEM feeds the PEM readers of certificate and key fields
-// arbitrary text. Properties: bounded time; errors quote no more than a
-// prefix of the text (a block type is the input's too); what parses
-// survives re-encoding: the certificates' DER, and the key's public half.
-func FuzzParsePEM(f *testing.F) {
-	ca := testca.New(f, "fuzz CA")
-	kp := ca.Client("gateway")
-	f.Add(string(ca.CertPEM()))
-	f.Add(string(kp.CertPEM) + string(ca.CertPEM()))
-	f.Add(string(kp.KeyPEM))
-	f.Add("-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n" + string(kp.KeyPEM))
-	f.Add("subject=CN=x\n" + string(kp.CertPEM) + "trailing text")
-	f.Add("-----BEGIN CERTIFICATE-----\nMIIB\n")
-	long := fuzzseed.Long(4096)
-	f.Add("-----BEGIN " + long + "-----\nAAAA\n-----END " + long + "-----\n")
-	f.Add("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n")
-
-	f.Fuzz(func(t *testing.T, data string) {
-		var (
-			certs    []*x509.Certificate
-			certErr  error
-			key      any
-			keyErr   error
-			keyBlock []byte
-		)
-		fuzzseed.Within(t, func() {
-			certs, certErr = model.ParseCertificatesPEM(data)
-			signer, err := model.ParsePrivateKeyPEM(data)
-			keyErr = err
-			if err == nil {
-				key = signer.Public()
-				der, merr := x509.MarshalPKCS8PrivateKey(signer)
-				if merr != nil {
-					t.Fatalf("an accepted key does not marshal as PKCS#8: %v", merr)
-				}
-				keyBlock = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-			}
-		})
-		fuzzseed.CheckError(t, certErr)
-		fuzzseed.CheckError(t, keyErr)
-		if certErr == nil {
-			if len(certs) == 0 {
-				t.Fatal("no error and no certificate")
-			}
-			var again strings.Builder
-			for _, c := range certs {
-				again.Write(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
-			}
-			back, err := model.ParseCertificatesPEM(again.String())
-			if err != nil || len(back) != len(certs) {
-				t.Fatalf("re-encoded certificates do not parse back: %v", err)
-			}
-			for i := range back {
-				if !back[i].Equal(certs[i]) {
-					t.Fatalf("certificate %d changed when re-encoded", i+1)
-				}
-			}
-		}
-		if keyErr == nil {
-			back, err := model.ParsePrivateKeyPEM(string(keyBlock))
-			if err != nil {
-				t.Fatalf("the key, re-encoded as PKCS#8, does not parse back: %v", err)
-			}
-			if eq, ok := back.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(key) {
-				t.Fatal("the key's public half changed when re-encoded")
-			}
 		}
 	})
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
+
+	"keyway.dev/internal/certs"
 )
 
 // Listener host fields, spelled as in the API (JSON names).
@@ -234,9 +236,9 @@ func (c *checker) sansCover(at fieldPath, names []listItem, leaf *x509.Certifica
 		if sanCovers(leaf.DNSNames, name) {
 			continue
 		}
-		if len(leaf.IPAddresses) == 0 && CommonNameCovers(leaf, name) {
+		if len(leaf.IPAddresses) == 0 && certs.CommonNameCovers(leaf, name) {
 			if !warned {
-				c.warnf(at.Index(it.index), "%s", CNOnlyServerWarning(leaf))
+				c.warnf(at.Index(it.index), "%s", certs.CNOnlyServerWarning(leaf))
 				warned = true
 			}
 			continue
@@ -248,7 +250,7 @@ func (c *checker) sansCover(at fieldPath, names []listItem, leaf *x509.Certifica
 		if len(leaf.DNSNames) == 0 && leaf.Subject.CommonName != "" {
 			have += " (clients ignore the CN)"
 		}
-		c.errorf(at.Index(it.index), "hostname %q is not covered by the server certificate %s (%s), so clients will refuse the connection; reissue the certificate with a SAN for it, e.g. `openssl req -new -key key.pem -subj \"/CN=%s\" -addext \"subjectAltName=DNS:%s\" -out req.csr` and have the CA sign it keeping the SAN (`openssl x509 -req -in req.csr -CA ca.crt -CAkey ca.key -copy_extensions copy -days 365 -out cert.pem`: OpenSSL 3 drops request extensions without -copy_extensions), or move the hostname to a host whose certificate covers it", name, describe(leaf), have, name, name)
+		c.errorf(at.Index(it.index), "hostname %q is not covered by the server certificate %s (%s), so clients will refuse the connection; reissue the certificate with a SAN for it, e.g. `openssl req -new -key key.pem -subj \"/CN=%s\" -addext \"subjectAltName=DNS:%s\" -out req.csr` and have the CA sign it keeping the SAN (`openssl x509 -req -in req.csr -CA ca.crt -CAkey ca.key -copy_extensions copy -days 365 -out cert.pem`: OpenSSL 3 drops request extensions without -copy_extensions), or move the hostname to a host whose certificate covers it", name, certs.Describe(leaf), have, name, name)
 	}
 }
 
@@ -348,36 +350,36 @@ func (c *checker) clientCAs(at fieldPath, data string) []*x509.Certificate {
 // caBundle is clientCAs for a field with another name (tls-inbound's
 // trustedCA); label is the field name messages use.
 func (c *checker) caBundle(at fieldPath, label, data string) []*x509.Certificate {
-	certs, err := parseCertificates(data)
+	cas, err := certs.ParsePEMCertificates(data)
 	if err != nil {
 		c.errorf(at, "%s %s", label, err)
 		return nil
 	}
 	before := c.errorCount()
 	var outside []int // indexes of certificates outside their validity
-	for i, cert := range certs {
-		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(at), Cert: cert, Fingerprint: CertFingerprint(cert), NotAfter: cert.NotAfter})
-		if !cert.IsCA && IsV1Root(cert) {
-			c.warnf(at, "%s", V1RootWarning(fmt.Sprintf("%s certificate %d", label, i+1), cert))
+	for i, cert := range cas {
+		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(at), Cert: cert, Fingerprint: certs.Fingerprint(cert), NotAfter: cert.NotAfter})
+		if !cert.IsCA && certs.IsV1Root(cert) {
+			c.warnf(at, "%s", certs.V1RootWarning(fmt.Sprintf("%s certificate %d", label, i+1), cert))
 		} else if !cert.IsCA {
-			c.errorf(at, "%s certificate %d (%s) is not a CA certificate; %s holds the CAs that issue client certificates: give the issuing CA's certificate instead (`openssl x509 -in ca.pem -noout -ext basicConstraints` shows CA:TRUE)", label, i+1, describe(cert), label)
+			c.errorf(at, "%s certificate %d (%s) is not a CA certificate; %s holds the CAs that issue client certificates: give the issuing CA's certificate instead (`openssl x509 -in ca.pem -noout -ext basicConstraints` shows CA:TRUE)", label, i+1, certs.Describe(cert), label)
 		}
-		if !c.decode && validityProblem(cert, c.now) != "" {
+		if !c.decode && certs.ValidityProblem(cert, c.now) != "" {
 			outside = append(outside, i)
 		}
 	}
 	for _, i := range outside {
-		cert := certs[i]
-		if len(outside) == len(certs) {
-			c.errorf(at, "%s certificate %d (%s) %s, and no certificate in %s is valid now, so no client certificate can be verified; give the CA's current certificate", label, i+1, describe(cert), validityProblem(cert, c.now), label)
+		cert := cas[i]
+		if len(outside) == len(cas) {
+			c.errorf(at, "%s certificate %d (%s) %s, and no certificate in %s is valid now, so no client certificate can be verified; give the CA's current certificate", label, i+1, certs.Describe(cert), certs.ValidityProblem(cert, c.now), label)
 		} else {
-			c.warnf(at, "%s certificate %d (%s) %s; clients whose certificates chain only to it will be refused: remove it once the rotation is over", label, i+1, describe(cert), validityProblem(cert, c.now))
+			c.warnf(at, "%s certificate %d (%s) %s; clients whose certificates chain only to it will be refused: remove it once the rotation is over", label, i+1, certs.Describe(cert), certs.ValidityProblem(cert, c.now))
 		}
 	}
 	if c.errorCount() != before {
 		return nil
 	}
-	return certs
+	return cas
 }
 
 // listenerAddresses reports two Listeners on one address, in the request or

@@ -2,107 +2,18 @@ package model
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
+
+	"keyway.dev/internal/secretref"
 )
-
-// SecretRef names a key pair held by the secrets service: an alias of a
-// keystore (Apigee's keystore/alias).
-type SecretRef struct {
-	Keystore string
-	Alias    string
-}
-
-// String is "alias/<keystore>/<alias>", the form status pages and logs use.
-func (r SecretRef) String() string { return "alias/" + r.Keystore + "/" + r.Alias }
-
-// TruststoreRef is the form status pages and logs use for a truststore:
-// "truststore/<name>".
-func TruststoreRef(name string) string { return "truststore/" + name }
-
-// Secrets is what validation asks the secrets service about references. The
-// policy service implements it with a SecretsService client. Methods must be
-// safe for concurrent use. A missing keystore, alias or truststore is a
-// [*NotFoundError]; any other error means the secrets service could not
-// answer, and the reference is refused as unchecked.
-type Secrets interface {
-	// Alias describes an alias of a keystore.
-	Alias(ctx context.Context, keystore, alias string) (AliasInfo, error)
-	// Truststore describes a truststore.
-	Truststore(ctx context.Context, name string) (TruststoreInfo, error)
-}
-
-// AliasInfo describes an alias as the secrets service holds it; never its
-// key.
-type AliasInfo struct {
-	Version string
-	// Chain is the leaf first, then intermediates.
-	Chain []CertSummary
-	// Server is set when the alias was stored for use as a server
-	// certificate (usage "server"), which the secrets service checked for
-	// a SAN.
-	Server bool
-	// Rejected, when set, says that the backend's newest version was
-	// refused by the secrets service, and why; Chain is then the version
-	// still served, if any.
-	Rejected string
-}
-
-// TruststoreInfo describes a truststore.
-type TruststoreInfo struct {
-	Version      string
-	Certificates []CertSummary
-	// Rejected is as AliasInfo.Rejected.
-	Rejected string
-}
-
-// CertSummary describes a certificate the secrets service holds: it answers
-// with descriptions, not DER.
-type CertSummary struct {
-	Subject     string
-	Issuer      string
-	DNSNames    []string
-	IPAddresses []string
-	NotBefore   time.Time
-	NotAfter    time.Time
-	// Fingerprint is the SHA-256 of the DER, lowercase hex (colons
-	// removed).
-	Fingerprint string
-	// KeyType is "RSA 2048", "ECDSA P-256" or "Ed25519".
-	KeyType string
-	IsCA    bool
-	// V1Root: a self-signed X.509 v1 certificate ([IsV1Root]).
-	V1Root bool
-}
-
-// NotFoundError says that a keystore, an alias or a truststore does not
-// exist in the secrets service.
-type NotFoundError struct {
-	// Kind is "keystore", "alias" or "truststore".
-	Kind string
-	// Name is the missing name (the alias name for Kind "alias").
-	Name string
-	// Known lists the names that do exist (the keystore's aliases for an
-	// alias), for suggestions; may be empty.
-	Known []string
-}
-
-func (e *NotFoundError) Error() string {
-	return fmt.Sprintf("model: %s %q not found", e.Kind, e.Name)
-}
 
 // errNoSecrets is what a reference meets when no secrets service is
 // configured.
@@ -116,33 +27,12 @@ const (
 	fieldClientTruststore = "clientTruststore"
 )
 
-// secretNameRule is what keystore, alias and truststore names may be: they
-// become NATS KV key tokens ("alias.<keystore>.<alias>"), so no dots.
-const secretNameRule = "letters, digits, hyphens and underscores, at most 64 characters"
-
-// secretNameProblem says what is wrong with a keystore, alias or truststore
-// name, or "".
-func secretNameProblem(what, name string) string {
-	if name == "" {
-		return fmt.Sprintf("%s is empty; give the %s's name (%s)", what, what, secretNameRule)
-	}
-	if len(name) > maxNameLen {
-		return fmt.Sprintf("%s %q is %d characters long; names are %s", what, name, len(name), secretNameRule)
-	}
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			return fmt.Sprintf("%s %q has the character %q; names are %s", what, name, r, secretNameRule)
-		}
-	}
-	return ""
-}
-
 // refCheck is one reference found while building objects, checked against
 // the secrets service once the whole request is built.
 type refCheck struct {
 	at fieldPath
 	// alias is set for a key pair; truststore otherwise.
-	alias      *SecretRef
+	alias      *secretref.Ref
 	truststore string
 	role       keyPairRole
 	// hostnames (server key pairs only) must be covered by the leaf's DNS
@@ -157,7 +47,7 @@ type SecretUse struct {
 	// ("policyBinding.spec.config.certificate").
 	Field string
 	// Alias is set for a key pair; Truststore otherwise.
-	Alias      *SecretRef
+	Alias      *secretref.Ref
 	Truststore string
 }
 
@@ -179,20 +69,20 @@ func SecretUses(res *policyv1.Resource) []SecretUse {
 // aliasRef reads {keystore, alias} at at (the path of the object holding
 // them) and records it for checking; it returns nil when the names are
 // invalid (already reported).
-func (c *checker) aliasRef(at fieldPath, keystore, alias string, role keyPairRole) *SecretRef {
+func (c *checker) aliasRef(at fieldPath, keystore, alias string, role keyPairRole) *secretref.Ref {
 	ok := true
-	if p := secretNameProblem(fieldKeystore, keystore); p != "" {
+	if p := secretref.NameProblem(fieldKeystore, keystore); p != "" {
 		c.errorf(at.Child(fieldKeystore), "%s", p)
 		ok = false
 	}
-	if p := secretNameProblem(fieldAlias, alias); p != "" {
+	if p := secretref.NameProblem(fieldAlias, alias); p != "" {
 		c.errorf(at.Child(fieldAlias), "%s", p)
 		ok = false
 	}
 	if !ok {
 		return nil
 	}
-	ref := &SecretRef{Keystore: keystore, Alias: alias}
+	ref := &secretref.Ref{Keystore: keystore, Alias: alias}
 	c.refs = append(c.refs, refCheck{at: at, alias: ref, role: role})
 	return ref
 }
@@ -200,7 +90,7 @@ func (c *checker) aliasRef(at fieldPath, keystore, alias string, role keyPairRol
 // truststoreRef checks a truststore name at at and records it for
 // checking; it returns "" when the name is invalid (already reported).
 func (c *checker) truststoreRef(at fieldPath, name string) string {
-	if p := secretNameProblem(fieldTruststore, name); p != "" {
+	if p := secretref.NameProblem(fieldTruststore, name); p != "" {
 		c.errorf(at, "%s", p)
 		return ""
 	}
@@ -210,19 +100,19 @@ func (c *checker) truststoreRef(at fieldPath, name string) string {
 
 // checkRefs asks the secrets service about every reference recorded, each
 // once, and reports what is wrong at the field that holds it.
-func (c *checker) checkRefs(ctx context.Context, secrets Secrets) {
+func (c *checker) checkRefs(ctx context.Context, secrets secretref.Secrets) {
 	if c.decode || len(c.refs) == 0 {
 		return
 	}
 	type aliasAnswer struct {
-		info AliasInfo
+		info secretref.AliasInfo
 		err  error
 	}
 	type storeAnswer struct {
-		info TruststoreInfo
+		info secretref.TruststoreInfo
 		err  error
 	}
-	aliases := make(map[SecretRef]aliasAnswer)
+	aliases := make(map[secretref.Ref]aliasAnswer)
 	stores := make(map[string]storeAnswer)
 	for _, r := range c.refs {
 		switch {
@@ -275,11 +165,11 @@ func (c *checker) unreachable(at fieldPath, what string, err error) {
 	c.errorf(at, "%s cannot be checked: the secrets service did not answer (%v); nothing was applied: apply again once it is reachable", what, err)
 }
 
-func (c *checker) checkAlias(r refCheck, info AliasInfo, err error) {
+func (c *checker) checkAlias(r refCheck, info secretref.AliasInfo, err error) {
 	ks, al := r.alias.Keystore, r.alias.Alias
 	subject := fmt.Sprintf("keystore %q alias %q", ks, al)
 	if err != nil {
-		var nf *NotFoundError
+		var nf *secretref.NotFoundError
 		switch {
 		case errors.As(err, &nf) && nf.Kind == fieldKeystore:
 			c.errorf(r.at.Child(fieldKeystore), "keystore %q does not exist in the secrets service%s; create it by storing the key pair in it (%s), or fix the name", ks, known("keystores", ks, nf.Known), putAliasCommand(ks, al, r.role))
@@ -313,7 +203,7 @@ func (c *checker) checkAlias(r refCheck, info AliasInfo, err error) {
 		c.errorf(crtAt, "%s: the RSA key is %d bits; keys must be at least %d bits: store a new key pair under the alias (`openssl genrsa -out key.pem 2048`, or an ECDSA key) with its certificate reissued", subject, bits, minRSABits)
 	}
 	for i, cert := range info.Chain {
-		p := summaryValidity(cert, c.now)
+		p := cert.ValidityProblem(c.now)
 		if p == "" {
 			continue
 		}
@@ -333,7 +223,7 @@ func (c *checker) checkAlias(r refCheck, info AliasInfo, err error) {
 	if len(leaf.DNSNames) == 0 && len(leaf.IPAddresses) == 0 {
 		covered := true
 		for _, it := range r.hostnames {
-			covered = covered && commonNameCoversSummary(leaf.Subject, it.value)
+			covered = covered && leaf.CommonNameCovers(it.value)
 		}
 		if !covered {
 			c.errorf(crtAt, "%s: the server certificate (%s) has no subject alternative name and its Common Name does not cover the hostnames, so clients will refuse it; reissue it with -addext \"subjectAltName=DNS:<hostname>\" (signed with openssl x509 -req … -copy_extensions copy, without which OpenSSL 3 drops the SAN) and store it under the alias", subject, quoteSubject(leaf.Subject))
@@ -350,10 +240,10 @@ func (c *checker) checkAlias(r refCheck, info AliasInfo, err error) {
 	}
 }
 
-func (c *checker) checkTruststore(r refCheck, info TruststoreInfo, err error) {
+func (c *checker) checkTruststore(r refCheck, info secretref.TruststoreInfo, err error) {
 	subject := fmt.Sprintf("truststore %q", r.truststore)
 	if err != nil {
-		var nf *NotFoundError
+		var nf *secretref.NotFoundError
 		if errors.As(err, &nf) {
 			c.errorf(r.at, "truststore %q does not exist in the secrets service%s; store the CA bundle under that name (`keywayctl secrets put --truststore %s --cert CA.pem`), or fix the name", r.truststore, known("truststores", r.truststore, nf.Known), r.truststore)
 			return
@@ -376,23 +266,23 @@ func (c *checker) checkTruststore(r refCheck, info TruststoreInfo, err error) {
 	for i, cert := range info.Certificates {
 		c.report.Certificates = append(c.report.Certificates, CertificateInfo{
 			Field: string(r.at), Summary: &cert, Fingerprint: cert.Fingerprint, NotAfter: cert.NotAfter,
-			Reference: TruststoreRef(r.truststore), Version: info.Version,
+			Reference: secretref.Ref{Truststore: r.truststore}.String(), Version: info.Version,
 		})
 		if !cert.IsCA && cert.V1Root {
 			c.warnf(r.at, "%s certificate %d (%s) is an X.509 v1 root: it has no basicConstraints, and it is accepted as a trust anchor (as OpenSSL and Go accept self-signed v1 roots) that verifies every certificate it signed, never as an intermediate; `keywayctl secrets get` gives the openssl command that makes it a v3 CA", subject, i+1, quoteSubject(cert.Subject))
 		} else if !cert.IsCA {
 			c.warnf(r.at, "%s certificate %d (%s) is not a CA certificate, so it only matches a peer presenting exactly this certificate; store the issuing CA instead", subject, i+1, quoteSubject(cert.Subject))
 		}
-		if summaryValidity(cert, c.now) != "" {
+		if cert.ValidityProblem(c.now) != "" {
 			outside = append(outside, i)
 		}
 	}
 	for _, i := range outside {
 		cert := info.Certificates[i]
 		if len(outside) == len(info.Certificates) {
-			c.errorf(r.at, "%s certificate %d (%s) %s, and no certificate of the truststore is valid now, so no peer can be verified with it; store the CA's current certificate", subject, i+1, quoteSubject(cert.Subject), summaryValidity(cert, c.now))
+			c.errorf(r.at, "%s certificate %d (%s) %s, and no certificate of the truststore is valid now, so no peer can be verified with it; store the CA's current certificate", subject, i+1, quoteSubject(cert.Subject), cert.ValidityProblem(c.now))
 		} else {
-			c.warnf(r.at, "%s certificate %d (%s) %s; peers whose certificates chain only to it will be refused: remove it once the rotation is over", subject, i+1, quoteSubject(cert.Subject), summaryValidity(cert, c.now))
+			c.warnf(r.at, "%s certificate %d (%s) %s; peers whose certificates chain only to it will be refused: remove it once the rotation is over", subject, i+1, quoteSubject(cert.Subject), cert.ValidityProblem(c.now))
 		}
 	}
 }
@@ -425,11 +315,6 @@ func rsaBits(keyType string) (int, bool) {
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(rest))
 	return n, err == nil
-}
-
-// summaryValidity is validityProblem for a described certificate.
-func summaryValidity(cert CertSummary, now time.Time) string {
-	return validityProblem(&x509.Certificate{NotBefore: cert.NotBefore, NotAfter: cert.NotAfter}, now)
 }
 
 func quoteSubject(s string) string { return fmt.Sprintf("%q", s) }
@@ -472,43 +357,4 @@ func (h ListenerHost) Resolve(cert *tls.Certificate, cas []*x509.Certificate) Li
 // References reports whether h refers to the secrets service.
 func (h *ListenerHost) References() bool {
 	return h.CertificateRef != nil || h.ClientTruststore != ""
-}
-
-// Summarize describes a parsed certificate as the secrets service does:
-// the form references are checked in.
-func Summarize(cert *x509.Certificate) CertSummary {
-	s := CertSummary{
-		Subject: cert.Subject.String(), Issuer: cert.Issuer.String(),
-		DNSNames: cert.DNSNames, NotBefore: cert.NotBefore, NotAfter: cert.NotAfter,
-		Fingerprint: CertFingerprint(cert), KeyType: KeyType(cert.PublicKey), IsCA: cert.IsCA,
-		V1Root: IsV1Root(cert),
-	}
-	for _, ip := range cert.IPAddresses {
-		s.IPAddresses = append(s.IPAddresses, ip.String())
-	}
-	return s
-}
-
-// KeyType names a public key as "RSA 2048", "ECDSA P-256" or "Ed25519".
-func KeyType(pub crypto.PublicKey) string {
-	switch k := pub.(type) {
-	case *rsa.PublicKey:
-		return fmt.Sprintf("RSA %d", k.N.BitLen())
-	case *ecdsa.PublicKey:
-		return "ECDSA " + k.Curve.Params().Name
-	case ed25519.PublicKey:
-		return "Ed25519"
-	}
-	return fmt.Sprintf("%T", pub)
-}
-
-// commonNameCoversSummary is [CommonNameCovers] for a certificate the
-// secrets service describes: its subject in RFC 2253 form ("CN=test.com,O=Test").
-func commonNameCoversSummary(subject, name string) bool {
-	for rdn := range strings.SplitSeq(subject, ",") {
-		if cn, ok := strings.CutPrefix(strings.TrimSpace(rdn), "CN="); ok {
-			return CommonNameCovers(&x509.Certificate{Subject: pkix.Name{CommonName: cn}}, name)
-		}
-	}
-	return false
 }

@@ -11,16 +11,18 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/internal/testca"
 )
 
 // fakeSecrets is a fake of the secrets service's SecretsService as
-// validation sees it (model.Secrets): keystores of aliases and truststores
+// validation sees it (secretref.Secrets): keystores of aliases and truststores
 // made of test certificates. The policy service's client of the real
 // service implements the same interface.
 type fakeSecrets struct {
-	aliases     map[model.SecretRef][]*x509.Certificate
+	aliases     map[secretref.Ref][]*x509.Certificate
 	truststores map[string][]*x509.Certificate
 	// err, when set, is every answer: the service is unreachable.
 	err error
@@ -32,10 +34,10 @@ type fakeSecrets struct {
 	rejected map[string]string
 }
 
-func (f *fakeSecrets) Alias(_ context.Context, keystore, alias string) (model.AliasInfo, error) {
+func (f *fakeSecrets) Alias(_ context.Context, keystore, alias string) (secretref.AliasInfo, error) {
 	f.calls.Add(1)
 	if f.err != nil {
-		return model.AliasInfo{}, f.err
+		return secretref.AliasInfo{}, f.err
 	}
 	var keystores, aliases []string
 	for r := range f.aliases {
@@ -47,35 +49,35 @@ func (f *fakeSecrets) Alias(_ context.Context, keystore, alias string) (model.Al
 		}
 	}
 	if !slices.Contains(keystores, keystore) {
-		return model.AliasInfo{}, &model.NotFoundError{Kind: "keystore", Name: keystore, Known: keystores}
+		return secretref.AliasInfo{}, &secretref.NotFoundError{Kind: "keystore", Name: keystore, Known: keystores}
 	}
-	chain, ok := f.aliases[model.SecretRef{Keystore: keystore, Alias: alias}]
+	chain, ok := f.aliases[secretref.Ref{Keystore: keystore, Alias: alias}]
 	if !ok {
-		return model.AliasInfo{}, &model.NotFoundError{Kind: "alias", Name: alias, Known: aliases}
+		return secretref.AliasInfo{}, &secretref.NotFoundError{Kind: "alias", Name: alias, Known: aliases}
 	}
-	info := model.AliasInfo{Version: "3", Rejected: f.rejected[keystore+"/"+alias]}
+	info := secretref.AliasInfo{Version: "3", Rejected: f.rejected[keystore+"/"+alias]}
 	for _, c := range chain {
-		info.Chain = append(info.Chain, model.Summarize(c))
+		info.Chain = append(info.Chain, certs.Summarize(c))
 	}
 	return info, nil
 }
 
-func (f *fakeSecrets) Truststore(_ context.Context, name string) (model.TruststoreInfo, error) {
+func (f *fakeSecrets) Truststore(_ context.Context, name string) (secretref.TruststoreInfo, error) {
 	f.calls.Add(1)
 	if f.err != nil {
-		return model.TruststoreInfo{}, f.err
+		return secretref.TruststoreInfo{}, f.err
 	}
-	certs, ok := f.truststores[name]
+	cas, ok := f.truststores[name]
 	if !ok {
 		var known []string
 		for n := range f.truststores {
 			known = append(known, n)
 		}
-		return model.TruststoreInfo{}, &model.NotFoundError{Kind: "truststore", Name: name, Known: known}
+		return secretref.TruststoreInfo{}, &secretref.NotFoundError{Kind: "truststore", Name: name, Known: known}
 	}
-	info := model.TruststoreInfo{Version: "1", Rejected: f.rejected[name]}
-	for _, c := range certs {
-		info.Certificates = append(info.Certificates, model.Summarize(c))
+	info := secretref.TruststoreInfo{Version: "1", Rejected: f.rejected[name]}
+	for _, c := range cas {
+		info.Certificates = append(info.Certificates, certs.Summarize(c))
 	}
 	return info, nil
 }
@@ -105,7 +107,7 @@ func TestValidateReferences(t *testing.T) {
 	ca := testca.New(t, "Refs CA")
 	oldCA := ca.Issue(testca.Options{CommonName: "Old CA", IsCA: true, NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
 	secrets := &fakeSecrets{
-		aliases: map[model.SecretRef][]*x509.Certificate{
+		aliases: map[secretref.Ref][]*x509.Certificate{
 			{Keystore: "edge", Alias: "gw"}:          {ca.Client("gateway").Cert},
 			{Keystore: "edge", Alias: "expired"}:     {ca.Expired("old-gateway").Cert},
 			{Keystore: "edge", Alias: "future"}:      {ca.NotYetValid("new-gateway").Cert},
@@ -127,7 +129,7 @@ func TestValidateReferences(t *testing.T) {
 	cases := []struct {
 		name      string
 		resources []*policyv1.Resource
-		secrets   model.Secrets
+		secrets   secretref.Secrets
 		errors    []want
 		warnings  []want
 	}{
@@ -193,7 +195,7 @@ func TestValidateReferences(t *testing.T) {
 		{
 			name:      "no secrets service configured",
 			resources: withService(t, with(verified(ca), "certificate", ref("edge", "gw"))),
-			secrets:   model.Secrets(nil),
+			secrets:   secretref.Secrets(nil),
 			errors:    []want{{config + ".certificate", "this policy service has no secrets service configured; start keyway-policy with --secrets-server"}},
 		},
 		{
@@ -297,7 +299,7 @@ func TestValidateReferences(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s := model.Secrets(secrets)
+			s := secretref.Secrets(secrets)
 			if tc.secrets != nil || tc.name == "no secrets service configured" {
 				s = tc.secrets
 			}
@@ -315,7 +317,7 @@ func TestReferencesInModel(t *testing.T) {
 	ca := testca.New(t, "Refs CA")
 	gw := ca.Client("gateway")
 	secrets := &fakeSecrets{
-		aliases:     map[model.SecretRef][]*x509.Certificate{{Keystore: "edge", Alias: "gw"}: {gw.Cert}, {Keystore: "edge", Alias: "gw2"}: {gw.Cert}},
+		aliases:     map[secretref.Ref][]*x509.Certificate{{Keystore: "edge", Alias: "gw"}: {gw.Cert}, {Keystore: "edge", Alias: "gw2"}: {gw.Cert}},
 		truststores: map[string][]*x509.Certificate{"upstream-cas": {ca.Cert}},
 	}
 	cfg := func(alias string) map[string]any {
@@ -331,7 +333,7 @@ func TestReferencesInModel(t *testing.T) {
 		t.Errorf("the secrets service was asked %d times, want 3 (edge/gw, edge/gw2, upstream-cas once each)", n)
 	}
 	orders, billing, audit := objs[3].Binding.Outbound, objs[4].Binding.Outbound, objs[5].Binding.Outbound
-	if orders.CertificateRef == nil || *orders.CertificateRef != (model.SecretRef{Keystore: "edge", Alias: "gw"}) || orders.Truststore != "upstream-cas" {
+	if orders.CertificateRef == nil || *orders.CertificateRef != (secretref.Ref{Keystore: "edge", Alias: "gw"}) || orders.Truststore != "upstream-cas" {
 		t.Fatalf("orders keeps %+v / %q, want edge/gw and upstream-cas", orders.CertificateRef, orders.Truststore)
 	}
 	if orders.Certificate != nil || orders.TrustedCAs != nil {
@@ -407,7 +409,7 @@ func TestSecretUses(t *testing.T) {
 		&policyv1.ListenerHost{Hostnames: names("a.example.com"), Certificate: &policyv1.KeyPair{Keystore: "edge", Alias: "web"},
 			ClientAuth: "require-and-verify", ClientTruststore: "partners"},
 		host(ca.Server("b.example.com"), names("b.example.com")))
-	alias := func(ks, a string) *model.SecretRef { return &model.SecretRef{Keystore: ks, Alias: a} }
+	alias := func(ks, a string) *secretref.Ref { return &secretref.Ref{Keystore: ks, Alias: a} }
 	for _, tc := range []struct {
 		name string
 		res  *policyv1.Resource
@@ -450,7 +452,7 @@ func TestValidateReferencesToRejectedSecrets(t *testing.T) {
 	ca := testca.New(t, "Rejected CA")
 	const why = "version 4 in the secrets backend was rejected (key_mismatch): the private_key field does not match the certificate"
 	secrets := &fakeSecrets{
-		aliases: map[model.SecretRef][]*x509.Certificate{
+		aliases: map[secretref.Ref][]*x509.Certificate{
 			{Keystore: "edge", Alias: "gw"}:    {ca.Client("gateway").Cert},
 			{Keystore: "edge", Alias: "fresh"}: nil,
 		},

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"keyway.dev/internal/certs"
 )
 
 // The rules below are shared by tls-outbound bindings and Listener hosts, so
@@ -160,40 +162,40 @@ var (
 func (c *checker) keyPair(keyAt, crtAt fieldPath, keyPEM, crtPEM string, role keyPairRole) *tls.Certificate {
 	before := c.errorCount()
 
-	key, err := parsePrivateKey(keyPEM)
+	key, err := certs.ParsePEMKey(keyPEM)
 	if err != nil {
 		c.errorf(keyAt, "certificate.key %s", err)
 	} else if k, isRSA := key.(*rsa.PrivateKey); isRSA && k.N.BitLen() < minRSABits {
 		c.errorf(keyAt, "the RSA key is %d bits; keys must be at least %d bits (as Flex requires): make a new key with `openssl genrsa -out key.pem 2048` or an ECDSA key with `openssl ecparam -name prime256v1 -genkey -noout -out key.pem`, and have the certificate reissued for it", k.N.BitLen(), minRSABits)
 	}
 
-	chain, err := parseCertificates(crtPEM)
+	chain, err := certs.ParsePEMCertificates(crtPEM)
 	if err != nil {
 		c.errorf(crtAt, "certificate.crt %s", err)
 		return nil
 	}
 	for _, cert := range chain {
-		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(crtAt), Cert: cert, Fingerprint: CertFingerprint(cert), NotAfter: cert.NotAfter})
+		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(crtAt), Cert: cert, Fingerprint: certs.Fingerprint(cert), NotAfter: cert.NotAfter})
 	}
 	leaf := chain[0]
 	if key != nil {
 		if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(leaf.PublicKey) {
-			c.errorf(keyAt, "certificate.key does not match the certificate %s (the first one in crt): give the key the certificate was issued for, or the certificate of this key (compare `openssl pkey -in key.pem -pubout` with `openssl x509 -in crt.pem -noout -pubkey`)", describe(leaf))
+			c.errorf(keyAt, "certificate.key does not match the certificate %s (the first one in crt): give the key the certificate was issued for, or the certificate of this key (compare `openssl pkey -in key.pem -pubout` with `openssl x509 -in crt.pem -noout -pubkey`)", certs.Describe(leaf))
 		}
 	}
 	if len(leaf.ExtKeyUsage) > 0 || len(leaf.UnknownExtKeyUsage) > 0 {
 		if !slices.Contains(leaf.ExtKeyUsage, role.eku) && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
-			c.errorf(crtAt, "certificate %s is not for %s authentication (its extended key usage lacks %s), so %s will refuse it; reissue it with extendedKeyUsage = %s (openssl: -addext extendedKeyUsage=%s on the request, signed with openssl x509 -req … -copy_extensions copy, without which OpenSSL 3 drops it)", describe(leaf), role.name, role.ekuName, role.usedBy, role.ekuName, role.ekuName)
+			c.errorf(crtAt, "certificate %s is not for %s authentication (its extended key usage lacks %s), so %s will refuse it; reissue it with extendedKeyUsage = %s (openssl: -addext extendedKeyUsage=%s on the request, signed with openssl x509 -req … -copy_extensions copy, without which OpenSSL 3 drops it)", certs.Describe(leaf), role.name, role.ekuName, role.usedBy, role.ekuName, role.ekuName)
 		}
 	}
 	for i := 0; i+1 < len(chain); i++ {
 		if err := chain[i].CheckSignatureFrom(chain[i+1]); err != nil {
-			c.errorf(crtAt, "certificate %d (%s) in crt is not signed by certificate %d (%s): crt holds the leaf first, then each certificate that signed the one before it; reorder them or remove the ones that do not belong", i+1, describe(chain[i]), i+2, describe(chain[i+1]))
+			c.errorf(crtAt, "certificate %d (%s) in crt is not signed by certificate %d (%s): crt holds the leaf first, then each certificate that signed the one before it; reorder them or remove the ones that do not belong", i+1, certs.Describe(chain[i]), i+2, certs.Describe(chain[i+1]))
 		}
 	}
 	if !c.decode {
 		for i, cert := range chain {
-			if p := validityProblem(cert, c.now); p != "" {
+			if p := certs.ValidityProblem(cert, c.now); p != "" {
 				what := "the " + role.name + " certificate"
 				if i > 0 {
 					what = fmt.Sprintf("intermediate certificate %d", i+1)
@@ -202,7 +204,7 @@ func (c *checker) keyPair(keyAt, crtAt fieldPath, keyPEM, crtPEM string, role ke
 				if c.now.Before(cert.NotBefore) {
 					fix = "apply it once it is valid, or have it reissued starting now (check the clock of the host that issued it)"
 				}
-				c.errorf(crtAt, "%s (%s) %s; %s", what, describe(cert), p, fix)
+				c.errorf(crtAt, "%s (%s) %s; %s", what, certs.Describe(cert), p, fix)
 			}
 		}
 	}

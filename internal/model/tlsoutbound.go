@@ -9,6 +9,9 @@ import (
 	"strings"
 
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"keyway.dev/internal/certs"
+	"keyway.dev/internal/secretref"
 )
 
 // tls-outbound config fields, spelled exactly as Flex Gateway spells them
@@ -241,32 +244,32 @@ func (c *checker) trustedCA(o configObject, out *OutboundTLS) presence {
 
 // trustedCAs parses the CA bundle that verifies upstreams.
 func (c *checker) trustedCAs(at fieldPath, data string) []*x509.Certificate {
-	certs, err := parseCertificates(data)
+	cas, err := certs.ParsePEMCertificates(data)
 	if err != nil {
 		c.errorf(at, "trustedCA %s", err)
 		return nil
 	}
-	for i, cert := range certs {
-		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(at), Cert: cert, Fingerprint: CertFingerprint(cert), NotAfter: cert.NotAfter})
-		if !cert.IsCA && IsV1Root(cert) {
-			c.warnf(at, "%s", V1RootWarning(fmt.Sprintf("trustedCA certificate %d", i+1), cert))
+	for i, cert := range cas {
+		c.report.Certificates = append(c.report.Certificates, CertificateInfo{Field: string(at), Cert: cert, Fingerprint: certs.Fingerprint(cert), NotAfter: cert.NotAfter})
+		if !cert.IsCA && certs.IsV1Root(cert) {
+			c.warnf(at, "%s", certs.V1RootWarning(fmt.Sprintf("trustedCA certificate %d", i+1), cert))
 		} else if !cert.IsCA {
-			c.warnf(at, "trustedCA certificate %d (%s) is not a CA certificate, so it only matches an upstream presenting exactly this certificate; give the CA that issued the upstream's certificate instead", i+1, describe(cert))
+			c.warnf(at, "trustedCA certificate %d (%s) is not a CA certificate, so it only matches an upstream presenting exactly this certificate; give the CA that issued the upstream's certificate instead", i+1, certs.Describe(cert))
 		}
 		if c.decode {
 			continue
 		}
-		if p := validityProblem(cert, c.now); p != "" {
-			c.errorf(at, "trustedCA certificate %d (%s) %s, so upstream certificates cannot be verified with it; give the CA's current certificate", i+1, describe(cert), p)
+		if p := certs.ValidityProblem(cert, c.now); p != "" {
+			c.errorf(at, "trustedCA certificate %d (%s) %s, so upstream certificates cannot be verified with it; give the CA's current certificate", i+1, certs.Describe(cert), p)
 		}
 	}
-	return certs
+	return cas
 }
 
 // clientCertificate builds the key pair presented to upstreams from
 // certificate {key, crt}, or reads the reference certificate {keystore,
 // alias}; cfg is at the path of certificate.
-func (c *checker) clientCertificate(cfg configObject) (*tls.Certificate, *SecretRef) {
+func (c *checker) clientCertificate(cfg configObject) (*tls.Certificate, *secretref.Ref) {
 	cfg.unknownKeys(certificateFields, "certificate")
 	keyPEM, keyState := cfg.str(fieldKey)
 	crtPEM, crtState := cfg.str(fieldCrt)

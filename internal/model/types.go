@@ -12,7 +12,9 @@ import (
 	"crypto/x509"
 	"time"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/identity"
+	"keyway.dev/internal/secretref"
 )
 
 // Kinds of resource.
@@ -138,7 +140,7 @@ type OutboundTLS struct {
 	Certificate *tls.Certificate
 	// CertificateRef, when set, names the alias of the secrets service
 	// that holds the client key pair (certificate: {keystore, alias}).
-	CertificateRef *SecretRef
+	CertificateRef *secretref.Ref
 	// ALPN protocols in order of preference, as given; nil when the
 	// config has none, and then they depend on the Service's protocol:
 	// use [OutboundTLS.OfferedALPN].
@@ -194,7 +196,7 @@ type ListenerHost struct {
 	Certificate *tls.Certificate
 	// CertificateRef, when set, names the alias of the secrets service
 	// that holds the server key pair.
-	CertificateRef *SecretRef
+	CertificateRef *secretref.Ref
 	ClientAuth     tls.ClientAuthType
 	// ClientCAs verify client certificates; nil when ClientAuth does not
 	// verify, and nil until resolved when ClientTruststore is set.
@@ -257,7 +259,7 @@ type CertificateInfo struct {
 	Fingerprint string // SHA-256 of DER, lowercase hex
 	NotAfter    time.Time
 	// Summary describes a certificate behind a reference; Cert is nil then.
-	Summary *CertSummary
+	Summary *certs.Summary
 	// Reference is "alias/<keystore>/<alias>" or "truststore/<name>" for a
 	// referenced certificate, and Version the secret's version.
 	Reference string

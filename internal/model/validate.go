@@ -9,6 +9,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/internal/limits"
+	"keyway.dev/internal/secretref"
 )
 
 // Validate checks the resources of one Apply request together (a binding may
@@ -30,7 +31,7 @@ type Env struct {
 	// Secrets answers for references to keystores, aliases and
 	// truststores; with nil, every reference is refused with an error that
 	// says no secrets service is configured.
-	Secrets Secrets
+	Secrets secretref.Secrets
 	// Now is the time certificates must be valid at.
 	Now time.Time
 }

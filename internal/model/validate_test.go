@@ -894,32 +894,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// TestCommentedPEM finds the first commented-out boundary line, counting
-// lines of the value from 1, and only boundary lines.
-func TestCommentedPEM(t *testing.T) {
-	t.Parallel()
-	ca := testca.New(t, "ca")
-	good := string(ca.CertPEM())
-	for _, tc := range []struct {
-		name, data string
-		line       int
-		text       string
-	}{
-		{"clean PEM", good, 0, ""},
-		{"a plain comment line is text around the block", "# the issuing CA\n" + good, 0, ""},
-		{"the guide's sample", "# -----BEGIN CERTIFICATE-----\n# insert certificate\n# -----END CERTIFICATE-----\n", 1, "# -----BEGIN CERTIFICATE-----"},
-		{"a second block commented out", good + "  ## -----BEGIN CERTIFICATE-----\nMIIB\n", strings.Count(good, "\n") + 1, "  ## -----BEGIN CERTIFICATE-----"},
-		{"only the END line", strings.Replace(good, "-----END", "#-----END", 1), strings.Count(good, "\n"), "#-----END CERTIFICATE-----"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			line, text := model.CommentedPEM(tc.data)
-			if line != tc.line || text != tc.text {
-				t.Errorf("CommentedPEM = %d %q, want %d %q", line, text, tc.line, tc.text)
-			}
-		})
-	}
-}
-
 func TestValidateNilCatalogAndEmptyRequest(t *testing.T) {
 	t.Parallel()
 	objs, rep := model.Validate(nil, nil, time.Now())

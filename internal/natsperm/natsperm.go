@@ -33,7 +33,7 @@ import (
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/natsconn"
 	"keyway.dev/internal/nodekv"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 )
 
 // The users, one per service. Every proxy node connects as [Node].
@@ -55,7 +55,7 @@ const (
 type Buckets struct {
 	Config         string // default configkv.Bucket
 	Nodes          string // default nodekv.Bucket
-	SecretVersions string // default secretsclient.Bucket
+	SecretVersions string // default secretref.Bucket
 }
 
 // User is a NATS user and the subjects it may use. Publish and Subscribe
@@ -71,7 +71,7 @@ type User struct {
 func Users(b Buckets) []User {
 	cfg := cmp.Or(b.Config, configkv.Bucket)
 	nodes := cmp.Or(b.Nodes, nodekv.Bucket)
-	versions := cmp.Or(b.SecretVersions, secretsclient.Bucket)
+	versions := cmp.Or(b.SecretVersions, secretref.Bucket)
 	return []User{
 		{
 			Name:      Policy,

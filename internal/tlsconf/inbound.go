@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/model"
 )
@@ -90,7 +91,7 @@ func verifyDepth(depth int) func(tls.ConnectionState) error {
 func InboundTrust(h *model.ListenerHost) string {
 	fps := make([]string, len(h.ClientCAs))
 	for i, ca := range h.ClientCAs {
-		fps[i] = model.CertFingerprint(ca)
+		fps[i] = certs.Fingerprint(ca)
 	}
 	slices.Sort(fps)
 	return fmt.Sprintf("%d/%s", h.VerifyDepth, strings.Join(fps, ","))

@@ -20,6 +20,7 @@ import (
 	"net"
 	"slices"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/model"
 )
@@ -154,7 +155,7 @@ func matchName(leaf *x509.Certificate, name string, legacy bool) error {
 	if err == nil || !legacy || len(leaf.DNSNames) > 0 || net.ParseIP(name) != nil {
 		return err
 	}
-	if model.CommonNameCovers(leaf, name) {
+	if certs.CommonNameCovers(leaf, name) {
 		return nil
 	}
 	return failure.WithReason(failure.SANMismatch, fmt.Errorf("the upstream's certificate %q has no subjectAltName and its Common Name %q is not %q (legacyCommonName is on).%s",

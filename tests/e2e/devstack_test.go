@@ -19,7 +19,7 @@ import (
 
 	"keyway.dev/devstack/echo"
 	"keyway.dev/internal/ctlconfig"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/material"
 	"keyway.dev/tests/harness"
 )
 
@@ -147,7 +147,7 @@ func TestLocalStack(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "alias edge/gateway stored") {
 		t.Errorf("keywayctl secrets put: exit %d, %s%s", code, out, errOut)
 	}
-	material, err := secretsclient.NewFromFiles("https://"+secretsInternal, secretsclient.Files{
+	material, err := material.NewServiceClientFromFiles("https://"+secretsInternal, material.Files{
 		Cert: filepath.Join(pki, "proxy-node.crt"), Key: filepath.Join(pki, "proxy-node.key"), CA: filepath.Join(pki, "internal-ca.crt")})
 	if err != nil {
 		t.Fatal(err)

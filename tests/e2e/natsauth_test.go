@@ -23,7 +23,7 @@ import (
 	"keyway.dev/internal/natsconn"
 	"keyway.dev/internal/natsperm"
 	"keyway.dev/internal/nodekv"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/internal/testwait"
 	"keyway.dev/tests/harness"
 )
@@ -51,24 +51,24 @@ func TestNATSUsersWriteOnlyWhatTheyOwn(t *testing.T) {
 	// The owners read back what the others tried to write.
 	policyJS := mustJS(t, n.Connect(t, natsperm.Policy))
 	owner := map[string]jetstream.KeyValue{
-		configkv.Bucket:      mustKV(t, policyJS, configkv.Bucket),
-		secretsclient.Bucket: mustKV(t, policyJS, secretsclient.Bucket),
-		nodekv.Bucket:        mustKV(t, policyJS, nodekv.Bucket),
+		configkv.Bucket:  mustKV(t, policyJS, configkv.Bucket),
+		secretref.Bucket: mustKV(t, policyJS, secretref.Bucket),
+		nodekv.Bucket:    mustKV(t, policyJS, nodekv.Bucket),
 	}
 	cases := []struct {
 		name, user, bucket string
 		allowed            bool
 	}{
 		{"node cannot write the configuration", natsperm.Node, configkv.Bucket, false},
-		{"node cannot write secret versions", natsperm.Node, secretsclient.Bucket, false},
+		{"node cannot write secret versions", natsperm.Node, secretref.Bucket, false},
 		{"secrets cannot write the configuration", natsperm.Secrets, configkv.Bucket, false},
 		{"secrets cannot write the node registry", natsperm.Secrets, nodekv.Bucket, false},
-		{"policy cannot write secret versions", natsperm.Policy, secretsclient.Bucket, false},
+		{"policy cannot write secret versions", natsperm.Policy, secretref.Bucket, false},
 		{"policy cannot write the node registry", natsperm.Policy, nodekv.Bucket, false},
 		// The same writes by the owners succeed: the refusals above are
 		// the permissions', not a broken write.
 		{"policy writes the configuration", natsperm.Policy, configkv.Bucket, true},
-		{"secrets writes secret versions", natsperm.Secrets, secretsclient.Bucket, true},
+		{"secrets writes secret versions", natsperm.Secrets, secretref.Bucket, true},
 		{"node writes the node registry", natsperm.Node, nodekv.Bucket, true},
 	}
 	for _, tc := range cases {
@@ -123,7 +123,7 @@ func TestNATSUsersReadOnlyWhatTheyNeed(t *testing.T) {
 		}
 	}
 	t.Run("node reads the configuration and secret versions", func(t *testing.T) {
-		watch(t, natsperm.Node, configkv.Bucket, secretsclient.Bucket)
+		watch(t, natsperm.Node, configkv.Bucket, secretref.Bucket)
 	})
 	t.Run("secrets reads the configuration", func(t *testing.T) {
 		watch(t, natsperm.Secrets, configkv.Bucket)

@@ -12,7 +12,7 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/material"
 	"keyway.dev/internal/testca"
 	"keyway.dev/internal/vaulttest"
 	"keyway.dev/tests/harness"
@@ -79,7 +79,7 @@ func TestSecretsWithKeywayctl(t *testing.T) {
 	}
 
 	// What a proxy node does: fetch over mTLS with its certificate files.
-	client, err := secretsclient.NewFromFiles(s.InternalURL, secretsclient.Files{
+	client, err := material.NewServiceClientFromFiles(s.InternalURL, material.Files{
 		Cert: filepath.Join(s.Dir, "node.crt"), Key: filepath.Join(s.Dir, "node.key"), CA: filepath.Join(s.Dir, "ca.crt"),
 	})
 	if err != nil {

@@ -29,8 +29,9 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/material"
-	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/internal/testca"
 )
 
@@ -49,7 +50,7 @@ type Fake struct {
 	fetches       atomic.Int64
 
 	mu          sync.Mutex
-	aliases     map[model.SecretRef]aliasEntry
+	aliases     map[secretref.Ref]aliasEntry
 	truststores map[string]storeEntry
 }
 
@@ -67,7 +68,7 @@ type storeEntry struct {
 // Start serves a fake secrets service until the test ends.
 func Start(tb testing.TB) *Fake {
 	tb.Helper()
-	f := &Fake{Internal: testca.New(tb, "Keyway internal CA"), aliases: map[model.SecretRef]aliasEntry{}, truststores: map[string]storeEntry{}}
+	f := &Fake{Internal: testca.New(tb, "Keyway internal CA"), aliases: map[secretref.Ref]aliasEntry{}, truststores: map[string]storeEntry{}}
 	mux := http.NewServeMux()
 	mux.Handle(secretsv1connect.NewSecretsServiceHandler(api{f}))
 	f.api = httptest.NewServer(f.gate(mux))
@@ -125,7 +126,7 @@ func (f *Fake) ClientTLS(tb testing.TB) *tls.Config {
 func (f *Fake) PutAlias(keystore, alias string, kp *testca.KeyPair, intermediates ...*x509.Certificate) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	ref := model.SecretRef{Keystore: keystore, Alias: alias}
+	ref := secretref.Ref{Keystore: keystore, Alias: alias}
 	e := f.aliases[ref]
 	e.version++
 	e.pair, e.chain = kp, append([]*x509.Certificate{kp.Cert}, intermediates...)
@@ -149,9 +150,9 @@ func (f *Fake) PutTruststore(name string, cas ...*x509.Certificate) string {
 func (f *Fake) SecretVersion(keystore, alias string) *secretsv1.SecretVersion {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	e := f.aliases[model.SecretRef{Keystore: keystore, Alias: alias}]
+	e := f.aliases[secretref.Ref{Keystore: keystore, Alias: alias}]
 	return &secretsv1.SecretVersion{Keystore: keystore, Alias: alias, Version: strconv.Itoa(e.version),
-		Sha256Fingerprint: model.CertFingerprint(e.pair.Cert), NotAfter: timestamppb.New(e.pair.Cert.NotAfter)}
+		Sha256Fingerprint: certs.Fingerprint(e.pair.Cert), NotAfter: timestamppb.New(e.pair.Cert.NotAfter)}
 }
 
 // TruststoreVersion is the published value of "truststore.<name>".
@@ -159,11 +160,11 @@ func (f *Fake) TruststoreVersion(name string) *secretsv1.SecretVersion {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	e := f.truststores[name]
-	return &secretsv1.SecretVersion{Truststore: name, Version: strconv.Itoa(e.version), Sha256Fingerprint: model.CertFingerprint(e.cas[0])}
+	return &secretsv1.SecretVersion{Truststore: name, Version: strconv.Itoa(e.version), Sha256Fingerprint: certs.Fingerprint(e.cas[0])}
 }
 
 func describe(c *x509.Certificate) *secretsv1.Certificate {
-	s := model.Summarize(c)
+	s := certs.Summarize(c)
 	return &secretsv1.Certificate{
 		Subject: s.Subject, Issuer: s.Issuer, DnsNames: s.DNSNames, IpAddresses: s.IPAddresses,
 		NotBefore: timestamppb.New(s.NotBefore), NotAfter: timestamppb.New(s.NotAfter),
@@ -171,7 +172,7 @@ func describe(c *x509.Certificate) *secretsv1.Certificate {
 	}
 }
 
-func (e aliasEntry) describe(ref model.SecretRef) *secretsv1.Alias {
+func (e aliasEntry) describe(ref secretref.Ref) *secretsv1.Alias {
 	a := &secretsv1.Alias{Keystore: ref.Keystore, Alias: ref.Alias, Backend: secretsv1.Backend_BACKEND_LOCAL, Version: strconv.Itoa(e.version)}
 	for _, c := range e.chain {
 		a.Chain = append(a.Chain, describe(c))
@@ -190,7 +191,7 @@ func (e storeEntry) describe(name string) *secretsv1.Truststore {
 func (f *Fake) alias(keystore, alias string) (aliasEntry, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	e, ok := f.aliases[model.SecretRef{Keystore: keystore, Alias: alias}]
+	e, ok := f.aliases[secretref.Ref{Keystore: keystore, Alias: alias}]
 	if !ok {
 		return e, connect.NewError(connect.CodeNotFound, fmt.Errorf("keystore %q alias %q not found", keystore, alias))
 	}
@@ -214,7 +215,7 @@ func (a api) GetAlias(_ context.Context, req *connect.Request[secretsv1.GetAlias
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&secretsv1.GetAliasResponse{Alias: e.describe(model.SecretRef{Keystore: req.Msg.GetKeystore(), Alias: req.Msg.GetAlias()})}), nil
+	return connect.NewResponse(&secretsv1.GetAliasResponse{Alias: e.describe(secretref.Ref{Keystore: req.Msg.GetKeystore(), Alias: req.Msg.GetAlias()})}), nil
 }
 
 func (a api) GetTruststore(_ context.Context, req *connect.Request[secretsv1.GetTruststoreRequest]) (*connect.Response[secretsv1.GetTruststoreResponse], error) {
@@ -283,7 +284,7 @@ func (m materialAPI) FetchAlias(_ context.Context, req *connect.Request[secretsv
 		chain += string(pemOf(c))
 	}
 	return connect.NewResponse(&secretsv1.FetchAliasResponse{
-		Alias:          e.describe(model.SecretRef{Keystore: req.Msg.GetKeystore(), Alias: req.Msg.GetAlias()}),
+		Alias:          e.describe(secretref.Ref{Keystore: req.Msg.GetKeystore(), Alias: req.Msg.GetAlias()}),
 		CertificatePem: chain, PrivateKeyPem: string(e.pair.KeyPEM),
 	}), nil
 }

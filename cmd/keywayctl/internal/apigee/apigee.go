@@ -29,6 +29,7 @@ import (
 
 	"keyway.dev/internal/limits"
 	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretref"
 
 	"keyway.dev/keywayctl/internal/manifest"
 )
@@ -724,7 +725,7 @@ func (c *converter) tls(w where, o object, service string, nameAt where, host st
 }
 
 // storeName checks a keystore, alias or truststore name against what the
-// secrets service accepts.
+// secrets service accepts ([secretref.NameRule]).
 func (c *converter) storeName(w where, what, name string) {
 	if name == "" {
 		return
@@ -733,11 +734,8 @@ func (c *converter) storeName(w where, what, name string) {
 		c.errorf(w, "%s is %d characters long; Keyway's %s names are at most %d: store it under a shorter name and write that here", quote(name), len(name), what, limits.SecretNameBytes)
 		return
 	}
-	for _, r := range name {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
-			c.errorf(w, "%s has the character %q; Keyway's %s names are letters, digits, hyphens and underscores: store it under such a name and write that here", quote(name), r, what)
-			return
-		}
+	if r, bad := secretref.InvalidRune(name); bad {
+		c.errorf(w, "%s has the character %q; Keyway's %s names are letters, digits, hyphens and underscores: store it under such a name and write that here", quote(name), r, what)
 	}
 }
 

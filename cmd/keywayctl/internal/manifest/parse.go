@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/limits"
 	"keyway.dev/internal/model"
 	"keyway.dev/keywayctl/internal/resource"
@@ -481,7 +482,7 @@ func (c *converter) commentedPEM(n *yaml.Node, path string) {
 	if !pemFields[path[strings.LastIndexByte(path, '.')+1:]] {
 		return
 	}
-	line, text := model.CommentedPEM(n.Value)
+	line, text := certs.CommentedPEM(n.Value)
 	if line == 0 {
 		return
 	}
@@ -496,7 +497,7 @@ func (c *converter) commentedPEM(n *yaml.Node, path string) {
 		}
 	}
 	c.p.errs = append(c.p.errs, &Error{Pos: pos, Msg: fmt.Sprintf("%s: the PEM block is commented out with '#'%s: %q; %s",
-		path, where, limitLine(strings.TrimSpace(text)), model.CommentedPEMFix(n.Value))})
+		path, where, limitLine(strings.TrimSpace(text)), certs.CommentedPEMFix(n.Value))})
 }
 
 // limitLine cuts a quoted line of the user's file for a message.

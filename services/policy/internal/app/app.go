@@ -34,7 +34,6 @@ import (
 	"keyway.dev/internal/material"
 	"keyway.dev/internal/natsconn"
 	"keyway.dev/internal/retry"
-	"keyway.dev/internal/secretsclient"
 	"keyway.dev/internal/telemetry"
 	"keyway.dev/policy/internal/inlinekeys"
 	"keyway.dev/policy/internal/metrics"
@@ -392,9 +391,9 @@ func secretsHTTPClient(url string, m material.Config) (*http.Client, error) {
 	if m.CertFile == "" || m.KeyFile == "" || m.CAFile == "" {
 		return nil, fmt.Errorf("the secrets service's API %s asks callers for a certificate: give --secrets-cert, --secrets-key and --secrets-ca (the policy service holds viewer and secrets-admin there)", url)
 	}
-	tlsConf, err := secretsclient.TLSConfig(secretsclient.Files{Cert: m.CertFile, Key: m.KeyFile, CA: m.CAFile})
+	tlsConf, err := material.TLSConfig(material.Files{Cert: m.CertFile, Key: m.KeyFile, CA: m.CAFile})
 	if err != nil {
 		return nil, fmt.Errorf("configuring the client of the secrets API: %w", err)
 	}
-	return secretsclient.HTTPClient(tlsConf), nil
+	return material.HTTPClient(tlsConf), nil
 }

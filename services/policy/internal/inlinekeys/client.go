@@ -13,7 +13,8 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
-	"keyway.dev/internal/model"
+	"keyway.dev/internal/certs"
+	"keyway.dev/internal/secretref"
 )
 
 // Client stores and deletes the aliases of [Keystore] through the secrets
@@ -42,7 +43,7 @@ func NewClient(url string, httpClient *http.Client, timeout time.Duration) *Clie
 // new version. (The alias is named for the key's fingerprint, and a chain
 // whose leaf carries that public key has only the one private key, so an
 // equal chain means an equal key.) It reports whether it wrote.
-func (c *Client) Put(ctx context.Context, ref model.SecretRef, p Pair) (bool, error) {
+func (c *Client) Put(ctx context.Context, ref secretref.Ref, p Pair) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	usage := secretsv1.Usage_USAGE_CLIENT
@@ -69,7 +70,7 @@ func (c *Client) Put(ctx context.Context, ref model.SecretRef, p Pair) (bool, er
 }
 
 // Delete deletes the alias ref; one already gone is not an error.
-func (c *Client) Delete(ctx context.Context, ref model.SecretRef) error {
+func (c *Client) Delete(ctx context.Context, ref secretref.Ref) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	_, err := c.api.DeleteAlias(ctx, connect.NewRequest(&secretsv1.DeleteAliasRequest{Keystore: ref.Keystore, Alias: ref.Alias}))
@@ -86,7 +87,7 @@ func sameChain(described []*secretsv1.Certificate, chain []*x509.Certificate) bo
 		return false
 	}
 	for i, d := range described {
-		if normalize(d.GetSha256Fingerprint()) != model.CertFingerprint(chain[i]) {
+		if normalize(d.GetSha256Fingerprint()) != certs.Fingerprint(chain[i]) {
 			return false
 		}
 	}

@@ -24,7 +24,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/internal/model"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 )
 
 // Keystore is the secrets service's keystore that holds the key pairs moved
@@ -52,7 +52,7 @@ type Pair struct {
 	// certificate.
 	Server bool
 
-	replace func(ref model.SecretRef)
+	replace func(ref secretref.Ref)
 }
 
 // KeyField is the path of the pair's key below resources[i].
@@ -60,7 +60,7 @@ func (p Pair) KeyField() string { return p.Field + "." + fieldKey }
 
 // Replace puts ref in place of the inline pair in the resource Find read it
 // from.
-func (p Pair) Replace(ref model.SecretRef) { p.replace(ref) }
+func (p Pair) Replace(ref secretref.Ref) { p.replace(ref) }
 
 // Find lists the inline key pairs of r: a PolicyBinding's
 // config.certificate {crt, key} and each Listener host's certificate. A pair
@@ -77,7 +77,7 @@ func Find(r *policyv1.Resource) []Pair {
 				Crt:    cert.GetFields()[fieldCrt].GetStringValue(),
 				Key:    key,
 				Server: b.GetSpec().GetPolicyRef().GetName() != model.PolicyTLSOutbound,
-				replace: func(ref model.SecretRef) {
+				replace: func(ref secretref.Ref) {
 					delete(cert.Fields, fieldKey)
 					delete(cert.Fields, fieldCrt)
 					cert.Fields[fieldKeystore] = structpb.NewStringValue(ref.Keystore)
@@ -94,7 +94,7 @@ func Find(r *policyv1.Resource) []Pair {
 		out = append(out, Pair{
 			Field: fmt.Sprintf("listener.spec.hosts[%d].%s", j, fieldCertificate),
 			Crt:   kp.GetCrt(), Key: kp.GetKey(), Server: true,
-			replace: func(ref model.SecretRef) {
+			replace: func(ref secretref.Ref) {
 				kp.Crt, kp.Key = "", ""
 				kp.Keystore, kp.Alias = ref.Keystore, ref.Alias
 			},
@@ -106,7 +106,7 @@ func Find(r *policyv1.Resource) []Pair {
 // Moved is one reference of r to the keystore [Keystore], and where it is.
 type Moved struct {
 	Field string
-	Ref   model.SecretRef
+	Ref   secretref.Ref
 }
 
 // Refs lists r's references to aliases of [Keystore]: the pairs moved out
@@ -117,13 +117,13 @@ func Refs(r *policyv1.Resource) []Moved {
 		f := b.GetSpec().GetConfig().GetFields()[fieldCertificate].GetStructValue().GetFields()
 		if f[fieldKeystore].GetStringValue() == Keystore && f[fieldAlias].GetStringValue() != "" {
 			out = append(out, Moved{Field: "policyBinding.spec.config." + fieldCertificate,
-				Ref: model.SecretRef{Keystore: Keystore, Alias: f[fieldAlias].GetStringValue()}})
+				Ref: secretref.Ref{Keystore: Keystore, Alias: f[fieldAlias].GetStringValue()}})
 		}
 	}
 	for j, h := range r.GetListener().GetSpec().GetHosts() {
 		if kp := h.GetCertificate(); kp.GetKeystore() == Keystore && kp.GetAlias() != "" {
 			out = append(out, Moved{Field: fmt.Sprintf("listener.spec.hosts[%d].%s", j, fieldCertificate),
-				Ref: model.SecretRef{Keystore: Keystore, Alias: kp.GetAlias()}})
+				Ref: secretref.Ref{Keystore: Keystore, Alias: kp.GetAlias()}})
 		}
 	}
 	return out
@@ -205,8 +205,8 @@ func Chain(crtPEM string) ([]*x509.Certificate, error) {
 // Plan names the alias of every pair of one resource. Two pairs with the
 // same key and chain share an alias; two with the same key and different
 // chains (a rare Listener) get aliases named for their chains instead.
-func Plan(kind, name string, pairs []Pair) ([]model.SecretRef, error) {
-	refs := make([]model.SecretRef, len(pairs))
+func Plan(kind, name string, pairs []Pair) ([]secretref.Ref, error) {
+	refs := make([]secretref.Ref, len(pairs))
 	byAlias := map[string]string{} // alias → crt
 	for i, p := range pairs {
 		chain, err := Chain(p.Crt)
@@ -222,11 +222,11 @@ func Plan(kind, name string, pairs []Pair) ([]model.SecretRef, error) {
 			}
 			alias = aliasName(kind, name, hex.EncodeToString(sum.Sum(nil))[:fpLen])
 		}
-		if err := secretsclient.CheckName(alias); err != nil {
+		if err := secretref.CheckName(alias); err != nil {
 			return nil, fmt.Errorf("inlinekeys: alias for %s: %w", p.Field, err)
 		}
 		byAlias[alias] = p.Crt
-		refs[i] = model.SecretRef{Keystore: Keystore, Alias: alias}
+		refs[i] = secretref.Ref{Keystore: Keystore, Alias: alias}
 	}
 	return refs, nil
 }

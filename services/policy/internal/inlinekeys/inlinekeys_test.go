@@ -9,7 +9,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/internal/model"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/internal/testca"
 	"keyway.dev/policy/internal/inlinekeys"
 )
@@ -33,7 +33,7 @@ func TestAliasNames(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			got := inlinekeys.AliasName(tt.kind, tt.res, tt.key)
-			if err := secretsclient.CheckName(got); err != nil {
+			if err := secretref.CheckName(got); err != nil {
 				t.Errorf("%q breaks the secrets service's rules: %v", got, err)
 			}
 			if !strings.HasPrefix(got, tt.wantPrefix) {
@@ -90,7 +90,7 @@ func TestFindReplaceRefs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		seen := map[model.SecretRef]bool{}
+		seen := map[secretref.Ref]bool{}
 		for i, p := range pairs {
 			if p.Server != tc.server {
 				t.Errorf("%s %s: server %v, want %v", tc.kind, p.Field, p.Server, tc.server)

@@ -1,6 +1,6 @@
 // Package secretcheck is the policy service's view of the secrets service:
 // a SecretsService client that answers validation's questions about
-// keystores, aliases and truststores ([model.Secrets]). It reads
+// keystores, aliases and truststores ([secretref.Secrets]). It reads
 // descriptions only; key material is fetched, for the live probe alone,
 // through [material.Client].
 package secretcheck
@@ -18,17 +18,18 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
-	"keyway.dev/internal/model"
+	"keyway.dev/internal/certs"
+	"keyway.dev/internal/secretref"
 )
 
-// Client implements [model.Secrets] over SecretsService. Safe for concurrent
+// Client implements [secretref.Secrets] over SecretsService. Safe for concurrent
 // use.
 type Client struct {
 	api     secretsv1connect.SecretsServiceClient
 	timeout time.Duration
 }
 
-var _ model.Secrets = (*Client)(nil)
+var _ secretref.Secrets = (*Client)(nil)
 
 // New returns a client of the SecretsService at url (e.g.
 // "https://127.0.0.1:8082"); httpClient may be nil for http.DefaultClient (a
@@ -48,18 +49,18 @@ func New(url string, httpClient *http.Client, timeout time.Duration) *Client {
 
 // Alias describes an alias. When it is not found, it lists the keystores to
 // tell a missing keystore from a missing alias and to suggest names.
-func (c *Client) Alias(ctx context.Context, keystore, alias string) (model.AliasInfo, error) {
+func (c *Client) Alias(ctx context.Context, keystore, alias string) (secretref.AliasInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	resp, err := c.api.GetAlias(ctx, connect.NewRequest(&secretsv1.GetAliasRequest{Keystore: keystore, Alias: alias}))
 	if connect.CodeOf(err) == connect.CodeNotFound {
-		return model.AliasInfo{}, c.aliasNotFound(ctx, keystore, alias)
+		return secretref.AliasInfo{}, c.aliasNotFound(ctx, keystore, alias)
 	}
 	if err != nil {
-		return model.AliasInfo{}, fmt.Errorf("asking for keystore %q alias %q: %w", keystore, alias, err)
+		return secretref.AliasInfo{}, fmt.Errorf("asking for keystore %q alias %q: %w", keystore, alias, err)
 	}
 	a := resp.Msg.GetAlias()
-	info := model.AliasInfo{Version: a.GetVersion(), Server: a.GetUsage() == secretsv1.Usage_USAGE_SERVER, Rejected: rejected(a.GetRejection())}
+	info := secretref.AliasInfo{Version: a.GetVersion(), Server: a.GetUsage() == secretsv1.Usage_USAGE_SERVER, Rejected: rejected(a.GetRejection())}
 	for _, cert := range a.GetChain() {
 		info.Chain = append(info.Chain, summary(cert))
 	}
@@ -70,7 +71,7 @@ func (c *Client) aliasNotFound(ctx context.Context, keystore, alias string) erro
 	resp, err := c.api.ListKeystores(ctx, connect.NewRequest(&secretsv1.ListKeystoresRequest{}))
 	if err != nil {
 		// Still a not-found answer; only the suggestions are missing.
-		return &model.NotFoundError{Kind: "alias", Name: alias}
+		return &secretref.NotFoundError{Kind: "alias", Name: alias}
 	}
 	var keystores []string
 	for _, ks := range resp.Msg.GetKeystores() {
@@ -82,30 +83,30 @@ func (c *Client) aliasNotFound(ctx context.Context, keystore, alias string) erro
 		for _, a := range ks.GetAliases() {
 			aliases = append(aliases, a.GetAlias())
 		}
-		return &model.NotFoundError{Kind: "alias", Name: alias, Known: aliases}
+		return &secretref.NotFoundError{Kind: "alias", Name: alias, Known: aliases}
 	}
-	return &model.NotFoundError{Kind: "keystore", Name: keystore, Known: keystores}
+	return &secretref.NotFoundError{Kind: "keystore", Name: keystore, Known: keystores}
 }
 
 // Truststore describes a truststore.
-func (c *Client) Truststore(ctx context.Context, name string) (model.TruststoreInfo, error) {
+func (c *Client) Truststore(ctx context.Context, name string) (secretref.TruststoreInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	resp, err := c.api.GetTruststore(ctx, connect.NewRequest(&secretsv1.GetTruststoreRequest{Name: name}))
 	if connect.CodeOf(err) == connect.CodeNotFound {
-		nf := &model.NotFoundError{Kind: "truststore", Name: name}
+		nf := &secretref.NotFoundError{Kind: "truststore", Name: name}
 		if list, lerr := c.api.ListTruststores(ctx, connect.NewRequest(&secretsv1.ListTruststoresRequest{})); lerr == nil {
 			for _, ts := range list.Msg.GetTruststores() {
 				nf.Known = append(nf.Known, ts.GetName())
 			}
 		}
-		return model.TruststoreInfo{}, nf
+		return secretref.TruststoreInfo{}, nf
 	}
 	if err != nil {
-		return model.TruststoreInfo{}, fmt.Errorf("asking for truststore %q: %w", name, err)
+		return secretref.TruststoreInfo{}, fmt.Errorf("asking for truststore %q: %w", name, err)
 	}
 	ts := resp.Msg.GetTruststore()
-	info := model.TruststoreInfo{Version: ts.GetVersion(), Rejected: rejected(ts.GetRejection())}
+	info := secretref.TruststoreInfo{Version: ts.GetVersion(), Rejected: rejected(ts.GetRejection())}
 	for _, cert := range ts.GetCertificates() {
 		info.Certificates = append(info.Certificates, summary(cert))
 	}
@@ -122,9 +123,9 @@ func rejected(r *secretsv1.Rejection) string {
 }
 
 // summary converts the service's description; fingerprints lose their
-// colons to match model.CertFingerprint.
-func summary(c *secretsv1.Certificate) model.CertSummary {
-	return model.CertSummary{
+// colons to match certs.Fingerprint.
+func summary(c *secretsv1.Certificate) certs.Summary {
+	return certs.Summary{
 		Subject: c.GetSubject(), Issuer: c.GetIssuer(),
 		DNSNames: c.GetDnsNames(), IPAddresses: c.GetIpAddresses(),
 		NotBefore: c.GetNotBefore().AsTime(), NotAfter: c.GetNotAfter().AsTime(),

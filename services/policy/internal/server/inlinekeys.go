@@ -9,6 +9,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/policy/internal/inlinekeys"
 )
 
@@ -18,9 +19,9 @@ import (
 type KeyStore interface {
 	// Put stores p under ref unless ref already holds it, and reports
 	// whether it wrote.
-	Put(ctx context.Context, ref model.SecretRef, p inlinekeys.Pair) (bool, error)
+	Put(ctx context.Context, ref secretref.Ref, p inlinekeys.Pair) (bool, error)
 	// Delete deletes ref; one already gone is not an error.
-	Delete(ctx context.Context, ref model.SecretRef) error
+	Delete(ctx context.Context, ref secretref.Ref) error
 }
 
 // WithInlineKeys has Apply move every inline private key into ks and store
@@ -54,10 +55,10 @@ func (s *Server) refuseInline(resources []*policyv1.Resource) []model.Violation 
 type movedKeys struct {
 	// written are the aliases this apply wrote, to delete again when
 	// nothing ends up stored (only those it created).
-	created []model.SecretRef
+	created []secretref.Ref
 	// previous are the stored resources' references to moved keys before
 	// this apply: those no resource references afterwards are deleted.
-	previous []model.SecretRef
+	previous []secretref.Ref
 }
 
 // moveKeys stores every inline key pair of resources in the secrets service
@@ -84,7 +85,7 @@ func (s *Server) moveKeys(ctx context.Context, resources []*policyv1.Resource, o
 		if err != nil {
 			return m, invalid([]model.Violation{{Field: fmt.Sprintf("resources[%d]", i), Message: fmt.Sprintf("naming the alias for the inline key pair: %v", err)}})
 		}
-		existed := map[model.SecretRef]bool{}
+		existed := map[secretref.Ref]bool{}
 		for _, mv := range inlinekeys.Refs(r) {
 			existed[mv.Ref] = true
 		}
@@ -108,7 +109,7 @@ func (s *Server) moveKeys(ctx context.Context, resources []*policyv1.Resource, o
 	return m, nil
 }
 
-func containsRef(refs []model.SecretRef, ref model.SecretRef) bool {
+func containsRef(refs []secretref.Ref, ref secretref.Ref) bool {
 	for _, r := range refs {
 		if r == ref {
 			return true
@@ -118,7 +119,7 @@ func containsRef(refs []model.SecretRef, ref model.SecretRef) bool {
 }
 
 // forget deletes the aliases an apply created when it stored nothing.
-func (s *Server) forget(refs []model.SecretRef) {
+func (s *Server) forget(refs []secretref.Ref) {
 	s.release(refs, false)
 }
 
@@ -127,11 +128,11 @@ func (s *Server) forget(refs []model.SecretRef) {
 // behind is logged, and holds a key no resource uses. Callers hold
 // s.writes, so no apply of this replica starts referencing an alias
 // between the check and the delete.
-func (s *Server) release(refs []model.SecretRef, check bool) {
+func (s *Server) release(refs []secretref.Ref, check bool) {
 	if len(refs) == 0 || s.keys == nil {
 		return
 	}
-	used := map[model.SecretRef]bool{}
+	used := map[secretref.Ref]bool{}
 	if check {
 		for _, r := range s.store.List("") {
 			for _, mv := range inlinekeys.Refs(r) {

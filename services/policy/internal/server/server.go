@@ -23,10 +23,12 @@ import (
 	"keyway.dev/gen/keyway/policy/v1/policyv1connect"
 
 	"keyway.dev/internal/audit"
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/limits"
 	"keyway.dev/internal/material"
 	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/policy/internal/inlinekeys"
 	"keyway.dev/policy/internal/nodes"
 	"keyway.dev/policy/internal/store"
@@ -57,7 +59,7 @@ type Server struct {
 
 	// secrets answers validation's questions about references; nil when
 	// no secrets service is configured (references are then refused).
-	secrets model.Secrets
+	secrets secretref.Secrets
 	// material fetches referenced key material for the live probe; nil
 	// when the internal port is not configured (such bindings are not
 	// probed, with a warning).
@@ -77,7 +79,7 @@ type Server struct {
 // Material fetches key material from the secrets service's
 // MaterialService ([material.Client]). Safe for concurrent use.
 type Material interface {
-	Alias(ctx context.Context, ref model.SecretRef) (*material.Alias, error)
+	Alias(ctx context.Context, ref secretref.Ref) (*material.Alias, error)
 	Truststore(ctx context.Context, name string) (*material.Truststore, error)
 }
 
@@ -86,7 +88,7 @@ type Option func(*Server)
 
 // WithSecrets has Apply check references through secrets, and the live
 // probe resolve them through mat (either may be nil).
-func WithSecrets(secrets model.Secrets, mat Material) Option {
+func WithSecrets(secrets secretref.Secrets, mat Material) Option {
 	return func(s *Server) {
 		s.secrets = secrets
 		if mat != nil {
@@ -382,7 +384,7 @@ func (s *Server) Delete(ctx context.Context, req *connect.Request[policyv1.Delet
 	}
 	s.writes.Lock()
 	defer s.writes.Unlock()
-	var previous []model.SecretRef
+	var previous []secretref.Ref
 	if stored, err := s.store.Get(ctx, ref); err == nil {
 		for _, mv := range inlinekeys.Refs(stored) {
 			previous = append(previous, mv.Ref)
@@ -474,7 +476,7 @@ func storeError(err error) error {
 func certificateInfo(c model.CertificateInfo) *policyv1.CertificateInfo {
 	fp := c.Fingerprint
 	if fp == "" && c.Cert != nil {
-		fp = model.CertFingerprint(c.Cert)
+		fp = certs.Fingerprint(c.Cert)
 	}
 	info := &policyv1.CertificateInfo{Field: c.Field, Sha256Fingerprint: fp, NotAfter: timestamppb.New(c.NotAfter)}
 	if sum := c.Summary; sum != nil {

@@ -14,8 +14,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/failure"
-	"keyway.dev/internal/model"
 	"keyway.dev/internal/telemetry"
 )
 
@@ -347,7 +347,7 @@ func fromChains(h *host, leaf *x509.Certificate, chains [][]*x509.Certificate) *
 func XFCC(leaf *x509.Certificate) string {
 	var b strings.Builder
 	b.WriteString("Hash=")
-	b.WriteString(model.CertFingerprint(leaf))
+	b.WriteString(certs.Fingerprint(leaf))
 	b.WriteString(";Subject=")
 	b.WriteString(quote(leaf.Subject.String()))
 	for _, u := range leaf.URIs {

@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/revocation"
 	"keyway.dev/internal/telemetry"
@@ -417,7 +418,7 @@ func (m *Manager) Status() []ListenerStatus {
 				hs.Revocation = string(h.Revocation.Mode)
 			}
 			if h.Certificate != nil && h.Certificate.Leaf != nil {
-				hs.Certificate, hs.NotAfter = model.CertFingerprint(h.Certificate.Leaf), h.Certificate.Leaf.NotAfter
+				hs.Certificate, hs.NotAfter = certs.Fingerprint(h.Certificate.Leaf), h.Certificate.Leaf.NotAfter
 			}
 			st.Hosts = append(st.Hosts, hs)
 		}

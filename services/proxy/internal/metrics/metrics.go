@@ -23,8 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/failure"
-	"keyway.dev/internal/model"
 	"keyway.dev/proxy/internal/publish"
 	"keyway.dev/proxy/internal/upstream"
 )
@@ -314,6 +314,6 @@ func (e *expiry) Collect(ch chan<- prometheus.Metric) {
 			keystore, alias = ref.Keystore, ref.Alias
 		}
 		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue,
-			leaf.NotAfter.Sub(now).Seconds(), "upstream-client", name, keystore, alias, model.CertFingerprint(leaf))
+			leaf.NotAfter.Sub(now).Seconds(), "upstream-client", name, keystore, alias, certs.Fingerprint(leaf))
 	}
 }

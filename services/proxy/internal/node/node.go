@@ -28,6 +28,7 @@ import (
 	nodev1 "keyway.dev/gen/keyway/node/v1"
 
 	"keyway.dev/internal/access"
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/material"
 	"keyway.dev/internal/model"
@@ -528,7 +529,7 @@ func (n *Node) NodeStatus() *nodev1.NodeStatus {
 func served(scope, name, host, role string, c *x509.Certificate) *nodev1.ServedCertificate {
 	return &nodev1.ServedCertificate{
 		Scope: scope, Name: name, Host: host, Role: role,
-		Sha256Fingerprint: model.CertFingerprint(c), NotAfter: timestamppb.New(c.NotAfter),
+		Sha256Fingerprint: certs.Fingerprint(c), NotAfter: timestamppb.New(c.NotAfter),
 	}
 }
 

@@ -9,8 +9,8 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/material/materialtest"
-	"keyway.dev/internal/model"
 	"keyway.dev/internal/testca"
 	"keyway.dev/internal/testwait"
 	"keyway.dev/proxy/internal/node"
@@ -73,7 +73,7 @@ func TestTLSInboundBindingWithReferences(t *testing.T) {
 		if resp.StatusCode != http.StatusOK {
 			return ""
 		}
-		return model.CertFingerprint(resp.TLS.PeerCertificates[0])
+		return certs.Fingerprint(resp.TLS.PeerCertificates[0])
 	}
 	if got := served(alice); got != first.Fingerprint() {
 		t.Fatalf("the listener presents %q, want the alias's certificate", got)

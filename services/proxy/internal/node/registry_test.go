@@ -10,7 +10,7 @@ import (
 
 	nodev1 "keyway.dev/gen/keyway/node/v1"
 
-	"keyway.dev/internal/model"
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/nodekv"
 	"keyway.dev/internal/testca"
 	"keyway.dev/proxy/internal/node"
@@ -89,8 +89,8 @@ func TestNodeRegistersAndReportsRevision(t *testing.T) {
 			t.Errorf("certificate for %s %s, want upstream orders", c.GetScope(), c.GetName())
 		}
 		roles = append(roles, c.GetRole())
-		if c.GetRole() == "client" && (c.GetSha256Fingerprint() != model.CertFingerprint(client.Cert) || !c.GetNotAfter().AsTime().Equal(client.Cert.NotAfter.Truncate(time.Second))) {
-			t.Errorf("client certificate %s until %v, want %s until %v", c.GetSha256Fingerprint(), c.GetNotAfter().AsTime(), model.CertFingerprint(client.Cert), client.Cert.NotAfter)
+		if c.GetRole() == "client" && (c.GetSha256Fingerprint() != certs.Fingerprint(client.Cert) || !c.GetNotAfter().AsTime().Equal(client.Cert.NotAfter.Truncate(time.Second))) {
+			t.Errorf("client certificate %s until %v, want %s until %v", c.GetSha256Fingerprint(), c.GetNotAfter().AsTime(), certs.Fingerprint(client.Cert), client.Cert.NotAfter)
 		}
 	}
 	if len(roles) != 2 {

@@ -19,8 +19,9 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/material/materialtest"
-	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/internal/testca"
 	"keyway.dev/internal/testwait"
 	"keyway.dev/proxy/internal/node"
@@ -78,7 +79,7 @@ func (e *secretsEnv) announce(t *testing.T, v *secretsv1.SecretVersion) {
 	}
 	key := secrets.TruststoreKey(v.GetTruststore())
 	if v.GetAlias() != "" {
-		key = secrets.AliasKey(model.SecretRef{Keystore: v.GetKeystore(), Alias: v.GetAlias()})
+		key = secrets.AliasKey(secretref.Ref{Keystore: v.GetKeystore(), Alias: v.GetAlias()})
 	}
 	if _, err := e.versions.Put(context.Background(), key, b); err != nil {
 		t.Fatal(err)
@@ -345,7 +346,7 @@ func TestListenerReferencedCertificateRotates(t *testing.T) {
 			return ""
 		}
 		resp.Body.Close()
-		return model.CertFingerprint(resp.TLS.PeerCertificates[0])
+		return certs.Fingerprint(resp.TLS.PeerCertificates[0])
 	}
 	if got := served(); got != first.Fingerprint() {
 		t.Fatalf("listener presents %q, want the alias's certificate", got)

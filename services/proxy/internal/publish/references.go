@@ -13,13 +13,14 @@ import (
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/material"
 	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/proxy/internal/translate"
 )
 
 // Resolver hands over the material behind references: the secrets package's
 // Source in production, which caches by version. Safe for concurrent use.
 type Resolver interface {
-	Alias(ctx context.Context, ref model.SecretRef) (*material.Alias, error)
+	Alias(ctx context.Context, ref secretref.Ref) (*material.Alias, error)
 	Truststore(ctx context.Context, name string) (*material.Truststore, error)
 }
 
@@ -40,7 +41,7 @@ type resolvedListener struct {
 
 // material fetches (or reads from the cache) what a certificate reference
 // and a truststore name stand for.
-func (p *Publisher) material(ref *model.SecretRef, truststore string) (*tls.Certificate, []*x509.Certificate, error) {
+func (p *Publisher) material(ref *secretref.Ref, truststore string) (*tls.Certificate, []*x509.Certificate, error) {
 	if p.opts.Secrets == nil {
 		return nil, nil, errNoSecrets
 	}

@@ -30,25 +30,24 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
 	"keyway.dev/internal/material"
-	"keyway.dev/internal/model"
 	"keyway.dev/internal/retry"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/internal/telemetry"
 )
 
 // Bucket is the KV bucket where the secrets service publishes versions.
-const Bucket = secretsclient.Bucket
+const Bucket = secretref.Bucket
 
 // AliasKey is the bucket key of an alias: "alias.<keystore>.<alias>".
-func AliasKey(ref model.SecretRef) string { return secretsclient.AliasKey(ref.Keystore, ref.Alias) }
+func AliasKey(ref secretref.Ref) string { return secretref.AliasKey(ref.Keystore, ref.Alias) }
 
 // TruststoreKey is the bucket key of a truststore: "truststore.<name>".
-func TruststoreKey(name string) string { return secretsclient.TruststoreKey(name) }
+func TruststoreKey(name string) string { return secretref.TruststoreKey(name) }
 
 // Fetcher fetches material; [material.Client] in production. Safe for
 // concurrent use.
 type Fetcher interface {
-	Alias(ctx context.Context, ref model.SecretRef) (*material.Alias, error)
+	Alias(ctx context.Context, ref secretref.Ref) (*material.Alias, error)
 	Truststore(ctx context.Context, name string) (*material.Truststore, error)
 }
 
@@ -121,7 +120,7 @@ func New(fetch Fetcher, opts Options) *Source {
 // Alias returns the material of an alias: the cached version, or, the first
 // time, what MaterialService answers. A failed first fetch is retried in the
 // background; Options.Changed tells when it succeeds.
-func (s *Source) Alias(ctx context.Context, ref model.SecretRef) (*material.Alias, error) {
+func (s *Source) Alias(ctx context.Context, ref secretref.Ref) (*material.Alias, error) {
 	key := AliasKey(ref)
 	s.mu.Lock()
 	s.used[key] = true
@@ -169,7 +168,7 @@ func (s *Source) OnPanic(f func(stage string)) { s.opts.Panicked = f }
 func (s *Source) Trace(t telemetry.Tracing) { s.opts.Tracing = t }
 
 // fetchAlias fetches an alias in a [telemetry.SpanSecretFetch] span.
-func (s *Source) fetchAlias(ctx context.Context, ref model.SecretRef) (*material.Alias, error) {
+func (s *Source) fetchAlias(ctx context.Context, ref secretref.Ref) (*material.Alias, error) {
 	ctx, span := s.opts.Tracing.StartSecretFetch(ctx, "keystore/"+ref.Keystore+"#"+ref.Alias)
 	defer span.End()
 	a, err := s.fetch.Alias(ctx, ref)
@@ -348,7 +347,7 @@ func (s *Source) announce(ctx context.Context, e jetstream.KeyValueEntry) {
 	}
 	var v *secretsv1.SecretVersion
 	err := s.guard("decode", key, func() (err error) {
-		v, err = secretsclient.Decode(e.Value())
+		v, err = secretref.DecodeVersion(e.Value())
 		return err
 	})
 	if err != nil {
@@ -409,26 +408,25 @@ func (s *Source) retry(ctx context.Context) {
 func (s *Source) refresh(ctx context.Context, keys []string) {
 	var changed []string
 	for _, key := range keys {
-		kind, name, _ := strings.Cut(key, ".")
+		ref, err := secretref.ParseKey(key)
+		if err != nil {
+			continue
+		}
 		var got bool
-		switch kind {
-		case "alias":
-			ks, al, ok := strings.Cut(name, ".")
-			if !ok {
-				continue
-			}
+		switch {
+		case ref.Truststore == "":
 			had := s.currentAlias(key) != nil
 			var a *material.Alias
 			err := s.guard("fetch", key, func() (err error) {
-				a, err = s.fetchAlias(ctx, model.SecretRef{Keystore: ks, Alias: al})
+				a, err = s.fetchAlias(ctx, ref)
 				return err
 			})
 			got = s.record(key, a, nil, err) || (!had && err == nil)
-		case "truststore":
+		default:
 			had := s.currentTruststore(key) != nil
 			var t *material.Truststore
 			err := s.guard("fetch", key, func() (err error) {
-				t, err = s.fetchTruststore(ctx, name)
+				t, err = s.fetchTruststore(ctx, ref.Truststore)
 				return err
 			})
 			got = s.record(key, nil, t, err) || (!had && err == nil)
@@ -494,12 +492,11 @@ func (s *Source) Status() Status {
 
 // displayRef turns a bucket key into the form status pages use.
 func displayRef(key string) string {
-	kind, name, _ := strings.Cut(key, ".")
-	if kind == "alias" {
-		ks, al, _ := strings.Cut(name, ".")
-		return model.SecretRef{Keystore: ks, Alias: al}.String()
+	ref, err := secretref.ParseKey(key)
+	if err != nil {
+		return key
 	}
-	return model.TruststoreRef(name)
+	return ref.String()
 }
 
 // guard runs f, one step of handling key, turning a panic into an error:

@@ -16,8 +16,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"keyway.dev/internal/material/materialtest"
-	"keyway.dev/internal/model"
 	"keyway.dev/internal/natstest"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/internal/telemetry"
 	"keyway.dev/internal/testca"
 	"keyway.dev/internal/testwait"
@@ -81,7 +81,7 @@ func TestSourceFetchesAnnouncedVersionsOfKeysInUse(t *testing.T) {
 	}
 	announce := func(keystore, alias string) {
 		b, _ := proto.Marshal(fake.SecretVersion(keystore, alias))
-		if _, err := versions.Put(ctx, secrets.AliasKey(model.SecretRef{Keystore: keystore, Alias: alias}), b); err != nil {
+		if _, err := versions.Put(ctx, secrets.AliasKey(secretref.Ref{Keystore: keystore, Alias: alias}), b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -93,7 +93,7 @@ func TestSourceFetchesAnnouncedVersionsOfKeysInUse(t *testing.T) {
 		return nil
 	})
 
-	ref := model.SecretRef{Keystore: "edge", Alias: "gw"}
+	ref := secretref.Ref{Keystore: "edge", Alias: "gw"}
 	a, err := src.Alias(ctx, ref)
 	if err != nil || a.Fingerprint != gw.Fingerprint() || a.Version != "1" {
 		t.Fatalf("Alias: %+v, %v", a, err)
@@ -137,7 +137,7 @@ func TestSourceTracesFetches(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	src := secrets.New(fake.Client(t), secrets.Options{Tracing: telemetry.New(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))})
 	ctx := context.Background()
-	if _, err := src.Alias(ctx, model.SecretRef{Keystore: "edge", Alias: "gw"}); err != nil {
+	if _, err := src.Alias(ctx, secretref.Ref{Keystore: "edge", Alias: "gw"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := src.Truststore(ctx, "missing"); err == nil {

@@ -6,6 +6,7 @@ import (
 
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/proxy/internal/secrets"
 )
 
@@ -160,7 +161,7 @@ func HostSecretKeys(h model.ListenerHost) []string {
 	return refKeys(nil, h.CertificateRef, h.ClientTruststore)
 }
 
-func refKeys(keys []string, ref *model.SecretRef, truststore string) []string {
+func refKeys(keys []string, ref *secretref.Ref, truststore string) []string {
 	if ref != nil {
 		keys = append(keys, secrets.AliasKey(*ref))
 	}

@@ -22,6 +22,7 @@ import (
 
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/model"
+	"keyway.dev/internal/secretref"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.out.yaml with what translate produces")
@@ -287,7 +288,7 @@ func render(s *Store, last change) golden {
 	return g
 }
 
-func certificate(ref *model.SecretRef, cert *tls.Certificate) string {
+func certificate(ref *secretref.Ref, cert *tls.Certificate) string {
 	switch {
 	case ref != nil:
 		return fmt.Sprintf("keystore %s alias %s (unresolved)", ref.Keystore, ref.Alias)

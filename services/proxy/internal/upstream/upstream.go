@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/outbound"
@@ -460,7 +461,7 @@ type Status struct {
 func (u *Upstream) Status() Status {
 	s := Status{Name: u.name, Endpoints: u.Endpoints(), Protocol: u.protocol, TLS: u.tls != nil, Fingerprint: u.Fingerprint(), InFlight: u.InFlight()}
 	if u.tls != nil && u.tls.Certificate != nil && u.tls.Certificate.Leaf != nil {
-		s.ClientCertificate = model.CertFingerprint(u.tls.Certificate.Leaf)
+		s.ClientCertificate = certs.Fingerprint(u.tls.Certificate.Leaf)
 		s.ClientNotAfter = u.tls.Certificate.Leaf.NotAfter
 	}
 	return s

@@ -21,7 +21,7 @@ import (
 	"keyway.dev/internal/envflag"
 	"keyway.dev/internal/logging"
 	"keyway.dev/internal/natsconn"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/secrets/internal/app"
 	"keyway.dev/secrets/internal/pki"
 	"keyway.dev/secrets/internal/store"
@@ -67,7 +67,7 @@ func realMain(ctx context.Context, args []string) error {
 		internalKey    = fs.String("internal-key", "", "internal listener's private key, PEM")
 		internalCA     = fs.String("internal-client-ca", "", "CA certificates whose client certificates the internal listener accepts, PEM")
 		natsURL        = fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
-		bucket         = fs.String("bucket", secretsclient.Bucket, "JetStream KV bucket the versions are published in")
+		bucket         = fs.String("bucket", secretref.Bucket, "JetStream KV bucket the versions are published in")
 		configBucket   = fs.String("config-bucket", configkv.Bucket, "the policy service's configuration bucket, read to refuse deleting a secret that resources use; give the policy service's --bucket")
 		replicas       = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
 		backend        = fs.String("backend", "local", "where secrets live: local (a directory of PEM files) or vault")

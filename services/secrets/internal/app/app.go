@@ -34,7 +34,7 @@ import (
 	"keyway.dev/internal/limits"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/natsconn"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/secrets/internal/dependents"
 	"keyway.dev/secrets/internal/localdir"
 	"keyway.dev/secrets/internal/metrics"
@@ -244,7 +244,7 @@ func addrString(a net.Addr) string {
 
 func bucketName(b string) string {
 	if b == "" {
-		return secretsclient.Bucket
+		return secretref.Bucket
 	}
 	return b
 }

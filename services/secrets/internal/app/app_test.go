@@ -29,9 +29,10 @@ import (
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
 	"keyway.dev/internal/access"
-	"keyway.dev/internal/model"
+	"keyway.dev/internal/certs"
+	"keyway.dev/internal/material"
 	"keyway.dev/internal/natstest"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/internal/testca"
 	"keyway.dev/internal/testwait"
 	"keyway.dev/secrets/internal/app"
@@ -138,7 +139,7 @@ func startOn(t *testing.T, cfg app.Config, natsURL string) *service {
 	h2c.Protocols.SetUnencryptedHTTP2(true)
 	s.GRPC = secretsv1connect.NewSecretsServiceClient(&http.Client{Transport: h2c}, s.APIURL, connect.WithGRPC())
 	node := ca.Client("proxy-node-1")
-	s.Material = secretsclient.New(s.Internal, &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{node.TLS}, ServerName: "keyway-secrets"})
+	s.Material = material.NewServiceClient(s.Internal, &tls.Config{RootCAs: ca.Pool(), Certificates: []tls.Certificate{node.TLS}, ServerName: "keyway-secrets"})
 	return s
 }
 
@@ -164,7 +165,7 @@ func watchBucket(t *testing.T, natsURL string) *bucketLog {
 	t.Cleanup(cancel)
 	// Create the bucket as the service does, so the watch can start first
 	// and see every message.
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: secretsclient.Bucket, History: 5, Storage: jetstream.FileStorage,
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: secretref.Bucket, History: 5, Storage: jetstream.FileStorage,
 		Description: "Keyway secret versions: references, versions and fingerprints, never keys"})
 	if err != nil {
 		t.Fatal(err)
@@ -206,7 +207,7 @@ func (b *bucketLog) wait(t *testing.T, key string, match func(jetstream.KeyValue
 			var v *secretsv1.SecretVersion
 			if e.Operation() == jetstream.KeyValuePut {
 				var err error
-				if v, err = secretsclient.Decode(e.Value()); err != nil {
+				if v, err = secretref.DecodeVersion(e.Value()); err != nil {
 					t.Fatalf("bucket value of %s: %v", key, err)
 				}
 			}
@@ -243,7 +244,7 @@ func leafFingerprint(t *testing.T, certPEM []byte) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return model.CertFingerprint(cert)
+	return certs.Fingerprint(cert)
 }
 
 // violations returns the field violations of an INVALID_ARGUMENT error.
@@ -530,12 +531,12 @@ func TestMaterialServiceNeedsClientCertificate(t *testing.T) {
 	if err := fetch(s.Material); err != nil {
 		t.Fatalf("a proxy node's certificate from the internal CA was refused: %v", err)
 	}
-	noCert := secretsclient.New(s.Internal, &tls.Config{RootCAs: s.InternalCA.Pool(), ServerName: "keyway-secrets"})
+	noCert := material.NewServiceClient(s.Internal, &tls.Config{RootCAs: s.InternalCA.Pool(), ServerName: "keyway-secrets"})
 	if err := fetch(noCert); err == nil {
 		t.Error("a client without a certificate got material")
 	}
 	stranger := testca.New(t, "another CA").Client("proxy-node-1")
-	otherCA := secretsclient.New(s.Internal, &tls.Config{RootCAs: s.InternalCA.Pool(), ServerName: "keyway-secrets", Certificates: []tls.Certificate{stranger.TLS}})
+	otherCA := material.NewServiceClient(s.Internal, &tls.Config{RootCAs: s.InternalCA.Pool(), ServerName: "keyway-secrets", Certificates: []tls.Certificate{stranger.TLS}})
 	if err := fetch(otherCA); err == nil {
 		t.Error("a client certificate from another CA got material")
 	}
@@ -693,7 +694,7 @@ func TestNATSOutage(t *testing.T) {
 	ns.Restart()
 	js := ns.JetStream(t)
 	testwait.Until(t, 60*time.Second, "the waiting version to be published", func() bool {
-		kv, err := js.KeyValue(ctx, secretsclient.Bucket)
+		kv, err := js.KeyValue(ctx, secretref.Bucket)
 		if err != nil {
 			return false
 		}
@@ -701,7 +702,7 @@ func TestNATSOutage(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		v, err := secretsclient.Decode(e.Value())
+		v, err := secretref.DecodeVersion(e.Value())
 		return err == nil && v.GetSha256Fingerprint() == second.Fingerprint()
 	})
 }

@@ -23,7 +23,7 @@ import (
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/natstest"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/internal/testca"
 	"keyway.dev/internal/testwait"
 	"keyway.dev/internal/vaulttest"
@@ -140,7 +140,7 @@ func TestVaultOutOfBandBadValues(t *testing.T) {
 		t.Errorf("ListKeystores with a rejected alias: %v %v", list, err)
 	}
 	for _, b := range s.Bucket.all() {
-		if sv, err := secretsclient.Decode(b); err == nil && sv.GetVersion() != "1" {
+		if sv, err := secretref.DecodeVersion(b); err == nil && sv.GetVersion() != "1" {
 			t.Errorf("a rejected version was published: %v", sv)
 		}
 	}

@@ -30,7 +30,7 @@ import (
 
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/model"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 )
 
 // DefaultTimeout bounds one question.
@@ -73,7 +73,7 @@ func (f *Finder) Bucket() string { return f.bucket }
 // Of returns the resources that reference ref, sorted by resource and
 // field. A non-nil error means they could not be determined; it says why,
 // naming NATS and the bucket.
-func (f *Finder) Of(ctx context.Context, ref secretsclient.Ref) ([]Dependent, error) {
+func (f *Finder) Of(ctx context.Context, ref secretref.Ref) ([]Dependent, error) {
 	if !f.nc.IsConnected() {
 		return nil, fmt.Errorf("dependents: not connected to NATS: the configuration bucket %s cannot be read", f.bucket)
 	}
@@ -125,7 +125,7 @@ func (f *Finder) readError(err error) error {
 // uses lists the references of the resource stored in e to ref. A value
 // that does not decode is the policy service's to refuse: nodes skip it,
 // so it uses nothing.
-func uses(e jetstream.KeyValueEntry, ref secretsclient.Ref) []Dependent {
+func uses(e jetstream.KeyValueEntry, ref secretref.Ref) []Dependent {
 	res, err := configkv.Decode(e.Value(), e.Revision())
 	if err != nil {
 		return nil

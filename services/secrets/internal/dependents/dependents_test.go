@@ -15,7 +15,7 @@ import (
 
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/model"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/secrets/internal/dependents"
 )
 
@@ -84,7 +84,7 @@ func TestOf(t *testing.T) {
 	js := configWith(t, 25)
 	f := dependents.New(js, "")
 	ctx := context.Background()
-	deps, err := f.Of(ctx, secretsclient.Ref{Keystore: "edge", Alias: "gw-3"})
+	deps, err := f.Of(ctx, secretref.Ref{Keystore: "edge", Alias: "gw-3"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,19 +100,19 @@ func TestOf(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("users of edge/gw-3: %q, want %q", got, want)
 	}
-	if deps, err := f.Of(ctx, secretsclient.Ref{Truststore: "cas"}); err != nil || len(deps) != 25 {
+	if deps, err := f.Of(ctx, secretref.Ref{Truststore: "cas"}); err != nil || len(deps) != 25 {
 		t.Errorf("users of truststore cas: %d, %v; want 25", len(deps), err)
 	}
-	if deps, err := f.Of(ctx, secretsclient.Ref{Keystore: "other", Alias: "gw-3"}); err != nil || len(deps) != 0 {
+	if deps, err := f.Of(ctx, secretref.Ref{Keystore: "other", Alias: "gw-3"}); err != nil || len(deps) != 0 {
 		t.Errorf("users of an unused alias: %v, %v", deps, err)
 	}
 	// No bucket: no resource, so no user.
-	if deps, err := dependents.New(js, "missing-config").Of(ctx, secretsclient.Ref{Truststore: "cas"}); err != nil || len(deps) != 0 {
+	if deps, err := dependents.New(js, "missing-config").Of(ctx, secretref.Ref{Truststore: "cas"}); err != nil || len(deps) != 0 {
 		t.Errorf("users in a bucket that does not exist: %v, %v", deps, err)
 	}
 	// NATS away: unknown, said so.
 	js.Conn().Close()
-	if _, err := f.Of(ctx, secretsclient.Ref{Truststore: "cas"}); err == nil {
+	if _, err := f.Of(ctx, secretref.Ref{Truststore: "cas"}); err == nil {
 		t.Error("Of answered with NATS closed; want an error")
 	}
 }
@@ -125,7 +125,7 @@ func BenchmarkOf(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for b.Loop() {
-		deps, err := f.Of(ctx, secretsclient.Ref{Keystore: "edge", Alias: "gw-3"})
+		deps, err := f.Of(ctx, secretref.Ref{Keystore: "edge", Alias: "gw-3"})
 		if err != nil || len(deps) != 100 {
 			b.Fatalf("%d users, %v", len(deps), err)
 		}

@@ -24,7 +24,7 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/secrets/internal/secret"
 )
 
@@ -66,14 +66,14 @@ func (d *Dir) truststoreFile(name string) string {
 }
 
 // List returns every alias and truststore with its content hash.
-func (d *Dir) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
-	out := make(map[secretsclient.Ref]string)
+func (d *Dir) List(ctx context.Context) (map[secretref.Ref]string, error) {
+	out := make(map[secretref.Ref]string)
 	keystores, err := os.ReadDir(filepath.Join(d.root, "keystores"))
 	if err != nil {
 		return nil, fmt.Errorf("localdir: listing keystores: %w", err)
 	}
 	for _, ks := range keystores {
-		if !ks.IsDir() || secretsclient.CheckName(ks.Name()) != nil {
+		if !ks.IsDir() || secretref.CheckName(ks.Name()) != nil {
 			continue
 		}
 		aliases, err := os.ReadDir(filepath.Join(d.root, "keystores", ks.Name()))
@@ -81,7 +81,7 @@ func (d *Dir) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 			return nil, fmt.Errorf("localdir: listing keystore %q: %w", ks.Name(), err)
 		}
 		for _, a := range aliases {
-			if !a.IsDir() || secretsclient.CheckName(a.Name()) != nil {
+			if !a.IsDir() || secretref.CheckName(a.Name()) != nil {
 				continue
 			}
 			rec, err := d.GetAlias(ctx, ks.Name(), a.Name())
@@ -91,7 +91,7 @@ func (d *Dir) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 			if err != nil {
 				return nil, err
 			}
-			out[secretsclient.Ref{Keystore: ks.Name(), Alias: a.Name()}] = rec.Revision
+			out[secretref.Ref{Keystore: ks.Name(), Alias: a.Name()}] = rec.Revision
 		}
 	}
 	stores, err := os.ReadDir(filepath.Join(d.root, "truststores"))
@@ -100,7 +100,7 @@ func (d *Dir) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 	}
 	for _, f := range stores {
 		name, ok := strings.CutSuffix(f.Name(), ".pem")
-		if f.IsDir() || !ok || secretsclient.CheckName(name) != nil {
+		if f.IsDir() || !ok || secretref.CheckName(name) != nil {
 			continue
 		}
 		rec, err := d.GetTruststore(ctx, name)
@@ -110,7 +110,7 @@ func (d *Dir) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[secretsclient.Ref{Truststore: name}] = rec.Revision
+		out[secretref.Ref{Truststore: name}] = rec.Revision
 	}
 	return out, nil
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"keyway.dev/internal/model"
+	"keyway.dev/internal/certs"
 	"keyway.dev/secrets/internal/store"
 	"keyway.dev/secrets/internal/validate"
 )
@@ -138,12 +138,12 @@ func (e *expiry) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, a := range e.src.Aliases() {
 		for _, c := range a.Chain {
-			emit([4]string{a.Record.Keystore, a.Record.Alias, "", model.CertFingerprint(c)}, c.NotAfter)
+			emit([4]string{a.Record.Keystore, a.Record.Alias, "", certs.Fingerprint(c)}, c.NotAfter)
 		}
 	}
 	for _, t := range e.src.Truststores() {
 		for _, c := range t.Certs {
-			emit([4]string{"", "", t.Record.Name, model.CertFingerprint(c)}, c.NotAfter)
+			emit([4]string{"", "", t.Record.Name, certs.Fingerprint(c)}, c.NotAfter)
 		}
 	}
 }

@@ -1,5 +1,5 @@
 // Package publish writes SecretVersions into the NATS JetStream KV bucket
-// keyway-secret-versions (see [secretsclient]): one key per secret, a delete
+// keyway-secret-versions (see [secretref.Bucket]): one key per secret, a delete
 // marker when a secret is deleted. Values never carry key material; they are
 // built from [secretsv1.SecretVersion], which has no field for it.
 package publish
@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 )
 
 // Bucket is the versions bucket. Safe for concurrent use.
@@ -28,7 +28,7 @@ var ErrDisconnected = errors.New("publish: not connected to NATS")
 // Open creates (or opens) the bucket.
 func Open(ctx context.Context, js jetstream.JetStream, name string, replicas int) (*Bucket, error) {
 	if name == "" {
-		name = secretsclient.Bucket
+		name = secretref.Bucket
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      name,

@@ -13,7 +13,7 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/internal/model"
+	"keyway.dev/internal/certs"
 )
 
 // DefaultExpiryWarning is how much time left makes a certificate
@@ -51,10 +51,10 @@ func Describe(cert *x509.Certificate, now time.Time) *secretsv1.Certificate {
 		NotAfter:          timestamppb.New(cert.NotAfter),
 		TimeLeft:          durationpb.New(cert.NotAfter.Sub(now).Truncate(time.Second)),
 		State:             StateOf(cert, now),
-		Sha256Fingerprint: model.CertFingerprint(cert),
+		Sha256Fingerprint: certs.Fingerprint(cert),
 		KeyType:           KeyType(cert),
 		IsCa:              cert.IsCA,
-		V1Root:            model.IsV1Root(cert),
+		V1Root:            certs.IsV1Root(cert),
 	}
 	for _, ip := range cert.IPAddresses {
 		c.IpAddresses = append(c.IpAddresses, ip.String())

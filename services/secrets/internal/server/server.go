@@ -29,7 +29,7 @@ import (
 
 	"keyway.dev/internal/audit"
 	"keyway.dev/internal/limits"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 
 	"keyway.dev/secrets/internal/dependents"
 	"keyway.dev/secrets/internal/secret"
@@ -53,7 +53,7 @@ type Secrets struct {
 // ([dependents.Finder]). Safe for concurrent use; an error means they could
 // not be determined.
 type Dependents interface {
-	Of(ctx context.Context, ref secretsclient.Ref) ([]dependents.Dependent, error)
+	Of(ctx context.Context, ref secretref.Ref) ([]dependents.Dependent, error)
 	// Bucket names the configuration bucket, for messages.
 	Bucket() string
 }
@@ -163,7 +163,7 @@ func (s *Secrets) GetAlias(ctx context.Context, req *connect.Request[secretsv1.G
 	if err := names(req.Msg.GetKeystore(), req.Msg.GetAlias()); err != nil {
 		return nil, err
 	}
-	ref := secretsclient.Ref{Keystore: req.Msg.GetKeystore(), Alias: req.Msg.GetAlias()}
+	ref := secretref.Ref{Keystore: req.Msg.GetKeystore(), Alias: req.Msg.GetAlias()}
 	a, err := s.store.Alias(ctx, ref.Keystore, ref.Alias)
 	rej := s.store.Rejection(ref)
 	if err != nil && !(rej != nil && errors.Is(err, store.ErrInvalid)) {
@@ -178,7 +178,7 @@ func (s *Secrets) GetTruststore(ctx context.Context, req *connect.Request[secret
 	if err := truststoreName(req.Msg.GetName()); err != nil {
 		return nil, err
 	}
-	ref := secretsclient.Ref{Truststore: req.Msg.GetName()}
+	ref := secretref.Ref{Truststore: req.Msg.GetName()}
 	t, err := s.store.Truststore(ctx, ref.Truststore)
 	rej := s.store.Rejection(ref)
 	if err != nil && !(rej != nil && errors.Is(err, store.ErrInvalid)) {
@@ -217,8 +217,8 @@ func (s *Secrets) DeleteAlias(ctx context.Context, req *connect.Request[secretsv
 	if err := names(req.Msg.GetKeystore(), req.Msg.GetAlias()); err != nil {
 		return nil, err
 	}
-	ref := secretsclient.Ref{Keystore: req.Msg.GetKeystore(), Alias: req.Msg.GetAlias()}
-	rec := audit.Record{Action: audit.ActionSecretDelete, Kind: auditKindAlias, Name: ref.String()}
+	ref := secretref.Ref{Keystore: req.Msg.GetKeystore(), Alias: req.Msg.GetAlias()}
+	rec := audit.Record{Action: audit.ActionSecretDelete, Kind: auditKindAlias, Name: ref.Name()}
 	if err := s.checkUnused(ctx, ref, req.Msg.GetForce(), &rec); err != nil {
 		return nil, err
 	}
@@ -240,7 +240,7 @@ func (s *Secrets) DeleteTruststore(ctx context.Context, req *connect.Request[sec
 	if err := truststoreName(req.Msg.GetName()); err != nil {
 		return nil, err
 	}
-	ref := secretsclient.Ref{Truststore: req.Msg.GetName()}
+	ref := secretref.Ref{Truststore: req.Msg.GetName()}
 	rec := audit.Record{Action: audit.ActionSecretDelete, Kind: auditKindTruststore, Name: ref.Truststore}
 	if err := s.checkUnused(ctx, ref, req.Msg.GetForce(), &rec); err != nil {
 		return nil, err
@@ -265,7 +265,7 @@ const maxNamedDependents = 20
 // configuration use it, and when whether they do cannot be told (fail
 // closed). With force it lets the delete through and turns rec into a
 // forced delete that records what was found.
-func (s *Secrets) checkUnused(ctx context.Context, ref secretsclient.Ref, force bool, rec *audit.Record) error {
+func (s *Secrets) checkUnused(ctx context.Context, ref secretref.Ref, force bool, rec *audit.Record) error {
 	if s.dependents == nil {
 		return nil
 	}
@@ -303,11 +303,8 @@ func (s *Secrets) checkUnused(ctx context.Context, ref secretsclient.Ref, force 
 		what, strings.Join(users, ", ")))
 }
 
-func describeRef(ref secretsclient.Ref) string {
-	if ref.Truststore != "" {
-		return "truststore " + ref.Truststore
-	}
-	return "alias " + ref.String()
+func describeRef(ref secretref.Ref) string {
+	return ref.Kind() + " " + ref.Name()
 }
 
 // Material implements [secretsv1connect.MaterialServiceHandler]. Mount it
@@ -336,7 +333,7 @@ func (m *Material) FetchAlias(ctx context.Context, req *connect.Request[secretsv
 	}
 	m.log.Info("alias material fetched", "keystore", a.Record.Keystore, "alias", a.Record.Alias, "version", a.Version, "client", ClientName(ctx))
 	return connect.NewResponse(&secretsv1.FetchAliasResponse{
-		Alias:          describeAlias(a, m.store.Rejection(secretsclient.Ref{Keystore: a.Record.Keystore, Alias: a.Record.Alias}), m.store.Kind(), m.now()),
+		Alias:          describeAlias(a, m.store.Rejection(secretref.Ref{Keystore: a.Record.Keystore, Alias: a.Record.Alias}), m.store.Kind(), m.now()),
 		CertificatePem: a.ChainPEM,
 		PrivateKeyPem:  string(a.Key.PEM()),
 	}), nil
@@ -353,7 +350,7 @@ func (m *Material) FetchTruststore(ctx context.Context, req *connect.Request[sec
 	}
 	m.log.Debug("truststore fetched", "truststore", t.Record.Name, "version", t.Record.Version, "client", ClientName(ctx))
 	return connect.NewResponse(&secretsv1.FetchTruststoreResponse{
-		Truststore:      describeTruststore(t, m.store.Rejection(secretsclient.Ref{Truststore: t.Record.Name}), m.store.Kind(), m.now()),
+		Truststore:      describeTruststore(t, m.store.Rejection(secretref.Ref{Truststore: t.Record.Name}), m.store.Kind(), m.now()),
 		CertificatesPem: t.Record.CertificatesPEM,
 	}), nil
 }

@@ -10,13 +10,13 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/secrets/internal/secret"
 )
 
 // notFound is a caller-ready ErrNotFound.
-func notFound(ref secretsclient.Ref) error {
-	what, list := "alias "+ref.String(), "keywayctl secrets list"
+func notFound(ref secretref.Ref) error {
+	what, list := "alias "+ref.Name(), "keywayctl secrets list"
 	if ref.Truststore != "" {
 		what, list = "truststore "+ref.Truststore, "keywayctl secrets list --truststores"
 	}
@@ -62,7 +62,7 @@ func (s *Store) writeError(what string, err error) error {
 // (written to the backend since the last poll) is read from the backend,
 // and a PKI alias without a certificate is issued now.
 func (s *Store) Alias(ctx context.Context, keystore, alias string) (*Alias, error) {
-	ref := secretsclient.Ref{Keystore: keystore, Alias: alias}
+	ref := secretref.Ref{Keystore: keystore, Alias: alias}
 	s.mu.RLock()
 	a := s.aliases[ref]
 	s.mu.RUnlock()
@@ -82,7 +82,7 @@ func (s *Store) Alias(ctx context.Context, keystore, alias string) (*Alias, erro
 	if s.BackendError() != nil {
 		// Do not wait on a backend known to be away for every miss; the
 		// poll finds it back.
-		return nil, fmt.Errorf("%w: alias %s is not held and %s does not answer: %w", ErrUnavailable, ref, s.backend.Describe(), s.BackendError())
+		return nil, fmt.Errorf("%w: alias %s is not held and %s does not answer: %w", ErrUnavailable, ref.Name(), s.backend.Describe(), s.BackendError())
 	}
 	err := s.load(ctx, ref, "")
 	switch {
@@ -94,7 +94,7 @@ func (s *Store) Alias(ctx context.Context, keystore, alias string) (*Alias, erro
 	return s.aliasFromView(ref), nil
 }
 
-func (s *Store) aliasFromView(ref secretsclient.Ref) *Alias {
+func (s *Store) aliasFromView(ref secretref.Ref) *Alias {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.aliases[ref]
@@ -102,7 +102,7 @@ func (s *Store) aliasFromView(ref secretsclient.Ref) *Alias {
 
 // Truststore returns a truststore, as [Store.Alias] does.
 func (s *Store) Truststore(ctx context.Context, name string) (*Truststore, error) {
-	ref := secretsclient.Ref{Truststore: name}
+	ref := secretref.Ref{Truststore: name}
 	get := func() *Truststore {
 		s.mu.RLock()
 		defer s.mu.RUnlock()
@@ -134,7 +134,7 @@ func (s *Store) Truststore(ctx context.Context, name string) (*Truststore, error
 
 // rejectedError is ErrInvalid saying why ref's backend version was
 // rejected, or nil when it was not.
-func (s *Store) rejectedError(ref secretsclient.Ref) error {
+func (s *Store) rejectedError(ref secretref.Ref) error {
 	r := s.Rejection(ref)
 	if r == nil {
 		return nil
@@ -144,7 +144,7 @@ func (s *Store) rejectedError(ref secretsclient.Ref) error {
 
 // Rejection is why the backend's current version of ref is not served,
 // or nil when it is (or ref is unknown).
-func (s *Store) Rejection(ref secretsclient.Ref) *Rejection {
+func (s *Store) Rejection(ref secretref.Ref) *Rejection {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.rejected[ref]
@@ -153,7 +153,7 @@ func (s *Store) Rejection(ref secretsclient.Ref) *Rejection {
 // AliasEntry is an alias as the API lists it: what is served, and why
 // the backend's current version is not, when it is not.
 type AliasEntry struct {
-	Ref secretsclient.Ref
+	Ref secretref.Ref
 	// Serving is nil when the service serves no version.
 	Serving *Alias
 	// Rejected is nil unless the backend's current version was refused.
@@ -162,7 +162,7 @@ type AliasEntry struct {
 
 // TruststoreEntry is [AliasEntry] for a truststore.
 type TruststoreEntry struct {
-	Ref      secretsclient.Ref
+	Ref      secretref.Ref
 	Serving  *Truststore
 	Rejected *Rejection
 }
@@ -272,7 +272,7 @@ func (s *Store) CheckRole(ctx context.Context, role string) error {
 func (s *Store) PutAlias(ctx context.Context, rec *secret.AliasRecord) (*Alias, error) {
 	s.writes.Lock()
 	defer s.writes.Unlock()
-	ref := secretsclient.Ref{Keystore: rec.Keystore, Alias: rec.Alias}
+	ref := secretref.Ref{Keystore: rec.Keystore, Alias: rec.Alias}
 	var (
 		a   *Alias
 		err error
@@ -286,7 +286,7 @@ func (s *Store) PutAlias(ctx context.Context, rec *secret.AliasRecord) (*Alias, 
 	}
 	st, err := s.backend.PutAlias(ctx, rec)
 	if err != nil {
-		return nil, s.writeError("alias "+ref.String(), err)
+		return nil, s.writeError("alias "+ref.Name(), err)
 	}
 	s.setBackend(nil) // it answered: reads need not wait for the next poll to know
 	stored := *rec
@@ -315,25 +315,25 @@ func (s *Store) PutTruststore(ctx context.Context, rec *secret.TruststoreRecord)
 	if err != nil {
 		return nil, err
 	}
-	s.installTruststore(ctx, secretsclient.Ref{Truststore: rec.Name}, t, "api", true)
+	s.installTruststore(ctx, secretref.Ref{Truststore: rec.Name}, t, "api", true)
 	return t, nil
 }
 
 // DeleteAlias deletes an alias and publishes a delete marker.
 func (s *Store) DeleteAlias(ctx context.Context, keystore, alias string) error {
-	return s.delete(ctx, secretsclient.Ref{Keystore: keystore, Alias: alias}, func() error {
+	return s.delete(ctx, secretref.Ref{Keystore: keystore, Alias: alias}, func() error {
 		return s.backend.DeleteAlias(ctx, keystore, alias)
 	})
 }
 
 // DeleteTruststore deletes a truststore and publishes a delete marker.
 func (s *Store) DeleteTruststore(ctx context.Context, name string) error {
-	return s.delete(ctx, secretsclient.Ref{Truststore: name}, func() error {
+	return s.delete(ctx, secretref.Ref{Truststore: name}, func() error {
 		return s.backend.DeleteTruststore(ctx, name)
 	})
 }
 
-func (s *Store) delete(ctx context.Context, ref secretsclient.Ref, del func() error) error {
+func (s *Store) delete(ctx context.Context, ref secretref.Ref, del func() error) error {
 	s.writes.Lock()
 	defer s.writes.Unlock()
 	err := del()
@@ -341,7 +341,13 @@ func (s *Store) delete(ctx context.Context, ref secretsclient.Ref, del func() er
 	case errors.Is(err, secret.ErrNotFound):
 		return notFound(ref)
 	case err != nil:
-		return s.backendError("deleting "+ref.String(), err)
+		// An alias is named "<keystore>/<alias>" here and a truststore
+		// "truststore/<name>", as these messages always have.
+		what := ref.Name()
+		if ref.Truststore != "" {
+			what = ref.String()
+		}
+		return s.backendError("deleting "+what, err)
 	}
 	s.setBackend(nil)
 	s.forget(ctx, ref, "deleted through the API")

@@ -34,8 +34,8 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/internal/model"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/certs"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/secrets/internal/pki"
 	"keyway.dev/secrets/internal/secret"
 	"keyway.dev/secrets/internal/validate"
@@ -52,7 +52,7 @@ type Backend interface {
 	// List returns the revision of every alias and truststore (see
 	// secret.AliasRecord.Revision). It reads metadata only and is called
 	// at every poll.
-	List(ctx context.Context) (map[secretsclient.Ref]string, error)
+	List(ctx context.Context) (map[secretref.Ref]string, error)
 	GetAlias(ctx context.Context, keystore, alias string) (*secret.AliasRecord, error)
 	GetTruststore(ctx context.Context, name string) (*secret.TruststoreRecord, error)
 	// PutAlias and PutTruststore store a new version and say which.
@@ -138,14 +138,14 @@ type Store struct {
 	writes sync.Mutex
 
 	mu          sync.RWMutex
-	aliases     map[secretsclient.Ref]*Alias
-	truststores map[secretsclient.Ref]*Truststore
+	aliases     map[secretref.Ref]*Alias
+	truststores map[secretref.Ref]*Truststore
 	backendErr  error
 	// rejected holds, per secret, the backend's current version when the
 	// service refused to serve it; polls do not read it again until its
 	// revision changes (except a certificate not valid yet, which time
 	// may make good).
-	rejected map[secretsclient.Ref]*Rejection
+	rejected map[secretref.Ref]*Rejection
 	// unpublished holds bucket writes that failed, by key: the value, or
 	// nil for a delete marker. Each poll retries them.
 	unpublished map[string][]byte
@@ -207,9 +207,9 @@ func New(b Backend, issuer Issuer, pub Publisher, obs Observer, log *slog.Logger
 	}
 	return &Store{
 		backend: b, issuer: issuer, pub: pub, obs: obs, log: log, cfg: cfg, now: time.Now,
-		aliases:     make(map[secretsclient.Ref]*Alias),
-		truststores: make(map[secretsclient.Ref]*Truststore),
-		rejected:    make(map[secretsclient.Ref]*Rejection),
+		aliases:     make(map[secretref.Ref]*Alias),
+		truststores: make(map[secretref.Ref]*Truststore),
+		rejected:    make(map[secretref.Ref]*Rejection),
 		unpublished: make(map[string][]byte),
 	}
 }
@@ -256,7 +256,7 @@ func (s *Store) reconcile(ctx context.Context) {
 	s.mu.RLock()
 	var stale []string
 	for _, k := range keys {
-		ref, err := secretsclient.ParseKey(k)
+		ref, err := secretref.ParseKey(k)
 		if err != nil {
 			continue
 		}
@@ -347,7 +347,7 @@ func (s *Store) poll(ctx context.Context) error {
 	}
 	s.setBackend(nil)
 	s.mu.RLock()
-	var changed []secretsclient.Ref
+	var changed []secretref.Ref
 	for ref, v := range versions {
 		if r := s.rejected[ref]; r != nil && r.Revision == v && r.Reason != validate.ReasonNotYetValid {
 			continue
@@ -360,7 +360,7 @@ func (s *Store) poll(ctx context.Context) error {
 			changed = append(changed, ref)
 		}
 	}
-	var gone []secretsclient.Ref
+	var gone []secretref.Ref
 	for ref := range s.aliases {
 		if _, ok := versions[ref]; !ok {
 			gone = append(gone, ref)
@@ -379,7 +379,7 @@ func (s *Store) poll(ctx context.Context) error {
 		}
 	}
 	s.mu.RUnlock()
-	slices.SortFunc(changed, func(a, b secretsclient.Ref) int { return compareKeys(a.Key(), b.Key()) })
+	slices.SortFunc(changed, func(a, b secretref.Ref) int { return compareKeys(a.Key(), b.Key()) })
 	for _, ref := range changed {
 		if err := s.load(ctx, ref, versions[ref]); err != nil {
 			if errors.Is(err, ErrUnavailable) {
@@ -409,7 +409,7 @@ func compareKeys(a, b string) int {
 // put, and puts it into the view and publishes it, or records why it was
 // rejected. listed is the revision List reported ("" when the secret is
 // read on demand).
-func (s *Store) load(ctx context.Context, ref secretsclient.Ref, listed string) error {
+func (s *Store) load(ctx context.Context, ref secretref.Ref, listed string) error {
 	now := s.now()
 	fields := s.backend.Fields()
 	if ref.Truststore != "" {
@@ -470,7 +470,7 @@ const maxLookback = 10
 // service that starts after a bad value was written keeps serving the
 // last good one, as one that was running does. It reads at most
 // maxLookback versions; PKI bindings are not looked back on.
-func (s *Store) serveEarlier(ctx context.Context, ref secretsclient.Ref, current string) {
+func (s *Store) serveEarlier(ctx context.Context, ref secretref.Ref, current string) {
 	h, ok := s.backend.(History)
 	if !ok {
 		return
@@ -525,7 +525,7 @@ func violations(r *validate.Report) string {
 // loadError sorts an error of a backend read: a secret gone meanwhile, a
 // backend that did not answer, or a value it holds that cannot be used
 // (rejected).
-func (s *Store) loadError(ref secretsclient.Ref, listed string, err error) error {
+func (s *Store) loadError(ref secretref.Ref, listed string, err error) error {
 	switch {
 	case errors.Is(err, secret.ErrNotFound):
 		return err // deleted between List and Get: the next poll forgets it
@@ -541,7 +541,7 @@ func (s *Store) loadError(ref secretsclient.Ref, listed string, err error) error
 // reject records that the backend's version of ref cannot be served, logs
 // and counts it once per version and reason, and returns ErrInvalid with
 // the reason. The view keeps what it served.
-func (s *Store) reject(ref secretsclient.Ref, revision, version string, reason validate.Reason, msg string) error {
+func (s *Store) reject(ref secretref.Ref, revision, version string, reason validate.Reason, msg string) error {
 	r := &Rejection{Version: version, Revision: revision, Reason: reason, Message: msg, Time: s.now()}
 	s.mu.Lock()
 	old := s.rejected[ref]
@@ -575,11 +575,8 @@ func (s *Store) reject(ref secretsclient.Ref, revision, version string, reason v
 }
 
 // describeRef names a secret in messages: "alias edge/gw", "truststore cas".
-func describeRef(ref secretsclient.Ref) string {
-	if ref.Truststore != "" {
-		return "truststore " + ref.Truststore
-	}
-	return "alias " + ref.String()
+func describeRef(ref secretref.Ref) string {
+	return ref.Kind() + " " + ref.Name()
 }
 
 // issue obtains a certificate for a PKI alias.
@@ -624,7 +621,7 @@ func (s *Store) renewDue(ctx context.Context) {
 	}
 	s.mu.RUnlock()
 	for _, old := range due {
-		ref := secretsclient.Ref{Keystore: old.Record.Keystore, Alias: old.Record.Alias}
+		ref := secretref.Ref{Keystore: old.Record.Keystore, Alias: old.Record.Alias}
 		a, err := s.issue(ctx, old.Record)
 		if err != nil {
 			s.log.Warn("renewing a PKI certificate failed; keeping the current one and retrying", "keystore", ref.Keystore, "alias", ref.Alias,
@@ -643,11 +640,11 @@ func (s *Store) renewDue(ctx context.Context) {
 }
 
 func newAlias(rec *secret.AliasRecord, chainPEM string, key secret.PrivateKey, issuedAt time.Time) (*Alias, error) {
-	chain, err := model.ParseCertificatesPEM(chainPEM)
+	chain, err := certs.ParsePEMCertificates(chainPEM)
 	if err != nil {
 		return nil, fmt.Errorf("%w: the certificate of alias %s/%s %w", ErrInvalid, rec.Keystore, rec.Alias, err)
 	}
-	k, err := model.ParsePrivateKeyPEM(string(key.PEM()))
+	k, err := certs.ParsePEMKey(string(key.PEM()))
 	if err != nil {
 		return nil, fmt.Errorf("%w: the private key of alias %s/%s %w", ErrInvalid, rec.Keystore, rec.Alias, err)
 	}
@@ -658,7 +655,7 @@ func newAlias(rec *secret.AliasRecord, chainPEM string, key secret.PrivateKey, i
 }
 
 func newTruststore(rec *secret.TruststoreRecord) (*Truststore, error) {
-	certs, err := model.ParseCertificatesPEM(rec.CertificatesPEM)
+	certs, err := certs.ParsePEMCertificates(rec.CertificatesPEM)
 	if err != nil {
 		return nil, fmt.Errorf("%w: truststore %s %w", ErrInvalid, rec.Name, err)
 	}
@@ -667,7 +664,7 @@ func newTruststore(rec *secret.TruststoreRecord) (*Truststore, error) {
 
 // installAlias puts a into the view and publishes its version. current
 // says that a is the backend's current version, which ends a rejection.
-func (s *Store) installAlias(ctx context.Context, ref secretsclient.Ref, a *Alias, why string, current bool) {
+func (s *Store) installAlias(ctx context.Context, ref secretref.Ref, a *Alias, why string, current bool) {
 	s.mu.Lock()
 	old := s.aliases[ref]
 	s.aliases[ref] = a
@@ -683,18 +680,18 @@ func (s *Store) installAlias(ctx context.Context, ref secretsclient.Ref, a *Alia
 	leaf := a.Chain[0]
 	if old == nil || old.Version != a.Version {
 		s.log.Info("alias loaded", "keystore", ref.Keystore, "alias", ref.Alias, "version", a.Version,
-			"fingerprint", model.CertFingerprint(leaf), "not_after", leaf.NotAfter.UTC(), "source", why)
+			"fingerprint", certs.Fingerprint(leaf), "not_after", leaf.NotAfter.UTC(), "source", why)
 	}
 	v := &secretsv1.SecretVersion{
 		Keystore: ref.Keystore, Alias: ref.Alias, Version: a.Version,
-		Sha256Fingerprint: model.CertFingerprint(leaf),
+		Sha256Fingerprint: certs.Fingerprint(leaf),
 		NotAfter:          timestamppb.New(leaf.NotAfter),
 		UpdateTime:        timestamppb.New(a.IssuedAt),
 	}
 	s.publishVersion(ctx, v)
 }
 
-func (s *Store) installTruststore(ctx context.Context, ref secretsclient.Ref, t *Truststore, why string, current bool) {
+func (s *Store) installTruststore(ctx context.Context, ref secretref.Ref, t *Truststore, why string, current bool) {
 	s.mu.Lock()
 	old := s.truststores[ref]
 	s.truststores[ref] = t
@@ -710,11 +707,11 @@ func (s *Store) installTruststore(ctx context.Context, ref secretsclient.Ref, t 
 	first := t.Certs[0]
 	if old == nil || old.Record.Version != t.Record.Version {
 		s.log.Info("truststore loaded", "truststore", ref.Truststore, "version", t.Record.Version,
-			"certificates", len(t.Certs), "fingerprint", model.CertFingerprint(first), "source", why)
+			"certificates", len(t.Certs), "fingerprint", certs.Fingerprint(first), "source", why)
 	}
 	s.publishVersion(ctx, &secretsv1.SecretVersion{
 		Truststore: ref.Truststore, Version: t.Record.Version,
-		Sha256Fingerprint: model.CertFingerprint(first),
+		Sha256Fingerprint: certs.Fingerprint(first),
 		NotAfter:          timestamppb.New(first.NotAfter),
 		UpdateTime:        timestamppb.New(t.Record.UpdateTime),
 	})
@@ -722,7 +719,7 @@ func (s *Store) installTruststore(ctx context.Context, ref secretsclient.Ref, t 
 
 // forget removes a secret from the view and puts a delete marker in the
 // bucket.
-func (s *Store) forget(ctx context.Context, ref secretsclient.Ref, why string) {
+func (s *Store) forget(ctx context.Context, ref secretref.Ref, why string) {
 	s.mu.Lock()
 	_, held := s.aliases[ref]
 	_, heldTS := s.truststores[ref]
@@ -737,12 +734,12 @@ func (s *Store) forget(ctx context.Context, ref secretsclient.Ref, why string) {
 }
 
 func (s *Store) publishVersion(ctx context.Context, v *secretsv1.SecretVersion) {
-	b, err := secretsclient.Encode(v)
+	b, err := secretref.EncodeVersion(v)
 	if err != nil {
 		s.log.Error("encoding a secret version", "error", err)
 		return
 	}
-	s.publish(ctx, secretsclient.RefOf(v).Key(), b)
+	s.publish(ctx, secretref.Of(v).Key(), b)
 }
 
 // publishTimeout bounds one bucket write, so that a NATS outage slows

@@ -20,9 +20,9 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/limits"
-	"keyway.dev/internal/model"
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/secrets/internal/secret"
 )
 
@@ -108,7 +108,7 @@ func (r *Report) size(field string, got, limit int) {
 
 // Name checks a keystore, alias or truststore name.
 func (r *Report) Name(field, what, name string) {
-	if err := secretsclient.CheckName(name); err != nil {
+	if err := secretref.CheckName(name); err != nil {
 		r.errorf(field, ReasonInvalid, "%s name %s", what, err)
 	}
 }
@@ -184,7 +184,7 @@ func (r *Report) pki(req *secretsv1.PutAliasRequest, pkiAvailable bool) {
 // Problems come in the order a person fixes them: what does not parse,
 // then the key against the certificate, then usage, chain and validity.
 func (r *Report) keyPair(f secret.Fields, certPEM, keyPEM string, usage secretsv1.Usage, now time.Time) {
-	key, err := model.ParsePrivateKeyPEM(keyPEM)
+	key, err := certs.ParsePEMKey(keyPEM)
 	if err != nil {
 		reason := ReasonUnparsable
 		if keyPEM == "" {
@@ -192,7 +192,7 @@ func (r *Report) keyPair(f secret.Fields, certPEM, keyPEM string, usage secretsv
 		}
 		r.errorf(f.Key, reason, "%s %s", f.Key, err)
 	}
-	chain, certErr := model.ParseCertificatesPEM(certPEM)
+	chain, certErr := certs.ParsePEMCertificates(certPEM)
 	if certErr != nil {
 		reason := ReasonUnparsable
 		if certPEM == "" {
@@ -210,24 +210,24 @@ func (r *Report) keyPair(f secret.Fields, certPEM, keyPEM string, usage secretsv
 	leaf := chain[0]
 	if key != nil {
 		if pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(leaf.PublicKey) {
-			r.errorf(f.Key, ReasonKeyMismatch, "%s does not match the certificate %s (the first one in %s): give the key the certificate was issued for (compare `openssl pkey -in key.pem -pubout` with `openssl x509 -in cert.pem -noout -pubkey`)", f.Key, describe(leaf), f.Certificate)
+			r.errorf(f.Key, ReasonKeyMismatch, "%s does not match the certificate %s (the first one in %s): give the key the certificate was issued for (compare `openssl pkey -in key.pem -pubout` with `openssl x509 -in cert.pem -noout -pubkey`)", f.Key, certs.Describe(leaf), f.Certificate)
 		}
 	}
 	role, eku, ekuName := "client", x509.ExtKeyUsageClientAuth, "clientAuth"
 	if usage == secretsv1.Usage_USAGE_SERVER {
 		role, eku, ekuName = "server", x509.ExtKeyUsageServerAuth, "serverAuth"
 		if len(leaf.DNSNames) == 0 && len(leaf.IPAddresses) == 0 {
-			r.Warnings = append(r.Warnings, f.Certificate+": "+model.CNOnlyServerWarning(leaf))
+			r.Warnings = append(r.Warnings, f.Certificate+": "+certs.CNOnlyServerWarning(leaf))
 		}
 	}
 	if len(leaf.ExtKeyUsage) > 0 || len(leaf.UnknownExtKeyUsage) > 0 {
 		if !slices.Contains(leaf.ExtKeyUsage, eku) && !slices.Contains(leaf.ExtKeyUsage, x509.ExtKeyUsageAny) {
-			r.errorf(f.Certificate, ReasonUsage, "the certificate %s is not for %s authentication (its extended key usage lacks %s); reissue it with -addext extendedKeyUsage=%s (signed with openssl x509 -req … -copy_extensions copy), or store it with the usage it was issued for", describe(leaf), role, ekuName, ekuName)
+			r.errorf(f.Certificate, ReasonUsage, "the certificate %s is not for %s authentication (its extended key usage lacks %s); reissue it with -addext extendedKeyUsage=%s (signed with openssl x509 -req … -copy_extensions copy), or store it with the usage it was issued for", certs.Describe(leaf), role, ekuName, ekuName)
 		}
 	}
 	for i := 0; i+1 < len(chain); i++ {
 		if err := chain[i].CheckSignatureFrom(chain[i+1]); err != nil {
-			r.errorf(f.Certificate, ReasonChain, "certificate %d (%s) in %s is not signed by certificate %d (%s): give the leaf first, then each certificate that signed the one before it", i+1, describe(chain[i]), f.Certificate, i+2, describe(chain[i+1]))
+			r.errorf(f.Certificate, ReasonChain, "certificate %d (%s) in %s is not signed by certificate %d (%s): give the leaf first, then each certificate that signed the one before it", i+1, certs.Describe(chain[i]), f.Certificate, i+2, certs.Describe(chain[i+1]))
 		}
 	}
 	for i, cert := range chain {
@@ -244,11 +244,11 @@ func (r *Report) keyPair(f secret.Fields, certPEM, keyPEM string, usage secretsv
 func (r *Report) validity(field, what string, cert *x509.Certificate, now time.Time) {
 	switch secret.StateOf(cert, now) {
 	case secretsv1.State_STATE_EXPIRED:
-		r.errorf(field, ReasonExpired, "%s (%s) expired at %s; renew it and put the new certificate and key", what, describe(cert), cert.NotAfter.UTC().Format(time.RFC3339))
+		r.errorf(field, ReasonExpired, "%s (%s) expired at %s; renew it and put the new certificate and key", what, certs.Describe(cert), cert.NotAfter.UTC().Format(time.RFC3339))
 	case secretsv1.State_STATE_NOT_YET_VALID:
-		r.errorf(field, ReasonNotYetValid, "%s (%s) is not valid until %s; put it once it is valid, or have it reissued starting now (check the issuing host's clock)", what, describe(cert), cert.NotBefore.UTC().Format(time.RFC3339))
+		r.errorf(field, ReasonNotYetValid, "%s (%s) is not valid until %s; put it once it is valid, or have it reissued starting now (check the issuing host's clock)", what, certs.Describe(cert), cert.NotBefore.UTC().Format(time.RFC3339))
 	case secretsv1.State_STATE_EXPIRING:
-		r.Warnings = append(r.Warnings, fmt.Sprintf("%s: %s (%s) expires at %s (in %s); plan its renewal", field, what, describe(cert), cert.NotAfter.UTC().Format(time.RFC3339), cert.NotAfter.Sub(now).Truncate(time.Minute)))
+		r.Warnings = append(r.Warnings, fmt.Sprintf("%s: %s (%s) expires at %s (in %s); plan its renewal", field, what, certs.Describe(cert), cert.NotAfter.UTC().Format(time.RFC3339), cert.NotAfter.Sub(now).Truncate(time.Minute)))
 	}
 }
 
@@ -276,7 +276,7 @@ func Bundle(field, certsPEM string, now time.Time) *Report {
 }
 
 func (r *Report) bundle(field, certsPEM string, now time.Time) {
-	certs, err := model.ParseCertificatesPEM(certsPEM)
+	cas, err := certs.ParsePEMCertificates(certsPEM)
 	if err != nil {
 		reason := ReasonUnparsable
 		if certsPEM == "" {
@@ -285,22 +285,14 @@ func (r *Report) bundle(field, certsPEM string, now time.Time) {
 		r.errorf(field, reason, "%s %s", field, err)
 		return
 	}
-	r.Chain = certs
-	for i, cert := range certs {
+	r.Chain = cas
+	for i, cert := range cas {
 		what := fmt.Sprintf("CA certificate %d", i+1)
 		r.validity(field, what, cert, now)
-		if !cert.IsCA && model.IsV1Root(cert) {
-			r.Warnings = append(r.Warnings, field+": "+model.V1RootWarning(fmt.Sprintf("certificate %d", i+1), cert))
+		if !cert.IsCA && certs.IsV1Root(cert) {
+			r.Warnings = append(r.Warnings, field+": "+certs.V1RootWarning(fmt.Sprintf("certificate %d", i+1), cert))
 		} else if !cert.IsCA {
-			r.Warnings = append(r.Warnings, fmt.Sprintf("%s: certificate %d (%s) is not a CA certificate; a truststore normally holds the CAs that issue peer certificates, and trusting a leaf directly pins that one certificate", field, i+1, describe(cert)))
+			r.Warnings = append(r.Warnings, fmt.Sprintf("%s: certificate %d (%s) is not a CA certificate; a truststore normally holds the CAs that issue peer certificates, and trusting a leaf directly pins that one certificate", field, i+1, certs.Describe(cert)))
 		}
 	}
-}
-
-// describe names a certificate in messages by its subject.
-func describe(cert *x509.Certificate) string {
-	if cn := cert.Subject.CommonName; cn != "" {
-		return fmt.Sprintf("%q", "CN="+cn)
-	}
-	return fmt.Sprintf("%q", cert.Subject.String())
 }

@@ -29,7 +29,7 @@ import (
 
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 
-	"keyway.dev/internal/secretsclient"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/secrets/internal/secret"
 )
 
@@ -140,15 +140,15 @@ func (k *KV) version(ctx context.Context, path string) (string, error) {
 
 // List returns every alias and truststore with its revision: one LIST
 // per folder and one metadata read per secret.
-func (k *KV) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
-	out := make(map[secretsclient.Ref]string)
+func (k *KV) List(ctx context.Context) (map[secretref.Ref]string, error) {
+	out := make(map[secretref.Ref]string)
 	keystores, err := k.list(ctx, k.cfg.Prefix+"/keystores")
 	if err != nil {
 		return nil, err
 	}
 	for _, ks := range keystores {
 		ks, isDir := strings.CutSuffix(ks, "/")
-		if !isDir || secretsclient.CheckName(ks) != nil {
+		if !isDir || secretref.CheckName(ks) != nil {
 			continue
 		}
 		aliases, err := k.list(ctx, k.cfg.Prefix+"/keystores/"+ks)
@@ -156,7 +156,7 @@ func (k *KV) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 			return nil, err
 		}
 		for _, alias := range aliases {
-			if strings.HasSuffix(alias, "/") || secretsclient.CheckName(alias) != nil {
+			if strings.HasSuffix(alias, "/") || secretref.CheckName(alias) != nil {
 				continue
 			}
 			v, err := k.version(ctx, k.aliasPath(ks, alias))
@@ -166,7 +166,7 @@ func (k *KV) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 			if err != nil {
 				return nil, err
 			}
-			out[secretsclient.Ref{Keystore: ks, Alias: alias}] = v
+			out[secretref.Ref{Keystore: ks, Alias: alias}] = v
 		}
 	}
 	stores, err := k.list(ctx, k.cfg.Prefix+"/truststores")
@@ -174,7 +174,7 @@ func (k *KV) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 		return nil, err
 	}
 	for _, name := range stores {
-		if strings.HasSuffix(name, "/") || secretsclient.CheckName(name) != nil {
+		if strings.HasSuffix(name, "/") || secretref.CheckName(name) != nil {
 			continue
 		}
 		v, err := k.version(ctx, k.truststorePath(name))
@@ -184,7 +184,7 @@ func (k *KV) List(ctx context.Context) (map[secretsclient.Ref]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[secretsclient.Ref{Truststore: name}] = v
+		out[secretref.Ref{Truststore: name}] = v
 	}
 	return out, nil
 }
