@@ -112,6 +112,16 @@ func NewServer(o Options, listen string, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
+// Certificate is the server certificate in force (reloaded with the
+// access policy on SIGHUP); nil with --insecure-no-auth.
+func (s *Server) Certificate() *x509.Certificate {
+	cfg := s.tls.Load()
+	if cfg == nil || len(cfg.Certificates) == 0 {
+		return nil
+	}
+	return cfg.Certificates[0].Leaf
+}
+
 // Insecure reports whether the server runs with --insecure-no-auth.
 func (s *Server) Insecure() bool { return s.guard == nil }
 

@@ -20,6 +20,7 @@ import (
 	secretsv1 "keyway.dev/gen/keyway/secrets/v1"
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 
+	"keyway.dev/internal/certfiles"
 	"keyway.dev/internal/certs"
 	"keyway.dev/internal/secretref"
 )
@@ -63,11 +64,15 @@ var ErrNotFound = errors.New("material: not found")
 type Client struct {
 	api     secretsv1connect.MaterialServiceClient
 	timeout time.Duration
+	// pair is the client certificate read from files (New); nil with
+	// NewWithTLS.
+	pair *certfiles.KeyPair
 }
 
 // New reads the client certificate and CA ([TLSConfig]) and
-// returns a client of MaterialService at cfg.URL. The files are read once: a
-// process restarted with renewed files picks them up.
+// returns a client of MaterialService at cfg.URL. The certificate and key
+// are read again when their files change, so a renewed certificate is
+// presented at the next connection; the CA is read once.
 func New(cfg Config) (*Client, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("material: the secrets service's internal URL is required")
@@ -75,11 +80,22 @@ func New(cfg Config) (*Client, error) {
 	if cfg.CertFile == "" || cfg.KeyFile == "" || cfg.CAFile == "" {
 		return nil, errors.New("material: the internal port requires mTLS: give the client certificate, its key and the internal CA")
 	}
-	tlsCfg, err := TLSConfig(Files{Cert: cfg.CertFile, Key: cfg.KeyFile, CA: cfg.CAFile})
+	tlsCfg, pair, err := tlsConfig(Files{Cert: cfg.CertFile, Key: cfg.KeyFile, CA: cfg.CAFile})
 	if err != nil {
 		return nil, err
 	}
-	return NewWithTLS(cfg.URL, tlsCfg, cfg.Timeout), nil
+	c := NewWithTLS(cfg.URL, tlsCfg, cfg.Timeout)
+	c.pair = pair
+	return c, nil
+}
+
+// Certificate is the client certificate the client presents now; nil for a
+// client made by [NewWithTLS].
+func (c *Client) Certificate() *x509.Certificate {
+	if c.pair == nil {
+		return nil
+	}
+	return c.pair.Leaf()
 }
 
 // NewWithTLS is [New] with a ready TLS client config (tests, and callers

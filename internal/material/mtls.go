@@ -13,6 +13,8 @@ import (
 	"connectrpc.com/connect"
 
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
+	"keyway.dev/internal/certfiles"
+	"keyway.dev/internal/model"
 )
 
 // DefaultInternalURL is MaterialService's address in the local stack.
@@ -30,27 +32,35 @@ type Files struct {
 // TLSConfig loads the files into a client tls.Config (TLS 1.3, HTTP/2 by
 // ALPN).
 func TLSConfig(f Files) (*tls.Config, error) {
+	cfg, _, err := tlsConfig(f)
+	return cfg, err
+}
+
+// tlsConfig is [TLSConfig], and the key pair it presents, which is read
+// again from its files when they change (package certfiles): a renewed
+// certificate is presented at the next connection, with no restart.
+func tlsConfig(f Files) (*tls.Config, *certfiles.KeyPair, error) {
 	if f.Cert == "" || f.Key == "" || f.CA == "" {
-		return nil, errors.New("material: a client certificate, its key and the internal CA are all required")
+		return nil, nil, errors.New("material: a client certificate, its key and the internal CA are all required")
 	}
-	pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	pair, err := certfiles.Load(f.Cert, f.Key)
 	if err != nil {
-		return nil, fmt.Errorf("material: loading the client certificate %s and key %s: %w", f.Cert, f.Key, err)
+		return nil, nil, fmt.Errorf("material: %w", err)
 	}
 	caPEM, err := os.ReadFile(f.CA)
 	if err != nil {
-		return nil, fmt.Errorf("material: reading the internal CA: %w", err)
+		return nil, nil, fmt.Errorf("material: reading the internal CA: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("material: %s holds no PEM certificate", f.CA)
+		return nil, nil, fmt.Errorf("material: %s holds no PEM certificate", f.CA)
 	}
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		RootCAs:      pool,
-		Certificates: []tls.Certificate{pair},
-		NextProtos:   []string{"h2", "http/1.1"},
-	}, nil
+		MinVersion:           tls.VersionTLS13,
+		RootCAs:              pool,
+		GetClientCertificate: pair.GetClientCertificate,
+		NextProtos:           model.DefaultALPN(),
+	}, pair, nil
 }
 
 // HTTPClient is an HTTP client that speaks TLS with tlsConf (HTTP/2 when

@@ -6,6 +6,7 @@ package app
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,7 @@ import (
 
 	"keyway.dev/internal/access"
 	"keyway.dev/internal/audit"
+	"keyway.dev/internal/certfiles"
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/limits"
 	"keyway.dev/internal/material"
@@ -121,6 +123,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		opts = append(opts, server.WithProbeBounds(timeout, deadline))
 	}
+	own := map[string]func() *x509.Certificate{"api-server": guard.Certificate}
 	if cfg.SecretsServer != "" {
 		var mat server.Material
 		if cfg.Material.URL != "" {
@@ -129,6 +132,7 @@ func Run(ctx context.Context, cfg Config) error {
 				return fmt.Errorf("configuring the secrets service's internal port: %w", err)
 			}
 			mat = mc
+			own["internal-client"] = mc.Certificate
 		}
 		// One client for the secrets service's API: reference checks and
 		// the moving of inline keys present the same credentials.
@@ -142,6 +146,7 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Info("references to the secrets service enabled", "secrets_server", cfg.SecretsServer, "probe_material", cfg.Material.URL != "")
 	}
 	m := metrics.New()
+	m.Register(certfiles.Collector(own))
 	var cur atomic.Pointer[backend]
 	hc := &health{cur: &cur}
 	open := func(ctx context.Context) (*backend, error) {

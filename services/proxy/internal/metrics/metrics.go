@@ -12,6 +12,7 @@
 package metrics
 
 import (
+	"crypto/x509"
 	"maps"
 	"net/http"
 	"strconv"
@@ -23,8 +24,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"keyway.dev/internal/certfiles"
 	"keyway.dev/internal/certs"
 	"keyway.dev/internal/failure"
+	"keyway.dev/internal/secretref"
 	"keyway.dev/proxy/internal/publish"
 	"keyway.dev/proxy/internal/upstream"
 )
@@ -53,9 +56,27 @@ type Metrics struct {
 // changes are fast on a LAN and slow when something is wrong.
 var latencyBuckets = prometheus.ExponentialBuckets(0.001, 2, 15)
 
+// Option adjusts what the metrics report.
+type Option func(*options)
+
+type options struct {
+	own map[string]func() *x509.Certificate
+}
+
+// WithOwnCertificates reports the expiry of the node's own certificates by
+// role ("internal-client": for the secrets service; "admin-server"), as
+// each func returns it at scrape time (nil leaves it out).
+func WithOwnCertificates(byRole map[string]func() *x509.Certificate) Option {
+	return func(o *options) { o.own = byRole }
+}
+
 // New registers the node's metrics, reading configuration state from src at
 // scrape time, and the Go runtime and process collectors.
-func New(src Source) *Metrics {
+func New(src Source, opts ...Option) *Metrics {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -105,7 +126,7 @@ func New(src Source) *Metrics {
 			Name: "keyway_config_skipped",
 			Help: "Stored values the node refused and does not serve (see /status), 0 when it serves the bucket as of its revision.",
 		}, func() float64 { return float64(len(src().Skipped)) }),
-		&expiry{src: src, now: time.Now},
+		&expiry{src: src, own: o.own, now: time.Now},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -287,33 +308,61 @@ func (r *recorder) duration(class int) prometheus.Observer {
 	return o.Observer
 }
 
-// expiry reports, at scrape time, the seconds until each client
-// certificate an upstream of the current snapshot presents expires. It
-// reads the snapshot, so replaced and deleted upstreams drop out.
+// expiry reports, at scrape time, the seconds until each certificate the
+// node presents or trusts expires: every Listener host's server
+// certificate and client CAs, every upstream's client certificate and
+// trusted CAs (not the system's roots), and the node's own certificates
+// (for the secrets service, and the admin port). It reads the snapshot, so
+// the series of replaced and deleted things drop out.
 type expiry struct {
 	src Source
+	own map[string]func() *x509.Certificate
 	now func() time.Time
 }
 
-var expiryDesc = prometheus.NewDesc("keyway_certificate_expiry_seconds",
-	"Seconds until a certificate the node uses expires (negative once expired); role upstream-client is the client certificate a tls-outbound binding presents to its upstream; keystore and alias name the secrets service's alias it comes from (empty for inline PEM).",
-	[]string{"role", "upstream", "keystore", "alias", "fingerprint"}, nil)
-
-func (e *expiry) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
+func (e *expiry) Describe(ch chan<- *prometheus.Desc) { ch <- certfiles.ExpiryDesc }
 
 func (e *expiry) Collect(ch chan<- prometheus.Metric) {
 	now := e.now()
-	for name, u := range e.src().Upstreams.All() {
-		t := u.TLS()
-		if t == nil || t.Certificate == nil || t.Certificate.Leaf == nil {
-			continue
-		}
-		leaf := t.Certificate.Leaf
+	emit := func(cert *x509.Certificate, role, upstream, listener, host string, ref *secretref.Ref, truststore string) {
 		var keystore, alias string
-		if ref := t.CertificateRef; ref != nil {
+		if ref != nil {
 			keystore, alias = ref.Keystore, ref.Alias
 		}
-		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue,
-			leaf.NotAfter.Sub(now).Seconds(), "upstream-client", name, keystore, alias, certs.Fingerprint(leaf))
+		ch <- prometheus.MustNewConstMetric(certfiles.ExpiryDesc, prometheus.GaugeValue, cert.NotAfter.Sub(now).Seconds(),
+			role, upstream, listener, host, keystore, alias, truststore, certs.Fingerprint(cert))
+	}
+	snap := e.src()
+	for name, u := range snap.Upstreams.All() {
+		t := u.TLS()
+		if t == nil {
+			continue
+		}
+		if t.Certificate != nil && t.Certificate.Leaf != nil {
+			emit(t.Certificate.Leaf, "upstream-client", name, "", "", t.CertificateRef, "")
+		}
+		for _, ca := range t.TrustedCAs {
+			emit(ca, "upstream-ca", name, "", "", nil, t.Truststore)
+		}
+	}
+	for _, l := range snap.Listeners {
+		for i := range l.Hosts {
+			h := &l.Hosts[i]
+			host := "*"
+			if len(h.Hostnames) > 0 {
+				host = h.Hostnames[0]
+			}
+			if h.Certificate != nil && h.Certificate.Leaf != nil {
+				emit(h.Certificate.Leaf, "listener-server", "", l.Name, host, h.CertificateRef, "")
+			}
+			for _, ca := range h.ClientCAs {
+				emit(ca, "listener-client-ca", "", l.Name, host, nil, h.ClientTruststore)
+			}
+		}
+	}
+	for role, cert := range e.own {
+		if c := cert(); c != nil {
+			emit(c, role, "", "", "", nil, "")
+		}
 	}
 }

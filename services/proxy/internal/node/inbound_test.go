@@ -12,6 +12,7 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/testca"
 	"keyway.dev/proxy/internal/publish"
 )
@@ -105,6 +106,23 @@ func TestListenerServesRoutesOverMutualTLS(t *testing.T) {
 	}
 	if after := status(t, n).Listeners[0]; !after.Since.Equal(l.Since) || after.Bound != addr {
 		t.Errorf("the listener was restarted: %+v, before %+v", after, l)
+	}
+
+	// Every certificate the Listener presents or trusts has its expiry,
+	// the replaced one's series gone.
+	fams := scrape(t, &env{node: n})
+	for _, c := range []struct {
+		role, fingerprint string
+		want              int
+	}{
+		{"listener-server", second.Fingerprint(), 1},
+		{"listener-server", first.Fingerprint(), 0},
+		{"listener-client-ca", certs.Fingerprint(clients.Cert), 1},
+	} {
+		labels := map[string]string{"role": c.role, "listener": "public", "host": "test.com", "fingerprint": c.fingerprint}
+		if got := len(series(fams, "keyway_certificate_expiry_seconds", labels)); got != c.want {
+			t.Errorf("keyway_certificate_expiry_seconds%v: %d series, want %d", labels, got, c.want)
+		}
 	}
 
 	// An address another process holds: refused, reported, the rest served.

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"keyway.dev/internal/certs"
 	"keyway.dev/internal/configkv"
 	kwmodel "keyway.dev/internal/model"
 	"keyway.dev/internal/testca"
@@ -158,8 +159,13 @@ func TestMetrics(t *testing.T) {
 		if want := time.Until(kp.Cert.NotAfter).Seconds(); math.Abs(got-want) > 5 {
 			t.Errorf("certificate_expiry_seconds%v = %v, want %v (±5)", labels, got, want)
 		}
-		if n := len(series(fams, "keyway_certificate_expiry_seconds", map[string]string{"upstream": "good"})); n != 1 {
-			t.Errorf("certificate_expiry_seconds{upstream=good}: %d series, want 1", n)
+		if n := len(series(fams, "keyway_certificate_expiry_seconds", map[string]string{"role": "upstream-client", "upstream": "good"})); n != 1 {
+			t.Errorf("certificate_expiry_seconds{role=upstream-client,upstream=good}: %d series, want 1", n)
+		}
+		// The CA the upstream is verified with has its own series.
+		ca := map[string]string{"role": "upstream-ca", "upstream": "good", "fingerprint": certs.Fingerprint(e.ca.Cert)}
+		if got, want := value(t, fams, "keyway_certificate_expiry_seconds", ca), time.Until(e.ca.Cert.NotAfter).Seconds(); math.Abs(got-want) > 5 {
+			t.Errorf("certificate_expiry_seconds%v = %v, want %v (±5)", ca, got, want)
 		}
 	}
 	t.Run("expiry", func(t *testing.T) { expiry(t, fams, e.gateway) })

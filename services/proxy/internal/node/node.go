@@ -215,8 +215,16 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	log := cfg.Logger.With("node", cfg.NodeID)
 	n := &Node{cfg: cfg, log: log, done: make(chan struct{}), natsClosed: make(chan struct{}), started: time.Now()}
 
+	adminAccess, err := access.NewServer(cfg.Admin, cfg.AdminListen, log)
+	if err != nil {
+		return nil, fmt.Errorf("node: admin port: %w", err)
+	}
 	// The watcher reports to the metrics, which read its snapshot.
-	n.metrics = metrics.New(func() *publish.Snapshot { return n.watcher.Snapshot() })
+	own := map[string]func() *x509.Certificate{"admin-server": adminAccess.Certificate}
+	if cfg.Secrets != nil {
+		own["internal-client"] = cfg.Secrets.ClientCertificate
+	}
+	n.metrics = metrics.New(func() *publish.Snapshot { return n.watcher.Snapshot() }, metrics.WithOwnCertificates(own))
 	uopts := forward.UpstreamOptions(upstream.Options{
 		HandshakeTimeout: cfg.HandshakeTimeout, Logger: log,
 		Handshakes: n.metrics, Recorder: n.metrics.Recorder,
@@ -253,10 +261,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		},
 	})
 
-	adminAccess, err := access.NewServer(cfg.Admin, cfg.AdminListen, log)
-	if err != nil {
-		return nil, fmt.Errorf("node: admin port: %w", err)
-	}
 	if n.proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return nil, fmt.Errorf("node: listening on %s: %w", cfg.Listen, err)
 	}

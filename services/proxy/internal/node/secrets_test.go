@@ -210,7 +210,7 @@ func TestReferencedAliasRotates(t *testing.T) {
 	if ms := series(fams, "keyway_certificate_expiry_seconds", want); len(ms) != 1 {
 		t.Errorf("keyway_certificate_expiry_seconds%v: %d series, want 1", want, len(ms))
 	}
-	if ms := series(fams, "keyway_certificate_expiry_seconds", map[string]string{"upstream": "orders"}); len(ms) != 1 {
+	if ms := series(fams, "keyway_certificate_expiry_seconds", map[string]string{"role": "upstream-client", "upstream": "orders"}); len(ms) != 1 {
 		t.Errorf("keyway_certificate_expiry_seconds{upstream=orders}: %d series, want 1 (the old leaf dropped out)", len(ms))
 	}
 }

@@ -14,6 +14,7 @@ package secrets
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -100,6 +101,16 @@ type Source struct {
 }
 
 // New returns a Source over fetch; it follows the bucket once Run is called.
+// ClientCertificate is the certificate the node presents to the secrets
+// service now, when the fetcher says (the MaterialService client does);
+// nil otherwise.
+func (s *Source) ClientCertificate() *x509.Certificate {
+	if c, ok := s.fetch.(interface{ Certificate() *x509.Certificate }); ok {
+		return c.Certificate()
+	}
+	return nil
+}
+
 func New(fetch Fetcher, opts Options) *Source {
 	opts.RetryInterval = cmp.Or(opts.RetryInterval, time.Second)
 	if opts.Logger == nil {

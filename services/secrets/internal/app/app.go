@@ -30,6 +30,7 @@ import (
 
 	"keyway.dev/internal/access"
 	"keyway.dev/internal/audit"
+	"keyway.dev/internal/certfiles"
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/limits"
 	"keyway.dev/internal/model"
@@ -109,10 +110,13 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	var internalTLS *tls.Config
+	own := map[string]func() *x509.Certificate{"api-server": guard.Certificate}
 	if cfg.InternalListen != "" {
-		if internalTLS, err = ServerTLS(cfg.InternalCert, cfg.InternalKey, cfg.InternalClientCA); err != nil {
+		var pair *certfiles.KeyPair
+		if internalTLS, pair, err = ServerTLS(cfg.InternalCert, cfg.InternalKey, cfg.InternalClientCA); err != nil {
 			return err
 		}
+		own["internal-server"] = pair.Leaf
 	}
 	backend, issuer, session, err := openBackend(ctx, cfg, log)
 	if err != nil {
@@ -159,6 +163,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	m := metrics.New()
 	m.Register(aw.Collectors()...)
+	m.Register(certfiles.Collector(own))
 	st := store.New(backend, issuer, bucket, m, log, cfg.Store)
 	m.SetSource(st)
 	loadCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -296,31 +301,33 @@ func VaultClient(addr string) (*api.Client, error) {
 	return client, nil
 }
 
-// ServerTLS is the internal listener's configuration: its certificate, and
-// a client certificate that chains to a CA in clientCAFile is required.
-func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
+// ServerTLS is the internal listener's configuration: its certificate, read
+// again when its files change (a renewed certificate is served at the next
+// handshake, with no restart), and a client certificate that chains to a CA
+// in clientCAFile is required.
+func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, *certfiles.KeyPair, error) {
 	if certFile == "" || keyFile == "" || clientCAFile == "" {
-		return nil, errors.New("the internal listener serves key material over mTLS only: give --internal-cert, --internal-key and --internal-client-ca (or --internal-listen '' to serve no material)")
+		return nil, nil, errors.New("the internal listener serves key material over mTLS only: give --internal-cert, --internal-key and --internal-client-ca (or --internal-listen '' to serve no material)")
 	}
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	pair, err := certfiles.Load(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("loading the internal certificate %s and key %s: %w", certFile, keyFile, err)
+		return nil, nil, fmt.Errorf("the internal certificate --internal-cert and key --internal-key: %w", err)
 	}
 	caPEM, err := os.ReadFile(clientCAFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading the internal client CA: %w", err)
+		return nil, nil, fmt.Errorf("reading the internal client CA: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("--internal-client-ca %s holds no PEM certificate", clientCAFile)
+		return nil, nil, fmt.Errorf("--internal-client-ca %s holds no PEM certificate", clientCAFile)
 	}
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{pair},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    pool,
-		NextProtos:   model.DefaultALPN(),
-	}, nil
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: pair.GetCertificate,
+		ClientAuth:     tls.RequireAndVerifyClientCert,
+		ClientCAs:      pool,
+		NextProtos:     model.DefaultALPN(),
+	}, pair, nil
 }
 
 // APIHandler serves SecretsService (Connect, gRPC, gRPC-Web), reflection,
