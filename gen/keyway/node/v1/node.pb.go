@@ -181,6 +181,12 @@ type ServedCertificate struct {
 	Alias         string `protobuf:"bytes,8,opt,name=alias,proto3" json:"alias,omitempty"`
 	Truststore    string `protobuf:"bytes,9,opt,name=truststore,proto3" json:"truststore,omitempty"`
 	SecretVersion string `protobuf:"bytes,10,opt,name=secret_version,json=secretVersion,proto3" json:"secret_version,omitempty"`
+	// The certificate's subject and issuer (RFC 2253 strings) and its subject
+	// alternative names (DNS names, IP addresses, URIs), each cut to 256 bytes
+	// and at most 16 names: what `keywayctl certs` shows.
+	Subject       string   `protobuf:"bytes,11,opt,name=subject,proto3" json:"subject,omitempty"`
+	Issuer        string   `protobuf:"bytes,12,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	Sans          []string `protobuf:"bytes,13,rep,name=sans,proto3" json:"sans,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -285,6 +291,27 @@ func (x *ServedCertificate) GetSecretVersion() string {
 	return ""
 }
 
+func (x *ServedCertificate) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *ServedCertificate) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *ServedCertificate) GetSans() []string {
+	if x != nil {
+		return x.Sans
+	}
+	return nil
+}
+
 // NodeError is the last error a node met on one configuration key.
 type NodeError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -367,7 +394,7 @@ const file_keyway_node_v1_node_proto_rawDesc = "" +
 	"\x06errors\x18\t \x03(\v2\x19.keyway.node.v1.NodeErrorR\x06errors\x12#\n" +
 	"\rsecrets_stale\x18\n" +
 	" \x01(\bR\fsecretsStale\x120\n" +
-	"\x14secrets_stale_reason\x18\v \x01(\tR\x12secretsStaleReason\"\xc6\x02\n" +
+	"\x14secrets_stale_reason\x18\v \x01(\tR\x12secretsStaleReason\"\x8c\x03\n" +
 	"\x11ServedCertificate\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -381,7 +408,10 @@ const file_keyway_node_v1_node_proto_rawDesc = "" +
 	"truststore\x18\t \x01(\tR\n" +
 	"truststore\x12%\n" +
 	"\x0esecret_version\x18\n" +
-	" \x01(\tR\rsecretVersion\"g\n" +
+	" \x01(\tR\rsecretVersion\x12\x18\n" +
+	"\asubject\x18\v \x01(\tR\asubject\x12\x16\n" +
+	"\x06issuer\x18\f \x01(\tR\x06issuer\x12\x12\n" +
+	"\x04sans\x18\r \x03(\tR\x04sans\"g\n" +
 	"\tNodeError\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +

@@ -384,6 +384,18 @@ type HostStatus struct {
 	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
+// Served is the Listener each server serves now (by name, in order): what
+// the node presents, which a refused update has not replaced.
+func (m *Manager) Served() []*model.Listener {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*model.Listener, 0, len(m.servers))
+	for _, name := range slices.Sorted(maps.Keys(m.servers)) {
+		out = append(out, m.servers[name].snap.Load().listener)
+	}
+	return out
+}
+
 // Status reports every Listener served or refused, by name.
 func (m *Manager) Status() []ListenerStatus {
 	m.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 	"time"
 
@@ -123,6 +124,30 @@ func TestListenerServesRoutesOverMutualTLS(t *testing.T) {
 		if got := len(series(fams, "keyway_certificate_expiry_seconds", labels)); got != c.want {
 			t.Errorf("keyway_certificate_expiry_seconds%v: %d series, want %d", labels, got, c.want)
 		}
+	}
+
+	// The node's status (what keywayctl certs joins) names both, with
+	// subject, issuer and names.
+	var server, trust int
+	for _, c := range n.NodeStatus().GetCertificates() {
+		if c.GetScope() != "listener" || c.GetName() != "public" {
+			continue
+		}
+		switch c.GetRole() {
+		case "server":
+			server++
+			if c.GetSha256Fingerprint() != second.Fingerprint() || !slices.Contains(c.GetSans(), "test.com") || c.GetIssuer() != servers.Cert.Subject.String() {
+				t.Errorf("status: listener server certificate %v, want the second one, for test.com, issued by %s", c, servers.Cert.Subject)
+			}
+		case "trust":
+			trust++
+			if c.GetSha256Fingerprint() != certs.Fingerprint(clients.Cert) || c.GetSubject() != clients.Cert.Subject.String() {
+				t.Errorf("status: listener client CA %v, want the client CA", c)
+			}
+		}
+	}
+	if server != 1 || trust != 1 {
+		t.Errorf("status lists %d server certificates and %d client CAs for listener public, want 1 and 1", server, trust)
 	}
 
 	// An address another process holds: refused, reported, the rest served.

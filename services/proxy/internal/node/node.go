@@ -476,21 +476,7 @@ func (n *Node) NodeStatus() *nodev1.NodeStatus {
 		Revision:  s.Revision,
 		StartTime: timestamppb.New(n.started),
 	}
-	for _, l := range n.inbound.Status() {
-		for _, h := range l.Hosts {
-			if h.Certificate == "" {
-				continue
-			}
-			host := ""
-			if len(h.Hostnames) > 0 {
-				host = h.Hostnames[0]
-			}
-			st.Certificates = append(st.Certificates, &nodev1.ServedCertificate{
-				Scope: "listener", Name: l.Name, Host: host, Role: "server",
-				Sha256Fingerprint: h.Certificate, NotAfter: timestamppb.New(h.NotAfter),
-			})
-		}
-	}
+	st.Certificates = listenerCertificates(n.inbound.Served())
 	left := 0
 	n.status.mu.Lock()
 	cached := n.status.served
@@ -530,11 +516,74 @@ func (n *Node) NodeStatus() *nodev1.NodeStatus {
 	return st
 }
 
+// Bounds of what a status says of one certificate: the names are the
+// certificate issuer's to choose, and a status must stay small.
+const (
+	maxNameBytes = 256
+	maxSANs      = 16
+)
+
 func served(scope, name, host, role string, c *x509.Certificate) *nodev1.ServedCertificate {
 	return &nodev1.ServedCertificate{
 		Scope: scope, Name: name, Host: host, Role: role,
 		Sha256Fingerprint: certs.Fingerprint(c), NotAfter: timestamppb.New(c.NotAfter),
+		Subject: cut(c.Subject.String()), Issuer: cut(c.Issuer.String()), Sans: sans(c),
 	}
+}
+
+// sans lists a certificate's subject alternative names, at most maxSANs.
+func sans(c *x509.Certificate) []string {
+	var out []string
+	add := func(s string) {
+		if len(out) < maxSANs {
+			out = append(out, cut(s))
+		}
+	}
+	for _, d := range c.DNSNames {
+		add(d)
+	}
+	for _, ip := range c.IPAddresses {
+		add(ip.String())
+	}
+	for _, u := range c.URIs {
+		add(u.String())
+	}
+	return out
+}
+
+func cut(s string) string {
+	if len(s) <= maxNameBytes {
+		return s
+	}
+	return strings.ToValidUTF8(s[:maxNameBytes], "") + "…"
+}
+
+// listenerCertificates are the server certificates and client CAs of the
+// Listeners the node serves.
+func listenerCertificates(ls []*model.Listener) []*nodev1.ServedCertificate {
+	var out []*nodev1.ServedCertificate
+	for _, l := range ls {
+		for i := range l.Hosts {
+			h := &l.Hosts[i]
+			host := ""
+			if len(h.Hostnames) > 0 {
+				host = h.Hostnames[0]
+			}
+			if h.Certificate != nil && h.Certificate.Leaf != nil {
+				sc := served("listener", l.Name, host, "server", h.Certificate.Leaf)
+				if ref := h.CertificateRef; ref != nil {
+					sc.Keystore, sc.Alias = ref.Keystore, ref.Alias
+				}
+				out = append(out, sc)
+			}
+			for _, ca := range h.ClientCAs {
+				sc := served("listener", l.Name, host, "trust", ca)
+				sc.Truststore = h.ClientTruststore
+				out = append(out, sc)
+			}
+		}
+	}
+	return out
 }
 
 // headers reads the headers of the bucket's message at revision rev (one

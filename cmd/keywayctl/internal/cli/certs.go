@@ -1,0 +1,227 @@
+package cli
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
+
+	"keyway.dev/keywayctl/internal/output"
+
+	policyv1 "keyway.dev/gen/keyway/policy/v1"
+)
+
+func newCertsCommand(g *globals) *cobra.Command {
+	var (
+		format   string
+		within   time.Duration
+		allNodes bool
+	)
+	cmd := &cobra.Command{
+		Use:   "certs",
+		Short: "List every certificate the proxy nodes present or trust, soonest to expire first",
+		Long: `Certs lists the fleet's certificates: each certificate any live proxy node
+presents (Listener server certificates, upstream client certificates) or
+trusts (client CAs of Listeners, CAs of upstreams), once, sorted by the time
+left before it expires. For each: subject, subject alternative names,
+issuer, SHA-256 fingerprint, not-after, where it comes from (an alias or a
+truststore of the secrets service, or inline PEM), where it is used, and on
+how many of the live nodes.
+
+--expiring-within DURATION lists only those that expire within it (720h: the
+next 30 days), expired ones included.
+
+Output formats (-o): table (default), json and yaml: a list of
+{fingerprint, subject, issuer, sans, notAfter, secondsLeft, source, uses,
+nodes}.`,
+		Example: `  keywayctl certs
+  keywayctl certs --expiring-within 720h
+  keywayctl certs -o json | jq '.[] | select(.secondsLeft < 86400*7) | .subject'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			f, err := output.ParseFormat(format)
+			if err != nil || f == output.Name {
+				return fmt.Errorf("-o %q: want table, yaml or json", format)
+			}
+			if within < 0 {
+				return fmt.Errorf("--expiring-within %s: want a positive duration such as 720h", within)
+			}
+			client, err := g.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := g.withTimeout(cmd.Context())
+			defer cancel()
+			resp, err := client.GetRollout(ctx, connect.NewRequest(&policyv1.GetRolloutRequest{}))
+			if err != nil {
+				return g.rpcError(err, "reading the node status")
+			}
+			now := g.io.Now()
+			list, live := fleetCertificates(resp.Msg.GetRollout(), now)
+			if within > 0 {
+				list = slices.DeleteFunc(list, func(c *fleetCert) bool { return c.NotAfter.Sub(now) > within })
+			}
+			switch f {
+			case output.JSON:
+				enc := json.NewEncoder(g.io.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(list)
+			case output.YAML:
+				b, err := json.Marshal(list)
+				if err != nil {
+					return err
+				}
+				var doc any
+				if err := json.Unmarshal(b, &doc); err != nil {
+					return err
+				}
+				enc := yaml.NewEncoder(g.io.Stdout)
+				enc.SetIndent(2)
+				if err := enc.Encode(doc); err != nil {
+					return err
+				}
+				return enc.Close()
+			}
+			return writeFleetCertificates(g.io.Stdout, list, live, now, allNodes)
+		},
+	}
+	cmd.Flags().StringVarP(&format, "output", "o", "table", "output format: table, yaml or json")
+	cmd.Flags().DurationVar(&within, "expiring-within", 0, "list only certificates that expire within this duration (e.g. 720h), expired ones included")
+	cmd.Flags().BoolVar(&allNodes, "nodes", false, "name the nodes each certificate is on, not only how many")
+	return cmd
+}
+
+// fleetCert is one certificate over the fleet.
+type fleetCert struct {
+	Fingerprint string    `json:"fingerprint"`
+	Subject     string    `json:"subject"`
+	Issuer      string    `json:"issuer"`
+	SANs        []string  `json:"sans"`
+	NotAfter    time.Time `json:"notAfter"`
+	SecondsLeft int64     `json:"secondsLeft"`
+	// Source is "alias KEYSTORE/ALIAS", "truststore NAME" or "inline".
+	Source string    `json:"source"`
+	Uses   []certUse `json:"uses"`
+	Nodes  []string  `json:"nodes"`
+}
+
+// certUse is where a certificate is used: "listener" or "upstream", the
+// Listener or Service name, the host for a Listener, and the role
+// (server, client, trust).
+type certUse struct {
+	Scope string `json:"scope"`
+	Name  string `json:"name"`
+	Host  string `json:"host,omitempty"`
+	Role  string `json:"role"`
+}
+
+// fleetCertificates joins the nodes' reports: one entry per certificate,
+// soonest to expire first; and how many nodes are live.
+func fleetCertificates(r *policyv1.Rollout, now time.Time) ([]*fleetCert, int) {
+	all, _ := nodesOf(r)
+	byFP := make(map[string]*fleetCert)
+	for _, n := range all {
+		for _, c := range n.GetCertificates() {
+			fp := c.GetSha256Fingerprint()
+			fc := byFP[fp]
+			if fc == nil {
+				fc = &fleetCert{Fingerprint: fp, Subject: c.GetSubject(), Issuer: c.GetIssuer(), SANs: c.GetSans(), Source: certSource(c.GetKeystore(), c.GetAlias(), c.GetTruststore())}
+				if t := c.GetNotAfter(); t != nil {
+					fc.NotAfter = t.AsTime().UTC()
+					fc.SecondsLeft = int64(fc.NotAfter.Sub(now).Seconds())
+				}
+				if fc.SANs == nil {
+					fc.SANs = []string{}
+				}
+				byFP[fp] = fc
+			}
+			u := certUse{Scope: c.GetScope(), Name: c.GetName(), Host: c.GetHost(), Role: c.GetRole()}
+			if !slices.Contains(fc.Uses, u) {
+				fc.Uses = append(fc.Uses, u)
+			}
+			if !slices.Contains(fc.Nodes, n.GetId()) {
+				fc.Nodes = append(fc.Nodes, n.GetId())
+			}
+		}
+	}
+	out := make([]*fleetCert, 0, len(byFP))
+	for _, fc := range byFP {
+		slices.SortFunc(fc.Uses, func(a, b certUse) int {
+			return cmp.Or(strings.Compare(a.Scope, b.Scope), strings.Compare(a.Name, b.Name), strings.Compare(a.Host, b.Host), strings.Compare(a.Role, b.Role))
+		})
+		slices.Sort(fc.Nodes)
+		out = append(out, fc)
+	}
+	slices.SortFunc(out, func(a, b *fleetCert) int {
+		return cmp.Or(a.NotAfter.Compare(b.NotAfter), strings.Compare(a.Fingerprint, b.Fingerprint))
+	})
+	return out, len(all)
+}
+
+func certSource(keystore, alias, truststore string) string {
+	switch {
+	case keystore != "":
+		return "alias " + keystore + "/" + alias
+	case truststore != "":
+		return "truststore " + truststore
+	}
+	return "inline"
+}
+
+func writeFleetCertificates(w io.Writer, list []*fleetCert, live int, now time.Time, allNodes bool) error {
+	if live == 0 {
+		fmt.Fprintln(w, "no live proxy nodes")
+		return nil
+	}
+	if len(list) == 0 {
+		fmt.Fprintf(w, "no certificates on %s\n", plural(live, "live node"))
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
+	fmt.Fprintln(tw, "EXPIRES\tLEFT\tSUBJECT\tSANS\tISSUER\tSHA256\tSOURCE\tUSED BY\tNODES")
+	for _, c := range list {
+		left := "EXPIRED"
+		if d := c.NotAfter.Sub(now); d > 0 {
+			left = output.Span(d)
+		}
+		nodes := fmt.Sprintf("%d/%d", len(c.Nodes), live)
+		if allNodes {
+			nodes = strings.Join(c.Nodes, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			c.NotAfter.Format(time.RFC3339), left, or(c.Subject, "-"), firstAndMore(c.SANs), or(c.Issuer, "-"),
+			shortFP(c.Fingerprint), c.Source, usesText(c.Uses), nodes)
+	}
+	return tw.Flush()
+}
+
+// firstAndMore is the first item and how many more, or "-".
+func firstAndMore(items []string) string {
+	switch len(items) {
+	case 0:
+		return "-"
+	case 1:
+		return items[0]
+	}
+	return fmt.Sprintf("%s +%d", items[0], len(items)-1)
+}
+
+func usesText(uses []certUse) string {
+	var parts []string
+	for _, u := range uses {
+		s := u.Scope + "/" + u.Name
+		if u.Host != "" {
+			s += " " + u.Host
+		}
+		parts = append(parts, s+" ("+u.Role+")")
+	}
+	return firstAndMore(parts)
+}
