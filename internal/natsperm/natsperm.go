@@ -64,7 +64,6 @@ type Buckets struct {
 // lease (the secrets service's --leader-bucket).
 const SecretsLeaderBucket = "keyway-secrets-leader"
 
-
 // User is a NATS user and the subjects it may use. Publish and Subscribe
 // are allow lists: everything else is denied.
 type User struct {
