@@ -16,6 +16,7 @@ package leader
 import (
 	"cmp"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,8 +46,9 @@ type Config struct {
 	// TTL is how long a lease lives without a refresh (DefaultTTL when
 	// zero).
 	TTL time.Duration
-	// ID names this candidate in the lease's value and the logs
-	// (hostname and process id when empty).
+	// ID names this candidate in the lease's value and the logs; it
+	// must be unique among the candidates (hostname, process id and a
+	// random suffix when empty).
 	ID string
 	// OnChange is called with true when this candidate becomes the
 	// leader and with false when it stops being one, from the
@@ -73,7 +75,7 @@ type Lease struct {
 }
 
 // Open creates (or opens) the bucket. The candidate campaigns once
-// [Lease.Run] runs.
+// [Lease.Start] is called.
 func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Lease, error) {
 	cfg.Bucket = cmp.Or(cfg.Bucket, DefaultBucket)
 	if cfg.TTL <= 0 {
@@ -81,7 +83,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Lease, erro
 	}
 	if cfg.ID == "" {
 		host, _ := os.Hostname()
-		cfg.ID = cmp.Or(host, "keyway-secrets") + "/" + strconv.Itoa(os.Getpid())
+		cfg.ID = cmp.Or(host, "keyway-secrets") + "/" + strconv.Itoa(os.Getpid()) + "/" + rand.Text()[:8]
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -117,15 +119,25 @@ func (l *Lease) Leader() bool {
 // ID is the candidate's name.
 func (l *Lease) ID() string { return l.cfg.ID }
 
-// Run campaigns until ctx is done: it takes the lease when it is free and
-// refreshes it while held. When ctx is done it gives the lease up
-// (deleting the key, so another candidate takes over at once) and
-// returns.
-func (l *Lease) Run(ctx context.Context) {
+// Start campaigns until ctx is done: it tries to take the lease once
+// before it returns (so that [Lease.Leader] answers at once), then, in a
+// goroutine, takes the lease whenever it is free and refreshes it while
+// held. When ctx is done it gives the lease up (deleting the key, so
+// another candidate takes over at once) and closes the returned channel.
+func (l *Lease) Start(ctx context.Context) <-chan struct{} {
+	l.step(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.run(ctx)
+	}()
+	return done
+}
+
+func (l *Lease) run(ctx context.Context) {
 	go l.watch(ctx)
 	period := l.cfg.TTL / 3
 	for {
-		l.step(ctx)
 		wait := period
 		if d, leading := l.holding(); leading {
 			wait = min(wait, max(d.Sub(l.now()), 0))
@@ -140,6 +152,7 @@ func (l *Lease) Run(ctx context.Context) {
 		case <-l.kick:
 			t.Stop()
 		}
+		l.step(ctx)
 	}
 }
 

@@ -86,7 +86,8 @@ func (e *election) start(t *testing.T, s *natstest.Server, id string, opts ...na
 	}
 	runCtx, stop := context.WithCancel(context.Background())
 	c := &candidate{id: id, lease: l, nc: nc, stop: stop, done: make(chan struct{})}
-	go func() { l.Run(runCtx); close(c.done) }()
+	done := l.Start(runCtx)
+	go func() { <-done; close(c.done) }()
 	t.Cleanup(c.halt)
 	return c
 }
