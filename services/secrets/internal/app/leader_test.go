@@ -103,6 +103,19 @@ func TestPKILeader(t *testing.T) {
 	if got := issued(t, lead); got < 1 {
 		t.Errorf("the leader counts %v issuances after issuing edge/bound", got)
 	}
+	// The binding changed in KV, its stored certificate kept: it no
+	// longer matches the names, and the leader issues for the new ones.
+	vaultCLI(t, v, "kv", "patch", "secret/keyway/keystores/edge/bound", "common_name=renamed.example.com")
+	testwait.Until(t, 30*time.Second, "both replicas to serve a certificate for the renamed binding", func() bool {
+		lv, lk := served(t, lead, "edge", "bound")
+		fv, fk := served(t, follow, "edge", "bound")
+		a, err := follow.API.GetAlias(ctx, connect.NewRequest(&secretsv1.GetAliasRequest{Keystore: "edge", Alias: "bound"}))
+		if err != nil || len(a.Msg.GetAlias().GetChain()) == 0 {
+			return false
+		}
+		boundVersion = lv
+		return lv != "" && lv == fv && lk == fk && a.Msg.GetAlias().GetChain()[0].GetSubject() == "CN=renamed.example.com"
+	})
 
 	// The renewal: the leader issues, both serve the new certificate.
 	renewed := lead.Bucket.wait(t, "alias.edge.gw", func(e jetstream.KeyValueEntry, sv *secretsv1.SecretVersion) bool {
