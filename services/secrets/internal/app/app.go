@@ -248,7 +248,7 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	}
 	log.Info("secrets service serving", "addr", apiLn.Addr().String(), "url", guard.Scheme()+"://"+apiLn.Addr().String(), "internal", addrString(internalAddr),
-		"backend", backend.Describe(), "nats", nc.ConnectedUrlRedacted(), "bucket", bucketName(cfg.Bucket), "config_bucket", cmp.Or(cfg.ConfigBucket, configkv.Bucket), "poll_interval", cfg.Store.PollInterval, "leader_bucket", cfg.LeaderBucket)
+		"backend", backend.Describe(), "nats", nc.ConnectedUrlRedacted(), "bucket", bucketName(cfg.Bucket), "config_bucket", cmp.Or(cfg.ConfigBucket, configkv.Bucket), "poll_interval", cfg.Store.PollInterval, "leader_bucket", leaderBucket(lease, cfg.LeaderBucket))
 	if cfg.OnListen != nil {
 		cfg.OnListen(apiLn.Addr(), internalAddr)
 	}
@@ -277,6 +277,15 @@ func addrString(a net.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// leaderBucket names the lease's bucket for the log; empty when no
+// election runs.
+func leaderBucket(lease *leader.Lease, bucket string) string {
+	if lease == nil {
+		return ""
+	}
+	return bucket
 }
 
 func bucketName(b string) string {
