@@ -12,9 +12,10 @@
 //     history) it, the node registry and the secret versions; create the
 //     node registry when it is missing (a node may be later); write the
 //     audit stream.
-//   - secrets: create and write the secret-versions bucket; read the
-//     configuration bucket (to refuse deleting a secret that resources
-//     use); write the audit stream.
+//   - secrets: create and write the secret-versions bucket and the bucket
+//     of its replicas' PKI leader lease; read the configuration bucket (to
+//     refuse deleting a secret that resources use); write the audit
+//     stream.
 //   - node: read the configuration bucket and the secret versions; create
 //     the node registry and write status keys into it. It needs no consumer
 //     on the registry, so it may create none there: a consumer's deliver
@@ -56,7 +57,12 @@ type Buckets struct {
 	Config         string // default configkv.Bucket
 	Nodes          string // default nodekv.Bucket
 	SecretVersions string // default secretref.Bucket
+	SecretsLeader  string // default SecretsLeaderBucket
 }
+
+// SecretsLeaderBucket is the bucket of the secrets replicas' PKI leader
+// lease (the secrets service's --leader-bucket).
+const SecretsLeaderBucket = "keyway-secrets-leader"
 
 // User is a NATS user and the subjects it may use. Publish and Subscribe
 // are allow lists: everything else is denied.
@@ -72,6 +78,7 @@ func Users(b Buckets) []User {
 	cfg := cmp.Or(b.Config, configkv.Bucket)
 	nodes := cmp.Or(b.Nodes, nodekv.Bucket)
 	versions := cmp.Or(b.SecretVersions, secretref.Bucket)
+	lease := cmp.Or(b.SecretsLeader, SecretsLeaderBucket)
 	return []User{
 		{
 			Name:      Policy,
@@ -80,7 +87,7 @@ func Users(b Buckets) []User {
 		},
 		{
 			Name:      Secrets,
-			Publish:   join(account(), writeKV(versions), readKV(cfg), audit()),
+			Publish:   join(account(), writeKV(versions), writeKV(lease), readKV(cfg), audit()),
 			Subscribe: inbox(Secrets),
 		},
 		{

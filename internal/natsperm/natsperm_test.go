@@ -68,6 +68,12 @@ func TestUsers(t *testing.T) {
 		{natsperm.Policy, "keyway.audit.>", true},
 		{natsperm.Secrets, "$KV.keyway-secret-versions.>", true},
 		{natsperm.Secrets, "$KV.keyway-config.>", false},
+		// The PKI leader lease: created, refreshed, watched, released.
+		{natsperm.Secrets, "$KV.keyway-secrets-leader.>", true},
+		{natsperm.Secrets, "$JS.API.STREAM.CREATE.KV_keyway-secrets-leader", true},
+		{natsperm.Secrets, "$JS.API.CONSUMER.CREATE.KV_keyway-secrets-leader.>", true},
+		{natsperm.Policy, "$KV.keyway-secrets-leader.>", false},
+		{natsperm.Node, "$KV.keyway-secrets-leader.>", false},
 		// The secrets service reads the configuration (which resources
 		// use a secret), and never writes or reconfigures it.
 		{natsperm.Secrets, "$JS.API.STREAM.INFO.KV_keyway-config", true},

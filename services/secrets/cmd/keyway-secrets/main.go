@@ -23,6 +23,7 @@ import (
 	"keyway.dev/internal/natsconn"
 	"keyway.dev/internal/secretref"
 	"keyway.dev/secrets/internal/app"
+	"keyway.dev/secrets/internal/leader"
 	"keyway.dev/secrets/internal/pki"
 	"keyway.dev/secrets/internal/store"
 	"keyway.dev/secrets/internal/vaultauth"
@@ -77,6 +78,8 @@ func realMain(ctx context.Context, args []string) error {
 		prefix         = fs.String("vault-prefix", "keyway", "folder under the KV mount")
 		pkiMount       = fs.String("vault-pki-mount", "pki", "Vault PKI mount")
 		poll           = fs.String("poll-interval", "2s", "how often the backend's versions are read to notice changes made outside the service")
+		leaderBucket   = fs.String("leader-bucket", leader.DefaultBucket, "JetStream KV bucket of the lease that elects the one replica issuing and renewing Vault PKI certificates; empty runs no election (one replica)")
+		leaderTTL      = fs.Duration("leader-ttl", leader.DefaultTTL, "how long the PKI leader's lease lives without a refresh: a replica takes over within about this long after the leader is lost")
 		renew          = fs.String("pki-renew-fraction", strconv.FormatFloat(pki.DefaultRenewFraction, 'f', 3, 64), "fraction of a PKI certificate's lifetime after which a new one is issued, ±5% jitter")
 		logFormat      = fs.String("log-format", "text", "log format: text or json")
 		logLevel       = fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -101,6 +104,9 @@ func realMain(ctx context.Context, args []string) error {
 	interval, err := time.ParseDuration(*poll)
 	if err != nil || interval <= 0 {
 		return fmt.Errorf("--poll-interval: %q is not a positive duration such as 2s", *poll)
+	}
+	if *leaderTTL < 3*time.Second {
+		return fmt.Errorf("--leader-ttl: %s is too short; give at least 3s (the lease is refreshed every third of it)", *leaderTTL)
 	}
 	fraction, err := strconv.ParseFloat(*renew, 64)
 	if err != nil || fraction <= 0 || fraction >= 1 {
@@ -131,6 +137,8 @@ func realMain(ctx context.Context, args []string) error {
 		VaultPrefix:      *prefix,
 		VaultPKIMount:    *pkiMount,
 		Store:            store.Config{PollInterval: interval, RenewFraction: fraction},
+		LeaderBucket:     *leaderBucket,
+		LeaderTTL:        *leaderTTL,
 		Audit:            auditCfg,
 		Log:              log.With("service", "secrets"),
 	})

@@ -37,6 +37,7 @@ import (
 	"keyway.dev/internal/natsconn"
 	"keyway.dev/internal/secretref"
 	"keyway.dev/secrets/internal/dependents"
+	"keyway.dev/secrets/internal/leader"
 	"keyway.dev/secrets/internal/localdir"
 	"keyway.dev/secrets/internal/metrics"
 	"keyway.dev/secrets/internal/pki"
@@ -97,6 +98,13 @@ type Config struct {
 	// NATS is the NATS connection's TLS and user (package natsconn); its
 	// URL, when empty, is NATSURL.
 	NATS natsconn.Config
+	// LeaderBucket is the bucket of the lease that elects, among the
+	// replicas, the one that issues and renews Vault PKI certificates
+	// (package leader); empty runs no election: this service is the
+	// leader (one replica). LeaderTTL is the lease's TTL
+	// (leader.DefaultTTL when zero).
+	LeaderBucket string
+	LeaderTTL    time.Duration
 }
 
 // Run serves until ctx is done.
@@ -164,15 +172,44 @@ func Run(ctx context.Context, cfg Config) error {
 	m := metrics.New()
 	m.Register(aw.Collectors()...)
 	m.Register(certfiles.Collector(own))
-	st := store.New(backend, issuer, bucket, m, log, cfg.Store)
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	storeCfg := cfg.Store
+	var (
+		st    *store.Store
+		lease *leader.Lease
+	)
+	if cfg.LeaderBucket != "" && issuer != nil {
+		openCtx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		lease, err = leader.Open(openCtx, js, leader.Config{Bucket: cfg.LeaderBucket, Replicas: cfg.Replicas, TTL: cfg.LeaderTTL, Log: log,
+			OnChange: func(leading bool) {
+				m.SetLeader(leading)
+				if leading {
+					st.Wake() // issue what waits for a certificate, renew what is due
+				}
+			}})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("opening the PKI leader lease (is NATS with JetStream at %s?): %w", cfg.NATSURL, err)
+		}
+		storeCfg.Leader = lease.Leader
+	} else {
+		m.SetLeader(true) // no election: this service issues
+	}
+	st = store.New(backend, issuer, bucket, m, log, storeCfg)
 	m.SetSource(st)
+	if lease != nil {
+		// Campaign before the load, so that a leader issues what has no
+		// certificate and a follower waits for it. At a clean stop the
+		// lease is released before NATS is closed.
+		done := lease.Start(runCtx)
+		defer func() { stopRun(); <-done }()
+	}
 	loadCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	if err := st.Load(loadCtx); err != nil {
 		log.Warn("secrets backend not reachable at start; serving nothing until it answers", "backend", backend.Describe(), "error", err)
 	}
 	cancel()
-	runCtx, stopRun := context.WithCancel(ctx)
-	defer stopRun()
 	go st.Run(runCtx)
 	ready := st.BackendError
 	if session != nil {
@@ -216,7 +253,7 @@ func Run(ctx context.Context, cfg Config) error {
 		})
 	}
 	log.Info("secrets service serving", "addr", apiLn.Addr().String(), "url", guard.Scheme()+"://"+apiLn.Addr().String(), "internal", addrString(internalAddr),
-		"backend", backend.Describe(), "nats", nc.ConnectedUrlRedacted(), "bucket", bucketName(cfg.Bucket), "config_bucket", cmp.Or(cfg.ConfigBucket, configkv.Bucket), "poll_interval", cfg.Store.PollInterval)
+		"backend", backend.Describe(), "nats", nc.ConnectedUrlRedacted(), "bucket", bucketName(cfg.Bucket), "config_bucket", cmp.Or(cfg.ConfigBucket, configkv.Bucket), "poll_interval", cfg.Store.PollInterval, "leader_bucket", leaderBucket(lease, cfg.LeaderBucket))
 	if cfg.OnListen != nil {
 		cfg.OnListen(apiLn.Addr(), internalAddr)
 	}
@@ -245,6 +282,15 @@ func addrString(a net.Addr) string {
 		return ""
 	}
 	return a.String()
+}
+
+// leaderBucket names the lease's bucket for the log; empty when no
+// election runs.
+func leaderBucket(lease *leader.Lease, bucket string) string {
+	if lease == nil {
+		return ""
+	}
+	return bucket
 }
 
 func bucketName(b string) string {

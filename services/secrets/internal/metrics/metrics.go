@@ -1,7 +1,7 @@
 // Package metrics is the secrets service's Prometheus metrics: the expiry
 // of every certificate it holds (computed at scrape time), whether the
-// backend answers, bucket publications, PKI issuances, and backend
-// versions rejected. The service owns its registry, served by
+// backend answers, bucket publications, PKI issuances and leadership, and
+// backend versions rejected. The service owns its registry, served by
 // [Metrics.Handler].
 package metrics
 
@@ -32,6 +32,7 @@ type Metrics struct {
 	backendUp prometheus.Gauge
 	published *prometheus.CounterVec
 	issued    *prometheus.CounterVec
+	leader    prometheus.Gauge
 	rejected  *prometheus.CounterVec
 }
 
@@ -53,6 +54,10 @@ func New() *Metrics {
 			Name: "keyway_secrets_pki_issued_total",
 			Help: "Certificates issued from Vault PKI (first issue and renewals), by result (ok, error).",
 		}, []string{"result"}),
+		leader: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keyway_secrets_pki_leader",
+			Help: "1 on the replica that issues and renews Vault PKI certificates (it holds the lease in keyway-secrets-leader, or runs without one), 0 on the others.",
+		}),
 		// Labelled by class, not by secret: reasons are a closed set,
 		// and the API names the secrets (keywayctl secrets list).
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -67,7 +72,7 @@ func New() *Metrics {
 			m.rejected.WithLabelValues(kind, string(r))
 		}
 	}
-	m.reg.MustRegister(m.backendUp, m.published, m.issued, m.rejected,
+	m.reg.MustRegister(m.backendUp, m.published, m.issued, m.leader, m.rejected,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -94,6 +99,15 @@ func (m *Metrics) BackendUp(up bool) {
 		m.backendUp.Set(1)
 	} else {
 		m.backendUp.Set(0)
+	}
+}
+
+// SetLeader records whether this replica is the PKI leader.
+func (m *Metrics) SetLeader(leading bool) {
+	if leading {
+		m.leader.Set(1)
+	} else {
+		m.leader.Set(0)
 	}
 }
 

@@ -18,6 +18,10 @@ var ErrNotFound = errors.New("secret: not found")
 // changes. Other backend errors mean the backend could not answer.
 var ErrInvalidValue = errors.New("secret: unusable value")
 
+// ErrVersionChanged is returned by a conditional write when the secret is
+// no longer at the version it was read at: someone wrote it meanwhile.
+var ErrVersionChanged = errors.New("secret: changed since it was read")
+
 // NotStoredError is a backend write that certainly stored nothing: the
 // backend could not be reached, or it answered with an error. A write error
 // that is not one leaves the outcome unknown (the request was sent, and no
@@ -41,9 +45,11 @@ type AliasRecord struct {
 	// and, for Vault, when it was written (a secret deleted and created
 	// again, or a restored Vault, starts again at version 1).
 	Revision string
-	// CertificatePEM is the chain, leaf first; empty for a PKI binding.
+	// CertificatePEM is the chain, leaf first. For a PKI binding it is
+	// the certificate last issued for it, stored with the binding so
+	// that every replica serves the same one; empty until one is.
 	CertificatePEM string
-	// Key is the private key; zero for a PKI binding.
+	// Key is the private key (for a PKI binding, the issued one's).
 	Key   PrivateKey
 	Usage secretsv1.Usage
 	// PKI, when set, says the alias is issued from a Vault PKI role.

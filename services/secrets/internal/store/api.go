@@ -60,7 +60,8 @@ func (s *Store) writeError(what string, err error) error {
 
 // Alias returns an alias from the view; one the view does not hold yet
 // (written to the backend since the last poll) is read from the backend,
-// and a PKI alias without a certificate is issued now.
+// and a PKI alias without a certificate is issued now by the leader (a
+// follower answers ErrUnavailable until the leader has).
 func (s *Store) Alias(ctx context.Context, keystore, alias string) (*Alias, error) {
 	ref := secretref.Ref{Keystore: keystore, Alias: alias}
 	s.mu.RLock()
@@ -88,6 +89,8 @@ func (s *Store) Alias(ctx context.Context, keystore, alias string) (*Alias, erro
 	switch {
 	case errors.Is(err, secret.ErrNotFound):
 		return nil, notFound(ref)
+	case errors.Is(err, errAwaitingLeader):
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	case err != nil:
 		return nil, err
 	}
@@ -278,9 +281,12 @@ func (s *Store) PutAlias(ctx context.Context, rec *secret.AliasRecord) (*Alias, 
 		err error
 	)
 	// Issue before writing the binding, so that a role that refuses the
-	// name stores nothing.
+	// name stores nothing; the binding and its certificate are one
+	// version, which every replica loads. Whichever replica takes the
+	// put issues it, leader or not: the caller learns at once whether
+	// the role allows it.
 	if rec.PKI != nil {
-		if a, err = s.issue(ctx, rec); err != nil {
+		if rec, err = s.issue(ctx, rec); err != nil {
 			return nil, err
 		}
 	}
@@ -291,8 +297,10 @@ func (s *Store) PutAlias(ctx context.Context, rec *secret.AliasRecord) (*Alias, 
 	s.setBackend(nil) // it answered: reads need not wait for the next poll to know
 	stored := *rec
 	stored.Version, stored.Revision, stored.UpdateTime = st.Version, st.Revision, st.UpdateTime
-	if a != nil {
-		a.Record = &stored
+	if rec.PKI != nil {
+		if a, err = s.pkiAlias(&stored); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
 	} else if a, err = newAlias(&stored, stored.CertificatePEM, stored.Key, stored.UpdateTime); err != nil {
 		return nil, err
 	}

@@ -3,6 +3,12 @@
 // backend's versions, with certificates issued from Vault PKI and renewed
 // before they expire, and a [SecretVersion] published for every change.
 //
+// Certificates issued from Vault PKI are stored in the backend with their
+// binding, and every replica serves what the backend holds: only the
+// leader (Config.Leader) issues for a binding that has none and renews,
+// a put is issued by the replica that takes it, and the others load the
+// stored certificate, so all publish the same version (its serial).
+//
 // Reads are served from the view, so a backend that goes away leaves the
 // service serving the material it last fetched; writes go to the backend
 // and then into the view.
@@ -121,6 +127,9 @@ type Config struct {
 	// RenewFraction of a PKI certificate's lifetime after which a new one
 	// is issued (pki.DefaultRenewFraction when zero).
 	RenewFraction float64
+	// Leader reports whether this replica issues and renews PKI
+	// certificates; nil means it always does (a single replica).
+	Leader func() bool
 }
 
 // Store is the view. Safe for concurrent use.
@@ -152,6 +161,13 @@ type Store struct {
 	// reconciled is set once stale bucket keys have been deleted. Guarded
 	// by writes.
 	reconciled bool
+	// awaiting holds, per PKI alias whose backend version carries no
+	// usable certificate, that version's revision: a follower waits for
+	// the leader to issue and store one, and does not read it again until
+	// the revision changes. Guarded by mu.
+	awaiting map[secretref.Ref]string
+	// wake runs a pass of Run at once (leadership gained).
+	wake chan struct{}
 }
 
 // Alias is an alias as the service holds it. Immutable once in the view.
@@ -211,6 +227,21 @@ func New(b Backend, issuer Issuer, pub Publisher, obs Observer, log *slog.Logger
 		truststores: make(map[secretref.Ref]*Truststore),
 		rejected:    make(map[secretref.Ref]*Rejection),
 		unpublished: make(map[string][]byte),
+		awaiting:    make(map[secretref.Ref]string),
+		wake:        make(chan struct{}, 1),
+	}
+}
+
+// leader reports whether this replica issues and renews.
+func (s *Store) leader() bool { return s.cfg.Leader == nil || s.cfg.Leader() }
+
+// Wake makes [Store.Run] poll (and renew, when leader) at once: call it
+// when this replica becomes the PKI leader, so that what waits for a
+// certificate gets one without waiting for the next poll.
+func (s *Store) Wake() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -265,7 +296,9 @@ func (s *Store) reconcile(ctx context.Context) {
 		// A secret whose only version is rejected still exists: its key
 		// keeps announcing what was served before.
 		_, isRejected := s.rejected[ref]
-		if !isAlias && !isTS && !isRejected {
+		// A PKI alias waiting for the leader keeps its key too.
+		_, isAwaiting := s.awaiting[ref]
+		if !isAlias && !isTS && !isRejected && !isAwaiting {
 			stale = append(stale, k)
 		}
 	}
@@ -289,6 +322,8 @@ func (s *Store) Run(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-s.wake:
+			t.Stop()
 		}
 		s.writes.Lock()
 		s.renewDue(ctx)
@@ -303,6 +338,9 @@ func (s *Store) Run(ctx context.Context) {
 }
 
 func (s *Store) nextRenewal() time.Time {
+	if !s.leader() {
+		return time.Time{} // followers load renewals from the backend
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	var next time.Time
@@ -346,10 +384,14 @@ func (s *Store) poll(ctx context.Context) error {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	s.setBackend(nil)
+	leader := s.leader()
 	s.mu.RLock()
 	var changed []secretref.Ref
 	for ref, v := range versions {
 		if r := s.rejected[ref]; r != nil && r.Revision == v && r.Reason != validate.ReasonNotYetValid {
+			continue
+		}
+		if r, ok := s.awaiting[ref]; ok && r == v && !leader {
 			continue
 		}
 		if ref.Truststore != "" {
@@ -433,7 +475,7 @@ func (s *Store) load(ctx context.Context, ref secretref.Ref, listed string) erro
 	listed = cmp.Or(listed, rec.Revision)
 	var a *Alias
 	if rec.PKI != nil {
-		if a, err = s.issue(ctx, rec); err != nil {
+		if a, err = s.loadPKI(ctx, ref, rec, listed); err != nil {
 			if errors.Is(err, ErrInvalid) {
 				return s.reject(ref, listed, rec.Version, validate.ReasonPKI, strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
 			}
@@ -579,8 +621,90 @@ func describeRef(ref secretref.Ref) string {
 	return ref.Kind() + " " + ref.Name()
 }
 
-// issue obtains a certificate for a PKI alias.
-func (s *Store) issue(ctx context.Context, rec *secret.AliasRecord) (*Alias, error) {
+// errAwaitingLeader: a follower holds a PKI binding whose backend version
+// carries no usable certificate, and waits for the leader to store one.
+var errAwaitingLeader = errors.New("store: waiting for the PKI leader")
+
+// loadPKI makes the alias of a PKI binding read from the backend: the
+// certificate stored with it when there is a usable one for the binding;
+// otherwise, on the leader, a new one issued and stored, and on a follower
+// errAwaitingLeader.
+func (s *Store) loadPKI(ctx context.Context, ref secretref.Ref, rec *secret.AliasRecord, listed string) (*Alias, error) {
+	why := "no certificate has been issued for it yet"
+	if rec.CertificatePEM != "" || len(rec.Key.PEM()) > 0 {
+		a, err := s.pkiAlias(rec)
+		if err == nil {
+			return a, nil
+		}
+		why = err.Error()
+	}
+	if !s.leader() {
+		s.mu.Lock()
+		_, known := s.awaiting[ref]
+		s.awaiting[ref] = listed
+		s.mu.Unlock()
+		if !known {
+			s.log.Info("PKI alias waits for the leader to issue its certificate", "keystore", ref.Keystore, "alias", ref.Alias, "version", rec.Version, "reason", why)
+		}
+		return nil, fmt.Errorf("%w: alias %s is bound to PKI role %q and %s; the PKI leader issues it", errAwaitingLeader, ref, rec.PKI.Role, why)
+	}
+	s.log.Info("issuing a PKI certificate for a binding without a usable one", "keystore", ref.Keystore, "alias", ref.Alias, "role", rec.PKI.Role, "version", rec.Version, "reason", why)
+	issued, err := s.issue(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	return s.storeIssued(ctx, issued, rec.Version)
+}
+
+// pkiAlias is the alias of a PKI record with the certificate stored with
+// it, held to the rules of a put and to the binding's names. Its version
+// is the certificate's serial and its renewal time derives from the
+// certificate, so every replica that loads it publishes the same version.
+func (s *Store) pkiAlias(rec *secret.AliasRecord) (*Alias, error) {
+	r := validate.KeyPair(s.backend.Fields(), rec.CertificatePEM, string(rec.Key.PEM()), rec.Usage, s.now())
+	if !r.OK() {
+		return nil, errors.New("the stored certificate is unusable: " + violations(r))
+	}
+	leaf := r.Chain[0]
+	if err := matchesBinding(leaf, rec.PKI); err != nil {
+		return nil, err
+	}
+	a, err := newAlias(rec, rec.CertificatePEM, rec.Key, rec.UpdateTime)
+	if err != nil {
+		return nil, err
+	}
+	a.Version = serialOf(leaf)
+	// Vault back-dates NotBefore (the role's not_before_duration), so
+	// the lifetime counted is a little longer than the TTL asked for and
+	// the renewal a little earlier.
+	a.RenewAt = pki.RenewAt(leaf, leaf.NotBefore, s.cfg.RenewFraction)
+	return a, nil
+}
+
+// matchesBinding says why leaf was not issued for b (another common name,
+// an alt name missing), or nil when it was.
+func matchesBinding(leaf *x509.Certificate, b *secret.PKIBinding) error {
+	if leaf.Subject.CommonName != b.CommonName {
+		return fmt.Errorf("the stored certificate is for %q, and the binding asks for %q", leaf.Subject.CommonName, b.CommonName)
+	}
+	names := slices.Concat(leaf.DNSNames, leaf.EmailAddresses)
+	for _, ip := range leaf.IPAddresses {
+		names = append(names, ip.String())
+	}
+	for _, u := range leaf.URIs {
+		names = append(names, u.String())
+	}
+	for _, n := range b.AltNames {
+		if !slices.Contains(names, n) {
+			return fmt.Errorf("the stored certificate lacks the alt name %q the binding asks for", n)
+		}
+	}
+	return nil
+}
+
+// issue obtains a certificate for a PKI binding and holds it to the rules
+// of a put. It returns rec with the issued chain and key.
+func (s *Store) issue(ctx context.Context, rec *secret.AliasRecord) (*secret.AliasRecord, error) {
 	if s.issuer == nil {
 		return nil, fmt.Errorf("%w: alias %s/%s is bound to PKI role %q, but this service runs without Vault", ErrInvalid, rec.Keystore, rec.Alias, rec.PKI.Role)
 	}
@@ -592,25 +716,63 @@ func (s *Store) issue(ctx context.Context, rec *secret.AliasRecord) (*Alias, err
 		}
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
-	issuedAt := s.now()
-	a, err := newAlias(rec, chainPEM, key, issuedAt)
-	if err != nil {
+	r := validate.KeyPair(secret.Fields{Certificate: "the issued certificate", Key: "the issued private key"}, chainPEM, string(key.PEM()), rec.Usage, s.now())
+	if !r.OK() {
 		s.obs.Renewed(false)
-		return nil, err
+		return nil, fmt.Errorf("%w: Vault PKI role %q issued a certificate for %q that breaks the rules of a put: %s", ErrInvalid, rec.PKI.Role, rec.PKI.CommonName, violations(r))
 	}
-	a.Version = serialOf(a.Chain[0])
-	a.RenewAt = pki.RenewAt(a.Chain[0], issuedAt, s.cfg.RenewFraction)
 	s.obs.Renewed(true)
-	return a, nil
+	issued := *rec
+	issued.CertificatePEM, issued.Key = chainPEM, key
+	return &issued, nil
+}
+
+// storeIssued writes a record with a newly issued certificate as the
+// alias's next version, if the backend still holds version (a binding
+// changed meanwhile wins), and returns the alias to serve. Nothing is
+// served that the backend does not hold: a key rests in the backend only.
+func (s *Store) storeIssued(ctx context.Context, rec *secret.AliasRecord, version string) (*Alias, error) {
+	var (
+		st  secret.Stamp
+		err error
+	)
+	if c, ok := s.backend.(Conditional); ok {
+		st, err = c.PutAliasAt(ctx, rec, version)
+	} else {
+		st, err = s.backend.PutAlias(ctx, rec)
+	}
+	if errors.Is(err, secret.ErrVersionChanged) {
+		return nil, fmt.Errorf("storing the certificate issued for alias %s/%s: %w; the next poll loads the new version", rec.Keystore, rec.Alias, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: storing the certificate issued for alias %s/%s: %w", ErrUnavailable, rec.Keystore, rec.Alias, err)
+	}
+	stored := *rec
+	stored.Version, stored.Revision, stored.UpdateTime = st.Version, st.Revision, st.UpdateTime
+	return s.pkiAlias(&stored)
+}
+
+// Conditional is a backend that writes an alias only if it is still at
+// the version read (Vault KV's check-and-set), so that a certificate
+// issued for a binding never overwrites a binding changed meanwhile.
+// Safe for concurrent use.
+type Conditional interface {
+	// PutAliasAt stores rec as a new version if the current one is
+	// version, else returns secret.ErrVersionChanged.
+	PutAliasAt(ctx context.Context, rec *secret.AliasRecord, version string) (secret.Stamp, error)
 }
 
 func serialOf(cert *x509.Certificate) string {
 	return fmt.Sprintf("%x", cert.SerialNumber)
 }
 
-// renewDue issues anew every PKI alias whose renewal time has come.
-// Callers hold writes.
+// renewDue issues anew every PKI alias whose renewal time has come, and
+// stores it in the backend, when this replica is the leader. Callers hold
+// writes.
 func (s *Store) renewDue(ctx context.Context) {
+	if !s.leader() {
+		return
+	}
 	now := s.now()
 	s.mu.RLock()
 	var due []*Alias
@@ -622,7 +784,11 @@ func (s *Store) renewDue(ctx context.Context) {
 	s.mu.RUnlock()
 	for _, old := range due {
 		ref := secretref.Ref{Keystore: old.Record.Keystore, Alias: old.Record.Alias}
-		a, err := s.issue(ctx, old.Record)
+		issued, err := s.issue(ctx, old.Record)
+		var a *Alias
+		if err == nil {
+			a, err = s.storeIssued(ctx, issued, old.Record.Version)
+		}
 		if err != nil {
 			s.log.Warn("renewing a PKI certificate failed; keeping the current one and retrying", "keystore", ref.Keystore, "alias", ref.Alias,
 				"role", old.Record.PKI.Role, "not_after", old.Chain[0].NotAfter, "error", err)
@@ -634,8 +800,8 @@ func (s *Store) renewDue(ctx context.Context) {
 			s.mu.Unlock()
 			continue
 		}
-		// A renewal is not a new backend version: a rejection stands.
-		s.installAlias(ctx, ref, a, "pki renewal", false)
+		// A renewal is the backend's version that this replica wrote.
+		s.installAlias(ctx, ref, a, "pki renewal", true)
 	}
 }
 
@@ -672,6 +838,7 @@ func (s *Store) installAlias(ctx context.Context, ref secretref.Ref, a *Alias, w
 	if current {
 		cleared = s.rejected[ref]
 		delete(s.rejected, ref)
+		delete(s.awaiting, ref)
 	}
 	s.mu.Unlock()
 	if cleared != nil {
@@ -726,6 +893,7 @@ func (s *Store) forget(ctx context.Context, ref secretref.Ref, why string) {
 	delete(s.aliases, ref)
 	delete(s.truststores, ref)
 	delete(s.rejected, ref)
+	delete(s.awaiting, ref)
 	s.mu.Unlock()
 	s.log.Info("secret removed", "ref", ref.String(), "reason", why)
 	if held || heldTS {

@@ -6,7 +6,9 @@
 //	    private_key   PEM
 //	    usage         "client" or "server"
 //	  or, for an alias issued from Vault PKI:
-//	    pki_role, common_name, alt_names (comma-separated), ttl ("1h"), usage
+//	    pki_role, common_name, alt_names (comma-separated), ttl ("1h"), usage,
+//	    and certificate and private_key: the certificate last issued for
+//	    the binding (absent until the PKI leader has issued one)
 //	<mount>/keyway/truststores/<name>
 //	    certificates  CA bundle, PEM
 //
@@ -260,7 +262,6 @@ func (k *KV) getAlias(ctx context.Context, ks, alias string, version int) (*secr
 			b.TTL = d
 		}
 		rec.PKI = b
-		return rec, nil
 	}
 	// Missing or damaged fields are the store's to report, under these
 	// field names (see Fields), with the rules of a put.
@@ -300,6 +301,21 @@ func (k *KV) getTruststore(ctx context.Context, name string, version int) (*secr
 
 // PutAlias writes a new version of an alias.
 func (k *KV) PutAlias(ctx context.Context, rec *secret.AliasRecord) (secret.Stamp, error) {
+	return k.put(ctx, k.aliasPath(rec.Keystore, rec.Alias), aliasData(rec))
+}
+
+// PutAliasAt writes a new version of an alias only if its current version
+// is still version (KV's check-and-set); otherwise it stores nothing and
+// returns secret.ErrVersionChanged.
+func (k *KV) PutAliasAt(ctx context.Context, rec *secret.AliasRecord, version string) (secret.Stamp, error) {
+	v, err := strconv.Atoi(version)
+	if err != nil {
+		return secret.Stamp{}, fmt.Errorf("vaultkv: version %q of alias %s/%s is not a KV version", version, rec.Keystore, rec.Alias)
+	}
+	return k.put(ctx, k.aliasPath(rec.Keystore, rec.Alias), aliasData(rec), api.WithCheckAndSet(v))
+}
+
+func aliasData(rec *secret.AliasRecord) map[string]any {
 	data := map[string]any{fieldUsage: secret.UsageName(rec.Usage)}
 	if b := rec.PKI; b != nil {
 		data[fieldPKIRole] = b.Role
@@ -308,11 +324,13 @@ func (k *KV) PutAlias(ctx context.Context, rec *secret.AliasRecord) (secret.Stam
 		if b.TTL > 0 {
 			data[fieldTTL] = b.TTL.String()
 		}
-	} else {
-		data[fieldCertificate] = rec.CertificatePEM
-		data[fieldPrivateKey] = string(rec.Key.PEM())
+		if rec.CertificatePEM == "" {
+			return data // not issued yet
+		}
 	}
-	return k.put(ctx, k.aliasPath(rec.Keystore, rec.Alias), data)
+	data[fieldCertificate] = rec.CertificatePEM
+	data[fieldPrivateKey] = string(rec.Key.PEM())
+	return data
 }
 
 // PutTruststore writes a new version of a truststore.
@@ -320,8 +338,12 @@ func (k *KV) PutTruststore(ctx context.Context, rec *secret.TruststoreRecord) (s
 	return k.put(ctx, k.truststorePath(rec.Name), map[string]any{fieldCertificates: rec.CertificatesPEM})
 }
 
-func (k *KV) put(ctx context.Context, path string, data map[string]any) (secret.Stamp, error) {
-	s, err := k.kv.Put(ctx, path, data)
+func (k *KV) put(ctx context.Context, path string, data map[string]any, opts ...api.KVOption) (secret.Stamp, error) {
+	s, err := k.kv.Put(ctx, path, data, opts...)
+	var re *api.ResponseError
+	if len(opts) > 0 && errors.As(err, &re) && re.StatusCode == 400 && strings.Contains(strings.Join(re.Errors, " "), "check-and-set") {
+		return secret.Stamp{}, fmt.Errorf("vaultkv: %s/%s was written since it was read: %w", k.cfg.Mount, path, secret.ErrVersionChanged)
+	}
 	if err != nil {
 		return secret.Stamp{}, k.writeError(path, err)
 	}
