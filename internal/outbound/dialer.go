@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -345,6 +346,7 @@ func (d *Dialer) probe(ctx context.Context, addr, path string) (*Result, *Error)
 	if herr != nil {
 		return nil, herr
 	}
+	hold.held.Store(true)
 	defer func() { _ = tc.Close(); _ = hold.Conn.Close() }()
 	elapsed := time.Since(start)
 	cs := tc.ConnectionState()
@@ -452,10 +454,20 @@ func (d *Dialer) fail(err error, addr string, facts *failure.HandshakeFacts) *Er
 	return &Error{Upstream: d.upstream, Endpoint: addr, Reason: dg.Reason, Phase: facts.Phase, Detail: dg.Detail, Err: err}
 }
 
-// heldConn is a connection whose Close is left to its owner (it calls
-// Conn.Close): a probe keeps reading what the server sent after an HTTP
-// client gave up on the connection.
-type heldConn struct{ net.Conn }
+// heldConn is a connection whose Close, once held, is left to its owner
+// (it calls Conn.Close): a probe keeps reading what the server sent after
+// an HTTP client gave up on the connection. Until held, Close closes: that
+// is how a handshake past its deadline is interrupted.
+type heldConn struct {
+	net.Conn
+	held atomic.Bool
+}
 
-// Close does nothing; the probe closes Conn when it is done.
-func (*heldConn) Close() error { return nil }
+// Close closes the connection unless it is held; then the probe closes
+// Conn when it is done.
+func (h *heldConn) Close() error {
+	if h.held.Load() {
+		return nil
+	}
+	return h.Conn.Close()
+}
