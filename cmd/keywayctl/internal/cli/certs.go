@@ -39,12 +39,12 @@ how many of the live nodes.
 --expiring-within DURATION lists only those that expire within it (720h: the
 next 30 days), expired ones included.
 
-Output formats (-o): table (default), json and yaml: a list of
-{fingerprint, subject, issuer, sans, notAfter, secondsLeft, source, uses,
-nodes}.`,
+Output formats (-o): table (default), json and yaml: {"items": [...]},
+each {fingerprint, subject, issuer, sans, notAfter, secondsLeft, source,
+uses, nodes}.`,
 		Example: `  keywayctl certs
   keywayctl certs --expiring-within 720h
-  keywayctl certs -o json | jq '.[] | select(.secondsLeft < 86400*7) | .subject'`,
+  keywayctl certs -o json | jq '.items[] | select(.secondsLeft < 86400*7) | .subject'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := output.ParseFormat(format)
@@ -69,23 +69,26 @@ nodes}.`,
 			if within > 0 {
 				list = slices.DeleteFunc(list, func(c *fleetCert) bool { return c.NotAfter.Sub(now) > within })
 			}
+			doc := struct {
+				Items []*fleetCert `json:"items"`
+			}{list}
 			switch f {
 			case output.JSON:
 				enc := json.NewEncoder(g.io.Stdout)
 				enc.SetIndent("", "  ")
-				return enc.Encode(list)
+				return enc.Encode(doc)
 			case output.YAML:
-				b, err := json.Marshal(list)
+				b, err := json.Marshal(doc)
 				if err != nil {
 					return err
 				}
-				var doc any
-				if err := json.Unmarshal(b, &doc); err != nil {
+				var tree any
+				if err := json.Unmarshal(b, &tree); err != nil {
 					return err
 				}
 				enc := yaml.NewEncoder(g.io.Stdout)
 				enc.SetIndent(2)
-				if err := enc.Encode(doc); err != nil {
+				if err := enc.Encode(tree); err != nil {
 					return err
 				}
 				return enc.Close()

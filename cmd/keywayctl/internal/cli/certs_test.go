@@ -36,10 +36,13 @@ func TestCerts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var list []fleetCert
-	if err := json.Unmarshal([]byte(out), &list); err != nil {
+	var doc struct {
+		Items []fleetCert `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		t.Fatalf("certs -o json: %v\n%s", err, out)
 	}
+	list := doc.Items
 	if len(list) != 3 {
 		t.Fatalf("certs -o json lists %d certificates, want 3 (one per fingerprint):\n%s", len(list), out)
 	}
