@@ -38,7 +38,7 @@ const (
 
 // DefaultKubernetesTokenFile is where a pod's projected service-account
 // token is mounted.
-const DefaultKubernetesTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+const DefaultKubernetesTokenFile = "/var/run/secrets/kubernetes.io/serviceaccount/token" //nolint:gosec // a path, not a credential
 
 // Config says how the service logs in to Vault.
 type Config struct {
