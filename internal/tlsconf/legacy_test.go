@@ -29,7 +29,7 @@ func handshake(t *testing.T, base *tls.Config, o *model.OutboundTLS, addr string
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := tls.Client(raw, tlsconf.OutboundConn(base, o, facts))
+	tc := tls.Client(raw, tlsconf.OutboundConn(base, o, facts, nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = tc.HandshakeContext(ctx)
