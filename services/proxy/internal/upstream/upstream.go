@@ -83,6 +83,9 @@ type Options struct {
 	// to the upstream in traceparent. Off (the zero value): nothing is
 	// recorded and the request path is unchanged.
 	Tracing telemetry.Tracing
+	// Revocation checks the certificates of upstreams whose tls-outbound
+	// context turns revocation on; nil: building such an Upstream fails.
+	Revocation *Revocation
 }
 
 // Recorder receives the outcome of every request an Upstream forwards.
@@ -173,6 +176,10 @@ type Upstream struct {
 
 	probeMu sync.Mutex
 	probes  map[string]*probeState // by endpoint
+
+	// revocation checks the upstream's certificate at each handshake;
+	// nil when the context does not.
+	revocation *upstreamRevocation
 }
 
 // New builds the Upstream for svc. tlsCtx is the tls-outbound context of the
@@ -192,8 +199,19 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		rec:       discardRecorder{},
 		tracing:   opts.Tracing,
 	}
-	d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout, Observer: opts.Handshakes, Tracer: opts.Tracing.Tracer, Protocol: svc.Protocol})
+	dopts := outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout, Observer: opts.Handshakes, Tracer: opts.Tracing.Tracer, Protocol: svc.Protocol}
+	rev, err := newUpstreamRevocation(svc.Name, tlsCtx, opts.Revocation)
 	if err != nil {
+		return nil, err
+	}
+	if rev != nil {
+		u.revocation, dopts.Revocation = rev, rev.check
+	}
+	d, err := outbound.NewDialer(svc.Name, tlsCtx, dopts)
+	if err != nil {
+		if rev != nil {
+			rev.checker.Close()
+		}
 		return nil, err
 	}
 	u.dialer = d
@@ -311,8 +329,22 @@ func (u *Upstream) Forward(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	defer u.release()
+	if rv := u.revocation; rv != nil {
+		// Before the request takes a pooled connection, and again
+		// once it gave its own back.
+		defer rv.after(u, rv.sweep(u))
+	}
 	u.forward(w, r)
 	return true
+}
+
+// closeIdle closes the idle connections of every pool, which stay open
+// for more.
+func (u *Upstream) closeIdle() {
+	u.transport.CloseIdleConnections()
+	if u.h1 != nil {
+		u.h1.closeIdle(false)
+	}
 }
 
 func (u *Upstream) release() {
@@ -338,6 +370,11 @@ func (u *Upstream) Drain(ctx context.Context) error {
 	u.transport.CloseIdleConnections()
 	if u.h1 != nil {
 		u.h1.closeIdle(true)
+	}
+	if u.revocation != nil {
+		// Its CRLs stop being fetched unless another checker names
+		// them; the replacement's checker already does.
+		u.revocation.checker.Close()
 	}
 	u.released.Do(u.rec.Release)
 	return err
