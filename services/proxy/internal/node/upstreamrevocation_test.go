@@ -59,6 +59,9 @@ func TestRevokedUpstreamRefused(t *testing.T) {
 	if n := counterValue(t, e, "keyway_revocation_checks_total", map[string]string{"mode": "hard-fail", "phase": "handshake", "result": "revoked"}); n != 1 {
 		t.Errorf("handshake checks that found the upstream revoked: %v, want 1", n)
 	}
+	if n := counterValue(t, e, "keyway_upstream_handshakes_total", map[string]string{"upstream": "orders", "result": "error", "reason": string(failure.Revoked)}); n < 1 {
+		t.Errorf("upstream handshakes failed as revoked: %v, want at least 1", n)
+	}
 	var logged bool
 	for _, rec := range e.logs.lines("upstream request failed") {
 		logged = logged || rec["reason"] == string(failure.Revoked) && strings.Contains(rec["detail"].(string), "is revoked (keyCompromise)")
