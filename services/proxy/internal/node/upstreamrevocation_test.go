@@ -1,8 +1,8 @@
 package node_test
 
 import (
+	"crypto/tls"
 	"encoding/json"
-	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -89,12 +89,13 @@ func TestUpstreamRevokedOnPooledConnection(t *testing.T) {
 			e := newUpstreamRevocationEnv(t)
 			pub := e.ca.Publisher()
 			var conns atomic.Int64
-			srv := upstreamServer(t, e.server, e.clients, tt.h2, nil)
-			srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-				if s == http.StateNew {
+			// One handshake per connection, resumed ones included.
+			srv := upstreamServer(t, e.server, e.clients, tt.h2, func(c *tls.Config) {
+				c.VerifyConnection = func(tls.ConnectionState) error {
 					conns.Add(1)
+					return nil
 				}
-			}
+			})
 			e.apply(t, "orders", tt.protocol, addr(srv), mtls(e.ca, e.gateway, map[string]any{
 				"revocation": map[string]any{"mode": "hard-fail", "crl": []any{pub.CRLURL()}},
 			}))
