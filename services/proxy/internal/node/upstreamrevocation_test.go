@@ -56,6 +56,9 @@ func TestRevokedUpstreamRefused(t *testing.T) {
 		"revocation": map[string]any{"mode": "hard-fail", "crl": []any{pub.CRLURL()}},
 	}))
 	failed(t, do(t, "GET", e.url("/orders/x")), failure.Revoked)
+	if st := e.node.Status(); len(st.Upstreams) != 1 || st.Upstreams[0].Revocation != revocation.HardFail {
+		t.Errorf("/status upstreams %+v, want orders with revocation hard-fail", st.Upstreams)
+	}
 	if n := counterValue(t, e, "keyway_revocation_checks_total", map[string]string{"mode": "hard-fail", "phase": "handshake", "result": "revoked"}); n != 1 {
 		t.Errorf("handshake checks that found the upstream revoked: %v, want 1", n)
 	}

@@ -30,6 +30,7 @@ import (
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/outbound"
+	"keyway.dev/internal/revocation"
 	"keyway.dev/internal/telemetry"
 )
 
@@ -492,6 +493,9 @@ type Status struct {
 	ClientCertificate string    `json:"clientCertificate,omitempty"`
 	ClientNotAfter    time.Time `json:"clientCertificateNotAfter,omitzero"`
 	InFlight          int64     `json:"inFlight"`
+	// Revocation is the mode the upstream's certificate is checked in
+	// (soft-fail, hard-fail); empty when it is not.
+	Revocation revocation.Mode `json:"revocation,omitempty"`
 }
 
 // Status reports the Upstream's configuration and load.
@@ -500,6 +504,9 @@ func (u *Upstream) Status() Status {
 	if u.tls != nil && u.tls.Certificate != nil && u.tls.Certificate.Leaf != nil {
 		s.ClientCertificate = certs.Fingerprint(u.tls.Certificate.Leaf)
 		s.ClientNotAfter = u.tls.Certificate.Leaf.NotAfter
+	}
+	if u.revocation != nil {
+		s.Revocation = u.revocation.mode
 	}
 	return s
 }
