@@ -123,6 +123,9 @@ func fingerprint(o *OutboundTLS) string {
 	if o.LegacyCommonName {
 		w.flag("legacy-cn", true)
 	}
+	// Nothing when off, so that other contexts keep their fingerprints;
+	// a change rebuilds the Upstream, whose checker follows it.
+	o.Revocation.fingerprint(w)
 	return w.sum()
 }
 

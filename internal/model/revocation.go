@@ -11,7 +11,7 @@ import (
 )
 
 // Revocation setting fields, spelled as in the API, on a Listener host and
-// in a tls-inbound binding's config.
+// in a tls-inbound or tls-outbound binding's config.
 const (
 	fieldRevocation         = "revocation"
 	fieldRevocationMode     = "mode"
@@ -26,8 +26,9 @@ var revocationFields = []string{fieldRevocationMode, fieldCRL, fieldDistribution
 // MaxCRLs bounds the CRLs one revocation setting names.
 const MaxCRLs = 16
 
-// Revocation is how a Listener host checks client certificates for
-// revocation. The zero value checks nothing.
+// Revocation is how a Listener host checks client certificates, or a
+// tls-outbound context the upstream's certificate, for revocation. The zero
+// value checks nothing.
 type Revocation struct {
 	// Mode is off (or empty), soft-fail or hard-fail.
 	Mode revocation.Mode
@@ -64,11 +65,27 @@ func (c *checker) listenerRevocation(at fieldPath, r *policyv1.Revocation, clien
 	if r.DistributionPoints != nil {
 		s.dp, s.dpState = r.GetDistributionPoints(), present
 	}
-	return c.revocation(s, clientAuth, clientAuthKnown)
+	return c.revocation(s, clientPeer, clientAuth, clientAuthKnown)
 }
 
-// configRevocation reads the revocation object of a binding's config.
-func (c *checker) configRevocation(o configObject, clientAuth tls.ClientAuthType) Revocation {
+// The certificates a revocation setting checks, as its messages name them.
+const (
+	clientPeer   = "client certificate"
+	upstreamPeer = "upstream certificate"
+)
+
+// withArticle is peer with its indefinite article.
+func withArticle(peer string) string {
+	if strings.IndexAny(peer[:1], "aeiou") == 0 {
+		return "an " + peer
+	}
+	return "a " + peer
+}
+
+// configRevocation reads the revocation object of a binding's config,
+// which checks the certificates of peer (clientPeer, on a host whose
+// client auth mode is clientAuth; or upstreamPeer).
+func (c *checker) configRevocation(o configObject, peer string, clientAuth tls.ClientAuthType) Revocation {
 	r, state := o.object(fieldRevocation)
 	if state != present {
 		return Revocation{}
@@ -85,17 +102,18 @@ func (c *checker) configRevocation(o configObject, clientAuth tls.ClientAuthType
 	if modeState == invalid {
 		return Revocation{}
 	}
-	return c.revocation(s, clientAuth, true)
+	return c.revocation(s, peer, clientAuth, peer == clientPeer)
 }
 
-// revocation checks a revocation setting of a host whose client auth mode
-// is clientAuth.
-func (c *checker) revocation(s revocationSpec, clientAuth tls.ClientAuthType, clientAuthKnown bool) Revocation {
+// revocation checks a revocation setting of the certificates of peer; for
+// client certificates, on a host whose client auth mode is clientAuth
+// (when clientAuthKnown).
+func (c *checker) revocation(s revocationSpec, peer string, clientAuth tls.ClientAuthType, clientAuthKnown bool) Revocation {
 	var out Revocation
 	modeAt := s.at.Child(fieldRevocationMode)
 	switch s.mode.state {
 	case absent:
-		c.errorf(modeAt, "revocation.mode is required: off, soft-fail (a client certificate whose revocation status is unknown is allowed, and counted) or hard-fail (it is refused); a revoked certificate is refused in both")
+		c.errorf(modeAt, "revocation.mode is required: off, soft-fail (%s whose revocation status is unknown is allowed, and counted) or hard-fail (it is refused); a revoked certificate is refused in both", withArticle(peer))
 		return Revocation{}
 	case present:
 		m, err := revocation.ParseMode(s.mode.text)
@@ -115,7 +133,7 @@ func (c *checker) revocation(s revocationSpec, clientAuth tls.ClientAuthType, cl
 
 	crlAt := s.at.Child(fieldCRL)
 	if len(s.crls.items) > MaxCRLs {
-		c.errorf(crlAt, "revocation.crl lists %d CRLs; at most %d: give the CRL of each CA that issues client certificates once", len(s.crls.items), MaxCRLs)
+		c.errorf(crlAt, "revocation.crl lists %d CRLs; at most %d: give the CRL of each CA that issues %ss once", len(s.crls.items), MaxCRLs, peer)
 	}
 	seen := make(map[string]int)
 	for _, it := range s.crls.items {
@@ -150,7 +168,7 @@ func (c *checker) revocation(s revocationSpec, clientAuth tls.ClientAuthType, cl
 
 	if !out.On() {
 		if len(s.crls.items) > 0 || s.ocsp || s.dpState == present || s.responder.state == present {
-			c.warnf(s.at, "revocation.mode is off, so the other revocation fields are ignored; set mode: soft-fail or hard-fail to check client certificates")
+			c.warnf(s.at, "revocation.mode is off, so the other revocation fields are ignored; set mode: soft-fail or hard-fail to check %ss", peer)
 		}
 		return Revocation{Mode: revocation.Off}
 	}
@@ -161,7 +179,7 @@ func (c *checker) revocation(s revocationSpec, clientAuth tls.ClientAuthType, cl
 		c.errorf(s.at, "revocation has nothing to check against: give crl (URLs or absolute files of the CAs' CRLs), leave distributionPoints on (the CRLs certificates name), or set ocsp: true")
 	}
 	if out.Mode == revocation.HardFail && len(s.crls.items) == 0 && !out.OCSP && out.DistributionPoints {
-		c.warnf(modeAt, "with hard-fail and only distributionPoints, a client certificate that names no CRL distribution point is refused (revocation_unknown); give crl as well if some certificates name none")
+		c.warnf(modeAt, "with hard-fail and only distributionPoints, %s that names no CRL distribution point is refused (revocation_unknown); give crl as well if some certificates name none", withArticle(peer))
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package model_test
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -192,4 +193,82 @@ func TestRevocationChangesFingerprint(t *testing.T) {
 	if soft == none || hard == soft {
 		t.Errorf("fingerprints none %s, soft %s, hard %s: want the mode to count", none, soft, hard)
 	}
+}
+
+func TestValidateTLSOutboundRevocation(t *testing.T) {
+	t.Parallel()
+	ca := testca.New(t, "ca")
+	const at = cfgAt + ".revocation"
+	validate := func(t *testing.T, cfg map[string]any) (*model.OutboundTLS, model.Report) {
+		t.Helper()
+		objs, rep := model.Validate(withService(t, cfg), nil, time.Now())
+		if objs == nil || objs[1].Binding == nil {
+			return nil, rep
+		}
+		return objs[1].Binding.Outbound, rep
+	}
+
+	t.Run("parsed", func(t *testing.T) {
+		t.Parallel()
+		o, rep := validate(t, with(verified(ca), "revocation", map[string]any{
+			"mode": "hard-fail", "crl": list("https://ca.example.com/ca.crl"), "distributionPoints": false, "ocsp": true, "ocspResponder": "http://ocsp.example.com",
+		}))
+		checkViolations(t, rep, nil, nil)
+		want := model.Revocation{Mode: revocation.HardFail, CRLs: []string{"https://ca.example.com/ca.crl"}, OCSP: true, OCSPResponder: "http://ocsp.example.com"}
+		if !reflect.DeepEqual(o.Revocation, want) {
+			t.Fatalf("revocation = %+v, want %+v", o.Revocation, want)
+		}
+	})
+	t.Run("field errors", func(t *testing.T) {
+		t.Parallel()
+		_, rep := validate(t, with(verified(ca), "revocation", map[string]any{
+			"mode": "hard-fial", "crl": list("ftp://ca.example.com/ca.crl"), "distributionPoint": false, "ocsp": "yes",
+		}))
+		checkViolations(t, rep, []want{
+			{at + ".mode", `did you mean "hard-fail"?`},
+			{at + ".distributionPoint", `did you mean "distributionPoints"?`},
+			{at + ".ocsp", "must be a boolean"},
+		}, nil)
+		_, rep = validate(t, with(verified(ca), "revocation", map[string]any{
+			"mode": "soft-fail", "crl": list("ftp://ca.example.com/ca.crl", "relative.crl"),
+		}))
+		checkViolations(t, rep, []want{{at + ".crl[0]", "ftp"}, {at + ".crl[1]", "relative.crl"}}, nil)
+		_, rep = validate(t, with(verified(ca), "revocation", map[string]any{"crl": list("https://ca.example.com/ca.crl")}))
+		checkViolations(t, rep, []want{{at + ".mode", "an upstream certificate whose revocation status is unknown"}}, nil)
+		_, rep = validate(t, with(verified(ca), "revocation", "hard-fail"))
+		checkViolations(t, rep, []want{{at, "must be an object"}}, nil)
+		_, rep = validate(t, with(verified(ca), "revocation", map[string]any{"mode": "hard-fail", "distributionPoints": false}))
+		checkViolations(t, rep, []want{{at, "revocation has nothing to check against"}}, nil)
+	})
+	t.Run("skipValidation", func(t *testing.T) {
+		t.Parallel()
+		o, rep := validate(t, map[string]any{"skipValidation": true, "revocation": map[string]any{"mode": "hard-fail"}})
+		checkViolations(t, rep, nil, []want{{cfgAt + ".skipValidation", "skipValidation is true"}, {at, "revocation is ignored because skipValidation is true"}})
+		if o.Revocation.On() {
+			t.Fatalf("revocation = %+v with skipValidation, want off", o.Revocation)
+		}
+	})
+	t.Run("fingerprint", func(t *testing.T) {
+		t.Parallel()
+		fp := func(rev any) string {
+			cfg := verified(ca)
+			if rev != nil {
+				cfg = with(cfg, "revocation", rev)
+			}
+			o, rep := validate(t, cfg)
+			if !rep.OK() {
+				t.Fatalf("errors:%s", dump(rep.Errors))
+			}
+			return o.Fingerprint
+		}
+		none, off := fp(nil), fp(map[string]any{"mode": "off"})
+		soft, hard := fp(map[string]any{"mode": "soft-fail"}), fp(map[string]any{"mode": "hard-fail"})
+		crl := fp(map[string]any{"mode": "hard-fail", "crl": list("https://ca.example.com/ca.crl")})
+		if none != off {
+			t.Error("revocation off changes the fingerprint of a context without revocation")
+		}
+		if soft == none || hard == soft || crl == hard {
+			t.Errorf("fingerprints none %s, soft %s, hard %s, with a crl %s: want the setting to count", none, soft, hard, crl)
+		}
+	})
 }

@@ -117,7 +117,7 @@ func (c *checker) inboundTLS(at fieldPath, cfg *structpb.Struct) *InboundTLS {
 		}
 	}
 
-	h.Revocation = c.configRevocation(o, h.ClientAuth)
+	h.Revocation = c.configRevocation(o, clientPeer, h.ClientAuth)
 
 	protocol := c.tlsProtocol(tlsParams{
 		at:         at,

@@ -44,6 +44,7 @@ var (
 	outboundFields = []string{
 		fieldSkipValidation, fieldTrustedCA, fieldCertificate, fieldALPN, fieldMinVersion,
 		fieldMaxVersion, fieldCiphers, fieldSNI, fieldSubjectAltNames, fieldLegacyCommonName, fieldProbePath,
+		fieldRevocation,
 	}
 	certificateFields = []string{fieldKey, fieldCrt, fieldKeystore, fieldAlias}
 )
@@ -167,6 +168,12 @@ func (c *checker) outboundTLS(at fieldPath, cfg *structpb.Struct) *OutboundTLS {
 				"the chain, expiry and key usage are still verified, and a certificate with DNS SANs is still matched by them only. Reissue the upstream's certificate with a SAN "+
 				"(openssl req … -addext subjectAltName=DNS:NAME, signed with openssl x509 -req … -copy_extensions copy) and remove this field")
 		}
+	}
+
+	if rev := c.configRevocation(o, upstreamPeer, 0); rev.On() && out.SkipValidation {
+		c.warnf(at.Child(fieldRevocation), "revocation is ignored because skipValidation is true: the upstream's certificate is not verified, so it has no verified issuer to check it against; set skipValidation: false and give trustedCA")
+	} else {
+		out.Revocation = rev
 	}
 
 	if path, state := o.str(fieldProbePath); state == present {

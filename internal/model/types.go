@@ -163,6 +163,10 @@ type OutboundTLS struct {
 	// subjectAltName; the chain, validity and key usage are verified as
 	// always. Never set with SkipValidation.
 	LegacyCommonName bool
+	// Revocation checks the upstream's leaf certificate, against its
+	// issuer in the verified chain, for revocation (proxy nodes only: the
+	// policy service's live probe holds no lists and leaves it out).
+	Revocation Revocation
 	// ProbePath is the path of the live probe's HTTP request after the
 	// handshake ("" for "/"). It is not part of the TLS context, and not
 	// in the fingerprint.

@@ -54,6 +54,11 @@ type Options struct {
 	// empty): it chooses the ALPN protocols offered when the context
 	// gives none ([model.OutboundTLS.OfferedALPN]).
 	Protocol string
+	// Revocation, if set, checks the upstream's verified leaf at every
+	// handshake ([tlsconf.OutboundConn]): a proxy node's, for a context
+	// whose revocation is on. The policy service's live probe holds no
+	// lists and sets none.
+	Revocation tlsconf.RevocationCheck
 }
 
 // Observer is told of each outbound TLS handshake once it is over: a
@@ -112,6 +117,7 @@ type Dialer struct {
 	timeout  time.Duration
 	observer Observer
 	tracer   trace.Tracer
+	revoked  tlsconf.RevocationCheck
 }
 
 // NewDialer builds the dialer of upstream name for tlsCtx (nil: plain TCP).
@@ -131,6 +137,7 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 		timeout:  opts.HandshakeTimeout,
 		observer: opts.Observer,
 		tracer:   opts.Tracer,
+		revoked:  opts.Revocation,
 	}
 	if tlsCtx == nil {
 		return d, nil
@@ -254,7 +261,7 @@ func (d *Dialer) handshake(ctx context.Context, network, addr string, hold *held
 		hold.Conn = raw
 		raw = hold
 	}
-	cfg := tlsconf.OutboundConn(d.base, d.tls, facts)
+	cfg := tlsconf.OutboundConn(d.base, d.tls, facts, d.revoked)
 	facts.Phase = failure.PhaseHandshake
 	tc := tls.Client(raw, cfg)
 	hctx, cancel := context.WithTimeout(ctx, d.timeout)

@@ -20,6 +20,12 @@ import (
 // and detail as a Dialer classifies them ("" when it succeeded).
 func handshake(t *testing.T, base *tls.Config, o *model.OutboundTLS, addr string) (failure.Reason, string) {
 	t.Helper()
+	return handshakeChecked(t, base, o, addr, nil)
+}
+
+// handshakeChecked is handshake with revoked as the revocation check.
+func handshakeChecked(t *testing.T, base *tls.Config, o *model.OutboundTLS, addr string, revoked tlsconf.RevocationCheck) (failure.Reason, string) {
+	t.Helper()
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatal(err)
@@ -29,7 +35,7 @@ func handshake(t *testing.T, base *tls.Config, o *model.OutboundTLS, addr string
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := tls.Client(raw, tlsconf.OutboundConn(base, o, facts))
+	tc := tls.Client(raw, tlsconf.OutboundConn(base, o, facts, revoked))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = tc.HandshakeContext(ctx)

@@ -83,14 +83,26 @@ func OutboundServerName(o *model.OutboundTLS, host string) string {
 	return host
 }
 
+// RevocationCheck checks the verified leaf certificate of an upstream,
+// issued by issuer, for revocation: nil when it may be used, else an error
+// carrying its [failure.Reason] (revoked, revocation_unknown). A proxy node
+// supplies it from the CRLs and OCSP responses it holds; it is called from
+// the handshake's goroutine, possibly from many at once, and may wait a
+// bounded time for a first fetch.
+type RevocationCheck func(leaf, issuer *x509.Certificate) error
+
 // OutboundConn is base (from [Outbound] for o) completed for one
 // connection to facts.ServerName: it sends o's client certificate when
 // the server asks for one (none when o has none: the server decides), and
 // verifies the server as o says (the chain and name by Common Name with
 // legacyCommonName, the subjectAltNames o requires). What the handshake
 // saw is recorded in facts as it happens, for the classification of a
-// failure; the callbacks write facts from the handshake's goroutine.
-func OutboundConn(base *tls.Config, o *model.OutboundTLS, facts *failure.HandshakeFacts) *tls.Config {
+// failure; the callbacks write facts from the handshake's goroutine. With
+// revoked set (and o verifying), the leaf is then checked against its
+// issuer in the verified chain, after crypto/tls verified that chain; a
+// leaf that is itself a trusted certificate has no issuer to ask and is
+// not checked.
+func OutboundConn(base *tls.Config, o *model.OutboundTLS, facts *failure.HandshakeFacts, revoked RevocationCheck) *tls.Config {
 	cfg := base.Clone()
 	cfg.ServerName = facts.ServerName
 	cert, sans, verify := o.Certificate, o.SubjectAltNames, !o.SkipValidation
@@ -105,46 +117,65 @@ func OutboundConn(base *tls.Config, o *model.OutboundTLS, facts *failure.Handsha
 	}
 	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 		facts.ServerCertificateSeen = true
+		chains := cs.VerifiedChains
 		if legacy {
-			if err := verifyLegacy(cs, cfg.RootCAs, facts.ServerName); err != nil {
+			var err error
+			if chains, err = verifyLegacy(cs, cfg.RootCAs, facts.ServerName); err != nil {
 				return err
 			}
 		}
-		if !verify || len(sans) == 0 || len(cs.PeerCertificates) == 0 {
+		if !verify || len(cs.PeerCertificates) == 0 {
 			return nil
 		}
-		leaf := cs.PeerCertificates[0]
-		for _, name := range sans {
-			if matchName(leaf, name, legacy) == nil {
-				return nil
-			}
+		if err := checkSANs(cs.PeerCertificates[0], sans, legacy); err != nil {
+			return err
 		}
-		return failure.WithReason(failure.SANMismatch,
-			fmt.Errorf("upstream certificate %q carries none of the subjectAltNames %q the binding requires (it has %q)", leaf.Subject, sans, leaf.DNSNames))
+		if revoked != nil && len(chains) > 0 && len(chains[0]) > 1 {
+			// The name checks first: a certificate for another name
+			// is refused for that, whatever its revocation status.
+			return revoked(chains[0][0], chains[0][1])
+		}
+		return nil
 	}
 	return cfg
+}
+
+// checkSANs checks that leaf carries one of the subjectAltNames sans (none
+// required when empty).
+func checkSANs(leaf *x509.Certificate, sans []string, legacy bool) error {
+	if len(sans) == 0 {
+		return nil
+	}
+	for _, name := range sans {
+		if matchName(leaf, name, legacy) == nil {
+			return nil
+		}
+	}
+	return failure.WithReason(failure.SANMismatch,
+		fmt.Errorf("upstream certificate %q carries none of the subjectAltNames %q the binding requires (it has %q)", leaf.Subject, sans, leaf.DNSNames))
 }
 
 // verifyLegacy verifies the upstream's chain as crypto/tls would (roots,
 // intermediates the server sent, validity now, server-auth key usage) and
 // then its name, with the Common Name standing in for a DNS SAN that the
-// certificate does not have.
-func verifyLegacy(cs tls.ConnectionState, roots *x509.CertPool, serverName string) error {
+// certificate does not have. It returns the verified chains.
+func verifyLegacy(cs tls.ConnectionState, roots *x509.CertPool, serverName string) ([][]*x509.Certificate, error) {
 	if len(cs.PeerCertificates) == 0 {
-		return failure.WithReason(failure.HandshakeFailure, errors.New("the upstream sent no certificate"))
+		return nil, failure.WithReason(failure.HandshakeFailure, errors.New("the upstream sent no certificate"))
 	}
 	leaf := cs.PeerCertificates[0]
 	inter := x509.NewCertPool()
 	for _, c := range cs.PeerCertificates[1:] {
 		inter.AddCert(c)
 	}
-	if _, err := leaf.Verify(x509.VerifyOptions{
+	chains, err := leaf.Verify(x509.VerifyOptions{
 		Roots: roots, Intermediates: inter,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}); err != nil {
-		return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
+	})
+	if err != nil {
+		return nil, &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates, Err: err}
 	}
-	return matchName(leaf, serverName, true)
+	return chains, matchName(leaf, serverName, true)
 }
 
 // matchName checks that leaf is valid for name: by its SANs, or, with

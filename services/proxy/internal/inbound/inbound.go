@@ -68,7 +68,8 @@ type Options struct {
 	Logger  *slog.Logger
 	// Revocation bounds the fetching of CRLs and OCSP responses for the
 	// hosts that check client certificates for revocation: the manager
-	// holds them in one cache, made when a host first needs it.
+	// holds them in one cache, made when a host first needs it, and
+	// shared with the node's Upstreams ([Manager.RevocationCache]).
 	Revocation revocation.Options
 	// RevocationChecks counts revocation checks; nil counts nothing.
 	RevocationChecks RevocationObserver

@@ -51,10 +51,7 @@ func (m *Manager) newHostRevocation(h *model.ListenerHost) (*hostRevocation, err
 	if !h.Revocation.On() {
 		return nil, nil
 	}
-	if m.revocation == nil {
-		m.revocation = revocation.NewCache(m.opts.Revocation)
-	}
-	ch, err := m.revocation.Checker(revocation.Policy{
+	ch, err := m.cacheLocked().Checker(revocation.Policy{
 		Mode:               h.Revocation.Mode,
 		CRLs:               h.Revocation.CRLs,
 		DistributionPoints: h.Revocation.DistributionPoints,
@@ -178,8 +175,32 @@ func chainIssuer(chains [][]*x509.Certificate, depth int) (leaf, issuer *x509.Ce
 	return nil, nil
 }
 
-// RevocationLists describes the CRLs the manager holds for its hosts; nil
-// when no host checks revocation.
+// cacheLocked is the node's revocation cache, started on first use. m.mu
+// is held.
+func (m *Manager) cacheLocked() *revocation.Cache {
+	if m.revocation == nil {
+		m.revocation = revocation.NewCache(m.opts.Revocation)
+		if m.closed {
+			// Asked after Close: it answers from nothing and fetches
+			// nothing.
+			m.revocation.Close()
+		}
+	}
+	return m.revocation
+}
+
+// RevocationCache is the cache that holds the CRLs and OCSP responses of
+// the node, started on first use with Options.Revocation: the Listener
+// hosts' and the Upstreams' checkers share it, so that a CRL both name is
+// fetched once and counted once. Close closes it.
+func (m *Manager) RevocationCache() *revocation.Cache {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cacheLocked()
+}
+
+// RevocationLists describes the CRLs the manager holds for its hosts and
+// the Upstreams; nil when nothing checks revocation.
 func (m *Manager) RevocationLists() []revocation.ListStatus {
 	m.mu.Lock()
 	c := m.revocation

@@ -8,7 +8,8 @@ import (
 	"keyway.dev/internal/revocation"
 )
 
-// Revocation is a node's metrics of client certificate revocation checks:
+// Revocation is a node's metrics of revocation checks of client and
+// upstream certificates:
 // checks by mode, phase and result, fetches of CRLs and OCSP responses, and
 // at scrape time the CRLs held. Every label takes a handful of values. Safe
 // for concurrent use; counting a check does not allocate.
@@ -21,7 +22,7 @@ type Revocation struct {
 
 // RevocationSource reads what is held at scrape time: the CRLs and the
 // number of OCSP responses (inbound.Manager's RevocationLists and
-// RevocationOCSP).
+// RevocationOCSP, whose cache the Upstreams share).
 type RevocationSource struct {
 	Lists func() []revocation.ListStatus
 	OCSP  func() int
@@ -33,7 +34,7 @@ var revocationModes = [2]revocation.Mode{revocation.SoftFail, revocation.HardFai
 func (m *Metrics) NewRevocation(src RevocationSource) *Revocation {
 	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyway_revocation_checks_total",
-		Help: "Revocation checks of client certificates on Listener hosts, by mode (soft-fail, hard-fail), phase (handshake: a new connection; request: each request on an open connection) and result (good, revoked, unknown). A revoked certificate is refused; an unknown one is refused in hard-fail mode and allowed in soft-fail mode.",
+		Help: "Revocation checks of client certificates on Listener hosts and of upstream certificates (tls-outbound bindings), by mode (soft-fail, hard-fail), phase (handshake: a new connection; request: each request on an open connection, Listener hosts only) and result (good, revoked, unknown). A revoked certificate is refused; an unknown one is refused in hard-fail mode and allowed in soft-fail mode.",
 	}, []string{"mode", "phase", "result"})
 	fetches := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keyway_revocation_fetches_total",
@@ -56,7 +57,8 @@ func (m *Metrics) NewRevocation(src RevocationSource) *Revocation {
 	return r
 }
 
-// ObserveRevocationCheck implements inbound.RevocationObserver.
+// ObserveRevocationCheck implements inbound.RevocationObserver and
+// upstream.RevocationObserver.
 func (r *Revocation) ObserveRevocationCheck(mode revocation.Mode, phase string, result revocation.Result) {
 	i := 0
 	if mode == revocation.HardFail {
@@ -92,7 +94,7 @@ type revocationLists struct {
 
 var (
 	crlsDesc = prometheus.NewDesc("keyway_revocation_crls",
-		"CRLs the node holds for its Listener hosts, by state: current (verified, before its nextUpdate), stale (verified, past its nextUpdate: certificates it does not list have an unknown status) or missing (no list verified yet: not fetched, or every fetch failed).",
+		"CRLs the node holds for its Listener hosts and Upstreams, by state: current (verified, before its nextUpdate), stale (verified, past its nextUpdate: certificates it does not list have an unknown status) or missing (no list verified yet: not fetched, or every fetch failed).",
 		[]string{"state"}, nil)
 	revokedDesc = prometheus.NewDesc("keyway_revocation_crl_revoked_entries",
 		"Revoked certificates listed by the CRLs the node holds.", nil, nil)

@@ -88,7 +88,7 @@ type Config struct {
 	MaxHeaderBytes int
 	// RevocationMaxRefresh is the longest time between two fetches of a
 	// CRL or an OCSP response that Listener hosts check client
-	// certificates against, however far its nextUpdate: how long a
+	// certificates, and Upstreams their upstream's certificate, against, however far its nextUpdate: how long a
 	// revocation may go unseen. Default revocation.DefaultMaxRefresh
 	// (10m).
 	RevocationMaxRefresh time.Duration
@@ -225,10 +225,21 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		own["internal-client"] = cfg.Secrets.ClientCertificate
 	}
 	n.metrics = metrics.New(func() *publish.Snapshot { return n.watcher.Snapshot() }, metrics.WithOwnCertificates(own))
+	// One cache of CRLs and OCSP responses, the inbound manager's, serves
+	// the Listener hosts and the Upstreams; both are set before anything
+	// asks for it.
+	revocationMetrics := n.metrics.NewRevocation(metrics.RevocationSource{
+		Lists: func() []revocation.ListStatus { return n.inbound.RevocationLists() },
+		OCSP:  func() int { return n.inbound.RevocationOCSP() },
+	})
 	uopts := forward.UpstreamOptions(upstream.Options{
 		HandshakeTimeout: cfg.HandshakeTimeout, Logger: log,
 		Handshakes: n.metrics, Recorder: n.metrics.Recorder,
 		Tracing: cfg.Tracing,
+		Revocation: &upstream.Revocation{
+			Cache:  func() *revocation.Cache { return n.inbound.RevocationCache() },
+			Checks: revocationMetrics,
+		},
 	}, log)
 	n.watcher = watch.New(watch.Options{
 		Upstream: uopts, Decode: cfg.Decode, Logger: log, RetryInterval: cfg.RetryInterval,
@@ -247,10 +258,6 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	handler := forward.New(n.watcher, forward.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
-	revocationMetrics := n.metrics.NewRevocation(metrics.RevocationSource{
-		Lists: func() []revocation.ListStatus { return n.inbound.RevocationLists() },
-		OCSP:  func() int { return n.inbound.RevocationOCSP() },
-	})
 	n.inbound = inbound.New(inbound.Options{
 		Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
 		Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log,

@@ -30,6 +30,7 @@ import (
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/outbound"
+	"keyway.dev/internal/revocation"
 	"keyway.dev/internal/telemetry"
 )
 
@@ -83,6 +84,9 @@ type Options struct {
 	// to the upstream in traceparent. Off (the zero value): nothing is
 	// recorded and the request path is unchanged.
 	Tracing telemetry.Tracing
+	// Revocation checks the certificates of upstreams whose tls-outbound
+	// context turns revocation on; nil: building such an Upstream fails.
+	Revocation *Revocation
 }
 
 // Recorder receives the outcome of every request an Upstream forwards.
@@ -173,6 +177,10 @@ type Upstream struct {
 
 	probeMu sync.Mutex
 	probes  map[string]*probeState // by endpoint
+
+	// revocation checks the upstream's certificate at each handshake;
+	// nil when the context does not.
+	revocation *upstreamRevocation
 }
 
 // New builds the Upstream for svc. tlsCtx is the tls-outbound context of the
@@ -192,8 +200,19 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		rec:       discardRecorder{},
 		tracing:   opts.Tracing,
 	}
-	d, err := outbound.NewDialer(svc.Name, tlsCtx, outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout, Observer: opts.Handshakes, Tracer: opts.Tracing.Tracer, Protocol: svc.Protocol})
+	dopts := outbound.Options{HandshakeTimeout: opts.HandshakeTimeout, DialTimeout: opts.DialTimeout, Observer: opts.Handshakes, Tracer: opts.Tracing.Tracer, Protocol: svc.Protocol}
+	rev, err := newUpstreamRevocation(svc.Name, tlsCtx, opts.Revocation)
 	if err != nil {
+		return nil, err
+	}
+	if rev != nil {
+		u.revocation, dopts.Revocation = rev, rev.check
+	}
+	d, err := outbound.NewDialer(svc.Name, tlsCtx, dopts)
+	if err != nil {
+		if rev != nil {
+			rev.checker.Close()
+		}
 		return nil, err
 	}
 	u.dialer = d
@@ -311,8 +330,22 @@ func (u *Upstream) Forward(w http.ResponseWriter, r *http.Request) bool {
 		return false
 	}
 	defer u.release()
+	if rv := u.revocation; rv != nil {
+		// Before the request takes a pooled connection, and again
+		// once it gave its own back.
+		defer rv.after(u, rv.sweep(u))
+	}
 	u.forward(w, r)
 	return true
+}
+
+// closeIdle closes the idle connections of every pool, which stay open
+// for more.
+func (u *Upstream) closeIdle() {
+	u.transport.CloseIdleConnections()
+	if u.h1 != nil {
+		u.h1.closeIdle(false)
+	}
 }
 
 func (u *Upstream) release() {
@@ -338,6 +371,11 @@ func (u *Upstream) Drain(ctx context.Context) error {
 	u.transport.CloseIdleConnections()
 	if u.h1 != nil {
 		u.h1.closeIdle(true)
+	}
+	if u.revocation != nil {
+		// Its CRLs stop being fetched unless another checker names
+		// them; the replacement's checker already does.
+		u.revocation.checker.Close()
 	}
 	u.released.Do(u.rec.Release)
 	return err
@@ -455,6 +493,9 @@ type Status struct {
 	ClientCertificate string    `json:"clientCertificate,omitempty"`
 	ClientNotAfter    time.Time `json:"clientCertificateNotAfter,omitzero"`
 	InFlight          int64     `json:"inFlight"`
+	// Revocation is the mode the upstream's certificate is checked in
+	// (soft-fail, hard-fail); empty when it is not.
+	Revocation revocation.Mode `json:"revocation,omitempty"`
 }
 
 // Status reports the Upstream's configuration and load.
@@ -463,6 +504,9 @@ func (u *Upstream) Status() Status {
 	if u.tls != nil && u.tls.Certificate != nil && u.tls.Certificate.Leaf != nil {
 		s.ClientCertificate = certs.Fingerprint(u.tls.Certificate.Leaf)
 		s.ClientNotAfter = u.tls.Certificate.Leaf.NotAfter
+	}
+	if u.revocation != nil {
+		s.Revocation = u.revocation.mode
 	}
 	return s
 }
