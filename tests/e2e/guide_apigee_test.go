@@ -68,7 +68,7 @@ func (u apigeeUser) run(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(harness.Bin(t, "keywayctl"), args...)
 	cmd.Dir = u.dir
-	cmd.Env = append(os.Environ(), u.env...)
+	cmd.Env = harness.Environ(t, u.env...)
 	var o, e strings.Builder
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()

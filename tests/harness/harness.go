@@ -188,9 +188,7 @@ func StartEnv(tb testing.TB, name, bin string, ready *regexp.Regexp, env []strin
 	tb.Helper()
 	FullTier(tb)
 	p := &Process{Name: name, cmd: exec.Command(bin, args...), out: &syncBuffer{}, done: make(chan struct{})}
-	if len(env) > 0 {
-		p.cmd.Env = append(os.Environ(), env...)
-	}
+	p.cmd.Env = Environ(tb, env...)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
@@ -425,6 +423,17 @@ func WaitHTTP(tb testing.TB, url string, p *Process) {
 	})
 }
 
+// Environ is the environment of a process a test runs: the test's own, with
+// KEYWAYCONFIG pointing at a file of the test's (absent until something
+// writes it), so that neither keywayctl nor keyway-dev reads or writes the
+// keywayctl configuration of whoever runs the tests
+// (~/.config/keyway/config.yaml); then env, whose values win.
+func Environ(tb testing.TB, env ...string) []string {
+	tb.Helper()
+	out := append(os.Environ(), "KEYWAYCONFIG="+filepath.Join(tb.TempDir(), "keywayctl-config.yaml"))
+	return append(out, env...)
+}
+
 // Run runs a command to completion and returns its stdout, stderr and exit
 // code.
 func Run(tb testing.TB, bin string, args ...string) (stdout, stderr string, code int) {
@@ -439,9 +448,7 @@ func RunEnv(tb testing.TB, bin string, env []string, args ...string) (stdout, st
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	if env != nil {
-		cmd.Env = append(os.Environ(), env...)
-	}
+	cmd.Env = Environ(tb, env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
