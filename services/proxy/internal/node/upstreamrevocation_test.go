@@ -112,15 +112,15 @@ func TestUpstreamRevokedOnPooledConnection(t *testing.T) {
 			if n := conns.Load(); n > 2 {
 				t.Fatalf("%d connections to the upstream for three requests, want the last two on one kept alive", n)
 			}
-			before := conns.Load()
 
 			pub.Revoke(e.server.Cert, int(revocation.KeyCompromise))
-			// The next refresh installs the new list; no sleep.
+			// The next refresh installs the new list; no sleep. The
+			// request after it is refused: had it gone over the pooled
+			// connection, the upstream would have answered 200. (The
+			// refused handshake is not counted above: the node aborts it
+			// before the upstream sees the node's certificate.)
 			waitGauge(t, e, "keyway_revocation_crl_revoked_entries", nil, 1)
 			failed(t, do(t, "GET", e.url("/orders/x")), failure.Revoked)
-			if n := conns.Load(); n != before+1 {
-				t.Errorf("%d connections to the upstream after the revocation, want %d: the pooled one closed, a new one refused", n, before+1)
-			}
 		})
 	}
 }
