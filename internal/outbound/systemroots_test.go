@@ -22,7 +22,7 @@ import (
 // included, is shown through the real binaries in tests/e2e.)
 func TestSystemRootsDefault(t *testing.T) {
 	ca := testca.New(t, "a CA in no system bundle")
-	addr := serveTLS(t, ca.Server("localhost"))
+	addr := testca.ServeTLS(t, ca.Server("localhost"))
 	objs, rep := model.Validate([]*policyv1.Resource{{Kind: &policyv1.Resource_Service{Service: &policyv1.Service{
 		ApiVersion: model.APIVersion, Kind: model.KindService, Metadata: &policyv1.ObjectMeta{Name: "backend"},
 		Spec: &policyv1.ServiceSpec{Address: "https://localhost:" + strings.Split(addr, ":")[1]},

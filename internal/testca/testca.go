@@ -3,6 +3,7 @@
 package testca
 
 import (
+	"crypto/tls"
 	"net"
 	"testing"
 	"time"
@@ -100,4 +101,32 @@ func (ca *CA) Intermediate(commonName string) *CA {
 // fails tb on error.
 func From(tb testing.TB, ca *devca.CA) *CA {
 	return &CA{CA: ca, tb: tb}
+}
+
+// ServeTLS accepts TLS connections presenting kp on loopback until the test
+// ends; each completes its handshake, waits up to 5 s for the client to
+// close or send, and is closed. It returns the address.
+func ServeTLS(tb testing.TB, kp *KeyPair) string {
+	tb.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{kp.TLS}})
+	if err != nil {
+		tb.Fatalf("testca: %v", err)
+	}
+	tb.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				_ = c.(*tls.Conn).Handshake()
+				var b [1]byte
+				_, _ = c.Read(b[:])
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }

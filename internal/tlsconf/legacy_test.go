@@ -47,33 +47,6 @@ func handshakeChecked(t *testing.T, base *tls.Config, o *model.OutboundTLS, addr
 	return dg.Reason, dg.Detail
 }
 
-// serveTLS accepts TLS connections with cert on loopback until the test
-// ends; each completes its handshake and is closed.
-func serveTLS(t *testing.T, cert *testca.KeyPair) string {
-	t.Helper()
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-				_ = c.(*tls.Conn).Handshake()
-				var b [1]byte
-				_, _ = c.Read(b[:])
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // TestLegacyCommonName: with the opt-in, a certificate without SANs (what
 // `openssl req -subj /CN=…` makes, as the cloud backend guide does) is
 // matched by its CN, and everything else is still verified; without it,
@@ -110,7 +83,7 @@ func TestLegacyCommonName(t *testing.T) {
 		{"opt-in: subjectAltNames rule not met", cnOnly, true, "api.example.com", []string{"billing.example.com"}, failure.SANMismatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := serveTLS(t, tc.cert)
+			addr := testca.ServeTLS(t, tc.cert)
 			ctx := &model.OutboundTLS{
 				TrustedCAs: []*x509.Certificate{ca.Cert}, SNI: tc.sni, SubjectAltNames: tc.sans,
 				LegacyCommonName: tc.legacy, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS13,
@@ -143,7 +116,7 @@ func TestLegacyCommonName(t *testing.T) {
 // with or without the opt-in, instead of only that the names differ.
 func TestUnexpandedVariableInCommonName(t *testing.T) {
 	ca := testca.New(t, "my-ca")
-	addr := serveTLS(t, ca.CNOnly("${SERVER_HOST}"))
+	addr := testca.ServeTLS(t, ca.CNOnly("${SERVER_HOST}"))
 	for _, tc := range []struct {
 		legacy bool
 		want   failure.Reason

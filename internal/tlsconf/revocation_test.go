@@ -20,7 +20,7 @@ func serveChain(t *testing.T, kp *testca.KeyPair, chain ...*x509.Certificate) st
 	for _, ca := range chain {
 		c.Certificate = append(c.Certificate, ca.Raw)
 	}
-	return serveTLS(t, &testca.KeyPair{TLS: c})
+	return testca.ServeTLS(t, &testca.KeyPair{TLS: c})
 }
 
 // TestOutboundRevocationCheck: the check the node supplies is asked about
@@ -33,7 +33,7 @@ func TestOutboundRevocationCheck(t *testing.T) {
 	leaf := inter.Server("orders.internal")
 	cnOnly := root.CNOnly("legacy.internal")
 	chainAddr := serveChain(t, leaf, inter.Cert)
-	legacyAddr := serveTLS(t, cnOnly)
+	legacyAddr := testca.ServeTLS(t, cnOnly)
 
 	type call struct{ leaf, issuer *x509.Certificate }
 	for _, tt := range []struct {

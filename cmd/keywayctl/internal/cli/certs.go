@@ -12,7 +12,6 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
-	"go.yaml.in/yaml/v3"
 
 	"keyway.dev/keywayctl/internal/output"
 
@@ -72,26 +71,12 @@ uses, nodes}.`,
 			doc := struct {
 				Items []*fleetCert `json:"items"`
 			}{list}
-			switch f {
-			case output.JSON:
-				enc := json.NewEncoder(g.io.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(doc)
-			case output.YAML:
+			if f == output.JSON || f == output.YAML {
 				b, err := json.Marshal(doc)
 				if err != nil {
 					return err
 				}
-				var tree any
-				if err := json.Unmarshal(b, &tree); err != nil {
-					return err
-				}
-				enc := yaml.NewEncoder(g.io.Stdout)
-				enc.SetIndent(2)
-				if err := enc.Encode(tree); err != nil {
-					return err
-				}
-				return enc.Close()
+				return writeJSONAs(g.io.Stdout, b, f)
 			}
 			return writeFleetCertificates(g.io.Stdout, list, live, now, allNodes)
 		},
