@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"io"
 	"net/http"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"keyway.dev/internal/telemetry"
+	"keyway.dev/internal/testca"
 	"keyway.dev/proxy/internal/node"
 )
 
@@ -92,6 +94,40 @@ func BenchmarkProxyMTLSTraced(b *testing.B) {
 			e.apply(b, "bench", map[bool]string{false: "http1", true: "h2"}[h2], addr(srv), mtls(e.ca, e.gateway, nil))
 			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 			run(b, c, e.url("/bench/x"))
+		})
+	}
+}
+
+// BenchmarkListener measures requests through a Listener that requires and
+// verifies client certificates (ECDSA P-256, TLS 1.3) to an mTLS HTTP/1.1
+// upstream: h1 and h2 are keep-alive requests on one connection (HTTP/1.1,
+// and h2 streams one after another), newconn a full handshake per request
+// with no resumption (HTTP/1.1). The traced variants have every request
+// sampled, spans batched to an exporter that discards them. Client, node
+// and upstream share the process: compare allocs/op and cpu-ns/op between
+// builds, not with another benchmark.
+func BenchmarkListener(b *testing.B) {
+	for _, mode := range []string{"h1", "h2", "newconn", "h1-traced", "h2-traced"} {
+		b.Run(mode, func(b *testing.B) {
+			var mod func(*node.Config)
+			if strings.HasSuffix(mode, "-traced") {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
+					sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+				b.Cleanup(func() { tp.Shutdown(context.Background()) })
+				mod = func(c *node.Config) { c.Tracing = telemetry.New(tp) }
+			}
+			e := newEnv(b, mod)
+			srv := upstreamServer(b, e.server, e.clients, false, nil)
+			e.apply(b, "bench", "http1", addr(srv), mtls(e.ca, e.gateway, nil))
+			servers, clients := testca.New(b, "server CA"), testca.New(b, "client CA")
+			waitRevision(b, e.node, put(b, e.kv, listenerResource("public", "127.0.0.1:0",
+				listenerHost(servers.Server("gw.bench"), "require-and-verify", []*testca.CA{clients}, "gw.bench"))))
+			t := &http.Transport{MaxIdleConnsPerHost: 1, TLSClientConfig: &tls.Config{
+				RootCAs: servers.Pool(), ServerName: "gw.bench", Certificates: []tls.Certificate{clients.Client("bench-client").TLS},
+			}}
+			t.ForceAttemptHTTP2 = strings.HasPrefix(mode, "h2")
+			t.DisableKeepAlives = mode == "newconn"
+			run(b, &http.Client{Transport: t}, "https://"+e.node.ListenerAddr("public")+"/bench/x")
 		})
 	}
 }
