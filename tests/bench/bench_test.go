@@ -261,7 +261,7 @@ func BenchmarkTracingOnVsOff(b *testing.B) {
 		// none is dropped and every request pays for its export.
 		"OTEL_BSP_MAX_QUEUE_SIZE=131072",
 		"OTEL_BSP_SCHEDULE_DELAY=200",
-	}, s.secrets.ClientArgs(b, "bench-traced")...)
+	}, append(s.secrets.ClientArgs(b, "bench-traced"), "--pprof")...)
 	ctx := context.Background()
 	if err := s.apply(ctx, 0, []any{"http/1.1"}); err != nil {
 		b.Fatal(err)
@@ -288,9 +288,12 @@ func BenchmarkTracingOnVsOff(b *testing.B) {
 	var tracedReqs int
 	spans0 := collector.Count()
 	for b.Loop() {
-		for range rounds {
+		for r := range rounds {
 			rps, p50, p99, cpu, _ := round(s.proxy, off)
 			offRPS, offP50, offP99, offCPU = append(offRPS, rps), append(offP50, p50), append(offP99, p99), append(offCPU, cpu)
+			if r == 0 {
+				profile(b, traced.AdminURL) // the traced node's
+			}
 			rps, p50, p99, cpu, n := round(traced, on)
 			onRPS, onP50, onP99, onCPU = append(onRPS, rps), append(onP50, p50), append(onP99, p99), append(onCPU, cpu)
 			tracedReqs += n

@@ -31,12 +31,15 @@ func requestSpan(ctx context.Context) trace.Span {
 // the TLS handshake of the connection when it arrived on a Listener.
 func (h *Handler) serveTraced(w http.ResponseWriter, r *http.Request, id string) {
 	ctx := h.tr.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	attrs := []attribute.KeyValue{
+	// Room for every attribute, so that the slice is made once; the span
+	// copies them.
+	attrs := make([]attribute.KeyValue, 0, 8)
+	attrs = append(attrs,
 		telemetry.AttrHTTPRequestMethod.String(r.Method),
 		telemetry.AttrURLPath.String(r.URL.Path),
 		telemetry.AttrRequestID.String(id),
 		telemetry.AttrNetworkProtocolVer.String(protocolVersion(r)),
-	}
+	)
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
@@ -53,7 +56,8 @@ func (h *Handler) serveTraced(w http.ResponseWriter, r *http.Request, id string)
 	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		attrs = append(attrs, telemetry.AttrClientAddress.String(host))
 	}
-	opts := []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...)}
+	var optsBuf [3]trace.SpanStartOption
+	opts := append(optsBuf[:0], serverKind, trace.WithAttributes(attrs...))
 	if hs := inbound.HandshakeSpan(r); hs.IsValid() {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: hs}))
 	}
@@ -63,14 +67,20 @@ func (h *Handler) serveTraced(w http.ResponseWriter, r *http.Request, id string)
 	h.serve(w, r.WithContext(ctx), id, span)
 }
 
-// routeMatched records the route found for the request.
+// serverKind is the request span's kind, made once.
+var serverKind = trace.WithSpanKind(trace.SpanKindServer)
+
+// routeMatched records the route found for the request: one call, so that
+// the span's attributes grow once.
 func routeMatched(span trace.Span, t *router.Target) {
-	span.SetAttributes(telemetry.AttrRoute.String(t.Route), telemetry.AttrUpstream.String(t.Service))
+	attrs := []attribute.KeyValue{telemetry.AttrRoute.String(t.Route), telemetry.AttrUpstream.String(t.Service), {}}
 	if t.Path != "" {
-		span.SetAttributes(telemetry.AttrHTTPRoute.String(t.Path))
+		attrs[2] = telemetry.AttrHTTPRoute.String(t.Path)
+		span.SetAttributes(attrs...)
+	} else {
+		span.SetAttributes(attrs[:2]...)
 	}
-	span.AddEvent(telemetry.EventRouteMatch, trace.WithAttributes(
-		telemetry.AttrRoute.String(t.Route), telemetry.AttrUpstream.String(t.Service)))
+	span.AddEvent(telemetry.EventRouteMatch, trace.WithAttributes(attrs[:2]...))
 }
 
 // failSpan records a request answered with a failure body. span may be nil

@@ -55,7 +55,6 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	if u.tracing.Tracer != nil {
 		o.tr, ctx = u.startSpan(ctx, in, &o.trace)
 	}
-	// u.h1 is nil with tracing on.
 	direct := u.h1 != nil && h1Eligible(in)
 	var out *http.Request
 	if direct {

@@ -126,7 +126,9 @@ func (e *timeoutError) Temporary() bool { return true }
 
 // roundTrip sends req (see h1Eligible) to req.URL.Host and returns the
 // response, whose Body returns the connection to the pool once read to its
-// end. trace's Got1xxResponse, if set, receives the 1xx responses.
+// end. trace's Got1xxResponse, if set, receives the 1xx responses, and its
+// GetConn and GotConn hear of each connection sought and got, as the
+// Transport tells them (a traced request's span records them).
 func (p *h1Pool) roundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
 	ctx := req.Context()
 	addr := req.URL.Host
@@ -134,10 +136,21 @@ func (p *h1Pool) roundTrip(req *http.Request, trace *httptrace.ClientTrace) (*ht
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		if trace != nil && trace.GetConn != nil {
+			trace.GetConn(addr)
+		}
 		// Bounded: after a few stale connections, a new one.
 		c, err := p.get(ctx, addr, attempt >= maxStaleRetries)
 		if err != nil {
 			return nil, err
+		}
+		if trace != nil && trace.GotConn != nil {
+			// A pooled connection was used before and idle since.
+			info := httptrace.GotConnInfo{Conn: c.conn, Reused: c.reused, WasIdle: c.reused}
+			if c.reused {
+				info.IdleTime = time.Since(c.idleAt)
+			}
+			trace.GotConn(info)
 		}
 		resp, retry, err := c.roundTrip(ctx, req, trace)
 		if err == nil {

@@ -149,8 +149,8 @@ type Upstream struct {
 	dialer    *outbound.Dialer
 	transport *http.Transport
 	// h1 serves the requests it can (h1Eligible) of an HTTP/1.1-only
-	// upstream in the calling goroutine; nil for the others, and with
-	// tracing on.
+	// upstream in the calling goroutine, traced or not; nil for the
+	// others.
 	h1 *h1Pool
 	// proxy serves Upgrade requests; its hooks serve forward too.
 	proxy *httputil.ReverseProxy
@@ -252,7 +252,7 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 	}
 	t.Protocols = &protos
 	u.transport = t
-	if !protos.HTTP2() && !protos.UnencryptedHTTP2() && !opts.Tracing.On() && !opts.DisableDirectH1 {
+	if !protos.HTTP2() && !protos.UnencryptedHTTP2() && !opts.DisableDirectH1 {
 		dial := t.DialContext
 		if t.DialTLSContext != nil {
 			dial = t.DialTLSContext
