@@ -73,6 +73,9 @@ var serverKind = trace.WithSpanKind(trace.SpanKindServer)
 // routeMatched records the route found for the request: one call, so that
 // the span's attributes grow once.
 func routeMatched(span trace.Span, t *router.Target) {
+	if !span.IsRecording() {
+		return // not sampled
+	}
 	attrs := []attribute.KeyValue{telemetry.AttrRoute.String(t.Route), telemetry.AttrUpstream.String(t.Service), {}}
 	if t.Path != "" {
 		attrs[2] = telemetry.AttrHTTPRoute.String(t.Path)
@@ -86,7 +89,7 @@ func routeMatched(span trace.Span, t *router.Target) {
 // failSpan records a request answered with a failure body. span may be nil
 // (tracing off).
 func failSpan(span trace.Span, reason failure.Reason, detail string, status int) {
-	if span == nil {
+	if span == nil || !span.IsRecording() {
 		return
 	}
 	span.SetAttributes(telemetry.AttrHTTPResponseStatus.Int(status))

@@ -139,6 +139,16 @@ func (s *server) traceHandshake(c *conn, reason failure.Reason, err error) {
 	_, span := s.tracing.Tracer.Start(context.Background(), telemetry.SpanInboundHandshake,
 		trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithTimestamp(c.accepted), trace.WithAttributes(attrs...))
+	if !span.IsRecording() {
+		// Not sampled: the certificate's attributes (subject, names,
+		// hash) are not worth computing for nobody. Requests still link
+		// to the span's context.
+		if err == nil {
+			c.handshake = span.SpanContext()
+		}
+		span.End()
+		return
+	}
 	cs := c.tls.ConnectionState()
 	if err != nil {
 		span.SetAttributes(telemetry.AttrTLSEstablished.Bool(false))

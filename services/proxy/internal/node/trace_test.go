@@ -435,3 +435,38 @@ func TestTraceOfNodeApply(t *testing.T) {
 		t.Errorf("refused node.apply status %v", refused.Status())
 	}
 }
+
+// A request whose client's traceparent says "not sampled" is not recorded
+// under the parent-based sampler (the SDK's default), and the upstream
+// gets the client's trace, still flagged not sampled: the node records
+// nothing and only passes the context on.
+func TestTraceParentNotSampled(t *testing.T) {
+	t.Parallel()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec), sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())))
+	e := newEnv(t, func(c *node.Config) { c.Tracing = telemetry.New(tp) })
+	srv := upstreamServer(t, e.server, e.clients, false, nil)
+	e.apply(t, "orders", "http1", addr(srv), mtls(e.ca, e.gateway, nil))
+
+	r, _ := http.NewRequest("GET", e.url("/orders/1"), nil)
+	r.Header.Set("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")
+	resp, err := client.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	got := answer{resp.StatusCode, resp.Header, body}.echo(t)
+	if !strings.HasPrefix(got.Traceparent, "00-0af7651916cd43dd8448eb211c80319c-") || !strings.HasSuffix(got.Traceparent, "-00") {
+		t.Errorf("upstream received traceparent %q, want the client's trace, not sampled", got.Traceparent)
+	}
+	// A sampled request after it: its spans are recorded, the other's
+	// never were.
+	a := do(t, "GET", e.url("/orders/2"))
+	(&recorded{rec: rec}).request(t, a.header.Get("X-Request-Id"))
+	for _, s := range rec.Ended() {
+		if s.SpanContext().TraceID().String() == "0af7651916cd43dd8448eb211c80319c" {
+			t.Errorf("span %s of the unsampled trace recorded", s.Name())
+		}
+	}
+}

@@ -47,6 +47,11 @@ func (u *Upstream) startSpan(ctx context.Context, in *http.Request, ct *httptrac
 // headers (replacing any the client sent: the upstream's parent is this
 // span).
 func (t *traced) sending(out *http.Request) {
+	if !t.span.IsRecording() {
+		// Not sampled: only the context goes on, flagged so.
+		t.u.tracing.Propagator.Inject(t.ctx, propagation.HeaderCarrier(out.Header))
+		return
+	}
 	if host, port, err := net.SplitHostPort(out.URL.Host); err == nil {
 		t.span.SetAttributes(telemetry.AttrServerAddress.String(host))
 		if p, err := strconv.Atoi(port); err == nil {
@@ -67,6 +72,9 @@ func (t *traced) gotConnStart(string) { t.getConn = time.Now() }
 // of their own: a pooled connection is the common case, and costs nothing
 // worth a span.
 func (t *traced) gotConn(info httptrace.GotConnInfo) {
+	if !t.span.IsRecording() {
+		return
+	}
 	attrs := []attribute.KeyValue{
 		telemetry.AttrConnReused.Bool(info.Reused),
 		telemetry.AttrConnWasIdle.Bool(info.WasIdle),
