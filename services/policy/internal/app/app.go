@@ -116,6 +116,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.ConsoleListen != "" && guard.Insecure() {
+		// The console is served as the API is: without authentication,
+		// on loopback alone.
+		if err := access.CheckLoopback(cfg.ConsoleListen); err != nil {
+			return fmt.Errorf("--console-listen: %w", err)
+		}
+	}
 
 	if cfg.Store.Bucket == "" {
 		cfg.Store.Bucket = configkv.Bucket
@@ -253,11 +260,6 @@ func Run(ctx context.Context, cfg Config) error {
 // API's TLS and access control, reading the current backend's server; a
 // failure to serve goes to errc.
 func serveConsole(cfg Config, guard *access.Server, cur *atomic.Pointer[backend], probes *probelog.Log, log *slog.Logger, errc chan<- error) (*http.Server, error) {
-	if guard.Insecure() {
-		if err := access.CheckLoopback(cfg.ConsoleListen); err != nil {
-			return nil, fmt.Errorf("--console-listen: %w", err)
-		}
-	}
 	h, err := console.Handler(console.Config{
 		API:    func() console.API { return cur.Load().svc },
 		Probes: probes,

@@ -390,3 +390,13 @@ func TestRefusalsAndHeaders(t *testing.T) {
 		}
 	})
 }
+
+// Without authentication the console, like the API, binds loopback only.
+func TestInsecureConsoleOnLoopbackOnly(t *testing.T) {
+	ns := natstest.Start(t)
+	err := app.Run(context.Background(), app.Config{Listen: "127.0.0.1:0", ConsoleListen: "0.0.0.0:0", NATSURL: ns.URL,
+		Access: access.Options{InsecureNoAuth: true}})
+	if err == nil || !strings.Contains(err.Error(), "--console-listen") || !strings.Contains(err.Error(), "loopback") {
+		t.Fatalf("the console without authentication on 0.0.0.0: %v, want a refusal naming --console-listen and loopback", err)
+	}
+}
