@@ -78,11 +78,13 @@ const (
 	pathAssets       = "/assets/"
 )
 
-// Table is the console's access table: every page and asset needs
-// viewer (operators and secrets-admins have it). "/" covers every path, so
-// an unknown one is a 404 page to a viewer and a refusal to anyone else.
+// Table is the console's access table: every page needs viewer
+// (operators and secrets-admins have it). "/" covers every path, so an
+// unknown one is a 404 page to a viewer and a refusal to anyone else. The
+// stylesheet and icon are open: they are the binary's own, hold nothing
+// of the fleet, and a refusal page needs them too.
 func Table() access.Table {
-	return access.Table{"/": {Role: access.Viewer}}
+	return access.Table{"/": {Role: access.Viewer}, pathAssets: {Open: true}}
 }
 
 //go:embed templates/*.html
@@ -116,7 +118,14 @@ func Handler(cfg Config) (http.Handler, error) {
 		return nil, err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET "+pathAssets, http.StripPrefix(pathAssets, http.FileServerFS(assets)))
+	files := http.StripPrefix(pathAssets, http.FileServerFS(assets))
+	mux.HandleFunc("GET "+pathAssets+"{file}", func(w http.ResponseWriter, r *http.Request) {
+		if r.PathValue("file") == "" {
+			http.NotFound(w, r) // no listing of the folder
+			return
+		}
+		files.ServeHTTP(w, r)
+	})
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, PathCertificates, http.StatusSeeOther)
 	})
