@@ -268,9 +268,25 @@ spec:
 		screenshot(browser, "nodes")
 	})
 	t.Run("bindings", func(t *testing.T) {
+		var bindings struct {
+			Items []struct {
+				Metadata struct {
+					Name     string
+					Revision uint64 `json:",string"`
+				}
+			} `json:"items"`
+		}
+		if err := json.Unmarshal([]byte(ctl("get", "bindings", "-o", "json")), &bindings); err != nil {
+			t.Fatal(err)
+		}
+		if len(bindings.Items) != 1 {
+			t.Fatalf("keywayctl get bindings lists %d, want 1", len(bindings.Items))
+		}
 		html := load(browser, "/bindings", `<table id="bindings"`, "</table>")
-		row := between(t, html, `data-binding="orders-tls"`, "</tr>")
-		for _, want := range []string{"tls-outbound", "Service orders", up.Listener.Addr().String(), "TLS 1.3", "keywayctl get policybinding orders-tls"} {
+		b := bindings.Items[0].Metadata
+		row := between(t, html, `data-binding="`+b.Name+`"`, "</tr>")
+		// The probe ran at apply: the endpoint answered TLS 1.3.
+		for _, want := range []string{"tls-outbound", "Service orders", fmt.Sprintf("<td>%d</td>", b.Revision), up.Listener.Addr().String(), "TLS 1.3", "keywayctl get policybinding " + b.Name} {
 			if !strings.Contains(row, want) {
 				t.Errorf("the binding's row does not show %q:\n%s", want, row)
 			}
