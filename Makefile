@@ -23,7 +23,7 @@ help: ## list the targets
 .PHONY: tools
 tools: ## install the pinned tools into the cache (scripts/tool.sh) and the Debian packages the tests use (scripts/debian.sh); Vault takes about 20 minutes the first time
 	@for t in buf protoc-gen-go protoc-gen-connect-go protoc-gen-go-grpc golangci-lint govulncheck nats-server vault; do $(TOOL) $$t >/dev/null; done
-	@scripts/debian.sh nginx-light
+	@scripts/debian.sh nginx-light chromium
 
 .PHONY: build
 build: ## build every binary into bin/
@@ -73,7 +73,7 @@ check-generated: generate ## fail when gen/ differs from what proto/ generates
 
 .PHONY: test
 test: tools check-generated lint build deploy-check ## everything CI runs: generated-code check, lint, deploy check, unit, integration and end-to-end tests, then each fuzz target for TESTFUZZTIME (5s)
-	@KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$($(TOOL) nats-server)" KEYWAY_VAULT="$$($(TOOL) vault)" \
+	@KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$($(TOOL) nats-server)" KEYWAY_VAULT="$$($(TOOL) vault)" KEYWAY_REQUIRE_CHROMIUM=1 \
 	  go test -race -count=1 -timeout 30m $(TESTFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
 	@scripts/fuzz.sh $(TESTFUZZTIME)
 

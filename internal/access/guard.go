@@ -70,6 +70,29 @@ func (g *Guard) Reload() error {
 // Unauthenticated or PermissionDenied, plain HTTP clients as 401 or 403,
 // with a message that names the fix.
 func (g *Guard) Middleware(table Table, next http.Handler) http.Handler {
+	return g.middleware(table, next, nil)
+}
+
+// Refusal is a request the guard refused: the code, the HTTP status that
+// goes with it (401 or 403) and the error, whose message names the fix.
+type Refusal struct {
+	Code   connect.Code
+	Status int
+	Err    error
+}
+
+// RefusalWriter answers a refused request in a form of its own (an HTML
+// page, say); the guard has logged the refusal already.
+type RefusalWriter func(w http.ResponseWriter, r *http.Request, ref Refusal)
+
+// PageMiddleware is [Guard.Middleware] for pages a person reads: a refused
+// request is logged as the API's are, then answered by refused (an HTML
+// page that names the fix, say) instead of in an RPC protocol.
+func (g *Guard) PageMiddleware(table Table, next http.Handler, refused RefusalWriter) http.Handler {
+	return g.middleware(table, next, refused)
+}
+
+func (g *Guard) middleware(table Table, next http.Handler, write RefusalWriter) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rule, known := table.Lookup(r.URL.Path)
 		if known && rule.Open {
@@ -78,18 +101,18 @@ func (g *Guard) Middleware(table Table, next http.Handler) http.Handler {
 		}
 		caller, err := g.authenticate(r)
 		if err != nil {
-			g.refuse(w, r, nil, connect.CodeUnauthenticated, err)
+			g.refuse(w, r, nil, connect.CodeUnauthenticated, err, write)
 			return
 		}
 		switch {
 		case !known:
 			g.refuse(w, r, caller, connect.CodePermissionDenied,
-				fmt.Errorf("%s is not served to anyone here (no entry in the access table); seen as %s", bounded(r.URL.Path), caller))
+				fmt.Errorf("%s is not served to anyone here (no entry in the access table); seen as %s", bounded(r.URL.Path), caller), write)
 			return
 		case rule.Role != "" && !caller.Has(rule.Role):
 			g.refuse(w, r, caller, connect.CodePermissionDenied,
 				fmt.Errorf("%s needs the %s role; you are %s, with %s: bind the identity to %s in the access policy (--access-policy) or call with an identity that holds it",
-					bounded(r.URL.Path), rule.Role, caller, caller.rolesString(), rule.Role))
+					bounded(r.URL.Path), rule.Role, caller, caller.rolesString(), rule.Role), write)
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(NewContext(r.Context(), caller)))
@@ -135,20 +158,30 @@ func certIdentity(leaf *x509.Certificate) string {
 	return leaf.Subject.String()
 }
 
-// refuse answers a refused request in its protocol, and logs it.
-func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, caller *Caller, code connect.Code, err error) {
+// refuse answers a refused request in its protocol, or with write when
+// given, and logs it.
+func (g *Guard) refuse(w http.ResponseWriter, r *http.Request, caller *Caller, code connect.Code, err error, write RefusalWriter) {
 	attrs := []any{"procedure", bounded(r.URL.Path), "reason", code.String(), "peer", r.RemoteAddr}
 	if caller != nil {
 		attrs = append(attrs, "identity", bounded(caller.Identity), "method", string(caller.Method))
 	}
 	g.log.Info("call refused", attrs...)
+	status := http.StatusForbidden
+	if code == connect.CodeUnauthenticated {
+		status = http.StatusUnauthorized
+	}
+	if write != nil {
+		if status == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="keyway"`)
+		}
+		write(w, r, Refusal{Code: code, Status: status, Err: err})
+		return
+	}
 	if g.errw.IsSupported(r) {
 		_ = g.errw.Write(w, r, connect.NewError(code, err))
 		return
 	}
-	status := http.StatusForbidden
-	if code == connect.CodeUnauthenticated {
-		status = http.StatusUnauthorized
+	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="keyway"`)
 	}
 	http.Error(w, err.Error(), status)

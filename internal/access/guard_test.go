@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -317,5 +318,49 @@ func TestTablesCoverEveryProcedure(t *testing.T) {
 				t.Errorf("%s/%s: rule %+v %v, want a role", tc.fd, m, rule, ok)
 			}
 		}
+	}
+}
+
+// A page refused is answered by the page's own writer, with the guard's
+// message and status; an admitted request reaches the page with its
+// caller.
+func TestPageMiddlewareHandsRefusalsToThePage(t *testing.T) {
+	t.Parallel()
+	p, err := access.ParsePolicy([]byte(policyDoc("")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := access.NewGuardFor(p, nil)
+	page := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "page for "+access.FromContext(r.Context()).Identity)
+	})
+	refused := func(w http.ResponseWriter, _ *http.Request, ref access.Refusal) {
+		w.WriteHeader(ref.Status)
+		fmt.Fprintf(w, "refusal page %s: %v", ref.Code, ref.Err)
+	}
+	h := g.PageMiddleware(access.Table{"/": {Role: access.Operator}}, page, refused)
+	for _, tc := range []struct {
+		name, token string
+		status      int
+		want        string
+	}{
+		{"no credential", "", http.StatusUnauthorized, "refusal page unauthenticated: no credential"},
+		{"unknown token", "nobody's", http.StatusUnauthorized, "not in the access policy"},
+		{"operator", tokenOp, http.StatusOK, "page for token sha256:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(http.MethodGet, "/nodes", nil)
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tc.status || !strings.Contains(rec.Body.String(), tc.want) {
+				t.Errorf("%d %q, want %d and %q", rec.Code, rec.Body.String(), tc.status, tc.want)
+			}
+			if tc.status == http.StatusUnauthorized && rec.Header().Get("WWW-Authenticate") == "" {
+				t.Error("a 401 without WWW-Authenticate")
+			}
+		})
 	}
 }

@@ -140,6 +140,16 @@ func (s *Server) Handler(table Table, h http.Handler) http.Handler {
 	return s.guard.Middleware(table, h)
 }
 
+// PageHandler is [Server.Handler] for pages a person reads: a refused
+// request is logged as the API's are, then answered by refused (an HTML
+// page that names the fix, say) instead of in an RPC protocol.
+func (s *Server) PageHandler(table Table, h http.Handler, refused RefusalWriter) http.Handler {
+	if s.guard == nil {
+		return s.Handler(table, h)
+	}
+	return s.guard.PageMiddleware(table, h, refused)
+}
+
 // Listen binds addr: TLS with the current certificate, or plain TCP with
 // --insecure-no-auth.
 func (s *Server) Listen(addr string) (net.Listener, error) {

@@ -46,6 +46,7 @@ func realMain(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("keyway-policy", flag.ContinueOnError)
 	var (
 		listen    = fs.String("listen", "127.0.0.1:8081", "API address: Connect, gRPC and gRPC-Web")
+		consoleLn = fs.String("console-listen", "", "operator console address, e.g. 127.0.0.1:8085 (read-only HTML pages, served with the API's TLS and access control; viewer suffices); empty: no console")
 		natsURL   = fs.String("nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
 		bucket    = fs.String("bucket", configkv.Bucket, "JetStream KV bucket holding the configuration")
 		replicas  = fs.Int("replicas", 1, "replicas of the bucket in a NATS cluster (3 in production)")
@@ -99,15 +100,16 @@ func realMain(ctx context.Context, args []string) error {
 		log.Info("tracing on", "exporter", os.Getenv("OTEL_TRACES_EXPORTER"))
 	}
 	return app.Run(ctx, app.Config{
-		Listen:     *listen,
-		Access:     acc,
-		NATSURL:    *natsURL,
-		NATS:       natsCfg,
-		Store:      store.Config{Bucket: *bucket, Replicas: *replicas},
-		NodeBucket: *nodes,
-		NodeTTL:    *nodeTTL,
-		Tracing:    tr,
-		Log:        log.With("service", "policy"),
+		Listen:        *listen,
+		ConsoleListen: *consoleLn,
+		Access:        acc,
+		NATSURL:       *natsURL,
+		NATS:          natsCfg,
+		Store:         store.Config{Bucket: *bucket, Replicas: *replicas},
+		NodeBucket:    *nodes,
+		NodeTTL:       *nodeTTL,
+		Tracing:       tr,
+		Log:           log.With("service", "policy"),
 
 		SecretsServer: *secrets,
 		Material:      material.Config{URL: *internal, CertFile: *secCert, KeyFile: *secKey, CAFile: *secCA},

@@ -37,9 +37,11 @@ import (
 	"keyway.dev/internal/natsconn"
 	"keyway.dev/internal/retry"
 	"keyway.dev/internal/telemetry"
+	"keyway.dev/policy/internal/console"
 	"keyway.dev/policy/internal/inlinekeys"
 	"keyway.dev/policy/internal/metrics"
 	"keyway.dev/policy/internal/nodes"
+	"keyway.dev/policy/internal/probelog"
 	"keyway.dev/policy/internal/secretcheck"
 	"keyway.dev/policy/internal/server"
 	"keyway.dev/policy/internal/store"
@@ -86,6 +88,13 @@ type Config struct {
 	// Audit is the audit stream's configuration (limits); the service and
 	// the replicas (Store.Replicas) are filled in.
 	Audit audit.Config
+	// ConsoleListen is the operator console's address (package console),
+	// e.g. "127.0.0.1:8085"; empty: no console. It is served like the API:
+	// TLS with the API's certificate and the same access control, or
+	// plain HTTP on loopback with InsecureNoAuth.
+	ConsoleListen string
+	// OnConsoleListen, if set, is called with the console's bound address.
+	OnConsoleListen func(net.Addr)
 	// ProbeTimeout and ProbeDeadline bound the live probe of one endpoint
 	// and of one Apply; zero: server.DefaultProbeTimeout and
 	// server.DefaultProbeDeadline.
@@ -106,6 +115,13 @@ func Run(ctx context.Context, cfg Config) error {
 	guard, err := access.NewServer(cfg.Access, cfg.Listen, log)
 	if err != nil {
 		return err
+	}
+	if cfg.ConsoleListen != "" && guard.Insecure() {
+		// The console is served as the API is: without authentication,
+		// on loopback alone.
+		if err := access.CheckLoopback(cfg.ConsoleListen); err != nil {
+			return fmt.Errorf("--console-listen: %w", err)
+		}
 	}
 
 	if cfg.Store.Bucket == "" {
@@ -145,6 +161,9 @@ func Run(ctx context.Context, cfg Config) error {
 			server.WithInlineKeys(inlinekeys.NewClient(cfg.SecretsServer, secretsAPI, 0)))
 		log.Info("references to the secrets service enabled", "secrets_server", cfg.SecretsServer, "probe_material", cfg.Material.URL != "")
 	}
+	// The probe log outlives the backends: a NATS reconnection keeps it.
+	probes := probelog.New()
+	opts = append(opts, server.WithProbeLog(probes))
 	m := metrics.New()
 	m.Register(certfiles.Collector(own))
 	var cur atomic.Pointer[backend]
@@ -163,6 +182,7 @@ func Run(ctx context.Context, cfg Config) error {
 		m.Swap(old, b.aw.Collectors())
 		svc := server.New(b.st, b.nv, log, m, append(slices.Clip(opts), server.WithAudit(b.aw))...)
 		svc.TraceProbes(cfg.Tracing.Tracer)
+		b.svc = svc
 		b.handler = guard.Handler(access.PolicyAPI(), handler(svc, m.Handler(), cfg.Tracing, hc))
 		return b, nil
 	}
@@ -201,19 +221,74 @@ func Run(ctx context.Context, cfg Config) error {
 		<-superDone
 		cur.Load().close()
 	}()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	errc := make(chan error, 2)
+	go func() {
+		if err := srv.Serve(ln); err != nil {
+			errc <- fmt.Errorf("serving the API: %w", err)
+		}
+	}()
+	servers := []*http.Server{srv}
+	names := []string{"the API"}
+	if cfg.ConsoleListen != "" {
+		csrv, err := serveConsole(cfg, guard, &cur, probes, log, errc)
+		if err != nil {
+			_ = srv.Close()
+			return err
+		}
+		servers, names = append(servers, csrv), append(names, "the console")
+	}
 	select {
 	case err := <-errc:
-		return fmt.Errorf("serving the API: %w", err)
+		for _, s := range servers {
+			_ = s.Close()
+		}
+		return err
 	case <-ctx.Done():
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("shutting down the API: %w", err)
+	var errs []error
+	for i, s := range servers {
+		if err := s.Shutdown(shutdownCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("shutting down %s: %w", names[i], err))
+		}
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// serveConsole serves the operator console on cfg.ConsoleListen with the
+// API's TLS and access control, reading the current backend's server; a
+// failure to serve goes to errc.
+func serveConsole(cfg Config, guard *access.Server, cur *atomic.Pointer[backend], probes *probelog.Log, log *slog.Logger, errc chan<- error) (*http.Server, error) {
+	h, err := console.Handler(console.Config{
+		API:    func() console.API { return cur.Load().svc },
+		Probes: probes,
+		Guard:  guard.PageHandler,
+		Log:    log.With("component", "console"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := guard.Listen(cfg.ConsoleListen)
+	if err != nil {
+		return nil, fmt.Errorf("the console (--console-listen): %w", err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		Protocols:         guard.Protocols(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("operator console serving", "addr", ln.Addr().String(), "url", guard.Scheme()+"://"+ln.Addr().String()+console.PathCertificates)
+	if cfg.OnConsoleListen != nil {
+		cfg.OnConsoleListen(ln.Addr())
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("serving the console: %w", err)
+		}
+	}()
+	return srv, nil
 }
 
 // backend is one NATS connection with the store and node view over it, and
@@ -223,6 +298,7 @@ type backend struct {
 	aw      *audit.Writer
 	st      *store.Store
 	nv      *nodes.View
+	svc     *server.Server
 	handler http.Handler
 	// closed is closed when the connection is closed for good, by the
 	// server or by close.

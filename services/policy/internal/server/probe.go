@@ -19,6 +19,7 @@ import (
 	"keyway.dev/internal/failure"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/outbound"
+	"keyway.dev/policy/internal/probelog"
 )
 
 // Bounds of the live probe. Every endpoint of a request is probed at once,
@@ -280,6 +281,31 @@ func (s *Server) resolve(ctx context.Context, o *model.OutboundTLS) (*model.Outb
 		cas = ts.CAs
 	}
 	return o.Resolve(cert, cas), "", nil
+}
+
+// WithProbeLog keeps each binding's last live probe in log (the operator
+// console shows it).
+func WithProbeLog(log *probelog.Log) Option {
+	return func(s *Server) { s.probes = log }
+}
+
+// logProbes records what the probe of one request found, per binding.
+func (s *Server) logProbes(targets []probeTarget, out *probeOutcome, dryRun bool) {
+	if s.probes == nil {
+		return
+	}
+	now := s.now()
+	for _, t := range targets {
+		rec := probelog.Record{Binding: t.binding.Name, Service: t.service, Time: now, DryRun: dryRun,
+			Refused: len(out.failed) > 0, Results: out.results[t.index]}
+		field := configField(t.index)
+		for _, v := range slices.Concat(out.failed, out.warnings) {
+			if v.Field == field {
+				rec.Notes = append(rec.Notes, v.Message)
+			}
+		}
+		s.probes.Add(rec)
+	}
 }
 
 func configField(i int) string {

@@ -31,6 +31,7 @@ import (
 	"keyway.dev/internal/secretref"
 	"keyway.dev/policy/internal/inlinekeys"
 	"keyway.dev/policy/internal/nodes"
+	"keyway.dev/policy/internal/probelog"
 	"keyway.dev/policy/internal/store"
 )
 
@@ -74,6 +75,9 @@ type Server struct {
 	probeTimeout, probeDeadline time.Duration
 	// audit is the audit trail ListAudit reads; nil: none.
 	audit *audit.Writer
+	// probes keeps each binding's last probe for the console; nil: not
+	// kept.
+	probes *probelog.Log
 }
 
 // Material fetches key material from the secrets service's
@@ -230,6 +234,7 @@ func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.Apply
 		if err != nil {
 			return nil, err
 		}
+		s.logProbes(targets, out, req.Msg.GetDryRun())
 		if len(out.failed) > 0 {
 			s.log.Info("apply refused by the live probe", "resources", len(resources), "failed", len(out.failed), "unreachable", len(out.warnings), "dry_run", req.Msg.GetDryRun())
 			return nil, invalid(out.failed, append(report.Warnings, out.warnings...)...)
