@@ -28,6 +28,7 @@ import (
 	nodev1 "keyway.dev/gen/keyway/node/v1"
 
 	"keyway.dev/internal/access"
+	"keyway.dev/internal/certevents"
 	"keyway.dev/internal/certs"
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/material"
@@ -96,6 +97,11 @@ type Config struct {
 	// one CRL, and the first retry delay after a failed fetch. Default
 	// revocation.DefaultMinRefresh (10s).
 	RevocationMinRefresh time.Duration
+	// ExpiryThresholds are the times left under which a certificate the
+	// node presents or trusts is announced on certevents.Subject, once per
+	// certificate and threshold. Default certevents.DefaultThresholds (30,
+	// 7 and 1 days).
+	ExpiryThresholds []time.Duration
 	// ShutdownTimeout bounds the graceful stop: requests still in flight
 	// then are cut off and the Upstreams' connections closed. Default 15s.
 	ShutdownTimeout time.Duration
@@ -150,6 +156,13 @@ type Node struct {
 	stream jetstream.Stream
 	// status keeps what NodeStatus can reuse from one call to the next.
 	status statusCache
+	// own are the node's own certificates by role, read at each use.
+	own map[string]func() *x509.Certificate
+	// expiry publishes the expiry events, at each status write.
+	expiry *certevents.Tracker
+	// expiryFailing is set while publishing expiry events fails, so that
+	// an outage is logged once. Registry goroutine only.
+	expiryFailing bool
 }
 
 // statusCache is what NodeStatus reuses between calls, so that a change to
@@ -224,7 +237,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Secrets != nil {
 		own["internal-client"] = cfg.Secrets.ClientCertificate
 	}
+	n.own = own
 	n.metrics = metrics.New(func() *publish.Snapshot { return n.watcher.Snapshot() }, metrics.WithOwnCertificates(own))
+	n.expiry = certevents.NewTracker(cfg.NodeID, cfg.ExpiryThresholds, n.publishExpiry)
 	// One cache of CRLs and OCSP responses, the inbound manager's, serves
 	// the Listener hosts and the Upstreams; both are set before anything
 	// asks for it.
@@ -364,7 +379,7 @@ func (n *Node) run(ctx context.Context) {
 		}
 		registry.Run(ctx, registry.Options{
 			KV: kv, ID: n.cfg.NodeID, Heartbeat: n.cfg.Heartbeat, Logger: n.log,
-			Status: n.NodeStatus, Changed: n.watcher.Changed, Connected: n.nc.IsConnected,
+			Status: n.statusAndExpiry, Changed: n.watcher.Changed, Connected: n.nc.IsConnected,
 		})
 	}()
 
