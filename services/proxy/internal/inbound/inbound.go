@@ -196,11 +196,12 @@ func (m *Manager) Apply(listeners []*model.Listener) map[string]error {
 		if cur != nil && cur.address == l.Address && cur.snap.Load().listener == l {
 			continue // unchanged
 		}
-		snap, err := buildSnapshot(l, m.newHostRevocation)
+		snap, err := buildSnapshot(l, m.newHostRevocation, m.newStaple)
 		if err != nil {
 			fail(err)
 			continue
 		}
+		snap.startStapling(m.revocation)
 		if cur != nil && cur.address == l.Address {
 			// Requests on open connections judge by the current
 			// snapshot: the old one's checkers are no longer asked.
