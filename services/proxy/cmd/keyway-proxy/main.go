@@ -70,6 +70,7 @@ func realMain(ctx context.Context) error {
 		revMin    = fs.String("revocation-min-refresh", revocation.DefaultMinRefresh.String(), "shortest time between two fetches of one CRL, and the first retry delay after a failed fetch (doubled up to --revocation-max-refresh)")
 		expiryAt  = fs.String("cert-expiry-thresholds", certevents.FormatThresholds(certevents.DefaultThresholds), "times left (30d, 12h) under which a certificate the node presents or trusts is announced on NATS subject "+certevents.Subject+", once per certificate and threshold")
 	)
+	presentedRev := fs.Bool("presented-revocation", true, "fetch the revocation state of the certificates the node presents, from the CRL distribution points and OCSP responders they name: staple the OCSP response to Listener certificates, and report the state in the node status (keywayctl certs)")
 	var natsCfg natsconn.Config
 	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
 	pprofOn := fs.Bool("pprof", false, "serve Go's profiler at /debug/pprof/ on the admin port, to the operator role")
@@ -154,6 +155,8 @@ func realMain(ctx context.Context) error {
 		RevocationMaxRefresh: revMaxRefresh,
 		RevocationMinRefresh: revMinRefresh,
 		ExpiryThresholds:     expiryThresholds,
+
+		NoPresentedRevocation: !*presentedRev,
 	})
 }
 
