@@ -1,8 +1,8 @@
 // Package certfiles keeps a key pair that lives in files — a service's own
 // certificate for its internal mTLS port or for the secrets service — and
-// reads it again when the files change, so that rotating it (cert-manager
-// renewing a Kubernetes Secret, an operator replacing the files) needs no
-// restart.
+// the CA bundle that verifies its peers, and reads them again when the
+// files change, so that rotating them (cert-manager renewing a Kubernetes
+// Secret, an operator replacing the files) needs no restart.
 //
 // As ghostunnel's certloader does, the files are parsed fully and checked
 // (the key matches the certificate) before the new pair replaces the old
@@ -30,8 +30,7 @@ const DefaultCheckInterval = time.Second
 // change. Safe for concurrent use.
 type KeyPair struct {
 	certFile, keyFile string
-	interval          time.Duration
-	now               func() time.Time
+	settings
 
 	cur atomic.Pointer[loaded]
 
@@ -54,20 +53,31 @@ type stamp struct {
 	certMod, keyMod   time.Time
 }
 
-// Option adjusts a KeyPair.
-type Option func(*KeyPair)
+// settings are what Options adjust, for a KeyPair and a Bundle alike.
+type settings struct {
+	interval time.Duration
+	now      func() time.Time
+}
+
+func newSettings(opts []Option) settings {
+	s := settings{interval: DefaultCheckInterval, now: time.Now}
+	for _, o := range opts {
+		o(&s)
+	}
+	return s
+}
+
+// Option adjusts a KeyPair or a Bundle.
+type Option func(*settings)
 
 // WithCheckInterval sets how often, at most, the files are looked at; 0
 // looks at every handshake.
-func WithCheckInterval(d time.Duration) Option { return func(k *KeyPair) { k.interval = d } }
+func WithCheckInterval(d time.Duration) Option { return func(s *settings) { s.interval = d } }
 
 // Load reads the key pair; it fails when the files cannot be read, do not
 // parse, or the key does not match the certificate.
 func Load(certFile, keyFile string, opts ...Option) (*KeyPair, error) {
-	k := &KeyPair{certFile: certFile, keyFile: keyFile, interval: DefaultCheckInterval, now: time.Now}
-	for _, o := range opts {
-		o(k)
-	}
+	k := &KeyPair{certFile: certFile, keyFile: keyFile, settings: newSettings(opts)}
 	st, err := k.stat()
 	if err != nil {
 		return nil, err

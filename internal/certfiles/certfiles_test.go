@@ -2,6 +2,7 @@ package certfiles_test
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"os"
 	"path/filepath"
 	"testing"
@@ -153,3 +154,54 @@ func TestLoadRefusesAMismatchedPair(t *testing.T) {
 }
 
 func deadline() time.Time { return time.Now().Add(5 * time.Second) }
+
+// TestBundleFollowsItsFile: a CA bundle rewritten is trusted at the next
+// look; one that holds no certificate keeps the last good set, and says
+// why.
+func TestBundleFollowsItsFile(t *testing.T) {
+	t.Parallel()
+	a, b := testca.New(t, "CA a"), testca.New(t, "CA b")
+	file := filepath.Join(t.TempDir(), "ca.crt")
+	write := func(data []byte) {
+		t.Helper()
+		if err := os.WriteFile(file+".new", data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".new", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(a.CertPEM())
+	bundle, err := certfiles.LoadBundle(file, certfiles.WithCheckInterval(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trusts := func(ca *testca.CA) bool {
+		_, err := ca.Client("x").Cert.Verify(x509.VerifyOptions{Roots: bundle.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		return err == nil
+	}
+	if !trusts(a) || trusts(b) {
+		t.Fatal("the first bundle: want a trusted, b not")
+	}
+	write(append(a.CertPEM(), b.CertPEM()...))
+	if !trusts(a) || !trusts(b) || len(bundle.Certificates()) != 2 {
+		t.Fatal("the overlap: want a and b trusted")
+	}
+	write([]byte("not a certificate\n"))
+	if !trusts(a) || !trusts(b) {
+		t.Fatal("a bundle without a certificate replaced the last good one")
+	}
+	if _, failures, lastErr := bundle.Stats(); failures == 0 || lastErr == nil {
+		t.Errorf("failures = %d, lastErr = %v; want the bad file counted", failures, lastErr)
+	}
+	write(b.CertPEM())
+	if trusts(a) || !trusts(b) {
+		t.Fatal("after the overlap: want b trusted, a not")
+	}
+	if reloads, _, lastErr := bundle.Stats(); reloads != 2 || lastErr != nil {
+		t.Errorf("reloads = %d, lastErr = %v; want 2, nil", reloads, lastErr)
+	}
+	if _, err := certfiles.LoadBundle(filepath.Join(t.TempDir(), "missing.crt")); err == nil {
+		t.Error("LoadBundle accepted a missing file")
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -70,9 +71,10 @@ type Client struct {
 }
 
 // New reads the client certificate and CA ([TLSConfig]) and
-// returns a client of MaterialService at cfg.URL. The certificate and key
-// are read again when their files change, so a renewed certificate is
-// presented at the next connection; the CA is read once.
+// returns a client of MaterialService at cfg.URL. The certificate and key,
+// and the CA bundle, are read again when their files change, so a renewed
+// certificate is presented, and a rotated CA trusted, at the next
+// connection.
 func New(cfg Config) (*Client, error) {
 	if cfg.URL == "" {
 		return nil, errors.New("material: the secrets service's internal URL is required")
@@ -80,11 +82,12 @@ func New(cfg Config) (*Client, error) {
 	if cfg.CertFile == "" || cfg.KeyFile == "" || cfg.CAFile == "" {
 		return nil, errors.New("material: the internal port requires mTLS: give the client certificate, its key and the internal CA")
 	}
-	tlsCfg, pair, err := tlsConfig(Files{Cert: cfg.CertFile, Key: cfg.KeyFile, CA: cfg.CAFile})
+	tlsCfg, pair, bundle, err := tlsConfig(Files{Cert: cfg.CertFile, Key: cfg.KeyFile, CA: cfg.CAFile})
 	if err != nil {
 		return nil, err
 	}
 	c := NewWithTLS(cfg.URL, tlsCfg, cfg.Timeout)
+	c.api = secretsv1connect.NewMaterialServiceClient(httpClientWith(tlsCfg, bundle), strings.TrimSuffix(cfg.URL, "/"))
 	c.pair = pair
 	return c, nil
 }

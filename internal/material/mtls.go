@@ -2,11 +2,10 @@ package material
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -30,37 +29,36 @@ type Files struct {
 }
 
 // TLSConfig loads the files into a client tls.Config (TLS 1.3, HTTP/2 by
-// ALPN).
+// ALPN). Its client certificate is read again when its files change; its
+// CA is the bundle as read now: [HTTPClientFromFiles] follows the CA file
+// too.
 func TLSConfig(f Files) (*tls.Config, error) {
-	cfg, _, err := tlsConfig(f)
+	cfg, _, _, err := tlsConfig(f)
 	return cfg, err
 }
 
-// tlsConfig is [TLSConfig], and the key pair it presents, which is read
-// again from its files when they change (package certfiles): a renewed
-// certificate is presented at the next connection, with no restart.
-func tlsConfig(f Files) (*tls.Config, *certfiles.KeyPair, error) {
+// tlsConfig is [TLSConfig], the key pair it presents and the CA bundle,
+// both read again from their files when they change (package certfiles):
+// a renewed certificate is presented, and a rotated CA trusted, at the
+// next connection, with no restart.
+func tlsConfig(f Files) (*tls.Config, *certfiles.KeyPair, *certfiles.Bundle, error) {
 	if f.Cert == "" || f.Key == "" || f.CA == "" {
-		return nil, nil, errors.New("material: a client certificate, its key and the internal CA are all required")
+		return nil, nil, nil, errors.New("material: a client certificate, its key and the internal CA are all required")
 	}
 	pair, err := certfiles.Load(f.Cert, f.Key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("material: %w", err)
+		return nil, nil, nil, fmt.Errorf("material: %w", err)
 	}
-	caPEM, err := os.ReadFile(f.CA)
+	bundle, err := certfiles.LoadBundle(f.CA)
 	if err != nil {
-		return nil, nil, fmt.Errorf("material: reading the internal CA: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, nil, fmt.Errorf("material: %s holds no PEM certificate", f.CA)
+		return nil, nil, nil, fmt.Errorf("material: the internal CA: %w", err)
 	}
 	return &tls.Config{
 		MinVersion:           tls.VersionTLS13,
-		RootCAs:              pool,
+		RootCAs:              bundle.Pool(),
 		GetClientCertificate: pair.GetClientCertificate,
 		NextProtos:           model.DefaultALPN(),
-	}, pair, nil
+	}, pair, bundle, nil
 }
 
 // HTTPClient is an HTTP client that speaks TLS with tlsConf (HTTP/2 when
@@ -71,6 +69,29 @@ func HTTPClient(tlsConf *tls.Config) *http.Client {
 	transport.ForceAttemptHTTP2 = true
 	transport.TLSHandshakeTimeout = 10 * time.Second
 	return &http.Client{Transport: transport}
+}
+
+// HTTPClientFromFiles is [HTTPClient] for the files: the client
+// certificate and the CA bundle are read again when they change, so that
+// both rotate without a restart (each new connection uses the current
+// ones).
+func HTTPClientFromFiles(f Files) (*http.Client, error) {
+	cfg, _, bundle, err := tlsConfig(f)
+	if err != nil {
+		return nil, err
+	}
+	return httpClientWith(cfg, bundle), nil
+}
+
+// httpClientWith is [HTTPClient], each connection verifying the server
+// against the bundle's current CAs.
+func httpClientWith(tlsConf *tls.Config, bundle *certfiles.Bundle) *http.Client {
+	c := HTTPClient(tlsConf)
+	t := c.Transport.(*http.Transport)
+	// A new config per connection; the transport then negotiates HTTP/2
+	// by the connection's ALPN as with its own TLS dial.
+	t.DialTLSContext = bundle.DialTLS(tlsConf, &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second})
+	return c
 }
 
 // NewServiceClient returns the generated MaterialService client for baseURL

@@ -17,7 +17,8 @@
 //     refuse deleting a secret that resources use); write the audit
 //     stream.
 //   - node: read the configuration bucket and the secret versions; create
-//     the node registry and write status keys into it. It needs no consumer
+//     the node registry and write status keys into it; publish certificate
+//     expiry events (that one subject, [certevents.Subject]). It needs no consumer
 //     on the registry, so it may create none there: a consumer's deliver
 //     subject is not checked against its creator's publish permissions.
 //
@@ -31,6 +32,7 @@ import (
 	"fmt"
 	"strings"
 
+	"keyway.dev/internal/certevents"
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/natsconn"
 	"keyway.dev/internal/nodekv"
@@ -92,7 +94,7 @@ func Users(b Buckets) []User {
 		},
 		{
 			Name:      Node,
-			Publish:   join(account(), readKV(cfg), readKV(versions), createKV(nodes), getKV(nodes), putKV(nodes)),
+			Publish:   join(account(), readKV(cfg), readKV(versions), createKV(nodes), getKV(nodes), putKV(nodes), []string{certevents.Subject}),
 			Subscribe: inbox(Node),
 		},
 	}

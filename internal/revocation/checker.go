@@ -413,3 +413,13 @@ func touch(used *atomic.Int64, now time.Time) {
 		used.Store(sec)
 	}
 }
+
+// Names reports whether cert names where its revocation is published, in
+// forms a [Checker] fetches: an http(s) CRL distribution point, an http(s)
+// OCSP responder.
+func Names(cert *x509.Certificate) (crl, ocsp bool) {
+	if cert == nil {
+		return false, false
+	}
+	return slices.ContainsFunc(cert.CRLDistributionPoints, fetchable), slices.ContainsFunc(cert.OCSPServer, fetchable)
+}

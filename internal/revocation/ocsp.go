@@ -47,6 +47,9 @@ type ocspAnswer struct {
 	// why is Status.Why when the answer is unknown, and whyStale when it
 	// is past until.
 	why, whyStale string
+	// raw is the response as the responder sent it (DER), for stapling;
+	// set when verified.
+	raw []byte
 }
 
 // responderFor is where cert's OCSP status is asked: the configured
@@ -61,6 +64,30 @@ func (ch *Checker) responderFor(cert *x509.Certificate) string {
 		}
 	}
 	return ""
+}
+
+// Staple is the OCSP response the cache holds for cert, issued by issuer,
+// as the responder sent it (DER), for a server to staple to its
+// certificate (tls.Certificate.OCSPStaple): nil unless a response verified
+// (signature, responder, thisUpdate) and is current now. Its status is
+// returned too, Check's. As Check, it asks the responder in the background
+// when nothing is held yet, and keeps the response refreshed while it is
+// asked for. The checker must have OCSP on.
+func (ch *Checker) Staple(cert, issuer *x509.Certificate, now time.Time) ([]byte, Status) {
+	st := ch.cache.state.Load()
+	s := ch.check(st, cert, issuer, now)
+	if !ch.ocsp || cert == nil || issuer == nil || cert.SerialNumber == nil {
+		return nil, s
+	}
+	var buf [serialBuf]byte
+	e := st.ocsp[string(issuer.RawSubjectPublicKeyInfo)][string(serialKey(cert.SerialNumber, buf[:]))]
+	if e == nil {
+		return nil, s
+	}
+	if a := e.answer.Load(); a.verified && now.Before(a.until) {
+		return a.raw, s
+	}
+	return nil, s
 }
 
 // askOCSP asks the control goroutine for cert's OCSP status; never blocks.
@@ -168,6 +195,7 @@ func (c *Cache) refreshOCSP(e *ocspEntry) {
 	if err == nil {
 		e.failures = 0
 		a.verified = true
+		a.raw = resp.Raw
 		a.until = resp.NextUpdate
 		if a.until.IsZero() {
 			// "Newer information is always available": bounded here.

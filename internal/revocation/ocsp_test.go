@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/crypto/ocsp"
 
 	"keyway.dev/internal/revocation"
 	"keyway.dev/internal/testca"
@@ -138,5 +141,36 @@ func TestOCSPRefresh(t *testing.T) {
 	})
 	if n := c.OCSPResponses(); n != 1 {
 		t.Fatalf("%d OCSP responses held, want 1", n)
+	}
+}
+
+// Staple gives the response as the responder signed it, once verified: a
+// TLS client parses it and finds it about the certificate; nothing is given
+// while none verified (a forged one is never stapled).
+func TestOCSPStaple(t *testing.T) {
+	t.Parallel()
+	ca := testca.New(t, "ocsp-ca")
+	pub := ca.Publisher()
+	leaf := ca.Issue(testca.Options{DNSNames: []string{"gw.test"}, OCSPServer: []string{pub.OCSPURL()}})
+	forged := ca.Issue(testca.Options{DNSNames: []string{"forged.test"}, OCSPServer: []string{pub.OCSPURL()}})
+	c := newCache(t, revocation.Options{})
+	ch := newChecker(t, c, revocation.Policy{Mode: revocation.SoftFail, OCSP: true})
+	if raw, s := ch.Staple(leaf.Cert, ca.Cert, time.Now()); raw != nil || !s.Pending {
+		t.Fatalf("before the responder answered: %d bytes, %+v", len(raw), s)
+	}
+	await(t, ch, leaf.Cert, ca.Cert)
+	raw, s := ch.Staple(leaf.Cert, ca.Cert, time.Now())
+	if raw == nil || s.Result != revocation.Good {
+		t.Fatalf("after a good answer: %d bytes, %+v", len(raw), s)
+	}
+	resp, err := ocsp.ParseResponseForCert(raw, leaf.Cert, ca.Cert)
+	if err != nil || resp.Status != ocsp.Good || resp.SerialNumber.Cmp(leaf.Cert.SerialNumber) != 0 {
+		t.Fatalf("the staple does not parse as a good response for the certificate: %v %+v", err, resp)
+	}
+
+	pub.SignOCSPWithKey(testca.New(t, "other").Key)
+	await(t, ch, forged.Cert, ca.Cert)
+	if raw, s := ch.Staple(forged.Cert, ca.Cert, time.Now()); raw != nil || s.Result != revocation.Unknown {
+		t.Fatalf("a response that does not verify was given to staple: %d bytes, %+v", len(raw), s)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
+	"keyway.dev/internal/limits"
 	"keyway.dev/keywayctl/internal/output"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
@@ -40,7 +41,17 @@ next 30 days), expired ones included.
 
 Output formats (-o): table (default), json and yaml: {"items": [...]},
 each {fingerprint, subject, issuer, sans, notAfter, secondsLeft, source,
-uses, nodes}.`,
+uses, nodes, revocation, revocationByNode}.
+
+REVOCATION is what the nodes know of the certificate's revocation: good,
+revoked or unknown for the certificates they present (Listener server
+certificates, upstream client certificates) that name a CRL distribution
+point or an OCSP responder, checked by each node (--presented-revocation);
+"not checked" otherwise, and for the CAs they trust. When the nodes differ,
+the most telling state is shown (revoked, then unknown, then good) with how
+many nodes say it; --nodes shows each node's; revocationByNode in JSON
+gives each node's state and what says so (a CRL's URL, an OCSP responder)
+or why it is unknown.`,
 		Example: `  keywayctl certs
   keywayctl certs --expiring-within 720h
   keywayctl certs -o json | jq '.items[] | select(.secondsLeft < 86400*7) | .subject'`,
@@ -99,7 +110,32 @@ type fleetCert struct {
 	Source string    `json:"source"`
 	Uses   []certUse `json:"uses"`
 	Nodes  []string  `json:"nodes"`
+	// Revocation is the fleet's word on it: revoked when a node says so,
+	// else unknown when one cannot tell, else good when one checked it,
+	// else "not checked". RevocationByNode is each node's report.
+	Revocation       string                    `json:"revocation"`
+	RevocationByNode map[string]nodeRevocation `json:"revocationByNode"`
 }
+
+// nodeRevocation is one node's report of a certificate's revocation state:
+// good, revoked, unknown or "not checked", and what says so (or why it is
+// unknown).
+type nodeRevocation struct {
+	State  string `json:"state"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Revocation states as keywayctl certs shows them.
+const (
+	revocationNotChecked = "not checked"
+	revocationGood       = "good"
+	revocationUnknown    = "unknown"
+	revocationRevoked    = "revoked"
+)
+
+// revocationRank orders the states from the least to the most telling, to
+// sum the nodes' reports up.
+var revocationRank = map[string]int{revocationNotChecked: 0, revocationGood: 1, revocationUnknown: 2, revocationRevoked: 3}
 
 // certUse is where a certificate is used: "listener" or "upstream", the
 // Listener or Service name, the host for a Listener, and the role
@@ -129,6 +165,7 @@ func fleetCertificates(r *policyv1.Rollout, now time.Time) ([]*fleetCert, int) {
 				if fc.SANs == nil {
 					fc.SANs = []string{}
 				}
+				fc.Revocation, fc.RevocationByNode = revocationNotChecked, map[string]nodeRevocation{}
 				byFP[fp] = fc
 			}
 			u := certUse{Scope: c.GetScope(), Name: c.GetName(), Host: c.GetHost(), Role: c.GetRole()}
@@ -137,6 +174,18 @@ func fleetCertificates(r *policyv1.Rollout, now time.Time) ([]*fleetCert, int) {
 			}
 			if !slices.Contains(fc.Nodes, n.GetId()) {
 				fc.Nodes = append(fc.Nodes, n.GetId())
+			}
+			// A certificate used twice on a node (two hosts) has one
+			// state there; the most telling is kept.
+			r := nodeRevocation{State: cmp.Or(c.GetRevocation(), revocationNotChecked), Detail: c.GetRevocationDetail()}
+			if _, known := revocationRank[r.State]; !known {
+				r = nodeRevocation{State: revocationUnknown, Detail: "the node reports " + limits.Quote(r.State)}
+			}
+			if prev, ok := fc.RevocationByNode[n.GetId()]; !ok || revocationRank[r.State] > revocationRank[prev.State] {
+				fc.RevocationByNode[n.GetId()] = r
+			}
+			if revocationRank[r.State] > revocationRank[fc.Revocation] {
+				fc.Revocation = r.State
 			}
 		}
 	}
@@ -174,7 +223,7 @@ func writeFleetCertificates(w io.Writer, list []*fleetCert, live int, now time.T
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	fmt.Fprintln(tw, "EXPIRES\tLEFT\tSUBJECT\tSANS\tISSUER\tSHA256\tSOURCE\tUSED BY\tNODES")
+	fmt.Fprintln(tw, "EXPIRES\tLEFT\tSUBJECT\tSANS\tISSUER\tSHA256\tSOURCE\tUSED BY\tNODES\tREVOCATION")
 	for _, c := range list {
 		left := "EXPIRED"
 		if d := c.NotAfter.Sub(now); d > 0 {
@@ -184,11 +233,33 @@ func writeFleetCertificates(w io.Writer, list []*fleetCert, live int, now time.T
 		if allNodes {
 			nodes = strings.Join(c.Nodes, ",")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			c.NotAfter.Format(time.RFC3339), left, or(c.Subject, "-"), firstAndMore(c.SANs), or(c.Issuer, "-"),
-			shortFP(c.Fingerprint), c.Source, usesText(c.Uses), nodes)
+			shortFP(c.Fingerprint), c.Source, usesText(c.Uses), nodes, revocationText(c, allNodes))
 	}
 	return tw.Flush()
+}
+
+// revocationText is the fleet's state, with how many nodes say so when
+// they do not all agree, or each node's state with --nodes.
+func revocationText(c *fleetCert, allNodes bool) string {
+	if allNodes {
+		parts := make([]string, 0, len(c.Nodes))
+		for _, n := range c.Nodes {
+			parts = append(parts, n+"="+c.RevocationByNode[n].State)
+		}
+		return strings.Join(parts, ",")
+	}
+	n := 0
+	for _, r := range c.RevocationByNode {
+		if r.State == c.Revocation {
+			n++
+		}
+	}
+	if n == len(c.RevocationByNode) {
+		return c.Revocation
+	}
+	return fmt.Sprintf("%s (%d/%d nodes)", c.Revocation, n, len(c.RevocationByNode))
 }
 
 // firstAndMore is the first item and how many more, or "-".

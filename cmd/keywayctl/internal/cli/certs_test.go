@@ -79,3 +79,61 @@ func TestCerts(t *testing.T) {
 		t.Error("certs --expiring-within -1h succeeded")
 	}
 }
+
+// TestCertsRevocation: each node's revocation report of a certificate is
+// kept, and the fleet's is the most telling (revoked, unknown, good, not
+// checked); the table says how many nodes agree, or each node's with
+// --nodes.
+func TestCertsRevocation(t *testing.T) {
+	t.Parallel()
+	served := func(fp, state, detail string) *nodev1.ServedCertificate {
+		return &nodev1.ServedCertificate{Scope: "listener", Name: "public", Host: "api.example.com", Role: "server", Sha256Fingerprint: fp,
+			NotAfter: timestamppb.New(now.Add(24 * time.Hour)), Subject: "CN=api", Revocation: state, RevocationDetail: detail}
+	}
+	trust := &nodev1.ServedCertificate{Scope: "listener", Name: "public", Role: "trust", Sha256Fingerprint: "cc:cc", NotAfter: timestamppb.New(now.Add(48 * time.Hour))}
+	f := &fakePolicyService{rollout: &policyv1.Rollout{
+		Revision: 3,
+		Serving: []*nodev1.NodeStatus{
+			node("edge-1", 3, served("aa:aa", "good", "ocsp http://ocsp.example.com"), served("bb:bb", "good", "http://ca.example.com/ca.crl"), trust),
+			node("edge-2", 3, served("aa:aa", "revoked", "ocsp http://ocsp.example.com, reason keyCompromise"), served("bb:bb", "unknown", "CRL http://ca.example.com/ca.crl: 503"), trust),
+		},
+	}}
+	url := f.serve(t)
+	out, _, err := keywayctl(t, url, "", "certs", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Items []fleetCert `json:"items"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]fleetCert{}
+	for _, c := range doc.Items {
+		got[c.Fingerprint] = c
+	}
+	if c := got["aa:aa"]; c.Revocation != "revoked" || c.RevocationByNode["edge-1"].State != "good" ||
+		c.RevocationByNode["edge-2"] != (nodeRevocation{State: "revoked", Detail: "ocsp http://ocsp.example.com, reason keyCompromise"}) {
+		t.Errorf("a certificate one node says is revoked: %+v", c)
+	}
+	if c := got["bb:bb"]; c.Revocation != "unknown" {
+		t.Errorf("a certificate one node cannot tell: %+v", c)
+	}
+	if c := got["cc:cc"]; c.Revocation != "not checked" || c.RevocationByNode["edge-1"].State != "not checked" {
+		t.Errorf("a trusted CA: %+v", c)
+	}
+
+	out, _, err = keywayctl(t, url, "", "certs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"REVOCATION", "revoked (1/2 nodes)", "unknown (1/2 nodes)", "not checked"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("certs lacks %q:\n%s", want, out)
+		}
+	}
+	if out, _, err = keywayctl(t, url, "", "certs", "--nodes"); err != nil || !strings.Contains(out, "edge-1=good,edge-2=revoked") {
+		t.Errorf("certs --nodes: %v\n%s", err, out)
+	}
+}

@@ -146,7 +146,7 @@ func writeCertificates(w io.Writer, r *policyv1.Rollout, now time.Time) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSCOPE\tNAME\tHOST\tROLE\tSOURCE\tSHA256\tEXPIRES")
+	fmt.Fprintln(tw, "NODE\tSCOPE\tNAME\tHOST\tROLE\tSOURCE\tSHA256\tEXPIRES\tREVOCATION")
 	// What each certificate slot holds, over the nodes: to tell a
 	// rotation that has not reached every node.
 	slots := make(map[string]map[string][]string)
@@ -162,7 +162,7 @@ func writeCertificates(w io.Writer, r *policyv1.Rollout, now time.Time) error {
 				}
 			}
 			fp := c.GetSha256Fingerprint()
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.GetId(), c.GetScope(), c.GetName(), or(c.GetHost(), "-"), c.GetRole(), source(c), shortFP(fp), exp)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.GetId(), c.GetScope(), c.GetName(), or(c.GetHost(), "-"), c.GetRole(), source(c), shortFP(fp), exp, or(c.GetRevocation(), revocationNotChecked))
 			if c.GetRole() == "trust" {
 				continue // several CAs per slot are normal
 			}

@@ -78,7 +78,7 @@ func TestStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"edge-1   upstream   orders   -      client   inline", "edge-2   upstream   orders   -      client   edge/gateway", "aa:aa:aa:aa:aa:aa:aa:aa…", "(in 2 days)", "nodes disagree on upstream/orders client: aa:aa:aa:aa:aa:aa:aa:aa… on 1 (edge-1); bb:bb:bb:bb:bb:bb:bb:bb… on 1 (edge-2)"} {
+	for _, want := range []string{"edge-1   upstream   orders   -      client   inline", "edge-2   upstream   orders   -      client   edge/gateway", "aa:aa:aa:aa:aa:aa:aa:aa…", "(in 2 days)", "REVOCATION", "not checked", "nodes disagree on upstream/orders client: aa:aa:aa:aa:aa:aa:aa:aa… on 1 (edge-1); bb:bb:bb:bb:bb:bb:bb:bb… on 1 (edge-2)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("status --certificates lacks %q:\n%s", want, out)
 		}

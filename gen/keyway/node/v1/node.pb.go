@@ -184,11 +184,22 @@ type ServedCertificate struct {
 	// The certificate's subject and issuer (RFC 2253 strings) and its subject
 	// alternative names (DNS names, IP addresses, URIs), each cut to 256 bytes
 	// and at most 16 names: what `keywayctl certs` shows.
-	Subject       string   `protobuf:"bytes,11,opt,name=subject,proto3" json:"subject,omitempty"`
-	Issuer        string   `protobuf:"bytes,12,opt,name=issuer,proto3" json:"issuer,omitempty"`
-	Sans          []string `protobuf:"bytes,13,rep,name=sans,proto3" json:"sans,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Subject string   `protobuf:"bytes,11,opt,name=subject,proto3" json:"subject,omitempty"`
+	Issuer  string   `protobuf:"bytes,12,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	Sans    []string `protobuf:"bytes,13,rep,name=sans,proto3" json:"sans,omitempty"`
+	// The certificate's revocation state as this node knows it: "good",
+	// "revoked" or "unknown"; empty when the node does not check it (a CA it
+	// trusts, or a certificate it presents that names no CRL distribution
+	// point and no OCSP responder): what `keywayctl certs` shows as "not
+	// checked". The node checks the certificates it presents (a Listener
+	// host's, an upstream client certificate) against the lists and
+	// responders they name, with their issuer from the chain it presents.
+	Revocation string `protobuf:"bytes,14,opt,name=revocation,proto3" json:"revocation,omitempty"`
+	// Why the state is unknown, or what says good or revoked (a CRL's URL,
+	// "ocsp <responder URL>"); cut to 256 bytes.
+	RevocationDetail string `protobuf:"bytes,15,opt,name=revocation_detail,json=revocationDetail,proto3" json:"revocation_detail,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ServedCertificate) Reset() {
@@ -312,6 +323,20 @@ func (x *ServedCertificate) GetSans() []string {
 	return nil
 }
 
+func (x *ServedCertificate) GetRevocation() string {
+	if x != nil {
+		return x.Revocation
+	}
+	return ""
+}
+
+func (x *ServedCertificate) GetRevocationDetail() string {
+	if x != nil {
+		return x.RevocationDetail
+	}
+	return ""
+}
+
 // NodeError is the last error a node met on one configuration key.
 type NodeError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -394,7 +419,7 @@ const file_keyway_node_v1_node_proto_rawDesc = "" +
 	"\x06errors\x18\t \x03(\v2\x19.keyway.node.v1.NodeErrorR\x06errors\x12#\n" +
 	"\rsecrets_stale\x18\n" +
 	" \x01(\bR\fsecretsStale\x120\n" +
-	"\x14secrets_stale_reason\x18\v \x01(\tR\x12secretsStaleReason\"\x8c\x03\n" +
+	"\x14secrets_stale_reason\x18\v \x01(\tR\x12secretsStaleReason\"\xd9\x03\n" +
 	"\x11ServedCertificate\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -411,7 +436,11 @@ const file_keyway_node_v1_node_proto_rawDesc = "" +
 	" \x01(\tR\rsecretVersion\x12\x18\n" +
 	"\asubject\x18\v \x01(\tR\asubject\x12\x16\n" +
 	"\x06issuer\x18\f \x01(\tR\x06issuer\x12\x12\n" +
-	"\x04sans\x18\r \x03(\tR\x04sans\"g\n" +
+	"\x04sans\x18\r \x03(\tR\x04sans\x12\x1e\n" +
+	"\n" +
+	"revocation\x18\x0e \x01(\tR\n" +
+	"revocation\x12+\n" +
+	"\x11revocation_detail\x18\x0f \x01(\tR\x10revocationDetail\"g\n" +
 	"\tNodeError\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12.\n" +

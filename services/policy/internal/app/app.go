@@ -472,9 +472,10 @@ func secretsHTTPClient(url string, m material.Config) (*http.Client, error) {
 	if m.CertFile == "" || m.KeyFile == "" || m.CAFile == "" {
 		return nil, fmt.Errorf("the secrets service's API %s asks callers for a certificate: give --secrets-cert, --secrets-key and --secrets-ca (the policy service holds viewer and secrets-admin there)", url)
 	}
-	tlsConf, err := material.TLSConfig(material.Files{Cert: m.CertFile, Key: m.KeyFile, CA: m.CAFile})
+	// The certificate and the CA are read again when their files change.
+	client, err := material.HTTPClientFromFiles(material.Files{Cert: m.CertFile, Key: m.KeyFile, CA: m.CAFile})
 	if err != nil {
 		return nil, fmt.Errorf("configuring the client of the secrets API: %w", err)
 	}
-	return material.HTTPClient(tlsConf), nil
+	return client, nil
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"keyway.dev/internal/access"
+	"keyway.dev/internal/certevents"
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/envflag"
 	"keyway.dev/internal/logging"
@@ -67,7 +68,9 @@ func realMain(ctx context.Context) error {
 		hsTimeout = fs.String("handshake-timeout", upstream.DefaultHandshakeTimeout.String(), "upstream TLS handshake timeout")
 		revMax    = fs.String("revocation-max-refresh", revocation.DefaultMaxRefresh.String(), "longest time between two fetches of a CRL or OCSP response that Listener hosts check client certificates against, however far its nextUpdate: how long a revocation may go unseen")
 		revMin    = fs.String("revocation-min-refresh", revocation.DefaultMinRefresh.String(), "shortest time between two fetches of one CRL, and the first retry delay after a failed fetch (doubled up to --revocation-max-refresh)")
+		expiryAt  = fs.String("cert-expiry-thresholds", certevents.FormatThresholds(certevents.DefaultThresholds), "times left (30d, 12h) under which a certificate the node presents or trusts is announced on NATS subject "+certevents.Subject+", once per certificate and threshold")
 	)
+	presentedRev := fs.Bool("presented-revocation", true, "fetch the revocation state of the certificates the node presents, from the CRL distribution points and OCSP responders they name: staple the OCSP response to Listener certificates, and report the state in the node status (keywayctl certs)")
 	var natsCfg natsconn.Config
 	natsCfg.RegisterFlags(fs) // --nats-ca, --nats-user, --nats-password-file
 	pprofOn := fs.Bool("pprof", false, "serve Go's profiler at /debug/pprof/ on the admin port, to the operator role")
@@ -86,6 +89,10 @@ func realMain(ctx context.Context) error {
 	revMaxRefresh, revMinRefresh, err := parseRevocationRefresh(*revMax, *revMin)
 	if err != nil {
 		return err
+	}
+	expiryThresholds, err := certevents.ParseThresholds(*expiryAt)
+	if err != nil {
+		return fmt.Errorf("--cert-expiry-thresholds: %w", err)
 	}
 	maxHeaderBytes, err := parseMaxHeaderBytes(*maxHeader)
 	if err != nil {
@@ -147,6 +154,9 @@ func realMain(ctx context.Context) error {
 
 		RevocationMaxRefresh: revMaxRefresh,
 		RevocationMinRefresh: revMinRefresh,
+		ExpiryThresholds:     expiryThresholds,
+
+		NoPresentedRevocation: !*presentedRev,
 	})
 }
 

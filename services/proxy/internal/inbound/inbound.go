@@ -77,6 +77,9 @@ type Options struct {
 	// fetch of a CRL or OCSP response its client certificate needs.
 	// Default [DefaultRevocationWait].
 	RevocationWait time.Duration
+	// NoStapling serves Listener certificates without their OCSP
+	// response, even when they name a responder.
+	NoStapling bool
 }
 
 // Manager serves the Listeners it is given. Apply, Close, Status and Addr
@@ -196,11 +199,16 @@ func (m *Manager) Apply(listeners []*model.Listener) map[string]error {
 		if cur != nil && cur.address == l.Address && cur.snap.Load().listener == l {
 			continue // unchanged
 		}
-		snap, err := buildSnapshot(l, m.newHostRevocation)
+		staples := m.newStaple
+		if m.opts.NoStapling {
+			staples = nil
+		}
+		snap, err := buildSnapshot(l, m.newHostRevocation, staples)
 		if err != nil {
 			fail(err)
 			continue
 		}
+		snap.startStapling(m.revocation)
 		if cur != nil && cur.address == l.Address {
 			// Requests on open connections judge by the current
 			// snapshot: the old one's checkers are no longer asked.

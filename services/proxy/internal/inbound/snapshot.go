@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"keyway.dev/internal/model"
+	"keyway.dev/internal/revocation"
 	"keyway.dev/internal/tlsconf"
 )
 
@@ -23,6 +24,10 @@ type snapshot struct {
 	// revocations are the hosts' revocation checkers, closed with the
 	// snapshot.
 	revocations []*hostRevocation
+	// staples are the hosts' OCSP staplers, kept fresh by a goroutine
+	// that stop ends (closed with the snapshot).
+	staples []*staple
+	stop    chan struct{}
 }
 
 // host is one host of a snapshot: its prebuilt server config and what a
@@ -48,7 +53,9 @@ type host struct {
 // revocation checker of each host that checks. Each snapshot gets its own
 // session ticket keys (one per host): a ticket issued under one host's
 // material is not resumed under another host's, or under a later snapshot.
-func buildSnapshot(l *model.Listener, revocations func(*model.ListenerHost) (*hostRevocation, error)) (*snapshot, error) {
+// staples makes the OCSP stapler of each host whose certificate has a
+// responder (nil: none).
+func buildSnapshot(l *model.Listener, revocations func(*model.ListenerHost) (*hostRevocation, error), staples func(*model.ListenerHost) (*staple, error)) (*snapshot, error) {
 	if len(l.Hosts) == 0 {
 		return nil, fmt.Errorf("inbound: listener %q has no hosts: add hosts to it, or apply a tls-inbound PolicyBinding that targets it", l.Name)
 	}
@@ -72,6 +79,18 @@ func buildSnapshot(l *model.Listener, revocations func(*model.ListenerHost) (*ho
 		if rev != nil {
 			s.revocations = append(s.revocations, rev)
 			built.VerifyConnection = rev.verifyAfter(built.VerifyConnection, h.VerifyDepth)
+		}
+		if staples != nil {
+			st, err := staples(h)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("inbound: listener %q host %d %v: OCSP stapling: %w", l.Name, i, h.Hostnames, err))
+				continue
+			}
+			if st != nil {
+				s.staples = append(s.staples, st)
+				built.Certificates = nil
+				built.GetCertificate = st.getCertificate
+			}
 		}
 		cfg := &host{cfg: built, clientAuth: h.ClientAuth, roots: built.ClientCAs, verifyDepth: h.VerifyDepth, trust: tlsconf.InboundTrust(h), revocation: rev}
 		if i == l.Default {
@@ -103,6 +122,22 @@ func (s *snapshot) close() {
 	for _, r := range s.revocations {
 		r.checker.Close()
 	}
+	for _, st := range s.staples {
+		st.checker.Close()
+	}
+	if s.stop != nil {
+		close(s.stop)
+	}
+}
+
+// startStapling keeps the snapshot's staples fresh from cache until the
+// snapshot is closed; nothing when no host staples.
+func (s *snapshot) startStapling(cache *revocation.Cache) {
+	if len(s.staples) == 0 || cache == nil {
+		return
+	}
+	s.stop = make(chan struct{})
+	go keepStapled(cache, s.staples, s.stop)
 }
 
 // hostFor picks the host for an SNI name: exact, then the wildcard for

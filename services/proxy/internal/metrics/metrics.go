@@ -47,6 +47,7 @@ type Metrics struct {
 	errors       *prometheus.CounterVec
 	applyLatency prometheus.Histogram
 	panics       *prometheus.CounterVec
+	expiryEvents *prometheus.CounterVec
 
 	mu        sync.Mutex
 	recorders map[string]*recorder // by upstream name; they outlive rebuilds
@@ -114,10 +115,14 @@ func New(src Source, opts ...Option) *Metrics {
 			Name: "keyway_config_panics_total",
 			Help: "Panics recovered while decoding or building one stored value (the value is then refused, see /status), by source (config, secrets) and stage.",
 		}, []string{"source", "stage"}),
+		expiryEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyway_certificate_expiry_events_total",
+			Help: "Certificate expiry events this node published on keyway.events.cert.expiring, by the threshold crossed (30d, 7d, 1d by default: --cert-expiry-thresholds).",
+		}, []string{"threshold"}),
 		recorders: make(map[string]*recorder),
 	}
 	m.reg.MustRegister(
-		m.handshakes, m.handshakeDur, m.inbound, m.requests, m.requestDur, m.errors, m.applyLatency, m.panics,
+		m.handshakes, m.handshakeDur, m.inbound, m.requests, m.requestDur, m.errors, m.applyLatency, m.panics, m.expiryEvents,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keyway_config_revision",
 			Help: "The store revision of the configuration the node has applied.",
@@ -145,6 +150,12 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 // (watch.Options.Panicked).
 func (m *Metrics) ObserveConfigPanic(stage string) {
 	m.panics.WithLabelValues("config", stage).Inc()
+}
+
+// ObserveExpiryEvent counts one expiry event published for threshold (one
+// of the node's configured thresholds, so the label is bounded).
+func (m *Metrics) ObserveExpiryEvent(threshold string) {
+	m.expiryEvents.WithLabelValues(threshold).Inc()
 }
 
 // ObserveSecretsPanic counts a panic the secrets source recovered

@@ -28,6 +28,7 @@ import (
 	nodev1 "keyway.dev/gen/keyway/node/v1"
 
 	"keyway.dev/internal/access"
+	"keyway.dev/internal/certevents"
 	"keyway.dev/internal/certs"
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/material"
@@ -96,6 +97,16 @@ type Config struct {
 	// one CRL, and the first retry delay after a failed fetch. Default
 	// revocation.DefaultMinRefresh (10s).
 	RevocationMinRefresh time.Duration
+	// ExpiryThresholds are the times left under which a certificate the
+	// node presents or trusts is announced on certevents.Subject, once per
+	// certificate and threshold. Default certevents.DefaultThresholds (30,
+	// 7 and 1 days).
+	ExpiryThresholds []time.Duration
+	// NoPresentedRevocation leaves the certificates the node presents
+	// unchecked: no OCSP stapling of Listener certificates, and no
+	// revocation state for them in the node's status. By default the node
+	// fetches the lists and responders those certificates name.
+	NoPresentedRevocation bool
 	// ShutdownTimeout bounds the graceful stop: requests still in flight
 	// then are cut off and the Upstreams' connections closed. Default 15s.
 	ShutdownTimeout time.Duration
@@ -150,6 +161,16 @@ type Node struct {
 	stream jetstream.Stream
 	// status keeps what NodeStatus can reuse from one call to the next.
 	status statusCache
+	// own are the node's own certificates by role, read at each use.
+	own map[string]func() *x509.Certificate
+	// presented checks the certificates the node presents, for its
+	// status; nil with Config.NoPresentedRevocation.
+	presented *presented
+	// expiry publishes the expiry events, at each status write.
+	expiry *certevents.Tracker
+	// expiryFailing is set while publishing expiry events fails, so that
+	// an outage is logged once. Registry goroutine only.
+	expiryFailing bool
 }
 
 // statusCache is what NodeStatus reuses between calls, so that a change to
@@ -224,7 +245,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Secrets != nil {
 		own["internal-client"] = cfg.Secrets.ClientCertificate
 	}
+	n.own = own
 	n.metrics = metrics.New(func() *publish.Snapshot { return n.watcher.Snapshot() }, metrics.WithOwnCertificates(own))
+	n.expiry = certevents.NewTracker(cfg.NodeID, cfg.ExpiryThresholds, n.publishExpiry)
+	if !cfg.NoPresentedRevocation {
+		n.presented = newPresented(func() *revocation.Cache { return n.inbound.RevocationCache() })
+	}
 	// One cache of CRLs and OCSP responses, the inbound manager's, serves
 	// the Listener hosts and the Upstreams; both are set before anything
 	// asks for it.
@@ -262,6 +288,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
 		Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log,
 		RevocationChecks: revocationMetrics,
+		NoStapling:       cfg.NoPresentedRevocation,
 		Revocation: revocation.Options{
 			MaxRefresh: cfg.RevocationMaxRefresh, MinRefresh: cfg.RevocationMinRefresh,
 			Logger: log, OnFetch: revocationMetrics.ObserveFetch,
@@ -364,7 +391,7 @@ func (n *Node) run(ctx context.Context) {
 		}
 		registry.Run(ctx, registry.Options{
 			KV: kv, ID: n.cfg.NodeID, Heartbeat: n.cfg.Heartbeat, Logger: n.log,
-			Status: n.NodeStatus, Changed: n.watcher.Changed, Connected: n.nc.IsConnected,
+			Status: n.statusAndExpiry, Changed: n.watcher.Changed, Connected: n.nc.IsConnected,
 		})
 	}()
 
@@ -483,7 +510,12 @@ func (n *Node) NodeStatus() *nodev1.NodeStatus {
 		Revision:  s.Revision,
 		StartTime: timestamppb.New(n.started),
 	}
-	st.Certificates = listenerCertificates(n.inbound.Served())
+	now := time.Now()
+	if p := n.presented; p != nil {
+		p.begin()
+		defer p.end()
+	}
+	st.Certificates = listenerCertificates(n.inbound.Served(), n.presented, now)
 	left := 0
 	n.status.mu.Lock()
 	cached := n.status.served
@@ -502,6 +534,15 @@ func (n *Node) NodeStatus() *nodev1.NodeStatus {
 			certs = upstreamCertificates(name, u)
 		}
 		n.status.served[u] = certs
+		if p := n.presented; p != nil && u.TLS().Certificate != nil {
+			for _, sc := range certs {
+				if sc.Role == "client" {
+					sc = p.withState(sc, u.TLS().Certificate, now)
+				}
+				st.Certificates = append(st.Certificates, sc)
+			}
+			continue
+		}
 		st.Certificates = append(st.Certificates, certs...)
 	}
 	n.status.mu.Unlock()
@@ -566,8 +607,9 @@ func cut(s string) string {
 }
 
 // listenerCertificates are the server certificates and client CAs of the
-// Listeners the node serves.
-func listenerCertificates(ls []*model.Listener) []*nodev1.ServedCertificate {
+// Listeners the node serves; p (may be nil) gives the server certificates'
+// revocation state.
+func listenerCertificates(ls []*model.Listener, p *presented, now time.Time) []*nodev1.ServedCertificate {
 	var out []*nodev1.ServedCertificate
 	for _, l := range ls {
 		for i := range l.Hosts {
@@ -580,6 +622,9 @@ func listenerCertificates(ls []*model.Listener) []*nodev1.ServedCertificate {
 				sc := served("listener", l.Name, host, "server", h.Certificate.Leaf)
 				if ref := h.CertificateRef; ref != nil {
 					sc.Keystore, sc.Alias = ref.Keystore, ref.Alias
+				}
+				if p != nil {
+					sc.Revocation, sc.RevocationDetail = p.state(h.Certificate, now)
 				}
 				out = append(out, sc)
 			}

@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"time"
 
 	"connectrpc.com/connect"
@@ -347,10 +346,11 @@ func VaultClient(addr string) (*api.Client, error) {
 	return client, nil
 }
 
-// ServerTLS is the internal listener's configuration: its certificate, read
-// again when its files change (a renewed certificate is served at the next
-// handshake, with no restart), and a client certificate that chains to a CA
-// in clientCAFile is required.
+// ServerTLS is the internal listener's configuration: its certificate and
+// the CA bundle that verifies clients, both read again when their files
+// change (a renewed certificate is served, and a rotated bundle trusted,
+// at the next handshake, with no restart), and a client certificate that
+// chains to a CA of the bundle is required.
 func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, *certfiles.KeyPair, error) {
 	if certFile == "" || keyFile == "" || clientCAFile == "" {
 		return nil, nil, errors.New("the internal listener serves key material over mTLS only: give --internal-cert, --internal-key and --internal-client-ca (or --internal-listen '' to serve no material)")
@@ -359,21 +359,16 @@ func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, *certfiles.
 	if err != nil {
 		return nil, nil, fmt.Errorf("the internal certificate --internal-cert and key --internal-key: %w", err)
 	}
-	caPEM, err := os.ReadFile(clientCAFile)
+	bundle, err := certfiles.LoadBundle(clientCAFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading the internal client CA: %w", err)
+		return nil, nil, fmt.Errorf("--internal-client-ca: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, nil, fmt.Errorf("--internal-client-ca %s holds no PEM certificate", clientCAFile)
-	}
-	return &tls.Config{
+	return bundle.ServerConfig(&tls.Config{
 		MinVersion:     tls.VersionTLS12,
 		GetCertificate: pair.GetCertificate,
 		ClientAuth:     tls.RequireAndVerifyClientCert,
-		ClientCAs:      pool,
 		NextProtos:     model.DefaultALPN(),
-	}, pair, nil
+	}), pair, nil
 }
 
 // APIHandler serves SecretsService (Connect, gRPC, gRPC-Web), reflection,

@@ -98,9 +98,11 @@ func startOn(t *testing.T, cfg app.Config, natsURL string) *service {
 	if cfg.Access == (access.Options{}) {
 		cfg.Access.InsecureNoAuth = true
 	}
-	cfg.InternalCert = writeFile(t, pkiDir, "secrets.crt", srvCert.CertPEM)
-	cfg.InternalKey = writeFile(t, pkiDir, "secrets.key", srvCert.KeyPEM)
-	cfg.InternalClientCA = writeFile(t, pkiDir, "ca.crt", ca.CertPEM())
+	if cfg.InternalCert == "" {
+		cfg.InternalCert = writeFile(t, pkiDir, "secrets.crt", srvCert.CertPEM)
+		cfg.InternalKey = writeFile(t, pkiDir, "secrets.key", srvCert.KeyPEM)
+		cfg.InternalClientCA = writeFile(t, pkiDir, "ca.crt", ca.CertPEM())
+	}
 	cfg.NATSURL = natsURL
 	if cfg.Store.PollInterval == 0 {
 		cfg.Store.PollInterval = 200 * time.Millisecond
