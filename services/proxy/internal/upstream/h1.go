@@ -33,8 +33,10 @@ import (
 // responses handed to Got1xxResponse (with the limit reset after each),
 // when a connection is kept (not after a 1xx, a Connection: close, a body
 // not read to its end), the response header timeout, the request
-// context's cancellation, and the retry of a request that a reused
-// connection failed before any byte of its answer.
+// context's cancellation, and the retry on another connection of a request
+// that a reused connection failed before any byte of its answer, when the
+// Transport retries it (nothing written and no body, or a replayable
+// request).
 type h1Pool struct {
 	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle       int
@@ -54,22 +56,39 @@ func newH1Pool(dial func(ctx context.Context, network, addr string) (net.Conn, e
 	return &h1Pool{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout, headerTimeout: headerTimeout, maxHeader: maxHeader, idle: make(map[string][]*h1Conn)}
 }
 
-// h1Eligible reports whether out, an outbound request already rewritten,
-// is one h1Pool serves: no body (so nothing can be left half sent, and no
-// 100-continue), a method that may be sent again (GET, HEAD, OPTIONS,
-// TRACE, or an Idempotency-Key), as the Transport requires to retry on a
-// fresh connection a request that a reused one failed. Upgrades never get
-// here.
+// maxDirectBody is the largest request body h1Pool sends. It writes the
+// whole request before it reads the answer, where the Transport writes the
+// body from another goroutine and may return an answer the upstream sent
+// before reading it all (a 413, a 401): a body this small is taken whole by
+// the sockets' buffers, so the answer is read either way. Larger bodies go
+// through the Transport.
+const maxDirectBody = 64 << 10
+
+// h1Eligible reports whether in, an inbound request, is one h1Pool serves:
+// no body or one of known length up to maxDirectBody, no Expect
+// (100-continue), not CONNECT. Upgrades never get here. Bodies of unknown
+// length (chunked uploads) go through the Transport.
 func h1Eligible(in *http.Request) bool {
-	// A server's request has no body exactly when its length is 0.
-	if in.ContentLength != 0 || len(in.TransferEncoding) > 0 || in.Header["Expect"] != nil {
+	// A server's request has no body exactly when its length is 0, and a
+	// chunked one has length -1.
+	return in.ContentLength >= 0 && in.ContentLength <= maxDirectBody && len(in.TransferEncoding) == 0 &&
+		in.Header["Expect"] == nil && in.Method != "CONNECT"
+}
+
+// replayable is net/http's Request.isReplayable: a request that may be
+// sent again after it was (maybe) received, because it has no body and its
+// method (or an Idempotency-Key) says that sending it twice does no harm.
+func replayable(req *http.Request) bool {
+	if req.Body != nil && req.Body != http.NoBody {
 		return false
 	}
-	switch in.Method {
+	switch req.Method {
 	case "GET", "HEAD", "OPTIONS", "TRACE", "":
 		return true
 	}
-	return in.Header["Idempotency-Key"] != nil || in.Header["X-Idempotency-Key"] != nil
+	_, ok := req.Header["Idempotency-Key"]
+	_, xok := req.Header["X-Idempotency-Key"]
+	return ok || xok
 }
 
 // h1Conn is one pooled connection.
@@ -88,10 +107,46 @@ type h1Conn struct {
 	sawEOF, timedOut bool
 	reused           bool
 	idleAt           time.Time
+	// nwrite counts the bytes written to conn: a request that failed with
+	// none written may be sent again (net/http's nothingWrittenError).
+	nwrite int64
+	// readPast is set while the read deadline is in the past (left there
+	// by unsolicited, for roundTrip to replace).
+	readPast bool
 	// canceled is set, before the deadline is moved to the past, by the
-	// request context's AfterFunc.
+	// request context's AfterFunc (cancel, made once per connection).
 	canceled atomic.Bool
+	cancel   func()
+	// body tracks the request body's reads, to tell its errors from the
+	// connection's.
+	body trackedBody
+	peek idlePeek
 }
+
+// Write implements io.Writer for bw, counting what reached conn.
+func (c *h1Conn) Write(p []byte) (int, error) {
+	n, err := c.conn.Write(p)
+	c.nwrite += int64(n)
+	return n, err
+}
+
+// trackedBody is a request body whose read error is kept: Request.Write
+// returns it wrapped in a type of its own, and the Transport returns it as
+// the request's error.
+type trackedBody struct {
+	rc  io.ReadCloser
+	err error
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF {
+		b.err = err
+	}
+	return n, err
+}
+
+func (b *trackedBody) Close() error { return b.rc.Close() }
 
 // Read implements io.Reader for br: the header limit and the end of the
 // connection are seen here.
@@ -187,7 +242,9 @@ func (p *h1Pool) get(ctx context.Context, addr string, fresh bool) (*h1Conn, err
 		c.tls = &cs
 	}
 	c.br = bufio.NewReaderSize(c, 4<<10)
-	c.bw = bufio.NewWriterSize(conn, 4<<10)
+	c.bw = bufio.NewWriterSize(c, 4<<10)
+	c.cancel = c.cancelNow
+	c.peek.init(conn)
 	return c, nil
 }
 
@@ -268,6 +325,12 @@ func (p *h1Pool) closeIdle(final bool) {
 
 func (c *h1Conn) close() { c.conn.Close() }
 
+// cancelNow fails c's pending and future I/O: the request's context ended.
+func (c *h1Conn) cancelNow() {
+	c.canceled.Store(true)
+	_ = c.conn.SetDeadline(aLongTimeAgo)
+}
+
 // recancel follows a change of c's read deadline: the cancellation's
 // deadline in the past may have come before it, and is set again. (The
 // AfterFunc sets canceled before the deadline, so either this sees
@@ -282,50 +345,86 @@ func (c *h1Conn) recancel() {
 // last response: bytes no request asked for, which the Transport refuses
 // ("Unsolicited response received on idle HTTP channel") by closing the
 // connection, or the server's close. Bytes already read into c's buffers
-// are found without a system call; the socket's with one peek.
+// are found without a system call; the socket's with one peek. It leaves
+// the read deadline in the past, for roundTrip to set.
 func (c *h1Conn) unsolicited() bool {
-	if c.br.Buffered() > 0 {
+	if c.br.Buffered() > 0 || c.peek.idleReadable() {
 		return true
 	}
 	// A deadline in the past: what the TLS layer holds is returned, the
-	// socket is not read (and a timeout leaves a tls.Conn usable).
+	// socket is not read (and a timeout leaves a tls.Conn usable). The
+	// socket's peek comes first: it fails past the deadline.
 	_ = c.conn.SetReadDeadline(aLongTimeAgo)
+	c.readPast = true
 	_, err := c.br.Peek(1)
-	_ = c.conn.SetReadDeadline(time.Time{})
-	if err == nil || !isTimeout(err) {
-		return true
-	}
-	return idleReadable(c.conn)
+	return err == nil || !isTimeout(err)
 }
 
 // roundTrip writes req on c and reads the response head. retry is set on
-// an error that the Transport retries on another connection: a reused
-// connection failing before any byte of the answer.
+// an error after which the Transport sends the request again on another
+// connection (Transport.shouldRetryRequest): on a reused connection,
+// nothing written and no body, or a replayable request (see replayable)
+// whose connection failed before any byte of the answer.
 func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, trace *httptrace.ClientTrace) (resp *http.Response, retry bool, err error) {
-	stop := context.AfterFunc(ctx, func() {
-		c.canceled.Store(true)
-		_ = c.conn.SetDeadline(aLongTimeAgo)
-	})
-	fail := func(err error, answered bool) (*http.Response, bool, error) {
+	stop := context.AfterFunc(ctx, c.cancel)
+	start := c.nwrite
+	hasBody := req.Body != nil && req.Body != http.NoBody
+	// fail ends the request with err. firstByte is set once the answer
+	// began, readFailed when reading it failed before.
+	fail := func(err error, firstByte, readFailed bool) (*http.Response, bool, error) {
 		stop()
 		if c.canceled.Load() {
 			return nil, false, context.Cause(ctx)
 		}
-		if !c.reused || answered {
-			return nil, false, err
+		written := c.nwrite != start
+		if written && !firstByte && !readFailed {
+			// As the Transport words a write that failed half way.
+			err = fmt.Errorf("net/http: HTTP/1.x transport connection broken: %w", err)
 		}
-		return nil, true, err
+		switch {
+		case !c.reused || firstByte || errors.Is(err, errHeaderTimeout):
+			return nil, false, err
+		case !written:
+			return nil, !hasBody, err
+		}
+		return nil, readFailed && replayable(req), err
 	}
-	if err := req.Write(c.bw); err != nil {
-		return fail(err, false)
+	var werr error
+	if hasBody {
+		// The Transport returns a failed read of the client's body as
+		// it is, not as the connection's failure.
+		c.body = trackedBody{rc: req.Body}
+		req.Body = &c.body
+		werr = req.Write(c.bw)
+		req.Body = c.body.rc
+		if werr != nil && c.body.err != nil {
+			werr = c.body.err
+			stop()
+			if c.canceled.Load() {
+				werr = context.Cause(ctx)
+			}
+			c.body = trackedBody{}
+			return nil, false, werr
+		}
+		c.body = trackedBody{}
+	} else {
+		werr = req.Write(c.bw)
 	}
-	if err := c.bw.Flush(); err != nil {
-		return fail(err, false)
+	if werr == nil {
+		werr = c.bw.Flush()
 	}
-	if c.pool.headerTimeout > 0 {
+	if werr != nil {
+		return fail(werr, false, false)
+	}
+	switch {
+	case c.pool.headerTimeout > 0:
 		_ = c.conn.SetReadDeadline(time.Now().Add(c.pool.headerTimeout))
 		c.recancel()
+	case c.readPast:
+		_ = c.conn.SetReadDeadline(time.Time{})
+		c.recancel()
 	}
+	c.readPast = false
 	c.limit = c.pool.maxHeader
 	c.timedOut = false
 	if _, err := c.br.Peek(1); err != nil {
@@ -333,7 +432,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, trace *httptr
 		if c.timedOut && !c.canceled.Load() {
 			err = errHeaderTimeout
 		}
-		return fail(err, false)
+		return fail(err, false, true)
 	}
 	for {
 		resp, err = http.ReadResponse(c.br, req)
@@ -341,20 +440,20 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, trace *httptr
 			if c.timedOut && !c.canceled.Load() {
 				// Whatever ReadResponse made of what came before
 				// the deadline, the Transport's timer answers.
-				return fail(errHeaderTimeout, true)
+				return fail(errHeaderTimeout, true, false)
 			}
 			if c.limit <= 0 {
 				err = fmt.Errorf("net/http: server response headers exceeded %d bytes; aborted", c.pool.maxHeader)
 			}
 			// As the Transport words a failure on a connection it
 			// closes.
-			return fail(fmt.Errorf("net/http: HTTP/1.x transport connection broken: %w", err), true)
+			return fail(fmt.Errorf("net/http: HTTP/1.x transport connection broken: %w", err), true, false)
 		}
 		code := resp.StatusCode
 		if 100 <= code && code <= 199 && code != http.StatusSwitchingProtocols {
 			if trace != nil && trace.Got1xxResponse != nil {
 				if err := trace.Got1xxResponse(code, textproto.MIMEHeader(resp.Header)); err != nil {
-					return fail(err, true)
+					return fail(err, true, false)
 				}
 				c.limit = c.pool.maxHeader
 			}

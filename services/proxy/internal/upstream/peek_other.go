@@ -4,6 +4,10 @@ package upstream
 
 import "net"
 
-// idleReadable is only known on Linux; elsewhere an idle connection the
-// server closed is found when it is used (and the request retried).
-func idleReadable(net.Conn) bool { return false }
+// idlePeek is only done on Linux; elsewhere an idle connection the server
+// closed is found when it is used (and the request retried when net/http
+// would retry it).
+type idlePeek struct{}
+
+func (*idlePeek) init(net.Conn)      {}
+func (*idlePeek) idleReadable() bool { return false }
