@@ -310,7 +310,10 @@ var dateLine = regexp.MustCompile("(?m)^Date: .*\r\n")
 // upstream read on which of its connections and what each client read.
 func runDiff(t *testing.T, c diffCase, tlsOn, viaTransport bool) *bytes.Buffer {
 	t.Helper()
-	p := newPKI(t)
+	var p pki
+	if tlsOn {
+		p = newPKI(t)
+	}
 	up := newScripted(t, c.ex, tlsOn, p, c.upstreamIdle)
 	var tlsCtx *model.OutboundTLS
 	if tlsOn {
