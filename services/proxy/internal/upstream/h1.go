@@ -130,6 +130,12 @@ func (c *h1Conn) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// oneFlush is a bufio.Writer that Request.Write does not recognise as one:
+// it writes the header and the body into it and leaves the flush to the
+// caller. One pointer, so that making the interface value allocates
+// nothing.
+type oneFlush struct{ *bufio.Writer }
+
 // trackedBody is a request body whose read error is kept: Request.Write
 // returns it wrapped in a type of its own, and the Transport returns it as
 // the request's error.
@@ -395,7 +401,10 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, trace *httptr
 		// it is, not as the connection's failure.
 		c.body = trackedBody{rc: req.Body}
 		req.Body = &c.body
-		werr = req.Write(c.bw)
+		// Not a *bufio.Writer, so that Request.Write does not flush
+		// the header before the body: one write for both when the
+		// body fits the buffer (the Transport makes two).
+		werr = req.Write(oneFlush{c.bw})
 		req.Body = c.body.rc
 		if werr != nil && c.body.err != nil {
 			werr = c.body.err
