@@ -1,4 +1,11 @@
-package upstream
+// Package h1 makes HTTP/1.1 round trips to an upstream in the calling
+// goroutine, over a LIFO pool of connections per endpoint, where
+// http.Transport uses two goroutines per connection and hands every
+// request between three. It serves the requests [Eligible] accepts
+// exactly as http.Transport would (the same bytes both ways, the same
+// refusals, the same connection reuse and retries); the caller sends the
+// others through http.Transport.
+package h1
 
 import (
 	"bufio"
@@ -17,15 +24,15 @@ import (
 	"time"
 )
 
-// h1Pool makes HTTP/1.1 round trips in the calling goroutine, over a LIFO
-// pool of connections with buffered I/O: no read loop, write loop or timer
+// Pool makes HTTP/1.1 round trips in the calling goroutine, over a LIFO
+// pool of connections with buffered I/O. Safe for concurrent use: no read loop, write loop or timer
 // goroutine per connection, and no hand-off between goroutines per
 // request. http.Transport makes three hand-offs per request (the caller,
 // its writeLoop and its readLoop) and a read that finds nothing (the
 // readLoop's peek before the request is written).
 //
 // It serves only what it can serve exactly as http.Transport does, and the
-// forwarding path gives everything else to the Transport ([h1Eligible]):
+// forwarding path gives everything else to the Transport ([Eligible]):
 // the request is written by net/http's own Request.Write and the response
 // read by net/http's own ReadResponse, as the Transport does, so both
 // sides' bytes and the refusals of malformed responses are net/http's. The
@@ -37,7 +44,7 @@ import (
 // that a reused connection failed before any byte of its answer, when the
 // Transport retries it (nothing written and no body, or a replayable
 // request).
-type h1Pool struct {
+type Pool struct {
 	dial          func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle       int
 	idleTimeout   time.Duration
@@ -45,33 +52,40 @@ type h1Pool struct {
 	maxHeader     int64
 
 	mu     sync.Mutex
-	idle   map[string][]*h1Conn // by endpoint; the most recently used last
+	idle   map[string][]*pooledConn // by endpoint; the most recently used last
 	closed bool
 	// sweep closes connections idle for idleTimeout; armed while any is.
 	sweep    *time.Timer
 	sweeping bool
 }
 
-func newH1Pool(dial func(ctx context.Context, network, addr string) (net.Conn, error), maxIdle int, idleTimeout, headerTimeout time.Duration, maxHeader int64) *h1Pool {
-	return &h1Pool{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout, headerTimeout: headerTimeout, maxHeader: maxHeader, idle: make(map[string][]*h1Conn)}
+// NewPool returns a Pool whose connections are opened by dial (which
+// returns a *tls.Conn, handshake done, for TLS). maxIdle bounds the idle
+// connections kept per endpoint, idleTimeout closes those idle for that
+// long; headerTimeout, if positive, bounds the wait for response headers
+// after the request is written; maxHeader bounds the response headers'
+// size. They mean what http.Transport's MaxIdleConnsPerHost,
+// IdleConnTimeout, ResponseHeaderTimeout and MaxResponseHeaderBytes mean.
+func NewPool(dial func(ctx context.Context, network, addr string) (net.Conn, error), maxIdle int, idleTimeout, headerTimeout time.Duration, maxHeader int64) *Pool {
+	return &Pool{dial: dial, maxIdle: maxIdle, idleTimeout: idleTimeout, headerTimeout: headerTimeout, maxHeader: maxHeader, idle: make(map[string][]*pooledConn)}
 }
 
-// maxDirectBody is the largest request body h1Pool sends. It writes the
+// MaxBody is the largest request body Pool sends. It writes the
 // whole request before it reads the answer, where the Transport writes the
 // body from another goroutine and may return an answer the upstream sent
 // before reading it all (a 413, a 401): a body this small is taken whole by
 // the sockets' buffers, so the answer is read either way. Larger bodies go
 // through the Transport.
-const maxDirectBody = 64 << 10
+const MaxBody = 64 << 10
 
-// h1Eligible reports whether in, an inbound request, is one h1Pool serves:
-// no body or one of known length up to maxDirectBody, no Expect
+// Eligible reports whether in, an inbound request, is one Pool serves:
+// no body or one of known length up to MaxBody, no Expect
 // (100-continue), not CONNECT. Upgrades never get here. Bodies of unknown
 // length (chunked uploads) go through the Transport.
-func h1Eligible(in *http.Request) bool {
+func Eligible(in *http.Request) bool {
 	// A server's request has no body exactly when its length is 0, and a
 	// chunked one has length -1.
-	return in.ContentLength >= 0 && in.ContentLength <= maxDirectBody && len(in.TransferEncoding) == 0 &&
+	return in.ContentLength >= 0 && in.ContentLength <= MaxBody && len(in.TransferEncoding) == 0 &&
 		in.Header["Expect"] == nil && in.Method != "CONNECT"
 }
 
@@ -91,9 +105,9 @@ func replayable(req *http.Request) bool {
 	return ok || xok
 }
 
-// h1Conn is one pooled connection.
-type h1Conn struct {
-	pool *h1Pool
+// pooledConn is one pooled connection.
+type pooledConn struct {
+	pool *Pool
 	addr string
 	conn net.Conn
 	tls  *tls.ConnectionState
@@ -124,7 +138,7 @@ type h1Conn struct {
 }
 
 // Write implements io.Writer for bw, counting what reached conn.
-func (c *h1Conn) Write(p []byte) (int, error) {
+func (c *pooledConn) Write(p []byte) (int, error) {
 	n, err := c.conn.Write(p)
 	c.nwrite += int64(n)
 	return n, err
@@ -156,7 +170,7 @@ func (b *trackedBody) Close() error { return b.rc.Close() }
 
 // Read implements io.Reader for br: the header limit and the end of the
 // connection are seen here.
-func (c *h1Conn) Read(p []byte) (int, error) {
+func (c *pooledConn) Read(p []byte) (int, error) {
 	if c.limit <= 0 {
 		return 0, fmt.Errorf("net/http: server response headers exceeded %d bytes; aborted", c.pool.maxHeader)
 	}
@@ -185,10 +199,12 @@ func (e *timeoutError) Error() string   { return e.msg }
 func (e *timeoutError) Timeout() bool   { return true }
 func (e *timeoutError) Temporary() bool { return true }
 
-// roundTrip sends req (see h1Eligible) to req.URL.Host and returns the
+// RoundTrip sends req (see [Eligible]) to req.URL.Host and returns the
 // response, whose Body returns the connection to the pool once read to its
-// end. trace's Got1xxResponse, if set, receives the 1xx responses.
-func (p *h1Pool) roundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
+// end (closed before, it closes the connection). trace's Got1xxResponse, if
+// set, receives the 1xx responses. Errors are those http.Transport returns
+// for the same failure. req's Body is read but not closed.
+func (p *Pool) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http.Response, error) {
 	ctx := req.Context()
 	addr := req.URL.Host
 	for attempt := 0; ; attempt++ {
@@ -219,7 +235,7 @@ const maxStaleRetries = 4
 
 // get pops the most recently used idle connection to addr, or dials one
 // (always with fresh).
-func (p *h1Pool) get(ctx context.Context, addr string, fresh bool) (*h1Conn, error) {
+func (p *Pool) get(ctx context.Context, addr string, fresh bool) (*pooledConn, error) {
 	now := time.Now()
 	p.mu.Lock()
 	for !fresh {
@@ -242,7 +258,7 @@ func (p *h1Pool) get(ctx context.Context, addr string, fresh bool) (*h1Conn, err
 	if err != nil {
 		return nil, err
 	}
-	c := &h1Conn{pool: p, addr: addr, conn: conn, limit: math.MaxInt64}
+	c := &pooledConn{pool: p, addr: addr, conn: conn, limit: math.MaxInt64}
 	if tc, ok := conn.(*tls.Conn); ok {
 		cs := tc.ConnectionState()
 		c.tls = &cs
@@ -255,7 +271,7 @@ func (p *h1Pool) get(ctx context.Context, addr string, fresh bool) (*h1Conn, err
 }
 
 // put returns c to the pool, or closes it when the pool is full or closed.
-func (p *h1Pool) put(c *h1Conn) {
+func (p *Pool) put(c *pooledConn) {
 	c.reused = true
 	c.idleAt = time.Now()
 	p.mu.Lock()
@@ -278,9 +294,9 @@ func (p *h1Pool) put(c *h1Conn) {
 
 // sweepIdle closes the connections idle for idleTimeout, and runs again
 // when the oldest left would be.
-func (p *h1Pool) sweepIdle() {
+func (p *Pool) sweepIdle() {
 	now := time.Now()
-	var expired []*h1Conn
+	var expired []*pooledConn
 	next := time.Duration(-1)
 	p.mu.Lock()
 	for addr, list := range p.idle {
@@ -312,12 +328,17 @@ func (p *h1Pool) sweepIdle() {
 	}
 }
 
-// closeIdle closes the idle connections; with final, the pool keeps no
-// connection from then on (the Upstream is drained).
-func (p *h1Pool) closeIdle(final bool) {
+// CloseIdle closes the idle connections; the Pool keeps taking requests.
+func (p *Pool) CloseIdle() { p.closeIdle(false) }
+
+// Close closes the idle connections, and those in use once their request
+// ends: the Pool keeps none from then on (its Upstream is drained).
+func (p *Pool) Close() { p.closeIdle(true) }
+
+func (p *Pool) closeIdle(final bool) {
 	p.mu.Lock()
 	idle := p.idle
-	p.idle = make(map[string][]*h1Conn)
+	p.idle = make(map[string][]*pooledConn)
 	if final {
 		p.closed = true
 	}
@@ -329,10 +350,10 @@ func (p *h1Pool) closeIdle(final bool) {
 	}
 }
 
-func (c *h1Conn) close() { c.conn.Close() }
+func (c *pooledConn) close() { c.conn.Close() }
 
 // cancelNow fails c's pending and future I/O: the request's context ended.
-func (c *h1Conn) cancelNow() {
+func (c *pooledConn) cancelNow() {
 	c.canceled.Store(true)
 	_ = c.conn.SetDeadline(aLongTimeAgo)
 }
@@ -341,7 +362,7 @@ func (c *h1Conn) cancelNow() {
 // deadline in the past may have come before it, and is set again. (The
 // AfterFunc sets canceled before the deadline, so either this sees
 // canceled or the AfterFunc's deadline comes after the change.)
-func (c *h1Conn) recancel() {
+func (c *pooledConn) recancel() {
 	if c.canceled.Load() {
 		_ = c.conn.SetDeadline(aLongTimeAgo)
 	}
@@ -353,7 +374,7 @@ func (c *h1Conn) recancel() {
 // connection, or the server's close. Bytes already read into c's buffers
 // are found without a system call; the socket's with one peek. It leaves
 // the read deadline in the past, for roundTrip to set.
-func (c *h1Conn) unsolicited() bool {
+func (c *pooledConn) unsolicited() bool {
 	if c.br.Buffered() > 0 || c.peek.idleReadable() {
 		return true
 	}
@@ -371,7 +392,7 @@ func (c *h1Conn) unsolicited() bool {
 // connection (Transport.shouldRetryRequest): on a reused connection,
 // nothing written and no body, or a replayable request (see replayable)
 // whose connection failed before any byte of the answer.
-func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, trace *httptrace.ClientTrace) (resp *http.Response, retry bool, err error) {
+func (c *pooledConn) roundTrip(ctx context.Context, req *http.Request, trace *httptrace.ClientTrace) (resp *http.Response, retry bool, err error) {
 	stop := context.AfterFunc(ctx, c.cancel)
 	start := c.nwrite
 	hasBody := req.Body != nil && req.Body != http.NoBody
@@ -483,13 +504,13 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request, trace *httptr
 		c.done(stop, alive)
 		return resp, false, nil
 	}
-	resp.Body = &h1Body{c: c, body: resp.Body, ctx: ctx, stop: stop, alive: alive}
+	resp.Body = &respBody{c: c, body: resp.Body, ctx: ctx, stop: stop, alive: alive}
 	return resp, false, nil
 }
 
 // done ends a request on c: back to the pool when alive and nothing
 // cancelled it, closed otherwise.
-func (c *h1Conn) done(stop func() bool, alive bool) {
+func (c *pooledConn) done(stop func() bool, alive bool) {
 	if !stop() || c.canceled.Load() || !alive || c.sawEOF {
 		c.close()
 		return
@@ -497,11 +518,11 @@ func (c *h1Conn) done(stop func() bool, alive bool) {
 	c.pool.put(c)
 }
 
-// h1Body is a response body read from a pooled connection: read to its
+// respBody is a response body read from a pooled connection: read to its
 // end, it gives the connection back; closed before, it closes it (the
 // Transport's bodyEOFSignal).
-type h1Body struct {
-	c     *h1Conn
+type respBody struct {
+	c     *pooledConn
 	body  io.ReadCloser
 	ctx   context.Context
 	stop  func() bool
@@ -511,7 +532,7 @@ type h1Body struct {
 	err error
 }
 
-func (b *h1Body) Read(p []byte) (int, error) {
+func (b *respBody) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
@@ -527,7 +548,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (b *h1Body) Close() error {
+func (b *respBody) Close() error {
 	if b.err == nil {
 		b.err = errors.New("http: read on closed response body")
 		b.c.done(b.stop, false)

@@ -1,4 +1,4 @@
-package upstream
+package h1
 
 import (
 	"bufio"
@@ -14,12 +14,13 @@ import (
 )
 
 // FuzzH1MatchesTransport gives the same upstream answer, resp, to one
-// request (a GET, a HEAD or a POST with a body, by method) made by h1Pool
+// request (a GET, a HEAD or a POST with a body, by method) made by Pool
 // and by http.Transport, each on a connection of its own that the upstream
 // closes after answering: both must give the same status, header, body,
 // trailers and errors. The connections are in-memory pipes, so that a run
-// opens no socket. TestDirectH1MatchesTransport compares the same through
-// a node over TCP and TLS; the seeds are taken from its corpus.
+// opens no socket. TestDirectH1MatchesTransport (package upstream)
+// compares the same through a node over TCP and TLS; the seeds are taken
+// from its corpus.
 func FuzzH1MatchesTransport(f *testing.F) {
 	for i, resp := range []string{
 		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
@@ -47,12 +48,12 @@ func FuzzH1MatchesTransport(f *testing.F) {
 		direct := pipeRoundTrip(t, method, resp, true)
 		transport := pipeRoundTrip(t, method, resp, false)
 		if direct != transport {
-			t.Errorf("h1Pool and http.Transport differ for %q:\n--- h1Pool\n%s\n--- http.Transport\n%s", resp, direct, transport)
+			t.Errorf("Pool and http.Transport differ for %q:\n--- Pool\n%s\n--- http.Transport\n%s", resp, direct, transport)
 		}
 	})
 }
 
-// pipeRoundTrip makes one request through h1Pool (direct) or
+// pipeRoundTrip makes one request through Pool (direct) or
 // http.Transport to an upstream that answers resp and closes, and
 // describes what came back.
 func pipeRoundTrip(t *testing.T, method uint8, resp string, direct bool) string {
@@ -96,9 +97,9 @@ func pipeRoundTrip(t *testing.T, method uint8, resp string, direct bool) string 
 	var res *http.Response
 	var err error
 	if direct {
-		p := newH1Pool(dial, 4, time.Minute, 0, 1<<20)
-		defer p.closeIdle(true)
-		res, err = p.roundTrip(req, nil)
+		p := NewPool(dial, 4, time.Minute, 0, 1<<20)
+		defer p.Close()
+		res, err = p.RoundTrip(req, nil)
 	} else {
 		var protos http.Protocols
 		protos.SetHTTP1(true)
