@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
@@ -25,13 +26,21 @@ import (
 // and upstream share the process, so allocs/op and cpu-ns/op cover all
 // three: BenchmarkDirectMTLS is the same request without the node, and the
 // difference is the node's cost.
+//
+// h1-post is the h1 case with a POST of 1 KiB: a request with a body of
+// known length, which the node also sends in the calling goroutine.
 func BenchmarkProxyMTLS(b *testing.B) {
-	for _, h2 := range []bool{false, true} {
-		b.Run(map[bool]string{false: "h1", true: "h2"}[h2], func(b *testing.B) {
+	for _, name := range []string{"h1", "h2", "h1-post"} {
+		h2 := name == "h2"
+		b.Run(name, func(b *testing.B) {
 			e := newEnv(b, nil)
 			srv := upstreamServer(b, e.server, e.clients, h2, nil)
 			e.apply(b, "bench", map[bool]string{false: "http1", true: "h2"}[h2], addr(srv), mtls(e.ca, e.gateway, nil))
 			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+			if name == "h1-post" {
+				runPost(b, c, e.url("/bench/x"), bytes.Repeat([]byte("k"), 1<<10))
+				return
+			}
 			run(b, c, e.url("/bench/x"))
 		})
 	}
@@ -52,9 +61,18 @@ func BenchmarkDirectMTLS(b *testing.B) {
 	}
 }
 
-func run(b *testing.B, c *http.Client, url string) {
+func run(b *testing.B, c *http.Client, url string) { runPost(b, c, url, nil) }
+
+// runPost is run with a POST of body; nil: a GET.
+func runPost(b *testing.B, c *http.Client, url string, body []byte) {
 	get := func() {
-		resp, err := c.Get(url)
+		var resp *http.Response
+		var err error
+		if body == nil {
+			resp, err = c.Get(url)
+		} else {
+			resp, err = c.Post(url, "application/octet-stream", bytes.NewReader(body))
+		}
 		if err != nil {
 			b.Fatal(err)
 		}

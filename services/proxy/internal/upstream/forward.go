@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"keyway.dev/internal/failure"
+	"keyway.dev/proxy/internal/upstream/h1"
 )
 
 // forward is httputil.ReverseProxy.ServeHTTP with our Rewrite, minus what
@@ -55,7 +56,7 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	if u.tracing.Tracer != nil {
 		o.tr, ctx = u.startSpan(ctx, in, &o.trace)
 	}
-	direct := u.h1 != nil && h1Eligible(in)
+	direct := u.h1pool != nil && h1.Eligible(in)
 	var out *http.Request
 	if direct {
 		out = in.WithContext(ctx) // the trace is handed over directly
@@ -119,7 +120,7 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	var res *http.Response
 	var err error
 	if direct {
-		res, err = u.h1.roundTrip(out, &o.trace)
+		res, err = u.h1pool.RoundTrip(out, &o.trace)
 	} else {
 		res, err = u.transport.RoundTrip(out)
 	}

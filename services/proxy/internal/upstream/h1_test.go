@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -44,6 +45,9 @@ type exchange struct {
 	close bool
 	// hang waits for the client to go away before anything else.
 	hang bool
+	// resent is the previous request sent again by the node, if it
+	// retries it: no client sends a request of its own for it.
+	resent bool
 }
 
 const plainGET = "GET /x?q=1 HTTP/1.1\r\nHost: gw.test\r\nUser-Agent: t\r\nConnection: close\r\n\r\n"
@@ -98,6 +102,15 @@ var wellFormed = []diffCase{
 		{req: "POST /b HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello", resp: get200("got")},
 		{req: "POST /c HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n", resp: get200("got")}}, 0, true, 0},
 	{"server closed the idle connection", []exchange{{resp: get200("one"), close: true}, {resp: get200("two")}}, 0, false, 0},
+	{"request bodies of known length", []exchange{
+		{req: "POST /b HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello", resp: get200("post")},
+		{req: "PUT /b HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 3\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nabc", resp: get200("put")},
+		{req: "DELETE /d HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n", resp: get200("del")},
+		{req: "POST /e HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", resp: get200("empty")},
+		{req: "PATCH /f HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 65536\r\nConnection: close\r\n\r\n" + strings.Repeat("x", 65536), resp: get200("64k")}}, 0, false, 0},
+	{"early answer to a request with a body", []exchange{
+		{req: "POST /b HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello", resp: "HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", close: true},
+		{resp: get200("next")}}, 0, false, 0},
 	// The stray response comes just after the 204, not in the same segment:
 	// with both in one segment, whether http.Transport sees it before it
 	// reuses the connection depends on scheduling (on a loaded machine it
@@ -111,6 +124,26 @@ var wellFormed = []diffCase{
 	{"headers over the limit", []exchange{{resp: "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 1<<20+10) + "\r\nContent-Length: 0\r\n\r\n"}, {resp: get200("next")}}, 0, false, 0},
 	{"1xx over the limit", []exchange{{resp: "HTTP/1.1 103 Early Hints\r\nX-Big: " + strings.Repeat("a", 1<<19) + "\r\n\r\nHTTP/1.1 103 Early Hints\r\nX-Big: " + strings.Repeat("a", 1<<19) + "\r\n\r\n" + get200("final")}}, 0, false, 0},
 }
+
+// A reused connection that the upstream closes after reading the request,
+// without a byte of answer: sent again on a new connection when net/http
+// would (a replayable request: no body, and GET, HEAD, OPTIONS, TRACE or an
+// Idempotency-Key), answered 502 otherwise.
+var retries = func() []diffCase {
+	var out []diffCase
+	for _, r := range []struct{ name, req string }{
+		{"GET", plainGET},
+		{"HEAD", "HEAD /h HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n"},
+		{"DELETE", "DELETE /d HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n"},
+		{"POST with a body", "POST /p HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"},
+		{"POST with an Idempotency-Key", "POST /p HTTP/1.1\r\nHost: gw.test\r\nIdempotency-Key: k\r\nConnection: close\r\n\r\n"},
+		{"POST with an Idempotency-Key and a body", "POST /p HTTP/1.1\r\nHost: gw.test\r\nIdempotency-Key: k\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"},
+	} {
+		out = append(out, diffCase{name: "reused connection closed without an answer: " + r.name,
+			ex: []exchange{{resp: get200("first")}, {req: r.req, close: true}, {resp: get200("retried"), resent: true}}})
+	}
+	return out
+}()
 
 // The response-smuggling corpus: each answer is malformed or ambiguous;
 // the next request shows whether the connection was kept.
@@ -178,15 +211,38 @@ var smuggling = func() []diffCase {
 		{"request bare LF", "GET /s HTTP/1.1\nHost: gw.test\nConnection: close\n\n"},
 		{"request TE identity", "GET /s HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: identity\r\nConnection: close\r\n\r\n"},
 		{"request invalid chunk", "POST /s HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n"},
+		{"request TE.CL", "POST /s HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+		{"request duplicate CL equal", "POST /s HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 2\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab"},
+		{"request CL list", "POST /s HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 2, 2\r\nConnection: close\r\n\r\nab"},
+		{"request CL plus sign", "POST /s HTTP/1.1\r\nHost: gw.test\r\nContent-Length: +2\r\nConnection: close\r\n\r\nab"},
+		{"request CL negative", "POST /s HTTP/1.1\r\nHost: gw.test\r\nContent-Length: -1\r\nConnection: close\r\n\r\nab"},
+		{"request CL space before colon", "POST /s HTTP/1.1\r\nHost: gw.test\r\nContent-Length : 2\r\nConnection: close\r\n\r\nab"},
+		{"request body longer than CL", "POST /s HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nabGET /smuggled HTTP/1.1\r\nHost: gw.test\r\n\r\n"},
+		{"request TE chunked, identity", "POST /s HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked, identity\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+		{"request TE gzip, chunked", "POST /s HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+		{"request TE xchunked", "POST /s HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: xchunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+		{"request TE twice", "POST /s HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+		{"request TE in HTTP/1.0", "POST /s HTTP/1.0\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+		{"request chunk size overflow", "POST /s HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nfffffffffffffffff1\r\nabc\r\n0\r\n\r\n"},
+		{"request chunk without CRLF", "POST /s HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabcX0\r\n\r\n"},
+		{"request bare CR in value", "GET /s HTTP/1.1\r\nHost: gw.test\r\nX-A: a\rb\r\nConnection: close\r\n\r\n"},
+		{"request NUL in value", "GET /s HTTP/1.1\r\nHost: gw.test\r\nX-A: a\x00b\r\nConnection: close\r\n\r\n"},
+		{"request space in name", "GET /s HTTP/1.1\r\nHost: gw.test\r\nX A: b\r\nConnection: close\r\n\r\n"},
+		{"request two hosts", "GET /s HTTP/1.1\r\nHost: gw.test\r\nHost: other.test\r\nConnection: close\r\n\r\n"},
+		{"request absolute URI", "GET http://other.test/s HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n"},
+		{"request expect 100-continue", "POST /s HTTP/1.1\r\nHost: gw.test\r\nExpect: 100-continue\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab"},
 	} {
-		out = append(out, diffCase{name: r.name, ex: []exchange{{req: r.req, resp: get200("r")}, {resp: get200("next")}}, mixed: true})
+		// Bodies of unknown length go through http.Transport either
+		// way, on its own connections.
+		mixed := strings.Contains(strings.ToLower(r.req), "transfer-encoding") || strings.Contains(r.req, "Expect")
+		out = append(out, diffCase{name: r.name, ex: []exchange{{req: r.req, resp: get200("r")}, {resp: get200("next")}}, mixed: mixed})
 	}
 	return out
 }()
 
 func TestDirectH1MatchesTransport(t *testing.T) {
 	t.Parallel()
-	for _, c := range append(append([]diffCase{}, wellFormed...), smuggling...) {
+	for _, c := range slices.Concat(wellFormed, retries, smuggling) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			for _, tlsOn := range []bool{false, true} {
@@ -254,7 +310,10 @@ var dateLine = regexp.MustCompile("(?m)^Date: .*\r\n")
 // upstream read on which of its connections and what each client read.
 func runDiff(t *testing.T, c diffCase, tlsOn, viaTransport bool) *bytes.Buffer {
 	t.Helper()
-	p := newPKI(t)
+	var p pki
+	if tlsOn {
+		p = newPKI(t)
+	}
 	up := newScripted(t, c.ex, tlsOn, p, c.upstreamIdle)
 	var tlsCtx *model.OutboundTLS
 	if tlsOn {
@@ -293,6 +352,10 @@ func runDiff(t *testing.T, c diffCase, tlsOn, viaTransport bool) *bytes.Buffer {
 
 	out := &bytes.Buffer{}
 	for i, ex := range c.ex {
+		if ex.resent {
+			up.waitIdle(i)
+			continue
+		}
 		req := ex.req
 		if req == "" {
 			req = plainGET

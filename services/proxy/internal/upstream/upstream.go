@@ -1,5 +1,7 @@
 // Package upstream reaches one Service: its endpoints in turn, over one
-// http.Transport that carries exactly one outbound TLS context.
+// http.Transport that carries exactly one outbound TLS context (and, for an
+// HTTP/1.1-only upstream, an [h1.Pool] on the same dialer, which makes the
+// round trips it can in the handler's goroutine).
 //
 // An [Upstream] is immutable. A change to the Service or to its tls-outbound
 // binding builds a new Upstream; the old one is drained ([Upstream.Drain]):
@@ -32,6 +34,7 @@ import (
 	"keyway.dev/internal/outbound"
 	"keyway.dev/internal/revocation"
 	"keyway.dev/internal/telemetry"
+	"keyway.dev/proxy/internal/upstream/h1"
 )
 
 // Defaults for [Options].
@@ -76,7 +79,7 @@ type Options struct {
 	// is called when an Upstream is built, never per request.
 	Recorder func(upstream string) Recorder
 	// DisableDirectH1 sends every request through http.Transport, none
-	// in the calling goroutine (see h1Pool); for comparisons.
+	// in the calling goroutine (see [h1.Pool]); for comparisons.
 	DisableDirectH1 bool
 	// Tracing, when on, records a [telemetry.SpanUpstreamRequest] span
 	// per request (with [telemetry.SpanUpstreamConn] and the dialer's
@@ -148,10 +151,10 @@ type Upstream struct {
 	tls       *model.OutboundTLS
 	dialer    *outbound.Dialer
 	transport *http.Transport
-	// h1 serves the requests it can (h1Eligible) of an HTTP/1.1-only
-	// upstream in the calling goroutine, traced or not; nil for the
-	// others.
-	h1 *h1Pool
+	// h1pool serves the requests it can (h1.Eligible) of an
+	// HTTP/1.1-only upstream in the calling goroutine, traced or not;
+	// nil for the others.
+	h1pool *h1.Pool
 	// proxy serves Upgrade requests; its hooks serve forward too.
 	proxy *httputil.ReverseProxy
 	// streaming flushes every write of a response body (h2, gRPC).
@@ -257,7 +260,7 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		if t.DialTLSContext != nil {
 			dial = t.DialTLSContext
 		}
-		u.h1 = newH1Pool(dial, t.MaxIdleConnsPerHost, t.IdleConnTimeout, t.ResponseHeaderTimeout, t.MaxResponseHeaderBytes)
+		u.h1pool = h1.NewPool(dial, t.MaxIdleConnsPerHost, t.IdleConnTimeout, t.ResponseHeaderTimeout, t.MaxResponseHeaderBytes)
 	}
 
 	rp := &httputil.ReverseProxy{
@@ -343,8 +346,8 @@ func (u *Upstream) Forward(w http.ResponseWriter, r *http.Request) bool {
 // for more.
 func (u *Upstream) closeIdle() {
 	u.transport.CloseIdleConnections()
-	if u.h1 != nil {
-		u.h1.closeIdle(false)
+	if u.h1pool != nil {
+		u.h1pool.CloseIdle()
 	}
 }
 
@@ -369,8 +372,8 @@ func (u *Upstream) Drain(ctx context.Context) error {
 		}
 	}
 	u.transport.CloseIdleConnections()
-	if u.h1 != nil {
-		u.h1.closeIdle(true)
+	if u.h1pool != nil {
+		u.h1pool.Close()
 	}
 	if u.revocation != nil {
 		// Its CRLs stop being fetched unless another checker names
