@@ -98,6 +98,11 @@ deploy-check: ## render deploy/kubernetes with kustomize and validate every obje
 run: build ## start the local stack in the foreground (NATS, policy service, proxy node, demo upstream)
 	@exec bin/keyway-dev --bin bin --data .keyway
 
+.PHONY: prod-local
+prod-local: build ## the production topology from deploy/kubernetes as local processes (3 NATS, 3 Vault on raft, 2 secrets, 2 policy, 3 proxies, mTLS); prints how to use it; Ctrl-C stops it
+	@cd deploy && GOWORK=off go run ./cmd/prod-local --bin "$(CURDIR)/bin" --dir "$(CURDIR)/.keyway/prod-local" \
+	  --nats-server "$$($(TOOL) nats-server)" --vault "$$($(TOOL) vault)"
+
 .PHONY: bench
 bench: build ## throughput, p99 and propagation benchmarks (figures in the output)
 	@KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$($(TOOL) nats-server)" \

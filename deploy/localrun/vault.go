@@ -82,7 +82,9 @@ func (v *vaultClient) call(ctx context.Context, method, addr, path string, body,
 func (c *Cluster) setUpVault(ctx context.Context, pods []*Pod) error {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(c.ca.vault.pem)
-	v := &vaultClient{http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}}
+	// Initialising writes raft's first entries and makes the keys: seconds on a
+	// loaded machine. ctx bounds it all.
+	v := &vaultClient{http: &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}}
 	first := pods[0].Addr("api")
 	if first == "" {
 		return fmt.Errorf("pod %s: no container port named api (Vault's 8200)", pods[0].name)

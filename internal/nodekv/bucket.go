@@ -19,8 +19,8 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.D
 }
 
 // OpenReplicas is [Open] creating the bucket with that many replicas in a
-// NATS cluster (the policy service passes its --replicas; a proxy node that
-// creates the bucket first creates it with one).
+// NATS cluster (the policy service and the proxy nodes pass their
+// --replicas).
 func OpenReplicas(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
 	if bucket == "" {
 		bucket = Bucket
