@@ -78,7 +78,7 @@ test: tools check-generated lint build deploy-check ## everything CI runs: gener
 	@# deploy/ is a module outside the workspace (the Kubernetes libraries stay
 	@# out of the services' builds): its full tier runs the manifests as
 	@# processes (deploy/localrun).
-	@cd deploy && GOWORK=off KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$($(TOOL) nats-server)" KEYWAY_VAULT="$$($(TOOL) vault)" \
+	@nats="$$($(TOOL) nats-server)" vault="$$($(TOOL) vault)"; cd deploy && GOWORK=off KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$nats" KEYWAY_VAULT="$$vault" \
 	  go test -race -count=1 -timeout 10m $(TESTFLAGS) ./...
 	@scripts/fuzz.sh $(TESTFUZZTIME)
 
@@ -100,8 +100,8 @@ run: build ## start the local stack in the foreground (NATS, policy service, pro
 
 .PHONY: prod-local
 prod-local: build ## the production topology from deploy/kubernetes as local processes (3 NATS, 3 Vault on raft, 2 secrets, 2 policy, 3 proxies, mTLS); prints how to use it; Ctrl-C stops it
-	@cd deploy && GOWORK=off go run ./cmd/prod-local --bin "$(CURDIR)/bin" --dir "$(CURDIR)/.keyway/prod-local" \
-	  --nats-server "$$($(TOOL) nats-server)" --vault "$$($(TOOL) vault)"
+	@nats="$$($(TOOL) nats-server)" vault="$$($(TOOL) vault)"; cd deploy && \
+	  GOWORK=off go run ./cmd/prod-local --bin "$(CURDIR)/bin" --dir "$(CURDIR)/.keyway/prod-local" --nats-server "$$nats" --vault "$$vault"
 
 .PHONY: bench
 bench: build ## throughput, p99 and propagation benchmarks (figures in the output)

@@ -54,6 +54,7 @@ type Cluster struct {
 	ca        *authorities
 	vault     VaultInit
 	operator  Operator
+	started   time.Time
 	closeOnce sync.Once
 }
 
@@ -133,7 +134,7 @@ func (c *Cluster) Close() error {
 
 func (c *Cluster) logf(format string, args ...any) {
 	if c.opts.Log != nil {
-		fmt.Fprintf(c.opts.Log, format+"\n", args...)
+		fmt.Fprintf(c.opts.Log, "[+%5.1fs] "+format+"\n", append([]any{time.Since(c.started).Seconds()}, args...)...)
 	}
 }
 
@@ -145,11 +146,12 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Ready == 0 {
 		opts.Ready = 90 * time.Second
 	}
+	started := time.Now()
 	objs, err := Render(opts.Manifests)
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{opts: opts, services: map[string]*service{}}
+	c := &Cluster{opts: opts, services: map[string]*service{}, started: started}
 	if err := c.start(ctx, objs); err != nil {
 		c.Close()
 		return nil, err
@@ -240,7 +242,22 @@ func (c *Cluster) start(ctx context.Context, objs []runtime.Object) error {
 			return err
 		}
 	}
-	return c.startAll(readyCtx, rest, nil)
+	// One Deployment at a time, in the manifests' order, each once the one
+	// before is ready, as `kubectl rollout status` between applies would:
+	// a proxy node started before the policy service has created the
+	// configuration bucket backs off for up to ~40s.
+	for _, w := range workloads {
+		var pods []*Pod
+		for _, p := range rest {
+			if p.workload == w.name {
+				pods = append(pods, p)
+			}
+		}
+		if err := c.startAll(readyCtx, pods, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func ptrOr[T any](p *T, def T) T {
