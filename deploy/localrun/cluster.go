@@ -381,15 +381,32 @@ func (c *Cluster) newPod(w workload, i int) (*Pod, error) {
 	return p, err
 }
 
-// freePort picks a free loopback port. Another process could take it
-// before the pod binds it; the pod would then fail to start and say so.
+// handedOut are the ports freePort gave in this process: the kernel may
+// offer a port again once its probe listener is closed.
+var handedOut = struct {
+	sync.Mutex
+	ports map[string]bool
+}{ports: map[string]bool{}}
+
+// freePort picks a free loopback port, never one it gave before. Another
+// process could take it before the pod binds it; the pod would then fail
+// to start and say so.
 func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if !handedOut.ports[addr] {
+			handedOut.ports[addr] = true
+			return addr, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", errors.New("no free loopback port in 100 tries")
 }
 
 // startServices opens a stand-in address for every Service port.
@@ -468,7 +485,7 @@ func (c *Cluster) names(name string) []string {
 // rewriterFor builds p's rewriter: every Service name and port, every
 // StatefulSet pod's name under its headless Service, p's wildcard binds and
 // p's mounts.
-func (c *Cluster) rewriterFor(p *Pod, w workload, mounts map[string]string) *rewriter {
+func (c *Cluster) rewriterFor(p *Pod, mounts map[string]string) *rewriter {
 	r := newRewriter()
 	for _, s := range c.services {
 		for _, sp := range s.obj.Spec.Ports {
@@ -505,7 +522,7 @@ func (c *Cluster) prepare(p *Pod, w workload, configMaps map[string]map[string]s
 		}
 		mounts[m.MountPath] = filepath.Join(p.dir, "volumes", m.Name)
 	}
-	r := c.rewriterFor(p, w, mounts)
+	r := c.rewriterFor(p, mounts)
 	defined := map[string]string{}
 	for _, e := range p.container.Env {
 		v, err := c.envValue(p, e, configMaps)
@@ -539,7 +556,7 @@ func (c *Cluster) prepare(p *Pod, w workload, configMaps map[string]map[string]s
 }
 
 func (c *Cluster) needs(p *Pod, secret string) bool {
-	for _, v := range p.podSpec().Volumes {
+	for _, v := range p.spec.Volumes {
 		if v.Secret != nil && v.Secret.SecretName == secret {
 			return true
 		}
@@ -553,8 +570,6 @@ func (c *Cluster) needs(p *Pod, secret string) bool {
 	}
 	return false
 }
-
-func (p *Pod) podSpec() *corev1.PodSpec { return p.spec }
 
 func (c *Cluster) envValue(p *Pod, e corev1.EnvVar, configMaps map[string]map[string]string) (string, error) {
 	if e.ValueFrom == nil {
@@ -593,9 +608,9 @@ func (c *Cluster) writeVolumes(p *Pod, w workload, configMaps map[string]map[str
 	for _, m := range p.container.VolumeMounts {
 		mounts[m.MountPath] = filepath.Join(p.dir, "volumes", m.Name)
 	}
-	r := c.rewriterFor(p, w, mounts)
+	r := c.rewriterFor(p, mounts)
 	volumes := map[string]corev1.Volume{}
-	for _, v := range p.podSpec().Volumes {
+	for _, v := range p.spec.Volumes {
 		volumes[v.Name] = v
 	}
 	for _, m := range p.container.VolumeMounts {

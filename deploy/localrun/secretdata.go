@@ -16,7 +16,7 @@ const (
 	operatorOU         = "keyway-operators"
 	secretsAdminOU     = "keyway-secrets-admins"
 	natsUsersSecret    = "keyway-nats-users"
-	internalCASecret   = "keyway-client-cas"
+	clientCAsSecret    = "keyway-client-cas"
 	defaultPasswordLen = 24
 )
 
@@ -31,7 +31,7 @@ func makeSecrets(a *authorities) (map[string]map[string][]byte, error) {
 		withCA bool
 	}
 	out := map[string]map[string][]byte{
-		internalCASecret: {"ca.crt": append(append([]byte{}, a.operator.pem...), a.internal.pem...)},
+		clientCAsSecret: {"ca.crt": append(append([]byte{}, a.operator.pem...), a.internal.pem...)},
 	}
 	for _, s := range []server{
 		{"keyway-policy-api-tls", a.internal, []string{"keyway-policy"}, false},
