@@ -104,6 +104,35 @@ func TestManifestsServeThroughMTLS(t *testing.T) {
 		t.Fatalf("a request without a client certificate: %d, want a refused handshake", resp.StatusCode)
 	}
 	t.Logf("up and serving through mTLS in %s", time.Since(start).Round(time.Millisecond))
+
+	// The drills' API: kill -9 the proxy node; the launcher starts it again,
+	// as the kubelet would, and it serves the demo again.
+	proxy := c.PodsOf("keyway-proxy")[0]
+	killed := proxy.PID()
+	if err := proxy.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	restarted := time.Now()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for pid := proxy.PID(); pid == 0 || pid == killed; pid = proxy.PID() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pod %s was not started again after kill -9: %v", proxy.Name(), ctx.Err())
+		case <-tick.C:
+		}
+	}
+	if err := proxy.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err = withCert.Get(d.URL()); err != nil {
+		t.Fatalf("the demo request after the proxy node's restart: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || proxy.Restarts() != 1 {
+		t.Errorf("after kill -9: %d with %d restarts, want 200 and 1", resp.StatusCode, proxy.Restarts())
+	}
+	t.Logf("the proxy node was back and serving %s after kill -9", time.Since(restarted).Round(time.Millisecond))
 }
 
 type testLog struct{ t *testing.T }
