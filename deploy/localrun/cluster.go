@@ -209,7 +209,7 @@ func (c *Cluster) start(ctx context.Context, objs []runtime.Object) error {
 	if err := c.startServices(); err != nil {
 		return err
 	}
-	if err := c.writeKeywayctlConfig(); err != nil {
+	if err := c.writeKeywayctlConfig(c.ServiceAddr("keyway-policy", 8081), c.ServiceAddr("keyway-secrets", 8082)); err != nil {
 		return err
 	}
 	byName := map[string]workload{}

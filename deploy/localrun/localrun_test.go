@@ -141,3 +141,40 @@ func (l testLog) Write(b []byte) (int, error) {
 	l.t.Log(strings.TrimRight(string(b), "\n"))
 	return len(b), nil
 }
+
+// TestComposeServesThroughMTLS runs compose.yaml's services the same way
+// (StartCompose: a loopback address per container, Vault in dev mode as
+// compose has it) and sends the demo request through a proxy node.
+func TestComposeServesThroughMTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("full tier: runs NATS, Vault and Keyway's services as processes")
+	}
+	bin, images := tools(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	c, err := StartCompose(ctx, ComposeOptions{File: "../compose.yaml", WorkDir: t.TempDir(), Bin: bin, Images: images, Log: testLog{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	d, err := c.StartDemo(ctx, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	client, err := d.Client(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Get(d.URL())
+	if err != nil {
+		t.Fatalf("a request with a client certificate through the proxy: %v", err)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != Hello {
+		t.Fatalf("through the proxy: %d %q, want 200 and %q", resp.StatusCode, body, Hello)
+	}
+	t.Logf("compose.yaml up and serving through mTLS in %s", time.Since(start).Round(time.Millisecond))
+}

@@ -48,8 +48,7 @@ func (c *Cluster) writeOperator() (Operator, error) {
 
 // writeKeywayctlConfig writes the context once the Services' addresses are
 // known.
-func (c *Cluster) writeKeywayctlConfig() error {
-	policy, secrets := c.ServiceAddr("keyway-policy", 8081), c.ServiceAddr("keyway-secrets", 8082)
+func (c *Cluster) writeKeywayctlConfig(policy, secrets string) error {
 	if policy == "" || secrets == "" {
 		return fmt.Errorf("the manifests have no Service keyway-policy port 8081 or keyway-secrets port 8082 for keywayctl")
 	}

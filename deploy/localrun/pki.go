@@ -63,6 +63,7 @@ type leaf struct {
 	ous    []string
 	dns    []string // server names; 127.0.0.1 and localhost are added to every server certificate
 	uris   []string // SPIFFE IDs of internal clients
+	ips    []net.IP // more addresses of a server, beyond 127.0.0.1
 	server bool
 	client bool
 }
@@ -86,7 +87,7 @@ func (c *ca) issue(l leaf) (keyPair, error) {
 	if l.server {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
 		tmpl.DNSNames = append(tmpl.DNSNames, "localhost")
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+		tmpl.IPAddresses = append([]net.IP{net.IPv4(127, 0, 0, 1)}, l.ips...)
 	}
 	if l.client {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
