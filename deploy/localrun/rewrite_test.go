@@ -26,6 +26,26 @@ func TestRewriter(t *testing.T) {
 	}
 }
 
+// compose's mapping: a loopback address per container, names before a port.
+func TestRewriterNames(t *testing.T) {
+	t.Parallel()
+	r := newRewriter()
+	r.name("secrets", "127.9.9.2")
+	r.addr("0.0.0.0", "127.9.9.1")
+	r.addr("127.0.0.1", "127.9.9.1")
+	for in, want := range map[string]string{
+		"--secrets-internal-url=https://secrets:8092": "--secrets-internal-url=https://127.9.9.2:8092",
+		"--nats-user=secrets":                         "--nats-user=secrets",
+		"/run/secrets/nats-secrets-password":          "/run/secrets/nats-secrets-password",
+		"-a 0.0.0.0":                                  "-a 127.9.9.1",
+		"http: 127.0.0.1:8222":                        "http: 127.9.9.1:8222",
+	} {
+		if got := r.apply(in); got != want {
+			t.Errorf("apply(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestExpandEnv(t *testing.T) {
 	t.Parallel()
 	defined := map[string]string{"POD_NAME": "vault-1"}
