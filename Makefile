@@ -75,6 +75,11 @@ check-generated: generate ## fail when gen/ differs from what proto/ generates
 test: tools check-generated lint build deploy-check ## everything CI runs: generated-code check, lint, deploy check, unit, integration and end-to-end tests, then each fuzz target for TESTFUZZTIME (5s)
 	@KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$($(TOOL) nats-server)" KEYWAY_VAULT="$$($(TOOL) vault)" KEYWAY_REQUIRE_CHROMIUM=1 \
 	  go test -race -count=1 -timeout 30m $(TESTFLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
+	@# deploy/ is a module outside the workspace (the Kubernetes libraries stay
+	@# out of the services' builds): its full tier runs the manifests as
+	@# processes (deploy/localrun).
+	@nats="$$($(TOOL) nats-server)" vault="$$($(TOOL) vault)"; cd deploy && GOWORK=off KEYWAY_BIN="$(CURDIR)/bin" KEYWAY_NATS_SERVER="$$nats" KEYWAY_VAULT="$$vault" \
+	  go test -race -count=1 -timeout 10m $(TESTFLAGS) ./...
 	@scripts/fuzz.sh $(TESTFUZZTIME)
 
 .PHONY: fuzz
@@ -87,11 +92,16 @@ test-fast: ## the unit tier: go test -short over every module; no Vault, no buil
 
 .PHONY: deploy-check
 deploy-check: ## render deploy/kubernetes with kustomize and validate every object, compose.yaml and Vault's HCL, offline
-	@cd deploy && GOWORK=off go vet ./... && GOWORK=off go test -count=1 ./...
+	@cd deploy && GOWORK=off go vet ./... && GOWORK=off go test -short -count=1 ./...
 
 .PHONY: run
 run: build ## start the local stack in the foreground (NATS, policy service, proxy node, demo upstream)
 	@exec bin/keyway-dev --bin bin --data .keyway
+
+.PHONY: prod-local
+prod-local: build ## the production topology from deploy/kubernetes as local processes (3 NATS, 3 Vault on raft, 2 secrets, 2 policy, 3 proxies, mTLS); prints how to use it; Ctrl-C stops it
+	@nats="$$($(TOOL) nats-server)" vault="$$($(TOOL) vault)"; cd deploy && \
+	  GOWORK=off go run ./cmd/prod-local --bin "$(CURDIR)/bin" --dir "$(CURDIR)/.keyway/prod-local" --nats-server "$$nats" --vault "$$vault"
 
 .PHONY: bench
 bench: build ## throughput, p99 and propagation benchmarks (figures in the output)

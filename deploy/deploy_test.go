@@ -66,8 +66,18 @@ func render(t *testing.T, dir string) []runtime.Object {
 	return objs
 }
 
+// kustomizations are the folders `kubectl apply -k` takes: the base, and
+// the base with Vault's Kubernetes auth (components/vault-kubernetes-auth).
+var kustomizations = []string{"kubernetes", "kubernetes-vault-kubernetes-auth"}
+
 func TestKubernetesManifests(t *testing.T) {
-	objs := render(t, "kubernetes")
+	for _, dir := range kustomizations {
+		t.Run(dir, func(t *testing.T) { checkKubernetesManifests(t, dir) })
+	}
+}
+
+func checkKubernetesManifests(t *testing.T, dir string) {
+	objs := render(t, dir)
 	byKind := map[string][]string{}
 	configMaps, services, serviceAccounts := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	type workload struct {
@@ -287,7 +297,13 @@ func workloadsOf(objs []runtime.Object) []workloadSpec {
 // from the manifests; and NetworkPolicies deny by default and cover every
 // workload.
 func TestKubernetesSecureAsShipped(t *testing.T) {
-	objs := render(t, "kubernetes")
+	for _, dir := range kustomizations {
+		t.Run(dir, func(t *testing.T) { checkSecureAsShipped(t, dir) })
+	}
+}
+
+func checkSecureAsShipped(t *testing.T, dir string) {
+	objs := render(t, dir)
 	workloads := workloadsOf(objs)
 	serviceAccounts := map[string]*corev1.ServiceAccount{}
 	var netpols []*networkingv1.NetworkPolicy
@@ -366,7 +382,8 @@ func TestKubernetesSecureAsShipped(t *testing.T) {
 				}
 			}
 			for _, e := range c.Env {
-				if e.Value != "" && secretRe.MatchString(e.Name) && !strings.HasSuffix(e.Name, "_FILE") && !strings.HasSuffix(e.Name, "CACERT") {
+				// KEYWAY_ is every Keyway flag's prefix, not a key.
+				if e.Value != "" && secretRe.MatchString(strings.TrimPrefix(e.Name, "KEYWAY_")) && !strings.HasSuffix(e.Name, "_FILE") && !strings.HasSuffix(e.Name, "CACERT") {
 					t.Errorf("%s: env %s has a literal value: credentials come from Secrets (valueFrom.secretKeyRef or a mounted file)", cwhat, e.Name)
 				}
 			}

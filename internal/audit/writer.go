@@ -96,16 +96,18 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config, log *slog.Log
 	case cfg.MaxBytes < 1<<20:
 		return nil, fmt.Errorf("audit: max bytes %d: give at least 1MiB (--audit-max-bytes)", cfg.MaxBytes)
 	}
-	stream, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        cfg.Stream,
-		Description: "Keyway audit trail: one record per write through the policy and secrets APIs",
-		Subjects:    []string{SubjectRoot + ".>"},
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardOld,
-		MaxAge:      cfg.MaxAge,
-		MaxBytes:    cfg.MaxBytes,
-		Replicas:    cfg.Replicas,
-		Storage:     jetstream.FileStorage,
+	stream, err := retry.Provision(ctx, func(ctx context.Context) (jetstream.Stream, error) {
+		return js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+			Name:        cfg.Stream,
+			Description: "Keyway audit trail: one record per write through the policy and secrets APIs",
+			Subjects:    []string{SubjectRoot + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			Discard:     jetstream.DiscardOld,
+			MaxAge:      cfg.MaxAge,
+			MaxBytes:    cfg.MaxBytes,
+			Replicas:    cfg.Replicas,
+			Storage:     jetstream.FileStorage,
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("audit: creating or updating stream %q: %w", cfg.Stream, err)

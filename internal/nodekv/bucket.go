@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"keyway.dev/internal/retry"
 )
 
 // Open returns the node bucket, creating it with MaxAge ttl when it does not
@@ -19,8 +21,8 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.D
 }
 
 // OpenReplicas is [Open] creating the bucket with that many replicas in a
-// NATS cluster (the policy service passes its --replicas; a proxy node that
-// creates the bucket first creates it with one).
+// NATS cluster (the policy service and the proxy nodes pass their
+// --replicas).
 func OpenReplicas(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.Duration, replicas int) (jetstream.KeyValue, error) {
 	if bucket == "" {
 		bucket = Bucket
@@ -35,15 +37,17 @@ func OpenReplicas(ctx context.Context, js jetstream.JetStream, bucket string, tt
 	if !errors.Is(err, jetstream.ErrBucketNotFound) {
 		return nil, fmt.Errorf("nodekv: opening bucket %q: %w", bucket, err)
 	}
-	kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      bucket,
-		Description: "Keyway proxy nodes: one key per live node, dropped after MaxAge without a heartbeat",
-		History:     1,
-		TTL:         ttl,
-		Storage:     jetstream.FileStorage,
-		Replicas:    max(1, replicas),
-		// A marker when a key ages out, so that watchers hear of it.
-		LimitMarkerTTL: ttl,
+	kv, err = retry.Provision(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      bucket,
+			Description: "Keyway proxy nodes: one key per live node, dropped after MaxAge without a heartbeat",
+			History:     1,
+			TTL:         ttl,
+			Storage:     jetstream.FileStorage,
+			Replicas:    max(1, replicas),
+			// A marker when a key ages out, so that watchers hear of it.
+			LimitMarkerTTL: ttl,
+		})
 	})
 	if errors.Is(err, jetstream.ErrBucketExists) {
 		kv, err = js.KeyValue(ctx, bucket) // created meanwhile by another node

@@ -21,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
@@ -28,6 +29,7 @@ import (
 
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/model"
+	"keyway.dev/internal/retry"
 	"keyway.dev/internal/telemetry"
 )
 
@@ -118,12 +120,14 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*St
 	if err != nil {
 		return nil, fmt.Errorf("store: opening JetStream: %w", err)
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      cfg.Bucket,
-		Description: "Keyway configuration: one key per resource",
-		History:     cfg.History,
-		Replicas:    cfg.Replicas,
-		Storage:     jetstream.FileStorage,
+	kv, err := retry.Provision(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      cfg.Bucket,
+			Description: "Keyway configuration: one key per resource",
+			History:     cfg.History,
+			Replicas:    cfg.Replicas,
+			Storage:     jetstream.FileStorage,
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: opening bucket %q: %w", cfg.Bucket, err)

@@ -58,6 +58,7 @@ func realMain(ctx context.Context) error {
 		nodes     = fs.String("node-bucket", nodekv.Bucket, "node registry KV bucket")
 		heartbeat = fs.String("heartbeat", nodekv.DefaultHeartbeat.String(), "interval between node status writes")
 		nodeTTL   = fs.String("node-ttl", "", "node bucket TTL when this node creates it; default 3 heartbeats")
+		replicas  = fs.Int("replicas", 1, "replicas of the node bucket when this node creates it, in a NATS cluster (3 in production, as the policy service's --replicas)")
 		logFormat = fs.String("log-format", "text", "log format: text or json")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		secURL    = fs.String("secrets-internal-url", "", "secrets service internal port (MaterialService, mTLS), e.g. https://127.0.0.1:8092; without it, bindings and Listeners that reference keystores or truststores are refused")
@@ -146,6 +147,7 @@ func realMain(ctx context.Context) error {
 		NodeBucket:       *nodes,
 		Heartbeat:        hb,
 		NodeTTL:          ttl,
+		NodeReplicas:     *replicas,
 		HandshakeTimeout: handshakeTimeout,
 		MaxHeaderBytes:   maxHeaderBytes,
 		Tracing:          tr,

@@ -81,6 +81,10 @@ type Config struct {
 	// NodeTTL is the node bucket's MaxAge, used when this node creates
 	// the bucket. Default three heartbeats.
 	NodeTTL time.Duration
+	// NodeReplicas is the node bucket's replicas in a NATS cluster, used
+	// when this node creates the bucket (before any policy replica does).
+	// Default 1.
+	NodeReplicas int
 	// HandshakeTimeout bounds each upstream TLS handshake. Default 10s.
 	HandshakeTimeout time.Duration
 	// MaxHeaderBytes bounds a request's headers on the proxy port and on
@@ -475,7 +479,7 @@ func (n *Node) nodeBucket(ctx context.Context) (jetstream.KeyValue, error) {
 	}
 	b := retry.New(n.cfg.RetryInterval, watch.RetryCeiling*n.cfg.RetryInterval)
 	for {
-		kv, err := nodekv.Open(ctx, js, n.cfg.NodeBucket, n.cfg.NodeTTL)
+		kv, err := nodekv.OpenReplicas(ctx, js, n.cfg.NodeBucket, n.cfg.NodeTTL, n.cfg.NodeReplicas)
 		if err == nil {
 			if ttl, err := nodekv.TTL(ctx, kv); err == nil && ttl > 0 && ttl < 2*n.cfg.Heartbeat {
 				n.log.Warn("the node bucket's TTL is under two heartbeats: the node may drop out between them", "bucket", n.cfg.NodeBucket, "ttl", ttl, "heartbeat", n.cfg.Heartbeat)

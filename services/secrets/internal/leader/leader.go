@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"keyway.dev/internal/retry"
 )
 
 // DefaultBucket is the lease's bucket.
@@ -88,18 +90,20 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Lease, erro
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      cfg.Bucket,
-		Description: "Keyway secrets service: the lease of the replica that issues and renews Vault PKI certificates",
-		History:     1,
-		// The lease expires when its holder stops refreshing it; the
-		// marker left by the expiry wakes the candidates' watches.
-		TTL:            cfg.TTL,
-		LimitMarkerTTL: cfg.TTL,
-		Replicas:       cfg.Replicas,
-		// A NATS restart must not forget a held lease: another
-		// candidate would take it while the holder still leads.
-		Storage: jetstream.FileStorage,
+	kv, err := retry.Provision(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      cfg.Bucket,
+			Description: "Keyway secrets service: the lease of the replica that issues and renews Vault PKI certificates",
+			History:     1,
+			// The lease expires when its holder stops refreshing it; the
+			// marker left by the expiry wakes the candidates' watches.
+			TTL:            cfg.TTL,
+			LimitMarkerTTL: cfg.TTL,
+			Replicas:       cfg.Replicas,
+			// A NATS restart must not forget a held lease: another
+			// candidate would take it while the holder still leads.
+			Storage: jetstream.FileStorage,
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("leader: opening bucket %q: %w", cfg.Bucket, err)

@@ -12,6 +12,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"keyway.dev/internal/retry"
+
 	"keyway.dev/internal/secretref"
 )
 
@@ -30,12 +32,14 @@ func Open(ctx context.Context, js jetstream.JetStream, name string, replicas int
 	if name == "" {
 		name = secretref.Bucket
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      name,
-		Description: "Keyway secret versions: references, versions and fingerprints, never keys",
-		History:     5,
-		Replicas:    replicas,
-		Storage:     jetstream.FileStorage,
+	kv, err := retry.Provision(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      name,
+			Description: "Keyway secret versions: references, versions and fingerprints, never keys",
+			History:     5,
+			Replicas:    replicas,
+			Storage:     jetstream.FileStorage,
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("publish: opening bucket %q: %w", name, err)
