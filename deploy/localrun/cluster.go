@@ -153,7 +153,7 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	}
 	c := &Cluster{opts: opts, services: map[string]*service{}, started: started}
 	if err := c.start(ctx, objs); err != nil {
-		c.Close()
+		_ = c.Close() // the start's error is the one to report
 		return nil, err
 	}
 	return c, nil

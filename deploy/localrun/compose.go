@@ -89,7 +89,7 @@ func StartCompose(ctx context.Context, opts ComposeOptions) (*Cluster, error) {
 	}
 	c := &Cluster{opts: Options{WorkDir: opts.WorkDir, Bin: opts.Bin, Images: opts.Images, Ready: opts.Ready, Log: opts.Log}, services: map[string]*service{}, started: time.Now()}
 	if err := c.startCompose(ctx, opts.File); err != nil {
-		c.Close()
+		_ = c.Close() // the start's error is the one to report
 		return nil, err
 	}
 	return c, nil
@@ -280,6 +280,7 @@ func (c *Cluster) composePod(svc types.ServiceConfig, i int, ip net.IP, ips map[
 		if err := os.MkdirAll(filepath.Dir(b[1]), 0o700); err != nil {
 			return nil, err
 		}
+		//nolint:gosec // b[1] is a bind mount's source in the launcher's own work folder
 		if err := os.WriteFile(b[1], []byte(r.apply(string(data))), 0o600); err != nil {
 			return nil, err
 		}

@@ -94,7 +94,8 @@ func (c *Cluster) StartDemo(ctx context.Context, dir string) (*Demo, error) {
 		return nil, err
 	}
 	d.server = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "upstream saw client certificate CN=%s", r.TLS.PeerCertificates[0].Subject.CommonName)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "upstream saw client certificate CN=%s", r.TLS.PeerCertificates[0].Subject.CommonName) //nolint:gosec // plain text, not HTML
 	})}
 	go func() { _ = d.server.Serve(ln) }()
 	if d.ListenerAddr, err = freePort(); err != nil {
@@ -207,7 +208,7 @@ func (d *Demo) Client(withCert bool) (*http.Client, error) {
 // returns its output; an exit status other than 0 is an error holding the
 // output.
 func (c *Cluster) Keywayctl(ctx context.Context, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, filepath.Join(c.opts.Bin, "keywayctl"), args...)
+	cmd := exec.CommandContext(ctx, filepath.Join(c.opts.Bin, "keywayctl"), args...) //nolint:gosec // the launcher's own keywayctl with its caller's arguments
 	cmd.Env = []string{"KEYWAYCONFIG=" + c.operator.Config, "HOME=" + filepath.Dir(c.operator.Config)}
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -138,7 +138,7 @@ func (p *Pod) spawn() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(p.path, p.args...)
+	cmd := exec.Command(p.path, p.args...) //nolint:gosec // a workload's command and args from the rendered manifests, run from --bin
 	cmd.Env = p.env
 	cmd.Dir = p.dir
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -277,7 +277,7 @@ func (p *Pod) WaitReady(ctx context.Context) error {
 		exits, last := p.exits, p.lastExit
 		p.mu.Unlock()
 		if exits-start >= 3 {
-			return fmt.Errorf("pod %s exited %d times before it was ready (last: %v); the end of its log %s:\n%s", p.name, exits-start, last, p.LogPath(), p.LogTail(20))
+			return fmt.Errorf("pod %s exited %d times before it was ready (last: %w); the end of its log %s:\n%s", p.name, exits-start, last, p.LogPath(), p.LogTail(20))
 		}
 		select {
 		case <-ctx.Done():

@@ -15,7 +15,7 @@ const (
 	spiffeTrustDomain  = "spiffe://keyway.cluster.local"
 	operatorOU         = "keyway-operators"
 	secretsAdminOU     = "keyway-secrets-admins"
-	natsUsersSecret    = "keyway-nats-users"
+	natsUsersSecret    = "keyway-nats-users" //nolint:gosec // a Secret's name, not a credential
 	clientCAsSecret    = "keyway-client-cas"
 	defaultPasswordLen = 24
 )

@@ -72,7 +72,11 @@ func realMain(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer func() {
+		if err := c.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "prod-local: stopping:", err)
+		}
+	}()
 	up := time.Since(start)
 	demoDir := filepath.Join(work, "demo")
 	if err := os.MkdirAll(demoDir, 0o700); err != nil {
