@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -159,11 +160,14 @@ spec:
 		Items []struct {
 			Fingerprint, Subject string
 			Nodes                []string
+			Revocation           string
+			RevocationByNode     map[string]struct{ State, Detail string }
 		} `json:"items"`
 	}
 	if err := json.Unmarshal([]byte(ctl("certs", "-o", "json")), &certs); err != nil {
 		t.Fatal(err)
 	}
+	certsTable := ctl("certs")
 	if len(certs.Items) == 0 || len(status.ids()) != 2 {
 		t.Fatalf("the API reports %d certificates and nodes %v; want the upstream CA on 2 nodes", len(certs.Items), status.ids())
 	}
@@ -250,6 +254,23 @@ spec:
 			for _, want := range []string{c.Subject, fmt.Sprintf("%d/%d", len(c.Nodes), len(status.ids())), "keywayctl certs --nodes"} {
 				if !strings.Contains(row, want) {
 					t.Errorf("certificate %s: the row does not show %q:\n%s", c.Fingerprint, want, row)
+				}
+			}
+			// Revocation: the cell says what keywayctl certs's REVOCATION
+			// column (its last) says, the state -o json gives, and under
+			// it each node that checked.
+			m := revocationCell.FindStringSubmatch(row)
+			if m == nil {
+				t.Errorf("certificate %s: no revocation cell in the row:\n%s", c.Fingerprint, row)
+				continue
+			}
+			line := between(t, certsTable, c.Fingerprint[:min(23, len(c.Fingerprint))], "\n")
+			if !strings.HasPrefix(m[1], c.Revocation) || !strings.HasSuffix(strings.TrimSpace(line), " "+m[1]) {
+				t.Errorf("certificate %s: the page's revocation %q; keywayctl certs -o json says %q, and its table:\n%s", c.Fingerprint, m[1], c.Revocation, line)
+			}
+			for id, r := range c.RevocationByNode {
+				if shown := strings.Contains(row, ">"+id+": "+r.State); shown != (r.State != "not checked" || r.Detail != "") {
+					t.Errorf("certificate %s: node %s says %q (%s); the row shows it: %v:\n%s", c.Fingerprint, id, r.State, r.Detail, shown, row)
 				}
 			}
 		}
@@ -369,6 +390,10 @@ func element(html, open, closing string) (string, error) {
 }
 
 // between is the text of s from the first start up to the next end.
+// revocationCell is the certificates page's revocation cell, its text the
+// fleet's state.
+var revocationCell = regexp.MustCompile(`<td class="(?:bad|pending|ok|unknown)">([^<]*)`)
+
 func between(t *testing.T, s, start, end string) string {
 	t.Helper()
 	i := strings.Index(s, start)

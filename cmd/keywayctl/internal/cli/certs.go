@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,7 +12,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
-	"keyway.dev/internal/limits"
+	"keyway.dev/internal/fleetcerts"
 	"keyway.dev/keywayctl/internal/output"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
@@ -98,119 +97,19 @@ or why it is unknown.`,
 	return cmd
 }
 
-// fleetCert is one certificate over the fleet.
-type fleetCert struct {
-	Fingerprint string    `json:"fingerprint"`
-	Subject     string    `json:"subject"`
-	Issuer      string    `json:"issuer"`
-	SANs        []string  `json:"sans"`
-	NotAfter    time.Time `json:"notAfter"`
-	SecondsLeft int64     `json:"secondsLeft"`
-	// Source is "alias KEYSTORE/ALIAS", "truststore NAME" or "inline".
-	Source string    `json:"source"`
-	Uses   []certUse `json:"uses"`
-	Nodes  []string  `json:"nodes"`
-	// Revocation is the fleet's word on it: revoked when a node says so,
-	// else unknown when one cannot tell, else good when one checked it,
-	// else "not checked". RevocationByNode is each node's report.
-	Revocation       string                    `json:"revocation"`
-	RevocationByNode map[string]nodeRevocation `json:"revocationByNode"`
-}
-
-// nodeRevocation is one node's report of a certificate's revocation state:
-// good, revoked, unknown or "not checked", and what says so (or why it is
-// unknown).
-type nodeRevocation struct {
-	State  string `json:"state"`
-	Detail string `json:"detail,omitempty"`
-}
-
-// Revocation states as keywayctl certs shows them.
-const (
-	revocationNotChecked = "not checked"
-	revocationGood       = "good"
-	revocationUnknown    = "unknown"
-	revocationRevoked    = "revoked"
+// fleetCert is one entry of keywayctl certs: the fleet's join, whose JSON
+// names are the command's output.
+type (
+	fleetCert      = fleetcerts.Cert
+	certUse        = fleetcerts.Use
+	nodeRevocation = fleetcerts.NodeRevocation
 )
 
-// revocationRank orders the states from the least to the most telling, to
-// sum the nodes' reports up.
-var revocationRank = map[string]int{revocationNotChecked: 0, revocationGood: 1, revocationUnknown: 2, revocationRevoked: 3}
-
-// certUse is where a certificate is used: "listener" or "upstream", the
-// Listener or Service name, the host for a Listener, and the role
-// (server, client, trust).
-type certUse struct {
-	Scope string `json:"scope"`
-	Name  string `json:"name"`
-	Host  string `json:"host,omitempty"`
-	Role  string `json:"role"`
-}
-
-// fleetCertificates joins the nodes' reports: one entry per certificate,
-// soonest to expire first; and how many nodes are live.
+// fleetCertificates joins the live nodes' reports: one entry per
+// certificate, soonest to expire first; and how many nodes are live.
 func fleetCertificates(r *policyv1.Rollout, now time.Time) ([]*fleetCert, int) {
 	all, _ := nodesOf(r)
-	byFP := make(map[string]*fleetCert)
-	for _, n := range all {
-		for _, c := range n.GetCertificates() {
-			fp := c.GetSha256Fingerprint()
-			fc := byFP[fp]
-			if fc == nil {
-				fc = &fleetCert{Fingerprint: fp, Subject: c.GetSubject(), Issuer: c.GetIssuer(), SANs: c.GetSans(), Source: certSource(c.GetKeystore(), c.GetAlias(), c.GetTruststore())}
-				if t := c.GetNotAfter(); t != nil {
-					fc.NotAfter = t.AsTime().UTC()
-					fc.SecondsLeft = int64(fc.NotAfter.Sub(now).Seconds())
-				}
-				if fc.SANs == nil {
-					fc.SANs = []string{}
-				}
-				fc.Revocation, fc.RevocationByNode = revocationNotChecked, map[string]nodeRevocation{}
-				byFP[fp] = fc
-			}
-			u := certUse{Scope: c.GetScope(), Name: c.GetName(), Host: c.GetHost(), Role: c.GetRole()}
-			if !slices.Contains(fc.Uses, u) {
-				fc.Uses = append(fc.Uses, u)
-			}
-			if !slices.Contains(fc.Nodes, n.GetId()) {
-				fc.Nodes = append(fc.Nodes, n.GetId())
-			}
-			// A certificate used twice on a node (two hosts) has one
-			// state there; the most telling is kept.
-			r := nodeRevocation{State: cmp.Or(c.GetRevocation(), revocationNotChecked), Detail: c.GetRevocationDetail()}
-			if _, known := revocationRank[r.State]; !known {
-				r = nodeRevocation{State: revocationUnknown, Detail: "the node reports " + limits.Quote(r.State)}
-			}
-			if prev, ok := fc.RevocationByNode[n.GetId()]; !ok || revocationRank[r.State] > revocationRank[prev.State] {
-				fc.RevocationByNode[n.GetId()] = r
-			}
-			if revocationRank[r.State] > revocationRank[fc.Revocation] {
-				fc.Revocation = r.State
-			}
-		}
-	}
-	out := make([]*fleetCert, 0, len(byFP))
-	for _, fc := range byFP {
-		slices.SortFunc(fc.Uses, func(a, b certUse) int {
-			return cmp.Or(strings.Compare(a.Scope, b.Scope), strings.Compare(a.Name, b.Name), strings.Compare(a.Host, b.Host), strings.Compare(a.Role, b.Role))
-		})
-		slices.Sort(fc.Nodes)
-		out = append(out, fc)
-	}
-	slices.SortFunc(out, func(a, b *fleetCert) int {
-		return cmp.Or(a.NotAfter.Compare(b.NotAfter), strings.Compare(a.Fingerprint, b.Fingerprint))
-	})
-	return out, len(all)
-}
-
-func certSource(keystore, alias, truststore string) string {
-	switch {
-	case keystore != "":
-		return "alias " + keystore + "/" + alias
-	case truststore != "":
-		return "truststore " + truststore
-	}
-	return "inline"
+	return fleetcerts.Join(all, now), len(all)
 }
 
 func writeFleetCertificates(w io.Writer, list []*fleetCert, live int, now time.Time, allNodes bool) error {
@@ -250,16 +149,7 @@ func revocationText(c *fleetCert, allNodes bool) string {
 		}
 		return strings.Join(parts, ",")
 	}
-	n := 0
-	for _, r := range c.RevocationByNode {
-		if r.State == c.Revocation {
-			n++
-		}
-	}
-	if n == len(c.RevocationByNode) {
-		return c.Revocation
-	}
-	return fmt.Sprintf("%s (%d/%d nodes)", c.Revocation, n, len(c.RevocationByNode))
+	return c.RevocationSummary()
 }
 
 // firstAndMore is the first item and how many more, or "-".
@@ -274,13 +164,9 @@ func firstAndMore(items []string) string {
 }
 
 func usesText(uses []certUse) string {
-	var parts []string
+	parts := make([]string, 0, len(uses))
 	for _, u := range uses {
-		s := u.Scope + "/" + u.Name
-		if u.Host != "" {
-			s += " " + u.Host
-		}
-		parts = append(parts, s+" ("+u.Role+")")
+		parts = append(parts, fleetcerts.UseText(u))
 	}
 	return firstAndMore(parts)
 }

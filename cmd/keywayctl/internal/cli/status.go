@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"keyway.dev/internal/fleetcerts"
 	"keyway.dev/keywayctl/internal/output"
 
 	nodev1 "keyway.dev/gen/keyway/node/v1"
@@ -162,7 +163,7 @@ func writeCertificates(w io.Writer, r *policyv1.Rollout, now time.Time) error {
 				}
 			}
 			fp := c.GetSha256Fingerprint()
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.GetId(), c.GetScope(), c.GetName(), or(c.GetHost(), "-"), c.GetRole(), source(c), shortFP(fp), exp, or(c.GetRevocation(), revocationNotChecked))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.GetId(), c.GetScope(), c.GetName(), or(c.GetHost(), "-"), c.GetRole(), source(c), shortFP(fp), exp, or(c.GetRevocation(), fleetcerts.NotChecked))
 			if c.GetRole() == "trust" {
 				continue // several CAs per slot are normal
 			}

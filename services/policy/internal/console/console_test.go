@@ -244,12 +244,14 @@ func TestPagesShowWhatTheAPIAnswers(t *testing.T) {
 	w.report(t, &nodev1.NodeStatus{Id: "node-a", Version: "v-test", ProxyAddress: "127.0.0.1:1", Revision: applied.GetRevision(),
 		HeartbeatTime: timestamppb.New(now), StartTime: timestamppb.New(now.Add(-time.Hour)),
 		Certificates: []*nodev1.ServedCertificate{{Scope: "listener", Name: "edge", Host: "edge.example", Role: "server",
-			Sha256Fingerprint: "aa:bb:cc", NotAfter: timestamppb.New(now.Add(72 * time.Hour)), Subject: "CN=edge.example", Issuer: "CN=upstream CA", Sans: []string{"edge.example"}}}})
+			Sha256Fingerprint: "aa:bb:cc", NotAfter: timestamppb.New(now.Add(72 * time.Hour)), Subject: "CN=edge.example", Issuer: "CN=upstream CA", Sans: []string{"edge.example"},
+			Revocation: "good", RevocationDetail: "ocsp http://ocsp.example"}}})
 	w.report(t, &nodev1.NodeStatus{Id: "node-b", ProxyAddress: "127.0.0.1:2", Revision: applied.GetRevision() - 1,
 		HeartbeatTime: timestamppb.New(now),
 		Errors:        []*nodev1.NodeError{{Key: "policybinding.orders-tls", Message: `<script>alert("x")</script>` + strings.Repeat("long ", 400), Time: timestamppb.New(now)}},
 		Certificates: []*nodev1.ServedCertificate{{Scope: "listener", Name: "edge", Host: "edge.example", Role: "server",
-			Sha256Fingerprint: "aa:bb:cc", NotAfter: timestamppb.New(now.Add(72 * time.Hour)), Subject: "CN=edge.example", Issuer: "CN=upstream CA"},
+			Sha256Fingerprint: "aa:bb:cc", NotAfter: timestamppb.New(now.Add(72 * time.Hour)), Subject: "CN=edge.example", Issuer: "CN=upstream CA",
+			Revocation: "revoked", RevocationDetail: `<b>CRL</b> ` + strings.Repeat("reason ", 300)},
 			{Scope: "upstream", Name: "orders", Role: "trust", Sha256Fingerprint: "dd:ee:ff", NotAfter: timestamppb.New(now.Add(-time.Hour)), Subject: "CN=old CA", Truststore: "orders-ca"}}})
 	var ro *policyv1.Rollout
 	testwait.Eventually(t, 10*time.Second, func() error {
@@ -274,7 +276,18 @@ func TestPagesShowWhatTheAPIAnswers(t *testing.T) {
 			t.Errorf("certificates not by time left (expired at %d, valid at %d)", i, j)
 		}
 		mustContain(t, "the expired CA's row", row(t, body, "data-fingerprint", "dd:ee:ff"), "EXPIRED", "CN=old CA", "truststore orders-ca", "upstream/orders (trust)", "1/2", "node-b", "keywayctl certs --nodes")
-		mustContain(t, "the server certificate's row", row(t, body, "data-fingerprint", "aa:bb:cc"), "CN=edge.example", "listener/edge edge.example (server)", "2/2", "node-a", "node-b", "not reported")
+		// Revocation: the fleet's state is the most telling of the nodes',
+		// with how many say it, as keywayctl certs shows it; under it each
+		// node's, its detail escaped and bounded.
+		server := row(t, body, "data-fingerprint", "aa:bb:cc")
+		mustContain(t, "the server certificate's row", server, "CN=edge.example", "listener/edge edge.example (server)", "2/2", "node-a", "node-b",
+			`<td class="bad">revoked (1/2 nodes)`, "node-a: good (ocsp http://ocsp.example)", "node-b: revoked (&lt;b&gt;CRL&lt;/b&gt; reason", "…")
+		if strings.Contains(server, "<b>") || strings.Count(server, "reason ") > 40 {
+			t.Errorf("a node's revocation detail of 2100 bytes is shown unescaped or whole (%d words)", strings.Count(server, "reason "))
+		}
+		ca := row(t, body, "data-fingerprint", "dd:ee:ff")
+		mustContain(t, "the expired CA's row", ca, `<td class="unknown">not checked</td>`)
+		mustContain(t, "the page", body, "<em>not checked</em> for the others")
 	})
 
 	t.Run("nodes", func(t *testing.T) {

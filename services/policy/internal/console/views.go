@@ -15,6 +15,7 @@ import (
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
 	"keyway.dev/internal/audit"
+	"keyway.dev/internal/fleetcerts"
 	"keyway.dev/internal/model"
 	"keyway.dev/policy/internal/probelog"
 )
@@ -130,18 +131,22 @@ func liveNodes(r *policyv1.Rollout) ([]*nodev1.NodeStatus, map[string]bool) {
 
 // certRow is one certificate over the fleet: `keywayctl certs`'s row.
 type certRow struct {
-	Fingerprint, Short  string
-	Subject, Issuer     string
-	SANs                []string
-	NotAfter            string
-	Left                string
-	Expired, Soon       bool
-	Source              string
-	Uses                []string
-	Nodes               []string
-	NodeCount, Live     int
-	Revocation, Command string
-	notAfter            time.Time
+	Fingerprint, Short string
+	Subject, Issuer    string
+	SANs               []string
+	NotAfter           string
+	Left               string
+	Expired, Soon      bool
+	Source             string
+	Uses               []string
+	Nodes              []string
+	NodeCount, Live    int
+	// Revocation is the fleet's state as keywayctl certs shows it,
+	// RevocationClass its colour, RevocationByNode each node that
+	// checked: its state and what says so or why it is unknown.
+	Revocation, RevocationClass string
+	RevocationByNode            []string
+	Command                     string
 }
 
 // certsData is the certificates page's.
@@ -164,72 +169,59 @@ func (c *console) certificates(w http.ResponseWriter, r *http.Request) {
 	c.render(w, r, http.StatusOK, "certificates", page{Title: "Certificates", Path: PathCertificates, Data: certsData{Live: live, Certs: bound(rows)}})
 }
 
-// fleetCertificates joins the live nodes' reports as `keywayctl certs`
-// does: one row per certificate (by fingerprint), soonest to expire first.
+// fleetCertificates is the live nodes' certificates as `keywayctl certs`
+// joins them, each value bounded for the page; and how many nodes are live.
 func fleetCertificates(ro *policyv1.Rollout, now time.Time) ([]certRow, int) {
 	all, _ := liveNodes(ro)
-	byFP := make(map[string]*certRow)
-	var order []string
-	for _, n := range all {
-		for _, sc := range n.GetCertificates() {
-			fp := sc.GetSha256Fingerprint()
-			row := byFP[fp]
-			if row == nil {
-				row = &certRow{Fingerprint: clip(fp, maxField), Short: clip(fp, 23), Subject: clip(sc.GetSubject(), maxField),
-					Issuer: clip(sc.GetIssuer(), maxField), SANs: clipAll(sc.GetSans()), Source: clip(certSource(sc), maxField),
-					Revocation: "not reported", Command: "keywayctl certs --nodes"}
-				if t := sc.GetNotAfter(); t != nil {
-					row.notAfter = t.AsTime()
-				}
-				byFP[fp] = row
-				order = append(order, fp)
-			}
-			use := sc.GetScope() + "/" + sc.GetName()
-			if sc.GetHost() != "" {
-				use += " " + sc.GetHost()
-			}
-			use += " (" + sc.GetRole() + ")"
-			if !slices.Contains(row.Uses, use) {
-				row.Uses = append(row.Uses, use)
-			}
-			if !slices.Contains(row.Nodes, n.GetId()) {
-				row.Nodes = append(row.Nodes, n.GetId())
-			}
+	list := fleetcerts.Join(all, now)
+	out := make([]certRow, 0, len(list))
+	for _, c := range list {
+		row := certRow{Fingerprint: clip(c.Fingerprint, maxField), Short: clip(c.Fingerprint, 23), Subject: clip(c.Subject, maxField),
+			Issuer: clip(c.Issuer, maxField), SANs: clipAll(c.SANs), Source: clip(c.Source, maxField), Nodes: clipAll(c.Nodes),
+			NodeCount: len(c.Nodes), Live: len(all), NotAfter: stamp(c.NotAfter),
+			Revocation: c.RevocationSummary(), RevocationClass: revocationClass[c.Revocation], RevocationByNode: clipAll(revocationByNode(c)),
+			Command: "keywayctl certs --nodes"}
+		uses := make([]string, 0, len(c.Uses))
+		for _, u := range c.Uses {
+			uses = append(uses, fleetcerts.UseText(u))
 		}
-	}
-	out := make([]certRow, 0, len(order))
-	for _, fp := range order {
-		row := byFP[fp]
-		slices.Sort(row.Uses)
-		slices.Sort(row.Nodes)
-		row.NodeCount, row.Live = len(row.Nodes), len(all)
-		row.Uses, row.Nodes = clipAll(row.Uses), clipAll(row.Nodes)
-		row.NotAfter = stamp(row.notAfter)
-		left := row.notAfter.Sub(now)
+		row.Uses = clipAll(uses)
+		left := c.NotAfter.Sub(now)
 		switch {
-		case row.notAfter.IsZero():
+		case c.NotAfter.IsZero():
 			row.Left = "-"
 		case left <= 0:
 			row.Left, row.Expired = "EXPIRED", true
 		default:
 			row.Left, row.Soon = span(left), left < expiringSoon
 		}
-		out = append(out, *row)
+		out = append(out, row)
 	}
-	slices.SortFunc(out, func(a, b certRow) int {
-		return cmp.Or(a.notAfter.Compare(b.notAfter), strings.Compare(a.Fingerprint, b.Fingerprint))
-	})
 	return out, len(all)
 }
 
-func certSource(c *nodev1.ServedCertificate) string {
-	switch {
-	case c.GetKeystore() != "":
-		return "alias " + c.GetKeystore() + "/" + c.GetAlias()
-	case c.GetTruststore() != "":
-		return "truststore " + c.GetTruststore()
+// revocationClass colours a revocation state as the page colours others.
+var revocationClass = map[string]string{
+	fleetcerts.Revoked: "bad", fleetcerts.Unknown: "pending", fleetcerts.Good: "ok", fleetcerts.NotChecked: "unknown",
+}
+
+// revocationByNode is "node: state (detail)" for each node that checked
+// the certificate or says why it could not: the nodes that did not check
+// it add nothing to the fleet's state.
+func revocationByNode(c *fleetcerts.Cert) []string {
+	var out []string
+	for _, n := range c.Nodes {
+		r := c.RevocationByNode[n]
+		if r.State == fleetcerts.NotChecked && r.Detail == "" {
+			continue
+		}
+		line := clip(n, maxField) + ": " + r.State
+		if r.Detail != "" {
+			line += " (" + clip(r.Detail, maxField) + ")"
+		}
+		out = append(out, line)
 	}
-	return "inline"
+	return out
 }
 
 // nodeRow is one live node: `keywayctl status`'s row, with its errors.
