@@ -64,18 +64,16 @@ type NodeRevocation struct {
 
 // Use is where a certificate is used: "listener" or "upstream", the
 // Listener or Service name, the host for a Listener, and the role
-// (server, client, trust). It names a struct type rather than defining
-// one, so that a package that shows it (keywayctl) may write its values
-// as its own struct literals, field by field in order.
-type Use = struct {
+// (server, client, trust).
+type Use struct {
 	Scope string `json:"scope"`
 	Name  string `json:"name"`
 	Host  string `json:"host,omitempty"`
 	Role  string `json:"role"`
 }
 
-// UseText is "listener/public api.example.com (server)".
-func UseText(u Use) string {
+// String is "listener/public api.example.com (server)".
+func (u Use) String() string {
 	s := u.Scope + "/" + u.Name
 	if u.Host != "" {
 		s += " " + u.Host

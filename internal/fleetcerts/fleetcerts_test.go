@@ -171,14 +171,14 @@ func TestUnknownStateFromANode(t *testing.T) {
 	}
 }
 
-func TestUseText(t *testing.T) {
+func TestUseString(t *testing.T) {
 	t.Parallel()
 	for u, want := range map[Use]string{
 		{Scope: "listener", Name: "public", Host: "api.example.com", Role: "server"}: "listener/public api.example.com (server)",
 		{Scope: "upstream", Name: "orders", Role: "trust"}:                           "upstream/orders (trust)",
 	} {
-		if got := UseText(u); got != want {
-			t.Errorf("UseText(%+v) = %q, want %q", u, got, want)
+		if got := u.String(); got != want {
+			t.Errorf("%+v.String() = %q, want %q", u, got, want)
 		}
 	}
 }

@@ -166,7 +166,7 @@ func firstAndMore(items []string) string {
 func usesText(uses []certUse) string {
 	parts := make([]string, 0, len(uses))
 	for _, u := range uses {
-		parts = append(parts, fleetcerts.UseText(u))
+		parts = append(parts, u.String())
 	}
 	return firstAndMore(parts)
 }

@@ -52,7 +52,7 @@ func TestCerts(t *testing.T) {
 		}
 	}
 	w := list[1]
-	if w.Source != "alias edge/web" || strings.Join(w.Nodes, ",") != "edge-1,edge-2" || len(w.Uses) != 1 || w.Uses[0] != (certUse{"listener", "public", "api.example.com", "server"}) ||
+	if w.Source != "alias edge/web" || strings.Join(w.Nodes, ",") != "edge-1,edge-2" || len(w.Uses) != 1 || w.Uses[0] != (certUse{Scope: "listener", Name: "public", Host: "api.example.com", Role: "server"}) ||
 		w.Subject != "CN=public" || w.Issuer != "CN=Edge CA" || len(w.SANs) != 2 || w.SecondsLeft != int64((10*24*time.Hour).Seconds()) {
 		t.Errorf("the listener certificate's entry: %+v", w)
 	}

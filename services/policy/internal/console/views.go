@@ -183,7 +183,7 @@ func fleetCertificates(ro *policyv1.Rollout, now time.Time) ([]certRow, int) {
 			Command: "keywayctl certs --nodes"}
 		uses := make([]string, 0, len(c.Uses))
 		for _, u := range c.Uses {
-			uses = append(uses, fleetcerts.UseText(u))
+			uses = append(uses, u.String())
 		}
 		row.Uses = clipAll(uses)
 		left := c.NotAfter.Sub(now)
