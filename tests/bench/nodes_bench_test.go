@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -257,9 +258,14 @@ func scaleOnce(b *testing.B, n int) (bootMS, rssMiB, changeMS float64) {
 	}
 
 	t0 := time.Now()
-	px := harness.StartProxy(b, natsURL, fmt.Sprintf("scale-%d", n))
+	var args []string
+	if os.Getenv("KEYWAY_BENCH_HEAPPROFILE") != "" {
+		args = append(args, "--pprof")
+	}
+	px := harness.StartProxy(b, natsURL, fmt.Sprintf("scale-%d", n), args...)
 	bootMS = float64(time.Since(t0).Microseconds()) / 1000
 	rssMiB = rss(b, px.Pid())
+	heapProfile(b, px.AdminURL, n)
 
 	var lat []time.Duration
 	for i := range 20 {
@@ -278,6 +284,28 @@ func scaleOnce(b *testing.B, n int) (bootMS, rssMiB, changeMS float64) {
 	slices.Sort(lat)
 	changeMS = float64(pct(lat, 0.5).Microseconds()) / 1000
 	return bootMS, rssMiB, changeMS
+}
+
+// heapProfile, when KEYWAY_BENCH_HEAPPROFILE names a file, writes the
+// node's heap profile once it is ready into it, suffixed with the number
+// of Services ("heap.prof-10000"): what the resident memory is made of.
+func heapProfile(b *testing.B, adminURL string, n int) {
+	path := os.Getenv("KEYWAY_BENCH_HEAPPROFILE")
+	if path == "" {
+		return
+	}
+	resp, err := harness.Operator(b).HTTP.Get(adminURL + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		b.Fatalf("profiling the node: %v", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		b.Fatalf("profiling the node: %v", err)
+	}
+	if err := os.WriteFile(fmt.Sprintf("%s-%d", path, n), data, 0o600); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // rss is a process's resident set in MiB, from /proc.
