@@ -290,7 +290,9 @@ func (p *Publisher) Publish(store *translate.Store, c Change) (built []string) {
 	}
 	if d.Routes {
 		p.stats.routerBuilds.Add(1)
-		if table, errs, ok := p.buildRouter(store, store.Routes(), rev); ok {
+		if table, ok := p.updateRouter(store, prev.Router, d.RouteNames, rev); ok {
+			next.Router, next.RouteErrors = table, nil
+		} else if table, errs, ok := p.buildRouter(store, store.Routes(), rev); ok {
 			for _, err := range errs {
 				p.log.Error("route left out of the routing table", "error", err, "revision", rev)
 			}
@@ -362,7 +364,7 @@ func (p *Publisher) Publish(store *translate.Store, c Change) (built []string) {
 		case <-p.ready:
 		default:
 			close(p.ready)
-			p.log.Info("configuration loaded", "revision", rev, "upstreams", next.Upstreams.Len(), "routes", len(next.Router.Routes()), "listeners", len(next.Listeners), "skipped", len(next.Skipped))
+			p.log.Info("configuration loaded", "revision", rev, "upstreams", next.Upstreams.Len(), "routes", next.Router.Count(), "listeners", len(next.Listeners), "skipped", len(next.Skipped))
 		}
 	}
 	for _, old := range replaced {
