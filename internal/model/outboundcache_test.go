@@ -41,6 +41,12 @@ func TestOutboundCacheSharesEqualContexts(t *testing.T) {
 		t.Fatalf("a different config got the shared context (sni %q)", other.SNI)
 	}
 
+	h2First := decode("f-mtls", "f", with(cfg, "alpn", []any{"h2", "http/1.1"}))
+	h1First := decode("g-mtls", "g", with(cfg, "alpn", []any{"http/1.1", "h2"}))
+	if h2First == h1First || h2First.ALPN[0] != "h2" || h1First.ALPN[0] != "http/1.1" {
+		t.Fatalf("alpn lists in another order share a context: %q and %q", h2First.ALPN, h1First.ALPN)
+	}
+
 	// An invalid config is refused every time, never shared.
 	bad := with(verified(ca), "minversion", "0.9")
 	for range 2 {
@@ -50,11 +56,13 @@ func TestOutboundCacheSharesEqualContexts(t *testing.T) {
 	}
 
 	// Once nothing holds the contexts, their entries go.
-	if n := model.OutboundCacheLen(cache); n != 2 {
-		t.Fatalf("%d entries, want 2 (the shared context and the other one)", n)
+	if n := model.OutboundCacheLen(cache); n != 4 {
+		t.Fatalf("%d entries, want 4 (the shared context and the three others)", n)
 	}
 	runtime.KeepAlive(a)
 	runtime.KeepAlive(other)
+	runtime.KeepAlive(h2First)
+	runtime.KeepAlive(h1First)
 	testwait.Until(t, 10*time.Second, "the cache to drop contexts nothing holds", func() bool {
 		runtime.GC()
 		return model.OutboundCacheLen(cache) == 0
