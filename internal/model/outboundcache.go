@@ -3,7 +3,6 @@ package model
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"hash"
 	"maps"
 	"math"
 	"runtime"
@@ -42,74 +41,79 @@ func WithOutboundCache(cache *OutboundCache) DecodeOption {
 }
 
 // outboundKey is the key of cfg: the SHA-256 of its canonical form (keys
-// in order, every value tagged with its kind and length), written straight
-// into the hash: a deterministic proto encoding took as long again as the
-// rest of decoding a binding. ok is false when cfg nests deeper than
-// maxKeyDepth (it is then decoded as usual).
+// in order, every value tagged with its kind and length): a deterministic
+// proto encoding took as long again as the rest of decoding a binding. ok
+// is false when cfg nests deeper than maxKeyDepth (it is then decoded as
+// usual).
 func outboundKey(cfg *structpb.Struct) (key [sha256.Size]byte, ok bool) {
-	h := sha256.New()
-	if !hashStruct(h, cfg, 0) {
+	bp := keyBuffers.Get().(*[]byte)
+	defer keyBuffers.Put(bp)
+	buf, ok := appendStruct((*bp)[:0], cfg, 0)
+	*bp = buf
+	if !ok {
 		return key, false
 	}
-	h.Sum(key[:0])
-	return key, true
+	return sha256.Sum256(buf), true
 }
+
+// keyBuffers are the buffers outboundKey writes canonical forms into,
+// reused: a config is a few kilobytes of PEM.
+var keyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 8<<10); return &b }}
 
 // maxKeyDepth bounds the nesting outboundKey walks; a tls-outbound config
 // nests three levels (certificate, revocation).
 const maxKeyDepth = 8
 
-func hashStruct(h hash.Hash, s *structpb.Struct, depth int) bool {
+func appendStruct(b []byte, s *structpb.Struct, depth int) ([]byte, bool) {
 	fields := s.GetFields()
-	writeTag(h, 'm', len(fields))
+	b = appendTag(b, 'm', uint64(len(fields)))
 	for _, k := range slices.Sorted(maps.Keys(fields)) {
-		writeTag(h, 'k', len(k))
-		h.Write([]byte(k))
-		if !hashValue(h, fields[k], depth+1) {
-			return false
+		b = appendTag(b, 'k', uint64(len(k)))
+		b = append(b, k...)
+		var ok bool
+		if b, ok = appendValue(b, fields[k], depth+1); !ok {
+			return b, false
 		}
 	}
-	return true
+	return b, true
 }
 
-func hashValue(h hash.Hash, v *structpb.Value, depth int) bool {
+func appendValue(b []byte, v *structpb.Value, depth int) ([]byte, bool) {
 	if depth > maxKeyDepth {
-		return false
+		return b, false
 	}
 	switch k := v.GetKind().(type) {
 	case *structpb.Value_StringValue:
-		writeTag(h, 's', len(k.StringValue))
-		h.Write([]byte(k.StringValue))
+		b = appendTag(b, 's', uint64(len(k.StringValue)))
+		b = append(b, k.StringValue...)
 	case *structpb.Value_NumberValue:
-		writeTag(h, 'f', int(math.Float64bits(k.NumberValue)))
+		b = appendTag(b, 'f', math.Float64bits(k.NumberValue))
 	case *structpb.Value_BoolValue:
-		b := 0
+		var bit uint64
 		if k.BoolValue {
-			b = 1
+			bit = 1
 		}
-		writeTag(h, 'b', b)
+		b = appendTag(b, 'b', bit)
 	case *structpb.Value_StructValue:
-		return hashStruct(h, k.StructValue, depth)
+		return appendStruct(b, k.StructValue, depth)
 	case *structpb.Value_ListValue:
 		values := k.ListValue.GetValues()
-		writeTag(h, 'l', len(values))
+		b = appendTag(b, 'l', uint64(len(values)))
 		for _, e := range values {
-			if !hashValue(h, e, depth+1) {
-				return false
+			var ok bool
+			if b, ok = appendValue(b, e, depth+1); !ok {
+				return b, false
 			}
 		}
 	default: // null, or no kind
-		writeTag(h, 'n', 0)
+		b = appendTag(b, 'n', 0)
 	}
-	return true
+	return b, true
 }
 
-// writeTag writes a kind and a number (a length, or a value's bits).
-func writeTag(h hash.Hash, kind byte, n int) {
-	var b [9]byte
-	b[0] = kind
-	binary.BigEndian.PutUint64(b[1:], uint64(n))
-	h.Write(b[:])
+// appendTag appends a kind and a number (a length, or a value's bits).
+func appendTag(b []byte, kind byte, n uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(b, kind), n)
 }
 
 func (oc *OutboundCache) get(key [sha256.Size]byte) *OutboundTLS {
