@@ -1,6 +1,7 @@
 package model
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -99,6 +100,27 @@ func (c *checker) outboundTLS(at fieldPath, cfg *structpb.Struct) *OutboundTLS {
 		c.errorf(at, "config is required for tls-outbound: give at least skipValidation: false and trustedCA (the PEM of the CA that signs the upstream's certificate)")
 		return nil
 	}
+	// Decoding only: validation reports warnings and certificates, which a
+	// shared context would leave out.
+	var key [sha256.Size]byte
+	cached := false
+	if c.decode && c.outboundCache != nil {
+		if key, cached = outboundKey(cfg); cached {
+			if o := c.outboundCache.get(key); o != nil {
+				return o
+			}
+		}
+	}
+	before := c.errorCount()
+	out := c.buildOutboundTLS(at, cfg)
+	if cached && c.errorCount() == before {
+		c.outboundCache.put(key, out)
+	}
+	return out
+}
+
+// buildOutboundTLS is outboundTLS without the cache.
+func (c *checker) buildOutboundTLS(at fieldPath, cfg *structpb.Struct) *OutboundTLS {
 	o := configObject{c: c, at: at, fields: cfg.GetFields()}
 	o.unknownKeys(outboundFields, "tls-outbound config")
 	out := &OutboundTLS{}

@@ -102,6 +102,9 @@ type checker struct {
 	// refs are the references to the secrets service met while building,
 	// checked once the request is built.
 	refs []refCheck
+	// outboundCache, when set ([WithOutboundCache]), shares equal
+	// tls-outbound contexts between decodes.
+	outboundCache *OutboundCache
 }
 
 func (c *checker) errorf(at fieldPath, format string, args ...any) {

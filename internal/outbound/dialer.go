@@ -113,6 +113,9 @@ type Dialer struct {
 	upstream string
 	tls      *model.OutboundTLS
 	base     *tls.Config
+	// sessions is the dialer's own session cache: base is shared with
+	// the dialers of equal contexts, resumption is not.
+	sessions tls.ClientSessionCache
 	net      net.Dialer
 	timeout  time.Duration
 	observer Observer
@@ -142,11 +145,12 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 	if tlsCtx == nil {
 		return d, nil
 	}
-	cfg, err := tlsconf.Outbound(name, tlsCtx, opts.Protocol)
+	cfg, err := tlsconf.SharedOutbound(name, tlsCtx, opts.Protocol)
 	if err != nil {
 		return nil, err
 	}
 	d.base = cfg
+	d.sessions = tls.NewLRUClientSessionCache(64)
 	return d, nil
 }
 
@@ -262,6 +266,7 @@ func (d *Dialer) handshake(ctx context.Context, network, addr string, hold *held
 		raw = hold
 	}
 	cfg := tlsconf.OutboundConn(d.base, d.tls, facts, d.revoked)
+	cfg.ClientSessionCache = d.sessions
 	facts.Phase = failure.PhaseHandshake
 	tc := tls.Client(raw, cfg)
 	hctx, cancel := context.WithTimeout(ctx, d.timeout)

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -154,9 +155,10 @@ func BenchmarkPropagationTenNodes(b *testing.B) {
 
 // BenchmarkScale: a proxy node over 100 and over 10,000 Services, each with
 // a Route and a tls-outbound binding (trusted CA and client certificate):
-// the node's cold bootstrap (process start to ready), its resident memory
-// once ready, and one change to served (a binding's put acknowledged to the
-// node reporting its revision). The 10,000 keys of each kind are written
+// the node's cold bootstrap (process start to ready), the CPU time it took
+// (user and system, from /proc: on a shared machine the wall time is
+// mostly waiting), its resident memory once ready, and one change to
+// served (a binding's put acknowledged to the node reporting its revision). The 10,000 keys of each kind are written
 // to the bucket directly, in the store's format: through the API that
 // would measure the policy service instead.
 func BenchmarkScale(b *testing.B) {
@@ -164,9 +166,10 @@ func BenchmarkScale(b *testing.B) {
 	for _, n := range []int{100, 10_000} {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
 			for b.Loop() {
-				boot, rss, change := scaleOnce(b, n)
+				boot, bootCPU, rss, change := scaleOnce(b, n)
 				results[n] = [3]float64{boot, rss, change}
 				b.ReportMetric(boot, "bootstrap-ms")
+				b.ReportMetric(bootCPU, "bootstrap-cpu-ms")
 				b.ReportMetric(rss, "rss-MiB")
 				b.ReportMetric(change, "change-p50-ms")
 				if s, ok := results[100]; ok && n != 100 {
@@ -180,7 +183,7 @@ func BenchmarkScale(b *testing.B) {
 	}
 }
 
-func scaleOnce(b *testing.B, n int) (bootMS, rssMiB, changeMS float64) {
+func scaleOnce(b *testing.B, n int) (bootMS, bootCPUMS, rssMiB, changeMS float64) {
 	natsURL, _ := harness.NATS(b)
 	harness.Policy(b, natsURL) // creates the buckets
 	reg := followNodes(b, natsURL)
@@ -257,9 +260,15 @@ func scaleOnce(b *testing.B, n int) (bootMS, rssMiB, changeMS float64) {
 	}
 
 	t0 := time.Now()
-	px := harness.StartProxy(b, natsURL, fmt.Sprintf("scale-%d", n))
+	var args []string
+	if os.Getenv("KEYWAY_BENCH_HEAPPROFILE") != "" {
+		args = append(args, "--pprof")
+	}
+	px := harness.StartProxy(b, natsURL, fmt.Sprintf("scale-%d", n), args...)
 	bootMS = float64(time.Since(t0).Microseconds()) / 1000
+	bootCPUMS = cpuTime(b, px.Pid())
 	rssMiB = rss(b, px.Pid())
+	heapProfile(b, px.AdminURL, n)
 
 	var lat []time.Duration
 	for i := range 20 {
@@ -277,7 +286,52 @@ func scaleOnce(b *testing.B, n int) (bootMS, rssMiB, changeMS float64) {
 	}
 	slices.Sort(lat)
 	changeMS = float64(pct(lat, 0.5).Microseconds()) / 1000
-	return bootMS, rssMiB, changeMS
+	return bootMS, bootCPUMS, rssMiB, changeMS
+}
+
+// cpuTime is the user and system CPU time of a process so far, in
+// milliseconds, from /proc (utime and stime, in clock ticks of 10 ms).
+func cpuTime(b *testing.B, pid int) float64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The command name, in parentheses, may hold spaces: count fields
+	// after its closing parenthesis (state is field 3, utime 14, stime 15).
+	_, rest, ok := strings.Cut(string(data), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		b.Fatalf("unexpected /proc stat: %.100q", data)
+	}
+	utime, err1 := strconv.ParseFloat(f[11], 64)
+	stime, err2 := strconv.ParseFloat(f[12], 64)
+	if err1 != nil || err2 != nil {
+		b.Fatalf("unexpected /proc stat: %.100q", data)
+	}
+	return (utime + stime) * 10
+}
+
+// heapProfile, when KEYWAY_BENCH_HEAPPROFILE names a file, writes the
+// node's heap profile once it is ready into it, suffixed with the number
+// of Services ("heap.prof-10000"): what the resident memory is made of.
+func heapProfile(b *testing.B, adminURL string, n int) {
+	path := os.Getenv("KEYWAY_BENCH_HEAPPROFILE")
+	if path == "" {
+		return
+	}
+	resp, err := harness.Operator(b).HTTP.Get(adminURL + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		b.Fatalf("profiling the node: %v", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		b.Fatalf("profiling the node: %v", err)
+	}
+	if err := os.WriteFile(fmt.Sprintf("%s-%d", path, n), data, 0o600); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // rss is a process's resident set in MiB, from /proc.

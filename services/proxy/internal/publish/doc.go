@@ -8,7 +8,9 @@
 //
 // Only what a change invalidated ([translate.Dirty]) is rebuilt: a binding
 // or Service change, that Service's Upstream (kept when its endpoints and
-// TLS fingerprint are the same); a route change, the routing table; a
+// TLS fingerprint are the same); a route change, the shards of the routing
+// table that route leaves and joins (router.Table.Update; the whole table
+// when Update cannot), and the Upstreams of the changed routes only; a
 // Listener or tls-inbound binding change, the Listeners.
 //
 // What cannot be built (an Upstream, a reference that does not resolve, a

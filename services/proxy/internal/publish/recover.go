@@ -59,6 +59,26 @@ func (p *Publisher) guard(stage, key string, rev uint64, f func() error) (err er
 	return f()
 }
 
+// updateRouter applies the changes of the routes names to table
+// ([router.Table.Update]), rebuilding only what they change; ok is false
+// when it cannot, and the caller builds the table anew: also when a route
+// was left out of the table because building it panicked, or when
+// updating panics.
+func (p *Publisher) updateRouter(store *translate.Store, table *router.Table, names map[string]bool, revision uint64) (next *router.Table, ok bool) {
+	if len(p.routePanics) > 0 || len(names) == 0 {
+		return nil, false
+	}
+	changes := make(map[string]*model.Route, len(names))
+	for name := range names {
+		changes[name] = store.Route(name)
+	}
+	err := p.guard("router", "", revision, func() error {
+		next, ok = table.Update(changes)
+		return nil
+	})
+	return next, err == nil && ok
+}
+
 // buildRouter builds the routing table, recovering a panic: the routes
 // whose build panics on their own are left out of the table and refused
 // (p.routePanics), and the table is built from the others. ok is false when

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -59,16 +60,39 @@ func (*Target) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	http.Error(w, "router: target used as a handler", http.StatusInternalServerError)
 }
 
-// Table matches requests to targets. Safe for concurrent use; immutable.
+// Table matches requests to targets. Safe for concurrent use; immutable:
+// [Table.Update] makes a new one that shares what did not change.
 type Table struct {
 	// all serves the plain-HTTP port and Listeners no route names.
 	all *mux
 	// byListener serves each Listener that routes name: its own routes and
 	// those that serve every Listener.
 	byListener map[string]*mux
-	routes     []model.Route
-	// byService are the indexes of the routes to each Service.
-	byService map[string][]int
+	// entries are the routes in the table, by name.
+	entries *cowMap[*entry]
+	// services is the Service of the route at each index ("" for an
+	// index an Update freed).
+	services []string
+	// byService are the indexes of the routes to each Service, in order.
+	byService *cowMap[[]int]
+	// refused counts the routes Build left out; holes, the indexes
+	// Updates freed.
+	refused, holes int
+	// base is the table Update made this one from, changed the indexes
+	// whose route it changed; nil for a table Build made.
+	base    *Table
+	changed []int
+}
+
+// entry is one route of a table, with the target its patterns lead to.
+type entry struct {
+	route    model.Route
+	target   *Target
+	patterns []string
+}
+
+func newEntry(r *model.Route) *entry {
+	return &entry{route: *r, target: targetOf(r), patterns: Patterns(*r)}
 }
 
 // Build compiles routes, in name order so that the result does not depend on
@@ -79,7 +103,7 @@ type Table struct {
 func Build(routes []model.Route) (*Table, []error) {
 	routes = slices.Clone(routes)
 	slices.SortFunc(routes, func(a, b model.Route) int { return strings.Compare(a.Name, b.Name) })
-	t := &Table{all: newMux(), byListener: make(map[string]*mux), byService: make(map[string][]int)}
+	t := &Table{all: newMux(), byListener: make(map[string]*mux), entries: &cowMap[*entry]{}, byService: &cowMap[[]int]{}}
 	for _, r := range routes {
 		for _, l := range r.Listeners {
 			if t.byListener[l] == nil {
@@ -88,48 +112,237 @@ func Build(routes []model.Route) (*Table, []error) {
 		}
 	}
 	var errs []error
-	for _, r := range routes {
-		muxes := []*mux{}
-		if len(r.Listeners) == 0 {
-			muxes = append(muxes, t.all)
-			for _, name := range slices.Sorted(maps.Keys(t.byListener)) {
-				muxes = append(muxes, t.byListener[name])
-			}
-		} else {
-			for _, name := range r.Listeners {
-				muxes = append(muxes, t.byListener[name])
-			}
-		}
-		target := targetOf(&r)
-		target.index = len(t.routes)
-		if err := t.add(r, target, muxes); err != nil {
+	for i := range routes {
+		e := newEntry(&routes[i])
+		e.target.index = len(t.services)
+		if err := t.add(e, t.muxesOf(&e.route)); err != nil {
 			errs = append(errs, err)
+			t.refused++
 			continue
 		}
-		t.routes = append(t.routes, r)
-		t.byService[r.Service] = append(t.byService[r.Service], target.index)
+		t.entries.set(e.route.Name, e)
+		t.services = append(t.services, e.route.Service)
+		is, _ := t.byService.get(e.route.Service)
+		t.byService.set(e.route.Service, append(is, e.target.index))
 	}
 	return t, errs
 }
 
-// add registers r, whose target is target, in every one of muxes, or in
-// none.
-func (t *Table) add(r model.Route, target *Target, muxes []*mux) error {
-	patterns := Patterns(r)
+// muxesOf are the muxes that serve r: those of the Listeners it names
+// (nil for one the table has none for), else all of them.
+func (t *Table) muxesOf(r *model.Route) []*mux {
+	if len(r.Listeners) == 0 {
+		muxes := []*mux{t.all}
+		for _, name := range slices.Sorted(maps.Keys(t.byListener)) {
+			muxes = append(muxes, t.byListener[name])
+		}
+		return muxes
+	}
+	muxes := make([]*mux, len(r.Listeners))
+	for i, name := range r.Listeners {
+		muxes[i] = t.byListener[name]
+	}
+	return muxes
+}
+
+// add registers e in every one of muxes, or in none.
+func (t *Table) add(e *entry, muxes []*mux) error {
 	// An invalid pattern fails on its own; try it on a scratch mux so that
 	// no real one holds part of the route.
-	if err := register(http.NewServeMux(), patterns, target); err != nil {
-		return fmt.Errorf("router: route %q: %w", r.Name, err)
+	if err := register(http.NewServeMux(), e.patterns, e.target); err != nil {
+		return fmt.Errorf("router: route %q: %w", e.route.Name, err)
 	}
 	for i, m := range muxes {
-		if err := m.add(r, target, patterns); err != nil {
+		if err := m.add(e); err != nil {
 			for _, done := range muxes[:i] {
-				done.remove(r)
+				done.remove(e.route.Name)
 			}
-			return fmt.Errorf("router: route %q: %w", r.Name, err)
+			return fmt.Errorf("router: route %q: %w", e.route.Name, err)
 		}
 	}
 	return nil
+}
+
+// Update is the table of t's routes with changes applied: by route name,
+// the route's new value, or nil for a route deleted. It rebuilds only the
+// shards (first path segments) the changed routes leave and join, and
+// shares the rest of t, so that a change costs about the same with 10 or
+// 10,000 routes. ok is false when it cannot tell that the result would be
+// the table Build makes of the same routes, and the caller builds that
+// instead: when t left a route out, a changed route's first path segment
+// is not a literal ("/", "/{tenant}/x": such routes are in every shard),
+// it names a Listener no route of t names, or it conflicts.
+func (t *Table) Update(changes map[string]*model.Route) (next *Table, ok bool) {
+	if t == nil || t.refused > 0 || len(changes) > maxUpdate {
+		return nil, false
+	}
+	type edit struct{ old, new *entry }
+	var edits []edit
+	changedNames := make(map[string]bool, len(changes))
+	for _, name := range slices.Sorted(maps.Keys(changes)) {
+		r := changes[name]
+		old, _ := t.entries.get(name)
+		if r != nil && r.Name != name {
+			return nil, false
+		}
+		if r == nil && old == nil || r != nil && old != nil && reflect.DeepEqual(*r, old.route) {
+			continue
+		}
+		ed := edit{old: old}
+		if r != nil {
+			ed.new = newEntry(r)
+		}
+		for _, e := range []*entry{ed.old, ed.new} {
+			if e == nil {
+				continue
+			}
+			if _, ok := shardKey(e.route.Path); !ok {
+				return nil, false
+			}
+			if slices.Contains(t.muxesOf(&e.route), nil) {
+				return nil, false
+			}
+		}
+		changedNames[name] = true
+		edits = append(edits, ed)
+	}
+	if len(edits) == 0 {
+		return t, true
+	}
+
+	next = &Table{all: t.all, byListener: t.byListener, entries: t.entries.clone(), services: slices.Clone(t.services), byService: t.byService, holes: t.holes, base: t}
+	setIndexes := func(service string, f func([]int) []int) {
+		if next.byService == t.byService {
+			next.byService = t.byService.clone()
+		}
+		is, _ := next.byService.get(service)
+		if is = f(slices.Clone(is)); len(is) > 0 {
+			next.byService.set(service, is)
+		} else {
+			next.byService.del(service)
+		}
+	}
+	for _, ed := range edits {
+		var i int
+		switch {
+		case ed.old != nil && ed.new != nil && ed.old.route.Service == ed.new.route.Service:
+			// Same index, same Service: byService stays.
+			i = ed.old.target.index
+			next.changed = append(next.changed, i)
+			ed.new.target.index = i
+			next.entries.set(ed.new.route.Name, ed.new)
+			continue
+		case ed.old != nil:
+			i = ed.old.target.index
+			next.entries.del(ed.old.route.Name)
+			next.services[i] = ""
+			setIndexes(ed.old.route.Service, func(is []int) []int { return slices.DeleteFunc(is, func(x int) bool { return x == i }) })
+			if ed.new == nil {
+				next.holes++
+			}
+		default:
+			i = len(next.services)
+			next.services = append(next.services, "")
+		}
+		next.changed = append(next.changed, i)
+		if ed.new == nil {
+			continue
+		}
+		ed.new.target.index = i
+		next.entries.set(ed.new.route.Name, ed.new)
+		next.services[i] = ed.new.route.Service
+		setIndexes(ed.new.route.Service, func(is []int) []int {
+			is = append(is, i)
+			slices.Sort(is)
+			return is
+		})
+	}
+	if next.holes > len(next.services)/2+16 {
+		return nil, false // Build packs the indexes again
+	}
+
+	// The shards each changed route leaves or joins, by mux, with the
+	// changed routes that join them.
+	type place struct {
+		m   *mux
+		seg string
+	}
+	joining := make(map[place][]*entry)
+	touched := make(map[*mux][]string)
+	for _, ed := range edits {
+		for _, e := range []*entry{ed.old, ed.new} {
+			if e == nil {
+				continue
+			}
+			seg, _ := shardKey(e.route.Path)
+			for _, m := range t.muxesOf(&e.route) {
+				p := place{m, seg}
+				if _, seen := joining[p]; !seen {
+					joining[p] = nil
+					touched[m] = append(touched[m], seg)
+				}
+				if e == ed.new {
+					joining[p] = append(joining[p], e)
+				}
+			}
+		}
+	}
+	replaced := make(map[*mux]*mux, len(touched))
+	for m, segs := range touched {
+		nm := &mux{global: m.global, globals: m.globals, shards: m.shards.clone()}
+		for _, seg := range segs {
+			var routes []*entry
+			if s, _ := m.shards.get(seg); s != nil {
+				routes = slices.DeleteFunc(slices.Clone(s.routes), func(e *entry) bool { return changedNames[e.route.Name] })
+			}
+			routes = append(routes, joining[place{m, seg}]...)
+			if len(routes) == 0 {
+				nm.shards.del(seg)
+				continue
+			}
+			slices.SortFunc(routes, func(a, b *entry) int { return strings.Compare(a.route.Name, b.route.Name) })
+			s, err := m.newShard(routes)
+			if err != nil {
+				return nil, false // a conflict: Build says which route is out
+			}
+			nm.shards.set(seg, s)
+		}
+		replaced[m] = nm
+	}
+	if nm := replaced[t.all]; nm != nil {
+		next.all = nm
+	}
+	for name, m := range t.byListener {
+		if nm := replaced[m]; nm != nil {
+			if sameMap(next.byListener, t.byListener) {
+				next.byListener = maps.Clone(t.byListener)
+			}
+			next.byListener[name] = nm
+		}
+	}
+	return next, true
+}
+
+// maxUpdate is the most changes Update applies: a bootstrap, or a batch
+// that changes many routes, builds the table anew.
+const maxUpdate = 64
+
+// sameMap reports whether a and b are the same map (not only equal).
+func sameMap(a, b map[string]*mux) bool {
+	return reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
+}
+
+// ChangedSince is what [Table.Update] changed when it made t from prev:
+// the indexes whose route came, went or changed; ok is false when t was
+// not made from prev by one Update (nor is prev).
+func (t *Table) ChangedSince(prev *Table) (indexes []int, ok bool) {
+	switch {
+	case t == prev:
+		return nil, true
+	case t != nil && t.base == prev:
+		return t.changed, true
+	}
+	return nil, false
 }
 
 // Patterns are the ServeMux patterns of a route: one per method ("GET
@@ -180,16 +393,18 @@ func (t *Table) Match(r *http.Request, listener string) (*Target, bool) {
 	return target, ok
 }
 
-// Len is the number of routes in the table.
+// Len is the number of route indexes of the table: its routes, and the
+// indexes Updates freed since it was built (see [Target.Index]).
 func (t *Table) Len() int {
 	if t == nil {
 		return 0
 	}
-	return len(t.routes)
+	return len(t.services)
 }
 
-// ServiceAt is the Service of the route at index i (see [Target.Index]).
-func (t *Table) ServiceAt(i int) string { return t.routes[i].Service }
+// ServiceAt is the Service of the route at index i (see [Target.Index]),
+// "" for an index no route has.
+func (t *Table) ServiceAt(i int) string { return t.services[i] }
 
 // RoutesTo are the indexes of the routes to service, in order; the slice
 // is the table's.
@@ -197,7 +412,16 @@ func (t *Table) RoutesTo(service string) []int {
 	if t == nil {
 		return nil
 	}
-	return t.byService[service]
+	is, _ := t.byService.get(service)
+	return is
+}
+
+// Count is the number of routes in the table.
+func (t *Table) Count() int {
+	if t == nil {
+		return 0
+	}
+	return t.entries.len()
 }
 
 // Routes are the routes in the table, in name order.
@@ -205,5 +429,10 @@ func (t *Table) Routes() []model.Route {
 	if t == nil {
 		return nil
 	}
-	return slices.Clone(t.routes)
+	out := make([]model.Route, 0, t.entries.len())
+	for _, e := range t.entries.all() {
+		out = append(out, e.route)
+	}
+	slices.SortFunc(out, func(a, b model.Route) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }

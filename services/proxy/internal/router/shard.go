@@ -1,13 +1,10 @@
 package router
 
 import (
-	"maps"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
-
-	"keyway.dev/internal/model"
 )
 
 // mux is the routes one Listener (or the plain-HTTP port) serves, split by
@@ -15,112 +12,143 @@ import (
 // "/" or {name...} with every such pattern already registered, so 10,000
 // prefix routes in one ServeMux took over a second to build. A route whose
 // first segment is a literal ("/orders/{id}") can only match requests with
-// that first segment, so each such segment gets a ServeMux of its own,
-// holding its routes and the routes whose first segment is not a literal
-// ("/", "/{id}"): those are in every shard, and in the shared ServeMux that
-// serves the other segments. Matching in the request's shard therefore gives
-// what one ServeMux of all the routes would.
+// that first segment, so each such segment gets a ServeMux of its own (a
+// shard), holding its routes and the routes whose first segment is not a
+// literal ("/", "/{id}"): those are in every shard, and in the shared
+// ServeMux that serves the other segments. Matching in the request's shard
+// therefore gives what one ServeMux of all the routes would, and a change
+// to a route of one segment rebuilds that segment's shard alone
+// ([Table.Update]).
 type mux struct {
 	global  *http.ServeMux
-	shards  map[string]*http.ServeMux
-	globals []model.Route
-	bySeg   map[string][]model.Route
+	globals []*entry
+	shards  *cowMap[*shard]
+}
+
+// shard is the ServeMux of one first path segment and the routes of that
+// segment in it (the globals are in it too). Immutable once its table is
+// built.
+type shard struct {
+	mux    *http.ServeMux
+	routes []*entry
 }
 
 func newMux() *mux {
-	return &mux{global: http.NewServeMux(), shards: make(map[string]*http.ServeMux), bySeg: make(map[string][]model.Route)}
+	return &mux{global: http.NewServeMux(), shards: &cowMap[*shard]{}}
 }
 
-// firstSegment is the first segment of a route's path when it is a literal
-// ("orders" for "/orders/{id}"), "" otherwise ("/", "/{id}").
-func firstSegment(path string) string {
-	seg, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
-	if strings.Contains(seg, "{") {
-		return ""
+// shardKey is the shard of a route's path: its first segment, unescaped,
+// when it is a literal ("orders" for "/orders/{id}"); ok is false when it
+// is not ("/", "/{id}"): the route is then in every shard.
+func shardKey(path string) (seg string, ok bool) {
+	seg, _, _ = strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	if seg == "" || strings.Contains(seg, "{") {
+		return "", false
 	}
-	return seg
+	if unescaped, err := url.PathUnescape(seg); err == nil {
+		seg = unescaped
+	}
+	return seg, true
 }
 
 // serveMux is the ServeMux for r: its first segment's shard, or the shared
 // one. A map lookup.
 func (m *mux) serveMux(r *http.Request) *http.ServeMux {
 	seg, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
-	if s, ok := m.shards[seg]; ok && seg != "" {
-		return s
+	if seg == "" {
+		return m.global
+	}
+	if s, ok := m.shards.get(seg); ok {
+		return s.mux
 	}
 	return m.global
 }
 
-// add registers r (valid patterns) where it belongs, or nowhere when it
-// conflicts with a route already there.
-func (m *mux) add(r model.Route, target *Target, patterns []string) error {
-	seg := firstSegment(r.Path)
-	if seg != "" {
-		if unescaped, err := url.PathUnescape(seg); err == nil {
-			seg = unescaped
-		}
-		s := m.shards[seg]
+// add registers e (valid patterns) where it belongs, or nowhere when it
+// conflicts with a route already there. For Build only: it modifies m.
+func (m *mux) add(e *entry) error {
+	if seg, ok := shardKey(e.route.Path); ok {
+		s, _ := m.shards.get(seg)
 		if s == nil {
-			s = m.shard(nil)
+			s = &shard{mux: m.serveMuxOf(nil)}
 		}
-		if err := register(s, patterns, target); err != nil {
-			m.shards[seg] = m.shard(m.bySeg[seg]) // without r
-			if len(m.bySeg[seg]) == 0 {
-				delete(m.shards, seg)
+		if err := register(s.mux, e.patterns, e.target); err != nil {
+			if len(s.routes) == 0 {
+				m.shards.del(seg)
+			} else {
+				m.shards.set(seg, &shard{mux: m.serveMuxOf(s.routes), routes: s.routes}) // without e
 			}
 			return err
 		}
-		m.shards[seg] = s
-		m.bySeg[seg] = append(m.bySeg[seg], r)
+		s.routes = append(s.routes, e)
+		m.shards.set(seg, s)
 		return nil
 	}
-	err := register(m.global, patterns, target)
-	for _, seg := range slices.Sorted(maps.Keys(m.shards)) {
+	err := register(m.global, e.patterns, e.target)
+	for _, seg := range slices.Sorted(slices.Values(m.shards.keys())) {
 		if err != nil {
 			break
 		}
-		err = register(m.shards[seg], patterns, target)
+		s, _ := m.shards.get(seg)
+		err = register(s.mux, e.patterns, e.target)
 	}
 	if err != nil {
-		m.rebuild() // without r
+		m.rebuild() // without e
 		return err
 	}
-	m.globals = append(m.globals, r)
+	m.globals = append(m.globals, e)
 	return nil
 }
 
-// remove takes r out again (another mux refused it).
-func (m *mux) remove(r model.Route) {
-	drop := func(rs []model.Route) []model.Route {
-		return slices.DeleteFunc(rs, func(x model.Route) bool { return x.Name == r.Name })
+// remove takes the route name out again (another mux refused it). For
+// Build only.
+func (m *mux) remove(name string) {
+	drop := func(es []*entry) []*entry {
+		return slices.DeleteFunc(es, func(e *entry) bool { return e.route.Name == name })
 	}
 	m.globals = drop(m.globals)
-	for seg := range m.bySeg {
-		m.bySeg[seg] = drop(m.bySeg[seg])
-		if len(m.bySeg[seg]) == 0 {
-			delete(m.bySeg, seg)
+	for _, seg := range m.shards.keys() {
+		s, _ := m.shards.get(seg)
+		if s.routes = drop(s.routes); len(s.routes) == 0 {
+			m.shards.del(seg)
 		}
 	}
 	m.rebuild()
 }
 
-// shard is a new ServeMux with the global routes and routes.
-func (m *mux) shard(routes []model.Route) *http.ServeMux {
+// serveMuxOf is a new ServeMux with the globals and routes, which are known
+// not to conflict.
+func (m *mux) serveMuxOf(routes []*entry) *http.ServeMux {
 	s := http.NewServeMux()
-	for _, r := range m.globals {
-		_ = register(s, Patterns(r), targetOf(&r))
+	for _, e := range m.globals {
+		_ = register(s, e.patterns, e.target)
 	}
-	for _, r := range routes {
-		_ = register(s, Patterns(r), targetOf(&r))
+	for _, e := range routes {
+		_ = register(s, e.patterns, e.target)
 	}
 	return s
 }
 
+// newShard is a new shard of the globals and routes, or the error of the
+// first pattern that conflicts.
+func (m *mux) newShard(routes []*entry) (*shard, error) {
+	s := &shard{mux: http.NewServeMux(), routes: routes}
+	for _, e := range m.globals {
+		_ = register(s.mux, e.patterns, e.target)
+	}
+	for _, e := range routes {
+		if err := register(s.mux, e.patterns, e.target); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
 // rebuild makes every ServeMux again from the routes kept.
 func (m *mux) rebuild() {
-	m.global = m.shard(nil)
-	m.shards = make(map[string]*http.ServeMux, len(m.bySeg))
-	for seg, routes := range m.bySeg {
-		m.shards[seg] = m.shard(routes)
+	m.global = m.serveMuxOf(nil)
+	for _, seg := range m.shards.keys() {
+		s, _ := m.shards.get(seg)
+		m.shards.set(seg, &shard{mux: m.serveMuxOf(s.routes), routes: s.routes})
 	}
 }

@@ -177,13 +177,18 @@ func key(kind, name string) string { return configkv.Key(model.Ref{Kind: kind, N
 // Dirty is what a batch of changes invalidated: the Upstreams of some
 // Services, the routing table, the Listeners.
 type Dirty struct {
-	Services  map[string]bool
-	Routes    bool
-	Listeners bool
+	Services map[string]bool
+	// Routes is set when a route changed; RouteNames are the routes
+	// stored, changed or deleted.
+	Routes     bool
+	RouteNames map[string]bool
+	Listeners  bool
 }
 
 // NewDirty returns a Dirty that marks nothing.
-func NewDirty() *Dirty { return &Dirty{Services: make(map[string]bool)} }
+func NewDirty() *Dirty {
+	return &Dirty{Services: make(map[string]bool), RouteNames: make(map[string]bool)}
+}
 
 // Touch marks what obj, stored or removed, invalidates.
 func (d *Dirty) Touch(obj model.Object) {
@@ -192,6 +197,10 @@ func (d *Dirty) Touch(obj model.Object) {
 		d.Services[obj.Service.Name] = true
 	case obj.Route != nil:
 		d.Routes = true
+		if d.RouteNames == nil {
+			d.RouteNames = make(map[string]bool)
+		}
+		d.RouteNames[obj.Route.Name] = true
 	case obj.Listener != nil:
 		d.Listeners = true
 	case obj.Binding != nil && obj.Binding.Target.Kind == model.KindService:

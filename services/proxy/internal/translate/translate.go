@@ -80,6 +80,11 @@ func (s *Store) Routes() []model.Route {
 	return routes
 }
 
+// Route is the stored route name, nil when there is none.
+func (s *Store) Route(name string) *model.Route {
+	return s.objects[key(model.KindRoute, name)].Obj.Route
+}
+
 // Refusal is a stored value left out of what it was to be merged into.
 type Refusal struct {
 	Origin

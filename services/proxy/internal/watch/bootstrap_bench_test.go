@@ -76,16 +76,25 @@ func fill(b *testing.B, n int) jetstream.KeyValue {
 
 // BenchmarkOneChange: one binding change, and one route change, applied by
 // a watcher that holds 100, then 10,000 Services, routes and bindings, from the KV put to the snapshot
-// that serves it. With -cpuprofile it shows what a change costs beyond the
-// Upstream it rebuilds.
+// that serves it. "route" puts the route's value again; "route-path" moves
+// the route to another path and back, put after put. With -cpuprofile it
+// shows what a change costs beyond the Upstream it rebuilds.
 func BenchmarkOneChange(b *testing.B) {
 	for _, n := range []int{100, 10_000} {
-		b.Run(fmt.Sprintf("binding-%d", n), func(b *testing.B) { oneChange(b, n, "policybinding.svc-00042-mtls") })
-		b.Run(fmt.Sprintf("route-%d", n), func(b *testing.B) { oneChange(b, n, "route.svc-00042") })
+		b.Run(fmt.Sprintf("binding-%d", n), func(b *testing.B) { oneChange(b, n, "policybinding.svc-00042-mtls", nil) })
+		b.Run(fmt.Sprintf("route-%d", n), func(b *testing.B) { oneChange(b, n, "route.svc-00042", nil) })
+		moved, err := configkv.Encode(&policyv1.Resource{Kind: &policyv1.Resource_Route{Route: &policyv1.Route{ApiVersion: model.APIVersion, Kind: model.KindRoute,
+			Metadata: &policyv1.ObjectMeta{Name: "svc-00042"}, Spec: &policyv1.RouteSpec{Path: "/moved/svc-00042/", Service: "svc-00042"}}}}, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(fmt.Sprintf("route-path-%d", n), func(b *testing.B) { oneChange(b, n, "route.svc-00042", moved) })
 	}
 }
 
-func oneChange(b *testing.B, n int, key string) {
+// oneChange puts key's value again and again, alternating with other when
+// it is set.
+func oneChange(b *testing.B, n int, key string, other []byte) {
 	kv := fill(b, n)
 	w := New(Options{})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -97,9 +106,14 @@ func oneChange(b *testing.B, n int, key string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	value := e.Value()
+	values := [][]byte{e.Value()}
+	if other != nil {
+		values = append(values, other)
+	}
+	i := 0
 	for b.Loop() {
-		rev, err := kv.Put(ctx, key, value)
+		i++
+		rev, err := kv.Put(ctx, key, values[i%len(values)])
 		if err != nil {
 			b.Fatal(err)
 		}

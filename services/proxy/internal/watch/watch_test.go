@@ -344,4 +344,9 @@ func TestRoutesFindTheirUpstream(t *testing.T) {
 	check("deleted Service", lastRevision(t, kv), 5, "billing")
 	check("route to no Service yet", put(t, kv, route("rd", "accounts")), 6, "billing", "accounts")
 	check("it comes", putService("accounts", "127.0.0.1:6"), 6, "billing")
+	if err := kv.Delete(context.Background(), "route.rb2"); err != nil {
+		t.Fatal(err)
+	}
+	check("route deleted", lastRevision(t, kv), 5, "billing")
+	check("route back, to another Service", put(t, kv, route("rb2", "accounts")), 6, "billing")
 }
