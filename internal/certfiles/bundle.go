@@ -100,14 +100,29 @@ func (b *Bundle) maybeReload() {
 		return
 	}
 	b.checkedAt = now
+	_ = b.check()
+}
+
+// Reload looks at the file now, whatever the check interval, and loads it
+// when it changed: what a SIGHUP asks for. On an error the set in force
+// stays, and the error says why the file was refused.
+func (b *Bundle) Reload() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.checkedAt = b.now()
+	return b.check()
+}
+
+// check loads the file when its stamp changed; b.mu is held.
+func (b *Bundle) check() error {
 	st, err := statFile(b.file)
 	if err != nil {
 		b.failures.Add(1)
 		b.lastErr = err
-		return
+		return err
 	}
 	if st == b.stamp {
-		return
+		return nil
 	}
 	next, err := readBundle(b.file)
 	if err != nil {
@@ -115,15 +130,16 @@ func (b *Bundle) maybeReload() {
 		// reads the file again.
 		b.failures.Add(1)
 		b.lastErr = err
-		return
+		return err
 	}
 	b.stamp = st
 	if slices.EqualFunc(next.certs, b.cur.Load().certs, func(x, y *x509.Certificate) bool { return x.Equal(y) }) {
-		return // touched, not changed
+		return nil // touched, not changed
 	}
 	b.cur.Store(next)
 	b.reloads.Add(1)
 	b.lastErr = nil
+	return nil
 }
 
 func statFile(file string) (fileStamp, error) {
