@@ -14,6 +14,10 @@
 // life, all with the same fingerprint and threshold, which is what an alert
 // groups by ([Event.Key]). A node that starts with a certificate already
 // under several thresholds publishes only the lowest of them.
+//
+// The policy and secrets services publish the same events for their own
+// certificates, which no node uses ([WatchOwn]); their events name the
+// service and the instance instead of a node.
 package certevents
 
 import (

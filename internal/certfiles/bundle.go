@@ -15,7 +15,8 @@ import (
 )
 
 // Bundle is a set of CA certificates read from a PEM file — the internal CA
-// that verifies a service's peers — and read again when the file changes,
+// that verifies a service's peers, or an API's callers' CAs (--client-ca) —
+// and read again when the file changes,
 // at most once per check interval, at a handshake. A file that does not
 // parse, or holds no certificate, keeps the last good set.
 //

@@ -1,6 +1,6 @@
 // Package certfiles keeps a key pair that lives in files — a service's own
-// certificate for its internal mTLS port or for the secrets service — and
-// the CA bundle that verifies its peers, and reads them again when the
+// certificate for its internal mTLS port, its API port, or for the secrets
+// service — and the CA bundle that verifies its peers or callers, and reads them again when the
 // files change, so that rotating them (cert-manager renewing a Kubernetes
 // Secret, an operator replacing the files) needs no restart.
 //
