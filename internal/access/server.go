@@ -13,9 +13,9 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync/atomic"
 	"syscall"
 
+	"keyway.dev/internal/certfiles"
 	"keyway.dev/internal/model"
 )
 
@@ -48,9 +48,9 @@ type Options struct {
 // environment forms (Env*). what names the API in the help ("API", "admin
 // port").
 func (o *Options) RegisterFlags(fs *flag.FlagSet, what string) {
-	fs.StringVar(&o.CertFile, "tls-cert", "", "the "+what+"'s server certificate, PEM")
+	fs.StringVar(&o.CertFile, "tls-cert", "", "the "+what+"'s server certificate, PEM; read again with --tls-key when the files change")
 	fs.StringVar(&o.KeyFile, "tls-key", "", "key of --tls-cert, PEM")
-	fs.StringVar(&o.ClientCAFile, "client-ca", "", "CA certificates whose client certificates authenticate callers of the "+what+", PEM")
+	fs.StringVar(&o.ClientCAFile, "client-ca", "", "CA certificates whose client certificates authenticate callers of the "+what+", PEM; read again when the file changes")
 	fs.StringVar(&o.PolicyFile, "access-policy", "", "access policy file (kind AccessPolicy): who holds which role; re-read on SIGHUP")
 	fs.BoolVar(&o.InsecureNoAuth, "insecure-no-auth", false, "serve the "+what+" without TLS or authentication, on a loopback address only: for measurements, never in use")
 }
@@ -64,9 +64,11 @@ type Server struct {
 	opts  Options
 	log   *slog.Logger
 	guard *Guard
-	// tls is the server configuration in force: certificate and client
-	// CAs are swapped together.
-	tls atomic.Pointer[tls.Config]
+	// pair and callers are the certificate and the client CAs, each read
+	// again when its files change (package certfiles); tls serves them.
+	pair    *certfiles.KeyPair
+	callers *certfiles.Bundle
+	tls     *tls.Config
 }
 
 // NewServer checks the options for an API listening on listen and loads
@@ -100,11 +102,10 @@ func NewServer(o Options, listen string, log *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("every API is served over TLS to authenticated callers, and %s %s not given: %s",
 			strings.Join(missing, ", "), map[bool]string{true: "is", false: "are"}[len(missing) == 1], flagsHint)
 	}
-	cfg, err := ServerTLS(o.CertFile, o.KeyFile, o.ClientCAFile)
-	if err != nil {
+	var err error
+	if s.pair, s.callers, s.tls, err = serverTLS(o.CertFile, o.KeyFile, o.ClientCAFile); err != nil {
 		return nil, err
 	}
-	s.tls.Store(cfg)
 	if s.guard, err = NewGuard(o.PolicyFile, log); err != nil {
 		return nil, err
 	}
@@ -112,14 +113,22 @@ func NewServer(o Options, listen string, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
-// Certificate is the server certificate in force (reloaded with the
-// access policy on SIGHUP); nil with --insecure-no-auth.
+// Certificate is the server certificate in force (read again when its
+// files change, and on SIGHUP); nil with --insecure-no-auth.
 func (s *Server) Certificate() *x509.Certificate {
-	cfg := s.tls.Load()
-	if cfg == nil || len(cfg.Certificates) == 0 {
+	if s.pair == nil {
 		return nil
 	}
-	return cfg.Certificates[0].Leaf
+	return s.pair.Leaf()
+}
+
+// ClientCAs are the callers' CAs in force (--client-ca, read again when
+// the file changes); nil with --insecure-no-auth.
+func (s *Server) ClientCAs() []*x509.Certificate {
+	if s.callers == nil {
+		return nil
+	}
+	return s.callers.Certificates()
 }
 
 // Insecure reports whether the server runs with --insecure-no-auth.
@@ -160,10 +169,7 @@ func (s *Server) Listen(addr string) (net.Listener, error) {
 	if s.guard == nil {
 		return ln, nil
 	}
-	return tls.NewListener(ln, &tls.Config{
-		MinVersion:         tls.VersionTLS12,
-		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return s.tls.Load(), nil },
-	}), nil
+	return tls.NewListener(ln, s.tls), nil
 }
 
 // Protocols are HTTP/1.1 and HTTP/2: over TLS (ALPN), or h2c with
@@ -187,9 +193,11 @@ func (s *Server) Scheme() string {
 	return "https"
 }
 
-// Reload reads the policy, certificate, key and client CAs again. Each of
-// the two (policy; TLS files) is swapped only when it loads; on an error
-// the old one stays in force and the error says why.
+// Reload reads the policy, and looks at the certificate, key and client
+// CAs now rather than at the next handshake after the check interval (they
+// are read again when their files change in any case). Each part is
+// swapped only when it loads; on an error the old one stays in force and
+// the error says why.
 func (s *Server) Reload() error {
 	if s.guard == nil {
 		return nil
@@ -198,10 +206,11 @@ func (s *Server) Reload() error {
 	if err := s.guard.Reload(); err != nil {
 		errs = append(errs, err)
 	}
-	if cfg, err := ServerTLS(s.opts.CertFile, s.opts.KeyFile, s.opts.ClientCAFile); err != nil {
-		errs = append(errs, fmt.Errorf("keeping the TLS certificate and client CAs in force: %w", err))
-	} else {
-		s.tls.Store(cfg)
+	if err := s.pair.Reload(); err != nil {
+		errs = append(errs, fmt.Errorf("keeping the TLS certificate in force (--tls-cert, --tls-key): %w", err))
+	}
+	if err := s.callers.Reload(); err != nil {
+		errs = append(errs, fmt.Errorf("keeping the client CAs in force (--client-ca): %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -231,39 +240,30 @@ func (s *Server) ReloadOnSIGHUP(ctx context.Context) {
 	}()
 }
 
-// ServerTLS is an API's TLS configuration: its certificate, client
+// serverTLS is an API's TLS configuration: its certificate, client
 // certificates verified against the CAs in clientCAFile when given (a
 // caller may instead present a bearer token), TLS 1.2 or later, HTTP/2 and
-// HTTP/1.1 by ALPN.
-func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+// HTTP/1.1 by ALPN. The certificate and the CAs are read again when their
+// files change (at most once per certfiles.DefaultCheckInterval, at a
+// handshake; a file that does not load keeps the last good one), so a
+// renewed certificate is served, and a CA added to the bundle trusted, at
+// the next handshake with no restart: the same mechanism as the internal
+// ports'.
+func serverTLS(certFile, keyFile, clientCAFile string) (*certfiles.KeyPair, *certfiles.Bundle, *tls.Config, error) {
+	pair, err := certfiles.Load(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("loading the server certificate --tls-cert %s and key --tls-key %s: %w", certFile, keyFile, err)
+		return nil, nil, nil, fmt.Errorf("loading the server certificate --tls-cert %s and key --tls-key %s: %w", certFile, keyFile, err)
 	}
-	pool, err := LoadCAs(clientCAFile)
+	callers, err := certfiles.LoadBundle(clientCAFile)
 	if err != nil {
-		return nil, fmt.Errorf("--client-ca: %w", err)
+		return nil, nil, nil, fmt.Errorf("--client-ca: %w", err)
 	}
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{pair},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    pool,
-		NextProtos:   model.DefaultALPN(),
-	}, nil
-}
-
-// LoadCAs reads a PEM bundle of CA certificates.
-func LoadCAs(file string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("reading CA certificates: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
-	}
-	return pool, nil
+	return pair, callers, callers.ServerConfig(&tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: pair.GetCertificate,
+		ClientAuth:     tls.VerifyClientCertIfGiven,
+		NextProtos:     model.DefaultALPN(),
+	}), nil
 }
 
 // CheckLoopback refuses a listen address that is not a loopback IP or

@@ -14,6 +14,10 @@
 // life, all with the same fingerprint and threshold, which is what an alert
 // groups by ([Event.Key]). A node that starts with a certificate already
 // under several thresholds publishes only the lowest of them.
+//
+// The policy and secrets services publish the same events for their own
+// certificates, which no node uses ([WatchOwn]); their events name the
+// service and the instance instead of a node.
 package certevents
 
 import (
@@ -132,8 +136,14 @@ type Certificate struct {
 
 // Event is the JSON published on [Subject].
 type Event struct {
-	// Node is the id of the node that publishes.
-	Node string `json:"node"`
+	// Node is the id of the node that publishes; empty when a service
+	// publishes.
+	Node string `json:"node,omitempty"`
+	// Service is the service that publishes for its own certificates
+	// ("policy", "secrets"; empty when a node publishes), and Instance
+	// names the replica (host name and process id).
+	Service  string `json:"service,omitempty"`
+	Instance string `json:"instance,omitempty"`
 	// Threshold is the threshold crossed ("30d", "7d", "1d"), and
 	// ThresholdSeconds the same in seconds.
 	Threshold        string `json:"threshold"`
@@ -164,6 +174,8 @@ func (e Event) Key() string { return e.Fingerprint + "/" + e.Threshold }
 // and publishes the pairs newly crossed. Safe for concurrent use.
 type Tracker struct {
 	node       string
+	service    string
+	instance   string
 	thresholds []time.Duration // largest first
 	publish    func(Event) error
 
@@ -183,6 +195,14 @@ func NewTracker(node string, thresholds []time.Duration, publish func(Event) err
 	ts := slices.Clone(thresholds)
 	slices.SortFunc(ts, func(a, b time.Duration) int { return cmp.Compare(b, a) })
 	return &Tracker{node: node, thresholds: ts, publish: publish, sent: make(map[string]time.Duration)}
+}
+
+// NewServiceTracker is [NewTracker] for a service's own certificates: its
+// events name the service and the instance instead of a node.
+func NewServiceTracker(service, instance string, thresholds []time.Duration, publish func(Event) error) *Tracker {
+	t := NewTracker("", thresholds, publish)
+	t.service, t.instance = service, instance
+	return t
 }
 
 // Observe looks at the certificates in use at now and publishes an event
@@ -217,7 +237,7 @@ func (t *Tracker) Observe(now time.Time, in []Certificate) ([]Event, error) {
 			continue
 		}
 		ev := Event{
-			Node: t.node, Threshold: FormatThreshold(crossed), ThresholdSeconds: int64(crossed / time.Second),
+			Node: t.node, Service: t.service, Instance: t.instance, Threshold: FormatThreshold(crossed), ThresholdSeconds: int64(crossed / time.Second),
 			SecondsLeft: int64(left / time.Second), NotAfter: c.NotAfter.UTC(),
 			Fingerprint: c.Fingerprint, Subject: c.Subject, Issuer: c.Issuer, Role: c.Role,
 			Upstream: c.Upstream, Listener: c.Listener, Host: c.Host,

@@ -15,7 +15,8 @@ import (
 )
 
 // Bundle is a set of CA certificates read from a PEM file — the internal CA
-// that verifies a service's peers — and read again when the file changes,
+// that verifies a service's peers, or an API's callers' CAs (--client-ca) —
+// and read again when the file changes,
 // at most once per check interval, at a handshake. A file that does not
 // parse, or holds no certificate, keeps the last good set.
 //
@@ -100,14 +101,29 @@ func (b *Bundle) maybeReload() {
 		return
 	}
 	b.checkedAt = now
+	_ = b.check()
+}
+
+// Reload looks at the file now, whatever the check interval, and loads it
+// when it changed: what a SIGHUP asks for. On an error the set in force
+// stays, and the error says why the file was refused.
+func (b *Bundle) Reload() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.checkedAt = b.now()
+	return b.check()
+}
+
+// check loads the file when its stamp changed; b.mu is held.
+func (b *Bundle) check() error {
 	st, err := statFile(b.file)
 	if err != nil {
 		b.failures.Add(1)
 		b.lastErr = err
-		return
+		return err
 	}
 	if st == b.stamp {
-		return
+		return nil
 	}
 	next, err := readBundle(b.file)
 	if err != nil {
@@ -115,15 +131,16 @@ func (b *Bundle) maybeReload() {
 		// reads the file again.
 		b.failures.Add(1)
 		b.lastErr = err
-		return
+		return err
 	}
 	b.stamp = st
 	if slices.EqualFunc(next.certs, b.cur.Load().certs, func(x, y *x509.Certificate) bool { return x.Equal(y) }) {
-		return // touched, not changed
+		return nil // touched, not changed
 	}
 	b.cur.Store(next)
 	b.reloads.Add(1)
 	b.lastErr = nil
+	return nil
 }
 
 func statFile(file string) (fileStamp, error) {

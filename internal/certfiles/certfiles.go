@@ -1,6 +1,6 @@
 // Package certfiles keeps a key pair that lives in files — a service's own
-// certificate for its internal mTLS port or for the secrets service — and
-// the CA bundle that verifies its peers, and reads them again when the
+// certificate for its internal mTLS port, its API port, or for the secrets
+// service — and the CA bundle that verifies its peers or callers, and reads them again when the
 // files change, so that rotating them (cert-manager renewing a Kubernetes
 // Secret, an operator replacing the files) needs no restart.
 //
@@ -133,28 +133,44 @@ func (k *KeyPair) maybeReload() {
 		return
 	}
 	k.checkedAt = now
+	_ = k.check()
+}
+
+// Reload looks at the files now, whatever the check interval, and loads
+// them when they changed: what a SIGHUP asks for. On an error the pair in
+// force stays, and the error says why the files were refused.
+func (k *KeyPair) Reload() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.checkedAt = k.now()
+	return k.check()
+}
+
+// check loads the files when their stamp changed; k.mu is held.
+func (k *KeyPair) check() error {
 	st, err := k.stat()
 	if err != nil {
 		k.failed(err)
-		return
+		return err
 	}
 	if st == k.stamp {
-		return
+		return nil
 	}
 	cert, err := k.read()
 	if err != nil {
 		// Perhaps half written: the stamp is not kept, so the next
 		// check reads the files again.
 		k.failed(err)
-		return
+		return err
 	}
 	k.stamp = st
 	if old := k.cur.Load().cert; bytes.Equal(old.Certificate[0], cert.Certificate[0]) {
-		return // the files were touched, not changed
+		return nil // the files were touched, not changed
 	}
 	k.cur.Store(&loaded{cert: cert})
 	k.reloads.Add(1)
 	k.lastErr = nil
+	return nil
 }
 
 func (k *KeyPair) failed(err error) {

@@ -11,11 +11,12 @@
 //   - policy: create and write the configuration bucket; read (get, watch,
 //     history) it, the node registry and the secret versions; create the
 //     node registry when it is missing (a node may be later); write the
-//     audit stream.
+//     audit stream; publish expiry events of its own certificates (that one
+//     subject, [certevents.Subject]).
 //   - secrets: create and write the secret-versions bucket and the bucket
 //     of its replicas' PKI leader lease; read the configuration bucket (to
 //     refuse deleting a secret that resources use); write the audit
-//     stream.
+//     stream; publish expiry events of its own certificates ([certevents.Subject]).
 //   - node: read the configuration bucket and the secret versions; create
 //     the node registry and write status keys into it; publish certificate
 //     expiry events (that one subject, [certevents.Subject]). It needs no consumer
@@ -84,12 +85,12 @@ func Users(b Buckets) []User {
 	return []User{
 		{
 			Name:      Policy,
-			Publish:   join(account(), writeKV(cfg), readKV(nodes), createKV(nodes), readKV(versions), audit(), readAudit()),
+			Publish:   join(account(), writeKV(cfg), readKV(nodes), createKV(nodes), readKV(versions), audit(), readAudit(), []string{certevents.Subject}),
 			Subscribe: inbox(Policy),
 		},
 		{
 			Name:      Secrets,
-			Publish:   join(account(), writeKV(versions), writeKV(lease), readKV(cfg), audit()),
+			Publish:   join(account(), writeKV(versions), writeKV(lease), readKV(cfg), audit(), []string{certevents.Subject}),
 			Subscribe: inbox(Secrets),
 		},
 		{

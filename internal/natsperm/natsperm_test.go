@@ -88,11 +88,15 @@ func TestUsers(t *testing.T) {
 		{natsperm.Node, "$JS.API.CONSUMER.CREATE.KV_keyway-nodes.>", false},
 		{natsperm.Node, "$JS.API.CONSUMER.CREATE.KV_keyway-config.>", true},
 		{natsperm.Node, "keyway.audit.>", false},
-		// Expiry events: the nodes publish them, on that subject only.
+		// Expiry events: the nodes publish them, and the policy and
+		// secrets services for their own certificates, on that subject
+		// only.
 		{natsperm.Node, "keyway.events.cert.expiring", true},
 		{natsperm.Node, "keyway.events.>", false},
-		{natsperm.Policy, "keyway.events.cert.expiring", false},
-		{natsperm.Secrets, "keyway.events.cert.expiring", false},
+		{natsperm.Policy, "keyway.events.cert.expiring", true},
+		{natsperm.Policy, "keyway.events.>", false},
+		{natsperm.Secrets, "keyway.events.cert.expiring", true},
+		{natsperm.Secrets, "keyway.events.>", false},
 	} {
 		if got := slices.Contains(byName[tc.user].Publish, tc.subject); got != tc.allowed {
 			t.Errorf("%s may publish to %s: %v, want %v", tc.user, tc.subject, got, tc.allowed)

@@ -15,6 +15,7 @@ import (
 
 	"keyway.dev/internal/access"
 	"keyway.dev/internal/audit"
+	"keyway.dev/internal/certevents"
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/envflag"
 	"keyway.dev/internal/logging"
@@ -60,6 +61,7 @@ func realMain(ctx context.Context, args []string) error {
 		probeTO   = fs.Duration("probe-timeout", server.DefaultProbeTimeout, "live probe: time for one upstream endpoint (TCP connection, TLS handshake, one HTTP request)")
 		probeDL   = fs.Duration("probe-deadline", server.DefaultProbeDeadline, "live probe: time for all the endpoints of one Apply (probed at once), fetching referenced key material included; at most 1m")
 		logFormat = fs.String("log-format", "text", "log format: text or json")
+		expiryAt  = fs.String("cert-expiry-thresholds", certevents.FormatThresholds(certevents.DefaultThresholds), "times left (30d, 12h) under which the service's own certificates (api-server, internal-client) are announced on NATS subject "+certevents.Subject+", once per certificate and threshold")
 		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn, error")
 	)
 	var natsCfg natsconn.Config
@@ -79,6 +81,10 @@ func realMain(ctx context.Context, args []string) error {
 	}
 	if err := server.CheckProbeBounds(*probeTO, *probeDL); err != nil {
 		return err
+	}
+	expiryThresholds, err := certevents.ParseThresholds(*expiryAt)
+	if err != nil {
+		return fmt.Errorf("--cert-expiry-thresholds: %w", err)
 	}
 	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -111,10 +117,11 @@ func realMain(ctx context.Context, args []string) error {
 		Tracing:       tr,
 		Log:           log.With("service", "policy"),
 
-		SecretsServer: *secrets,
-		Material:      material.Config{URL: *internal, CertFile: *secCert, KeyFile: *secKey, CAFile: *secCA},
-		Audit:         auditCfg,
-		ProbeTimeout:  *probeTO,
-		ProbeDeadline: *probeDL,
+		SecretsServer:    *secrets,
+		Material:         material.Config{URL: *internal, CertFile: *secCert, KeyFile: *secKey, CAFile: *secCA},
+		Audit:            auditCfg,
+		ProbeTimeout:     *probeTO,
+		ProbeDeadline:    *probeDL,
+		ExpiryThresholds: expiryThresholds,
 	})
 }

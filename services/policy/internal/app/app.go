@@ -30,6 +30,7 @@ import (
 
 	"keyway.dev/internal/access"
 	"keyway.dev/internal/audit"
+	"keyway.dev/internal/certevents"
 	"keyway.dev/internal/certfiles"
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/limits"
@@ -99,6 +100,13 @@ type Config struct {
 	// and of one Apply; zero: server.DefaultProbeTimeout and
 	// server.DefaultProbeDeadline.
 	ProbeTimeout, ProbeDeadline time.Duration
+	// ExpiryThresholds are the times left under which the service's own
+	// certificates (api-server, internal-client) are announced on
+	// certevents.Subject, once per certificate and threshold; nil:
+	// certevents.DefaultThresholds. ExpiryInterval is how often they are
+	// looked at (zero: certevents.DefaultOwnInterval).
+	ExpiryThresholds []time.Duration
+	ExpiryInterval   time.Duration
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -165,7 +173,8 @@ func Run(ctx context.Context, cfg Config) error {
 	probes := probelog.New()
 	opts = append(opts, server.WithProbeLog(probes))
 	m := metrics.New()
-	m.Register(certfiles.Collector(own))
+	expiryEvents := certevents.NewEventsCounter()
+	m.Register(certfiles.Collector(own), expiryEvents)
 	var cur atomic.Pointer[backend]
 	hc := &health{cur: &cur}
 	open := func(ctx context.Context) (*backend, error) {
@@ -216,9 +225,21 @@ func Run(ctx context.Context, cfg Config) error {
 		defer close(superDone)
 		supervise(superCtx, &cur, open, log)
 	}()
+	expiryDone := make(chan struct{})
+	go func() {
+		defer close(expiryDone)
+		// Published over the connection in use: a replaced one carries
+		// the events that follow.
+		certevents.WatchOwn(superCtx, certevents.Own{
+			Service: "policy", Thresholds: cfg.ExpiryThresholds, Interval: cfg.ExpiryInterval, Certificates: own,
+			Publish: func(subject string, data []byte) error { return cur.Load().nc.Publish(subject, data) },
+			Counter: expiryEvents, Log: log,
+		})
+	}()
 	defer func() {
 		stopSuper()
 		<-superDone
+		<-expiryDone
 		cur.Load().close()
 	}()
 	errc := make(chan error, 2)

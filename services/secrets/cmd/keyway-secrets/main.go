@@ -17,6 +17,7 @@ import (
 
 	"keyway.dev/internal/access"
 	"keyway.dev/internal/audit"
+	"keyway.dev/internal/certevents"
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/envflag"
 	"keyway.dev/internal/logging"
@@ -82,6 +83,7 @@ func realMain(ctx context.Context, args []string) error {
 		leaderTTL      = fs.Duration("leader-ttl", leader.DefaultTTL, "how long the PKI leader's lease lives without a refresh: a replica takes over within about this long after the leader is lost")
 		renew          = fs.String("pki-renew-fraction", strconv.FormatFloat(pki.DefaultRenewFraction, 'f', 3, 64), "fraction of a PKI certificate's lifetime after which a new one is issued, ±5% jitter")
 		logFormat      = fs.String("log-format", "text", "log format: text or json")
+		expiryAt       = fs.String("cert-expiry-thresholds", certevents.FormatThresholds(certevents.DefaultThresholds), "times left (30d, 12h) under which the service's own certificates (api-server, internal-server) are announced on NATS subject "+certevents.Subject+", once per certificate and threshold")
 		logLevel       = fs.String("log-level", "info", "log level: debug, info, warn, error")
 	)
 	var natsCfg natsconn.Config
@@ -112,6 +114,10 @@ func realMain(ctx context.Context, args []string) error {
 	if err != nil || fraction <= 0 || fraction >= 1 {
 		return fmt.Errorf("--pki-renew-fraction: %q is not a number between 0 and 1 such as 0.667", *renew)
 	}
+	expiryThresholds, err := certevents.ParseThresholds(*expiryAt)
+	if err != nil {
+		return fmt.Errorf("--cert-expiry-thresholds: %w", err)
+	}
 	log, err := logging.New(os.Stderr, *logFormat, *logLevel)
 	if err != nil {
 		return err
@@ -139,6 +145,7 @@ func realMain(ctx context.Context, args []string) error {
 		Store:            store.Config{PollInterval: interval, RenewFraction: fraction},
 		LeaderBucket:     *leaderBucket,
 		LeaderTTL:        *leaderTTL,
+		ExpiryThresholds: expiryThresholds,
 		Audit:            auditCfg,
 		Log:              log.With("service", "secrets"),
 	})

@@ -29,6 +29,7 @@ import (
 
 	"keyway.dev/internal/access"
 	"keyway.dev/internal/audit"
+	"keyway.dev/internal/certevents"
 	"keyway.dev/internal/certfiles"
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/limits"
@@ -104,6 +105,13 @@ type Config struct {
 	// (leader.DefaultTTL when zero).
 	LeaderBucket string
 	LeaderTTL    time.Duration
+	// ExpiryThresholds are the times left under which the service's own
+	// certificates (api-server, internal-server) are announced on
+	// certevents.Subject, once per certificate and threshold; nil:
+	// certevents.DefaultThresholds. ExpiryInterval is how often they are
+	// looked at (zero: certevents.DefaultOwnInterval).
+	ExpiryThresholds []time.Duration
+	ExpiryInterval   time.Duration
 }
 
 // Run serves until ctx is done.
@@ -170,9 +178,19 @@ func Run(ctx context.Context, cfg Config) error {
 
 	m := metrics.New()
 	m.Register(aw.Collectors()...)
-	m.Register(certfiles.Collector(own))
+	expiryEvents := certevents.NewEventsCounter()
+	m.Register(certfiles.Collector(own), expiryEvents)
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
+	expiryDone := make(chan struct{})
+	go func() {
+		defer close(expiryDone)
+		certevents.WatchOwn(runCtx, certevents.Own{
+			Service: "secrets", Thresholds: cfg.ExpiryThresholds, Interval: cfg.ExpiryInterval, Certificates: own,
+			Publish: nc.Publish, Counter: expiryEvents, Log: log,
+		})
+	}()
+	defer func() { stopRun(); <-expiryDone }()
 	storeCfg := cfg.Store
 	var (
 		st    *store.Store
