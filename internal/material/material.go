@@ -27,7 +27,9 @@ import (
 
 // Config says where MaterialService is and how to authenticate to it.
 type Config struct {
-	// URL is the internal port, e.g. "https://127.0.0.1:8092".
+	// URL is the internal port, e.g. "https://127.0.0.1:8092", or the
+	// internal ports of the service's replicas, comma-separated: a fetch
+	// moves on to the next when one cannot be reached.
 	URL string
 	// CertFile and KeyFile are this process's client certificate, issued
 	// by the internal CA; CAFile is the CA that signs the secrets
@@ -79,6 +81,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.CertFile == "" || cfg.KeyFile == "" || cfg.CAFile == "" {
 		return nil, errors.New("material: the internal port requires mTLS: give the client certificate, its key and the internal CA")
+	}
+	if _, _, err := ReplicatedHTTPClient(cfg.URL, nil); err != nil {
+		return nil, fmt.Errorf("material: the secrets service's internal URL: %w", err)
 	}
 	tlsCfg, pair, err := tlsConfig(Files{Cert: cfg.CertFile, Key: cfg.KeyFile, CA: cfg.CAFile})
 	if err != nil {

@@ -32,6 +32,7 @@ import (
 	"keyway.dev/internal/audit"
 	"keyway.dev/internal/certfiles"
 	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/failover"
 	"keyway.dev/internal/limits"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/natsconn"
@@ -329,13 +330,24 @@ func openBackend(ctx context.Context, cfg Config, log *slog.Logger) (store.Backe
 
 // VaultClient is a vault/api client for addr, not yet logged in (package
 // vaultauth does that). Retries are off: the store's poll is the retry,
-// and a Vault that is down must not hold a poll for seconds.
+// and a Vault that is down must not hold a poll for seconds. addr may list
+// the servers of a Vault cluster, comma-separated: a request goes to the
+// one that answered last and moves on to the next when it cannot be
+// reached (a standby forwards it to the active node), so the loss of any
+// one server, the active one included, costs no more than its election.
 func VaultClient(addr string) (*api.Client, error) {
 	vc := api.DefaultConfig()
 	if vc.Error != nil {
 		return nil, fmt.Errorf("configuring the Vault client: %w", vc.Error)
 	}
-	if addr != "" {
+	if addrs := failover.Split(addr); len(addrs) > 1 {
+		tr, err := failover.New(addrs, vc.HttpClient.Transport)
+		if err != nil {
+			return nil, fmt.Errorf("--vault-addr: %w", err)
+		}
+		vc.HttpClient.Transport = tr
+		vc.Address = addrs[0]
+	} else if addr != "" {
 		vc.Address = addr
 	}
 	vc.MaxRetries = 0
