@@ -240,6 +240,11 @@ func (c *NATSCluster) streamLeader(tb testing.TB, stream string, timeout time.Du
 					if leader = c.member(s.Cluster.Leader); leader == nil || !leader.running() {
 						return fmt.Errorf("harness: stream %s leader %q is not a running member", stream, s.Cluster.Leader)
 					}
+					if current && s.Cluster.Leader != m.Name {
+						// Only the leader tracks its
+						// replicas' progress.
+						continue
+					}
 					for _, r := range s.Cluster.Replicas {
 						if !current {
 							break

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -92,10 +93,29 @@ func (k *KV) truststorePath(name string) string {
 
 // list returns the entries of a metadata folder (folders end in "/"); a
 // missing folder is empty.
+//
+// Vault answers 404 both for a folder that holds nothing (with no error
+// in the body) and for a path no mount serves yet ("no handler for
+// route", as a standby that has just become active answers until it has
+// set its mounts up). The Vault client reads both as an empty list; the
+// second is an error here, or a failover would look like every secret
+// being deleted.
 func (k *KV) list(ctx context.Context, folder string) ([]string, error) {
-	s, err := k.client.Logical().ListWithContext(ctx, k.cfg.Mount+"/metadata/"+folder)
+	req := k.client.NewRequest("LIST", "/v1/"+k.cfg.Mount+"/metadata/"+folder)
+	//nolint:staticcheck // RawRequestWithContext is the one call that keeps a 404's errors.
+	resp, err := k.client.RawRequestWithContext(ctx, req)
+	if resp != nil {
+		defer resp.Body.Close()
+	}
+	if respErr, ok := errors.AsType[*api.ResponseError](err); ok && respErr.StatusCode == http.StatusNotFound && len(respErr.Errors) == 0 {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("vaultkv: listing %s/%s: %w", k.cfg.Mount, folder, err)
+	}
+	s, err := api.ParseSecret(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("vaultkv: listing %s/%s: reading the answer: %w", k.cfg.Mount, folder, err)
 	}
 	if s == nil || s.Data == nil {
 		return nil, nil
