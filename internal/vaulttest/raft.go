@@ -113,8 +113,19 @@ ui            = false
 	}
 	testwait.Eventually(tb, 60*time.Second, func() error {
 		first.exited()
-		return call(context.Background(), first.Addr, "", http.MethodPut, "sys/init", map[string]any{"secret_shares": 1, "secret_threshold": 1}, &initResp)
+		if first.Health() == 0 {
+			return fmt.Errorf("vaulttest: %s does not answer yet", first.ID)
+		}
+		return nil
 	})
+	// Once only: a retried init finds the server initialised, and the
+	// keys of the first are then out of reach. It may take a while on a
+	// busy machine (raft bootstrap, the keyring).
+	ictx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := callTimeout(ictx, first.Addr, "", http.MethodPut, "sys/init", map[string]any{"secret_shares": 1, "secret_threshold": 1}, &initResp, 2*time.Minute); err != nil {
+		tb.Fatalf("vaulttest: initialising %s: %v", first.ID, err)
+	}
 	if len(initResp.Keys) != 1 || initResp.RootToken == "" {
 		tb.Fatalf("vaulttest: sys/init answered no key or no root token")
 	}
@@ -431,6 +442,10 @@ func (e *statusError) Error() string {
 // call sends one request to addr's /v1/path; an answer of 400 or more is
 // a *statusError.
 func call(ctx context.Context, addr, token, method, path string, body map[string]any, out any) error {
+	return callTimeout(ctx, addr, token, method, path, body, out, 10*time.Second)
+}
+
+func callTimeout(ctx context.Context, addr, token, method, path string, body map[string]any, out any, timeout time.Duration) error {
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -439,7 +454,7 @@ func call(ctx context.Context, addr, token, method, path string, body map[string
 		}
 		r = bytes.NewReader(b)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, addr+"/v1/"+path, r)
 	if err != nil {

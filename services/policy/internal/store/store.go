@@ -216,9 +216,9 @@ func (s *Store) watch(ctx context.Context, w jetstream.KeyWatcher, ready chan st
 		}
 		if resume {
 			again = nil
-			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			nw, err := s.kv.WatchAll(rctx, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(s.Revision()+1))
-			cancel()
+			// The watch lives as long as the context it is made with;
+			// the client bounds its creation itself.
+			nw, err := s.kv.WatchAll(ctx, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(s.Revision()+1))
 			if err != nil {
 				wait := backoff.Next()
 				s.log.Warn("cannot resume the configuration watch yet; the current one goes on meanwhile", "error", err, "retry_in", wait)
