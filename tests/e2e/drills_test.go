@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +19,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
@@ -148,7 +149,7 @@ type drillWorld struct {
 	applyN  atomic.Int64
 	applyEr atomic.Int64
 	probeN  atomic.Int64
-	kv      jetstream.KeyValue
+	nc      *nats.Conn
 }
 
 func newDrillWorld(t *testing.T) *drillWorld {
@@ -296,8 +297,10 @@ type drillRun struct {
 	t                      *testing.T
 }
 
-func (r *drillRun) note(format string, args ...any) { r.notes = append(r.notes, fmt.Sprintf(format, args...)) }
-func (r *drillRun) fault()                          { r.faultAt = time.Now() }
+func (r *drillRun) note(format string, args ...any) {
+	r.notes = append(r.notes, fmt.Sprintf(format, args...))
+}
+func (r *drillRun) fault() { r.faultAt = time.Now() }
 
 // recover applies a probe right after the fault (through whichever policy
 // replica answers) and waits until every node serves it.
@@ -478,18 +481,43 @@ func (d *drillWorld) waitServed(t *testing.T, name string, nodes []*harness.Prox
 }
 
 // missing are the acknowledged routes absent from the configuration
-// bucket itself (lost); a policy replica whose view lists fewer is
-// reported too, as a stale view, after a grace for it to catch up.
+// stream, as its leader answers (not a replica's direct read, which may
+// lag); a policy replica whose view lists fewer is reported too, as a
+// stale view, after a grace for it to catch up.
 func (d *drillWorld) missing(t *testing.T, acked []string) []string {
-	kv := d.configKV(t)
+	nc := d.natsConn(t)
 	var lost []string
 	for _, name := range acked {
-		if _, err := kv.Get(context.Background(), "route."+name); err != nil {
+		req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV.keyway-config.route." + name})
+		var reply struct {
+			Error *struct {
+				Code        int    `json:"code"`
+				Description string `json:"description"`
+			} `json:"error"`
+		}
+		err := testwait.Poll(30*time.Second, func() error {
+			msg, err := nc.Request("$JS.API.STREAM.MSG.GET."+configStream, req, 5*time.Second)
+			if err != nil {
+				return err
+			}
+			reply.Error = nil
+			if err := json.Unmarshal(msg.Data, &reply); err != nil {
+				return err
+			}
+			if reply.Error != nil && reply.Error.Code != http.StatusNotFound {
+				return fmt.Errorf("reading route.%s from the stream leader: %s", name, reply.Error.Description)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if reply.Error != nil {
 			lost = append(lost, name)
 		}
 	}
 	if len(lost) > 0 {
-		t.Errorf("acknowledged applies missing from the bucket afterwards: %v", lost)
+		t.Errorf("acknowledged applies missing from the configuration stream afterwards: %v", lost)
 	}
 	for i, p := range d.policies {
 		var absent []string
@@ -520,23 +548,13 @@ func (d *drillWorld) missing(t *testing.T, acked []string) []string {
 	return lost
 }
 
-// configKV is the configuration bucket, read as the policy service's NATS
-// user: the store of record, not a replica's view of it.
-func (d *drillWorld) configKV(t *testing.T) jetstream.KeyValue {
-	if d.kv != nil {
-		return d.kv
+// natsConn is the test's connection to the NATS cluster, as the policy
+// service's user.
+func (d *drillWorld) natsConn(t *testing.T) *nats.Conn {
+	if d.nc == nil {
+		d.nc = harness.NATSConnect(t, d.top.NATS.URL, natsperm.Policy)
 	}
-	nc := harness.NATSConnect(t, d.top.NATS.URL, natsperm.Policy)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(context.Background(), "keyway-config")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.kv = kv
-	return kv
+	return d.nc
 }
 
 var leaderMetric = regexp.MustCompile(`(?m)^keyway_secrets_pki_leader (\d)`)
