@@ -32,10 +32,21 @@ const MaxReplayBody = 4 << 20
 // prefers (the last that answered), and on a transport error tries the
 // others in order. Safe for concurrent use.
 type Transport struct {
+	// Passing, when set, marks answers that are not the replica's own:
+	// the request moves on to the next replica as after a transport
+	// error, and when every replica answers so, RoundTrip returns an
+	// error. Vault's standbys answer 307 to the address of an active node
+	// they cannot reach (it just died): [Redirect].
+	Passing func(*http.Response) bool
+
 	replicas []*url.URL
 	next     http.RoundTripper
 	prefer   atomic.Int32
 }
+
+// Redirect is a Passing test: a 3xx answer points elsewhere, and the
+// replicas are all known already.
+func Redirect(resp *http.Response) bool { return resp.StatusCode >= 300 && resp.StatusCode < 400 }
 
 // Split parses a comma-separated list of base URLs (spaces allowed around
 // commas), as the flags that name a replicated service take them.
@@ -104,6 +115,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			r.Body = body
 		}
 		resp, err := t.next.RoundTrip(r)
+		if err == nil && t.Passing != nil && t.Passing(resp) {
+			err = fmt.Errorf("answered %s, not its own answer", resp.Status)
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+		}
 		if err == nil {
 			if idx != start {
 				t.prefer.Store(int32(idx))

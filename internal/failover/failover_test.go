@@ -53,3 +53,39 @@ func TestNewRefusesWhatIsNotABaseURL(t *testing.T) {
 		}
 	}
 }
+
+// A replica that only points elsewhere (a Vault standby whose active node
+// died) is passed over; when all do, the caller gets an error, not the
+// redirect.
+func TestTransportPassesOverRedirects(t *testing.T) {
+	t.Parallel()
+	redirect := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://127.0.0.1:1/v1/x", http.StatusTemporaryRedirect)
+	}))
+	defer redirect.Close()
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) }))
+	defer live.Close()
+
+	tr, err := failover.New([]string{redirect.URL, live.URL}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Passing = failover.Redirect
+	c := &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(redirect.URL + "/v1/x")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("got %v %v, want the live replica's 200", resp, err)
+	}
+	resp.Body.Close()
+
+	only, err := failover.New([]string{redirect.URL}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	only.Passing = failover.Redirect
+	c.Transport = only
+	if resp, err := c.Get(redirect.URL + "/v1/x"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("every replica redirects: got %s, want an error", resp.Status)
+	}
+}

@@ -340,16 +340,33 @@ func VaultClient(addr string) (*api.Client, error) {
 	if vc.Error != nil {
 		return nil, fmt.Errorf("configuring the Vault client: %w", vc.Error)
 	}
-	if addrs := failover.Split(addr); len(addrs) > 1 {
-		tr, err := failover.New(addrs, vc.HttpClient.Transport)
-		if err != nil {
-			return nil, fmt.Errorf("--vault-addr: %w", err)
-		}
-		vc.HttpClient.Transport = tr
-		vc.Address = addrs[0]
-	} else if addr != "" {
-		vc.Address = addr
+	if addr == "" {
+		addr = vc.Address
 	}
+	addrs := failover.Split(addr)
+	tr, err := failover.New(addrs, vc.HttpClient.Transport)
+	if err != nil && len(addrs) > 1 {
+		return nil, fmt.Errorf("--vault-addr: %w", err)
+	}
+	if err != nil {
+		// One address the transport does not take (unix://): as given.
+		vc.Address = addr
+		vc.MaxRetries = 0
+		vc.Timeout = 10 * time.Second
+		client, err := api.NewClient(vc)
+		if err != nil {
+			return nil, fmt.Errorf("configuring the Vault client for %s: %w", vc.Address, err)
+		}
+		return client, nil
+	}
+	// A standby whose active node has just died answers 307 to that
+	// node's address for as long as the election takes. The Vault client
+	// follows one redirect, then takes the second 307 for an answer with
+	// nothing in it: an empty list, every secret "deleted". A redirect is
+	// no answer here; with every server redirecting, the request fails.
+	tr.Passing = failover.Redirect
+	vc.HttpClient.Transport = tr
+	vc.Address = addrs[0]
 	vc.MaxRetries = 0
 	vc.Timeout = 10 * time.Second
 	client, err := api.NewClient(vc)
