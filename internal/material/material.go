@@ -13,7 +13,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -28,7 +27,9 @@ import (
 
 // Config says where MaterialService is and how to authenticate to it.
 type Config struct {
-	// URL is the internal port, e.g. "https://127.0.0.1:8092".
+	// URL is the internal port, e.g. "https://127.0.0.1:8092", or the
+	// internal ports of the service's replicas, comma-separated: a fetch
+	// moves on to the next when one cannot be reached.
 	URL string
 	// CertFile and KeyFile are this process's client certificate, issued
 	// by the internal CA; CAFile is the CA that signs the secrets
@@ -86,8 +87,12 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	hc, base, err := Replicated(httpClientWith(tlsCfg, bundle), cfg.URL)
+	if err != nil {
+		return nil, fmt.Errorf("material: the secrets service's internal URL: %w", err)
+	}
 	c := NewWithTLS(cfg.URL, tlsCfg, cfg.Timeout)
-	c.api = secretsv1connect.NewMaterialServiceClient(httpClientWith(tlsCfg, bundle), strings.TrimSuffix(cfg.URL, "/"))
+	c.api = secretsv1connect.NewMaterialServiceClient(hc, base)
 	c.pair = pair
 	return c, nil
 }

@@ -13,6 +13,7 @@ import (
 
 	"keyway.dev/gen/keyway/secrets/v1/secretsv1connect"
 	"keyway.dev/internal/certfiles"
+	"keyway.dev/internal/failover"
 	"keyway.dev/internal/model"
 )
 
@@ -95,10 +96,45 @@ func httpClientWith(tlsConf *tls.Config, bundle *certfiles.Bundle) *http.Client 
 }
 
 // NewServiceClient returns the generated MaterialService client for baseURL
-// ("https://host:port") over mTLS with tlsConf. [Client] wraps it with
-// timeouts and parsing; tests that probe the port itself use it bare.
+// ("https://host:port", or the replicas' comma-separated) over mTLS with
+// tlsConf. [Client] wraps it with timeouts and parsing; tests that probe
+// the port itself use it bare.
 func NewServiceClient(baseURL string, tlsConf *tls.Config, opts ...connect.ClientOption) secretsv1connect.MaterialServiceClient {
-	return secretsv1connect.NewMaterialServiceClient(HTTPClient(tlsConf), strings.TrimSuffix(baseURL, "/"), opts...)
+	hc, base, err := ReplicatedHTTPClient(baseURL, tlsConf)
+	if err != nil {
+		// New has checked the list; a caller of this one gets the
+		// error from the first request instead.
+		hc, base = HTTPClient(tlsConf), strings.TrimSuffix(baseURL, "/")
+	}
+	return secretsv1connect.NewMaterialServiceClient(hc, base, opts...)
+}
+
+// ReplicatedHTTPClient is [HTTPClient] for a service given as one base URL
+// or as its replicas' base URLs, comma-separated: with several, a request
+// goes to the replica that answered last and moves on to the others when
+// it cannot be reached (package failover). It returns the client and the
+// base URL to build a Connect client on.
+func ReplicatedHTTPClient(baseURLs string, tlsConf *tls.Config) (*http.Client, string, error) {
+	return Replicated(HTTPClient(tlsConf), baseURLs)
+}
+
+// Replicated is hc for baseURLs, one base URL or the replicas'
+// comma-separated, as [ReplicatedHTTPClient] says; hc's transport is
+// wrapped, not copied.
+func Replicated(hc *http.Client, baseURLs string) (*http.Client, string, error) {
+	urls := failover.Split(baseURLs)
+	if len(urls) <= 1 {
+		return hc, strings.TrimSuffix(strings.TrimSpace(baseURLs), "/"), nil
+	}
+	for i, u := range urls {
+		urls[i] = strings.TrimSuffix(u, "/")
+	}
+	tr, err := failover.New(urls, hc.Transport)
+	if err != nil {
+		return nil, "", err
+	}
+	hc.Transport = tr
+	return hc, urls[0], nil
 }
 
 // NewServiceClientFromFiles is [NewServiceClient] with the TLS configuration

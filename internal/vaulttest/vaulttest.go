@@ -1,6 +1,8 @@
-// Package vaulttest runs the real Vault binary in dev mode for tests: an
+// Package vaulttest runs the real Vault binary for tests: in dev mode, an
 // in-memory server on a free loopback port, unsealed, with KV v2 at
-// secret/ and, when asked, a PKI mount with a root CA. The binary comes
+// secret/ and, when asked, a PKI mount with a root CA ([Start]); or as
+// production runs it, servers on raft that join each other, initialised
+// and unsealed by the test, with AppRole ([StartRaft]). The binary comes
 // from $KEYWAY_VAULT (make test sets it) or scripts/tool.sh vault, which
 // builds it into the cache the first time (about 20 minutes).
 //

@@ -160,13 +160,13 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		// One client for the secrets service's API: reference checks and
 		// the moving of inline keys present the same credentials.
-		secretsAPI, err := secretsHTTPClient(cfg.SecretsServer, cfg.Material)
+		secretsAPI, secretsBase, err := secretsHTTPClient(cfg.SecretsServer, cfg.Material)
 		if err != nil {
 			return err
 		}
 		opts = append(opts,
-			server.WithSecrets(secretcheck.New(cfg.SecretsServer, secretsAPI, 0), mat),
-			server.WithInlineKeys(inlinekeys.NewClient(cfg.SecretsServer, secretsAPI, 0)))
+			server.WithSecrets(secretcheck.New(secretsBase, secretsAPI, 0), mat),
+			server.WithInlineKeys(inlinekeys.NewClient(secretsBase, secretsAPI, 0)))
 		log.Info("references to the secrets service enabled", "secrets_server", cfg.SecretsServer, "probe_material", cfg.Material.URL != "")
 	}
 	// The probe log outlives the backends: a NATS reconnection keeps it.
@@ -483,20 +483,33 @@ func handler(svc policyv1connect.PolicyServiceHandler, metricsHandler http.Handl
 	return limits.Body("policy API", limits.PolicyRequestBytes, mux)
 }
 
-// secretsHTTPClient is the client of the secrets API: over https it
-// presents the service's client certificate for the secrets service
-// (--secrets-cert, --secrets-key) and trusts --secrets-ca.
-func secretsHTTPClient(url string, m material.Config) (*http.Client, error) {
+// secretsHTTPClient is the client of the secrets API and the base URL to
+// call it at: over https it presents the service's client certificate for
+// the secrets service (--secrets-cert, --secrets-key) and trusts
+// --secrets-ca. url may list the replicas' APIs, comma-separated: a call
+// moves on to the next when one cannot be reached.
+func secretsHTTPClient(url string, m material.Config) (*http.Client, string, error) {
 	if !strings.HasPrefix(url, "https://") {
-		return nil, nil
+		if strings.Contains(url, ",") {
+			hc, base, err := material.ReplicatedHTTPClient(url, nil)
+			if err != nil {
+				return nil, "", fmt.Errorf("--secrets-server: %w", err)
+			}
+			return hc, base, nil
+		}
+		return nil, url, nil
 	}
 	if m.CertFile == "" || m.KeyFile == "" || m.CAFile == "" {
-		return nil, fmt.Errorf("the secrets service's API %s asks callers for a certificate: give --secrets-cert, --secrets-key and --secrets-ca (the policy service holds viewer and secrets-admin there)", url)
+		return nil, "", fmt.Errorf("the secrets service's API %s asks callers for a certificate: give --secrets-cert, --secrets-key and --secrets-ca (the policy service holds viewer and secrets-admin there)", url)
 	}
 	// The certificate and the CA are read again when their files change.
 	client, err := material.HTTPClientFromFiles(material.Files{Cert: m.CertFile, Key: m.KeyFile, CA: m.CAFile})
 	if err != nil {
-		return nil, fmt.Errorf("configuring the client of the secrets API: %w", err)
+		return nil, "", fmt.Errorf("configuring the client of the secrets API: %w", err)
 	}
-	return client, nil
+	hc, base, err := material.Replicated(client, url)
+	if err != nil {
+		return nil, "", fmt.Errorf("--secrets-server: %w", err)
+	}
+	return hc, base, nil
 }

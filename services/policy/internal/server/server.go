@@ -39,6 +39,10 @@ import (
 const maxResources = 1000
 
 // Server implements [policyv1connect.PolicyServiceHandler].
+// ViewWait bounds how long an Apply waits for this replica's view to show
+// what it wrote (read-your-writes); past it the answer says the view lags.
+const ViewWait = 2 * time.Second
+
 type Server struct {
 	store *store.Store
 	nodes *nodes.View
@@ -318,7 +322,14 @@ func (s *Server) store1(ctx context.Context, req *connect.Request[policyv1.Apply
 	// The write itself has landed either way, so a lagging view is a
 	// warning, not a failure a client would retry.
 	if last > 0 {
-		if err := s.store.WaitRevision(ctx, last); err != nil {
+		// Bounded: while the stream's consumers move to a new leader the
+		// view can lag for seconds, and the caller must get its
+		// acknowledgement before its own deadline, or it takes a stored
+		// apply for a failed one.
+		vctx, cancel := context.WithTimeout(ctx, ViewWait)
+		err := s.store.WaitRevision(vctx, last)
+		cancel()
+		if err != nil {
 			s.log.Warn("view behind the store after an apply", "revision", last, "error", err)
 			w := &policyv1.Warning{Message: fmt.Sprintf("stored at revision %d, but this policy replica's view has not caught up yet; a list right now may not show it", last)}
 			for _, r := range resp.Results {

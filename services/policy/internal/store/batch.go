@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -65,9 +66,13 @@ func allowAtomicPublish(ctx context.Context, js jetstream.JetStream, stream jets
 func (s *Store) publishBatch(ctx context.Context, ws []write) (err error) {
 	if len(ws) == 1 {
 		w := ws[0]
-		rev, err := s.publish(ctx, w.out.Ref, w.value, w.lastRevision, false)
+		var rev uint64
+		unanswered, err := s.attempts(ctx, refs(ws), func(actx context.Context) (err error) {
+			rev, err = s.publish(actx, w.out.Ref, w.value, w.lastRevision, false)
+			return err
+		})
 		var apiErr *jetstream.APIError
-		if err != nil && !errors.Is(err, ErrConflict) && !errors.As(err, &apiErr) {
+		if err != nil && (unanswered || !errors.Is(err, ErrConflict) && !errors.As(err, &apiErr)) {
 			return s.resolveLostAck(context.WithoutCancel(ctx), ws, err)
 		}
 		w.out.Revision = rev
@@ -107,7 +112,11 @@ func (s *Store) publishBatch(ctx context.Context, ws []write) (err error) {
 			span.End()
 		}
 	}()
-	ack, err := jetstreamext.PublishMsgBatch(ctx, s.js, msgs)
+	var ack *jetstreamext.BatchAck
+	unanswered, err := s.attempts(ctx, refs(ws), func(actx context.Context) (err error) {
+		ack, err = jetstreamext.PublishMsgBatch(actx, s.js, msgs)
+		return err
+	})
 	if err == nil {
 		// The server stores a batch's messages at consecutive sequences,
 		// in order, and acknowledges the last.
@@ -121,7 +130,7 @@ func (s *Store) publishBatch(ctx context.Context, ws []write) (err error) {
 		return nil
 	}
 	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
+	if !unanswered && errors.As(err, &apiErr) {
 		if apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant {
 			return s.batchConflict(ctx, ws)
 		}
@@ -131,6 +140,38 @@ func (s *Store) publishBatch(ctx context.Context, ws []write) (err error) {
 	// No answer (a timeout, a lost connection): the batch is stored whole
 	// or not at all, and the keys say which.
 	return s.resolveLostAck(context.WithoutCancel(ctx), ws, err)
+}
+
+// AttemptTimeout bounds one publish to the configuration stream. A
+// publish sent while the stream elects a new leader (the server of the old
+// one died) is answered by no one; sent again after this long it reaches
+// the new leader, so an apply waits about as long as the election, not
+// its caller's whole deadline.
+const AttemptTimeout = 2 * time.Second
+
+// attempts runs publish with [AttemptTimeout] each time until it is
+// answered or ctx ends. unanswered reports whether an attempt went
+// unanswered: it may have been stored all the same, so a conflict on a
+// later attempt may be that attempt's own write, which the caller tells
+// apart by reading the keys (resolveLostAck).
+func (s *Store) attempts(ctx context.Context, what string, publish func(context.Context) error) (unanswered bool, err error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, AttemptTimeout)
+		err = publish(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !isUnanswered(err) {
+			return unanswered, err
+		}
+		unanswered = true
+		s.log.Warn("no answer from the configuration stream; sending the write again", "resources", what, "error", err)
+	}
+}
+
+// isUnanswered reports whether a publish ended without the stream's
+// answer: it timed out, or no server took it.
+func isUnanswered(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)
 }
 
 // batchConflict names the resources whose stored revision moved since they

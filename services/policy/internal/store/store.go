@@ -191,18 +191,21 @@ func (s *Store) watch(ctx context.Context, w jetstream.KeyWatcher, ready chan st
 	defer close(s.stopped)
 	defer func() { w.Stop() }()
 	var caughtUp sync.Once
+	// A resume that fails (the stream has no leader yet: its server just
+	// died) is tried again, with backoff, until one succeeds: the current
+	// watch may follow a consumer that is gone, and would notice only
+	// when its heartbeats stop.
+	backoff := retry.New(250*time.Millisecond, 5*time.Second)
+	var again <-chan time.Time
 	for {
+		resume := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.resume:
-			nw, err := s.kv.WatchAll(ctx, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(s.Revision()+1))
-			if err != nil {
-				s.log.Warn("cannot resume the configuration watch; the current one goes on", "error", err)
-				continue
-			}
-			w.Stop()
-			w = nw
+			resume = true
+		case <-again:
+			resume = true
 		case e, ok := <-w.Updates():
 			if !ok {
 				s.log.Error("configuration watch ended; the view no longer follows the bucket")
@@ -213,6 +216,21 @@ func (s *Store) watch(ctx context.Context, w jetstream.KeyWatcher, ready chan st
 				continue
 			}
 			s.observe(e.Key(), e.Value(), e.Revision(), e.Operation() != jetstream.KeyValuePut)
+		}
+		if resume {
+			again = nil
+			// The watch lives as long as the context it is made with;
+			// the client bounds its creation itself.
+			nw, err := s.kv.WatchAll(ctx, jetstream.IncludeHistory(), jetstream.ResumeFromRevision(s.Revision()+1))
+			if err != nil {
+				wait := backoff.Next()
+				s.log.Warn("cannot resume the configuration watch yet; the current one goes on meanwhile", "error", err, "retry_in", wait)
+				again = time.After(wait)
+				continue
+			}
+			backoff.Reset()
+			w.Stop()
+			w = nw
 		}
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"keyway.dev/internal/certevents"
 	"keyway.dev/internal/certfiles"
 	"keyway.dev/internal/configkv"
+	"keyway.dev/internal/failover"
 	"keyway.dev/internal/limits"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/natsconn"
@@ -346,15 +347,43 @@ func openBackend(ctx context.Context, cfg Config, log *slog.Logger) (store.Backe
 
 // VaultClient is a vault/api client for addr, not yet logged in (package
 // vaultauth does that). Retries are off: the store's poll is the retry,
-// and a Vault that is down must not hold a poll for seconds.
+// and a Vault that is down must not hold a poll for seconds. addr may list
+// the servers of a Vault cluster, comma-separated: a request goes to the
+// one that answered last and moves on to the next when it cannot be
+// reached (a standby forwards it to the active node), so the loss of any
+// one server, the active one included, costs no more than its election.
 func VaultClient(addr string) (*api.Client, error) {
 	vc := api.DefaultConfig()
 	if vc.Error != nil {
 		return nil, fmt.Errorf("configuring the Vault client: %w", vc.Error)
 	}
-	if addr != "" {
-		vc.Address = addr
+	if addr == "" {
+		addr = vc.Address
 	}
+	addrs := failover.Split(addr)
+	tr, err := failover.New(addrs, vc.HttpClient.Transport)
+	if err != nil && len(addrs) > 1 {
+		return nil, fmt.Errorf("--vault-addr: %w", err)
+	}
+	if err != nil {
+		// One address the transport does not take (unix://): as given.
+		vc.Address = addr
+		vc.MaxRetries = 0
+		vc.Timeout = 10 * time.Second
+		client, err := api.NewClient(vc)
+		if err != nil {
+			return nil, fmt.Errorf("configuring the Vault client for %s: %w", vc.Address, err)
+		}
+		return client, nil
+	}
+	// A standby whose active node has just died answers 307 to that
+	// node's address for as long as the election takes. The Vault client
+	// follows one redirect, then takes the second 307 for an answer with
+	// nothing in it: an empty list, every secret "deleted". A redirect is
+	// no answer here; with every server redirecting, the request fails.
+	tr.Passing = failover.Redirect
+	vc.HttpClient.Transport = tr
+	vc.Address = addrs[0]
 	vc.MaxRetries = 0
 	vc.Timeout = 10 * time.Second
 	client, err := api.NewClient(vc)

@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -92,10 +93,27 @@ func (k *KV) truststorePath(name string) string {
 
 // list returns the entries of a metadata folder (folders end in "/"); a
 // missing folder is empty.
+//
+// Vault answers 404 both for a folder that holds nothing (with no error
+// in the body) and for a path no mount serves yet ("no handler for
+// route", as a standby that has just become active answers until it has
+// set its mounts up). The Vault client reads both as an empty list; the
+// second is an error here, or a failover would look like every secret
+// being deleted.
 func (k *KV) list(ctx context.Context, folder string) ([]string, error) {
-	s, err := k.client.Logical().ListWithContext(ctx, k.cfg.Mount+"/metadata/"+folder)
+	resp, err := k.raw(ctx, "LIST", k.cfg.Mount+"/metadata/"+folder)
+	if resp != nil {
+		defer resp.Body.Close()
+	}
+	if isAbsent(err) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("vaultkv: listing %s/%s: %w", k.cfg.Mount, folder, err)
+	}
+	s, err := api.ParseSecret(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("vaultkv: listing %s/%s: reading the answer: %w", k.cfg.Mount, folder, err)
 	}
 	if s == nil || s.Data == nil {
 		return nil, nil
@@ -113,6 +131,34 @@ func (k *KV) list(ctx context.Context, folder string) ([]string, error) {
 	return out, nil
 }
 
+// raw sends one request and keeps what the Vault client's Logical calls
+// drop: the errors of a 404.
+func (k *KV) raw(ctx context.Context, method, path string) (*api.Response, error) {
+	req := k.client.NewRequest(method, "/v1/"+path)
+	//nolint:staticcheck // RawRequestWithContext is the one call that keeps a 404's errors.
+	return k.client.RawRequestWithContext(ctx, req)
+}
+
+// isAbsent reports whether err is Vault's answer for a path that holds
+// nothing under a mount that serves it: 404 with no error in the body.
+func isAbsent(err error) bool {
+	respErr, ok := errors.AsType[*api.ResponseError](err)
+	return ok && respErr.StatusCode == http.StatusNotFound && len(respErr.Errors) == 0
+}
+
+// served asks again about a path the Vault client found missing, and
+// returns an error unless Vault says it holds nothing there (see list).
+func (k *KV) served(ctx context.Context, method, path string) error {
+	resp, err := k.raw(ctx, method, path)
+	if resp != nil {
+		resp.Body.Close()
+	}
+	if err == nil || isAbsent(err) {
+		return nil
+	}
+	return err
+}
+
 // revision is a secret's version and when it was written: a secret deleted
 // and written again (or a Vault restored from an older state) starts again
 // at version 1, and the time tells the two apart.
@@ -125,6 +171,9 @@ func revision(version int, created time.Time) string {
 func (k *KV) version(ctx context.Context, path string) (string, error) {
 	md, err := k.kv.GetMetadata(ctx, path)
 	if errors.Is(err, api.ErrSecretNotFound) {
+		if err := k.served(ctx, "GET", k.cfg.Mount+"/metadata/"+path); err != nil {
+			return "", fmt.Errorf("vaultkv: reading the metadata of %s/%s: %w", k.cfg.Mount, path, err)
+		}
 		return "", secret.ErrNotFound
 	}
 	if err != nil {
@@ -204,6 +253,9 @@ func (k *KV) readVersion(ctx context.Context, path string, version int) (map[str
 		s, err = k.kv.Get(ctx, path)
 	}
 	if errors.Is(err, api.ErrSecretNotFound) {
+		if err := k.served(ctx, "GET", k.cfg.Mount+"/metadata/"+path); err != nil {
+			return nil, secret.Stamp{}, fmt.Errorf("vaultkv: reading %s/%s: %w", k.cfg.Mount, path, err)
+		}
 		return nil, secret.Stamp{}, secret.ErrNotFound
 	}
 	if err != nil {
