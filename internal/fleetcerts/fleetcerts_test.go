@@ -23,14 +23,6 @@ func served(scope, name, host, role, fp string, left time.Duration) *nodev1.Serv
 		NotAfter: timestamppb.New(now.Add(left)), Subject: "CN=" + name, Issuer: "CN=Edge CA", Sans: []string{host, "spiffe://example.org/" + name}}
 }
 
-func byFingerprint(list []*Cert) map[string]*Cert {
-	m := make(map[string]*Cert, len(list))
-	for _, c := range list {
-		m[c.Fingerprint] = c
-	}
-	return m
-}
-
 // TestJoin: the nodes' reports join into one entry per certificate,
 // soonest to expire first, with where each comes from, where it is used
 // and on which nodes.
