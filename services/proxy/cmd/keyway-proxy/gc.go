@@ -13,9 +13,10 @@ import (
 // defaultGCPercent is the node's collector target when neither
 // --gc-percent nor GOGC is given: 200 rather than Go's 100. A node's live
 // heap is small (about 30 MiB resident under load), and collecting half as
-// often saved a median 12% of its CPU per keep-alive mTLS request for about
-// 3 MiB more resident memory (docs/performance.md, BenchmarkGCSettings);
-// 400 saved a little more for 10 MiB and five times the live heap at peak.
+// often saved a median 12% of its CPU per keep-alive request to an mTLS
+// upstream for about 3 MiB more resident memory (docs/performance.md,
+// BenchmarkGCSettings); 400 saved a little more for 10 MiB and five times
+// the live heap at peak.
 const defaultGCPercent = 200
 
 // gcSettings are --gc-percent and --memory-limit as given.
