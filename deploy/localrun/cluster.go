@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -584,6 +585,8 @@ func (c *Cluster) envValue(p *Pod, e corev1.EnvVar, configMaps map[string]map[st
 			return c.namespace, nil
 		}
 		return "", fmt.Errorf("pod %s: env %s: fieldRef %s is not one the launcher knows (metadata.name, metadata.namespace)", p.name, e.Name, from.FieldRef.FieldPath)
+	case from.ResourceFieldRef != nil:
+		return resourceValue(p, e.Name, from.ResourceFieldRef)
 	case from.SecretKeyRef != nil:
 		v, ok := c.secrets[from.SecretKeyRef.Name][from.SecretKeyRef.Key]
 		if !ok {
@@ -715,4 +718,30 @@ func pick(out, data map[string][]byte, items []corev1.KeyToPath, conv func([]byt
 func (c *Cluster) clusterOnly(s string) string {
 	const stanza = `service_registration "kubernetes" {}`
 	return strings.ReplaceAll(s, stanza, "# "+stanza+" (needs the Kubernetes API; removed by the launcher)")
+}
+
+// resourceValue is what the downward API's resourceFieldRef gives: the
+// container's memory limit or request divided by the divisor (1 when
+// none), rounded up, as the kubelet does. The manifests read
+// limits.memory for the proxy node's --memory-limit.
+func resourceValue(p *Pod, env string, ref *corev1.ResourceFieldSelector) (string, error) {
+	var list corev1.ResourceList
+	var name corev1.ResourceName
+	switch ref.Resource {
+	case "limits.memory":
+		list, name = p.container.Resources.Limits, corev1.ResourceMemory
+	case "requests.memory":
+		list, name = p.container.Resources.Requests, corev1.ResourceMemory
+	default:
+		return "", fmt.Errorf("pod %s: env %s: resourceFieldRef %s is not one the launcher knows (limits.memory, requests.memory)", p.name, env, ref.Resource)
+	}
+	q, ok := list[name]
+	if !ok {
+		return "", fmt.Errorf("pod %s: env %s: resourceFieldRef %s: the container sets none", p.name, env, ref.Resource)
+	}
+	div := int64(1)
+	if !ref.Divisor.IsZero() {
+		div = ref.Divisor.Value()
+	}
+	return strconv.FormatInt((q.Value()+div-1)/div, 10), nil
 }

@@ -77,10 +77,18 @@ func realMain(ctx context.Context) error {
 	pprofOn := fs.Bool("pprof", false, "serve Go's profiler at /debug/pprof/ on the admin port, to the operator role")
 	var adminAccess access.Options
 	adminAccess.RegisterFlags(fs, "admin port")
+	var gc gcSettings
+	gc.registerFlags(fs)
 	if err := envflag.Parse(fs, envflag.Prefix, os.Args[1:], envAliases); err != nil {
 		if errors.Is(err, envflag.ErrVersion) || errors.Is(err, flag.ErrHelp) {
 			return nil // printed: --version and --help answer before the flags are checked
 		}
+		return err
+	}
+	given := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	gcSet, err := gc.resolve(given, os.Getenv)
+	if err != nil {
 		return err
 	}
 	handshakeTimeout, err := time.ParseDuration(*hsTimeout)
@@ -114,6 +122,7 @@ func realMain(ctx context.Context) error {
 		return err
 	}
 	slog.SetDefault(log)
+	gcSet.apply(log)
 	tr, shutdown, err := telemetry.Setup(ctx, "keyway-proxy")
 	if err != nil {
 		return err
