@@ -6,7 +6,9 @@
 // An [Upstream] is immutable. A change to the Service or to its tls-outbound
 // binding builds a new Upstream; the old one is drained ([Upstream.Drain]):
 // requests already on it finish, then its idle connections close, so a pooled
-// connection never outlives the client certificate it presented.
+// connection never outlives the client certificate it presented. Its
+// transport and pools are built by its first request; what can refuse a
+// configuration is built, and fails, in [New].
 //
 // Connections are opened by an [outbound.Dialer], which performs the TLS
 // handshake itself and records what it saw
