@@ -75,52 +75,82 @@ func (c *checker) boundMessage(at fieldPath, m protoreflect.Message) {
 	}
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
 		name := fd.JSONName()
-		fat := at.Child(name)
 		switch {
 		case fd.IsMap():
-			c.boundMap(fat, fd, v.Map())
+			c.boundMap(at.Child(name), fd, v.Map())
 		case fd.IsList():
 			l := v.List()
 			if l.Len() > limits.ListItems {
-				c.errorf(fat, "%d items; the maximum is %d", l.Len(), limits.ListItems)
+				c.errorf(at.Child(name), "%d items; the maximum is %d", l.Len(), limits.ListItems)
 				return true
 			}
 			for i := range l.Len() {
-				c.boundValue(fat.Index(i), name, fd, l.Get(i))
+				c.boundValue(lazyPath{parent: at, name: name, index: i}, name, fd, l.Get(i))
 			}
 		default:
-			c.boundValue(fat, name, fd, v)
+			c.boundValue(lazyPath{parent: at, name: name, index: -1}, name, fd, v)
 		}
 		return true
 	})
 }
 
-func (c *checker) boundValue(at fieldPath, name string, fd protoreflect.FieldDescriptor, v protoreflect.Value) {
+// lazyPath is the path of a field, made only when a message quotes it:
+// bounds look at every field of every stored value a node reads, and
+// building each one's path took more of that than the checks.
+type lazyPath struct {
+	parent fieldPath
+	name   string // "": the parent's own path
+	index  int    // -1: not a list element
+}
+
+// pathAt is the lazyPath of at itself.
+func pathAt(at fieldPath) lazyPath { return lazyPath{parent: at, index: -1} }
+
+func (p lazyPath) path() fieldPath {
+	at := p.parent
+	if p.name != "" {
+		at = at.Child(p.name)
+	}
+	if p.index >= 0 {
+		at = at.Index(p.index)
+	}
+	return at
+}
+
+// element is the path of item i of the list at p.
+func (p lazyPath) element(i int) lazyPath {
+	if p.index >= 0 {
+		return lazyPath{parent: p.path(), index: i}
+	}
+	return lazyPath{parent: p.parent, name: p.name, index: i}
+}
+
+func (c *checker) boundValue(at lazyPath, name string, fd protoreflect.FieldDescriptor, v protoreflect.Value) {
 	switch fd.Kind() {
 	case protoreflect.StringKind:
 		c.boundString(at, name, v.String())
 	case protoreflect.BytesKind:
 		if n := len(v.Bytes()); n > limits.ConfigStringBytes {
-			c.errorf(at, "%s", limits.TooLong(name, n, limits.ConfigStringBytes))
+			c.errorf(at.path(), "%s", limits.TooLong(name, n, limits.ConfigStringBytes))
 		}
 	case protoreflect.MessageKind, protoreflect.GroupKind:
 		if fd.Message().FullName() == "google.protobuf.Struct" {
 			if s, ok := v.Message().Interface().(*structpb.Struct); ok {
-				c.boundStruct(at, s, 1)
+				c.boundStruct(at.path(), s, 1)
 				return
 			}
 		}
-		c.boundMessage(at, v.Message())
+		c.boundMessage(at.path(), v.Message())
 	}
 }
 
-func (c *checker) boundString(at fieldPath, name, s string) {
+func (c *checker) boundString(at lazyPath, name, s string) {
 	limit, ok := fieldBytes[name]
 	if !ok {
 		limit = limits.ConfigStringBytes
 	}
 	if len(s) > limit {
-		c.errorf(at, "%s; shorten it", limits.TooLong(name, len(s), limit))
+		c.errorf(at.path(), "%s; shorten it", limits.TooLong(name, len(s), limit))
 	}
 }
 
@@ -149,8 +179,8 @@ func (c *checker) boundMap(at fieldPath, fd protoreflect.FieldDescriptor, m prot
 			}
 			continue
 		}
-		c.boundString(at, "key", e.k)
-		c.boundString(at, "value", e.v)
+		c.boundString(pathAt(at), "key", e.k)
+		c.boundString(pathAt(at), "value", e.v)
 	}
 }
 
@@ -175,28 +205,28 @@ func (c *checker) boundStruct(at fieldPath, s *structpb.Struct, depth int) {
 			c.errorf(at, "a member name is %d characters long (%s); the maximum is %d", len(k), limits.Quote(k), limits.TokenBytes)
 			continue
 		}
-		c.boundStructValue(at.Child(k), k, s.GetFields()[k], depth)
+		c.boundStructValue(lazyPath{parent: at, name: k, index: -1}, k, s.GetFields()[k], depth)
 	}
 }
 
-func (c *checker) boundStructValue(at fieldPath, name string, v *structpb.Value, depth int) {
+func (c *checker) boundStructValue(at lazyPath, name string, v *structpb.Value, depth int) {
 	switch x := v.GetKind().(type) {
 	case *structpb.Value_StringValue:
 		c.boundString(at, name, x.StringValue)
 	case *structpb.Value_StructValue:
-		c.boundStruct(at, x.StructValue, depth+1)
+		c.boundStruct(at.path(), x.StructValue, depth+1)
 	case *structpb.Value_ListValue:
 		vs := x.ListValue.GetValues()
 		if len(vs) > limits.ListItems {
-			c.errorf(at, "%d items; the maximum is %d", len(vs), limits.ListItems)
+			c.errorf(at.path(), "%d items; the maximum is %d", len(vs), limits.ListItems)
 			return
 		}
 		if depth+1 > limits.ConfigDepth {
-			c.errorf(at, "nested %d levels deep; a config is at most %d levels deep", depth+1, limits.ConfigDepth)
+			c.errorf(at.path(), "nested %d levels deep; a config is at most %d levels deep", depth+1, limits.ConfigDepth)
 			return
 		}
 		for i, e := range vs {
-			c.boundStructValue(at.Index(i), name, e, depth+1)
+			c.boundStructValue(at.element(i), name, e, depth+1)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	policyv1 "keyway.dev/gen/keyway/policy/v1"
 
+	"keyway.dev/internal/limits"
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/testca"
 )
@@ -464,6 +465,40 @@ func TestValidate(t *testing.T) {
 				return withService(t, with(verified(ca), "ciphers", list("TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256")))
 			},
 			errors: []want{{cfgAt + ".ciphers[1]", "is listed twice (also ciphers[0])"}},
+		},
+
+		// Bounds: the path of a value too long, in a list, a list in a
+		// list, and a config object.
+		{
+			name: "config list element too long",
+			build: func(t *testing.T) []*policyv1.Resource {
+				ca := testca.New(t, "ca")
+				return withService(t, with(verified(ca), "subjectAltNames", list("orders.internal", strings.Repeat("x", limits.URIBytes+1))))
+			},
+			errors: []want{{cfgAt + ".subjectAltNames[1]", "shorten it"}},
+		},
+		{
+			name: "config element of a list in a list too long",
+			build: func(t *testing.T) []*policyv1.Resource {
+				ca := testca.New(t, "ca")
+				return withService(t, with(verified(ca), "alpn", []any{"h2", list("http/1.1", strings.Repeat("x", limits.ALPNBytes+1))}))
+			},
+			errors: []want{{cfgAt + ".alpn[1][1]", "shorten it"}},
+		},
+		{
+			name: "config object member too long",
+			build: func(t *testing.T) []*policyv1.Resource {
+				ca := testca.New(t, "ca")
+				return withService(t, with(verified(ca), "certificate", map[string]any{"crt": "x", "key": strings.Repeat("x", limits.KeyPEMBytes+1)}))
+			},
+			errors: []want{{cfgAt + ".certificate.key", "shorten it"}},
+		},
+		{
+			name: "service endpoint too long",
+			build: func(t *testing.T) []*policyv1.Resource {
+				return []*policyv1.Resource{serviceSpec("orders", &policyv1.ServiceSpec{Endpoints: []string{"orders.internal:8443", strings.Repeat("x", limits.AddressBytes+1)}})}
+			},
+			errors: []want{{"resources[0].service.spec.endpoints[1]", "shorten it"}},
 		},
 
 		// ALPN, SNI, SANs, config keys.

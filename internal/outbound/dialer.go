@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -114,13 +115,16 @@ type Dialer struct {
 	tls      *model.OutboundTLS
 	base     *tls.Config
 	// sessions is the dialer's own session cache: base is shared with
-	// the dialers of equal contexts, resumption is not.
-	sessions tls.ClientSessionCache
-	net      net.Dialer
-	timeout  time.Duration
-	observer Observer
-	tracer   trace.Tracer
-	revoked  tlsconf.RevocationCheck
+	// the dialers of equal contexts, resumption is not. It is made by
+	// the first handshake (sessionsOnce): of 10,000 dialers a node
+	// builds at start, many may never dial.
+	sessions     tls.ClientSessionCache
+	sessionsOnce sync.Once
+	net          net.Dialer
+	timeout      time.Duration
+	observer     Observer
+	tracer       trace.Tracer
+	revoked      tlsconf.RevocationCheck
 }
 
 // NewDialer builds the dialer of upstream name for tlsCtx (nil: plain TCP).
@@ -150,7 +154,6 @@ func NewDialer(name string, tlsCtx *model.OutboundTLS, opts Options) (*Dialer, e
 		return nil, err
 	}
 	d.base = cfg
-	d.sessions = tls.NewLRUClientSessionCache(64)
 	return d, nil
 }
 
@@ -266,6 +269,7 @@ func (d *Dialer) handshake(ctx context.Context, network, addr string, hold *held
 		raw = hold
 	}
 	cfg := tlsconf.OutboundConn(d.base, d.tls, facts, d.revoked)
+	d.sessionsOnce.Do(func() { d.sessions = tls.NewLRUClientSessionCache(64) })
 	cfg.ClientSessionCache = d.sessions
 	facts.Phase = failure.PhaseHandshake
 	tc := tls.Client(raw, cfg)

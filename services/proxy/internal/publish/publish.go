@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/model"
@@ -69,6 +70,9 @@ type Publisher struct {
 	// not be resolved.
 	resolved   map[string]resolvedListener
 	secretErrs []*SkippedError
+	// outbound shares resolved tls-outbound contexts between the
+	// Upstreams whose bindings name the same material.
+	outbound resolvedOutbound
 	// routePanics are the routes left out of the table because building
 	// them panicked; listenerPanics, the Listeners kept as they were
 	// because resolving them panicked.
@@ -120,6 +124,7 @@ func New(opts Options) *Publisher {
 		inputs:    make(map[string]upstreamInput),
 		buildErrs: make(map[string][]*SkippedError),
 		resolved:  make(map[string]resolvedListener),
+		outbound:  resolvedOutbound{m: make(map[resolvedKey]weak.Pointer[model.OutboundTLS])},
 	}
 	p.drainCtx, p.drainCancel = context.WithCancel(context.Background())
 	empty, _ := router.Build(nil)

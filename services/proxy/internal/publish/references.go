@@ -7,8 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
+	"sync"
 	"time"
+	"weak"
 
 	"keyway.dev/internal/configkv"
 	"keyway.dev/internal/material"
@@ -69,13 +72,74 @@ func (p *Publisher) material(ref *secretref.Ref, truststore string) (*tls.Certif
 	return cert, cas, errors.Join(errs...)
 }
 
-// resolveOutbound returns o with its references resolved.
+// resolveOutbound returns o with its references resolved. Bindings decoded
+// to one context (model.OutboundCache) and resolved to the same material
+// get the same copy, and so share its CA pool and tls.Config
+// (tlsconf.SharedOutbound, keyed by the context): 10,000 bindings naming
+// one alias hold one of each, not 10,000.
 func (p *Publisher) resolveOutbound(o *model.OutboundTLS) (*model.OutboundTLS, error) {
 	cert, cas, err := p.material(o.CertificateRef, o.Truststore)
 	if err != nil {
 		return nil, err
 	}
-	return o.Resolve(cert, cas), nil
+	key := resolvedKey{in: o, cert: cert, cas: len(cas)}
+	if len(cas) > 0 {
+		key.ca = &cas[0]
+	}
+	if out := p.outbound.get(key); out != nil {
+		return out, nil
+	}
+	out := o.Resolve(cert, cas)
+	p.outbound.put(key, out)
+	return out, nil
+}
+
+// resolvedKey names one resolution of a context: the context as decoded
+// and the material its references stood for, by identity. The Resolver
+// hands out the same values until the material's version changes, and a
+// new version is a new key.
+type resolvedKey struct {
+	in   *model.OutboundTLS
+	cert *tls.Certificate
+	ca   **x509.Certificate // the first element of the CAs
+	cas  int
+}
+
+// resolvedOutbound holds the resolved contexts by what they were resolved
+// from. Its values are weak: a context no Upstream holds any more is
+// collected, and its entry goes with it.
+type resolvedOutbound struct {
+	mu sync.Mutex // the cleanups run on their own goroutine
+	m  map[resolvedKey]weak.Pointer[model.OutboundTLS]
+}
+
+func (r *resolvedOutbound) get(key resolvedKey) *model.OutboundTLS {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.m[key].Value()
+}
+
+func (r *resolvedOutbound) put(key resolvedKey, out *model.OutboundTLS) {
+	wp := weak.Make(out)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.m[key] = wp
+	runtime.AddCleanup(out, func(wp weak.Pointer[model.OutboundTLS]) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		// Only its own entry: a later put under the same key may have
+		// replaced it.
+		if r.m[key] == wp {
+			delete(r.m, key)
+		}
+	}, wp)
+}
+
+// len is the number of resolved contexts held.
+func (r *resolvedOutbound) len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.m)
 }
 
 // resolveListeners returns the Listeners with their hosts' references

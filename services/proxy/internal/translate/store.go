@@ -39,6 +39,15 @@ func NewStore() *Store {
 	}
 }
 
+// Reserve sizes an empty Store for n objects, so that reading a large
+// bucket does not grow its map step by step. It does nothing to a Store
+// that holds objects.
+func (s *Store) Reserve(n int) {
+	if len(s.objects) == 0 && n > 0 {
+		s.objects = make(map[string]Stored, n)
+	}
+}
+
 // Get returns the object stored under key.
 func (s *Store) Get(key string) (Stored, bool) {
 	o, ok := s.objects[key]

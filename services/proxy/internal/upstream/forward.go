@@ -45,7 +45,7 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	if headerValuesContainsToken(in.Header["Connection"], "upgrade") {
 		// Rare: a wrapper that remembers the status is affordable here.
 		uw := &upgradeWriter{ResponseWriter: w}
-		u.proxy.ServeHTTP(uw, in)
+		u.connections().proxy.ServeHTTP(uw, in)
 		u.rec.Request(cmp.Or(uw.code, http.StatusOK), uw.reason, time.Since(start))
 		return
 	}
@@ -56,7 +56,8 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	if u.tracing.Tracer != nil {
 		o.tr, ctx = u.startSpan(ctx, in, &o.trace)
 	}
-	direct := u.h1pool != nil && h1.Eligible(in)
+	c := u.connections()
+	direct := c.h1pool != nil && h1.Eligible(in)
 	var out *http.Request
 	if direct {
 		out = in.WithContext(ctx) // the trace is handed over directly
@@ -120,9 +121,9 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 	var res *http.Response
 	var err error
 	if direct {
-		res, err = u.h1pool.RoundTrip(out, &o.trace)
+		res, err = c.h1pool.RoundTrip(out, &o.trace)
 	} else {
-		res, err = u.transport.RoundTrip(out)
+		res, err = c.transport.RoundTrip(out)
 	}
 	o.mu.Lock()
 	o.done = true
@@ -151,7 +152,7 @@ func (u *Upstream) forward(w http.ResponseWriter, in *http.Request) {
 		}
 	}
 	removeHopByHopHeaders(res.Header)
-	if m := u.proxy.ModifyResponse; m != nil {
+	if m := u.modifyResponse; m != nil {
 		if err := m(res); err != nil {
 			res.Body.Close()
 			u.failed(w, out, err, start, o.tr)
@@ -316,7 +317,7 @@ func (u *Upstream) copyBody(w http.ResponseWriter, res *http.Response) error {
 	for {
 		n, rerr := res.Body.Read(buf)
 		if rerr != nil && rerr != io.EOF && !errors.Is(rerr, context.Canceled) {
-			u.errLog.Printf("upstream %q: reading the response body: %v", u.name, rerr)
+			u.connections().errLog.Printf("upstream %q: reading the response body: %v", u.name, rerr)
 		}
 		if n > 0 {
 			m, werr := w.Write(buf[:n])

@@ -6,7 +6,9 @@
 // An [Upstream] is immutable. A change to the Service or to its tls-outbound
 // binding builds a new Upstream; the old one is drained ([Upstream.Drain]):
 // requests already on it finish, then its idle connections close, so a pooled
-// connection never outlives the client certificate it presented.
+// connection never outlives the client certificate it presented. Its
+// transport and pools are built by its first request; what can refuse a
+// configuration is built, and fails, in [New].
 //
 // Connections are opened by an [outbound.Dialer], which performs the TLS
 // handshake itself and records what it saw
@@ -148,18 +150,18 @@ type Upstream struct {
 	// the endpoint (empty).
 	host string
 
-	tls       *model.OutboundTLS
-	dialer    *outbound.Dialer
-	transport *http.Transport
-	// h1pool serves the requests it can (h1.Eligible) of an
-	// HTTP/1.1-only upstream in the calling goroutine, traced or not;
-	// nil for the others.
-	h1pool *h1.Pool
-	// proxy serves Upgrade requests; its hooks serve forward too.
-	proxy *httputil.ReverseProxy
+	tls    *model.OutboundTLS
+	dialer *outbound.Dialer
+	// conns is built on the first request ([Upstream.conns]); connsMu
+	// orders its building with Drain. lazy is what it is built from.
+	conns   atomic.Pointer[conns]
+	connsMu sync.Mutex
+	drained bool // under connsMu
+	lazy    lazyOptions
+	// modifyResponse edits every upstream response (Options).
+	modifyResponse func(*http.Response) error
 	// streaming flushes every write of a response body (h2, gRPC).
 	streaming bool
-	errLog    *log.Logger
 	rec       Recorder
 	// tracing is on when its Tracer is set.
 	tracing telemetry.Tracing
@@ -184,6 +186,35 @@ type Upstream struct {
 	// revocation checks the upstream's certificate at each handshake;
 	// nil when the context does not.
 	revocation *upstreamRevocation
+}
+
+// conns are what an Upstream needs to carry requests. They are built on its
+// first request, not with the Upstream: a node builds one Upstream per
+// Service at start, 10,000 of them, and the transport, pool and reverse
+// proxy were most of the memory each held and a share of the start's time,
+// for Services that may serve nothing for a while. All that can refuse a
+// configuration (the dialer and its TLS config, revocation) stays in New.
+type conns struct {
+	transport *http.Transport
+	// h1pool serves the requests it can (h1.Eligible) of an
+	// HTTP/1.1-only upstream in the calling goroutine, traced or not;
+	// nil for the others.
+	h1pool *h1.Pool
+	// proxy serves Upgrade requests; its hooks serve forward too.
+	proxy  *httputil.ReverseProxy
+	errLog *log.Logger
+}
+
+// lazyOptions are the Options [conns] are built from.
+type lazyOptions struct {
+	maxIdlePerHost        int
+	idleConnTimeout       time.Duration
+	responseHeaderTimeout time.Duration
+	protocols             http.Protocols
+	// direct: an [h1.Pool] serves what it can.
+	direct     bool
+	bufferPool httputil.BufferPool
+	logger     *slog.Logger
 }
 
 // New builds the Upstream for svc. tlsCtx is the tls-outbound context of the
@@ -219,24 +250,11 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		return nil, err
 	}
 	u.dialer = d
-	t := &http.Transport{
-		Proxy:                  nil, // never the environment's proxy
-		MaxIdleConns:           0,
-		MaxIdleConnsPerHost:    opts.MaxIdleConnsPerHost,
-		IdleConnTimeout:        opts.IdleConnTimeout,
-		ExpectContinueTimeout:  time.Second,
-		DisableCompression:     true, // a proxy passes encodings through
-		MaxResponseHeaderBytes: 1 << 20,
-	}
-	if svc.Protocol != model.ProtocolGRPC {
-		t.ResponseHeaderTimeout = opts.ResponseHeaderTimeout
-	}
 	var protos http.Protocols
 	h2 := svc.Protocol == model.ProtocolH2 || svc.Protocol == model.ProtocolGRPC
 	if tlsCtx != nil {
 		u.scheme = "https"
 		u.host = tlsCtx.SNI
-		t.DialTLSContext = d.DialTLSContext
 		// http.Transport speaks h2 on a *tls.Conn that negotiated it.
 		// Only when h2 is offered does it look for an h2 connection
 		// first: not for an HTTP/1.1 Service whose binding gives no
@@ -244,37 +262,24 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		alpn := tlsCtx.OfferedALPN(svc.Protocol)
 		protos.SetHTTP1(slices.Contains(alpn, "http/1.1"))
 		protos.SetHTTP2(slices.Contains(alpn, "h2"))
-		t.ForceAttemptHTTP2 = protos.HTTP2()
+	} else if h2 {
+		protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 	} else {
-		t.DialContext = d.DialContext
-		if h2 {
-			protos.SetUnencryptedHTTP2(true) // h2c with prior knowledge
-		} else {
-			protos.SetHTTP1(true)
-		}
+		protos.SetHTTP1(true)
 	}
-	t.Protocols = &protos
-	u.transport = t
-	if !protos.HTTP2() && !protos.UnencryptedHTTP2() && !opts.DisableDirectH1 {
-		dial := t.DialContext
-		if t.DialTLSContext != nil {
-			dial = t.DialTLSContext
-		}
-		u.h1pool = h1.NewPool(dial, t.MaxIdleConnsPerHost, t.IdleConnTimeout, t.ResponseHeaderTimeout, t.MaxResponseHeaderBytes)
+	u.lazy = lazyOptions{
+		maxIdlePerHost:  opts.MaxIdleConnsPerHost,
+		idleConnTimeout: opts.IdleConnTimeout,
+		protocols:       protos,
+		direct:          !protos.HTTP2() && !protos.UnencryptedHTTP2() && !opts.DisableDirectH1,
+		bufferPool:      opts.BufferPool,
+		logger:          opts.Logger,
 	}
-
-	rp := &httputil.ReverseProxy{
-		Rewrite:        u.rewrite,
-		Transport:      u,
-		BufferPool:     opts.BufferPool,
-		ModifyResponse: opts.ModifyResponse,
-		ErrorLog:       slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn),
-	}
-	if h2 {
-		rp.FlushInterval = -1 // streaming (gRPC): flush every write
+	if svc.Protocol != model.ProtocolGRPC {
+		u.lazy.responseHeaderTimeout = opts.ResponseHeaderTimeout
 	}
 	u.streaming = h2
-	u.errLog = rp.ErrorLog
+	u.modifyResponse = opts.ModifyResponse
 
 	eh := opts.ErrorHandler
 	u.fail = func(w http.ResponseWriter, r *http.Request, err error) (int, *Error) {
@@ -285,18 +290,76 @@ func New(svc *model.Service, tlsCtx *model.OutboundTLS, opts Options) (*Upstream
 		}
 		return eh(w, r, u, ue), ue
 	}
+	// Last: an Upstream that is not built holds no recorder.
+	if opts.Recorder != nil {
+		u.rec = opts.Recorder(svc.Name)
+	}
+	return u, nil
+}
+
+// connections returns the Upstream's [conns], building them on the first
+// call; after that it is one atomic load.
+func (u *Upstream) connections() *conns {
+	if c := u.conns.Load(); c != nil {
+		return c
+	}
+	return u.buildConns()
+}
+
+func (u *Upstream) buildConns() *conns {
+	u.connsMu.Lock()
+	defer u.connsMu.Unlock()
+	if c := u.conns.Load(); c != nil {
+		return c
+	}
+	o := u.lazy
+	t := &http.Transport{
+		Proxy:                  nil, // never the environment's proxy
+		MaxIdleConns:           0,
+		MaxIdleConnsPerHost:    o.maxIdlePerHost,
+		IdleConnTimeout:        o.idleConnTimeout,
+		ResponseHeaderTimeout:  o.responseHeaderTimeout,
+		ExpectContinueTimeout:  time.Second,
+		DisableCompression:     true, // a proxy passes encodings through
+		MaxResponseHeaderBytes: 1 << 20,
+		ForceAttemptHTTP2:      u.tls != nil && o.protocols.HTTP2(),
+	}
+	protos := o.protocols
+	t.Protocols = &protos
+	dial := u.dialer.DialContext
+	if u.tls != nil {
+		dial = u.dialer.DialTLSContext
+		t.DialTLSContext = dial
+	} else {
+		t.DialContext = dial
+	}
+	c := &conns{transport: t}
+	if u.drained {
+		// A request Drain stopped waiting for: its connection is not
+		// kept, as Drain has closed the pools already.
+		t.DisableKeepAlives = true
+	} else if o.direct {
+		c.h1pool = h1.NewPool(dial, t.MaxIdleConnsPerHost, t.IdleConnTimeout, t.ResponseHeaderTimeout, t.MaxResponseHeaderBytes)
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite:        u.rewrite,
+		Transport:      u,
+		BufferPool:     o.bufferPool,
+		ModifyResponse: u.modifyResponse,
+		ErrorLog:       slog.NewLogLogger(o.logger.Handler(), slog.LevelWarn),
+	}
+	if u.streaming {
+		rp.FlushInterval = -1 // streaming (gRPC): flush every write
+	}
 	rp.ErrorHandler = func(w http.ResponseWriter, r *http.Request, err error) {
 		code, ue := u.fail(w, r, err)
 		if uw, ok := w.(*upgradeWriter); ok {
 			uw.code, uw.reason = code, ue.Reason
 		}
 	}
-	u.proxy = rp
-	// Last: an Upstream that is not built holds no recorder.
-	if opts.Recorder != nil {
-		u.rec = opts.Recorder(svc.Name)
-	}
-	return u, nil
+	c.proxy, c.errLog = rp, rp.ErrorLog
+	u.conns.Store(c)
+	return c
 }
 
 // Name is the Service's name.
@@ -345,9 +408,13 @@ func (u *Upstream) Forward(w http.ResponseWriter, r *http.Request) bool {
 // closeIdle closes the idle connections of every pool, which stay open
 // for more.
 func (u *Upstream) closeIdle() {
-	u.transport.CloseIdleConnections()
-	if u.h1pool != nil {
-		u.h1pool.CloseIdle()
+	c := u.conns.Load()
+	if c == nil {
+		return // no request yet: nothing is open
+	}
+	c.transport.CloseIdleConnections()
+	if c.h1pool != nil {
+		c.h1pool.CloseIdle()
 	}
 }
 
@@ -371,9 +438,15 @@ func (u *Upstream) Drain(ctx context.Context) error {
 			err = fmt.Errorf("upstream %q: draining: %d requests still in flight: %w", u.name, u.inflight.Load(), ctx.Err())
 		}
 	}
-	u.transport.CloseIdleConnections()
-	if u.h1pool != nil {
-		u.h1pool.Close()
+	u.connsMu.Lock()
+	u.drained = true
+	c := u.conns.Load()
+	u.connsMu.Unlock()
+	if c != nil {
+		c.transport.CloseIdleConnections()
+		if c.h1pool != nil {
+			c.h1pool.Close()
+		}
 	}
 	if u.revocation != nil {
 		// Its CRLs stop being fetched unless another checker names
@@ -404,7 +477,7 @@ func (u *Upstream) endpoint() string {
 // RoundTrip implements http.RoundTripper over the Upstream's pool; errors
 // are [*Error].
 func (u *Upstream) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := u.transport.RoundTrip(req)
+	resp, err := u.connections().transport.RoundTrip(req)
 	if err != nil {
 		return nil, u.asError(req.Context(), err, req.URL.Host)
 	}

@@ -334,6 +334,10 @@ func (w *Watcher) reportLatency() {
 // (The KV watcher itself survives a NATS reconnect: it is an ordered
 // consumer that restarts after the last sequence it delivered. A session
 // ends only when that fails, e.g. the bucket was recreated.)
+// maxSizeHint bounds the size hint taken from the server's count of values
+// pending: a larger bucket is read all the same, its maps growing past it.
+const maxSizeHint = 1 << 16
+
 func (w *Watcher) session(ctx context.Context) error {
 	w.stats.sessions.Add(1)
 	resume := w.loaded && w.revision > 0
@@ -423,6 +427,14 @@ func (w *Watcher) session(ctx context.Context) error {
 			continue
 		}
 		if initial {
+			if len(seen) == 0 {
+				// The first value says how many follow: sized for them, the
+				// maps are not grown and rehashed ten times over while a
+				// large bucket is read.
+				hint := int(min(e.Delta(), maxSizeHint)) + 1
+				seen = make(map[string]bool, hint)
+				w.store.Reserve(hint)
+			}
 			seen[e.Key()] = true
 			w.apply(e)
 			// Only the newest value read tells whether a batch is
