@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -27,16 +26,10 @@ import (
 // the file changed. Safe for concurrent use.
 type Bundle struct {
 	file string
-	settings
+	checker
 
-	cur atomic.Pointer[bundleState]
-
-	mu        sync.Mutex // serialises checks
-	checkedAt time.Time
-	stamp     fileStamp
-	lastErr   error
-	reloads   atomic.Uint64
-	failures  atomic.Uint64
+	cur   atomic.Pointer[bundleState]
+	stamp fileStamp // of the file loaded; under mu
 }
 
 // bundleState is one parse of the file. Immutable.
@@ -56,7 +49,7 @@ type fileStamp struct {
 // LoadBundle reads the CA bundle; it fails when the file cannot be read or
 // holds no PEM certificate.
 func LoadBundle(file string, opts ...Option) (*Bundle, error) {
-	b := &Bundle{file: file, settings: newSettings(opts)}
+	b := &Bundle{file: file, checker: checker{settings: newSettings(opts)}}
 	st, err := statFile(file)
 	if err != nil {
 		return nil, err
@@ -77,42 +70,17 @@ func (b *Bundle) Pool() *x509.CertPool { return b.state().pool }
 // Certificates are the current CAs; they do not look at the file.
 func (b *Bundle) Certificates() []*x509.Certificate { return b.cur.Load().certs }
 
-// Stats says how often the set was replaced, and how often a change to the
-// file could not be loaded (and the last such error, nil once a good file
-// is loaded again).
-func (b *Bundle) Stats() (reloads, failures uint64, lastErr error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.reloads.Load(), b.failures.Load(), b.lastErr
-}
-
 func (b *Bundle) state() *bundleState {
 	b.maybeReload()
 	return b.cur.Load()
 }
 
-func (b *Bundle) maybeReload() {
-	if !b.mu.TryLock() {
-		return // another handshake is checking; use the current set
-	}
-	defer b.mu.Unlock()
-	now := b.now()
-	if now.Sub(b.checkedAt) < b.interval {
-		return
-	}
-	b.checkedAt = now
-	_ = b.check()
-}
+func (b *Bundle) maybeReload() { b.maybeCheck(b.check) }
 
 // Reload looks at the file now, whatever the check interval, and loads it
 // when it changed: what a SIGHUP asks for. On an error the set in force
 // stays, and the error says why the file was refused.
-func (b *Bundle) Reload() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.checkedAt = b.now()
-	return b.check()
-}
+func (b *Bundle) Reload() error { return b.checkNow(b.check) }
 
 // check loads the file when its stamp changed; b.mu is held.
 func (b *Bundle) check() error {

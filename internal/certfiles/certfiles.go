@@ -30,16 +30,10 @@ const DefaultCheckInterval = time.Second
 // change. Safe for concurrent use.
 type KeyPair struct {
 	certFile, keyFile string
-	settings
+	checker
 
-	cur atomic.Pointer[loaded]
-
-	mu        sync.Mutex // serialises checks
-	checkedAt time.Time
-	stamp     stamp
-	lastErr   error
-	reloads   atomic.Uint64
-	failures  atomic.Uint64
+	cur   atomic.Pointer[loaded]
+	stamp stamp // of the files loaded; under mu
 }
 
 type loaded struct {
@@ -57,6 +51,50 @@ type stamp struct {
 type settings struct {
 	interval time.Duration
 	now      func() time.Time
+}
+
+// checker is what a KeyPair and a Bundle share: their files are checked at
+// most once an interval, one check at a time, and counted.
+type checker struct {
+	settings
+	mu        sync.Mutex // serialises checks
+	checkedAt time.Time
+	lastErr   error
+	reloads   atomic.Uint64
+	failures  atomic.Uint64
+}
+
+// maybeCheck runs check (with mu held) when the interval has passed since
+// the last one and no other check is running; otherwise the caller goes on
+// with what is loaded.
+func (c *checker) maybeCheck(check func() error) {
+	if !c.mu.TryLock() {
+		return // another handshake is checking; use what is loaded
+	}
+	defer c.mu.Unlock()
+	now := c.now()
+	if now.Sub(c.checkedAt) < c.interval {
+		return
+	}
+	c.checkedAt = now
+	_ = check()
+}
+
+// checkNow runs check (with mu held) whatever the interval.
+func (c *checker) checkNow(check func() error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.checkedAt = c.now()
+	return check()
+}
+
+// Stats says how often what the files hold was replaced, and how often a
+// change to them could not be loaded (and the last such error, nil once
+// good files are loaded again).
+func (c *checker) Stats() (reloads, failures uint64, lastErr error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reloads.Load(), c.failures.Load(), c.lastErr
 }
 
 func newSettings(opts []Option) settings {
@@ -77,7 +115,7 @@ func WithCheckInterval(d time.Duration) Option { return func(s *settings) { s.in
 // Load reads the key pair; it fails when the files cannot be read, do not
 // parse, or the key does not match the certificate.
 func Load(certFile, keyFile string, opts ...Option) (*KeyPair, error) {
-	k := &KeyPair{certFile: certFile, keyFile: keyFile, settings: newSettings(opts)}
+	k := &KeyPair{certFile: certFile, keyFile: keyFile, checker: checker{settings: newSettings(opts)}}
 	st, err := k.stat()
 	if err != nil {
 		return nil, err
@@ -114,37 +152,12 @@ func (k *KeyPair) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certif
 // It does not look at the files.
 func (k *KeyPair) Leaf() *x509.Certificate { return k.cur.Load().cert.Leaf }
 
-// Stats says how often the pair was replaced, and how often a change to the
-// files could not be loaded (and the last such error, nil once a good pair
-// is loaded again).
-func (k *KeyPair) Stats() (reloads, failures uint64, lastErr error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.reloads.Load(), k.failures.Load(), k.lastErr
-}
-
-func (k *KeyPair) maybeReload() {
-	if !k.mu.TryLock() {
-		return // another handshake is checking; serve the current pair
-	}
-	defer k.mu.Unlock()
-	now := k.now()
-	if now.Sub(k.checkedAt) < k.interval {
-		return
-	}
-	k.checkedAt = now
-	_ = k.check()
-}
+func (k *KeyPair) maybeReload() { k.maybeCheck(k.check) }
 
 // Reload looks at the files now, whatever the check interval, and loads
 // them when they changed: what a SIGHUP asks for. On an error the pair in
 // force stays, and the error says why the files were refused.
-func (k *KeyPair) Reload() error {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	k.checkedAt = k.now()
-	return k.check()
-}
+func (k *KeyPair) Reload() error { return k.checkNow(k.check) }
 
 // check loads the files when their stamp changed; k.mu is held.
 func (k *KeyPair) check() error {

@@ -403,21 +403,7 @@ func (n *Node) stop() {
 	n.mu.Lock()
 	cmd, done := n.cmd, n.done
 	n.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-done:
-		return
-	default:
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
+	stopProcess(cmd, done)
 }
 
 // Output is what the node printed, across restarts.

@@ -165,6 +165,13 @@ func (s *Server) Stop() {
 	s.mu.Lock()
 	cmd, done := s.cmd, s.done
 	s.mu.Unlock()
+	stopProcess(cmd, done)
+}
+
+// stopProcess stops a Vault server started as cmd, whose exit closes done:
+// SIGTERM, then SIGKILL after 10 seconds. Nothing when it was never
+// started or has exited.
+func stopProcess(cmd *exec.Cmd, done <-chan struct{}) {
 	if cmd == nil {
 		return
 	}
