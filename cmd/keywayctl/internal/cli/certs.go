@@ -9,7 +9,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 
 	"keyway.dev/internal/fleetcerts"
@@ -63,18 +62,12 @@ or why it is unknown.`,
 			if within < 0 {
 				return fmt.Errorf("--expiring-within %s: want a positive duration such as 720h", within)
 			}
-			client, err := g.client()
+			r, err := g.rollout(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.withTimeout(cmd.Context())
-			defer cancel()
-			resp, err := client.GetRollout(ctx, connect.NewRequest(&policyv1.GetRolloutRequest{}))
-			if err != nil {
-				return g.rpcError(err, "reading the node status")
-			}
 			now := g.io.Now()
-			list, live := fleetCertificates(resp.Msg.GetRollout(), now)
+			list, live := fleetCertificates(r, now)
 			if within > 0 {
 				list = slices.DeleteFunc(list, func(c *fleetCert) bool { return c.NotAfter.Sub(now) > within })
 			}

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -53,17 +54,10 @@ pending}, each node with its full status.`,
 			if err != nil || f == output.Name {
 				return fmt.Errorf("-o %q: want table, yaml or json", format)
 			}
-			client, err := g.client()
+			r, err := g.rollout(cmd.Context())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := g.withTimeout(cmd.Context())
-			defer cancel()
-			resp, err := client.GetRollout(ctx, connect.NewRequest(&policyv1.GetRolloutRequest{}))
-			if err != nil {
-				return g.rpcError(err, "reading the node status")
-			}
-			r := resp.Msg.GetRollout()
 			switch {
 			case f == output.JSON || f == output.YAML:
 				return writeProto(g.io.Stdout, r, f)
@@ -98,6 +92,22 @@ func writeProto(w io.Writer, r *policyv1.Rollout, f output.Format) error {
 		return err
 	}
 	return enc.Close()
+}
+
+// rollout reads the node status and rollout (GetRollout): what
+// `status` and `certs` show.
+func (g *globals) rollout(ctx context.Context) (*policyv1.Rollout, error) {
+	client, err := g.client()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := g.withTimeout(ctx)
+	defer cancel()
+	resp, err := client.GetRollout(ctx, connect.NewRequest(&policyv1.GetRolloutRequest{}))
+	if err != nil {
+		return nil, g.rpcError(err, "reading the node status")
+	}
+	return resp.Msg.GetRollout(), nil
 }
 
 // nodesOf lists a rollout's nodes by id, each with whether it serves the
