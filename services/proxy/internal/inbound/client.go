@@ -255,6 +255,15 @@ func ClientOf(r *http.Request, now time.Time) (cl Client, ok bool) {
 		return cl, true
 	}
 	v := c.verified.Load()
+	if v == nil && h.chains != nil && c.handshakeHost.Load() == h {
+		// The handshake verified the chain through this very host's
+		// cache, which holds the judgement (XFCC included) while the
+		// chain's certificates are valid.
+		if e := h.chains.lookup(r.TLS.PeerCertificates, now); e != nil {
+			v = e.forLeaf(cl.Leaf)
+			c.verified.Store(v)
+		}
+	}
 	if v == nil && len(r.TLS.VerifiedChains) > 0 && c.handshakeHost.Load() == h {
 		// The handshake verified the chain against this very host's
 		// clientCAs (and for client authentication); only the clock is
@@ -299,6 +308,14 @@ func hostName(hostport string) string {
 // sent) for client authentication against h's clientCAs at now.
 func verify(h *host, certs []*x509.Certificate, now time.Time) *verification {
 	v := &verification{leaf: certs[0], host: h}
+	if h.chains != nil {
+		e, _, err := h.chains.verify(h, certs, now)
+		if err != nil {
+			v.reason = verifyReason(err)
+			return v
+		}
+		return e.forLeaf(certs[0])
+	}
 	opts := x509.VerifyOptions{
 		Roots:       h.roots,
 		CurrentTime: now,
@@ -312,15 +329,28 @@ func verify(h *host, certs []*x509.Certificate, now time.Time) *verification {
 	}
 	chains, err := certs[0].Verify(opts)
 	if err != nil {
-		var invalid x509.CertificateInvalidError
-		if errors.As(err, &invalid) && invalid.Reason == x509.Expired {
-			v.reason = failure.ClientCertificateExpired
-		} else {
-			v.reason = failure.ClientCertificateUntrusted
-		}
+		v.reason = verifyReason(err)
 		return v
 	}
 	return fromChains(h, certs[0], chains)
+}
+
+// verifyReason is why a client chain whose verification failed with err is
+// refused.
+func verifyReason(err error) failure.Reason {
+	if invalid, ok := errors.AsType[x509.CertificateInvalidError](err); ok && invalid.Reason == x509.Expired {
+		return failure.ClientCertificateExpired
+	}
+	return failure.ClientCertificateUntrusted
+}
+
+// forLeaf is the entry's judgement for a connection whose client presented
+// leaf (the same certificate as the entry's, parsed again by its
+// handshake).
+func (e *chainEntry) forLeaf(leaf *x509.Certificate) *verification {
+	v := *e.verification
+	v.leaf = leaf
+	return &v
 }
 
 // fromChains is the verification of leaf whose verified chains against h's

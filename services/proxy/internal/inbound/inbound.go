@@ -62,6 +62,9 @@ type Options struct {
 	// Handshakes counts every Listener's handshakes, by outcome; nil
 	// counts nothing.
 	Handshakes HandshakeObserver
+	// ClientChains counts the client chain verifications, by whether a
+	// verified chain was reused; nil counts nothing.
+	ClientChains ChainObserver
 	// Tracing, when on, records each connection's handshake
 	// ([telemetry.SpanInboundHandshake]).
 	Tracing telemetry.Tracing
@@ -203,7 +206,7 @@ func (m *Manager) Apply(listeners []*model.Listener) map[string]error {
 		if m.opts.NoStapling {
 			staples = nil
 		}
-		snap, err := buildSnapshot(l, m.newHostRevocation, staples)
+		snap, err := buildSnapshot(l, m.newHostRevocation, staples, m.opts.ClientChains)
 		if err != nil {
 			fail(err)
 			continue

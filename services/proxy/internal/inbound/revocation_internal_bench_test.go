@@ -41,7 +41,7 @@ func BenchmarkRevocationCheckPath(b *testing.B) {
 			h.Revocation = model.Revocation{Mode: mode, CRLs: []string{pub.CRLURL()}}
 		}
 		m.mu.Lock()
-		snap, err := buildSnapshot(&model.Listener{Name: "l", Hosts: []model.ListenerHost{h}}, m.newHostRevocation, nil)
+		snap, err := buildSnapshot(&model.Listener{Name: "l", Hosts: []model.ListenerHost{h}}, m.newHostRevocation, nil, nil)
 		m.mu.Unlock()
 		if err != nil {
 			b.Fatal(err)

@@ -47,6 +47,9 @@ type host struct {
 	// revocation checks client certificates for revocation; nil when the
 	// host does not.
 	revocation *hostRevocation
+	// chains verifies client chains and remembers those that verified;
+	// nil when crypto/tls verifies them ([newChainCache]).
+	chains *chainCache
 }
 
 // buildSnapshot prepares every host of l, with revocations making the
@@ -54,8 +57,10 @@ type host struct {
 // session ticket keys (one per host): a ticket issued under one host's
 // material is not resumed under another host's, or under a later snapshot.
 // staples makes the OCSP stapler of each host whose certificate has a
-// responder (nil: none).
-func buildSnapshot(l *model.Listener, revocations func(*model.ListenerHost) (*hostRevocation, error), staples func(*model.ListenerHost) (*staple, error)) (*snapshot, error) {
+// responder (nil: none). Each host that verifies client certificates gets
+// its own cache of verified chains ([chainCache]), counted by chains (nil:
+// not counted), so a new snapshot starts with none.
+func buildSnapshot(l *model.Listener, revocations func(*model.ListenerHost) (*hostRevocation, error), staples func(*model.ListenerHost) (*staple, error), chains ChainObserver) (*snapshot, error) {
 	if len(l.Hosts) == 0 {
 		return nil, fmt.Errorf("inbound: listener %q has no hosts: add hosts to it, or apply a tls-inbound PolicyBinding that targets it", l.Name)
 	}
@@ -93,6 +98,9 @@ func buildSnapshot(l *model.Listener, revocations func(*model.ListenerHost) (*ho
 			}
 		}
 		cfg := &host{cfg: built, clientAuth: h.ClientAuth, roots: built.ClientCAs, verifyDepth: h.VerifyDepth, trust: tlsconf.InboundTrust(h), revocation: rev}
+		if cfg.chains = newChainCache(cfg, l.Name, chains); cfg.chains != nil {
+			cfg.chains.install(cfg)
+		}
 		if i == l.Default {
 			s.def = cfg
 		}

@@ -42,6 +42,7 @@ type Metrics struct {
 	handshakes   *prometheus.CounterVec
 	handshakeDur *prometheus.HistogramVec
 	inbound      *prometheus.CounterVec
+	clientChains *prometheus.CounterVec
 	requests     *prometheus.CounterVec
 	requestDur   *prometheus.HistogramVec
 	errors       *prometheus.CounterVec
@@ -93,6 +94,10 @@ func New(src Source, opts ...Option) *Metrics {
 			Name: "keyway_inbound_handshakes_total",
 			Help: "TLS handshakes of clients with a Listener, by result and failure reason (no_client_certificate, unknown_authority, expired, protocol_version, ...).",
 		}, []string{"listener", "result", "reason"}),
+		clientChains: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyway_inbound_client_chain_verifications_total",
+			Help: "Client certificate chains presented to Listener hosts that verify them, by whether the chain was verified at the handshake (verified) or an earlier verification of the same chain was reused (cached).",
+		}, []string{"listener", "result"}),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyway_upstream_requests_total",
 			Help: "Requests forwarded to an upstream, by the status code the client got (the upstream's, or the failure's).",
@@ -122,7 +127,7 @@ func New(src Source, opts ...Option) *Metrics {
 		recorders: make(map[string]*recorder),
 	}
 	m.reg.MustRegister(
-		m.handshakes, m.handshakeDur, m.inbound, m.requests, m.requestDur, m.errors, m.applyLatency, m.panics, m.expiryEvents,
+		m.handshakes, m.handshakeDur, m.inbound, m.clientChains, m.requests, m.requestDur, m.errors, m.applyLatency, m.panics, m.expiryEvents,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "keyway_config_revision",
 			Help: "The store revision of the configuration the node has applied.",
@@ -182,6 +187,16 @@ func (m *Metrics) ObserveInboundHandshake(listener string, reason failure.Reason
 		result = "error"
 	}
 	m.inbound.WithLabelValues(listener, result, string(reason)).Inc()
+}
+
+// ObserveClientChain implements inbound.ChainObserver: one client chain
+// presented to a Listener host that verifies client certificates.
+func (m *Metrics) ObserveClientChain(listener string, cached bool) {
+	result := "verified"
+	if cached {
+		result = "cached"
+	}
+	m.clientChains.WithLabelValues(listener, result).Inc()
 }
 
 // ObserveApplyLatency records one configuration change's apply latency

@@ -290,7 +290,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	// The Listeners serve the same handler as the plain proxy listener.
 	n.inbound = inbound.New(inbound.Options{
 		Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
-		Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log,
+		Handshakes: n.metrics, ClientChains: n.metrics, Tracing: cfg.Tracing, Logger: log,
 		RevocationChecks: revocationMetrics,
 		NoStapling:       cfg.NoPresentedRevocation,
 		Revocation: revocation.Options{
