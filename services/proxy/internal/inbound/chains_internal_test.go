@@ -107,3 +107,41 @@ func TestChainCacheIsBounded(t *testing.T) {
 		t.Errorf("%d chains held, want %d", n, ChainCacheMaxEntries)
 	}
 }
+
+// BenchmarkChainVerify is what a handshake spends on the client's chain:
+// verified (x509's Verify with crypto/tls's options, the CA's ECDSA P-256
+// signature included, and the judgement the first request needs) against
+// taken from the host's cache (the chain's SHA-256 and a map lookup).
+func BenchmarkChainVerify(b *testing.B) {
+	clients := testca.New(b, "client CA")
+	servers := testca.New(b, "server CA")
+	kp := servers.Server("test.com")
+	snap, err := buildSnapshot(&model.Listener{Name: "l", Hosts: []model.ListenerHost{{
+		Hostnames: []string{"test.com"}, Certificate: &kp.TLS, ClientAuth: tls.RequireAndVerifyClientCert,
+		ClientCAs: []*x509.Certificate{clients.Cert},
+	}}}, func(*model.ListenerHost) (*hostRevocation, error) { return nil, nil }, nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := snap.def
+	certs := []*x509.Certificate{clients.Client("alice").Cert}
+	b.Run("verified", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			h.chains.mu.Lock()
+			clear(h.chains.entries)
+			h.chains.mu.Unlock()
+			if _, cached, err := h.chains.verify(h, certs, time.Now()); err != nil || cached {
+				b.Fatal(cached, err)
+			}
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, cached, err := h.chains.verify(h, certs, time.Now()); err != nil || !cached {
+				b.Fatal(cached, err)
+			}
+		}
+	})
+}
