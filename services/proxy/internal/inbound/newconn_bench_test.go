@@ -1,14 +1,24 @@
 package inbound_test
 
 import (
+	"context"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -195,5 +205,147 @@ func (hs *handshakePubkey) side(own *ecdsa.PrivateKey, peer *ecdsa.PublicKey, pe
 	}
 	if err := peerKP.Cert.CheckSignatureFrom(peerCA.Cert); err != nil {
 		hs.b.Fatal(err)
+	}
+}
+
+// BenchmarkNewConnectionServer is BenchmarkNewConnection with the client in
+// a process of its own (this test binary again, TestNewConnectionClient),
+// so that this process's CPU is the server's alone, as the peers harness
+// measures the node: per new connection, through a Listener and through
+// net/http alone, against the server side's public-key work
+// ([handshakePubkey.server]). Rounds of each alternate; the metrics are
+// medians over the rounds, in µs of CPU per connection, and
+// listener/pubkey is the ratio the peers harness's newconn mode is read
+// against. server-allocs/conn counts this process's allocations.
+//
+//	go test -run '^$' -bench NewConnectionServer -benchtime 1x ./internal/inbound/
+func BenchmarkNewConnectionServer(b *testing.B) {
+	const rounds, perRound = 7, 400
+	servers, clients := testca.New(b, "server CA"), testca.New(b, "client CA")
+	serverKP, clientKP := servers.Server("gw.bench"), clients.Client("bench-client")
+	dir := b.TempDir()
+	for name, pem := range map[string][]byte{"ca.pem": servers.CertPEM(), "cert.pem": clientKP.CertPEM, "key.pem": clientKP.KeyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem, 0o600); err != nil {
+			b.Fatal(err)
+		}
+	}
+	m := inbound.New(inbound.Options{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cl, _ := inbound.ClientOf(r, time.Now())
+		if !cl.Verified() {
+			http.Error(w, string(cl.Reason), http.StatusForbidden)
+			return
+		}
+		r.Header.Set("X-Forwarded-Client-Cert", cl.XFCC)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(newConnBody)
+	})})
+	b.Cleanup(func() { m.Close(b.Context()) })
+	// The servers' goroutines inherit a label each: a CPU profile
+	// (-test.cpuprofile) tells them apart with -tagfocus target=listener.
+	pprof.Do(b.Context(), pprof.Labels("target", "listener"), func(context.Context) {
+		apply(b, m, &model.Listener{Name: "public", Address: "127.0.0.1:0", Hosts: []model.ListenerHost{
+			host(serverKP, tls.RequireAndVerifyClientCert, []*testca.CA{clients}, "gw.bench"),
+		}})
+	})
+	bare := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(newConnBody)
+	}))
+	bare.TLS = &tls.Config{Certificates: []tls.Certificate{serverKP.TLS}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clients.Pool()}
+	pprof.Do(b.Context(), pprof.Labels("target", "bare"), func(context.Context) { bare.StartTLS() })
+	b.Cleanup(bare.Close)
+	hs := newHandshakePubkey(b, servers, clients, serverKP, clientKP)
+
+	// connect runs the client process for n connections to url and returns
+	// this process's CPU and allocations meanwhile, per connection.
+	connect := func(url string, n int) (cpu float64, allocs float64) {
+		cmd := exec.Command(os.Args[0], "-test.run", "^TestNewConnectionClient$", "-test.count", "1")
+		cmd.Env = append(os.Environ(), "KEYWAY_NEWCONN_URL="+url, "KEYWAY_NEWCONN_DIR="+dir, fmt.Sprintf("KEYWAY_NEWCONN_N=%d", n), "GOMAXPROCS=1")
+		var ms0, ms1 runtime.MemStats
+		runtime.ReadMemStats(&ms0)
+		cpu0 := processCPU()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("client process: %v\n%s", err, out)
+		}
+		cpu1 := processCPU()
+		runtime.ReadMemStats(&ms1)
+		return float64((cpu1 - cpu0).Microseconds()) / float64(n), float64(ms1.Mallocs-ms0.Mallocs) / float64(n)
+	}
+	targets := []struct{ name, url string }{{"listener", "https://" + m.Addr("public") + "/bench/x"}, {"bare", bare.URL + "/bench/x"}}
+	cpu := map[string][]float64{}
+	allocs := map[string][]float64{}
+	for b.Loop() {
+		for _, t := range targets {
+			connect(t.url, 20) // warm up
+		}
+		for r := range rounds {
+			for i := range targets {
+				t := targets[(i+r)%len(targets)]
+				c, a := connect(t.url, perRound)
+				cpu[t.name] = append(cpu[t.name], c)
+				allocs[t.name] = append(allocs[t.name], a)
+			}
+			runtime.LockOSThread()
+			cpu0 := processCPU()
+			for range perRound {
+				hs.server()
+			}
+			cpu["pubkey"] = append(cpu["pubkey"], float64((processCPU()-cpu0).Microseconds())/perRound)
+			runtime.UnlockOSThread()
+		}
+	}
+	med := func(xs []float64) float64 {
+		s := slices.Clone(xs)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	b.ReportMetric(med(cpu["listener"]), "listener-µs/conn")
+	b.ReportMetric(med(cpu["bare"]), "bare-µs/conn")
+	b.ReportMetric(med(cpu["pubkey"]), "pubkey-µs/conn")
+	b.ReportMetric(med(cpu["listener"])/med(cpu["pubkey"]), "listener/pubkey")
+	b.ReportMetric(med(cpu["bare"])/med(cpu["pubkey"]), "bare/pubkey")
+	b.ReportMetric(med(allocs["listener"]), "listener-allocs/conn")
+	b.ReportMetric(med(allocs["bare"]), "bare-allocs/conn")
+	b.ReportMetric(0, "ns/op")
+}
+
+// TestNewConnectionClient is the client process of
+// BenchmarkNewConnectionServer; skipped when not run by it.
+func TestNewConnectionClient(t *testing.T) {
+	url, dir := os.Getenv("KEYWAY_NEWCONN_URL"), os.Getenv("KEYWAY_NEWCONN_DIR")
+	if url == "" {
+		t.Skip("the client process of BenchmarkNewConnectionServer")
+	}
+	n, err := strconv.Atoi(os.Getenv("KEYWAY_NEWCONN_N"))
+	if err != nil || n <= 0 || n > 100000 {
+		t.Fatalf("KEYWAY_NEWCONN_N %q: want 1 to 100000", os.Getenv("KEYWAY_NEWCONN_N"))
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		t.Fatal("no CA certificate in ca.pem")
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "gw.bench",
+			Certificates: []tls.Certificate{cert}, CurvePreferences: []tls.CurveID{tls.X25519}},
+	}}
+	for range n {
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
 	}
 }
