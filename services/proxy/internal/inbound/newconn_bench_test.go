@@ -229,7 +229,7 @@ func BenchmarkNewConnectionServer(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	m := inbound.New(inbound.Options{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	judge := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cl, _ := inbound.ClientOf(r, time.Now())
 		if !cl.Verified() {
 			http.Error(w, string(cl.Reason), http.StatusForbidden)
@@ -238,15 +238,22 @@ func BenchmarkNewConnectionServer(b *testing.B) {
 		r.Header.Set("X-Forwarded-Client-Cert", cl.XFCC)
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(newConnBody)
-	})})
+	})
+	m := inbound.New(inbound.Options{Handler: judge})
 	b.Cleanup(func() { m.Close(b.Context()) })
 	// The servers' goroutines inherit a label each: a CPU profile
 	// (-test.cpuprofile) tells them apart with -tagfocus target=listener.
-	pprof.Do(b.Context(), pprof.Labels("target", "listener"), func(context.Context) {
-		apply(b, m, &model.Listener{Name: "public", Address: "127.0.0.1:0", Hosts: []model.ListenerHost{
-			host(serverKP, tls.RequireAndVerifyClientCert, []*testca.CA{clients}, "gw.bench"),
-		}})
-	})
+	listener := &model.Listener{Name: "public", Address: "127.0.0.1:0", Hosts: []model.ListenerHost{
+		host(serverKP, tls.RequireAndVerifyClientCert, []*testca.CA{clients}, "gw.bench"),
+	}}
+	pprof.Do(b.Context(), pprof.Labels("target", "listener"), func(context.Context) { apply(b, m, listener) })
+	// The same Listener with crypto/tls verifying every client chain, as
+	// before the chain cache.
+	uncached := inbound.New(inbound.Options{Handler: judge})
+	b.Cleanup(func() { uncached.Close(b.Context()) })
+	inbound.SetChainCache(false)
+	pprof.Do(b.Context(), pprof.Labels("target", "listener-uncached"), func(context.Context) { apply(b, uncached, listener) })
+	inbound.SetChainCache(true)
 	bare := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(newConnBody)
@@ -271,7 +278,11 @@ func BenchmarkNewConnectionServer(b *testing.B) {
 		runtime.ReadMemStats(&ms1)
 		return float64((cpu1 - cpu0).Microseconds()) / float64(n), float64(ms1.Mallocs-ms0.Mallocs) / float64(n)
 	}
-	targets := []struct{ name, url string }{{"listener", "https://" + m.Addr("public") + "/bench/x"}, {"bare", bare.URL + "/bench/x"}}
+	targets := []struct{ name, url string }{
+		{"listener", "https://" + m.Addr("public") + "/bench/x"},
+		{"uncached", "https://" + uncached.Addr("public") + "/bench/x"},
+		{"bare", bare.URL + "/bench/x"},
+	}
 	cpu := map[string][]float64{}
 	allocs := map[string][]float64{}
 	for b.Loop() {
@@ -300,13 +311,26 @@ func BenchmarkNewConnectionServer(b *testing.B) {
 		return s[len(s)/2]
 	}
 	b.ReportMetric(med(cpu["listener"]), "listener-µs/conn")
+	b.ReportMetric(med(cpu["uncached"]), "uncached-µs/conn")
 	b.ReportMetric(med(cpu["bare"]), "bare-µs/conn")
 	b.ReportMetric(med(cpu["pubkey"]), "pubkey-µs/conn")
 	b.ReportMetric(med(cpu["listener"])/med(cpu["pubkey"]), "listener/pubkey")
+	b.ReportMetric(med(cpu["uncached"])/med(cpu["pubkey"]), "uncached/pubkey")
 	b.ReportMetric(med(cpu["bare"])/med(cpu["pubkey"]), "bare/pubkey")
+	b.ReportMetric(med(ratio(cpu["listener"], cpu["uncached"])), "listener/uncached")
 	b.ReportMetric(med(allocs["listener"]), "listener-allocs/conn")
+	b.ReportMetric(med(allocs["uncached"]), "uncached-allocs/conn")
 	b.ReportMetric(med(allocs["bare"]), "bare-allocs/conn")
 	b.ReportMetric(0, "ns/op")
+}
+
+// ratio is a[i]/b[i] for each round i.
+func ratio(a, b []float64) []float64 {
+	r := make([]float64, len(a))
+	for i := range a {
+		r[i] = a[i] / b[i]
+	}
+	return r
 }
 
 // TestNewConnectionClient is the client process of
