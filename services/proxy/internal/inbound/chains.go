@@ -76,15 +76,16 @@ type chainEntry struct {
 	verification *verification
 }
 
-// newChainCache is the cache of a host that verifies client certificates
-// against roots; nil (crypto/tls verifies) when the host verifies none, or
-// when the FIPS 140 mode is on, in which crypto/tls also restricts the
-// chains it accepts to FIPS-approved algorithms.
+// newChainCache is the cache of a host that has clientCAs: it verifies
+// client chains at the handshake when the host's clientAuth verifies
+// ([chainCache.install]), and at the first request of a connection
+// ([ClientOf]) for the routes that require a verified certificate on a host
+// that only requests one. nil (crypto/tls and ClientOf verify every time)
+// when the host has no clientCAs, or when the FIPS 140 mode is on, in which
+// crypto/tls also restricts the chains it accepts to FIPS-approved
+// algorithms.
 func newChainCache(h *host, listener string, observer ChainObserver) *chainCache {
 	if h.roots == nil || fips140.Enabled() || noChainCache.Load() {
-		return nil
-	}
-	if h.clientAuth != tls.RequireAndVerifyClientCert && h.clientAuth != tls.VerifyClientCertIfGiven {
 		return nil
 	}
 	return &chainCache{roots: h.roots, listener: listener, observer: observer, entries: make(map[[sha256.Size]byte]*chainEntry)}
@@ -94,12 +95,15 @@ func newChainCache(h *host, listener string, observer ChainObserver) *chainCache
 // certificate as h's clientAuth does but leaves its verification to c,
 // which runs first in VerifyConnection (on resumed sessions too) and hands
 // the verified chains on to the checks that follow.
+// A host whose clientAuth does not verify is left as it is.
 func (c *chainCache) install(h *host) {
 	switch h.clientAuth {
 	case tls.RequireAndVerifyClientCert:
 		h.cfg.ClientAuth = tls.RequireAnyClientCert
 	case tls.VerifyClientCertIfGiven:
 		h.cfg.ClientAuth = tls.RequestClientCert
+	default:
+		return
 	}
 	next := h.cfg.VerifyConnection
 	h.cfg.VerifyConnection = func(cs tls.ConnectionState) error {

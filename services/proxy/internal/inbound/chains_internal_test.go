@@ -145,3 +145,35 @@ func BenchmarkChainVerify(b *testing.B) {
 		}
 	})
 }
+
+// A host that only requests client certificates keeps crypto/tls's
+// clientAuth (nothing verified at the handshake) and uses its cache for the
+// requests that judge the certificate (ClientOf).
+func TestChainCacheOnRequestingHost(t *testing.T) {
+	clients := testca.New(t, "client CA")
+	servers := testca.New(t, "server CA")
+	kp := servers.Server("test.com")
+	snap, err := buildSnapshot(&model.Listener{Name: "l", Hosts: []model.ListenerHost{{
+		Hostnames: []string{"test.com"}, Certificate: &kp.TLS, ClientAuth: tls.RequestClientCert,
+		ClientCAs: []*x509.Certificate{clients.Cert},
+	}}}, func(*model.ListenerHost) (*hostRevocation, error) { return nil, nil }, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := snap.def
+	if h.chains == nil || h.cfg.ClientAuth != tls.RequestClientCert || h.cfg.VerifyConnection != nil {
+		t.Fatalf("chains %v, ClientAuth %v, VerifyConnection set %v; want a cache, request, none", h.chains != nil, h.cfg.ClientAuth, h.cfg.VerifyConnection != nil)
+	}
+	certs := []*x509.Certificate{clients.Client("alice").Cert}
+	now := time.Now()
+	if v := verify(h, certs, now); v.reason != "" || v.xfcc == "" {
+		t.Fatalf("first verification: %+v", v)
+	}
+	if e := h.chains.lookup(certs, now); e == nil {
+		t.Error("the chain verified at a request is not in the cache")
+	}
+	other := testca.New(t, "other CA").Client("mallory")
+	if v := verify(h, []*x509.Certificate{other.Cert}, now); v.reason != failure.ClientCertificateUntrusted {
+		t.Errorf("another CA's certificate: %q, want %q", v.reason, failure.ClientCertificateUntrusted)
+	}
+}

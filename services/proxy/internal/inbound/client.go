@@ -256,9 +256,10 @@ func ClientOf(r *http.Request, now time.Time) (cl Client, ok bool) {
 	}
 	v := c.verified.Load()
 	if v == nil && h.chains != nil && c.handshakeHost.Load() == h {
-		// The handshake verified the chain through this very host's
-		// cache, which holds the judgement (XFCC included) while the
-		// chain's certificates are valid.
+		// This very host verified the chain, at this handshake (when its
+		// clientAuth verifies) or for an earlier connection; its cache
+		// holds the judgement (XFCC included) while the chain's
+		// certificates are valid.
 		if e := h.chains.lookup(r.TLS.PeerCertificates, now); e != nil {
 			v = e.forLeaf(cl.Leaf)
 			c.verified.Store(v)
