@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime/metrics"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,13 +86,14 @@ func runPost(b *testing.B, c *http.Client, url string, body []byte) {
 	}
 	get() // connections up
 	b.ReportAllocs()
-	cpu0 := cpuTime()
+	cpu0, g0 := cpuTime(), goroutinesCreated()
 	b.ResetTimer()
 	for b.Loop() {
 		get()
 	}
 	b.StopTimer()
 	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(goroutinesCreated()-g0)/float64(b.N), "goroutines/op")
 }
 
 // runStreams is run with streams requests in flight at once per
@@ -114,7 +116,7 @@ func runStreams(b *testing.B, c *http.Client, url string, streams int) {
 	}
 	b.ReportAllocs()
 	b.SetParallelism(streams)
-	cpu0 := cpuTime()
+	cpu0, g0 := cpuTime(), goroutinesCreated()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
@@ -126,6 +128,16 @@ func runStreams(b *testing.B, c *http.Client, url string, streams int) {
 	})
 	b.StopTimer()
 	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(goroutinesCreated()-g0)/float64(b.N), "goroutines/op")
+}
+
+// goroutinesCreated counts the goroutines the process has started: per
+// request, the hand-offs a protocol makes to goroutines of their own
+// (HTTP/2's handler and frame writes, say).
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 func cpuTime() time.Duration {
