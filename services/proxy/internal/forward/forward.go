@@ -64,6 +64,9 @@ const maxAttempts = 8
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		growStack() // a new goroutine per stream
+	}
 	id := r.Header.Get(HeaderRequestID)
 	if id == "" || len(id) > 200 {
 		id = h.ids.Next()

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime/metrics"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,13 +86,58 @@ func runPost(b *testing.B, c *http.Client, url string, body []byte) {
 	}
 	get() // connections up
 	b.ReportAllocs()
-	cpu0 := cpuTime()
+	cpu0, g0 := cpuTime(), goroutinesCreated()
 	b.ResetTimer()
 	for b.Loop() {
 		get()
 	}
 	b.StopTimer()
 	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(goroutinesCreated()-g0)/float64(b.N), "goroutines/op")
+}
+
+// runStreams is run with streams requests in flight at once per
+// GOMAXPROCS (b.SetParallelism), on the client's connections.
+func runStreams(b *testing.B, c *http.Client, url string, streams int) {
+	get := func() error {
+		resp, err := c.Get(url)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	if err := get(); err != nil { // connection up
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetParallelism(streams)
+	cpu0, g0 := cpuTime(), goroutinesCreated()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := get(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+	b.ReportMetric(float64(goroutinesCreated()-g0)/float64(b.N), "goroutines/op")
+}
+
+// goroutinesCreated counts the goroutines the process has started: per
+// request, the hand-offs a protocol makes to goroutines of their own
+// (HTTP/2's handler and frame writes, say).
+func goroutinesCreated() uint64 {
+	s := []metrics.Sample{{Name: "/sched/goroutines-created:goroutines"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
 }
 
 func cpuTime() time.Duration {
@@ -120,13 +167,15 @@ func BenchmarkProxyMTLSTraced(b *testing.B) {
 // BenchmarkListener measures requests through a Listener that requires and
 // verifies client certificates (ECDSA P-256, TLS 1.3) to an mTLS HTTP/1.1
 // upstream: h1 and h2 are keep-alive requests on one connection (HTTP/1.1,
-// and h2 streams one after another), newconn a full handshake per request
-// with no resumption (HTTP/1.1). The traced variants have every request
+// and h2 streams one after another), h2-streams eight streams at once on one
+// h2 connection (as the peers harness's load generator sends them),
+// newconn a full handshake per request with no resumption (HTTP/1.1). The
+// traced variants have every request
 // sampled, spans batched to an exporter that discards them. Client, node
 // and upstream share the process: compare allocs/op and cpu-ns/op between
 // builds, not with another benchmark.
 func BenchmarkListener(b *testing.B) {
-	for _, mode := range []string{"h1", "h2", "newconn", "h1-traced", "h2-traced"} {
+	for _, mode := range []string{"h1", "h2", "h2-streams", "newconn", "h1-traced", "h2-traced"} {
 		b.Run(mode, func(b *testing.B) {
 			var mod func(*node.Config)
 			if strings.HasSuffix(mode, "-traced") {
@@ -146,7 +195,13 @@ func BenchmarkListener(b *testing.B) {
 			}}
 			t.ForceAttemptHTTP2 = strings.HasPrefix(mode, "h2")
 			t.DisableKeepAlives = mode == "newconn"
-			run(b, &http.Client{Transport: t}, "https://"+e.node.ListenerAddr("public")+"/bench/x")
+			url := "https://" + e.node.ListenerAddr("public") + "/bench/x"
+			if mode == "h2-streams" {
+				t.MaxConnsPerHost = 1
+				runStreams(b, &http.Client{Transport: t}, url, 8)
+				return
+			}
+			run(b, &http.Client{Transport: t}, url)
 		})
 	}
 }
