@@ -12,9 +12,13 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
+
+	"go.opentelemetry.io/otel/attribute"
 
 	"keyway.dev/internal/identity"
 	"keyway.dev/internal/model"
+	"keyway.dev/internal/telemetry"
 )
 
 // Target is what a matched route sends the request to.
@@ -33,6 +37,26 @@ type Target struct {
 
 	// index is the route's position in its Table: see [Target.Index].
 	index int
+	// spanAttrs are made by the first traced request: see
+	// [Target.SpanAttributes].
+	spanAttrs atomic.Pointer[[]attribute.KeyValue]
+}
+
+// SpanAttributes are the request span's attributes of the route:
+// keyway.route and keyway.upstream first, then http.route if the route has
+// a path. Made once per Target, by its first traced request, not per
+// request nor for every route at start; shared, so read only.
+func (t *Target) SpanAttributes() []attribute.KeyValue {
+	if a := t.spanAttrs.Load(); a != nil {
+		return *a
+	}
+	a := []attribute.KeyValue{telemetry.AttrRoute.String(t.Route), telemetry.AttrUpstream.String(t.Service)}
+	if t.Path != "" {
+		a = append(a, telemetry.AttrHTTPRoute.String(t.Path))
+	}
+	a = a[:len(a):len(a)] // an append by a reader copies
+	t.spanAttrs.CompareAndSwap(nil, &a)
+	return *t.spanAttrs.Load()
 }
 
 // Index is the route's position among its Table's routes, from 0 to
