@@ -86,7 +86,12 @@ func Setup(ctx context.Context, service string) (t Tracing, shutdown func(contex
 	if err != nil {
 		return Tracing{}, noop, err
 	}
-	exp, err := autoexport.NewSpanExporter(ctx)
+	var exp sdktrace.SpanExporter
+	if exporter == "otlp" {
+		exp, err = NewOTLPExporter(ctx)
+	} else {
+		exp, err = autoexport.NewSpanExporter(ctx)
+	}
 	if err != nil {
 		return Tracing{}, noop, fmt.Errorf("telemetry: OTEL_TRACES_EXPORTER=%q (use otlp, console or none): %w", exporter, err)
 	}
