@@ -359,11 +359,6 @@ func (w *Watcher) session(ctx context.Context) error {
 	seen := make(map[string]bool)
 	// A resumed session has no initial values: what it reads are changes.
 	initial := !resume
-	var reader *initialReader
-	if initial {
-		reader = w.newInitialReader()
-		defer reader.stop() // what was read is applied, also when the session breaks
-	}
 	// next returns the next update, waiting for one if wait is set; ok is
 	// false when there is none queued (wait unset), err when the session
 	// is over.
@@ -409,7 +404,6 @@ func (w *Watcher) session(ctx context.Context) error {
 		if e == nil {
 			if initial {
 				initial = false
-				reader.stop()
 				for key := range w.store.Keys() {
 					if !seen[key] {
 						w.remove(key)
@@ -442,7 +436,7 @@ func (w *Watcher) session(ctx context.Context) error {
 				w.store.Reserve(hint)
 			}
 			seen[e.Key()] = true
-			reader.add(e)
+			w.apply(e)
 			// Only the newest value read tells whether a batch is
 			// still being stored: an older one without its commit marker
 			// lost that key to a later write.
@@ -508,17 +502,6 @@ func (w *Watcher) noteCreated(e jetstream.KeyValueEntry) {
 // refused: the key keeps its last good model, and the refusal is kept in
 // w.skipped until the key gets a good value or is deleted.
 func (w *Watcher) apply(e jetstream.KeyValueEntry) {
-	if e.Operation() != jetstream.KeyValuePut || (e.Revision() <= w.revision && w.loaded) {
-		w.applyDecoded(e, model.Object{}, "", nil)
-		return
-	}
-	obj, msg, err := w.decode(e.Key(), e.Value(), e.Revision())
-	w.applyDecoded(e, obj, msg, err)
-}
-
-// applyDecoded is apply with e's value decoded already (a put's; obj, msg
-// and err are not read for a delete or a revision already applied).
-func (w *Watcher) applyDecoded(e jetstream.KeyValueEntry, obj model.Object, msg string, err error) {
 	w.stats.entries.Add(1)
 	key, rev := e.Key(), e.Revision()
 	if rev <= w.revision && w.loaded {
@@ -532,6 +515,7 @@ func (w *Watcher) applyDecoded(e jetstream.KeyValueEntry, obj model.Object, msg 
 		w.remove(key)
 		return
 	}
+	obj, msg, err := w.decode(key, e.Value(), rev)
 	if err != nil {
 		w.log.Error(msg, "key", key, "revision", rev, "error", err)
 		w.skipped[key] = &publish.SkippedError{Key: key, Revision: rev, Err: err, Time: time.Now()}
