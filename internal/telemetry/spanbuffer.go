@@ -22,9 +22,10 @@ type SpanBuffer struct {
 	attrs [bufferedAttrs]attribute.KeyValue
 }
 
-// bufferedAttrs is room for a request span's attributes (about 12) and an
-// upstream span's (about 12) without spilling.
-const bufferedAttrs = 16
+// bufferedAttrs is room for the attributes of a request span (12) and of
+// an upstream span (11, 12 when it fails) that succeed; a failure's few
+// more go to the span at once.
+const bufferedAttrs = 12
 
 // Reset makes b the buffer of s, with nothing kept.
 func (b *SpanBuffer) Reset(s trace.Span) {

@@ -81,9 +81,9 @@ func routeMatched(span trace.Span, t *router.Target) {
 	if !span.IsRecording() {
 		return // not sampled
 	}
-	attrs := t.SpanAttributes()
+	attrs, event := t.SpanAttributes()
 	span.SetAttributes(attrs...)
-	span.AddEvent(telemetry.EventRouteMatch, trace.WithAttributes(attrs[:2]...))
+	span.AddEvent(telemetry.EventRouteMatch, event...)
 }
 
 // failSpan records a request answered with a failure body. span may be nil

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"keyway.dev/internal/identity"
 	"keyway.dev/internal/model"
@@ -39,24 +40,32 @@ type Target struct {
 	index int
 	// spanAttrs are made by the first traced request: see
 	// [Target.SpanAttributes].
-	spanAttrs atomic.Pointer[[]attribute.KeyValue]
+	spanAttrs atomic.Pointer[spanAttrs]
+}
+
+type spanAttrs struct {
+	attrs []attribute.KeyValue
+	event []trace.EventOption
 }
 
 // SpanAttributes are the request span's attributes of the route:
 // keyway.route and keyway.upstream first, then http.route if the route has
-// a path. Made once per Target, by its first traced request, not per
-// request nor for every route at start; shared, so read only.
-func (t *Target) SpanAttributes() []attribute.KeyValue {
+// a path; event holds the first two as the options of the route's
+// [telemetry.EventRouteMatch]. Made once per Target, by its first traced
+// request, not per request nor for every route at start; shared, so read
+// only.
+func (t *Target) SpanAttributes() (attrs []attribute.KeyValue, event []trace.EventOption) {
 	if a := t.spanAttrs.Load(); a != nil {
-		return *a
+		return a.attrs, a.event
 	}
 	a := []attribute.KeyValue{telemetry.AttrRoute.String(t.Route), telemetry.AttrUpstream.String(t.Service)}
 	if t.Path != "" {
 		a = append(a, telemetry.AttrHTTPRoute.String(t.Path))
 	}
 	a = a[:len(a):len(a)] // an append by a reader copies
-	t.spanAttrs.CompareAndSwap(nil, &a)
-	return *t.spanAttrs.Load()
+	t.spanAttrs.CompareAndSwap(nil, &spanAttrs{attrs: a, event: []trace.EventOption{trace.WithAttributes(a[:2]...)}})
+	got := t.spanAttrs.Load()
+	return got.attrs, got.event
 }
 
 // Index is the route's position among its Table's routes, from 0 to
