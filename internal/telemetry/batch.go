@@ -13,6 +13,8 @@ import (
 
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"keyway.dev/internal/limits"
 )
 
 // BatchOptions are a [Batcher]'s bounds; the zero value of a field is the
@@ -61,7 +63,7 @@ func batchOptionsFromEnv() (BatchOptions, error) {
 		}
 		n, err := strconv.Atoi(v)
 		if err != nil || n <= 0 {
-			errs = append(errs, fmt.Errorf("telemetry: %s=%q: want a positive whole number", name, v))
+			errs = append(errs, fmt.Errorf("telemetry: %s=%s: want a positive whole number of milliseconds or spans", name, limits.Quote(v)))
 			return 0
 		}
 		return n

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"strings"
@@ -18,6 +19,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"keyway.dev/internal/limits"
 )
 
 // OTLPExporter sends spans over OTLP (gRPC or HTTP/protobuf) through the
@@ -52,9 +55,11 @@ type spanGroup struct {
 // the protocol it names (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else
 // OTEL_EXPORTER_OTLP_PROTOCOL; http/protobuf when neither is set).
 func NewOTLPExporter(ctx context.Context) (*OTLPExporter, error) {
-	proto := strings.TrimSpace(os.Getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"))
+	name := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	proto := strings.TrimSpace(os.Getenv(name))
 	if proto == "" {
-		proto = strings.TrimSpace(os.Getenv("OTEL_EXPORTER_OTLP_PROTOCOL"))
+		name = "OTEL_EXPORTER_OTLP_PROTOCOL"
+		proto = strings.TrimSpace(os.Getenv(name))
 	}
 	var client otlptrace.Client
 	switch proto {
@@ -63,7 +68,7 @@ func NewOTLPExporter(ctx context.Context) (*OTLPExporter, error) {
 	case "", "http/protobuf":
 		client = otlptracehttp.NewClient()
 	default:
-		return nil, errUnknownProtocol(proto)
+		return nil, &errUnknownProtocol{name: name, value: proto}
 	}
 	if err := client.Start(ctx); err != nil {
 		return nil, err
@@ -71,10 +76,10 @@ func NewOTLPExporter(ctx context.Context) (*OTLPExporter, error) {
 	return &OTLPExporter{client: client}, nil
 }
 
-type errUnknownProtocol string
+type errUnknownProtocol struct{ name, value string }
 
-func (e errUnknownProtocol) Error() string {
-	return "telemetry: OTEL_EXPORTER_OTLP_PROTOCOL=" + string(e) + ": use grpc or http/protobuf"
+func (e *errUnknownProtocol) Error() string {
+	return fmt.Sprintf("telemetry: %s=%s: use grpc or http/protobuf", e.name, limits.Quote(e.value))
 }
 
 // ExportSpans sends spans in one request. Safe for concurrent use.

@@ -153,8 +153,8 @@ func trim(m proto.Message) string {
 func TestOTLPExporterUnknownProtocol(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "")
 	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")
-	var e errUnknownProtocol
-	if _, err := NewOTLPExporter(context.Background()); !errors.As(err, &e) {
+	var e *errUnknownProtocol
+	if _, err := NewOTLPExporter(context.Background()); !errors.As(err, &e) || e.name != "OTEL_EXPORTER_OTLP_PROTOCOL" {
 		t.Fatalf("NewOTLPExporter: %v, want an unknown protocol error", err)
 	}
 }
