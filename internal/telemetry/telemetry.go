@@ -62,7 +62,9 @@ func DefaultPropagator() propagation.TextMapPropagator {
 //   - OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES: the resource.
 //   - OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG: the sampler (default
 //     parentbased_always_on).
-//   - OTEL_BSP_*: the batch span processor.
+//   - OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_EXPORT_TIMEOUT (milliseconds),
+//     OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE: the
+//     [Batcher]'s [BatchOptions].
 //   - OTEL_PROPAGATORS: default tracecontext,baggage.
 //
 // shutdown flushes the spans still buffered and stops the exporter; call it
@@ -80,7 +82,16 @@ func Setup(ctx context.Context, service string) (t Tracing, shutdown func(contex
 	if exporter == "" || exporter == "none" || strings.EqualFold(os.Getenv("OTEL_SDK_DISABLED"), "true") {
 		return off, noop, nil
 	}
-	exp, err := autoexport.NewSpanExporter(ctx)
+	batch, err := batchOptionsFromEnv()
+	if err != nil {
+		return Tracing{}, noop, err
+	}
+	var exp sdktrace.SpanExporter
+	if exporter == "otlp" {
+		exp, err = NewOTLPExporter(ctx)
+	} else {
+		exp, err = autoexport.NewSpanExporter(ctx)
+	}
 	if err != nil {
 		return Tracing{}, noop, fmt.Errorf("telemetry: OTEL_TRACES_EXPORTER=%q (use otlp, console or none): %w", exporter, err)
 	}
@@ -99,8 +110,10 @@ func Setup(ctx context.Context, service string) (t Tracing, shutdown func(contex
 		_ = exp.Shutdown(ctx) // nothing was exported yet
 		return Tracing{}, noop, fmt.Errorf("telemetry: reading OTEL_RESOURCE_ATTRIBUTES: %w", err)
 	}
-	// The SDK reads OTEL_TRACES_SAMPLER(_ARG) and OTEL_BSP_* itself.
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	// The SDK reads OTEL_TRACES_SAMPLER(_ARG) itself; OTEL_BSP_* are the
+	// Batcher's (the SDK's batch span processor wakes its exporting
+	// goroutine once per span).
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(NewBatcher(exp, batch)), sdktrace.WithResource(res))
 	otel.SetTracerProvider(tp)
 	t = Tracing{Provider: tp, Tracer: tp.Tracer(InstrumentationName), Propagator: prop}
 	return t, tp.Shutdown, nil

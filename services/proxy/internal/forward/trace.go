@@ -31,39 +31,44 @@ func requestSpan(ctx context.Context) trace.Span {
 // the TLS handshake of the connection when it arrived on a Listener.
 func (h *Handler) serveTraced(w http.ResponseWriter, r *http.Request, id string) {
 	ctx := h.tr.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	// Room for every attribute, so that the slice is made once; the span
-	// copies them.
-	attrs := make([]attribute.KeyValue, 0, 8)
-	attrs = append(attrs,
-		telemetry.AttrHTTPRequestMethod.String(r.Method),
-		telemetry.AttrURLPath.String(r.URL.Path),
-		telemetry.AttrRequestID.String(id),
-		telemetry.AttrNetworkProtocolVer.String(protocolVersion(r)),
-	)
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	attrs = append(attrs, telemetry.AttrURLScheme.String(scheme))
-	if host, port, err := net.SplitHostPort(r.Host); err == nil {
-		attrs = append(attrs, telemetry.AttrServerAddress.String(host))
-		if p, err := strconv.Atoi(port); err == nil {
-			attrs = append(attrs, telemetry.AttrServerPort.Int(p))
-		}
-	} else if r.Host != "" {
-		attrs = append(attrs, telemetry.AttrServerAddress.String(r.Host))
-	}
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		attrs = append(attrs, telemetry.AttrClientAddress.String(host))
-	}
-	var optsBuf [3]trace.SpanStartOption
-	opts := append(optsBuf[:0], serverKind, trace.WithAttributes(attrs...))
+	var optsBuf [2]trace.SpanStartOption
+	opts := append(optsBuf[:0], serverKind)
 	if hs := inbound.HandshakeSpan(r); hs.IsValid() {
 		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: hs}))
 	}
-	ctx, span := h.tr.Tracer.Start(ctx, telemetry.SpanRequest, opts...)
+	// No attributes at the start (the samplers Keyway offers read none):
+	// the span takes them all in one call at its end (telemetry.SpanBuffer).
+	ctx, sdkSpan := h.tr.Tracer.Start(ctx, telemetry.SpanRequest, opts...)
+	span := &telemetry.SpanBuffer{}
+	span.Reset(sdkSpan)
 	defer span.End()
-	ctx = context.WithValue(ctx, requestSpanKey{}, span)
+	if sdkSpan.IsRecording() {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		var attrs [8]attribute.KeyValue
+		a := append(attrs[:0],
+			telemetry.AttrHTTPRequestMethod.String(r.Method),
+			telemetry.AttrURLPath.String(r.URL.Path),
+			telemetry.AttrRequestID.String(id),
+			telemetry.AttrNetworkProtocolVer.String(protocolVersion(r)),
+			telemetry.AttrURLScheme.String(scheme),
+		)
+		if host, port, err := net.SplitHostPort(r.Host); err == nil {
+			a = append(a, telemetry.AttrServerAddress.String(host))
+			if p, err := strconv.Atoi(port); err == nil {
+				a = append(a, telemetry.AttrServerPort.Int(p))
+			}
+		} else if r.Host != "" {
+			a = append(a, telemetry.AttrServerAddress.String(r.Host))
+		}
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			a = append(a, telemetry.AttrClientAddress.String(host))
+		}
+		span.SetAttributes(a...)
+	}
+	ctx = context.WithValue(ctx, requestSpanKey{}, trace.Span(span))
 	h.serve(w, r.WithContext(ctx), id, span)
 }
 
@@ -76,14 +81,9 @@ func routeMatched(span trace.Span, t *router.Target) {
 	if !span.IsRecording() {
 		return // not sampled
 	}
-	attrs := []attribute.KeyValue{telemetry.AttrRoute.String(t.Route), telemetry.AttrUpstream.String(t.Service), {}}
-	if t.Path != "" {
-		attrs[2] = telemetry.AttrHTTPRoute.String(t.Path)
-		span.SetAttributes(attrs...)
-	} else {
-		span.SetAttributes(attrs[:2]...)
-	}
-	span.AddEvent(telemetry.EventRouteMatch, trace.WithAttributes(attrs[:2]...))
+	attrs, event := t.SpanAttributes()
+	span.SetAttributes(attrs...)
+	span.AddEvent(telemetry.EventRouteMatch, event...)
 }
 
 // failSpan records a request answered with a failure body. span may be nil

@@ -153,7 +153,7 @@ func BenchmarkProxyMTLSTraced(b *testing.B) {
 	for _, h2 := range []bool{false, true} {
 		b.Run(map[bool]string{false: "h1", true: "h2"}[h2], func(b *testing.B) {
 			tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
-				sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+				sdktrace.WithSpanProcessor(telemetry.NewBatcher(tracetest.NewNoopExporter(), telemetry.BatchOptions{})))
 			b.Cleanup(func() { tp.Shutdown(context.Background()) })
 			e := newEnv(b, func(c *node.Config) { c.Tracing = telemetry.New(tp) })
 			srv := upstreamServer(b, e.server, e.clients, h2, nil)
@@ -180,7 +180,7 @@ func BenchmarkListener(b *testing.B) {
 			var mod func(*node.Config)
 			if strings.HasSuffix(mode, "-traced") {
 				tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()),
-					sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+					sdktrace.WithSpanProcessor(telemetry.NewBatcher(tracetest.NewNoopExporter(), telemetry.BatchOptions{})))
 				b.Cleanup(func() { tp.Shutdown(context.Background()) })
 				mod = func(c *node.Config) { c.Tracing = telemetry.New(tp) }
 			}

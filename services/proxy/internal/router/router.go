@@ -12,9 +12,14 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync/atomic"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"keyway.dev/internal/identity"
 	"keyway.dev/internal/model"
+	"keyway.dev/internal/telemetry"
 )
 
 // Target is what a matched route sends the request to.
@@ -33,6 +38,34 @@ type Target struct {
 
 	// index is the route's position in its Table: see [Target.Index].
 	index int
+	// spanAttrs are made by the first traced request: see
+	// [Target.SpanAttributes].
+	spanAttrs atomic.Pointer[spanAttrs]
+}
+
+type spanAttrs struct {
+	attrs []attribute.KeyValue
+	event []trace.EventOption
+}
+
+// SpanAttributes are the request span's attributes of the route:
+// keyway.route and keyway.upstream first, then http.route if the route has
+// a path; event holds the first two as the options of the route's
+// [telemetry.EventRouteMatch]. Made once per Target, by its first traced
+// request, not per request nor for every route at start; shared, so read
+// only.
+func (t *Target) SpanAttributes() (attrs []attribute.KeyValue, event []trace.EventOption) {
+	if a := t.spanAttrs.Load(); a != nil {
+		return a.attrs, a.event
+	}
+	a := []attribute.KeyValue{telemetry.AttrRoute.String(t.Route), telemetry.AttrUpstream.String(t.Service)}
+	if t.Path != "" {
+		a = append(a, telemetry.AttrHTTPRoute.String(t.Path))
+	}
+	a = a[:len(a):len(a)] // an append by a reader copies
+	t.spanAttrs.CompareAndSwap(nil, &spanAttrs{attrs: a, event: []trace.EventOption{trace.WithAttributes(a[:2]...)}})
+	got := t.spanAttrs.Load()
+	return got.attrs, got.event
 }
 
 // Index is the route's position among its Table's routes, from 0 to

@@ -165,6 +165,9 @@ type Upstream struct {
 	rec       Recorder
 	// tracing is on when its Tracer is set.
 	tracing telemetry.Tracing
+	// traceAttrs are the span attributes of each endpoint traced so far
+	// (trace.go).
+	traceAttrs atomic.Pointer[[]endpointAttrs]
 	// fail answers a request that could not be forwarded, returning the
 	// status and the classified failure.
 	fail func(w http.ResponseWriter, r *http.Request, err error) (int, *Error)
