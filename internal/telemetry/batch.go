@@ -167,7 +167,8 @@ func (b *Batcher) loop() {
 		case <-b.wake:
 		case answer = <-b.flush:
 		}
-		b.exportAll(context.Background())
+		// export has handed each failure to otel.Handle already.
+		_ = b.exportAll(context.Background())
 		if answer != nil {
 			close(answer)
 		}
