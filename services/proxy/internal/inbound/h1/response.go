@@ -459,7 +459,7 @@ func (cw *chunkWriter) writeHeader(p []byte) {
 			switch {
 			case bdy.expect:
 				// Read to its end (see above).
-			case bdy.closed:
+			case bdy.closed || bdy.innerClosed:
 				if !bdy.sawEOF {
 					w.closeAfterReply = true
 				}
@@ -662,6 +662,9 @@ type body struct {
 	sawEOF     bool
 	closed     bool
 	earlyClose bool
+	// innerClosed is set when net/http's body closed itself (a bad
+	// trailer): it counts as closed before its end.
+	innerClosed bool
 }
 
 func (b *body) Read(p []byte) (int, error) {
@@ -692,8 +695,15 @@ func (b *body) read(p []byte) (int, error) {
 	if b.remain > 0 {
 		b.remain -= int64(n)
 	}
-	if err == io.EOF {
+	switch {
+	case err == io.EOF:
 		b.sawEOF = true
+	case err != nil && b.remain < 0 && !b.innerClosed:
+		// net/http's chunked body closes itself when its trailer does
+		// not parse; an empty read tells, with no I/O once it failed.
+		if _, err := b.rc.Read(nil); err == http.ErrBodyReadAfterClose {
+			b.innerClosed = true
+		}
 	}
 	return n, err
 }
@@ -707,7 +717,7 @@ func (b *body) Close() error {
 	}
 	var err error
 	switch {
-	case b.sawEOF:
+	case b.sawEOF, b.innerClosed:
 	case b.closing && b.remain >= 0:
 	case b.remain > maxPostHandlerReadBytes:
 		b.earlyClose = true
