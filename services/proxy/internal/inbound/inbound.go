@@ -146,9 +146,9 @@ type server struct {
 	handshaking map[*conn]struct{}
 	closing     bool
 	since       time.Time
-	snap     atomic.Pointer[snapshot]
-	done     chan struct{}
-	err      atomic.Pointer[error] // why Serve stopped, if not by Shutdown
+	snap        atomic.Pointer[snapshot]
+	done        chan struct{}
+	err         atomic.Pointer[error] // why Serve stopped, if not by Shutdown
 }
 
 // New returns a manager serving no Listener yet.
