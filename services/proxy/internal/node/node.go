@@ -91,6 +91,9 @@ type Config struct {
 	// every Listener (HTTP/1.1 and HTTP/2): larger ones are answered 431.
 	// Default inbound.DefaultMaxHeaderBytes (64 KiB).
 	MaxHeaderBytes int
+	// NetHTTP1 serves HTTP/1.1 on the Listeners with net/http's server
+	// instead of the direct loop ([inbound.Options].NetHTTP1).
+	NetHTTP1 bool
 	// RevocationMaxRefresh is the longest time between two fetches of a
 	// CRL or an OCSP response that Listener hosts check client
 	// certificates, and Upstreams their upstream's certificate, against, however far its nextUpdate: how long a
@@ -289,7 +292,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	handler := forward.New(n.watcher, forward.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
 	n.inbound = inbound.New(inbound.Options{
-		Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
+		Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, NetHTTP1: cfg.NetHTTP1,
 		Handshakes: n.metrics, Tracing: cfg.Tracing, Logger: log,
 		RevocationChecks: revocationMetrics,
 		NoStapling:       cfg.NoPresentedRevocation,

@@ -6,7 +6,7 @@ import (
 )
 
 // FuzzServeMatchesNetHTTP sends the same fuzzed bytes to net/http's
-// server and to Server, on connections of their own over loopback, each
+// server and to Server, on connections of their own over Unix sockets, each
 // serving the echo handler: both must answer the same bytes (but for
 // Date) and end the connection the same way. The seeds are the
 // differential and smuggling corpora.
