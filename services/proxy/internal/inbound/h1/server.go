@@ -75,6 +75,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
+	lns      map[net.Listener]struct{}
 	shutdown atomic.Bool
 	// drained is closed when Shutdown waits and the last connection is
 	// gone.
@@ -96,9 +97,6 @@ const maxPostHandlerReadBytes = 256 << 10
 // by a handler that returns without flushing, gets a Content-Length;
 // a longer one is chunked. net/http's value.
 const bufferBeforeChunking = 2048
-
-// ErrServerClosed is returned by ServeConn after Shutdown or Close.
-var ErrServerClosed = errors.New("h1: server closed")
 
 func (s *Server) logf(format string, args ...any) {
 	if s.ErrorLog != nil {
@@ -166,6 +164,9 @@ func (s *Server) setIdle(c *conn, idle bool) bool {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown.Store(true)
+	for ln := range s.lns {
+		ln.Close()
+	}
 	for c := range s.conns {
 		if c.idle {
 			c.rwc.Close()
@@ -188,14 +189,21 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close closes every connection now, serving or not.
-func (s *Server) Close() {
+// Close closes the listeners and every connection now, serving or not,
+// and cancels the contexts of the requests in flight (which a closed
+// connection alone does not: nothing reads it while a handler runs).
+func (s *Server) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.shutdown.Store(true)
+	for ln := range s.lns {
+		ln.Close()
+	}
 	for c := range s.conns {
 		c.rwc.Close()
+		c.cancelCtx()
 	}
+	return nil
 }
 
 // conn is one connection being served.
@@ -269,16 +277,53 @@ func (w errWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Serve accepts connections on ln and serves each in a goroutine of its
+// own, with the context of its requests derived from ctx; temporary
+// accept errors (too many open files) are retried after a pause, as
+// net/http's server does. It returns http.ErrServerClosed after Shutdown
+// or Close (which close ln), or the error that stopped accepting.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	if s.shutdown.Load() {
+		s.mu.Unlock()
+		return http.ErrServerClosed
+	}
+	if s.lns == nil {
+		s.lns = make(map[net.Listener]struct{})
+	}
+	s.lns[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.lns, ln)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		rwc, err := ln.Accept()
+		if err != nil {
+			if s.shutdown.Load() {
+				return http.ErrServerClosed
+			}
+			if ne, ok := err.(net.Error); ok && ne.Temporary() { //nolint:staticcheck // net/http's test for EMFILE and the like
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.logf("http: Accept error: %v; retrying in %v", err, delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		go s.ServeConn(ctx, rwc)
+	}
+}
+
 // ServeConn serves rwc (a *tls.Conn whose handshake is done, or a plain
 // connection) in the calling goroutine until the connection closes, is
 // hijacked, or the server shuts down. ctx is the parent of the requests'
 // contexts.
 func (s *Server) ServeConn(ctx context.Context, rwc net.Conn) error {
 	c := &conn{srv: s, rwc: rwc}
-	if !s.track(c, true) {
-		rwc.Close()
-		return ErrServerClosed
-	}
 	if ra := rwc.RemoteAddr(); ra != nil {
 		c.remoteAddr = ra.String()
 	}
@@ -292,6 +337,10 @@ func (s *Server) ServeConn(ctx context.Context, rwc net.Conn) error {
 	}
 	ctx, c.cancelCtx = context.WithCancel(ctx)
 	defer c.cancelCtx()
+	if !s.track(c, true) {
+		rwc.Close()
+		return http.ErrServerClosed
+	}
 	c.r = connReader{c: c}
 	c.br = bufio.NewReaderSize(&c.r, 4<<10)
 	c.bw = bufio.NewWriterSize(errWriter{c}, 4<<10)

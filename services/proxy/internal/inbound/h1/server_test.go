@@ -204,20 +204,13 @@ func startServers(t testing.TB, handler http.Handler) servers {
 
 	ln := listen(t, dir, "h1")
 	srv := &Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxHeaderBytes: testMaxHeaderBytes, ErrorLog: quiet}
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go srv.ServeConn(context.Background(), c)
-		}
-	})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background(), ln) }()
 	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
 		srv.Close()
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("Serve returned %v, want http.ErrServerClosed", err)
+		}
 	})
 	return servers{std: stdLn.Addr().String(), h1: ln.Addr().String()}
 }
