@@ -23,6 +23,7 @@ type response struct {
 	conn             *conn
 	req              *http.Request
 	reqBody          *body
+	body             body // reqBody's storage
 	cancelCtx        context.CancelFunc
 	wroteHeader      bool // a non-1xx header was (logically) written
 	wants10KeepAlive bool
@@ -100,18 +101,49 @@ func (w *response) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status = code
-	if w.calledHeader && w.cw.header == nil {
-		w.cw.header = w.handlerHeader.Clone()
-	}
-	if cl := get(w.handlerHeader, "Content-Length"); cl != "" {
-		v, err := strconv.ParseInt(cl, 10, 64)
-		if err == nil && v >= 0 {
+	cl := get(w.handlerHeader, "Content-Length")
+	if cl != "" {
+		if v, err := strconv.ParseInt(cl, 10, 64); err == nil && v >= 0 {
 			w.contentLength = v
-		} else {
-			w.conn.srv.logf("http: invalid Content-Length of %q", cl)
-			w.handlerHeader.Del("Content-Length")
+			cl = ""
 		}
 	}
+	// cl is now an invalid Content-Length, or "".
+	if w.calledHeader && w.cw.header == nil {
+		if w.headerSettled() {
+			// Written now, as it would be later: nothing the body
+			// could change. The handler's later changes to its
+			// header are ignored either way; this saves net/http's
+			// clone of it.
+			w.cw.header = w.handlerHeader
+			w.cw.borrowed = true
+			w.cw.writeHeader(nil)
+		} else {
+			// Cloned before an invalid Content-Length is deleted,
+			// as net/http does: the clone keeps it.
+			w.cw.header = w.handlerHeader.Clone()
+		}
+	}
+	if cl != "" {
+		w.conn.srv.logf("http: invalid Content-Length of %q", cl)
+		w.handlerHeader.Del("Content-Length")
+	}
+}
+
+// headerSettled reports whether the header, as WriteHeader leaves it, is
+// written the same whatever the body turns out to be and whenever it is
+// written: the length is declared (so it is not computed from a short
+// body), the Content-Type is not to be sniffed, and there is no request
+// body to read before the header goes out.
+func (w *response) headerSettled() bool {
+	if w.req.ContentLength != 0 || w.contentLength == -1 || w.canWriteContinue.Load() {
+		return false
+	}
+	h := w.handlerHeader
+	if !bodyAllowedForStatus(w.status) || has(h, "Content-Type") || get(h, "Transfer-Encoding") != "" {
+		return true
+	}
+	return len(h.Get("Content-Encoding")) > 0
 }
 
 func (w *response) Write(data []byte) (int, error) { return w.write(len(data), data, "") }
@@ -280,8 +312,10 @@ func (w *response) declareTrailer(k string) {
 type chunkWriter struct {
 	res *response
 	// header is a clone of the handler's header at WriteHeader, when the
-	// handler may change it before it is written.
+	// handler may change it before it is written; or the handler's own
+	// (borrowed), when it is written at WriteHeader.
 	header      http.Header
+	borrowed    bool
 	wroteHeader bool
 	chunking    bool
 	hexBuf      [18]byte
@@ -379,8 +413,8 @@ func (cw *chunkWriter) writeHeader(p []byte) {
 	isHEAD := w.req.Method == "HEAD"
 
 	header := cw.header
-	owned := header != nil
-	if !owned {
+	owned := header != nil && !cw.borrowed
+	if header == nil {
 		header = w.handlerHeader
 	}
 	var excludeHeader map[string]bool

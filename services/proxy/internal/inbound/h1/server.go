@@ -432,16 +432,30 @@ func (c *conn) serve(ctx context.Context) {
 		} else {
 			c.rwc.SetReadDeadline(time.Time{})
 		}
-		// The next request's header timeout starts at its first bytes.
+		// The next request's header timeout starts at its first bytes;
+		// when they hold the whole header, nothing is left for it to
+		// bound (the read of a body is not bounded: see readRequest).
 		if _, err := c.br.Peek(4); err != nil {
 			return
 		}
-		if d := s.ReadHeaderTimeout; d > 0 {
-			c.rwc.SetReadDeadline(time.Now().Add(d))
-		} else {
-			c.rwc.SetReadDeadline(time.Time{})
+		if !c.headerBuffered() {
+			if d := s.ReadHeaderTimeout; d > 0 {
+				c.rwc.SetReadDeadline(time.Now().Add(d))
+			} else {
+				c.rwc.SetReadDeadline(time.Time{})
+			}
 		}
 	}
+}
+
+// headerBuffered reports whether the reader holds a whole request header
+// (up to its empty line; a bare LF ends a line for net/textproto too).
+func (c *conn) headerBuffered() bool {
+	b := peekBuffered(c.br)
+	if c.lastMethod == "POST" {
+		b = b[numLeadingCRorLF(b[:min(4, len(b))]):]
+	}
+	return bytes.Contains(b, []byte("\n\n")) || bytes.Contains(b, []byte("\n\r\n"))
 }
 
 // errorHeaders ends the status line of a refusal, as net/http's does.
@@ -544,15 +558,15 @@ func (c *conn) readRequest(ctx context.Context) (*response, error) {
 	c.lastMethod = req.Method
 	c.r.remain = 1<<63 - 1
 
-	hosts, haveHost, err := c.hostHeader(req)
+	host, hosts, err := c.hostHeader(req)
 	if err != nil {
 		return nil, err
 	}
-	isH2Upgrade := req.Method == "PRI" && len(req.Header) == 0 && !haveHost && req.URL.Path == "*" && req.Proto == "HTTP/2.0"
-	if req.ProtoAtLeast(1, 1) && (!haveHost || len(hosts) == 0) && !isH2Upgrade && req.Method != "CONNECT" {
+	isH2Upgrade := req.Method == "PRI" && len(req.Header) == 0 && hosts == 0 && req.URL.Path == "*" && req.Proto == "HTTP/2.0"
+	if req.ProtoAtLeast(1, 1) && hosts == 0 && !isH2Upgrade && req.Method != "CONNECT" {
 		return nil, badRequestError("missing required Host header")
 	}
-	if len(hosts) == 1 && !httpguts.ValidHostHeader(hosts[0]) {
+	if hosts == 1 && !httpguts.ValidHostHeader(host) {
 		return nil, badRequestError("malformed Host header")
 	}
 	for k, vv := range req.Header {
@@ -566,6 +580,12 @@ func (c *conn) readRequest(ctx context.Context) (*response, error) {
 		}
 	}
 
+	if req.Body != http.NoBody && s.ReadHeaderTimeout > 0 {
+		// The header's deadline does not bound the body (net/http's
+		// ReadTimeout, which would, is not set). Without a body nothing
+		// reads the connection before the idle deadline is set.
+		c.rwc.SetReadDeadline(time.Time{})
+	}
 	rctx, cancel := context.WithCancel(ctx)
 	*req = *req.WithContext(rctx)
 	req.RemoteAddr = c.remoteAddr
@@ -580,7 +600,8 @@ func (c *conn) readRequest(ctx context.Context) (*response, error) {
 		wants10KeepAlive: req.ProtoMajor == 1 && req.ProtoMinor == 0 && hasToken(get(req.Header, "Connection"), "keep-alive"),
 		wantsClose:       req.Close || hasToken(get(req.Header, "Connection"), "close"),
 	}
-	w.reqBody = &body{rc: req.Body, w: w, remain: -1}
+	w.body = body{rc: req.Body, w: w, remain: -1}
+	w.reqBody = &w.body
 	if req.Body == http.NoBody {
 		w.reqBody.sawEOF = true
 	} else {
@@ -607,29 +628,33 @@ func peekBuffered(br *bufio.Reader) []byte {
 	return b
 }
 
-// hostHeader is the request's Host header values, which http.ReadRequest
-// deletes. For a request in origin form with a non-empty Host (nearly
-// all), it is req.Host: ReadRequest refuses more than one Host header and
-// takes req.Host from it. Otherwise (absolute form, an empty or missing
-// Host, PRI) the header block read is parsed again, by net/textproto.
-func (c *conn) hostHeader(req *http.Request) ([]string, bool, error) {
+// hostHeader is the request's first Host header value and how many there
+// are, which http.ReadRequest deletes. For a request in origin form with a
+// non-empty Host (nearly all), it is req.Host: ReadRequest refuses more
+// than one Host header and takes req.Host from it. Otherwise (absolute
+// form, an empty or missing Host, PRI) the header block read is parsed
+// again, by net/textproto.
+func (c *conn) hostHeader(req *http.Request) (string, int, error) {
 	if req.URL.Host == "" && req.Host != "" && req.Method != "PRI" {
-		return []string{req.Host}, true, nil
+		return req.Host, 1, nil
 	}
 	consumed := len(c.record) - c.br.Buffered()
 	if consumed < 0 || consumed > len(c.record) {
-		return nil, false, badRequestError("missing required Host header")
+		return "", 0, badRequestError("missing required Host header")
 	}
 	tp := textproto.NewReader(bufio.NewReader(bytes.NewReader(c.record[:consumed])))
 	if _, err := tp.ReadLine(); err != nil {
-		return nil, false, err
+		return "", 0, err
 	}
 	h, err := tp.ReadMIMEHeader()
 	if err != nil {
-		return nil, false, err
+		return "", 0, err
 	}
-	hosts, ok := h["Host"]
-	return hosts, ok, nil
+	hosts := h["Host"]
+	if len(hosts) == 0 {
+		return "", 0, nil
+	}
+	return hosts[0], len(hosts), nil
 }
 
 // http1ServerSupportsRequest is net/http's: HTTP/1.x, and the HTTP/2

@@ -42,6 +42,31 @@ func echo(w http.ResponseWriter, r *http.Request) {
 	case "/cl":
 		h.Set("Content-Length", "5")
 		io.WriteString(w, "hello")
+	case "/clct":
+		// Declared length and type: the header is settled at
+		// WriteHeader; later changes are ignored, as net/http ignores
+		// them.
+		h.Set("Content-Length", "5")
+		h.Set("Content-Type", "text/x")
+		w.WriteHeader(http.StatusCreated)
+		h.Set("X-Late", "ignored")
+		h.Del("Content-Type")
+		io.WriteString(w, "hello")
+	case "/clct-close":
+		h.Set("Content-Length", "0")
+		h.Set("Content-Type", "text/x")
+		h.Set("Connection", "close")
+		w.WriteHeader(http.StatusOK)
+	case "/clte-settled":
+		h.Set("Content-Length", "5")
+		h.Set("Transfer-Encoding", "chunked")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "hello")
+	case "/ce-settled":
+		h.Set("Content-Length", "2")
+		h.Set("Content-Encoding", "gzip")
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, "\x1f\x8b")
 	case "/short":
 		h.Set("Content-Length", "10")
 		io.WriteString(w, "hello")
@@ -268,7 +293,7 @@ func get1(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: a.tes
 func TestServeMatchesNetHTTP(t *testing.T) {
 	t.Parallel()
 	s := startServers(t, http.HandlerFunc(echo))
-	paths := []string{"/", "/empty", "/flush", "/flushempty", "/big", "/bigcl", "/cl", "/short", "/long", "/badcl",
+	paths := []string{"/", "/empty", "/flush", "/flushempty", "/big", "/bigcl", "/cl", "/clct", "/clct-close", "/clte-settled", "/ce-settled", "/short", "/long", "/badcl",
 		"/trailer", "/lateTrailer", "/1xx", "/100", "/204", "/304", "/close", "/keepalive", "/identity", "/chunkedte", "/clte",
 		"/sniff", "/nosniff", "/ce", "/error", "/status999", "/headerafter", "/superfluous", "/panic", "/abort", "/hijack",
 		"/101", "/noread", "/halfread", "/closebody", "/fullduplex", "/deadline"}
