@@ -23,7 +23,10 @@
 // sniffed, 1xx, trailers, HEAD, 204 and 304 without a body, the unread
 // request body drained (up to 256 KiB) for the connection's reuse,
 // Expect: 100-continue, Hijack (for Upgrade), Flush and deadlines through
-// http.ResponseController.
+// http.ResponseController. Not kept: the deprecated http.CloseNotifier
+// (it needs the background read), ReadTimeout and WriteTimeout (the node
+// sets neither), and the ConnState hook (the node counts handshakes
+// where it makes them).
 package h1
 
 import (
@@ -60,7 +63,8 @@ type Server struct {
 	// ServeConn). Zero means no bound.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout bounds the wait for the next request on a kept-alive
-	// connection. Zero means ReadHeaderTimeout.
+	// connection. Zero means no bound (net/http would fall back to its
+	// ReadTimeout, which Server does not have).
 	IdleTimeout time.Duration
 	// MaxHeaderBytes bounds a request's header block (with net/http's
 	// 4 KiB of slack): beyond it the answer is 431. Zero means
@@ -113,13 +117,6 @@ func (s *Server) maxHeaderBytes() int64 {
 
 // initialReadLimit is net/http's: the header limit plus bufio slop.
 func (s *Server) initialReadLimit() int64 { return s.maxHeaderBytes() + 4096 }
-
-func (s *Server) idleTimeout() time.Duration {
-	if s.IdleTimeout != 0 {
-		return s.IdleTimeout
-	}
-	return s.ReadHeaderTimeout
-}
 
 // doKeepAlives is false once Shutdown has begun: responses then close
 // their connection.
@@ -427,7 +424,7 @@ func (c *conn) serve(ctx context.Context) {
 		if !s.setIdle(c, true) || !s.doKeepAlives() {
 			return
 		}
-		if d := s.idleTimeout(); d > 0 {
+		if d := s.IdleTimeout; d > 0 {
 			c.rwc.SetReadDeadline(time.Now().Add(d))
 		} else {
 			c.rwc.SetReadDeadline(time.Time{})
