@@ -123,7 +123,15 @@ func TestShutdownClosesIdleAndLetsActiveFinish(t *testing.T) {
 	} else {
 		io.Copy(io.Discard, res.Body)
 	}
+	// The slow request is the connection's second: read whole into the
+	// buffer with the wait for it, it must count as active all the same.
 	active, activeBR := dial(t, addr)
+	io.WriteString(active, get1("/"))
+	if res, err := http.ReadResponse(activeBR, nil); err != nil {
+		t.Fatal(err)
+	} else {
+		io.Copy(io.Discard, res.Body)
+	}
 	io.WriteString(active, get1("/slow"))
 	<-entered
 

@@ -377,7 +377,10 @@ func (c *conn) serve(ctx context.Context) {
 	}
 	for {
 		w, err := c.readRequest(ctx)
-		if c.r.remain != s.initialReadLimit() {
+		if err == nil || c.r.remain != s.initialReadLimit() {
+			// Serving: Shutdown lets the response finish. (net/http
+			// looks only at bytes read from the connection, and so
+			// leaves a request read whole from its buffer idle.)
 			s.setIdle(c, false)
 		}
 		if s.shutdown.Load() {
