@@ -377,10 +377,9 @@ func (c *conn) serve(ctx context.Context) {
 	}
 	for {
 		w, err := c.readRequest(ctx)
-		if err == nil || c.r.remain != s.initialReadLimit() {
-			// Serving: Shutdown lets the response finish. (net/http
-			// looks only at bytes read from the connection, and so
-			// leaves a request read whole from its buffer idle.)
+		if c.r.remain != s.initialReadLimit() {
+			// Bytes were read, or a request (which lifts the limit):
+			// serving, so Shutdown lets the response finish.
 			s.setIdle(c, false)
 		}
 		if s.shutdown.Load() {
