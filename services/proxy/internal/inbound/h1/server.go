@@ -35,7 +35,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"log"
 	"net"
@@ -735,4 +734,3 @@ func formatHex(buf []byte, n int) []byte {
 	return append(strconv.AppendInt(buf[:0], int64(n), 16), '\r', '\n')
 }
 
-var _ = fmt.Sprintf
