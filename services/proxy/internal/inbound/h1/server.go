@@ -733,4 +733,3 @@ func isTokenBoundary(b byte) bool { return b == ' ' || b == ',' || b == '\t' }
 func formatHex(buf []byte, n int) []byte {
 	return append(strconv.AppendInt(buf[:0], int64(n), 16), '\r', '\n')
 }
-
