@@ -66,6 +66,7 @@ func realMain(ctx context.Context) error {
 		secKey    = fs.String("secrets-key", "", "key of --secrets-cert (PEM)")
 		secCA     = fs.String("secrets-ca", "", "CA (PEM) that signs the internal port's certificate")
 		maxHeader = fs.String("max-header-bytes", strconv.Itoa(inbound.DefaultMaxHeaderBytes), "largest request header block accepted on the proxy port and every Listener, in bytes (HTTP/1.1 and HTTP/2); larger requests get 431")
+		inboundH1 = fs.String("inbound-http1", "direct", "server of HTTP/1.1 on the proxy port and the Listeners: direct (one goroutine per connection, no background read) or net/http (net/http's server, as before; the way back)")
 		hsTimeout = fs.String("handshake-timeout", upstream.DefaultHandshakeTimeout.String(), "upstream TLS handshake timeout")
 		revMax    = fs.String("revocation-max-refresh", revocation.DefaultMaxRefresh.String(), "longest time between two fetches of a CRL or OCSP response that Listener hosts check client certificates against, however far its nextUpdate: how long a revocation may go unseen")
 		revMin    = fs.String("revocation-min-refresh", revocation.DefaultMinRefresh.String(), "shortest time between two fetches of one CRL, and the first retry delay after a failed fetch (doubled up to --revocation-max-refresh)")
@@ -106,6 +107,9 @@ func realMain(ctx context.Context) error {
 	maxHeaderBytes, err := parseMaxHeaderBytes(*maxHeader)
 	if err != nil {
 		return err
+	}
+	if *inboundH1 != "direct" && *inboundH1 != "net/http" {
+		return fmt.Errorf("--inbound-http1: %q is neither direct nor net/http; the default is direct", *inboundH1)
 	}
 	hb, err := time.ParseDuration(*heartbeat)
 	if err != nil || hb <= 0 {
@@ -159,6 +163,7 @@ func realMain(ctx context.Context) error {
 		NodeReplicas:     *replicas,
 		HandshakeTimeout: handshakeTimeout,
 		MaxHeaderBytes:   maxHeaderBytes,
+		NetHTTP1:         *inboundH1 == "net/http",
 		Tracing:          tr,
 		Logger:           log,
 		Secrets:          src,

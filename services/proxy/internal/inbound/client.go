@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -28,9 +29,8 @@ type HandshakeObserver interface {
 }
 
 // conn is one accepted connection on a Listener: the raw TCP connection the
-// *tls.Conn that http.Server serves is layered on. It is found again from
-// that *tls.Conn (NetConn), so the server's ConnContext and ConnState hooks
-// reach it without a map.
+// *tls.Conn served is layered on. It is found again from that *tls.Conn
+// (NetConn), so the servers' ConnContext hook reaches it without a map.
 type conn struct {
 	net.Conn
 	srv *server
@@ -42,7 +42,7 @@ type conn struct {
 	verified atomic.Pointer[verification]
 	// accepted is when the connection was accepted, and handshake the
 	// context of its handshake's span; both only when tracing is on.
-	// handshake is written by connState before the connection serves its
+	// handshake is written by observe before the connection serves its
 	// first request, and read by the requests.
 	accepted  time.Time
 	handshake trace.SpanContext
@@ -56,26 +56,43 @@ type conn struct {
 	revocation atomic.Pointer[revocationVerdict]
 }
 
-// tlsListener makes a *tls.Conn over a conn for every accepted connection;
-// http.Server performs the handshake itself, in the connection's goroutine.
-type tlsListener struct {
-	net.Listener
-	srv *server
-	cfg *tls.Config
+// connListener is the listener net/http's server serves: it yields the
+// connections handed to it, handshaken already.
+type connListener struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
 }
 
-func (l *tlsListener) Accept() (net.Conn, error) {
-	raw, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	c := &conn{Conn: raw, srv: l.srv}
-	if l.srv.tracing.Tracer != nil {
-		c.accepted = time.Now()
-	}
-	c.tls = tls.Server(c, l.cfg)
-	return c.tls, nil
+func newConnListener(addr net.Addr) *connListener {
+	return &connListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
 }
+
+// hand gives c to the server, or closes it when the listener is closed.
+func (l *connListener) hand(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		c.Close()
+	}
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *connListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *connListener) Addr() net.Addr { return l.addr }
 
 type connKey struct{}
 
@@ -96,22 +113,13 @@ func connOf(nc net.Conn) *conn {
 	return nil
 }
 
-// connState is the server's ConnState hook, and where handshakes are
-// counted. http.Server performs the handshake before any state but
-// StateNew, and a connection whose handshake failed goes to StateClosed;
-// then tls.Conn.Handshake returns the handshake's error again, typed and
-// without any I/O. This is the one place that sees every failure with its
+// observe counts and logs c's handshake, once per connection, with its
 // typed error: VerifyConnection does not run when crypto/tls's own checks
-// fail, and the server's ErrorLog only gets the error as text.
-func (s *server) connState(nc net.Conn, st http.ConnState) {
-	if st == http.StateNew {
+// fail, and a server's ErrorLog only gets the error as text.
+func (s *server) observe(c *conn, err error) {
+	if !c.observed.CompareAndSwap(false, true) {
 		return
 	}
-	c := connOf(nc)
-	if c == nil || !c.observed.CompareAndSwap(false, true) {
-		return
-	}
-	err := c.tls.Handshake()
 	var reason failure.Reason
 	if err != nil {
 		reason = failure.ClassifyInbound(err)

@@ -2,6 +2,12 @@
 // address (HTTP/1.1 and HTTP/2 by ALPN), all serving the node's proxy
 // handler.
 //
+// Each accepted connection is handshaken in a goroutine of its own, bounded
+// by ReadHeaderTimeout. A connection that negotiated h2 is then served by
+// net/http's server (HTTP/2); any other by package h1, in the same
+// goroutine, with no background read (or by net/http's server too, with
+// Options.NetHTTP1).
+//
 // Each server's tls.Config has only GetConfigForClient, which loads the
 // Listener's current snapshot (one atomic load) and returns the prebuilt
 // *tls.Config of the host the client's SNI names. A change to a Listener
@@ -19,6 +25,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"log/slog"
 	"maps"
@@ -34,6 +41,7 @@ import (
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/revocation"
 	"keyway.dev/internal/telemetry"
+	"keyway.dev/proxy/internal/inbound/h1"
 )
 
 // DefaultMaxHeaderBytes is the request header limit of every inbound
@@ -83,6 +91,10 @@ type Options struct {
 	// NoStapling serves Listener certificates without their OCSP
 	// response, even when they name a responder.
 	NoStapling bool
+	// NetHTTP1 serves HTTP/1.1 with net/http's server, as HTTP/2 is,
+	// instead of package h1's loop: the way back, should the loop
+	// misbehave.
+	NetHTTP1 bool
 }
 
 // Manager serves the Listeners it is given. Apply, Close, Status and Addr
@@ -123,11 +135,23 @@ type server struct {
 	observer HandshakeObserver
 	tracing  telemetry.Tracing
 	ln       net.Listener
+	// srv serves HTTP/2 (and HTTP/1.1 with Options.NetHTTP1) on the
+	// connections handed to it through h2ln; h1 serves HTTP/1.1.
 	srv      *http.Server
-	since    time.Time
-	snap     atomic.Pointer[snapshot]
-	done     chan struct{}
-	err      atomic.Pointer[error] // why Serve stopped, if not by Shutdown
+	h2ln     *connListener
+	h1       *h1.Server
+	netHTTP1 bool
+	// readHeaderTimeout bounds each handshake.
+	readHeaderTimeout time.Duration
+	// mu guards handshaking (the connections whose handshake is under
+	// way) and closing (set when the server drains).
+	mu          sync.Mutex
+	handshaking map[*conn]struct{}
+	closing     bool
+	since       time.Time
+	snap        atomic.Pointer[snapshot]
+	done        chan struct{}
+	err         atomic.Pointer[error] // why Serve stopped, if not by Shutdown
 }
 
 // New returns a manager serving no Listener yet.
@@ -270,7 +294,8 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("inbound: listening on %s: %w", address, err)
 	}
-	s := &server{name: name, address: address, log: m.log, observer: m.opts.Handshakes, tracing: m.opts.Tracing, ln: ln, since: time.Now(), done: make(chan struct{})}
+	s := &server{name: name, address: address, log: m.log, observer: m.opts.Handshakes, tracing: m.opts.Tracing, ln: ln, since: time.Now(), done: make(chan struct{}),
+		netHTTP1: m.opts.NetHTTP1, readHeaderTimeout: m.opts.ReadHeaderTimeout, handshaking: make(map[*conn]struct{})}
 	s.snap.Store(snap)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
@@ -280,6 +305,7 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 	// (it does when the server's config names h2); each host's config
 	// has its own.
 	tlsConfig := &tls.Config{GetConfigForClient: s.configForClient, NextProtos: model.DefaultALPN()}
+	errorLog := log.New(handshakeLog{m.log.With("listener", name)}, "", 0)
 	s.srv = &http.Server{
 		Handler:           m.opts.Handler,
 		TLSConfig:         tlsConfig,
@@ -288,24 +314,141 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 		IdleTimeout:       m.opts.IdleTimeout,
 		MaxHeaderBytes:    m.opts.MaxHeaderBytes,
 		// The connection, for the handler's per-request client checks
-		// (ClientOf), and the handshake outcome, counted once per
-		// connection (see connState).
+		// (ClientOf).
 		ConnContext: connContext,
-		ConnState:   s.connState,
-		ErrorLog:    log.New(handshakeLog{m.log.With("listener", name)}, "", 0),
+		ErrorLog:    errorLog,
 	}
-	go func() {
-		defer close(s.done)
-		// Our listener makes the *tls.Conns (over a conn that carries the
-		// per-connection state); http.Server handshakes them.
-		if err := s.srv.Serve(&tlsListener{Listener: ln, srv: s, cfg: tlsConfig}); !errors.Is(err, http.ErrServerClosed) {
-			err = fmt.Errorf("inbound: serving on %s: %w", address, err)
-			s.err.Store(&err)
-			m.log.Error("listener stopped serving", "listener", name, "address", address, "error", err)
+	s.h1 = &h1.Server{
+		Handler:           m.opts.Handler,
+		ReadHeaderTimeout: m.opts.ReadHeaderTimeout,
+		IdleTimeout:       m.opts.IdleTimeout,
+		MaxHeaderBytes:    m.opts.MaxHeaderBytes,
+		ConnContext:       connContext,
+		ErrorLog:          errorLog,
+	}
+	s.h2ln = newConnListener(ln.Addr())
+	var serving sync.WaitGroup
+	serving.Go(func() {
+		// The connections handed over are handshaken already: Serve
+		// finds their protocol and serves it.
+		if err := s.srv.Serve(s.h2ln); !errors.Is(err, http.ErrServerClosed) {
+			m.log.Error("listener stopped serving HTTP/2", "listener", name, "address", address, "error", err)
 		}
+	})
+	serving.Go(func() { s.accept(tlsConfig) })
+	go func() {
+		serving.Wait()
+		close(s.done)
 	}()
 	m.log.Info("listener serving", "listener", name, "address", ln.Addr().String(), "hosts", len(snap.listener.Hosts))
 	return s, nil
+}
+
+// accept accepts connections until the listener is closed, each served in
+// a goroutine of its own; temporary errors (too many open files) are
+// retried after a pause, as net/http's server does.
+func (s *server) accept(cfg *tls.Config) {
+	var delay time.Duration
+	for {
+		raw, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			if ne, ok := err.(net.Error); ok && ne.Temporary() { //nolint:staticcheck // net/http's test for EMFILE and the like
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("inbound: accepting a connection; retrying", "listener", s.name, "error", err, "retry_in", delay)
+				time.Sleep(delay)
+				continue
+			}
+			err = fmt.Errorf("inbound: serving on %s: %w", s.address, err)
+			s.err.Store(&err)
+			s.log.Error("listener stopped serving", "listener", s.name, "address", s.address, "error", err)
+			return
+		}
+		delay = 0
+		c := &conn{Conn: raw, srv: s}
+		if s.tracing.Tracer != nil {
+			c.accepted = time.Now()
+		}
+		c.tls = tls.Server(c, cfg)
+		go s.serve(c)
+	}
+}
+
+// serve handshakes c, counts the outcome, and serves the connection: h2
+// by net/http's server, anything else by h1 (or net/http's server with
+// Options.NetHTTP1).
+func (s *server) serve(c *conn) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		c.Close()
+		return
+	}
+	s.handshaking[c] = struct{}{}
+	s.mu.Unlock()
+	err := s.handshake(c)
+	s.mu.Lock()
+	delete(s.handshaking, c)
+	closing := s.closing
+	s.mu.Unlock()
+	if !closing {
+		s.observe(c, err)
+	}
+	if err != nil {
+		c.tls.Close()
+		return
+	}
+	if s.netHTTP1 || c.tls.ConnectionState().NegotiatedProtocol == "h2" {
+		s.h2ln.hand(c.tls)
+		return
+	}
+	// The server's context key is for handlers that act differently
+	// under a server (the forwarding path aborts a response it cannot
+	// finish).
+	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.srv)
+	s.h1.ServeConn(ctx, c.tls)
+}
+
+// handshake runs c's TLS handshake within ReadHeaderTimeout (as
+// net/http's server bounds it). A client that speaks plain HTTP gets
+// net/http's 400.
+func (s *server) handshake(c *conn) error {
+	if d := s.readHeaderTimeout; d > 0 {
+		c.SetDeadline(time.Now().Add(d))
+	}
+	err := c.tls.Handshake()
+	if err != nil {
+		var re tls.RecordHeaderError
+		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
+			io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+		}
+		return err
+	}
+	c.SetDeadline(time.Time{})
+	return nil
+}
+
+// looksLikeHTTP is net/http's test of a TLS record header that is the
+// start of a plain HTTP request.
+func looksLikeHTTP(hdr [5]byte) bool {
+	switch string(hdr[:]) {
+	case "GET /", "HEAD ", "POST ", "PUT /", "OPTIO":
+		return true
+	}
+	return false
+}
+
+// closeHandshakes closes the connections still handshaking and refuses
+// new ones: the server drains.
+func (s *server) closeHandshakes() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closing = true
+	for c := range s.handshaking {
+		c.Close()
+	}
 }
 
 // configForClient is the server's GetConfigForClient: one atomic load and
@@ -324,8 +467,16 @@ func (m *Manager) drain(s *server) {
 	m.drains.Go(func() {
 		ctx, cancel := context.WithTimeout(m.drainCtx, m.opts.ShutdownTimeout)
 		defer cancel()
-		if err := s.srv.Shutdown(ctx); err != nil {
+		s.ln.Close()
+		s.closeHandshakes()
+		var wg sync.WaitGroup
+		var h1Err, srvErr error
+		wg.Go(func() { h1Err = s.h1.Shutdown(ctx) })
+		wg.Go(func() { srvErr = s.srv.Shutdown(ctx) })
+		wg.Wait()
+		if err := cmp.Or(h1Err, srvErr); err != nil {
 			m.log.Warn("requests still in flight on a drained listener; cutting them off", "listener", s.name, "address", s.address, "error", err)
+			s.h1.Close()
 			s.srv.Close()
 		}
 		<-s.done
@@ -454,8 +605,8 @@ func (m *Manager) Status() []ListenerStatus {
 // maxDetail bounds the net/http error messages logged.
 const maxDetail = 512
 
-// handshakeLog is the http.Server's error log. Its "TLS handshake error
-// from …" lines are dropped: connState logs each failed handshake once,
+// handshakeLog is the servers' error log. Its "TLS handshake error from …"
+// lines, if any, are dropped: observe logs each failed handshake once,
 // with its reason.
 type handshakeLog struct{ log *slog.Logger }
 

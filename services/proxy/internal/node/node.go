@@ -40,6 +40,7 @@ import (
 	"keyway.dev/internal/telemetry"
 	"keyway.dev/proxy/internal/forward"
 	"keyway.dev/proxy/internal/inbound"
+	"keyway.dev/proxy/internal/inbound/h1"
 	"keyway.dev/proxy/internal/metrics"
 	"keyway.dev/proxy/internal/publish"
 	"keyway.dev/proxy/internal/registry"
@@ -91,6 +92,10 @@ type Config struct {
 	// every Listener (HTTP/1.1 and HTTP/2): larger ones are answered 431.
 	// Default inbound.DefaultMaxHeaderBytes (64 KiB).
 	MaxHeaderBytes int
+	// NetHTTP1 serves HTTP/1.1 on the plain proxy port and the Listeners
+	// with net/http's server instead of h1's loop
+	// ([inbound.Options].NetHTTP1).
+	NetHTTP1 bool
 	// RevocationMaxRefresh is the longest time between two fetches of a
 	// CRL or an OCSP response that Listener hosts check client
 	// certificates, and Upstreams their upstream's certificate, against, however far its nextUpdate: how long a
@@ -151,7 +156,7 @@ type Node struct {
 	watcher *watch.Watcher
 	inbound *inbound.Manager
 	metrics *metrics.Metrics
-	proxy   *http.Server
+	proxy   proxyServer
 	admin   *http.Server
 	proxyLn net.Listener
 	adminLn net.Listener
@@ -289,7 +294,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	handler := forward.New(n.watcher, forward.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
 	n.inbound = inbound.New(inbound.Options{
-		Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes,
+		Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, NetHTTP1: cfg.NetHTTP1,
 		Handshakes: n.metrics, ClientChains: n.metrics, Tracing: cfg.Tracing, Logger: log,
 		RevocationChecks: revocationMetrics,
 		NoStapling:       cfg.NoPresentedRevocation,
@@ -331,12 +336,27 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	n.proxy = &http.Server{
+	std := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    cfg.MaxHeaderBytes,
 		ErrorLog:          errLog,
+	}
+	n.proxy = std
+	if !cfg.NetHTTP1 {
+		n.proxy = h1Server{&h1.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: std.ReadHeaderTimeout,
+			IdleTimeout:       std.IdleTimeout,
+			MaxHeaderBytes:    cfg.MaxHeaderBytes,
+			// A handler may act differently under a server (the
+			// forwarding path aborts a response it cannot finish).
+			ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+				return context.WithValue(ctx, http.ServerContextKey, std)
+			},
+			ErrorLog: errLog,
+		}}
 	}
 	n.admin = &http.Server{
 		Handler:           adminAccess.Handler(access.NodeAdmin(cfg.PProf), n.adminHandler()),
@@ -434,7 +454,19 @@ func (n *Node) run(ctx context.Context) {
 	n.log.Info("proxy node stopped")
 }
 
-func serve(srv *http.Server, ln net.Listener) error {
+// proxyServer serves the plain proxy port: net/http's server, or h1's
+// (the default).
+type proxyServer interface {
+	Serve(net.Listener) error
+	Shutdown(context.Context) error
+	Close() error
+}
+
+type h1Server struct{ *h1.Server }
+
+func (s h1Server) Serve(ln net.Listener) error { return s.Server.Serve(context.Background(), ln) }
+
+func serve(srv proxyServer, ln net.Listener) error {
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("node: serving on %s: %w", ln.Addr(), err)
 	}
