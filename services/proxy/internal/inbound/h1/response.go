@@ -1,3 +1,7 @@
+// Parts of this file are adapted from Go's net/http (server.go,
+// transfer.go): Copyright 2009 The Go Authors, under the BSD-style license
+// in LICENSE.go-authors beside this file.
+
 package h1
 
 import (

@@ -1,3 +1,7 @@
+// Parts of this file are adapted from Go's net/http (server.go,
+// transfer.go): Copyright 2009 The Go Authors, under the BSD-style license
+// in LICENSE.go-authors beside this file.
+
 // Package h1 serves HTTP/1.x connections with one goroutine per
 // connection and no background read: the handler runs in the connection's
 // goroutine, the next request is read once the response is written, and a
