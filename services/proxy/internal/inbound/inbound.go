@@ -355,7 +355,7 @@ func (s *server) accept(cfg *tls.Config) {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			if ne, ok := err.(net.Error); ok && ne.Temporary() { //nolint:staticcheck // net/http's test for EMFILE and the like
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Temporary() { //nolint:staticcheck // net/http's test for EMFILE and the like
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				s.log.Warn("inbound: accepting a connection; retrying", "listener", s.name, "error", err, "retry_in", delay)
 				time.Sleep(delay)
@@ -397,7 +397,7 @@ func (s *server) serve(c *conn) {
 		s.observe(c, err)
 	}
 	if err != nil {
-		c.tls.Close()
+		_ = c.tls.Close()
 		return
 	}
 	if s.netHTTP1 || c.tls.ConnectionState().NegotiatedProtocol == "h2" {
@@ -408,7 +408,7 @@ func (s *server) serve(c *conn) {
 	// under a server (the forwarding path aborts a response it cannot
 	// finish).
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.srv)
-	s.h1.ServeConn(ctx, c.tls)
+	_ = s.h1.ServeConn(ctx, c.tls)
 }
 
 // handshake runs c's TLS handshake within ReadHeaderTimeout (as
@@ -416,17 +416,17 @@ func (s *server) serve(c *conn) {
 // net/http's 400.
 func (s *server) handshake(c *conn) error {
 	if d := s.readHeaderTimeout; d > 0 {
-		c.SetDeadline(time.Now().Add(d))
+		_ = c.SetDeadline(time.Now().Add(d))
 	}
 	err := c.tls.Handshake()
 	if err != nil {
 		var re tls.RecordHeaderError
 		if errors.As(err, &re) && re.Conn != nil && looksLikeHTTP(re.RecordHeader) {
-			io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+			_, _ = io.WriteString(re.Conn, "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
 		}
 		return err
 	}
-	c.SetDeadline(time.Time{})
+	_ = c.SetDeadline(time.Time{})
 	return nil
 }
 
@@ -476,7 +476,7 @@ func (m *Manager) drain(s *server) {
 		wg.Wait()
 		if err := cmp.Or(h1Err, srvErr); err != nil {
 			m.log.Warn("requests still in flight on a drained listener; cutting them off", "listener", s.name, "address", s.address, "error", err)
-			s.h1.Close()
+			_ = s.h1.Close()
 			s.srv.Close()
 		}
 		<-s.done

@@ -437,7 +437,7 @@ func (n *Node) run(ctx context.Context) {
 		n.log.Warn("requests still in flight at shutdown; cutting them off", "error", err)
 		// Closing their connections cancels their contexts, which
 		// aborts their upstream round trips.
-		n.proxy.Close()
+		_ = n.proxy.Close()
 	}
 	stopping.Wait()
 	if err := n.admin.Shutdown(sctx); err != nil {

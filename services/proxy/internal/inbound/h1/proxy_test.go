@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -157,7 +158,7 @@ func exchangeOpen(t *testing.T, addr, raw string) string {
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	io.WriteString(c, raw)
 	b, err := io.ReadAll(bufio.NewReader(c))
-	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
 		t.Fatalf("%s: no end of the answer to %q in 10 s; got %q", addr, raw, b)
 	}
 	return dateLine.ReplaceAllString(string(b), "Date: (now)\r")

@@ -7,6 +7,7 @@ package h1
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -97,9 +98,9 @@ func (w *response) WriteHeader(code int) {
 		w.writeContinueMu.Lock()
 		writeStatusLine(w.conn.bw, w.req.ProtoAtLeast(1, 1), code, w.statusBuf[:])
 		// RFC 8297: the header map is not cleared.
-		w.handlerHeader.WriteSubset(w.conn.bw, excludedHeadersNoBody)
-		w.conn.bw.WriteString("\r\n")
-		w.conn.bw.Flush()
+		_ = w.handlerHeader.WriteSubset(w.conn.bw, excludedHeadersNoBody)
+		_, _ = w.conn.bw.WriteString("\r\n")
+		_ = w.conn.bw.Flush()
 		w.writeContinueMu.Unlock()
 		return
 	}
@@ -184,7 +185,7 @@ func (w *response) write(lenData int, dataB []byte, dataS string) (int, error) {
 }
 
 // Flush is for http.Flusher; FlushError for http.ResponseController.
-func (w *response) Flush() { w.FlushError() }
+func (w *response) Flush() { _ = w.FlushError() }
 
 func (w *response) FlushError() error {
 	if !w.wroteHeader {
@@ -222,14 +223,14 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.disableWriteContinue()
 	if w.wroteHeader {
-		w.cw.flush()
+		_ = w.cw.flush()
 	}
 	c := w.conn
 	if c.hijacked {
 		return nil, nil, http.ErrHijacked
 	}
 	c.hijacked = true
-	c.rwc.SetDeadline(time.Time{})
+	_ = c.rwc.SetDeadline(time.Time{})
 	buf := bufio.NewReadWriter(c.br, bufio.NewWriter(c.rwc))
 	c.srv.track(c, false)
 	return c.rwc, buf, nil
@@ -260,14 +261,14 @@ func (w *response) finishRequest() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	w.w.Flush()
+	_ = w.w.Flush()
 	w.cw.close()
-	w.conn.bw.Flush()
+	_ = w.conn.bw.Flush()
 	// Closed whatever the connection's fate, as net/http does: the
 	// handler may have replaced req.Body, this one is the server's.
-	w.reqBody.Close()
+	_ = w.reqBody.Close()
 	if w.req.MultipartForm != nil {
-		w.req.MultipartForm.RemoveAll()
+		_ = w.req.MultipartForm.RemoveAll()
 	}
 }
 
@@ -362,11 +363,11 @@ func (cw *chunkWriter) close() {
 	}
 	if cw.chunking {
 		bw := cw.res.conn.bw
-		bw.WriteString("0\r\n")
+		_, _ = bw.WriteString("0\r\n")
 		if trailers := cw.res.finalTrailers(); trailers != nil {
-			trailers.Write(bw)
+			_ = trailers.Write(bw)
 		}
-		bw.WriteString("\r\n")
+		_, _ = bw.WriteString("\r\n")
 	}
 }
 
@@ -381,21 +382,21 @@ type extraHeader struct {
 
 func (h *extraHeader) write(w *bufio.Writer) {
 	if h.date != nil {
-		w.WriteString("Date: ")
-		w.Write(h.date)
-		w.WriteString("\r\n")
+		_, _ = w.WriteString("Date: ")
+		_, _ = w.Write(h.date)
+		_, _ = w.WriteString("\r\n")
 	}
 	if h.contentLength != nil {
-		w.WriteString("Content-Length: ")
-		w.Write(h.contentLength)
-		w.WriteString("\r\n")
+		_, _ = w.WriteString("Content-Length: ")
+		_, _ = w.Write(h.contentLength)
+		_, _ = w.WriteString("\r\n")
 	}
 	for i, v := range [...]string{h.contentType, h.connection, h.transferEncoding} {
 		if v != "" {
-			w.WriteString(extraHeaderKeys[i])
-			w.WriteString(": ")
-			w.WriteString(v)
-			w.WriteString("\r\n")
+			_, _ = w.WriteString(extraHeaderKeys[i])
+			_, _ = w.WriteString(": ")
+			_, _ = w.WriteString(v)
+			_, _ = w.WriteString("\r\n")
 		}
 	}
 }
@@ -511,11 +512,11 @@ func (cw *chunkWriter) writeHeader(p []byte) {
 		}
 		if discard {
 			_, err := io.CopyN(io.Discard, w.reqBody, maxPostHandlerReadBytes+1)
-			switch err {
-			case nil:
+			switch {
+			case err == nil:
 				tooBig = true
-			case http.ErrBodyReadAfterClose:
-			case io.EOF:
+			case errors.Is(err, http.ErrBodyReadAfterClose):
+			case errors.Is(err, io.EOF):
 				if err := w.reqBody.Close(); err != nil {
 					w.closeAfterReply = true
 				}
@@ -598,9 +599,9 @@ func (cw *chunkWriter) writeHeader(p []byte) {
 	// goroutine must not land inside the header.
 	w.writeContinueMu.Lock()
 	writeStatusLine(bw, w.req.ProtoAtLeast(1, 1), code, w.statusBuf[:])
-	cw.header.WriteSubset(bw, excludeHeader)
+	_ = cw.header.WriteSubset(bw, excludeHeader)
 	setHeader.write(bw)
-	bw.WriteString("\r\n")
+	_, _ = bw.WriteString("\r\n")
 	w.writeContinueMu.Unlock()
 }
 
@@ -662,21 +663,21 @@ func isASCIISpace(b byte) bool { return b == ' ' || b == '\t' || b == '\n' || b 
 
 func writeStatusLine(bw *bufio.Writer, is11 bool, code int, scratch []byte) {
 	if is11 {
-		bw.WriteString("HTTP/1.1 ")
+		_, _ = bw.WriteString("HTTP/1.1 ")
 	} else {
-		bw.WriteString("HTTP/1.0 ")
+		_, _ = bw.WriteString("HTTP/1.0 ")
 	}
 	if text := http.StatusText(code); text != "" {
-		bw.Write(strconv.AppendInt(scratch[:0], int64(code), 10))
-		bw.WriteByte(' ')
-		bw.WriteString(text)
-		bw.WriteString("\r\n")
+		_, _ = bw.Write(strconv.AppendInt(scratch[:0], int64(code), 10))
+		_ = bw.WriteByte(' ')
+		_, _ = bw.WriteString(text)
+		_, _ = bw.WriteString("\r\n")
 	} else {
 		c := strconv.Itoa(code)
 		for len(c) < 3 {
 			c = "0" + c
 		}
-		bw.WriteString(c + " status code " + strconv.Itoa(code) + "\r\n")
+		_, _ = bw.WriteString(c + " status code " + strconv.Itoa(code) + "\r\n")
 	}
 }
 
@@ -714,15 +715,15 @@ func (b *body) Read(p []byte) (int, error) {
 		if w.canWriteContinue.Load() {
 			w.writeContinueMu.Lock()
 			if w.canWriteContinue.Load() {
-				w.conn.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
-				w.conn.bw.Flush()
+				_, _ = w.conn.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+				_ = w.conn.bw.Flush()
 				w.canWriteContinue.Store(false)
 			}
 			w.writeContinueMu.Unlock()
 		}
 	}
 	n, err := b.read(p)
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		b.readEOF = true
 	}
 	return n, err
@@ -739,7 +740,7 @@ func (b *body) read(p []byte) (int, error) {
 	case err != nil && b.remain < 0 && !b.innerClosed:
 		// net/http's chunked body closes itself when its trailer does
 		// not parse; an empty read tells, with no I/O once it failed.
-		if _, err := b.rc.Read(nil); err == http.ErrBodyReadAfterClose {
+		if _, err := b.rc.Read(nil); errors.Is(err, http.ErrBodyReadAfterClose) {
 			b.innerClosed = true
 		}
 	}
@@ -762,7 +763,7 @@ func (b *body) Close() error {
 	default:
 		var n int64
 		n, err = io.CopyN(io.Discard, readerFunc(b.read), maxPostHandlerReadBytes)
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			err = nil
 		}
 		if n == maxPostHandlerReadBytes {

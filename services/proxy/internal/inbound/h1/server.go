@@ -305,7 +305,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			if s.shutdown.Load() {
 				return http.ErrServerClosed
 			}
-			if ne, ok := err.(net.Error); ok && ne.Temporary() { //nolint:staticcheck // net/http's test for EMFILE and the like
+			if ne, ok := errors.AsType[net.Error](err); ok && ne.Temporary() { //nolint:staticcheck // net/http's test for EMFILE and the like
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				s.logf("http: Accept error: %v; retrying in %v", err, delay)
 				time.Sleep(delay)
@@ -314,7 +314,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return err
 		}
 		delay = 0
-		go s.ServeConn(ctx, rwc)
+		go func() { _ = s.ServeConn(ctx, rwc) }()
 	}
 }
 
@@ -353,7 +353,7 @@ func (c *conn) serve(ctx context.Context) {
 	s := c.srv
 	var inFlight *response
 	defer func() {
-		if err := recover(); err != nil && err != http.ErrAbortHandler {
+		if err := recover(); err != nil && err != http.ErrAbortHandler { //nolint:errorlint // a panic value, compared as net/http compares it
 			const size = 64 << 10
 			buf := make([]byte, size)
 			buf = buf[:runtime.Stack(buf, false)]
@@ -365,7 +365,7 @@ func (c *conn) serve(ctx context.Context) {
 		}
 		if !c.hijacked {
 			if inFlight != nil {
-				inFlight.reqBody.Close()
+				_ = inFlight.reqBody.Close()
 			}
 			c.close()
 			s.track(c, false)
@@ -373,7 +373,7 @@ func (c *conn) serve(ctx context.Context) {
 	}()
 
 	if d := s.ReadHeaderTimeout; d > 0 {
-		c.rwc.SetReadDeadline(time.Now().Add(d))
+		_ = c.rwc.SetReadDeadline(time.Now().Add(d))
 	}
 	if !s.setIdle(c, true) {
 		return
@@ -417,7 +417,7 @@ func (c *conn) serve(ctx context.Context) {
 		}
 		w.finishRequest()
 		if c.writeDeadline {
-			c.rwc.SetWriteDeadline(time.Time{})
+			_ = c.rwc.SetWriteDeadline(time.Time{})
 			c.writeDeadline = false
 		}
 		if !w.shouldReuseConnection() {
@@ -430,9 +430,9 @@ func (c *conn) serve(ctx context.Context) {
 			return
 		}
 		if d := s.IdleTimeout; d > 0 {
-			c.rwc.SetReadDeadline(time.Now().Add(d))
+			_ = c.rwc.SetReadDeadline(time.Now().Add(d))
 		} else {
-			c.rwc.SetReadDeadline(time.Time{})
+			_ = c.rwc.SetReadDeadline(time.Time{})
 		}
 		// The next request's header timeout starts at its first bytes;
 		// when they hold the whole header, nothing is left for it to
@@ -442,9 +442,9 @@ func (c *conn) serve(ctx context.Context) {
 		}
 		if !c.headerBuffered() {
 			if d := s.ReadHeaderTimeout; d > 0 {
-				c.rwc.SetReadDeadline(time.Now().Add(d))
+				_ = c.rwc.SetReadDeadline(time.Now().Add(d))
 			} else {
-				c.rwc.SetReadDeadline(time.Time{})
+				_ = c.rwc.SetReadDeadline(time.Time{})
 			}
 		}
 	}
@@ -468,21 +468,21 @@ const errorHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection:
 func (c *conn) refuse(err error) {
 	var se statusError
 	switch {
-	case err == errTooLarge:
+	case errors.Is(err, errTooLarge):
 		const publicErr = "431 Request Header Fields Too Large"
-		io.WriteString(c.rwc, "HTTP/1.1 "+publicErr+errorHeaders+publicErr)
+		_, _ = io.WriteString(c.rwc, "HTTP/1.1 "+publicErr+errorHeaders+publicErr)
 		c.closeWriteAndWait()
 	case isUnsupportedTE(err):
 		// The encoding is not echoed back, as net/http does not.
-		io.WriteString(c.rwc, "HTTP/1.1 501 Not Implemented"+errorHeaders+"Unsupported transfer encoding")
+		_, _ = io.WriteString(c.rwc, "HTTP/1.1 501 Not Implemented"+errorHeaders+"Unsupported transfer encoding")
 	case isCommonNetReadError(err):
 		// No answer: the client went away or timed out.
 	case errors.As(err, &se):
 		text := strconv.Itoa(se.code) + " " + http.StatusText(se.code) + ": " + se.text
-		io.WriteString(c.rwc, "HTTP/1.1 "+text+errorHeaders+text)
+		_, _ = io.WriteString(c.rwc, "HTTP/1.1 "+text+errorHeaders+text)
 	default:
 		const publicErr = "400 Bad Request"
-		io.WriteString(c.rwc, "HTTP/1.1 "+publicErr+errorHeaders+publicErr)
+		_, _ = io.WriteString(c.rwc, "HTTP/1.1 "+publicErr+errorHeaders+publicErr)
 	}
 }
 
@@ -495,29 +495,31 @@ func isUnsupportedTE(err error) bool {
 
 // isCommonNetReadError is net/http's: the client went away or timed out.
 func isCommonNetReadError(err error) bool {
-	if err == io.EOF {
+	// Compared and asserted exactly, as net/http does: a wrapped error is
+	// not one of these, and gets net/http's answer to a bad request.
+	if err == io.EOF { //nolint:errorlint // see above
 		return true
 	}
-	if neterr, ok := err.(net.Error); ok && neterr.Timeout() {
+	if neterr, ok := err.(net.Error); ok && neterr.Timeout() { //nolint:errorlint // see above
 		return true
 	}
-	if oe, ok := err.(*net.OpError); ok && oe.Op == "read" {
+	if oe, ok := err.(*net.OpError); ok && oe.Op == "read" { //nolint:errorlint // see above
 		return true
 	}
 	return false
 }
 
 func (c *conn) close() {
-	c.bw.Flush()
+	_ = c.bw.Flush()
 	c.rwc.Close()
 }
 
 // closeWriteAndWait sends what is buffered and a FIN, then waits
 // rstAvoidanceDelay before the connection is closed (net/http's).
 func (c *conn) closeWriteAndWait() {
-	c.bw.Flush()
+	_ = c.bw.Flush()
 	if cw, ok := c.rwc.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
+		_ = cw.CloseWrite()
 	}
 	time.Sleep(rstAvoidanceDelay)
 }
@@ -542,7 +544,7 @@ func (c *conn) readRequest(ctx context.Context) (*response, error) {
 	if c.lastMethod == "POST" {
 		// RFC 7230 section 3 tolerance for old buggy clients.
 		peek, _ := c.br.Peek(4) // ReadRequest gets the error below
-		c.br.Discard(numLeadingCRorLF(peek))
+		_, _ = c.br.Discard(numLeadingCRorLF(peek))
 	}
 	c.record = append(c.record[:0], peekBuffered(c.br)...)
 	c.r.recording = true
@@ -586,7 +588,7 @@ func (c *conn) readRequest(ctx context.Context) (*response, error) {
 		// The header's deadline does not bound the body (net/http's
 		// ReadTimeout, which would, is not set). Without a body nothing
 		// reads the connection before the idle deadline is set.
-		c.rwc.SetReadDeadline(time.Time{})
+		_ = c.rwc.SetReadDeadline(time.Time{})
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	*req = *req.WithContext(rctx)
