@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -35,9 +36,13 @@ func (h *Handler) serveTraced(w http.ResponseWriter, r *http.Request, id string)
 	// the span, and the attributes go in one call at its end
 	// (telemetry.SpanBuffer).
 	ctx, sdkSpan := h.tr.Tracer.Start(ctx, telemetry.SpanRequest, serverStart...)
-	span := &telemetry.SpanBuffer{}
+	span := spanBuffers.Get().(*telemetry.SpanBuffer)
 	span.Reset(sdkSpan)
-	defer span.End()
+	defer func() {
+		span.End()
+		span.Reset(nil)
+		spanBuffers.Put(span)
+	}()
 	if sdkSpan.IsRecording() {
 		if hs := inbound.HandshakeSpan(r); hs.IsValid() {
 			sdkSpan.AddLink(trace.Link{SpanContext: hs})
@@ -70,6 +75,12 @@ func (h *Handler) serveTraced(w http.ResponseWriter, r *http.Request, id string)
 	ctx = context.WithValue(ctx, requestSpanKey{}, trace.Span(span))
 	h.serve(w, r.WithContext(ctx), id, span)
 }
+
+// spanBuffers are the request spans' buffers (800 bytes each), reused: a
+// buffer is only used by the request's own goroutine, in serve and the
+// upstream's hooks it calls (requestSpan), all done when serveTraced
+// returns.
+var spanBuffers = sync.Pool{New: func() any { return new(telemetry.SpanBuffer) }}
 
 // serverStart are the request span's start options, made once (a
 // variadic argument to an interface method is a new slice per call).
