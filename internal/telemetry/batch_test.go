@@ -81,8 +81,8 @@ func (e *blockingExporter) ExportSpans(ctx context.Context, _ []sdktrace.ReadOnl
 }
 func (*blockingExporter) Shutdown(context.Context) error { return nil }
 
-// A SpanBuffer's attributes reach the span at End, after those it could not
-// hold, the later value of a key winning.
+// A SpanBuffer's attributes reach the span, in the order set, by End: also
+// those beyond its room; the later value of a key wins.
 func TestSpanBuffer(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))

@@ -13,8 +13,8 @@ import (
 // span set in four steps paid that four times. Safe for concurrent use, as
 // a span is.
 //
-// Everything but SetAttributes and End goes to the span as is. Attributes
-// beyond the buffer's room go to the span at once, after those buffered.
+// Everything but SetAttributes and End goes to the span as is. When the
+// buffer is full, what it holds goes to the span and it starts again.
 type SpanBuffer struct {
 	trace.Span
 	mu    sync.Mutex
@@ -24,7 +24,7 @@ type SpanBuffer struct {
 
 // bufferedAttrs is room for the attributes of a request span (12) and of
 // an upstream span (11, 12 when it fails) that succeed; a failure's few
-// more go to the span at once.
+// more take a second call.
 const bufferedAttrs = 12
 
 // Reset makes b the buffer of s, with nothing kept.
@@ -34,16 +34,20 @@ func (b *SpanBuffer) Reset(s trace.Span) {
 	b.mu.Unlock()
 }
 
-// SetAttributes keeps kv for End.
+// SetAttributes keeps kv for End. kv is copied, never handed on (a
+// buffer that fills is set on the span first), so that callers' arrays of
+// attributes stay on their stacks.
 func (b *SpanBuffer) SetAttributes(kv ...attribute.KeyValue) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.n+len(kv) <= len(b.attrs) {
-		b.n += copy(b.attrs[b.n:], kv)
-		return
+	for len(kv) > 0 {
+		if b.n == len(b.attrs) {
+			b.flush()
+		}
+		n := copy(b.attrs[b.n:], kv)
+		b.n += n
+		kv = kv[n:]
 	}
-	b.flush()
-	b.Span.SetAttributes(kv...)
 }
 
 func (b *SpanBuffer) flush() {

@@ -5,9 +5,9 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"keyway.dev/internal/failure"
@@ -30,19 +30,23 @@ func requestSpan(ctx context.Context) trace.Span {
 // server span whose parent is the client's traceparent, if any, linked to
 // the TLS handshake of the connection when it arrived on a Listener.
 func (h *Handler) serveTraced(w http.ResponseWriter, r *http.Request, id string) {
-	ctx := h.tr.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
-	var optsBuf [2]trace.SpanStartOption
-	opts := append(optsBuf[:0], serverKind)
-	if hs := inbound.HandshakeSpan(r); hs.IsValid() {
-		opts = append(opts, trace.WithLinks(trace.Link{SpanContext: hs}))
-	}
-	// No attributes at the start (the samplers Keyway offers read none):
-	// the span takes them all in one call at its end (telemetry.SpanBuffer).
-	ctx, sdkSpan := h.tr.Tracer.Start(ctx, telemetry.SpanRequest, opts...)
-	span := &telemetry.SpanBuffer{}
+	ctx := h.tr.ExtractHTTP(r.Context(), r.Header)
+	// No attributes or links at the start (the samplers Keyway offers read
+	// neither): the options are one slice made once, the link is added to
+	// the span, and the attributes go in one call at its end
+	// (telemetry.SpanBuffer).
+	ctx, sdkSpan := h.tr.Tracer.Start(ctx, telemetry.SpanRequest, serverStart...)
+	span := spanBuffers.Get().(*telemetry.SpanBuffer)
 	span.Reset(sdkSpan)
-	defer span.End()
+	defer func() {
+		span.End()
+		span.Reset(nil)
+		spanBuffers.Put(span)
+	}()
 	if sdkSpan.IsRecording() {
+		if hs := inbound.HandshakeSpan(r); hs.IsValid() {
+			sdkSpan.AddLink(trace.Link{SpanContext: hs})
+		}
 		scheme := "http"
 		if r.TLS != nil {
 			scheme = "https"
@@ -72,8 +76,15 @@ func (h *Handler) serveTraced(w http.ResponseWriter, r *http.Request, id string)
 	h.serve(w, r.WithContext(ctx), id, span)
 }
 
-// serverKind is the request span's kind, made once.
-var serverKind = trace.WithSpanKind(trace.SpanKindServer)
+// spanBuffers are the request spans' buffers (800 bytes each), reused: a
+// buffer is only used by the request's own goroutine, in serve and the
+// upstream's hooks it calls (requestSpan), all done when serveTraced
+// returns.
+var spanBuffers = sync.Pool{New: func() any { return new(telemetry.SpanBuffer) }}
+
+// serverStart are the request span's start options, made once (a
+// variadic argument to an interface method is a new slice per call).
+var serverStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
 
 // routeMatched records the route found for the request: one call, so that
 // the span's attributes grow once.

@@ -11,7 +11,6 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"keyway.dev/internal/telemetry"
@@ -29,14 +28,15 @@ type traced struct {
 	getConn time.Time
 }
 
-// clientKind is the upstream span's kind, made once.
-var clientKind = trace.WithSpanKind(trace.SpanKindClient)
+// clientStart are the upstream span's start options, made once (a
+// variadic argument to an interface method is a new slice per call).
+var clientStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
 
 // startSpan starts the request's [telemetry.SpanUpstreamRequest] span, a
 // child of ctx's (the proxy's request span), and hooks connection
 // acquisition into ct.
 func (u *Upstream) startSpan(ctx context.Context, in *http.Request, ct *httptrace.ClientTrace) (*traced, context.Context) {
-	ctx, span := u.tracing.Tracer.Start(ctx, telemetry.SpanUpstreamRequest, clientKind)
+	ctx, span := u.tracing.Tracer.Start(ctx, telemetry.SpanUpstreamRequest, clientStart...)
 	t := &traced{u: u, ctx: ctx}
 	t.span.Reset(span)
 	if span.IsRecording() {
@@ -104,7 +104,7 @@ func (t *traced) sending(out *http.Request) {
 		t.span.SetAttributes(t.u.spanAttrs(out.URL.Host)...)
 	}
 	// Not sampled: only the context goes on, flagged so.
-	t.u.tracing.Propagator.Inject(t.ctx, propagation.HeaderCarrier(out.Header))
+	t.u.tracing.InjectHTTP(t.ctx, out.Header)
 }
 
 func (t *traced) gotConnStart(string) { t.getConn = time.Now() }
