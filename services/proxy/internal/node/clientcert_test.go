@@ -244,11 +244,13 @@ func TestRouteClientCertificateRules(t *testing.T) {
 func TestExpiredClientCertificateRefused(t *testing.T) {
 	t.Parallel()
 	clients := testca.New(t, "client CA")
-	now := time.Now()
-	brief := clients.Issue(testca.Options{CommonName: "brief", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(2 * time.Second)})
 	m := newMTLSEnv(t, func(servers *testca.CA) []*policyv1.ListenerHost {
 		return []*policyv1.ListenerHost{listenerHost(servers.Server("test.com"), "require-and-verify", []*testca.CA{clients}, "test.com")}
 	}, identityRoute("public", "/public/", ""))
+	// Issued once the node serves, so that its few seconds of validity
+	// are not spent starting the node on a busy machine.
+	now := time.Now()
+	brief := clients.Issue(testca.Options{CommonName: "brief", NotBefore: now.Add(-time.Hour), NotAfter: now.Add(3 * time.Second)})
 	url := "https://" + m.addr + "/public/x"
 	cache := tls.NewLRUClientSessionCache(8)
 	keep := m.tlsClient("test.com", brief, true, cache)
