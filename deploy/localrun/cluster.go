@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path"
@@ -389,12 +390,32 @@ var handedOut = struct {
 	ports map[string]bool
 }{ports: map[string]bool{}}
 
-// freePort picks a free loopback port, never one it gave before. Another
-// process could take it before the pod binds it; the pod would then fail
-// to start and say so.
+// freePort picks a free loopback port, never one it gave before, below
+// the kernel's range of ephemeral ports when there is room there: a port
+// in that range, free when probed, can become the source port of any
+// outgoing connection on the machine before the pod binds it (the
+// listeners of a NATS cluster and of Vault then fail to start), while a
+// port below it is only ever taken by a process that binds it on purpose.
+// Another process could still do that; the pod would then fail to start
+// and say so.
 func freePort() (string, error) {
 	handedOut.Lock()
 	defer handedOut.Unlock()
+	if lo, ok := ephemeralLow(); ok {
+		for range 100 {
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(staticPortMin+rand.IntN(lo-staticPortMin)))
+			if handedOut.ports[addr] {
+				continue
+			}
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				continue
+			}
+			ln.Close()
+			handedOut.ports[addr] = true
+			return addr, nil
+		}
+	}
 	for range 100 {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -408,6 +429,29 @@ func freePort() (string, error) {
 		}
 	}
 	return "", errors.New("no free loopback port in 100 tries")
+}
+
+// staticPortMin is the lowest port freePort picks below the ephemeral
+// range: above the well-known and most registered services' ports.
+const staticPortMin = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux:
+// net.ipv4.ip_local_port_range), when it leaves room for freePort below
+// it.
+func ephemeralLow() (int, bool) {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0, false
+	}
+	fields := strings.Fields(string(b))
+	if len(fields) != 2 {
+		return 0, false
+	}
+	lo, err := strconv.Atoi(fields[0])
+	if err != nil || lo < staticPortMin+1000 {
+		return 0, false
+	}
+	return lo, true
 }
 
 // startServices opens a stand-in address for every Service port.
