@@ -41,7 +41,7 @@ func InboundHost(h *model.ListenerHost) (*tls.Config, error) {
 		cfg.MinVersion = model.DefaultMinVersion
 	}
 	if len(cfg.NextProtos) == 0 {
-		cfg.NextProtos = model.DefaultALPN()
+		cfg.NextProtos = defaultInboundALPN()
 	}
 	if len(h.ClientCAs) > 0 {
 		cfg.ClientCAs = x509.NewCertPool()
@@ -96,3 +96,11 @@ func InboundTrust(h *model.ListenerHost) string {
 	slices.Sort(fps)
 	return fmt.Sprintf("%d/%s", h.VerifyDepth, strings.Join(fps, ","))
 }
+
+// defaultInboundALPN is what a Listener host without alpn accepts: h2,
+// then http/1.1, then http/1.0, which clients that speak only HTTP/1.0
+// offer (curl --http1.0) and which NGINX accepts too. crypto/tls refuses a
+// client whose ALPN list has nothing in common with the server's, so
+// without it those clients fail the handshake (no_application_protocol);
+// a connection that negotiates it is served as HTTP/1.x.
+func defaultInboundALPN() []string { return append(model.DefaultALPN(), "http/1.0") }

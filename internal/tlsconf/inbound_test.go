@@ -118,8 +118,9 @@ func TestInboundHostDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.MinVersion != model.DefaultMinVersion || strings.Join(cfg.NextProtos, ",") != strings.Join(model.DefaultALPN(), ",") {
-		t.Errorf("MinVersion %x, NextProtos %q; want %x and %q", cfg.MinVersion, cfg.NextProtos, model.DefaultMinVersion, model.DefaultALPN())
+	// http/1.0 last: for clients that offer nothing else (curl --http1.0).
+	if want := "h2,http/1.1,http/1.0"; cfg.MinVersion != model.DefaultMinVersion || strings.Join(cfg.NextProtos, ",") != want {
+		t.Errorf("MinVersion %x, NextProtos %q; want %x and %q", cfg.MinVersion, cfg.NextProtos, model.DefaultMinVersion, want)
 	}
 	if _, err := tlsconf.InboundHost(&model.ListenerHost{}); err == nil || err.Error() != "no server certificate" {
 		t.Errorf("without a certificate: %v", err)

@@ -90,6 +90,24 @@ func TestServersByProtocol(t *testing.T) {
 				t.Errorf("%d handshakes counted, want 2 (one per connection)", n)
 			}
 
+			// A client that offers only http/1.0 (curl --http1.0) is
+			// served, as NGINX serves it, in HTTP/1.0.
+			old, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "a.test", Certificates: []tls.Certificate{kp.TLS}, NextProtos: []string{"http/1.0"}})
+			if err != nil {
+				t.Fatalf("a client offering only http/1.0: %v", err)
+			}
+			defer old.Close()
+			old.SetDeadline(time.Now().Add(10 * time.Second))
+			io.WriteString(old, "GET / HTTP/1.0\r\nHost: a.test\r\n\r\n")
+			resp10, err := http.ReadResponse(bufio.NewReader(old), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b10, _ := io.ReadAll(resp10.Body)
+			if want := "HTTP/1.0 listener=public client=true verified=true server=true"; resp10.StatusCode != 200 || string(b10) != want || old.ConnectionState().NegotiatedProtocol != "http/1.0" {
+				t.Errorf("http/1.0 client: %d %q (ALPN %q), want 200 %q", resp10.StatusCode, b10, old.ConnectionState().NegotiatedProtocol, want)
+			}
+
 			// Plain HTTP to the TLS port: net/http's answer.
 			conn, err := net.Dial("tcp", addr)
 			if err != nil {
