@@ -4,6 +4,14 @@
 // node that stops heartbeating, so the bucket holds the live nodes. Proxy
 // nodes write it; the policy service reads it to answer ListNodes and
 // rollout questions.
+//
+// The certificates a node serves are kept apart, under "certs.<id>", as a
+// NodeStatus holding only its id, certificates and the errors of listing
+// them: at thousands of upstreams the list is hundreds of kilobytes and
+// changes seldom, while the status is written at every configuration
+// change. A node writes its certificates key before the status that
+// reports the revision they belong to, and rewrites both on every
+// heartbeat; [Merge] puts the two back together.
 package nodekv
 
 import (
@@ -27,8 +35,12 @@ const DefaultHeartbeat = 5 * time.Second
 // value: three heartbeats, so one lost heartbeat does not drop a node.
 const DefaultTTL = 3 * DefaultHeartbeat
 
-// keyPrefix starts every key; ids must be valid KV key tokens after it.
-const keyPrefix = "node."
+// keyPrefix starts every status key, certsPrefix every certificates key;
+// ids must be valid KV key tokens after them.
+const (
+	keyPrefix   = "node."
+	certsPrefix = "certs."
+)
 
 // Key is the bucket key of node id.
 func Key(id string) string { return keyPrefix + id }
@@ -37,6 +49,28 @@ func Key(id string) string { return keyPrefix + id }
 func ID(key string) (id string, ok bool) {
 	id, ok = strings.CutPrefix(key, keyPrefix)
 	return id, ok && id != ""
+}
+
+// CertsKey is the bucket key of node id's certificates.
+func CertsKey(id string) string { return certsPrefix + id }
+
+// CertsID is the inverse of [CertsKey].
+func CertsID(key string) (id string, ok bool) {
+	id, ok = strings.CutPrefix(key, certsPrefix)
+	return id, ok && id != ""
+}
+
+// Merge is a node's status with its certificates (the value of its
+// certificates key, nil when there is none): a new status, the two given
+// are left as they are.
+func Merge(status, certs *nodev1.NodeStatus) *nodev1.NodeStatus {
+	if status == nil || len(certs.GetCertificates()) == 0 && len(certs.GetErrors()) == 0 {
+		return status
+	}
+	m := proto.CloneOf(status)
+	m.Certificates = append(m.Certificates, certs.GetCertificates()...)
+	m.Errors = append(m.Errors, certs.GetErrors()...)
+	return m
 }
 
 // CheckID says why id cannot name a node in the bucket, or nil: KV keys

@@ -48,3 +48,30 @@ func TestEncodeDecode(t *testing.T) {
 		t.Fatal("Decode of garbage: no error")
 	}
 }
+
+// Merge gives a status with its node's certificates and their errors,
+// and changes neither of the two it is given.
+func TestMergeLeavesItsInputs(t *testing.T) {
+	t.Parallel()
+	status := &nodev1.NodeStatus{Id: "edge-1", Revision: 7, Errors: []*nodev1.NodeError{{Key: "route.a", Message: "refused"}}}
+	certs := &nodev1.NodeStatus{Id: "edge-1",
+		Certificates: []*nodev1.ServedCertificate{{Scope: "upstream", Name: "orders", Role: "client"}},
+		Errors:       []*nodev1.NodeError{{Key: "certificates", Message: "1 of 2 certificates listed"}}}
+	m := Merge(status, certs)
+	if m.GetRevision() != 7 || len(m.GetCertificates()) != 1 || m.GetCertificates()[0].GetName() != "orders" ||
+		len(m.GetErrors()) != 2 || m.GetErrors()[1].GetKey() != "certificates" {
+		t.Errorf("merged: %v", m)
+	}
+	if len(status.GetCertificates()) != 0 || len(status.GetErrors()) != 1 || len(certs.GetErrors()) != 1 {
+		t.Errorf("Merge changed its inputs: status %v, certificates %v", status, certs)
+	}
+	if Merge(status, nil) != status || Merge(nil, certs) != nil {
+		t.Error("Merge without certificates, or without a status, is not the status")
+	}
+	if id, ok := CertsID(CertsKey("edge-1")); !ok || id != "edge-1" {
+		t.Errorf("CertsID(CertsKey(edge-1)) = %q, %t", id, ok)
+	}
+	if _, ok := ID(CertsKey("edge-1")); ok {
+		t.Error("a certificates key reads as a status key")
+	}
+}

@@ -1,6 +1,7 @@
 // Package nodes is the policy service's view of the proxy nodes: it follows
 // the node bucket (see [nodekv]), where each live node keeps its status, and
-// answers which nodes serve a configuration revision.
+// answers which nodes serve a configuration revision. A node's certificates,
+// kept under a key of their own, are merged into its status.
 //
 // A node is live while its key is younger than the bucket's TTL: the bucket
 // drops the key after that (and writes a marker the watch sees), and the
@@ -39,7 +40,8 @@ type View struct {
 
 	mu      sync.Mutex
 	nodes   map[string]node
-	changed chan struct{} // closed and replaced on every change
+	certs   map[string]*nodev1.NodeStatus // each node's certificates key
+	changed chan struct{}                 // closed and replaced on every change
 }
 
 type node struct {
@@ -58,7 +60,7 @@ func Open(ctx context.Context, js jetstream.JetStream, bucket string, ttl time.D
 	if ttl, err = nodekv.TTL(ctx, kv); err != nil {
 		return nil, err
 	}
-	v := &View{kv: kv, ttl: ttl, log: log, now: time.Now, nodes: make(map[string]node), changed: make(chan struct{}), resume: make(chan struct{}, 1)}
+	v := &View{kv: kv, ttl: ttl, log: log, now: time.Now, nodes: make(map[string]node), certs: make(map[string]*nodev1.NodeStatus), changed: make(chan struct{}), resume: make(chan struct{}, 1)}
 	wctx, stop := context.WithCancel(context.Background())
 	w, err := kv.WatchAll(wctx)
 	if err != nil {
@@ -129,22 +131,25 @@ func (v *View) watch(ctx context.Context, w jetstream.KeyWatcher, ready chan str
 				continue
 			}
 			if seen != nil {
-				if id, ok := nodekv.ID(e.Key()); ok {
-					seen[id] = true
-				}
+				seen[e.Key()] = true
 			}
 			v.observe(e)
 		}
 	}
 }
 
-// forgetExcept drops the nodes not in keep.
+// forgetExcept drops the nodes and certificates whose keys are not in keep.
 func (v *View) forgetExcept(keep map[string]bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for id := range v.nodes {
-		if !keep[id] {
+		if !keep[nodekv.Key(id)] {
 			delete(v.nodes, id)
+		}
+	}
+	for id := range v.certs {
+		if !keep[nodekv.CertsKey(id)] {
+			delete(v.certs, id)
 		}
 	}
 	close(v.changed)
@@ -153,8 +158,11 @@ func (v *View) forgetExcept(keep map[string]bool) {
 
 func (v *View) observe(e jetstream.KeyValueEntry) {
 	id, ok := nodekv.ID(e.Key())
+	certs := false
 	if !ok {
-		return
+		if id, certs = nodekv.CertsID(e.Key()); !certs {
+			return
+		}
 	}
 	var st *nodev1.NodeStatus
 	if e.Operation() == jetstream.KeyValuePut {
@@ -166,9 +174,14 @@ func (v *View) observe(e jetstream.KeyValueEntry) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if st == nil {
+	switch {
+	case certs && st == nil:
+		delete(v.certs, id)
+	case certs:
+		v.certs[id] = st
+	case st == nil:
 		delete(v.nodes, id)
-	} else {
+	default:
 		v.nodes[id] = node{status: st, written: e.Created()}
 	}
 	close(v.changed)
@@ -187,7 +200,7 @@ func (v *View) live() []*nodev1.NodeStatus {
 	out := make([]*nodev1.NodeStatus, 0, len(v.nodes))
 	for _, id := range slices.Sorted(maps.Keys(v.nodes)) {
 		if n := v.nodes[id]; n.written.After(cutoff) {
-			out = append(out, n.status)
+			out = append(out, nodekv.Merge(n.status, v.certs[id]))
 		}
 	}
 	return out

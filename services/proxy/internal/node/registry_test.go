@@ -42,21 +42,33 @@ func nodeEntries(t *testing.T, natsURL string) <-chan jetstream.KeyValueEntry {
 }
 
 // nextStatus waits for the node bucket to hold a status of id that
-// satisfies ok, and returns it.
+// satisfies ok, and returns it with the certificates the bucket held for
+// id when it was written.
 func nextStatus(t *testing.T, updates <-chan jetstream.KeyValueEntry, id string, ok func(*nodev1.NodeStatus) bool) *nodev1.NodeStatus {
 	t.Helper()
 	deadline := time.After(30 * time.Second)
+	var certs *nodev1.NodeStatus
 	for {
 		select {
 		case e := <-updates:
-			if e == nil || e.Key() != nodekv.Key(id) || e.Operation() != jetstream.KeyValuePut {
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			if e.Key() != nodekv.Key(id) && e.Key() != nodekv.CertsKey(id) {
 				continue
 			}
 			st, err := nodekv.Decode(e.Value())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ok(st) {
+			if e.Key() == nodekv.CertsKey(id) {
+				certs = st
+				continue
+			}
+			if len(st.GetCertificates()) != 0 {
+				t.Fatalf("the status key lists %d certificates; they belong under %s", len(st.GetCertificates()), nodekv.CertsKey(id))
+			}
+			if st = nodekv.Merge(st, certs); ok(st) {
 				return st
 			}
 		case <-deadline:
@@ -97,9 +109,35 @@ func TestNodeRegistersAndReportsRevision(t *testing.T) {
 		t.Errorf("certificates served: %v, want client and trust", roles)
 	}
 
+	// A change that leaves the certificates as they were writes the
+	// status alone: a node with thousands of upstreams does not rewrite
+	// their certificates at each change.
+	rev = put(t, kv, route("orders", "/orders/", "orders"))
+	certWrites := 0
+	for st := (*nodev1.NodeStatus)(nil); st.GetRevision() < rev; {
+		e := <-updates
+		switch {
+		case e == nil || e.Operation() != jetstream.KeyValuePut:
+		case e.Key() == nodekv.CertsKey("edge-1"):
+			certWrites++
+		case e.Key() == nodekv.Key("edge-1"):
+			var err error
+			if st, err = nodekv.Decode(e.Value()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if certWrites != 0 {
+		t.Errorf("a route change rewrote the certificates %d times, want 0", certWrites)
+	}
+
 	stop()
+	deleted := map[string]bool{}
 	for e := range updates {
-		if e != nil && e.Key() == nodekv.Key("edge-1") && e.Operation() != jetstream.KeyValuePut {
+		if e != nil && e.Operation() != jetstream.KeyValuePut {
+			deleted[e.Key()] = true
+		}
+		if deleted[nodekv.Key("edge-1")] && deleted[nodekv.CertsKey("edge-1")] {
 			return
 		}
 	}

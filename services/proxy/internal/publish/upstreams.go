@@ -22,6 +22,7 @@ var shardSeed = maphash.MakeSeed()
 type Upstreams struct {
 	shards [upstreamShards]map[string]*upstream.Upstream
 	n      int
+	tls    int // how many have outbound TLS
 }
 
 func shardOf(name string) int {
@@ -43,6 +44,15 @@ func (u *Upstreams) Len() int {
 		return 0
 	}
 	return u.n
+}
+
+// TLSLen is the number of Upstreams with outbound TLS: what a node's
+// status counts without visiting each.
+func (u *Upstreams) TLSLen() int {
+	if u == nil {
+		return 0
+	}
+	return u.tls
 }
 
 // All yields every Upstream with its Service name, in no particular order.
@@ -90,18 +100,29 @@ func (e *upstreamsEdit) shard(name string) map[string]*upstream.Upstream {
 
 func (e *upstreamsEdit) set(name string, up *upstream.Upstream) {
 	s := e.shard(name)
-	if _, ok := s[name]; !ok {
+	old, ok := s[name]
+	if !ok {
 		e.next.n++
 	}
+	e.next.tls += hasTLS(up) - hasTLS(old)
 	s[name] = up
 }
 
+func hasTLS(up *upstream.Upstream) int {
+	if up != nil && up.TLS() != nil {
+		return 1
+	}
+	return 0
+}
+
 func (e *upstreamsEdit) delete(name string) {
-	if _, ok := e.next.shards[shardOf(name)][name]; !ok {
+	old, ok := e.next.shards[shardOf(name)][name]
+	if !ok {
 		return // nothing to copy the shard for
 	}
 	delete(e.shard(name), name)
 	e.next.n--
+	e.next.tls -= hasTLS(old)
 }
 
 // names are the Service names, sorted.

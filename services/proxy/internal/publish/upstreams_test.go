@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"keyway.dev/internal/model"
 	"keyway.dev/proxy/internal/upstream"
 )
 
@@ -49,5 +50,44 @@ func TestUpstreamsEditCopiesOnWrite(t *testing.T) {
 	}
 	if n != 999 || len(second.names()) != 999 {
 		t.Errorf("All yields %d, names %d; want 999", n, len(second.names()))
+	}
+}
+
+// TLSLen follows every edit: Upstreams that gain, lose or keep outbound
+// TLS, and deleted ones.
+func TestUpstreamsCountTLS(t *testing.T) {
+	t.Parallel()
+	mk := func(name string, tls bool) *upstream.Upstream {
+		var ctx *model.OutboundTLS
+		if tls {
+			ctx = &model.OutboundTLS{SkipValidation: true}
+		}
+		u, err := upstream.New(&model.Service{Name: name, Endpoints: []string{"127.0.0.1:1"}}, ctx, upstream.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return u
+	}
+	e := (*Upstreams)(nil).edit()
+	for i := range 10 {
+		name := fmt.Sprintf("svc-%d", i)
+		e.set(name, mk(name, i%2 == 0)) // 5 with TLS
+	}
+	first := e.next
+	if first.TLSLen() != 5 {
+		t.Fatalf("TLSLen %d after 5 of 10 with TLS, want 5", first.TLSLen())
+	}
+	e = first.edit()
+	e.set("svc-1", mk("svc-1", true))  // gains TLS
+	e.set("svc-0", mk("svc-0", false)) // loses it
+	e.set("svc-2", mk("svc-2", true))  // keeps it
+	e.delete("svc-4")                  // had it
+	e.delete("svc-3")                  // had none
+	e.delete("absent")
+	if got := e.next.TLSLen(); got != 4 || first.TLSLen() != 5 {
+		t.Errorf("TLSLen %d after the edit (want 4), %d before it (want 5)", got, first.TLSLen())
+	}
+	if (*Upstreams)(nil).TLSLen() != 0 {
+		t.Error("nil Upstreams count TLS")
 	}
 }

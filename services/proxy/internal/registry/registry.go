@@ -2,11 +2,15 @@
 // [nodekv]): the node's status is written at start, after every snapshot
 // the node publishes (so a rollout is seen as soon as the node serves it,
 // not at the next heartbeat), and on every heartbeat, which keeps the key
-// younger than the bucket's MaxAge. The key is deleted on a clean stop; a
-// node that dies stops heartbeating and ages out.
+// younger than the bucket's MaxAge. The certificates the node serves go to
+// a key of their own, written before the status when they changed and on
+// every heartbeat: a change then writes a status of a few hundred bytes,
+// not a list of a thousand certificates. Both keys are deleted on a clean
+// stop; a node that dies stops heartbeating and ages out.
 package registry
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -88,16 +92,32 @@ func Run(ctx context.Context, opts Options) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	key := nodekv.Key(opts.ID)
+	key, certsKey := nodekv.Key(opts.ID), nodekv.CertsKey(opts.ID)
 	failing := false
-	write := func() {
+	var written []byte // the certificates last written
+	put := func(key string, b []byte) error {
+		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		defer cancel()
+		_, err := opts.KV.Put(wctx, key, b)
+		return err
+	}
+	write := func(heartbeat bool) {
 		st := opts.Status()
+		certs := &nodev1.NodeStatus{Id: st.GetId(), Certificates: st.Certificates}
+		st.Certificates = nil
 		st.HeartbeatTime = timestamppb.Now()
-		b, err := fit(st, maxStatusBytes)
+		cb, err := fit(certs, maxStatusBytes)
+		if err == nil && (heartbeat || !bytes.Equal(cb, written)) {
+			if err = put(certsKey, cb); err == nil {
+				written = cb
+			}
+		}
+		var b []byte
 		if err == nil {
-			wctx, cancel := context.WithTimeout(ctx, writeTimeout)
-			_, err = opts.KV.Put(wctx, key, b)
-			cancel()
+			b, err = fit(st, maxStatusBytes)
+		}
+		if err == nil {
+			err = put(key, b)
 		}
 		switch {
 		case err != nil && ctx.Err() != nil:
@@ -111,9 +131,11 @@ func Run(ctx context.Context, opts Options) {
 	}
 	tick := time.NewTicker(opts.Heartbeat)
 	defer tick.Stop()
+	heartbeat := true
 	for {
 		changed := opts.Changed()
-		write()
+		write(heartbeat)
+		heartbeat = false
 		select {
 		case <-ctx.Done():
 			if opts.Connected != nil && !opts.Connected() {
@@ -122,12 +144,15 @@ func Run(ctx context.Context, opts Options) {
 			}
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 			defer cancel()
-			if err := opts.KV.Delete(dctx, key); err != nil {
-				log.Warn("cannot remove the node from the node bucket; it ages out", "key", key, "error", err)
+			for _, k := range []string{key, certsKey} {
+				if err := opts.KV.Delete(dctx, k); err != nil {
+					log.Warn("cannot remove the node from the node bucket; it ages out", "key", k, "error", err)
+				}
 			}
 			return
 		case <-changed:
 		case <-tick.C:
+			heartbeat = true
 		}
 	}
 }
