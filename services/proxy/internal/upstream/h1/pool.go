@@ -217,7 +217,7 @@ func (p *Pool) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http
 			trace.GetConn(addr)
 		}
 		// Bounded: after a few stale connections, a new one.
-		c, err := p.get(ctx, addr, attempt >= maxStaleRetries)
+		c, err := p.get(ctx, addr, attempt >= maxStaleRetries, replayable(req))
 		if err != nil {
 			return nil, err
 		}
@@ -246,9 +246,22 @@ func (p *Pool) RoundTrip(req *http.Request, trace *httptrace.ClientTrace) (*http
 // before it dials.
 const maxStaleRetries = 4
 
+// peekAfter is how long a connection stays idle before a replayable
+// request peeks at its socket ([pooledConn.unsolicited]): under load a
+// connection is taken again within a millisecond or two, and that peek was
+// one system call per request that found nothing. A server that closed the
+// connection meanwhile fails the request before any byte of its answer,
+// and a replayable request is sent again on another connection, as
+// http.Transport sends it when its read loop has not yet seen the close.
+// Servers answer unsolicited (a 408 before closing) after an idle timeout
+// of seconds, long after this.
+const peekAfter = 10 * time.Millisecond
+
 // get pops the most recently used idle connection to addr, or dials one
-// (always with fresh).
-func (p *Pool) get(ctx context.Context, addr string, fresh bool) (*pooledConn, error) {
+// (always with fresh). replay says whether the request may be sent again
+// on another connection: then a connection idle for less than peekAfter is
+// not peeked at.
+func (p *Pool) get(ctx context.Context, addr string, fresh, replay bool) (*pooledConn, error) {
 	now := time.Now()
 	p.mu.Lock()
 	for !fresh {
@@ -260,7 +273,8 @@ func (p *Pool) get(ctx context.Context, addr string, fresh bool) (*pooledConn, e
 		list[len(list)-1] = nil
 		p.idle[addr] = list[:len(list)-1]
 		p.mu.Unlock()
-		if now.Sub(c.idleAt) < p.idleTimeout && !c.unsolicited() {
+		idle := now.Sub(c.idleAt)
+		if idle < p.idleTimeout && !c.unsolicited(!replay || idle >= peekAfter) {
 			return c, nil
 		}
 		c.conn.Close()
@@ -385,10 +399,10 @@ func (c *pooledConn) recancel() {
 // last response: bytes no request asked for, which the Transport refuses
 // ("Unsolicited response received on idle HTTP channel") by closing the
 // connection, or the server's close. Bytes already read into c's buffers
-// are found without a system call; the socket's with one peek. It leaves
-// the read deadline in the past, for roundTrip to set.
-func (c *pooledConn) unsolicited() bool {
-	if c.br.Buffered() > 0 || c.peek.idleReadable() {
+// are found without a system call; the socket's with one peek, when peek is
+// set. It leaves the read deadline in the past, for roundTrip to set.
+func (c *pooledConn) unsolicited(peek bool) bool {
+	if c.br.Buffered() > 0 || peek && c.peek.idleReadable() {
 		return true
 	}
 	// A deadline in the past: what the TLS layer holds is returned, the
