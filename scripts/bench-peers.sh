@@ -25,6 +25,9 @@
 #   BENCH_TIMEOUT           seconds bench-all.sh may take (default from ROUNDS, QUIET_WAIT, DURATION)
 #   KEYWAY_PORT=8446        the benchmark Listener's port (the harness's convention)
 #   DEV_PORT_BASE=27000     keyway-dev's own ports are BASE+0..9, away from `make run`'s
+#   KEYWAY_GOMAXPROCS=""    more Keyway targets, one stack each, measured in the same run: for each
+#                           value N, "keyway-pN" runs with GOMAXPROCS=N on KEYWAY_PORT+1, +2, ...
+#                           (its keyway-dev on DEV_PORT_BASE+10, +20, ...)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,9 +46,14 @@ export PEERS_STATE=${PEERS_STATE:-/tmp/peers}
 log() { echo "[bench-peers $(date +%H:%M:%S)] $*" >&2; }
 die() { echo "bench-peers: $*" >&2; exit 1; }
 
+KEYWAY_GOMAXPROCS=${KEYWAY_GOMAXPROCS:-}
 for v in ROUNDS QUIET_WAIT DURATION RETRIES KEYWAY_PORT DEV_PORT_BASE; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v=${!v} is not a whole number"
 done
+for g in $KEYWAY_GOMAXPROCS; do
+  [[ "$g" =~ ^[0-9]+$ ]] && [ "$g" -ge 1 ] && [ "$g" -le 256 ] || die "KEYWAY_GOMAXPROCS: $g is not 1 to 256"
+done
+[ "$(wc -w <<<"$KEYWAY_GOMAXPROCS")" -le 4 ] || die "KEYWAY_GOMAXPROCS: give at most 4 values"
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 10 ] || die "ROUNDS=$ROUNDS: give 1 to 10"
 [ "$DURATION" -ge 1 ] && [ "$DURATION" -le 120 ] || die "DURATION=$DURATION: give 1 to 120 seconds"
 [ "$QUIET_WAIT" -le 600 ] || die "QUIET_WAIT=$QUIET_WAIT: give at most 600 seconds"
@@ -63,7 +71,7 @@ KEYWAY_BIN=$(cd "$KEYWAY_BIN" && pwd)
 CHECKOUT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 # Every target's modes, rounds and retries, plus the quiet waits, and the
 # stack's start; past it the run is stopped.
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((600 + ROUNDS * 4 * (QUIET_WAIT + $(wc -w <<<"$MODES") * (1 + RETRIES) * (DURATION + 2 + QUIET_WAIT))))}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((600 + ROUNDS * (4 + $(wc -w <<<"$KEYWAY_GOMAXPROCS")) * (QUIET_WAIT + $(wc -w <<<"$MODES") * (1 + RETRIES) * (DURATION + 2 + QUIET_WAIT))))}
 [[ "$BENCH_TIMEOUT" =~ ^[0-9]+$ ]] || die "BENCH_TIMEOUT=$BENCH_TIMEOUT is not a whole number"
 
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q LISTEN; }
@@ -74,20 +82,22 @@ log "setup: $PEERS/setup.sh (installs nginx-light and haproxy once; certificates
 CERTS=$PEERS_STATE/certs-ecdsa
 
 DATA=$(mktemp -d /tmp/keyway-bench-peers.XXXXXX)
-DEV_PID=""
+STACK_PIDS=()
 stop_stack() {
-  [ -n "$DEV_PID" ] || return 0
-  if kill -0 "$DEV_PID" 2>/dev/null; then
-    log "stopping keyway-dev (pid $DEV_PID)"
-    kill -TERM "$DEV_PID" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$DEV_PID" 2>/dev/null || break; sleep 0.2; done
-    if kill -0 "$DEV_PID" 2>/dev/null; then
-      log "keyway-dev (pid $DEV_PID) ignored SIGTERM for 20 s: SIGKILL"
-      kill -KILL "$DEV_PID" 2>/dev/null || true
+  local pid
+  for pid in "${STACK_PIDS[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      log "stopping keyway-dev (pid $pid)"
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+      if kill -0 "$pid" 2>/dev/null; then
+        log "keyway-dev (pid $pid) ignored SIGTERM for 20 s: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+      fi
     fi
-  fi
-  wait "$DEV_PID" 2>/dev/null || true
-  DEV_PID=""
+    wait "$pid" 2>/dev/null || true
+  done
+  STACK_PIDS=()
 }
 cleanup() {
   local rc=$?
@@ -97,32 +107,50 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-p() { echo "127.0.0.1:$((DEV_PORT_BASE + $1))"; }
-log "starting keyway-dev from $KEYWAY_BIN, data $DATA, ports $DEV_PORT_BASE.."$((DEV_PORT_BASE + 9))
-"$KEYWAY_BIN/keyway-dev" --bin "$KEYWAY_BIN" --data "$DATA" \
-  --nats-port "$DEV_PORT_BASE" --policy "$(p 1)" --proxy "$(p 2)" --proxy-admin "$(p 3)" \
-  --proxy-tls "$(p 4)" --upstream "$(p 5)" --secrets "$(p 6)" --secrets-internal "$(p 7)" \
-  --keywayctl-config "$DATA/keywayctl.yaml" >"$DATA/keyway-dev.log" 2>&1 </dev/null &
-DEV_PID=$!
-for i in $(seq 1 900); do
-  grep -q '^Keyway is running' "$DATA/keyway-dev.log" && break
-  kill -0 "$DEV_PID" 2>/dev/null || { tail -20 "$DATA/keyway-dev.log" >&2; die "keyway-dev exited before it was ready (log above)"; }
-  [ "$i" = 900 ] && { tail -20 "$DATA/keyway-dev.log" >&2; die "keyway-dev not ready after 180 s (log above)"; }
-  sleep 0.2
-done
-log "keyway-dev ready; applying $PEERS/keyway/render.sh's manifest (Listener on 127.0.0.1:$KEYWAY_PORT)"
-"$PEERS/keyway/render.sh" "$CERTS" "$KEYWAY_PORT" >"$DATA/bench.yaml"
-timeout 120 "$KEYWAY_BIN/keywayctl" --keywayconfig "$DATA/keywayctl.yaml" --context keyway-dev \
-  apply --wait -f "$DATA/bench.yaml" >&2 || die "keywayctl apply of the benchmark manifest failed"
-for i in $(seq 1 100); do
-  port_busy "$KEYWAY_PORT" && break
-  [ "$i" = 100 ] && die "the node does not listen on 127.0.0.1:$KEYWAY_PORT after the apply"
-  sleep 0.1
+# start_stack NAME BASE PORT [VAR=value ...]: a keyway-dev stack of its own
+# (data in $DATA/NAME, ports BASE..BASE+9, the environment given) serving
+# the harness's manifest on 127.0.0.1:PORT.
+start_stack() {
+  local name=$1 base=$2 port=$3 dir="$DATA/$1" pid i
+  shift 3
+  p() { echo "127.0.0.1:$((base + $1))"; }
+  port_busy "$port" && die "port $port is taken: free it or give KEYWAY_PORT=..."
+  mkdir -p "$dir"
+  log "starting keyway-dev for $name${*:+ ($*)} from $KEYWAY_BIN, data $dir, ports $base..$((base + 9))"
+  env "$@" "$KEYWAY_BIN/keyway-dev" --bin "$KEYWAY_BIN" --data "$dir" \
+    --nats-port "$base" --policy "$(p 1)" --proxy "$(p 2)" --proxy-admin "$(p 3)" \
+    --proxy-tls "$(p 4)" --upstream "$(p 5)" --secrets "$(p 6)" --secrets-internal "$(p 7)" \
+    --keywayctl-config "$dir/keywayctl.yaml" >"$dir/keyway-dev.log" 2>&1 </dev/null &
+  pid=$!
+  STACK_PIDS+=("$pid")
+  for i in $(seq 1 900); do
+    grep -q '^Keyway is running' "$dir/keyway-dev.log" && break
+    kill -0 "$pid" 2>/dev/null || { tail -20 "$dir/keyway-dev.log" >&2; die "keyway-dev exited before it was ready (log above)"; }
+    [ "$i" = 900 ] && { tail -20 "$dir/keyway-dev.log" >&2; die "keyway-dev not ready after 180 s (log above)"; }
+    sleep 0.2
+  done
+  log "keyway-dev ready; applying $PEERS/keyway/render.sh's manifest (Listener on 127.0.0.1:$port)"
+  "$PEERS/keyway/render.sh" "$CERTS" "$port" >"$dir/bench.yaml"
+  timeout 120 "$KEYWAY_BIN/keywayctl" --keywayconfig "$dir/keywayctl.yaml" --context keyway-dev \
+    apply --wait -f "$dir/bench.yaml" >&2 || die "keywayctl apply of the benchmark manifest failed"
+  for i in $(seq 1 100); do
+    port_busy "$port" && break
+    [ "$i" = 100 ] && die "the node does not listen on 127.0.0.1:$port after the apply"
+    sleep 0.1
+  done
+}
+start_stack keyway "$DEV_PORT_BASE" "$KEYWAY_PORT"
+TARGETS="keyway=127.0.0.1:$KEYWAY_PORT"
+n=0
+for g in $KEYWAY_GOMAXPROCS; do
+  n=$((n + 1))
+  start_stack "keyway-p$g" $((DEV_PORT_BASE + 10 * n)) $((KEYWAY_PORT + n)) "GOMAXPROCS=$g"
+  TARGETS="$TARGETS keyway-p$g=127.0.0.1:$((KEYWAY_PORT + n))"
 done
 
-log "bench-all.sh: direct, nginx, haproxy, keyway; ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT DURATION=$DURATION MODES=\"$MODES\" RETRIES=$RETRIES; at most ${BENCH_TIMEOUT}s"
+log "bench-all.sh: direct, nginx, haproxy, $TARGETS; ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT DURATION=$DURATION MODES=\"$MODES\" RETRIES=$RETRIES; at most ${BENCH_TIMEOUT}s"
 # RECORD=0: the harness's own folder may be read-only; the summary is copied to $OUT.
-(cd "$PEERS" && PEERS="nginx haproxy" EXTRA_TARGETS="keyway=127.0.0.1:$KEYWAY_PORT" ROUNDS=$ROUNDS \
+(cd "$PEERS" && PEERS="nginx haproxy" EXTRA_TARGETS="$TARGETS" ROUNDS=$ROUNDS \
   QUIET_WAIT=$QUIET_WAIT DURATION=$DURATION MODES="$MODES" RETRIES=$RETRIES RECORD=0 \
   timeout --signal=TERM --kill-after=30 "$BENCH_TIMEOUT" ./bench-all.sh 2>&1 >"$DATA/bench-all.out") |
   tee "$DATA/bench-all.err" >&2 ||
@@ -150,15 +178,17 @@ for r in rows:
     if r["rps"]:
         us.setdefault(k, []).append(r["target_cpu_cores"] / r["rps"] * 1e6)
 med = {k: statistics.median(v) for k, v in us.items()}
-print("| mode | keyway | nginx | haproxy | keyway / nginx | keyway / haproxy |")
-print("|---|---:|---:|---:|---:|---:|")
-for m in ["h1", "h2", "newconn"]:
-    k, n, h = med.get(("keyway", m)), med.get(("nginx", m)), med.get(("haproxy", m))
-    if k is None:
-        continue
-    f = lambda x: "–" if x is None else "%.0f" % x
-    q = lambda a, b: "–" if a is None or not b else "%.2f×" % (a / b)
-    print("| %s | %s | %s | %s | %s | %s |" % (m, f(k), f(n), f(h), q(k, n), q(k, h)))
+print("| target | mode | keyway | nginx | haproxy | keyway / nginx | keyway / haproxy |")
+print("|---|---|---:|---:|---:|---:|---:|")
+targets = sorted({l for l, _ in med if l == "keyway" or l.startswith("keyway-")})
+for t in targets:
+    for m in ["h1", "h2", "newconn"]:
+        k, n, h = med.get((t, m)), med.get(("nginx", m)), med.get(("haproxy", m))
+        if k is None:
+            continue
+        f = lambda x: "–" if x is None else "%.0f" % x
+        q = lambda a, b: "–" if a is None or not b else "%.2f×" % (a / b)
+        print("| %s | %s | %s | %s | %s | %s | %s |" % (t, m, f(k), f(n), f(h), q(k, n), q(k, h)))
 PY
   echo
   echo "Command: make bench-peers ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT RETRIES=$RETRIES DURATION=$DURATION MODES=\"$MODES\"; Keyway from $KEYWAY_BIN (checkout $CHECKOUT at the start); harness results in $RES."
