@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -185,5 +187,55 @@ func TestListenerServesRoutesOverMutualTLS(t *testing.T) {
 	waitRevision(t, n, lastRevision(t, kv))
 	if st := status(t, n); len(st.Listeners) != 0 || len(st.Skipped) != 0 || n.ListenerAddr("public") != "" {
 		t.Errorf("after the deletes: listeners %+v, skipped %+v", st.Listeners, st.Skipped)
+	}
+}
+
+// A client that closes its connection to a Listener while its request
+// waits on a silent upstream ends the upstream request too: the node reads
+// a watched HTTP/1.1 connection for the client's close, and cancels the
+// round trip when it comes.
+func TestListenerClientCloseCancelsUpstream(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	started, ended := make(chan struct{}), make(chan error, 1)
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		select {
+		case <-r.Context().Done():
+			ended <- r.Context().Err()
+		case <-time.After(20 * time.Second):
+			ended <- nil
+		}
+	}))
+	up.Config.ErrorLog = slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)
+	up.TLS = &tls.Config{Certificates: []tls.Certificate{e.server.TLS}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: e.clients.Pool()}
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	e.apply(t, "poll", "http1", addr(up), mtls(e.ca, e.gateway, nil))
+	servers, clients := testca.New(t, "server CA"), testca.New(t, "client CA")
+	waitRevision(t, e.node, put(t, e.kv, listenerResource("public", "127.0.0.1:0",
+		listenerHost(servers.Server("gw.test"), "require-and-verify", []*testca.CA{clients}, "gw.test"))))
+
+	conn, err := tls.Dial("tcp", e.node.ListenerAddr("public"), &tls.Config{RootCAs: servers.Pool(), ServerName: "gw.test",
+		Certificates: []tls.Certificate{clients.Client("poller").TLS}, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(conn, "GET /poll/wait HTTP/1.1\r\nHost: gw.test\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the request did not reach the upstream within 10 s")
+	}
+	conn.Close()
+	select {
+	case err := <-ended:
+		if err == nil {
+			t.Fatal("the upstream request ran for 20 s after the client closed its connection")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream request did not end within 10 s of the client's close")
 	}
 }

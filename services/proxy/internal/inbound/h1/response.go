@@ -229,6 +229,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if c.hijacked {
 		return nil, nil, http.ErrHijacked
 	}
+	c.stopWatch()
 	c.hijacked = true
 	_ = c.rwc.SetDeadline(time.Time{})
 	buf := bufio.NewReadWriter(c.br, bufio.NewWriter(c.rwc))

@@ -87,6 +87,12 @@ type Server struct {
 	// drained is closed when Shutdown waits and the last connection is
 	// gone.
 	drained chan struct{}
+	// watching is set while watchLoop runs; watchTick counts its ticks.
+	watching  atomic.Bool
+	watchTick atomic.Uint64
+	// watchHook, if set (tests), hears of each watch's read: "reading"
+	// before it, "read" with the bytes it got after.
+	watchHook func(event string, n int)
 }
 
 // rstAvoidanceDelay is how long a connection closed with request bytes
@@ -231,6 +237,9 @@ type conn struct {
 	// the rare requests whose Host header http.ReadRequest does not show
 	// (see hostHeader).
 	record []byte
+	// watch reads the connection while a long request without a body
+	// runs, for the client's close.
+	watch watch
 }
 
 // connReader is the connection's reader: it stops at the header limit
@@ -240,6 +249,10 @@ type connReader struct {
 	c         *conn
 	remain    int64
 	recording bool
+	// pending is a byte the watch read, returned first; failed is the
+	// error its read ended with, returned instead of reading.
+	pending []byte
+	failed  error
 }
 
 func (cr *connReader) Read(p []byte) (int, error) {
@@ -252,7 +265,17 @@ func (cr *connReader) Read(p []byte) (int, error) {
 	if int64(len(p)) > cr.remain {
 		p = p[:cr.remain]
 	}
-	n, err := cr.c.rwc.Read(p)
+	var n int
+	var err error
+	switch {
+	case len(cr.pending) > 0:
+		n = copy(p, cr.pending)
+		cr.pending = cr.pending[:0]
+	case cr.failed != nil:
+		err = cr.failed
+	default:
+		n, err = cr.c.rwc.Read(p)
+	}
 	if err != nil {
 		cr.c.cancelCtx()
 	}
@@ -360,6 +383,7 @@ func (c *conn) serve(ctx context.Context) {
 			s.logf("http: panic serving %v: %v\n%s", c.remoteAddr, err, buf)
 		}
 		if inFlight != nil {
+			c.stopWatch()
 			inFlight.cancelCtx()
 			inFlight.disableWriteContinue()
 		}
@@ -408,7 +432,11 @@ func (c *conn) serve(ctx context.Context) {
 		if req.RequestURI == "*" && req.Method == "OPTIONS" {
 			globalOptions(w, req)
 		} else {
+			if c.watchable(req) {
+				c.armWatch()
+			}
 			s.Handler.ServeHTTP(w, req)
+			c.stopWatch()
 		}
 		inFlight = nil
 		w.cancelCtx()
