@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -282,16 +281,19 @@ expires. Nothing is stored when anything is wrong.`,
 	return cmd
 }
 
-// readPEM reads a PEM file given to flag; "-" is stdin.
+// readPEM reads a PEM file given to flag; "-" is stdin. Either is read up
+// to maxPEMFile (1 MiB, what the secrets API takes in one request).
 func readPEM(flag, path string, stdin io.Reader) (string, error) {
 	var (
 		b   []byte
 		err error
 	)
 	if path == "-" {
-		b, err = io.ReadAll(stdin)
+		if b, err = io.ReadAll(io.LimitReader(stdin, maxPEMFile+1)); err == nil && len(b) > maxPEMFile {
+			err = fmt.Errorf("standard input is over 1 MiB; the secrets API takes 1 MiB per request: give the chain and the key alone")
+		}
 	} else {
-		b, err = os.ReadFile(path)
+		b, err = readBounded(path, maxPEMFile)
 	}
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", flag, err)

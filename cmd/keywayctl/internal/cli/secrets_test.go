@@ -30,6 +30,7 @@ func TestSecretsFlagErrors(t *testing.T) {
 		{[]string{"put", "--keystore", "edge", "--alias", "gw", "--cert", "a", "--key", "b", "--usage", "both"}, `--usage "both": want client or server`},
 		{[]string{"put", "--truststore", "cas"}, "needs --cert FILE"},
 		{[]string{"put", "--keystore", "edge", "--alias", "gw", "--cert", "/nonexistent.pem", "--key", "b"}, "--cert: open /nonexistent.pem"},
+		{[]string{"put", "--truststore", "cas", "--cert", "/dev/zero"}, "--cert: larger than 1048576 bytes"},
 		{[]string{"get", "--keystore", "edge", "--alias", "gw", "-o", "name"}, "want table, yaml or json"},
 		{[]string{"list", "-o", "xml"}, "want table, yaml or json"},
 		{[]string{"delete"}, "give --keystore and --alias"},
@@ -42,6 +43,23 @@ func TestSecretsFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// A PEM on standard input is read up to the secrets API's bound, not
+// without end.
+func TestSecretsEndlessStdin(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr bytes.Buffer
+	err := Run(context.Background(), []string{"secrets", "--secrets-server", "http://127.0.0.1:1", "put", "--truststore", "cas", "--cert", "-"},
+		IO{Stdin: zeros{}, Stdout: &stdout, Stderr: &stderr})
+	if err == nil || !strings.Contains(stderr.String(), "--cert: standard input is over 1 MiB") {
+		t.Errorf("keywayctl secrets put --cert - from an endless input: %v\nstderr: %s", err, stderr.String())
+	}
+}
+
+// zeros is an input that never ends.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
 
 func TestSecretsServerFromEnvironment(t *testing.T) {
 	t.Parallel()

@@ -226,15 +226,69 @@ func (m Manifest) Locate(field string) (doc *Document, pos Position, rel string)
 	return m[i], m[i].Locate(rest), m[i].Name(rest)
 }
 
+// MaxBytes bounds one manifest file, or standard input, and MaxTotalBytes
+// everything one Read takes: a manifest is parsed whole before anything is
+// sent, and what the policy API accepts in one request is 8 MiB.
+const (
+	MaxBytes      = 32 << 20
+	MaxTotalBytes = 128 << 20
+)
+
+// bounds are what one Read may take: per input, and in all.
+type bounds struct{ each, total int64 }
+
+// readBounded reads r, up to what b leaves after read bytes; more is an
+// error that names the input and says what to do.
+func (b bounds) readBounded(name string, r io.Reader, read int64) ([]byte, error) {
+	limit := min(b.each, b.total-read)
+	data, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", shownFile(name), err)
+	}
+	switch {
+	case int64(len(data)) <= limit:
+	case limit < b.each: // the inputs before it used the rest
+		return nil, fmt.Errorf("%s: the manifests given pass %s together; apply them in parts, one after another", shownFile(name), size(b.total))
+	default:
+		return nil, fmt.Errorf("%s: over %s; a manifest is read whole and the policy API takes 8 MiB per request: split it and apply the parts one after another", shownFile(name), size(b.each))
+	}
+	return data, nil
+}
+
+// size is n bytes in MiB when it is a whole number of them.
+func size(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return strconv.FormatInt(n>>20, 10) + " MiB"
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
+}
+
+// readFile reads file f as readBounded reads: a device or a pipe given as
+// a file has no size to check first.
+func (b bounds) readFile(f string, read int64) ([]byte, error) {
+	file, err := os.Open(f)
+	if err != nil {
+		return nil, err
+	}
+	defer file.Close()
+	return b.readBounded(f, file, read)
+}
+
 // Read reads the manifests named by paths: files, directories (every
 // *.yaml, *.yml and *.json file in them, not recursing, in name order) and
-// [Stdin] for stdin. Problems in documents are returned all at once, joined,
+// [Stdin] for stdin, each at most [MaxBytes] and all at most
+// [MaxTotalBytes]. Problems in documents are returned all at once, joined,
 // each an [*Error] with its position.
 func Read(paths []string, stdin io.Reader) (Manifest, error) {
+	return bounds{MaxBytes, MaxTotalBytes}.read(paths, stdin)
+}
+
+func (b bounds) read(paths []string, stdin io.Reader) (Manifest, error) {
 	var (
 		m         Manifest
 		errs      []error
 		stdinRead bool
+		read      int64 // bytes read so far
 	)
 	for _, p := range paths {
 		if p == Stdin {
@@ -243,11 +297,12 @@ func Read(paths []string, stdin io.Reader) (Manifest, error) {
 				continue
 			}
 			stdinRead = true
-			data, err := io.ReadAll(stdin)
+			data, err := b.readBounded(stdinName, stdin, read)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("reading standard input: %w", err))
+				errs = append(errs, err)
 				continue
 			}
+			read += int64(len(data))
 			docs, perrs := parse(stdinName, data)
 			m = append(m, docs...)
 			errs = append(errs, perrs...)
@@ -259,11 +314,12 @@ func Read(paths []string, stdin io.Reader) (Manifest, error) {
 			continue
 		}
 		for _, f := range files {
-			data, err := os.ReadFile(f)
+			data, err := b.readFile(f, read)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
+			read += int64(len(data))
 			docs, perrs := parse(f, data)
 			m = append(m, docs...)
 			errs = append(errs, perrs...)

@@ -420,3 +420,54 @@ func TestPositionBoundsTheFileName(t *testing.T) {
 		t.Errorf("position = %q, want …<end of the name>/routes.yaml:3:7 in valid UTF-8", got)
 	}
 }
+
+// endless is standard input, or a device, that never ends.
+type endless struct{}
+
+func (endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = '#'
+	}
+	return len(p), nil
+}
+
+// Read stops at its bounds and says which input passed them and what to
+// do: an endless standard input, a file that is too large, and files that
+// are too large together. Nothing of a manifest that passes is returned.
+// The bounds are Read's, but for the files: small ones, made smaller.
+func TestReadBounds(t *testing.T) {
+	t.Parallel()
+	if m, err := Read([]string{Stdin}, endless{}); err == nil || len(m) != 0 ||
+		!strings.Contains(err.Error(), "<stdin>: over 32 MiB") || !strings.Contains(err.Error(), "split it") {
+		t.Errorf("endless stdin: %d documents, error %v", len(m), err)
+	}
+	if _, err := Read([]string{"/dev/zero"}, nil); err == nil || !strings.Contains(err.Error(), "/dev/zero: over 32 MiB") {
+		t.Errorf("/dev/zero as a file: %v", err)
+	}
+
+	b := bounds{each: 1000, total: 2500}
+	dir := t.TempDir()
+	write := func(name string, n int) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(strings.Repeat("#", n)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	if _, err := b.read([]string{write("big.yaml", 1001)}, nil); err == nil || !strings.Contains(err.Error(), "big.yaml: over 1000 bytes") {
+		t.Errorf("a file a byte over the bound: %v", err)
+	}
+	svc := "apiVersion: keyway.dev/v1alpha1\nkind: Service\nmetadata:\n  name: orders\nspec:\n  address: 127.0.0.1:9000\n#"
+	fits := filepath.Join(dir, "fits.yaml")
+	if err := os.WriteFile(fits, []byte(svc+strings.Repeat("#", 1000-len(svc))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := b.read([]string{fits}, nil); err != nil || len(m) != 1 {
+		t.Errorf("a Service of 1000 bytes, at the bound: %d documents, %v", len(m), err)
+	}
+	// Three files just under the bound: the third passes the total.
+	_, err := b.read([]string{write("parta.yaml", 999), write("partb.yaml", 999), write("partc.yaml", 999)}, nil)
+	if err == nil || !strings.Contains(err.Error(), "partc.yaml: the manifests given pass 2500 bytes together") || strings.Contains(err.Error(), "partb.yaml") {
+		t.Errorf("three files of 999 bytes against a total of 2500: %v", err)
+	}
+}
