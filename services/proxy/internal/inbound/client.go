@@ -54,6 +54,14 @@ type conn struct {
 	// revocation caches the last revocation judgement of this
 	// connection's client certificate.
 	revocation atomic.Pointer[revocationVerdict]
+	// viaNetHTTP2 is set when the connection is handed to net/http's
+	// server for h2; taken once that server has it (see server.pending).
+	viaNetHTTP2 bool
+	taken       atomic.Bool
+	// start is when the connection was accepted; handshook is set, under
+	// srv.mu, once its handshake has ended.
+	start     time.Time
+	handshook bool
 }
 
 // connListener is the listener net/http's server serves: it yields the
@@ -69,12 +77,15 @@ func newConnListener(addr net.Addr) *connListener {
 	return &connListener{addr: addr, conns: make(chan net.Conn), done: make(chan struct{})}
 }
 
-// hand gives c to the server, or closes it when the listener is closed.
-func (l *connListener) hand(c net.Conn) {
+// hand gives c to the server, or closes it when the listener is closed
+// (and reports false).
+func (l *connListener) hand(c net.Conn) bool {
 	select {
 	case l.conns <- c:
+		return true
 	case <-l.done:
 		c.Close()
+		return false
 	}
 }
 

@@ -143,12 +143,22 @@ type server struct {
 	netHTTP1 bool
 	// readHeaderTimeout bounds each handshake.
 	readHeaderTimeout time.Duration
-	// mu guards handshaking (the connections whose handshake is under
-	// way) and closing (set when the server drains).
-	mu          sync.Mutex
-	handshaking map[*conn]struct{}
-	closing     bool
-	since       time.Time
+	// accepting is closed when the accept loop has returned.
+	accepting chan struct{}
+	// mu guards pending, settled and cut.
+	mu sync.Mutex
+	// pending are the connections accepted and not yet taken in by the
+	// server of their protocol: handshaking, or handed over and not yet
+	// tracked (h1) or registered (h2) there. A drain waits for them, so
+	// that the Shutdown after it reaches every connection: h1 serves a
+	// request already sent, h2 sends GOAWAY.
+	pending map[*conn]struct{}
+	// settled, once a drain waits, is closed when pending empties.
+	settled chan struct{}
+	// cut is set when a drain gave up waiting and closed what was
+	// pending: those handshakes are not counted as failures.
+	cut   bool
+	since time.Time
 	snap        atomic.Pointer[snapshot]
 	done        chan struct{}
 	err         atomic.Pointer[error] // why Serve stopped, if not by Shutdown
@@ -295,7 +305,7 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 		return nil, fmt.Errorf("inbound: listening on %s: %w", address, err)
 	}
 	s := &server{name: name, address: address, log: m.log, observer: m.opts.Handshakes, tracing: m.opts.Tracing, ln: ln, since: time.Now(), done: make(chan struct{}),
-		netHTTP1: m.opts.NetHTTP1, readHeaderTimeout: m.opts.ReadHeaderTimeout, handshaking: make(map[*conn]struct{})}
+		netHTTP1: m.opts.NetHTTP1, readHeaderTimeout: m.opts.ReadHeaderTimeout, pending: make(map[*conn]struct{}), accepting: make(chan struct{})}
 	s.snap.Store(snap)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
@@ -316,6 +326,7 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 		// The connection, for the handler's per-request client checks
 		// (ClientOf).
 		ConnContext: connContext,
+		ConnState:   s.connState,
 		ErrorLog:    errorLog,
 	}
 	s.h1 = &h1.Server{
@@ -323,8 +334,14 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 		ReadHeaderTimeout: m.opts.ReadHeaderTimeout,
 		IdleTimeout:       m.opts.IdleTimeout,
 		MaxHeaderBytes:    m.opts.MaxHeaderBytes,
-		ConnContext:       connContext,
-		ErrorLog:          errorLog,
+		// Called once h1 tracks the connection.
+		ConnContext: func(ctx context.Context, nc net.Conn) context.Context {
+			if c := connOf(nc); c != nil {
+				s.taken(c)
+			}
+			return connContext(ctx, nc)
+		},
+		ErrorLog: errorLog,
 	}
 	s.h2ln = newConnListener(ln.Addr())
 	var serving sync.WaitGroup
@@ -344,10 +361,11 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 	return s, nil
 }
 
-// accept accepts connections until the listener is closed, each served in
-// a goroutine of its own; temporary errors (too many open files) are
-// retried after a pause, as net/http's server does.
+// accept accepts connections until the listener is closed, each pending
+// and served in a goroutine of its own; temporary errors (too many open
+// files) are retried after a pause, as net/http's server does.
 func (s *server) accept(cfg *tls.Config) {
+	defer close(s.accepting)
 	var delay time.Duration
 	for {
 		raw, err := s.ln.Accept()
@@ -367,41 +385,44 @@ func (s *server) accept(cfg *tls.Config) {
 			return
 		}
 		delay = 0
-		c := &conn{Conn: raw, srv: s}
+		c := &conn{Conn: raw, srv: s, start: time.Now()}
 		if s.tracing.Tracer != nil {
-			c.accepted = time.Now()
+			c.accepted = c.start
 		}
 		c.tls = tls.Server(c, cfg)
+		s.mu.Lock()
+		s.pending[c] = struct{}{}
+		s.mu.Unlock()
 		go s.serve(c)
 	}
 }
 
 // serve handshakes c, counts the outcome, and serves the connection: h2
 // by net/http's server, anything else by h1 (or net/http's server with
-// Options.NetHTTP1).
+// Options.NetHTTP1). A drain under way does not stop it: c was accepted
+// before the listener closed, and its client is owed an answer.
 func (s *server) serve(c *conn) {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		c.Close()
-		return
-	}
-	s.handshaking[c] = struct{}{}
-	s.mu.Unlock()
 	err := s.handshake(c)
 	s.mu.Lock()
-	delete(s.handshaking, c)
-	closing := s.closing
+	cut := s.cut
+	c.handshook = true
 	s.mu.Unlock()
-	if !closing {
+	if err == nil {
+		_ = c.SetDeadline(time.Time{})
+	}
+	if !cut {
 		s.observe(c, err)
 	}
 	if err != nil {
+		s.taken(c)
 		_ = c.tls.Close()
 		return
 	}
 	if s.netHTTP1 || c.tls.ConnectionState().NegotiatedProtocol == "h2" {
-		s.h2ln.hand(c.tls)
+		c.viaNetHTTP2 = !s.netHTTP1
+		if !s.h2ln.hand(c.tls) {
+			s.taken(c)
+		}
 		return
 	}
 	// The server's context key is for handlers that act differently
@@ -409,11 +430,12 @@ func (s *server) serve(c *conn) {
 	// finish).
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.srv)
 	_ = s.h1.ServeConn(ctx, c.tls)
+	s.taken(c) // when ServeConn refused it
 }
 
 // handshake runs c's TLS handshake within ReadHeaderTimeout (as
-// net/http's server bounds it). A client that speaks plain HTTP gets
-// net/http's 400.
+// net/http's server bounds it), leaving the deadline set. A client that
+// speaks plain HTTP gets net/http's 400.
 func (s *server) handshake(c *conn) error {
 	if d := s.readHeaderTimeout; d > 0 {
 		_ = c.SetDeadline(time.Now().Add(d))
@@ -426,7 +448,6 @@ func (s *server) handshake(c *conn) error {
 		}
 		return err
 	}
-	_ = c.SetDeadline(time.Time{})
 	return nil
 }
 
@@ -440,14 +461,75 @@ func looksLikeHTTP(hdr [5]byte) bool {
 	return false
 }
 
-// closeHandshakes closes the connections still handshaking and refuses
-// new ones: the server drains.
-func (s *server) closeHandshakes() {
+// taken removes c from pending: its protocol's server has it, or it is
+// closed.
+func (s *server) taken(c *conn) {
+	if c.taken.Swap(true) {
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.closing = true
-	for c := range s.handshaking {
-		c.Close()
+	delete(s.pending, c)
+	if len(s.pending) == 0 && s.settled != nil {
+		close(s.settled)
+		s.settled = nil
+	}
+}
+
+// connState is net/http's ConnState hook: a connection it serves is taken
+// in when net/http tracks it (StateNew), or, for h2, when its h2 server
+// has registered it (its first StateActive, after the client's preface):
+// only a registered connection gets the GOAWAY of a Shutdown.
+func (s *server) connState(nc net.Conn, st http.ConnState) {
+	c := connOf(nc)
+	if c == nil || c.taken.Load() {
+		return
+	}
+	if st == http.StateNew && c.viaNetHTTP2 {
+		return
+	}
+	s.taken(c)
+}
+
+// handshakeGrace bounds, once a drain has begun, the handshake of a
+// connection accepted before it, from its accept (within
+// ReadHeaderTimeout): net/http's grace for a connection that has sent no
+// request yet. A client that connects and sends nothing holds a drain no
+// longer than that.
+var handshakeGrace = 5 * time.Second
+
+// settle waits, after the accept loop has returned, until every pending
+// connection is taken in, or until ctx ends: then it closes those left.
+// Handshakes under way get handshakeGrace from their accept.
+func (s *server) settle(ctx context.Context) {
+	select {
+	case <-s.accepting:
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	var settled chan struct{}
+	if len(s.pending) > 0 {
+		settled = make(chan struct{})
+		s.settled = settled
+	}
+	for c := range s.pending {
+		if !c.handshook && (s.readHeaderTimeout <= 0 || handshakeGrace < s.readHeaderTimeout) {
+			_ = c.SetDeadline(c.start.Add(handshakeGrace))
+		}
+	}
+	s.mu.Unlock()
+	if settled == nil {
+		return
+	}
+	select {
+	case <-settled:
+	case <-ctx.Done():
+		s.mu.Lock()
+		s.cut = true
+		for c := range s.pending {
+			c.Close()
+		}
+		s.mu.Unlock()
 	}
 }
 
@@ -468,7 +550,7 @@ func (m *Manager) drain(s *server) {
 		ctx, cancel := context.WithTimeout(m.drainCtx, m.opts.ShutdownTimeout)
 		defer cancel()
 		s.ln.Close()
-		s.closeHandshakes()
+		s.settle(ctx)
 		var wg sync.WaitGroup
 		var h1Err, srvErr error
 		wg.Go(func() { h1Err = s.h1.Shutdown(ctx) })

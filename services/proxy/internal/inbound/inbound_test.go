@@ -19,6 +19,7 @@ import (
 	"keyway.dev/internal/model"
 	"keyway.dev/internal/testca"
 	"keyway.dev/internal/testwait"
+	"keyway.dev/proxy/internal/inbound"
 )
 
 func TestSNISelectsHost(t *testing.T) {
@@ -393,5 +394,86 @@ func TestAddressChangeDrainsTheOldServer(t *testing.T) {
 	})
 	if st := m.Status(); len(st) != 0 {
 		t.Errorf("status after removing every listener: %+v", st)
+	}
+}
+
+// TestDrainFinishesHandshakesInFlight: a client whose handshake is under
+// way when its node drains (a rolling restart: another node serves the
+// same address) gets its request served instead of a connection closed
+// mid-handshake, and the drain does not wait for its ShutdownTimeout.
+// Over HTTP/1.1 the draining node serves it; over h2 the draining node
+// serves it or, if its GOAWAY came first, the client sends it again to
+// the other node.
+func TestDrainFinishesHandshakesInFlight(t *testing.T) {
+	t.Parallel()
+	for _, h2 := range []bool{false, true} {
+		t.Run(map[bool]string{false: "http1.1", true: "h2"}[h2], func(t *testing.T) {
+			t.Parallel()
+			ca, clients := testca.New(t, "server CA"), testca.New(t, "client CA")
+			l := &model.Listener{Name: "public", Address: "127.0.0.1:0", Hosts: []model.ListenerHost{
+				host(ca.Server("a.test"), tls.RequireAndVerifyClientCert, []*testca.CA{clients}, "a.test"),
+			}}
+			draining := inbound.New(inbound.Options{Handler: handler("draining"), ShutdownTimeout: time.Minute})
+			apply(t, draining, l)
+			addr := draining.Addr("public")
+
+			// The client's certificate is asked for mid-handshake: the
+			// callback holds the handshake there until released.
+			kp := clients.Client("caller")
+			asked, release := make(chan struct{}), make(chan struct{})
+			var once sync.Once
+			cfg := &tls.Config{RootCAs: ca.Pool(), ServerName: "a.test", GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				once.Do(func() {
+					close(asked)
+					<-release
+				})
+				return &kp.TLS, nil
+			}}
+			if !h2 {
+				cfg.NextProtos = []string{"http/1.1"}
+			}
+			c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: h2}}
+			type result struct {
+				e   echo
+				err error
+			}
+			got := make(chan result, 1)
+			go func() {
+				e, _, err := get(c, "https://"+addr+"/")
+				got <- result{e, err}
+			}()
+			<-asked
+
+			// The other node binds the address once the connection is
+			// the draining node's.
+			other := newManager(t, "other")
+			shared := *l
+			shared.Address = addr
+			apply(t, other, &shared)
+
+			closed := make(chan time.Duration, 1)
+			go func() {
+				start := time.Now()
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				defer cancel()
+				draining.Close(ctx)
+				closed <- time.Since(start)
+			}()
+			waitFor(t, func() bool { return draining.Addr("public") == "" })
+			close(release)
+
+			r := <-got
+			if r.err != nil {
+				t.Fatalf("the request whose handshake the drain caught: %v", r.err)
+			}
+			want := map[bool]string{false: "HTTP/1.1", true: "HTTP/2.0"}[h2]
+			if r.e.Proto != want || r.e.Client != "caller" || (!h2 && r.e.Node != "draining") {
+				t.Errorf("served %+v; want %s for caller, by the draining node over HTTP/1.1", r.e, want)
+			}
+			t.Logf("served by %s", r.e.Node)
+			if took := <-closed; took > 20*time.Second {
+				t.Errorf("the drain took %s: it waited for its ShutdownTimeout", took)
+			}
+		})
 	}
 }

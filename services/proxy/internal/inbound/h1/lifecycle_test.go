@@ -161,6 +161,72 @@ func TestShutdownClosesIdleAndLetsActiveFinish(t *testing.T) {
 	}
 }
 
+// TestShutdownServesANewConnectionsFirstRequest: a connection that has
+// sent no request yet when Shutdown begins (a client that has just
+// connected) is not closed as idle: the request it then sends is served,
+// with Connection: close. One that sends nothing is closed after
+// newConnGrace, and Shutdown returns once both are gone.
+//
+// Not parallel: it shortens newConnGrace.
+func TestShutdownServesANewConnectionsFirstRequest(t *testing.T) {
+	defer func(d time.Duration) { newConnGrace = d }(newConnGrace)
+	newConnGrace = 300 * time.Millisecond
+	srv := &Server{Handler: http.HandlerFunc(okHandler), ReadHeaderTimeout: time.Minute, ErrorLog: log.New(io.Discard, "", 0)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	newConn := func() (net.Conn, *bufio.Reader) {
+		c, br := dial(t, ln.Addr().String())
+		rwc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.ServeConn(context.Background(), rwc)
+		return c, br
+	}
+	sends, sendsBR := newConn()
+	_, silentBR := newConn()
+	waitUntil(t, func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.conns) == 2
+	})
+
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Shutdown(context.Background()) }()
+	waitUntil(t, srv.shutdown.Load)
+	io.WriteString(sends, "POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 5\r\n\r\nhello")
+	res, err := http.ReadResponse(sendsBR, nil)
+	if err != nil {
+		t.Fatalf("the request sent after Shutdown began: %v", err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 200 || string(b) != "ok hello" || !res.Close {
+		t.Errorf("got %d %q, close %t; want 200 \"ok hello\" and Connection: close", res.StatusCode, b, res.Close)
+	}
+	waitClosed(t, sendsBR)
+	start := time.Now()
+	waitClosed(t, silentBR)
+	if err := <-shut; err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if waited := time.Since(start); waited > 10*time.Second {
+		t.Errorf("the silent connection held Shutdown %s", waited)
+	}
+}
+
+// waitUntil polls cond until it holds, for at most 10 s.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+	}
+}
+
 // TestShutdownDeadlineThenClose: a request that does not finish makes
 // Shutdown return ctx's error; Close then cuts it off and cancels its
 // context.

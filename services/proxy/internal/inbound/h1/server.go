@@ -74,7 +74,9 @@ type Server struct {
 	// http.DefaultMaxHeaderBytes.
 	MaxHeaderBytes int
 	// ConnContext, if set, returns the context of a connection's requests,
-	// derived from ctx (which holds http.LocalAddrContextKey).
+	// derived from ctx (which holds http.LocalAddrContextKey). It is
+	// called once the connection is the server's: a Shutdown from then
+	// on waits for it.
 	ConnContext func(ctx context.Context, c net.Conn) context.Context
 	// ErrorLog receives what net/http's server would log: handler panics,
 	// superfluous WriteHeader calls. Nil logs nothing.
@@ -153,19 +155,40 @@ func (s *Server) track(c *conn, add bool) bool {
 	return true
 }
 
-// setIdle marks c as waiting for a request (idle) or serving one; it
-// reports false when c is to stop because Shutdown has begun.
-func (s *Server) setIdle(c *conn, idle bool) bool {
+// connState is where a connection is in its life, as Shutdown sees it.
+type connState uint8
+
+const (
+	// stateNew: no byte of the first request read yet.
+	stateNew connState = iota
+	// stateActive: reading or serving a request.
+	stateActive
+	// stateIdle: kept alive, waiting for the next request.
+	stateIdle
+)
+
+// newConnGrace is how long Shutdown lets a connection that has not sent
+// its first request yet take to send it (net/http's 5 s for StateNew):
+// a client that has just connected gets its request served, one that
+// sends nothing does not hold the drain longer than that.
+var newConnGrace = 5 * time.Second
+
+// setState records c's state; it reports false when c is to stop because
+// Shutdown has begun and c is idle.
+func (s *Server) setState(c *conn, st connState) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c.idle = idle
-	return !(idle && s.shutdown.Load())
+	c.state = st
+	return !(st == stateIdle && s.shutdown.Load())
 }
 
 // Shutdown stops the serving of new requests: idle connections (those
-// waiting for a request) are closed now, the others once their response
-// is written. It returns when every connection is closed (hijacked ones
-// are no longer the server's), or ctx's error when ctx ends first (then
+// waiting for a kept-alive connection's next request) are closed now, the
+// others once their response is written. A connection that has not sent
+// its first request yet gets it served, with Connection: close, if it
+// sends it within newConnGrace of its start (and ReadHeaderTimeout).
+// Shutdown returns when every connection is closed (hijacked ones are no
+// longer the server's), or ctx's error when ctx ends first (then
 // [Server.Close] cuts the rest off).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
@@ -173,9 +196,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for ln := range s.lns {
 		ln.Close()
 	}
+	grace := newConnGrace
+	if d := s.ReadHeaderTimeout; d > 0 && d < grace {
+		grace = d
+	}
 	for c := range s.conns {
-		if c.idle {
+		switch c.state {
+		case stateIdle:
 			c.rwc.Close()
+		case stateNew:
+			_ = c.rwc.SetReadDeadline(c.started.Add(grace))
 		}
 	}
 	if len(s.conns) == 0 {
@@ -228,8 +258,10 @@ type conn struct {
 	werr       error
 	lastMethod string
 	hijacked   bool
-	// idle is set while c waits for a request; guarded by srv.mu.
-	idle bool
+	// state is guarded by srv.mu.
+	state connState
+	// started is when ServeConn took the connection in.
+	started time.Time
 	// writeDeadline is set when a handler set a write deadline: it is
 	// cleared after the response.
 	writeDeadline bool
@@ -354,16 +386,17 @@ func (s *Server) ServeConn(ctx context.Context, rwc net.Conn) error {
 		c.tlsState = new(tls.ConnectionState)
 		*c.tlsState = tc.ConnectionState()
 	}
+	c.started = time.Now()
+	if !s.track(c, true) {
+		rwc.Close()
+		return http.ErrServerClosed
+	}
 	ctx = context.WithValue(ctx, http.LocalAddrContextKey, rwc.LocalAddr())
 	if s.ConnContext != nil {
 		ctx = s.ConnContext(ctx, rwc)
 	}
 	ctx, c.cancelCtx = context.WithCancel(ctx)
 	defer c.cancelCtx()
-	if !s.track(c, true) {
-		rwc.Close()
-		return http.ErrServerClosed
-	}
 	c.r = connReader{c: c}
 	c.br = bufio.NewReaderSize(&c.r, 4<<10)
 	c.bw = bufio.NewWriterSize(errWriter{c}, 4<<10)
@@ -399,7 +432,7 @@ func (c *conn) serve(ctx context.Context) {
 	if d := s.ReadHeaderTimeout; d > 0 {
 		_ = c.rwc.SetReadDeadline(time.Now().Add(d))
 	}
-	if !s.setIdle(c, true) {
+	if !s.setState(c, stateNew) {
 		return
 	}
 	for {
@@ -407,15 +440,17 @@ func (c *conn) serve(ctx context.Context) {
 		if c.r.remain != s.initialReadLimit() {
 			// Bytes were read, or a request (which lifts the limit):
 			// serving, so Shutdown lets the response finish.
-			s.setIdle(c, false)
-		}
-		if s.shutdown.Load() {
-			return
+			s.setState(c, stateActive)
 		}
 		if err != nil {
-			c.refuse(err)
+			if !s.shutdown.Load() {
+				c.refuse(err)
+			}
 			return
 		}
+		// A request read whole is served even when Shutdown has begun
+		// meanwhile (net/http drops it): its response closes the
+		// connection.
 
 		req := w.req
 		if hasToken(get(req.Header, "Expect"), "100-continue") {
@@ -454,7 +489,7 @@ func (c *conn) serve(ctx context.Context) {
 			}
 			return
 		}
-		if !s.setIdle(c, true) || !s.doKeepAlives() {
+		if !s.setState(c, stateIdle) || !s.doKeepAlives() {
 			return
 		}
 		if d := s.IdleTimeout; d > 0 {
