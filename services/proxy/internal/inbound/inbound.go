@@ -159,9 +159,9 @@ type server struct {
 	// pending: those handshakes are not counted as failures.
 	cut   bool
 	since time.Time
-	snap        atomic.Pointer[snapshot]
-	done        chan struct{}
-	err         atomic.Pointer[error] // why Serve stopped, if not by Shutdown
+	snap  atomic.Pointer[snapshot]
+	done  chan struct{}
+	err   atomic.Pointer[error] // why Serve stopped, if not by Shutdown
 }
 
 // New returns a manager serving no Listener yet.
