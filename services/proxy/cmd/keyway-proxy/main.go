@@ -67,6 +67,7 @@ func realMain(ctx context.Context) error {
 		secCA     = fs.String("secrets-ca", "", "CA (PEM) that signs the internal port's certificate")
 		maxHeader = fs.String("max-header-bytes", strconv.Itoa(inbound.DefaultMaxHeaderBytes), "largest request header block accepted on the proxy port and every Listener, in bytes (HTTP/1.1 and HTTP/2); larger requests get 431")
 		inboundH1 = fs.String("inbound-http1", "direct", "server of HTTP/1.1 on the proxy port and the Listeners: direct (one goroutine per connection, no background read) or net/http (net/http's server, as before; the way back)")
+		inboundH2 = fs.String("inbound-http2", "direct", "server of h2 on the Listeners: direct (package inbound/h2: headers and body of a response handed over together, flushed in the connection's loop) or net/http (net/http's server, as before; the way back)")
 		hsTimeout = fs.String("handshake-timeout", upstream.DefaultHandshakeTimeout.String(), "upstream TLS handshake timeout")
 		revMax    = fs.String("revocation-max-refresh", revocation.DefaultMaxRefresh.String(), "longest time between two fetches of a CRL or OCSP response that Listener hosts check client certificates against, however far its nextUpdate: how long a revocation may go unseen")
 		revMin    = fs.String("revocation-min-refresh", revocation.DefaultMinRefresh.String(), "shortest time between two fetches of one CRL, and the first retry delay after a failed fetch (doubled up to --revocation-max-refresh)")
@@ -110,6 +111,9 @@ func realMain(ctx context.Context) error {
 	}
 	if *inboundH1 != "direct" && *inboundH1 != "net/http" {
 		return fmt.Errorf("--inbound-http1: %q is neither direct nor net/http; the default is direct", *inboundH1)
+	}
+	if *inboundH2 != "direct" && *inboundH2 != "net/http" {
+		return fmt.Errorf("--inbound-http2: %q is neither direct nor net/http; the default is direct", *inboundH2)
 	}
 	hb, err := time.ParseDuration(*heartbeat)
 	if err != nil || hb <= 0 {
@@ -164,6 +168,7 @@ func realMain(ctx context.Context) error {
 		HandshakeTimeout: handshakeTimeout,
 		MaxHeaderBytes:   maxHeaderBytes,
 		NetHTTP1:         *inboundH1 == "net/http",
+		NetHTTP2:         *inboundH2 == "net/http",
 		Tracing:          tr,
 		Logger:           log,
 		Secrets:          src,

@@ -3,10 +3,10 @@
 // handler.
 //
 // Each accepted connection is handshaken in a goroutine of its own, bounded
-// by ReadHeaderTimeout. A connection that negotiated h2 is then served by
-// net/http's server (HTTP/2); any other by package h1, in the same
-// goroutine, with no background read (or by net/http's server too, with
-// Options.NetHTTP1).
+// by ReadHeaderTimeout, then served in the same goroutine: by package h2
+// when it negotiated h2, by package h1 otherwise (with no background
+// read). Options.NetHTTP1 and NetHTTP2 hand either to net/http's server
+// instead.
 //
 // Each server's tls.Config has only GetConfigForClient, which loads the
 // Listener's current snapshot (one atomic load) and returns the prebuilt
@@ -42,6 +42,7 @@ import (
 	"keyway.dev/internal/revocation"
 	"keyway.dev/internal/telemetry"
 	"keyway.dev/proxy/internal/inbound/h1"
+	"keyway.dev/proxy/internal/inbound/h2"
 )
 
 // DefaultMaxHeaderBytes is the request header limit of every inbound
@@ -91,10 +92,12 @@ type Options struct {
 	// NoStapling serves Listener certificates without their OCSP
 	// response, even when they name a responder.
 	NoStapling bool
-	// NetHTTP1 serves HTTP/1.1 with net/http's server, as HTTP/2 is,
-	// instead of package h1's loop: the way back, should the loop
-	// misbehave.
+	// NetHTTP1 serves HTTP/1.1 with net/http's server instead of
+	// package h1's loop: the way back, should the loop misbehave.
 	NetHTTP1 bool
+	// NetHTTP2 serves HTTP/2 with net/http's server instead of package
+	// h2's: the way back, should it misbehave.
+	NetHTTP2 bool
 }
 
 // Manager serves the Listeners it is given. Apply, Close, Status and Addr
@@ -135,12 +138,16 @@ type server struct {
 	observer HandshakeObserver
 	tracing  telemetry.Tracing
 	ln       net.Listener
-	// srv serves HTTP/2 (and HTTP/1.1 with Options.NetHTTP1) on the
-	// connections handed to it through h2ln; h1 serves HTTP/1.1.
+	// h1 serves HTTP/1.1 and h2 HTTP/2. srv is the configuration both
+	// read (h2 reads it as net/http's HTTP/2 server does); with
+	// Options.NetHTTP1 or NetHTTP2 it serves the connections handed to
+	// it through h2ln.
 	srv      *http.Server
 	h2ln     *connListener
 	h1       *h1.Server
+	h2       *h2.Server
 	netHTTP1 bool
+	netHTTP2 bool
 	// readHeaderTimeout bounds each handshake.
 	readHeaderTimeout time.Duration
 	// accepting is closed when the accept loop has returned.
@@ -305,7 +312,7 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 		return nil, fmt.Errorf("inbound: listening on %s: %w", address, err)
 	}
 	s := &server{name: name, address: address, log: m.log, observer: m.opts.Handshakes, tracing: m.opts.Tracing, ln: ln, since: time.Now(), done: make(chan struct{}),
-		netHTTP1: m.opts.NetHTTP1, readHeaderTimeout: m.opts.ReadHeaderTimeout, pending: make(map[*conn]struct{}), accepting: make(chan struct{})}
+		netHTTP1: m.opts.NetHTTP1, netHTTP2: m.opts.NetHTTP2, readHeaderTimeout: m.opts.ReadHeaderTimeout, pending: make(map[*conn]struct{}), accepting: make(chan struct{})}
 	s.snap.Store(snap)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
@@ -326,7 +333,7 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 		// The connection, for the handler's per-request client checks
 		// (ClientOf).
 		ConnContext: connContext,
-		ConnState:   s.connState,
+		ConnState:   s.connState, // for what it serves through h2ln
 		ErrorLog:    errorLog,
 	}
 	s.h1 = &h1.Server{
@@ -343,6 +350,7 @@ func (m *Manager) start(name, address string, snap *snapshot) (*server, error) {
 		},
 		ErrorLog: errorLog,
 	}
+	s.h2 = new(h2.Server)
 	s.h2ln = newConnListener(ln.Addr())
 	var serving sync.WaitGroup
 	serving.Go(func() {
@@ -418,8 +426,20 @@ func (s *server) serve(c *conn) {
 		_ = c.tls.Close()
 		return
 	}
-	if s.netHTTP1 || c.tls.ConnectionState().NegotiatedProtocol == "h2" {
-		c.viaNetHTTP2 = !s.netHTTP1
+	h2c := c.tls.ConnectionState().NegotiatedProtocol == "h2"
+	switch {
+	case h2c && !s.netHTTP2:
+		// s.srv is the configuration (timeouts, header limit, error
+		// log); its server context and the connection's local address
+		// are set by ServeConn.
+		s.h2.ServeConn(c.tls, &h2.ServeConnOpts{
+			Context: connContext(context.Background(), c.tls), BaseConfig: s.srv, Handler: s.srv.Handler,
+			Registered: func() { s.taken(c) },
+		})
+		s.taken(c) // when it never was
+		return
+	case h2c, s.netHTTP1:
+		c.viaNetHTTP2 = h2c
 		if !s.h2ln.hand(c.tls) {
 			s.taken(c)
 		}
@@ -552,13 +572,15 @@ func (m *Manager) drain(s *server) {
 		s.ln.Close()
 		s.settle(ctx)
 		var wg sync.WaitGroup
-		var h1Err, srvErr error
+		var h1Err, h2Err, srvErr error
 		wg.Go(func() { h1Err = s.h1.Shutdown(ctx) })
+		wg.Go(func() { h2Err = s.h2.Shutdown(ctx) })
 		wg.Go(func() { srvErr = s.srv.Shutdown(ctx) })
 		wg.Wait()
-		if err := cmp.Or(h1Err, srvErr); err != nil {
+		if err := cmp.Or(h1Err, h2Err, srvErr); err != nil {
 			m.log.Warn("requests still in flight on a drained listener; cutting them off", "listener", s.name, "address", s.address, "error", err)
 			_ = s.h1.Close()
+			s.h2.Close()
 			s.srv.Close()
 		}
 		<-s.done

@@ -43,8 +43,9 @@ func (h *handshakes) count(reason failure.Reason) int {
 // is counted once.
 func TestServersByProtocol(t *testing.T) {
 	t.Parallel()
-	for _, netHTTP1 := range []bool{false, true} {
-		t.Run(fmt.Sprintf("NetHTTP1=%t", netHTTP1), func(t *testing.T) {
+	for _, servers := range []struct{ netHTTP1, netHTTP2 bool }{{false, false}, {true, false}, {false, true}} {
+		netHTTP1, netHTTP2 := servers.netHTTP1, servers.netHTTP2
+		t.Run(fmt.Sprintf("NetHTTP1=%t,NetHTTP2=%t", netHTTP1, netHTTP2), func(t *testing.T) {
 			t.Parallel()
 			ca, clients := testca.New(t, "server CA"), testca.New(t, "client CA")
 			obs := &handshakes{n: map[failure.Reason]int{}}
@@ -54,7 +55,7 @@ func TestServersByProtocol(t *testing.T) {
 					_, underServer := r.Context().Value(http.ServerContextKey).(*http.Server)
 					fmt.Fprintf(w, "%s listener=%s client=%t verified=%t server=%t", r.Proto, inbound.ListenerOf(r), ok, cl.Verified(), underServer)
 				}),
-				ShutdownTimeout: 5 * time.Second, Handshakes: obs, NetHTTP1: netHTTP1,
+				ShutdownTimeout: 5 * time.Second, Handshakes: obs, NetHTTP1: netHTTP1, NetHTTP2: netHTTP2,
 			})
 			t.Cleanup(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -96,6 +96,9 @@ type Config struct {
 	// with net/http's server instead of h1's loop
 	// ([inbound.Options].NetHTTP1).
 	NetHTTP1 bool
+	// NetHTTP2 serves h2 on the Listeners with net/http's server instead
+	// of package inbound/h2 ([inbound.Options].NetHTTP2).
+	NetHTTP2 bool
 	// RevocationMaxRefresh is the longest time between two fetches of a
 	// CRL or an OCSP response that Listener hosts check client
 	// certificates, and Upstreams their upstream's certificate, against, however far its nextUpdate: how long a
@@ -294,7 +297,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	handler := forward.New(n.watcher, forward.NewRequestIDs(cfg.NodeID), log, cfg.Tracing)
 	// The Listeners serve the same handler as the plain proxy listener.
 	n.inbound = inbound.New(inbound.Options{
-		Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, NetHTTP1: cfg.NetHTTP1,
+		Handler: handler, ShutdownTimeout: cfg.ShutdownTimeout, MaxHeaderBytes: cfg.MaxHeaderBytes, NetHTTP1: cfg.NetHTTP1, NetHTTP2: cfg.NetHTTP2,
 		Handshakes: n.metrics, ClientChains: n.metrics, Tracing: cfg.Tracing, Logger: log,
 		RevocationChecks: revocationMetrics,
 		NoStapling:       cfg.NoPresentedRevocation,
