@@ -31,7 +31,7 @@ type pair struct {
 	cfg           *tls.Config // the client's
 }
 
-func startPair(t *testing.T, handler http.Handler, tune func(*http.Server)) pair {
+func startPair(t testing.TB, handler http.Handler, tune func(*http.Server)) pair {
 	t.Helper()
 	ca := testca.New(t, "h2 test CA")
 	kp := ca.Server("a.test")
@@ -108,8 +108,13 @@ type script func(fr *xh2.Framer, enc func(fields ...string) []byte)
 // after the answer (and RST_STREAM STREAM_CLOSED for DATA that arrives
 // after that). DATA is acknowledged with WINDOW_UPDATEs, as a client
 // reading the body would.
-func transcript(t *testing.T, addr string, cfg *tls.Config, quiet time.Duration, s script) []string {
+func transcript(t testing.TB, addr string, cfg *tls.Config, quiet time.Duration, s script) []string {
 	t.Helper()
+	return fold(frames(t, addr, cfg, quiet, s, false))
+}
+
+// fold renders what frames read, as transcript describes.
+func fold(recv []received) []string {
 	byStream := map[uint32][]string{}
 	data := map[uint32]*bytes.Buffer{}
 	var end string
@@ -119,7 +124,7 @@ func transcript(t *testing.T, addr string, cfg *tls.Config, quiet time.Duration,
 			delete(data, id)
 		}
 	}
-	for _, f := range frames(t, addr, cfg, quiet, s) {
+	for _, f := range recv {
 		switch {
 		case f.end != "":
 			end = f.end
@@ -140,6 +145,9 @@ func transcript(t *testing.T, addr string, cfg *tls.Config, quiet time.Duration,
 	for id := range data {
 		flushData(id, false)
 	}
+	// The SETTINGS ACK is left out: a live connection always sends it,
+	// a dead one may or may not have before it died.
+	byStream[0] = slices.DeleteFunc(byStream[0], func(l string) bool { return strings.HasPrefix(l, "SETTINGS stream=0 flags=0x1") })
 	connErr := slices.ContainsFunc(byStream[0], func(l string) bool {
 		return strings.HasPrefix(l, "GOAWAY") && !strings.Contains(l, "code=NO_ERROR")
 	})
@@ -176,7 +184,10 @@ type received struct {
 	end       string // "(quiet)" or "(closed)" for the last
 }
 
-func frames(t *testing.T, addr string, cfg *tls.Config, quiet time.Duration, s script) []received {
+// frames reads what the server sends until it closes the connection or
+// is quiet for quiet; with stopAtEnd, quiet is 100 ms once stream 1 has
+// ended or a GOAWAY came.
+func frames(t testing.TB, addr string, cfg *tls.Config, quiet time.Duration, s script, stopAtEnd bool) []received {
 	t.Helper()
 	failed := func(err error) []received {
 		t.Errorf("%s: %v", addr, err) // not Fatal: cases run in goroutines of their own
@@ -225,6 +236,12 @@ func frames(t *testing.T, addr string, cfg *tls.Config, quiet time.Duration, s s
 			r.isData, r.data, r.endStream = true, slices.Clone(f.Data()), f.StreamEnded()
 		}
 		got = append(got, r)
+		if stopAtEnd {
+			h := f.Header()
+			if h.Type == xh2.FrameGoAway || (h.StreamID == 1 && (h.Type == xh2.FrameRSTStream || h.Flags.Has(xh2.FlagDataEndStream))) {
+				quiet = min(quiet, 100*time.Millisecond)
+			}
+		}
 		switch f := f.(type) {
 		case *xh2.SettingsFrame:
 			if !f.IsAck() {
