@@ -67,6 +67,8 @@ func setDefault[T ~int | ~int32 | ~uint32 | ~int64](v *T, minval, maxval, defval
 	}
 }
 
+// setConfigDefaults is upstream's for a server (keyway: the transport's
+// half, and configFromTransport, are not forked).
 func setConfigDefaults(conf *http2Config) {
 	setDefault(&conf.MaxConcurrentStreams, 1, math.MaxUint32, defaultMaxStreams)
 	setDefault(&conf.MaxEncoderHeaderTableSize, 1, math.MaxUint32, initialHeaderTableSize)

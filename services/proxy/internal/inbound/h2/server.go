@@ -92,11 +92,11 @@ var (
 type serverInternalState struct {
 	mu          sync.Mutex
 	activeConns map[*serverConn]struct{}
-	// shuttingDown is set by Shutdown; drained, once Shutdown waits, is
+	// keyway: shuttingDown is set by Shutdown; drained, once Shutdown waits, is
 	// closed when the last connection is gone.
 	shuttingDown bool
 	drained      chan struct{}
-	// closed is set by Close.
+	// keyway: closed is set by Close.
 	closed bool
 
 	// Pool of error channels. This is per-Server rather than global
@@ -113,7 +113,7 @@ func (s *serverInternalState) registerConn(sc *serverConn) {
 	}
 	s.mu.Lock()
 	s.activeConns[sc] = struct{}{}
-	if s.closed {
+	if s.closed { // keyway
 		sc.conn.Close()
 	} else if s.shuttingDown {
 		// keyway: taken in after Shutdown: it says GOAWAY as soon as it
@@ -130,7 +130,7 @@ func (s *serverInternalState) unregisterConn(sc *serverConn) {
 	}
 	s.mu.Lock()
 	delete(s.activeConns, sc)
-	if len(s.activeConns) == 0 && s.drained != nil {
+	if len(s.activeConns) == 0 && s.drained != nil { // keyway
 		close(s.drained)
 		s.drained = nil
 	}
@@ -275,7 +275,7 @@ func configureServer(s *http.Server, conf *Server) error {
 }
 
 func (s *Server) serveConn(c net.Conn, opts *ServeConnOpts, newf func(*serverConn)) {
-	s.initState()
+	s.initState() // keyway
 	baseCtx, cancel := serverConnBaseContext(c, opts)
 	defer cancel()
 
@@ -483,7 +483,7 @@ type serverConn struct {
 	needsFrameFlush             bool              // last frame write wasn't a flush
 	inGoAway                    bool              // we've started to or sent GOAWAY
 	inFrameScheduleLoop         bool              // whether we're in the scheduleFrameWrite loop
-	writeDeadline               time.Time         // the connection's write deadline, as last set
+	writeDeadline               time.Time         // keyway: the connection's write deadline, as last set
 	needToSendGoAway            bool              // we need to schedule a GOAWAY frame write
 	pingSent                    bool
 	sentPingData                [8]byte

@@ -176,7 +176,7 @@ type Server struct {
 	// so that we don't embed a Mutex in this struct, which will make the
 	// struct non-copyable, which might break some callers.
 	state     *serverInternalState
-	stateOnce sync.Once
+	stateOnce sync.Once // keyway: see initState
 }
 
 // ServeConnOpts are options for the Server.ServeConn method.
