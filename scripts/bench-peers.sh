@@ -28,6 +28,10 @@
 #   KEYWAY_GOMAXPROCS=""    more Keyway targets, one stack each, measured in the same run: for each
 #                           value N, "keyway-pN" runs with GOMAXPROCS=N on KEYWAY_PORT+1, +2, ...
 #                           (its keyway-dev on DEV_PORT_BASE+10, +20, ...)
+#   KEYWAY_VARIANTS=""      more Keyway targets, each NAME=VAR=value[,VAR=value...]: "keyway-NAME"
+#                           runs with that environment, after the GOMAXPROCS ones; e.g.
+#                           KEYWAY_VARIANTS="nethttp2=KEYWAY_INBOUND_HTTP2=net/http" measures
+#                           net/http's h2 server beside package h2 in the same run
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,13 +51,18 @@ log() { echo "[bench-peers $(date +%H:%M:%S)] $*" >&2; }
 die() { echo "bench-peers: $*" >&2; exit 1; }
 
 KEYWAY_GOMAXPROCS=${KEYWAY_GOMAXPROCS:-}
+KEYWAY_VARIANTS=${KEYWAY_VARIANTS:-}
+for v in $KEYWAY_VARIANTS; do
+  [[ "$v" =~ ^[a-z0-9]{1,16}=KEYWAY_[A-Z0-9_]+=[^,=[:space:]]+(,KEYWAY_[A-Z0-9_]+=[^,=[:space:]]+)*$ ]] ||
+    die "KEYWAY_VARIANTS: $v is not NAME=KEYWAY_VAR=value[,KEYWAY_VAR=value...] (NAME: 1 to 16 of a-z, 0-9)"
+done
 for v in ROUNDS QUIET_WAIT DURATION RETRIES KEYWAY_PORT DEV_PORT_BASE; do
   [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v=${!v} is not a whole number"
 done
 for g in $KEYWAY_GOMAXPROCS; do
   [[ "$g" =~ ^[0-9]+$ ]] && [ "$g" -ge 1 ] && [ "$g" -le 256 ] || die "KEYWAY_GOMAXPROCS: $g is not 1 to 256"
 done
-[ "$(wc -w <<<"$KEYWAY_GOMAXPROCS")" -le 4 ] || die "KEYWAY_GOMAXPROCS: give at most 4 values"
+[ $(($(wc -w <<<"$KEYWAY_GOMAXPROCS") + $(wc -w <<<"$KEYWAY_VARIANTS"))) -le 4 ] || die "KEYWAY_GOMAXPROCS and KEYWAY_VARIANTS: give at most 4 values in all"
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 10 ] || die "ROUNDS=$ROUNDS: give 1 to 10"
 [ "$DURATION" -ge 1 ] && [ "$DURATION" -le 120 ] || die "DURATION=$DURATION: give 1 to 120 seconds"
 [ "$QUIET_WAIT" -le 600 ] || die "QUIET_WAIT=$QUIET_WAIT: give at most 600 seconds"
@@ -71,7 +80,7 @@ KEYWAY_BIN=$(cd "$KEYWAY_BIN" && pwd)
 CHECKOUT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 # Every target's modes, rounds and retries, plus the quiet waits, and the
 # stack's start; past it the run is stopped.
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((600 + ROUNDS * (4 + $(wc -w <<<"$KEYWAY_GOMAXPROCS")) * (QUIET_WAIT + $(wc -w <<<"$MODES") * (1 + RETRIES) * (DURATION + 2 + QUIET_WAIT))))}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((600 + ROUNDS * (4 + $(wc -w <<<"$KEYWAY_GOMAXPROCS $KEYWAY_VARIANTS")) * (QUIET_WAIT + $(wc -w <<<"$MODES") * (1 + RETRIES) * (DURATION + 2 + QUIET_WAIT))))}
 [[ "$BENCH_TIMEOUT" =~ ^[0-9]+$ ]] || die "BENCH_TIMEOUT=$BENCH_TIMEOUT is not a whole number"
 
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q LISTEN; }
@@ -146,6 +155,13 @@ for g in $KEYWAY_GOMAXPROCS; do
   n=$((n + 1))
   start_stack "keyway-p$g" $((DEV_PORT_BASE + 10 * n)) $((KEYWAY_PORT + n)) "GOMAXPROCS=$g"
   TARGETS="$TARGETS keyway-p$g=127.0.0.1:$((KEYWAY_PORT + n))"
+done
+for v in $KEYWAY_VARIANTS; do
+  n=$((n + 1))
+  name=${v%%=*}
+  IFS=, read -r -a vars <<<"${v#*=}"
+  start_stack "keyway-$name" $((DEV_PORT_BASE + 10 * n)) $((KEYWAY_PORT + n)) "${vars[@]}"
+  TARGETS="$TARGETS keyway-$name=127.0.0.1:$((KEYWAY_PORT + n))"
 done
 
 log "bench-all.sh: direct, nginx, haproxy, $TARGETS; ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT DURATION=$DURATION MODES=\"$MODES\" RETRIES=$RETRIES; at most ${BENCH_TIMEOUT}s"

@@ -15,10 +15,12 @@
 //     flushes between them: two hand-offs and two socket writes where
 //     this takes one and one.
 //   - The serve loop writes its flushes itself (at most the 4 KiB write
-//     buffer), under a write deadline of 30 s per write, instead of in a
-//     goroutine per flush. A client that accepts no bytes for that long
-//     loses its connection (NGINX's send_timeout, 60 s, bounds the same).
-//     Larger DATA frames are still written by a goroutine of their own.
+//     buffer), and HEADERS frames that fit that buffer, instead of in a
+//     goroutine per write (upstream writes every HEADERS frame so). Each
+//     write to the connection has a deadline 15 to 30 s ahead: a client
+//     that takes longer to accept one loses its connection (NGINX's
+//     send_timeout, 60 s, bounds the same). Larger DATA frames are still
+//     written by a goroutine of their own.
 //   - Server.Shutdown and Server.Close act on the server's connections
 //     (x/net's server needs net/http's Shutdown for that), including one
 //     taken in after Shutdown began, which sends GOAWAY as soon as it

@@ -1270,7 +1270,7 @@ func (sc *serverConn) startFrameWrite(wr FrameWriteRequest) {
 // client whose connection accepts no bytes for that long (its receive
 // window full, nothing read) is cut off. NGINX's send_timeout bounds the
 // same, at 60 s.
-const writeStall = 30 * time.Second
+var writeStall = 30 * time.Second
 
 // armWriteDeadline sets the connection's write deadline writeStall ahead,
 // when the one set is less than half of that ahead: each write has
