@@ -96,17 +96,7 @@ func StartService(tb testing.TB, natsURL string) *Service {
 		}
 		return p
 	}
-	api, internal := freeAddr(tb), freeAddr(tb)
-	s := &Service{
-		API:    secretsv1connect.NewSecretsServiceClient(http.DefaultClient, "http://"+api),
-		APIURL: "http://" + api, InternalURL: "https://" + internal, Internal: ca,
-		args: []string{"--listen", api, "--internal-listen", internal,
-			"--internal-cert", write("internal.crt", server.CertPEM), "--internal-key", write("internal.key", server.KeyPEM),
-			"--internal-client-ca", write("ca.crt", ca.CertPEM()), "--nats", natsURL, "--backend", "local", "--dir", filepath.Join(dir, "store"),
-			// The API without authentication: these tests are about material;
-			// tests/e2e runs the services with access control.
-			"--insecure-no-auth"},
-	}
+	s := &Service{Internal: ca}
 	tb.Cleanup(func() {
 		s.Stop()
 		if tb.Failed() {
@@ -115,8 +105,29 @@ func StartService(tb testing.TB, natsURL string) *Service {
 			s.mu.Unlock()
 		}
 	})
-	s.Start(tb)
-	return s
+	// The ports are free when chosen, and may be taken by another test's
+	// process before keyway-secrets binds them: then new ones are chosen.
+	for attempt := 1; ; attempt++ {
+		api, internal := freeAddr(tb), freeAddr(tb)
+		s.API = secretsv1connect.NewSecretsServiceClient(http.DefaultClient, "http://"+api)
+		s.APIURL, s.InternalURL = "http://"+api, "https://"+internal
+		s.args = []string{"--listen", api, "--internal-listen", internal,
+			"--internal-cert", write("internal.crt", server.CertPEM), "--internal-key", write("internal.key", server.KeyPEM),
+			"--internal-client-ca", write("ca.crt", ca.CertPEM()), "--nats", natsURL, "--backend", "local", "--dir", filepath.Join(dir, "store"),
+			// The API without authentication: these tests are about material;
+			// tests/e2e runs the services with access control.
+			"--insecure-no-auth"}
+		if s.start(tb) {
+			return s
+		}
+		s.mu.Lock()
+		taken := strings.Contains(s.logged.String(), "address already in use")
+		s.mu.Unlock()
+		if !taken || attempt == 3 {
+			tb.Fatal("materialtest: keyway-secrets exited before serving")
+		}
+		tb.Logf("materialtest: a port was taken before keyway-secrets bound it; choosing others (attempt %d)", attempt+1)
+	}
 }
 
 func freeAddr(tb testing.TB) string {
@@ -132,6 +143,15 @@ func freeAddr(tb testing.TB) string {
 // Start runs the process (again, after Stop: same ports and directory) and
 // waits until it serves.
 func (s *Service) Start(tb testing.TB) {
+	tb.Helper()
+	if !s.start(tb) {
+		tb.Fatal("materialtest: keyway-secrets exited before serving")
+	}
+}
+
+// start runs the process and waits until it serves; it reports false when
+// the process exited first.
+func (s *Service) start(tb testing.TB) bool {
 	tb.Helper()
 	cmd := exec.Command(Binary(tb), s.args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -163,11 +183,13 @@ func (s *Service) Start(tb testing.TB) {
 	s.mu.Unlock()
 	select {
 	case <-ready:
+		return true
 	case <-done:
-		tb.Fatal("materialtest: keyway-secrets exited before serving")
+		return false
 	case <-time.After(60 * time.Second):
 		tb.Fatal("materialtest: keyway-secrets not ready after 60s")
 	}
+	return false
 }
 
 // Stop ends the process: SIGTERM, then SIGKILL after 10s.
