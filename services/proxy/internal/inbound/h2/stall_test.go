@@ -38,14 +38,22 @@ func TestWriteStallClosesTheConnection(t *testing.T) {
 		wrote <- nil
 	})
 	srv := new(Server)
+	served := make(chan struct{})
 	go func() {
+		defer close(served)
 		c, err := ln.Accept()
 		if err != nil {
 			return
 		}
 		srv.ServeConn(c, &ServeConnOpts{Context: context.Background(), BaseConfig: &http.Server{}, Handler: handler})
 	}()
-	defer srv.Close()
+	defer func() {
+		// The connection's goroutines read writeStall: they end before
+		// it is put back.
+		srv.Close()
+		ln.Close()
+		<-served
+	}()
 
 	c, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
