@@ -32,6 +32,10 @@
 #                           runs with that environment, after the GOMAXPROCS ones; e.g.
 #                           KEYWAY_VARIANTS="nethttp2=KEYWAY_INBOUND_HTTP2=net/http" measures
 #                           net/http's h2 server beside package h2 in the same run
+#   KEYWAY_WORKERS=""       more Keyway targets in NGINX's model: for each value N (2 to 4),
+#                           "keyway-wN" runs N nodes of GOMAXPROCS=1 on one Listener port
+#                           (SO_REUSEPORT; each its own process and configuration watch), as
+#                           NGINX runs worker_processes N; after the variants
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -52,6 +56,10 @@ die() { echo "bench-peers: $*" >&2; exit 1; }
 
 KEYWAY_GOMAXPROCS=${KEYWAY_GOMAXPROCS:-}
 KEYWAY_VARIANTS=${KEYWAY_VARIANTS:-}
+KEYWAY_WORKERS=${KEYWAY_WORKERS:-}
+for w in $KEYWAY_WORKERS; do
+  [[ "$w" =~ ^[2-4]$ ]] || die "KEYWAY_WORKERS: $w is not 2 to 4"
+done
 for v in $KEYWAY_VARIANTS; do
   [[ "$v" =~ ^[a-z0-9]{1,16}=KEYWAY_[A-Z0-9_]+=[^,=[:space:]]+(,KEYWAY_[A-Z0-9_]+=[^,=[:space:]]+)*$ ]] ||
     die "KEYWAY_VARIANTS: $v is not NAME=KEYWAY_VAR=value[,KEYWAY_VAR=value...] (NAME: 1 to 16 of a-z, 0-9)"
@@ -62,7 +70,7 @@ done
 for g in $KEYWAY_GOMAXPROCS; do
   [[ "$g" =~ ^[0-9]+$ ]] && [ "$g" -ge 1 ] && [ "$g" -le 256 ] || die "KEYWAY_GOMAXPROCS: $g is not 1 to 256"
 done
-[ $(($(wc -w <<<"$KEYWAY_GOMAXPROCS") + $(wc -w <<<"$KEYWAY_VARIANTS"))) -le 4 ] || die "KEYWAY_GOMAXPROCS and KEYWAY_VARIANTS: give at most 4 values in all"
+[ $(($(wc -w <<<"$KEYWAY_GOMAXPROCS") + $(wc -w <<<"$KEYWAY_VARIANTS") + $(wc -w <<<"$KEYWAY_WORKERS"))) -le 4 ] || die "KEYWAY_GOMAXPROCS, KEYWAY_VARIANTS and KEYWAY_WORKERS: give at most 4 values in all"
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 10 ] || die "ROUNDS=$ROUNDS: give 1 to 10"
 [ "$DURATION" -ge 1 ] && [ "$DURATION" -le 120 ] || die "DURATION=$DURATION: give 1 to 120 seconds"
 [ "$QUIET_WAIT" -le 600 ] || die "QUIET_WAIT=$QUIET_WAIT: give at most 600 seconds"
@@ -80,7 +88,7 @@ KEYWAY_BIN=$(cd "$KEYWAY_BIN" && pwd)
 CHECKOUT=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
 # Every target's modes, rounds and retries, plus the quiet waits, and the
 # stack's start; past it the run is stopped.
-BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((600 + ROUNDS * (4 + $(wc -w <<<"$KEYWAY_GOMAXPROCS $KEYWAY_VARIANTS")) * (QUIET_WAIT + $(wc -w <<<"$MODES") * (1 + RETRIES) * (DURATION + 2 + QUIET_WAIT))))}
+BENCH_TIMEOUT=${BENCH_TIMEOUT:-$((600 + ROUNDS * (4 + $(wc -w <<<"$KEYWAY_GOMAXPROCS $KEYWAY_VARIANTS $KEYWAY_WORKERS")) * (QUIET_WAIT + $(wc -w <<<"$MODES") * (1 + RETRIES) * (DURATION + 2 + QUIET_WAIT))))}
 [[ "$BENCH_TIMEOUT" =~ ^[0-9]+$ ]] || die "BENCH_TIMEOUT=$BENCH_TIMEOUT is not a whole number"
 
 port_busy() { ss -Hltn "sport = :$1" 2>/dev/null | grep -q LISTEN; }
@@ -92,9 +100,10 @@ CERTS=$PEERS_STATE/certs-ecdsa
 
 DATA=$(mktemp -d /tmp/keyway-bench-peers.XXXXXX)
 STACK_PIDS=()
+NODE_PIDS=() # the nodes started beside a stack's own (KEYWAY_WORKERS)
 stop_stack() {
   local pid
-  for pid in "${STACK_PIDS[@]}"; do
+  for pid in "${NODE_PIDS[@]}" "${STACK_PIDS[@]}"; do
     if kill -0 "$pid" 2>/dev/null; then
       log "stopping keyway-dev (pid $pid)"
       kill -TERM "$pid" 2>/dev/null || true
@@ -107,6 +116,7 @@ stop_stack() {
     wait "$pid" 2>/dev/null || true
   done
   STACK_PIDS=()
+  NODE_PIDS=()
 }
 cleanup() {
   local rc=$?
@@ -148,6 +158,33 @@ start_stack() {
     sleep 0.1
   done
 }
+
+# more_nodes NAME PORT COUNT BASE [VAR=value ...]: COUNT-1 more keyway-proxy
+# processes beside the node of the stack serving 127.0.0.1:PORT, with its
+# arguments but proxy and admin ports of their own (BASE, BASE+1, ...) and
+# their own node ids; the Listener's port is bound with SO_REUSEPORT, so
+# the kernel spreads its connections over them all.
+more_nodes() {
+  local name=$1 port=$2 count=$3 base=$4 pid cwd i j args
+  shift 4
+  pid=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | cut -d= -f2 | head -1)
+  [ -n "$pid" ] || die "$name: no node listens on 127.0.0.1:$port"
+  mapfile -d '' args <"/proc/$pid/cmdline"
+  cwd=$(readlink "/proc/$pid/cwd")
+  for i in $(seq 2 "$count"); do
+    (cd "$cwd" && exec env "$@" "${args[@]}" --listen "127.0.0.1:$((base + 2 * i))" \
+      --admin-listen "127.0.0.1:$((base + 2 * i + 1))" --node-id "$name-$i") \
+      >"$DATA/$name/node-$i.log" 2>&1 </dev/null &
+    NODE_PIDS+=("$!")
+    for j in $(seq 1 300); do
+      [ "$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | sort -u | wc -l)" -ge "$i" ] && break
+      [ "$j" = 300 ] && { tail -20 "$DATA/$name/node-$i.log" >&2; die "$name: node $i does not listen on 127.0.0.1:$port after 60 s (log above)"; }
+      sleep 0.2
+    done
+  done
+  log "$name: $count nodes serve 127.0.0.1:$port"
+}
+
 start_stack keyway "$DEV_PORT_BASE" "$KEYWAY_PORT"
 TARGETS="keyway=127.0.0.1:$KEYWAY_PORT"
 n=0
@@ -162,6 +199,12 @@ for v in $KEYWAY_VARIANTS; do
   IFS=, read -r -a vars <<<"${v#*=}"
   start_stack "keyway-$name" $((DEV_PORT_BASE + 10 * n)) $((KEYWAY_PORT + n)) "${vars[@]}"
   TARGETS="$TARGETS keyway-$name=127.0.0.1:$((KEYWAY_PORT + n))"
+done
+for w in $KEYWAY_WORKERS; do
+  n=$((n + 1))
+  start_stack "keyway-w$w" $((DEV_PORT_BASE + 10 * n)) $((KEYWAY_PORT + n)) GOMAXPROCS=1
+  more_nodes "keyway-w$w" $((KEYWAY_PORT + n)) "$w" $((DEV_PORT_BASE + 500 + 10 * n)) GOMAXPROCS=1
+  TARGETS="$TARGETS keyway-w$w=127.0.0.1:$((KEYWAY_PORT + n))"
 done
 
 log "bench-all.sh: direct, nginx, haproxy, $TARGETS; ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT DURATION=$DURATION MODES=\"$MODES\" RETRIES=$RETRIES; at most ${BENCH_TIMEOUT}s"

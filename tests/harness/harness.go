@@ -382,14 +382,27 @@ func StartProxyAt(tb testing.TB, natsURL, nodeID, addr, admin string, args ...st
 	return startProxy(tb, natsURL, nodeID, addr, admin, nil, args...)
 }
 
+// StartProxyUnready is [StartProxy] without the wait: it returns once the
+// process is started, for a caller that awaits the node's readiness as an
+// event of its own (the node's status in the node bucket), or times it.
+func StartProxyUnready(tb testing.TB, natsURL, nodeID string, args ...string) *Proxy {
+	tb.Helper()
+	return newProxy(tb, natsURL, nodeID, FreeAddr(tb), FreeAddr(tb), nil, args...)
+}
+
 func startProxy(tb testing.TB, natsURL, nodeID, addr, admin string, env []string, args ...string) *Proxy {
+	tb.Helper()
+	px := newProxy(tb, natsURL, nodeID, addr, admin, env, args...)
+	WaitHTTP(tb, px.AdminURL+"/healthz", px.Process)
+	return px
+}
+
+func newProxy(tb testing.TB, natsURL, nodeID, addr, admin string, env []string, args ...string) *Proxy {
 	tb.Helper()
 	args, scheme := serverArgs(tb, func(p *PKI) string { return p.OperatorCAFile }, args)
 	p := StartEnv(tb, "keyway-proxy "+nodeID, Bin(tb, "keyway-proxy"), nil, env,
 		append(append([]string{"--listen", addr, "--admin-listen", admin, "--nats", natsURL, "--node-id", nodeID}, NATSArgs(natsURL, natsperm.Node)...), args...)...)
-	px := &Proxy{Process: p, ID: nodeID, Addr: addr, Admin: admin, URL: "http://" + addr, AdminURL: scheme + "://" + admin}
-	WaitHTTP(tb, px.AdminURL+"/healthz", p)
-	return px
+	return &Proxy{Process: p, ID: nodeID, Addr: addr, Admin: admin, URL: "http://" + addr, AdminURL: scheme + "://" + admin}
 }
 
 // Restart starts the node again on its addresses, as a supervisor does
