@@ -189,9 +189,14 @@ type received struct {
 	end       string // "(quiet)" or "(closed)" for the last
 }
 
+// firstFrameWait bounds the wait for a server's first frame (its
+// SETTINGS), which every connection gets: on a machine busy with other
+// tests, a server may take longer than quiet to start answering.
+const firstFrameWait = 10 * time.Second
+
 // frames reads what the server sends until it closes the connection or
-// is quiet for quiet; with stopAtEnd, quiet is 100 ms once stream 1 has
-// ended or a GOAWAY came.
+// is quiet for quiet after its first frame; with stopAtEnd, quiet is 100
+// ms once stream 1 has ended or a GOAWAY came.
 func frames(t testing.TB, addr string, cfg *tls.Config, quiet time.Duration, s script, stopAtEnd bool) []received {
 	t.Helper()
 	failed := func(err error) []received {
@@ -225,7 +230,13 @@ func frames(t testing.TB, addr string, cfg *tls.Config, quiet time.Duration, s s
 
 	var got []received
 	for {
-		_ = c.SetReadDeadline(time.Now().Add(quiet))
+		// The server's SETTINGS always comes first, however long a
+		// loaded machine takes to send it: quiet counts from there.
+		wait := quiet
+		if len(got) == 0 {
+			wait = firstFrameWait
+		}
+		_ = c.SetReadDeadline(time.Now().Add(wait))
 		f, err := fr.ReadFrame()
 		if err != nil {
 			if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
