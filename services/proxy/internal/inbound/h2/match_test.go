@@ -350,7 +350,7 @@ var upstreamStricter = map[string]string{
 // with a quiet wait), and reports those whose transcripts differ.
 func compare(t *testing.T, p pair, cases map[string]script, stricter map[string]string) {
 	t.Helper()
-	const quiet = 300 * time.Millisecond
+	const quiet = 500 * time.Millisecond
 	sem := make(chan struct{}, 24)
 	var wg sync.WaitGroup
 	for _, name := range slices.Sorted(maps.Keys(cases)) {
