@@ -33,7 +33,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	st.mu.Lock()
 	st.shuttingDown = true
 	for sc := range st.activeConns {
-		sc.startGracefulShutdown()
+		// keyway: in a goroutine of its own, as net/http runs its shutdown
+		// hooks: a serve loop stuck in a flush (until writeStall, to a
+		// client that reads nothing) takes no message while its channel
+		// is full, and waiting for it here would hold Shutdown past ctx,
+		// and st.mu, which Close and every connection's start and end
+		// take.
+		go sc.startGracefulShutdown()
 	}
 	if len(st.activeConns) == 0 {
 		st.mu.Unlock()
