@@ -13,7 +13,8 @@
 # stack's keywayctl context, runs bench-all.sh with Keyway as an extra
 # target, stops everything it started, and writes the summary to
 # $OUT/summary.md (and $OUT/<timestamp>-summary.md), followed by the
-# Keyway/NGINX and Keyway/HAProxy ratios of CPU µs per request.
+# Keyway/NGINX and Keyway/HAProxy ratios of CPU µs per request, and the
+# upstream's own CPU per request behind each target.
 #
 # Env (all optional):
 #   PEERS=../shared/peers   the harness
@@ -248,6 +249,35 @@ for t in targets:
         f = lambda x: "–" if x is None else "%.0f" % x
         q = lambda a, b: "–" if a is None or not b else "%.2f×" % (a / b)
         print("| %s | %s | %s | %s | %s | %s | %s |" % (t, m, f(k), f(n), f(h), q(k, n), q(k, h)))
+PY
+  echo
+  echo "### The upstream's CPU per request behind each target (a bare Go HTTPS server; medians, µs)"
+  echo
+  echo "The same server costs more per request the less busy it is; \"direct\" is it alone, at the load"
+  echo "generator's full rate. scripts/bench-go-floor.sh measures it at other connection counts."
+  echo
+  python3 - "$RES/results.jsonl" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+up, rps = {}, {}
+for r in rows:
+    k = (r["label"], r["mode_name"])
+    if r["mode_name"] not in ("h1", "h2") or not r["rps"] or r.get("contaminated"):
+        continue
+    # Measured directly, the upstream is the target: its CPU is the target's.
+    cores = r["target_cpu_cores"] if r["label"] == "direct" else r.get("upstream_cpu_cores")
+    if cores is None:
+        continue
+    up.setdefault(k, []).append(cores / r["rps"] * 1e6)
+    rps.setdefault(k, []).append(r["rps"])
+print("| behind | h1 µs/req | h1 req/s | h2 µs/req | h2 req/s |")
+print("|---|---:|---:|---:|---:|")
+for t in sorted({l for l, _ in up}, key=lambda l: (l != "direct", l)):
+    cells = []
+    for m in ("h1", "h2"):
+        k = (t, m)
+        cells += ["%.0f" % statistics.median(up[k]), "%.0f" % statistics.median(rps[k])] if k in up else ["–", "–"]
+    print("| %s | %s |" % (t, " | ".join(cells)))
 PY
   echo
   echo "Command: make bench-peers ROUNDS=$ROUNDS QUIET_WAIT=$QUIET_WAIT RETRIES=$RETRIES DURATION=$DURATION MODES=\"$MODES\"; Keyway from $KEYWAY_BIN (checkout $CHECKOUT at the start); harness results in $RES."
