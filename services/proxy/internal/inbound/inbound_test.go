@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -305,10 +306,7 @@ func TestTwoNodesShareAnAddress(t *testing.T) {
 func TestBindFailure(t *testing.T) {
 	t.Parallel()
 	ca := testca.New(t, "server CA")
-	taken, err := net.Listen("tcp", "127.0.0.1:0") // without SO_REUSEPORT
-	if err != nil {
-		t.Fatal(err)
-	}
+	taken := listenBelowEphemeral(t) // without SO_REUSEPORT
 	hosts := []model.ListenerHost{host(ca.Server("test.com"), tls.NoClientCert, nil, "test.com")}
 	good := &model.Listener{Name: "good", Address: "127.0.0.1:0", Hosts: hosts}
 	bad := &model.Listener{Name: "bad", Address: taken.Addr().String(), Hosts: hosts}
@@ -332,6 +330,33 @@ func TestBindFailure(t *testing.T) {
 	if m.Addr("bad") != bad.Address || m.Status()[0].Error != "" {
 		t.Errorf("bad listener: bound %q, status %+v", m.Addr("bad"), m.Status()[0])
 	}
+}
+
+// listenBelowEphemeral listens on a loopback port below the kernel's
+// ephemeral range: once it is closed, no other test's port-0 listener or
+// outgoing connection is given that port before it is bound again.
+func listenBelowEphemeral(t *testing.T) net.Listener {
+	t.Helper()
+	low := 32768 // Linux's default
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	if low <= 2048 {
+		t.Skipf("the ephemeral port range starts at %d: no port below it to use", low)
+	}
+	start := 1024 + int(time.Now().UnixNano()%int64(low-2048))
+	for i := range 200 {
+		port := 1024 + (start-1024+i*7919)%(low-1024)
+		if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			return l
+		}
+	}
+	t.Fatalf("no free loopback port below %d in 200 tries", low)
+	return nil
 }
 
 // Two Listeners on one address (which validation refuses) are not both
