@@ -385,10 +385,7 @@ func TestAddressChangeDrainsTheOldServer(t *testing.T) {
 	ca := testca.New(t, "server CA")
 	m := newManager(t, "n1")
 	hosts := []model.ListenerHost{host(ca.Server("test.com"), tls.NoClientCert, nil, "test.com")}
-	first, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := listenBelowEphemeral(t)
 	firstAddr := first.Addr().String()
 	first.Close()
 	apply(t, m, &model.Listener{Name: "public", Address: firstAddr, Hosts: hosts})
