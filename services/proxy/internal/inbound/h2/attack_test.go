@@ -468,17 +468,11 @@ func shortStall(t *testing.T, d time.Duration) {
 // net/http's does, or earlier.
 func TestAttackRapidReset(t *testing.T) {
 	release := [2]chan struct{}{make(chan struct{}), make(chan struct{})}
-	var running, peak [2]atomic.Int64
+	var handlers [2]gauge
 	tgs := attackTargets(t, func(fork bool) http.Handler {
-		i := 1
-		if fork {
-			i = 0
-		}
+		i := targetIndex(fork)
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			n := running[i].Add(1)
-			defer running[i].Add(-1)
-			for p := peak[i].Load(); n > p && !peak[i].CompareAndSwap(p, n); p = peak[i].Load() {
-			}
+			defer handlers[i].enter()()
 			select { // a slow backend: the reset is not looked at
 			case <-release[i]:
 			case <-time.After(20 * time.Second):
@@ -526,9 +520,9 @@ func TestAttackRapidReset(t *testing.T) {
 		a.mu.Unlock()
 		got[i] = r
 		t.Logf("%s: %d frames written, GOAWAY %v last stream %d after %v; handlers at once at most %d; goroutines +%d at most",
-			tg.name, r.sent, r.code, r.last, r.elapsed.Round(time.Millisecond), peak[i].Load(), r.peak)
-		if peak[i].Load() > 250 {
-			t.Errorf("%s: %d handlers at once, beyond the 250 streams advertised", tg.name, peak[i].Load())
+			tg.name, r.sent, r.code, r.last, r.elapsed.Round(time.Millisecond), handlers[i].peak.Load(), r.peak)
+		if handlers[i].peak.Load() > 250 {
+			t.Errorf("%s: %d handlers at once, beyond the 250 streams advertised", tg.name, handlers[i].peak.Load())
 		}
 		if r.peak > 2*250+50 {
 			t.Errorf("%s: %d more goroutines during the attack", tg.name, r.peak)
@@ -918,20 +912,14 @@ func TestAttackClientNeverReads(t *testing.T) {
 // handlers run.
 func TestAttackTooManyStreams(t *testing.T) {
 	release := make(chan struct{})
-	var running, peak [2]atomic.Int64
+	var handlers [2]gauge
 	tgs := attackTargets(t, func(fork bool) http.Handler {
-		i := 1
-		if fork {
-			i = 0
-		}
+		i := targetIndex(fork)
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path != "/block" {
 				return
 			}
-			n := running[i].Add(1)
-			defer running[i].Add(-1)
-			for p := peak[i].Load(); n > p && !peak[i].CompareAndSwap(p, n); p = peak[i].Load() {
-			}
+			defer handlers[i].enter()()
 			select {
 			case <-release:
 			case <-r.Context().Done():
@@ -956,7 +944,7 @@ func TestAttackTooManyStreams(t *testing.T) {
 			a.mu.Lock()
 			n := a.resets[ErrCodeProtocol] + a.resets[ErrCodeRefusedStream]
 			a.mu.Unlock()
-			if n >= 50 && running[i].Load() >= 250 {
+			if n >= 50 && handlers[i].running.Load() >= 250 {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
@@ -964,10 +952,10 @@ func TestAttackTooManyStreams(t *testing.T) {
 		g := runtime.NumGoroutine()
 		a.mu.Lock()
 		refused[i] = a.resets[ErrCodeProtocol] + a.resets[ErrCodeRefusedStream]
-		t.Logf("%s: RST_STREAMs %v, GOAWAY %v; handlers at once %d at most; goroutines +%d", tg.name, a.resets, a.goAway, peak[i].Load(), g-base)
+		t.Logf("%s: RST_STREAMs %v, GOAWAY %v; handlers at once %d at most; goroutines +%d", tg.name, a.resets, a.goAway, handlers[i].peak.Load(), g-base)
 		a.mu.Unlock()
-		if peak[i].Load() > 250 {
-			t.Errorf("%s: %d handlers at once, 250 streams advertised", tg.name, peak[i].Load())
+		if handlers[i].peak.Load() > 250 {
+			t.Errorf("%s: %d handlers at once, 250 streams advertised", tg.name, handlers[i].peak.Load())
 		}
 		ended := tg.conns.ended()
 		a.conn.Close()
@@ -1092,4 +1080,24 @@ func TestAttackHeaderListTooLong(t *testing.T) {
 	if answers[0] != answers[1] {
 		t.Errorf("h2 and net/http answer differently:\n h2:       %s\n net/http: %s", answers[0], answers[1])
 	}
+}
+
+// gauge counts the handlers running at once, and the most there were.
+type gauge struct{ running, peak atomic.Int64 }
+
+// enter counts a handler in; call what it returns as the handler ends.
+func (g *gauge) enter() (leave func()) {
+	n := g.running.Add(1)
+	for p := g.peak.Load(); n > p && !g.peak.CompareAndSwap(p, n); p = g.peak.Load() {
+	}
+	return func() { g.running.Add(-1) }
+}
+
+// targetIndex is the index of a target in attackTargets' pair: 0 for the
+// fork, 1 for net/http's server.
+func targetIndex(fork bool) int {
+	if fork {
+		return 0
+	}
+	return 1
 }
